@@ -1,0 +1,54 @@
+#===- DSCompiler.cmake - LLVM/MLIR set-up for the compiler half ------------===#
+#
+# Finds Debian's LLVM/MLIR 22, pulls in its CMake helpers and flags, and
+# defines the thin helpers the compiler directories use. Everything links the
+# one shared libMLIR.so (never static MLIR libraries alongside it: options
+# would be registered twice).
+#===----------------------------------------------------------------------===#
+if(NOT MLIR_DIR AND EXISTS /usr/lib/llvm-22/lib/cmake/mlir)
+  set(MLIR_DIR /usr/lib/llvm-22/lib/cmake/mlir)
+endif()
+find_package(MLIR REQUIRED CONFIG)
+if(NOT LLVM_VERSION_MAJOR EQUAL 22)
+  message(FATAL_ERROR "ds needs LLVM/MLIR 22, found ${LLVM_PACKAGE_VERSION}")
+endif()
+message(STATUS "Using MLIR ${LLVM_PACKAGE_VERSION} from ${MLIR_DIR}")
+
+list(APPEND CMAKE_MODULE_PATH "${MLIR_CMAKE_DIR}" "${LLVM_CMAKE_DIR}")
+set(LLVM_RUNTIME_OUTPUT_INTDIR ${CMAKE_BINARY_DIR}/bin)
+set(LLVM_LIBRARY_OUTPUT_INTDIR ${CMAKE_BINARY_DIR}/lib)
+set(MLIR_BINARY_DIR ${CMAKE_BINARY_DIR})
+include(TableGen)
+include(AddLLVM)
+include(AddMLIR)
+include(HandleLLVMOptions)
+
+separate_arguments(_ds_llvm_defs NATIVE_COMMAND "${LLVM_DEFINITIONS}")
+add_definitions(${_ds_llvm_defs})
+include_directories(SYSTEM ${LLVM_INCLUDE_DIRS} ${MLIR_INCLUDE_DIRS})
+
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+set(CMAKE_LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/lib)
+set(CMAKE_BUILD_RPATH_USE_ORIGIN ON)
+set(CMAKE_INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+
+# .td files include each other by repo path ("dialects/DS/IR/DSBase.td").
+include_directories(${DS_SOURCE_DIR} ${DS_BINARY_DIR})
+
+# ds_add_library(<name> SOURCES ... [DEPENDS ...] [LINK ...]): a shared ds
+# compiler library. Shared, so that ds-opt and out-of-tree plugins see one
+# copy of every TypeID.
+function(ds_add_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPENDS;LINK" ${ARGN})
+  add_library(${name} SHARED ${ARG_SOURCES})
+  add_library(DS::${name} ALIAS ${name})
+  if(ARG_DEPENDS)
+    add_dependencies(${name} ${ARG_DEPENDS})
+  endif()
+  target_include_directories(${name} PUBLIC
+    $<BUILD_INTERFACE:${DS_SOURCE_DIR}>
+    $<BUILD_INTERFACE:${DS_BINARY_DIR}>
+    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/ds>)
+  target_link_libraries(${name} PUBLIC ${ARG_LINK} MLIR LLVM)
+  set_property(GLOBAL APPEND PROPERTY DS_COMPILER_LIBS ${name})
+endfunction()

@@ -1,0 +1,31 @@
+//===- DSAttrs.h - ds attributes and enums -----------------------*- C++
+//-*-===//
+//
+// The ds enums (scoring, activations, RoPE layout/scaling) and the structured
+// attributes #ds.rope and #ds.routing.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_DIALECTS_DS_IR_DSATTRS_H
+#define DS_DIALECTS_DS_IR_DSATTRS_H
+
+#include "mlir/IR/Attributes.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/APFloat.h"
+
+#include "dialects/DS/IR/DSEnums.h.inc"
+
+namespace mlir::ds {
+/// Parses a float literal (integer literals are accepted) as an f64 APFloat.
+FailureOr<llvm::APFloat> parseF64Param(AsmParser &parser);
+/// Prints an f64 APFloat so that it parses back to the same value.
+void printF64Param(AsmPrinter &printer, const llvm::APFloat &value);
+/// Parses `true` or `false`.
+FailureOr<bool> parseBoolParam(AsmParser &parser);
+} // namespace mlir::ds
+
+#define GET_ATTRDEF_CLASSES
+#include "dialects/DS/IR/DSAttrs.h.inc"
+
+#endif // DS_DIALECTS_DS_IR_DSATTRS_H

@@ -1,0 +1,24 @@
+//===- DSOps.h - ds operations -----------------------------------*- C++
+//-*-===//
+//
+// The operation classes of the ds dialect, generated from DSOps.td.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_DIALECTS_DS_IR_DSOPS_H
+#define DS_DIALECTS_DS_IR_DSOPS_H
+
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/Interfaces/InferTypeOpInterface.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include "dialects/DS/IR/DSAttrs.h"
+#include "dialects/DS/IR/DSDialect.h"
+
+#define GET_OP_CLASSES
+#include "dialects/DS/IR/DSOps.h.inc"
+
+#endif // DS_DIALECTS_DS_IR_DSOPS_H

@@ -1,0 +1,33 @@
+//===- Passes.h - ds passes --------------------------------------*- C++
+//-*-===//
+//
+// Declarations of every ds pass (generated from Passes.td), their
+// registration, and the pattern-population entry points the passes wrap.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_PASSES_PASSES_H
+#define DS_PASSES_PASSES_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Pass/Pass.h"
+
+namespace mlir {
+class RewritePatternSet;
+namespace ds {
+
+#define GEN_PASS_DECL
+#include "passes/Passes.h.inc"
+
+/// Adds the pattern that rewrites `ds.moe` into router / dispatch / grouped
+/// matmul / combine steps.
+void populateDecomposeMoEPatterns(RewritePatternSet &patterns);
+
+#define GEN_PASS_REGISTRATION
+#include "passes/Passes.h.inc"
+
+} // namespace ds
+} // namespace mlir
+
+#endif // DS_PASSES_PASSES_H

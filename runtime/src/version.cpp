@@ -1,0 +1,43 @@
+//===- version.cpp - ds runtime version and status strings ----------------===//
+//
+// Version queries and status-code names of the C API (ds/runtime.h).
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/runtime.h"
+
+#define DS_STR2(x) #x
+#define DS_STR(x) DS_STR2(x)
+
+extern "C" const char *ds_version_string(void) {
+  return DS_STR(DS_VERSION_MAJOR) "." DS_STR(DS_VERSION_MINOR) "." DS_STR(
+      DS_VERSION_PATCH);
+}
+
+extern "C" int ds_version_number(void) { return DS_VERSION_NUMBER; }
+
+extern "C" const char *ds_status_code_string(ds_status_code code) {
+  switch (code) {
+  case DS_OK:
+    return "ok";
+  case DS_INVALID_ARGUMENT:
+    return "invalid argument";
+  case DS_NOT_FOUND:
+    return "not found";
+  case DS_OUT_OF_MEMORY:
+    return "out of memory";
+  case DS_UNIMPLEMENTED:
+    return "unimplemented";
+  case DS_INTERNAL:
+    return "internal error";
+  case DS_UNAVAILABLE:
+    return "unavailable";
+  case DS_DATA_LOSS:
+    return "data loss";
+  }
+  return "unknown status";
+}
+
+extern "C" ds_status_code ds_check_abi(int builtAgainst) {
+  return builtAgainst / 10000 == DS_VERSION_MAJOR ? DS_OK : DS_UNAVAILABLE;
+}

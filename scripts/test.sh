@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Set everything up and run every test suite:
+#   1. lit + FileCheck suites (test/lit) and GoogleTest binaries (as lit tests),
+#   2. the runtime configured, built and tested with DS_BUILD_COMPILER=OFF,
+#   3. install + an out-of-tree plugin built with find_package(DS) and loaded
+#      into the installed ds-opt.
+# Ends with one line "N passed, N failed". DS_SANITIZE=1 runs it all under
+# ASan + UBSan (in build-asan/).
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+set +e
+ds_setup || { echo "tests: 0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+count_lit() { # $1: lit output file
+  local p f
+  p=$(grep -Eo '^ *Passed *: *[0-9]+' "$1" | grep -Eo '[0-9]+' | tail -1)
+  f=$(grep -Eo '^ *(Failed|Unresolved|Timed Out|Unexpectedly Passed) *: *[0-9]+' "$1" |
+    grep -Eo '[0-9]+$' | awk '{s += $1} END {print s + 0}')
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+}
+step() { # name, command...: one pass/fail entry
+  local name=$1
+  shift
+  ds_log "$name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "FAILED: $name"
+  fi
+}
+
+log=$(mktemp)
+ds_log "lit suites"
+/usr/lib/llvm-22/bin/lit -sv "$DS_BUILD_DIR/test/lit" "$DS_BUILD_DIR/test/unit" | tee "$log"
+count_lit "$log"
+
+runtime_only() {
+  local dir="$DS_BUILD_DIR/runtime-only"
+  cmake -S "$DS_ROOT" -B "$dir" -G Ninja -DDS_BUILD_COMPILER=OFF \
+    -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
+    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_INSTALL_PREFIX="$dir/install" >/dev/null &&
+    cmake --build "$dir" -j "$DS_JOBS" >/dev/null &&
+    # Nothing of LLVM/MLIR was looked for, and nothing links it.
+    ! grep -qE '^(MLIR_DIR|LLVM_DIR):' "$dir/CMakeCache.txt" &&
+    ! ldd "$dir/lib/libds_runtime.so" | grep -qiE 'libMLIR|libLLVM' &&
+    ctest --test-dir "$dir" --output-on-failure
+}
+step "runtime builds and passes with DS_BUILD_COMPILER=OFF" runtime_only
+
+out_of_tree_plugin() {
+  local prefix="$DS_BUILD_DIR/install" pdir="$DS_BUILD_DIR/plugin-out-of-tree"
+  cmake --install "$DS_BUILD_DIR" --prefix "$prefix" >/dev/null &&
+    cmake -S "$DS_ROOT/examples/plugin" -B "$pdir" -G Ninja \
+      -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_PREFIX_PATH="$prefix" >/dev/null &&
+    cmake --build "$pdir" >/dev/null &&
+    "$prefix/bin/ds-opt" --load-pass-plugin="$pdir/DSExamplePlugin.so" \
+      --pass-pipeline='builtin.module(ds-example-report-moe)' \
+      "$DS_ROOT/test/lit/examples/mixtral_layer.mlir" -o /dev/null 2>&1 |
+    grep -q "routes 2 of 8 experts (softmax)"
+}
+step "out-of-tree plugin builds against the installed package" out_of_tree_plugin
+
+rm -f "$log"
+echo
+echo "tests: $passed passed, $failed failed"
+[[ $failed == 0 ]]

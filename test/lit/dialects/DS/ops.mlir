@@ -1,0 +1,127 @@
+// RUN: ds-opt %s | ds-opt | FileCheck %s
+// RUN: ds-opt %s --mlir-print-op-generic | ds-opt | FileCheck %s
+
+// Round-trip of every ds operation and attribute, in custom and generic form.
+
+// CHECK-LABEL: func.func @param
+func.func @param() -> (tensor<32x16xbf16>, tensor<4x8x16xf32>) {
+  // CHECK: ds.param "model.embed_tokens.weight" : tensor<32x16xbf16>
+  %0 = ds.param "model.embed_tokens.weight" : tensor<32x16xbf16>
+  // CHECK: ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" : tensor<4x8x16xf32>
+  %1 = ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" : tensor<4x8x16xf32>
+  return %0, %1 : tensor<32x16xbf16>, tensor<4x8x16xf32>
+}
+
+// CHECK-LABEL: func.func @embedding
+func.func @embedding(%table: tensor<32x16xbf16>, %ids: tensor<?x?xi32>) -> tensor<?x?x16xbf16> {
+  // CHECK: ds.embedding %{{.*}}[%{{.*}}] : tensor<32x16xbf16>, tensor<?x?xi32> -> tensor<?x?x16xbf16>
+  %0 = ds.embedding %table[%ids] : tensor<32x16xbf16>, tensor<?x?xi32> -> tensor<?x?x16xbf16>
+  return %0 : tensor<?x?x16xbf16>
+}
+
+// CHECK-LABEL: func.func @rms_norm
+func.func @rms_norm(%x: tensor<?x?x16xf16>, %w: tensor<16xf16>) -> tensor<?x?x16xf16> {
+  // CHECK: ds.rms_norm %{{.*}}, %{{.*}} {epsilon = 9.9999999999999995E-7 : f64} : tensor<?x?x16xf16>, tensor<16xf16>
+  %0 = ds.rms_norm %x, %w {epsilon = 1.0e-06 : f64} : tensor<?x?x16xf16>, tensor<16xf16>
+  return %0 : tensor<?x?x16xf16>
+}
+
+// CHECK-LABEL: func.func @linear
+func.func @linear(%x: tensor<?x?x16xf32>, %w: tensor<8x16xf32>, %b: tensor<8xf32>) -> (tensor<?x?x8xf32>, tensor<2x3x8xf32>) {
+  // CHECK: ds.linear %{{.*}}, %{{.*}} : tensor<?x?x16xf32>, tensor<8x16xf32> -> tensor<?x?x8xf32>
+  %0 = ds.linear %x, %w : tensor<?x?x16xf32>, tensor<8x16xf32> -> tensor<?x?x8xf32>
+  // A written result type may be more static than the inferred one.
+  // CHECK: ds.linear %{{.*}}, %{{.*}}, %{{.*}} : tensor<?x?x16xf32>, tensor<8x16xf32>, tensor<8xf32> -> tensor<2x3x8xf32>
+  %1 = ds.linear %x, %w, %b : tensor<?x?x16xf32>, tensor<8x16xf32>, tensor<8xf32> -> tensor<2x3x8xf32>
+  return %0, %1 : tensor<?x?x8xf32>, tensor<2x3x8xf32>
+}
+
+// CHECK-LABEL: func.func @elementwise
+func.func @elementwise(%g: tensor<?x8xbf16>, %u: tensor<?x8xbf16>, %s: tensor<?x1xbf16>) -> (tensor<?x8xbf16>, tensor<?x8xbf16>, tensor<?x1xbf16>, tensor<?x8xbf16>) {
+  // CHECK: ds.swiglu %{{.*}}, %{{.*}} : tensor<?x8xbf16>
+  %0 = ds.swiglu %g, %u : tensor<?x8xbf16>
+  // CHECK: ds.swiglu %{{.*}}, %{{.*}} {activation = #ds.activation<gelu_tanh>} : tensor<?x8xbf16>
+  %1 = ds.swiglu %g, %u {activation = #ds.activation<gelu_tanh>} : tensor<?x8xbf16>
+  // CHECK: ds.activation sigmoid %{{.*}} : tensor<?x1xbf16>
+  %2 = ds.activation sigmoid %s : tensor<?x1xbf16>
+  // CHECK: ds.mul %{{.*}}, %{{.*}} : tensor<?x8xbf16>, tensor<?x1xbf16> -> tensor<?x8xbf16>
+  %3 = ds.mul %0, %2 : tensor<?x8xbf16>, tensor<?x1xbf16> -> tensor<?x8xbf16>
+  return %0, %1, %2, %3 : tensor<?x8xbf16>, tensor<?x8xbf16>, tensor<?x1xbf16>, tensor<?x8xbf16>
+}
+
+// CHECK-LABEL: func.func @heads_and_split
+func.func @heads_and_split(%x: tensor<?x?x48xf32>) -> (tensor<?x?x48xf32>, tensor<?x?x4x8xf32>, tensor<?x?x4x4xf32>) {
+  // CHECK: ds.split_heads %{{.*}} into 4 : tensor<?x?x48xf32> -> tensor<?x?x4x12xf32>
+  %0 = ds.split_heads %x into 4 : tensor<?x?x48xf32> -> tensor<?x?x4x12xf32>
+  // CHECK: ds.split %{{.*}} axis 3 sizes [8, 4] : tensor<?x?x4x12xf32> -> tensor<?x?x4x8xf32>, tensor<?x?x4x4xf32>
+  %1:2 = ds.split %0 axis 3 sizes [8, 4] : tensor<?x?x4x12xf32> -> tensor<?x?x4x8xf32>, tensor<?x?x4x4xf32>
+  // CHECK: ds.merge_heads %{{.*}} : tensor<?x?x4x12xf32> -> tensor<?x?x48xf32>
+  %2 = ds.merge_heads %0 : tensor<?x?x4x12xf32> -> tensor<?x?x48xf32>
+  return %2, %1#0, %1#1 : tensor<?x?x48xf32>, tensor<?x?x4x8xf32>, tensor<?x?x4x4xf32>
+}
+
+// CHECK-LABEL: func.func @rope
+func.func @rope(%q: tensor<?x?x4x16xf32>, %k: tensor<?x?x8xf32>, %pos: tensor<?x?xi64>) -> (tensor<?x?x4x16xf32>, tensor<?x?x8xf32>, tensor<?x?x4x16xf32>) {
+  // CHECK: ds.rope %{{.*}}, %{{.*}} {rope = #ds.rope<dim = 16, theta = 1000000.0>} : tensor<?x?x4x16xf32>, tensor<?x?xi64>
+  %0 = ds.rope %q, %pos {rope = #ds.rope<dim = 16, theta = 1000000.0>} : tensor<?x?x4x16xf32>, tensor<?x?xi64>
+  // CHECK: ds.rope %{{.*}}, %{{.*}} {rope = #ds.rope<dim = 8, style = deinterleave, scaling = yarn, factor = 40.0, original_max_position = 4096, mscale = 1.0, mscale_all_dim = 1.0>} : tensor<?x?x8xf32>, tensor<?x?xi64>
+  %1 = ds.rope %k, %pos {rope = #ds.rope<dim = 8, style = deinterleave, scaling = yarn, factor = 40.0, original_max_position = 4096, mscale = 1.0, mscale_all_dim = 1.0>} : tensor<?x?x8xf32>, tensor<?x?xi64>
+  // Partial rotary dimension, interleaved pairs, linear scaling and every
+  // YaRN parameter spelled out.
+  // CHECK: ds.rope %{{.*}}, %{{.*}} {rope = #ds.rope<dim = 8, style = interleaved, scaling = linear, factor = 2.0, beta_fast = 16.0, beta_slow = 2.0, attention_factor = 1.5, truncate = false>} : tensor<?x?x4x16xf32>, tensor<?x?xi64>
+  %2 = ds.rope %q, %pos {rope = #ds.rope<dim = 8, theta = 10000.0, style = interleaved, scaling = linear, factor = 2.0, original_max_position = 0, beta_fast = 16.0, beta_slow = 2.0, attention_factor = 1.5, truncate = false>} : tensor<?x?x4x16xf32>, tensor<?x?xi64>
+  return %0, %1, %2 : tensor<?x?x4x16xf32>, tensor<?x?x8xf32>, tensor<?x?x4x16xf32>
+}
+
+// CHECK-LABEL: func.func @attention
+func.func @attention(%q: tensor<?x?x8x16xf32>, %k: tensor<?x?x2x16xf32>, %v: tensor<?x?x2x16xf32>, %pos: tensor<?x?xi64>) -> (tensor<?x?x8x16xf32>, tensor<?x?x8x16xf32>) {
+  // CHECK: ds.attention %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {scale = 2.500000e-01 : f64} : tensor<?x?x8x16xf32>, tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32>, tensor<?x?xi64> -> tensor<?x?x8x16xf32>
+  %0 = ds.attention %q, %k, %v, %pos {scale = 0.25 : f64} : tensor<?x?x8x16xf32>, tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32>, tensor<?x?xi64> -> tensor<?x?x8x16xf32>
+  // CHECK: ds.attention {{.*}} {scale = 2.500000e-01 : f64, sliding_window = 128 : i64}
+  %1 = ds.attention %q, %k, %v, %pos {scale = 0.25 : f64, sliding_window = 128 : i64} : tensor<?x?x8x16xf32>, tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32>, tensor<?x?xi64> -> tensor<?x?x8x16xf32>
+  return %0, %1 : tensor<?x?x8x16xf32>, tensor<?x?x8x16xf32>
+}
+
+// CHECK-LABEL: func.func @mla_attention
+func.func @mla_attention(%qn: tensor<?x?x4x16xf32>, %qp: tensor<?x?x4x8xf32>, %ckv: tensor<?x?x32xf32>, %kpe: tensor<?x?x8xf32>, %wkvb: tensor<128x32xf32>, %pos: tensor<?x?xi64>) -> tensor<?x?x4x16xf32> {
+  // CHECK: ds.mla_attention %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {scale = 2.040000e-01 : f64} : tensor<?x?x4x16xf32>, tensor<?x?x4x8xf32>, tensor<?x?x32xf32>, tensor<?x?x8xf32>, tensor<128x32xf32>, tensor<?x?xi64> -> tensor<?x?x4x16xf32>
+  %0 = ds.mla_attention %qn, %qp, %ckv, %kpe, %wkvb, %pos {scale = 0.204 : f64} : tensor<?x?x4x16xf32>, tensor<?x?x4x8xf32>, tensor<?x?x32xf32>, tensor<?x?x8xf32>, tensor<128x32xf32>, tensor<?x?xi64> -> tensor<?x?x4x16xf32>
+  return %0 : tensor<?x?x4x16xf32>
+}
+
+// CHECK-LABEL: func.func @cache_update
+func.func @cache_update(%cache: tensor<?x64x2x16xf32>, %pos: tensor<?x?xi64>, %k: tensor<?x?x2x16xf32>) -> tensor<?x64x2x16xf32> {
+  // CHECK: ds.cache_update %{{.*}}[%{{.*}}], %{{.*}} : tensor<?x64x2x16xf32>, tensor<?x?xi64>, tensor<?x?x2x16xf32>
+  %0 = ds.cache_update %cache[%pos], %k : tensor<?x64x2x16xf32>, tensor<?x?xi64>, tensor<?x?x2x16xf32>
+  return %0 : tensor<?x64x2x16xf32>
+}
+
+// CHECK-LABEL: func.func @router
+func.func @router(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x4xf32>, tensor<?x4xi32>) {
+  // CHECK: ds.router %{{.*}} {routing = #ds.routing<num_experts = 16, top_k = 2, norm_topk_prob = true>} : tensor<?x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  %w, %i = ds.router %logits {routing = #ds.routing<num_experts = 16, top_k = 2, norm_topk_prob = true>} : tensor<?x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  // CHECK: ds.router %{{.*}} bias %{{.*}} {routing = #ds.routing<num_experts = 16, top_k = 4, scoring = sigmoid, n_group = 4, topk_group = 2, group_score = top2_sum, norm_topk_prob = true, norm_epsilon = 1.0e-20, routed_scaling_factor = 2.5>} : tensor<?x16xf32>, tensor<16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+  %w2, %i2 = ds.router %logits bias %bias {routing = #ds.routing<num_experts = 16, top_k = 4, scoring = sigmoid, n_group = 4, topk_group = 2, group_score = top2_sum, norm_topk_prob = true, norm_epsilon = 1.0e-20, routed_scaling_factor = 2.5>} : tensor<?x16xf32>, tensor<16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+  return %w, %i, %w2, %i2 : tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x4xf32>, tensor<?x4xi32>
+}
+
+// CHECK-LABEL: func.func @moe_steps
+func.func @moe_steps(%x: tensor<?x16xf32>, %idx: tensor<?x2xi32>, %w: tensor<?x2xf32>, %wg: tensor<4x8x16xf32>, %wd: tensor<4x16x8xf32>) -> tensor<?x16xf32> {
+  // CHECK: %[[S:.+]], %[[O:.+]], %[[R:.+]] = ds.moe_dispatch %{{.*}}, %{{.*}} experts 4 : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x16xf32>, tensor<5xi64>, tensor<?xi64>
+  %s, %o, %r = ds.moe_dispatch %x, %idx experts 4 : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x16xf32>, tensor<5xi64>, tensor<?xi64>
+  // CHECK: ds.grouped_matmul %[[S]], %{{.*}}, %[[O]] : tensor<?x16xf32>, tensor<4x8x16xf32>, tensor<5xi64> -> tensor<?x8xf32>
+  %g = ds.grouped_matmul %s, %wg, %o : tensor<?x16xf32>, tensor<4x8x16xf32>, tensor<5xi64> -> tensor<?x8xf32>
+  %d = ds.grouped_matmul %g, %wd, %o : tensor<?x8xf32>, tensor<4x16x8xf32>, tensor<5xi64> -> tensor<?x16xf32>
+  // CHECK: ds.moe_combine %{{.*}}, %{{.*}}, %[[R]] : tensor<?x16xf32>, tensor<?x2xf32>, tensor<?xi64> -> tensor<?x16xf32>
+  %y = ds.moe_combine %d, %w, %r : tensor<?x16xf32>, tensor<?x2xf32>, tensor<?xi64> -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// CHECK-LABEL: func.func @moe
+func.func @moe(%x: tensor<?x?x16xf32>, %wr: tensor<4x16xf32>, %b: tensor<4xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x16xf32>, %d: tensor<4x16x8xf32>, %sg: tensor<12x16xf32>, %su: tensor<12x16xf32>, %sd: tensor<16x12xf32>, %seg: tensor<1x16xf32>) -> (tensor<?x?x16xf32>, tensor<?x?x16xf32>) {
+  // CHECK: ds.moe %{{.*}} router %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) {routing = #ds.routing<num_experts = 4, top_k = 2, norm_topk_prob = true>} : (tensor<?x?x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x?x16xf32>
+  %0 = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 4, top_k = 2, norm_topk_prob = true>} : (tensor<?x?x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x?x16xf32>
+  // CHECK: ds.moe %{{.*}} router %{{.*}} bias %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) shared(%{{.*}}, %{{.*}}, %{{.*}}) shared_expert_gate %{{.*}} {activation = #ds.activation<gelu>, routing = #ds.routing<num_experts = 4, top_k = 2, scoring = sigmoid>} : (tensor<?x?x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>, tensor<12x16xf32>, tensor<12x16xf32>, tensor<16x12xf32>, tensor<1x16xf32>) -> tensor<?x?x16xf32>
+  %1 = ds.moe %x router %wr bias %b experts(%g, %u, %d) shared(%sg, %su, %sd) shared_expert_gate %seg {activation = #ds.activation<gelu>, routing = #ds.routing<num_experts = 4, top_k = 2, scoring = sigmoid>} : (tensor<?x?x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>, tensor<12x16xf32>, tensor<12x16xf32>, tensor<16x12xf32>, tensor<1x16xf32>) -> tensor<?x?x16xf32>
+  return %0, %1 : tensor<?x?x16xf32>, tensor<?x?x16xf32>
+}
