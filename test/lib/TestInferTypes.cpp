@@ -31,8 +31,11 @@ struct TestInferTypesPass
               op->getRawDictionaryAttrs(), op->getPropertiesStorage(),
               op->getRegions(), types)))
         return;
-      InFlightDiagnostic remark = op.emitRemark("inferred: ");
-      llvm::interleaveComma(types, remark);
+      // Printed unquoted, unlike types streamed into a diagnostic.
+      std::string text;
+      llvm::raw_string_ostream os(text);
+      llvm::interleaveComma(types, os);
+      op.emitRemark("inferred: ") << text;
     });
   }
 };

@@ -38,17 +38,18 @@ void DSDialect::registerAttributes() {
 
 FailureOr<llvm::APFloat> mlir::ds::parseF64Param(AsmParser &parser) {
   // Integer literals are accepted too (`theta = 10000`).
-  int64_t integer;
+  bool negative = succeeded(parser.parseOptionalMinus());
+  double value;
+  uint64_t integer;
   OptionalParseResult parsedInt = parser.parseOptionalInteger(integer);
   if (parsedInt.has_value()) {
     if (failed(*parsedInt))
       return failure();
-    return llvm::APFloat(static_cast<double>(integer));
-  }
-  double value;
-  if (parser.parseFloat(value))
+    value = static_cast<double>(integer);
+  } else if (parser.parseFloat(value)) {
     return failure();
-  return llvm::APFloat(value);
+  }
+  return llvm::APFloat(negative ? -value : value);
 }
 
 void mlir::ds::printF64Param(AsmPrinter &printer, const llvm::APFloat &value) {
