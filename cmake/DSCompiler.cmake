@@ -31,6 +31,8 @@ set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
 set(CMAKE_LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/lib)
 set(CMAKE_BUILD_RPATH_USE_ORIGIN ON)
 set(CMAKE_INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+# libMLIR.so / libLLVM.so stay where Debian put them.
+set(CMAKE_INSTALL_RPATH_USE_LINK_PATH ON)
 
 # .td files include each other by repo path ("dialects/DS/IR/DSBase.td").
 include_directories(${DS_SOURCE_DIR} ${DS_BINARY_DIR})
