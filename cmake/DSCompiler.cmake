@@ -22,6 +22,12 @@ include(TableGen)
 include(AddLLVM)
 include(AddMLIR)
 include(HandleLLVMOptions)
+if(DS_ENABLE_SANITIZERS)
+  # Sanitizer runtimes are linked into executables only; shared libraries
+  # must be allowed undefined __asan_* / __ubsan_* references.
+  string(REPLACE "-Wl,-z,defs" "" CMAKE_SHARED_LINKER_FLAGS
+         "${CMAKE_SHARED_LINKER_FLAGS}")
+endif()
 
 separate_arguments(_ds_llvm_defs NATIVE_COMMAND "${LLVM_DEFINITIONS}")
 add_definitions(${_ds_llvm_defs})

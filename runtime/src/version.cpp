@@ -16,7 +16,7 @@ extern "C" const char *ds_version_string(void) {
 
 extern "C" int ds_version_number(void) { return DS_VERSION_NUMBER; }
 
-extern "C" const char *ds_status_code_string(ds_status_code code) {
+extern "C" const char *ds_status_code_string(int code) {
   switch (code) {
   case DS_OK:
     return "ok";

@@ -25,8 +25,6 @@ TEST(RuntimeVersion, AbiCheck) {
 
 TEST(RuntimeStatus, EveryCodeHasAName) {
   for (int c = DS_OK; c <= DS_DATA_LOSS; ++c)
-    EXPECT_STRNE("unknown status",
-                 ds_status_code_string(static_cast<ds_status_code>(c)));
-  EXPECT_STREQ("unknown status",
-               ds_status_code_string(static_cast<ds_status_code>(1234)));
+    EXPECT_STRNE("unknown status", ds_status_code_string(c));
+  EXPECT_STREQ("unknown status", ds_status_code_string(1234));
 }

@@ -34,7 +34,7 @@ int ds_version_number(void);
 
 /// A short, static, human-readable name for a status code ("ok",
 /// "invalid argument", ...); "unknown status" for values outside the enum.
-const char *ds_status_code_string(ds_status_code code);
+const char *ds_status_code_string(int code);
 
 /// Compares the version a program was built against with the loaded
 /// library; DS_OK when the major versions agree, else DS_UNAVAILABLE.

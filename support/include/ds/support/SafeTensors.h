@@ -1,0 +1,121 @@
+//===- SafeTensors.h - safetensors reader and writer ------------*- C++ -*-===//
+//
+// Reads Hugging Face safetensors files through a read-only memory map after
+// validating the whole header (JSON well-formed, names unique, dtypes known,
+// offsets in bounds, sizes equal to shape x dtype, tensors neither
+// overlapping nor leaving holes), and whole checkpoints: one or more
+// *.safetensors files, sharded ones through model.safetensors.index.json.
+// Every error names the file and, where there is one, the tensor. Also writes
+// safetensors files (atomically: a failed write leaves nothing behind).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_SUPPORT_SAFETENSORS_H
+#define DS_SUPPORT_SAFETENSORS_H
+
+#include "ds/support/DType.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ds {
+
+/// One tensor of a mapped file; `data` points into the mapping.
+struct TensorView {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  const uint8_t *data = nullptr;
+  size_t numBytes = 0;
+  /// The file the tensor lives in (for messages).
+  std::string file;
+
+  int64_t numElements() const;
+  /// Element `i` converted to f32 (float dtypes) or to its integer value.
+  float floatAt(int64_t i) const;
+  int64_t intAt(int64_t i) const;
+};
+
+/// A validated, memory-mapped safetensors file.
+class SafeTensorsFile {
+public:
+  static absl::StatusOr<std::unique_ptr<SafeTensorsFile>>
+  open(const std::string &path);
+  /// Validates an in-memory image (used by the fuzzer and tests); `name`
+  /// stands in for the path in messages. The bytes must outlive the result.
+  static absl::StatusOr<std::unique_ptr<SafeTensorsFile>>
+  fromBuffer(const uint8_t *bytes, size_t size, const std::string &name);
+  ~SafeTensorsFile();
+  SafeTensorsFile(const SafeTensorsFile &) = delete;
+  SafeTensorsFile &operator=(const SafeTensorsFile &) = delete;
+
+  const std::string &path() const { return path_; }
+  const std::map<std::string, std::string> &metadata() const {
+    return metadata_;
+  }
+  /// Tensors in file order (ascending offset).
+  const std::vector<TensorView> &tensors() const { return tensors_; }
+  const TensorView *find(const std::string &name) const;
+
+private:
+  SafeTensorsFile() = default;
+  absl::Status parse(const uint8_t *bytes, size_t size);
+
+  std::string path_;
+  void *mapping_ = nullptr;
+  size_t mappedSize_ = 0;
+  std::map<std::string, std::string> metadata_;
+  std::vector<TensorView> tensors_;
+  std::map<std::string, size_t> index_;
+};
+
+/// All tensors of a checkpoint directory.
+class Checkpoint {
+public:
+  /// Opens `dir`: through model.safetensors.index.json when present (every
+  /// listed tensor must be in its shard), else every *.safetensors file in
+  /// it (names must be unique across files). A path to a single
+  /// .safetensors file also works.
+  static absl::StatusOr<std::unique_ptr<Checkpoint>>
+  open(const std::string &dir);
+
+  const TensorView *find(const std::string &name) const;
+  /// Every tensor name, sorted.
+  std::vector<std::string> names() const;
+  const std::vector<std::unique_ptr<SafeTensorsFile>> &files() const {
+    return files_;
+  }
+
+private:
+  std::vector<std::unique_ptr<SafeTensorsFile>> files_;
+  std::map<std::string, const TensorView *> tensors_;
+};
+
+/// A tensor to write.
+struct TensorToWrite {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
+/// Writes a safetensors file (tensors in the given order, header padded to
+/// 8 bytes) through a temporary file renamed into place.
+absl::Status writeSafeTensors(const std::string &path,
+                              const std::vector<TensorToWrite> &tensors,
+                              const std::map<std::string, std::string> &metadata =
+                                  {});
+
+/// Writes `contents` to `path` through a temporary file renamed into place.
+absl::Status writeFileAtomically(const std::string &path,
+                                 const std::string &contents);
+
+} // namespace ds
+
+#endif // DS_SUPPORT_SAFETENSORS_H
