@@ -1,0 +1,946 @@
+//===- Interpreter.cpp - the ds reference interpreter ---------------------===//
+//
+// One evaluation function per op, written from the op descriptions in
+// DSOps.td (which follow Hugging Face transformers). Accumulations run in
+// double so that the oracle is at least as accurate as what it checks.
+//
+//===----------------------------------------------------------------------===//
+
+#include "interpreter/Interpreter.h"
+
+#include "dialects/DS/IR/DSOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+using namespace mlir;
+using namespace mlir::ds;
+using ::ds::DType;
+using ::ds::HostTensor;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Element helpers
+//===----------------------------------------------------------------------===//
+
+/// The storage dtype that models `type`'s precision.
+DType storageDType(Type type) {
+  if (type.isF16())
+    return DType::F16;
+  if (type.isBF16())
+    return DType::BF16;
+  return DType::F32;
+}
+
+Type elementType(Value v) {
+  if (auto shaped = dyn_cast<ShapedType>(v.getType()))
+    return shaped.getElementType();
+  return v.getType();
+}
+
+/// Rounds a float tensor to the precision of `v`'s element type.
+void roundTo(Tensor &t, Value v) {
+  DType d = storageDType(elementType(v));
+  if (t.isInt || d == DType::F32)
+    return;
+  for (float &x : t.f)
+    x = ::ds::roundToDType(x, d);
+}
+
+float activate(Activation kind, float x) {
+  switch (kind) {
+  case Activation::silu:
+    return x / (1.0f + std::exp(-x));
+  case Activation::gelu:
+    return 0.5f * x * (1.0f + std::erf(x / std::sqrt(2.0f)));
+  case Activation::gelu_tanh: {
+    const float c = std::sqrt(2.0f / static_cast<float>(M_PI));
+    return 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x)));
+  }
+  case Activation::relu:
+    return x > 0.0f ? x : 0.0f;
+  case Activation::sigmoid:
+    return 1.0f / (1.0f + std::exp(-x));
+  }
+  return x;
+}
+
+/// Product of dims [from, to).
+int64_t product(ArrayRef<int64_t> shape, size_t from, size_t to) {
+  int64_t n = 1;
+  for (size_t i = from; i < to; ++i)
+    n *= shape[i];
+  return n;
+}
+
+//===----------------------------------------------------------------------===//
+// Kernels shared by ops (the composite ds.moe reuses the step kernels)
+//===----------------------------------------------------------------------===//
+
+Tensor linearKernel(const Tensor &x, const Tensor &w, const Tensor *bias) {
+  int64_t k = x.shape.back(), n = w.shape[0];
+  int64_t rows = x.numElements() / k;
+  SmallVector<int64_t> shape(x.shape.begin(), x.shape.end() - 1);
+  shape.push_back(n);
+  Tensor y = Tensor::floats(shape);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = &x.f[r * k];
+    for (int64_t j = 0; j < n; ++j) {
+      const float *wj = &w.f[j * k];
+      double acc = bias ? bias->f[j] : 0.0;
+      for (int64_t c = 0; c < k; ++c)
+        acc += static_cast<double>(xr[c]) * wj[c];
+      y.f[r * n + j] = static_cast<float>(acc);
+    }
+  }
+  return y;
+}
+
+struct Routing {
+  Tensor weights; // [N, k] f32
+  Tensor indices; // [N, k] i64
+};
+
+Routing routerKernel(const Tensor &logits, const Tensor *bias,
+                     RoutingAttr routing) {
+  int64_t n = logits.shape[0], e = logits.shape[1];
+  int64_t k = routing.getTopK();
+  int64_t groups = routing.getNGroup(), keep = routing.getTopkGroup();
+  int64_t perGroup = e / groups;
+  double eps = routing.getNormEpsilon().convertToDouble();
+  double scale = routing.getRoutedScalingFactor().convertToDouble();
+  Routing out{Tensor::floats({n, k}), Tensor::ints({n, k})};
+  std::vector<float> s(e), sel(e);
+  for (int64_t t = 0; t < n; ++t) {
+    const float *l = &logits.f[t * e];
+    if (routing.getScoring() == ScoringFunc::softmax) {
+      float mx = *std::max_element(l, l + e);
+      double sum = 0;
+      for (int64_t j = 0; j < e; ++j)
+        sum += std::exp(static_cast<double>(l[j]) - mx);
+      for (int64_t j = 0; j < e; ++j)
+        s[j] = static_cast<float>(std::exp(static_cast<double>(l[j]) - mx) / sum);
+    } else {
+      for (int64_t j = 0; j < e; ++j)
+        s[j] = 1.0f / (1.0f + std::exp(-l[j]));
+    }
+    for (int64_t j = 0; j < e; ++j)
+      sel[j] = s[j] + (bias ? bias->f[j] : 0.0f);
+    if (groups > 1) {
+      std::vector<float> groupScore(groups);
+      for (int64_t g = 0; g < groups; ++g) {
+        std::vector<float> members(sel.begin() + g * perGroup,
+                                   sel.begin() + (g + 1) * perGroup);
+        std::sort(members.begin(), members.end(), std::greater<float>());
+        groupScore[g] = routing.getGroupScore() == GroupScore::max
+                            ? members[0]
+                            : members[0] + members[1];
+      }
+      std::vector<int64_t> order(groups);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return groupScore[a] > groupScore[b];
+      });
+      std::vector<bool> kept(groups, false);
+      for (int64_t g = 0; g < keep; ++g)
+        kept[order[g]] = true;
+      for (int64_t j = 0; j < e; ++j)
+        if (!kept[j / perGroup])
+          sel[j] = -std::numeric_limits<float>::infinity();
+    }
+    std::vector<int64_t> order(e);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return sel[a] > sel[b]; });
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j)
+      sum += s[order[j]];
+    for (int64_t j = 0; j < k; ++j) {
+      double w = s[order[j]];
+      if (routing.getNormTopkProb())
+        w /= (sum + eps);
+      out.weights.f[t * k + j] = static_cast<float>(w * scale);
+      out.indices.i[t * k + j] = order[j];
+    }
+  }
+  return out;
+}
+
+struct Dispatch {
+  Tensor sorted, offsets, rows;
+};
+
+Dispatch dispatchKernel(const Tensor &x, const Tensor &indices,
+                        int64_t numExperts) {
+  int64_t n = x.shape[0], h = x.shape[1], k = indices.shape[1];
+  Dispatch d{Tensor::floats({n * k, h}), Tensor::ints({numExperts + 1}),
+             Tensor::ints({n * k})};
+  std::vector<int64_t> flat(n * k);
+  std::iota(flat.begin(), flat.end(), 0);
+  std::stable_sort(flat.begin(), flat.end(), [&](int64_t a, int64_t b) {
+    return indices.i[a] < indices.i[b];
+  });
+  for (int64_t r = 0; r < n * k; ++r) {
+    int64_t src = flat[r];
+    d.rows.i[r] = src;
+    std::copy_n(&x.f[(src / k) * h], h, &d.sorted.f[r * h]);
+    d.offsets.i[indices.i[src] + 1] += 1;
+  }
+  for (int64_t e = 0; e < numExperts; ++e)
+    d.offsets.i[e + 1] += d.offsets.i[e];
+  return d;
+}
+
+Tensor groupedMatmulKernel(const Tensor &x, const Tensor &w,
+                           const Tensor &offsets) {
+  int64_t m = x.shape[0], kdim = x.shape[1];
+  int64_t numExperts = w.shape[0], n = w.shape[1];
+  Tensor y = Tensor::floats({m, n});
+  for (int64_t e = 0; e < numExperts; ++e) {
+    const float *we = &w.f[e * n * kdim];
+    for (int64_t r = offsets.i[e]; r < offsets.i[e + 1]; ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t c = 0; c < kdim; ++c)
+          acc += static_cast<double>(x.f[r * kdim + c]) * we[j * kdim + c];
+        y.f[r * n + j] = static_cast<float>(acc);
+      }
+  }
+  return y;
+}
+
+Tensor combineKernel(const Tensor &y, const Tensor &weights,
+                     const Tensor &rows) {
+  int64_t n = weights.shape[0], k = weights.shape[1], h = y.shape[1];
+  std::vector<double> acc(n * h, 0.0);
+  for (int64_t r = 0; r < y.shape[0]; ++r) {
+    int64_t t = rows.i[r] / k;
+    double w = weights.f[rows.i[r]];
+    for (int64_t c = 0; c < h; ++c)
+      acc[t * h + c] += w * y.f[r * h + c];
+  }
+  Tensor out = Tensor::floats({n, h});
+  for (size_t i = 0; i < acc.size(); ++i)
+    out.f[i] = static_cast<float>(acc[i]);
+  return out;
+}
+
+/// Causal attention of one (batch, query) pair for every head. `key(j, h)`
+/// and `value(j, h)` return pointers to row j of KV head h.
+template <typename KeyFn, typename ValueFn>
+void attendOne(const float *q, int64_t heads, int64_t kvHeads, int64_t d,
+               int64_t dv, int64_t pos, int64_t window, double scale,
+               KeyFn key, ValueFn value, float *out) {
+  int64_t group = heads / kvHeads;
+  int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+  std::vector<double> scores(pos + 1);
+  for (int64_t h = 0; h < heads; ++h) {
+    int64_t kvh = h / group;
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t j = first; j <= pos; ++j) {
+      const float *kj = key(j, kvh);
+      double dot = 0;
+      for (int64_t c = 0; c < d; ++c)
+        dot += static_cast<double>(q[h * d + c]) * kj[c];
+      scores[j] = dot * scale;
+      mx = std::max(mx, scores[j]);
+    }
+    double sum = 0;
+    for (int64_t j = first; j <= pos; ++j) {
+      scores[j] = std::exp(scores[j] - mx);
+      sum += scores[j];
+    }
+    for (int64_t c = 0; c < dv; ++c) {
+      double acc = 0;
+      for (int64_t j = first; j <= pos; ++j)
+        acc += scores[j] * value(j, kvh)[c];
+      out[h * dv + c] = static_cast<float>(acc / sum);
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// The evaluator
+//===----------------------------------------------------------------------===//
+
+class Evaluator {
+public:
+  Evaluator(Interpreter &interp, WeightProvider *weights)
+      : interp(interp), weights(weights) {}
+
+  FailureOr<SmallVector<Tensor>> runFunction(func::FuncOp fn,
+                                             ArrayRef<Tensor> args);
+
+private:
+  LogicalResult eval(Operation *op);
+  const Tensor &get(Value v) { return values.find(v)->second; }
+  void set(Value v, Tensor t) {
+    roundTo(t, v);
+    values[v] = std::move(t);
+  }
+  LogicalResult checkPositions(Operation *op, const Tensor &positions,
+                               int64_t limit, StringRef what);
+
+  LogicalResult evalRope(RopeOp op);
+  LogicalResult evalAttention(AttentionOp op);
+  LogicalResult evalMLA(MLAAttentionOp op);
+  LogicalResult evalMoE(MoEOp op);
+  LogicalResult evalReshape(Operation *op, Value input, Value result,
+                            ArrayRef<int64_t> shape);
+
+  Interpreter &interp;
+  WeightProvider *weights;
+  llvm::DenseMap<Value, Tensor> values;
+};
+
+LogicalResult Evaluator::checkPositions(Operation *op, const Tensor &positions,
+                                        int64_t limit, StringRef what) {
+  for (int64_t p : positions.i)
+    if (p < 0 || p >= limit)
+      return op->emitError() << "position " << p << " is outside the " << what
+                             << " [0, " << limit << ")";
+  return success();
+}
+
+LogicalResult Evaluator::evalRope(RopeOp op) {
+  const Tensor &x = get(op.getInput());
+  const Tensor &pos = get(op.getPositions());
+  RopeAttr rope = op.getRope();
+  int64_t tokens = pos.numElements();
+  int64_t dFull = x.shape.back();
+  int64_t heads = x.numElements() / (tokens * dFull);
+  int64_t d = rope.getDim(), half = d / 2;
+  SmallVector<float> invFreq = rope.computeInvFreq();
+  float scaling = static_cast<float>(rope.getAttentionScaling());
+  Tensor y = x;
+  DType store = storageDType(elementType(op.getInput()));
+  std::vector<float> cosv(half), sinv(half);
+  for (int64_t t = 0; t < tokens; ++t) {
+    float p = static_cast<float>(pos.i[t]);
+    for (int64_t j = 0; j < half; ++j) {
+      float ang = p * invFreq[j];
+      // HF builds cos/sin in f32, scales them, then casts to the input type.
+      cosv[j] = ::ds::roundToDType(std::cos(ang) * scaling, store);
+      sinv[j] = ::ds::roundToDType(std::sin(ang) * scaling, store);
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      const float *in = &x.f[(t * heads + h) * dFull];
+      float *out = &y.f[(t * heads + h) * dFull];
+      for (int64_t j = 0; j < half; ++j) {
+        float c = cosv[j], s = sinv[j];
+        switch (rope.getStyle()) {
+        case RopeStyle::rotate_half:
+          out[j] = in[j] * c - in[j + half] * s;
+          out[j + half] = in[j + half] * c + in[j] * s;
+          break;
+        case RopeStyle::interleaved:
+          out[2 * j] = in[2 * j] * c - in[2 * j + 1] * s;
+          out[2 * j + 1] = in[2 * j + 1] * c + in[2 * j] * s;
+          break;
+        case RopeStyle::deinterleave:
+          out[j] = in[2 * j] * c - in[2 * j + 1] * s;
+          out[j + half] = in[2 * j + 1] * c + in[2 * j] * s;
+          break;
+        }
+      }
+    }
+  }
+  set(op.getResult(), std::move(y));
+  return success();
+}
+
+LogicalResult Evaluator::evalAttention(AttentionOp op) {
+  const Tensor &q = get(op.getQ()), &k = get(op.getK()), &v = get(op.getV());
+  const Tensor &pos = get(op.getPositions());
+  int64_t b = q.shape[0], s = q.shape[1], hq = q.shape[2], d = q.shape[3];
+  int64_t t = k.shape[1], hkv = k.shape[2], dv = v.shape[3];
+  if (failed(checkPositions(op, pos, t, "key/value length")))
+    return failure();
+  int64_t window = op.getSlidingWindow() ? *op.getSlidingWindow() : 0;
+  Tensor o = Tensor::floats({b, s, hq, dv});
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t si = 0; si < s; ++si)
+      attendOne(
+          &q.f[((bi * s + si) * hq) * d], hq, hkv, d, dv, pos.i[bi * s + si],
+          window, op.getScale().convertToDouble(),
+          [&](int64_t j, int64_t h) { return &k.f[((bi * t + j) * hkv + h) * d]; },
+          [&](int64_t j, int64_t h) {
+            return &v.f[((bi * t + j) * hkv + h) * dv];
+          },
+          &o.f[((bi * s + si) * hq) * dv]);
+  set(op.getResult(), std::move(o));
+  return success();
+}
+
+LogicalResult Evaluator::evalMLA(MLAAttentionOp op) {
+  const Tensor &qn = get(op.getQNope()), &qp = get(op.getQPe());
+  const Tensor &ckv = get(op.getCKv()), &kpe = get(op.getKPe());
+  const Tensor &kvb = get(op.getKvB()), &pos = get(op.getPositions());
+  int64_t b = qn.shape[0], s = qn.shape[1], h = qn.shape[2], dn = qn.shape[3];
+  int64_t dr = qp.shape[3], t = ckv.shape[1];
+  int64_t dv = kvb.shape[0] / h - dn;
+  if (failed(checkPositions(op, pos, t, "latent cache length")))
+    return failure();
+  // Expand the latent: kv = c_kv kv_bᵀ, rounded to the activation type as
+  // the unabsorbed HF path does; K = [k_nope, k_pe], V.
+  Tensor kv = linearKernel(ckv, kvb, nullptr); // [B, T, H*(dn+dv)]
+  roundTo(kv, op.getCKv());
+  int64_t dk = dn + dr;
+  std::vector<float> keys(b * t * h * dk), vals(b * t * h * dv);
+  for (int64_t bt = 0; bt < b * t; ++bt)
+    for (int64_t hi = 0; hi < h; ++hi) {
+      const float *row = &kv.f[(bt * h + hi) * (dn + dv)];
+      float *key = &keys[(bt * h + hi) * dk];
+      std::copy_n(row, dn, key);
+      std::copy_n(&kpe.f[bt * dr], dr, key + dn);
+      std::copy_n(row + dn, dv, &vals[(bt * h + hi) * dv]);
+    }
+  std::vector<float> query(h * dk);
+  Tensor o = Tensor::floats({b, s, h, dv});
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t si = 0; si < s; ++si) {
+      for (int64_t hi = 0; hi < h; ++hi) {
+        std::copy_n(&qn.f[((bi * s + si) * h + hi) * dn], dn, &query[hi * dk]);
+        std::copy_n(&qp.f[((bi * s + si) * h + hi) * dr], dr,
+                    &query[hi * dk + dn]);
+      }
+      attendOne(
+          query.data(), h, h, dk, dv, pos.i[bi * s + si], 0,
+          op.getScale().convertToDouble(),
+          [&](int64_t j, int64_t hi) { return &keys[((bi * t + j) * h + hi) * dk]; },
+          [&](int64_t j, int64_t hi) { return &vals[((bi * t + j) * h + hi) * dv]; },
+          &o.f[((bi * s + si) * h) * dv]);
+    }
+  set(op.getResult(), std::move(o));
+  return success();
+}
+
+LogicalResult Evaluator::evalMoE(MoEOp op) {
+  // Same kernels, same order as the decomposition, so ds.moe and its
+  // decomposed form agree exactly.
+  Tensor x = get(op.getInput());
+  int64_t h = x.shape.back();
+  SmallVector<int64_t> shape = x.shape;
+  x.shape = {x.numElements() / h, h};
+  Value in = op.getInput();
+  Tensor logits = linearKernel(x, get(op.getRouterWeight()), nullptr);
+  roundTo(logits, in);
+  const Tensor *bias = op.getScoreBias() ? &get(op.getScoreBias()) : nullptr;
+  RoutingAttr routing = op.getRouting();
+  Routing r = routerKernel(logits, bias, routing);
+  Dispatch d = dispatchKernel(x, r.indices, routing.getNumExperts());
+  Activation act = op.getActivation();
+  Tensor g = groupedMatmulKernel(d.sorted, get(op.getExpertGate()), d.offsets);
+  Tensor u = groupedMatmulKernel(d.sorted, get(op.getExpertUp()), d.offsets);
+  roundTo(g, in);
+  roundTo(u, in);
+  for (size_t i = 0; i < g.f.size(); ++i)
+    g.f[i] = activate(act, g.f[i]) * u.f[i];
+  roundTo(g, in);
+  Tensor down = groupedMatmulKernel(g, get(op.getExpertDown()), d.offsets);
+  roundTo(down, in);
+  Tensor y = combineKernel(down, r.weights, d.rows);
+  roundTo(y, in);
+  if (op.getSharedGate()) {
+    Tensor sg = linearKernel(x, get(op.getSharedGate()), nullptr);
+    Tensor su = linearKernel(x, get(op.getSharedUp()), nullptr);
+    roundTo(sg, in);
+    roundTo(su, in);
+    for (size_t i = 0; i < sg.f.size(); ++i)
+      sg.f[i] = activate(act, sg.f[i]) * su.f[i];
+    roundTo(sg, in);
+    Tensor shared = linearKernel(sg, get(op.getSharedDown()), nullptr);
+    roundTo(shared, in);
+    if (op.getSharedExpertGate()) {
+      Tensor gl = linearKernel(x, get(op.getSharedExpertGate()), nullptr);
+      roundTo(gl, in);
+      for (int64_t t = 0; t < x.shape[0]; ++t) {
+        float gate = ::ds::roundToDType(activate(Activation::sigmoid, gl.f[t]),
+                                        storageDType(elementType(in)));
+        for (int64_t c = 0; c < h; ++c)
+          shared.f[t * h + c] *= gate;
+      }
+      roundTo(shared, in);
+    }
+    for (size_t i = 0; i < y.f.size(); ++i)
+      y.f[i] += shared.f[i];
+  }
+  y.shape = shape;
+  set(op.getResult(), std::move(y));
+  return success();
+}
+
+LogicalResult Evaluator::evalReshape(Operation *op, Value input, Value result,
+                                     ArrayRef<int64_t> shape) {
+  Tensor t = get(input);
+  if (product(shape, 0, shape.size()) != t.numElements())
+    return op->emitError() << "reshape to a different element count";
+  t.shape.assign(shape.begin(), shape.end());
+  set(result, std::move(t));
+  return success();
+}
+
+LogicalResult Evaluator::eval(Operation *op) {
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](ParamOp p) -> LogicalResult {
+        if (!weights)
+          return p.emitError("no weights were given for ds.param");
+        FailureOr<Tensor> t = weights->load(p);
+        if (failed(t))
+          return failure();
+        set(p.getResult(), std::move(*t));
+        return success();
+      })
+      .Case([&](EmbeddingOp e) -> LogicalResult {
+        const Tensor &table = get(e.getTable()), &ids = get(e.getIds());
+        int64_t v = table.shape[0], h = table.shape[1];
+        SmallVector<int64_t> shape = ids.shape;
+        shape.push_back(h);
+        Tensor out = Tensor::floats(shape);
+        for (int64_t i = 0; i < ids.numElements(); ++i) {
+          int64_t id = ids.i[i];
+          if (id < 0 || id >= v)
+            return e.emitError() << "token id " << id
+                                 << " is outside the vocabulary [0, " << v
+                                 << ")";
+          std::copy_n(&table.f[id * h], h, &out.f[i * h]);
+        }
+        set(e.getResult(), std::move(out));
+        return success();
+      })
+      .Case([&](RMSNormOp n) -> LogicalResult {
+        const Tensor &x = get(n.getInput()), &w = get(n.getWeight());
+        int64_t d = x.shape.back(), rows = x.numElements() / d;
+        double eps = n.getEpsilon().convertToDouble();
+        DType store = storageDType(elementType(n.getInput()));
+        Tensor y = Tensor::floats(x.shape);
+        for (int64_t r = 0; r < rows; ++r) {
+          double ss = 0;
+          for (int64_t c = 0; c < d; ++c)
+            ss += static_cast<double>(x.f[r * d + c]) * x.f[r * d + c];
+          float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+          for (int64_t c = 0; c < d; ++c)
+            y.f[r * d + c] =
+                w.f[c] * ::ds::roundToDType(x.f[r * d + c] * inv, store);
+        }
+        set(n.getResult(), std::move(y));
+        return success();
+      })
+      .Case([&](LinearOp l) -> LogicalResult {
+        const Tensor *bias = l.getBias() ? &get(l.getBias()) : nullptr;
+        set(l.getResult(),
+            linearKernel(get(l.getInput()), get(l.getWeight()), bias));
+        return success();
+      })
+      .Case([&](SwiGLUOp s) -> LogicalResult {
+        Tensor g = get(s.getGate());
+        const Tensor &u = get(s.getUp());
+        for (size_t i = 0; i < g.f.size(); ++i)
+          g.f[i] = activate(s.getActivation(), g.f[i]) * u.f[i];
+        set(s.getResult(), std::move(g));
+        return success();
+      })
+      .Case([&](ActivationOp a) -> LogicalResult {
+        Tensor x = get(a.getInput());
+        for (float &v : x.f)
+          v = activate(a.getKind(), v);
+        set(a.getResult(), std::move(x));
+        return success();
+      })
+      .Case([&](MulOp m) -> LogicalResult {
+        const Tensor &a = get(m.getLhs()), &b = get(m.getRhs());
+        size_t rank = a.shape.size();
+        SmallVector<int64_t> shape(rank);
+        for (size_t i = 0; i < rank; ++i) {
+          if (a.shape[i] != b.shape[i] && a.shape[i] != 1 && b.shape[i] != 1)
+            return m.emitError() << "dimension " << i << " cannot broadcast: "
+                                 << a.shape[i] << " vs " << b.shape[i];
+          shape[i] = std::max(a.shape[i], b.shape[i]);
+        }
+        Tensor out = Tensor::floats(shape);
+        SmallVector<int64_t> idx(rank, 0);
+        for (int64_t flat = 0; flat < out.numElements(); ++flat) {
+          int64_t rem = flat, ia = 0, ib = 0;
+          for (size_t d = rank; d-- > 0;) {
+            idx[d] = rem % shape[d];
+            rem /= shape[d];
+          }
+          for (size_t d = 0; d < rank; ++d) {
+            ia = ia * a.shape[d] + (a.shape[d] == 1 ? 0 : idx[d]);
+            ib = ib * b.shape[d] + (b.shape[d] == 1 ? 0 : idx[d]);
+          }
+          out.f[flat] = a.f[ia] * b.f[ib];
+        }
+        set(m.getResult(), std::move(out));
+        return success();
+      })
+      .Case([&](SplitHeadsOp s) -> LogicalResult {
+        SmallVector<int64_t> shape = get(s.getInput()).shape;
+        int64_t last = shape.pop_back_val(), heads = s.getNumHeads();
+        shape.push_back(heads);
+        shape.push_back(last / heads);
+        return evalReshape(s, s.getInput(), s.getResult(), shape);
+      })
+      .Case([&](MergeHeadsOp m) -> LogicalResult {
+        SmallVector<int64_t> shape = get(m.getInput()).shape;
+        int64_t d = shape.pop_back_val(), heads = shape.pop_back_val();
+        shape.push_back(heads * d);
+        return evalReshape(m, m.getInput(), m.getResult(), shape);
+      })
+      .Case([&](SplitOp s) -> LogicalResult {
+        const Tensor &x = get(s.getInput());
+        int64_t axis = s.getAxis();
+        int64_t outer = product(x.shape, 0, axis);
+        int64_t inner = product(x.shape, axis + 1, x.shape.size());
+        int64_t dim = x.shape[axis], offset = 0;
+        int64_t total = std::accumulate(s.getSizes().begin(),
+                                        s.getSizes().end(), int64_t(0));
+        if (total != dim)
+          return s.emitError() << "sizes add up to " << total
+                               << " but the axis has " << dim;
+        for (auto [size, result] : llvm::zip(s.getSizes(), s.getResults())) {
+          SmallVector<int64_t> shape = x.shape;
+          shape[axis] = size;
+          Tensor piece = x.isInt ? Tensor::ints(shape) : Tensor::floats(shape);
+          for (int64_t o = 0; o < outer; ++o)
+            for (int64_t a = 0; a < size; ++a)
+              for (int64_t c = 0; c < inner; ++c) {
+                int64_t src = (o * dim + offset + a) * inner + c;
+                int64_t dst = (o * size + a) * inner + c;
+                if (x.isInt)
+                  piece.i[dst] = x.i[src];
+                else
+                  piece.f[dst] = x.f[src];
+              }
+          offset += size;
+          set(result, std::move(piece));
+        }
+        return success();
+      })
+      .Case([&](RopeOp r) { return evalRope(r); })
+      .Case([&](AttentionOp a) { return evalAttention(a); })
+      .Case([&](MLAAttentionOp m) { return evalMLA(m); })
+      .Case([&](CacheUpdateOp c) -> LogicalResult {
+        Tensor cache = get(c.getCache());
+        const Tensor &upd = get(c.getUpdate()), &pos = get(c.getPositions());
+        int64_t b = upd.shape[0], s = upd.shape[1], tmax = cache.shape[1];
+        if (cache.shape[0] != b)
+          return c.emitError() << "cache batch " << cache.shape[0]
+                               << " differs from the update's " << b;
+        if (failed(checkPositions(c, pos, tmax, "cache")))
+          return failure();
+        int64_t row = product(cache.shape, 2, cache.shape.size());
+        for (int64_t bi = 0; bi < b; ++bi)
+          for (int64_t si = 0; si < s; ++si)
+            std::copy_n(&upd.f[(bi * s + si) * row], row,
+                        &cache.f[(bi * tmax + pos.i[bi * s + si]) * row]);
+        set(c.getResult(), std::move(cache));
+        return success();
+      })
+      .Case([&](RouterOp r) -> LogicalResult {
+        const Tensor *bias = r.getBias() ? &get(r.getBias()) : nullptr;
+        Routing out = routerKernel(get(r.getLogits()), bias, r.getRouting());
+        set(r.getWeights(), std::move(out.weights));
+        set(r.getIndices(), std::move(out.indices));
+        return success();
+      })
+      .Case([&](MoEDispatchOp d) -> LogicalResult {
+        const Tensor &idx = get(d.getIndices());
+        int64_t e = d.getNumExperts();
+        for (int64_t v : idx.i)
+          if (v < 0 || v >= e)
+            return d.emitError() << "expert index " << v
+                                 << " is outside [0, " << e << ")";
+        Dispatch out = dispatchKernel(get(d.getInput()), idx, e);
+        set(d.getSorted(), std::move(out.sorted));
+        set(d.getOffsets(), std::move(out.offsets));
+        set(d.getRows(), std::move(out.rows));
+        return success();
+      })
+      .Case([&](GroupedMatmulOp g) -> LogicalResult {
+        const Tensor &x = get(g.getInput()), &off = get(g.getOffsets());
+        int64_t prev = 0;
+        for (int64_t v : off.i) {
+          if (v < prev || v > x.shape[0])
+            return g.emitError("offsets must be non-decreasing and within "
+                               "the rows");
+          prev = v;
+        }
+        if (off.i.front() != 0 || off.i.back() != x.shape[0])
+          return g.emitError("offsets must start at 0 and end at the row "
+                             "count");
+        set(g.getResult(), groupedMatmulKernel(x, get(g.getWeight()), off));
+        return success();
+      })
+      .Case([&](MoECombineOp c) -> LogicalResult {
+        const Tensor &w = get(c.getWeights()), &rows = get(c.getRows());
+        for (int64_t r : rows.i)
+          if (r < 0 || r >= w.numElements())
+            return c.emitError() << "row index " << r << " is outside [0, "
+                                 << w.numElements() << ")";
+        set(c.getResult(), combineKernel(get(c.getExpertOut()), w, rows));
+        return success();
+      })
+      .Case([&](MoEOp m) { return evalMoE(m); })
+      // Upstream ops that ds IR uses.
+      .Case([&](arith::ConstantOp c) -> LogicalResult {
+        Attribute value = c.getValue();
+        if (auto i = dyn_cast<IntegerAttr>(value)) {
+          Tensor t = Tensor::ints({});
+          t.i[0] = i.getValue().getSExtValue();
+          set(c.getResult(), std::move(t));
+          return success();
+        }
+        if (auto fl = dyn_cast<FloatAttr>(value)) {
+          Tensor t = Tensor::floats({});
+          t.f[0] = static_cast<float>(fl.getValueAsDouble());
+          set(c.getResult(), std::move(t));
+          return success();
+        }
+        auto dense = dyn_cast<DenseElementsAttr>(value);
+        if (!dense)
+          return c.emitError("unsupported constant");
+        auto type = cast<ShapedType>(dense.getType());
+        if (isa<FloatType>(type.getElementType())) {
+          Tensor t = Tensor::floats(type.getShape());
+          int64_t n = 0;
+          for (APFloat v : dense.getValues<APFloat>())
+            t.f[n++] = static_cast<float>(v.convertToDouble());
+          set(c.getResult(), std::move(t));
+        } else {
+          Tensor t = Tensor::ints(type.getShape());
+          int64_t n = 0;
+          for (APInt v : dense.getValues<APInt>())
+            t.i[n++] = v.getSExtValue();
+          set(c.getResult(), std::move(t));
+        }
+        return success();
+      })
+      .Case<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp>(
+          [&](Operation *b) -> LogicalResult {
+            const Tensor &l = get(b->getOperand(0)), &r = get(b->getOperand(1));
+            if (l.shape != r.shape)
+              return b->emitError("operand shapes differ at run time");
+            Tensor out = Tensor::floats(l.shape);
+            for (size_t i = 0; i < out.f.size(); ++i) {
+              float a = l.f[i], c = r.f[i];
+              out.f[i] = isa<arith::AddFOp>(b)   ? a + c
+                         : isa<arith::SubFOp>(b) ? a - c
+                         : isa<arith::MulFOp>(b) ? a * c
+                                                 : a / c;
+            }
+            set(b->getResult(0), std::move(out));
+            return success();
+          })
+      .Case([&](tensor::DimOp d) -> LogicalResult {
+        const Tensor &x = get(d.getSource());
+        int64_t index = get(d.getIndex()).i[0];
+        if (index < 0 || index >= static_cast<int64_t>(x.shape.size()))
+          return d.emitError("dimension index out of range");
+        Tensor t = Tensor::ints({});
+        t.i[0] = x.shape[index];
+        set(d.getResult(), std::move(t));
+        return success();
+      })
+      .Case([&](tensor::CollapseShapeOp c) -> LogicalResult {
+        const Tensor &x = get(c.getSrc());
+        SmallVector<int64_t> shape;
+        for (ReassociationIndices group : c.getReassociationIndices()) {
+          int64_t n = 1;
+          for (int64_t i : group)
+            n *= x.shape[i];
+          shape.push_back(n);
+        }
+        return evalReshape(c, c.getSrc(), c.getResult(), shape);
+      })
+      .Case([&](tensor::ExpandShapeOp e) -> LogicalResult {
+        SmallVector<int64_t> shape;
+        unsigned dynamic = 0;
+        for (int64_t s : e.getStaticOutputShape())
+          shape.push_back(ShapedType::isDynamic(s)
+                              ? get(e.getOutputShape()[dynamic++]).i[0]
+                              : s);
+        return evalReshape(e, e.getSrc(), e.getResult(), shape);
+      })
+      .Case([&](tensor::CastOp c) -> LogicalResult {
+        const Tensor &x = get(c.getSource());
+        auto type = cast<RankedTensorType>(c.getType());
+        for (int64_t i = 0; i < type.getRank(); ++i)
+          if (!type.isDynamicDim(i) && type.getDimSize(i) != x.shape[i])
+            return c.emitError() << "tensor.cast to " << type
+                                 << " does not match the run-time shape";
+        set(c.getResult(), x);
+        return success();
+      })
+      .Case([&](tensor::ConcatOp c) -> LogicalResult {
+        int64_t axis = c.getDim();
+        SmallVector<int64_t> shape = get(c.getInputs()[0]).shape;
+        int64_t total = 0;
+        for (Value in : c.getInputs())
+          total += get(in).shape[axis];
+        shape[axis] = total;
+        Tensor out = Tensor::floats(shape);
+        int64_t outer = product(shape, 0, axis);
+        int64_t inner = product(shape, axis + 1, shape.size());
+        int64_t offset = 0;
+        for (Value in : c.getInputs()) {
+          const Tensor &x = get(in);
+          int64_t size = x.shape[axis];
+          for (int64_t o = 0; o < outer; ++o)
+            std::copy_n(&x.f[o * size * inner], size * inner,
+                        &out.f[(o * total + offset) * inner]);
+          offset += size;
+        }
+        set(c.getResult(), std::move(out));
+        return success();
+      })
+      .Case([&](func::CallOp c) -> LogicalResult {
+        SmallVector<Tensor> args;
+        for (Value v : c.getOperands())
+          args.push_back(get(v));
+        FailureOr<SmallVector<Tensor>> results =
+            interp.call(c.getCallee(), args);
+        if (failed(results))
+          return failure();
+        for (auto [r, t] : llvm::zip(c.getResults(), *results))
+          set(r, std::move(t));
+        return success();
+      })
+      .Default([&](Operation *other) -> LogicalResult {
+        return other->emitError() << "the ds interpreter does not support '"
+                                  << other->getName() << "'";
+      });
+}
+
+FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
+                                                      ArrayRef<Tensor> args) {
+  Block &body = fn.getBody().front();
+  for (auto [arg, t] : llvm::zip(body.getArguments(), args))
+    values[arg] = t;
+  for (Operation &op : body) {
+    if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      SmallVector<Tensor> results;
+      for (Value v : ret.getOperands())
+        results.push_back(get(v));
+      return results;
+    }
+    if (failed(eval(&op)))
+      return failure();
+  }
+  return fn.emitError("function has no return");
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// CheckpointWeights
+//===----------------------------------------------------------------------===//
+
+FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
+  auto it = cache.find(op.getName());
+  if (it != cache.end())
+    return it->second;
+  auto type = cast<RankedTensorType>(op.getType());
+  SmallVector<std::string> names;
+  SmallVector<int64_t> sliceShape(type.getShape());
+  if (op.isStacked()) {
+    for (int64_t e = 0; e < type.getDimSize(0); ++e)
+      names.push_back(op.getExpertName(e));
+    sliceShape.erase(sliceShape.begin());
+  } else {
+    names.push_back(op.getName().str());
+  }
+  Tensor t = Tensor::floats(type.getShape());
+  int64_t sliceSize = product(sliceShape, 0, sliceShape.size());
+  for (auto [e, name] : llvm::enumerate(names)) {
+    const ::ds::TensorView *view = checkpoint.find(name);
+    if (!view)
+      return op.emitError() << "weight '" << name
+                            << "' is not in the checkpoint";
+    if (ArrayRef<int64_t>(view->shape) != ArrayRef<int64_t>(sliceShape)) {
+      InFlightDiagnostic diag = op.emitError()
+                                << "weight '" << name << "' in " << view->file
+                                << " has shape [";
+      llvm::interleaveComma(view->shape, diag);
+      diag << "], the IR expects [";
+      llvm::interleaveComma(sliceShape, diag);
+      return diag << "]";
+    }
+    if (!::ds::isFloatDType(view->dtype))
+      return op.emitError() << "weight '" << name << "' has integer dtype "
+                            << std::string(::ds::dtypeName(view->dtype))
+                            << "; quantized weights are not supported yet";
+    for (int64_t i = 0; i < sliceSize; ++i)
+      t.f[e * sliceSize + i] = view->floatAt(i);
+  }
+  roundTo(t, op.getResult());
+  cache[op.getName()] = t;
+  return t;
+}
+
+//===----------------------------------------------------------------------===//
+// Interpreter
+//===----------------------------------------------------------------------===//
+
+FailureOr<SmallVector<Tensor>> Interpreter::call(StringRef name,
+                                                 ArrayRef<Tensor> args) {
+  auto fn = module.lookupSymbol<func::FuncOp>(name);
+  if (!fn || fn.isExternal())
+    return module.emitError() << "no function @" << name << " to run";
+  if (fn.getNumArguments() != args.size())
+    return fn.emitError() << "expects " << fn.getNumArguments()
+                          << " arguments, got " << args.size();
+  for (auto [i, type, t] : llvm::enumerate(fn.getArgumentTypes(), args)) {
+    auto tt = dyn_cast<RankedTensorType>(type);
+    if (!tt)
+      return fn.emitError() << "argument " << i << " is not a ranked tensor";
+    bool wantInt = isa<IntegerType, IndexType>(tt.getElementType());
+    if (wantInt != t.isInt)
+      return fn.emitError() << "argument " << i << " must hold "
+                            << (wantInt ? "integers" : "floats");
+    if (tt.getRank() != static_cast<int64_t>(t.shape.size()))
+      return fn.emitError() << "argument " << i << " must have rank "
+                            << tt.getRank() << ", got " << t.shape.size();
+    for (int64_t d = 0; d < tt.getRank(); ++d)
+      if (!tt.isDynamicDim(d) && tt.getDimSize(d) != t.shape[d])
+        return fn.emitError() << "argument " << i << " dimension " << d
+                              << " must be " << tt.getDimSize(d) << ", got "
+                              << t.shape[d];
+  }
+  Evaluator evaluator(*this, weights);
+  return evaluator.runFunction(fn, args);
+}
+
+FailureOr<std::vector<HostTensor>>
+Interpreter::run(StringRef name, ArrayRef<HostTensor> args) {
+  SmallVector<Tensor> in;
+  for (const HostTensor &h : args) {
+    Tensor t;
+    t.shape.assign(h.shape.begin(), h.shape.end());
+    if (::ds::isFloatDType(h.dtype)) {
+      t.f = h.toFloats();
+    } else {
+      t.isInt = true;
+      t.i = h.toInts();
+    }
+    in.push_back(std::move(t));
+  }
+  FailureOr<SmallVector<Tensor>> out = call(name, in);
+  if (failed(out))
+    return failure();
+  std::vector<HostTensor> results;
+  for (Tensor &t : *out) {
+    std::vector<int64_t> shape(t.shape.begin(), t.shape.end());
+    results.push_back(t.isInt ? HostTensor::fromInts(shape, t.i)
+                              : HostTensor::fromFloats(shape, t.f));
+  }
+  return results;
+}
