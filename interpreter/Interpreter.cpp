@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <unordered_map>
 
 using namespace mlir;
 using namespace mlir::ds;
@@ -281,10 +282,12 @@ public:
 
 private:
   LogicalResult eval(Operation *op);
-  const Tensor &get(Value v) { return values.find(v)->second; }
+  const Tensor &get(Value v) {
+    return values.find(v.getAsOpaquePointer())->second;
+  }
   void set(Value v, Tensor t) {
     roundTo(t, v);
-    values[v] = std::move(t);
+    values[v.getAsOpaquePointer()] = std::move(t);
   }
   LogicalResult checkPositions(Operation *op, const Tensor &positions,
                                int64_t limit, StringRef what);
@@ -298,7 +301,8 @@ private:
 
   Interpreter &interp;
   WeightProvider *weights;
-  llvm::DenseMap<Value, Tensor> values;
+  /// Node-based so that references from get() survive later set() calls.
+  std::unordered_map<const void *, Tensor> values;
 };
 
 LogicalResult Evaluator::checkPositions(Operation *op, const Tensor &positions,
@@ -824,7 +828,7 @@ FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
                                                       ArrayRef<Tensor> args) {
   Block &body = fn.getBody().front();
   for (auto [arg, t] : llvm::zip(body.getArguments(), args))
-    values[arg] = t;
+    values[Value(arg).getAsOpaquePointer()] = t;
   for (Operation &op : body) {
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       SmallVector<Tensor> results;

@@ -1,0 +1,36 @@
+//===- TinyModel.h - small random Hugging Face checkpoints ------*- C++ -*-===//
+//
+// Writes a config.json and random safetensors weights with the real tensor
+// names and layouts of each supported family, at sizes of a few hundred KB:
+// the fixture for tests and the demo. Deterministic in the seed.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_FRONTENDS_HF_TINYMODEL_H
+#define DS_FRONTENDS_HF_TINYMODEL_H
+
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <string>
+
+namespace mlir::ds::hf {
+
+struct TinyModelOptions {
+  /// deepseek_v3, deepseek_v2, mixtral, qwen2_moe or qwen3_moe.
+  std::string arch;
+  std::string outDir;
+  uint64_t seed = 0;
+  /// Write experts in the fused v5 layout (gate_up_proj / down_proj).
+  bool fusedExperts = false;
+  /// Split the weights over this many shards with an index file.
+  int shards = 1;
+  /// Weight dtype on disk: F32, BF16 or F16.
+  std::string dtype = "F32";
+};
+
+llvm::Error writeTinyModel(const TinyModelOptions &options);
+
+} // namespace mlir::ds::hf
+
+#endif // DS_FRONTENDS_HF_TINYMODEL_H

@@ -1,0 +1,38 @@
+//===- ds-make-tiny-model.cpp - write a small random HF checkpoint --------===//
+//
+//   ds-make-tiny-model --arch deepseek_v3|deepseek_v2|mixtral|qwen2_moe|qwen3_moe
+//                      --out DIR [--seed N] [--fused-experts] [--shards N]
+//                      [--dtype F32|BF16|F16]
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/HF/TinyModel.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/WithColor.h"
+
+namespace cl = llvm::cl;
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::opt<std::string> arch("arch", cl::desc("Model family"), cl::Required);
+  cl::opt<std::string> out("out", cl::desc("Output directory"), cl::Required);
+  cl::opt<uint64_t> seed("seed", cl::desc("Random seed"), cl::init(0));
+  cl::opt<bool> fused("fused-experts",
+                      cl::desc("Write experts as fused gate_up_proj/down_proj"),
+                      cl::init(false));
+  cl::opt<int> shards("shards", cl::desc("Number of safetensors shards"),
+                      cl::init(1));
+  cl::opt<std::string> dtype("dtype", cl::desc("F32, BF16 or F16"),
+                             cl::init("F32"));
+  cl::ParseCommandLineOptions(argc, argv,
+                              "ds-make-tiny-model: tiny random checkpoints\n");
+  mlir::ds::hf::TinyModelOptions options{arch, out, seed, fused, shards, dtype};
+  if (llvm::Error e = mlir::ds::hf::writeTinyModel(options)) {
+    llvm::WithColor::error(llvm::errs(), "ds-make-tiny-model")
+        << llvm::toString(std::move(e)) << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,286 @@
+//===- ds-run.cpp - run ds functions through the reference interpreter ----===//
+//
+//   ds-run FILE.mlir [--weights DIR] [--function NAME] [--input X.npy]...
+//          [--seed N] [--dyn-size K] [--int-max M] [--output-dir DIR]
+//     Runs one function. Arguments come from .npy files in order; the rest
+//     are generated from the seed (dynamic dims = K, floats ~ N(0, 1),
+//     integers uniform in [0, M)). Results go to DIR/result<i>.npy, or are
+//     summarized on stdout.
+//
+//   ds-run FILE.mlir --weights DIR --generate N --prompt 1,2,3 [--prompt ...]
+//          [--dump-dir DIR]
+//     Greedy generation with an imported model: @prefill on the prompts (one
+//     sequence each, equal lengths), then @decode one token at a time with
+//     the KV caches. Prints the generated tokens; --dump-dir writes
+//     prefill_logits.npy [B, S, V], decode_logits.npy [N-1, B, V] and
+//     tokens.npy [B, S+N].
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/InitAllDialects.h"
+#include "interpreter/Interpreter.h"
+
+#include "ds/support/HostTensor.h"
+#include "ds/support/SafeTensors.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/WithColor.h"
+
+#include <random>
+
+using namespace mlir;
+namespace cl = llvm::cl;
+using ::ds::DType;
+using ::ds::HostTensor;
+
+namespace {
+
+cl::opt<std::string> inputFile(cl::Positional, cl::desc("<module.mlir>"),
+                               cl::Required);
+cl::opt<std::string> weightsDir("weights",
+                                cl::desc("Checkpoint directory or file"));
+cl::opt<std::string> function("function", cl::desc("Function to run"),
+                              cl::init("main"));
+cl::list<std::string> inputs("input", cl::desc("Argument from a .npy file"));
+cl::opt<uint64_t> seed("seed", cl::desc("Seed for generated arguments"),
+                       cl::init(0));
+cl::opt<int64_t> dynSize("dyn-size",
+                         cl::desc("Size of dynamic dims of generated args"),
+                         cl::init(2));
+cl::opt<int64_t> intMax("int-max",
+                        cl::desc("Generated integers are in [0, int-max)"),
+                        cl::init(16));
+cl::opt<std::string> outputDir("output-dir",
+                               cl::desc("Write results as .npy files here"));
+cl::opt<int64_t> generate("generate",
+                          cl::desc("Greedy-generate this many tokens"),
+                          cl::init(0));
+cl::list<std::string> prompts("prompt",
+                              cl::desc("Comma-separated prompt token ids"));
+cl::opt<std::string> dumpDir("dump-dir",
+                             cl::desc("With --generate: write logits here"));
+
+int fail(const llvm::Twine &message) {
+  llvm::WithColor::error(llvm::errs(), "ds-run") << message << "\n";
+  return 1;
+}
+
+int64_t argmax(const float *v, int64_t n) {
+  return std::max_element(v, v + n) - v;
+}
+
+HostTensor generated(RankedTensorType type, std::mt19937_64 &rng) {
+  std::vector<int64_t> shape;
+  for (int64_t d : type.getShape())
+    shape.push_back(ShapedType::isDynamic(d) ? dynSize : d);
+  if (isa<FloatType>(type.getElementType())) {
+    HostTensor t(DType::F32, shape);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (int64_t i = 0; i < t.numElements(); ++i)
+      t.data<float>()[i] = normal(rng);
+    return t;
+  }
+  HostTensor t(DType::I64, shape);
+  std::uniform_int_distribution<int64_t> uniform(0, std::max<int64_t>(0, intMax - 1));
+  for (int64_t i = 0; i < t.numElements(); ++i)
+    t.data<int64_t>()[i] = uniform(rng);
+  return t;
+}
+
+int runOnce(ModuleOp module, mlir::ds::Interpreter &interp) {
+  auto fn = module.lookupSymbol<func::FuncOp>(function);
+  if (!fn)
+    return fail("no function @" + function + " in " + inputFile);
+  if (inputs.size() > fn.getNumArguments())
+    return fail("@" + function + " takes " + Twine(fn.getNumArguments()) +
+                " arguments, " + Twine(inputs.size()) + " files given");
+  std::vector<HostTensor> args;
+  for (const std::string &path : inputs) {
+    absl::StatusOr<HostTensor> t = ::ds::readNpy(path);
+    if (!t.ok())
+      return fail(std::string(t.status().message()));
+    args.push_back(std::move(*t));
+  }
+  std::mt19937_64 rng(seed);
+  for (unsigned i = args.size(); i < fn.getNumArguments(); ++i) {
+    auto type = dyn_cast<RankedTensorType>(fn.getArgumentTypes()[i]);
+    if (!type)
+      return fail("argument " + Twine(i) + " is not a ranked tensor");
+    args.push_back(generated(type, rng));
+  }
+  FailureOr<std::vector<HostTensor>> results = interp.run(function, args);
+  if (failed(results))
+    return 1;
+  if (!outputDir.empty()) {
+    if (std::error_code ec = llvm::sys::fs::create_directories(outputDir))
+      return fail(outputDir + ": " + ec.message());
+    for (auto [i, r] : llvm::enumerate(*results))
+      if (absl::Status s = ::ds::writeNpy(
+              outputDir + "/result" + std::to_string(i) + ".npy", r);
+          !s.ok())
+        return fail(std::string(s.message()));
+    return 0;
+  }
+  for (auto [i, r] : llvm::enumerate(*results)) {
+    llvm::outs() << "result " << i << ": " << r.shapeString() << " ";
+    std::vector<float> v = r.toFloats();
+    double sum = 0;
+    for (float x : v)
+      sum += x;
+    llvm::outs() << "sum=" << llvm::format("%.6g", sum) << " [";
+    for (size_t j = 0; j < std::min<size_t>(v.size(), 8); ++j)
+      llvm::outs() << (j ? ", " : "") << llvm::format("%.6g", v[j]);
+    llvm::outs() << (v.size() > 8 ? ", ...]\n" : "]\n");
+  }
+  return 0;
+}
+
+int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp) {
+  auto prefill = module.lookupSymbol<func::FuncOp>("prefill");
+  if (!prefill || !module.lookupSymbol<func::FuncOp>("decode"))
+    return fail(inputFile + " has no @prefill and @decode (import a model "
+                            "with ds-translate --import-hf)");
+  if (prompts.empty())
+    return fail("--generate needs at least one --prompt");
+  std::vector<std::vector<int64_t>> seqs;
+  for (const std::string &p : prompts) {
+    std::vector<int64_t> ids;
+    SmallVector<StringRef> parts;
+    StringRef(p).split(parts, ',', -1, false);
+    for (StringRef part : parts) {
+      int64_t id;
+      if (part.trim().getAsInteger(10, id))
+        return fail("bad token id '" + part + "' in --prompt");
+      ids.push_back(id);
+    }
+    if (ids.empty())
+      return fail("empty --prompt");
+    if (!seqs.empty() && ids.size() != seqs[0].size())
+      return fail("prompts must have equal lengths");
+    seqs.push_back(ids);
+  }
+  int64_t b = seqs.size(), s = seqs[0].size();
+  std::vector<HostTensor> args(2);
+  std::vector<int64_t> tokens, positions;
+  for (auto &seq : seqs)
+    for (int64_t i = 0; i < s; ++i) {
+      tokens.push_back(seq[i]);
+      positions.push_back(i);
+    }
+  args[0] = HostTensor::fromInts({b, s}, tokens);
+  args[1] = HostTensor::fromInts({b, s}, positions);
+  for (Type t : prefill.getArgumentTypes().drop_front(2)) {
+    auto type = cast<RankedTensorType>(t);
+    std::vector<int64_t> shape(type.getShape());
+    shape[0] = b;
+    args.push_back(HostTensor(DType::F32, shape));
+  }
+  FailureOr<std::vector<HostTensor>> out = interp.run("prefill", args);
+  if (failed(out))
+    return 1;
+  int64_t vocab = (*out)[0].shape.back();
+  HostTensor prefillLogits = (*out)[0];
+  std::vector<float> decodeLogits;
+  std::vector<std::vector<int64_t>> generatedIds(b);
+  auto pick = [&](const HostTensor &logits, int64_t rowsPerSeq) {
+    for (int64_t i = 0; i < b; ++i)
+      generatedIds[i].push_back(argmax(
+          logits.data<float>() + ((i + 1) * rowsPerSeq - 1) * vocab, vocab));
+  };
+  pick(prefillLogits, s);
+  for (int64_t step = 1; step < generate; ++step) {
+    std::vector<int64_t> tok, pos;
+    for (int64_t i = 0; i < b; ++i) {
+      tok.push_back(generatedIds[i].back());
+      pos.push_back(s + step - 1);
+    }
+    std::vector<HostTensor> dargs = {HostTensor::fromInts({b, 1}, tok),
+                                     HostTensor::fromInts({b, 1}, pos)};
+    for (size_t c = 1; c < out->size(); ++c)
+      dargs.push_back(std::move((*out)[c]));
+    out = interp.run("decode", dargs);
+    if (failed(out))
+      return 1;
+    const float *l = (*out)[0].data<float>();
+    decodeLogits.insert(decodeLogits.end(), l, l + b * vocab);
+    pick((*out)[0], 1);
+  }
+  for (int64_t i = 0; i < b; ++i) {
+    llvm::outs() << "sequence " << i << ": prompt ["
+                 << llvm::join(llvm::map_range(seqs[i],
+                                               [](int64_t v) {
+                                                 return std::to_string(v);
+                                               }),
+                               ", ")
+                 << "] -> generated ["
+                 << llvm::join(llvm::map_range(generatedIds[i],
+                                               [](int64_t v) {
+                                                 return std::to_string(v);
+                                               }),
+                               ", ")
+                 << "]\n";
+  }
+  if (!dumpDir.empty()) {
+    if (std::error_code ec = llvm::sys::fs::create_directories(dumpDir))
+      return fail(dumpDir + ": " + ec.message());
+    std::vector<int64_t> all;
+    for (int64_t i = 0; i < b; ++i) {
+      all.insert(all.end(), seqs[i].begin(), seqs[i].end());
+      all.insert(all.end(), generatedIds[i].begin(), generatedIds[i].end());
+    }
+    for (auto [name, tensor] :
+         {std::pair<std::string, HostTensor>{"prefill_logits", prefillLogits},
+          {"decode_logits",
+           HostTensor::fromFloats({generate - 1, b, vocab}, decodeLogits)},
+          {"tokens", HostTensor::fromInts({b, s + generate}, all)}})
+      if (absl::Status st = ::ds::writeNpy(dumpDir + "/" + name + ".npy", tensor);
+          !st.ok())
+        return fail(std::string(st.message()));
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::ParseCommandLineOptions(argc, argv,
+                              "ds-run: the ds reference interpreter\n");
+  DialectRegistry registry;
+  mlir::ds::registerAllDialects(registry);
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+  std::string error;
+  std::unique_ptr<llvm::MemoryBuffer> buffer = openInputFile(inputFile, &error);
+  if (!buffer)
+    return fail(error);
+  sourceMgr.AddNewSourceBuffer(std::move(buffer), SMLoc());
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return 1;
+  std::unique_ptr<::ds::Checkpoint> checkpoint;
+  std::unique_ptr<mlir::ds::CheckpointWeights> weights;
+  if (!weightsDir.empty()) {
+    absl::StatusOr<std::unique_ptr<::ds::Checkpoint>> c =
+        ::ds::Checkpoint::open(weightsDir);
+    if (!c.ok())
+      return fail(std::string(c.status().message()));
+    checkpoint = std::move(*c);
+    weights = std::make_unique<mlir::ds::CheckpointWeights>(*checkpoint);
+  }
+  mlir::ds::Interpreter interp(*module, weights.get());
+  if (generate > 0)
+    return runGenerate(*module, interp);
+  return runOnce(*module, interp);
+}

@@ -1,0 +1,66 @@
+//===- ds-translate.cpp - import models into ds IR ------------------------===//
+//
+//   ds-translate --import-hf DIR [--max-cache-len N] [--dtype f32|bf16|f16]
+//                [--progress] [-o FILE]
+//
+// Reads a Hugging Face model directory (config.json + safetensors) and prints
+// the ds module. Nothing is written when the import fails.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/HF/Importer.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::opt<std::string> importHF("import-hf",
+                                cl::desc("Hugging Face model directory"),
+                                cl::value_desc("dir"), cl::Required);
+  cl::opt<int64_t> maxCacheLen(
+      "max-cache-len",
+      cl::desc("KV cache capacity (default min(max_position_embeddings, "
+               "4096))"),
+      cl::init(0));
+  cl::opt<std::string> dtype("dtype",
+                             cl::desc("IR element type: f32, bf16 or f16"),
+                             cl::init("f32"));
+  cl::opt<bool> progress("progress", cl::desc("Print a line per layer"),
+                         cl::init(false));
+  cl::opt<std::string> output("o", cl::desc("Output file"),
+                              cl::value_desc("file"), cl::init("-"));
+  cl::ParseCommandLineOptions(argc, argv,
+                              "ds-translate: Hugging Face checkpoints to ds IR\n");
+
+  MLIRContext context;
+  mlir::ds::hf::ImportOptions options;
+  options.maxCacheLen = maxCacheLen;
+  options.dtype = dtype;
+  if (progress)
+    options.progress = [](int64_t layer, int64_t total) {
+      llvm::errs() << "ds-translate: layer " << layer + 1 << "/" << total
+                   << "\n";
+    };
+  OwningOpRef<ModuleOp> module =
+      mlir::ds::hf::importModelDirectory(context, importHF, options);
+  if (!module)
+    return 1;
+  std::string error;
+  std::unique_ptr<llvm::ToolOutputFile> out = openOutputFile(output, &error);
+  if (!out) {
+    llvm::WithColor::error() << error << "\n";
+    return 1;
+  }
+  module->print(out->os());
+  out->os() << "\n";
+  out->keep();
+  return 0;
+}
