@@ -128,7 +128,8 @@ Routing routerKernel(const Tensor &logits, const Tensor *bias,
       for (int64_t j = 0; j < e; ++j)
         sum += std::exp(static_cast<double>(l[j]) - mx);
       for (int64_t j = 0; j < e; ++j)
-        s[j] = static_cast<float>(std::exp(static_cast<double>(l[j]) - mx) / sum);
+        s[j] =
+            static_cast<float>(std::exp(static_cast<double>(l[j]) - mx) / sum);
     } else {
       for (int64_t j = 0; j < e; ++j)
         s[j] = 1.0f / (1.0f + std::exp(-l[j]));
@@ -238,8 +239,8 @@ Tensor combineKernel(const Tensor &y, const Tensor &weights,
 /// and `value(j, h)` return pointers to row j of KV head h.
 template <typename KeyFn, typename ValueFn>
 void attendOne(const float *q, int64_t heads, int64_t kvHeads, int64_t d,
-               int64_t dv, int64_t pos, int64_t window, double scale,
-               KeyFn key, ValueFn value, float *out) {
+               int64_t dv, int64_t pos, int64_t window, double scale, KeyFn key,
+               ValueFn value, float *out) {
   int64_t group = heads / kvHeads;
   int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
   std::vector<double> scores(pos + 1);
@@ -375,7 +376,9 @@ LogicalResult Evaluator::evalAttention(AttentionOp op) {
       attendOne(
           &q.f[((bi * s + si) * hq) * d], hq, hkv, d, dv, pos.i[bi * s + si],
           window, op.getScale().convertToDouble(),
-          [&](int64_t j, int64_t h) { return &k.f[((bi * t + j) * hkv + h) * d]; },
+          [&](int64_t j, int64_t h) {
+            return &k.f[((bi * t + j) * hkv + h) * d];
+          },
           [&](int64_t j, int64_t h) {
             return &v.f[((bi * t + j) * hkv + h) * dv];
           },
@@ -419,8 +422,12 @@ LogicalResult Evaluator::evalMLA(MLAAttentionOp op) {
       attendOne(
           query.data(), h, h, dk, dv, pos.i[bi * s + si], 0,
           op.getScale().convertToDouble(),
-          [&](int64_t j, int64_t hi) { return &keys[((bi * t + j) * h + hi) * dk]; },
-          [&](int64_t j, int64_t hi) { return &vals[((bi * t + j) * h + hi) * dv]; },
+          [&](int64_t j, int64_t hi) {
+            return &keys[((bi * t + j) * h + hi) * dk];
+          },
+          [&](int64_t j, int64_t hi) {
+            return &vals[((bi * t + j) * h + hi) * dv];
+          },
           &o.f[((bi * s + si) * h) * dv]);
     }
   set(op.getResult(), std::move(o));
@@ -512,9 +519,9 @@ LogicalResult Evaluator::eval(Operation *op) {
         for (int64_t i = 0; i < ids.numElements(); ++i) {
           int64_t id = ids.i[i];
           if (id < 0 || id >= v)
-            return e.emitError() << "token id " << id
-                                 << " is outside the vocabulary [0, " << v
-                                 << ")";
+            return e.emitError()
+                   << "token id " << id << " is outside the vocabulary [0, "
+                   << v << ")";
           std::copy_n(&table.f[id * h], h, &out.f[i * h]);
         }
         set(e.getResult(), std::move(out));
@@ -565,8 +572,9 @@ LogicalResult Evaluator::eval(Operation *op) {
         SmallVector<int64_t> shape(rank);
         for (size_t i = 0; i < rank; ++i) {
           if (a.shape[i] != b.shape[i] && a.shape[i] != 1 && b.shape[i] != 1)
-            return m.emitError() << "dimension " << i << " cannot broadcast: "
-                                 << a.shape[i] << " vs " << b.shape[i];
+            return m.emitError()
+                   << "dimension " << i << " cannot broadcast: " << a.shape[i]
+                   << " vs " << b.shape[i];
           shape[i] = std::max(a.shape[i], b.shape[i]);
         }
         Tensor out = Tensor::floats(shape);
@@ -608,8 +616,8 @@ LogicalResult Evaluator::eval(Operation *op) {
         int64_t total = std::accumulate(s.getSizes().begin(),
                                         s.getSizes().end(), int64_t(0));
         if (total != dim)
-          return s.emitError() << "sizes add up to " << total
-                               << " but the axis has " << dim;
+          return s.emitError()
+                 << "sizes add up to " << total << " but the axis has " << dim;
         for (auto [size, result] : llvm::zip(s.getSizes(), s.getResults())) {
           SmallVector<int64_t> shape = x.shape;
           shape[axis] = size;
@@ -661,8 +669,8 @@ LogicalResult Evaluator::eval(Operation *op) {
         int64_t e = d.getNumExperts();
         for (int64_t v : idx.i)
           if (v < 0 || v >= e)
-            return d.emitError() << "expert index " << v
-                                 << " is outside [0, " << e << ")";
+            return d.emitError()
+                   << "expert index " << v << " is outside [0, " << e << ")";
         Dispatch out = dispatchKernel(get(d.getInput()), idx, e);
         set(d.getSorted(), std::move(out.sorted));
         set(d.getOffsets(), std::move(out.offsets));
@@ -867,12 +875,11 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
   for (auto [e, name] : llvm::enumerate(names)) {
     const ::ds::TensorView *view = checkpoint.find(name);
     if (!view)
-      return op.emitError() << "weight '" << name
-                            << "' is not in the checkpoint";
+      return op.emitError()
+             << "weight '" << name << "' is not in the checkpoint";
     if (ArrayRef<int64_t>(view->shape) != ArrayRef<int64_t>(sliceShape)) {
-      InFlightDiagnostic diag = op.emitError()
-                                << "weight '" << name << "' in " << view->file
-                                << " has shape [";
+      InFlightDiagnostic diag = op.emitError() << "weight '" << name << "' in "
+                                               << view->file << " has shape [";
       llvm::interleaveComma(view->shape, diag);
       diag << "], the IR expects [";
       llvm::interleaveComma(sliceShape, diag);
@@ -915,16 +922,16 @@ FailureOr<SmallVector<Tensor>> Interpreter::call(StringRef name,
                             << tt.getRank() << ", got " << t.shape.size();
     for (int64_t d = 0; d < tt.getRank(); ++d)
       if (!tt.isDynamicDim(d) && tt.getDimSize(d) != t.shape[d])
-        return fn.emitError() << "argument " << i << " dimension " << d
-                              << " must be " << tt.getDimSize(d) << ", got "
-                              << t.shape[d];
+        return fn.emitError()
+               << "argument " << i << " dimension " << d << " must be "
+               << tt.getDimSize(d) << ", got " << t.shape[d];
   }
   Evaluator evaluator(*this, weights);
   return evaluator.runFunction(fn, args);
 }
 
-FailureOr<std::vector<HostTensor>>
-Interpreter::run(StringRef name, ArrayRef<HostTensor> args) {
+FailureOr<std::vector<HostTensor>> Interpreter::run(StringRef name,
+                                                    ArrayRef<HostTensor> args) {
   SmallVector<Tensor> in;
   for (const HostTensor &h : args) {
     Tensor t;

@@ -1,4 +1,5 @@
-//===- Interpreter.h - the ds reference interpreter --------------*- C++ -*-===//
+//===- Interpreter.h - the ds reference interpreter --------------*- C++
+//-*-===//
 //
 // Executes ds functions (and the upstream func/arith/tensor ops ds IR uses)
 // on the CPU, op by op, in f32: values of f16/bf16 type are rounded to their
@@ -82,8 +83,8 @@ public:
 
   /// Runs the function `name` on `args` (checked against its signature) and
   /// returns its results (f32 for float types, i64 for integer types).
-  FailureOr<std::vector<::ds::HostTensor>>
-  run(StringRef name, ArrayRef<::ds::HostTensor> args);
+  FailureOr<std::vector<::ds::HostTensor>> run(StringRef name,
+                                               ArrayRef<::ds::HostTensor> args);
 
   /// The same on interpreter values.
   FailureOr<SmallVector<Tensor>> call(StringRef name, ArrayRef<Tensor> args);

@@ -29,10 +29,10 @@ constexpr int64_t kDyn = ShapedType::kDynamic;
 constexpr double kLatentNormEps = 1e-6;
 
 std::string shapeString(ArrayRef<int64_t> shape) {
-  return "[" + llvm::join(llvm::map_range(shape, [](int64_t d) {
-                            return std::to_string(d);
-                          }),
-                          ", ") +
+  return "[" +
+         llvm::join(llvm::map_range(
+                        shape, [](int64_t d) { return std::to_string(d); }),
+                    ", ") +
          "]";
 }
 
@@ -152,8 +152,8 @@ SmallVector<Type> ModelBuilder::cacheTypes() const {
   if (c.isMLA())
     return {RankedTensorType::get({kDyn, cacheLen, c.kvLoraRank}, elt),
             RankedTensorType::get({kDyn, cacheLen, c.qkRopeHeadDim}, elt)};
-  auto kv = RankedTensorType::get({kDyn, cacheLen, c.numKvHeads, c.headDim},
-                                  elt);
+  auto kv =
+      RankedTensorType::get({kDyn, cacheLen, c.numKvHeads, c.headDim}, elt);
   return {kv, kv};
 }
 
@@ -202,8 +202,8 @@ Value ModelBuilder::mlaAttention(Location loc, const std::string &p, Value x,
   auto qs = SplitOp::create(b, loc, q, 3, ArrayRef<int64_t>{dn, dr});
   RopeAttr rope = ropeAttr(dr);
   Value qPe = RopeOp::create(b, loc, qs.getResult(1), pos, rope);
-  Value ckv = linear(loc, x, p + "kv_a_proj_with_mqa", kvRank + dr, h,
-                     c.attentionBias);
+  Value ckv =
+      linear(loc, x, p + "kv_a_proj_with_mqa", kvRank + dr, h, c.attentionBias);
   auto ks = SplitOp::create(b, loc, ckv, 2, ArrayRef<int64_t>{kvRank, dr});
   Value latent = rmsNorm(loc, ks.getResult(0), p + "kv_a_layernorm.weight",
                          kvRank, kLatentNormEps);
@@ -222,8 +222,8 @@ Value ModelBuilder::denseMlp(Location loc, const std::string &p, Value x) {
   int64_t h = c.hiddenSize, i = c.intermediateSize;
   Value g = linear(loc, x, p + "gate_proj", i, h, false);
   Value u = linear(loc, x, p + "up_proj", i, h, false);
-  Value a = SwiGLUOp::create(b, loc, g, u,
-                             ActivationAttr::get(&ctx, c.hiddenAct));
+  Value a =
+      SwiGLUOp::create(b, loc, g, u, ActivationAttr::get(&ctx, c.hiddenAct));
   return linear(loc, a, p + "down_proj", h, i, false);
 }
 
@@ -267,12 +267,12 @@ Value ModelBuilder::moe(Location loc, const std::string &layer, Value x) {
     if (c.sharedExpertGate)
       seg = param(loc, p + "shared_expert_gate.weight", {1, h});
   }
-  auto routing = RoutingAttr::get(
-      &ctx, e, c.topK, c.scoring, c.nGroup, c.topkGroup, c.groupScore,
-      c.normTopkProb, llvm::APFloat(c.normEpsilon),
-      llvm::APFloat(c.routedScalingFactor));
-  return MoEOp::create(b, loc, x, router, bias, gate, up, down, sg, su, sd,
-                       seg, routing, ActivationAttr::get(&ctx, c.hiddenAct));
+  auto routing = RoutingAttr::get(&ctx, e, c.topK, c.scoring, c.nGroup,
+                                  c.topkGroup, c.groupScore, c.normTopkProb,
+                                  llvm::APFloat(c.normEpsilon),
+                                  llvm::APFloat(c.routedScalingFactor));
+  return MoEOp::create(b, loc, x, router, bias, gate, up, down, sg, su, sd, seg,
+                       routing, ActivationAttr::get(&ctx, c.hiddenAct));
 }
 
 LogicalResult ModelBuilder::buildFunction(StringRef name, bool decode) {
@@ -288,15 +288,15 @@ LogicalResult ModelBuilder::buildFunction(StringRef name, bool decode) {
   results.append(inputs.begin() + 2, inputs.end());
   b.setInsertionPointToEnd(module.getBody());
   Location fnLoc = NameLoc::get(b.getStringAttr(name));
-  auto fn = func::FuncOp::create(b, fnLoc, name,
-                                 b.getFunctionType(inputs, results));
+  auto fn =
+      func::FuncOp::create(b, fnLoc, name, b.getFunctionType(inputs, results));
   Block *entry = fn.addEntryBlock();
   b.setInsertionPointToStart(entry);
   Value tokens = entry->getArgument(0), pos = entry->getArgument(1);
 
   Location embLoc = NameLoc::get(b.getStringAttr("model.embed_tokens"));
-  Value embed = param(embLoc, "model.embed_tokens.weight",
-                      {c.vocabSize, c.hiddenSize});
+  Value embed =
+      param(embLoc, "model.embed_tokens.weight", {c.vocabSize, c.hiddenSize});
   Value x = EmbeddingOp::create(b, embLoc, embed, tokens);
   SmallVector<Value> outCaches;
   for (int64_t l = 0; l < c.numLayers; ++l) {
@@ -304,12 +304,12 @@ LogicalResult ModelBuilder::buildFunction(StringRef name, bool decode) {
       opts.progress(l, c.numLayers);
     std::string p = llvm::formatv("model.layers.{0}.", l).str();
     Location loc = NameLoc::get(b.getStringAttr(StringRef(p).drop_back()));
-    Caches caches{entry->getArgument(2 + 2 * l),
-                  entry->getArgument(3 + 2 * l)};
+    Caches caches{entry->getArgument(2 + 2 * l), entry->getArgument(3 + 2 * l)};
     Value n = rmsNorm(loc, x, p + "input_layernorm.weight", c.hiddenSize,
                       c.rmsNormEps);
-    Value attn = c.isMLA() ? mlaAttention(loc, p + "self_attn.", n, pos, caches)
-                           : gqaAttention(loc, p + "self_attn.", n, pos, caches);
+    Value attn = c.isMLA()
+                     ? mlaAttention(loc, p + "self_attn.", n, pos, caches)
+                     : gqaAttention(loc, p + "self_attn.", n, pos, caches);
     x = arith::AddFOp::create(b, loc, x, attn);
     n = rmsNorm(loc, x, p + "post_attention_layernorm.weight", c.hiddenSize,
                 c.rmsNormEps);
@@ -322,8 +322,8 @@ LogicalResult ModelBuilder::buildFunction(StringRef name, bool decode) {
   }
   Location headLoc = NameLoc::get(b.getStringAttr("lm_head"));
   x = rmsNorm(headLoc, x, "model.norm.weight", c.hiddenSize, c.rmsNormEps);
-  std::string headName = c.tieWordEmbeddings ? "model.embed_tokens.weight"
-                                             : "lm_head.weight";
+  std::string headName =
+      c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   Value head = param(headLoc, headName, {c.vocabSize, c.hiddenSize});
   Value logits = LinearOp::create(b, headLoc, x, head, Value());
   SmallVector<Value> returns = {logits};
@@ -341,8 +341,7 @@ LogicalResult ModelBuilder::build() {
     elt = b.getF16Type();
   else
     return emitError(UnknownLoc::get(&ctx))
-           << "unknown import dtype '" << opts.dtype
-           << "' (f32, bf16 or f16)";
+           << "unknown import dtype '" << opts.dtype << "' (f32, bf16 or f16)";
   cacheLen = opts.maxCacheLen > 0
                  ? opts.maxCacheLen
                  : std::min<int64_t>(c.maxPositionEmbeddings, 4096);
@@ -352,16 +351,14 @@ LogicalResult ModelBuilder::build() {
              << "tensor '" << name
              << "' is an FP8 block scale; block-quantized checkpoints are "
                 "not imported yet";
-  module->setAttr("ds.model",
-                  b.getDictionaryAttr({
-                      b.getNamedAttr("arch", b.getStringAttr(archName(c.arch))),
-                      b.getNamedAttr("num_layers",
-                                     b.getI64IntegerAttr(c.numLayers)),
-                      b.getNamedAttr("vocab_size",
-                                     b.getI64IntegerAttr(c.vocabSize)),
-                      b.getNamedAttr("max_cache_len",
-                                     b.getI64IntegerAttr(cacheLen)),
-                  }));
+  module->setAttr(
+      "ds.model",
+      b.getDictionaryAttr({
+          b.getNamedAttr("arch", b.getStringAttr(archName(c.arch))),
+          b.getNamedAttr("num_layers", b.getI64IntegerAttr(c.numLayers)),
+          b.getNamedAttr("vocab_size", b.getI64IntegerAttr(c.vocabSize)),
+          b.getNamedAttr("max_cache_len", b.getI64IntegerAttr(cacheLen)),
+      }));
   if (failed(buildFunction("prefill", /*decode=*/false)) ||
       failed(buildFunction("decode", /*decode=*/true)))
     return failure();
@@ -378,8 +375,8 @@ mlir::ds::hf::importModel(MLIRContext &context, const ModelConfig &config,
   registerAllDialects(registry);
   context.appendDialectRegistry(registry);
   context.loadAllAvailableDialects();
-  OwningOpRef<ModuleOp> module = ModuleOp::create(
-      FileLineColLoc::get(&context, config.path, 0, 0));
+  OwningOpRef<ModuleOp> module =
+      ModuleOp::create(FileLineColLoc::get(&context, config.path, 0, 0));
   ModelBuilder builder(context, config, checkpoint, options, *module);
   if (failed(builder.build()))
     return {};
@@ -389,7 +386,8 @@ mlir::ds::hf::importModel(MLIRContext &context, const ModelConfig &config,
 OwningOpRef<ModuleOp>
 mlir::ds::hf::importModelDirectory(MLIRContext &context, llvm::StringRef dir,
                                    const ImportOptions &options) {
-  Location loc = NameLoc::get(StringAttr::get(&context, dir));
+  // The messages name the file; the location adds nothing.
+  Location loc = UnknownLoc::get(&context);
   llvm::Expected<ModelConfig> config = loadModelConfig(dir);
   if (!config) {
     emitError(loc) << llvm::toString(config.takeError());

@@ -15,6 +15,7 @@
 #include "llvm/Support/Path.h"
 
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 using namespace mlir::ds;
@@ -44,8 +45,8 @@ static double yarnMscale(double scale, double mscale) {
 double ModelConfig::attentionScale() const {
   if (!isMLA())
     return 1.0 / std::sqrt(static_cast<double>(headDim));
-  double scale = 1.0 / std::sqrt(static_cast<double>(qkNopeHeadDim +
-                                                     qkRopeHeadDim));
+  double scale =
+      1.0 / std::sqrt(static_cast<double>(qkNopeHeadDim + qkRopeHeadDim));
   // DeepSeek multiplies the softmax scale by mscale(factor, mscale_all_dim)^2
   // when rope scaling is active (for V2 only since transformers PR #47435).
   if (rope.scaling != RopeScaling::none && rope.mscaleAllDim != 0.0) {
@@ -56,6 +57,13 @@ double ModelConfig::attentionScale() const {
 }
 
 namespace {
+
+/// "4", "0.5", "1e-20": the shortest %g form for messages.
+std::string shortNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
 
 /// Typed access to config fields; every error names the file and the field.
 class Fields {
@@ -120,8 +128,8 @@ public:
     return *v;
   }
 
-  llvm::Expected<std::string> string(llvm::StringRef key,
-                                     std::optional<std::string> fallback) const {
+  llvm::Expected<std::string>
+  string(llvm::StringRef key, std::optional<std::string> fallback) const {
     if (!has(key)) {
       if (fallback)
         return *fallback;
@@ -207,10 +215,10 @@ llvm::Error parseRope(const Fields &f, ModelConfig &c, double defaultTheta) {
                      static_cast<double>(c.rope.originalMaxPosition);
     if (std::fabs(implied - c.rope.factor) > 1e-9 * c.rope.factor)
       return s.error("factor",
-                     "is " + llvm::formatv("{0}", c.rope.factor).str() +
+                     "is " + shortNumber(c.rope.factor) +
                          " but max_position_embeddings / "
                          "original_max_position_embeddings is " +
-                         llvm::formatv("{0}", implied).str() +
+                         shortNumber(implied) +
                          "; transformers versions disagree on which applies, "
                          "so make them equal");
   } else {
@@ -254,13 +262,13 @@ llvm::Error requireString(const Fields &f, llvm::StringRef key,
 
 } // namespace
 
-llvm::Expected<ModelConfig> mlir::ds::hf::parseModelConfig(
-    llvm::StringRef text, llvm::StringRef path) {
+llvm::Expected<ModelConfig>
+mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
   llvm::Expected<json::Value> parsed = json::parse(text);
   if (!parsed)
-    return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                   path + ": not valid JSON: " +
-                                       llvm::toString(parsed.takeError()));
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        path + ": not valid JSON: " + llvm::toString(parsed.takeError()));
   const json::Object *root = parsed->getAsObject();
   if (!root)
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
@@ -271,14 +279,13 @@ llvm::Expected<ModelConfig> mlir::ds::hf::parseModelConfig(
 
   std::string modelType;
   DS_ASSIGN(modelType, f.string("model_type", std::nullopt));
-  std::optional<Arch> arch =
-      llvm::StringSwitch<std::optional<Arch>>(modelType)
-          .Case("deepseek_v3", Arch::DeepSeekV3)
-          .Case("deepseek_v2", Arch::DeepSeekV2)
-          .Case("mixtral", Arch::Mixtral)
-          .Case("qwen2_moe", Arch::Qwen2Moe)
-          .Case("qwen3_moe", Arch::Qwen3Moe)
-          .Default(std::nullopt);
+  std::optional<Arch> arch = llvm::StringSwitch<std::optional<Arch>>(modelType)
+                                 .Case("deepseek_v3", Arch::DeepSeekV3)
+                                 .Case("deepseek_v2", Arch::DeepSeekV2)
+                                 .Case("mixtral", Arch::Mixtral)
+                                 .Case("qwen2_moe", Arch::Qwen2Moe)
+                                 .Case("qwen3_moe", Arch::Qwen3Moe)
+                                 .Default(std::nullopt);
   if (!arch)
     return f.error("model_type",
                    "unknown architecture '" + modelType +
@@ -333,9 +340,8 @@ llvm::Expected<ModelConfig> mlir::ds::hf::parseModelConfig(
   DS_ASSIGN(c.intermediateSize, f.integer("intermediate_size", d.inter, 1));
   DS_ASSIGN(c.numLayers, f.integer("num_hidden_layers", d.layers, 1));
   DS_ASSIGN(c.numHeads, f.integer("num_attention_heads", d.heads, 1));
-  DS_ASSIGN(c.numKvHeads,
-            f.integer("num_key_value_heads",
-                      d.kvHeads ? *d.kvHeads : c.numHeads, 1));
+  DS_ASSIGN(c.numKvHeads, f.integer("num_key_value_heads",
+                                    d.kvHeads ? *d.kvHeads : c.numHeads, 1));
   DS_ASSIGN(c.rmsNormEps, f.number("rms_norm_eps", d.eps));
   if (c.rmsNormEps <= 0)
     return f.error("rms_norm_eps", "must be positive");
@@ -367,8 +373,9 @@ llvm::Expected<ModelConfig> mlir::ds::hf::parseModelConfig(
     int64_t routed, shared, firstDense, freq;
     DS_ASSIGN(routed, f.integer("n_routed_experts", v3 ? 256 : 64, 1));
     DS_ASSIGN(shared, f.integer("n_shared_experts", v3 ? 1 : 2, 0));
-    DS_ASSIGN(c.topK, f.integer("num_experts_per_tok", v3 ? std::optional<int64_t>(8)
-                                                          : std::nullopt, 1));
+    DS_ASSIGN(c.topK,
+              f.integer("num_experts_per_tok",
+                        v3 ? std::optional<int64_t>(8) : std::nullopt, 1));
     DS_ASSIGN(c.moeIntermediateSize,
               f.integer("moe_intermediate_size", v3 ? 2048 : 1407, 1));
     DS_ASSIGN(firstDense, f.integer("first_k_dense_replace", v3 ? 3 : 0, 0));
@@ -396,8 +403,8 @@ llvm::Expected<ModelConfig> mlir::ds::hf::parseModelConfig(
         return std::move(e);
       bool rotateInterleaved;
       DS_ASSIGN(rotateInterleaved, f.boolean("rope_interleave", true));
-      c.ropeStyle = rotateInterleaved ? RopeStyle::deinterleave
-                                      : RopeStyle::rotate_half;
+      c.ropeStyle =
+          rotateInterleaved ? RopeStyle::deinterleave : RopeStyle::rotate_half;
       c.scoring = ScoringFunc::sigmoid;
       c.scoreCorrectionBias = true;
       c.groupScore = GroupScore::top2_sum;
@@ -415,8 +422,9 @@ llvm::Expected<ModelConfig> mlir::ds::hf::parseModelConfig(
         DS_ASSIGN(c.nGroup, f.integer("n_group", std::nullopt, 1));
         DS_ASSIGN(c.topkGroup, f.integer("topk_group", std::nullopt, 1));
       } else if (method != "greedy") {
-        return f.error("topk_method", "'" + method + "' is not supported "
-                                      "(greedy, group_limited_greedy are)");
+        return f.error("topk_method", "'" + method +
+                                          "' is not supported "
+                                          "(greedy, group_limited_greedy are)");
       }
       bool norm;
       DS_ASSIGN(norm, f.boolean("norm_topk_prob", false));
@@ -429,13 +437,11 @@ llvm::Expected<ModelConfig> mlir::ds::hf::parseModelConfig(
     for (int64_t i = 0; i < c.numLayers; ++i)
       c.moeLayers.push_back(i >= firstDense && (v3 || i % freq == 0));
   } else {
-    DS_ASSIGN(c.headDim,
-              f.integer("head_dim", c.hiddenSize / c.numHeads, 2));
+    DS_ASSIGN(c.headDim, f.integer("head_dim", c.hiddenSize / c.numHeads, 2));
     if (!f.has("head_dim") && c.hiddenSize % c.numHeads)
       return f.error("hidden_size", "is not divisible by num_attention_heads");
     if (c.numHeads % c.numKvHeads)
-      return f.error("num_key_value_heads",
-                     "must divide num_attention_heads");
+      return f.error("num_key_value_heads", "must divide num_attention_heads");
     if (c.arch == Arch::Mixtral) {
       DS_ASSIGN(c.numExperts, f.integer("num_local_experts", 8, 1));
       DS_ASSIGN(c.topK, f.integer("num_experts_per_tok", 2, 1));
@@ -508,8 +514,8 @@ llvm::Expected<ModelConfig> mlir::ds::hf::loadModelConfig(llvm::StringRef dir) {
   llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer =
       llvm::MemoryBuffer::getFile(path);
   if (!buffer)
-    return llvm::createStringError(buffer.getError(),
-                                   path + ": cannot read: " +
-                                       buffer.getError().message());
+    return llvm::createStringError(
+        buffer.getError(),
+        path + ": cannot read: " + buffer.getError().message());
   return parseModelConfig((*buffer)->getBuffer(), path);
 }

@@ -49,9 +49,10 @@ struct ModelConfig {
   RopeConfig rope;
 
   // Attention projections.
-  bool qkvBias = false;      ///< q/k/v biases (Qwen2)
-  bool attentionBias = false; ///< all projections (Qwen3 incl. o; DeepSeek q_a/kv_a/o)
-  bool qkNorm = false;       ///< Qwen3 per-head RMSNorm on q and k
+  bool qkvBias = false; ///< q/k/v biases (Qwen2)
+  bool attentionBias =
+      false;           ///< all projections (Qwen3 incl. o; DeepSeek q_a/kv_a/o)
+  bool qkNorm = false; ///< Qwen3 per-head RMSNorm on q and k
 
   // Dense and MoE feed-forward.
   int64_t intermediateSize = 0;    ///< dense MLP width

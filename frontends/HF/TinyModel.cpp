@@ -274,11 +274,11 @@ llvm::Error TinyWriter::write() {
       }
     }
     int shard = static_cast<int>(t * shards / tensors.size());
-    std::string file =
-        shards == 1 ? "model.safetensors"
-                    : llvm::formatv("model-{0:5}-of-{1:5}.safetensors",
-                                    shard + 1, shards)
-                          .str();
+    std::string file = shards == 1
+                           ? "model.safetensors"
+                           : llvm::formatv("model-{0:5}-of-{1:5}.safetensors",
+                                           shard + 1, shards)
+                                 .str();
     for (char &ch : file)
       if (ch == ' ')
         ch = '0';
@@ -287,8 +287,8 @@ llvm::Error TinyWriter::write() {
   }
   for (int s = 0; s < shards; ++s) {
     std::string file = weightMap[perShard[s].front().name].getAsString()->str();
-    if (absl::Status st = ::ds::writeSafeTensors(opts.outDir + "/" + file,
-                                                 perShard[s], {{"format", "pt"}});
+    if (absl::Status st = ::ds::writeSafeTensors(
+            opts.outDir + "/" + file, perShard[s], {{"format", "pt"}});
         !st.ok())
       return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                      std::string(st.message()));

@@ -62,9 +62,9 @@ std::string_view dtypeName(DType dtype) {
 }
 
 std::optional<DType> parseDType(std::string_view name) {
-  for (DType d : {DType::F64, DType::F32, DType::F16, DType::BF16,
-                  DType::F8E4M3, DType::I64, DType::I32, DType::I16, DType::I8,
-                  DType::U8, DType::Bool})
+  for (DType d :
+       {DType::F64, DType::F32, DType::F16, DType::BF16, DType::F8E4M3,
+        DType::I64, DType::I32, DType::I16, DType::I8, DType::U8, DType::Bool})
     if (dtypeName(d) == name)
       return d;
   return std::nullopt;

@@ -111,7 +111,8 @@ absl::StatusOr<HostTensor> readNpy(const std::string &path) {
       end = header.find_first_of(",}", start);
     if (end == std::string::npos)
       return "";
-    return header.substr(start, end - start + (open == '(' || open == '\'' ? 1 : 0));
+    return header.substr(start,
+                         end - start + (open == '(' || open == '\'' ? 1 : 0));
   };
   std::string descr = field("descr");
   std::string fortran = field("fortran_order");
@@ -124,9 +125,8 @@ absl::StatusOr<HostTensor> readNpy(const std::string &path) {
   std::optional<DType> dtype;
   for (DType d : {DType::F64, DType::F32, DType::F16, DType::I64, DType::I32,
                   DType::I16, DType::I8, DType::U8, DType::Bool})
-    if (npyDescr(d) == descr ||
-        (descr.size() == 3 && descr[0] == '=' &&
-         npyDescr(d).substr(1) == descr.substr(1)))
+    if (npyDescr(d) == descr || (descr.size() == 3 && descr[0] == '=' &&
+                                 npyDescr(d).substr(1) == descr.substr(1)))
       dtype = d;
   if (!dtype)
     return error("unsupported dtype '", descr, "'");
@@ -168,9 +168,9 @@ absl::Status writeNpy(const std::string &path, const HostTensor &tensor) {
   else if (t->shape.size() == 1)
     shape.resize(shape.size() - 1);
   shape += ")";
-  std::string header = absl::StrCat("{'descr': '", npyDescr(t->dtype),
-                                    "', 'fortran_order': False, 'shape': ",
-                                    shape, ", }");
+  std::string header =
+      absl::StrCat("{'descr': '", npyDescr(t->dtype),
+                   "', 'fortran_order': False, 'shape': ", shape, ", }");
   while ((10 + header.size() + 1) % 64 != 0)
     header.push_back(' ');
   header.push_back('\n');

@@ -159,17 +159,18 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
     return absl::InvalidArgumentError(absl::StrCat(path_, ": ", parts...));
   };
   if (size < 8)
-    return error("truncated: ", size, " bytes, shorter than the 8-byte header "
+    return error("truncated: ", size,
+                 " bytes, shorter than the 8-byte header "
                  "length");
   uint64_t headerLen = 0;
   for (int i = 7; i >= 0; --i)
     headerLen = (headerLen << 8) | bytes[i];
   if (headerLen > kMaxHeaderBytes)
-    return error("header length ", headerLen, " exceeds the ",
-                 kMaxHeaderBytes, "-byte limit");
+    return error("header length ", headerLen, " exceeds the ", kMaxHeaderBytes,
+                 "-byte limit");
   if (headerLen > size - 8)
-    return error("header length ", headerLen,
-                 " is larger than the file (", size, " bytes)");
+    return error("header length ", headerLen, " is larger than the file (",
+                 size, " bytes)");
   const char *headerBegin = reinterpret_cast<const char *>(bytes + 8);
   std::string_view header(headerBegin, headerLen);
   if (header.empty() || header.front() != '{')
@@ -181,8 +182,7 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
   std::string duplicate;
   json::parser_callback_t callback = [&](int depth, json::parse_event_t event,
                                          json &parsed) {
-    if (depth == 1 && event == json::parse_event_t::key &&
-        parsed.is_string()) {
+    if (depth == 1 && event == json::parse_event_t::key && parsed.is_string()) {
       const std::string &key = parsed.get_ref<const std::string &>();
       if (!seen.insert(key).second && duplicate.empty())
         duplicate = key;
@@ -259,8 +259,7 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
     uint64_t begin = (*offsetsIt)[0].get<uint64_t>();
     uint64_t end = (*offsetsIt)[1].get<uint64_t>();
     if (begin > end)
-      return tensorError("data_offsets [", begin, ", ", end,
-                         "] are reversed");
+      return tensorError("data_offsets [", begin, ", ", end, "] are reversed");
     if (end > bufferSize)
       return tensorError("data_offsets [", begin, ", ", end,
                          "] run past the end of the data (", bufferSize,
@@ -268,7 +267,8 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
     uint64_t elementSize = dtypeSize(*dtype);
     if (elements > UINT64_MAX / elementSize ||
         elements * elementSize != end - begin)
-      return tensorError("holds ", end - begin, " bytes but shape x dtype "
+      return tensorError("holds ", end - begin,
+                         " bytes but shape x dtype "
                          "needs ",
                          elements, " x ", elementSize);
     view.data = buffer + begin;
@@ -283,8 +283,8 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
   for (const Span &s : spans) {
     if (s.begin < covered)
       return error("tensor '", tensors_[s.index].name,
-                   "' overlaps the tensor before it (offset ", s.begin,
-                   " < ", covered, ")");
+                   "' overlaps the tensor before it (offset ", s.begin, " < ",
+                   covered, ")");
     if (s.begin > covered)
       return error("bytes [", covered, ", ", s.begin,
                    ") of the data are not part of any tensor (before '",
@@ -333,7 +333,8 @@ Checkpoint::open(const std::string &dir) {
   auto ckpt = std::unique_ptr<Checkpoint>(new Checkpoint());
   struct stat st;
   if (stat(dir.c_str(), &st) != 0)
-    return absl::NotFoundError(absl::StrCat(dir, ": no such file or directory"));
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": no such file or directory"));
   std::vector<std::string> files;
   std::string indexPath = dir + "/model.safetensors.index.json";
   json weightMap;
@@ -379,8 +380,7 @@ Checkpoint::open(const std::string &dir) {
     closedir(d);
     std::sort(files.begin(), files.end());
     if (files.empty())
-      return absl::NotFoundError(
-          absl::StrCat(dir, ": no *.safetensors files"));
+      return absl::NotFoundError(absl::StrCat(dir, ": no *.safetensors files"));
   }
   for (const std::string &f : files) {
     absl::StatusOr<std::unique_ptr<SafeTensorsFile>> file =
@@ -390,9 +390,8 @@ Checkpoint::open(const std::string &dir) {
     for (const TensorView &t : (*file)->tensors()) {
       auto [it, inserted] = ckpt->tensors_.emplace(t.name, &t);
       if (!inserted)
-        return absl::InvalidArgumentError(
-            absl::StrCat(f, ": tensor '", t.name, "' is also in ",
-                         it->second->file));
+        return absl::InvalidArgumentError(absl::StrCat(
+            f, ": tensor '", t.name, "' is also in ", it->second->file));
     }
     ckpt->files_.push_back(std::move(*file));
   }
@@ -448,9 +447,10 @@ absl::Status writeFileAtomically(const std::string &path,
   return absl::OkStatus();
 }
 
-absl::Status writeSafeTensors(const std::string &path,
-                              const std::vector<TensorToWrite> &tensors,
-                              const std::map<std::string, std::string> &metadata) {
+absl::Status
+writeSafeTensors(const std::string &path,
+                 const std::vector<TensorToWrite> &tensors,
+                 const std::map<std::string, std::string> &metadata) {
   json header = json::object();
   if (!metadata.empty())
     header["__metadata__"] = metadata;

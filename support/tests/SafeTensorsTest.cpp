@@ -6,8 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "ds/support/HostTensor.h"
 #include "ds/support/SafeTensors.h"
+#include "ds/support/HostTensor.h"
 
 #include <gtest/gtest.h>
 
@@ -59,10 +59,9 @@ TEST(SafeTensors, RoundTrip) {
   std::string path = dir.path + "/model.safetensors";
   TensorToWrite ids{"ids", DType::I64, {2}, std::vector<uint8_t>(16, 0)};
   ids.bytes[0] = 7;
-  ASSERT_TRUE(writeSafeTensors(path,
-                               {floats("a.weight", {2, 3}, {1, 2, 3, 4, 5, 6}),
-                                ids},
-                               {{"format", "pt"}})
+  ASSERT_TRUE(writeSafeTensors(
+                  path, {floats("a.weight", {2, 3}, {1, 2, 3, 4, 5, 6}), ids},
+                  {{"format", "pt"}})
                   .ok());
   auto file = SafeTensorsFile::open(path);
   ASSERT_TRUE(file.ok()) << file.status();
@@ -144,16 +143,17 @@ TEST(SafeTensors, MissingFile) {
 
 TEST(Checkpoint, ShardedThroughIndex) {
   TempDir dir;
-  ASSERT_TRUE(writeSafeTensors(dir.path + "/a.safetensors",
-                               {floats("x", {1}, {1})})
-                  .ok());
-  ASSERT_TRUE(writeSafeTensors(dir.path + "/b.safetensors",
-                               {floats("y", {2}, {2, 3})})
-                  .ok());
-  ASSERT_TRUE(writeFileAtomically(
-                  dir.path + "/model.safetensors.index.json",
-                  R"({"metadata":{},"weight_map":{"x":"a.safetensors","y":"b.safetensors"}})")
-                  .ok());
+  ASSERT_TRUE(
+      writeSafeTensors(dir.path + "/a.safetensors", {floats("x", {1}, {1})})
+          .ok());
+  ASSERT_TRUE(
+      writeSafeTensors(dir.path + "/b.safetensors", {floats("y", {2}, {2, 3})})
+          .ok());
+  ASSERT_TRUE(
+      writeFileAtomically(
+          dir.path + "/model.safetensors.index.json",
+          R"({"metadata":{},"weight_map":{"x":"a.safetensors","y":"b.safetensors"}})")
+          .ok());
   auto ckpt = Checkpoint::open(dir.path);
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
   EXPECT_EQ((*ckpt)->find("y")->floatAt(1), 3.0f);

@@ -19,12 +19,18 @@ config.substitutions.append(("%ds_src_root", config.ds_src_root))
 config.substitutions.append(("%ds_obj_root", config.ds_obj_root))
 config.substitutions.append(("%ds_lib_dir", config.ds_lib_dir))
 config.substitutions.append(("%shlibext", config.llvm_shlib_ext))
+# The NumPy reference needs Debian's python3-numpy, i.e. Debian's python3
+# (a pyenv or venv python3 earlier on PATH may lack NumPy).
+config.substitutions.append(("%numpy_python", "/usr/bin/python3"))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.ds_tools_dir, config.llvm_tools_dir]
-tools = [ToolSubst("ds-opt", unresolved="fatal")]
+tools = [
+    ToolSubst(t, unresolved="fatal")
+    for t in ("ds-opt", "ds-translate", "ds-run", "ds-make-tiny-model")
+]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 

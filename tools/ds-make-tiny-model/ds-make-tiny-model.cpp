@@ -1,6 +1,7 @@
 //===- ds-make-tiny-model.cpp - write a small random HF checkpoint --------===//
 //
-//   ds-make-tiny-model --arch deepseek_v3|deepseek_v2|mixtral|qwen2_moe|qwen3_moe
+//   ds-make-tiny-model --arch
+//   deepseek_v3|deepseek_v2|mixtral|qwen2_moe|qwen3_moe
 //                      --out DIR [--seed N] [--fused-experts] [--shards N]
 //                      [--dtype F32|BF16|F16]
 //

@@ -90,7 +90,8 @@ HostTensor generated(RankedTensorType type, std::mt19937_64 &rng) {
     return t;
   }
   HostTensor t(DType::I64, shape);
-  std::uniform_int_distribution<int64_t> uniform(0, std::max<int64_t>(0, intMax - 1));
+  std::uniform_int_distribution<int64_t> uniform(
+      0, std::max<int64_t>(0, intMax - 1));
   for (int64_t i = 0; i < t.numElements(); ++i)
     t.data<int64_t>()[i] = uniform(rng);
   return t;
@@ -216,16 +217,14 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp) {
   }
   for (int64_t i = 0; i < b; ++i) {
     llvm::outs() << "sequence " << i << ": prompt ["
-                 << llvm::join(llvm::map_range(seqs[i],
-                                               [](int64_t v) {
-                                                 return std::to_string(v);
-                                               }),
+                 << llvm::join(llvm::map_range(
+                                   seqs[i],
+                                   [](int64_t v) { return std::to_string(v); }),
                                ", ")
                  << "] -> generated ["
-                 << llvm::join(llvm::map_range(generatedIds[i],
-                                               [](int64_t v) {
-                                                 return std::to_string(v);
-                                               }),
+                 << llvm::join(llvm::map_range(
+                                   generatedIds[i],
+                                   [](int64_t v) { return std::to_string(v); }),
                                ", ")
                  << "]\n";
   }
@@ -242,7 +241,8 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp) {
           {"decode_logits",
            HostTensor::fromFloats({generate - 1, b, vocab}, decodeLogits)},
           {"tokens", HostTensor::fromInts({b, s + generate}, all)}})
-      if (absl::Status st = ::ds::writeNpy(dumpDir + "/" + name + ".npy", tensor);
+      if (absl::Status st =
+              ::ds::writeNpy(dumpDir + "/" + name + ".npy", tensor);
           !st.ok())
         return fail(std::string(st.message()));
   }

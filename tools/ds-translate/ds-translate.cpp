@@ -10,6 +10,7 @@
 
 #include "frontends/HF/Importer.h"
 
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
@@ -30,17 +31,45 @@ int main(int argc, char **argv) {
       cl::desc("KV cache capacity (default min(max_position_embeddings, "
                "4096))"),
       cl::init(0));
-  cl::opt<std::string> dtype("dtype",
-                             cl::desc("IR element type: f32, bf16 or f16"),
-                             cl::init("f32"));
+  cl::opt<std::string> dtype(
+      "dtype", cl::desc("IR element type: f32, bf16 or f16"), cl::init("f32"));
   cl::opt<bool> progress("progress", cl::desc("Print a line per layer"),
                          cl::init(false));
   cl::opt<std::string> output("o", cl::desc("Output file"),
                               cl::value_desc("file"), cl::init("-"));
-  cl::ParseCommandLineOptions(argc, argv,
-                              "ds-translate: Hugging Face checkpoints to ds IR\n");
+  cl::ParseCommandLineOptions(
+      argc, argv, "ds-translate: Hugging Face checkpoints to ds IR\n");
 
   MLIRContext context;
+  // "model.layers.3: error: ..." for the importer's named locations.
+  ScopedDiagnosticHandler handler(&context, [](Diagnostic &diag) {
+    auto print = [](Diagnostic &d) {
+      Location loc = d.getLocation();
+      if (auto name = dyn_cast<NameLoc>(loc))
+        llvm::errs() << name.getName().getValue() << ": ";
+      else if (auto file = dyn_cast<FileLineColLoc>(loc))
+        llvm::errs() << file.getFilename().getValue() << ": ";
+      switch (d.getSeverity()) {
+      case DiagnosticSeverity::Error:
+        llvm::errs() << "error: ";
+        break;
+      case DiagnosticSeverity::Warning:
+        llvm::errs() << "warning: ";
+        break;
+      case DiagnosticSeverity::Note:
+        llvm::errs() << "note: ";
+        break;
+      case DiagnosticSeverity::Remark:
+        llvm::errs() << "remark: ";
+        break;
+      }
+      llvm::errs() << d.str() << "\n";
+    };
+    print(diag);
+    for (Diagnostic &note : diag.getNotes())
+      print(note);
+    return success();
+  });
   mlir::ds::hf::ImportOptions options;
   options.maxCacheLen = maxCacheLen;
   options.dtype = dtype;

@@ -107,10 +107,10 @@ struct TensorToWrite {
 
 /// Writes a safetensors file (tensors in the given order, header padded to
 /// 8 bytes) through a temporary file renamed into place.
-absl::Status writeSafeTensors(const std::string &path,
-                              const std::vector<TensorToWrite> &tensors,
-                              const std::map<std::string, std::string> &metadata =
-                                  {});
+absl::Status
+writeSafeTensors(const std::string &path,
+                 const std::vector<TensorToWrite> &tensors,
+                 const std::map<std::string, std::string> &metadata = {});
 
 /// Writes `contents` to `path` through a temporary file renamed into place.
 absl::Status writeFileAtomically(const std::string &path,
