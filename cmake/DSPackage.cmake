@@ -12,7 +12,7 @@ if(DS_BUILD_COMPILER)
   get_property(_ds_libs GLOBAL PROPERTY DS_COMPILER_LIBS)
   install(TARGETS ${_ds_libs} EXPORT DSTargets
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-  foreach(dir dialects passes interpreter)
+  foreach(dir dialects passes interpreter frontends)
     install(DIRECTORY ${DS_SOURCE_DIR}/${dir}
       DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/ds
       FILES_MATCHING PATTERN "*.h" PATTERN "*.td")

@@ -83,9 +83,14 @@ public:
     return v && v->kind() != json::Value::Null;
   }
 
+  /// Sizes beyond this are not real models; bounding them keeps every
+  /// derived product and per-layer table small (found by ds-fuzz-config).
+  static constexpr int64_t kMaxSize = int64_t(1) << 31;
+
   llvm::Expected<int64_t> integer(llvm::StringRef key,
                                   std::optional<int64_t> fallback,
-                                  int64_t min = 0) const {
+                                  int64_t min = 0,
+                                  int64_t max = kMaxSize) const {
     if (!has(key)) {
       if (fallback)
         return *fallback;
@@ -102,6 +107,9 @@ public:
       return error(key, "must be an integer");
     if (*v < min)
       return error(key, "must be at least " + llvm::Twine(min) + ", got " +
+                            llvm::Twine(*v));
+    if (*v > max)
+      return error(key, "must be at most " + llvm::Twine(max) + ", got " +
                             llvm::Twine(*v));
     return *v;
   }
@@ -338,7 +346,8 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
   DS_ASSIGN(c.vocabSize, f.integer("vocab_size", d.vocab, 1));
   DS_ASSIGN(c.hiddenSize, f.integer("hidden_size", d.hidden, 1));
   DS_ASSIGN(c.intermediateSize, f.integer("intermediate_size", d.inter, 1));
-  DS_ASSIGN(c.numLayers, f.integer("num_hidden_layers", d.layers, 1));
+  DS_ASSIGN(c.numLayers, f.integer("num_hidden_layers", d.layers, 1,
+                                   /*max=*/int64_t(1) << 16));
   DS_ASSIGN(c.numHeads, f.integer("num_attention_heads", d.heads, 1));
   DS_ASSIGN(c.numKvHeads, f.integer("num_key_value_heads",
                                     d.kvHeads ? *d.kvHeads : c.numHeads, 1));

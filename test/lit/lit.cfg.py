@@ -34,5 +34,7 @@ tools = [
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
+config.substitutions.append(("%ds_fuzz_dir", os.path.join(config.ds_obj_root, "test", "fuzz")))
+
 for feature in config.ds_features:
     config.available_features.add(feature)

@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/InitAllDialects.h"
 #include "interpreter/Interpreter.h"
+#include "dialects/InitAllDialects.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
@@ -163,9 +163,9 @@ func.func @f(%q: tensor<1x3x1x1xf32>, %k: tensor<1x3x1x1xf32>, %v: tensor<1x3x1x
   return %a, %b : tensor<1x3x1x1xf32>, tensor<1x3x1x1xf32>
 })";
   HostTensor zeros = HostTensor::fromFloats({1, 3, 1, 1}, {0, 0, 0});
-  auto out = run(src, {zeros, zeros,
-                       HostTensor::fromFloats({1, 3, 1, 1}, {1, 2, 3}),
-                       HostTensor::fromInts({1, 3}, {0, 1, 2})});
+  auto out =
+      run(src, {zeros, zeros, HostTensor::fromFloats({1, 3, 1, 1}, {1, 2, 3}),
+                HostTensor::fromInts({1, 3}, {0, 1, 2})});
   ASSERT_TRUE(succeeded(out));
   std::vector<float> causal = (*out)[0].toFloats();
   EXPECT_NEAR(causal[0], 1.0f, 1e-6);
