@@ -12,6 +12,12 @@ set -euo pipefail
 DS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ "${DS_SANITIZE:-0}" == 1 ]]; then
   DS_BUILD_DIR="${DS_BUILD_DIR:-$DS_ROOT/build-asan}"
+  # ds is instrumented but Debian's libMLIR/libLLVM are not: LLVM's inline
+  # BumpPtrAllocator code poisons arena memory in our objects that the
+  # uninstrumented library then touches. Manual poisoning is switched off so
+  # that only real errors in ds code are reported.
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-allow_user_poisoning=0}"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 else
   DS_BUILD_DIR="${DS_BUILD_DIR:-$DS_ROOT/build}"
 fi

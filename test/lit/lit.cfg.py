@@ -23,7 +23,9 @@ config.substitutions.append(("%shlibext", config.llvm_shlib_ext))
 # (a pyenv or venv python3 earlier on PATH may lack NumPy).
 config.substitutions.append(("%numpy_python", "/usr/bin/python3"))
 
-llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
+llvm_config.with_system_environment(
+    ["HOME", "INCLUDE", "LIB", "TMP", "TEMP", "ASAN_OPTIONS", "UBSAN_OPTIONS",
+     "LSAN_OPTIONS"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.ds_tools_dir, config.llvm_tools_dir]

@@ -50,7 +50,9 @@ cl::opt<std::string> weightsDir("weights",
                                 cl::desc("Checkpoint directory or file"));
 cl::opt<std::string> function("function", cl::desc("Function to run"),
                               cl::init("main"));
-cl::list<std::string> inputs("input", cl::desc("Argument from a .npy file"));
+cl::list<std::string> inputs(
+    "input",
+    cl::desc("Argument from a .npy file or FILE.safetensors:TENSOR_NAME"));
 cl::opt<uint64_t> seed("seed", cl::desc("Seed for generated arguments"),
                        cl::init(0));
 cl::opt<int64_t> dynSize("dyn-size",
@@ -97,6 +99,25 @@ HostTensor generated(RankedTensorType type, std::mt19937_64 &rng) {
   return t;
 }
 
+/// `x.npy`, or `file.safetensors:name` for one tensor of a safetensors file.
+absl::StatusOr<HostTensor> readInput(const std::string &spec) {
+  size_t colon = spec.rfind(".safetensors:");
+  if (colon == std::string::npos)
+    return ::ds::readNpy(spec);
+  std::string path = spec.substr(0, colon + 12);
+  std::string name = spec.substr(colon + 13);
+  absl::StatusOr<std::unique_ptr<::ds::SafeTensorsFile>> file =
+      ::ds::SafeTensorsFile::open(path);
+  if (!file.ok())
+    return file.status();
+  const ::ds::TensorView *view = (*file)->find(name);
+  if (!view)
+    return absl::NotFoundError(path + ": no tensor '" + name + "'");
+  HostTensor t(view->dtype, view->shape);
+  std::memcpy(t.bytes.data(), view->data, view->numBytes);
+  return t;
+}
+
 int runOnce(ModuleOp module, mlir::ds::Interpreter &interp) {
   auto fn = module.lookupSymbol<func::FuncOp>(function);
   if (!fn)
@@ -105,8 +126,8 @@ int runOnce(ModuleOp module, mlir::ds::Interpreter &interp) {
     return fail("@" + function + " takes " + Twine(fn.getNumArguments()) +
                 " arguments, " + Twine(inputs.size()) + " files given");
   std::vector<HostTensor> args;
-  for (const std::string &path : inputs) {
-    absl::StatusOr<HostTensor> t = ::ds::readNpy(path);
+  for (const std::string &spec : inputs) {
+    absl::StatusOr<HostTensor> t = readInput(spec);
     if (!t.ok())
       return fail(std::string(t.status().message()));
     args.push_back(std::move(*t));

@@ -14,6 +14,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
@@ -73,7 +74,15 @@ int main(int argc, char **argv) {
   mlir::ds::hf::ImportOptions options;
   options.maxCacheLen = maxCacheLen;
   options.dtype = dtype;
-  if (progress)
+  // Progress lines on request, and by default for checkpoints over 1 GiB.
+  uint64_t checkpointBytes = 0;
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(importHF, ec), end;
+       it != end && !ec; it.increment(ec))
+    if (StringRef(it->path()).ends_with(".safetensors"))
+      if (llvm::ErrorOr<llvm::sys::fs::basic_file_status> st = it->status())
+        checkpointBytes += st->getSize();
+  if (progress || checkpointBytes > (uint64_t(1) << 30))
     options.progress = [](int64_t layer, int64_t total) {
       llvm::errs() << "ds-translate: layer " << layer + 1 << "/" << total
                    << "\n";
