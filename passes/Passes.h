@@ -24,6 +24,11 @@ namespace ds {
 /// matmul / combine steps.
 void populateDecomposeMoEPatterns(RewritePatternSet &patterns);
 
+/// Merges ds.linear (and, when `groupedMatmuls`, ds.grouped_matmul) ops
+/// that read the same input in `root` into one wider op plus a ds.split.
+/// Returns whether anything changed.
+bool fuseHorizontalProjections(Operation *root, bool groupedMatmuls);
+
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
 

@@ -50,4 +50,43 @@ def DecomposeMoEPass : Pass<"ds-decompose-moe"> {
                            "::mlir::tensor::TensorDialect"];
 }
 
+//===----------------------------------------------------------------------===//
+// Fusion
+//===----------------------------------------------------------------------===//
+
+def FuseHorizontalProjectionsPass : Pass<"ds-fuse-horizontal"> {
+  let summary = "Merge projections that read the same input into one wider matmul";
+  let description = [{
+    Linears that share their input (Q/K/V; MLA's q_a and kv_a; SwiGLU gate
+    and up; a shared expert's gate and up next to the router) become one
+    `ds.linear` over the weights concatenated along the output axis, followed
+    by a `ds.split` that hands each former user its columns. Grouped matmuls
+    that share input rows and offsets (routed gate and up) are merged the
+    same way along the per-expert output axis. The weights are concatenated
+    with `tensor.concat` of `ds.param`s, which codegen packs at compile time.
+
+    ```mlir
+    %q = ds.linear %h, %wq : tensor<?x?x64xf32>, tensor<64x64xf32> -> tensor<?x?x64xf32>
+    %k = ds.linear %h, %wk : tensor<?x?x64xf32>, tensor<32x64xf32> -> tensor<?x?x32xf32>
+    ```
+
+    becomes
+
+    ```mlir
+    %w = tensor.concat dim(0) %wq, %wk : (tensor<64x64xf32>, tensor<32x64xf32>) -> tensor<96x64xf32>
+    %qk = ds.linear %h, %w : tensor<?x?x64xf32>, tensor<96x64xf32> -> tensor<?x?x96xf32>
+    %q, %k = ds.split %qk axis 2 sizes [64, 32] : tensor<?x?x96xf32> -> tensor<?x?x64xf32>, tensor<?x?x32xf32>
+    ```
+
+    Every dot product is unchanged, so results are bit-identical. Projections
+    merge only when their weights (and biases, all or none) have one element
+    type and are defined before the first of them.
+  }];
+  let options = [
+    Option<"fuseGroupedMatmuls", "grouped-matmuls", "bool", /*default=*/"true",
+           "Also merge ds.grouped_matmul ops that share input rows and offsets">
+  ];
+  let dependentDialects = ["::mlir::tensor::TensorDialect"];
+}
+
 #endif // DS_PASSES_TD
