@@ -297,6 +297,8 @@ private:
   LogicalResult evalAttention(AttentionOp op);
   LogicalResult evalMLA(MLAAttentionOp op);
   LogicalResult evalMoE(MoEOp op);
+  LogicalResult evalFusedLinear(FusedLinearOp op);
+  LogicalResult evalFusedMoE(FusedMoEOp op);
   LogicalResult evalReshape(Operation *op, Value input, Value result,
                             ArrayRef<int64_t> shape);
 
@@ -486,6 +488,82 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   }
   y.shape = shape;
   set(op.getResult(), std::move(y));
+  return success();
+}
+
+LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
+  Value in = op.getInput();
+  Tensor x = get(in);
+  if (op.getNormWeight()) {
+    const Tensor &w = get(op.getNormWeight());
+    int64_t d = x.shape.back(), rows = x.numElements() / d;
+    double eps = op.getNormEpsilon()->convertToDouble();
+    DType store = storageDType(elementType(in));
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; c < d; ++c)
+        ss += static_cast<double>(x.f[r * d + c]) * x.f[r * d + c];
+      float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+      for (int64_t c = 0; c < d; ++c)
+        x.f[r * d + c] =
+            w.f[c] * ::ds::roundToDType(x.f[r * d + c] * inv, store);
+    }
+    // ds.rms_norm's result is stored in the input type.
+    roundTo(x, in);
+  }
+  const Tensor *bias = op.getBias() ? &get(op.getBias()) : nullptr;
+  Tensor y = linearKernel(x, get(op.getWeight()), bias);
+  std::optional<Activation> act;
+  if (op.getActivation())
+    act = *op.getActivation();
+  if (op.getGated()) {
+    roundTo(y, op.getResult());
+    int64_t n = y.shape.back(), half = n / 2, rows = y.numElements() / n;
+    SmallVector<int64_t> shape = y.shape;
+    shape.back() = half;
+    Tensor g = Tensor::floats(shape);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < half; ++c)
+        g.f[r * half + c] =
+            activate(*act, y.f[r * n + c]) * y.f[r * n + half + c];
+    y = std::move(g);
+  } else if (act) {
+    roundTo(y, op.getResult());
+    for (float &v : y.f)
+      v = activate(*act, v);
+  }
+  if (op.getResidual()) {
+    roundTo(y, op.getResult());
+    const Tensor &r = get(op.getResidual());
+    for (size_t i = 0; i < y.f.size(); ++i)
+      y.f[i] = r.f[i] + y.f[i];
+  }
+  set(op.getResult(), std::move(y));
+  return success();
+}
+
+LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
+  const Tensor &x = get(op.getInput()), &idx = get(op.getIndices());
+  const Tensor &gateUp = get(op.getGateUp());
+  int64_t e = gateUp.shape[0];
+  for (int64_t v : idx.i)
+    if (v < 0 || v >= e)
+      return op.emitError()
+             << "expert index " << v << " is outside [0, " << e << ")";
+  Value in = op.getInput();
+  Dispatch d = dispatchKernel(x, idx, e);
+  Tensor gu = groupedMatmulKernel(d.sorted, gateUp, d.offsets);
+  roundTo(gu, in);
+  int64_t twoI = gu.shape[1], half = twoI / 2, rows = gu.shape[0];
+  Tensor h = Tensor::floats({rows, half});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < half; ++c)
+      h.f[r * half + c] = activate(op.getActivation(), gu.f[r * twoI + c]) *
+                          gu.f[r * twoI + half + c];
+  roundTo(h, in);
+  Tensor down = groupedMatmulKernel(h, get(op.getDown()), d.offsets);
+  roundTo(down, in);
+  set(op.getResult(), combineKernel(down, get(op.getWeights()), d.rows));
   return success();
 }
 
@@ -702,6 +780,18 @@ LogicalResult Evaluator::eval(Operation *op) {
         return success();
       })
       .Case([&](MoEOp m) { return evalMoE(m); })
+      .Case([&](FusedLinearOp l) { return evalFusedLinear(l); })
+      .Case([&](FusedRouterOp r) -> LogicalResult {
+        // Logits in f32, as DeepSeek's router computes them.
+        Tensor logits =
+            linearKernel(get(r.getInput()), get(r.getWeight()), nullptr);
+        const Tensor *bias = r.getBias() ? &get(r.getBias()) : nullptr;
+        Routing out = routerKernel(logits, bias, r.getRouting());
+        set(r.getWeights(), std::move(out.weights));
+        set(r.getIndices(), std::move(out.indices));
+        return success();
+      })
+      .Case([&](FusedMoEOp m) { return evalFusedMoE(m); })
       // Upstream ops that ds IR uses.
       .Case([&](arith::ConstantOp c) -> LogicalResult {
         Attribute value = c.getValue();

@@ -29,6 +29,16 @@ void populateDecomposeMoEPatterns(RewritePatternSet &patterns);
 /// Returns whether anything changed.
 bool fuseHorizontalProjections(Operation *root, bool groupedMatmuls);
 
+/// ds.router(ds.linear(x, w)) -> ds.fused_router(x, w).
+void populateFuseRouterPatterns(RewritePatternSet &patterns);
+
+/// The dispatch / grouped matmul / GLU / combine chain -> ds.fused_moe.
+void populateFuseMoEPatterns(RewritePatternSet &patterns);
+
+/// RMSNorm prologues and GLU/activation/residual epilogues ->
+/// ds.fused_linear.
+void populateFuseLinearPatterns(RewritePatternSet &patterns);
+
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
 

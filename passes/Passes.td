@@ -89,4 +89,91 @@ def FuseHorizontalProjectionsPass : Pass<"ds-fuse-horizontal"> {
   let dependentDialects = ["::mlir::tensor::TensorDialect"];
 }
 
+def FuseRouterPass : Pass<"ds-fuse-router"> {
+  let summary = "Fold the gate projection into ds.router as one ds.fused_router kernel";
+  let description = [{
+    A `ds.router` whose logits come from a bias-free `ds.linear` used only
+    by it becomes `ds.fused_router` on the linear's input and weight:
+
+    ```mlir
+    %l = ds.linear %x, %wg : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x8xf32>
+    %w, %i = ds.router %l bias %b {routing = #ds.routing<...>} : ...
+    ```
+
+    becomes
+
+    ```mlir
+    %w, %i = ds.fused_router %x, %wg bias %b {routing = #ds.routing<...>} : ...
+    ```
+
+    The fused router computes its logits in f32 (as DeepSeek's router does),
+    so results are identical for f32 graphs and closer to the reference for
+    bf16 ones. Run it before `ds-fuse-horizontal` so the gate projection is
+    not merged with the shared expert's.
+  }];
+}
+
+def FuseMoEPass : Pass<"ds-fuse-moe"> {
+  let summary = "Fold dispatch, grouped matmuls, GLU and combine into ds.fused_moe";
+  let description = [{
+    Matches the routed chain `ds.moe_dispatch` -> `ds.grouped_matmul` (gate
+    and up, separate or merged by `ds-fuse-horizontal`) -> `ds.swiglu` ->
+    `ds.grouped_matmul` (down) -> `ds.moe_combine`, where every intermediate
+    has no other user, and replaces it with one `ds.fused_moe` over the
+    stacked `[E, 2I, H]` gate/up weights (concatenated if they were apart):
+
+    ```mlir
+    %s, %o, %r = ds.moe_dispatch %x, %i experts 8 : ...
+    %gu = ds.grouped_matmul %s, %wgu, %o : ...
+    %g, %u = ds.split %gu axis 1 sizes [32, 32] : ...
+    %h = ds.swiglu %g, %u : ...
+    %d = ds.grouped_matmul %h, %wd, %o : ...
+    %y = ds.moe_combine %d, %w, %r : ...
+    ```
+
+    becomes
+
+    ```mlir
+    %y = ds.fused_moe %x, %w, %i experts(%wgu, %wd) : ...
+    ```
+
+    Results are identical: the fused op is defined as that composition.
+  }];
+  let dependentDialects = ["::mlir::tensor::TensorDialect"];
+}
+
+def FuseLinearPass : Pass<"ds-fuse-linear"> {
+  let summary = "Fold RMSNorm prologues and GLU, activation and residual epilogues into ds.fused_linear";
+  let description = [{
+    Grows `ds.fused_linear` kernels around `ds.linear` (or an existing
+    `ds.fused_linear`) whose intermediate results have no other user:
+
+    * prologue: `ds.rms_norm` feeding the linear;
+    * GLU epilogue: `ds.swiglu` of the two equal halves of a `ds.split` of
+      the linear's output (gate/up after `ds-fuse-horizontal`);
+    * activation epilogue: `ds.activation` of the output;
+    * residual epilogue: `arith.addf` of the output and another value of the
+      same type.
+
+    ```mlir
+    %n = ds.rms_norm %x, %ln {epsilon = 1.0e-06 : f64} : ...
+    %gu = ds.linear %n, %w : tensor<?x64xf32>, tensor<64x64xf32> -> tensor<?x64xf32>
+    %g, %u = ds.split %gu axis 1 sizes [32, 32] : ...
+    %h = ds.swiglu %g, %u : tensor<?x32xf32>
+    %d = ds.linear %h, %wd : ...
+    %y = arith.addf %x, %d : tensor<?x64xf32>
+    ```
+
+    becomes
+
+    ```mlir
+    %h = ds.fused_linear %x, %w norm(%ln) {activation = #ds.activation<silu>, gated, norm_epsilon = 1.0e-06 : f64} : ...
+    %y = ds.fused_linear %h, %wd residual(%x) : ...
+    ```
+
+    Results are identical in f32; in narrower types the fused kernel rounds
+    where the unfused ops stored their results.
+  }];
+}
+
 #endif // DS_PASSES_TD

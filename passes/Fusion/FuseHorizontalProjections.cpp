@@ -128,8 +128,7 @@ void merge(ArrayRef<Member> members, int64_t weightAxis,
 
 } // namespace
 
-bool mlir::ds::fuseHorizontalProjections(Operation *root,
-                                         bool groupedMatmuls) {
+bool mlir::ds::fuseHorizontalProjections(Operation *root, bool groupedMatmuls) {
   DominanceInfo dom(root);
   bool changed = false;
   // Collect candidate inputs first: merging rewrites the IR being walked.

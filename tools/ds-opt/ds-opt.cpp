@@ -8,6 +8,7 @@
 
 #include "dialects/InitAllDialects.h"
 #include "passes/Passes.h"
+#include "passes/Pipelines/Pipelines.h"
 #include "test/lib/TestPasses.h"
 
 #include "mlir/InitAllDialects.h"
@@ -22,6 +23,7 @@ int main(int argc, char **argv) {
   mlir::ds::registerAllDialects(registry);
   mlir::registerAllPasses();
   mlir::ds::registerDSPasses();
+  mlir::ds::registerDSPipelines();
   mlir::ds::test::registerDSTestPasses();
   return mlir::asMainReturnCode(mlir::MlirOptMain(
       argc, argv, "ds optimizer driver: MoE transformer graphs\n", registry));

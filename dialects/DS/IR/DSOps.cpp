@@ -153,6 +153,9 @@ DS_COMPATIBLE_RETURN_TYPES(MoEDispatchOp)
 DS_COMPATIBLE_RETURN_TYPES(GroupedMatmulOp)
 DS_COMPATIBLE_RETURN_TYPES(MoECombineOp)
 DS_COMPATIBLE_RETURN_TYPES(MoEOp)
+DS_COMPATIBLE_RETURN_TYPES(FusedLinearOp)
+DS_COMPATIBLE_RETURN_TYPES(FusedRouterOp)
+DS_COMPATIBLE_RETURN_TYPES(FusedMoEOp)
 
 #undef DS_COMPATIBLE_RETURN_TYPES
 
@@ -866,6 +869,141 @@ LogicalResult MoEOp::inferReturnTypes(MLIRContext *,
       return error("shared_expert_gate must be [1, ",
                    dimStr(input.getDimSize(h)), "], got ", sg);
   }
+  results.push_back(input);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// FusedLinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedLinearOp::inferReturnTypes(MLIRContext *,
+                                              std::optional<Location> loc,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &results) {
+  ShapeError error(loc, getOperationName().drop_front(3));
+  auto input = rankedType(adaptor.getInput());
+  auto weight = rankedType(adaptor.getWeight());
+  if (failed(checkRank(error, "input", input, 1, /*atLeast=*/true)) ||
+      failed(checkRank(error, "weight", weight, 2)) ||
+      failed(checkWeightElement(error, "weight", weight)) ||
+      failed(checkDim(error, "weight", weight, 1, "input", input,
+                      input.getRank() - 1)))
+    return failure();
+  if (Value normValue = adaptor.getNormWeight()) {
+    auto norm = rankedType(normValue);
+    if (failed(checkRank(error, "norm_weight", norm, 1)) ||
+        failed(checkWeightElement(error, "norm_weight", norm)) ||
+        failed(checkDim(error, "norm_weight", norm, 0, "input", input,
+                        input.getRank() - 1)))
+      return failure();
+  }
+  if (Value biasValue = adaptor.getBias()) {
+    auto bias = rankedType(biasValue);
+    if (failed(checkRank(error, "bias", bias, 1)) ||
+        failed(checkWeightElement(error, "bias", bias)) ||
+        failed(checkDim(error, "bias", bias, 0, "weight", weight, 0)))
+      return failure();
+  }
+  // Parsing may run before the unit attribute reaches the properties.
+  bool gated =
+      adaptor.getProperties().gated ||
+      (adaptor.getAttributes() && adaptor.getAttributes().get("gated"));
+  int64_t n = weight.getDimSize(0);
+  if (gated && !isDyn(n) && n % 2 != 0)
+    return error("gated epilogue needs an even output width, got ", n);
+  SmallVector<int64_t> shape(input.getShape().drop_back());
+  shape.push_back(gated && !isDyn(n) ? n / 2 : n);
+  auto resultType = RankedTensorType::get(shape, input.getElementType());
+  if (Value residualValue = adaptor.getResidual()) {
+    auto residual = rankedType(residualValue);
+    if (residual.getElementType() != input.getElementType() ||
+        failed(verifyCompatibleShape(residual, resultType)))
+      return error("residual ", residual, " does not match the result ",
+                   resultType);
+  }
+  results.push_back(resultType);
+  return success();
+}
+
+LogicalResult FusedLinearOp::verify() {
+  if (getGated() && !getActivation())
+    return emitOpError("gated epilogue needs an activation");
+  if (static_cast<bool>(getNormWeight()) != getNormEpsilon().has_value())
+    return emitOpError("norm_weight and norm_epsilon go together");
+  if (getNormEpsilon() && !(getNormEpsilon()->convertToDouble() > 0.0))
+    return emitOpError("norm_epsilon must be positive");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// FusedRouterOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedRouterOp::inferReturnTypes(MLIRContext *context,
+                                              std::optional<Location> loc,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &results) {
+  ShapeError error(loc, getOperationName().drop_front(3));
+  auto input = rankedType(adaptor.getInput());
+  auto weight = rankedType(adaptor.getWeight());
+  auto routing = requireAttr<RoutingAttr>(
+      error, adaptor, adaptor.getProperties().routing, "routing");
+  if (failed(routing) || failed(checkRank(error, "input", input, 2)) ||
+      failed(checkRank(error, "weight", weight, 2)) ||
+      failed(checkWeightElement(error, "weight", weight)) ||
+      failed(checkDim(error, "weight", weight, 1, "input", input, 1)))
+    return failure();
+  int64_t e = routing->getNumExperts();
+  if (!compatible(weight.getDimSize(0), e))
+    return error("weight has ", weight.getDimSize(0),
+                 " experts but the routing has ", e);
+  if (Value biasValue = adaptor.getBias()) {
+    auto bias = rankedType(biasValue);
+    if (bias.getRank() != 1 || !compatible(bias.getDimSize(0), e))
+      return error("bias must be [", e, "], got ", bias);
+  }
+  SmallVector<int64_t> shape = {input.getDimSize(0), routing->getTopK()};
+  results.push_back(RankedTensorType::get(shape, Float32Type::get(context)));
+  results.push_back(
+      RankedTensorType::get(shape, IntegerType::get(context, 32)));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// FusedMoEOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedMoEOp::inferReturnTypes(MLIRContext *,
+                                           std::optional<Location> loc,
+                                           Adaptor adaptor,
+                                           SmallVectorImpl<Type> &results) {
+  ShapeError error(loc, getOperationName().drop_front(3));
+  auto input = rankedType(adaptor.getInput());
+  auto weights = rankedType(adaptor.getWeights());
+  auto indices = rankedType(adaptor.getIndices());
+  auto gateUp = rankedType(adaptor.getGateUp());
+  auto down = rankedType(adaptor.getDown());
+  if (failed(checkRank(error, "input", input, 2)) ||
+      failed(checkRank(error, "weights", weights, 2)) ||
+      failed(checkRank(error, "indices", indices, 2)) ||
+      failed(checkRank(error, "gate_up", gateUp, 3)) ||
+      failed(checkRank(error, "down", down, 3)) ||
+      failed(checkWeightElement(error, "gate_up", gateUp)) ||
+      failed(checkWeightElement(error, "down", down)) ||
+      failed(checkDim(error, "weights", weights, 0, "input", input, 0)) ||
+      failed(checkDim(error, "indices", indices, 0, "input", input, 0)) ||
+      failed(checkDim(error, "indices", indices, 1, "weights", weights, 1)) ||
+      failed(checkDim(error, "gate_up", gateUp, 2, "input", input, 1)) ||
+      failed(checkDim(error, "down", down, 0, "gate_up", gateUp, 0)) ||
+      failed(checkDim(error, "down", down, 1, "input", input, 1)))
+    return failure();
+  int64_t twoI = gateUp.getDimSize(1);
+  if (!isDyn(twoI) &&
+      (twoI % 2 != 0 || !compatible(down.getDimSize(2), twoI / 2)))
+    return error("gate_up rows (", twoI,
+                 ") must be twice the down projection's width (",
+                 dimStr(down.getDimSize(2)), ")");
   results.push_back(input);
   return success();
 }

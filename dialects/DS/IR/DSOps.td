@@ -524,4 +524,106 @@ def DS_MoEOp : DS_InferOp<"moe", [AttrSizedOperandSegments]> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Fused kernels: each op is one kernel for codegen
+//===----------------------------------------------------------------------===//
+
+def DS_FusedLinearOp : DS_InferOp<"fused_linear", [AttrSizedOperandSegments]> {
+  let summary = "a linear with its RMSNorm prologue and epilogues, one kernel";
+  let description = [{
+    One GEMM with everything fusion folded into it, in this order:
+
+    ```
+    h = norm_weight ? rms_norm(input, norm_weight, norm_epsilon) : input
+    y = h weightᵀ (+ bias)                      // [..., N]
+    y = gated ? act(y[..., :N/2]) * y[..., N/2:] // GLU epilogue, [..., N/2]
+              : act(y)                           // when `activation` is set
+    y = y (+ residual)
+    ```
+
+    The normalized input is rounded to the input type as in `ds.rms_norm`;
+    everything else accumulates in f32 and rounds once to the result type.
+    `gated` requires `activation` and an even N. Produced by
+    `ds-fuse-linear` from `ds.rms_norm`, `ds.linear`, `ds.split` +
+    `ds.swiglu`, `ds.activation` and residual `arith.addf`.
+
+    ```mlir
+    %y = ds.fused_linear %x, %w norm(%ln) residual(%x)
+        {activation = #ds.activation<silu>, gated, norm_epsilon = 1.0e-06 : f64}
+        : (tensor<?x?x64xf32>, tensor<64x32xf32>, tensor<64xf32>, tensor<?x?x64xf32>) -> tensor<?x?x64xf32>
+    ```
+  }];
+  let arguments = (ins DS_FloatTensor:$input, DS_WeightTensor:$weight,
+                       Optional<DS_WeightTensor>:$norm_weight,
+                       Optional<DS_WeightTensor>:$bias,
+                       Optional<DS_FloatTensor>:$residual,
+                       OptionalAttr<F64Attr>:$norm_epsilon,
+                       OptionalAttr<DS_ActivationAttr>:$activation,
+                       UnitAttr:$gated);
+  let results = (outs DS_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight (`norm` `(` $norm_weight^ `)`)? (`bias` `(` $bias^ `)`)?
+    (`residual` `(` $residual^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def DS_FusedRouterOp : DS_InferOp<"fused_router"> {
+  let summary = "gate projection, scoring, grouped top-k and scaling, one kernel";
+  let description = [{
+    `ds.router` applied to the logits `input weightᵀ` computed in f32 (as
+    DeepSeek's router does) from `input` `[N, H]` and the gate weight
+    `[E, H]`; the optional `bias` is the selection-only score correction.
+    Returns weights `[N, top_k]` (f32) and expert indices `[N, top_k]` (i32).
+
+    ```mlir
+    %w, %i = ds.fused_router %x, %wg bias %b {routing = #ds.routing<num_experts = 8, top_k = 2, scoring = sigmoid>}
+        : tensor<?x64xf32>, tensor<8x64xf32>, tensor<8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins DS_FloatTensor:$input, DS_WeightTensor:$weight,
+                       Optional<DS_FloatTensor>:$bias, DS_RoutingAttr:$routing);
+  let results = (outs RankedTensorOf<[F32]>:$weights,
+                      RankedTensorOf<[I32]>:$indices);
+  let assemblyFormat = [{
+    $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `,`
+    type($weight) (`,` type($bias)^)? `->` type($weights) `,` type($indices)
+  }];
+}
+
+def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
+  let summary = "dispatch, grouped gate/up, GLU, grouped down and combine, one kernel";
+  let description = [{
+    The routed part of a MoE block as one kernel, in the shape of DeepGEMM's
+    "mega MoE": with `input` `[N, H]`, router `weights` and `indices`
+    `[N, k]`, stacked `gate_up` `[E, 2I, H]` (gate rows first) and `down`
+    `[E, H, I]`:
+
+    ```
+    result[t] = sum_j weights[t, j] * down_e (act(gate_e x_t) * up_e x_t),  e = indices[t, j]
+    ```
+
+    summed in ascending expert order like `ds.moe_combine`. Exactly the
+    composition `ds.moe_dispatch`, `ds.grouped_matmul` (gate, up),
+    `ds.swiglu`, `ds.grouped_matmul` (down), `ds.moe_combine`, which
+    `ds-fuse-moe` replaces. The shared expert stays beside it as
+    `ds.fused_linear` ops.
+
+    ```mlir
+    %y = ds.fused_moe %x, %w, %i experts(%gu, %d)
+        : (tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<8x64x64xf32>, tensor<8x64x32xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins DS_FloatTensor:$input, RankedTensorOf<[F32]>:$weights,
+                       DS_IntTensor:$indices, DS_WeightTensor:$gate_up,
+                       DS_WeightTensor:$down,
+                       DefaultValuedAttr<DS_ActivationAttr,
+                                         "::mlir::ds::Activation::silu">:$activation);
+  let results = (outs DS_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weights `,` $indices `experts` `(` $gate_up `,` $down `)`
+    attr-dict `:` functional-type(operands, results)
+  }];
+}
+
 #endif // DS_OPS_TD

@@ -997,3 +997,130 @@ func.func @case103(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x8x1
   %0 = ds.moe %x router %wr experts(%g, %u, %d) : (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
   return
 }
+
+// -----
+
+// A GLU epilogue halves an even output width.
+func.func @fused_odd(%x: tensor<?x16xf32>, %w: tensor<15x16xf32>) {
+  // expected-error @+2 {{'ds.fused_linear' op gated epilogue needs an even output width, got 15}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.fused_linear %x, %w {activation = #ds.activation<silu>, gated} : (tensor<?x16xf32>, tensor<15x16xf32>) -> tensor<?x7xf32>
+  return
+}
+
+// -----
+
+// A GLU epilogue needs its activation.
+func.func @fused_gated_no_act(%x: tensor<?x16xf32>, %w: tensor<16x16xf32>) {
+  // expected-error @+1 {{'ds.fused_linear' op gated epilogue needs an activation}}
+  %0 = ds.fused_linear %x, %w {gated} : (tensor<?x16xf32>, tensor<16x16xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+// The norm prologue needs its epsilon.
+func.func @fused_norm_eps(%x: tensor<?x16xf32>, %w: tensor<8x16xf32>, %ln: tensor<16xf32>) {
+  // expected-error @+1 {{'ds.fused_linear' op norm_weight and norm_epsilon go together}}
+  %0 = ds.fused_linear %x, %w norm(%ln) : (tensor<?x16xf32>, tensor<8x16xf32>, tensor<16xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+// The norm epsilon is positive.
+func.func @fused_norm_eps_zero(%x: tensor<?x16xf32>, %w: tensor<8x16xf32>, %ln: tensor<16xf32>) {
+  // expected-error @+1 {{'ds.fused_linear' op norm_epsilon must be positive}}
+  %0 = ds.fused_linear %x, %w norm(%ln) {norm_epsilon = 0.0 : f64} : (tensor<?x16xf32>, tensor<8x16xf32>, tensor<16xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+// The norm weight spans the input features.
+func.func @fused_norm_shape(%x: tensor<?x16xf32>, %w: tensor<8x16xf32>, %ln: tensor<8xf32>) {
+  // expected-error @+2 {{'ds.fused_linear' op norm_weight dimension 0 (8) does not match input dimension 1 (16)}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.fused_linear %x, %w norm(%ln) {norm_epsilon = 1.0e-6 : f64} : (tensor<?x16xf32>, tensor<8x16xf32>, tensor<8xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+// The residual has the result's type.
+func.func @fused_residual(%x: tensor<?x16xf32>, %w: tensor<8x16xf32>) {
+  // expected-error @+2 {{'ds.fused_linear' op residual 'tensor<?x16xf32>' does not match the result 'tensor<?x8xf32>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.fused_linear %x, %w residual(%x) : (tensor<?x16xf32>, tensor<8x16xf32>, tensor<?x16xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+// The fused linear's weight and bias follow ds.linear's rules.
+func.func @fused_bias(%x: tensor<?x16xf32>, %w: tensor<8x16xf32>, %b: tensor<4xf32>) {
+  // expected-error @+2 {{'ds.fused_linear' op bias dimension 0 (4) does not match weight dimension 0 (8)}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.fused_linear %x, %w bias(%b) : (tensor<?x16xf32>, tensor<8x16xf32>, tensor<4xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+// The fused router's weight has one row per routed expert.
+func.func @fused_router_experts(%x: tensor<?x16xf32>, %w: tensor<6x16xf32>) {
+  // expected-error @+2 {{'ds.fused_router' op weight has 6 experts but the routing has 8}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0:2 = ds.fused_router %x, %w {routing = #ds.routing<num_experts = 8, top_k = 2>} : tensor<?x16xf32>, tensor<6x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+// The fused router's bias has one entry per expert.
+func.func @fused_router_bias(%x: tensor<?x16xf32>, %w: tensor<8x16xf32>, %b: tensor<4xf32>) {
+  // expected-error @+2 {{'ds.fused_router' op bias must be [8], got 'tensor<4xf32>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0:2 = ds.fused_router %x, %w bias %b {routing = #ds.routing<num_experts = 8, top_k = 2>} : tensor<?x16xf32>, tensor<8x16xf32>, tensor<4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+// The fused router reads [N, H] tokens.
+func.func @fused_router_rank(%x: tensor<?x?x16xf32>, %w: tensor<8x16xf32>) {
+  // expected-error @+2 {{'ds.fused_router' op input must have rank 2}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0:2 = ds.fused_router %x, %w {routing = #ds.routing<num_experts = 8, top_k = 2>} : tensor<?x?x16xf32>, tensor<8x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+// gate_up stacks gate and up: twice the down projection's width.
+func.func @fused_moe_width(%x: tensor<?x16xf32>, %w: tensor<?x2xf32>, %i: tensor<?x2xi32>, %gu: tensor<4x16x16xf32>, %d: tensor<4x16x4xf32>) {
+  // expected-error @+2 {{'ds.fused_moe' op gate_up rows (16) must be twice the down projection's width (4)}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.fused_moe %x, %w, %i experts(%gu, %d) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x4xf32>) -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+// Weights and indices agree on top_k.
+func.func @fused_moe_k(%x: tensor<?x16xf32>, %w: tensor<?x2xf32>, %i: tensor<?x3xi32>, %gu: tensor<4x16x16xf32>, %d: tensor<4x16x8xf32>) {
+  // expected-error @+2 {{'ds.fused_moe' op indices dimension 1 (3) does not match weights dimension 1 (2)}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.fused_moe %x, %w, %i experts(%gu, %d) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x3xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+// Gate/up and down agree on the expert count.
+func.func @fused_moe_experts(%x: tensor<?x16xf32>, %w: tensor<?x2xf32>, %i: tensor<?x2xi32>, %gu: tensor<4x16x16xf32>, %d: tensor<8x16x8xf32>) {
+  // expected-error @+2 {{'ds.fused_moe' op down dimension 0 (8) does not match gate_up dimension 0 (4)}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.fused_moe %x, %w, %i experts(%gu, %d) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<8x16x8xf32>) -> tensor<?x16xf32>
+  return
+}

@@ -125,3 +125,19 @@ func.func @moe(%x: tensor<?x?x16xf32>, %wr: tensor<4x16xf32>, %b: tensor<4xf32>,
   %1 = ds.moe %x router %wr bias %b experts(%g, %u, %d) shared(%sg, %su, %sd) shared_expert_gate %seg {activation = #ds.activation<gelu>, routing = #ds.routing<num_experts = 4, top_k = 2, scoring = sigmoid>} : (tensor<?x?x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>, tensor<12x16xf32>, tensor<12x16xf32>, tensor<16x12xf32>, tensor<1x16xf32>) -> tensor<?x?x16xf32>
   return %0, %1 : tensor<?x?x16xf32>, tensor<?x?x16xf32>
 }
+
+// CHECK-LABEL: func.func @fused_kernels
+func.func @fused_kernels(%x: tensor<?x?x16xf32>, %w: tensor<32x16xf32>, %ln: tensor<16xf32>, %b: tensor<32xf32>,
+                         %wd: tensor<16x16xf32>, %t: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %rb: tensor<4xf32>,
+                         %gu: tensor<4x16x16xf32>, %d: tensor<4x16x8xf32>) -> (tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x16xf32>) {
+  // CHECK: ds.fused_linear %{{.*}}, %{{.*}} norm(%{{.*}}) bias(%{{.*}}) {activation = #ds.activation<silu>, gated, norm_epsilon = 9.9999999999999995E-7 : f64} : (tensor<?x?x16xf32>, tensor<32x16xf32>, tensor<16xf32>, tensor<32xf32>) -> tensor<?x?x16xf32>
+  %0 = ds.fused_linear %x, %w norm(%ln) bias(%b) {activation = #ds.activation<silu>, gated, norm_epsilon = 1.0e-06 : f64}
+      : (tensor<?x?x16xf32>, tensor<32x16xf32>, tensor<16xf32>, tensor<32xf32>) -> tensor<?x?x16xf32>
+  // CHECK: ds.fused_linear %{{.*}}, %{{.*}} residual(%{{.*}}) {activation = #ds.activation<relu>} : (tensor<?x?x16xf32>, tensor<16x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
+  %1 = ds.fused_linear %0, %wd residual(%x) {activation = #ds.activation<relu>} : (tensor<?x?x16xf32>, tensor<16x16xf32>, tensor<?x?x16xf32>) -> tensor<?x?x16xf32>
+  // CHECK: ds.fused_router %{{.*}}, %{{.*}} bias %{{.*}} {routing = #ds.routing<num_experts = 4, top_k = 2, scoring = sigmoid>} : tensor<?x16xf32>, tensor<4x16xf32>, tensor<4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  %w2, %i2 = ds.fused_router %t, %wr bias %rb {routing = #ds.routing<num_experts = 4, top_k = 2, scoring = sigmoid>} : tensor<?x16xf32>, tensor<4x16xf32>, tensor<4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  // CHECK: ds.fused_moe %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  %y = ds.fused_moe %t, %w2, %i2 experts(%gu, %d) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  return %0, %1, %y : tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x16xf32>
+}

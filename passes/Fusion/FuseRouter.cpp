@@ -1,0 +1,56 @@
+//===- FuseRouter.cpp - gate projection + router into one kernel ----------===//
+//
+// ds.router(ds.linear(x, w)) with a bias-free, single-use linear becomes
+// ds.fused_router(x, w).
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/DS/IR/DSOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+#define DEBUG_TYPE "ds-fuse-router"
+
+namespace mlir::ds {
+#define GEN_PASS_DEF_FUSEROUTERPASS
+#include "passes/Passes.h.inc"
+} // namespace mlir::ds
+
+using namespace mlir;
+using namespace mlir::ds;
+
+namespace {
+struct FuseRouter : OpRewritePattern<RouterOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RouterOp op,
+                                PatternRewriter &rewriter) const override {
+    auto linear = op.getLogits().getDefiningOp<LinearOp>();
+    if (!linear || linear.getBias() || !linear->hasOneUse())
+      return rewriter.notifyMatchFailure(op, "logits are not a plain linear");
+    auto input = cast<RankedTensorType>(linear.getInput().getType());
+    if (input.getRank() != 2)
+      return rewriter.notifyMatchFailure(op, "router input is not [N, H]");
+    auto fused = FusedRouterOp::create(rewriter, op.getLoc(),
+                                       linear.getInput(), linear.getWeight(),
+                                       op.getBias(), op.getRouting());
+    rewriter.replaceOp(op, fused.getResults());
+    rewriter.eraseOp(linear);
+    return success();
+  }
+};
+
+struct FuseRouterPass : public ds::impl::FuseRouterPassBase<FuseRouterPass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    populateFuseRouterPatterns(patterns);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
+} // namespace
+
+void mlir::ds::populateFuseRouterPatterns(RewritePatternSet &patterns) {
+  patterns.add<FuseRouter>(patterns.getContext());
+}
