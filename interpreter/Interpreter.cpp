@@ -292,6 +292,10 @@ private:
   }
   LogicalResult checkPositions(Operation *op, const Tensor &positions,
                                int64_t limit, StringRef what);
+  void observe(Operation *op, const Tensor &indices, RoutingAttr routing) {
+    if (const RoutingObserver &o = interp.getRoutingObserver())
+      o(op, indices, routing.getNumExperts());
+  }
 
   LogicalResult evalRope(RopeOp op);
   LogicalResult evalAttention(AttentionOp op);
@@ -449,6 +453,7 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   const Tensor *bias = op.getScoreBias() ? &get(op.getScoreBias()) : nullptr;
   RoutingAttr routing = op.getRouting();
   Routing r = routerKernel(logits, bias, routing);
+  observe(op, r.indices, routing);
   Dispatch d = dispatchKernel(x, r.indices, routing.getNumExperts());
   Activation act = op.getActivation();
   Tensor g = groupedMatmulKernel(d.sorted, get(op.getExpertGate()), d.offsets);
@@ -738,6 +743,7 @@ LogicalResult Evaluator::eval(Operation *op) {
       .Case([&](RouterOp r) -> LogicalResult {
         const Tensor *bias = r.getBias() ? &get(r.getBias()) : nullptr;
         Routing out = routerKernel(get(r.getLogits()), bias, r.getRouting());
+        observe(r, out.indices, r.getRouting());
         set(r.getWeights(), std::move(out.weights));
         set(r.getIndices(), std::move(out.indices));
         return success();
@@ -787,6 +793,7 @@ LogicalResult Evaluator::eval(Operation *op) {
             linearKernel(get(r.getInput()), get(r.getWeight()), nullptr);
         const Tensor *bias = r.getBias() ? &get(r.getBias()) : nullptr;
         Routing out = routerKernel(logits, bias, r.getRouting());
+        observe(r, out.indices, r.getRouting());
         set(r.getWeights(), std::move(out.weights));
         set(r.getIndices(), std::move(out.indices));
         return success();

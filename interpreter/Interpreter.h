@@ -19,6 +19,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -75,6 +76,11 @@ private:
   llvm::StringMap<Tensor> cache;
 };
 
+/// Sees every routing decision: the routing op (ds.router, ds.fused_router
+/// or ds.moe), the selected expert indices [N, top_k] and the expert count.
+using RoutingObserver =
+    std::function<void(Operation *op, const Tensor &indices, int64_t experts)>;
+
 class Interpreter {
 public:
   /// `weights` may be null for modules without ds.param.
@@ -89,9 +95,16 @@ public:
   /// The same on interpreter values.
   FailureOr<SmallVector<Tensor>> call(StringRef name, ArrayRef<Tensor> args);
 
+  /// Calibration hook: called after each routing decision.
+  void setRoutingObserver(RoutingObserver observer) {
+    routingObserver = std::move(observer);
+  }
+  const RoutingObserver &getRoutingObserver() const { return routingObserver; }
+
 private:
   ModuleOp module;
   WeightProvider *weights;
+  RoutingObserver routingObserver;
 };
 
 } // namespace mlir::ds

@@ -35,12 +35,12 @@ struct LinearParts {
 
   static std::optional<LinearParts> of(Operation *op) {
     if (auto l = dyn_cast_or_null<LinearOp>(op))
-      return LinearParts{l.getInput(), l.getWeight(), {}, l.getBias(), {},
-                         {}, {}, false};
+      return LinearParts{l.getInput(), l.getWeight(), {}, l.getBias(), {}, {},
+                         {},           false};
     if (auto f = dyn_cast_or_null<FusedLinearOp>(op))
-      return LinearParts{f.getInput(),        f.getWeight(),
-                         f.getNormWeight(),   f.getBias(),
-                         f.getResidual(),     f.getNormEpsilonAttr(),
+      return LinearParts{f.getInput(),          f.getWeight(),
+                         f.getNormWeight(),     f.getBias(),
+                         f.getResidual(),       f.getNormEpsilonAttr(),
                          f.getActivationAttr(), f.getGated()};
     return std::nullopt;
   }
@@ -56,7 +56,8 @@ struct LinearParts {
 
 /// rms_norm(x) -> linear  ==>  fused_linear(x, norm)
 struct FuseNormPrologue : RewritePattern {
-  FuseNormPrologue(MLIRContext *ctx) : RewritePattern(MatchAnyOpTypeTag(), 1, ctx) {}
+  FuseNormPrologue(MLIRContext *ctx)
+      : RewritePattern(MatchAnyOpTypeTag(), 1, ctx) {}
   LogicalResult matchAndRewrite(Operation *op,
                                 PatternRewriter &rewriter) const override {
     std::optional<LinearParts> parts = LinearParts::of(op);
@@ -68,8 +69,8 @@ struct FuseNormPrologue : RewritePattern {
     parts->input = norm.getInput();
     parts->normWeight = norm.getWeight();
     parts->normEpsilon = norm.getEpsilonAttr();
-    rewriter.replaceOp(op, parts->build(rewriter, op->getLoc(),
-                                        op->getResult(0).getType()));
+    rewriter.replaceOp(
+        op, parts->build(rewriter, op->getLoc(), op->getResult(0).getType()));
     rewriter.eraseOp(norm);
     return success();
   }
@@ -98,7 +99,8 @@ struct FuseGatedEpilogue : OpRewritePattern<SwiGLUOp> {
       return failure();
     parts->gated = true;
     parts->activation = glu.getActivationAttr();
-    rewriter.replaceOp(glu, parts->build(rewriter, glu.getLoc(), glu.getType()));
+    rewriter.replaceOp(glu,
+                       parts->build(rewriter, glu.getLoc(), glu.getType()));
     rewriter.eraseOp(split);
     rewriter.eraseOp(producer);
     return success();
@@ -115,7 +117,8 @@ struct FuseActivationEpilogue : OpRewritePattern<ActivationOp> {
     if (!parts || parts->hasEpilogue() || !producer->hasOneUse())
       return failure();
     parts->activation = act.getKindAttr();
-    rewriter.replaceOp(act, parts->build(rewriter, act.getLoc(), act.getType()));
+    rewriter.replaceOp(act,
+                       parts->build(rewriter, act.getLoc(), act.getType()));
     rewriter.eraseOp(producer);
     return success();
   }
@@ -155,6 +158,6 @@ struct FuseLinearPass : public ds::impl::FuseLinearPassBase<FuseLinearPass> {
 
 void mlir::ds::populateFuseLinearPatterns(RewritePatternSet &patterns) {
   patterns.add<FuseNormPrologue>(patterns.getContext());
-  patterns.add<FuseGatedEpilogue, FuseActivationEpilogue,
-               FuseResidualEpilogue>(patterns.getContext());
+  patterns.add<FuseGatedEpilogue, FuseActivationEpilogue, FuseResidualEpilogue>(
+      patterns.getContext());
 }

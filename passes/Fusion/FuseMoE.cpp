@@ -79,10 +79,10 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
         if (user != combine && user != down && !llvm::is_contained(chain, user))
           return rewriter.notifyMatchFailure(combine, "dispatch is shared");
 
-    auto fused = FusedMoEOp::create(
-        rewriter, combine.getLoc(), dispatch.getInput(), combine.getWeights(),
-        dispatch.getIndices(), gateUp, down.getWeight(),
-        glu.getActivationAttr());
+    auto fused =
+        FusedMoEOp::create(rewriter, combine.getLoc(), dispatch.getInput(),
+                           combine.getWeights(), dispatch.getIndices(), gateUp,
+                           down.getWeight(), glu.getActivationAttr());
     Value result = fused.getResult();
     if (result.getType() != combine.getType())
       result = tensor::CastOp::create(rewriter, combine.getLoc(),

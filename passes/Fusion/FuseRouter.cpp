@@ -32,9 +32,9 @@ struct FuseRouter : OpRewritePattern<RouterOp> {
     auto input = cast<RankedTensorType>(linear.getInput().getType());
     if (input.getRank() != 2)
       return rewriter.notifyMatchFailure(op, "router input is not [N, H]");
-    auto fused = FusedRouterOp::create(rewriter, op.getLoc(),
-                                       linear.getInput(), linear.getWeight(),
-                                       op.getBias(), op.getRouting());
+    auto fused = FusedRouterOp::create(rewriter, op.getLoc(), linear.getInput(),
+                                       linear.getWeight(), op.getBias(),
+                                       op.getRouting());
     rewriter.replaceOp(op, fused.getResults());
     rewriter.eraseOp(linear);
     return success();

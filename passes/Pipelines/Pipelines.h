@@ -1,4 +1,5 @@
-//===- Pipelines.h - named ds pass pipelines ---------------------*- C++ -*-===//
+//===- Pipelines.h - named ds pass pipelines ---------------------*- C++
+//-*-===//
 //
 // Pipelines usable from ds-opt (--pass-pipeline='builtin.module(ds-optimize)')
 // and from C++ (buildOptimizePipeline).

@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "dialects/DS/IR/DSOps.h"
 #include "dialects/InitAllDialects.h"
 #include "interpreter/Interpreter.h"
 
@@ -31,10 +32,13 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/WithColor.h"
 
+#include <map>
 #include <random>
 
 using namespace mlir;
@@ -70,6 +74,67 @@ cl::list<std::string> prompts("prompt",
                               cl::desc("Comma-separated prompt token ids"));
 cl::opt<std::string> dumpDir("dump-dir",
                              cl::desc("With --generate: write logits here"));
+cl::opt<std::string> profileRouting(
+    "profile-routing",
+    cl::desc("Count how often each MoE layer selects each expert over the "
+             "whole run and write the profile as JSON"));
+
+/// Per routing site, selections per expert. A site is keyed by its name
+/// location ("model.layers.3") when it has one, else by its position among
+/// the routing ops of its function ("moe.1"), so that prefill and decode, and
+/// fused or unfused forms of one model, add up to the same sites.
+struct RoutingProfile {
+  std::string key(Operation *op) {
+    if (auto name = dyn_cast<NameLoc>(op->getLoc()))
+      return name.getName().str();
+    Operation *fn = op->getParentOfType<func::FuncOp>();
+    auto &order = ordinals[fn];
+    if (order.empty()) {
+      int64_t next = 0;
+      fn->walk([&](Operation *o) {
+        if (isa<mlir::ds::RouterOp, mlir::ds::FusedRouterOp, mlir::ds::MoEOp>(
+                o))
+          order[o] = next++;
+      });
+    }
+    return "moe." + std::to_string(order.lookup(op));
+  }
+  llvm::DenseMap<Operation *, llvm::DenseMap<Operation *, int64_t>> ordinals;
+
+  struct Site {
+    int64_t tokens = 0, topK = 0;
+    std::vector<int64_t> counts;
+  };
+  std::map<std::string, Site> sites;
+
+  void record(Operation *op, const mlir::ds::Tensor &indices, int64_t experts) {
+    Site &site = sites[key(op)];
+    site.counts.resize(experts, 0);
+    site.topK = indices.shape.back();
+    site.tokens += indices.numElements() / site.topK;
+    for (int64_t e : indices.i)
+      ++site.counts[e];
+  }
+
+  absl::Status write(const std::string &path) const {
+    llvm::json::Array layers;
+    for (const auto &[name, site] : sites)
+      layers.push_back(llvm::json::Object{
+          {"name", name},
+          {"num_experts", static_cast<int64_t>(site.counts.size())},
+          {"top_k", site.topK},
+          {"tokens", site.tokens},
+          {"counts", llvm::json::Array(site.counts)}});
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << llvm::formatv("{0:2}", llvm::json::Value(llvm::json::Object{
+                                     {"format", "ds-routing-profile"},
+                                     {"version", 1},
+                                     {"layers", std::move(layers)}}))
+       << "\n";
+    return ::ds::writeFileAtomically(path, text);
+  }
+};
 
 int fail(const llvm::Twine &message) {
   llvm::WithColor::error(llvm::errs(), "ds-run") << message << "\n";
@@ -301,7 +366,16 @@ int main(int argc, char **argv) {
     weights = std::make_unique<mlir::ds::CheckpointWeights>(*checkpoint);
   }
   mlir::ds::Interpreter interp(*module, weights.get());
-  if (generate > 0)
-    return runGenerate(*module, interp);
-  return runOnce(*module, interp);
+  RoutingProfile profile;
+  if (!profileRouting.empty())
+    interp.setRoutingObserver(
+        [&](Operation *op, const mlir::ds::Tensor &indices, int64_t experts) {
+          profile.record(op, indices, experts);
+        });
+  int rc =
+      generate > 0 ? runGenerate(*module, interp) : runOnce(*module, interp);
+  if (rc == 0 && !profileRouting.empty())
+    if (absl::Status s = profile.write(profileRouting); !s.ok())
+      return fail(std::string(s.message()));
+  return rc;
 }
