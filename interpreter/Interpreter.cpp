@@ -118,6 +118,7 @@ Routing routerKernel(const Tensor &logits, const Tensor *bias,
   int64_t perGroup = e / groups;
   double eps = routing.getNormEpsilon().convertToDouble();
   double scale = routing.getRoutedScalingFactor().convertToDouble();
+  ArrayRef<int64_t> kept = routing.getKept();
   Routing out{Tensor::floats({n, k}), Tensor::ints({n, k})};
   std::vector<float> s(e), sel(e);
   for (int64_t t = 0; t < n; ++t) {
@@ -158,8 +159,14 @@ Routing routerKernel(const Tensor &logits, const Tensor *bias,
         if (!kept[j / perGroup])
           sel[j] = -std::numeric_limits<float>::infinity();
     }
-    std::vector<int64_t> order(e);
-    std::iota(order.begin(), order.end(), 0);
+    // Pruned experts cannot be selected; indices number the kept ones.
+    std::vector<int64_t> order;
+    if (kept.empty()) {
+      order.resize(e);
+      std::iota(order.begin(), order.end(), 0);
+    } else {
+      order.assign(kept.begin(), kept.end());
+    }
     std::stable_sort(order.begin(), order.end(),
                      [&](int64_t a, int64_t b) { return sel[a] > sel[b]; });
     double sum = 0;
@@ -170,7 +177,10 @@ Routing routerKernel(const Tensor &logits, const Tensor *bias,
       if (routing.getNormTopkProb())
         w /= (sum + eps);
       out.weights.f[t * k + j] = static_cast<float>(w * scale);
-      out.indices.i[t * k + j] = order[j];
+      out.indices.i[t * k + j] =
+          kept.empty() ? order[j]
+                       : std::lower_bound(kept.begin(), kept.end(), order[j]) -
+                             kept.begin();
     }
   }
   return out;
@@ -454,7 +464,7 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   RoutingAttr routing = op.getRouting();
   Routing r = routerKernel(logits, bias, routing);
   observe(op, r.indices, routing);
-  Dispatch d = dispatchKernel(x, r.indices, routing.getNumExperts());
+  Dispatch d = dispatchKernel(x, r.indices, routing.getNumRoutedExperts());
   Activation act = op.getActivation();
   Tensor g = groupedMatmulKernel(d.sorted, get(op.getExpertGate()), d.offsets);
   Tensor u = groupedMatmulKernel(d.sorted, get(op.getExpertUp()), d.offsets);
@@ -954,7 +964,11 @@ FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
 //===----------------------------------------------------------------------===//
 
 FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
-  auto it = cache.find(op.getName());
+  std::string key = op.getName().str();
+  if (op.getSelect())
+    for (int64_t i : *op.getSelect())
+      key += "#" + std::to_string(i);
+  auto it = cache.find(key);
   if (it != cache.end())
     return it->second;
   auto type = cast<RankedTensorType>(op.getType());
@@ -962,12 +976,37 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
   SmallVector<int64_t> sliceShape(type.getShape());
   if (op.isStacked()) {
     for (int64_t e = 0; e < type.getDimSize(0); ++e)
-      names.push_back(op.getExpertName(e));
+      names.push_back(op.getExpertName(op.getSourceIndex(e)));
     sliceShape.erase(sliceShape.begin());
   } else {
     names.push_back(op.getName().str());
   }
   Tensor t = Tensor::floats(type.getShape());
+  if (op.getSelect() && !op.isStacked()) {
+    // Rows `select` of one tensor.
+    const ::ds::TensorView *view = checkpoint.find(op.getName().str());
+    if (!view)
+      return op.emitError()
+             << "weight '" << op.getName() << "' is not in the checkpoint";
+    int64_t rowSize = product(sliceShape, 1, sliceShape.size());
+    if (view->shape.empty() ||
+        ArrayRef<int64_t>(view->shape).drop_front() !=
+            ArrayRef<int64_t>(sliceShape).drop_front() ||
+        !::ds::isFloatDType(view->dtype))
+      return op.emitError() << "weight '" << op.getName()
+                            << "' does not have the selected rows' shape";
+    for (int64_t i = 0; i < type.getDimSize(0); ++i) {
+      int64_t src = op.getSourceIndex(i);
+      if (src >= view->shape[0])
+        return op.emitError()
+               << "select index " << src << " is outside '" << op.getName()
+               << "' (" << view->shape[0] << " rows)";
+      for (int64_t c = 0; c < rowSize; ++c)
+        t.f[i * rowSize + c] = view->floatAt(src * rowSize + c);
+    }
+    roundTo(t, op.getResult());
+    return t;
+  }
   int64_t sliceSize = product(sliceShape, 0, sliceShape.size());
   for (auto [e, name] : llvm::enumerate(names)) {
     const ::ds::TensorView *view = checkpoint.find(name);
@@ -990,7 +1029,7 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
       t.f[e * sliceSize + i] = view->floatAt(i);
   }
   roundTo(t, op.getResult());
-  cache[op.getName()] = t;
+  cache[key] = t;
   return t;
 }
 

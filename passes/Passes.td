@@ -176,4 +176,46 @@ def FuseLinearPass : Pass<"ds-fuse-linear"> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Sparsity
+//===----------------------------------------------------------------------===//
+
+def PruneExpertsPass : Pass<"ds-prune-experts"> {
+  let summary = "Drop rarely routed experts using a routing profile";
+  let description = [{
+    Reads a routing profile (`ds-run --profile-routing`, JSON) and, for each
+    `ds.moe` with an entry (matched by `getRoutingSiteName`: its layer
+    location, or its position among the function's routing ops), keeps the
+    experts selected at least `min-count` times, at most the `keep-top` most
+    selected when that is non-zero, and never fewer than `top_k`. The router
+    can no longer select the others (`kept` in `#ds.routing`: their scores
+    still enter softmax denominators and group scores, so on the profiled
+    inputs the outputs are unchanged exactly), and the expert weights shrink
+    to the kept slices (`select` on their `ds.param`s, through a fused
+    gate/up `ds.split` too):
+
+    ```mlir
+    %g = ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" : tensor<8x32x64xf32>
+    %y = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 8, top_k = 2>} : ...
+    ```
+
+    becomes, when experts 2 and 6 were never selected,
+
+    ```mlir
+    %g = ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" select [0, 1, 3, 4, 5, 7] : tensor<6x32x64xf32>
+    %y = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 8, top_k = 2, kept = [0, 1, 3, 4, 5, 7]>} : ...
+    ```
+
+    Run it before `ds-optimize` (it rewrites `ds.moe`).
+  }];
+  let options = [
+    Option<"profilePath", "profile", "std::string", /*default=*/"\"\"",
+           "Routing profile JSON written by ds-run --profile-routing">,
+    Option<"minCount", "min-count", "int64_t", /*default=*/"1",
+           "Keep experts selected at least this many times">,
+    Option<"keepTop", "keep-top", "int64_t", /*default=*/"0",
+           "Keep at most this many experts per layer (0: no limit)">
+  ];
+}
+
 #endif // DS_PASSES_TD

@@ -64,8 +64,9 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
                                     /*bias=*/Value());
     auto router =
         RouterOp::create(rewriter, loc, logits, op.getScoreBias(), routing);
-    auto dispatch = MoEDispatchOp::create(
-        rewriter, loc, flat, router.getIndices(), routing.getNumExperts());
+    auto dispatch =
+        MoEDispatchOp::create(rewriter, loc, flat, router.getIndices(),
+                              routing.getNumRoutedExperts());
     Value gate =
         GroupedMatmulOp::create(rewriter, loc, dispatch.getSorted(),
                                 op.getExpertGate(), dispatch.getOffsets());

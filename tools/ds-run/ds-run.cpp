@@ -79,27 +79,17 @@ cl::opt<std::string> profileRouting(
     cl::desc("Count how often each MoE layer selects each expert over the "
              "whole run and write the profile as JSON"));
 
-/// Per routing site, selections per expert. A site is keyed by its name
-/// location ("model.layers.3") when it has one, else by its position among
-/// the routing ops of its function ("moe.1"), so that prefill and decode, and
-/// fused or unfused forms of one model, add up to the same sites.
+/// Per routing site (named by mlir::ds::getRoutingSiteName), selections per
+/// expert.
 struct RoutingProfile {
-  std::string key(Operation *op) {
-    if (auto name = dyn_cast<NameLoc>(op->getLoc()))
-      return name.getName().str();
-    Operation *fn = op->getParentOfType<func::FuncOp>();
-    auto &order = ordinals[fn];
-    if (order.empty()) {
-      int64_t next = 0;
-      fn->walk([&](Operation *o) {
-        if (isa<mlir::ds::RouterOp, mlir::ds::FusedRouterOp, mlir::ds::MoEOp>(
-                o))
-          order[o] = next++;
-      });
-    }
-    return "moe." + std::to_string(order.lookup(op));
+  /// Names are cached: computing one walks the function.
+  const std::string &key(Operation *op) {
+    auto it = names.find(op);
+    if (it == names.end())
+      it = names.try_emplace(op, mlir::ds::getRoutingSiteName(op)).first;
+    return it->second;
   }
-  llvm::DenseMap<Operation *, llvm::DenseMap<Operation *, int64_t>> ordinals;
+  llvm::DenseMap<Operation *, std::string> names;
 
   struct Site {
     int64_t tokens = 0, topK = 0;

@@ -89,6 +89,26 @@ FailureOr<bool> mlir::ds::parseBoolParam(AsmParser &parser) {
                           "expected 'true' or 'false'");
 }
 
+FailureOr<SmallVector<int64_t>> mlir::ds::parseI64ListParam(AsmParser &parser) {
+  SmallVector<int64_t> values;
+  if (parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, [&] {
+        int64_t v;
+        if (parser.parseInteger(v))
+          return failure();
+        values.push_back(v);
+        return success();
+      }))
+    return failure();
+  return values;
+}
+
+void mlir::ds::printI64ListParam(AsmPrinter &printer,
+                                 ArrayRef<int64_t> values) {
+  printer << "[";
+  llvm::interleaveComma(values, printer);
+  printer << "]";
+}
+
 //===----------------------------------------------------------------------===//
 // RopeAttr
 //===----------------------------------------------------------------------===//
@@ -199,7 +219,8 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   ScoringFunc scoring, int64_t nGroup,
                                   int64_t topkGroup, GroupScore groupScore,
                                   bool normTopkProb, llvm::APFloat normEpsilon,
-                                  llvm::APFloat routedScalingFactor) {
+                                  llvm::APFloat routedScalingFactor,
+                                  ArrayRef<int64_t> kept) {
   if (numExperts <= 0)
     return emitError() << "routing num_experts must be positive, got "
                        << numExperts;
@@ -225,5 +246,16 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "routing norm_epsilon must not be negative";
   if (!(routedScalingFactor.convertToDouble() > 0.0))
     return emitError() << "routing routed_scaling_factor must be positive";
+  if (!kept.empty()) {
+    for (size_t i = 0; i < kept.size(); ++i)
+      if (kept[i] < 0 || kept[i] >= numExperts ||
+          (i > 0 && kept[i] <= kept[i - 1]))
+        return emitError() << "routing kept experts must be ascending and in "
+                              "[0, "
+                           << numExperts << ")";
+    if (static_cast<int64_t>(kept.size()) < topK)
+      return emitError() << "routing keeps " << kept.size()
+                         << " experts, fewer than top_k = " << topK;
+  }
   return success();
 }

@@ -23,6 +23,9 @@ FailureOr<llvm::APFloat> parseF64Param(AsmParser &parser);
 void printF64Param(AsmPrinter &printer, const llvm::APFloat &value);
 /// Parses `true` or `false`.
 FailureOr<bool> parseBoolParam(AsmParser &parser);
+/// Parses `[i, j, ...]`.
+FailureOr<SmallVector<int64_t>> parseI64ListParam(AsmParser &parser);
+void printI64ListParam(AsmPrinter &printer, ArrayRef<int64_t> values);
 } // namespace mlir::ds
 
 #define GET_ATTRDEF_CLASSES

@@ -34,6 +34,12 @@ class DS_BoolParam<string default, string desc>
   let defaultValue = default;
 }
 
+/// An optional list of integers written `[0, 2, 5]`.
+class DS_I64ListParam<string desc> : OptionalArrayRefParameter<"int64_t", desc> {
+  let parser = "::mlir::ds::parseI64ListParam($_parser)";
+  let printer = "::mlir::ds::printI64ListParam($_printer, $_self)";
+}
+
 class DS_DefaultEnumParam<EnumAttrInfo info, string default>
     : EnumParameter<info> {
   let defaultValue = info.cppNamespace # "::" # info.className # "::" # default;
@@ -138,6 +144,12 @@ def DS_RoutingAttr : DS_Attr<"Routing", "routing"> {
     5. If `norm_topk_prob`: `w /= (sum(w) + norm_epsilon)`.
     6. `w *= routed_scaling_factor`.
 
+    `kept` (pruned experts): when given, only the listed experts (ascending)
+    can be selected; the others are masked to `-inf` after step 3, while
+    scores, softmax denominators and group scores still use all
+    `num_experts` logits. Returned indices then number the kept experts
+    (`0 .. |kept| - 1`), which is how many expert weight slices follow.
+
     Presets: Mixtral `<scoring = softmax, top_k = 2, norm_topk_prob = true>`;
     Qwen-MoE softmax with `norm_topk_prob` from the config; DeepSeek-V3
     `<scoring = sigmoid, n_group = 8, topk_group = 4, group_score = top2_sum,
@@ -153,10 +165,18 @@ def DS_RoutingAttr : DS_Attr<"Routing", "routing"> {
     DS_DefaultEnumParam<DS_GroupScore, "max">:$group_score,
     DS_BoolParam<"false", "renormalize the top-k weights">:$norm_topk_prob,
     DS_F64Param<"0.0", "added to the renormalization denominator">:$norm_epsilon,
-    DS_F64Param<"1.0", "multiplies the final weights">:$routed_scaling_factor
+    DS_F64Param<"1.0", "multiplies the final weights">:$routed_scaling_factor,
+    DS_I64ListParam<"experts that can still be selected (after pruning)">:$kept
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// The number of expert weight slices: |kept|, or num_experts.
+    int64_t getNumRoutedExperts() const {
+      return getKept().empty() ? getNumExperts()
+                               : static_cast<int64_t>(getKept().size());
+    }
+  }];
 }
 
 #endif // DS_ATTRS_TD

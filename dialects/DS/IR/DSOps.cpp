@@ -200,12 +200,40 @@ LogicalResult ParamOp::verify() {
   if (stars == 1 && type.getRank() < 2)
     return emitOpError("stacked weight '")
            << getName() << "' needs a leading expert dimension and rank >= 2";
+  if (std::optional<ArrayRef<int64_t>> select = getSelect()) {
+    if (type.getRank() < 1 ||
+        type.getDimSize(0) != static_cast<int64_t>(select->size()))
+      return emitOpError("select lists ")
+             << select->size() << " slices but the leading dimension is "
+             << (type.getRank() ? type.getDimSize(0) : 0);
+    for (int64_t i : *select)
+      if (i < 0)
+        return emitOpError("select indices must not be negative, got ") << i;
+  }
   return success();
 }
 
 std::string ParamOp::getExpertName(int64_t e) {
   auto [prefix, suffix] = getName().split('*');
   return (prefix + Twine(e) + suffix).str();
+}
+
+std::string mlir::ds::getRoutingSiteName(Operation *op) {
+  if (auto name = dyn_cast<NameLoc>(op->getLoc()))
+    return name.getName().str();
+  Operation *scope = op;
+  while (scope->getParentOp() &&
+         !scope->hasTrait<OpTrait::IsIsolatedFromAbove>())
+    scope = scope->getParentOp();
+  int64_t ordinal = 0, found = -1;
+  scope->walk([&](Operation *o) {
+    if (!isa<RouterOp, FusedRouterOp, MoEOp>(o))
+      return;
+    if (o == op)
+      found = ordinal;
+    ++ordinal;
+  });
+  return "moe." + std::to_string(found);
 }
 
 //===----------------------------------------------------------------------===//
@@ -821,14 +849,18 @@ LogicalResult MoEOp::inferReturnTypes(MLIRContext *,
       failed(checkDim(error, "expert_down", down, 1, "input", input, h)) ||
       failed(checkDim(error, "expert_down", down, 2, "expert_gate", gate, 1)))
     return failure();
+  if (!compatible(router.getDimSize(0), numExperts))
+    return error("router_weight has ", router.getDimSize(0),
+                 " experts but the routing has ", numExperts);
+  // After pruning only the kept experts have weights.
+  int64_t routed = routing->getNumRoutedExperts();
   for (auto [name, t] :
-       {std::pair<StringRef, RankedTensorType>{"router_weight", router},
-        {"expert_gate", gate},
+       {std::pair<StringRef, RankedTensorType>{"expert_gate", gate},
         {"expert_up", up},
         {"expert_down", down}})
-    if (!compatible(t.getDimSize(0), numExperts))
+    if (!compatible(t.getDimSize(0), routed))
       return error(name, " has ", t.getDimSize(0),
-                   " experts but the routing has ", numExperts);
+                   " experts but the routing keeps ", routed);
   if (Value biasValue = adaptor.getScoreBias()) {
     auto bias = rankedType(biasValue);
     if (failed(checkRank(error, "score_bias", bias, 1)) ||

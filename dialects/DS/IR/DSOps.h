@@ -21,4 +21,12 @@
 #define GET_OP_CLASSES
 #include "dialects/DS/IR/DSOps.h.inc"
 
+namespace mlir::ds {
+/// The name of a routing op (ds.router, ds.fused_router, ds.moe) in routing
+/// profiles: its name location ("model.layers.3") when it has one, else
+/// "moe.<n>" for the n-th routing op of its function. Prefill and decode,
+/// and fused or unfused forms of one model, give the same names.
+std::string getRoutingSiteName(Operation *op);
+} // namespace mlir::ds
+
 #endif // DS_DIALECTS_DS_IR_DSOPS_H

@@ -51,20 +51,35 @@ def DS_ParamOp : DS_Op<"param", [Pure]> {
     expert index (`model.layers.3.mlp.experts.*.down_proj.weight`). This
     keeps a 256-expert layer a single op.
 
+    `select` keeps only some slices along the leading dimension: slice `i`
+    of the result is slice `select[i]` of the named tensor (for a stacked
+    param, expert `select[i]`). Expert pruning uses it.
+
     ```mlir
     %w = ds.param "model.layers.0.self_attn.o_proj.weight" : tensor<2048x2048xbf16>
     %g = ds.param "model.layers.3.mlp.experts.*.gate_proj.weight" : tensor<64x1408x2048xbf16>
+    %p = ds.param "model.layers.3.mlp.experts.*.up_proj.weight" select [0, 5, 9] : tensor<3x1408x2048xbf16>
     ```
   }];
-  let arguments = (ins StrAttr:$name);
+  let arguments = (ins StrAttr:$name, OptionalAttr<DenseI64ArrayAttr>:$select);
   let results = (outs DS_WeightTensor:$result);
-  let assemblyFormat = "$name attr-dict `:` type($result)";
+  let assemblyFormat = "$name (`select` $select^)? attr-dict `:` type($result)";
+  let builders = [
+    OpBuilder<(ins "::mlir::Type":$type, "::llvm::StringRef":$name), [{
+      build($_builder, $_state, type, $_builder.getStringAttr(name),
+            ::mlir::DenseI64ArrayAttr());
+    }]>
+  ];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     /// True when the name has a `*` expert placeholder.
     bool isStacked() { return getName().contains('*'); }
     /// The checkpoint name of expert `e`'s slice of a stacked param.
     std::string getExpertName(int64_t e);
+    /// The index, in the named tensor, of result slice `i` (after select).
+    int64_t getSourceIndex(int64_t i) {
+      return getSelect() ? (*getSelect())[i] : i;
+    }
   }];
 }
 

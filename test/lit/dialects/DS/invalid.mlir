@@ -1124,3 +1124,49 @@ func.func @fused_moe_experts(%x: tensor<?x16xf32>, %w: tensor<?x2xf32>, %i: tens
   %0 = ds.fused_moe %x, %w, %i experts(%gu, %d) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<8x16x8xf32>) -> tensor<?x16xf32>
   return
 }
+
+// -----
+
+// select lists one index per leading slice.
+func.func @param_select_count() {
+  // expected-error @+1 {{'ds.param' op select lists 2 slices but the leading dimension is 3}}
+  %0 = ds.param "experts.*.w" select [0, 1] : tensor<3x4x4xf32>
+  return
+}
+
+// -----
+
+// select indices are not negative.
+func.func @param_select_negative() {
+  // expected-error @+1 {{'ds.param' op select indices must not be negative, got -1}}
+  %0 = ds.param "experts.*.w" select [0, -1] : tensor<2x4x4xf32>
+  return
+}
+
+// -----
+
+// Kept experts are ascending and in range.
+func.func @routing_kept_order(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{routing kept experts must be ascending and in [0, 8)}}
+  %w, %i = ds.router %l {routing = #ds.routing<num_experts = 8, top_k = 2, kept = [3, 1]>} : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+// Pruning keeps at least top_k experts.
+func.func @routing_kept_too_few(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{routing keeps 1 experts, fewer than top_k = 2}}
+  %w, %i = ds.router %l {routing = #ds.routing<num_experts = 8, top_k = 2, kept = [5]>} : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+// After pruning, expert weights have one slice per kept expert.
+func.func @moe_kept_weights(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x16xf32>, %d: tensor<4x16x8xf32>) {
+  // expected-error @+2 {{'ds.moe' op expert_gate has 4 experts but the routing keeps 2}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 4, top_k = 2, kept = [0, 2]>} : (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  return
+}

@@ -9,6 +9,8 @@ func.func @param() -> (tensor<32x16xbf16>, tensor<4x8x16xf32>) {
   %0 = ds.param "model.embed_tokens.weight" : tensor<32x16xbf16>
   // CHECK: ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" : tensor<4x8x16xf32>
   %1 = ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" : tensor<4x8x16xf32>
+  // CHECK: ds.param "model.layers.1.mlp.experts.*.up_proj.weight" select [0, 3] : tensor<2x8x16xf32>
+  %2 = ds.param "model.layers.1.mlp.experts.*.up_proj.weight" select [0, 3] : tensor<2x8x16xf32>
   return %0, %1 : tensor<32x16xbf16>, tensor<4x8x16xf32>
 }
 
@@ -102,6 +104,9 @@ func.func @router(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>) -> (tensor<?
   %w, %i = ds.router %logits {routing = #ds.routing<num_experts = 16, top_k = 2, norm_topk_prob = true>} : tensor<?x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   // CHECK: ds.router %{{.*}} bias %{{.*}} {routing = #ds.routing<num_experts = 16, top_k = 4, scoring = sigmoid, n_group = 4, topk_group = 2, group_score = top2_sum, norm_topk_prob = true, norm_epsilon = 1.0e-20, routed_scaling_factor = 2.5>} : tensor<?x16xf32>, tensor<16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
   %w2, %i2 = ds.router %logits bias %bias {routing = #ds.routing<num_experts = 16, top_k = 4, scoring = sigmoid, n_group = 4, topk_group = 2, group_score = top2_sum, norm_topk_prob = true, norm_epsilon = 1.0e-20, routed_scaling_factor = 2.5>} : tensor<?x16xf32>, tensor<16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+  // Pruned routing: only experts 1, 4 and 9 can be selected.
+  // CHECK: ds.router %{{.*}} {routing = #ds.routing<num_experts = 16, top_k = 2, kept = [1, 4, 9]>}
+  %w3, %i3 = ds.router %logits {routing = #ds.routing<num_experts = 16, top_k = 2, kept = [1, 4, 9]>} : tensor<?x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return %w, %i, %w2, %i2 : tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x4xf32>, tensor<?x4xi32>
 }
 
