@@ -965,8 +965,9 @@ FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
 
 FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
   std::string key = op.getName().str();
-  if (op.getSelect())
-    for (int64_t i : *op.getSelect())
+  // Bind the optional first: ranging over *op.getSelect() would dangle.
+  if (std::optional<ArrayRef<int64_t>> select = op.getSelect())
+    for (int64_t i : *select)
       key += "#" + std::to_string(i);
   auto it = cache.find(key);
   if (it != cache.end())

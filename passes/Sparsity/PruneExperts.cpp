@@ -55,8 +55,8 @@ FailureOr<Profile> loadProfile(StringRef path, Location loc) {
     for (const llvm::json::Value &v : *counts) {
       std::optional<int64_t> n = v.getAsInteger();
       if (!n || *n < 0)
-        return emitError(loc) << path << ": layer '" << *name
-                              << "' has a bad count";
+        return emitError(loc)
+               << path << ": layer '" << *name << "' has a bad count";
       c.push_back(*n);
     }
   }
@@ -68,8 +68,8 @@ SmallVector<int64_t> chooseKept(ArrayRef<int64_t> counts, int64_t topK,
                                 int64_t minCount, int64_t keepTop) {
   SmallVector<int64_t> order(counts.size());
   std::iota(order.begin(), order.end(), 0);
-  llvm::stable_sort(order,
-                    [&](int64_t a, int64_t b) { return counts[a] > counts[b]; });
+  llvm::stable_sort(
+      order, [&](int64_t a, int64_t b) { return counts[a] > counts[b]; });
   int64_t limit = keepTop > 0 ? keepTop : static_cast<int64_t>(counts.size());
   SmallVector<int64_t> kept;
   for (int64_t e : order) {
@@ -152,7 +152,8 @@ struct PruneExpertsPass
         continue;
       OpBuilder b(op);
       SmallVector<Value> weights;
-      for (Value w : {op.getExpertGate(), op.getExpertUp(), op.getExpertDown()}) {
+      for (Value w :
+           {op.getExpertGate(), op.getExpertUp(), op.getExpertDown()}) {
         Value pruned = selectExpertWeight(b, w, local);
         if (!pruned) {
           op.emitError("expert weights must be ds.param ops (or splits of "

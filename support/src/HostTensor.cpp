@@ -149,7 +149,8 @@ absl::StatusOr<HostTensor> readNpy(const std::string &path) {
   if (buf.size() - dataStart != t.bytes.size())
     return error("holds ", buf.size() - dataStart, " data bytes, shape ",
                  t.shapeString(), " needs ", t.bytes.size());
-  std::memcpy(t.bytes.data(), buf.data() + dataStart, t.bytes.size());
+  if (!t.bytes.empty())
+    std::memcpy(t.bytes.data(), buf.data() + dataStart, t.bytes.size());
   return t;
 }
 

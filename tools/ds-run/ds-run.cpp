@@ -169,7 +169,8 @@ absl::StatusOr<HostTensor> readInput(const std::string &spec) {
   if (!view)
     return absl::NotFoundError(path + ": no tensor '" + name + "'");
   HostTensor t(view->dtype, view->shape);
-  std::memcpy(t.bytes.data(), view->data, view->numBytes);
+  if (view->numBytes)
+    std::memcpy(t.bytes.data(), view->data, view->numBytes);
   return t;
 }
 

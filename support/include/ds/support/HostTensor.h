@@ -46,13 +46,15 @@ struct HostTensor {
   static HostTensor fromFloats(std::vector<int64_t> shape,
                                const std::vector<float> &values) {
     HostTensor t(DType::F32, std::move(shape));
-    std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
+    if (!t.bytes.empty())
+      std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
     return t;
   }
   static HostTensor fromInts(std::vector<int64_t> shape,
                              const std::vector<int64_t> &values) {
     HostTensor t(DType::I64, std::move(shape));
-    std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
+    if (!t.bytes.empty())
+      std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
     return t;
   }
   /// Every element as f32 (float dtypes converted, integers cast).
