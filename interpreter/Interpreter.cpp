@@ -304,7 +304,7 @@ private:
                                int64_t limit, StringRef what);
   void observe(Operation *op, const Tensor &indices, RoutingAttr routing) {
     if (const RoutingObserver &o = interp.getRoutingObserver())
-      o(op, indices, routing.getNumExperts());
+      o(op, indices, routing.getNumRoutedExperts());
   }
 
   LogicalResult evalRope(RopeOp op);
@@ -751,6 +751,10 @@ LogicalResult Evaluator::eval(Operation *op) {
         return success();
       })
       .Case([&](RouterOp r) -> LogicalResult {
+        if (get(r.getLogits()).shape[1] != r.getRouting().getNumExperts())
+          return r.emitError() << "logits have " << get(r.getLogits()).shape[1]
+                               << " columns at run time, the routing has "
+                               << r.getRouting().getNumExperts() << " experts";
         const Tensor *bias = r.getBias() ? &get(r.getBias()) : nullptr;
         Routing out = routerKernel(get(r.getLogits()), bias, r.getRouting());
         observe(r, out.indices, r.getRouting());
@@ -773,6 +777,11 @@ LogicalResult Evaluator::eval(Operation *op) {
       })
       .Case([&](GroupedMatmulOp g) -> LogicalResult {
         const Tensor &x = get(g.getInput()), &off = get(g.getOffsets());
+        const Tensor &w = get(g.getWeight());
+        if (static_cast<int64_t>(off.i.size()) != w.shape[0] + 1 ||
+            x.shape[1] != w.shape[2])
+          return g.emitError("offsets or input width do not match the expert "
+                             "weights at run time");
         int64_t prev = 0;
         for (int64_t v : off.i) {
           if (v < prev || v > x.shape[0])
@@ -788,6 +797,10 @@ LogicalResult Evaluator::eval(Operation *op) {
       })
       .Case([&](MoECombineOp c) -> LogicalResult {
         const Tensor &w = get(c.getWeights()), &rows = get(c.getRows());
+        if (rows.shape[0] != get(c.getExpertOut()).shape[0] ||
+            rows.shape[0] != w.numElements())
+          return c.emitError("rows, expert outputs and weights disagree at run "
+                             "time");
         for (int64_t r : rows.i)
           if (r < 0 || r >= w.numElements())
             return c.emitError() << "row index " << r << " is outside [0, "
@@ -965,6 +978,8 @@ FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
 
 FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
   std::string key = op.getName().str();
+  llvm::raw_string_ostream keyStream(key);
+  keyStream << " " << op.getType();
   // Bind the optional first: ranging over *op.getSelect() would dangle.
   if (std::optional<ArrayRef<int64_t>> select = op.getSelect())
     for (int64_t i : *select)

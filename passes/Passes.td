@@ -106,9 +106,8 @@ def FuseRouterPass : Pass<"ds-fuse-router"> {
     %w, %i = ds.fused_router %x, %wg bias %b {routing = #ds.routing<...>} : ...
     ```
 
-    The fused router computes its logits in f32 (as DeepSeek's router does),
-    so results are identical for f32 graphs and closer to the reference for
-    bf16 ones. Run it before `ds-fuse-horizontal` so the gate projection is
+    The fused router computes its logits in f32, so only routers whose
+    logits are f32 are fused (results stay identical). Run it before `ds-fuse-horizontal` so the gate projection is
     not merged with the shared expert's.
   }];
 }

@@ -34,31 +34,32 @@ struct Member {
   Value weight, bias;
 };
 
-/// The users of `input` of kind OpT that read it as their input, in block
-/// order, restricted to those whose operands all dominate the first one.
+/// The siblings of `anchor` (ops of kind OpT in its block that read the same
+/// input, and offsets for grouped matmuls), in block order, restricted to
+/// those that can be merged with the first of them.
 template <typename OpT>
-SmallVector<Member> collectSiblings(Value input, Value offsets,
-                                    DominanceInfo &dom) {
+SmallVector<Member> collectSiblings(OpT anchor, DominanceInfo &dom,
+                                    int64_t weightAxis) {
+  Value input = anchor.getInput();
   SmallVector<OpT> ops;
   for (Operation *user : input.getUsers())
     if (auto op = dyn_cast<OpT>(user))
-      if (op.getInput() == input)
+      if (op.getInput() == input && op->getBlock() == anchor->getBlock())
         ops.push_back(op);
-  llvm::sort(ops, [](OpT a, OpT b) {
-    return a->getBlock() == b->getBlock() ? a->isBeforeInBlock(b)
-                                          : a.getOperation() < b.getOperation();
-  });
+  llvm::sort(ops, [](OpT a, OpT b) { return a->isBeforeInBlock(b); });
   SmallVector<Member> members;
   if (ops.size() < 2)
     return members;
   Operation *first = ops.front();
   for (OpT op : ops) {
-    if (op->getBlock() != first->getBlock())
-      continue;
     Member m{op, op.getWeight(), Value()};
     if constexpr (std::is_same_v<OpT, LinearOp>)
       m.bias = op.getBias();
-    else if (op.getOffsets() != offsets)
+    else if (op.getOffsets() != anchor.getOffsets())
+      continue;
+    // The split needs every member's static width.
+    if (ShapedType::isDynamic(
+            cast<ShapedType>(m.weight.getType()).getDimSize(weightAxis)))
       continue;
     // Weights are usually ds.param ops emitted right before their linear:
     // operand-free pure ops can move up to the first sibling.
@@ -72,22 +73,27 @@ SmallVector<Member> collectSiblings(Value input, Value offsets,
     };
     if (!available(m.weight) || !available(m.bias))
       continue;
+    members.push_back(m);
+  }
+  // One weight element type, biases on all or none and of one element type.
+  if (!members.empty()) {
+    auto eltOf = [](Value v) {
+      return v ? cast<ShapedType>(v.getType()).getElementType() : Type();
+    };
+    Type weightElt = eltOf(members[0].weight);
+    Type biasElt = eltOf(members[0].bias);
+    llvm::erase_if(members, [&](const Member &m) {
+      return eltOf(m.weight) != weightElt || eltOf(m.bias) != biasElt;
+    });
+  }
+  if (members.size() < 2) {
+    members.clear();
+    return members;
+  }
+  for (const Member &m : members)
     for (Value v : {m.weight, m.bias})
       if (v && !dom.properlyDominates(v, first))
         v.getDefiningOp()->moveBefore(first);
-    members.push_back(m);
-  }
-  // One weight element type, and biases on all or none.
-  if (!members.empty()) {
-    Type elt = cast<ShapedType>(members[0].weight.getType()).getElementType();
-    bool biased = static_cast<bool>(members[0].bias);
-    llvm::erase_if(members, [&](const Member &m) {
-      return cast<ShapedType>(m.weight.getType()).getElementType() != elt ||
-             static_cast<bool>(m.bias) != biased;
-    });
-  }
-  if (members.size() < 2)
-    members.clear();
   return members;
 }
 
@@ -129,38 +135,39 @@ void merge(ArrayRef<Member> members, int64_t weightAxis,
 } // namespace
 
 bool mlir::ds::fuseHorizontalProjections(Operation *root, bool groupedMatmuls) {
-  DominanceInfo dom(root);
+  // Merge one group at a time and walk again: a merge erases ops whose
+  // results may be the inputs of groups found later.
   bool changed = false;
-  // Collect candidate inputs first: merging rewrites the IR being walked.
-  SetVector<Value> linearInputs;
-  SetVector<std::pair<Value, Value>> groupedInputs;
-  root->walk([&](Operation *op) {
-    if (auto l = dyn_cast<LinearOp>(op))
-      linearInputs.insert(l.getInput());
-    else if (auto g = dyn_cast<GroupedMatmulOp>(op); g && groupedMatmuls)
-      groupedInputs.insert({g.getInput(), g.getOffsets()});
-  });
-  for (Value input : linearInputs) {
-    SmallVector<Member> members = collectSiblings<LinearOp>(input, {}, dom);
-    if (members.empty())
-      continue;
-    merge(members, 0, [&](OpBuilder &b, Location loc, Value w, Value bias) {
-      return LinearOp::create(b, loc, input, w, bias).getResult();
+  while (true) {
+    DominanceInfo dom(root);
+    bool merged = false;
+    root->walk([&](Operation *op) {
+      if (auto l = dyn_cast<LinearOp>(op)) {
+        SmallVector<Member> members = collectSiblings(l, dom, 0);
+        if (members.empty())
+          return WalkResult::advance();
+        Value input = l.getInput();
+        merge(members, 0, [&](OpBuilder &b, Location loc, Value w, Value bias) {
+          return LinearOp::create(b, loc, input, w, bias).getResult();
+        });
+      } else if (auto g = dyn_cast<GroupedMatmulOp>(op); g && groupedMatmuls) {
+        SmallVector<Member> members = collectSiblings(g, dom, 1);
+        if (members.empty())
+          return WalkResult::advance();
+        Value input = g.getInput(), offsets = g.getOffsets();
+        merge(members, 1, [&](OpBuilder &b, Location loc, Value w, Value) {
+          return GroupedMatmulOp::create(b, loc, input, w, offsets).getResult();
+        });
+      } else {
+        return WalkResult::advance();
+      }
+      merged = true;
+      return WalkResult::interrupt();
     });
+    if (!merged)
+      return changed;
     changed = true;
   }
-  for (auto [input, offsets] : groupedInputs) {
-    SmallVector<Member> members =
-        collectSiblings<GroupedMatmulOp>(input, offsets, dom);
-    if (members.empty())
-      continue;
-    Value off = offsets;
-    merge(members, 1, [&](OpBuilder &b, Location loc, Value w, Value) {
-      return GroupedMatmulOp::create(b, loc, input, w, off).getResult();
-    });
-    changed = true;
-  }
-  return changed;
 }
 
 namespace {

@@ -39,7 +39,8 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
     if (!glu || !glu->hasOneUse())
       return rewriter.notifyMatchFailure(combine, "no GLU");
     auto dispatch = down.getOffsets().getDefiningOp<MoEDispatchOp>();
-    if (!dispatch || combine.getRows() != dispatch.getRows())
+    if (!dispatch || combine.getRows() != dispatch.getRows() ||
+        down.getOffsets() != dispatch.getOffsets())
       return rewriter.notifyMatchFailure(combine, "no matching dispatch");
 
     // Gate and up: one merged grouped matmul split in halves, or two.
@@ -53,7 +54,7 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
           !onlyUsedBy(split.getResult(1), glu) ||
           merged.getInput() != dispatch.getSorted() ||
           merged.getOffsets() != dispatch.getOffsets() ||
-          split.getSizes()[0] != split.getSizes()[1])
+          split.getAxis() != 1 || split.getSizes()[0] != split.getSizes()[1])
         return rewriter.notifyMatchFailure(combine, "gate/up do not match");
       gateUp = merged.getWeight();
       chain = {split, merged};
@@ -68,9 +69,6 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
         return rewriter.notifyMatchFailure(combine, "gate/up do not match");
       if (gate.getWeight().getType() != up.getWeight().getType())
         return rewriter.notifyMatchFailure(combine, "gate/up weights differ");
-      gateUp = tensor::ConcatOp::create(
-          rewriter, combine.getLoc(), 1,
-          ValueRange{gate.getWeight(), up.getWeight()});
       chain = {gate, up};
     }
     // The dispatch's results may feed nothing but this chain.
@@ -78,6 +76,14 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
       for (Operation *user : v.getUsers())
         if (user != combine && user != down && !llvm::is_contained(chain, user))
           return rewriter.notifyMatchFailure(combine, "dispatch is shared");
+    // Only now, with every check passed, change the IR.
+    if (!gateUp) {
+      auto gate = cast<GroupedMatmulOp>(chain[0]);
+      auto up = cast<GroupedMatmulOp>(chain[1]);
+      gateUp = tensor::ConcatOp::create(
+          rewriter, combine.getLoc(), 1,
+          ValueRange{gate.getWeight(), up.getWeight()});
+    }
 
     auto fused =
         FusedMoEOp::create(rewriter, combine.getLoc(), dispatch.getInput(),

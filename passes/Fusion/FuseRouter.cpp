@@ -32,9 +32,14 @@ struct FuseRouter : OpRewritePattern<RouterOp> {
     auto input = cast<RankedTensorType>(linear.getInput().getType());
     if (input.getRank() != 2)
       return rewriter.notifyMatchFailure(op, "router input is not [N, H]");
-    auto fused = FusedRouterOp::create(rewriter, op.getLoc(), linear.getInput(),
-                                       linear.getWeight(), op.getBias(),
-                                       op.getRouting());
+    // ds.fused_router keeps its logits in f32; fusing a linear that rounds
+    // them to a narrower type would change which experts win near-ties.
+    if (!cast<RankedTensorType>(linear.getType()).getElementType().isF32())
+      return rewriter.notifyMatchFailure(op, "logits are not f32");
+    auto fused = FusedRouterOp::create(
+        rewriter, op.getLoc(), op.getWeights().getType(),
+        op.getIndices().getType(), linear.getInput(), linear.getWeight(),
+        op.getBias(), op.getRouting());
     rewriter.replaceOp(op, fused.getResults());
     rewriter.eraseOp(linear);
     return success();

@@ -557,7 +557,10 @@ def DS_FusedLinearOp : DS_InferOp<"fused_linear", [AttrSizedOperandSegments]> {
     ```
 
     The normalized input is rounded to the input type as in `ds.rms_norm`;
-    everything else accumulates in f32 and rounds once to the result type.
+    the GEMM accumulates in f32, and the result is rounded to the result type
+    wherever the unfused ops stored theirs (after the GEMM, after the
+    activation or GLU, after the residual add), so fusion never changes a
+    value; in f32 all of these roundings are exact.
     `gated` requires `activation` and an even N. Produced by
     `ds-fuse-linear` from `ds.rms_norm`, `ds.linear`, `ds.split` +
     `ds.swiglu`, `ds.activation` and residual `arith.addf`.

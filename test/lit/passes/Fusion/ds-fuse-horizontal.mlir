@@ -74,9 +74,29 @@ func.func @experts(%x: tensor<?x16xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x
 
 // A lone projection is left alone.
 // CHECK-LABEL: func.func @single
+// NOGROUPED-LABEL: func.func @single
 // CHECK-NOT: tensor.concat
 // CHECK-NOT: ds.split
 func.func @single(%x: tensor<?x16xf32>, %w: tensor<8x16xf32>) -> tensor<?x8xf32> {
   %a = ds.linear %x, %w : tensor<?x16xf32>, tensor<8x16xf32> -> tensor<?x8xf32>
   return %a : tensor<?x8xf32>
+}
+
+// -----
+
+// Merging one group erases the op defining another group's input; both
+// groups are still merged. A weight with a dynamic width is left out.
+// CHECK-LABEL: func.func @chained_groups
+// CHECK: %[[Y:.+]]:2 = ds.split %{{.*}} axis 1 sizes [8, 8]
+// CHECK: ds.linear %[[Y]]#0, %{{.*}} : tensor<?x8xf32>, tensor<8x8xf32> -> tensor<?x8xf32>
+// CHECK: ds.split %{{.*}} axis 1 sizes [4, 4]
+// CHECK: ds.linear %{{.*}}, %{{.*}} : tensor<?x16xf32>, tensor<?x16xf32> -> tensor<?x?xf32>
+func.func @chained_groups(%x: tensor<?x16xf32>, %w1: tensor<8x16xf32>, %w2: tensor<8x16xf32>, %w3: tensor<4x8xf32>,
+                          %w4: tensor<4x8xf32>, %wd: tensor<?x16xf32>) -> (tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32>, tensor<?x?xf32>) {
+  %y = ds.linear %x, %w1 : tensor<?x16xf32>, tensor<8x16xf32> -> tensor<?x8xf32>
+  %z = ds.linear %x, %w2 : tensor<?x16xf32>, tensor<8x16xf32> -> tensor<?x8xf32>
+  %a = ds.linear %y, %w3 : tensor<?x8xf32>, tensor<4x8xf32> -> tensor<?x4xf32>
+  %b = ds.linear %y, %w4 : tensor<?x8xf32>, tensor<4x8xf32> -> tensor<?x4xf32>
+  %d = ds.linear %x, %wd : tensor<?x16xf32>, tensor<?x16xf32> -> tensor<?x?xf32>
+  return %z, %a, %b, %d : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32>, tensor<?x?xf32>
 }

@@ -49,3 +49,21 @@ func.func @shared_intermediate(%x: tensor<?x16xf32>, %i: tensor<?x2xi32>, %w: te
   %y = ds.moe_combine %dn, %w, %r : tensor<?x16xf32>, tensor<?x2xf32>, tensor<?xi64> -> tensor<?x16xf32>
   return %y, %h : tensor<?x16xf32>, tensor<?x8xf32>
 }
+
+// -----
+
+// Dispatch offsets used outside the chain: nothing is fused and nothing is
+// left behind (the pass converges).
+// CHECK-LABEL: func.func @offsets_escape
+// CHECK-NOT: tensor.concat
+// CHECK-NOT: ds.fused_moe
+// CHECK: ds.moe_combine
+func.func @offsets_escape(%x: tensor<?x16xf32>, %i: tensor<?x2xi32>, %w: tensor<?x2xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x16xf32>, %d: tensor<4x16x8xf32>) -> (tensor<?x16xf32>, tensor<5xi64>) {
+  %s, %o, %r = ds.moe_dispatch %x, %i experts 4 : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x16xf32>, tensor<5xi64>, tensor<?xi64>
+  %a = ds.grouped_matmul %s, %g, %o : tensor<?x16xf32>, tensor<4x8x16xf32>, tensor<5xi64> -> tensor<?x8xf32>
+  %b = ds.grouped_matmul %s, %u, %o : tensor<?x16xf32>, tensor<4x8x16xf32>, tensor<5xi64> -> tensor<?x8xf32>
+  %h = ds.swiglu %a, %b : tensor<?x8xf32>
+  %dn = ds.grouped_matmul %h, %d, %o : tensor<?x8xf32>, tensor<4x16x8xf32>, tensor<5xi64> -> tensor<?x16xf32>
+  %y = ds.moe_combine %dn, %w, %r : tensor<?x16xf32>, tensor<?x2xf32>, tensor<?xi64> -> tensor<?x16xf32>
+  return %y, %o : tensor<?x16xf32>, tensor<5xi64>
+}

@@ -25,3 +25,19 @@ func.func @kept(%x: tensor<?x16xf32>, %w: tensor<8x16xf32>, %gb: tensor<8xf32>) 
   %r2:2 = ds.router %l2 {routing = #ds.routing<num_experts = 8, top_k = 2>} : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return %l, %r#1, %r2#1 : tensor<?x8xf32>, tensor<?x2xi32>, tensor<?x2xi32>
 }
+
+// -----
+
+// bf16 logits are not fused (the fused router computes them in f32); a
+// fused router keeps the routers' static result types.
+// CHECK-LABEL: func.func @types
+// CHECK: ds.linear {{.*}} -> tensor<?x8xbf16>
+// CHECK: ds.router
+// CHECK: ds.fused_router {{.*}} -> tensor<16x2xf32>, tensor<16x2xi32>
+func.func @types(%x: tensor<?x16xbf16>, %w: tensor<8x16xbf16>, %y: tensor<?x16xf32>, %w2: tensor<8x16xf32>) -> (tensor<?x2xi32>, tensor<16x2xf32>, tensor<16x2xi32>) {
+  %l = ds.linear %x, %w : tensor<?x16xbf16>, tensor<8x16xbf16> -> tensor<?x8xbf16>
+  %r:2 = ds.router %l {routing = #ds.routing<num_experts = 8, top_k = 2>} : tensor<?x8xbf16> -> tensor<?x2xf32>, tensor<?x2xi32>
+  %l2 = ds.linear %y, %w2 : tensor<?x16xf32>, tensor<8x16xf32> -> tensor<16x8xf32>
+  %r2:2 = ds.router %l2 {routing = #ds.routing<num_experts = 8, top_k = 2>} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi32>
+  return %r#1, %r2#0, %r2#1 : tensor<?x2xi32>, tensor<16x2xf32>, tensor<16x2xi32>
+}
