@@ -86,6 +86,35 @@ int64_t product(ArrayRef<int64_t> shape, size_t from, size_t to) {
 // Kernels shared by ops (the composite ds.moe reuses the step kernels)
 //===----------------------------------------------------------------------===//
 
+/// `w * round(x * rsqrt(mean(x^2) + eps))` over the last axis, the normalized
+/// value rounded to `store` as Hugging Face does.
+Tensor rmsNormKernel(const Tensor &x, const Tensor &w, double eps,
+                     DType store) {
+  int64_t d = x.shape.back(), rows = x.numElements() / d;
+  Tensor y = Tensor::floats(x.shape);
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t c = 0; c < d; ++c)
+      ss += static_cast<double>(x.f[r * d + c]) * x.f[r * d + c];
+    float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+    for (int64_t c = 0; c < d; ++c)
+      y.f[r * d + c] = w.f[c] * ::ds::roundToDType(x.f[r * d + c] * inv, store);
+  }
+  return y;
+}
+
+/// act(y[..., :N/2]) * y[..., N/2:] over the last axis.
+Tensor gluKernel(const Tensor &y, Activation act) {
+  int64_t n = y.shape.back(), half = n / 2, rows = y.numElements() / n;
+  SmallVector<int64_t> shape = y.shape;
+  shape.back() = half;
+  Tensor g = Tensor::floats(shape);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < half; ++c)
+      g.f[r * half + c] = activate(act, y.f[r * n + c]) * y.f[r * n + half + c];
+  return g;
+}
+
 Tensor linearKernel(const Tensor &x, const Tensor &w, const Tensor *bias) {
   int64_t k = x.shape.back(), n = w.shape[0];
   int64_t rows = x.numElements() / k;
@@ -510,19 +539,9 @@ LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
   Value in = op.getInput();
   Tensor x = get(in);
   if (op.getNormWeight()) {
-    const Tensor &w = get(op.getNormWeight());
-    int64_t d = x.shape.back(), rows = x.numElements() / d;
-    double eps = op.getNormEpsilon()->convertToDouble();
-    DType store = storageDType(elementType(in));
-    for (int64_t r = 0; r < rows; ++r) {
-      double ss = 0;
-      for (int64_t c = 0; c < d; ++c)
-        ss += static_cast<double>(x.f[r * d + c]) * x.f[r * d + c];
-      float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
-      for (int64_t c = 0; c < d; ++c)
-        x.f[r * d + c] =
-            w.f[c] * ::ds::roundToDType(x.f[r * d + c] * inv, store);
-    }
+    x = rmsNormKernel(x, get(op.getNormWeight()),
+                      op.getNormEpsilon()->convertToDouble(),
+                      storageDType(elementType(in)));
     // ds.rms_norm's result is stored in the input type.
     roundTo(x, in);
   }
@@ -533,15 +552,7 @@ LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
     act = *op.getActivation();
   if (op.getGated()) {
     roundTo(y, op.getResult());
-    int64_t n = y.shape.back(), half = n / 2, rows = y.numElements() / n;
-    SmallVector<int64_t> shape = y.shape;
-    shape.back() = half;
-    Tensor g = Tensor::floats(shape);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < half; ++c)
-        g.f[r * half + c] =
-            activate(*act, y.f[r * n + c]) * y.f[r * n + half + c];
-    y = std::move(g);
+    y = gluKernel(y, *act);
   } else if (act) {
     roundTo(y, op.getResult());
     for (float &v : y.f)
@@ -569,12 +580,7 @@ LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
   Dispatch d = dispatchKernel(x, idx, e);
   Tensor gu = groupedMatmulKernel(d.sorted, gateUp, d.offsets);
   roundTo(gu, in);
-  int64_t twoI = gu.shape[1], half = twoI / 2, rows = gu.shape[0];
-  Tensor h = Tensor::floats({rows, half});
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < half; ++c)
-      h.f[r * half + c] = activate(op.getActivation(), gu.f[r * twoI + c]) *
-                          gu.f[r * twoI + half + c];
+  Tensor h = gluKernel(gu, op.getActivation());
   roundTo(h, in);
   Tensor down = groupedMatmulKernel(h, get(op.getDown()), d.offsets);
   roundTo(down, in);
@@ -621,21 +627,10 @@ LogicalResult Evaluator::eval(Operation *op) {
         return success();
       })
       .Case([&](RMSNormOp n) -> LogicalResult {
-        const Tensor &x = get(n.getInput()), &w = get(n.getWeight());
-        int64_t d = x.shape.back(), rows = x.numElements() / d;
-        double eps = n.getEpsilon().convertToDouble();
-        DType store = storageDType(elementType(n.getInput()));
-        Tensor y = Tensor::floats(x.shape);
-        for (int64_t r = 0; r < rows; ++r) {
-          double ss = 0;
-          for (int64_t c = 0; c < d; ++c)
-            ss += static_cast<double>(x.f[r * d + c]) * x.f[r * d + c];
-          float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
-          for (int64_t c = 0; c < d; ++c)
-            y.f[r * d + c] =
-                w.f[c] * ::ds::roundToDType(x.f[r * d + c] * inv, store);
-        }
-        set(n.getResult(), std::move(y));
+        set(n.getResult(),
+            rmsNormKernel(get(n.getInput()), get(n.getWeight()),
+                          n.getEpsilon().convertToDouble(),
+                          storageDType(elementType(n.getInput()))));
         return success();
       })
       .Case([&](LinearOp l) -> LogicalResult {

@@ -288,20 +288,19 @@ LogicalResult RMSNormOp::verify() {
 // LinearOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult LinearOp::inferReturnTypes(MLIRContext *,
-                                         std::optional<Location> loc,
-                                         Adaptor adaptor,
-                                         SmallVectorImpl<Type> &results) {
-  ShapeError error(loc, getOperationName().drop_front(3));
-  auto input = rankedType(adaptor.getInput());
-  auto weight = rankedType(adaptor.getWeight());
+/// The shape rules shared by ds.linear and ds.fused_linear: input [..., K],
+/// weight [N, K], optional bias [N]; returns the [..., N] GEMM result type.
+static FailureOr<RankedTensorType> inferLinearResult(const ShapeError &error,
+                                                     RankedTensorType input,
+                                                     RankedTensorType weight,
+                                                     Value biasValue) {
   if (failed(checkRank(error, "input", input, 1, /*atLeast=*/true)) ||
       failed(checkRank(error, "weight", weight, 2)) ||
       failed(checkWeightElement(error, "weight", weight)) ||
       failed(checkDim(error, "weight", weight, 1, "input", input,
                       input.getRank() - 1)))
     return failure();
-  if (Value biasValue = adaptor.getBias()) {
+  if (biasValue) {
     auto bias = rankedType(biasValue);
     if (failed(checkRank(error, "bias", bias, 1)) ||
         failed(checkWeightElement(error, "bias", bias)) ||
@@ -310,7 +309,20 @@ LogicalResult LinearOp::inferReturnTypes(MLIRContext *,
   }
   SmallVector<int64_t> shape(input.getShape().drop_back());
   shape.push_back(weight.getDimSize(0));
-  results.push_back(RankedTensorType::get(shape, input.getElementType()));
+  return RankedTensorType::get(shape, input.getElementType());
+}
+
+LogicalResult LinearOp::inferReturnTypes(MLIRContext *,
+                                         std::optional<Location> loc,
+                                         Adaptor adaptor,
+                                         SmallVectorImpl<Type> &results) {
+  ShapeError error(loc, getOperationName().drop_front(3));
+  FailureOr<RankedTensorType> result =
+      inferLinearResult(error, rankedType(adaptor.getInput()),
+                        rankedType(adaptor.getWeight()), adaptor.getBias());
+  if (failed(result))
+    return failure();
+  results.push_back(*result);
   return success();
 }
 
@@ -916,11 +928,9 @@ LogicalResult FusedLinearOp::inferReturnTypes(MLIRContext *,
   ShapeError error(loc, getOperationName().drop_front(3));
   auto input = rankedType(adaptor.getInput());
   auto weight = rankedType(adaptor.getWeight());
-  if (failed(checkRank(error, "input", input, 1, /*atLeast=*/true)) ||
-      failed(checkRank(error, "weight", weight, 2)) ||
-      failed(checkWeightElement(error, "weight", weight)) ||
-      failed(checkDim(error, "weight", weight, 1, "input", input,
-                      input.getRank() - 1)))
+  FailureOr<RankedTensorType> gemm =
+      inferLinearResult(error, input, weight, adaptor.getBias());
+  if (failed(gemm))
     return failure();
   if (Value normValue = adaptor.getNormWeight()) {
     auto norm = rankedType(normValue);
@@ -928,13 +938,6 @@ LogicalResult FusedLinearOp::inferReturnTypes(MLIRContext *,
         failed(checkWeightElement(error, "norm_weight", norm)) ||
         failed(checkDim(error, "norm_weight", norm, 0, "input", input,
                         input.getRank() - 1)))
-      return failure();
-  }
-  if (Value biasValue = adaptor.getBias()) {
-    auto bias = rankedType(biasValue);
-    if (failed(checkRank(error, "bias", bias, 1)) ||
-        failed(checkWeightElement(error, "bias", bias)) ||
-        failed(checkDim(error, "bias", bias, 0, "weight", weight, 0)))
       return failure();
   }
   // Parsing may run before the unit attribute reaches the properties.
