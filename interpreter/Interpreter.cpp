@@ -9,6 +9,7 @@
 #include "interpreter/Interpreter.h"
 
 #include "dialects/DS/IR/DSOps.h"
+#include "dialects/DS/IR/DSQuant.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -42,9 +43,29 @@ DType storageDType(Type type) {
 }
 
 Type elementType(Value v) {
+  if (auto q = dyn_cast<QTensorType>(v.getType()))
+    return q.getExpressedType();
   if (auto shaped = dyn_cast<ShapedType>(v.getType()))
     return shaped.getElementType();
   return v.getType();
+}
+
+/// Quantizes `x` in place as `scheme` says and keeps the dequantized values
+/// (what a GEMM on the quantized activation computes with).
+void fakeQuantize(Tensor &x, ActQuantAttr scheme) {
+  std::vector<int64_t> shape(x.shape.begin(), x.shape.end());
+  ::ds::QScheme q;
+  q.storage = *getQStorage(scheme.getStorageType());
+  q.block.assign(shape.size(), scheme.isStatic() ? 0 : 1);
+  if (!shape.empty())
+    q.block.back() = scheme.getGroup();
+  ::ds::QuantizedTensor t =
+      scheme.isStatic()
+          ? ::ds::quantizeWithScale(
+                x.f.data(), shape, q,
+                static_cast<float>(scheme.getScale().convertToDouble()))
+          : ::ds::quantize(x.f.data(), shape, q);
+  x.f = ::ds::dequantize(t);
 }
 
 /// Rounds a float tensor to the precision of `v`'s element type.
@@ -139,8 +160,10 @@ struct Routing {
   Tensor indices; // [N, k] i64
 };
 
+/// With `forced` ([N, k] indices, in kept-expert numbering), the selection
+/// is taken from it and only the weights are computed.
 Routing routerKernel(const Tensor &logits, const Tensor *bias,
-                     RoutingAttr routing) {
+                     RoutingAttr routing, const Tensor *forced = nullptr) {
   int64_t n = logits.shape[0], e = logits.shape[1];
   int64_t k = routing.getTopK();
   int64_t groups = routing.getNGroup(), keep = routing.getTopkGroup();
@@ -198,6 +221,11 @@ Routing routerKernel(const Tensor &logits, const Tensor *bias,
     }
     std::stable_sort(order.begin(), order.end(),
                      [&](int64_t a, int64_t b) { return sel[a] > sel[b]; });
+    if (forced)
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t local = forced->i[t * k + j];
+        order[j] = kept.empty() ? local : kept[local];
+      }
     double sum = 0;
     for (int64_t j = 0; j < k; ++j)
       sum += s[order[j]];
@@ -327,10 +355,35 @@ private:
   }
   void set(Value v, Tensor t) {
     roundTo(t, v);
+    if (const ValueObserver &o = interp.getValueObserver())
+      o(v, t);
     values[v.getAsOpaquePointer()] = std::move(t);
+  }
+  void observeGemmInput(Operation *op, Value weight, const Tensor &input) {
+    if (const GemmInputObserver &o = interp.getGemmInputObserver())
+      o(op, weight, input);
   }
   LogicalResult checkPositions(Operation *op, const Tensor &positions,
                                int64_t limit, StringRef what);
+  /// The router kernel, with the selection the interpreter's routing
+  /// override imposes (if any).
+  FailureOr<Routing> route(Operation *op, const Tensor &logits,
+                           const Tensor *bias, RoutingAttr routing) {
+    const Tensor *forced = nullptr;
+    if (const RoutingOverride &o = interp.getRoutingOverride()) {
+      forced = o(op);
+      int64_t k = routing.getTopK(), n = logits.shape[0];
+      if (forced &&
+          (forced->shape.size() != 2 || forced->shape[0] != n ||
+           forced->shape[1] != k || llvm::any_of(forced->i, [&](int64_t i) {
+             return i < 0 || i >= routing.getNumRoutedExperts();
+           })))
+        return op->emitError("the imposed routing does not fit this router");
+    }
+    Routing r = routerKernel(logits, bias, routing, forced);
+    observe(op, r.indices, routing);
+    return r;
+  }
   void observe(Operation *op, const Tensor &indices, RoutingAttr routing) {
     if (const RoutingObserver &o = interp.getRoutingObserver())
       o(op, indices, routing.getNumRoutedExperts());
@@ -491,8 +544,10 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   roundTo(logits, in);
   const Tensor *bias = op.getScoreBias() ? &get(op.getScoreBias()) : nullptr;
   RoutingAttr routing = op.getRouting();
-  Routing r = routerKernel(logits, bias, routing);
-  observe(op, r.indices, routing);
+  FailureOr<Routing> routed = route(op, logits, bias, routing);
+  if (failed(routed))
+    return failure();
+  Routing &r = *routed;
   Dispatch d = dispatchKernel(x, r.indices, routing.getNumRoutedExperts());
   Activation act = op.getActivation();
   Tensor g = groupedMatmulKernel(d.sorted, get(op.getExpertGate()), d.offsets);
@@ -545,6 +600,9 @@ LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
     // ds.rms_norm's result is stored in the input type.
     roundTo(x, in);
   }
+  observeGemmInput(op, op.getWeight(), x);
+  if (ActQuantAttr quant = op.getInputQuantAttr())
+    fakeQuantize(x, quant);
   const Tensor *bias = op.getBias() ? &get(op.getBias()) : nullptr;
   Tensor y = linearKernel(x, get(op.getWeight()), bias);
   std::optional<Activation> act;
@@ -578,10 +636,14 @@ LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
              << "expert index " << v << " is outside [0, " << e << ")";
   Value in = op.getInput();
   Dispatch d = dispatchKernel(x, idx, e);
+  if (ActQuantAttr quant = op.getInputQuantAttr())
+    fakeQuantize(d.sorted, quant);
   Tensor gu = groupedMatmulKernel(d.sorted, gateUp, d.offsets);
   roundTo(gu, in);
   Tensor h = gluKernel(gu, op.getActivation());
   roundTo(h, in);
+  if (ActQuantAttr quant = op.getHiddenQuantAttr())
+    fakeQuantize(h, quant);
   Tensor down = groupedMatmulKernel(h, get(op.getDown()), d.offsets);
   roundTo(down, in);
   set(op.getResult(), combineKernel(down, get(op.getWeights()), d.rows));
@@ -634,9 +696,25 @@ LogicalResult Evaluator::eval(Operation *op) {
         return success();
       })
       .Case([&](LinearOp l) -> LogicalResult {
+        observeGemmInput(l, l.getWeight(), get(l.getInput()));
         const Tensor *bias = l.getBias() ? &get(l.getBias()) : nullptr;
         set(l.getResult(),
             linearKernel(get(l.getInput()), get(l.getWeight()), bias));
+        return success();
+      })
+      .Case<arith::TruncFOp, arith::ExtFOp>([&](Operation *c) {
+        // set() rounds to the result type.
+        set(c->getResult(0), get(c->getOperand(0)));
+        return success();
+      })
+      .Case([&](QuantizeOp q) -> LogicalResult {
+        Tensor x = get(q.getInput());
+        fakeQuantize(x, q.getScheme());
+        set(q.getResult(), std::move(x));
+        return success();
+      })
+      .Case([&](DequantizeOp d) -> LogicalResult {
+        set(d.getResult(), get(d.getInput()));
         return success();
       })
       .Case([&](SwiGLUOp s) -> LogicalResult {
@@ -751,8 +829,11 @@ LogicalResult Evaluator::eval(Operation *op) {
                                << " columns at run time, the routing has "
                                << r.getRouting().getNumExperts() << " experts";
         const Tensor *bias = r.getBias() ? &get(r.getBias()) : nullptr;
-        Routing out = routerKernel(get(r.getLogits()), bias, r.getRouting());
-        observe(r, out.indices, r.getRouting());
+        FailureOr<Routing> routed =
+            route(r, get(r.getLogits()), bias, r.getRouting());
+        if (failed(routed))
+          return failure();
+        Routing &out = *routed;
         set(r.getWeights(), std::move(out.weights));
         set(r.getIndices(), std::move(out.indices));
         return success();
@@ -810,8 +891,10 @@ LogicalResult Evaluator::eval(Operation *op) {
         Tensor logits =
             linearKernel(get(r.getInput()), get(r.getWeight()), nullptr);
         const Tensor *bias = r.getBias() ? &get(r.getBias()) : nullptr;
-        Routing out = routerKernel(logits, bias, r.getRouting());
-        observe(r, out.indices, r.getRouting());
+        FailureOr<Routing> routed = route(r, logits, bias, r.getRouting());
+        if (failed(routed))
+          return failure();
+        Routing &out = *routed;
         set(r.getWeights(), std::move(out.weights));
         set(r.getIndices(), std::move(out.indices));
         return success();
@@ -982,6 +1065,12 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
   auto it = cache.find(key);
   if (it != cache.end())
     return it->second;
+  if (auto qtype = dyn_cast<QTensorType>(op.getType())) {
+    FailureOr<Tensor> t = loadQuantized(op, qtype);
+    if (succeeded(t))
+      cache[key] = *t;
+    return t;
+  }
   auto type = cast<RankedTensorType>(op.getType());
   SmallVector<std::string> names;
   SmallVector<int64_t> sliceShape(type.getShape());
@@ -1044,9 +1133,101 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
   return t;
 }
 
+FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
+                                                   QTensorType type) {
+  ::ds::QScheme scheme = getQScheme(type);
+  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+  std::vector<int64_t> slice = shape;
+  SmallVector<int64_t> sources = {-1};
+  if (op.isStacked()) {
+    // Experts are quantized one by one: drop the expert axis.
+    slice.erase(slice.begin());
+    scheme.block.erase(scheme.block.begin());
+    sources.clear();
+    for (int64_t e = 0; e < shape[0]; ++e)
+      sources.push_back(op.getSourceIndex(e));
+  }
+  std::vector<int64_t> scales = ::ds::scaleShape(slice, scheme.block);
+  // Finds `pattern` (expert `src`) with the expected dtype and shape.
+  auto find = [&](StringRef pattern, int64_t src, ::ds::DType dtype,
+                  const std::vector<int64_t> &want,
+                  StringRef what) -> FailureOr<const ::ds::TensorView *> {
+    std::string name =
+        src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
+    const ::ds::TensorView *view = checkpoint.find(name);
+    if (!view)
+      return op.emitError()
+             << what << " '" << name << "' is not in the checkpoint";
+    if (view->dtype != dtype || view->shape != want) {
+      InFlightDiagnostic diag =
+          op.emitError() << what << " '" << name << "' in " << view->file
+                         << " is " << std::string(::ds::dtypeName(view->dtype))
+                         << " [";
+      llvm::interleaveComma(view->shape, diag);
+      diag << "], the IR expects " << std::string(::ds::dtypeName(dtype))
+           << " [";
+      llvm::interleaveComma(want, diag);
+      return diag << "]";
+    }
+    return view;
+  };
+  Tensor t = Tensor::floats(type.getShape());
+  int64_t sliceSize = product(slice, 0, slice.size());
+  for (auto [i, src] : llvm::enumerate(sources)) {
+    auto values = find(op.getName(), src, ::ds::storageDType(scheme.storage),
+                       ::ds::storageShape(slice, scheme.storage), "weight");
+    auto scaleView =
+        find(*op.getScales(), src, ::ds::DType::F32, scales, "scales");
+    if (failed(values) || failed(scaleView))
+      return failure();
+    ::ds::QuantizedTensor q;
+    q.shape = slice;
+    q.scheme = scheme;
+    q.values = ::ds::decodeValues((*values)->data, slice, scheme.storage);
+    for (int64_t j = 0; j < (*scaleView)->numElements(); ++j)
+      q.scales.push_back((*scaleView)->floatAt(j));
+    if (std::optional<StringRef> zp = op.getZeroPoints()) {
+      auto zeroView = find(*zp, src, ::ds::DType::U8, scales, "zero_points");
+      if (failed(zeroView))
+        return failure();
+      for (int64_t j = 0; j < (*zeroView)->numElements(); ++j)
+        q.zeros.push_back(static_cast<float>((*zeroView)->intAt(j)));
+    }
+    std::vector<float> deq = ::ds::dequantize(q);
+    std::copy(deq.begin(), deq.end(), t.f.begin() + i * sliceSize);
+  }
+  roundTo(t, op.getResult());
+  return t;
+}
+
 //===----------------------------------------------------------------------===//
 // Interpreter
 //===----------------------------------------------------------------------===//
+
+FailureOr<std::unique_ptr<::ds::Checkpoint>>
+mlir::ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
+                               std::string &error) {
+  absl::StatusOr<std::unique_ptr<::ds::Checkpoint>> c =
+      ::ds::Checkpoint::open(path);
+  if (!c.ok()) {
+    error = std::string(c.status().message());
+    return failure();
+  }
+  if (auto files = module->getAttrOfType<ArrayAttr>("ds.weight_files")) {
+    for (Attribute f : files) {
+      auto file = dyn_cast<StringAttr>(f);
+      if (!file) {
+        error = "ds.weight_files must list file names";
+        return failure();
+      }
+      if (absl::Status st = (*c)->addFile(file.str()); !st.ok()) {
+        error = std::string(st.message());
+        return failure();
+      }
+    }
+  }
+  return std::move(*c);
+}
 
 FailureOr<SmallVector<Tensor>> Interpreter::call(StringRef name,
                                                  ArrayRef<Tensor> args) {

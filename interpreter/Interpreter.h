@@ -25,6 +25,7 @@
 
 namespace mlir::ds {
 class ParamOp;
+class QTensorType;
 
 /// A value during interpretation: row-major f32 data (float tensors) or i64
 /// data (integer and index tensors and scalars).
@@ -72,14 +73,35 @@ public:
   FailureOr<Tensor> load(ParamOp op) override;
 
 private:
+  FailureOr<Tensor> loadQuantized(ParamOp op, QTensorType type);
+
   const ::ds::Checkpoint &checkpoint;
   llvm::StringMap<Tensor> cache;
 };
+
+/// Opens the checkpoint `path` (directory or file) plus the files `module`
+/// lists in its `ds.weight_files` attribute (quantized weights ds-quantize
+/// wrote), or fails with a message.
+FailureOr<std::unique_ptr<::ds::Checkpoint>>
+openModuleCheckpoint(ModuleOp module, const std::string &path,
+                     std::string &error);
 
 /// Sees every routing decision: the routing op (ds.router, ds.fused_router
 /// or ds.moe), the selected expert indices [N, top_k] and the expert count.
 using RoutingObserver =
     std::function<void(Operation *op, const Tensor &indices, int64_t experts)>;
+/// Imposes a routing: returns the expert indices [N, top_k] (numbering the
+/// kept experts) a routing op must select, or null to let it choose. The
+/// weights are still computed from its own scores. Error reports use it to
+/// separate rounding error from changed routing decisions.
+using RoutingOverride = std::function<const Tensor *(Operation *op)>;
+/// Sees every value an op produces (after rounding to its type).
+using ValueObserver = std::function<void(Value value, const Tensor &tensor)>;
+/// Sees the input a GEMM (ds.linear, ds.fused_linear after its norm
+/// prologue) multiplies with `weight`: the activation ranges calibration
+/// collects.
+using GemmInputObserver =
+    std::function<void(Operation *op, Value weight, const Tensor &input)>;
 
 class Interpreter {
 public:
@@ -100,11 +122,28 @@ public:
     routingObserver = std::move(observer);
   }
   const RoutingObserver &getRoutingObserver() const { return routingObserver; }
+  void setRoutingOverride(RoutingOverride override) {
+    routingOverride = std::move(override);
+  }
+  const RoutingOverride &getRoutingOverride() const { return routingOverride; }
+  void setValueObserver(ValueObserver observer) {
+    valueObserver = std::move(observer);
+  }
+  const ValueObserver &getValueObserver() const { return valueObserver; }
+  void setGemmInputObserver(GemmInputObserver observer) {
+    gemmInputObserver = std::move(observer);
+  }
+  const GemmInputObserver &getGemmInputObserver() const {
+    return gemmInputObserver;
+  }
 
 private:
   ModuleOp module;
   WeightProvider *weights;
   RoutingObserver routingObserver;
+  RoutingOverride routingOverride;
+  ValueObserver valueObserver;
+  GemmInputObserver gemmInputObserver;
 };
 
 } // namespace mlir::ds

@@ -176,6 +176,96 @@ def FuseLinearPass : Pass<"ds-fuse-linear"> {
 }
 
 //===----------------------------------------------------------------------===//
+// Quantization
+//===----------------------------------------------------------------------===//
+
+def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
+  let summary = "Quantize GEMM weights (and activations) at compile time";
+  let description = [{
+    Rewrites the weights of the GEMMs it targets into `!ds.qtensor` params
+    computed now from the original checkpoint (`weights`) and written to a
+    safetensors file (`output`), which the module lists in its
+    `ds.weight_files` attribute so that `ds-run` and the runtime find it.
+    Nothing is re-derived at run time. Schemes:
+
+    | `scheme` | weights | activations |
+    |---|---|---|
+    | `int8` | i8 per output channel, `block = [1, 0]` | float |
+    | `int4` | i4 (`zero-point`: ui4 + zero points) per `group-size` channels | float |
+    | `w8a8` | i8 per output channel | i8 per token, dynamic (static per tensor with `calibration`) |
+    | `fp8` | e4m3, 128x128 blocks (DeepSeek-V3) | e4m3 per 1x128 group, dynamic |
+    | `bf16`, `f16` | rounded to the type | the GEMM runs in the type (`arith.truncf` / `arith.extf` around it) |
+
+    Targets (`targets`, the allow list): `linear` (attention projections,
+    dense MLPs, shared experts), `experts` (stacked routed expert weights of
+    `ds.grouped_matmul`, `ds.fused_moe`, `ds.moe`), `lm_head` (a GEMM whose
+    result the function returns; not by default for `fp8`, which
+    DeepSeek-V3 keeps in BF16, nor for `int4`, which GPTQ/AWQ deployments
+    keep in 16 bits) and `router` (gate projections; off by default: routing
+    decisions are sensitive). `int4` scales come from a per-group clipping
+    search (`clip-search`, least squared error) rather than the absmax. `exclude` (the deny list) is
+    a list of regular expressions: a weight any of whose `ds.param` names
+    matches one stays as it is. Norms, softmax, the router and the residual
+    stream always stay in their type; for `bf16`/`f16` a `ds.fused_linear`
+    is split so that its RMSNorm prologue and residual add stay in f32.
+
+    Weights may be `ds.param`s or `tensor.concat`s of them (after
+    `ds-fuse-horizontal`): the concatenated weight is quantized as one
+    tensor. Activation quantization becomes `ds.quantize` before a
+    `ds.linear` / `ds.grouped_matmul`, or the `input_quant` /
+    `hidden_quant` attributes of fused ops; a `ds.moe` is decomposed first.
+
+    ```mlir
+    %w = ds.param "model.layers.0.self_attn.o_proj.weight" : tensor<64x64xf32>
+    %y = ds.linear %x, %w : tensor<?x?x64xf32>, tensor<64x64xf32> -> tensor<?x?x64xf32>
+    ```
+
+    becomes with `scheme=int8`
+
+    ```mlir
+    %w = ds.param "model.layers.0.self_attn.o_proj.weight:q" scales "model.layers.0.self_attn.o_proj.weight:scale"
+        : !ds.qtensor<64x64xi8, f32, block = [1, 0]>
+    %y = ds.linear %x, %w : tensor<?x?x64xf32>, !ds.qtensor<64x64xi8, f32, block = [1, 0]> -> tensor<?x?x64xf32>
+    ```
+
+    `calibration` (JSON from `ds-run --calibrate`: the absolute maximum of
+    every GEMM input on sample inputs) gives `w8a8` static per-tensor
+    activation scales for the dense GEMMs. `ds-run --reference` reports
+    the error against the unquantized module.
+  }];
+  let options = [
+    Option<"scheme", "scheme", "std::string", /*default=*/"\"int8\"",
+           "int8 | int4 | w8a8 | fp8 | bf16 | f16">,
+    Option<"groupSize", "group-size", "int64_t", /*default=*/"128",
+           "int4: input channels per scale (32, 64, 128, ...)">,
+    Option<"zeroPoint", "zero-point", "bool", /*default=*/"false",
+           "int4: asymmetric (ui4 values with per-group zero points)">,
+    Option<"clipSearch", "clip-search", "bool", /*default=*/"true",
+           "int4: per group, clip the range by the ratio (1 .. 0.5) with "
+           "the least squared error instead of using absmax">,
+    ListOption<"targets", "targets", "std::string",
+               "Which GEMMs to quantize: linear, experts, lm_head, router "
+               "(default: linear, experts, and lm_head except for fp8 and "
+               "int4)">,
+    ListOption<"exclude", "exclude", "std::string",
+               "Regular expressions on weight names to leave alone">,
+    Option<"weightsPath", "weights", "std::string", /*default=*/"\"\"",
+           "The original checkpoint (directory or .safetensors file)">,
+    Option<"outputPath", "output", "std::string", /*default=*/"\"\"",
+           "Where to write the quantized weights (.safetensors)">,
+    Option<"calibrationPath", "calibration", "std::string", /*default=*/"\"\"",
+           "w8a8: activation ranges (ds-run --calibrate) for static scales">
+  ];
+  let statistics = [
+    Statistic<"numWeights", "quantized-weights", "Weights rewritten">,
+    Statistic<"numActivations", "quantized-activations",
+              "GEMM inputs quantized">
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
+//===----------------------------------------------------------------------===//
 // Sparsity
 //===----------------------------------------------------------------------===//
 

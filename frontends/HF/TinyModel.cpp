@@ -51,9 +51,14 @@ private:
   }
   void linear(const std::string &name, int64_t out, int64_t in,
               bool bias = false) {
-    tensor(name + ".weight", {out, in}, 1.0f / std::sqrt(float(in)));
+    tensor(name + ".weight", {out, in}, weightStd(in));
     if (bias)
       tensor(name + ".bias", {out}, 0.1f);
+  }
+  /// Projection weights: 1/sqrt(fan_in) (every sublayer as large as the
+  /// residual stream), or Hugging Face's initializer_range.
+  float weightStd(int64_t fanIn) const {
+    return opts.initStd > 0.0f ? opts.initStd : 1.0f / std::sqrt(float(fanIn));
   }
   void norm(const std::string &name, int64_t dim) {
     tensor(name, {dim}, 0.1f, 1.0f);
@@ -68,9 +73,8 @@ private:
   void experts(const std::string &p, int64_t e, int64_t h, int64_t i,
                bool mixtral) {
     if (opts.fusedExperts) {
-      tensor(p + "experts.gate_up_proj", {e, 2 * i, h},
-             1.0f / std::sqrt(float(h)));
-      tensor(p + "experts.down_proj", {e, h, i}, 1.0f / std::sqrt(float(i)));
+      tensor(p + "experts.gate_up_proj", {e, 2 * i, h}, weightStd(h));
+      tensor(p + "experts.down_proj", {e, h, i}, weightStd(i));
       return;
     }
     for (int64_t x = 0; x < e; ++x) {
@@ -103,9 +107,10 @@ llvm::Error TinyWriter::write() {
       {"max_position_embeddings", 256},
       {"tie_word_embeddings", false},
       {"torch_dtype", "float32"},
-      {"initializer_range", 0.02},
+      {"initializer_range", opts.initStd > 0.0f ? opts.initStd : 0.02},
   };
-  tensor("model.embed_tokens.weight", {vocab, hidden}, 1.0f);
+  tensor("model.embed_tokens.weight", {vocab, hidden},
+         opts.initStd > 0.0f ? opts.initStd : 1.0f);
   int64_t layers = 2;
   if (arch == "deepseek_v3" || arch == "deepseek_v2") {
     bool v3 = arch == "deepseek_v3";

@@ -27,6 +27,11 @@ struct TinyModelOptions {
   int shards = 1;
   /// Weight dtype on disk: F32, BF16 or F16.
   std::string dtype = "F32";
+  /// > 0: every projection, expert and embedding weight is N(0, initStd^2),
+  /// as Hugging Face's `initializer_range` initializes them (routers keep
+  /// their decisive scale). 0: 1/sqrt(fan_in) projections, N(0, 1)
+  /// embeddings.
+  float initStd = 0.0f;
 };
 
 llvm::Error writeTinyModel(const TinyModelOptions &options);

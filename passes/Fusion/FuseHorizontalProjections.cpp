@@ -57,6 +57,11 @@ SmallVector<Member> collectSiblings(OpT anchor, DominanceInfo &dom,
       m.bias = op.getBias();
     else if (op.getOffsets() != anchor.getOffsets())
       continue;
+    // Quantized weights cannot be concatenated as tensors (quantize after
+    // fusing: ds-quantize handles concats of params).
+    if (!isa<RankedTensorType>(m.weight.getType()) ||
+        (m.bias && !isa<RankedTensorType>(m.bias.getType())))
+      continue;
     // The split needs every member's static width.
     if (ShapedType::isDynamic(
             cast<ShapedType>(m.weight.getType()).getDimSize(weightAxis)))
@@ -172,7 +177,7 @@ bool mlir::ds::fuseHorizontalProjections(Operation *root, bool groupedMatmuls) {
 
 namespace {
 struct FuseHorizontalProjectionsPass
-    : public ds::impl::FuseHorizontalProjectionsPassBase<
+    : public mlir::ds::impl::FuseHorizontalProjectionsPassBase<
           FuseHorizontalProjectionsPass> {
   using Base::Base;
   void runOnOperation() override {

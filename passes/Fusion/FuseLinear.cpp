@@ -32,16 +32,28 @@ struct LinearParts {
   FloatAttr normEpsilon;
   ActivationAttr activation;
   bool gated = false;
+  ActQuantAttr inputQuant;
 
+  /// A ds.linear whose input a ds.quantize makes becomes a fused linear that
+  /// quantizes its own (float) input.
   static std::optional<LinearParts> of(Operation *op) {
-    if (auto l = dyn_cast_or_null<LinearOp>(op))
-      return LinearParts{l.getInput(), l.getWeight(), {}, l.getBias(), {}, {},
-                         {},           false};
+    if (auto l = dyn_cast_or_null<LinearOp>(op)) {
+      LinearParts parts{l.getInput(), l.getWeight(), {}, l.getBias(), {}, {},
+                        {},           false,         {}};
+      if (isa<QTensorType>(parts.input.getType())) {
+        auto quant = parts.input.getDefiningOp<QuantizeOp>();
+        if (!quant)
+          return std::nullopt;
+        parts.input = quant.getInput();
+        parts.inputQuant = quant.getScheme();
+      }
+      return parts;
+    }
     if (auto f = dyn_cast_or_null<FusedLinearOp>(op))
-      return LinearParts{f.getInput(),          f.getWeight(),
-                         f.getNormWeight(),     f.getBias(),
-                         f.getResidual(),       f.getNormEpsilonAttr(),
-                         f.getActivationAttr(), f.getGated()};
+      return LinearParts{
+          f.getInput(),          f.getWeight(),   f.getNormWeight(),
+          f.getBias(),           f.getResidual(), f.getNormEpsilonAttr(),
+          f.getActivationAttr(), f.getGated(),    f.getInputQuantAttr()};
     return std::nullopt;
   }
   bool hasEpilogue() const { return activation || gated || residual; }
@@ -49,7 +61,7 @@ struct LinearParts {
   Value build(PatternRewriter &rewriter, Location loc, Type resultType) const {
     auto op = FusedLinearOp::create(rewriter, loc, resultType, input, weight,
                                     normWeight, bias, residual, normEpsilon,
-                                    activation, gated);
+                                    activation, gated, inputQuant);
     return op.getResult();
   }
 };
@@ -72,6 +84,23 @@ struct FuseNormPrologue : RewritePattern {
     rewriter.replaceOp(
         op, parts->build(rewriter, op->getLoc(), op->getResult(0).getType()));
     rewriter.eraseOp(norm);
+    return success();
+  }
+};
+
+/// linear(quantize(x))  ==>  fused_linear(x) {input_quant}: the GEMM
+/// quantizes its input itself (and a norm prologue can then join it).
+struct FuseInputQuantization : OpRewritePattern<LinearOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(LinearOp op,
+                                PatternRewriter &rewriter) const override {
+    auto quant = op.getInput().getDefiningOp<QuantizeOp>();
+    std::optional<LinearParts> parts = LinearParts::of(op);
+    if (!quant || !parts)
+      return failure();
+    rewriter.replaceOp(op, parts->build(rewriter, op.getLoc(), op.getType()));
+    if (quant->use_empty())
+      rewriter.eraseOp(quant);
     return success();
   }
 };
@@ -146,7 +175,8 @@ struct FuseResidualEpilogue : OpRewritePattern<arith::AddFOp> {
   }
 };
 
-struct FuseLinearPass : public ds::impl::FuseLinearPassBase<FuseLinearPass> {
+struct FuseLinearPass
+    : public mlir::ds::impl::FuseLinearPassBase<FuseLinearPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateFuseLinearPatterns(patterns);
@@ -157,7 +187,7 @@ struct FuseLinearPass : public ds::impl::FuseLinearPassBase<FuseLinearPass> {
 } // namespace
 
 void mlir::ds::populateFuseLinearPatterns(RewritePatternSet &patterns) {
-  patterns.add<FuseNormPrologue>(patterns.getContext());
+  patterns.add<FuseNormPrologue, FuseInputQuantization>(patterns.getContext());
   patterns.add<FuseGatedEpilogue, FuseActivationEpilogue, FuseResidualEpilogue>(
       patterns.getContext());
 }

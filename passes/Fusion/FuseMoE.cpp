@@ -85,10 +85,10 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
           ValueRange{gate.getWeight(), up.getWeight()});
     }
 
-    auto fused =
-        FusedMoEOp::create(rewriter, combine.getLoc(), dispatch.getInput(),
-                           combine.getWeights(), dispatch.getIndices(), gateUp,
-                           down.getWeight(), glu.getActivationAttr());
+    auto fused = FusedMoEOp::create(
+        rewriter, combine.getLoc(), dispatch.getInput(), combine.getWeights(),
+        dispatch.getIndices(), gateUp, down.getWeight(),
+        glu.getActivationAttr(), ActQuantAttr(), ActQuantAttr());
     Value result = fused.getResult();
     if (result.getType() != combine.getType())
       result = tensor::CastOp::create(rewriter, combine.getLoc(),
@@ -103,7 +103,7 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
   }
 };
 
-struct FuseMoEPass : public ds::impl::FuseMoEPassBase<FuseMoEPass> {
+struct FuseMoEPass : public mlir::ds::impl::FuseMoEPassBase<FuseMoEPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateFuseMoEPatterns(patterns);

@@ -29,7 +29,9 @@ struct FuseRouter : OpRewritePattern<RouterOp> {
     auto linear = op.getLogits().getDefiningOp<LinearOp>();
     if (!linear || linear.getBias() || !linear->hasOneUse())
       return rewriter.notifyMatchFailure(op, "logits are not a plain linear");
-    auto input = cast<RankedTensorType>(linear.getInput().getType());
+    auto input = dyn_cast<RankedTensorType>(linear.getInput().getType());
+    if (!input)
+      return rewriter.notifyMatchFailure(op, "router input is quantized");
     if (input.getRank() != 2)
       return rewriter.notifyMatchFailure(op, "router input is not [N, H]");
     // ds.fused_router keeps its logits in f32; fusing a linear that rounds
@@ -46,7 +48,8 @@ struct FuseRouter : OpRewritePattern<RouterOp> {
   }
 };
 
-struct FuseRouterPass : public ds::impl::FuseRouterPassBase<FuseRouterPass> {
+struct FuseRouterPass
+    : public mlir::ds::impl::FuseRouterPassBase<FuseRouterPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateFuseRouterPatterns(patterns);

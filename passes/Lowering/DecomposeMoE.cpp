@@ -127,7 +127,7 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
 };
 
 struct DecomposeMoEPass
-    : public ds::impl::DecomposeMoEPassBase<DecomposeMoEPass> {
+    : public mlir::ds::impl::DecomposeMoEPassBase<DecomposeMoEPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateDecomposeMoEPatterns(patterns);

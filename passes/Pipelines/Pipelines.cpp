@@ -18,13 +18,40 @@ using namespace mlir::ds;
 
 void mlir::ds::buildOptimizePipeline(OpPassManager &pm,
                                      const OptimizeOptions &options) {
-  pm.addPass(createDecomposeMoEPass());
-  pm.addPass(createCanonicalizerPass());
-  if (options.fusion) {
+  if (!options.pruneProfile.empty()) {
+    PruneExpertsPassOptions prune;
+    prune.profilePath = options.pruneProfile;
+    prune.minCount = options.pruneMinCount;
+    prune.keepTop = options.pruneKeepTop;
+    pm.addPass(createPruneExpertsPass(prune));
+  }
+  bool fuse = options.level >= 2 && options.fusion;
+  if (options.level >= 1) {
+    pm.addPass(createDecomposeMoEPass());
+    pm.addPass(createCanonicalizerPass());
+  }
+  if (fuse) {
     pm.addPass(createFuseRouterPass());
     pm.addPass(createFuseMoEPass());
     pm.addPass(createFuseHorizontalProjectionsPass());
     pm.addPass(createFuseLinearPass());
+    pm.addPass(createCanonicalizerPass());
+  }
+  if (options.quantize != "none") {
+    QuantizePassOptions quant;
+    quant.scheme = options.quantize;
+    quant.weightsPath = options.weights;
+    quant.outputPath = options.quantizedWeights;
+    quant.groupSize = options.groupSize;
+    quant.zeroPoint = options.zeroPoint;
+    quant.calibrationPath = options.calibration;
+    quant.targets.assign(options.quantizeTargets.begin(),
+                         options.quantizeTargets.end());
+    quant.exclude.assign(options.quantizeExclude.begin(),
+                         options.quantizeExclude.end());
+    pm.addPass(createQuantizePass(quant));
+    if (fuse)
+      pm.addPass(createFuseLinearPass());
     pm.addPass(createCanonicalizerPass());
   }
   pm.addPass(createCSEPass());
@@ -33,7 +60,7 @@ void mlir::ds::buildOptimizePipeline(OpPassManager &pm,
 void mlir::ds::registerDSPipelines() {
   PassPipelineRegistration<OptimizeOptions>(
       "ds-optimize",
-      "The ds optimization pipeline: MoE decomposition and kernel fusion "
-      "(quantization and sparsity options arrive with those passes)",
+      "The ds optimization pipeline: expert pruning, MoE decomposition, "
+      "kernel fusion and quantization (see docs/generated/DSPasses.md)",
       buildOptimizePipeline);
 }

@@ -15,15 +15,62 @@
 namespace mlir::ds {
 
 struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
+  PassOptions::Option<int> level{
+      *this, "level",
+      llvm::cl::desc("0: canonicalize and CSE only; 1: also decompose ds.moe; "
+                     "2: also fuse kernels (default)"),
+      llvm::cl::init(2)};
   PassOptions::Option<bool> fusion{
       *this, "fusion",
       llvm::cl::desc("Fuse routers, routed MoE chains, sibling projections "
-                     "and linear prologues/epilogues into kernels"),
+                     "and linear prologues/epilogues into kernels (level 2; "
+                     "false gives level 1)"),
       llvm::cl::init(true)};
+  PassOptions::Option<std::string> quantize{
+      *this, "quantize",
+      llvm::cl::desc("ds-quantize scheme: none, int8, int4, w8a8, fp8, bf16, "
+                     "f16"),
+      llvm::cl::init("none")};
+  PassOptions::Option<std::string> weights{
+      *this, "weights", llvm::cl::desc("The checkpoint quantization reads"),
+      llvm::cl::init("")};
+  PassOptions::Option<std::string> quantizedWeights{
+      *this, "quantized-weights",
+      llvm::cl::desc("Where quantization writes its weights (.safetensors)"),
+      llvm::cl::init("")};
+  PassOptions::Option<int64_t> groupSize{*this, "group-size",
+                                         llvm::cl::desc("int4 group size"),
+                                         llvm::cl::init(128)};
+  PassOptions::Option<bool> zeroPoint{*this, "zero-point",
+                                      llvm::cl::desc("int4 with zero points"),
+                                      llvm::cl::init(false)};
+  PassOptions::Option<std::string> calibration{
+      *this, "calibration",
+      llvm::cl::desc("w8a8: activation ranges for static scales"),
+      llvm::cl::init("")};
+  PassOptions::ListOption<std::string> quantizeTargets{
+      *this, "quantize-targets",
+      llvm::cl::desc("ds-quantize targets (linear, experts, lm_head, router)")};
+  PassOptions::ListOption<std::string> quantizeExclude{
+      *this, "quantize-exclude",
+      llvm::cl::desc("Weight-name regular expressions not to quantize")};
+  PassOptions::Option<std::string> pruneProfile{
+      *this, "prune-profile",
+      llvm::cl::desc("Routing profile: prune experts with ds-prune-experts "
+                     "before anything else"),
+      llvm::cl::init("")};
+  PassOptions::Option<int64_t> pruneMinCount{
+      *this, "prune-min-count", llvm::cl::desc("ds-prune-experts min-count"),
+      llvm::cl::init(1)};
+  PassOptions::Option<int64_t> pruneKeepTop{
+      *this, "prune-keep-top", llvm::cl::desc("ds-prune-experts keep-top"),
+      llvm::cl::init(0)};
 };
 
-/// ds-optimize: decompose ds.moe, then (with fusion) ds-fuse-router,
-/// ds-fuse-moe, ds-fuse-horizontal and ds-fuse-linear, with canonicalization
+/// ds-optimize: [ds-prune-experts], then by level: decompose ds.moe (1),
+/// ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal and ds-fuse-linear (2),
+/// then [ds-quantize] (followed by ds-fuse-linear at level 2, which folds
+/// activation quantization into the fused linears), with canonicalization
 /// and CSE in between.
 void buildOptimizePipeline(OpPassManager &pm, const OptimizeOptions &options);
 

@@ -92,13 +92,17 @@ Value selectSlices(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
   SmallVector<int64_t> select;
   for (int64_t i : local)
     select.push_back(param.getSourceIndex(i));
-  auto type = cast<RankedTensorType>(param.getType());
-  SmallVector<int64_t> shape(type.getShape());
+  RankedTensorType logical = getLogicalTensorType(param.getType());
+  SmallVector<int64_t> shape(logical.getShape());
   shape[0] = local.size();
+  Type type = logical.clone(shape);
+  if (auto q = dyn_cast<QTensorType>(param.getType()))
+    type = QTensorType::get(b.getContext(), shape, q.getStorageType(),
+                            q.getExpressedType(), q.getBlock());
   b.setInsertionPointAfter(param);
-  return ParamOp::create(b, param.getLoc(),
-                         RankedTensorType::get(shape, type.getElementType()),
-                         param.getNameAttr(), b.getDenseI64ArrayAttr(select));
+  return ParamOp::create(b, param.getLoc(), type, param.getNameAttr(),
+                         b.getDenseI64ArrayAttr(select), param.getScalesAttr(),
+                         param.getZeroPointsAttr());
 }
 
 Value selectExpertWeight(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
@@ -117,7 +121,7 @@ Value selectExpertWeight(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
 }
 
 struct PruneExpertsPass
-    : public ds::impl::PruneExpertsPassBase<PruneExpertsPass> {
+    : public mlir::ds::impl::PruneExpertsPassBase<PruneExpertsPass> {
   using Base::Base;
   void runOnOperation() override {
     Operation *root = getOperation();

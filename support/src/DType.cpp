@@ -128,6 +128,29 @@ float f8e4m3ToFloat(uint8_t bits) {
   return negative ? -v : v;
 }
 
+uint8_t floatToF8E4M3(float value) {
+  if (std::isnan(value))
+    return 0x7f;
+  uint8_t sign = std::signbit(value) ? 0x80 : 0;
+  float a = std::fabs(value);
+  if (a < 0.015625f) { // below the smallest normal 2^-6: steps of 2^-9
+    auto m = static_cast<int>(std::nearbyint(std::ldexp(a, 9)));
+    return sign | static_cast<uint8_t>(m); // m == 8 encodes 2^-6 exactly
+  }
+  int e;
+  float frac = std::frexp(a, &e); // a = frac * 2^e, frac in [0.5, 1)
+  int exponent = e - 1;           // a = (2 frac) 2^exponent
+  auto m = static_cast<int>(std::nearbyint((2.0f * frac - 1.0f) * 8.0f));
+  if (m == 8) {
+    m = 0;
+    ++exponent;
+  }
+  int field = exponent + 7;
+  if (field > 15 || (field == 15 && m > 6))
+    return sign | 0x7e; // 448
+  return sign | static_cast<uint8_t>(field << 3 | m);
+}
+
 uint16_t floatToBF16(float value) {
   uint32_t bits = floatToBits(value);
   if (std::isnan(value))
@@ -165,6 +188,8 @@ float roundToDType(float value, DType dtype) {
     return halfToFloat(floatToHalf(value));
   case DType::BF16:
     return bf16ToFloat(floatToBF16(value));
+  case DType::F8E4M3:
+    return f8e4m3ToFloat(floatToF8E4M3(value));
   default:
     return value;
   }

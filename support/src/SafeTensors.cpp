@@ -387,13 +387,8 @@ Checkpoint::open(const std::string &dir) {
         SafeTensorsFile::open(f);
     if (!file.ok())
       return file.status();
-    for (const TensorView &t : (*file)->tensors()) {
-      auto [it, inserted] = ckpt->tensors_.emplace(t.name, &t);
-      if (!inserted)
-        return absl::InvalidArgumentError(absl::StrCat(
-            f, ": tensor '", t.name, "' is also in ", it->second->file));
-    }
-    ckpt->files_.push_back(std::move(*file));
+    if (absl::Status st = ckpt->adopt(std::move(*file)); !st.ok())
+      return st;
   }
   if (sharded) {
     for (auto it = weightMap.begin(); it != weightMap.end(); ++it) {
@@ -405,6 +400,26 @@ Checkpoint::open(const std::string &dir) {
     }
   }
   return ckpt;
+}
+
+absl::Status Checkpoint::adopt(std::unique_ptr<SafeTensorsFile> file) {
+  for (const TensorView &t : file->tensors()) {
+    auto [it, inserted] = tensors_.emplace(t.name, &t);
+    if (!inserted)
+      return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor '",
+                                                     t.name, "' is also in ",
+                                                     it->second->file));
+  }
+  files_.push_back(std::move(file));
+  return absl::OkStatus();
+}
+
+absl::Status Checkpoint::addFile(const std::string &path) {
+  absl::StatusOr<std::unique_ptr<SafeTensorsFile>> file =
+      SafeTensorsFile::open(path);
+  if (!file.ok())
+    return file.status();
+  return adopt(std::move(*file));
 }
 
 const TensorView *Checkpoint::find(const std::string &name) const {

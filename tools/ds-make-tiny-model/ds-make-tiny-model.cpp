@@ -27,9 +27,15 @@ int main(int argc, char **argv) {
                       cl::init(1));
   cl::opt<std::string> dtype("dtype", cl::desc("F32, BF16 or F16"),
                              cl::init("F32"));
+  cl::opt<float> initStd(
+      "init-std",
+      cl::desc("Initialize projections, experts and embeddings N(0, s^2) like "
+               "Hugging Face's initializer_range (default: 1/sqrt(fan_in))"),
+      cl::init(0.0f));
   cl::ParseCommandLineOptions(argc, argv,
                               "ds-make-tiny-model: tiny random checkpoints\n");
-  mlir::ds::hf::TinyModelOptions options{arch, out, seed, fused, shards, dtype};
+  mlir::ds::hf::TinyModelOptions options{arch,   out,   seed,   fused,
+                                         shards, dtype, initStd};
   if (llvm::Error e = mlir::ds::hf::writeTinyModel(options)) {
     llvm::WithColor::error(llvm::errs(), "ds-make-tiny-model")
         << llvm::toString(std::move(e)) << "\n";

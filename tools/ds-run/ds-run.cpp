@@ -15,6 +15,14 @@
 //     prefill_logits.npy [B, S, V], decode_logits.npy [N-1, B, V] and
 //     tokens.npy [B, S+N].
 //
+//   --calibrate FILE.json   records the absolute maximum of every GEMM input
+//     (by weight name) over the run: static activation scales for
+//     ds-quantize calibration=FILE.json.
+//   --reference REF.mlir [--report FILE.json]   runs REF (e.g. the module
+//     before ds-quantize) in lockstep on the same inputs (the same tokens
+//     when generating) and reports the relative L2 error of the outputs and
+//     of each layer's hidden state (ops located at "model.layers.N").
+//
 //===----------------------------------------------------------------------===//
 
 #include "dialects/DS/IR/DSOps.h"
@@ -24,6 +32,7 @@
 #include "ds/support/HostTensor.h"
 #include "ds/support/SafeTensors.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -38,6 +47,7 @@
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/WithColor.h"
 
+#include <deque>
 #include <map>
 #include <random>
 
@@ -74,6 +84,21 @@ cl::list<std::string> prompts("prompt",
                               cl::desc("Comma-separated prompt token ids"));
 cl::opt<std::string> dumpDir("dump-dir",
                              cl::desc("With --generate: write logits here"));
+cl::opt<std::string> calibrate(
+    "calibrate",
+    cl::desc("Write the absolute maximum of every GEMM input (JSON)"));
+cl::opt<std::string> referenceFile(
+    "reference",
+    cl::desc("Run this module (e.g. before quantization) on the same inputs "
+             "and report the error against it"));
+cl::opt<bool> forceRouting(
+    "force-routing",
+    cl::desc("With --reference: impose the reference's expert choices, so "
+             "that the error measures rounding, not changed routing"),
+    cl::init(false));
+cl::opt<std::string> reportFile("report",
+                                cl::desc("With --reference: write the error "
+                                         "report here (JSON)"));
 cl::opt<std::string> profileRouting(
     "profile-routing",
     cl::desc("Count how often each MoE layer selects each expert over the "
@@ -121,6 +146,178 @@ struct RoutingProfile {
                                      {"format", "ds-routing-profile"},
                                      {"version", 1},
                                      {"layers", std::move(layers)}}))
+       << "\n";
+    return ::ds::writeFileAtomically(path, text);
+  }
+};
+
+/// Sum of squared differences and of squared reference values.
+struct ErrorSum {
+  double diff2 = 0, ref2 = 0, maxAbs = 0;
+  void add(const float *a, const float *ref, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      double d = double(a[i]) - double(ref[i]);
+      diff2 += d * d;
+      ref2 += double(ref[i]) * ref[i];
+      maxAbs = std::max(maxAbs, std::fabs(d));
+    }
+  }
+  double rel() const { return ref2 > 0 ? std::sqrt(diff2 / ref2) : 0.0; }
+};
+
+/// Keeps each decoder layer's output: the residual stream has the
+/// embedding's shape [B, S, H], and every layer updates it twice (attention,
+/// then MLP/MoE) with an arith.addf or a ds.fused_linear residual epilogue,
+/// so the (2n+2)-th update is layer n's output. Counting (rather than
+/// locations, which a text round trip drops) pairs the layers of any two
+/// forms of one model.
+struct LayerCapture {
+  SmallVector<int64_t> hidden;
+  int64_t updates = 0;
+  std::map<std::string, std::vector<float>> layers;
+  void observe(Value v, const mlir::ds::Tensor &t) {
+    Operation *op = v.getDefiningOp();
+    if (!op || t.isInt)
+      return;
+    if (isa<mlir::ds::EmbeddingOp>(op)) {
+      hidden = t.shape;
+      return;
+    }
+    auto fused = dyn_cast<mlir::ds::FusedLinearOp>(op);
+    if (!(isa<arith::AddFOp>(op) || (fused && fused.getResidual())) ||
+        t.shape != hidden)
+      return;
+    if (++updates % 2 == 0)
+      layers[llvm::formatv("layers.{0:d2}", updates / 2 - 1).str()] = t.f;
+  }
+  void reset() {
+    layers.clear();
+    updates = 0;
+  }
+};
+
+/// The error of a run against its reference run.
+struct Report {
+  std::map<std::string, ErrorSum> outputs, layers;
+  int64_t agree = 0, total = 0;
+  LayerCapture mine, ref;
+  /// The reference's routing decisions of the current step, in order.
+  std::deque<mlir::ds::Tensor> refRouting;
+  mlir::ds::Tensor imposed;
+  int64_t decisions = 0, changed = 0;
+
+  void recordReference(const mlir::ds::Tensor &indices) {
+    refRouting.push_back(indices);
+  }
+  const mlir::ds::Tensor *impose() {
+    if (!forceRouting || refRouting.empty())
+      return nullptr;
+    imposed = refRouting.front();
+    return &imposed;
+  }
+  /// Counts tokens whose set of experts differs from the reference's.
+  void compareRouting(const mlir::ds::Tensor &indices) {
+    if (refRouting.empty())
+      return;
+    const mlir::ds::Tensor &r = refRouting.front();
+    int64_t k = indices.shape.back();
+    if (r.numElements() == indices.numElements())
+      for (int64_t t = 0; t < indices.numElements() / k; ++t) {
+        std::vector<int64_t> a(indices.i.begin() + t * k,
+                               indices.i.begin() + (t + 1) * k),
+            b(r.i.begin() + t * k, r.i.begin() + (t + 1) * k);
+        llvm::sort(a);
+        llvm::sort(b);
+        ++decisions;
+        changed += a != b;
+      }
+    refRouting.pop_front();
+  }
+
+  void addOutput(const std::string &name, const HostTensor &a,
+                 const HostTensor &r) {
+    std::vector<float> x = a.toFloats(), y = r.toFloats();
+    outputs[name].add(x.data(), y.data(), std::min(x.size(), y.size()));
+  }
+  /// After one pair of runs: compare and forget the captured layers.
+  void addLayers() {
+    for (auto &[name, v] : mine.layers) {
+      auto it = ref.layers.find(name);
+      if (it != ref.layers.end() && it->second.size() == v.size())
+        layers[name].add(v.data(), it->second.data(), v.size());
+    }
+    mine.reset();
+    ref.reset();
+  }
+  absl::Status write(const std::string &path) const {
+    auto entry = [](const ErrorSum &e) {
+      return llvm::json::Object{{"rel_l2", e.rel()}, {"max_abs", e.maxAbs}};
+    };
+    llvm::json::Object outs, lays;
+    for (const auto &[name, e] : outputs)
+      outs[name] = entry(e);
+    llvm::json::Array layerList;
+    for (const auto &[name, e] : layers) {
+      llvm::json::Object o = entry(e);
+      o["name"] = name;
+      layerList.push_back(std::move(o));
+    }
+    llvm::json::Object root{{"format", "ds-error-report"},
+                            {"version", 1},
+                            {"reference", referenceFile.getValue()},
+                            {"outputs", std::move(outs)},
+                            {"layers", std::move(layerList)}};
+    if (total)
+      root["top1_agreement"] = double(agree) / double(total);
+    root["routing"] = llvm::json::Object{{"forced", forceRouting.getValue()},
+                                         {"decisions", decisions},
+                                         {"changed", changed}};
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << llvm::formatv("{0:2}", llvm::json::Value(std::move(root))) << "\n";
+    return ::ds::writeFileAtomically(path, text);
+  }
+  void print() const {
+    for (const auto &[name, e] : outputs)
+      llvm::outs() << "error vs reference: " << name << " relative L2 "
+                   << llvm::format("%.3e", e.rel()) << ", max abs "
+                   << llvm::format("%.3e", e.maxAbs) << "\n";
+    if (total)
+      llvm::outs() << "error vs reference: greedy tokens agree " << agree << "/"
+                   << total << "\n";
+    llvm::outs() << "error vs reference: "
+                 << (forceRouting ? "routing imposed; " : "")
+                 << "token routings that differ " << changed << "/" << decisions
+                 << "\n";
+  }
+};
+
+/// Absolute maxima of GEMM inputs, by weight param name.
+struct Calibration {
+  std::map<std::string, float> absmax;
+  void record(Value weight, const mlir::ds::Tensor &input) {
+    std::optional<mlir::ds::WeightSources> sources =
+        mlir::ds::getWeightSources(weight);
+    if (!sources)
+      return;
+    float m = 0.0f;
+    for (float v : input.f)
+      m = std::max(m, std::fabs(v));
+    for (mlir::ds::ParamOp p : sources->params) {
+      float &slot = absmax[p.getName().str()];
+      slot = std::max(slot, m);
+    }
+  }
+  absl::Status write(const std::string &path) const {
+    llvm::json::Object inputs;
+    for (const auto &[name, m] : absmax)
+      inputs[name] = double(m);
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << llvm::formatv("{0:2}", llvm::json::Value(llvm::json::Object{
+                                     {"format", "ds-activation-ranges"},
+                                     {"version", 1},
+                                     {"gemm_inputs", std::move(inputs)}}))
        << "\n";
     return ::ds::writeFileAtomically(path, text);
   }
@@ -174,7 +371,8 @@ absl::StatusOr<HostTensor> readInput(const std::string &spec) {
   return t;
 }
 
-int runOnce(ModuleOp module, mlir::ds::Interpreter &interp) {
+int runOnce(ModuleOp module, mlir::ds::Interpreter &interp,
+            mlir::ds::Interpreter *ref, Report &report) {
   auto fn = module.lookupSymbol<func::FuncOp>(function);
   if (!fn)
     return fail("no function @" + function + " in " + inputFile);
@@ -195,9 +393,19 @@ int runOnce(ModuleOp module, mlir::ds::Interpreter &interp) {
       return fail("argument " + Twine(i) + " is not a ranked tensor");
     args.push_back(generated(type, rng));
   }
+  // The reference runs first: its routing decisions can be imposed.
+  FailureOr<std::vector<HostTensor>> expected;
+  if (ref && failed(expected = ref->run(function, args)))
+    return 1;
   FailureOr<std::vector<HostTensor>> results = interp.run(function, args);
   if (failed(results))
     return 1;
+  if (ref) {
+    for (size_t i = 0; i < std::min(results->size(), expected->size()); ++i)
+      report.addOutput("result" + std::to_string(i), (*results)[i],
+                       (*expected)[i]);
+    report.addLayers();
+  }
   if (!outputDir.empty()) {
     if (std::error_code ec = llvm::sys::fs::create_directories(outputDir))
       return fail(outputDir + ": " + ec.message());
@@ -222,7 +430,8 @@ int runOnce(ModuleOp module, mlir::ds::Interpreter &interp) {
   return 0;
 }
 
-int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp) {
+int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
+                mlir::ds::Interpreter *ref, Report &report) {
   auto prefill = module.lookupSymbol<func::FuncOp>("prefill");
   if (!prefill || !module.lookupSymbol<func::FuncOp>("decode"))
     return fail(inputFile + " has no @prefill and @decode (import a model "
@@ -262,9 +471,28 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp) {
     shape[0] = b;
     args.push_back(HostTensor(DType::F32, shape));
   }
+  // The reference runs first on the same tokens, with caches of its own (its
+  // routing decisions can be imposed).
+  FailureOr<std::vector<HostTensor>> refOut;
+  if (ref && failed(refOut = ref->run("prefill", args)))
+    return 1;
   FailureOr<std::vector<HostTensor>> out = interp.run("prefill", args);
   if (failed(out))
     return 1;
+  auto compare = [&](const std::string &name, int64_t rowsPerSeq) {
+    const HostTensor &a = (*out)[0], &r = (*refOut)[0];
+    report.addOutput(name, a, r);
+    report.addLayers();
+    int64_t v = a.shape.back();
+    for (int64_t i = 0; i < static_cast<int64_t>(a.shape[0]); ++i) {
+      int64_t row = (i + 1) * rowsPerSeq - 1;
+      report.agree += argmax(a.data<float>() + row * v, v) ==
+                      argmax(r.data<float>() + row * v, v);
+      ++report.total;
+    }
+  };
+  if (ref)
+    compare("prefill_logits", args[0].shape[1]);
   int64_t vocab = (*out)[0].shape.back();
   HostTensor prefillLogits = (*out)[0];
   std::vector<float> decodeLogits;
@@ -283,11 +511,20 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp) {
     }
     std::vector<HostTensor> dargs = {HostTensor::fromInts({b, 1}, tok),
                                      HostTensor::fromInts({b, 1}, pos)};
+    if (ref) {
+      std::vector<HostTensor> refArgs = dargs;
+      for (size_t c = 1; c < refOut->size(); ++c)
+        refArgs.push_back(std::move((*refOut)[c]));
+      if (failed(refOut = ref->run("decode", refArgs)))
+        return 1;
+    }
     for (size_t c = 1; c < out->size(); ++c)
       dargs.push_back(std::move((*out)[c]));
     out = interp.run("decode", dargs);
     if (failed(out))
       return 1;
+    if (ref)
+      compare("decode_logits", 1);
     const float *l = (*out)[0].data<float>();
     decodeLogits.insert(decodeLogits.end(), l, l + b * vocab);
     pick((*out)[0], 1);
@@ -346,25 +583,80 @@ int main(int argc, char **argv) {
   OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
   if (!module)
     return 1;
-  std::unique_ptr<::ds::Checkpoint> checkpoint;
-  std::unique_ptr<mlir::ds::CheckpointWeights> weights;
+  llvm::SourceMgr refSourceMgr;
+  OwningOpRef<ModuleOp> refModule;
+  if (!referenceFile.empty()) {
+    std::unique_ptr<llvm::MemoryBuffer> refBuffer =
+        openInputFile(referenceFile, &error);
+    if (!refBuffer)
+      return fail(error);
+    refSourceMgr.AddNewSourceBuffer(std::move(refBuffer), SMLoc());
+    refModule = parseSourceFile<ModuleOp>(refSourceMgr, &context);
+    if (!refModule)
+      return 1;
+  } else if (!reportFile.empty()) {
+    return fail("--report needs --reference");
+  }
+  std::unique_ptr<::ds::Checkpoint> checkpoint, refCheckpoint;
+  std::unique_ptr<mlir::ds::CheckpointWeights> weights, refWeights;
   if (!weightsDir.empty()) {
-    absl::StatusOr<std::unique_ptr<::ds::Checkpoint>> c =
-        ::ds::Checkpoint::open(weightsDir);
-    if (!c.ok())
-      return fail(std::string(c.status().message()));
+    FailureOr<std::unique_ptr<::ds::Checkpoint>> c =
+        mlir::ds::openModuleCheckpoint(*module, weightsDir, error);
+    if (failed(c))
+      return fail(error);
     checkpoint = std::move(*c);
     weights = std::make_unique<mlir::ds::CheckpointWeights>(*checkpoint);
+    if (refModule) {
+      c = mlir::ds::openModuleCheckpoint(*refModule, weightsDir, error);
+      if (failed(c))
+        return fail(error);
+      refCheckpoint = std::move(*c);
+      refWeights =
+          std::make_unique<mlir::ds::CheckpointWeights>(*refCheckpoint);
+    }
   }
   mlir::ds::Interpreter interp(*module, weights.get());
+  std::unique_ptr<mlir::ds::Interpreter> refInterp;
+  Report report;
+  if (refModule) {
+    refInterp =
+        std::make_unique<mlir::ds::Interpreter>(*refModule, refWeights.get());
+    interp.setValueObserver(
+        [&](Value v, const mlir::ds::Tensor &t) { report.mine.observe(v, t); });
+    refInterp->setValueObserver(
+        [&](Value v, const mlir::ds::Tensor &t) { report.ref.observe(v, t); });
+    refInterp->setRoutingObserver(
+        [&](Operation *, const mlir::ds::Tensor &indices, int64_t) {
+          report.recordReference(indices);
+        });
+    interp.setRoutingOverride([&](Operation *) { return report.impose(); });
+  }
+  Calibration calibration;
+  if (!calibrate.empty())
+    interp.setGemmInputObserver(
+        [&](Operation *, Value weight, const mlir::ds::Tensor &input) {
+          calibration.record(weight, input);
+        });
   RoutingProfile profile;
-  if (!profileRouting.empty())
+  if (!profileRouting.empty() || refInterp)
     interp.setRoutingObserver(
         [&](Operation *op, const mlir::ds::Tensor &indices, int64_t experts) {
-          profile.record(op, indices, experts);
+          if (!profileRouting.empty())
+            profile.record(op, indices, experts);
+          if (refInterp)
+            report.compareRouting(indices);
         });
-  int rc =
-      generate > 0 ? runGenerate(*module, interp) : runOnce(*module, interp);
+  int rc = generate > 0 ? runGenerate(*module, interp, refInterp.get(), report)
+                        : runOnce(*module, interp, refInterp.get(), report);
+  if (rc == 0 && refInterp) {
+    report.print();
+    if (!reportFile.empty())
+      if (absl::Status s = report.write(reportFile); !s.ok())
+        return fail(std::string(s.message()));
+  }
+  if (rc == 0 && !calibrate.empty())
+    if (absl::Status s = calibration.write(calibrate); !s.ok())
+      return fail(std::string(s.message()));
   if (rc == 0 && !profileRouting.empty())
     if (absl::Status s = profile.write(profileRouting); !s.ok())
       return fail(std::string(s.message()));

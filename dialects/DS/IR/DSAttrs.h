@@ -15,6 +15,7 @@
 #include "llvm/ADT/APFloat.h"
 
 #include "dialects/DS/IR/DSEnums.h.inc"
+#include "dialects/DS/IR/DSTypes.h"
 
 namespace mlir::ds {
 /// Parses a float literal (integer literals are accepted) as an f64 APFloat.

@@ -11,6 +11,7 @@
 
 include "dialects/DS/IR/DSDialect.td"
 include "dialects/DS/IR/DSEnums.td"
+include "dialects/DS/IR/DSTypes.td"
 include "mlir/IR/AttrTypeBase.td"
 
 //===----------------------------------------------------------------------===//
@@ -176,6 +177,49 @@ def DS_RoutingAttr : DS_Attr<"Routing", "routing"> {
       return getKept().empty() ? getNumExperts()
                                : static_cast<int64_t>(getKept().size());
     }
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// #ds.act_quant
+//===----------------------------------------------------------------------===//
+
+def DS_ActQuantAttr : DS_Attr<"ActQuant", "act_quant"> {
+  let summary = "how activations are quantized before a GEMM";
+  let description = [{
+    Symmetric quantization of an activation `[..., K]` to `storage` (`i8`
+    or `f8E4M3FN`) along its last axis:
+
+    * `group = 0`: one scale per token (the whole last axis), W8A8 style;
+    * `group = g`: one scale per `g` consecutive channels of a token
+      (DeepSeek-V3's 1x128 activation groups);
+    * `scale > 0`: a static scale from calibration for the whole tensor
+      (then `group` must be 0).
+
+    Dynamic scales are `absmax / qmax` of each group (127 for i8, 448 for
+    e4m3); values are `x / scale` rounded (nearest-even, clamped / e4m3
+    saturating). `ds.quantize` applies it and names the `!ds.qtensor` type
+    it gives; fused ops carry it as their `input_quant`.
+
+    ```mlir
+    #ds.act_quant<i8, group = 0>
+    #ds.act_quant<f8E4M3FN, group = 128>
+    #ds.act_quant<i8, group = 0, scale = 0.0123>
+    ```
+  }];
+  let parameters = (ins
+    "::mlir::Type":$storage_type,
+    "int64_t":$group,
+    DS_F64Param<"0.0", "static scale (0: dynamic)">:$scale
+  );
+  let assemblyFormat = [{
+    `<` $storage_type `,` `group` `=` $group (`,` `scale` `=` $scale^)? `>`
+  }];
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    bool isStatic() const { return !getScale().isZero(); }
+    /// The quantized type of an activation of type `input`.
+    ::mlir::ds::QTensorType getQuantizedType(::mlir::RankedTensorType input) const;
   }];
 }
 

@@ -20,4 +20,5 @@ void DSDialect::initialize() {
 #include "dialects/DS/IR/DSOps.cpp.inc"
       >();
   registerAttributes();
+  registerTypes();
 }

@@ -38,8 +38,10 @@ def DS_Dialect : Dialect {
       (key `j` of the cache has position `j`).
   }];
   let useDefaultAttributePrinterParser = 1;
+  let useDefaultTypePrinterParser = 1;
   let extraClassDeclaration = [{
     void registerAttributes();
+    void registerTypes();
   }];
 }
 

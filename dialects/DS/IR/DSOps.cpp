@@ -56,8 +56,10 @@ static int64_t mulDims(int64_t a, int64_t b) {
   return isDyn(a) || isDyn(b) ? kDynamic : a * b;
 }
 
+/// The tensor type of `v`, or a !ds.qtensor's logical tensor type: shape
+/// rules see quantized weights and activations as what they stand for.
 static RankedTensorType rankedType(Value v) {
-  return cast<RankedTensorType>(v.getType());
+  return getLogicalTensorType(v.getType());
 }
 
 static std::string dimStr(int64_t d) {
@@ -121,6 +123,8 @@ static bool areCompatibleTensorTypes(TypeRange lhs, TypeRange rhs) {
   if (lhs.size() != rhs.size())
     return false;
   for (auto [l, r] : llvm::zip(lhs, rhs)) {
+    if (l == r)
+      continue;
     auto lt = dyn_cast<RankedTensorType>(l);
     auto rt = dyn_cast<RankedTensorType>(r);
     if (!lt || !rt || lt.getElementType() != rt.getElementType() ||
@@ -156,6 +160,7 @@ DS_COMPATIBLE_RETURN_TYPES(MoEOp)
 DS_COMPATIBLE_RETURN_TYPES(FusedLinearOp)
 DS_COMPATIBLE_RETURN_TYPES(FusedRouterOp)
 DS_COMPATIBLE_RETURN_TYPES(FusedMoEOp)
+DS_COMPATIBLE_RETURN_TYPES(DequantizeOp)
 
 #undef DS_COMPATIBLE_RETURN_TYPES
 
@@ -185,7 +190,28 @@ static void printActivationKind(OpAsmPrinter &printer, Operation *,
 LogicalResult ParamOp::verify() {
   if (getName().empty())
     return emitOpError("needs a non-empty weight name");
-  auto type = cast<RankedTensorType>(getType());
+  auto qtype = dyn_cast<QTensorType>(getType());
+  if (!qtype && (getScales() || getZeroPoints()))
+    return emitOpError("scales and zero_points belong to !ds.qtensor weights");
+  if (qtype) {
+    if (!getScales())
+      return emitOpError("a quantized weight needs the name of its scales");
+    if (static_cast<bool>(getZeroPoints()) != qtype.hasZeroPoint())
+      return emitOpError(qtype.hasZeroPoint()
+                             ? "unsigned storage needs zero_points"
+                             : "zero_points need unsigned storage (ui4, ui8)");
+    size_t stars = getName().count('*');
+    for (std::optional<StringRef> extra : {getScales(), getZeroPoints()})
+      if (extra && extra->count('*') != stars)
+        return emitOpError("scales and zero_points names need the same '*' "
+                           "placeholder as the weight name");
+    if (stars && qtype.getRank() >= 1 && qtype.getBlock()[0] != 1)
+      return emitOpError("a stacked quantized weight needs block extent 1 "
+                         "along the expert axis");
+    if (getSelect() && !stars)
+      return emitOpError("select on a quantized weight needs a stacked name");
+  }
+  auto type = getLogicalTensorType(getType());
   if (!type.hasStaticShape())
     return emitOpError("weight type must have a static shape, got ") << type;
   Type element = type.getElementType();
@@ -213,9 +239,44 @@ LogicalResult ParamOp::verify() {
   return success();
 }
 
-std::string ParamOp::getExpertName(int64_t e) {
-  auto [prefix, suffix] = getName().split('*');
+std::string ParamOp::expertName(StringRef pattern, int64_t e) {
+  auto [prefix, suffix] = pattern.split('*');
   return (prefix + Twine(e) + suffix).str();
+}
+
+std::optional<WeightSources> mlir::ds::getWeightSources(Value weight) {
+  WeightSources sources;
+  if (auto param = weight.getDefiningOp<ParamOp>()) {
+    sources.params.push_back(param);
+    return sources;
+  }
+  auto concat = weight.getDefiningOp<tensor::ConcatOp>();
+  if (!concat)
+    return std::nullopt;
+  sources.axis = concat.getDim();
+  for (Value v : concat.getInputs()) {
+    auto param = v.getDefiningOp<ParamOp>();
+    if (!param)
+      return std::nullopt;
+    sources.params.push_back(param);
+  }
+  return sources;
+}
+
+std::string WeightSources::key() const {
+  std::string key;
+  for (ParamOp p : params) {
+    if (!key.empty())
+      key += "+";
+    key += p.getName().str();
+    if (std::optional<ArrayRef<int64_t>> select = p.getSelect()) {
+      key += "[";
+      llvm::raw_string_ostream os(key);
+      llvm::interleave(*select, os, ",");
+      key += "]";
+    }
+  }
+  return key;
 }
 
 std::string mlir::ds::getRoutingSiteName(Operation *op) {
@@ -962,6 +1023,9 @@ LogicalResult FusedLinearOp::inferReturnTypes(MLIRContext *,
 }
 
 LogicalResult FusedLinearOp::verify() {
+  if (getInputQuant() && isa<QTensorType>(getInput().getType()))
+    return emitOpError("input_quant needs a float input, the input is already "
+                       "quantized");
   if (getGated() && !getActivation())
     return emitOpError("gated epilogue needs an activation");
   if (static_cast<bool>(getNormWeight()) != getNormEpsilon().has_value())
@@ -1040,6 +1104,45 @@ LogicalResult FusedMoEOp::inferReturnTypes(MLIRContext *,
                  ") must be twice the down projection's width (",
                  dimStr(down.getDimSize(2)), ")");
   results.push_back(input);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// QuantizeOp, DequantizeOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult QuantizeOp::inferReturnTypes(MLIRContext *,
+                                           std::optional<Location> loc,
+                                           Adaptor adaptor,
+                                           SmallVectorImpl<Type> &results) {
+  ShapeError error(loc, getOperationName().drop_front(3));
+  auto input = rankedType(adaptor.getInput());
+  auto scheme = requireAttr<ActQuantAttr>(
+      error, adaptor, adaptor.getProperties().scheme, "scheme");
+  if (failed(scheme) || failed(checkRank(error, "input", input, 1, true)))
+    return failure();
+  Type element = input.getElementType();
+  if (!element.isF32() && !element.isBF16() && !element.isF16())
+    return error("input must be f32, bf16 or f16, got ", input);
+  results.push_back(scheme->getQuantizedType(input));
+  return success();
+}
+
+bool QuantizeOp::isCompatibleReturnTypes(TypeRange l, TypeRange r) {
+  if (l.size() != 1 || r.size() != 1)
+    return false;
+  auto lt = dyn_cast<QTensorType>(l[0]), rt = dyn_cast<QTensorType>(r[0]);
+  return lt && rt && lt.getStorageType() == rt.getStorageType() &&
+         lt.getExpressedType() == rt.getExpressedType() &&
+         lt.getBlock() == rt.getBlock() &&
+         succeeded(verifyCompatibleShape(lt.getShape(), rt.getShape()));
+}
+
+LogicalResult DequantizeOp::inferReturnTypes(MLIRContext *,
+                                             std::optional<Location>,
+                                             Adaptor adaptor,
+                                             SmallVectorImpl<Type> &results) {
+  results.push_back(rankedType(adaptor.getInput()));
   return success();
 }
 

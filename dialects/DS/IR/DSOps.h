@@ -27,6 +27,18 @@ namespace mlir::ds {
 /// "moe.<n>" for the n-th routing op of its function. Prefill and decode,
 /// and fused or unfused forms of one model, give the same names.
 std::string getRoutingSiteName(Operation *op);
+
+/// Where a weight operand comes from: one ds.param, or a tensor.concat of
+/// ds.params along `axis` (what ds-fuse-horizontal builds).
+struct WeightSources {
+  SmallVector<ParamOp> params;
+  int64_t axis = 0;
+  /// A stable name for the whole weight: the params' names (with their
+  /// `select` lists) joined by `+`.
+  std::string key() const;
+};
+/// The sources of `weight`, or nothing when it is computed otherwise.
+std::optional<WeightSources> getWeightSources(Value weight);
 } // namespace mlir::ds
 
 #endif // DS_DIALECTS_DS_IR_DSOPS_H

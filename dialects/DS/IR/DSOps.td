@@ -22,9 +22,11 @@ include "mlir/Interfaces/SideEffectInterfaces.td"
 
 def DS_FloatTensor : RankedTensorOf<[AnyFloat]>;
 def DS_IntTensor : RankedTensorOf<[I32, I64]>;
-// Weights: floats today; quantized element types join in the quantization
-// work, so weight operands are checked in C++ rather than by this constraint.
-def DS_WeightTensor : RankedTensorOf<[AnyType]>;
+// Weights: float tensors or block-quantized `!ds.qtensor`s; element types are
+// checked in C++ (on the logical type of a qtensor).
+def DS_WeightTensor : AnyTypeOf<[RankedTensorOf<[AnyType]>, DS_QTensorType]>;
+// GEMM inputs: float activations, or activations quantized by ds.quantize.
+def DS_GemmInput : AnyTypeOf<[DS_FloatTensor, DS_QTensorType]>;
 
 class DS_Op<string mnemonic, list<Trait> traits = []>
     : Op<DS_Dialect, mnemonic, traits>;
@@ -60,14 +62,31 @@ def DS_ParamOp : DS_Op<"param", [Pure]> {
     %g = ds.param "model.layers.3.mlp.experts.*.gate_proj.weight" : tensor<64x1408x2048xbf16>
     %p = ds.param "model.layers.3.mlp.experts.*.up_proj.weight" select [0, 5, 9] : tensor<3x1408x2048xbf16>
     ```
+
+    A quantized weight (`!ds.qtensor`) also names its f32 `scales` and, for
+    unsigned storage, its u8 `zero_points` (shape `ceil(shape / block)`,
+    per expert for stacked params, whose names then hold the `*` too). The
+    values are stored as `ds::Quant.h` describes (4-bit values two a byte).
+    DeepSeek-V3's FP8 checkpoints are read as they are:
+
+    ```mlir
+    %w = ds.param "model.layers.0.mlp.down_proj.weight" scales "model.layers.0.mlp.down_proj.weight_scale_inv"
+        : !ds.qtensor<7168x18432xf8E4M3FN, bf16, block = [128, 128]>
+    ```
   }];
-  let arguments = (ins StrAttr:$name, OptionalAttr<DenseI64ArrayAttr>:$select);
+  let arguments = (ins StrAttr:$name, OptionalAttr<DenseI64ArrayAttr>:$select,
+                       OptionalAttr<StrAttr>:$scales,
+                       OptionalAttr<StrAttr>:$zero_points);
   let results = (outs DS_WeightTensor:$result);
-  let assemblyFormat = "$name (`select` $select^)? attr-dict `:` type($result)";
+  let assemblyFormat = [{
+    $name (`select` $select^)? (`scales` $scales^)?
+    (`zero_points` $zero_points^)? attr-dict `:` type($result)
+  }];
   let builders = [
     OpBuilder<(ins "::mlir::Type":$type, "::llvm::StringRef":$name), [{
       build($_builder, $_state, type, $_builder.getStringAttr(name),
-            ::mlir::DenseI64ArrayAttr());
+            ::mlir::DenseI64ArrayAttr(), ::mlir::StringAttr(),
+            ::mlir::StringAttr());
     }]>
   ];
   let hasVerifier = 1;
@@ -75,7 +94,9 @@ def DS_ParamOp : DS_Op<"param", [Pure]> {
     /// True when the name has a `*` expert placeholder.
     bool isStacked() { return getName().contains('*'); }
     /// The checkpoint name of expert `e`'s slice of a stacked param.
-    std::string getExpertName(int64_t e);
+    std::string getExpertName(int64_t e) { return expertName(getName(), e); }
+    /// `pattern` with its `*` replaced by `e`.
+    static std::string expertName(::llvm::StringRef pattern, int64_t e);
     /// The index, in the named tensor, of result slice `i` (after select).
     int64_t getSourceIndex(int64_t i) {
       return getSelect() ? (*getSelect())[i] : i;
@@ -140,7 +161,7 @@ def DS_LinearOp : DS_InferOp<"linear"> {
     %k = ds.linear %x, %wk, %bk : tensor<?x?x2048xf32>, tensor<256x2048xf32>, tensor<256xf32> -> tensor<?x?x256xf32>
     ```
   }];
-  let arguments = (ins DS_FloatTensor:$input, DS_WeightTensor:$weight,
+  let arguments = (ins DS_GemmInput:$input, DS_WeightTensor:$weight,
                        Optional<DS_WeightTensor>:$bias);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
@@ -456,7 +477,7 @@ def DS_GroupedMatmulOp : DS_InferOp<"grouped_matmul"> {
     %g = ds.grouped_matmul %sorted, %w_gate, %offsets : tensor<?x2048xf32>, tensor<64x1408x2048xf32>, tensor<65xi64> -> tensor<?x1408xf32>
     ```
   }];
-  let arguments = (ins DS_FloatTensor:$input, DS_WeightTensor:$weight,
+  let arguments = (ins DS_GemmInput:$input, DS_WeightTensor:$weight,
                        RankedTensorOf<[I64]>:$offsets);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
@@ -556,6 +577,8 @@ def DS_FusedLinearOp : DS_InferOp<"fused_linear", [AttrSizedOperandSegments]> {
     y = y (+ residual)
     ```
 
+    With `input_quant`, `h` is quantized as `ds.quantize` does right before
+    the GEMM (W8A8 / FP8: the kernel quantizes its own input).
     The normalized input is rounded to the input type as in `ds.rms_norm`;
     the GEMM accumulates in f32, and the result is rounded to the result type
     wherever the unfused ops stored theirs (after the GEMM, after the
@@ -577,7 +600,8 @@ def DS_FusedLinearOp : DS_InferOp<"fused_linear", [AttrSizedOperandSegments]> {
                        Optional<DS_FloatTensor>:$residual,
                        OptionalAttr<F64Attr>:$norm_epsilon,
                        OptionalAttr<DS_ActivationAttr>:$activation,
-                       UnitAttr:$gated);
+                       UnitAttr:$gated,
+                       OptionalAttr<DS_ActQuantAttr>:$input_quant);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $weight (`norm` `(` $norm_weight^ `)`)? (`bias` `(` $bias^ `)`)?
@@ -621,7 +645,9 @@ def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
     result[t] = sum_j weights[t, j] * down_e (act(gate_e x_t) * up_e x_t),  e = indices[t, j]
     ```
 
-    summed in ascending expert order like `ds.moe_combine`. Exactly the
+    summed in ascending expert order like `ds.moe_combine`. `input_quant`
+    quantizes `x` before the gate/up GEMM and `hidden_quant` the GLU output
+    before the down GEMM (as `ds.quantize` does). Exactly the
     composition `ds.moe_dispatch`, `ds.grouped_matmul` (gate, up),
     `ds.swiglu`, `ds.grouped_matmul` (down), `ds.moe_combine`, which
     `ds-fuse-moe` replaces. The shared expert stays beside it as
@@ -636,12 +662,53 @@ def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
                        DS_IntTensor:$indices, DS_WeightTensor:$gate_up,
                        DS_WeightTensor:$down,
                        DefaultValuedAttr<DS_ActivationAttr,
-                                         "::mlir::ds::Activation::silu">:$activation);
+                                         "::mlir::ds::Activation::silu">:$activation,
+                       OptionalAttr<DS_ActQuantAttr>:$input_quant,
+                       OptionalAttr<DS_ActQuantAttr>:$hidden_quant);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $weights `,` $indices `experts` `(` $gate_up `,` $down `)`
     attr-dict `:` functional-type(operands, results)
   }];
+}
+
+//===----------------------------------------------------------------------===//
+// Quantization
+//===----------------------------------------------------------------------===//
+
+def DS_QuantizeOp : DS_InferOp<"quantize"> {
+  let summary = "quantize an activation";
+  let description = [{
+    Quantizes `input` `[..., K]` as `scheme` says (per token, per group of
+    channels, or with a static calibrated scale); the result is the
+    `!ds.qtensor` `scheme` gives for the input type. A GEMM that takes it
+    multiplies quantized values (W8A8, FP8). The interpreter keeps the
+    dequantized values, so the rounding error is what it computes with.
+
+    ```mlir
+    %q = ds.quantize %x #ds.act_quant<i8, group = 0> : tensor<?x?x64xf32> -> !ds.qtensor<?x?x64xi8, f32, block = [1, 1, 0]>
+    ```
+  }];
+  let arguments = (ins DS_FloatTensor:$input, DS_ActQuantAttr:$scheme);
+  let results = (outs DS_QTensorType:$result);
+  let assemblyFormat = [{
+    $input $scheme attr-dict `:` type($input) `->` type($result)
+  }];
+}
+
+def DS_DequantizeOp : DS_InferOp<"dequantize"> {
+  let summary = "the float tensor a quantized tensor stands for";
+  let description = [{
+    `(q - zero_point) * scale` per element, in the expressed type; the
+    fallback for ops that cannot consume a `!ds.qtensor` directly.
+
+    ```mlir
+    %w = ds.dequantize %q : !ds.qtensor<64x64xi8, f32, block = [1, 0]> -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins DS_QTensorType:$input);
+  let results = (outs DS_FloatTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
 }
 
 #endif // DS_OPS_TD

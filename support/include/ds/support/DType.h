@@ -51,6 +51,9 @@ float f8e4m3ToFloat(uint8_t bits);
 /// Round-to-nearest-even conversions from f32.
 uint16_t floatToHalf(float value);
 uint16_t floatToBF16(float value);
+/// Rounds to the nearest float8 e4m3fn value (ties to even), saturating at
+/// +-448 (the format has no infinity); NaN maps to NaN.
+uint8_t floatToF8E4M3(float value);
 
 /// Rounds `value` to the precision of `dtype` and back (identity for f32 and
 /// wider); used to model storage in a narrower float type.

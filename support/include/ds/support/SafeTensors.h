@@ -86,6 +86,9 @@ public:
   open(const std::string &dir);
 
   const TensorView *find(const std::string &name) const;
+  /// Adds one more safetensors file (e.g. the quantized weights ds-quantize
+  /// wrote); its names must not repeat any already present.
+  absl::Status addFile(const std::string &path);
   /// Every tensor name, sorted.
   std::vector<std::string> names() const;
   const std::vector<std::unique_ptr<SafeTensorsFile>> &files() const {
@@ -93,6 +96,8 @@ public:
   }
 
 private:
+  absl::Status adopt(std::unique_ptr<SafeTensorsFile> file);
+
   std::vector<std::unique_ptr<SafeTensorsFile>> files_;
   std::map<std::string, const TensorView *> tensors_;
 };

@@ -1,0 +1,25 @@
+//===- DSTypes.h - ds types ----------------------------------------*- C++
+//-*-===//
+//
+// `!ds.qtensor`, the block-quantized tensor type. (DSQuant.h connects it to
+// the support library's quantization code.)
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_DIALECTS_DS_IR_DSTYPES_H
+#define DS_DIALECTS_DS_IR_DSTYPES_H
+
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "mlir/IR/Types.h"
+
+#define GET_TYPEDEF_CLASSES
+#include "dialects/DS/IR/DSTypes.h.inc"
+
+namespace mlir::ds {
+/// The tensor a value stands for: its own type, or a !ds.qtensor's logical
+/// type.
+RankedTensorType getLogicalTensorType(Type type);
+} // namespace mlir::ds
+
+#endif // DS_DIALECTS_DS_IR_DSTYPES_H
