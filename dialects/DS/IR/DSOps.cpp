@@ -1023,9 +1023,6 @@ LogicalResult FusedLinearOp::inferReturnTypes(MLIRContext *,
 }
 
 LogicalResult FusedLinearOp::verify() {
-  if (getInputQuant() && isa<QTensorType>(getInput().getType()))
-    return emitOpError("input_quant needs a float input, the input is already "
-                       "quantized");
   if (getGated() && !getActivation())
     return emitOpError("gated epilogue needs an activation");
   if (static_cast<bool>(getNormWeight()) != getNormEpsilon().has_value())

@@ -686,13 +686,13 @@ def DS_QuantizeOp : DS_InferOp<"quantize"> {
     dequantized values, so the rounding error is what it computes with.
 
     ```mlir
-    %q = ds.quantize %x #ds.act_quant<i8, group = 0> : tensor<?x?x64xf32> -> !ds.qtensor<?x?x64xi8, f32, block = [1, 1, 0]>
+    %q = ds.quantize %x {scheme = #ds.act_quant<i8, group = 0>} : tensor<?x?x64xf32> -> !ds.qtensor<?x?x64xi8, f32, block = [1, 1, 0]>
     ```
   }];
   let arguments = (ins DS_FloatTensor:$input, DS_ActQuantAttr:$scheme);
   let results = (outs DS_QTensorType:$result);
   let assemblyFormat = [{
-    $input $scheme attr-dict `:` type($input) `->` type($result)
+    $input attr-dict `:` type($input) `->` qualified(type($result))
   }];
 }
 
@@ -708,7 +708,9 @@ def DS_DequantizeOp : DS_InferOp<"dequantize"> {
   }];
   let arguments = (ins DS_QTensorType:$input);
   let results = (outs DS_FloatTensor:$result);
-  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let assemblyFormat = [{
+    $input attr-dict `:` qualified(type($input)) `->` type($result)
+  }];
 }
 
 #endif // DS_OPS_TD

@@ -1170,3 +1170,168 @@ func.func @moe_kept_weights(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: ten
   %0 = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 4, top_k = 2, kept = [0, 2]>} : (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
   return
 }
+
+// -----
+
+// Quantized storage is i8, ui8, i4, ui4 or f8E4M3FN.
+// expected-error @+1 {{storage type must be i8, ui8, i4, ui4 or f8E4M3FN}}
+func.func @qcase0(%w: !ds.qtensor<4x4xi16, f32, block = [1, 0]>) {
+  return
+}
+
+// -----
+
+// The expressed type is f32, bf16 or f16.
+// expected-error @+1 {{expressed type must be f32, bf16 or f16}}
+func.func @qcase1(%w: !ds.qtensor<4x4xi8, f64, block = [1, 0]>) {
+  return
+}
+
+// -----
+
+// One block extent per axis.
+// expected-error @+1 {{block has 1 entries but the shape has rank 2}}
+func.func @qcase2(%w: !ds.qtensor<4x4xi8, f32, block = [1]>) {
+  return
+}
+
+// -----
+
+// Block extents are not negative.
+// expected-error @+1 {{block extents must be >= 0}}
+func.func @qcase3(%w: !ds.qtensor<4x4xi8, f32, block = [1, -2]>) {
+  return
+}
+
+// -----
+
+// The expressed type must be a float type.
+// expected-error @+1 {{expressed type must be a float type}}
+func.func @qcase4(%w: !ds.qtensor<4x4xi8, i32, block = [1, 0]>) {
+  return
+}
+
+// -----
+
+// Activations are quantized to i8 or e4m3.
+func.func @qcase5(%x: tensor<?x4xf32>) {
+  // expected-error @+1 {{activations are quantized to i8 or f8E4M3FN}}
+  %q = ds.quantize %x {scheme = #ds.act_quant<i4, group = 0>} : tensor<?x4xf32> -> !ds.qtensor<?x4xi4, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+func.func @qcase6(%x: tensor<?x4xf32>) {
+  // expected-error @+1 {{group must be >= 0}}
+  %q = ds.quantize %x {scheme = #ds.act_quant<i8, group = -1>} : tensor<?x4xf32> -> !ds.qtensor<?x4xi8, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+// A static scale covers the whole tensor.
+func.func @qcase7(%x: tensor<?x4xf32>) {
+  // expected-error @+1 {{a static scale covers the whole tensor; group must be 0}}
+  %q = ds.quantize %x {scheme = #ds.act_quant<i8, group = 2, scale = 0.5>} : tensor<?x4xf32> -> !ds.qtensor<?x4xi8, f32, block = [1, 2]>
+  return
+}
+
+// -----
+
+func.func @qcase8(%x: tensor<?x4xf32>) {
+  // expected-error @+1 {{scale must be a finite value >= 0}}
+  %q = ds.quantize %x {scheme = #ds.act_quant<i8, group = 0, scale = -1.0>} : tensor<?x4xf32> -> !ds.qtensor<?x4xi8, f32, block = [0, 0]>
+  return
+}
+
+// -----
+
+// The written result type must be the one the scheme gives.
+func.func @qcase9(%x: tensor<?x4xf32>) {
+  // expected-error @+2 {{'ds.quantize' op inferred type(s) '!ds.qtensor<?x4xi8, f32, block = [1, 0]>' are incompatible with return type(s) of operation '!ds.qtensor<?x4xi8, f32, block = [1, 2]>'}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %q = ds.quantize %x {scheme = #ds.act_quant<i8, group = 0>} : tensor<?x4xf32> -> !ds.qtensor<?x4xi8, f32, block = [1, 2]>
+  return
+}
+
+// -----
+
+// Quantized inputs are floats of a supported width.
+func.func @qcase10(%x: tensor<?x4xf64>) {
+  // expected-error @+2 {{input must be f32, bf16 or f16}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %q = ds.quantize %x {scheme = #ds.act_quant<i8, group = 0>} : tensor<?x4xf64> -> !ds.qtensor<?x4xi8, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+// Quantized weights name their scales.
+func.func @qcase11() {
+  // expected-error @+1 {{a quantized weight needs the name of its scales}}
+  %0 = ds.param "w" : !ds.qtensor<4x4xi8, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+// Scales belong to quantized weights.
+func.func @qcase12() {
+  // expected-error @+1 {{scales and zero_points belong to !ds.qtensor weights}}
+  %0 = ds.param "w" scales "s" : tensor<4x4xf32>
+  return
+}
+
+// -----
+
+// Unsigned storage has zero points.
+func.func @qcase13() {
+  // expected-error @+1 {{unsigned storage needs zero_points}}
+  %0 = ds.param "w" scales "s" : !ds.qtensor<4x4xui4, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+// Signed storage has none.
+func.func @qcase14() {
+  // expected-error @+1 {{zero_points need unsigned storage (ui4, ui8)}}
+  %0 = ds.param "w" scales "s" zero_points "z" : !ds.qtensor<4x4xi4, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+// Stacked scales are stacked too.
+func.func @qcase15() {
+  // expected-error @+1 {{scales and zero_points names need the same '*' placeholder}}
+  %0 = ds.param "e.*.w" scales "s" : !ds.qtensor<2x4x4xi8, f32, block = [1, 1, 0]>
+  return
+}
+
+// -----
+
+// Stacked weights are quantized expert by expert.
+func.func @qcase16() {
+  // expected-error @+1 {{a stacked quantized weight needs block extent 1 along the expert axis}}
+  %0 = ds.param "e.*.w" scales "e.*.s" : !ds.qtensor<2x4x4xi8, f32, block = [0, 1, 0]>
+  return
+}
+
+// -----
+
+func.func @qcase17() {
+  // expected-error @+1 {{select on a quantized weight needs a stacked name}}
+  %0 = ds.param "w" select [0] scales "s" : !ds.qtensor<1x4xi8, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+// A fused linear quantizes its own (float) input.
+func.func @qcase18(%x: !ds.qtensor<?x4xi8, f32, block = [1, 0]>, %w: tensor<8x4xf32>) {
+  // expected-error @+1 {{operand #0 must be ranked tensor of floating-point values}}
+  %y = ds.fused_linear %x, %w {input_quant = #ds.act_quant<i8, group = 0>} : (!ds.qtensor<?x4xi8, f32, block = [1, 0]>, tensor<8x4xf32>) -> tensor<?x8xf32>
+  return
+}

@@ -146,3 +146,42 @@ func.func @fused_kernels(%x: tensor<?x?x16xf32>, %w: tensor<32x16xf32>, %ln: ten
   %y = ds.fused_moe %t, %w2, %i2 experts(%gu, %d) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
   return %0, %1, %y : tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x16xf32>
 }
+
+// CHECK-LABEL: func.func @quantized_params
+func.func @quantized_params() {
+  // CHECK: ds.param "w:q" scales "w:scale" : !ds.qtensor<32x16xi8, f32, block = [1, 0]>
+  %0 = ds.param "w:q" scales "w:scale" : !ds.qtensor<32x16xi8, f32, block = [1, 0]>
+  // CHECK: ds.param "g:q" scales "g:scale" zero_points "g:zero" : !ds.qtensor<32x128xui4, bf16, block = [1, 32]>
+  %1 = ds.param "g:q" scales "g:scale" zero_points "g:zero" : !ds.qtensor<32x128xui4, bf16, block = [1, 32]>
+  // CHECK: ds.param "model.layers.0.mlp.down_proj.weight" scales "model.layers.0.mlp.down_proj.weight_scale_inv" : !ds.qtensor<256x384xf8E4M3FN, bf16, block = [128, 128]>
+  %2 = ds.param "model.layers.0.mlp.down_proj.weight" scales "model.layers.0.mlp.down_proj.weight_scale_inv" : !ds.qtensor<256x384xf8E4M3FN, bf16, block = [128, 128]>
+  // CHECK: ds.param "e.*.w" select [1, 3] scales "e.*.s" : !ds.qtensor<2x8x16xi4, f32, block = [1, 1, 16]>
+  %3 = ds.param "e.*.w" select [1, 3] scales "e.*.s" : !ds.qtensor<2x8x16xi4, f32, block = [1, 1, 16]>
+  return
+}
+
+// CHECK-LABEL: func.func @quantized_gemms
+func.func @quantized_gemms(%x: tensor<?x?x16xf32>, %w: !ds.qtensor<32x16xi8, f32, block = [1, 0]>, %t: tensor<?x16xf32>,
+                           %o: tensor<5xi64>, %ge: !ds.qtensor<4x8x16xf8E4M3FN, f32, block = [1, 128, 128]>,
+                           %wt: tensor<?x2xf32>, %it: tensor<?x2xi32>, %gu: !ds.qtensor<4x16x16xi8, f32, block = [1, 1, 0]>,
+                           %d: !ds.qtensor<4x16x8xi8, f32, block = [1, 1, 0]>, %ln: tensor<16xf32>) {
+  // CHECK: %[[Q:.*]] = ds.quantize %{{.*}} {scheme = #ds.act_quant<i8, group = 0>} : tensor<?x?x16xf32> -> !ds.qtensor<?x?x16xi8, f32, block = [1, 1, 0]>
+  %q = ds.quantize %x {scheme = #ds.act_quant<i8, group = 0>} : tensor<?x?x16xf32> -> !ds.qtensor<?x?x16xi8, f32, block = [1, 1, 0]>
+  // CHECK: ds.linear %[[Q]], %{{.*}} : !ds.qtensor<?x?x16xi8, f32, block = [1, 1, 0]>, !ds.qtensor<32x16xi8, f32, block = [1, 0]> -> tensor<?x?x32xf32>
+  %y = ds.linear %q, %w : !ds.qtensor<?x?x16xi8, f32, block = [1, 1, 0]>, !ds.qtensor<32x16xi8, f32, block = [1, 0]> -> tensor<?x?x32xf32>
+  // CHECK: ds.quantize %{{.*}} {scheme = #ds.act_quant<i8, group = 0, scale = 0.025>} : tensor<?x?x16xf32> -> !ds.qtensor<?x?x16xi8, f32, block = [0, 0, 0]>
+  %s = ds.quantize %x {scheme = #ds.act_quant<i8, group = 0, scale = 0.025>} : tensor<?x?x16xf32> -> !ds.qtensor<?x?x16xi8, f32, block = [0, 0, 0]>
+  // CHECK: %[[F:.*]] = ds.quantize %{{.*}} {scheme = #ds.act_quant<f8E4M3FN, group = 128>} : tensor<?x16xf32> -> !ds.qtensor<?x16xf8E4M3FN, f32, block = [1, 128]>
+  %f = ds.quantize %t {scheme = #ds.act_quant<f8E4M3FN, group = 128>} : tensor<?x16xf32> -> !ds.qtensor<?x16xf8E4M3FN, f32, block = [1, 128]>
+  // CHECK: ds.grouped_matmul %[[F]], %{{.*}}, %{{.*}} : !ds.qtensor<?x16xf8E4M3FN, f32, block = [1, 128]>, !ds.qtensor<4x8x16xf8E4M3FN, f32, block = [1, 128, 128]>, tensor<5xi64> -> tensor<?x8xf32>
+  %g = ds.grouped_matmul %f, %ge, %o : !ds.qtensor<?x16xf8E4M3FN, f32, block = [1, 128]>, !ds.qtensor<4x8x16xf8E4M3FN, f32, block = [1, 128, 128]>, tensor<5xi64> -> tensor<?x8xf32>
+  // CHECK: ds.dequantize %{{.*}} : !ds.qtensor<32x16xi8, f32, block = [1, 0]> -> tensor<32x16xf32>
+  %dq = ds.dequantize %w : !ds.qtensor<32x16xi8, f32, block = [1, 0]> -> tensor<32x16xf32>
+  // CHECK: ds.fused_linear %{{.*}}, %{{.*}} norm(%{{.*}}) {input_quant = #ds.act_quant<i8, group = 0>, norm_epsilon = 9.9999999999999995E-7 : f64} : (tensor<?x?x16xf32>, !ds.qtensor<32x16xi8, f32, block = [1, 0]>, tensor<16xf32>) -> tensor<?x?x32xf32>
+  %fl = ds.fused_linear %x, %w norm(%ln) {input_quant = #ds.act_quant<i8, group = 0>, norm_epsilon = 1.0e-06 : f64}
+      : (tensor<?x?x16xf32>, !ds.qtensor<32x16xi8, f32, block = [1, 0]>, tensor<16xf32>) -> tensor<?x?x32xf32>
+  // CHECK: ds.fused_moe %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}) {hidden_quant = #ds.act_quant<i8, group = 0>, input_quant = #ds.act_quant<i8, group = 0>} : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, !ds.qtensor<4x16x16xi8, f32, block = [1, 1, 0]>, !ds.qtensor<4x16x8xi8, f32, block = [1, 1, 0]>) -> tensor<?x16xf32>
+  %m = ds.fused_moe %t, %wt, %it experts(%gu, %d) {input_quant = #ds.act_quant<i8, group = 0>, hidden_quant = #ds.act_quant<i8, group = 0>}
+      : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, !ds.qtensor<4x16x16xi8, f32, block = [1, 1, 0]>, !ds.qtensor<4x16x8xi8, f32, block = [1, 1, 0]>) -> tensor<?x16xf32>
+  return
+}

@@ -46,3 +46,34 @@ func.func @not_fused(%x: tensor<?x16xf32>, %ln: tensor<16xf32>, %w: tensor<8x16x
   %h = ds.swiglu %g, %u : tensor<?x2xf32>
   return %a, %h : tensor<?x8xf32>, tensor<?x2xf32>
 }
+
+// -----
+
+// Activation quantization joins the fused linear (the kernel quantizes the
+// normalized input itself), and so does the RMSNorm before it.
+// CHECK-LABEL: func.func @quantized_input
+// CHECK-SAME: (%[[X:[^:]+]]: tensor<?x16xf32>, %[[LN:[^:]+]]: tensor<16xf32>, %[[W:[^:]+]]: !ds.qtensor
+// CHECK-NOT: ds.quantize
+// CHECK: %[[Y:.+]] = ds.fused_linear %[[X]], %[[W]] norm(%[[LN]]) residual(%[[X]]) {input_quant = #ds.act_quant<i8, group = 0>, norm_epsilon = 1.000000e-05 : f64} : (tensor<?x16xf32>, !ds.qtensor<16x16xi8, f32, block = [1, 0]>, tensor<16xf32>, tensor<?x16xf32>) -> tensor<?x16xf32>
+// CHECK-NEXT: return %[[Y]]
+func.func @quantized_input(%x: tensor<?x16xf32>, %ln: tensor<16xf32>, %w: !ds.qtensor<16x16xi8, f32, block = [1, 0]>) -> tensor<?x16xf32> {
+  %n = ds.rms_norm %x, %ln {epsilon = 1.0e-05 : f64} : tensor<?x16xf32>, tensor<16xf32>
+  %q = ds.quantize %n {scheme = #ds.act_quant<i8, group = 0>} : tensor<?x16xf32> -> !ds.qtensor<?x16xi8, f32, block = [1, 0]>
+  %l = ds.linear %q, %w : !ds.qtensor<?x16xi8, f32, block = [1, 0]>, !ds.qtensor<16x16xi8, f32, block = [1, 0]> -> tensor<?x16xf32>
+  %y = arith.addf %x, %l : tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// A quantized input shared by two GEMMs: each quantizes for itself and the
+// ds.quantize goes away.
+// CHECK-LABEL: func.func @shared_quantized_input
+// CHECK-NOT: ds.quantize
+// CHECK-COUNT-2: ds.fused_linear %{{.*}}, %{{.*}} {input_quant = #ds.act_quant<f8E4M3FN, group = 128>}
+func.func @shared_quantized_input(%x: tensor<?x16xf32>, %w: !ds.qtensor<16x16xf8E4M3FN, f32, block = [128, 128]>) -> (tensor<?x16xf32>, tensor<?x16xf32>) {
+  %q = ds.quantize %x {scheme = #ds.act_quant<f8E4M3FN, group = 128>} : tensor<?x16xf32> -> !ds.qtensor<?x16xf8E4M3FN, f32, block = [1, 128]>
+  %a = ds.linear %q, %w : !ds.qtensor<?x16xf8E4M3FN, f32, block = [1, 128]>, !ds.qtensor<16x16xf8E4M3FN, f32, block = [128, 128]> -> tensor<?x16xf32>
+  %b = ds.linear %q, %w : !ds.qtensor<?x16xf8E4M3FN, f32, block = [1, 128]>, !ds.qtensor<16x16xf8E4M3FN, f32, block = [128, 128]> -> tensor<?x16xf32>
+  return %a, %b : tensor<?x16xf32>, tensor<?x16xf32>
+}
