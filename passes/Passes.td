@@ -256,11 +256,6 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
     Option<"calibrationPath", "calibration", "std::string", /*default=*/"\"\"",
            "w8a8: activation ranges (ds-run --calibrate) for static scales">
   ];
-  let statistics = [
-    Statistic<"numWeights", "quantized-weights", "Weights rewritten">,
-    Statistic<"numActivations", "quantized-activations",
-              "GEMM inputs quantized">
-  ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::tensor::TensorDialect"];
 }

@@ -135,7 +135,7 @@ LogicalResult QuantizePass::parseScheme(Location loc) {
   } else if (scheme == "int4") {
     if (groupSize <= 0)
       return emitError(loc)
-             << "ds-quantize: group-size must be positive, got " << groupSize;
+             << "ds-quantize: group-size must be positive, got " << static_cast<int64_t>(groupSize.getValue());
     s.storage = zeroPoint ? IntegerType::get(ctx, 4, IntegerType::Unsigned)
                           : b.getIntegerType(4);
     s.group = groupSize;
@@ -310,7 +310,6 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
       DenseI64ArrayAttr(),
       names[1].empty() ? StringAttr() : attrs.getStringAttr(names[1]),
       names[2].empty() ? StringAttr() : attrs.getStringAttr(names[2]));
-  ++numWeights;
   return param.getResult();
 }
 
@@ -440,7 +439,6 @@ void QuantizePass::quantizeActivations(Operation *op, Value weight) {
     scale = staticScale(weight);
   auto attr = ActQuantAttr::get(ctx, s.actStorage, scale ? 0 : s.actGroup,
                                 llvm::APFloat(double(scale ? *scale : 0.0f)));
-  ++numActivations;
   if (auto f = dyn_cast<FusedLinearOp>(op)) {
     f.setInputQuantAttr(attr);
     return;
