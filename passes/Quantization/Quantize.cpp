@@ -102,7 +102,8 @@ private:
   FailureOr<Value> rewriteWeight(Operation *user, Value weight, Category c);
   FailureOr<Tensor> evaluate(const WeightSources &sources, Location loc);
   std::optional<float> staticScale(Value weight);
-  void quantizeActivations(Operation *op, Value weight);
+  void quantizeActivations(Operation *op, Value weight,
+                           std::optional<float> scale = std::nullopt);
   LogicalResult narrow(Operation *op, Category c);
 
   Scheme s;
@@ -427,16 +428,15 @@ LogicalResult QuantizePass::narrow(Operation *op, Category c) {
   return success();
 }
 
-void QuantizePass::quantizeActivations(Operation *op, Value weight) {
+/// `scale`: the static scale calibration gives the GEMM's input.
+void QuantizePass::quantizeActivations(Operation *op, Value weight,
+                                       std::optional<float> scale) {
   if (!s.actStorage || isa<QTensorType>(op->getOperand(0).getType()))
     return;
   // Only GEMMs whose weight was quantized get quantized inputs.
   if (!isa<QTensorType>(weight.getType()))
     return;
   MLIRContext *ctx = &getContext();
-  std::optional<float> scale;
-  if (isa<LinearOp, FusedLinearOp>(op))
-    scale = staticScale(weight);
   auto attr = ActQuantAttr::get(ctx, s.actStorage, scale ? 0 : s.actGroup,
                                 llvm::APFloat(double(scale ? *scale : 0.0f)));
   if (auto f = dyn_cast<FusedLinearOp>(op)) {
@@ -534,13 +534,15 @@ void QuantizePass::runOnOperation() {
       else if (auto r = dyn_cast<FusedRouterOp>(op))
         ok = replaceWeight(r, r.getWeightMutable(), c, rewrite);
     } else if (auto l = dyn_cast<LinearOp>(op)) {
+      std::optional<float> scale = staticScale(l.getWeight());
       ok = replaceWeight(l, l.getWeightMutable(), gemmCategory(op), rewrite);
       if (succeeded(ok) && gemmCategory(op) != Category::Router)
-        quantizeActivations(op, l.getWeight());
+        quantizeActivations(op, l.getWeight(), scale);
     } else if (auto f = dyn_cast<FusedLinearOp>(op)) {
+      std::optional<float> scale = staticScale(f.getWeight());
       ok = replaceWeight(f, f.getWeightMutable(), gemmCategory(op), rewrite);
       if (succeeded(ok))
-        quantizeActivations(op, f.getWeight());
+        quantizeActivations(op, f.getWeight(), scale);
     } else if (auto r = dyn_cast<FusedRouterOp>(op)) {
       ok = replaceWeight(r, r.getWeightMutable(), Category::Router, rewrite);
     } else if (auto g = dyn_cast<GroupedMatmulOp>(op)) {
