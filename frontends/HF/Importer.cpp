@@ -54,6 +54,10 @@ private:
   Value param(Location loc, const std::string &name, ArrayRef<int64_t> shape);
   Value stackedParam(Location loc, const std::string &pattern,
                      ArrayRef<int64_t> shape);
+  /// Checks that FP8 weight `name` of `shape` has its DeepSeek block scales
+  /// `<name>_scale_inv` (F32, ceil(shape / weight_block_size)).
+  bool checkFp8Scales(Location loc, const std::string &name,
+                      ArrayRef<int64_t> shape);
   bool has(const std::string &name) const { return ckpt.find(name) != nullptr; }
   Value linear(Location loc, Value x, const std::string &name, int64_t out,
                int64_t in, bool bias);
@@ -91,10 +95,21 @@ Value ModelBuilder::param(Location loc, const std::string &name,
                    << shapeString(shape);
     failedParams = true;
   } else if (t->dtype == ::ds::DType::F8E4M3) {
-    emitError(loc) << "tensor '" << name << "' in " << t->file
-                   << " is FP8 e4m3; block-quantized checkpoints are not "
-                      "imported yet";
-    failedParams = true;
+    if (!c.fp8WeightBlock || shape.size() != 2) {
+      emitError(loc) << "tensor '" << name << "' in " << t->file
+                     << " is FP8 e4m3, but "
+                     << (c.fp8WeightBlock
+                             ? "only 2-D weights are block-quantized"
+                             : "config.json has no FP8 quantization_config");
+      failedParams = true;
+    } else if (checkFp8Scales(loc, name, shape)) {
+      auto [bn, bk] = *c.fp8WeightBlock;
+      auto type = QTensorType::get(&ctx, shape, b.getType<Float8E4M3FNType>(),
+                                   cast<FloatType>(elt), {bn, bk});
+      return ParamOp::create(
+          b, loc, type, b.getStringAttr(name), DenseI64ArrayAttr(),
+          b.getStringAttr(name + "_scale_inv"), StringAttr());
+    }
   } else if (!::ds::isFloatDType(t->dtype)) {
     emitError(loc) << "tensor '" << name << "' in " << t->file << " has dtype "
                    << std::string(::ds::dtypeName(t->dtype))
@@ -104,9 +119,57 @@ Value ModelBuilder::param(Location loc, const std::string &name,
   return ParamOp::create(b, loc, RankedTensorType::get(shape, elt), name);
 }
 
+bool ModelBuilder::checkFp8Scales(Location loc, const std::string &name,
+                                  ArrayRef<int64_t> shape) {
+  auto [bn, bk] = *c.fp8WeightBlock;
+  std::vector<int64_t> want = {(shape[0] + bn - 1) / bn,
+                               (shape[1] + bk - 1) / bk};
+  std::string scales = name + "_scale_inv";
+  const ::ds::TensorView *s = ckpt.find(scales);
+  if (!s) {
+    emitError(loc) << "FP8 weight '" << name << "' has no block scales '"
+                   << scales << "'";
+  } else if (s->dtype != ::ds::DType::F32 || s->shape != want) {
+    emitError(loc) << "block scales '" << scales << "' in " << s->file
+                   << " are " << std::string(::ds::dtypeName(s->dtype)) << " "
+                   << shapeString(s->shape) << ", weight_block_size [" << bn
+                   << ", " << bk << "] implies F32 " << shapeString(want);
+  } else {
+    return true;
+  }
+  failedParams = true;
+  return false;
+}
+
 Value ModelBuilder::stackedParam(Location loc, const std::string &pattern,
                                  ArrayRef<int64_t> shape) {
   auto [prefix, suffix] = StringRef(pattern).split('*');
+  // DeepSeek FP8 experts: e4m3 values and block scales per expert.
+  if (const ::ds::TensorView *first = ckpt.find((prefix + "0" + suffix).str());
+      first && first->dtype == ::ds::DType::F8E4M3 && c.fp8WeightBlock &&
+      shape.size() == 3) {
+    bool ok = true;
+    for (int64_t e = 0; e < shape[0] && ok; ++e) {
+      std::string name = (prefix + Twine(e) + suffix).str();
+      const ::ds::TensorView *t = ckpt.find(name);
+      if (!t || t->dtype != ::ds::DType::F8E4M3 ||
+          ArrayRef<int64_t>(t->shape) != shape.drop_front()) {
+        emitError(loc) << "expert weight '" << name
+                       << "' is missing or not FP8 e4m3 "
+                       << shapeString(shape.drop_front()) << " like expert 0's";
+        failedParams = true;
+        ok = false;
+      } else {
+        ok = checkFp8Scales(loc, name, shape.drop_front());
+      }
+    }
+    auto [bn, bk] = *c.fp8WeightBlock;
+    auto type = QTensorType::get(&ctx, shape, b.getType<Float8E4M3FNType>(),
+                                 cast<FloatType>(elt), {1, bn, bk});
+    return ParamOp::create(
+        b, loc, type, b.getStringAttr(pattern), DenseI64ArrayAttr(),
+        b.getStringAttr(pattern + "_scale_inv"), StringAttr());
+  }
   for (int64_t e = 0; e < shape[0]; ++e) {
     std::string name = (prefix + Twine(e) + suffix).str();
     const ::ds::TensorView *t = ckpt.find(name);
@@ -346,11 +409,11 @@ LogicalResult ModelBuilder::build() {
                  ? opts.maxCacheLen
                  : std::min<int64_t>(c.maxPositionEmbeddings, 4096);
   for (const std::string &name : ckpt.names())
-    if (StringRef(name).ends_with(".weight_scale_inv"))
+    if (!c.fp8WeightBlock && StringRef(name).ends_with(".weight_scale_inv"))
       return emitError(NameLoc::get(b.getStringAttr(name)))
              << "tensor '" << name
-             << "' is an FP8 block scale; block-quantized checkpoints are "
-                "not imported yet";
+             << "' is an FP8 block scale, but config.json has no FP8 "
+                "quantization_config";
   module->setAttr(
       "ds.model",
       b.getDictionaryAttr({

@@ -308,14 +308,36 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
                        "only *ForCausalLM models are imported");
     }
   if (f.has("quantization_config")) {
+    const json::Object *q = f.objectField("quantization_config");
     std::string method = "?";
-    if (const json::Object *q = f.objectField("quantization_config"))
+    if (q)
       if (std::optional<llvm::StringRef> m = q->getString("quant_method"))
         method = m->str();
-    return f.error("quantization_config",
-                   "quantized checkpoints (quant_method '" + method +
-                       "', e.g. DeepSeek-V3's FP8 e4m3 weights with "
-                       "weight_scale_inv block scales) are not imported yet");
+    if (method != "fp8")
+      return f.error("quantization_config",
+                     "quant_method '" + method +
+                         "' is not imported; ds reads DeepSeek-V3's FP8 "
+                         "checkpoints (quant_method 'fp8')");
+    if (std::optional<llvm::StringRef> fmt = q->getString("fmt"))
+      if (*fmt != "e4m3")
+        return f.error("quantization_config",
+                       "fmt '" + fmt->str() + "' is not e4m3");
+    if (std::optional<llvm::StringRef> act = q->getString("activation_scheme"))
+      if (*act != "dynamic")
+        return f.error("quantization_config",
+                       "activation_scheme '" + act->str() +
+                           "' is not imported (dynamic only)");
+    const json::Array *block = q->getArray("weight_block_size");
+    std::optional<int64_t> bn, bk;
+    if (block && block->size() == 2) {
+      bn = (*block)[0].getAsInteger();
+      bk = (*block)[1].getAsInteger();
+    }
+    if (!bn || !bk || *bn <= 0 || *bk <= 0 || *bn > (1 << 20) ||
+        *bk > (1 << 20))
+      return f.error("quantization_config",
+                     "weight_block_size must be two positive integers");
+    c.fp8WeightBlock = std::make_pair(*bn, *bk);
   }
 
   // Per-family defaults of the transformers configuration classes.

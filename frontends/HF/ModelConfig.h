@@ -43,6 +43,10 @@ struct ModelConfig {
   int64_t numHeads = 0, numKvHeads = 0, headDim = 0;
   double rmsNormEps = 1e-6;
   bool tieWordEmbeddings = false;
+  /// DeepSeek-V3-style FP8 checkpoints (quantization_config quant_method
+  /// "fp8", e4m3, dynamic activations): the weight block [rows, cols] that
+  /// one `weight_scale_inv` entry covers.
+  std::optional<std::pair<int64_t, int64_t>> fp8WeightBlock;
   Activation hiddenAct = Activation::silu;
   int64_t maxPositionEmbeddings = 4096;
   std::optional<int64_t> slidingWindow;

@@ -10,6 +10,7 @@
 
 #include "frontends/HF/TinyModel.h"
 
+#include "ds/support/Quant.h"
 #include "ds/support/SafeTensors.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -17,6 +18,7 @@
 #include "llvm/Support/JSON.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -261,6 +263,45 @@ llvm::Error TinyWriter::write() {
   if (std::error_code ec = llvm::sys::fs::create_directories(opts.outDir))
     return llvm::createStringError(ec, opts.outDir + ": " + ec.message());
 
+  // DeepSeek-V3 FP8 layout: decoder projections and experts as e4m3 with
+  // F32 `weight_scale_inv` blocks (embeddings, norms, routers and the output
+  // head stay in the checkpoint dtype). Blocks of 32 so that tiny matrices
+  // still have several, some partial.
+  std::vector<::ds::TensorToWrite> fp8Tensors;
+  if (opts.fp8) {
+    if (arch != "deepseek_v3" && arch != "deepseek_v2")
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     "--fp8 writes DeepSeek FP8 checkpoints "
+                                     "(deepseek_v3, deepseek_v2)");
+    const int64_t block = 32;
+    config["quantization_config"] =
+        json::Object{{"quant_method", "fp8"},
+                     {"fmt", "e4m3"},
+                     {"activation_scheme", "dynamic"},
+                     {"weight_block_size", json::Array{block, block}}};
+    std::vector<Pending> kept;
+    for (Pending &p : tensors) {
+      llvm::StringRef name = p.name;
+      bool quantized =
+          p.shape.size() == 2 && name.starts_with("model.layers.") &&
+          name.ends_with("_proj.weight") && !name.ends_with("mlp.gate.weight");
+      if (!quantized) {
+        kept.push_back(std::move(p));
+        continue;
+      }
+      ::ds::QuantizedTensor q = ::ds::quantize(
+          p.values.data(), p.shape, {::ds::QStorage::F8E4M3, {block, block}});
+      fp8Tensors.push_back(
+          {p.name, ::ds::DType::F8E4M3, p.shape, ::ds::encodeValues(q)});
+      std::vector<uint8_t> scales(q.scales.size() * 4);
+      std::memcpy(scales.data(), q.scales.data(), scales.size());
+      fp8Tensors.push_back({p.name + "_scale_inv", ::ds::DType::F32,
+                            ::ds::scaleShape(p.shape, {block, block}),
+                            std::move(scales)});
+    }
+    tensors = std::move(kept);
+  }
+
   int shards = std::max(1, opts.shards);
   std::vector<std::vector<::ds::TensorToWrite>> perShard(shards);
   json::Object weightMap;
@@ -289,6 +330,12 @@ llvm::Error TinyWriter::write() {
         ch = '0';
     weightMap[p.name] = file;
     perShard[shard].push_back(std::move(w));
+  }
+  for (::ds::TensorToWrite &t : fp8Tensors) {
+    weightMap[t.name] =
+        shards == 1 ? "model.safetensors"
+                    : weightMap[perShard[0].front().name].getAsString()->str();
+    perShard[0].push_back(std::move(t));
   }
   for (int s = 0; s < shards; ++s) {
     std::string file = weightMap[perShard[s].front().name].getAsString()->str();

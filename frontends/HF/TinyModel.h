@@ -32,6 +32,10 @@ struct TinyModelOptions {
   /// their decisive scale). 0: 1/sqrt(fan_in) projections, N(0, 1)
   /// embeddings.
   float initStd = 0.0f;
+  /// DeepSeek only: write the decoder projections and experts in FP8 e4m3
+  /// with `weight_scale_inv` block scales and a quantization_config, like
+  /// the released DeepSeek-V3 checkpoints (blocks of 32 here, 128 there).
+  bool fp8 = false;
 };
 
 llvm::Error writeTinyModel(const TinyModelOptions &options);

@@ -69,6 +69,11 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
         return rewriter.notifyMatchFailure(combine, "gate/up do not match");
       if (gate.getWeight().getType() != up.getWeight().getType())
         return rewriter.notifyMatchFailure(combine, "gate/up weights differ");
+      // Quantized weights (an FP8 checkpoint) have no tensor.concat; they
+      // stay two grouped matmuls.
+      if (!isa<RankedTensorType>(gate.getWeight().getType()))
+        return rewriter.notifyMatchFailure(combine,
+                                           "gate/up weights are quantized");
       chain = {gate, up};
     }
     // The dispatch's results may feed nothing but this chain.

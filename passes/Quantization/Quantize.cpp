@@ -135,8 +135,8 @@ LogicalResult QuantizePass::parseScheme(Location loc) {
     s.storage = b.getI8Type();
   } else if (scheme == "int4") {
     if (groupSize <= 0)
-      return emitError(loc)
-             << "ds-quantize: group-size must be positive, got " << static_cast<int64_t>(groupSize.getValue());
+      return emitError(loc) << "ds-quantize: group-size must be positive, got "
+                            << static_cast<int64_t>(groupSize.getValue());
     s.storage = zeroPoint ? IntegerType::get(ctx, 4, IntegerType::Unsigned)
                           : b.getIntegerType(4);
     s.group = groupSize;

@@ -1,4 +1,5 @@
-//===- QuantTest.cpp - block quantization ----------------------------------===//
+//===- QuantTest.cpp - block quantization
+//----------------------------------===//
 
 #include "ds/support/Quant.h"
 

@@ -51,10 +51,35 @@ def load_checkpoint(path):
             if info["dtype"] == "BF16":
                 bits = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16
                 arr = bits.view(np.float32)
+            elif info["dtype"] == "F8_E4M3":
+                arr = e4m3_to_f32(np.frombuffer(raw, dtype=np.uint8))
             else:
                 arr = np.frombuffer(raw, dtype=dtypes[info["dtype"]])
             out[key] = arr.astype(F32).reshape(info["shape"])
+    # DeepSeek-V3 FP8 checkpoints: weight (e4m3) * weight_scale_inv per
+    # block, as transformers' / DeepSeek's weight_dequant computes it.
+    for key in [k for k in out if k.endswith(".weight_scale_inv")]:
+        w = key[: -len("_scale_inv")]
+        s = out.pop(key)
+        rows, cols = out[w].shape
+        bn = -(-rows // s.shape[0])
+        bk = -(-cols // s.shape[1])
+        full = np.repeat(np.repeat(s, bn, axis=0), bk, axis=1)[:rows, :cols]
+        out[w] = (out[w] * full).astype(F32)
     return out
+
+
+def e4m3_to_f32(bits):
+    """Decodes float8 e4m3fn codes (bias 7, no infinities, 0x7f/0xff NaN)."""
+    bits = bits.astype(np.int32)
+    sign = np.where(bits & 0x80, -1.0, 1.0)
+    exp = (bits >> 3) & 0xF
+    man = (bits & 0x7).astype(np.float64)
+    normal = (1.0 + man / 8.0) * np.exp2(exp - 7.0)
+    sub = (man / 8.0) * np.exp2(-6.0)
+    val = np.where(exp == 0, sub, normal) * sign
+    val = np.where((exp == 0xF) & ((bits & 0x7) == 0x7), np.nan, val)
+    return val.astype(F32)
 
 
 def rms_norm(x, w, eps):

@@ -32,10 +32,14 @@ int main(int argc, char **argv) {
       cl::desc("Initialize projections, experts and embeddings N(0, s^2) like "
                "Hugging Face's initializer_range (default: 1/sqrt(fan_in))"),
       cl::init(0.0f));
+  cl::opt<bool> fp8("fp8",
+                    cl::desc("DeepSeek: write projections and experts as FP8 "
+                             "e4m3 with weight_scale_inv block scales"),
+                    cl::init(false));
   cl::ParseCommandLineOptions(argc, argv,
                               "ds-make-tiny-model: tiny random checkpoints\n");
-  mlir::ds::hf::TinyModelOptions options{arch,   out,   seed,   fused,
-                                         shards, dtype, initStd};
+  mlir::ds::hf::TinyModelOptions options{arch,   out,   seed,    fused,
+                                         shards, dtype, initStd, fp8};
   if (llvm::Error e = mlir::ds::hf::writeTinyModel(options)) {
     llvm::WithColor::error(llvm::errs(), "ds-make-tiny-model")
         << llvm::toString(std::move(e)) << "\n";
