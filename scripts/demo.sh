@@ -6,8 +6,12 @@
 #   2. ds-translate imports it into ds IR (@prefill and @decode);
 #   3. ds-opt shows one MoE block decomposed into router / dispatch /
 #      grouped matmul / combine steps;
-#   4. ds-run greedy-generates through the reference interpreter with a KV
-#      cache and prints the tokens.
+#   4. ds-opt runs the default pipeline, ds-optimize with fusion and int8
+#      weight-only quantization (weights quantized now, written beside the
+#      model);
+#   5. ds-run greedy-generates with the optimized model through the reference
+#      interpreter with a KV cache, prints the tokens, and reports the error
+#      against the unoptimized model run in lockstep on the same tokens.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ds_setup
@@ -17,8 +21,9 @@ work="$DS_BUILD_DIR/demo"
 rm -rf "$work"
 mkdir -p "$work"
 
-ds_log "ds-make-tiny-model --arch deepseek_v3 --out $work/model --seed 0"
-"$bin/ds-make-tiny-model" --arch deepseek_v3 --out "$work/model" --seed 0
+ds_log "ds-make-tiny-model --arch deepseek_v3 --out $work/model --seed 0 --init-std 0.02"
+"$bin/ds-make-tiny-model" --arch deepseek_v3 --out "$work/model" --seed 0 \
+  --init-std 0.02
 ls -l "$work/model"
 
 ds_log "ds-translate --import-hf $work/model -o $work/model.mlir"
@@ -32,6 +37,15 @@ ds_log "ds-opt --ds-decompose-moe --canonicalize --cse (layer 1's MoE block)"
   -o "$work/decomposed.mlir"
 grep -m1 -B1 -A9 'ds.router' "$work/decomposed.mlir" | cut -c1-160
 
-ds_log "ds-run: greedy generation with prefill + decode against the KV cache"
-"$bin/ds-run" "$work/model.mlir" --weights "$work/model" --generate 8 \
-  --prompt 1,17,42,7,99 --prompt 3,3,8,200,12
+ds_log "ds-opt ds-optimize{quantize=int8}: fusion + int8 weight-only"
+"$bin/ds-opt" "$work/model.mlir" --mlir-timing -o "$work/optimized.mlir" \
+  --pass-pipeline="builtin.module(ds-optimize{quantize=int8 weights=$work/model quantized-weights=$work/int8.safetensors})" \
+  2>&1 | grep -E 'Total|Pass'
+echo "fused kernels: $(grep -c 'ds.fused_' "$work/optimized.mlir"), int8 weights: $(grep -c 'ds.param .*xi8' "$work/optimized.mlir")"
+grep -m1 'ds.fused_moe' "$work/optimized.mlir" | cut -c1-220
+
+ds_log "ds-run: greedy generation (prefill + decode against the KV cache), error vs the unoptimized model"
+"$bin/ds-run" "$work/optimized.mlir" --weights "$work/model" --generate 8 \
+  --prompt 1,17,42,7,99 --prompt 3,3,8,200,12 \
+  --reference "$work/model.mlir" --report "$work/error-report.json"
+echo "per-layer error report: $work/error-report.json"
