@@ -104,6 +104,14 @@ cl::opt<std::string> profileRouting(
     cl::desc("Count how often each MoE layer selects each expert over the "
              "whole run and write the profile as JSON"));
 
+/// Writes `value` as indented JSON through a temporary file.
+absl::Status writeJson(const std::string &path, llvm::json::Value value) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::formatv("{0:2}", value) << "\n";
+  return ::ds::writeFileAtomically(path, text);
+}
+
 /// Per routing site (named by mlir::ds::getRoutingSiteName), selections per
 /// expert.
 struct RoutingProfile {
@@ -140,14 +148,9 @@ struct RoutingProfile {
           {"top_k", site.topK},
           {"tokens", site.tokens},
           {"counts", llvm::json::Array(site.counts)}});
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    os << llvm::formatv("{0:2}", llvm::json::Value(llvm::json::Object{
-                                     {"format", "ds-routing-profile"},
-                                     {"version", 1},
-                                     {"layers", std::move(layers)}}))
-       << "\n";
-    return ::ds::writeFileAtomically(path, text);
+    return writeJson(path, llvm::json::Object{{"format", "ds-routing-profile"},
+                                              {"version", 1},
+                                              {"layers", std::move(layers)}});
   }
 };
 
@@ -272,10 +275,7 @@ struct Report {
     root["routing"] = llvm::json::Object{{"forced", forceRouting.getValue()},
                                          {"decisions", decisions},
                                          {"changed", changed}};
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    os << llvm::formatv("{0:2}", llvm::json::Value(std::move(root))) << "\n";
-    return ::ds::writeFileAtomically(path, text);
+    return writeJson(path, std::move(root));
   }
   void print() const {
     for (const auto &[name, e] : outputs)
@@ -312,14 +312,10 @@ struct Calibration {
     llvm::json::Object inputs;
     for (const auto &[name, m] : absmax)
       inputs[name] = double(m);
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    os << llvm::formatv("{0:2}", llvm::json::Value(llvm::json::Object{
-                                     {"format", "ds-activation-ranges"},
-                                     {"version", 1},
-                                     {"gemm_inputs", std::move(inputs)}}))
-       << "\n";
-    return ::ds::writeFileAtomically(path, text);
+    return writeJson(path,
+                     llvm::json::Object{{"format", "ds-activation-ranges"},
+                                        {"version", 1},
+                                        {"gemm_inputs", std::move(inputs)}});
   }
 };
 
