@@ -13,6 +13,7 @@
 #include "dialects/DS/IR/DSQuant.h"
 #include "interpreter/Interpreter.h"
 #include "passes/Passes.h"
+#include "passes/Utils/WeightRewriter.h"
 
 #include "ds/support/Quant.h"
 #include "ds/support/SafeTensors.h"
@@ -21,12 +22,8 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
-#include "llvm/ADT/StringSet.h"
-#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/Path.h"
-#include "llvm/Support/Regex.h"
 
 #include <cstring>
 #include <map>
@@ -42,22 +39,6 @@ using namespace mlir;
 using namespace mlir::ds;
 
 namespace {
-
-enum class Category { Linear, Experts, LmHead, Router };
-
-StringRef categoryName(Category c) {
-  switch (c) {
-  case Category::Linear:
-    return "linear";
-  case Category::Experts:
-    return "experts";
-  case Category::LmHead:
-    return "lm_head";
-  case Category::Router:
-    return "router";
-  }
-  return "";
-}
 
 /// What a scheme does to weights and activations.
 struct Scheme {
@@ -80,12 +61,6 @@ std::vector<uint8_t> floatBytes(const std::vector<float> &v) {
   return out;
 }
 
-std::string stackless(std::string name) {
-  for (size_t p; (p = name.find('*')) != std::string::npos;)
-    name.replace(p, 1, "{e}");
-  return name;
-}
-
 struct QuantizePass : public mlir::ds::impl::QuantizePassBase<QuantizePass> {
   using Base::Base;
 
@@ -93,38 +68,24 @@ struct QuantizePass : public mlir::ds::impl::QuantizePassBase<QuantizePass> {
 
 private:
   LogicalResult parseScheme(Location loc);
-  bool isTargeted(Category c) const {
-    return targetSet.contains(categoryName(c));
-  }
-  bool isExcluded(const WeightSources &sources);
   /// The quantized (or narrowed) replacement of `weight`, or a null value
   /// when the weight is left alone.
-  FailureOr<Value> rewriteWeight(Operation *user, Value weight, Category c);
-  FailureOr<Tensor> evaluate(const WeightSources &sources, Location loc);
+  FailureOr<Value> rewriteWeight(Operation *user, Value weight,
+                                 WeightCategory c);
   std::optional<float> staticScale(Value weight);
   void quantizeActivations(Operation *op, Value weight,
                            std::optional<float> scale = std::nullopt);
-  LogicalResult narrow(Operation *op, Category c);
+  LogicalResult narrow(Operation *op, WeightCategory c);
 
   Scheme s;
-  llvm::StringSet<> targetSet;
-  // Per-run state (shared_ptr: the pass must stay copyable for clonePass).
-  std::vector<std::shared_ptr<llvm::Regex>> excludes;
-  std::shared_ptr<::ds::Checkpoint> checkpoint;
-  std::shared_ptr<CheckpointWeights> loader;
-  std::vector<::ds::TensorToWrite> written;
-  /// Key (sources + type) -> the new param's attributes.
-  std::map<std::string, std::pair<Type, std::array<std::string, 3>>> done;
   std::map<std::string, float> ranges;
+  /// Lives for one runOnOperation.
+  WeightRewriter *rw = nullptr;
 };
 
 LogicalResult QuantizePass::parseScheme(Location loc) {
   MLIRContext *ctx = &getContext();
   s = Scheme();
-  targetSet.clear();
-  excludes.clear();
-  written.clear();
-  done.clear();
   ranges.clear();
   Builder b(ctx);
   if (scheme == "bf16") {
@@ -157,161 +118,71 @@ LogicalResult QuantizePass::parseScheme(Location loc) {
   if (!calibrationPath.empty() && scheme != "w8a8")
     return emitError(loc) << "ds-quantize: calibration (static activation "
                              "scales) applies to w8a8 only";
-  // DeepSeek-V3 keeps its output head out of FP8, and int4 deployments
-  // (GPTQ, AWQ) keep it in 16 bits: by default those schemes leave it alone.
-  if (targets.empty()) {
-    targetSet = {"linear", "experts"};
-    if (scheme != "fp8" && scheme != "int4")
-      targetSet.insert("lm_head");
-  }
-  for (const std::string &t : targets) {
-    if (t != "linear" && t != "experts" && t != "lm_head" && t != "router")
-      return emitError(loc) << "ds-quantize: unknown target '" << t
-                            << "' (linear, experts, lm_head, router)";
-    targetSet.insert(t);
-  }
-  for (const std::string &pattern : exclude) {
-    llvm::Regex re(pattern);
-    std::string error;
-    if (!re.isValid(error))
-      return emitError(loc) << "ds-quantize: bad exclude pattern '" << pattern
-                            << "': " << error;
-    excludes.push_back(std::make_shared<llvm::Regex>(std::move(re)));
-  }
   return success();
 }
 
-bool QuantizePass::isExcluded(const WeightSources &sources) {
-  for (ParamOp p : sources.params)
-    for (const std::shared_ptr<llvm::Regex> &re : excludes)
-      if (re->match(p.getName()))
-        return true;
-  return false;
-}
-
-FailureOr<Tensor> QuantizePass::evaluate(const WeightSources &sources,
-                                         Location loc) {
-  SmallVector<Tensor> parts;
-  for (ParamOp p : sources.params) {
-    FailureOr<Tensor> t = loader->load(p);
-    if (failed(t))
-      return failure();
-    parts.push_back(std::move(*t));
-  }
-  if (parts.size() == 1)
-    return parts.front();
-  // Concatenate along the axis.
-  int64_t axis = sources.axis;
-  SmallVector<int64_t> shape = parts.front().shape;
-  shape[axis] = 0;
-  for (const Tensor &t : parts)
-    shape[axis] += t.shape[axis];
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d)
-    outer *= shape[d];
-  for (size_t d = axis + 1; d < shape.size(); ++d)
-    inner *= shape[d];
-  Tensor out = Tensor::floats(shape);
-  int64_t offset = 0;
-  for (const Tensor &t : parts) {
-    int64_t n = t.shape[axis];
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(&t.f[o * n * inner], n * inner,
-                  &out.f[(o * shape[axis] + offset) * inner]);
-    offset += n;
-  }
-  return out;
-}
-
 FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
-                                             Category c) {
-  if (!weight || !isTargeted(c))
+                                             WeightCategory c) {
+  std::optional<WeightSources> sources = rw->select(user, weight, c);
+  if (!sources)
     return Value();
-  auto type = dyn_cast<RankedTensorType>(weight.getType());
-  if (!type || !isa<FloatType>(type.getElementType()))
-    return Value(); // already quantized, or not a float weight
-  std::optional<WeightSources> sources = getWeightSources(weight);
-  if (!sources) {
-    user->emitWarning() << "ds-quantize: leaves a " << categoryName(c)
-                        << " weight that is not a ds.param (or a concat of "
-                           "them) unquantized";
-    return Value();
-  }
-  if (isExcluded(*sources))
-    return Value();
+  auto type = cast<RankedTensorType>(weight.getType());
   auto element = cast<FloatType>(type.getElementType());
   if (s.castType && element == s.castType)
     return Value();
-  std::string base = stackless(sources->key());
-  Type newType;
-  ::ds::QScheme q;
+  std::string base = stacklessName(sources->key());
+  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
   if (s.castType) {
-    newType = type.clone(s.castType);
-  } else {
-    SmallVector<int64_t> block(type.getRank(), 1);
-    block.back() = s.group;
-    if (s.fp8Blocks && type.getRank() >= 2) {
-      block[type.getRank() - 1] = 128;
-      block[type.getRank() - 2] = 128;
-    }
-    newType = QTensorType::get(&getContext(), type.getShape(), s.storage,
-                               element, block);
-    q = getQScheme(cast<QTensorType>(newType));
-  }
-  std::string key =
-      base + " " +
-      std::to_string(reinterpret_cast<uintptr_t>(newType.getAsOpaquePointer()));
-  auto it = done.find(key);
-  if (it == done.end()) {
-    FailureOr<Tensor> t = evaluate(*sources, user->getLoc());
-    if (failed(t))
-      return failure();
-    std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-    std::array<std::string, 3> names;
-    if (s.castType) {
-      names[0] = base + (s.castType.isBF16() ? ":bf16" : ":f16");
-      ::ds::DType dt =
-          s.castType.isBF16() ? ::ds::DType::BF16 : ::ds::DType::F16;
-      std::vector<uint8_t> bytes(t->f.size() * 2);
-      for (size_t i = 0; i < t->f.size(); ++i) {
-        uint16_t bits = dt == ::ds::DType::BF16 ? ::ds::floatToBF16(t->f[i])
-                                                : ::ds::floatToHalf(t->f[i]);
+    bool bf16 = s.castType.isBF16();
+    NewParamNames names{base + (bf16 ? ":bf16" : ":f16"), "", "", ""};
+    auto encode = [&](const Tensor &t,
+                      std::vector<::ds::TensorToWrite> &out) -> LogicalResult {
+      std::vector<uint8_t> bytes(t.f.size() * 2);
+      for (size_t i = 0; i < t.f.size(); ++i) {
+        uint16_t bits =
+            bf16 ? ::ds::floatToBF16(t.f[i]) : ::ds::floatToHalf(t.f[i]);
         std::memcpy(&bytes[2 * i], &bits, 2);
       }
-      written.push_back({names[0], dt, shape, std::move(bytes)});
-    } else {
-      ::ds::QuantizeOptions options;
-      options.searchClip = clipSearch && (q.storage == ::ds::QStorage::I4 ||
-                                          q.storage == ::ds::QStorage::U4);
-      ::ds::QuantizedTensor qt = ::ds::quantize(t->f.data(), shape, q, options);
-      names[0] = base + ":q";
-      names[1] = base + ":scale";
-      written.push_back({names[0], ::ds::storageDType(q.storage),
-                         ::ds::storageShape(shape, q.storage),
-                         ::ds::encodeValues(qt)});
-      written.push_back({names[1], ::ds::DType::F32,
-                         ::ds::scaleShape(shape, q.block),
-                         floatBytes(qt.scales)});
-      if (!qt.zeros.empty()) {
-        names[2] = base + ":zero";
-        std::vector<uint8_t> zeros(qt.zeros.size());
-        for (size_t i = 0; i < zeros.size(); ++i)
-          zeros[i] = static_cast<uint8_t>(qt.zeros[i]);
-        written.push_back({names[2], ::ds::DType::U8,
-                           ::ds::scaleShape(shape, q.block), std::move(zeros)});
-      }
-    }
-    it = done.emplace(key, std::make_pair(newType, names)).first;
+      out.push_back({names.values, bf16 ? ::ds::DType::BF16 : ::ds::DType::F16,
+                     shape, std::move(bytes)});
+      return success();
+    };
+    return rw->materialize(user, weight, *sources, type.clone(s.castType),
+                           names, encode);
   }
-  const auto &names = it->second.second;
-  OpBuilder b(user);
-  Builder attrs(&getContext());
-  auto param = ParamOp::create(
-      b, weight.getLoc(), newType, attrs.getStringAttr(names[0]),
-      DenseI64ArrayAttr(),
-      names[1].empty() ? StringAttr() : attrs.getStringAttr(names[1]),
-      names[2].empty() ? StringAttr() : attrs.getStringAttr(names[2]));
-  return param.getResult();
+  SmallVector<int64_t> block(type.getRank(), 1);
+  block.back() = s.group;
+  if (s.fp8Blocks && type.getRank() >= 2) {
+    block[type.getRank() - 1] = 128;
+    block[type.getRank() - 2] = 128;
+  }
+  auto qtype = QTensorType::get(&getContext(), type.getShape(), s.storage,
+                                element, block);
+  ::ds::QScheme q = getQScheme(qtype);
+  NewParamNames names{base + ":q", base + ":scale",
+                      qtype.hasZeroPoint() ? base + ":zero" : "", ""};
+  auto encode = [&](const Tensor &t,
+                    std::vector<::ds::TensorToWrite> &out) -> LogicalResult {
+    ::ds::QuantizeOptions options;
+    options.searchClip = clipSearch && (q.storage == ::ds::QStorage::I4 ||
+                                        q.storage == ::ds::QStorage::U4);
+    ::ds::QuantizedTensor qt = ::ds::quantize(t.f.data(), shape, q, options);
+    std::vector<int64_t> scaleShape = ::ds::scaleShape(shape, q.block);
+    out.push_back({names.values, ::ds::storageDType(q.storage),
+                   ::ds::storageShape(shape, q.storage),
+                   ::ds::encodeValues(qt)});
+    out.push_back(
+        {names.scales, ::ds::DType::F32, scaleShape, floatBytes(qt.scales)});
+    if (!qt.zeros.empty()) {
+      std::vector<uint8_t> zeros(qt.zeros.size());
+      for (size_t i = 0; i < zeros.size(); ++i)
+        zeros[i] = static_cast<uint8_t>(qt.zeros[i]);
+      out.push_back(
+          {names.zeroPoints, ::ds::DType::U8, scaleShape, std::move(zeros)});
+    }
+    return success();
+  };
+  return rw->materialize(user, weight, *sources, qtype, names, encode);
 }
 
 std::optional<float> QuantizePass::staticScale(Value weight) {
@@ -330,32 +201,9 @@ std::optional<float> QuantizePass::staticScale(Value weight) {
   return absmax / ::ds::qmax(*getQStorage(s.actStorage));
 }
 
-/// Replaces `op`'s float weight operands by quantized ones.
-template <typename OpT>
-LogicalResult replaceWeight(
-    OpT op, OpOperand &operand, Category c,
-    function_ref<FailureOr<Value>(Operation *, Value, Category)> rewrite) {
-  FailureOr<Value> q = rewrite(op, operand.get(), c);
-  if (failed(q))
-    return failure();
-  if (*q)
-    operand.set(*q);
-  return success();
-}
-
-Category gemmCategory(Operation *op) {
-  for (Operation *user : op->getResult(0).getUsers()) {
-    if (isa<RouterOp>(user))
-      return Category::Router;
-    if (isa<func::ReturnOp>(user))
-      return Category::LmHead;
-  }
-  return Category::Linear;
-}
-
 /// bf16/f16: runs `op` in the narrow type with its weights narrowed, the
 /// norm prologue and the residual epilogue of a fused linear kept outside.
-LogicalResult QuantizePass::narrow(Operation *op, Category c) {
+LogicalResult QuantizePass::narrow(Operation *op, WeightCategory c) {
   auto rewrite = [&](Value w) { return rewriteWeight(op, w, c); };
   FloatType t = s.castType;
   OpBuilder b(op);
@@ -370,7 +218,7 @@ LogicalResult QuantizePass::narrow(Operation *op, Category c) {
     auto type = dyn_cast<RankedTensorType>(v.getType());
     return type && type.getElementType() != t;
   };
-  if (!isTargeted(c))
+  if (!rw->isTargeted(c))
     return success();
   SmallVector<Value> inputs;
   Value result = op->getResult(0);
@@ -458,22 +306,16 @@ void QuantizePass::runOnOperation() {
   Location loc = module.getLoc();
   if (failed(parseScheme(loc)))
     return signalPassFailure();
-  if (weightsPath.empty() || outputPath.empty()) {
-    emitError(loc) << "ds-quantize needs weights=<checkpoint> to read the "
-                      "original weights and output=<file.safetensors> to "
-                      "write the quantized ones";
+  // DeepSeek-V3 keeps its output head out of FP8, and int4 deployments
+  // (GPTQ, AWQ) keep it in 16 bits: by default those schemes leave it alone.
+  SmallVector<std::string> defaults = {"linear", "experts"};
+  if (scheme != "fp8" && scheme != "int4")
+    defaults.push_back("lm_head");
+  WeightRewriter rewriter;
+  rw = &rewriter;
+  if (failed(rewriter.init(module, "ds-quantize", targets, defaults, exclude,
+                           weightsPath, outputPath)))
     return signalPassFailure();
-  }
-  std::string error;
-  FailureOr<std::unique_ptr<::ds::Checkpoint>> ckpt =
-      openModuleCheckpoint(module, weightsPath, error);
-  if (failed(ckpt)) {
-    emitError(loc) << "ds-quantize: " << error;
-    return signalPassFailure();
-  }
-  // Weights quantized by an earlier run (ds.weight_files) are found too.
-  checkpoint = std::move(*ckpt);
-  loader = std::make_shared<CheckpointWeights>(*checkpoint);
   if (!calibrationPath.empty()) {
     auto buffer = llvm::MemoryBuffer::getFile(calibrationPath);
     if (!buffer) {
@@ -506,7 +348,8 @@ void QuantizePass::runOnOperation() {
     }
   }
 
-  // Activation schemes need the MoE block's steps to attach quantization to.
+  // Activation schemes need the MoE block's steps to attach quantization to;
+  // mixed precision keeps the router (inside ds.moe) in f32.
   if (s.actStorage || s.castType) {
     RewritePatternSet patterns(&getContext());
     populateDecomposeMoEPatterns(patterns);
@@ -516,95 +359,42 @@ void QuantizePass::runOnOperation() {
 
   SmallVector<Operation *> gemms;
   module.walk([&](Operation *op) {
-    if (isa<LinearOp, FusedLinearOp, FusedRouterOp, GroupedMatmulOp, FusedMoEOp,
-            MoEOp>(op))
+    if (!getGemmWeights(op).empty())
       gemms.push_back(op);
   });
-  auto rewrite = [&](Operation *user, Value w, Category c) {
-    return rewriteWeight(user, w, c);
-  };
   for (Operation *op : gemms) {
-    LogicalResult ok = success();
-    if (s.castType) {
-      Category c = isa<GroupedMatmulOp, FusedMoEOp>(op) ? Category::Experts
-                   : isa<FusedRouterOp>(op)             ? Category::Router
-                                                        : gemmCategory(op);
-      if (isa<LinearOp, FusedLinearOp, GroupedMatmulOp, FusedMoEOp>(op))
-        ok = narrow(op, c);
-      else if (auto r = dyn_cast<FusedRouterOp>(op))
-        ok = replaceWeight(r, r.getWeightMutable(), c, rewrite);
-    } else if (auto l = dyn_cast<LinearOp>(op)) {
-      std::optional<float> scale = staticScale(l.getWeight());
-      ok = replaceWeight(l, l.getWeightMutable(), gemmCategory(op), rewrite);
-      if (succeeded(ok) && gemmCategory(op) != Category::Router)
-        quantizeActivations(op, l.getWeight(), scale);
-    } else if (auto f = dyn_cast<FusedLinearOp>(op)) {
-      std::optional<float> scale = staticScale(f.getWeight());
-      ok = replaceWeight(f, f.getWeightMutable(), gemmCategory(op), rewrite);
-      if (succeeded(ok))
-        quantizeActivations(op, f.getWeight(), scale);
-    } else if (auto r = dyn_cast<FusedRouterOp>(op)) {
-      ok = replaceWeight(r, r.getWeightMutable(), Category::Router, rewrite);
-    } else if (auto g = dyn_cast<GroupedMatmulOp>(op)) {
-      ok = replaceWeight(g, g.getWeightMutable(), Category::Experts, rewrite);
-      if (succeeded(ok))
-        quantizeActivations(op, g.getWeight());
-    } else if (auto m = dyn_cast<FusedMoEOp>(op)) {
-      ok = replaceWeight(m, m.getGateUpMutable(), Category::Experts, rewrite);
-      if (succeeded(ok))
-        ok = replaceWeight(m, m.getDownMutable(), Category::Experts, rewrite);
-      // Both GEMMs take quantized inputs only when both weights are.
-      if (succeeded(ok) && isa<QTensorType>(m.getDown().getType()))
-        quantizeActivations(op, m.getGateUp());
-    } else if (auto m = dyn_cast<MoEOp>(op)) {
-      for (OpOperand *o : {&m.getExpertGateMutable(), &m.getExpertUpMutable(),
-                           &m.getExpertDownMutable()})
-        if (succeeded(ok))
-          ok = replaceWeight(m, *o, Category::Experts, rewrite);
-      for (MutableOperandRange range :
-           {m.getSharedGateMutable(), m.getSharedUpMutable(),
-            m.getSharedDownMutable()})
-        if (succeeded(ok) && range.size() == 1)
-          ok = replaceWeight(m, range[0], Category::Linear, rewrite);
-      if (succeeded(ok))
-        ok = replaceWeight(m, m.getRouterWeightMutable(), Category::Router,
-                           rewrite);
+    auto weights = getGemmWeights(op);
+    WeightCategory first = weights.front().second;
+    if (s.castType &&
+        isa<LinearOp, FusedLinearOp, GroupedMatmulOp, FusedMoEOp>(op)) {
+      if (failed(narrow(op, first)))
+        return signalPassFailure();
+      continue;
     }
-    if (failed(ok))
-      return signalPassFailure();
+    // Calibrated scales are looked up by the original weights' names.
+    std::optional<float> scale;
+    if (isa<LinearOp, FusedLinearOp>(op))
+      scale = staticScale(weights.front().first->get());
+    for (auto [operand, category] : weights) {
+      FailureOr<Value> q = rewriteWeight(op, operand->get(), category);
+      if (failed(q))
+        return signalPassFailure();
+      if (*q)
+        operand->set(*q);
+    }
+    if (s.castType)
+      continue;
+    if (isa<LinearOp>(op) && first != WeightCategory::Router)
+      quantizeActivations(op, weights.front().first->get(), scale);
+    else if (isa<FusedLinearOp, GroupedMatmulOp>(op))
+      quantizeActivations(op, weights.front().first->get(), scale);
+    // Both MoE GEMMs take quantized inputs only when both weights are.
+    else if (auto m = dyn_cast<FusedMoEOp>(op);
+             m && isa<QTensorType>(m.getDown().getType()))
+      quantizeActivations(op, m.getGateUp());
   }
-
-  // The original params and concats are dead now.
-  bool erased = true;
-  while (erased) {
-    erased = false;
-    module.walk([&](Operation *op) {
-      if (isa<ParamOp, tensor::ConcatOp>(op) && op->use_empty()) {
-        op->erase();
-        erased = true;
-      }
-    });
-  }
-
-  if (written.empty())
-    return;
-  SmallString<256> absolute(outputPath);
-  if (std::error_code ec = llvm::sys::fs::make_absolute(absolute)) {
-    emitError(loc) << "ds-quantize: " << outputPath << ": " << ec.message();
+  if (failed(rewriter.finish(module)))
     return signalPassFailure();
-  }
-  if (absl::Status st = ::ds::writeSafeTensors(
-          absolute.str().str(), written,
-          {{"format", "ds-quantized"}, {"scheme", scheme}});
-      !st.ok()) {
-    emitError(loc) << "ds-quantize: " << std::string(st.message());
-    return signalPassFailure();
-  }
-  SmallVector<Attribute> files;
-  if (auto existing = module->getAttrOfType<ArrayAttr>("ds.weight_files"))
-    files.append(existing.begin(), existing.end());
-  files.push_back(StringAttr::get(&getContext(), absolute));
-  module->setAttr("ds.weight_files", ArrayAttr::get(&getContext(), files));
 }
 
 } // namespace

@@ -102,7 +102,7 @@ Value selectSlices(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
   b.setInsertionPointAfter(param);
   return ParamOp::create(b, param.getLoc(), type, param.getNameAttr(),
                          b.getDenseI64ArrayAttr(select), param.getScalesAttr(),
-                         param.getZeroPointsAttr());
+                         param.getZeroPointsAttr(), param.getMetaAttr());
 }
 
 Value selectExpertWeight(OpBuilder &b, Value v, ArrayRef<int64_t> local) {

@@ -76,17 +76,19 @@ def DS_ParamOp : DS_Op<"param", [Pure]> {
   }];
   let arguments = (ins StrAttr:$name, OptionalAttr<DenseI64ArrayAttr>:$select,
                        OptionalAttr<StrAttr>:$scales,
-                       OptionalAttr<StrAttr>:$zero_points);
+                       OptionalAttr<StrAttr>:$zero_points,
+                       OptionalAttr<StrAttr>:$meta);
   let results = (outs DS_WeightTensor:$result);
   let assemblyFormat = [{
     $name (`select` $select^)? (`scales` $scales^)?
-    (`zero_points` $zero_points^)? attr-dict `:` type($result)
+    (`zero_points` $zero_points^)? (`meta` $meta^)? attr-dict `:`
+    type($result)
   }];
   let builders = [
     OpBuilder<(ins "::mlir::Type":$type, "::llvm::StringRef":$name), [{
       build($_builder, $_state, type, $_builder.getStringAttr(name),
             ::mlir::DenseI64ArrayAttr(), ::mlir::StringAttr(),
-            ::mlir::StringAttr());
+            ::mlir::StringAttr(), ::mlir::StringAttr());
     }]>
   ];
   let hasVerifier = 1;

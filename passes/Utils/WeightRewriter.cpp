@@ -1,0 +1,220 @@
+//===- WeightRewriter.cpp - compile-time weight transformations
+//------------===//
+
+#include "passes/Utils/WeightRewriter.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/Support/FileSystem.h"
+
+#include <set>
+
+using namespace mlir;
+using namespace mlir::ds;
+
+StringRef mlir::ds::weightCategoryName(WeightCategory c) {
+  switch (c) {
+  case WeightCategory::Linear:
+    return "linear";
+  case WeightCategory::Experts:
+    return "experts";
+  case WeightCategory::LmHead:
+    return "lm_head";
+  case WeightCategory::Router:
+    return "router";
+  }
+  return "";
+}
+
+std::string mlir::ds::stacklessName(std::string name) {
+  for (size_t p; (p = name.find('*')) != std::string::npos;)
+    name.replace(p, 1, "{e}");
+  return name;
+}
+
+/// A dense GEMM's category from what uses its result.
+static WeightCategory denseCategory(Operation *op) {
+  for (Operation *user : op->getResult(0).getUsers()) {
+    if (isa<RouterOp>(user))
+      return WeightCategory::Router;
+    if (isa<func::ReturnOp>(user))
+      return WeightCategory::LmHead;
+  }
+  return WeightCategory::Linear;
+}
+
+SmallVector<std::pair<OpOperand *, WeightCategory>>
+mlir::ds::getGemmWeights(Operation *op) {
+  SmallVector<std::pair<OpOperand *, WeightCategory>> out;
+  if (auto l = dyn_cast<LinearOp>(op))
+    out.push_back({&l.getWeightMutable(), denseCategory(op)});
+  else if (auto f = dyn_cast<FusedLinearOp>(op))
+    out.push_back({&f.getWeightMutable(), denseCategory(op)});
+  else if (auto r = dyn_cast<FusedRouterOp>(op))
+    out.push_back({&r.getWeightMutable(), WeightCategory::Router});
+  else if (auto g = dyn_cast<GroupedMatmulOp>(op))
+    out.push_back({&g.getWeightMutable(), WeightCategory::Experts});
+  else if (auto m = dyn_cast<FusedMoEOp>(op)) {
+    out.push_back({&m.getGateUpMutable(), WeightCategory::Experts});
+    out.push_back({&m.getDownMutable(), WeightCategory::Experts});
+  } else if (auto m = dyn_cast<MoEOp>(op)) {
+    out.push_back({&m.getExpertGateMutable(), WeightCategory::Experts});
+    out.push_back({&m.getExpertUpMutable(), WeightCategory::Experts});
+    out.push_back({&m.getExpertDownMutable(), WeightCategory::Experts});
+    for (MutableOperandRange range :
+         {m.getSharedGateMutable(), m.getSharedUpMutable(),
+          m.getSharedDownMutable()})
+      if (range.size() == 1)
+        out.push_back({&range[0], WeightCategory::Linear});
+    out.push_back({&m.getRouterWeightMutable(), WeightCategory::Router});
+  }
+  return out;
+}
+
+LogicalResult WeightRewriter::init(ModuleOp module, StringRef name,
+                                   ArrayRef<std::string> targetList,
+                                   ArrayRef<std::string> defaults,
+                                   ArrayRef<std::string> exclude,
+                                   StringRef weightsPath, StringRef output) {
+  passName = name.str();
+  outputPath = output.str();
+  Location loc = module.getLoc();
+  for (const std::string &t : targetList.empty() ? defaults : targetList) {
+    if (t != "linear" && t != "experts" && t != "lm_head" && t != "router")
+      return emitError(loc) << passName << ": unknown target '" << t
+                            << "' (linear, experts, lm_head, router)";
+    targets.insert(t);
+  }
+  for (const std::string &pattern : exclude) {
+    llvm::Regex re(pattern);
+    std::string error;
+    if (!re.isValid(error))
+      return emitError(loc) << passName << ": bad exclude pattern '" << pattern
+                            << "': " << error;
+    excludes.push_back(std::move(re));
+  }
+  if (weightsPath.empty() || outputPath.empty())
+    return emitError(loc) << passName
+                          << " needs weights=<checkpoint> to read the "
+                             "original weights and output=<file.safetensors> "
+                             "to write the new ones";
+  std::string error;
+  // Weights an earlier pass wrote (ds.weight_files) are found too.
+  FailureOr<std::unique_ptr<::ds::Checkpoint>> ckpt =
+      openModuleCheckpoint(module, weightsPath.str(), error);
+  if (failed(ckpt))
+    return emitError(loc) << passName << ": " << error;
+  checkpoint = std::move(*ckpt);
+  loader = std::make_unique<CheckpointWeights>(*checkpoint);
+  return success();
+}
+
+std::optional<WeightSources>
+WeightRewriter::select(Operation *user, Value weight, WeightCategory c) {
+  if (!weight || !isTargeted(c))
+    return std::nullopt;
+  auto type = dyn_cast<RankedTensorType>(weight.getType());
+  if (!type || !isa<FloatType>(type.getElementType()))
+    return std::nullopt; // already quantized or sparse, or not a float
+  std::optional<WeightSources> sources = getWeightSources(weight);
+  if (!sources) {
+    user->emitWarning() << passName << ": leaves a " << weightCategoryName(c)
+                        << " weight that is not a ds.param (or a concat of "
+                           "them) as it is";
+    return std::nullopt;
+  }
+  for (ParamOp p : sources->params)
+    for (llvm::Regex &re : excludes)
+      if (re.match(p.getName()))
+        return std::nullopt;
+  return sources;
+}
+
+FailureOr<Tensor> WeightRewriter::evaluate(const WeightSources &sources) {
+  SmallVector<Tensor> parts;
+  for (ParamOp p : sources.params) {
+    FailureOr<Tensor> t = loader->load(p);
+    if (failed(t))
+      return failure();
+    parts.push_back(std::move(*t));
+  }
+  if (parts.size() == 1)
+    return parts.front();
+  int64_t axis = sources.axis;
+  SmallVector<int64_t> shape = parts.front().shape;
+  shape[axis] = 0;
+  for (const Tensor &t : parts)
+    shape[axis] += t.shape[axis];
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d)
+    outer *= shape[d];
+  for (size_t d = axis + 1; d < shape.size(); ++d)
+    inner *= shape[d];
+  Tensor out = Tensor::floats(shape);
+  int64_t offset = 0;
+  for (const Tensor &t : parts) {
+    int64_t n = t.shape[axis];
+    for (int64_t o = 0; o < outer; ++o)
+      std::copy_n(&t.f[o * n * inner], n * inner,
+                  &out.f[(o * shape[axis] + offset) * inner]);
+    offset += n;
+  }
+  return out;
+}
+
+FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,
+                                             const WeightSources &sources,
+                                             Type type,
+                                             const NewParamNames &names,
+                                             Encoder encode) {
+  std::string key;
+  llvm::raw_string_ostream os(key);
+  os << names.values << " " << type;
+  if (!done.count(key)) {
+    FailureOr<Tensor> t = evaluate(sources);
+    if (failed(t) || failed(encode(*t, written)))
+      return failure();
+    done.insert(key);
+  }
+  OpBuilder b(user);
+  auto attr = [&](const std::string &s) {
+    return s.empty() ? StringAttr() : b.getStringAttr(s);
+  };
+  return ParamOp::create(b, weight.getLoc(), type,
+                         b.getStringAttr(names.values), DenseI64ArrayAttr(),
+                         attr(names.scales), attr(names.zeroPoints),
+                         attr(names.meta))
+      .getResult();
+}
+
+LogicalResult WeightRewriter::finish(ModuleOp module) {
+  bool erased = true;
+  while (erased) {
+    erased = false;
+    module.walk([&](Operation *op) {
+      if (isa<ParamOp, tensor::ConcatOp>(op) && op->use_empty()) {
+        op->erase();
+        erased = true;
+      }
+    });
+  }
+  if (written.empty())
+    return success();
+  Location loc = module.getLoc();
+  SmallString<256> absolute(outputPath);
+  if (std::error_code ec = llvm::sys::fs::make_absolute(absolute))
+    return emitError(loc) << passName << ": " << outputPath << ": "
+                          << ec.message();
+  if (absl::Status st = ::ds::writeSafeTensors(absolute.str().str(), written,
+                                               {{"format", "ds-" + passName}});
+      !st.ok())
+    return emitError(loc) << passName << ": " << std::string(st.message());
+  SmallVector<Attribute> files;
+  if (auto existing = module->getAttrOfType<ArrayAttr>("ds.weight_files"))
+    files.append(existing.begin(), existing.end());
+  files.push_back(StringAttr::get(module.getContext(), absolute));
+  module->setAttr("ds.weight_files",
+                  ArrayAttr::get(module.getContext(), files));
+  return success();
+}

@@ -1,0 +1,104 @@
+//===- WeightRewriter.h - compile-time weight transformations ----*- C++
+//-*-===//
+//
+// What ds-quantize and ds-sparsify-24 share: which GEMM weights a pass
+// targets (allow list of categories, deny list of name regexes), their values
+// evaluated from the checkpoint (a ds.param or a tensor.concat of them), new
+// ds.params for the transformed weights (one set of tensors per distinct
+// weight and type, shared by @prefill and @decode), and the safetensors file
+// the new tensors go to, recorded in the module's `ds.weight_files`.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_PASSES_UTILS_WEIGHTREWRITER_H
+#define DS_PASSES_UTILS_WEIGHTREWRITER_H
+
+#include "dialects/DS/IR/DSOps.h"
+#include "interpreter/Interpreter.h"
+
+#include "ds/support/SafeTensors.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/Regex.h"
+
+#include <array>
+#include <map>
+#include <memory>
+#include <set>
+
+namespace mlir::ds {
+
+/// The role of a GEMM weight, for allow lists.
+enum class WeightCategory { Linear, Experts, LmHead, Router };
+StringRef weightCategoryName(WeightCategory c);
+
+/// The weight operands of a GEMM-like op (ds.linear, ds.fused_linear,
+/// ds.fused_router, ds.grouped_matmul, ds.fused_moe, ds.moe) with their
+/// categories: stacked experts are `experts`, a GEMM feeding a ds.router or
+/// a ds.fused_router's weight `router`, a GEMM whose result the function
+/// returns `lm_head`, the rest (attention, dense MLPs, shared experts)
+/// `linear`. Biases are not included.
+SmallVector<std::pair<OpOperand *, WeightCategory>>
+getGemmWeights(Operation *op);
+
+/// Names of the tensors behind one new ds.param: values, then (optional)
+/// scales, zero points and sparsity metadata.
+struct NewParamNames {
+  std::string values, scales, zeroPoints, meta;
+};
+
+class WeightRewriter {
+public:
+  /// Parses the allow list (`targets`, or `defaults` when empty) and the deny
+  /// list, and opens `weightsPath` plus the module's ds.weight_files. Errors
+  /// are reported at the module, prefixed with `passName`.
+  LogicalResult init(ModuleOp module, StringRef passName,
+                     ArrayRef<std::string> targets,
+                     ArrayRef<std::string> defaults,
+                     ArrayRef<std::string> exclude, StringRef weightsPath,
+                     StringRef outputPath);
+
+  bool isTargeted(WeightCategory c) const {
+    return targets.contains(weightCategoryName(c));
+  }
+
+  /// The sources of `weight` if it is to be rewritten: targeted, a float
+  /// tensor built from ds.params (warns at `user` otherwise), and no source
+  /// name matches the deny list.
+  std::optional<WeightSources> select(Operation *user, Value weight,
+                                      WeightCategory c);
+
+  /// The weight's values (f32) from the checkpoint, concatenated as the IR
+  /// says.
+  FailureOr<Tensor> evaluate(const WeightSources &sources);
+
+  /// Computes the tensors once per (names.values, type) with `encode`, then
+  /// returns a new ds.param of `type` naming them, placed before `user`.
+  using Encoder = function_ref<LogicalResult(
+      const Tensor &, std::vector<::ds::TensorToWrite> &)>;
+  FailureOr<Value> materialize(Operation *user, Value weight,
+                               const WeightSources &sources, Type type,
+                               const NewParamNames &names, Encoder encode);
+
+  /// Erases the params and concats nothing uses any more, writes the new
+  /// tensors (if any) to the output file and lists it in ds.weight_files.
+  LogicalResult finish(ModuleOp module);
+
+private:
+  std::string passName;
+  std::string outputPath;
+  llvm::StringSet<> targets;
+  std::vector<llvm::Regex> excludes;
+  std::unique_ptr<::ds::Checkpoint> checkpoint;
+  std::unique_ptr<CheckpointWeights> loader;
+  std::vector<::ds::TensorToWrite> written;
+  std::set<std::string> done;
+};
+
+/// A weight name without `*` (a materialized stacked weight is one tensor).
+std::string stacklessName(std::string name);
+
+} // namespace mlir::ds
+
+#endif // DS_PASSES_UTILS_WEIGHTREWRITER_H
