@@ -45,6 +45,8 @@ DType storageDType(Type type) {
 Type elementType(Value v) {
   if (auto q = dyn_cast<QTensorType>(v.getType()))
     return q.getExpressedType();
+  if (auto sp = dyn_cast<Sparse24Type>(v.getType()))
+    return sp.getElementType();
   if (auto shaped = dyn_cast<ShapedType>(v.getType()))
     return shaped.getElementType();
   return v.getType();
@@ -1065,6 +1067,12 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
   auto it = cache.find(key);
   if (it != cache.end())
     return it->second;
+  if (auto sparse = dyn_cast<Sparse24Type>(op.getType())) {
+    FailureOr<Tensor> t = loadSparse(op, sparse);
+    if (succeeded(t))
+      cache[key] = *t;
+    return t;
+  }
   if (auto qtype = dyn_cast<QTensorType>(op.getType())) {
     FailureOr<Tensor> t = loadQuantized(op, qtype);
     if (succeeded(t))
@@ -1195,6 +1203,56 @@ FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
     }
     std::vector<float> deq = ::ds::dequantize(q);
     std::copy(deq.begin(), deq.end(), t.f.begin() + i * sliceSize);
+  }
+  roundTo(t, op.getResult());
+  return t;
+}
+
+FailureOr<Tensor> CheckpointWeights::loadSparse(ParamOp op, Sparse24Type type) {
+  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+  std::vector<int64_t> slice = shape;
+  SmallVector<int64_t> sources = {-1};
+  if (op.isStacked()) {
+    slice.erase(slice.begin());
+    sources.clear();
+    for (int64_t e = 0; e < shape[0]; ++e)
+      sources.push_back(op.getSourceIndex(e));
+  }
+  int64_t k = slice.back();
+  int64_t rows = product(slice, 0, slice.size()) / k;
+  std::vector<int64_t> valuesShape = slice, metaShape = slice;
+  valuesShape.back() = k / 2;
+  metaShape.back() = (k / 4 + 1) / 2;
+  ::ds::DType valueType = storageDType(type.getElementType());
+  Tensor t = Tensor::floats(type.getShape());
+  for (auto [i, src] : llvm::enumerate(sources)) {
+    const ::ds::TensorView *views[2];
+    for (auto [j, pattern, dtype, want, what] :
+         {std::tuple<int, StringRef, ::ds::DType, std::vector<int64_t> *,
+                     StringRef>{0, op.getName(), valueType, &valuesShape,
+                                "values"},
+          {1, *op.getMeta(), ::ds::DType::U8, &metaShape, "meta"}}) {
+      std::string name =
+          src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
+      const ::ds::TensorView *view = checkpoint.find(name);
+      if (!view)
+        return op.emitError() << "2:4 " << what << " '" << name
+                              << "' is not in the checkpoint";
+      if (view->dtype != dtype || view->shape != *want)
+        return op.emitError()
+               << "2:4 " << what << " '" << name << "' in " << view->file
+               << " is " << std::string(::ds::dtypeName(view->dtype))
+               << " with " << view->numElements() << " elements, the IR "
+               << "expects " << std::string(::ds::dtypeName(dtype)) << " "
+               << product(*want, 0, want->size());
+      views[j] = view;
+    }
+    std::vector<float> values(views[0]->numElements());
+    for (size_t j = 0; j < values.size(); ++j)
+      values[j] = views[0]->floatAt(j);
+    std::vector<float> dense =
+        ::ds::decompress24(values.data(), views[1]->data, rows, k);
+    std::copy(dense.begin(), dense.end(), t.f.begin() + i * rows * k);
   }
   roundTo(t, op.getResult());
   return t;

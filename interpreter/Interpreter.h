@@ -26,6 +26,7 @@
 namespace mlir::ds {
 class ParamOp;
 class QTensorType;
+class Sparse24Type;
 
 /// A value during interpretation: row-major f32 data (float tensors) or i64
 /// data (integer and index tensors and scalars).
@@ -74,6 +75,7 @@ public:
 
 private:
   FailureOr<Tensor> loadQuantized(ParamOp op, QTensorType type);
+  FailureOr<Tensor> loadSparse(ParamOp op, Sparse24Type type);
 
   const ::ds::Checkpoint &checkpoint;
   llvm::StringMap<Tensor> cache;

@@ -302,4 +302,46 @@ def PruneExpertsPass : Pass<"ds-prune-experts"> {
   ];
 }
 
+def Sparsify24Pass : Pass<"ds-sparsify-24", "::mlir::ModuleOp"> {
+  let summary = "2:4 semi-structured magnitude pruning of GEMM weights";
+  let description = [{
+    For the GEMM weights it targets, keeps the two largest magnitudes of
+    every 4 consecutive input channels (ties: the lower index) and stores
+    the result compressed as `!ds.sparse24` params: the kept values
+    (`[..., K/2]`) and 2-bit indices (`meta`, `[..., K/8]` u8), computed now
+    from the checkpoint (`weights`) and written to `output`, which the module
+    lists in `ds.weight_files`. Targets and the deny list work as in
+    `ds-quantize` (`linear`, `experts`, `lm_head`, `router`; default
+    `linear` and `experts`). Weights whose input width is not a multiple of
+    4 stay dense (with a warning). The error this causes is reported like
+    quantization's: `ds-run --reference <before> --report`.
+
+    ```mlir
+    %w = ds.param "model.layers.0.mlp.down_proj.weight" : tensor<64x96xf32>
+    ```
+
+    becomes
+
+    ```mlir
+    %w = ds.param "model.layers.0.mlp.down_proj.weight:values" meta "model.layers.0.mlp.down_proj.weight:meta"
+        : !ds.sparse24<64x96xf32>
+    ```
+
+    Pruning changes the function (unlike the other passes it is not meant
+    to preserve results); trained models are usually fine-tuned afterwards.
+    Run it before `ds-quantize`, which leaves sparse weights alone.
+  }];
+  let options = [
+    ListOption<"targets", "targets", "std::string",
+               "Which GEMMs to prune: linear, experts, lm_head, router "
+               "(default: linear, experts)">,
+    ListOption<"exclude", "exclude", "std::string",
+               "Regular expressions on weight names to leave dense">,
+    Option<"weightsPath", "weights", "std::string", /*default=*/"\"\"",
+           "The original checkpoint (directory or .safetensors file)">,
+    Option<"outputPath", "output", "std::string", /*default=*/"\"\"",
+           "Where to write the compressed weights (.safetensors)">
+  ];
+}
+
 #endif // DS_PASSES_TD

@@ -16,8 +16,18 @@
 using namespace mlir;
 using namespace mlir::ds;
 
-void mlir::ds::buildOptimizePipeline(OpPassManager &pm,
-                                     const OptimizeOptions &options) {
+LogicalResult mlir::ds::buildOptimizePipeline(
+    OpPassManager &pm, const OptimizeOptions &options,
+    function_ref<LogicalResult(const Twine &)> errorHandler) {
+  auto fail = [&](const Twine &message) {
+    return errorHandler ? errorHandler(message) : failure();
+  };
+  if (options.level < 0 || options.level > 2)
+    return fail("ds-optimize: level must be 0, 1 or 2, got " +
+                Twine(options.level.getValue()));
+  if (options.sparsity != "none" && options.sparsity != "2:4")
+    return fail("ds-optimize: sparsity must be none or 2:4, got '" +
+                options.sparsity.getValue() + "'");
   if (!options.pruneProfile.empty()) {
     PruneExpertsPassOptions prune;
     prune.profilePath = options.pruneProfile;
@@ -37,6 +47,14 @@ void mlir::ds::buildOptimizePipeline(OpPassManager &pm,
     pm.addPass(createFuseLinearPass());
     pm.addPass(createCanonicalizerPass());
   }
+  if (options.sparsity == "2:4") {
+    Sparsify24PassOptions sparse;
+    sparse.weightsPath = options.weights;
+    sparse.outputPath = options.sparseWeights;
+    sparse.targets.assign(options.sparsityTargets.begin(),
+                          options.sparsityTargets.end());
+    pm.addPass(createSparsify24Pass(sparse));
+  }
   if (options.quantize != "none") {
     QuantizePassOptions quant;
     quant.scheme = options.quantize;
@@ -55,12 +73,25 @@ void mlir::ds::buildOptimizePipeline(OpPassManager &pm,
     pm.addPass(createCanonicalizerPass());
   }
   pm.addPass(createCSEPass());
+  return success();
 }
 
 void mlir::ds::registerDSPipelines() {
-  PassPipelineRegistration<OptimizeOptions>(
+  // Registered by hand (not PassPipelineRegistration) so that bad option
+  // values are errors rather than silently ignored.
+  registerPassPipeline(
       "ds-optimize",
       "The ds optimization pipeline: expert pruning, MoE decomposition, "
-      "kernel fusion and quantization (see docs/generated/DSPasses.md)",
-      buildOptimizePipeline);
+      "kernel fusion, 2:4 sparsity and quantization (see "
+      "docs/generated/DSPasses.md)",
+      [](OpPassManager &pm, StringRef text,
+         function_ref<LogicalResult(const Twine &)> errorHandler) {
+        OptimizeOptions options;
+        if (failed(options.parseFromString(text)))
+          return failure();
+        return buildOptimizePipeline(pm, options, errorHandler);
+      },
+      [](function_ref<void(const detail::PassOptions &)> handler) {
+        handler(OptimizeOptions());
+      });
 }

@@ -54,6 +54,19 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
   PassOptions::ListOption<std::string> quantizeExclude{
       *this, "quantize-exclude",
       llvm::cl::desc("Weight-name regular expressions not to quantize")};
+  PassOptions::Option<std::string> sparsity{
+      *this, "sparsity",
+      llvm::cl::desc("none, or 2:4 (ds-sparsify-24 after fusion, before "
+                     "quantization)"),
+      llvm::cl::init("none")};
+  PassOptions::Option<std::string> sparseWeights{
+      *this, "sparse-weights",
+      llvm::cl::desc("Where 2:4 pruning writes its weights (.safetensors)"),
+      llvm::cl::init("")};
+  PassOptions::ListOption<std::string> sparsityTargets{
+      *this, "sparsity-targets",
+      llvm::cl::desc("ds-sparsify-24 targets (linear, experts, lm_head, "
+                     "router)")};
   PassOptions::Option<std::string> pruneProfile{
       *this, "prune-profile",
       llvm::cl::desc("Routing profile: prune experts with ds-prune-experts "
@@ -69,10 +82,14 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
 
 /// ds-optimize: [ds-prune-experts], then by level: decompose ds.moe (1),
 /// ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal and ds-fuse-linear (2),
-/// then [ds-quantize] (followed by ds-fuse-linear at level 2, which folds
-/// activation quantization into the fused linears), with canonicalization
-/// and CSE in between.
-void buildOptimizePipeline(OpPassManager &pm, const OptimizeOptions &options);
+/// then [ds-sparsify-24], [ds-quantize] (followed by ds-fuse-linear at level 2,
+/// which folds activation quantization into the fused linears), with
+/// canonicalization and CSE in between. Fails, with a message through
+/// `errorHandler` (when given), on options out of range (level outside 0..2, an
+/// unknown sparsity).
+LogicalResult buildOptimizePipeline(
+    OpPassManager &pm, const OptimizeOptions &options,
+    function_ref<LogicalResult(const Twine &)> errorHandler = nullptr);
 
 /// Registers the named pipelines with the global registry.
 void registerDSPipelines();

@@ -99,6 +99,8 @@ Value selectSlices(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
   if (auto q = dyn_cast<QTensorType>(param.getType()))
     type = QTensorType::get(b.getContext(), shape, q.getStorageType(),
                             q.getExpressedType(), q.getBlock());
+  else if (auto sp = dyn_cast<Sparse24Type>(param.getType()))
+    type = Sparse24Type::get(b.getContext(), shape, sp.getElementType());
   b.setInsertionPointAfter(param);
   return ParamOp::create(b, param.getLoc(), type, param.getNameAttr(),
                          b.getDenseI64ArrayAttr(select), param.getScalesAttr(),

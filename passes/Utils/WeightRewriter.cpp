@@ -51,6 +51,8 @@ mlir::ds::getGemmWeights(Operation *op) {
     out.push_back({&l.getWeightMutable(), denseCategory(op)});
   else if (auto f = dyn_cast<FusedLinearOp>(op))
     out.push_back({&f.getWeightMutable(), denseCategory(op)});
+  else if (auto a = dyn_cast<MLAAttentionOp>(op))
+    out.push_back({&a.getKvBMutable(), WeightCategory::Linear});
   else if (auto r = dyn_cast<FusedRouterOp>(op))
     out.push_back({&r.getWeightMutable(), WeightCategory::Router});
   else if (auto g = dyn_cast<GroupedMatmulOp>(op))

@@ -34,7 +34,8 @@ enum class WeightCategory { Linear, Experts, LmHead, Router };
 StringRef weightCategoryName(WeightCategory c);
 
 /// The weight operands of a GEMM-like op (ds.linear, ds.fused_linear,
-/// ds.fused_router, ds.grouped_matmul, ds.fused_moe, ds.moe) with their
+/// ds.fused_router, ds.grouped_matmul, ds.fused_moe, ds.moe, and the
+/// absorbed kv_b projection of ds.mla_attention) with their
 /// categories: stacked experts are `experts`, a GEMM feeding a ds.router or
 /// a ds.fused_router's weight `router`, a GEMM whose result the function
 /// returns `lm_head`, the rest (attention, dense MLPs, shared experts)

@@ -282,4 +282,45 @@ std::vector<float> decodeValues(const uint8_t *bytes,
   return out;
 }
 
+Sparse24 compress24(const float *x, int64_t rows, int64_t k) {
+  Sparse24 out;
+  int64_t metaPerRow = (k / 4 + 1) / 2;
+  out.values.resize(rows * k / 2);
+  out.meta.assign(rows * metaPerRow, 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < k / 4; ++g) {
+      const float *v = x + r * k + g * 4;
+      // The two largest magnitudes; ties keep the lower index.
+      int first = 0;
+      for (int i = 1; i < 4; ++i)
+        if (std::fabs(v[i]) > std::fabs(v[first]))
+          first = i;
+      int second = first == 0 ? 1 : 0;
+      for (int i = 0; i < 4; ++i)
+        if (i != first && std::fabs(v[i]) > std::fabs(v[second]))
+          second = i;
+      int lo = std::min(first, second), hi = std::max(first, second);
+      out.values[(r * k + g * 4) / 2] = v[lo];
+      out.values[(r * k + g * 4) / 2 + 1] = v[hi];
+      auto nibble = static_cast<uint8_t>(lo | hi << 2);
+      out.meta[r * metaPerRow + g / 2] |= g % 2 ? nibble << 4 : nibble;
+    }
+  return out;
+}
+
+std::vector<float> decompress24(const float *values, const uint8_t *meta,
+                                int64_t rows, int64_t k) {
+  int64_t metaPerRow = (k / 4 + 1) / 2;
+  std::vector<float> out(rows * k, 0.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < k / 4; ++g) {
+      uint8_t byte = meta[r * metaPerRow + g / 2];
+      uint8_t nibble = g % 2 ? byte >> 4 : byte & 0xf;
+      int64_t base = r * k + g * 4;
+      out[base + (nibble & 3)] = values[base / 2];
+      out[base + (nibble >> 2 & 3)] = values[base / 2 + 1];
+    }
+  return out;
+}
+
 } // namespace ds

@@ -134,3 +134,48 @@ TEST(Quant, StaticScaleClampsOutliers) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(Sparse24, KeepsTheTwoLargestOfEveryFourByHand) {
+  // Row of K = 8: groups {1, -5, 2, 4} and {0, 0, 3, 0}.
+  std::vector<float> x = {1, -5, 2, 4, 0, 0, 3, 0};
+  Sparse24 s = compress24(x.data(), 1, 8);
+  EXPECT_EQ(s.values, (std::vector<float>{-5, 4, 0, 3}));
+  // Group 0 keeps indices 1 and 3 (1 | 3 << 2 = 0xd); group 1 keeps 0 (a tie
+  // among zeros goes to the lower index) and 2 (0 | 2 << 2 = 0x8).
+  ASSERT_EQ(s.meta.size(), 1u);
+  EXPECT_EQ(s.meta[0], 0x8d);
+  EXPECT_EQ(decompress24(s.values.data(), s.meta.data(), 1, 8),
+            (std::vector<float>{0, -5, 0, 4, 0, 0, 3, 0}));
+}
+
+TEST(Sparse24, HalfTheWeightsSurviveAndKeepTheirValues) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  const int64_t rows = 5, k = 12; // K/4 odd: the last meta byte is half used
+  std::vector<float> x(rows * k);
+  for (float &v : x)
+    v = normal(rng);
+  Sparse24 s = compress24(x.data(), rows, k);
+  EXPECT_EQ(s.meta.size(), static_cast<size_t>(rows * 2));
+  std::vector<float> d = decompress24(s.values.data(), s.meta.data(), rows, k);
+  for (int64_t g = 0; g < rows * k / 4; ++g) {
+    int kept = 0;
+    float minKept = INFINITY, maxDropped = 0;
+    for (int i = 0; i < 4; ++i) {
+      float orig = x[g * 4 + i], got = d[g * 4 + i];
+      if (got != 0.0f) {
+        EXPECT_EQ(got, orig);
+        ++kept;
+        minKept = std::min(minKept, std::fabs(orig));
+      } else {
+        maxDropped = std::max(maxDropped, std::fabs(orig));
+      }
+    }
+    EXPECT_EQ(kept, 2);
+    EXPECT_GE(minKept, maxDropped);
+  }
+}
+
+} // namespace

@@ -17,6 +17,7 @@ max|a - b| / max|b|).
 """
 import argparse
 import json
+import re
 import math
 import os
 import struct
@@ -187,11 +188,26 @@ def causal_attention(q, k, v, q_pos, scale, window=None):
     return out
 
 
+def prune_2_4(w):
+    """2:4 magnitude pruning along the last axis: in every group of 4 the two
+    largest |w| stay (ties: the lower index)."""
+    g = w.reshape(-1, 4)
+    order = np.argsort(-np.abs(g), axis=1, kind="stable")
+    mask = np.zeros_like(g, dtype=bool)
+    np.put_along_axis(mask, order[:, :2], True, axis=1)
+    return np.where(mask, g, F32(0)).reshape(w.shape).astype(F32)
+
+
 class Model:
-    def __init__(self, path):
+    def __init__(self, path, prune_24=None):
         with open(os.path.join(path, "config.json")) as f:
             self.cfg = json.load(f)
         self.w = load_checkpoint(path)
+        if prune_24:
+            pattern = re.compile(prune_24)
+            for k in self.w:
+                if pattern.search(k) and self.w[k].shape[-1] % 4 == 0:
+                    self.w[k] = prune_2_4(self.w[k])
         c = self.cfg
         self.type = c["model_type"]
         self.H = c["hidden_size"]
@@ -387,9 +403,10 @@ def main():
     ap.add_argument("--prompt-len", type=int, required=True)
     ap.add_argument("--compare")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--prune-24", help="regex: 2:4-prune the weights it matches")
     args = ap.parse_args()
     tokens = np.load(args.tokens)
-    model = Model(args.model)
+    model = Model(args.model, args.prune_24)
     prefill, steps = model.run(tokens, args.prompt_len)
     if not args.compare:
         np.save("reference_prefill_logits.npy", prefill)

@@ -193,6 +193,17 @@ LogicalResult ParamOp::verify() {
   auto qtype = dyn_cast<QTensorType>(getType());
   if (!qtype && (getScales() || getZeroPoints()))
     return emitOpError("scales and zero_points belong to !ds.qtensor weights");
+  bool sparse = isa<Sparse24Type>(getType());
+  if (sparse != static_cast<bool>(getMeta()))
+    return emitOpError(sparse
+                           ? "a 2:4 sparse weight needs the name of its meta "
+                             "indices"
+                           : "meta belongs to !ds.sparse24 weights");
+  if (sparse && getMeta()->count('*') != getName().count('*'))
+    return emitOpError("the meta name needs the same '*' placeholder as the "
+                       "weight name");
+  if (sparse && getSelect() && !getName().contains('*'))
+    return emitOpError("select on a sparse weight needs a stacked name");
   if (qtype) {
     if (!getScales())
       return emitOpError("a quantized weight needs the name of its scales");

@@ -22,9 +22,10 @@ include "mlir/Interfaces/SideEffectInterfaces.td"
 
 def DS_FloatTensor : RankedTensorOf<[AnyFloat]>;
 def DS_IntTensor : RankedTensorOf<[I32, I64]>;
-// Weights: float tensors or block-quantized `!ds.qtensor`s; element types are
-// checked in C++ (on the logical type of a qtensor).
-def DS_WeightTensor : AnyTypeOf<[RankedTensorOf<[AnyType]>, DS_QTensorType]>;
+// Weights: float tensors, block-quantized `!ds.qtensor`s or 2:4 sparse
+// `!ds.sparse24`s; element types are checked in C++ (on the logical type).
+def DS_WeightTensor : AnyTypeOf<[RankedTensorOf<[AnyType]>, DS_QTensorType,
+                                 DS_Sparse24Type]>;
 // GEMM inputs: float activations, or activations quantized by ds.quantize.
 def DS_GemmInput : AnyTypeOf<[DS_FloatTensor, DS_QTensorType]>;
 
@@ -67,7 +68,8 @@ def DS_ParamOp : DS_Op<"param", [Pure]> {
     unsigned storage, its u8 `zero_points` (shape `ceil(shape / block)`,
     per expert for stacked params, whose names then hold the `*` too). The
     values are stored as `ds::Quant.h` describes (4-bit values two a byte).
-    DeepSeek-V3's FP8 checkpoints are read as they are:
+    A 2:4 sparse weight (`!ds.sparse24`) names its kept values and its
+    `meta` indices. DeepSeek-V3's FP8 checkpoints are read as they are:
 
     ```mlir
     %w = ds.param "model.layers.0.mlp.down_proj.weight" scales "model.layers.0.mlp.down_proj.weight_scale_inv"

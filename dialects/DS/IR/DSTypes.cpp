@@ -41,6 +41,8 @@ std::optional<::ds::QStorage> mlir::ds::getQStorage(Type storage) {
 RankedTensorType mlir::ds::getLogicalTensorType(Type type) {
   if (auto q = dyn_cast<QTensorType>(type))
     return q.getLogicalType();
+  if (auto s = dyn_cast<Sparse24Type>(type))
+    return s.getLogicalType();
   return dyn_cast<RankedTensorType>(type);
 }
 
@@ -153,4 +155,54 @@ QTensorType ActQuantAttr::getQuantizedType(RankedTensorType input) const {
   return QTensorType::get(input.getContext(), input.getShape(),
                           getStorageType(),
                           cast<FloatType>(input.getElementType()), block);
+}
+
+//===----------------------------------------------------------------------===//
+// Sparse24Type
+//===----------------------------------------------------------------------===//
+
+LogicalResult Sparse24Type::verify(function_ref<InFlightDiagnostic()> emitError,
+                                   ArrayRef<int64_t> shape,
+                                   FloatType elementType) {
+  if (shape.empty())
+    return emitError() << "a 2:4 sparse tensor needs rank >= 1";
+  for (int64_t d : shape)
+    if (d < 0)
+      return emitError() << "a 2:4 sparse weight has a static shape";
+  if (shape.back() % 4 != 0)
+    return emitError() << "the last dimension (" << shape.back()
+                       << ") must be a multiple of 4";
+  if (!elementType.isF32() && !elementType.isBF16() && !elementType.isF16())
+    return emitError() << "element type must be f32, bf16 or f16, got "
+                       << elementType;
+  return success();
+}
+
+Type Sparse24Type::parse(AsmParser &parser) {
+  SMLoc loc = parser.getCurrentLocation();
+  SmallVector<int64_t> shape;
+  Type element;
+  if (parser.parseLess() ||
+      parser.parseDimensionList(shape, /*allowDynamic=*/true,
+                                /*withTrailingX=*/true) ||
+      parser.parseType(element) || parser.parseGreater())
+    return {};
+  auto floatType = dyn_cast<FloatType>(element);
+  if (!floatType) {
+    parser.emitError(loc, "element type must be a float type, got ") << element;
+    return {};
+  }
+  return getChecked([&] { return parser.emitError(loc); }, parser.getContext(),
+                    shape, floatType);
+}
+
+void Sparse24Type::print(AsmPrinter &printer) const {
+  printer << "<";
+  for (int64_t d : getShape())
+    printer << d << "x";
+  printer << getElementType() << ">";
+}
+
+RankedTensorType Sparse24Type::getLogicalType() const {
+  return RankedTensorType::get(getShape(), getElementType());
 }

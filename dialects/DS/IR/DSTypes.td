@@ -59,4 +59,34 @@ def DS_QTensorType : TypeDef<DS_Dialect, "QTensor"> {
   }];
 }
 
+def DS_Sparse24Type : TypeDef<DS_Dialect, "Sparse24"> {
+  let mnemonic = "sparse24";
+  let summary = "a 2:4 semi-structured sparse weight";
+  let description = [{
+    A tensor of logical shape `shape` and float `element_type` in which every
+    group of 4 consecutive elements along the last axis holds at most 2
+    non-zeros, stored compressed as sparse tensor cores consume it: the kept
+    `values` (`[..., K/2]`, `element_type`) and 2-bit in-group indices
+    (`meta`, `[..., ceil(K/8)]` u8: two indices a group in bits 0-1 and 2-3,
+    two groups a byte, low nibble first). A `ds.param` of this type names
+    both tensors; ops that take a weight accept it and compute as if on the
+    dense tensor. `ds-sparsify-24` produces it by magnitude pruning.
+
+    ```mlir
+    %w = ds.param "w:values" meta "w:meta" : !ds.sparse24<4096x4096xbf16>
+    ```
+  }];
+  let parameters = (ins
+    ArrayRefParameter<"int64_t", "logical shape">:$shape,
+    "::mlir::FloatType":$element_type
+  );
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    int64_t getRank() const { return getShape().size(); }
+    /// The dense tensor this type stands for.
+    ::mlir::RankedTensorType getLogicalType() const;
+  }];
+}
+
 #endif // DS_TYPES_TD

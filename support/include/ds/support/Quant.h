@@ -101,6 +101,28 @@ std::vector<float> decodeValues(const uint8_t *bytes,
                                 const std::vector<int64_t> &shape,
                                 QStorage storage);
 
+//===----------------------------------------------------------------------===//
+// 2:4 structured sparsity
+//===----------------------------------------------------------------------===//
+//
+// Along the last axis (K, a multiple of 4), every group of 4 keeps its two
+// largest magnitudes (ties: the lower index). Compressed form, per row:
+// `values` [K/2] (the kept elements in order) and `meta` [ceil(K/8)] bytes:
+// each group has two 2-bit in-group indices (first in bits 0-1, second in
+// bits 2-3), group 2j in a byte's low nibble and 2j+1 in its high nibble --
+// the metadata layout of sparse tensor cores.
+
+struct Sparse24 {
+  std::vector<float> values;
+  std::vector<uint8_t> meta;
+};
+
+/// Prunes and compresses `rows` rows of `k` values (k % 4 == 0).
+Sparse24 compress24(const float *x, int64_t rows, int64_t k);
+/// The dense rows again (pruned elements are zero).
+std::vector<float> decompress24(const float *values, const uint8_t *meta,
+                                int64_t rows, int64_t k);
+
 } // namespace ds
 
 #endif // DS_SUPPORT_QUANT_H

@@ -1335,3 +1335,64 @@ func.func @qcase18(%x: !ds.qtensor<?x4xi8, f32, block = [1, 0]>, %w: tensor<8x4x
   %y = ds.fused_linear %x, %w {input_quant = #ds.act_quant<i8, group = 0>} : (!ds.qtensor<?x4xi8, f32, block = [1, 0]>, tensor<8x4xf32>) -> tensor<?x8xf32>
   return
 }
+
+// -----
+
+// 2:4 groups run along the last axis.
+// expected-error @+1 {{the last dimension (6) must be a multiple of 4}}
+func.func @scase0(%w: !ds.sparse24<4x6xf32>) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{element type must be f32, bf16 or f16}}
+func.func @scase1(%w: !ds.sparse24<4x8xf64>) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{a 2:4 sparse weight has a static shape}}
+func.func @scase2(%w: !ds.sparse24<?x8xf32>) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{element type must be a float type}}
+func.func @scase3(%w: !ds.sparse24<4x8xi8>) {
+  return
+}
+
+// -----
+
+func.func @scase4() {
+  // expected-error @+1 {{a 2:4 sparse weight needs the name of its meta indices}}
+  %0 = ds.param "w" : !ds.sparse24<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @scase5() {
+  // expected-error @+1 {{meta belongs to !ds.sparse24 weights}}
+  %0 = ds.param "w" meta "m" : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @scase6() {
+  // expected-error @+1 {{the meta name needs the same '*' placeholder as the weight name}}
+  %0 = ds.param "e.*.w" meta "m" : !ds.sparse24<2x4x8xf32>
+  return
+}
+
+// -----
+
+func.func @scase7() {
+  // expected-error @+1 {{select on a sparse weight needs a stacked name}}
+  %0 = ds.param "w" select [0] meta "m" : !ds.sparse24<1x8xf32>
+  return
+}

@@ -185,3 +185,14 @@ func.func @quantized_gemms(%x: tensor<?x?x16xf32>, %w: !ds.qtensor<32x16xi8, f32
       : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, !ds.qtensor<4x16x16xi8, f32, block = [1, 1, 0]>, !ds.qtensor<4x16x8xi8, f32, block = [1, 1, 0]>) -> tensor<?x16xf32>
   return
 }
+
+// CHECK-LABEL: func.func @sparse_weights
+func.func @sparse_weights(%x: tensor<?x16xf32>) -> tensor<?x8xf32> {
+  // CHECK: %[[W:.*]] = ds.param "w:values" meta "w:meta" : !ds.sparse24<8x16xf32>
+  %w = ds.param "w:values" meta "w:meta" : !ds.sparse24<8x16xf32>
+  // CHECK: ds.param "e.*.v" select [1] meta "e.*.m" : !ds.sparse24<1x8x16xbf16>
+  %e = ds.param "e.*.v" select [1] meta "e.*.m" : !ds.sparse24<1x8x16xbf16>
+  // CHECK: ds.linear %{{.*}}, %[[W]] : tensor<?x16xf32>, !ds.sparse24<8x16xf32> -> tensor<?x8xf32>
+  %y = ds.linear %x, %w : tensor<?x16xf32>, !ds.sparse24<8x16xf32> -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}
