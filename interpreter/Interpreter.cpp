@@ -13,6 +13,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/TypeSwitch.h"
@@ -397,6 +398,7 @@ private:
   LogicalResult evalMoE(MoEOp op);
   LogicalResult evalFusedLinear(FusedLinearOp op);
   LogicalResult evalFusedMoE(FusedMoEOp op);
+  LogicalResult evalFusedElementwise(FusedElementwiseOp op);
   LogicalResult evalReshape(Operation *op, Value input, Value result,
                             ArrayRef<int64_t> shape);
 
@@ -652,6 +654,184 @@ LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
   return success();
 }
 
+/// A ds.fused_elementwise body as straight-line scalar code over slots
+/// (inputs first, then one slot per op result).
+struct ScalarProgram {
+  enum Kind {
+    Const,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Neg,
+    Cast,
+    Exp,
+    Erf,
+    Tanh,
+    Sqrt,
+    Rsqrt,
+    Log,
+    Abs
+  };
+  struct Inst {
+    Kind kind;
+    int a = 0, b = 0, out = 0;
+    DType round = DType::F32;
+    float constant = 0.0f;
+  };
+  std::vector<Inst> insts;
+  int numSlots = 0, result = 0;
+
+  static FailureOr<ScalarProgram> compile(FusedElementwiseOp op) {
+    ScalarProgram p;
+    llvm::DenseMap<Value, int> slot;
+    Block &body = op.getBody().front();
+    for (BlockArgument arg : body.getArguments())
+      slot[arg] = p.numSlots++;
+    for (Operation &o : body.without_terminator()) {
+      Inst inst;
+      auto kind = llvm::TypeSwitch<Operation *, std::optional<Kind>>(&o)
+                      .Case([](arith::ConstantOp) { return Const; })
+                      .Case([](arith::AddFOp) { return Add; })
+                      .Case([](arith::SubFOp) { return Sub; })
+                      .Case([](arith::MulFOp) { return Mul; })
+                      .Case([](arith::DivFOp) { return Div; })
+                      .Case<arith::MaximumFOp, arith::MaxNumFOp>(
+                          [](Operation *) { return Max; })
+                      .Case<arith::MinimumFOp, arith::MinNumFOp>(
+                          [](Operation *) { return Min; })
+                      .Case([](arith::NegFOp) { return Neg; })
+                      .Case<arith::ExtFOp, arith::TruncFOp>(
+                          [](Operation *) { return Cast; })
+                      .Case([](math::ExpOp) { return Exp; })
+                      .Case([](math::ErfOp) { return Erf; })
+                      .Case([](math::TanhOp) { return Tanh; })
+                      .Case([](math::SqrtOp) { return Sqrt; })
+                      .Case([](math::RsqrtOp) { return Rsqrt; })
+                      .Case([](math::LogOp) { return Log; })
+                      .Case([](math::AbsFOp) { return Abs; })
+                      .Default([](Operation *) { return std::nullopt; });
+      if (!kind || o.getNumResults() != 1)
+        return o.emitError() << "the ds interpreter does not evaluate '"
+                             << o.getName() << "' in a ds.fused_elementwise";
+      inst.kind = *kind;
+      if (inst.kind == Const) {
+        auto value = dyn_cast<FloatAttr>(cast<arith::ConstantOp>(o).getValue());
+        if (!value)
+          return o.emitError("a ds.fused_elementwise constant must be a float");
+        inst.constant = static_cast<float>(value.getValueAsDouble());
+      }
+      if (o.getNumOperands() >= 1)
+        inst.a = slot.lookup(o.getOperand(0));
+      if (o.getNumOperands() >= 2)
+        inst.b = slot.lookup(o.getOperand(1));
+      inst.round = storageDType(o.getResult(0).getType());
+      inst.out = slot[o.getResult(0)] = p.numSlots++;
+      p.insts.push_back(inst);
+    }
+    p.result = slot.lookup(cast<YieldOp>(body.back()).getValue());
+    return p;
+  }
+
+  float run(std::vector<float> &v) const {
+    for (const Inst &i : insts) {
+      float a = v[i.a], b = v[i.b], r = 0.0f;
+      switch (i.kind) {
+      case Const:
+        r = i.constant;
+        break;
+      case Add:
+        r = a + b;
+        break;
+      case Sub:
+        r = a - b;
+        break;
+      case Mul:
+        r = a * b;
+        break;
+      case Div:
+        r = a / b;
+        break;
+      case Max:
+        r = std::max(a, b);
+        break;
+      case Min:
+        r = std::min(a, b);
+        break;
+      case Neg:
+        r = -a;
+        break;
+      case Cast:
+        r = a;
+        break;
+      case Exp:
+        r = std::exp(a);
+        break;
+      case Erf:
+        r = std::erf(a);
+        break;
+      case Tanh:
+        r = std::tanh(a);
+        break;
+      case Sqrt:
+        r = std::sqrt(a);
+        break;
+      case Rsqrt:
+        r = 1.0f / std::sqrt(a);
+        break;
+      case Log:
+        r = std::log(a);
+        break;
+      case Abs:
+        r = std::fabs(a);
+        break;
+      }
+      v[i.out] = i.round == DType::F32 ? r : ::ds::roundToDType(r, i.round);
+    }
+    return v[result];
+  }
+};
+
+LogicalResult Evaluator::evalFusedElementwise(FusedElementwiseOp op) {
+  FailureOr<ScalarProgram> program = ScalarProgram::compile(op);
+  if (failed(program))
+    return failure();
+  SmallVector<const Tensor *> inputs;
+  for (Value v : op.getInputs())
+    inputs.push_back(&get(v));
+  size_t rank = cast<RankedTensorType>(op.getType()).getRank();
+  SmallVector<int64_t> shape(rank, 1);
+  for (const Tensor *t : inputs)
+    for (size_t d = 0; d < rank; ++d) {
+      if (t->shape[d] != 1 && shape[d] != 1 && t->shape[d] != shape[d])
+        return op.emitError()
+               << "inputs disagree on dimension " << d
+               << " at run time: " << t->shape[d] << " vs " << shape[d];
+      shape[d] = std::max(shape[d], t->shape[d]);
+    }
+  Tensor out = Tensor::floats(shape);
+  std::vector<float> slots(program->numSlots);
+  SmallVector<int64_t> idx(rank, 0);
+  for (int64_t flat = 0; flat < out.numElements(); ++flat) {
+    for (auto [i, t] : llvm::enumerate(inputs)) {
+      int64_t at = 0;
+      for (size_t d = 0; d < rank; ++d)
+        at = at * t->shape[d] + (t->shape[d] == 1 ? 0 : idx[d]);
+      slots[i] = t->f[at];
+    }
+    out.f[flat] = program->run(slots);
+    for (size_t d = rank; d-- > 0;) {
+      if (++idx[d] < shape[d])
+        break;
+      idx[d] = 0;
+    }
+  }
+  set(op.getResult(), std::move(out));
+  return success();
+}
+
 LogicalResult Evaluator::evalReshape(Operation *op, Value input, Value result,
                                      ArrayRef<int64_t> shape) {
   Tensor t = get(input);
@@ -902,6 +1082,7 @@ LogicalResult Evaluator::eval(Operation *op) {
         return success();
       })
       .Case([&](FusedMoEOp m) { return evalFusedMoE(m); })
+      .Case([&](FusedElementwiseOp e) { return evalFusedElementwise(e); })
       // Upstream ops that ds IR uses.
       .Case([&](arith::ConstantOp c) -> LogicalResult {
         Attribute value = c.getValue();
@@ -936,7 +1117,8 @@ LogicalResult Evaluator::eval(Operation *op) {
         }
         return success();
       })
-      .Case<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp>(
+      .Case<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp,
+            arith::MaximumFOp, arith::MinimumFOp>(
           [&](Operation *b) -> LogicalResult {
             const Tensor &l = get(b->getOperand(0)), &r = get(b->getOperand(1));
             if (l.shape != r.shape)
@@ -944,14 +1126,23 @@ LogicalResult Evaluator::eval(Operation *op) {
             Tensor out = Tensor::floats(l.shape);
             for (size_t i = 0; i < out.f.size(); ++i) {
               float a = l.f[i], c = r.f[i];
-              out.f[i] = isa<arith::AddFOp>(b)   ? a + c
-                         : isa<arith::SubFOp>(b) ? a - c
-                         : isa<arith::MulFOp>(b) ? a * c
-                                                 : a / c;
+              out.f[i] = isa<arith::AddFOp>(b)       ? a + c
+                         : isa<arith::SubFOp>(b)     ? a - c
+                         : isa<arith::MulFOp>(b)     ? a * c
+                         : isa<arith::DivFOp>(b)     ? a / c
+                         : isa<arith::MaximumFOp>(b) ? std::max(a, c)
+                                                     : std::min(a, c);
             }
             set(b->getResult(0), std::move(out));
             return success();
           })
+      .Case([&](arith::NegFOp n) -> LogicalResult {
+        Tensor x = get(n.getOperand());
+        for (float &v : x.f)
+          v = -v;
+        set(n.getResult(), std::move(x));
+        return success();
+      })
       .Case([&](tensor::DimOp d) -> LogicalResult {
         const Tensor &x = get(d.getSource());
         int64_t index = get(d.getIndex()).i[0];

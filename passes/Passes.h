@@ -39,6 +39,9 @@ void populateFuseMoEPatterns(RewritePatternSet &patterns);
 /// ds.fused_linear.
 void populateFuseLinearPatterns(RewritePatternSet &patterns);
 
+/// Chains of elementwise ops -> ds.fused_elementwise.
+void populateFuseElementwisePatterns(RewritePatternSet &patterns);
+
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
 

@@ -175,6 +175,45 @@ def FuseLinearPass : Pass<"ds-fuse-linear"> {
   }];
 }
 
+def FuseElementwisePass : Pass<"ds-fuse-elementwise"> {
+  let summary = "Fuse chains of elementwise ops into ds.fused_elementwise";
+  let description = [{
+    An elementwise op whose operand comes from another elementwise op that
+    only it uses becomes one `ds.fused_elementwise`
+    computing both per element; repeated, chains and trees of any length
+    become one kernel. Fusible: `arith.addf/subf/mulf/divf/maximumf/
+    minimumf/negf/extf/truncf` on tensors, `ds.activation`, `ds.mul`
+    (a producer of a broadcast operand is recomputed per element),
+    `ds.swiglu`, and
+    `ds.fused_elementwise` itself. Activations are expanded to `math` ops in
+    f32 with the interpreter's formulas, so results are unchanged (up to
+    the order of f32 operations inside the expanded activations).
+
+    ```mlir
+    %m = ds.mul %s, %g : tensor<?x64xf32>, tensor<?x1xf32> -> tensor<?x64xf32>
+    %a = arith.addf %r, %m : tensor<?x64xf32>
+    %y = arith.addf %x, %a : tensor<?x64xf32>
+    ```
+
+    becomes
+
+    ```mlir
+    %y = ds.fused_elementwise %x, %r, %s, %g : (tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x1xf32>) -> tensor<?x64xf32> {
+    ^bb0(%a: f32, %b: f32, %c: f32, %d: f32):
+      %0 = arith.mulf %c, %d : f32
+      %1 = arith.addf %b, %0 : f32
+      %2 = arith.addf %a, %1 : f32
+      ds.yield %2 : f32
+    }
+    ```
+
+    A lone elementwise op stays as it is. Run it after `ds-fuse-linear`,
+    which claims activations and residual adds next to GEMMs first.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 //===----------------------------------------------------------------------===//
 // Quantization
 //===----------------------------------------------------------------------===//

@@ -45,6 +45,7 @@ LogicalResult mlir::ds::buildOptimizePipeline(
     pm.addPass(createFuseMoEPass());
     pm.addPass(createFuseHorizontalProjectionsPass());
     pm.addPass(createFuseLinearPass());
+    pm.addPass(createFuseElementwisePass());
     pm.addPass(createCanonicalizerPass());
   }
   if (options.sparsity == "2:4") {
@@ -68,8 +69,11 @@ LogicalResult mlir::ds::buildOptimizePipeline(
     quant.exclude.assign(options.quantizeExclude.begin(),
                          options.quantizeExclude.end());
     pm.addPass(createQuantizePass(quant));
-    if (fuse)
+    if (fuse) {
       pm.addPass(createFuseLinearPass());
+      // bf16/f16 leave extf + residual add chains.
+      pm.addPass(createFuseElementwisePass());
+    }
     pm.addPass(createCanonicalizerPass());
   }
   pm.addPass(createCSEPass());

@@ -81,7 +81,8 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
 };
 
 /// ds-optimize: [ds-prune-experts], then by level: decompose ds.moe (1),
-/// ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal and ds-fuse-linear (2),
+/// ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal, ds-fuse-linear and
+/// ds-fuse-elementwise (2),
 /// then [ds-sparsify-24], [ds-quantize] (followed by ds-fuse-linear at level 2,
 /// which folds activation quantization into the fused linears), with
 /// canonicalization and CSE in between. Fails, with a message through

@@ -1116,6 +1116,59 @@ LogicalResult FusedMoEOp::inferReturnTypes(MLIRContext *,
 }
 
 //===----------------------------------------------------------------------===//
+// FusedElementwiseOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedElementwiseOp::verify() {
+  auto result = cast<RankedTensorType>(getType());
+  for (auto [i, input] : llvm::enumerate(getInputs())) {
+    auto type = cast<RankedTensorType>(input.getType());
+    if (type.getRank() != result.getRank())
+      return emitOpError("input ") << i << " has rank " << type.getRank()
+                                   << ", the result " << result.getRank();
+    for (int64_t d = 0; d < result.getRank(); ++d) {
+      int64_t a = type.getDimSize(d), r = result.getDimSize(d);
+      if (!compatible(a, r) && a != 1)
+        return emitOpError("input ")
+               << i << " dimension " << d << " (" << dimStr(a)
+               << ") neither matches the result's (" << dimStr(r)
+               << ") nor broadcasts (1)";
+    }
+  }
+  return success();
+}
+
+LogicalResult FusedElementwiseOp::verifyRegions() {
+  Block &body = getBody().front();
+  if (body.getNumArguments() != getInputs().size())
+    return emitOpError("body has ")
+           << body.getNumArguments() << " arguments for " << getInputs().size()
+           << " inputs";
+  for (auto [i, arg, input] : llvm::enumerate(body.getArguments(), getInputs()))
+    if (arg.getType() != getElementTypeOrSelf(input.getType()))
+      return emitOpError("body argument ")
+             << i << " must be " << getElementTypeOrSelf(input.getType())
+             << ", got " << arg.getType();
+  auto yield = body.empty() ? YieldOp() : dyn_cast<YieldOp>(&body.back());
+  if (!yield)
+    return emitOpError("body must end in ds.yield");
+  if (yield.getValue().getType() != getElementTypeOrSelf(getType()))
+    return emitOpError("body yields ")
+           << yield.getValue().getType() << " for a result of "
+           << getElementTypeOrSelf(getType());
+  for (Operation &op : body.without_terminator()) {
+    Dialect *dialect = op.getDialect();
+    StringRef ns = dialect ? dialect->getNamespace() : "";
+    if ((ns != "arith" && ns != "math") || op.getNumRegions() ||
+        llvm::any_of(op.getResultTypes(),
+                     [](Type t) { return !t.isIntOrIndexOrFloat(); }))
+      return op.emitOpError("is not a scalar arith or math op; a "
+                            "ds.fused_elementwise body holds only those");
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // QuantizeOp, DequantizeOp
 //===----------------------------------------------------------------------===//
 

@@ -676,6 +676,55 @@ def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
   }];
 }
 
+def DS_FusedElementwiseOp : DS_Op<"fused_elementwise",
+                                  [Pure, IsolatedFromAbove]> {
+  let summary = "a chain of elementwise ops, one kernel";
+  let description = [{
+    Applies the scalar function in `body` to every element: the inputs have
+    the result's rank and, along each axis, the result's size or 1 (size-1
+    axes broadcast, as `ds.mul` does); block argument `i` is an element of
+    input `i` (its element type), and `ds.yield` gives the result element
+    (the body is isolated from above: it computes from its arguments and
+    its own constants).
+    The body holds scalar `arith` and `math` ops only; each rounds to its own
+    type, so a body that widens with `arith.extf`, computes in f32 and
+    narrows with `arith.truncf` rounds exactly where the fused ops did.
+
+    `ds-fuse-elementwise` builds it from chains of `arith` elementwise ops
+    on tensors, `ds.activation`, `ds.mul` and `ds.swiglu` (activations
+    expanded to `math.exp` / `math.erf` / `math.tanh` in f32):
+
+    ```mlir
+    %y = ds.fused_elementwise %s, %g, %r : (tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x64xf32>) -> tensor<?x64xf32> {
+    ^bb0(%a: f32, %b: f32, %c: f32):
+      %m = arith.mulf %a, %b : f32
+      %t = arith.addf %c, %m : f32
+      ds.yield %t : f32
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<DS_FloatTensor>:$inputs);
+  let results = (outs DS_FloatTensor:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $inputs attr-dict `:` functional-type($inputs, $result) $body
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+}
+
+def DS_YieldOp : DS_Op<"yield", [Pure, Terminator,
+                                 HasParent<"FusedElementwiseOp">]> {
+  let summary = "the result element of a ds.fused_elementwise body";
+  let description = [{
+    ```mlir
+    ds.yield %x : f32
+    ```
+  }];
+  let arguments = (ins AnyFloat:$value);
+  let assemblyFormat = "$value attr-dict `:` type($value)";
+}
+
 //===----------------------------------------------------------------------===//
 // Quantization
 //===----------------------------------------------------------------------===//

@@ -1396,3 +1396,93 @@ func.func @scase7() {
   %0 = ds.param "w" select [0] meta "m" : !ds.sparse24<1x8xf32>
   return
 }
+
+// -----
+
+// Inputs have the result's rank.
+func.func @ecase0(%x: tensor<?xf32>) -> tensor<?x4xf32> {
+  // expected-error @+1 {{input 0 has rank 1, the result 2}}
+  %y = ds.fused_elementwise %x : (tensor<?xf32>) -> tensor<?x4xf32> {
+  ^bb0(%a: f32):
+    ds.yield %a : f32
+  }
+  return %y : tensor<?x4xf32>
+}
+
+// -----
+
+// Sizes match the result's or broadcast from 1.
+func.func @ecase1(%x: tensor<?x3xf32>) -> tensor<?x4xf32> {
+  // expected-error @+1 {{input 0 dimension 1 (3) neither matches the result's (4) nor broadcasts (1)}}
+  %y = ds.fused_elementwise %x : (tensor<?x3xf32>) -> tensor<?x4xf32> {
+  ^bb0(%a: f32):
+    ds.yield %a : f32
+  }
+  return %y : tensor<?x4xf32>
+}
+
+// -----
+
+func.func @ecase2(%x: tensor<?x4xf32>) -> tensor<?x4xf32> {
+  // expected-error @+1 {{body has 2 arguments for 1 inputs}}
+  %y = ds.fused_elementwise %x : (tensor<?x4xf32>) -> tensor<?x4xf32> {
+  ^bb0(%a: f32, %b: f32):
+    ds.yield %a : f32
+  }
+  return %y : tensor<?x4xf32>
+}
+
+// -----
+
+func.func @ecase3(%x: tensor<?x4xbf16>) -> tensor<?x4xf32> {
+  // expected-error @+1 {{body argument 0 must be 'bf16', got 'f32'}}
+  %y = ds.fused_elementwise %x : (tensor<?x4xbf16>) -> tensor<?x4xf32> {
+  ^bb0(%a: f32):
+    ds.yield %a : f32
+  }
+  return %y : tensor<?x4xf32>
+}
+
+// -----
+
+func.func @ecase4(%x: tensor<?x4xbf16>) -> tensor<?x4xf32> {
+  // expected-error @+1 {{body yields 'bf16' for a result of 'f32'}}
+  %y = ds.fused_elementwise %x : (tensor<?x4xbf16>) -> tensor<?x4xf32> {
+  ^bb0(%a: bf16):
+    ds.yield %a : bf16
+  }
+  return %y : tensor<?x4xf32>
+}
+
+// -----
+
+// The body is scalar arith and math only.
+func.func @ecase5(%x: tensor<?x4xf32>) -> tensor<?x4xf32> {
+  %y = ds.fused_elementwise %x : (tensor<?x4xf32>) -> tensor<?x4xf32> {
+  ^bb0(%a: f32):
+    // expected-error @+1 {{is not a scalar arith or math op; a ds.fused_elementwise body holds only those}}
+    %t = tensor.from_elements %a : tensor<1xf32>
+    ds.yield %a : f32
+  }
+  return %y : tensor<?x4xf32>
+}
+
+// -----
+
+// The body ends in ds.yield.
+func.func @ecase6(%x: tensor<?x4xf32>) -> tensor<?x4xf32> {
+  // expected-error @+1 {{body must end in ds.yield}}
+  %y = ds.fused_elementwise %x : (tensor<?x4xf32>) -> tensor<?x4xf32> {
+  ^bb0(%a: f32):
+    llvm.unreachable
+  }
+  return %y : tensor<?x4xf32>
+}
+
+// -----
+
+// ds.yield lives in a ds.fused_elementwise.
+func.func @ecase7(%a: f32) {
+  // expected-error @+1 {{expects parent op 'ds.fused_elementwise'}}
+  ds.yield %a : f32
+}

@@ -196,3 +196,21 @@ func.func @sparse_weights(%x: tensor<?x16xf32>) -> tensor<?x8xf32> {
   %y = ds.linear %x, %w : tensor<?x16xf32>, !ds.sparse24<8x16xf32> -> tensor<?x8xf32>
   return %y : tensor<?x8xf32>
 }
+
+// CHECK-LABEL: func.func @fused_elementwise
+func.func @fused_elementwise(%x: tensor<?x16xf32>, %g: tensor<?x1xbf16>) -> tensor<?x16xf32> {
+  // CHECK: ds.fused_elementwise %{{.*}}, %{{.*}} : (tensor<?x16xf32>, tensor<?x1xbf16>) -> tensor<?x16xf32> {
+  // CHECK-NEXT: ^bb0(%[[A:.*]]: f32, %[[B:.*]]: bf16):
+  // CHECK-NEXT: %[[E:.*]] = arith.extf %[[B]] : bf16 to f32
+  // CHECK-NEXT: %[[M:.*]] = arith.mulf %[[A]], %[[E]] : f32
+  // CHECK-NEXT: %[[T:.*]] = math.tanh %[[M]] : f32
+  // CHECK-NEXT: ds.yield %[[T]] : f32
+  %y = ds.fused_elementwise %x, %g : (tensor<?x16xf32>, tensor<?x1xbf16>) -> tensor<?x16xf32> {
+  ^bb0(%a: f32, %b: bf16):
+    %e = arith.extf %b : bf16 to f32
+    %m = arith.mulf %a, %e : f32
+    %t = math.tanh %m : f32
+    ds.yield %t : f32
+  }
+  return %y : tensor<?x16xf32>
+}
