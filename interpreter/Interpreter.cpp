@@ -40,6 +40,8 @@ DType storageDType(Type type) {
     return DType::F16;
   if (type.isBF16())
     return DType::BF16;
+  if (isa<Float8E4M3FNType>(type))
+    return DType::F8E4M3;
   return DType::F32;
 }
 
@@ -71,8 +73,12 @@ void fakeQuantize(Tensor &x, ActQuantAttr scheme) {
   x.f = ::ds::dequantize(t);
 }
 
-/// Rounds a float tensor to the precision of `v`'s element type.
+/// Rounds a float tensor to the precision of `v`'s element type. Values of
+/// !ds.qtensor type are not rounded: (q - zero) * scale is kept exactly in
+/// f32, as a kernel that scales its integer GEMM result in f32 computes.
 void roundTo(Tensor &t, Value v) {
+  if (isa<QTensorType>(v.getType()))
+    return;
   DType d = storageDType(elementType(v));
   if (t.isInt || d == DType::F32)
     return;
@@ -801,16 +807,25 @@ LogicalResult Evaluator::evalFusedElementwise(FusedElementwiseOp op) {
   SmallVector<const Tensor *> inputs;
   for (Value v : op.getInputs())
     inputs.push_back(&get(v));
-  size_t rank = cast<RankedTensorType>(op.getType()).getRank();
+  auto resultType = cast<RankedTensorType>(op.getType());
+  size_t rank = resultType.getRank();
+  // Size-1 axes broadcast; any other size (0 included) is the result's.
   SmallVector<int64_t> shape(rank, 1);
   for (const Tensor *t : inputs)
     for (size_t d = 0; d < rank; ++d) {
-      if (t->shape[d] != 1 && shape[d] != 1 && t->shape[d] != shape[d])
+      if (t->shape[d] == 1)
+        continue;
+      if (shape[d] != 1 && t->shape[d] != shape[d])
         return op.emitError()
                << "inputs disagree on dimension " << d
                << " at run time: " << t->shape[d] << " vs " << shape[d];
-      shape[d] = std::max(shape[d], t->shape[d]);
+      shape[d] = t->shape[d];
     }
+  for (size_t d = 0; d < rank; ++d)
+    if (!resultType.isDynamicDim(d) && resultType.getDimSize(d) != shape[d])
+      return op.emitError()
+             << "result dimension " << d << " is " << resultType.getDimSize(d)
+             << " but the inputs give " << shape[d];
   Tensor out = Tensor::floats(shape);
   std::vector<float> slots(program->numSlots);
   SmallVector<int64_t> idx(rank, 0);
@@ -923,7 +938,7 @@ LogicalResult Evaluator::eval(Operation *op) {
             return m.emitError()
                    << "dimension " << i << " cannot broadcast: " << a.shape[i]
                    << " vs " << b.shape[i];
-          shape[i] = std::max(a.shape[i], b.shape[i]);
+          shape[i] = a.shape[i] == 1 ? b.shape[i] : a.shape[i];
         }
         Tensor out = Tensor::floats(shape);
         SmallVector<int64_t> idx(rank, 0);
@@ -1291,7 +1306,9 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
     if (view->shape.empty() ||
         ArrayRef<int64_t>(view->shape).drop_front() !=
             ArrayRef<int64_t>(sliceShape).drop_front() ||
-        !::ds::isFloatDType(view->dtype))
+        !::ds::isFloatDType(view->dtype) ||
+        (view->dtype == ::ds::DType::F8E4M3 &&
+         !isa<Float8E4M3FNType>(type.getElementType())))
       return op.emitError() << "weight '" << op.getName()
                             << "' does not have the selected rows' shape";
     for (int64_t i = 0; i < type.getDimSize(0); ++i) {
@@ -1323,7 +1340,12 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
     if (!::ds::isFloatDType(view->dtype))
       return op.emitError() << "weight '" << name << "' has integer dtype "
                             << std::string(::ds::dtypeName(view->dtype))
-                            << "; quantized weights are not supported yet";
+                            << "; quantized weights are !ds.qtensor params";
+    if (view->dtype == ::ds::DType::F8E4M3 &&
+        !isa<Float8E4M3FNType>(type.getElementType()))
+      return op.emitError() << "weight '" << name
+                            << "' is FP8 e4m3; read it as a !ds.qtensor with "
+                               "its scales";
     for (int64_t i = 0; i < sliceSize; ++i)
       t.f[e * sliceSize + i] = view->floatAt(i);
   }

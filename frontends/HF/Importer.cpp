@@ -173,6 +173,12 @@ Value ModelBuilder::stackedParam(Location loc, const std::string &pattern,
   for (int64_t e = 0; e < shape[0]; ++e) {
     std::string name = (prefix + Twine(e) + suffix).str();
     const ::ds::TensorView *t = ckpt.find(name);
+    if (t && t->dtype == ::ds::DType::F8E4M3 && e > 0) {
+      emitError(loc) << "expert weight '" << name
+                     << "' is FP8 e4m3 but expert 0's is not";
+      failedParams = true;
+      break;
+    }
     if (!t || ArrayRef<int64_t>(t->shape) != shape.drop_front() ||
         !::ds::isFloatDType(t->dtype) || t->dtype == ::ds::DType::F8E4M3) {
       // Reuse param()'s diagnostics for the first bad expert.

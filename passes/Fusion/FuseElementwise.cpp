@@ -91,9 +91,15 @@ std::optional<Emitter> describe(Operation *op) {
   if (!op || op->getNumResults() != 1 ||
       !isa<RankedTensorType>(op->getResult(0).getType()))
     return std::nullopt;
+  // f32, bf16, f16: activations widen to f32 and narrow back.
   Type elt = getElementTypeOrSelf(op->getResult(0).getType());
-  if (!isa<FloatType>(elt))
+  if (!elt.isF32() && !elt.isBF16() && !elt.isF16())
     return std::nullopt;
+  for (Value v : op->getOperands()) {
+    Type in = getElementTypeOrSelf(v.getType());
+    if (!in.isF32() && !in.isBF16() && !in.isF16())
+      return std::nullopt;
+  }
   if (auto f = dyn_cast<FusedElementwiseOp>(op))
     return Emitter([f](OpBuilder &b, Location, ArrayRef<Value> in) mutable {
       IRMapping map;

@@ -116,8 +116,8 @@ struct FuseGatedEpilogue : OpRewritePattern<SwiGLUOp> {
         glu.getGate() != split.getResult(0) ||
         split.getSizes()[0] != split.getSizes()[1])
       return failure();
-    auto rank = cast<RankedTensorType>(split.getInput().getType()).getRank();
-    if (static_cast<int64_t>(split.getAxis()) != rank - 1)
+    auto input = dyn_cast<RankedTensorType>(split.getInput().getType());
+    if (!input || static_cast<int64_t>(split.getAxis()) != input.getRank() - 1)
       return failure();
     for (Value v : split.getResults())
       if (!llvm::all_of(v.getUsers(), [&](Operation *u) { return u == glu; }))

@@ -198,6 +198,10 @@ std::optional<float> QuantizePass::staticScale(Value weight) {
       return std::nullopt;
     absmax = std::max(absmax, it->second);
   }
+  // An input that was all zeros during calibration: any scale represents
+  // it; 0 would mean "dynamic".
+  if (absmax == 0.0f)
+    return 1.0f;
   return absmax / ::ds::qmax(*getQStorage(s.actStorage));
 }
 
@@ -339,7 +343,8 @@ void QuantizePass::runOnOperation() {
     }
     for (const auto &[name, value] : *inputs) {
       std::optional<double> v = value.getAsNumber();
-      if (!v || !(*v >= 0.0)) {
+      // Finite in f32 (a static scale is absmax / qmax).
+      if (!v || !(*v >= 0.0) || !(*v <= 3.0e38)) {
         emitError(loc) << "ds-quantize: " << calibrationPath
                        << ": bad range for '" << name.str() << "'";
         return signalPassFailure();

@@ -58,7 +58,7 @@ struct Sparsify24Pass
       return Value();
     auto type = cast<RankedTensorType>(weight.getType());
     int64_t k = type.getShape().back();
-    if (k % 4 != 0) {
+    if (k <= 0 || k % 4 != 0) {
       user->emitWarning() << "ds-sparsify-24: leaves a weight with " << k
                           << " input channels (not a multiple of 4) dense";
       return Value();

@@ -108,6 +108,12 @@ LogicalResult WeightRewriter::init(ModuleOp module, StringRef name,
   if (failed(ckpt))
     return emitError(loc) << passName << ": " << error;
   checkpoint = std::move(*ckpt);
+  // Writing over a file the weights come from would lose them.
+  for (const auto &file : checkpoint->files())
+    if (llvm::sys::fs::equivalent(file->path(), outputPath))
+      return emitError(loc) << passName << ": output " << outputPath
+                            << " is one of the files the weights are read "
+                               "from";
   loader = std::make_unique<CheckpointWeights>(*checkpoint);
   return success();
 }

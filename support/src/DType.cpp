@@ -133,7 +133,9 @@ uint8_t floatToF8E4M3(float value) {
     return 0x7f;
   uint8_t sign = std::signbit(value) ? 0x80 : 0;
   float a = std::fabs(value);
-  if (a < 0.015625f) { // below the smallest normal 2^-6: steps of 2^-9
+  if (std::isinf(a))
+    return sign | 0x7e; // saturate: e4m3fn has no infinity
+  if (a < 0.015625f) {  // below the smallest normal 2^-6: steps of 2^-9
     auto m = static_cast<int>(std::nearbyint(std::ldexp(a, 9)));
     return sign | static_cast<uint8_t>(m); // m == 8 encodes 2^-6 exactly
   }

@@ -77,7 +77,7 @@ std::vector<int64_t> scaleShape(const std::vector<int64_t> &shape,
                                 const std::vector<int64_t> &block) {
   std::vector<int64_t> b = resolvedBlock(shape, block), out(shape.size());
   for (size_t d = 0; d < shape.size(); ++d)
-    out[d] = (shape[d] + b[d] - 1) / b[d];
+    out[d] = shape[d] / b[d] + (shape[d] % b[d] != 0); // no overflow
   return out;
 }
 
@@ -115,6 +115,8 @@ void forEachBlockIndex(const std::vector<int64_t> &shape,
 float roundValue(float v, QStorage storage) {
   if (storage == QStorage::F8E4M3)
     return f8e4m3ToFloat(floatToF8E4M3(v));
+  if (std::isnan(v))
+    return 0.0f; // integers have no NaN
   return std::clamp(std::nearbyint(v), qmin(storage), qmax(storage));
 }
 
@@ -151,8 +153,9 @@ QuantizedTensor quantize(const float *x, const std::vector<int64_t> &shape,
   auto quantizeOne = [&](float v, int64_t s) {
     float r = v / q.scales[s];
     if (asym)
-      return std::clamp(std::nearbyint(r) + q.zeros[s], 0.0f,
-                        qmax(scheme.storage));
+      return std::isnan(r) ? q.zeros[s]
+                           : std::clamp(std::nearbyint(r) + q.zeros[s], 0.0f,
+                                        qmax(scheme.storage));
     return roundValue(r, scheme.storage);
   };
   std::vector<float> best(blocks, 1.0f);

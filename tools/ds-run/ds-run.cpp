@@ -168,14 +168,16 @@ struct ErrorSum {
   double rel() const { return ref2 > 0 ? std::sqrt(diff2 / ref2) : 0.0; }
 };
 
-/// Keeps each decoder layer's output: the residual stream has the
-/// embedding's shape [B, S, H], and every layer updates it twice (attention,
-/// then MLP/MoE) with an arith.addf or a ds.fused_linear residual epilogue,
-/// so the (2n+2)-th update is layer n's output. Counting (rather than
-/// locations, which a text round trip drops) pairs the layers of any two
-/// forms of one model.
+/// Keeps each decoder layer's output. The residual stream starts at the
+/// embedding output; an update is an add that takes the current stream value
+/// and gives one of its shape (arith.addf, a ds.fused_linear residual
+/// epilogue, a ds.fused_elementwise holding the add). Every layer updates it
+/// twice (attention, then MLP/MoE), so the (2n+2)-th update is layer n's
+/// output. Following the stream (rather than locations, which a text round
+/// trip drops) pairs the layers of any two forms of one model.
 struct LayerCapture {
   SmallVector<int64_t> hidden;
+  Value stream;
   int64_t updates = 0;
   std::map<std::string, std::vector<float>> layers;
   void observe(Value v, const mlir::ds::Tensor &t) {
@@ -184,20 +186,37 @@ struct LayerCapture {
       return;
     if (isa<mlir::ds::EmbeddingOp>(op)) {
       hidden = t.shape;
+      stream = v;
       return;
     }
     auto fused = dyn_cast<mlir::ds::FusedLinearOp>(op);
-    if (!(isa<arith::AddFOp>(op) || (fused && fused.getResidual())) ||
-        t.shape != hidden)
+    bool add = isa<arith::AddFOp, mlir::ds::FusedElementwiseOp>(op) ||
+               (fused && fused.getResidual() == stream);
+    if (!add || !stream || t.shape != hidden ||
+        !llvm::is_contained(op->getOperands(), stream))
       return;
+    stream = v;
     if (++updates % 2 == 0)
       layers[llvm::formatv("layers.{0:d2}", updates / 2 - 1).str()] = t.f;
   }
   void reset() {
     layers.clear();
     updates = 0;
+    stream = Value();
   }
 };
+
+/// The experts a routing op can select (empty: all), by which its indices
+/// are numbered.
+ArrayRef<int64_t> keptExperts(Operation *op) {
+  if (auto r = dyn_cast<mlir::ds::RouterOp>(op))
+    return r.getRouting().getKept();
+  if (auto r = dyn_cast<mlir::ds::FusedRouterOp>(op))
+    return r.getRouting().getKept();
+  if (auto m = dyn_cast<mlir::ds::MoEOp>(op))
+    return m.getRouting().getKept();
+  return {};
+}
 
 /// The error of a run against its reference run.
 struct Report {
@@ -209,19 +228,42 @@ struct Report {
   mlir::ds::Tensor imposed;
   int64_t decisions = 0, changed = 0;
 
-  void recordReference(const mlir::ds::Tensor &indices) {
-    refRouting.push_back(indices);
+  /// Set when an imposed expert is pruned from this module.
+  std::string imposeError;
+
+  /// Reference decisions, in global expert numbering.
+  void recordReference(Operation *op, const mlir::ds::Tensor &indices) {
+    mlir::ds::Tensor global = indices;
+    if (ArrayRef<int64_t> kept = keptExperts(op); !kept.empty())
+      for (int64_t &e : global.i)
+        e = kept[e];
+    refRouting.push_back(std::move(global));
   }
-  const mlir::ds::Tensor *impose() {
+  /// The reference's decision in `op`'s numbering.
+  const mlir::ds::Tensor *impose(Operation *op) {
     if (!forceRouting || refRouting.empty())
       return nullptr;
     imposed = refRouting.front();
+    if (ArrayRef<int64_t> kept = keptExperts(op); !kept.empty())
+      for (int64_t &e : imposed.i) {
+        const int64_t *it = llvm::lower_bound(kept, e);
+        if (it == kept.end() || *it != e) {
+          imposeError = "--force-routing: the reference selects expert " +
+                        std::to_string(e) + ", which this module has pruned";
+          return nullptr;
+        }
+        e = it - kept.begin();
+      }
     return &imposed;
   }
   /// Counts tokens whose set of experts differs from the reference's.
-  void compareRouting(const mlir::ds::Tensor &indices) {
+  void compareRouting(Operation *op, const mlir::ds::Tensor &local) {
     if (refRouting.empty())
       return;
+    mlir::ds::Tensor indices = local;
+    if (ArrayRef<int64_t> kept = keptExperts(op); !kept.empty())
+      for (int64_t &e : indices.i)
+        e = kept[e];
     const mlir::ds::Tensor &r = refRouting.front();
     int64_t k = indices.shape.back();
     if (r.numElements() == indices.numElements())
@@ -237,10 +279,14 @@ struct Report {
     refRouting.pop_front();
   }
 
-  void addOutput(const std::string &name, const HostTensor &a,
+  /// False when the two outputs' shapes differ.
+  bool addOutput(const std::string &name, const HostTensor &a,
                  const HostTensor &r) {
+    if (a.shape != r.shape)
+      return false;
     std::vector<float> x = a.toFloats(), y = r.toFloats();
-    outputs[name].add(x.data(), y.data(), std::min(x.size(), y.size()));
+    outputs[name].add(x.data(), y.data(), x.size());
+    return true;
   }
   /// After one pair of runs: compare and forget the captured layers.
   void addLayers() {
@@ -397,9 +443,17 @@ int runOnce(ModuleOp module, mlir::ds::Interpreter &interp,
   if (failed(results))
     return 1;
   if (ref) {
-    for (size_t i = 0; i < std::min(results->size(), expected->size()); ++i)
-      report.addOutput("result" + std::to_string(i), (*results)[i],
-                       (*expected)[i]);
+    if (!report.imposeError.empty())
+      return fail(report.imposeError);
+    if (results->size() != expected->size())
+      return fail("the reference returns " + Twine(expected->size()) +
+                  " results, @" + function + " " + Twine(results->size()));
+    for (size_t i = 0; i < results->size(); ++i)
+      if (!report.addOutput("result" + std::to_string(i), (*results)[i],
+                            (*expected)[i]))
+        return fail("result " + Twine(i) + " is " +
+                    (*results)[i].shapeString() + ", the reference's " +
+                    (*expected)[i].shapeString());
     report.addLayers();
   }
   if (!outputDir.empty()) {
@@ -475,9 +529,18 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
   FailureOr<std::vector<HostTensor>> out = interp.run("prefill", args);
   if (failed(out))
     return 1;
+  // False (after a message) when the reference's logits do not line up.
   auto compare = [&](const std::string &name, int64_t rowsPerSeq) {
+    if (!report.imposeError.empty()) {
+      fail(report.imposeError);
+      return false;
+    }
     const HostTensor &a = (*out)[0], &r = (*refOut)[0];
-    report.addOutput(name, a, r);
+    if (!report.addOutput(name, a, r)) {
+      fail(name + " are " + a.shapeString() + ", the reference's " +
+           r.shapeString());
+      return false;
+    }
     report.addLayers();
     int64_t v = a.shape.back();
     for (int64_t i = 0; i < static_cast<int64_t>(a.shape[0]); ++i) {
@@ -486,9 +549,10 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
                       argmax(r.data<float>() + row * v, v);
       ++report.total;
     }
+    return true;
   };
-  if (ref)
-    compare("prefill_logits", args[0].shape[1]);
+  if (ref && !compare("prefill_logits", args[0].shape[1]))
+    return 1;
   int64_t vocab = (*out)[0].shape.back();
   HostTensor prefillLogits = (*out)[0];
   std::vector<float> decodeLogits;
@@ -519,8 +583,8 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
     out = interp.run("decode", dargs);
     if (failed(out))
       return 1;
-    if (ref)
-      compare("decode_logits", 1);
+    if (ref && !compare("decode_logits", 1))
+      return 1;
     const float *l = (*out)[0].data<float>();
     decodeLogits.insert(decodeLogits.end(), l, l + b * vocab);
     pick((*out)[0], 1);
@@ -590,8 +654,9 @@ int main(int argc, char **argv) {
     refModule = parseSourceFile<ModuleOp>(refSourceMgr, &context);
     if (!refModule)
       return 1;
-  } else if (!reportFile.empty()) {
-    return fail("--report needs --reference");
+  } else if (!reportFile.empty() || forceRouting) {
+    return fail(Twine(forceRouting ? "--force-routing" : "--report") +
+                " needs --reference");
   }
   std::unique_ptr<::ds::Checkpoint> checkpoint, refCheckpoint;
   std::unique_ptr<mlir::ds::CheckpointWeights> weights, refWeights;
@@ -622,10 +687,10 @@ int main(int argc, char **argv) {
     refInterp->setValueObserver(
         [&](Value v, const mlir::ds::Tensor &t) { report.ref.observe(v, t); });
     refInterp->setRoutingObserver(
-        [&](Operation *, const mlir::ds::Tensor &indices, int64_t) {
-          report.recordReference(indices);
+        [&](Operation *op, const mlir::ds::Tensor &indices, int64_t) {
+          report.recordReference(op, indices);
         });
-    interp.setRoutingOverride([&](Operation *) { return report.impose(); });
+    interp.setRoutingOverride([&](Operation *op) { return report.impose(op); });
   }
   Calibration calibration;
   if (!calibrate.empty())
@@ -640,7 +705,7 @@ int main(int argc, char **argv) {
           if (!profileRouting.empty())
             profile.record(op, indices, experts);
           if (refInterp)
-            report.compareRouting(indices);
+            report.compareRouting(op, indices);
         });
   int rc = generate > 0 ? runGenerate(*module, interp, refInterp.get(), report)
                         : runOnce(*module, interp, refInterp.get(), report);

@@ -1121,6 +1121,8 @@ LogicalResult FusedMoEOp::inferReturnTypes(MLIRContext *,
 
 LogicalResult FusedElementwiseOp::verify() {
   auto result = cast<RankedTensorType>(getType());
+  if (getInputs().empty())
+    return emitOpError("needs at least one input");
   for (auto [i, input] : llvm::enumerate(getInputs())) {
     auto type = cast<RankedTensorType>(input.getType());
     if (type.getRank() != result.getRank())

@@ -169,9 +169,9 @@ LogicalResult Sparse24Type::verify(function_ref<InFlightDiagnostic()> emitError,
   for (int64_t d : shape)
     if (d < 0)
       return emitError() << "a 2:4 sparse weight has a static shape";
-  if (shape.back() % 4 != 0)
+  if (shape.back() <= 0 || shape.back() % 4 != 0)
     return emitError() << "the last dimension (" << shape.back()
-                       << ") must be a multiple of 4";
+                       << ") must be a positive multiple of 4";
   if (!elementType.isF32() && !elementType.isBF16() && !elementType.isF16())
     return emitError() << "element type must be f32, bf16 or f16, got "
                        << elementType;

@@ -1339,7 +1339,7 @@ func.func @qcase18(%x: !ds.qtensor<?x4xi8, f32, block = [1, 0]>, %w: tensor<8x4x
 // -----
 
 // 2:4 groups run along the last axis.
-// expected-error @+1 {{the last dimension (6) must be a multiple of 4}}
+// expected-error @+1 {{the last dimension (6) must be a positive multiple of 4}}
 func.func @scase0(%w: !ds.sparse24<4x6xf32>) {
   return
 }
@@ -1477,6 +1477,26 @@ func.func @ecase6(%x: tensor<?x4xf32>) -> tensor<?x4xf32> {
     llvm.unreachable
   }
   return %y : tensor<?x4xf32>
+}
+
+// -----
+
+func.func @ecase8() -> tensor<4xf32> {
+  // expected-error @+1 {{needs at least one input}}
+  %y = ds.fused_elementwise : () -> tensor<4xf32> {
+  ^bb0:
+    %c = arith.constant 1.0 : f32
+    ds.yield %c : f32
+  }
+  return %y : tensor<4xf32>
+}
+
+// -----
+
+// An empty 2:4 axis.
+// expected-error @+1 {{the last dimension (0) must be a positive multiple of 4}}
+func.func @scase8(%w: !ds.sparse24<4x0xf32>) {
+  return
 }
 
 // -----
