@@ -1,0 +1,94 @@
+//===- ThreadPool.cpp - the runtime's worker threads
+//-----------------------===//
+
+#include "ds/rt/ThreadPool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+
+namespace ds::rt {
+
+ThreadPool::ThreadPool(unsigned workers) {
+  threads.reserve(workers);
+  for (unsigned i = 0; i < workers; ++i)
+    threads.emplace_back([this] { workerLoop(); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    stopping = true;
+  }
+  wake.notify_all();
+  for (std::thread &t : threads)
+    t.join();
+}
+
+void ThreadPool::enqueue(std::function<void()> task) {
+  if (threads.empty()) {
+    task();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    queue.push_back(std::move(task));
+  }
+  wake.notify_one();
+}
+
+void ThreadPool::workerLoop() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      wake.wait(lock, [this] { return stopping || !queue.empty(); });
+      if (queue.empty())
+        return; // stopping, and nothing left
+      task = std::move(queue.front());
+      queue.pop_front();
+    }
+    task();
+  }
+}
+
+void ThreadPool::parallelFor(
+    int64_t n, int64_t grain,
+    const std::function<void(int64_t, int64_t)> &body) {
+  if (n <= 0)
+    return;
+  grain = std::max<int64_t>(grain, 1);
+  int64_t chunks = (n + grain - 1) / grain;
+  int64_t width = std::min<int64_t>(chunks, numWorkers() + 1);
+  if (width <= 1) {
+    body(0, n);
+    return;
+  }
+  // Chunks are claimed from a shared counter by the caller and by helper
+  // tasks; a helper that starts after the loop is done finds nothing left.
+  struct Loop {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::mutex mutex;
+    std::condition_variable finished;
+  };
+  auto loop = std::make_shared<Loop>();
+  int64_t per = (n + chunks - 1) / chunks;
+  auto work = [loop, per, chunks, n, &body] {
+    for (int64_t c; (c = loop->next.fetch_add(1)) < chunks;) {
+      int64_t begin = c * per, end = std::min(n, begin + per);
+      body(begin, end);
+      if (loop->done.fetch_add(1) + 1 == chunks) {
+        std::lock_guard<std::mutex> lock(loop->mutex);
+        loop->finished.notify_all();
+      }
+    }
+  };
+  for (int64_t i = 1; i < width; ++i)
+    enqueue(work);
+  work();
+  std::unique_lock<std::mutex> lock(loop->mutex);
+  loop->finished.wait(lock, [&] { return loop->done.load() == chunks; });
+}
+
+} // namespace ds::rt
