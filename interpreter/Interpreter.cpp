@@ -405,6 +405,7 @@ private:
   LogicalResult evalFusedLinear(FusedLinearOp op);
   LogicalResult evalFusedMoE(FusedMoEOp op);
   LogicalResult evalFusedElementwise(FusedElementwiseOp op);
+  LogicalResult evalConcat(ValueRange inputs, int64_t axis, Value result);
   LogicalResult evalReshape(Operation *op, Value input, Value result,
                             ArrayRef<int64_t> shape);
 
@@ -847,6 +848,29 @@ LogicalResult Evaluator::evalFusedElementwise(FusedElementwiseOp op) {
   return success();
 }
 
+LogicalResult Evaluator::evalConcat(ValueRange inputs, int64_t axis,
+                                    Value result) {
+  SmallVector<int64_t> shape = get(inputs[0]).shape;
+  int64_t total = 0;
+  for (Value in : inputs)
+    total += get(in).shape[axis];
+  shape[axis] = total;
+  Tensor out = Tensor::floats(shape);
+  int64_t outer = product(shape, 0, axis);
+  int64_t inner = product(shape, axis + 1, shape.size());
+  int64_t offset = 0;
+  for (Value in : inputs) {
+    const Tensor &x = get(in);
+    int64_t size = x.shape[axis];
+    for (int64_t o = 0; o < outer; ++o)
+      std::copy_n(&x.f[o * size * inner], size * inner,
+                  &out.f[(o * total + offset) * inner]);
+    offset += size;
+  }
+  set(result, std::move(out));
+  return success();
+}
+
 LogicalResult Evaluator::evalReshape(Operation *op, Value input, Value result,
                                      ArrayRef<int64_t> shape) {
   Tensor t = get(input);
@@ -1198,27 +1222,12 @@ LogicalResult Evaluator::eval(Operation *op) {
         set(c.getResult(), x);
         return success();
       })
-      .Case([&](tensor::ConcatOp c) -> LogicalResult {
-        int64_t axis = c.getDim();
-        SmallVector<int64_t> shape = get(c.getInputs()[0]).shape;
-        int64_t total = 0;
-        for (Value in : c.getInputs())
-          total += get(in).shape[axis];
-        shape[axis] = total;
-        Tensor out = Tensor::floats(shape);
-        int64_t outer = product(shape, 0, axis);
-        int64_t inner = product(shape, axis + 1, shape.size());
-        int64_t offset = 0;
-        for (Value in : c.getInputs()) {
-          const Tensor &x = get(in);
-          int64_t size = x.shape[axis];
-          for (int64_t o = 0; o < outer; ++o)
-            std::copy_n(&x.f[o * size * inner], size * inner,
-                        &out.f[(o * total + offset) * inner]);
-          offset += size;
-        }
-        set(c.getResult(), std::move(out));
-        return success();
+      .Case([&](tensor::ConcatOp c) {
+        return evalConcat(c.getInputs(), c.getDim(), c.getResult());
+      })
+      // Weights hold their dequantized values: the same concatenation.
+      .Case([&](ConcatWeightsOp c) {
+        return evalConcat(c.getInputs(), c.getAxis(), c.getResult());
       })
       .Case([&](func::CallOp c) -> LogicalResult {
         SmallVector<Tensor> args;

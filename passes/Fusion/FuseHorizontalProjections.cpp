@@ -57,14 +57,13 @@ SmallVector<Member> collectSiblings(OpT anchor, DominanceInfo &dom,
       m.bias = op.getBias();
     else if (op.getOffsets() != anchor.getOffsets())
       continue;
-    // Quantized weights cannot be concatenated as tensors (quantize after
-    // fusing: ds-quantize handles concats of params).
-    if (!isa<RankedTensorType>(m.weight.getType()) ||
-        (m.bias && !isa<RankedTensorType>(m.bias.getType())))
+    // Biases are plain tensors; quantized or sparse weights are joined by
+    // ds.concat_weights (checked below, once all members are known).
+    if (m.bias && !isa<RankedTensorType>(m.bias.getType()))
       continue;
     // The split needs every member's static width.
     if (ShapedType::isDynamic(
-            cast<ShapedType>(m.weight.getType()).getDimSize(weightAxis)))
+            getLogicalTensorType(m.weight.getType()).getDimSize(weightAxis)))
       continue;
     // Weights are usually ds.param ops emitted right before their linear:
     // operand-free pure ops can move up to the first sibling.
@@ -83,13 +82,27 @@ SmallVector<Member> collectSiblings(OpT anchor, DominanceInfo &dom,
   // One weight element type, biases on all or none and of one element type.
   if (!members.empty()) {
     auto eltOf = [](Value v) {
-      return v ? cast<ShapedType>(v.getType()).getElementType() : Type();
+      return v ? getLogicalTensorType(v.getType()).getElementType() : Type();
     };
     Type weightElt = eltOf(members[0].weight);
     Type biasElt = eltOf(members[0].bias);
     llvm::erase_if(members, [&](const Member &m) {
       return eltOf(m.weight) != weightElt || eltOf(m.bias) != biasElt;
     });
+  }
+  // Quantized or sparse weights must be joinable by ds.concat_weights.
+  if (!members.empty() && !isa<RankedTensorType>(members[0].weight.getType())) {
+    SmallVector<Value> weights;
+    for (const Member &m : members)
+      weights.push_back(m.weight);
+    SmallVector<Type> inferred;
+    auto props = ConcatWeightsOp::Properties();
+    props.axis = IntegerAttr::get(IntegerType::get(anchor->getContext(), 64),
+                                  weightAxis);
+    if (failed(ConcatWeightsOp::inferReturnTypes(
+            anchor->getContext(), std::nullopt, ValueRange(weights),
+            DictionaryAttr(), &props, RegionRange(), inferred)))
+      members.clear();
   }
   if (members.size() < 2) {
     members.clear();
@@ -103,6 +116,8 @@ SmallVector<Member> collectSiblings(OpT anchor, DominanceInfo &dom,
 }
 
 Value concat(OpBuilder &b, Location loc, ArrayRef<Value> values, int64_t dim) {
+  if (!isa<RankedTensorType>(values.front().getType()))
+    return ConcatWeightsOp::create(b, loc, values, dim);
   return tensor::ConcatOp::create(b, loc, dim, values);
 }
 
@@ -120,7 +135,7 @@ void merge(ArrayRef<Member> members, int64_t weightAxis,
     if (m.bias)
       biases.push_back(m.bias);
     sizes.push_back(
-        cast<ShapedType>(m.weight.getType()).getDimSize(weightAxis));
+        getLogicalTensorType(m.weight.getType()).getDimSize(weightAxis));
   }
   Value weight = concat(b, loc, weights, weightAxis);
   Value bias = biases.empty() ? Value() : concat(b, loc, biases, 0);

@@ -69,11 +69,19 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
         return rewriter.notifyMatchFailure(combine, "gate/up do not match");
       if (gate.getWeight().getType() != up.getWeight().getType())
         return rewriter.notifyMatchFailure(combine, "gate/up weights differ");
-      // Quantized weights (an FP8 checkpoint) have no tensor.concat; they
-      // stay two grouped matmuls.
-      if (!isa<RankedTensorType>(gate.getWeight().getType()))
-        return rewriter.notifyMatchFailure(combine,
-                                           "gate/up weights are quantized");
+      // Quantized or sparse weights (an FP8 checkpoint) are joined by
+      // ds.concat_weights when their blocks allow it.
+      if (!isa<RankedTensorType>(gate.getWeight().getType())) {
+        SmallVector<Type> inferred;
+        auto props = ConcatWeightsOp::Properties();
+        props.axis = rewriter.getI64IntegerAttr(1);
+        if (failed(ConcatWeightsOp::inferReturnTypes(
+                rewriter.getContext(), std::nullopt,
+                ValueRange{gate.getWeight(), up.getWeight()}, DictionaryAttr(),
+                &props, RegionRange(), inferred)))
+          return rewriter.notifyMatchFailure(
+              combine, "quantized gate/up weights cannot be joined");
+      }
       chain = {gate, up};
     }
     // The dispatch's results may feed nothing but this chain.
@@ -85,9 +93,12 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
     if (!gateUp) {
       auto gate = cast<GroupedMatmulOp>(chain[0]);
       auto up = cast<GroupedMatmulOp>(chain[1]);
-      gateUp = tensor::ConcatOp::create(
-          rewriter, combine.getLoc(), 1,
-          ValueRange{gate.getWeight(), up.getWeight()});
+      SmallVector<Value, 2> halves = {gate.getWeight(), up.getWeight()};
+      gateUp = isa<RankedTensorType>(gate.getWeight().getType())
+                   ? Value(tensor::ConcatOp::create(rewriter, combine.getLoc(),
+                                                    1, halves))
+                   : Value(ConcatWeightsOp::create(rewriter, combine.getLoc(),
+                                                   halves, 1));
     }
 
     auto fused = FusedMoEOp::create(

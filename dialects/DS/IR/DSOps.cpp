@@ -1171,6 +1171,75 @@ LogicalResult FusedElementwiseOp::verifyRegions() {
 }
 
 //===----------------------------------------------------------------------===//
+// ConcatWeightsOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+ConcatWeightsOp::inferReturnTypes(MLIRContext *context,
+                                  std::optional<Location> loc, Adaptor adaptor,
+                                  SmallVectorImpl<Type> &results) {
+  ShapeError error(loc, getOperationName().drop_front(3));
+  auto axisAttr = requireAttr<IntegerAttr>(
+      error, adaptor, adaptor.getProperties().axis, "axis");
+  if (failed(axisAttr))
+    return failure();
+  ValueRange inputs = adaptor.getInputs();
+  if (inputs.empty())
+    return error("needs at least one input");
+  Type first = inputs.front().getType();
+  auto firstQ = dyn_cast<QTensorType>(first);
+  auto firstS = dyn_cast<Sparse24Type>(first);
+  if (!firstQ && !firstS)
+    return error("joins !ds.qtensor or !ds.sparse24 weights (use "
+                 "tensor.concat for tensors), got ",
+                 first);
+  RankedTensorType logical = getLogicalTensorType(first);
+  int64_t rank = logical.getRank(), axis = axisAttr->getInt();
+  if (axis < 0 || axis >= rank)
+    return error("axis ", axis, " is outside the rank ", rank);
+  if (firstS && axis == rank - 1)
+    return error("2:4 weights cannot be joined along their last axis");
+  SmallVector<int64_t> shape(logical.getShape());
+  shape[axis] = 0;
+  for (Value v : inputs) {
+    Type t = v.getType();
+    auto q = dyn_cast<QTensorType>(t);
+    auto s = dyn_cast<Sparse24Type>(t);
+    bool same = firstQ
+                    ? q && q.getStorageType() == firstQ.getStorageType() &&
+                          q.getExpressedType() == firstQ.getExpressedType() &&
+                          q.getBlock() == firstQ.getBlock()
+                    : s && s.getElementType() == firstS.getElementType();
+    RankedTensorType l = getLogicalTensorType(t);
+    if (!same || l.getRank() != rank)
+      return error("inputs must have one kind, storage and block, got ", first,
+                   " and ", t);
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != axis && l.getDimSize(d) != logical.getDimSize(d))
+        return error("inputs differ in dimension ", d, ": ", first, " and ", t);
+    if (firstQ) {
+      int64_t block = firstQ.getBlock()[axis], size = l.getDimSize(axis);
+      if (block == 0 || (block > 1 && size % block != 0))
+        return error("a block (", block, " along axis ", axis,
+                     ") would straddle inputs of size ", size);
+    }
+    shape[axis] += l.getDimSize(axis);
+  }
+  if (firstQ)
+    results.push_back(QTensorType::get(context, shape, firstQ.getStorageType(),
+                                       firstQ.getExpressedType(),
+                                       firstQ.getBlock()));
+  else
+    results.push_back(
+        Sparse24Type::get(context, shape, firstS.getElementType()));
+  return success();
+}
+
+bool ConcatWeightsOp::isCompatibleReturnTypes(TypeRange l, TypeRange r) {
+  return l == r;
+}
+
+//===----------------------------------------------------------------------===//
 // QuantizeOp, DequantizeOp
 //===----------------------------------------------------------------------===//
 

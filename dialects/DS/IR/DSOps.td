@@ -729,6 +729,32 @@ def DS_YieldOp : DS_Op<"yield", [Pure, Terminator,
 // Quantization
 //===----------------------------------------------------------------------===//
 
+def DS_ConcatWeightsOp : DS_InferOp<"concat_weights"> {
+  let summary = "concatenate quantized or sparse weights";
+  let description = [{
+    `tensor.concat` for weights that are not plain tensors: `!ds.qtensor`s
+    with the same storage, expressed type and block, or `!ds.sparse24`s with
+    the same element type, joined along `axis`. The stored values, scales,
+    zero points and metadata are concatenated as they are, so a block may
+    not straddle two inputs: a qtensor's block extent along `axis` must be
+    1, or divide every input's size there (never 0, "whole axis"); a 2:4
+    weight cannot be joined along its last axis. Horizontal fusion and
+    `ds-fuse-moe` use it to merge quantized projections (e.g. DeepSeek-V3's
+    FP8 gate and up experts).
+
+    ```mlir
+    %gu = ds.concat_weights %g, %u axis 1
+        : (!ds.qtensor<8x32x64xf8E4M3FN, bf16, block = [1, 32, 32]>, !ds.qtensor<8x32x64xf8E4M3FN, bf16, block = [1, 32, 32]>)
+        -> !ds.qtensor<8x64x64xf8E4M3FN, bf16, block = [1, 32, 32]>
+    ```
+  }];
+  let arguments = (ins Variadic<DS_WeightTensor>:$inputs, I64Attr:$axis);
+  let results = (outs DS_WeightTensor:$result);
+  let assemblyFormat = [{
+    $inputs `axis` $axis attr-dict `:` functional-type($inputs, $result)
+  }];
+}
+
 def DS_QuantizeOp : DS_InferOp<"quantize"> {
   let summary = "quantize an activation";
   let description = [{

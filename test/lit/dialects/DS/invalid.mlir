@@ -1506,3 +1506,69 @@ func.func @ecase7(%a: f32) {
   // expected-error @+1 {{expects parent op 'ds.fused_elementwise'}}
   ds.yield %a : f32
 }
+
+// -----
+
+// A block may not straddle two inputs.
+func.func @ccase0(%a: !ds.qtensor<24x64xi8, f32, block = [32, 32]>, %b: !ds.qtensor<40x64xi8, f32, block = [32, 32]>) {
+  // expected-error @+2 {{a block (32 along axis 0) would straddle inputs of size 24}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %c = ds.concat_weights %a, %b axis 0 : (!ds.qtensor<24x64xi8, f32, block = [32, 32]>, !ds.qtensor<40x64xi8, f32, block = [32, 32]>) -> !ds.qtensor<64x64xi8, f32, block = [32, 32]>
+  return
+}
+
+// -----
+
+// A whole-axis block cannot be split in two.
+func.func @ccase1(%a: !ds.qtensor<4x64xi8, f32, block = [0, 1]>, %b: !ds.qtensor<4x64xi8, f32, block = [0, 1]>) {
+  // expected-error @+2 {{a block (0 along axis 0) would straddle inputs of size 4}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %c = ds.concat_weights %a, %b axis 0 : (!ds.qtensor<4x64xi8, f32, block = [0, 1]>, !ds.qtensor<4x64xi8, f32, block = [0, 1]>) -> !ds.qtensor<8x64xi8, f32, block = [0, 1]>
+  return
+}
+
+// -----
+
+func.func @ccase2(%a: !ds.qtensor<4x64xi8, f32, block = [1, 0]>, %b: !ds.qtensor<4x64xi4, f32, block = [1, 0]>) {
+  // expected-error @+2 {{inputs must have one kind, storage and block}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %c = ds.concat_weights %a, %b axis 0 : (!ds.qtensor<4x64xi8, f32, block = [1, 0]>, !ds.qtensor<4x64xi4, f32, block = [1, 0]>) -> !ds.qtensor<8x64xi8, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+func.func @ccase3(%a: !ds.qtensor<4x64xi8, f32, block = [1, 0]>, %b: !ds.qtensor<4x32xi8, f32, block = [1, 0]>) {
+  // expected-error @+2 {{inputs differ in dimension 1}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %c = ds.concat_weights %a, %b axis 0 : (!ds.qtensor<4x64xi8, f32, block = [1, 0]>, !ds.qtensor<4x32xi8, f32, block = [1, 0]>) -> !ds.qtensor<8x64xi8, f32, block = [1, 0]>
+  return
+}
+
+// -----
+
+func.func @ccase4(%a: !ds.sparse24<4x8xf32>, %b: !ds.sparse24<4x8xf32>) {
+  // expected-error @+2 {{2:4 weights cannot be joined along their last axis}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %c = ds.concat_weights %a, %b axis 1 : (!ds.sparse24<4x8xf32>, !ds.sparse24<4x8xf32>) -> !ds.sparse24<4x16xf32>
+  return
+}
+
+// -----
+
+func.func @ccase5(%a: !ds.sparse24<4x8xf32>) {
+  // expected-error @+2 {{axis 2 is outside the rank 2}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %c = ds.concat_weights %a axis 2 : (!ds.sparse24<4x8xf32>) -> !ds.sparse24<4x8xf32>
+  return
+}
+
+// -----
+
+// Plain tensors are joined by tensor.concat.
+func.func @ccase6(%a: tensor<4x8xf32>) {
+  // expected-error @+2 {{joins !ds.qtensor or !ds.sparse24 weights (use tensor.concat for tensors)}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %c = ds.concat_weights %a axis 0 : (tensor<4x8xf32>) -> tensor<4x8xf32>
+  return
+}

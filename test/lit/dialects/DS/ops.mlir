@@ -214,3 +214,13 @@ func.func @fused_elementwise(%x: tensor<?x16xf32>, %g: tensor<?x1xbf16>) -> tens
   }
   return %y : tensor<?x16xf32>
 }
+
+// CHECK-LABEL: func.func @concat_weights
+func.func @concat_weights(%g: !ds.qtensor<8x32x64xf8E4M3FN, bf16, block = [1, 32, 32]>, %u: !ds.qtensor<8x32x64xf8E4M3FN, bf16, block = [1, 32, 32]>,
+                          %a: !ds.sparse24<16x8xf32>, %b: !ds.sparse24<8x8xf32>) {
+  // CHECK: ds.concat_weights %{{.*}}, %{{.*}} axis 1 : (!ds.qtensor<8x32x64xf8E4M3FN, bf16, block = [1, 32, 32]>, !ds.qtensor<8x32x64xf8E4M3FN, bf16, block = [1, 32, 32]>) -> !ds.qtensor<8x64x64xf8E4M3FN, bf16, block = [1, 32, 32]>
+  %gu = ds.concat_weights %g, %u axis 1 : (!ds.qtensor<8x32x64xf8E4M3FN, bf16, block = [1, 32, 32]>, !ds.qtensor<8x32x64xf8E4M3FN, bf16, block = [1, 32, 32]>) -> !ds.qtensor<8x64x64xf8E4M3FN, bf16, block = [1, 32, 32]>
+  // CHECK: ds.concat_weights %{{.*}}, %{{.*}} axis 0 : (!ds.sparse24<16x8xf32>, !ds.sparse24<8x8xf32>) -> !ds.sparse24<24x8xf32>
+  %ab = ds.concat_weights %a, %b axis 0 : (!ds.sparse24<16x8xf32>, !ds.sparse24<8x8xf32>) -> !ds.sparse24<24x8xf32>
+  return
+}
