@@ -95,13 +95,7 @@ SmallVector<Member> collectSiblings(OpT anchor, DominanceInfo &dom,
     SmallVector<Value> weights;
     for (const Member &m : members)
       weights.push_back(m.weight);
-    SmallVector<Type> inferred;
-    auto props = ConcatWeightsOp::Properties();
-    props.axis = IntegerAttr::get(IntegerType::get(anchor->getContext(), 64),
-                                  weightAxis);
-    if (failed(ConcatWeightsOp::inferReturnTypes(
-            anchor->getContext(), std::nullopt, ValueRange(weights),
-            DictionaryAttr(), &props, RegionRange(), inferred)))
+    if (!canConcatWeights(weights, weightAxis))
       members.clear();
   }
   if (members.size() < 2) {

@@ -71,17 +71,10 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
         return rewriter.notifyMatchFailure(combine, "gate/up weights differ");
       // Quantized or sparse weights (an FP8 checkpoint) are joined by
       // ds.concat_weights when their blocks allow it.
-      if (!isa<RankedTensorType>(gate.getWeight().getType())) {
-        SmallVector<Type> inferred;
-        auto props = ConcatWeightsOp::Properties();
-        props.axis = rewriter.getI64IntegerAttr(1);
-        if (failed(ConcatWeightsOp::inferReturnTypes(
-                rewriter.getContext(), std::nullopt,
-                ValueRange{gate.getWeight(), up.getWeight()}, DictionaryAttr(),
-                &props, RegionRange(), inferred)))
-          return rewriter.notifyMatchFailure(
-              combine, "quantized gate/up weights cannot be joined");
-      }
+      if (!isa<RankedTensorType>(gate.getWeight().getType()) &&
+          !canConcatWeights({gate.getWeight(), up.getWeight()}, 1))
+        return rewriter.notifyMatchFailure(
+            combine, "quantized gate/up weights cannot be joined");
       chain = {gate, up};
     }
     // The dispatch's results may feed nothing but this chain.

@@ -231,13 +231,17 @@ struct Report {
   /// Set when an imposed expert is pruned from this module.
   std::string imposeError;
 
-  /// Reference decisions, in global expert numbering.
-  void recordReference(Operation *op, const mlir::ds::Tensor &indices) {
+  /// `indices` of routing op `op` in global expert numbering.
+  static mlir::ds::Tensor toGlobal(Operation *op,
+                                   const mlir::ds::Tensor &indices) {
     mlir::ds::Tensor global = indices;
     if (ArrayRef<int64_t> kept = keptExperts(op); !kept.empty())
       for (int64_t &e : global.i)
         e = kept[e];
-    refRouting.push_back(std::move(global));
+    return global;
+  }
+  void recordReference(Operation *op, const mlir::ds::Tensor &indices) {
+    refRouting.push_back(toGlobal(op, indices));
   }
   /// The reference's decision in `op`'s numbering.
   const mlir::ds::Tensor *impose(Operation *op) {
@@ -260,10 +264,7 @@ struct Report {
   void compareRouting(Operation *op, const mlir::ds::Tensor &local) {
     if (refRouting.empty())
       return;
-    mlir::ds::Tensor indices = local;
-    if (ArrayRef<int64_t> kept = keptExperts(op); !kept.empty())
-      for (int64_t &e : indices.i)
-        e = kept[e];
+    mlir::ds::Tensor indices = toGlobal(op, local);
     const mlir::ds::Tensor &r = refRouting.front();
     int64_t k = indices.shape.back();
     if (r.numElements() == indices.numElements())

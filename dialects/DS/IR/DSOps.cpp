@@ -1235,6 +1235,18 @@ ConcatWeightsOp::inferReturnTypes(MLIRContext *context,
   return success();
 }
 
+bool mlir::ds::canConcatWeights(ValueRange weights, int64_t axis) {
+  if (weights.empty())
+    return false;
+  MLIRContext *context = weights.front().getContext();
+  ConcatWeightsOp::Properties props;
+  props.axis = IntegerAttr::get(IntegerType::get(context, 64), axis);
+  SmallVector<Type> inferred;
+  return succeeded(ConcatWeightsOp::inferReturnTypes(
+      context, std::nullopt, weights, DictionaryAttr(), &props, RegionRange(),
+      inferred));
+}
+
 bool ConcatWeightsOp::isCompatibleReturnTypes(TypeRange l, TypeRange r) {
   return l == r;
 }

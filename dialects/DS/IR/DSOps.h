@@ -37,6 +37,10 @@ struct WeightSources {
   /// `select` lists) joined by `+`.
   std::string key() const;
 };
+/// Whether ds.concat_weights can join `weights` (quantized or 2:4 weights
+/// whose blocks do not straddle the inputs) along `axis`.
+bool canConcatWeights(ValueRange weights, int64_t axis);
+
 /// The sources of `weight`, or nothing when it is computed otherwise.
 std::optional<WeightSources> getWeightSources(Value weight);
 } // namespace mlir::ds
