@@ -41,6 +41,9 @@ void populateFuseLinearPatterns(RewritePatternSet &patterns);
 
 /// Chains of elementwise ops -> ds.fused_elementwise.
 void populateFuseElementwisePatterns(RewritePatternSet &patterns);
+/// Lone elementwise ops (ds.swiglu, ds.activation, ds.mul, arith on tensors)
+/// become single-op ds.fused_elementwise: the form code generation lowers.
+void populateWrapElementwisePatterns(RewritePatternSet &patterns);
 
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"

@@ -209,6 +209,42 @@ struct FuseElementwiseChain : RewritePattern {
   }
 };
 
+/// A lone elementwise op ==> a ds.fused_elementwise of one op, so that
+/// code generation has one elementwise form to lower.
+struct WrapElementwise : RewritePattern {
+  WrapElementwise(MLIRContext *ctx)
+      : RewritePattern(MatchAnyOpTypeTag(), 1, ctx) {}
+
+  LogicalResult matchAndRewrite(Operation *op,
+                                PatternRewriter &rewriter) const override {
+    if (isa<FusedElementwiseOp>(op))
+      return failure();
+    std::optional<Emitter> emit = describe(op);
+    if (!emit || op->getNumResults() != 1 ||
+        !isa<RankedTensorType>(op->getResult(0).getType()))
+      return failure();
+    SmallVector<Value> inputs;
+    for (Value v : op->getOperands())
+      if (!llvm::is_contained(inputs, v))
+        inputs.push_back(v);
+    Location loc = op->getLoc();
+    auto fused = FusedElementwiseOp::create(rewriter, loc,
+                                            op->getResult(0).getType(), inputs);
+    SmallVector<Type> argTypes;
+    for (Value v : inputs)
+      argTypes.push_back(getElementTypeOrSelf(v.getType()));
+    SmallVector<Location> argLocs(inputs.size(), loc);
+    Block *block =
+        rewriter.createBlock(&fused.getBody(), {}, argTypes, argLocs);
+    SmallVector<Value> in;
+    for (Value v : op->getOperands())
+      in.push_back(block->getArgument(llvm::find(inputs, v) - inputs.begin()));
+    YieldOp::create(rewriter, loc, (*emit)(rewriter, loc, in));
+    rewriter.replaceOp(op, fused.getResult());
+    return success();
+  }
+};
+
 struct FuseElementwisePass
     : public mlir::ds::impl::FuseElementwisePassBase<FuseElementwisePass> {
   void runOnOperation() override {
@@ -223,4 +259,8 @@ struct FuseElementwisePass
 
 void mlir::ds::populateFuseElementwisePatterns(RewritePatternSet &patterns) {
   patterns.add<FuseElementwiseChain>(patterns.getContext());
+}
+
+void mlir::ds::populateWrapElementwisePatterns(RewritePatternSet &patterns) {
+  patterns.add<WrapElementwise>(patterns.getContext());
 }

@@ -23,8 +23,17 @@
 //     when generating) and reports the relative L2 error of the outputs and
 //     of each layer's hidden state (ops located at "model.layers.N").
 //
+//   --backend jit | artifact=FILE.dsa   runs the model on the compiled CPU
+//     code instead of the interpreter: `jit` compiles FILE.mlir in process
+//     (ORC), `artifact=` loads a ds-compile artifact. With --generate the
+//     prompts may differ in length (each sequence gets its own KV cache
+//     slot). --check runs the interpreter on FILE.mlir in lockstep and fails
+//     when any logits differ by more than --check-tolerance (relative to the
+//     largest reference logit) or a generated token differs.
+//
 //===----------------------------------------------------------------------===//
 
+#include "codegen/Compiler.h"
 #include "dialects/DS/IR/DSOps.h"
 #include "dialects/InitAllDialects.h"
 #include "interpreter/Interpreter.h"
@@ -49,6 +58,7 @@
 
 #include <deque>
 #include <map>
+#include <numeric>
 #include <random>
 
 using namespace mlir;
@@ -99,6 +109,17 @@ cl::opt<bool> forceRouting(
 cl::opt<std::string> reportFile("report",
                                 cl::desc("With --reference: write the error "
                                          "report here (JSON)"));
+cl::opt<std::string>
+    backend("backend",
+            cl::desc("interpreter (default), jit, or artifact=FILE.dsa"),
+            cl::init("interpreter"));
+cl::opt<bool> check("check",
+                    cl::desc("With --backend: compare with the interpreter"),
+                    cl::init(false));
+cl::opt<double> checkTolerance(
+    "check-tolerance",
+    cl::desc("Largest |compiled - interpreter| / max |interpreter| allowed"),
+    cl::init(1e-4));
 cl::opt<std::string> profileRouting(
     "profile-routing",
     cl::desc("Count how often each MoE layer selects each expert over the "
@@ -624,6 +645,155 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
   return 0;
 }
 
+/// Max |a - b| / max |b| over two equal-shaped f32 tensors.
+double relativeError(const HostTensor &a, const HostTensor &b) {
+  double err = 0, mag = 0;
+  const float *x = a.data<float>(), *y = b.data<float>();
+  for (int64_t i = 0; i < b.numElements(); ++i) {
+    err = std::max(err, static_cast<double>(std::abs(x[i] - y[i])));
+    mag = std::max(mag, static_cast<double>(std::abs(y[i])));
+  }
+  return mag > 0 ? err / mag : err;
+}
+
+/// Greedy generation on compiled code: prefill each prompt in its own cache
+/// slot (prompts may differ in length), then decode all sequences as one
+/// batch per step. With `interp`, the interpreter runs the same tokens in
+/// lockstep and every logits tensor is compared.
+int runGenerateCompiled(std::shared_ptr<const ::ds::rt::Model> model,
+                        ModuleOp module, mlir::ds::Interpreter *interp) {
+  namespace rt = ::ds::rt;
+  if (prompts.empty())
+    return fail("--generate needs at least one --prompt");
+  std::vector<std::vector<int64_t>> seqs;
+  for (const std::string &p : prompts) {
+    std::vector<int64_t> ids;
+    SmallVector<StringRef> parts;
+    StringRef(p).split(parts, ',', -1, false);
+    for (StringRef part : parts) {
+      int64_t id;
+      if (part.trim().getAsInteger(10, id))
+        return fail("bad token id '" + part + "' in --prompt");
+      ids.push_back(id);
+    }
+    if (ids.empty())
+      return fail("empty --prompt");
+    seqs.push_back(ids);
+  }
+  int64_t b = seqs.size();
+  auto cache = rt::KVCache::create(model->plan(), b);
+  if (!cache.ok())
+    return fail(std::string(cache.status().message()));
+  rt::Executor exec(model);
+  double worst = 0;
+  int64_t compared = 0, tokenMismatches = 0;
+  // Interpreter caches, per sequence ([1, L, ...] each).
+  std::vector<std::vector<HostTensor>> refCaches(b);
+  auto checkAgainst = [&](const std::string &fn, int64_t seq,
+                          const HostTensor &tokens, const HostTensor &pos,
+                          const HostTensor &logits) -> bool {
+    if (!interp)
+      return true;
+    std::vector<HostTensor> args{tokens, pos};
+    if (refCaches[seq].empty()) {
+      auto f = module.lookupSymbol<func::FuncOp>(fn);
+      for (Type t : f.getArgumentTypes().drop_front(2)) {
+        auto type = cast<RankedTensorType>(t);
+        std::vector<int64_t> shape(type.getShape());
+        shape[0] = 1;
+        refCaches[seq].push_back(HostTensor(DType::F32, shape));
+      }
+    }
+    for (HostTensor &c : refCaches[seq])
+      args.push_back(std::move(c));
+    FailureOr<std::vector<HostTensor>> out = interp->run(fn, args);
+    if (failed(out))
+      return false;
+    refCaches[seq].assign(std::make_move_iterator(out->begin() + 1),
+                          std::make_move_iterator(out->end()));
+    const HostTensor &ref = (*out)[0];
+    if (ref.shape != logits.shape) {
+      fail(fn + " logits are " + logits.shapeString() + ", the interpreter's " +
+           ref.shapeString());
+      return false;
+    }
+    worst = std::max(worst, relativeError(logits, ref));
+    ++compared;
+    return true;
+  };
+  std::vector<std::vector<int64_t>> generatedIds(b);
+  int64_t vocab = model->plan().vocabSize;
+  for (int64_t i = 0; i < b; ++i) {
+    int64_t len = seqs[i].size();
+    std::vector<int64_t> pos(len);
+    std::iota(pos.begin(), pos.end(), 0);
+    HostTensor tokens = HostTensor::fromInts({1, len}, seqs[i]);
+    HostTensor positions = HostTensor::fromInts({1, len}, pos);
+    auto out = exec.run("prefill", {&tokens, &positions}, &*cache, {i});
+    if (!out.ok())
+      return fail(std::string(out.status().message()));
+    const HostTensor &logits = (*out)[0];
+    vocab = logits.shape.back();
+    if (!checkAgainst("prefill", i, tokens, positions, logits))
+      return 1;
+    generatedIds[i].push_back(
+        argmax(logits.data<float>() + (len - 1) * vocab, vocab));
+  }
+  for (int64_t step = 1; step < generate; ++step) {
+    std::vector<int64_t> tok, pos, slots;
+    for (int64_t i = 0; i < b; ++i) {
+      tok.push_back(generatedIds[i].back());
+      pos.push_back(static_cast<int64_t>(seqs[i].size()) + step - 1);
+      slots.push_back(i);
+    }
+    HostTensor tokens = HostTensor::fromInts({b, 1}, tok);
+    HostTensor positions = HostTensor::fromInts({b, 1}, pos);
+    auto out = exec.run("decode", {&tokens, &positions}, &*cache, slots);
+    if (!out.ok())
+      return fail(std::string(out.status().message()));
+    const HostTensor &logits = (*out)[0];
+    for (int64_t i = 0; i < b; ++i) {
+      int64_t next = argmax(logits.data<float>() + i * vocab, vocab);
+      if (interp) {
+        HostTensor row = HostTensor::fromFloats(
+            {1, 1, vocab},
+            std::vector<float>(logits.data<float>() + i * vocab,
+                               logits.data<float>() + (i + 1) * vocab));
+        HostTensor t1 = HostTensor::fromInts({1, 1}, {tok[i]});
+        HostTensor p1 = HostTensor::fromInts({1, 1}, {pos[i]});
+        size_t before = compared;
+        if (!checkAgainst("decode", i, t1, p1, row))
+          return 1;
+        (void)before;
+      }
+      generatedIds[i].push_back(next);
+    }
+  }
+  for (int64_t i = 0; i < b; ++i)
+    llvm::outs() << "sequence " << i << ": prompt ["
+                 << llvm::join(llvm::map_range(
+                                   seqs[i],
+                                   [](int64_t v) { return std::to_string(v); }),
+                               ", ")
+                 << "] -> generated ["
+                 << llvm::join(llvm::map_range(
+                                   generatedIds[i],
+                                   [](int64_t v) { return std::to_string(v); }),
+                               ", ")
+                 << "]\n";
+  if (interp) {
+    llvm::outs() << llvm::formatv(
+        "check: {0} logits tensors against the interpreter, max relative "
+        "error {1:e2} (tolerance {2:e1})\n",
+        compared, worst, checkTolerance.getValue());
+    if (!(worst <= checkTolerance))
+      return fail("compiled code differs from the interpreter by more than "
+                  "the tolerance");
+  }
+  (void)tokenMismatches;
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -678,6 +848,31 @@ int main(int argc, char **argv) {
     }
   }
   mlir::ds::Interpreter interp(*module, weights.get());
+  if (backend != "interpreter") {
+    if (generate <= 0)
+      return fail("--backend needs --generate (compiled models run "
+                  "@prefill/@decode)");
+    std::shared_ptr<const ::ds::rt::Model> model;
+    if (backend == "jit") {
+      if (!checkpoint)
+        return fail("--backend jit needs --weights");
+      auto jit = mlir::ds::jitModule(*module, *checkpoint);
+      if (failed(jit))
+        return 1;
+      model = *jit;
+    } else if (StringRef(backend).starts_with("artifact=")) {
+      auto loaded =
+          ::ds::rt::Model::load(StringRef(backend).drop_front(9).str());
+      if (!loaded.ok())
+        return fail(std::string(loaded.status().message()));
+      model = *loaded;
+    } else {
+      return fail("--backend must be interpreter, jit or artifact=FILE");
+    }
+    if (check && !weights)
+      return fail("--check needs --weights");
+    return runGenerateCompiled(model, *module, check ? &interp : nullptr);
+  }
   std::unique_ptr<mlir::ds::Interpreter> refInterp;
   Report report;
   if (refModule) {

@@ -1,0 +1,288 @@
+//===- KernelGen.cpp - generated CPU kernels: MLIR -> LLVM -> code --------===//
+
+#include "codegen/CPU/KernelGen.h"
+#include "dialects/DS/IR/DSOps.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "mlir/Transforms/Passes.h"
+
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
+
+#ifndef DS_LLD_PATH
+#define DS_LLD_PATH "ld.lld"
+#endif
+
+using namespace mlir;
+using namespace mlir::ds;
+
+KernelModule::KernelModule(MLIRContext *ctx)
+    : mod(ModuleOp::create(UnknownLoc::get(ctx))) {
+  ctx->loadDialect<func::FuncDialect, linalg::LinalgDialect,
+                   memref::MemRefDialect, arith::ArithDialect,
+                   math::MathDialect, LLVM::LLVMDialect>();
+}
+
+FailureOr<std::string> KernelModule::addElementwise(FusedElementwiseOp op) {
+  MLIRContext *ctx = op.getContext();
+  Location loc = op.getLoc();
+  auto outType = cast<RankedTensorType>(op.getResult().getType());
+  int64_t rank = outType.getRank();
+  SmallVector<Type> argTypes;
+  SmallVector<AffineMap> maps;
+  for (Value in : op.getInputs()) {
+    auto t = dyn_cast<RankedTensorType>(in.getType());
+    if (!t || !t.getElementType().isF32())
+      return op.emitError("the CPU backend runs f32 elementwise kernels only");
+    argTypes.push_back(MemRefType::get(t.getShape(), t.getElementType()));
+    // Right-aligned broadcasting: a static 1 against a wider dim repeats.
+    SmallVector<AffineExpr> exprs;
+    int64_t offset = rank - t.getRank();
+    for (int64_t a = 0; a < t.getRank(); ++a) {
+      int64_t od = outType.getDimSize(offset + a);
+      if (t.getDimSize(a) == 1 && od != 1)
+        exprs.push_back(getAffineConstantExpr(0, ctx));
+      else
+        exprs.push_back(getAffineDimExpr(offset + a, ctx));
+    }
+    maps.push_back(AffineMap::get(rank, 0, exprs, ctx));
+  }
+  if (!outType.getElementType().isF32())
+    return op.emitError("the CPU backend runs f32 elementwise kernels only");
+  argTypes.push_back(
+      MemRefType::get(outType.getShape(), outType.getElementType()));
+  maps.push_back(AffineMap::getMultiDimIdentityMap(rank, ctx));
+
+  std::string name = "ew" + std::to_string(count++);
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(mod->getBody());
+  auto fn = func::FuncOp::create(b, loc, name, b.getFunctionType(argTypes, {}));
+  fn->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(), b.getUnitAttr());
+  Block *entry = fn.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  SmallVector<Value> ins(entry->getArguments().drop_back());
+  Value out = entry->getArguments().back();
+  SmallVector<utils::IteratorType> iters(rank, utils::IteratorType::parallel);
+  Block &body = op.getBody().front();
+  linalg::GenericOp::create(
+      b, loc, ValueRange(ins), ValueRange{out}, maps, iters,
+      [&](OpBuilder &nb, Location l, ValueRange args) {
+        IRMapping map;
+        for (auto [from, to] : llvm::zip(body.getArguments(), args))
+          map.map(from, to);
+        for (Operation &o : body.without_terminator())
+          nb.clone(o, map);
+        Value result = map.lookup(body.getTerminator()->getOperand(0));
+        linalg::YieldOp::create(nb, l, result);
+      });
+  func::ReturnOp::create(b, loc);
+  return "ds_kernel_" + name;
+}
+
+LogicalResult KernelModule::lowerToLLVM() {
+  MLIRContext *ctx = mod->getContext();
+  // Math functions as polynomials: plain arithmetic that LLVM vectorizes
+  // (a libm call would keep the loop scalar).
+  {
+    RewritePatternSet patterns(ctx);
+    populateMathPolynomialApproximationPatterns(
+        patterns, [](StringRef name) { return name != "rsqrt"; });
+    if (failed(applyPatternsGreedily(*mod, std::move(patterns))))
+      return failure();
+  }
+  PassManager pm(ctx);
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  if (failed(pm.run(*mod)))
+    return failure();
+  // Entry points: ds_kernel_X(void **d) calls _mlir_ciface_X(d[0], d[1], ...).
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(mod->getBody());
+  auto ptr = LLVM::LLVMPointerType::get(ctx);
+  auto voidTy = LLVM::LLVMVoidType::get(ctx);
+  SmallVector<LLVM::LLVMFuncOp> wrapped;
+  for (auto f : mod->getOps<LLVM::LLVMFuncOp>())
+    if (f.getName().starts_with("_mlir_ciface_") && !f.isExternal())
+      wrapped.push_back(f);
+  for (LLVM::LLVMFuncOp f : wrapped) {
+    std::string name =
+        "ds_kernel_" + f.getName().drop_front(strlen("_mlir_ciface_")).str();
+    Location loc = f.getLoc();
+    auto fn = LLVM::LLVMFuncOp::create(
+        b, loc, name, LLVM::LLVMFunctionType::get(voidTy, {ptr}));
+    Block *entry = fn.addEntryBlock(b);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(entry);
+    SmallVector<Value> args;
+    for (unsigned i = 0; i < f.getNumArguments(); ++i) {
+      Value at = LLVM::GEPOp::create(b, loc, ptr, ptr, entry->getArgument(0),
+                                     ArrayRef<LLVM::GEPArg>{int32_t(i)});
+      args.push_back(LLVM::LoadOp::create(b, loc, ptr, at));
+    }
+    LLVM::CallOp::create(b, loc, f, args);
+    LLVM::ReturnOp::create(b, loc, ValueRange{});
+  }
+  return success();
+}
+
+namespace {
+void initLLVMTargets() {
+  static bool once = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    return true;
+  }();
+  (void)once;
+}
+
+std::string hostFeatures() {
+  std::string out;
+  for (const auto &f : llvm::sys::getHostCPUFeatures()) {
+    if (!out.empty())
+      out += ",";
+    out += (f.second ? "+" : "-") + f.first().str();
+  }
+  return out;
+}
+} // namespace
+
+::ds::rt::TargetInfo mlir::ds::hostTarget() {
+  return {llvm::sys::getProcessTriple(), llvm::sys::getHostCPUName().str(),
+          hostFeatures()};
+}
+
+LogicalResult mlir::ds::emitSharedObject(ModuleOp lowered,
+                                         std::string &sharedObject,
+                                         std::string &error) {
+  initLLVMTargets();
+  registerBuiltinDialectTranslation(*lowered->getContext());
+  registerLLVMDialectTranslation(*lowered->getContext());
+  llvm::LLVMContext llvmCtx;
+  std::unique_ptr<llvm::Module> module =
+      translateModuleToLLVMIR(lowered, llvmCtx, "ds_kernels");
+  if (!module) {
+    error = "translation to LLVM IR failed";
+    return failure();
+  }
+  ::ds::rt::TargetInfo target = hostTarget();
+  llvm::Triple triple(target.triple);
+  std::string lookupError;
+  const llvm::Target *llvmTarget =
+      llvm::TargetRegistry::lookupTarget(triple, lookupError);
+  if (!llvmTarget) {
+    error = "no LLVM target for " + target.triple + ": " + lookupError;
+    return failure();
+  }
+  std::unique_ptr<llvm::TargetMachine> tm(llvmTarget->createTargetMachine(
+      triple, target.cpu, target.features, llvm::TargetOptions(),
+      llvm::Reloc::PIC_, std::nullopt, llvm::CodeGenOptLevel::Aggressive));
+  module->setDataLayout(tm->createDataLayout());
+  module->setTargetTriple(triple);
+  auto optimize = makeOptimizingTransformer(3, 0, tm.get());
+  if (llvm::Error e = optimize(module.get())) {
+    error = "LLVM optimization failed: " + llvm::toString(std::move(e));
+    return failure();
+  }
+  llvm::SmallString<128> dir;
+  if (llvm::sys::fs::createUniqueDirectory("ds-codegen", dir)) {
+    error = "cannot create a temporary directory";
+    return failure();
+  }
+  std::string obj = (dir + "/kernels.o").str(),
+              so = (dir + "/kernels.so").str();
+  llvm::scope_exit cleanup([&] {
+    llvm::sys::fs::remove(obj);
+    llvm::sys::fs::remove(so);
+    llvm::sys::fs::remove(dir);
+  });
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(obj, ec);
+    if (ec) {
+      error = "cannot write " + obj + ": " + ec.message();
+      return failure();
+    }
+    llvm::legacy::PassManager pm;
+    if (tm->addPassesToEmitFile(pm, os, nullptr,
+                                llvm::CodeGenFileType::ObjectFile)) {
+      error = "the target cannot emit object files";
+      return failure();
+    }
+    pm.run(*module);
+  }
+  std::string lld = DS_LLD_PATH;
+  if (const char *env = std::getenv("DS_LLD"))
+    lld = env;
+  llvm::ErrorOr<std::string> found = llvm::sys::findProgramByName(lld);
+  if (!found) {
+    error = "the linker '" + lld +
+            "' (lld-22) is not installed; set DS_LLD to an ld.lld";
+    return failure();
+  }
+  std::string message;
+  int rc = llvm::sys::ExecuteAndWait(
+      *found, {*found, "-shared", "--hash-style=gnu", "-o", so, obj},
+      std::nullopt, {}, 0, 0, &message);
+  if (rc != 0) {
+    error = "linking the kernels failed (" + *found + "): " + message;
+    return failure();
+  }
+  auto buffer = llvm::MemoryBuffer::getFile(so);
+  if (!buffer) {
+    error = "cannot read " + so;
+    return failure();
+  }
+  sharedObject = (*buffer)->getBuffer().str();
+  return success();
+}
+
+FailureOr<std::unique_ptr<ExecutionEngine>>
+mlir::ds::jitKernels(ModuleOp lowered, std::string &error) {
+  initLLVMTargets();
+  registerBuiltinDialectTranslation(*lowered->getContext());
+  registerLLVMDialectTranslation(*lowered->getContext());
+  // The transformer is a function_ref: keep the callable alive.
+  auto optimize = makeOptimizingTransformer(3, 0, nullptr);
+  ExecutionEngineOptions options;
+  options.transformer = optimize;
+  options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  auto engine = ExecutionEngine::create(lowered, options);
+  if (!engine) {
+    error = "JIT compilation failed: " + llvm::toString(engine.takeError());
+    return failure();
+  }
+  return std::move(*engine);
+}

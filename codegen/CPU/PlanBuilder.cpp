@@ -1,0 +1,685 @@
+//===- PlanBuilder.cpp - ds functions to runtime execution plans ----------===//
+
+#include "codegen/CPU/PlanBuilder.h"
+#include "dialects/DS/IR/DSOps.h"
+#include "dialects/DS/IR/DSQuant.h"
+#include "ds/rt/Kernels.h"
+#include "interpreter/Interpreter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cstring>
+
+using namespace mlir;
+using namespace mlir::ds;
+namespace rt = ::ds::rt;
+
+namespace {
+
+using Dims = std::vector<rt::DimExpr>;
+
+rt::DimExpr product(const rt::DimExpr &a, const rt::DimExpr &b) {
+  rt::DimExpr d = a;
+  d.constant *= b.constant;
+  d.factors.insert(d.factors.end(), b.factors.begin(), b.factors.end());
+  return d;
+}
+
+/// Shared across the functions of a module: weights are loaded and packed
+/// once, whichever function uses them first.
+class WeightTable {
+public:
+  WeightTable(const ::ds::Checkpoint &checkpoint)
+      : provider(checkpoint), checkpoint(checkpoint) {}
+
+  /// Row-major f32 copy of a weight operand (index into the table).
+  FailureOr<int32_t> raw(Value v) {
+    auto key = std::make_pair(v.getAsOpaquePointer(), 0);
+    if (auto it = ids.find(key); it != ids.end())
+      return it->second;
+    FailureOr<Tensor> t = evaluate(v);
+    if (failed(t))
+      return failure();
+    rt::WeightInfo info;
+    info.name = name(v);
+    info.layout = rt::WeightLayout::Raw;
+    info.shape.assign(t->shape.begin(), t->shape.end());
+    int32_t id = add(info, t->f.data(), t->f.size() * sizeof(float));
+    ids[key] = id;
+    return id;
+  }
+
+  /// A GEMM weight ([N, K], or [E, N, K] for experts) in packed layout.
+  FailureOr<int32_t> packed(Value v, Operation *user) {
+    auto key = std::make_pair(v.getAsOpaquePointer(), 1);
+    if (auto it = ids.find(key); it != ids.end())
+      return it->second;
+    RankedTensorType shaped = getLogicalTensorType(v.getType());
+    if (!shaped || (shaped.getRank() != 2 && shaped.getRank() != 3))
+      return user->emitError("the CPU backend needs a [N, K] or [E, N, K] "
+                             "GEMM weight");
+    int64_t experts = shaped.getRank() == 3 ? shaped.getDimSize(0) : 1;
+    int64_t n = shaped.getDimSize(shaped.getRank() - 2);
+    int64_t k = shaped.getDimSize(shaped.getRank() - 1);
+    rt::WeightInfo info;
+    info.name = name(v);
+    info.shape.assign(shaped.getShape().begin(), shaped.getShape().end());
+    std::string bytes;
+    if (succeeded(packInt8(v, experts, n, k, bytes))) {
+      info.layout = rt::WeightLayout::PackedI8;
+    } else {
+      FailureOr<Tensor> t = evaluate(v);
+      if (failed(t))
+        return failure();
+      info.layout = rt::WeightLayout::PackedF32;
+      size_t one = perExpert(rt::kernels::WeightFormat::F32, n, k);
+      bytes.assign(one * experts, '\0');
+      for (int64_t e = 0; e < experts; ++e)
+        rt::kernels::packWeightF32(t->f.data() + e * n * k, n, k,
+                                   bytes.data() + e * one);
+    }
+    int32_t id = add(info, bytes.data(), bytes.size());
+    ids[key] = id;
+    return id;
+  }
+
+  std::vector<rt::WeightInfo> infos;
+  std::string data;
+
+private:
+  static size_t perExpert(rt::kernels::WeightFormat f, int64_t n, int64_t k) {
+    return (rt::kernels::packedWeightBytes(f, n, k) + 63) & ~size_t{63};
+  }
+
+  std::string name(Value v) {
+    if (auto p = v.getDefiningOp<ParamOp>())
+      return p.getName().str();
+    if (Operation *op = v.getDefiningOp())
+      return op->getName().getStringRef().str();
+    return "weight";
+  }
+
+  int32_t add(rt::WeightInfo info, const void *bytes, size_t size) {
+    size_t offset = (data.size() + 63) & ~size_t{63};
+    data.resize(offset + size, '\0');
+    if (size)
+      std::memcpy(data.data() + offset, bytes, size);
+    info.offset = offset;
+    info.bytes = size;
+    infos.push_back(std::move(info));
+    return static_cast<int32_t>(infos.size() - 1);
+  }
+
+  /// int8 with one scale per output row (ds-quantize's int8/w8a8 weights)
+  /// stays int8: the GEMM widens it in registers.
+  LogicalResult packInt8(Value v, int64_t experts, int64_t n, int64_t k,
+                         std::string &bytes) {
+    auto param = v.getDefiningOp<ParamOp>();
+    if (!param)
+      return failure();
+    auto type = dyn_cast<QTensorType>(param.getType());
+    if (!type || param.getZeroPoints() || !param.getScales())
+      return failure();
+    ::ds::QScheme scheme = getQScheme(type);
+    if (scheme.storage != ::ds::QStorage::I8)
+      return failure();
+    std::vector<int64_t> rowwise(type.getRank(), 1);
+    rowwise.back() = 0;
+    if (scheme.block != rowwise)
+      return failure();
+    size_t one = perExpert(rt::kernels::WeightFormat::I8, n, k);
+    bytes.assign(one * experts, '\0');
+    for (int64_t e = 0; e < experts; ++e) {
+      int64_t src = param.isStacked() ? param.getSourceIndex(e) : -1;
+      auto nameOf = [&](StringRef pattern) {
+        return src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
+      };
+      const ::ds::TensorView *q = checkpoint.find(nameOf(param.getName()));
+      const ::ds::TensorView *s = checkpoint.find(nameOf(*param.getScales()));
+      if (param.getSelect() && !param.isStacked())
+        return failure();
+      if (!q || !s || q->dtype != ::ds::DType::I8 ||
+          q->numElements() != n * k || s->numElements() != n)
+        return failure(); // the f32 path reports what is wrong
+      std::vector<float> scales(n);
+      for (int64_t j = 0; j < n; ++j)
+        scales[j] = s->floatAt(j);
+      rt::kernels::packWeightI8(reinterpret_cast<const int8_t *>(q->data),
+                                scales.data(), n, k, bytes.data() + e * one);
+    }
+    return success();
+  }
+
+  /// The f32 value of a weight expression: params (dequantized or
+  /// decompressed as the interpreter loads them) and concats of them.
+  FailureOr<Tensor> evaluate(Value v) {
+    Operation *def = v.getDefiningOp();
+    if (auto p = dyn_cast_or_null<ParamOp>(def))
+      return provider.load(p);
+    int64_t axis = -1;
+    if (auto c = dyn_cast_or_null<tensor::ConcatOp>(def))
+      axis = c.getDim();
+    else if (auto c = dyn_cast_or_null<ConcatWeightsOp>(def))
+      axis = c.getAxis();
+    if (axis < 0) {
+      if (def)
+        return def->emitError("the CPU backend needs this weight at compile "
+                              "time (a ds.param or a concat of them)");
+      return failure();
+    }
+    SmallVector<Tensor> parts;
+    for (Value in : def->getOperands()) {
+      FailureOr<Tensor> t = evaluate(in);
+      if (failed(t))
+        return failure();
+      parts.push_back(std::move(*t));
+    }
+    SmallVector<int64_t> shape = parts[0].shape;
+    shape[axis] = 0;
+    for (const Tensor &t : parts)
+      shape[axis] += t.shape[axis];
+    Tensor out = Tensor::floats(shape);
+    int64_t outer = 1;
+    for (int64_t d = 0; d < axis; ++d)
+      outer *= shape[d];
+    int64_t at = 0, width = out.numElements() / std::max<int64_t>(outer, 1);
+    for (const Tensor &t : parts) {
+      int64_t piece = t.numElements() / std::max<int64_t>(outer, 1);
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy_n(&t.f[o * piece], piece, &out.f[o * width + at]);
+      at += piece;
+    }
+    return out;
+  }
+
+  CheckpointWeights provider;
+  const ::ds::Checkpoint &checkpoint;
+  std::map<std::pair<const void *, int>, int32_t> ids;
+};
+
+class FunctionBuilder {
+public:
+  FunctionBuilder(func::FuncOp fn, WeightTable &weights, KernelModule &kernels,
+                  std::vector<rt::CacheInfo> &caches)
+      : fn(fn), weights(weights), kernels(kernels), caches(caches) {}
+
+  FailureOr<rt::FunctionPlan> build();
+
+private:
+  int32_t newValue(Value v, rt::ValueInfo::Kind kind, int32_t index,
+                   Dims shape) {
+    rt::ValueInfo info;
+    info.kind = kind;
+    info.index = index;
+    Type elt = getElementTypeOrSelf(v.getType());
+    info.type = elt.isInteger(32)                  ? rt::ElemType::I32
+                : isa<IntegerType, IndexType>(elt) ? rt::ElemType::I64
+                                                   : rt::ElemType::F32;
+    info.shape = std::move(shape);
+    plan.values.push_back(std::move(info));
+    int32_t id = static_cast<int32_t>(plan.values.size() - 1);
+    ids[v] = id;
+    return id;
+  }
+  int32_t id(Value v) { return ids.lookup(v); }
+  bool known(Value v) { return ids.count(v); }
+
+  /// The run-time size of dim `axis` of `v`.
+  rt::DimExpr dim(Value v, int64_t axis) {
+    RankedTensorType t = getLogicalTensorType(v.getType());
+    if (!t.isDynamicDim(axis))
+      return rt::DimExpr::of(t.getDimSize(axis));
+    return plan.values[id(v)].shape[axis];
+  }
+  /// Result shape: static dims from the type, dynamic ones from `source`
+  /// (dim i of the result is dim i of the source).
+  Dims like(Value result, Value source) {
+    RankedTensorType t = getLogicalTensorType(result.getType());
+    Dims d;
+    for (int64_t i = 0; i < t.getRank(); ++i)
+      d.push_back(t.isDynamicDim(i) ? dim(source, i)
+                                    : rt::DimExpr::of(t.getDimSize(i)));
+    return d;
+  }
+  /// An index SSA value as a dim (tensor.dim, constants, products).
+  FailureOr<rt::DimExpr> indexValue(Value v) {
+    if (auto c = v.getDefiningOp<arith::ConstantIndexOp>())
+      return rt::DimExpr::of(c.value());
+    if (auto d = v.getDefiningOp<tensor::DimOp>()) {
+      std::optional<int64_t> axis = d.getConstantIndex();
+      if (axis && known(d.getSource()))
+        return dim(d.getSource(), *axis);
+    }
+    if (auto m = v.getDefiningOp<arith::MulIOp>()) {
+      auto a = indexValue(m.getLhs()), b = indexValue(m.getRhs());
+      if (succeeded(a) && succeeded(b))
+        return product(*a, *b);
+    }
+    return failure();
+  }
+  bool isF32Activation(Value v) {
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    return t && t.getElementType().isF32();
+  }
+  /// The cache a value lives in (through cache updates), or -1.
+  int32_t cacheOf(Value v) {
+    if (!known(v))
+      return -1;
+    int32_t i = id(v);
+    while (plan.values[i].kind == rt::ValueInfo::Kind::Alias)
+      i = plan.values[i].index;
+    return plan.values[i].kind == rt::ValueInfo::Kind::Cache ? i : -1;
+  }
+
+  rt::Step &step(Operation *op, rt::OpCode code) {
+    rt::Step s;
+    s.op = code;
+    std::string loc;
+    llvm::raw_string_ostream os(loc);
+    os << op->getName() << " at " << op->getLoc();
+    s.location = os.str();
+    plan.steps.push_back(std::move(s));
+    return plan.steps.back();
+  }
+  LogicalResult weight(rt::Step &s, Value v, Operation *op, bool packed) {
+    FailureOr<int32_t> w = packed ? weights.packed(v, op) : weights.raw(v);
+    if (failed(w))
+      return failure();
+    s.weights.push_back(*w);
+    return success();
+  }
+  LogicalResult actQuant(rt::Step &s, ActQuantAttr q) {
+    if (!q) {
+      s.ints.push_back(-1);
+      s.ints.push_back(0);
+      s.floats.push_back(0.0);
+      return success();
+    }
+    s.ints.push_back(static_cast<int64_t>(*getQStorage(q.getStorageType())));
+    s.ints.push_back(q.getGroup());
+    s.floats.push_back(q.isStatic() ? q.getScale().convertToDouble() : 0.0);
+    return success();
+  }
+
+  LogicalResult visit(Operation *op);
+
+  func::FuncOp fn;
+  WeightTable &weights;
+  KernelModule &kernels;
+  std::vector<rt::CacheInfo> &caches;
+  rt::FunctionPlan plan;
+  llvm::DenseMap<Value, int32_t> ids;
+};
+
+FailureOr<rt::FunctionPlan> FunctionBuilder::build() {
+  plan.name = fn.getSymName().str();
+  Block &body = fn.getBody().front();
+  // Caches: an argument used only as the cache of one ds.cache_update.
+  int32_t cacheIndex = 0;
+  SmallVector<BlockArgument> cacheArgs;
+  for (BlockArgument arg : body.getArguments()) {
+    auto t = dyn_cast<RankedTensorType>(arg.getType());
+    if (!t)
+      return fn.emitError("the CPU backend takes tensor arguments only");
+    bool isCache =
+        arg.hasOneUse() && isa<CacheUpdateOp>(*arg.getUsers().begin()) &&
+        cast<CacheUpdateOp>(*arg.getUsers().begin()).getCache() == arg;
+    if (isCache) {
+      cacheArgs.push_back(arg);
+      continue;
+    }
+    Dims shape;
+    for (int64_t i = 0; i < t.getRank(); ++i)
+      shape.push_back(t.isDynamicDim(i) ? rt::DimExpr{1, {}} // set below
+                                        : rt::DimExpr::of(t.getDimSize(i)));
+    int32_t v = newValue(arg, rt::ValueInfo::Kind::Input,
+                         static_cast<int32_t>(arg.getArgNumber()), shape);
+    // Dynamic input dims are themselves.
+    for (int64_t i = 0; i < t.getRank(); ++i)
+      if (t.isDynamicDim(i))
+        plan.values[v].shape[i] = rt::DimExpr::ref(v, static_cast<int32_t>(i));
+    plan.inputs.push_back(v);
+  }
+  for (BlockArgument arg : cacheArgs) {
+    auto t = cast<RankedTensorType>(arg.getType());
+    auto update = cast<CacheUpdateOp>(*arg.getUsers().begin());
+    if (t.getRank() < 2 || !t.isDynamicDim(0) ||
+        llvm::any_of(t.getShape().drop_front(),
+                     [](int64_t d) { return ShapedType::isDynamic(d); }))
+      return update.emitError("the CPU backend needs caches shaped [batch, "
+                              "max_len, ...] with static rows");
+    if (!known(update.getPositions()))
+      return update.emitError("cache positions must be a function argument");
+    std::vector<int64_t> rowShape(t.getShape().begin() + 1, t.getShape().end());
+    if (cacheIndex < static_cast<int32_t>(caches.size())) {
+      if (caches[cacheIndex].rowShape != rowShape)
+        return update.emitError("cache ")
+               << cacheIndex << " has another shape in another function";
+    } else {
+      caches.push_back({"cache" + std::to_string(cacheIndex), rowShape});
+    }
+    Dims shape{dim(update.getPositions(), 0)};
+    for (int64_t d : rowShape)
+      shape.push_back(rt::DimExpr::of(d));
+    newValue(arg, rt::ValueInfo::Kind::Cache, cacheIndex++, shape);
+  }
+  if (cacheIndex != static_cast<int32_t>(caches.size()) && cacheIndex != 0)
+    return fn.emitError("functions of the model disagree on their caches");
+
+  for (Operation &op : body.without_terminator())
+    if (failed(visit(&op)))
+      return failure();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  for (Value v : ret.getOperands()) {
+    if (!known(v))
+      return ret.emitError("the CPU backend cannot return a compile-time "
+                           "value");
+    plan.outputs.push_back(id(v));
+  }
+  return plan;
+}
+
+LogicalResult FunctionBuilder::visit(Operation *op) {
+  using Kind = rt::ValueInfo::Kind;
+  // Compile-time values: weights and index arithmetic are folded into the
+  // plan where they are used.
+  if (isa<ParamOp, ConcatWeightsOp, arith::ConstantOp, tensor::DimOp,
+          arith::MulIOp>(op))
+    return success();
+  if (auto c = dyn_cast<tensor::ConcatOp>(op)) {
+    if (llvm::all_of(c.getOperands(), [&](Value v) { return !known(v); }))
+      return success();
+    return op->emitError("the CPU backend concatenates weights only");
+  }
+  for (Value v : op->getOperands())
+    if (isa<RankedTensorType>(v.getType()) && !isF32Activation(v) && known(v) &&
+        plan.values[id(v)].type == rt::ElemType::F32)
+      return op->emitError("the CPU backend runs f32 activations only");
+
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](EmbeddingOp e) -> LogicalResult {
+        rt::Step &s = step(e, rt::OpCode::Embedding);
+        if (failed(weight(s, e.getTable(), e, false)))
+          return failure();
+        Dims shape;
+        for (int64_t i = 0; i < e.getIds().getType().getRank(); ++i)
+          shape.push_back(dim(e.getIds(), i));
+        shape.push_back(dim(e.getTable(), 1));
+        s.operands = {id(e.getIds())};
+        s.results = {newValue(e.getResult(), Kind::Temp, -1, shape)};
+        return success();
+      })
+      .Case([&](RMSNormOp n) -> LogicalResult {
+        rt::Step &s = step(n, rt::OpCode::RMSNorm);
+        if (failed(weight(s, n.getWeight(), n, false)))
+          return failure();
+        s.floats = {n.getEpsilon().convertToDouble()};
+        s.operands = {id(n.getInput())};
+        s.results = {newValue(n.getResult(), Kind::Temp, -1,
+                              like(n.getResult(), n.getInput()))};
+        return success();
+      })
+      .Case<LinearOp, FusedLinearOp>([&](Operation *o) -> LogicalResult {
+        auto fused = dyn_cast<FusedLinearOp>(o);
+        Value input = o->getOperand(0), w = o->getOperand(1);
+        Value bias = fused ? fused.getBias() : cast<LinearOp>(o).getBias();
+        rt::Step &s = step(o, rt::OpCode::Linear);
+        if (failed(weight(s, w, o, true)))
+          return failure();
+        if (bias && failed(weight(s, bias, o, false)))
+          return failure();
+        Value norm = fused ? fused.getNormWeight() : Value();
+        if (norm && failed(weight(s, norm, o, false)))
+          return failure();
+        int64_t act = -1;
+        if (fused && fused.getActivation())
+          act = static_cast<int64_t>(*fused.getActivation());
+        bool gated = fused && fused.getGated();
+        Value residual = fused ? fused.getResidual() : Value();
+        s.ints = {norm ? 1 : 0, bias ? 1 : 0, act, gated ? 1 : 0,
+                  residual ? 1 : 0};
+        s.floats = {fused && fused.getNormEpsilon()
+                        ? fused.getNormEpsilon()->convertToDouble()
+                        : 0.0};
+        if (failed(actQuant(s, fused ? fused.getInputQuantAttr() : nullptr)))
+          return failure();
+        s.operands = {id(input)};
+        if (residual)
+          s.operands.push_back(id(residual));
+        s.results = {newValue(o->getResult(0), Kind::Temp, -1,
+                              like(o->getResult(0), input))};
+        return success();
+      })
+      .Case([&](SplitOp sp) -> LogicalResult {
+        if (!known(sp.getInput()))
+          return sp.emitError("the CPU backend splits activations only");
+        rt::Step &s = step(sp, rt::OpCode::Copy);
+        s.ints.push_back(sp.getAxis());
+        for (int64_t size : sp.getSizes())
+          s.ints.push_back(size);
+        s.operands = {id(sp.getInput())};
+        for (Value r : sp.getResults())
+          s.results.push_back(
+              newValue(r, Kind::Temp, -1, like(r, sp.getInput())));
+        return success();
+      })
+      .Case<SplitHeadsOp, MergeHeadsOp, tensor::CollapseShapeOp,
+            tensor::ExpandShapeOp>([&](Operation *o) -> LogicalResult {
+        Value in = o->getOperand(0), out = o->getResult(0);
+        auto outType = cast<RankedTensorType>(out.getType());
+        auto inType = cast<RankedTensorType>(in.getType());
+        Dims shape;
+        if (auto c = dyn_cast<tensor::CollapseShapeOp>(o)) {
+          for (ReassociationIndices group : c.getReassociationIndices()) {
+            rt::DimExpr d = rt::DimExpr::of(1);
+            for (int64_t i : group)
+              d = product(d, dim(in, i));
+            shape.push_back(d);
+          }
+        } else if (auto e = dyn_cast<tensor::ExpandShapeOp>(o)) {
+          auto mixed = e.getMixedOutputShape();
+          for (OpFoldResult ofr : mixed) {
+            if (auto attr = dyn_cast<Attribute>(ofr)) {
+              shape.push_back(
+                  rt::DimExpr::of(cast<IntegerAttr>(attr).getInt()));
+              continue;
+            }
+            FailureOr<rt::DimExpr> d = indexValue(cast<Value>(ofr));
+            if (failed(d))
+              return e.emitError("the CPU backend cannot size this reshape");
+            shape.push_back(*d);
+          }
+        } else {
+          // Heads split or merge the trailing axes; leading dims carry over.
+          for (int64_t i = 0; i < outType.getRank(); ++i)
+            shape.push_back(!outType.isDynamicDim(i)
+                                ? rt::DimExpr::of(outType.getDimSize(i))
+                                : dim(in, i));
+          (void)inType;
+        }
+        if (!known(in))
+          return o->emitError("the CPU backend reshapes activations only");
+        rt::Step &s = step(o, rt::OpCode::Alias);
+        s.operands = {id(in)};
+        s.results = {newValue(out, Kind::Alias, id(in), shape)};
+        return success();
+      })
+      .Case([&](RopeOp r) -> LogicalResult {
+        rt::Step &s = step(r, rt::OpCode::Rope);
+        RopeAttr rope = r.getRope();
+        s.ints = {rope.getDim(), static_cast<int64_t>(rope.getStyle())};
+        s.floats = {rope.getAttentionScaling()};
+        for (float f : rope.computeInvFreq())
+          s.floats.push_back(f);
+        s.operands = {id(r.getInput()), id(r.getPositions())};
+        s.results = {newValue(r.getResult(), Kind::Temp, -1,
+                              like(r.getResult(), r.getInput()))};
+        return success();
+      })
+      .Case([&](CacheUpdateOp c) -> LogicalResult {
+        int32_t cache = cacheOf(c.getCache());
+        if (cache < 0)
+          return c.emitError("the CPU backend updates caches passed as "
+                             "function arguments only");
+        rt::Step &s = step(c, rt::OpCode::CacheUpdate);
+        s.operands = {id(c.getCache()), id(c.getPositions()),
+                      id(c.getUpdate())};
+        Dims shape = plan.values[cache].shape;
+        s.results = {newValue(c.getResult(), Kind::Alias, cache, shape)};
+        return success();
+      })
+      .Case([&](AttentionOp a) -> LogicalResult {
+        int32_t k = cacheOf(a.getK()), v = cacheOf(a.getV());
+        if (k < 0 || v < 0)
+          return a.emitError("the CPU backend attends over KV caches only "
+                             "(k and v from ds.cache_update)");
+        rt::Step &s = step(a, rt::OpCode::Attention);
+        s.ints = {a.getSlidingWindow()
+                      ? static_cast<int64_t>(*a.getSlidingWindow())
+                      : 0};
+        s.floats = {a.getScale().convertToDouble()};
+        s.operands = {id(a.getQ()), k, v, id(a.getPositions())};
+        s.results = {newValue(a.getResult(), Kind::Temp, -1,
+                              like(a.getResult(), a.getQ()))};
+        return success();
+      })
+      .Case([&](MLAAttentionOp a) -> LogicalResult {
+        int32_t ckv = cacheOf(a.getCKv()), kpe = cacheOf(a.getKPe());
+        if (ckv < 0 || kpe < 0)
+          return a.emitError("the CPU backend attends over latent caches "
+                             "only (c_kv and k_pe from ds.cache_update)");
+        rt::Step &s = step(a, rt::OpCode::MLAAttention);
+        if (failed(weight(s, a.getKvB(), a, false)))
+          return failure();
+        s.floats = {a.getScale().convertToDouble()};
+        s.operands = {id(a.getQNope()), id(a.getQPe()), ckv, kpe,
+                      id(a.getPositions())};
+        s.results = {newValue(a.getResult(), Kind::Temp, -1,
+                              like(a.getResult(), a.getQNope()))};
+        return success();
+      })
+      .Case([&](FusedRouterOp r) -> LogicalResult {
+        rt::Step &s = step(r, rt::OpCode::Router);
+        if (failed(weight(s, r.getWeight(), r, true)))
+          return failure();
+        if (r.getBias() && failed(weight(s, r.getBias(), r, false)))
+          return failure();
+        RoutingAttr routing = r.getRouting();
+        s.ints = {routing.getNumExperts(),
+                  routing.getTopK(),
+                  routing.getScoring() == ScoringFunc::sigmoid,
+                  routing.getNGroup(),
+                  routing.getTopkGroup(),
+                  routing.getGroupScore() == GroupScore::max,
+                  routing.getNormTopkProb(),
+                  r.getBias() ? 1 : 0};
+        for (int64_t k : routing.getKept())
+          s.ints.push_back(k);
+        s.floats = {routing.getNormEpsilon().convertToDouble(),
+                    routing.getRoutedScalingFactor().convertToDouble()};
+        s.operands = {id(r.getInput())};
+        s.results = {newValue(r.getWeights(), Kind::Temp, -1,
+                              like(r.getWeights(), r.getInput())),
+                     newValue(r.getIndices(), Kind::Temp, -1,
+                              like(r.getIndices(), r.getInput()))};
+        return success();
+      })
+      .Case([&](FusedMoEOp m) -> LogicalResult {
+        auto idxType = cast<RankedTensorType>(m.getIndices().getType());
+        if (!idxType.getElementType().isInteger(32))
+          return m.emitError("the CPU backend needs i32 expert indices");
+        rt::Step &s = step(m, rt::OpCode::MoE);
+        if (failed(weight(s, m.getGateUp(), m, true)) ||
+            failed(weight(s, m.getDown(), m, true)))
+          return failure();
+        RankedTensorType down = getLogicalTensorType(m.getDown().getType());
+        s.ints = {down.getDimSize(2), static_cast<int64_t>(m.getActivation())};
+        if (failed(actQuant(s, m.getInputQuantAttr())) ||
+            failed(actQuant(s, m.getHiddenQuantAttr())))
+          return failure();
+        s.operands = {id(m.getInput()), id(m.getWeights()), id(m.getIndices())};
+        s.results = {newValue(m.getResult(), Kind::Temp, -1,
+                              like(m.getResult(), m.getInput()))};
+        return success();
+      })
+      .Case([&](FusedElementwiseOp e) -> LogicalResult {
+        FailureOr<std::string> sym = kernels.addElementwise(e);
+        if (failed(sym))
+          return failure();
+        rt::Step &s = step(e, rt::OpCode::Elementwise);
+        s.kernel = *sym;
+        // Each dynamic result dim comes from an input with that dim
+        // (right-aligned) not broadcast.
+        auto outType = cast<RankedTensorType>(e.getResult().getType());
+        Dims shape;
+        for (int64_t i = 0; i < outType.getRank(); ++i) {
+          if (!outType.isDynamicDim(i)) {
+            shape.push_back(rt::DimExpr::of(outType.getDimSize(i)));
+            continue;
+          }
+          std::optional<rt::DimExpr> found;
+          for (Value in : e.getInputs()) {
+            auto t = cast<RankedTensorType>(in.getType());
+            int64_t a = i - (outType.getRank() - t.getRank());
+            if (a >= 0 && t.isDynamicDim(a)) {
+              found = dim(in, a);
+              break;
+            }
+          }
+          if (!found)
+            return e.emitError("cannot size the result of this kernel");
+          shape.push_back(*found);
+        }
+        for (Value in : e.getInputs()) {
+          if (!known(in))
+            return e.emitError("the CPU backend needs run-time operands "
+                               "here, not weights");
+          s.operands.push_back(id(in));
+        }
+        s.results = {newValue(e.getResult(), Kind::Temp, -1, shape)};
+        return success();
+      })
+      .Default([&](Operation *o) {
+        return o->emitError("the CPU backend has no lowering for '")
+               << o->getName()
+               << "' (run ds-optimize first: it fuses MoE blocks, routers "
+                  "and elementwise chains into ops the backend runs)";
+      });
+}
+
+} // namespace
+
+FailureOr<PlanBuildResult>
+mlir::ds::buildPlan(ModuleOp module, const ::ds::Checkpoint &checkpoint,
+                    KernelModule &kernels, ArrayRef<std::string> functions) {
+  PlanBuildResult result;
+  WeightTable weights(checkpoint);
+  if (auto info = module->getAttrOfType<DictionaryAttr>("ds.model")) {
+    if (auto a = info.getAs<StringAttr>("arch"))
+      result.plan.arch = a.str();
+    if (auto v = info.getAs<IntegerAttr>("vocab_size"))
+      result.plan.vocabSize = v.getInt();
+    if (auto m = info.getAs<IntegerAttr>("max_cache_len"))
+      result.plan.maxCacheLen = m.getInt();
+  }
+  for (auto fn : module.getOps<func::FuncOp>()) {
+    if (fn.isExternal())
+      continue;
+    if (!functions.empty() &&
+        !llvm::is_contained(functions, fn.getSymName().str()))
+      continue;
+    FunctionBuilder builder(fn, weights, kernels, result.plan.caches);
+    FailureOr<rt::FunctionPlan> plan = builder.build();
+    if (failed(plan))
+      return failure();
+    result.plan.functions.push_back(std::move(*plan));
+  }
+  if (result.plan.functions.empty())
+    return module.emitError("no function to compile");
+  result.plan.weights = std::move(weights.infos);
+  result.weights = std::move(weights.data);
+  return result;
+}

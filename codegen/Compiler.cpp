@@ -1,0 +1,289 @@
+//===- Compiler.cpp - ds modules to runnable CPU code ---------------------===//
+
+#include "codegen/Compiler.h"
+#include "codegen/CPU/KernelGen.h"
+#include "codegen/CPU/PlanBuilder.h"
+#include "passes/Passes.h"
+
+#include "mlir/IR/OwningOpRef.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+using namespace mlir;
+using namespace mlir::ds;
+namespace rt = ::ds::rt;
+
+namespace {
+/// The module codegen lowers: a copy with every elementwise op (fused or
+/// not) as a ds.fused_elementwise.
+FailureOr<OwningOpRef<ModuleOp>> prepare(ModuleOp module) {
+  OwningOpRef<ModuleOp> copy(module.clone());
+  RewritePatternSet patterns(module.getContext());
+  populateFuseElementwisePatterns(patterns);
+  populateWrapElementwisePatterns(patterns);
+  if (failed(applyPatternsGreedily(*copy, std::move(patterns))))
+    return module.emitError("elementwise fusion did not converge");
+  return copy;
+}
+
+struct Built {
+  OwningOpRef<ModuleOp> prepared;
+  std::unique_ptr<KernelModule> kernels;
+  PlanBuildResult result;
+};
+
+FailureOr<Built> build(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
+  Built b;
+  FailureOr<OwningOpRef<ModuleOp>> prepared = prepare(module);
+  if (failed(prepared))
+    return failure();
+  b.prepared = std::move(*prepared);
+  b.kernels = std::make_unique<KernelModule>(module.getContext());
+  FailureOr<PlanBuildResult> r = buildPlan(*b.prepared, checkpoint, *b.kernels);
+  if (failed(r))
+    return failure();
+  b.result = std::move(*r);
+  if (failed(b.kernels->lowerToLLVM()))
+    return module.emitError("lowering the generated kernels failed");
+  return b;
+}
+} // namespace
+
+FailureOr<CompiledArtifact>
+mlir::ds::compileModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
+  FailureOr<Built> b = build(module, checkpoint);
+  if (failed(b))
+    return failure();
+  CompiledArtifact a;
+  a.plan = std::move(b->result.plan);
+  a.weights = std::move(b->result.weights);
+  a.target = hostTarget();
+  if (!b->kernels->empty()) {
+    std::string error;
+    if (failed(emitSharedObject(b->kernels->module(), a.code, error)))
+      return module.emitError(error);
+  }
+  return a;
+}
+
+FailureOr<std::shared_ptr<rt::Model>>
+mlir::ds::jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
+  FailureOr<Built> b = build(module, checkpoint);
+  if (failed(b))
+    return failure();
+  std::shared_ptr<ExecutionEngine> engine;
+  if (!b->kernels->empty()) {
+    std::string error;
+    auto jit = jitKernels(b->kernels->module(), error);
+    if (failed(jit))
+      return module.emitError(error);
+    engine = std::move(*jit);
+  }
+  ExecutionEngine *e = engine.get();
+  auto model = rt::Model::fromParts(
+      std::move(b->result.plan), std::move(b->result.weights),
+      [e](const std::string &sym) -> void * {
+        if (!e)
+          return nullptr;
+        auto f = e->lookup(sym);
+        if (!f) {
+          llvm::consumeError(f.takeError());
+          return nullptr;
+        }
+        return *f;
+      },
+      std::static_pointer_cast<void>(engine));
+  if (!model.ok())
+    return module.emitError(std::string(model.status().message()));
+  return *model;
+}
+
+//===----------------------------------------------------------------------===//
+// From files, through the cache
+//===----------------------------------------------------------------------===//
+
+#include "dialects/InitAllDialects.h"
+#include "ds/runtime.h"
+#include "frontends/HF/Importer.h"
+#include "interpreter/Interpreter.h"
+#include "passes/Pipelines/Pipelines.h"
+
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+LoadedModule::~LoadedModule() {
+  for (const std::string &f : temporaries)
+    llvm::sys::fs::remove(f);
+}
+
+FailureOr<std::unique_ptr<LoadedModule>>
+mlir::ds::loadForCompile(MLIRContext &context, const std::string &path,
+                         const std::string &weights,
+                         const CompileOptions &options) {
+  auto out = std::make_unique<LoadedModule>();
+  std::string weightsPath = weights;
+  Location loc = FileLineColLoc::get(&context, path, 0, 0);
+  if (llvm::sys::fs::is_directory(path)) {
+    hf::ImportOptions importOptions;
+    importOptions.maxCacheLen = options.maxCacheLen;
+    out->module = hf::importModelDirectory(context, path, importOptions);
+    if (!out->module)
+      return failure();
+    if (weightsPath.empty())
+      weightsPath = path;
+  } else {
+    out->module = parseSourceFile<ModuleOp>(path, &context);
+    if (!out->module)
+      return failure();
+  }
+  if (!options.noOptimize) {
+    std::string text = options.optimize;
+    bool quantizes = text.find("quantize=") != std::string::npos &&
+                     text.find("quantize=none") == std::string::npos;
+    if (quantizes && text.find("quantized-weights=") == std::string::npos) {
+      llvm::SmallString<128> tmp;
+      if (llvm::sys::fs::createTemporaryFile("ds-quantized", "safetensors",
+                                             tmp))
+        return emitError(loc, "cannot create a temporary weights file");
+      out->temporaries.push_back(tmp.str().str());
+      text += " quantized-weights=" + tmp.str().str();
+      if (text.find("weights=") == 0 ||
+          text.find(" weights=") == std::string::npos)
+        if (!weightsPath.empty())
+          text += " weights=" + weightsPath;
+    }
+    auto parsed = OptimizeOptions::createFromString(text);
+    if (!parsed)
+      return emitError(loc, "bad ds-optimize options: ") << options.optimize;
+    PassManager pm(&context);
+    if (failed(buildOptimizePipeline(pm, *parsed, [&](const Twine &msg) {
+          return emitError(loc, msg);
+        })))
+      return failure();
+    if (failed(pm.run(*out->module)))
+      return failure();
+  }
+  std::string error;
+  auto checkpoint = openModuleCheckpoint(*out->module, weightsPath, error);
+  if (failed(checkpoint))
+    return emitError(loc, error);
+  out->checkpoint = std::move(*checkpoint);
+  return out;
+}
+
+namespace {
+/// What the cache key covers for a path: file contents for small files
+/// (config, IR), size and modification time for weights.
+void hashPath(const std::string &path, uint64_t &h) {
+  auto mix = [&](const std::string &s) {
+    h = rt::fnv1a(s.data(), s.size(), h);
+  };
+  llvm::sys::fs::file_status st;
+  std::vector<std::string> files;
+  if (llvm::sys::fs::is_directory(path)) {
+    std::error_code ec;
+    for (llvm::sys::fs::directory_iterator it(path, ec), end; it != end && !ec;
+         it.increment(ec))
+      files.push_back(it->path());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(path);
+  }
+  for (const std::string &f : files) {
+    mix(f);
+    if (llvm::sys::fs::status(f, st))
+      continue;
+    if (st.getSize() < (1u << 20) &&
+        !llvm::StringRef(f).ends_with(".safetensors")) {
+      std::ifstream in(f, std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      mix(ss.str());
+    } else {
+      mix(std::to_string(st.getSize()) + ":" +
+          std::to_string(
+              st.getLastModificationTime().time_since_epoch().count()));
+    }
+  }
+}
+
+std::string cacheDirectory(const CompileOptions &options) {
+  if (!options.cacheDir.empty())
+    return options.cacheDir;
+  if (const char *env = std::getenv("DS_CACHE_DIR"))
+    return env;
+  if (const char *home = std::getenv("HOME"))
+    return std::string(home) + "/.cache/ds";
+  return "";
+}
+} // namespace
+
+absl::StatusOr<std::shared_ptr<rt::Model>>
+mlir::ds::compileCached(const std::string &path, const std::string &weights,
+                        const CompileOptions &options, bool *cacheHit) {
+  if (cacheHit)
+    *cacheHit = false;
+  rt::TargetInfo target = hostTarget();
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto mix = [&](const std::string &s) {
+    h = rt::fnv1a(s.data(), s.size(), h);
+  };
+  mix(std::string("ds-artifact-v1:") + ds_version_string());
+  mix(target.triple + target.cpu + target.features);
+  mix(options.optimize + (options.noOptimize ? ":raw" : ":opt") + ":" +
+      std::to_string(options.maxCacheLen));
+  hashPath(path, h);
+  if (!weights.empty())
+    hashPath(weights, h);
+  std::string dir = cacheDirectory(options);
+  std::string entry;
+  if (!dir.empty() && dir != "off") {
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    entry = dir + "/" + hex + ".dsa";
+    if (llvm::sys::fs::exists(entry)) {
+      auto model = rt::Model::load(entry);
+      if (model.ok()) {
+        if (cacheHit)
+          *cacheHit = true;
+        return model;
+      }
+      // Corrupted, truncated or stale: rebuild it.
+      llvm::sys::fs::remove(entry);
+    }
+  }
+  DialectRegistry registry;
+  mlir::ds::registerAllDialects(registry);
+  MLIRContext context(registry);
+  std::string diagnostics;
+  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &d) {
+    llvm::raw_string_ostream os(diagnostics);
+    os << d.getLocation() << ": " << d << "\n";
+    return success();
+  });
+  auto loaded = loadForCompile(context, path, weights, options);
+  if (failed(loaded))
+    return absl::InvalidArgumentError(diagnostics);
+  if (entry.empty()) {
+    auto model = jitModule(*(*loaded)->module, *(*loaded)->checkpoint);
+    if (failed(model))
+      return absl::InvalidArgumentError(diagnostics);
+    return *model;
+  }
+  auto artifact = compileModule(*(*loaded)->module, *(*loaded)->checkpoint);
+  if (failed(artifact))
+    return absl::InvalidArgumentError(diagnostics);
+  llvm::sys::fs::create_directories(dir);
+  absl::Status written =
+      rt::writeArtifact(entry, artifact->plan, artifact->target, artifact->code,
+                        artifact->weights);
+  if (!written.ok())
+    return written;
+  return rt::Model::load(entry);
+}

@@ -1,0 +1,82 @@
+//===- Compiler.h - ds modules to runnable CPU code ---------------*- C++
+//-*-===//
+//
+// The compiler's entry points: an optimized ds module (plus its checkpoint)
+// becomes an execution plan, packed weights and generated kernels, either
+// JIT-compiled into this process (ORC, through mlir::ExecutionEngine) as a
+// runtime Model, or written as an artifact file that the compiler-free
+// runtime loads. `compileCached` does the whole path from a model directory
+// or .mlir file, through a persistent on-disk cache.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_CODEGEN_COMPILER_H
+#define DS_CODEGEN_COMPILER_H
+
+#include "ds/rt/Executor.h"
+#include "ds/support/SafeTensors.h"
+
+#include "mlir/IR/BuiltinOps.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mlir::ds {
+
+struct CompiledArtifact {
+  ::ds::rt::ModelPlan plan;
+  ::ds::rt::TargetInfo target;
+  std::string code;    ///< ELF shared object with the generated kernels
+  std::string weights; ///< the weights section
+};
+
+/// Plan + weights + shared object. Errors are emitted as diagnostics.
+FailureOr<CompiledArtifact> compileModule(ModuleOp module,
+                                          const ::ds::Checkpoint &checkpoint);
+
+/// Plan + weights, kernels JIT-compiled in process (no file, no linker).
+FailureOr<std::shared_ptr<::ds::rt::Model>>
+jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint);
+
+struct CompileOptions {
+  /// ds-optimize options (e.g. "quantize=int8"); applied before codegen
+  /// when the input is not optimized already. Empty: ds-optimize defaults.
+  std::string optimize;
+  /// Skip ds-optimize (the module is optimized already).
+  bool noOptimize = false;
+  /// Max cache length for imported models.
+  int64_t maxCacheLen = 0;
+  /// Cache directory ("" = $DS_CACHE_DIR or ~/.cache/ds; "off" disables).
+  std::string cacheDir;
+};
+
+/// A module ready for codegen and its weights.
+struct LoadedModule {
+  OwningOpRef<ModuleOp> module;
+  std::unique_ptr<::ds::Checkpoint> checkpoint;
+  /// Files to delete once compiled (quantized weights written on the way).
+  std::vector<std::string> temporaries;
+  ~LoadedModule();
+};
+
+/// Reads a model directory (imported) or a .mlir file, opens its weights
+/// (`weights`, else the module's ds.weight_files / the directory) and runs
+/// ds-optimize with `options.optimize` unless `options.noOptimize`.
+/// Errors are emitted as diagnostics.
+FailureOr<std::unique_ptr<LoadedModule>>
+loadForCompile(MLIRContext &context, const std::string &path,
+               const std::string &weights, const CompileOptions &options);
+
+/// Compiles a Hugging Face model directory or a .mlir file (weights from
+/// `weights`, else its ds.weight_files / the directory) into a Model,
+/// reusing a cached artifact keyed by the inputs, the options, the host
+/// target and the ds version. `cacheHit` tells which path ran. A corrupted
+/// or stale cache entry is rebuilt.
+absl::StatusOr<std::shared_ptr<::ds::rt::Model>>
+compileCached(const std::string &path, const std::string &weights,
+              const CompileOptions &options, bool *cacheHit = nullptr);
+
+} // namespace mlir::ds
+
+#endif // DS_CODEGEN_COMPILER_H

@@ -1,0 +1,125 @@
+//===- Executor.h - loaded models, KV caches and plan execution --*- C++
+//-*-===//
+//
+// A Model is an artifact in memory: the plan, the weights (memory-mapped from
+// the file, or owned when the compiler hands them over in process), and the
+// generated kernels (the artifact's shared object loaded from a memfd, or
+// function pointers from the compiler's JIT). A KVCache holds every cache of
+// a model for a number of sequence slots. An Executor runs a model function
+// on host tensors: it evaluates the shapes, plans memory for them (cached
+// per shape), and runs the steps in one pre-faulted arena.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_RT_EXECUTOR_H
+#define DS_RT_EXECUTOR_H
+
+#include "ds/rt/Kernels.h"
+#include "ds/rt/MemoryPlanner.h"
+#include "ds/rt/Plan.h"
+#include "ds/support/HostTensor.h"
+
+#include "absl/status/statusor.h"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ds::rt {
+class ThreadPool;
+
+class Model {
+public:
+  /// Finds a generated kernel by symbol; null when missing.
+  using SymbolResolver = std::function<void *(const std::string &)>;
+
+  /// Loads an artifact file (checks magic, sizes, checksums, the target).
+  static absl::StatusOr<std::shared_ptr<Model>> load(const std::string &path);
+  /// A model from parts made in this process (the compiler's JIT): `keep`
+  /// owns whatever `resolve` returns pointers into.
+  static absl::StatusOr<std::shared_ptr<Model>>
+  fromParts(ModelPlan plan, std::string weights, SymbolResolver resolve,
+            std::shared_ptr<void> keep);
+  ~Model();
+
+  const ModelPlan &plan() const { return plan_; }
+  /// Raw weight bytes of table entry i.
+  const void *weightData(int32_t i) const { return weightPtrs[i]; }
+  /// GEMM view of a packed weight (one per expert).
+  const std::vector<kernels::PackedWeight> &packed(int32_t i) const {
+    return packedViews[i];
+  }
+  /// Generated kernel of a step, resolved at load time.
+  using Kernel = void (*)(void **);
+  Kernel kernel(const std::string &symbol) const;
+
+private:
+  Model() = default;
+  absl::Status bind(SymbolResolver resolve);
+
+  ModelPlan plan_;
+  std::string ownedWeights;
+  const uint8_t *weightsBase = nullptr;
+  uint64_t weightsSize = 0;
+  std::vector<const void *> weightPtrs;
+  std::vector<std::vector<kernels::PackedWeight>> packedViews;
+  std::map<std::string, Kernel> kernels_;
+  void *mapping = nullptr;
+  size_t mappingSize = 0;
+  void *library = nullptr;
+  std::shared_ptr<void> keep;
+};
+
+/// The KV caches of a model for `slots` sequences.
+class KVCache {
+public:
+  static absl::StatusOr<KVCache> create(const ModelPlan &plan, int64_t slots);
+  int64_t numSlots() const { return slots; }
+  float *data(int32_t cache) { return storage[cache].data(); }
+  /// Floats per slot of cache i.
+  int64_t slotSize(int32_t cache) const { return slotFloats[cache]; }
+  /// Zeroes one slot (a new sequence).
+  void clearSlot(int64_t slot);
+
+private:
+  int64_t slots = 0;
+  std::vector<std::vector<float>> storage;
+  std::vector<int64_t> slotFloats;
+};
+
+class Executor {
+public:
+  Executor(std::shared_ptr<const Model> model, ThreadPool *pool = nullptr);
+  ~Executor();
+  Executor(Executor &&) noexcept;
+
+  /// Runs `function`. `inputs` are its non-cache arguments in order; batch
+  /// row b of every cache it touches is slot `slots[b]` of `cache`.
+  /// Returns the non-cache results.
+  absl::StatusOr<std::vector<HostTensor>>
+  run(const std::string &function,
+      const std::vector<const HostTensor *> &inputs, KVCache *cache,
+      const std::vector<int64_t> &slots);
+
+  /// Bytes of the arena the last run used.
+  uint64_t arenaBytes() const { return arena.size(); }
+
+private:
+  struct Prepared;
+  absl::StatusOr<const Prepared *>
+  prepare(const FunctionPlan &fn,
+          const std::vector<std::vector<int64_t>> &shapes);
+
+  std::shared_ptr<const Model> model;
+  ThreadPool *pool;
+  Arena arena;
+  std::map<std::pair<std::string, std::vector<int64_t>>,
+           std::unique_ptr<Prepared>>
+      prepared;
+};
+
+} // namespace ds::rt
+
+#endif // DS_RT_EXECUTOR_H

@@ -1,0 +1,163 @@
+//===- Kernels.h - the runtime's hand-written CPU kernels --------*- C++
+//-*-===//
+//
+// The microkernels the execution plan calls for what generated code does not
+// do at good speed (IREE's ukernel approach): packed GEMM/GEMV (f32 and int8
+// weight-only, dequantized in registers), attention over a slot-indexed KV
+// cache (MHA/GQA and DeepSeek's MLA in absorbed form), RoPE, RMSNorm, the MoE
+// router and the grouped expert FFN that only touches experts that received
+// tokens. Elementwise chains are not here: the compiler generates them.
+//
+// Activations are row-major f32. Every kernel computes what the reference
+// interpreter computes (interpreter/Interpreter.cpp), to 1e-4 relative.
+//
+// KV caches are slot-indexed: a cache is [slots, maxLen, row] and batch row b
+// of an op reads and writes slot `slots[b]`. The runtime maps sequences to
+// slots, so a batch can mix sequences, and several rows may share one slot
+// (tokens of one prompt packed as rows of length 1).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_RT_KERNELS_H
+#define DS_RT_KERNELS_H
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+namespace ds::rt {
+class ThreadPool;
+}
+
+namespace ds::rt::kernels {
+
+/// Columns per packed panel: one AVX-512 register of f32.
+constexpr int64_t kPanel = 16;
+
+/// Weight storage the GEMM kernels read.
+enum class WeightFormat : uint32_t {
+  /// f32, [ceil(N/16)][K][16]: panel p holds rows 16p..16p+15, K-major.
+  F32 = 0,
+  /// int8 per-output-row scales, same panel layout in int8, followed by
+  /// ceil(N/16)*16 f32 scales. Dequantized in registers.
+  I8 = 1,
+};
+
+/// A [N, K] GEMM weight (y = x Wᵀ) in packed form. `data` is 64-byte aligned.
+struct PackedWeight {
+  WeightFormat format = WeightFormat::F32;
+  int64_t n = 0, k = 0;
+  const void *data = nullptr;
+};
+
+/// Bytes `packWeight*` writes for an [n, k] weight.
+size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k);
+/// Packs row-major f32 [n, k] into `out` (packedWeightBytes(F32) bytes).
+void packWeightF32(const float *w, int64_t n, int64_t k, void *out);
+/// Packs row-major int8 [n, k] with per-row `scales` [n] into `out`.
+void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
+                  void *out);
+
+/// c[m, n] (row stride ldc) = a[m, k] (row stride lda) · Wᵀ (+ bias[n]).
+/// Splits columns over `pool` when it is given and the work is large enough.
+void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
+          const float *bias, float *c, int64_t ldc, ThreadPool *pool = nullptr);
+
+/// Activation functions, numbered as ds::Activation (#ds.activation).
+enum class Act : int32_t {
+  Silu = 0,
+  Gelu = 1,
+  GeluTanh = 2,
+  Relu = 3,
+  Sigmoid = 4
+};
+float activate(Act act, float x);
+
+/// y[r, :] = w * (x[r, :] * rsqrt(mean(x[r, :]^2) + eps)), r < rows, d wide.
+void rmsNorm(const float *x, const float *w, int64_t rows, int64_t d,
+             double eps, float *y);
+
+/// y[r, c] = act(x[r, c]) * x[r, half + c] for c < half; x rows are 2*half.
+void glu(const float *x, int64_t rows, int64_t half, Act act, float *y);
+
+/// out[i, :] = table[ids[i], :]; returns the index of the first id outside
+/// [0, vocab) or -1.
+int64_t embedding(const float *table, int64_t vocab, int64_t h,
+                  const int64_t *ids, int64_t n, float *out);
+
+/// Rotary embedding in place over the first `dim` features of every head:
+/// x is [tokens, heads, dFull], positions [tokens]. `invFreq` has dim/2
+/// entries; cos and sin are multiplied by `scaling` (YaRN's mscale).
+/// style: 0 rotate_half, 1 interleaved, 2 deinterleave (ds::RopeStyle).
+void rope(float *x, int64_t tokens, int64_t heads, int64_t dFull, int64_t dim,
+          const float *invFreq, float scaling, int32_t style,
+          const int64_t *positions);
+
+/// cache[slots[b], positions[b, s], :] = update[b, s, :] for b < batch,
+/// s < seq; cache rows are `row` floats, maxLen rows per slot.
+void cacheUpdate(float *cache, int64_t maxLen, int64_t row,
+                 const int64_t *slots, const float *update,
+                 const int64_t *positions, int64_t batch, int64_t seq);
+
+/// Causal attention. q [batch, seq, heads, d]; caches k [slots, maxLen,
+/// kvHeads, d] and v [slots, maxLen, kvHeads, dv]; query (b, s) at position p
+/// attends to cache rows [max(0, p - window + 1), p] of slot slots[b]
+/// (window 0: no window). out [batch, seq, heads, dv].
+void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
+               int64_t d, const float *k, const float *v, int64_t maxLen,
+               int64_t kvHeads, int64_t dv, const int64_t *slots,
+               const int64_t *positions, int64_t window, double scale,
+               float *out, ThreadPool *pool = nullptr);
+
+/// DeepSeek MLA in absorbed form. qNope [batch, seq, heads, dn], qPe
+/// [batch, seq, heads, dr]; latent cache cKv [slots, maxLen, rank], kPe
+/// [slots, maxLen, dr]; kvB row-major [heads * (dn + dv), rank] (per head, dn
+/// key rows then dv value rows). Equals expanding keys k = [cKv kvBᵀ, kPe]
+/// and values, then causal attention. out [batch, seq, heads, dv].
+void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
+                  int64_t seq, int64_t heads, int64_t dn, int64_t dr,
+                  const float *cKv, const float *kPe, int64_t maxLen,
+                  int64_t rank, const float *kvB, int64_t dv,
+                  const int64_t *slots, const int64_t *positions, double scale,
+                  float *out, ThreadPool *pool = nullptr);
+
+/// The MoE router's configuration (#ds.routing).
+struct RouterConfig {
+  int64_t numExperts = 0; ///< scored experts (all, before pruning)
+  int64_t topK = 0;
+  bool sigmoid = false; ///< scoring: sigmoid, else softmax
+  int64_t nGroup = 1, topkGroup = 1;
+  bool groupScoreMax = false; ///< group score: max, else sum of the top two
+  bool normTopkProb = false;
+  double normEpsilon = 0.0;
+  double scalingFactor = 1.0;
+  /// Kept experts (sorted global ids) when the model was pruned; null: all.
+  const int64_t *kept = nullptr;
+  int64_t numKept = 0;
+};
+
+/// Routes n tokens from logits [n, numExperts] (+ bias [numExperts]):
+/// weights [n, topK] and indices [n, topK] (kept-expert numbering).
+void route(const float *logits, const float *bias, int64_t n,
+           const RouterConfig &config, float *weights, int32_t *indices);
+
+/// The routed experts of a fused MoE. y[t] = Σ_j weights[t, j] ·
+/// down_e(act(gate_e x_t) * up_e x_t) with e = indices[t, j]. gateUp[e] is
+/// [2I, H] (gate rows then up rows), down[e] is [H, I]. Only experts that
+/// received tokens are computed, each once over all its tokens.
+/// `hidden`, when set, rewrites each expert's [rows, inter] hidden
+/// activations before the down projection (activation quantization).
+/// Returns the first index outside [0, numExperts) or -1 (nothing written).
+int64_t
+moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
+           const int32_t *indices, int64_t topK, int64_t numExperts,
+           const PackedWeight *gateUp, const PackedWeight *down, int64_t inter,
+           Act act, float *y, ThreadPool *pool = nullptr,
+           const std::function<void(float *, int64_t, int64_t)> &hidden = {});
+
+/// Whether the CPU has the AVX-512 kernels' features (else AVX2 kernels run).
+bool hasAvx512();
+
+} // namespace ds::rt::kernels
+
+#endif // DS_RT_KERNELS_H

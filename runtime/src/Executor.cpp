@@ -1,0 +1,751 @@
+//===- Executor.cpp - artifact loading and plan execution -----------------===//
+//
+// Step layouts (ints / floats / weights), as codegen/CPU/PlanBuilder.cpp
+// writes them:
+//   Embedding    operands [ids]                 weights [table]
+//   RMSNorm      operands [x]                   weights [w]   floats [eps]
+//   Linear       operands [x (, residual)]      weights [W (, bias) (, norm)]
+//                ints [hasNorm, hasBias, act or -1, gated, hasResidual,
+//                      quant storage or -1, quant group]
+//                floats [normEps, quant scale (0: dynamic)]
+//   Copy         operands [x] results [pieces]  ints [axis, sizes...]
+//   Rope         operands [x, positions]        ints [dim, style]
+//                floats [scaling, invFreq...]
+//   CacheUpdate  operands [cache, positions, update]; result aliases cache
+//   Attention    operands [q, kCache, vCache, positions] ints [window]
+//                floats [scale]
+//   MLAAttention operands [qNope, qPe, cKv, kPe, positions] weights [kvB]
+//                floats [scale]
+//   Router       operands [x] results [weights, indices]
+//                weights [W (, bias)] ints [numExperts, topK, sigmoid, nGroup,
+//                topkGroup, groupMax, normTopk, hasBias, kept...]
+//                floats [normEps, scalingFactor]
+//   MoE          operands [x, weights, indices] weights [gateUp, down]
+//                ints [inter, act, in storage or -1, in group,
+//                      hidden storage or -1, hidden group]
+//                floats [in scale, hidden scale]
+//   Elementwise  operands [inputs...] results [out]; kernel symbol
+//   Alias        operands [x] results [y]; y shares x's buffer
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/rt/Executor.h"
+#include "ds/rt/ThreadPool.h"
+#include "ds/support/Quant.h"
+
+#include "absl/strings/str_cat.h"
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace ds::rt {
+using json = nlohmann::json;
+
+//===----------------------------------------------------------------------===//
+// Model
+//===----------------------------------------------------------------------===//
+
+Model::~Model() {
+  if (library)
+    dlclose(library);
+  if (mapping)
+    munmap(mapping, mappingSize);
+}
+
+Model::Kernel Model::kernel(const std::string &symbol) const {
+  auto it = kernels_.find(symbol);
+  return it == kernels_.end() ? nullptr : it->second;
+}
+
+absl::Status Model::bind(SymbolResolver resolve) {
+  // Weights: every entry inside the section and aligned for the kernels.
+  for (const WeightInfo &w : plan_.weights) {
+    if (w.offset > weightsSize || w.bytes > weightsSize - w.offset)
+      return absl::DataLossError("weight '" + w.name +
+                                 "' lies outside the weights section");
+    if (w.offset % 64)
+      return absl::DataLossError("weight '" + w.name + "' is not aligned");
+    int64_t elems = 1;
+    for (int64_t d : w.shape) {
+      if (d < 0 || (d > 0 && elems > (int64_t{1} << 40) / d))
+        return absl::DataLossError("weight '" + w.name + "' has a bad shape");
+      elems *= d;
+    }
+    const uint8_t *data = weightsBase + w.offset;
+    weightPtrs.push_back(data);
+    std::vector<kernels::PackedWeight> views;
+    if (w.layout == WeightLayout::Raw) {
+      if (w.bytes != static_cast<uint64_t>(elems) * elemSize(w.type))
+        return absl::DataLossError("weight '" + w.name + "' has " +
+                                   std::to_string(w.bytes) +
+                                   " bytes, its shape needs " +
+                                   std::to_string(elems * elemSize(w.type)));
+    } else {
+      if (w.shape.size() != 2 && w.shape.size() != 3)
+        return absl::DataLossError("packed weight '" + w.name +
+                                   "' is not [N, K] or [E, N, K]");
+      auto format = w.layout == WeightLayout::PackedI8
+                        ? kernels::WeightFormat::I8
+                        : kernels::WeightFormat::F32;
+      int64_t experts = w.shape.size() == 3 ? w.shape[0] : 1;
+      int64_t n = w.shape[w.shape.size() - 2], k = w.shape.back();
+      uint64_t one = (kernels::packedWeightBytes(format, n, k) + 63) & ~63ULL;
+      if (w.bytes != one * experts)
+        return absl::DataLossError("packed weight '" + w.name +
+                                   "' has the wrong size");
+      for (int64_t e = 0; e < experts; ++e)
+        views.push_back({format, n, k, data + e * one});
+    }
+    packedViews.push_back(std::move(views));
+  }
+  for (const FunctionPlan &f : plan_.functions)
+    for (const Step &s : f.steps) {
+      if (s.op != OpCode::Elementwise || kernels_.count(s.kernel))
+        continue;
+      void *sym = resolve ? resolve(s.kernel) : nullptr;
+      if (!sym)
+        return absl::NotFoundError("generated kernel '" + s.kernel + "' (for " +
+                                   s.location + ") is not in the code");
+      kernels_[s.kernel] = reinterpret_cast<Kernel>(sym);
+    }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Model>>
+Model::fromParts(ModelPlan plan, std::string weights, SymbolResolver resolve,
+                 std::shared_ptr<void> keep) {
+  std::shared_ptr<Model> m(new Model());
+  m->plan_ = std::move(plan);
+  // 64-byte alignment for the kernels: std::string's buffer is only 16.
+  m->ownedWeights.resize(weights.size() + 64);
+  auto base = reinterpret_cast<uintptr_t>(m->ownedWeights.data());
+  size_t shift = (64 - base % 64) % 64;
+  std::memcpy(m->ownedWeights.data() + shift, weights.data(), weights.size());
+  m->weightsBase = reinterpret_cast<const uint8_t *>(base + shift);
+  m->weightsSize = weights.size();
+  m->keep = std::move(keep);
+  if (absl::Status s = m->bind(std::move(resolve)); !s.ok())
+    return s;
+  return m;
+}
+
+namespace {
+std::string hostFeatureSummary() {
+  return kernels::hasAvx512() ? "avx512" : "avx2";
+}
+} // namespace
+
+absl::StatusOr<std::shared_ptr<Model>> Model::load(const std::string &path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return absl::NotFoundError("cannot open artifact " + path + ": " +
+                               std::strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(path + " is not a regular file");
+  }
+  size_t size = static_cast<size_t>(st.st_size);
+  auto fail = [&](const std::string &what) {
+    return absl::DataLossError(path + ": " + what);
+  };
+  if (size < 24) {
+    close(fd);
+    return fail("not a ds artifact (too short for the header)");
+  }
+  void *map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED)
+    return absl::UnavailableError("cannot map " + path);
+  std::shared_ptr<Model> m(new Model());
+  m->mapping = map;
+  m->mappingSize = size;
+  const auto *bytes = static_cast<const uint8_t *>(map);
+  if (std::memcmp(bytes, "DSARTIF1", 8) != 0)
+    return fail("not a ds artifact (bad magic)");
+  uint64_t len, sum;
+  std::memcpy(&len, bytes + 8, 8);
+  std::memcpy(&sum, bytes + 16, 8);
+  if (len > size - 24)
+    return fail("truncated: the header runs past the end of the file");
+  std::string header(reinterpret_cast<const char *>(bytes + 24), len);
+  if (fnv1a(header.data(), header.size()) != sum)
+    return fail("corrupted: header checksum mismatch");
+  TargetInfo target;
+  absl::StatusOr<ModelPlan> plan = planFromJson(header, &target);
+  if (!plan.ok())
+    return fail(std::string(plan.status().message()));
+  json j = json::parse(header, nullptr, false);
+  const json &x = j["extra"];
+  auto num = [&](const char *key) -> uint64_t {
+    return x.contains(key) && x[key].is_number_unsigned()
+               ? x[key].get<uint64_t>()
+               : ~uint64_t{0};
+  };
+  uint64_t codeOff = num("code_offset"), codeBytes = num("code_bytes");
+  uint64_t wOff = num("weights_offset"), wBytes = num("weights_bytes");
+  if (codeOff > size || codeBytes > size - codeOff || wOff > size ||
+      wBytes > size - wOff)
+    return fail("truncated: sections run past the end of the file");
+  if (fnv1a(bytes + codeOff, codeBytes) != num("code_checksum"))
+    return fail("corrupted: code checksum mismatch");
+  if (fnv1a(bytes + wOff, wBytes) != num("weights_checksum"))
+    return fail("corrupted: weights checksum mismatch");
+  if (target.features.find("+avx512f") != std::string::npos &&
+      !kernels::hasAvx512())
+    return absl::FailedPreconditionError(
+        path + ": compiled for a CPU with AVX-512, this one has " +
+        hostFeatureSummary());
+  m->plan_ = std::move(*plan);
+  m->weightsBase = bytes + wOff;
+  m->weightsSize = wBytes;
+  // The code: an ELF shared object, loaded from an anonymous file.
+  if (codeBytes > 0) {
+    int mfd = memfd_create("ds-kernels", MFD_CLOEXEC);
+    if (mfd < 0)
+      return absl::UnavailableError("memfd_create failed");
+    const uint8_t *p = bytes + codeOff;
+    uint64_t left = codeBytes;
+    while (left > 0) {
+      ssize_t n = write(mfd, p, left);
+      if (n <= 0) {
+        close(mfd);
+        return absl::UnavailableError("cannot stage the artifact's code");
+      }
+      p += n;
+      left -= static_cast<uint64_t>(n);
+    }
+    std::string fdPath = "/proc/self/fd/" + std::to_string(mfd);
+    m->library = dlopen(fdPath.c_str(), RTLD_NOW | RTLD_LOCAL);
+    close(mfd);
+    if (!m->library) {
+      const char *err = dlerror();
+      return fail(std::string("the code section does not load: ") +
+                  (err ? err : "unknown error"));
+    }
+  }
+  void *lib = m->library;
+  if (absl::Status s = m->bind([lib](const std::string &sym) -> void * {
+        return lib ? dlsym(lib, sym.c_str()) : nullptr;
+      });
+      !s.ok())
+    return fail(std::string(s.message()));
+  return m;
+}
+
+//===----------------------------------------------------------------------===//
+// KVCache
+//===----------------------------------------------------------------------===//
+
+absl::StatusOr<KVCache> KVCache::create(const ModelPlan &plan, int64_t slots) {
+  if (slots <= 0)
+    return absl::InvalidArgumentError("a KV cache needs at least one slot");
+  KVCache c;
+  c.slots = slots;
+  for (const CacheInfo &info : plan.caches) {
+    int64_t n = 1;
+    for (int64_t d : info.rowShape)
+      n *= d;
+    c.slotFloats.push_back(n);
+    c.storage.emplace_back(static_cast<size_t>(n * slots), 0.0f);
+  }
+  return c;
+}
+
+void KVCache::clearSlot(int64_t slot) {
+  for (size_t i = 0; i < storage.size(); ++i)
+    std::fill_n(storage[i].data() + slot * slotFloats[i], slotFloats[i], 0.0f);
+}
+
+//===----------------------------------------------------------------------===//
+// Executor
+//===----------------------------------------------------------------------===//
+
+struct Executor::Prepared {
+  std::vector<std::vector<int64_t>> shapes;
+  /// Arena offset of each Temp value (or -1).
+  std::vector<int64_t> offsets;
+  /// Value whose storage each value uses (itself unless an alias).
+  std::vector<int32_t> base;
+  uint64_t arenaSize = 0;
+};
+
+Executor::Executor(std::shared_ptr<const Model> model, ThreadPool *pool)
+    : model(std::move(model)), pool(pool) {}
+Executor::~Executor() = default;
+Executor::Executor(Executor &&) noexcept = default;
+
+namespace {
+int64_t numElements(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+/// A rank-r memref descriptor as MLIR's C interface lays it out.
+struct Descriptor {
+  std::vector<int64_t> words;
+  void *self = nullptr;
+  Descriptor(void *data, const std::vector<int64_t> &shape) {
+    size_t r = shape.size();
+    words.resize(3 + 2 * r);
+    auto ptr = reinterpret_cast<int64_t>(data);
+    words[0] = ptr;
+    words[1] = ptr;
+    words[2] = 0;
+    int64_t stride = 1;
+    for (size_t i = r; i-- > 0;) {
+      words[3 + i] = shape[i];
+      words[3 + r + i] = stride;
+      stride *= shape[i];
+    }
+    self = words.data();
+  }
+};
+
+ds::QStorage toStorage(int64_t code) { return static_cast<ds::QStorage>(code); }
+
+/// Quantize-dequantize rows of x in place as #ds.act_quant does.
+void fakeQuant(float *x, int64_t rows, int64_t cols, int64_t storage,
+               int64_t group, double scale) {
+  std::vector<int64_t> shape{rows, cols};
+  ds::QScheme q;
+  q.storage = toStorage(storage);
+  bool isStatic = scale > 0;
+  q.block = {isStatic ? 0 : 1, group};
+  ds::QuantizedTensor t =
+      isStatic ? ds::quantizeWithScale(x, shape, q, static_cast<float>(scale))
+               : ds::quantize(x, shape, q);
+  std::vector<float> back = ds::dequantize(t);
+  std::copy(back.begin(), back.end(), x);
+}
+} // namespace
+
+absl::StatusOr<const Executor::Prepared *>
+Executor::prepare(const FunctionPlan &fn,
+                  const std::vector<std::vector<int64_t>> &inputShapes) {
+  std::vector<int64_t> key;
+  for (const auto &s : inputShapes) {
+    key.push_back(static_cast<int64_t>(s.size()));
+    key.insert(key.end(), s.begin(), s.end());
+  }
+  auto found = prepared.find({fn.name, key});
+  if (found != prepared.end())
+    return found->second.get();
+
+  auto p = std::make_unique<Prepared>();
+  size_t nv = fn.values.size();
+  p->shapes.resize(nv);
+  p->offsets.assign(nv, -1);
+  p->base.resize(nv);
+  for (size_t i = 0; i < fn.inputs.size(); ++i)
+    p->shapes[fn.inputs[i]] = inputShapes[i];
+  for (size_t v = 0; v < nv; ++v) {
+    const ValueInfo &info = fn.values[v];
+    p->base[v] = info.kind == ValueInfo::Kind::Alias ? p->base[info.index]
+                                                     : static_cast<int32_t>(v);
+    if (info.kind == ValueInfo::Kind::Input)
+      continue;
+    std::vector<int64_t> shape;
+    for (const DimExpr &d : info.shape) {
+      int64_t n = d.constant;
+      for (auto [src, axis] : d.factors)
+        n *= p->shapes[src][axis];
+      if (n < 0)
+        return absl::InvalidArgumentError("a negative dim in " + fn.name);
+      shape.push_back(n);
+    }
+    p->shapes[v] = std::move(shape);
+  }
+  // Lifetimes of Temp buffers, extended by their aliases' uses; outputs
+  // live to the end.
+  int64_t numSteps = static_cast<int64_t>(fn.steps.size());
+  std::vector<int64_t> first(nv, -1), last(nv, -1);
+  for (int64_t s = 0; s < numSteps; ++s) {
+    for (int32_t r : fn.steps[s].results) {
+      int32_t b = p->base[r];
+      if (first[b] < 0)
+        first[b] = s;
+      last[b] = std::max(last[b], s);
+    }
+    for (int32_t o : fn.steps[s].operands)
+      last[p->base[o]] = std::max(last[p->base[o]], s);
+  }
+  for (int32_t o : fn.outputs)
+    last[p->base[o]] = numSteps;
+  std::vector<BufferRequest> requests;
+  std::vector<int32_t> owners;
+  for (size_t v = 0; v < nv; ++v) {
+    if (fn.values[v].kind != ValueInfo::Kind::Temp || first[v] < 0)
+      continue;
+    uint64_t bytes = static_cast<uint64_t>(numElements(p->shapes[v])) *
+                     elemSize(fn.values[v].type);
+    requests.push_back({std::max<uint64_t>(bytes, 1), 64, first[v], last[v]});
+    owners.push_back(static_cast<int32_t>(v));
+  }
+  absl::StatusOr<MemoryPlan> plan = planMemory(requests);
+  if (!plan.ok())
+    return plan.status();
+  for (size_t i = 0; i < owners.size(); ++i)
+    p->offsets[owners[i]] = static_cast<int64_t>(plan->offsets[i]);
+  p->arenaSize = plan->arenaSize;
+  const Prepared *out = p.get();
+  prepared[{fn.name, key}] = std::move(p);
+  return out;
+}
+
+absl::StatusOr<std::vector<HostTensor>>
+Executor::run(const std::string &function,
+              const std::vector<const HostTensor *> &inputs, KVCache *cache,
+              const std::vector<int64_t> &slots) {
+  const ModelPlan &mp = model->plan();
+  const FunctionPlan *fn = mp.find(function);
+  if (!fn)
+    return absl::NotFoundError("the model has no function '" + function + "'");
+  if (inputs.size() != fn->inputs.size())
+    return absl::InvalidArgumentError(
+        absl::StrCat(function, " takes ", fn->inputs.size(), " inputs, got ",
+                     inputs.size()));
+  std::vector<std::vector<int64_t>> shapes;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const ValueInfo &info = fn->values[fn->inputs[i]];
+    const HostTensor &t = *inputs[i];
+    bool typeOk = (info.type == ElemType::F32 && t.dtype == DType::F32) ||
+                  (info.type == ElemType::I64 && t.dtype == DType::I64);
+    if (!typeOk)
+      return absl::InvalidArgumentError(
+          absl::StrCat(function, " input ", i, " has element type ",
+                       std::string(dtypeName(t.dtype)), ", expected ",
+                       info.type == ElemType::F32 ? "F32" : "I64"));
+    if (t.shape.size() != info.shape.size())
+      return absl::InvalidArgumentError(
+          absl::StrCat(function, " input ", i, " has rank ", t.shape.size(),
+                       ", expected ", info.shape.size()));
+    for (size_t d = 0; d < t.shape.size(); ++d) {
+      const DimExpr &e = info.shape[d];
+      if (t.shape[d] < 0 || (e.factors.empty() && e.constant != t.shape[d]))
+        return absl::InvalidArgumentError(
+            absl::StrCat(function, " input ", i, " has shape ", t.shapeString(),
+                         ": dim ", d, " must be ", e.constant));
+    }
+    shapes.push_back(t.shape);
+  }
+  absl::StatusOr<const Prepared *> prep = prepare(*fn, shapes);
+  if (!prep.ok())
+    return prep.status();
+  const Prepared &p = **prep;
+  if (arena.size() < p.arenaSize) {
+    absl::StatusOr<Arena> a = Arena::create(p.arenaSize);
+    if (!a.ok())
+      return a.status();
+    arena = std::move(*a);
+  }
+  // Every cache value's batch must match the slot table.
+  for (size_t v = 0; v < fn->values.size(); ++v)
+    if (fn->values[v].kind == ValueInfo::Kind::Cache) {
+      if (!cache)
+        return absl::InvalidArgumentError(function + " needs a KV cache");
+      int64_t b = p.shapes[v][0];
+      if (static_cast<int64_t>(slots.size()) != b)
+        return absl::InvalidArgumentError(
+            absl::StrCat(function, " runs ", b, " sequences but ", slots.size(),
+                         " cache slots were given"));
+      for (int64_t s : slots)
+        if (s < 0 || s >= cache->numSlots())
+          return absl::InvalidArgumentError(absl::StrCat(
+              "cache slot ", s, " is outside [0, ", cache->numSlots(), ")"));
+    }
+
+  std::vector<void *> ptr(fn->values.size(), nullptr);
+  for (size_t v = 0; v < fn->values.size(); ++v) {
+    const ValueInfo &info = fn->values[v];
+    switch (info.kind) {
+    case ValueInfo::Kind::Input:
+      break;
+    case ValueInfo::Kind::Cache:
+      ptr[v] = cache->data(info.index);
+      break;
+    case ValueInfo::Kind::Temp:
+      if (p.offsets[v] >= 0)
+        ptr[v] = arena.data() + p.offsets[v];
+      break;
+    case ValueInfo::Kind::Alias:
+      break;
+    }
+  }
+  for (size_t i = 0; i < inputs.size(); ++i)
+    ptr[fn->inputs[i]] = const_cast<uint8_t *>(inputs[i]->bytes.data());
+  for (size_t v = 0; v < fn->values.size(); ++v)
+    if (fn->values[v].kind == ValueInfo::Kind::Alias)
+      ptr[v] = ptr[p.base[v]];
+
+  auto F = [&](int32_t v) { return static_cast<float *>(ptr[v]); };
+  auto I = [&](int32_t v) { return static_cast<int64_t *>(ptr[v]); };
+  auto shapeOf = [&](int32_t v) -> const std::vector<int64_t> & {
+    return p.shapes[v];
+  };
+  auto rowsOf = [&](int32_t v) {
+    const auto &s = shapeOf(v);
+    return s.empty() ? 1 : numElements(s) / std::max<int64_t>(s.back(), 1);
+  };
+  // Cache ops index slots per batch row: with B rows the slot table is the
+  // caller's.
+  const int64_t *slotTable = slots.data();
+
+  for (const Step &s : fn->steps) {
+    auto err = [&](const std::string &what) {
+      return absl::InvalidArgumentError(s.location + ": " + what);
+    };
+    switch (s.op) {
+    case OpCode::Alias:
+    case OpCode::CacheUpdate:
+      if (s.op == OpCode::CacheUpdate) {
+        int32_t c = s.operands[0], pos = s.operands[1], upd = s.operands[2];
+        const auto &cs = shapeOf(c);
+        const auto &us = shapeOf(upd);
+        int64_t maxLen = cs[1], row = numElements(cs) / (cs[0] * cs[1]);
+        int64_t b = us[0], t = us[1];
+        if (b != cs[0])
+          return err(absl::StrCat("cache batch ", cs[0],
+                                  " differs from the update's ", b));
+        for (int64_t i = 0; i < b * t; ++i)
+          if (I(pos)[i] < 0 || I(pos)[i] >= maxLen)
+            return err(absl::StrCat("position ", I(pos)[i],
+                                    " is outside the cache [0, ", maxLen, ")"));
+        kernels::cacheUpdate(F(c), maxLen, row, slotTable, F(upd), I(pos), b,
+                             t);
+      }
+      break;
+    case OpCode::Embedding: {
+      const WeightInfo &w = mp.weights[s.weights[0]];
+      int32_t ids = s.operands[0];
+      int64_t n = numElements(shapeOf(ids));
+      int64_t bad = kernels::embedding(
+          static_cast<const float *>(model->weightData(s.weights[0])),
+          w.shape[0], w.shape[1], I(ids), n, F(s.results[0]));
+      if (bad >= 0)
+        return err(absl::StrCat("token id ", I(ids)[bad],
+                                " is outside the vocabulary [0, ", w.shape[0],
+                                ")"));
+      break;
+    }
+    case OpCode::RMSNorm: {
+      int32_t x = s.operands[0];
+      kernels::rmsNorm(
+          F(x), static_cast<const float *>(model->weightData(s.weights[0])),
+          rowsOf(x), shapeOf(x).back(), s.floats[0], F(s.results[0]));
+      break;
+    }
+    case OpCode::Linear: {
+      int32_t x = s.operands[0], y = s.results[0];
+      bool hasNorm = s.ints[0], hasBias = s.ints[1], gated = s.ints[3],
+           hasResidual = s.ints[4];
+      int64_t act = s.ints[2], qStorage = s.ints[5], qGroup = s.ints[6];
+      const kernels::PackedWeight &w = model->packed(s.weights[0])[0];
+      int64_t m = rowsOf(x), k = shapeOf(x).back();
+      size_t wi = 1;
+      const float *bias =
+          hasBias
+              ? static_cast<const float *>(model->weightData(s.weights[wi++]))
+              : nullptr;
+      const float *in = F(x);
+      thread_local std::vector<float> scratch, wide;
+      if (hasNorm || qStorage >= 0) {
+        if (static_cast<int64_t>(scratch.size()) < m * k)
+          scratch.resize(m * k);
+        if (hasNorm)
+          kernels::rmsNorm(
+              in, static_cast<const float *>(model->weightData(s.weights[wi])),
+              m, k, s.floats[0], scratch.data());
+        else
+          std::copy_n(in, m * k, scratch.data());
+        if (qStorage >= 0)
+          fakeQuant(scratch.data(), m, k, qStorage, qGroup, s.floats[1]);
+        in = scratch.data();
+      }
+      float *out = F(y);
+      int64_t n = w.n;
+      if (gated) {
+        if (static_cast<int64_t>(wide.size()) < m * n)
+          wide.resize(m * n);
+        kernels::gemm(in, m, k, w, bias, wide.data(), n, pool);
+        kernels::glu(wide.data(), m, n / 2, static_cast<kernels::Act>(act),
+                     out);
+        n /= 2;
+      } else {
+        kernels::gemm(in, m, k, w, bias, out, n, pool);
+        if (act >= 0)
+          for (int64_t i = 0; i < m * n; ++i)
+            out[i] = kernels::activate(static_cast<kernels::Act>(act), out[i]);
+      }
+      if (hasResidual) {
+        const float *r = F(s.operands[1]);
+        for (int64_t i = 0; i < m * n; ++i)
+          out[i] = r[i] + out[i];
+      }
+      break;
+    }
+    case OpCode::Copy: {
+      int32_t x = s.operands[0];
+      const auto &xs = shapeOf(x);
+      int64_t axis = s.ints[0];
+      int64_t outer = 1, inner = 1;
+      for (int64_t d = 0; d < axis; ++d)
+        outer *= xs[d];
+      for (size_t d = axis + 1; d < xs.size(); ++d)
+        inner *= xs[d];
+      int64_t width = xs[axis] * inner, at = 0;
+      for (size_t r = 0; r < s.results.size(); ++r) {
+        int64_t piece = s.ints[1 + r] * inner;
+        float *dst = F(s.results[r]);
+        const float *src = F(x) + at;
+        for (int64_t o = 0; o < outer; ++o)
+          std::memcpy(dst + o * piece, src + o * width, piece * sizeof(float));
+        at += piece;
+      }
+      break;
+    }
+    case OpCode::Rope: {
+      int32_t x = s.operands[0], pos = s.operands[1], y = s.results[0];
+      const auto &xs = shapeOf(x);
+      int64_t tokens = numElements(shapeOf(pos));
+      int64_t dFull = xs.back();
+      int64_t heads = tokens ? numElements(xs) / (tokens * dFull) : 0;
+      std::vector<float> invFreq(s.floats.begin() + 1, s.floats.end());
+      if (F(y) != F(x))
+        std::copy_n(F(x), numElements(xs), F(y));
+      kernels::rope(F(y), tokens, heads, dFull, s.ints[0], invFreq.data(),
+                    static_cast<float>(s.floats[0]),
+                    static_cast<int32_t>(s.ints[1]), I(pos));
+      break;
+    }
+    case OpCode::Attention: {
+      int32_t q = s.operands[0], kc = s.operands[1], vc = s.operands[2],
+              pos = s.operands[3];
+      const auto &qs = shapeOf(q), &ks = shapeOf(kc), &vs = shapeOf(vc);
+      int64_t maxLen = ks[1];
+      for (int64_t i = 0; i < qs[0] * qs[1]; ++i)
+        if (I(pos)[i] < 0 || I(pos)[i] >= maxLen)
+          return err(absl::StrCat("position ", I(pos)[i],
+                                  " is outside the key/value length [0, ",
+                                  maxLen, ")"));
+      kernels::attention(F(q), qs[0], qs[1], qs[2], qs[3], F(kc), F(vc), maxLen,
+                         ks[2], vs[3], slotTable, I(pos), s.ints[0],
+                         s.floats[0], F(s.results[0]), pool);
+      break;
+    }
+    case OpCode::MLAAttention: {
+      int32_t qn = s.operands[0], qp = s.operands[1], ckv = s.operands[2],
+              kpe = s.operands[3], pos = s.operands[4];
+      const auto &ns = shapeOf(qn), &ps = shapeOf(qp), &cs = shapeOf(ckv);
+      const WeightInfo &kvb = mp.weights[s.weights[0]];
+      int64_t heads = ns[2], dn = ns[3];
+      int64_t dv = kvb.shape[0] / heads - dn;
+      int64_t maxLen = cs[1];
+      for (int64_t i = 0; i < ns[0] * ns[1]; ++i)
+        if (I(pos)[i] < 0 || I(pos)[i] >= maxLen)
+          return err(absl::StrCat("position ", I(pos)[i],
+                                  " is outside the latent cache length [0, ",
+                                  maxLen, ")"));
+      kernels::mlaAttention(
+          F(qn), F(qp), ns[0], ns[1], heads, dn, ps[3], F(ckv), F(kpe), maxLen,
+          cs[2], static_cast<const float *>(model->weightData(s.weights[0])),
+          dv, slotTable, I(pos), s.floats[0], F(s.results[0]), pool);
+      break;
+    }
+    case OpCode::Router: {
+      int32_t x = s.operands[0];
+      int64_t n = rowsOf(x), h = shapeOf(x).back();
+      kernels::RouterConfig rc;
+      rc.numExperts = s.ints[0];
+      rc.topK = s.ints[1];
+      rc.sigmoid = s.ints[2];
+      rc.nGroup = s.ints[3];
+      rc.topkGroup = s.ints[4];
+      rc.groupScoreMax = s.ints[5];
+      rc.normTopkProb = s.ints[6];
+      bool hasBias = s.ints[7];
+      rc.numKept = static_cast<int64_t>(s.ints.size()) - 8;
+      rc.kept = rc.numKept ? s.ints.data() + 8 : nullptr;
+      rc.normEpsilon = s.floats[0];
+      rc.scalingFactor = s.floats[1];
+      thread_local std::vector<float> logits;
+      if (static_cast<int64_t>(logits.size()) < n * rc.numExperts)
+        logits.resize(n * rc.numExperts);
+      kernels::gemm(F(x), n, h, model->packed(s.weights[0])[0], nullptr,
+                    logits.data(), rc.numExperts, pool);
+      const float *bias =
+          hasBias ? static_cast<const float *>(model->weightData(s.weights[1]))
+                  : nullptr;
+      kernels::route(logits.data(), bias, n, rc, F(s.results[0]),
+                     static_cast<int32_t *>(ptr[s.results[1]]));
+      break;
+    }
+    case OpCode::MoE: {
+      int32_t x = s.operands[0], wts = s.operands[1], idx = s.operands[2];
+      int64_t n = rowsOf(x), h = shapeOf(x).back();
+      int64_t topK = shapeOf(idx).back();
+      const auto &gu = model->packed(s.weights[0]);
+      const auto &down = model->packed(s.weights[1]);
+      const float *in = F(x);
+      thread_local std::vector<float> quantized;
+      if (s.ints[2] >= 0) {
+        quantized.assign(in, in + n * h);
+        fakeQuant(quantized.data(), n, h, s.ints[2], s.ints[3], s.floats[0]);
+        in = quantized.data();
+      }
+      int64_t bad = kernels::moeExperts(
+          in, n, h, F(wts), static_cast<const int32_t *>(ptr[idx]), topK,
+          static_cast<int64_t>(gu.size()), gu.data(), down.data(), s.ints[0],
+          static_cast<kernels::Act>(s.ints[1]), F(s.results[0]), pool,
+          s.ints[4] < 0 ? std::function<void(float *, int64_t, int64_t)>()
+                        : [&](float *rows, int64_t count, int64_t cols) {
+                            fakeQuant(rows, count, cols, s.ints[4], s.ints[5],
+                                      s.floats[1]);
+                          });
+      if (bad != -1)
+        return err(absl::StrCat("expert index ", bad, " is outside [0, ",
+                                gu.size(), ")"));
+      break;
+    }
+    case OpCode::Elementwise: {
+      std::vector<Descriptor> descs;
+      descs.reserve(s.operands.size() + 1);
+      for (int32_t o : s.operands)
+        descs.emplace_back(ptr[o], shapeOf(o));
+      descs.emplace_back(ptr[s.results[0]], shapeOf(s.results[0]));
+      std::vector<void *> args;
+      for (Descriptor &d : descs)
+        args.push_back(d.self);
+      model->kernel(s.kernel)(args.data());
+      break;
+    }
+    case OpCode::FakeQuant:
+      return err("activation quantization outside a GEMM is not supported");
+    }
+  }
+
+  std::vector<HostTensor> results;
+  for (int32_t o : fn->outputs) {
+    if (fn->values[p.base[o]].kind == ValueInfo::Kind::Cache)
+      continue;
+    const ValueInfo &info = fn->values[o];
+    DType dt = info.type == ElemType::F32   ? DType::F32
+               : info.type == ElemType::I64 ? DType::I64
+                                            : DType::I32;
+    HostTensor t(dt, p.shapes[o]);
+    if (!t.bytes.empty())
+      std::memcpy(t.bytes.data(), ptr[o], t.bytes.size());
+    results.push_back(std::move(t));
+  }
+  return results;
+}
+
+} // namespace ds::rt

@@ -1,0 +1,366 @@
+//===- Plan.cpp - plan (de)serialization and artifact writing -------------===//
+//
+// The header is JSON (nlohmann::json) so an artifact can be inspected with
+// any JSON tool; parsing checks every id and size before the runtime trusts
+// it.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/rt/Plan.h"
+
+#include "absl/strings/str_cat.h"
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <fstream>
+
+namespace ds::rt {
+using json = nlohmann::json;
+
+size_t elemSize(ElemType t) {
+  switch (t) {
+  case ElemType::F32:
+  case ElemType::I32:
+    return 4;
+  case ElemType::I64:
+    return 8;
+  }
+  return 4;
+}
+
+uint64_t fnv1a(const void *data, size_t size, uint64_t seed) {
+  // Eight bytes a round (FNV-1a over 64-bit words, then the tail): several
+  // GB/s, enough to check weights at load time.
+  const auto *p = static_cast<const unsigned char *>(data);
+  uint64_t h = seed;
+  size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x100000001b3ULL;
+  }
+  for (; i < size; ++i)
+    h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+const FunctionPlan *ModelPlan::find(const std::string &name) const {
+  for (const FunctionPlan &f : functions)
+    if (f.name == name)
+      return &f;
+  return nullptr;
+}
+
+namespace {
+json dimToJson(const DimExpr &d) {
+  json f = json::array();
+  for (auto [v, a] : d.factors)
+    f.push_back({v, a});
+  return {{"c", d.constant}, {"f", f}};
+}
+} // namespace
+
+std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
+                       const std::string &extraJson) {
+  json j;
+  j["arch"] = plan.arch;
+  j["vocab_size"] = plan.vocabSize;
+  j["max_cache_len"] = plan.maxCacheLen;
+  j["target"] = {{"triple", target.triple},
+                 {"cpu", target.cpu},
+                 {"features", target.features}};
+  json caches = json::array();
+  for (const CacheInfo &c : plan.caches)
+    caches.push_back({{"name", c.name}, {"row_shape", c.rowShape}});
+  j["caches"] = caches;
+  json weights = json::array();
+  for (const WeightInfo &w : plan.weights)
+    weights.push_back({{"name", w.name},
+                       {"layout", static_cast<uint32_t>(w.layout)},
+                       {"type", static_cast<uint32_t>(w.type)},
+                       {"shape", w.shape},
+                       {"offset", w.offset},
+                       {"bytes", w.bytes}});
+  j["weights"] = weights;
+  json fns = json::array();
+  for (const FunctionPlan &f : plan.functions) {
+    json values = json::array();
+    for (const ValueInfo &v : f.values) {
+      json shape = json::array();
+      for (const DimExpr &d : v.shape)
+        shape.push_back(dimToJson(d));
+      values.push_back({{"kind", static_cast<uint32_t>(v.kind)},
+                        {"type", static_cast<uint32_t>(v.type)},
+                        {"shape", shape},
+                        {"index", v.index}});
+    }
+    json steps = json::array();
+    for (const Step &s : f.steps)
+      steps.push_back({{"op", static_cast<uint32_t>(s.op)},
+                       {"operands", s.operands},
+                       {"results", s.results},
+                       {"weights", s.weights},
+                       {"ints", s.ints},
+                       {"floats", s.floats},
+                       {"kernel", s.kernel},
+                       {"loc", s.location}});
+    fns.push_back({{"name", f.name},
+                   {"values", values},
+                   {"inputs", f.inputs},
+                   {"outputs", f.outputs},
+                   {"steps", steps}});
+  }
+  j["functions"] = fns;
+  json extra = json::parse(extraJson, nullptr, /*allow_exceptions=*/false);
+  j["extra"] = extra.is_discarded() ? json::object() : extra;
+  return j.dump();
+}
+
+namespace {
+/// Reads JSON without exceptions: every accessor checks the kind first and
+/// records the first problem.
+struct Reader {
+  std::string error;
+  bool ok() const { return error.empty(); }
+  void fail(const std::string &what) {
+    if (error.empty())
+      error = what;
+  }
+  const json &field(const json &o, const char *key) {
+    static const json null;
+    if (!o.is_object() || !o.contains(key)) {
+      fail(absl::StrCat("missing field '", key, "'"));
+      return null;
+    }
+    return o[key];
+  }
+  int64_t integer(const json &o, const char *key) {
+    const json &v = field(o, key);
+    if (!v.is_number_integer()) {
+      fail(absl::StrCat("field '", key, "' is not an integer"));
+      return 0;
+    }
+    return v.get<int64_t>();
+  }
+  std::string string(const json &o, const char *key) {
+    const json &v = field(o, key);
+    if (!v.is_string()) {
+      fail(absl::StrCat("field '", key, "' is not a string"));
+      return {};
+    }
+    return v.get<std::string>();
+  }
+  template <typename T> std::vector<T> list(const json &o, const char *key) {
+    const json &v = field(o, key);
+    std::vector<T> out;
+    if (!v.is_array()) {
+      fail(absl::StrCat("field '", key, "' is not an array"));
+      return out;
+    }
+    for (const json &e : v) {
+      bool good =
+          std::is_floating_point_v<T> ? e.is_number() : e.is_number_integer();
+      if (!good) {
+        fail(absl::StrCat("field '", key, "' has a non-number entry"));
+        return {};
+      }
+      out.push_back(e.get<T>());
+    }
+    return out;
+  }
+  const json &array(const json &o, const char *key) {
+    const json &v = field(o, key);
+    if (!v.is_array())
+      fail(absl::StrCat("field '", key, "' is not an array"));
+    return v;
+  }
+};
+} // namespace
+
+absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
+                                       TargetInfo *target) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return absl::DataLossError("artifact header is not valid JSON");
+  Reader r;
+  ModelPlan plan;
+  plan.arch = r.string(j, "arch");
+  plan.vocabSize = r.integer(j, "vocab_size");
+  plan.maxCacheLen = r.integer(j, "max_cache_len");
+  const json &t = r.field(j, "target");
+  if (target && r.ok()) {
+    target->triple = r.string(t, "triple");
+    target->cpu = r.string(t, "cpu");
+    target->features = r.string(t, "features");
+  }
+  if (r.ok())
+    for (const json &c : r.array(j, "caches")) {
+      CacheInfo info{r.string(c, "name"), r.list<int64_t>(c, "row_shape")};
+      if (r.ok() && (info.rowShape.empty() ||
+                     std::any_of(info.rowShape.begin(), info.rowShape.end(),
+                                 [](int64_t d) { return d <= 0; })))
+        r.fail("cache '" + info.name + "' has a bad row shape");
+      plan.caches.push_back(std::move(info));
+    }
+  if (r.ok())
+    for (const json &w : r.array(j, "weights")) {
+      WeightInfo info;
+      info.name = r.string(w, "name");
+      int64_t layout = r.integer(w, "layout"), type = r.integer(w, "type");
+      if (layout < 0 || layout > 2 || type < 0 || type > 2)
+        r.fail("weight '" + info.name + "' has an unknown layout or type");
+      info.layout = static_cast<WeightLayout>(layout);
+      info.type = static_cast<ElemType>(type);
+      info.shape = r.list<int64_t>(w, "shape");
+      info.offset = static_cast<uint64_t>(r.integer(w, "offset"));
+      info.bytes = static_cast<uint64_t>(r.integer(w, "bytes"));
+      plan.weights.push_back(std::move(info));
+    }
+  if (r.ok())
+    for (const json &fj : r.array(j, "functions")) {
+      FunctionPlan f;
+      f.name = r.string(fj, "name");
+      for (const json &vj : r.array(fj, "values")) {
+        if (!r.ok())
+          break;
+        ValueInfo v;
+        int64_t kind = r.integer(vj, "kind"), type = r.integer(vj, "type");
+        if (kind < 0 || kind > 3 || type < 0 || type > 2)
+          r.fail("a value of '" + f.name + "' has an unknown kind or type");
+        v.kind = static_cast<ValueInfo::Kind>(kind);
+        v.type = static_cast<ElemType>(type);
+        v.index = static_cast<int32_t>(r.integer(vj, "index"));
+        for (const json &dj : r.array(vj, "shape")) {
+          DimExpr d;
+          d.constant = r.integer(dj, "c");
+          for (const json &fac : r.array(dj, "f")) {
+            if (!fac.is_array() || fac.size() != 2 ||
+                !fac[0].is_number_integer() || !fac[1].is_number_integer()) {
+              r.fail("bad dim factor");
+              break;
+            }
+            d.factors.push_back({fac[0].get<int32_t>(), fac[1].get<int32_t>()});
+          }
+          v.shape.push_back(std::move(d));
+        }
+        f.values.push_back(std::move(v));
+      }
+      f.inputs = r.list<int32_t>(fj, "inputs");
+      f.outputs = r.list<int32_t>(fj, "outputs");
+      for (const json &sj : r.array(fj, "steps")) {
+        if (!r.ok())
+          break;
+        Step s;
+        int64_t op = r.integer(sj, "op");
+        if (op < 0 || op > static_cast<int64_t>(OpCode::Alias))
+          r.fail("a step of '" + f.name + "' has an unknown op code");
+        s.op = static_cast<OpCode>(op);
+        s.operands = r.list<int32_t>(sj, "operands");
+        s.results = r.list<int32_t>(sj, "results");
+        s.weights = r.list<int32_t>(sj, "weights");
+        s.ints = r.list<int64_t>(sj, "ints");
+        s.floats = r.list<double>(sj, "floats");
+        s.kernel = r.string(sj, "kernel");
+        s.location = r.string(sj, "loc");
+        f.steps.push_back(std::move(s));
+      }
+      plan.functions.push_back(std::move(f));
+    }
+  if (!r.ok())
+    return absl::DataLossError("artifact header: " + r.error);
+
+  // Every id must point into its table, and values must be defined before
+  // they are used (dims refer to earlier values only).
+  auto bad = [](const std::string &fn, const std::string &what) {
+    return absl::DataLossError("artifact plan of '" + fn + "': " + what);
+  };
+  for (const FunctionPlan &f : plan.functions) {
+    int32_t nv = static_cast<int32_t>(f.values.size());
+    for (int32_t i = 0; i < nv; ++i) {
+      const ValueInfo &v = f.values[i];
+      for (const DimExpr &d : v.shape)
+        for (auto [src, axis] : d.factors)
+          // Inputs' dynamic dims are their own; others refer back.
+          if (src < 0 || src > i ||
+              (src == i && v.kind != ValueInfo::Kind::Input) || axis < 0 ||
+              axis >= static_cast<int32_t>(f.values[src].shape.size()))
+            return bad(f.name, "a dim refers to an undefined value or axis");
+      if (v.kind == ValueInfo::Kind::Cache &&
+          (v.index < 0 || v.index >= static_cast<int32_t>(plan.caches.size())))
+        return bad(f.name, "a cache value names no cache");
+      if (v.kind == ValueInfo::Kind::Alias && (v.index < 0 || v.index >= i))
+        return bad(f.name, "an alias names no earlier value");
+    }
+    for (int32_t id : f.inputs)
+      if (id < 0 || id >= nv || f.values[id].kind != ValueInfo::Kind::Input)
+        return bad(f.name, "an input id is out of range");
+    for (int32_t id : f.outputs)
+      if (id < 0 || id >= nv)
+        return bad(f.name, "an output id is out of range");
+    for (const Step &s : f.steps) {
+      for (int32_t id : s.operands)
+        if (id < 0 || id >= nv)
+          return bad(f.name, "an operand id is out of range");
+      for (int32_t id : s.results)
+        if (id < 0 || id >= nv)
+          return bad(f.name, "a result id is out of range");
+      for (int32_t id : s.weights)
+        if (id < 0 || id >= static_cast<int32_t>(plan.weights.size()))
+          return bad(f.name, "a weight id is out of range");
+    }
+  }
+  return plan;
+}
+
+absl::Status writeArtifact(const std::string &path, const ModelPlan &plan,
+                           const TargetInfo &target, const std::string &code,
+                           const std::string &weights) {
+  auto align = [](uint64_t x) { return (x + 63) & ~uint64_t{63}; };
+  std::string extra;
+  // Section offsets depend on the header length, which depends on the
+  // offsets' digits: fix the header size by padding it to a multiple of 64.
+  json sections;
+  std::string header;
+  uint64_t codeOffset = 0, weightsOffset = 0;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    sections = {{"code_offset", codeOffset},
+                {"code_bytes", code.size()},
+                {"code_checksum", fnv1a(code.data(), code.size())},
+                {"weights_offset", weightsOffset},
+                {"weights_bytes", weights.size()},
+                {"weights_checksum", fnv1a(weights.data(), weights.size())}};
+    header = planToJson(plan, target, sections.dump());
+    uint64_t headerEnd = align(24 + header.size());
+    uint64_t newCode = headerEnd, newWeights = align(headerEnd + code.size());
+    if (newCode == codeOffset && newWeights == weightsOffset)
+      break;
+    codeOffset = newCode;
+    weightsOffset = newWeights;
+  }
+  std::string tmp = path + ".tmp";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out)
+    return absl::UnavailableError("cannot write " + tmp);
+  uint64_t len = header.size(), sum = fnv1a(header.data(), header.size());
+  out.write("DSARTIF1", 8);
+  out.write(reinterpret_cast<const char *>(&len), 8);
+  out.write(reinterpret_cast<const char *>(&sum), 8);
+  out.write(header.data(), header.size());
+  auto pad = [&](uint64_t to) {
+    uint64_t at = static_cast<uint64_t>(out.tellp());
+    std::string zeros(to - at, '\0');
+    out.write(zeros.data(), zeros.size());
+  };
+  pad(codeOffset);
+  out.write(code.data(), code.size());
+  pad(weightsOffset);
+  out.write(weights.data(), weights.size());
+  out.close();
+  if (!out)
+    return absl::UnavailableError("writing " + tmp + " failed");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    return absl::UnavailableError("cannot rename " + tmp + " to " + path);
+  return absl::OkStatus();
+}
+
+} // namespace ds::rt

@@ -1,0 +1,29 @@
+//===- GemmAvx2.cpp - the GEMM microkernel built for AVX2 ------------===//
+//
+// Compiled with the ISA's flags (runtime/CMakeLists.txt); Gemm.cpp calls it
+// only when the CPU has the features.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/rt/Kernels.h"
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#define DS_VW 8
+
+namespace ds::rt::kernels::avx2 {
+#include "GemmKernels.inc"
+
+void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
+                const float *bias, float *c, int64_t ldc, int64_t groupBegin,
+                int64_t groupEnd) {
+  if (w.format == WeightFormat::I8)
+    gemmRange<true>(a, m, lda, w, bias, c, ldc, groupBegin, groupEnd);
+  else
+    gemmRange<false>(a, m, lda, w, bias, c, ldc, groupBegin, groupEnd);
+}
+
+int64_t panelsPerGroup() { return NP; }
+} // namespace ds::rt::kernels::avx2

@@ -1,0 +1,171 @@
+//===- GemmTest.cpp - packed GEMM and expert FFN against plain loops ------===//
+
+#include "ds/rt/Kernels.h"
+#include "ds/rt/ThreadPool.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+using namespace ds::rt;
+using namespace ds::rt::kernels;
+
+namespace {
+
+struct Aligned {
+  std::vector<float> storage;
+  void *data;
+  explicit Aligned(size_t bytes) : storage(bytes / 4 + 32) {
+    auto p = reinterpret_cast<uintptr_t>(storage.data());
+    data = reinterpret_cast<void *>((p + 63) & ~uintptr_t{63});
+  }
+};
+
+/// Max |a - b| / max |b|.
+double relError(const std::vector<float> &a, const std::vector<double> &b) {
+  double err = 0, mag = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    err = std::max(err, std::abs(a[i] - b[i]));
+    mag = std::max(mag, std::abs(b[i]));
+  }
+  return mag > 0 ? err / mag : err;
+}
+
+void checkGemm(int64_t m, int64_t n, int64_t k, bool int8, bool withBias,
+               ThreadPool *pool, std::mt19937 &rng) {
+  std::uniform_real_distribution<float> dist(-1, 1);
+  std::uniform_int_distribution<int> qdist(-127, 127);
+  int64_t lda = k + 3, ldc = n + 5; // strided rows
+  std::vector<float> a(m * lda), bias(n), wf(n * k), scales(n);
+  std::vector<int8_t> wq(n * k);
+  for (float &v : a)
+    v = dist(rng);
+  for (float &v : bias)
+    v = dist(rng);
+  for (int64_t i = 0; i < n * k; ++i) {
+    wq[i] = static_cast<int8_t>(qdist(rng));
+    wf[i] = dist(rng);
+  }
+  for (float &s : scales)
+    s = 0.01f + 0.01f * std::abs(dist(rng));
+  WeightFormat format = int8 ? WeightFormat::I8 : WeightFormat::F32;
+  Aligned packed(packedWeightBytes(format, n, k));
+  if (int8)
+    packWeightI8(wq.data(), scales.data(), n, k, packed.data);
+  else
+    packWeightF32(wf.data(), n, k, packed.data);
+  std::vector<float> c(m * ldc, 7.0f);
+  gemm(a.data(), m, lda, {format, n, k, packed.data},
+       withBias ? bias.data() : nullptr, c.data(), ldc, pool);
+  std::vector<float> got;
+  std::vector<double> want;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = withBias ? bias[j] : 0.0;
+      for (int64_t i = 0; i < k; ++i)
+        acc += static_cast<double>(a[r * lda + i]) *
+               (int8 ? wq[j * k + i] * static_cast<double>(scales[j])
+                     : wf[j * k + i]);
+      want.push_back(acc);
+      got.push_back(c[r * ldc + j]);
+    }
+  EXPECT_LT(relError(got, want), 1e-5)
+      << "m=" << m << " n=" << n << " k=" << k << " int8=" << int8;
+  // Padding columns of C are untouched.
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = n; j < ldc; ++j)
+      ASSERT_EQ(c[r * ldc + j], 7.0f);
+}
+
+TEST(Gemm, MatchesLoopsOnOddShapes) {
+  std::mt19937 rng(1);
+  for (bool int8 : {false, true})
+    for (int64_t m : {1, 2, 5, 12, 13, 30})
+      for (int64_t n : {1, 15, 16, 17, 33, 64, 70})
+        for (int64_t k : {1, 7, 64, 300, 600})
+          checkGemm(m, n, k, int8, (m + n) % 2 == 0, nullptr, rng);
+}
+
+TEST(Gemm, ZeroDepthGivesBias) {
+  std::mt19937 rng(2);
+  checkGemm(3, 20, 0, false, true, nullptr, rng);
+}
+
+TEST(Gemm, ThreadedMatchesSerial) {
+  ThreadPool pool(3);
+  std::mt19937 rng(3);
+  checkGemm(40, 200, 256, false, true, &pool, rng);
+  checkGemm(40, 200, 256, true, false, &pool, rng);
+}
+
+TEST(MoEExperts, OnlyRoutedExpertsAndWeightedSum) {
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  const int64_t n = 9, h = 20, inter = 12, experts = 5, topK = 2;
+  std::vector<float> x(n * h), weights(n * topK);
+  std::vector<int32_t> indices(n * topK);
+  for (float &v : x)
+    v = dist(rng);
+  for (int64_t t = 0; t < n; ++t) {
+    // Expert 4 never receives a token; its weights are NaN so any use shows.
+    indices[t * topK] = static_cast<int32_t>(t % 3);
+    indices[t * topK + 1] = 3;
+    weights[t * topK] = 0.7f;
+    weights[t * topK + 1] = 0.3f;
+  }
+  std::vector<std::vector<float>> gu(experts), dn(experts);
+  std::vector<Aligned> guP, dnP;
+  std::vector<PackedWeight> guW, dnW;
+  for (int64_t e = 0; e < experts; ++e) {
+    gu[e].resize(2 * inter * h);
+    dn[e].resize(h * inter);
+    for (float &v : gu[e])
+      v = e == 4 ? NAN : dist(rng);
+    for (float &v : dn[e])
+      v = e == 4 ? NAN : dist(rng);
+    guP.emplace_back(packedWeightBytes(WeightFormat::F32, 2 * inter, h));
+    dnP.emplace_back(packedWeightBytes(WeightFormat::F32, h, inter));
+  }
+  for (int64_t e = 0; e < experts; ++e) {
+    packWeightF32(gu[e].data(), 2 * inter, h, guP[e].data);
+    packWeightF32(dn[e].data(), h, inter, dnP[e].data);
+    guW.push_back({WeightFormat::F32, 2 * inter, h, guP[e].data});
+    dnW.push_back({WeightFormat::F32, h, inter, dnP[e].data});
+  }
+  std::vector<float> y(n * h);
+  ASSERT_EQ(moeExperts(x.data(), n, h, weights.data(), indices.data(), topK,
+                       experts, guW.data(), dnW.data(), inter, Act::Silu,
+                       y.data()),
+            -1);
+  std::vector<double> want(n * h, 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < topK; ++j) {
+      int64_t e = indices[t * topK + j];
+      std::vector<double> hid(inter);
+      for (int64_t i = 0; i < inter; ++i) {
+        double g = 0, u = 0;
+        for (int64_t c = 0; c < h; ++c) {
+          g += gu[e][i * h + c] * static_cast<double>(x[t * h + c]);
+          u += gu[e][(inter + i) * h + c] * static_cast<double>(x[t * h + c]);
+        }
+        hid[i] = g / (1 + std::exp(-g)) * u;
+      }
+      for (int64_t c = 0; c < h; ++c) {
+        double acc = 0;
+        for (int64_t i = 0; i < inter; ++i)
+          acc += dn[e][c * inter + i] * hid[i];
+        want[t * h + c] += weights[t * topK + j] * acc;
+      }
+    }
+  EXPECT_LT(relError(y, want), 1e-5);
+  indices[3] = 5;
+  EXPECT_EQ(moeExperts(x.data(), n, h, weights.data(), indices.data(), topK,
+                       experts, guW.data(), dnW.data(), inter, Act::Silu,
+                       y.data()),
+            5);
+}
+
+} // namespace

@@ -1,0 +1,700 @@
+//===- KernelsTest.cpp - the runtime's kernels against references ---------===//
+//
+// Each kernel is compared with a double-precision port of the reference
+// interpreter's kernel (interpreter/Interpreter.cpp) on seeded random inputs.
+// The references use a plain [batch, T, ...] cache gathered from the slots.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/rt/Kernels.h"
+#include "ds/rt/ThreadPool.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+using namespace ds::rt;
+using namespace ds::rt::kernels;
+
+namespace {
+
+constexpr double kTol = 1e-4;
+
+std::vector<float> randomVec(std::mt19937 &rng, size_t n, float lo = -1.0f,
+                             float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = dist(rng);
+  return v;
+}
+
+double maxAbs(const std::vector<double> &v) {
+  double m = 0;
+  for (double x : v)
+    m = std::max(m, std::abs(x));
+  return m;
+}
+
+/// max |got - want| / max |want|; fails the test when `want` is all zero
+/// (a comparison against nothing proves nothing) or sizes differ.
+void expectClose(const std::vector<float> &got, const std::vector<double> &want,
+                 double tol = kTol) {
+  ASSERT_EQ(got.size(), want.size());
+  double scale = maxAbs(want);
+  ASSERT_GT(scale, 0.0) << "the reference is all zero";
+  double err = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(got[i])) << "at " << i;
+    err = std::max(err, std::abs(got[i] - want[i]));
+  }
+  EXPECT_LE(err / scale, tol) << "max abs error " << err << ", scale " << scale;
+}
+
+//===----------------------------------------------------------------------===//
+// References (ported from the interpreter, in double)
+//===----------------------------------------------------------------------===//
+
+double refActivate(Act act, double x) {
+  switch (act) {
+  case Act::Silu:
+    return x / (1.0 + std::exp(-x));
+  case Act::Gelu:
+    return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+  case Act::GeluTanh: {
+    const double c = std::sqrt(2.0 / M_PI);
+    return 0.5 * x * (1.0 + std::tanh(c * (x + 0.044715 * x * x * x)));
+  }
+  case Act::Relu:
+    return x > 0 ? x : 0;
+  case Act::Sigmoid:
+    return 1.0 / (1.0 + std::exp(-x));
+  }
+  return x;
+}
+
+constexpr Act kActs[] = {Act::Silu, Act::Gelu, Act::GeluTanh, Act::Relu,
+                         Act::Sigmoid};
+
+/// The interpreter's attendOne, in double.
+void refAttendOne(const float *q, int64_t heads, int64_t kvHeads, int64_t d,
+                  int64_t dv, int64_t pos, int64_t window, double scale,
+                  const std::function<const double *(int64_t, int64_t)> &key,
+                  const std::function<const double *(int64_t, int64_t)> &value,
+                  double *out) {
+  int64_t group = heads / kvHeads;
+  int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+  std::vector<double> scores(pos + 1);
+  for (int64_t h = 0; h < heads; ++h) {
+    int64_t kvh = h / group;
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t j = first; j <= pos; ++j) {
+      const double *kj = key(j, kvh);
+      double dot = 0;
+      for (int64_t c = 0; c < d; ++c)
+        dot += static_cast<double>(q[h * d + c]) * kj[c];
+      scores[j] = dot * scale;
+      mx = std::max(mx, scores[j]);
+    }
+    double sum = 0;
+    for (int64_t j = first; j <= pos; ++j) {
+      scores[j] = std::exp(scores[j] - mx);
+      sum += scores[j];
+    }
+    for (int64_t c = 0; c < dv; ++c) {
+      double acc = 0;
+      for (int64_t j = first; j <= pos; ++j)
+        acc += scores[j] * value(j, kvh)[c];
+      out[h * dv + c] = acc / sum;
+    }
+  }
+}
+
+/// Gathers slot slots[b] of a [numSlots, maxLen, row] cache into a plain
+/// [batch, maxLen, row] cache, as the interpreter's cache is laid out.
+std::vector<double> gatherSlots(const std::vector<float> &cache,
+                                const std::vector<int64_t> &slots,
+                                int64_t maxLen, int64_t row) {
+  std::vector<double> plain(slots.size() * maxLen * row);
+  for (size_t b = 0; b < slots.size(); ++b)
+    for (int64_t i = 0; i < maxLen * row; ++i)
+      plain[b * maxLen * row + i] = cache[slots[b] * maxLen * row + i];
+  return plain;
+}
+
+/// The interpreter's evalAttention over a plain cache.
+std::vector<double>
+refAttention(const std::vector<float> &q, int64_t b, int64_t s, int64_t hq,
+             int64_t d, const std::vector<double> &k,
+             const std::vector<double> &v, int64_t t, int64_t hkv, int64_t dv,
+             const std::vector<int64_t> &pos, int64_t window, double scale) {
+  std::vector<double> o(b * s * hq * dv);
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t si = 0; si < s; ++si)
+      refAttendOne(
+          &q[((bi * s + si) * hq) * d], hq, hkv, d, dv, pos[bi * s + si],
+          window, scale,
+          [&](int64_t j, int64_t h) {
+            return &k[((bi * t + j) * hkv + h) * d];
+          },
+          [&](int64_t j, int64_t h) {
+            return &v[((bi * t + j) * hkv + h) * dv];
+          },
+          &o[((bi * s + si) * hq) * dv]);
+  return o;
+}
+
+/// The interpreter's evalMLA (expanding the latent through kv_b) over a plain
+/// cache: ckv [b, t, rank], kpe [b, t, dr], kvb [h * (dn + dv), rank].
+std::vector<double>
+refMla(const std::vector<float> &qn, const std::vector<float> &qp, int64_t b,
+       int64_t s, int64_t h, int64_t dn, int64_t dr,
+       const std::vector<double> &ckv, const std::vector<double> &kpe,
+       int64_t t, int64_t rank, const std::vector<float> &kvb, int64_t dv,
+       const std::vector<int64_t> &pos, double scale) {
+  int64_t n = h * (dn + dv);
+  std::vector<double> kv(b * t * n);
+  for (int64_t r = 0; r < b * t; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int64_t c = 0; c < rank; ++c)
+        acc += ckv[r * rank + c] * kvb[j * rank + c];
+      kv[r * n + j] = acc;
+    }
+  int64_t dk = dn + dr;
+  std::vector<double> keys(b * t * h * dk), vals(b * t * h * dv);
+  for (int64_t bt = 0; bt < b * t; ++bt)
+    for (int64_t hi = 0; hi < h; ++hi) {
+      const double *row = &kv[(bt * h + hi) * (dn + dv)];
+      double *key = &keys[(bt * h + hi) * dk];
+      std::copy_n(row, dn, key);
+      std::copy_n(&kpe[bt * dr], dr, key + dn);
+      std::copy_n(row + dn, dv, &vals[(bt * h + hi) * dv]);
+    }
+  std::vector<float> query(h * dk);
+  std::vector<double> o(b * s * h * dv);
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t si = 0; si < s; ++si) {
+      for (int64_t hi = 0; hi < h; ++hi) {
+        std::copy_n(&qn[((bi * s + si) * h + hi) * dn], dn, &query[hi * dk]);
+        std::copy_n(&qp[((bi * s + si) * h + hi) * dr], dr,
+                    &query[hi * dk + dn]);
+      }
+      refAttendOne(
+          query.data(), h, h, dk, dv, pos[bi * s + si], 0, scale,
+          [&](int64_t j, int64_t hi) {
+            return &keys[((bi * t + j) * h + hi) * dk];
+          },
+          [&](int64_t j, int64_t hi) {
+            return &vals[((bi * t + j) * h + hi) * dv];
+          },
+          &o[((bi * s + si) * h) * dv]);
+    }
+  return o;
+}
+
+struct RefRouting {
+  std::vector<double> weights;
+  std::vector<int32_t> indices;
+};
+
+/// The interpreter's routerKernel (without forced routing).
+RefRouting refRoute(const std::vector<float> &logits, const float *bias,
+                    int64_t n, const RouterConfig &cfg) {
+  int64_t e = cfg.numExperts, k = cfg.topK;
+  int64_t groups = cfg.nGroup, keep = cfg.topkGroup;
+  int64_t perGroup = e / groups;
+  std::vector<int64_t> kept;
+  if (cfg.kept)
+    kept.assign(cfg.kept, cfg.kept + cfg.numKept);
+  RefRouting out{std::vector<double>(n * k), std::vector<int32_t>(n * k)};
+  std::vector<float> s(e), sel(e);
+  for (int64_t t = 0; t < n; ++t) {
+    const float *l = &logits[t * e];
+    if (!cfg.sigmoid) {
+      float mx = *std::max_element(l, l + e);
+      double sum = 0;
+      for (int64_t j = 0; j < e; ++j)
+        sum += std::exp(static_cast<double>(l[j]) - mx);
+      for (int64_t j = 0; j < e; ++j)
+        s[j] =
+            static_cast<float>(std::exp(static_cast<double>(l[j]) - mx) / sum);
+    } else {
+      for (int64_t j = 0; j < e; ++j)
+        s[j] = 1.0f / (1.0f + std::exp(-l[j]));
+    }
+    for (int64_t j = 0; j < e; ++j)
+      sel[j] = s[j] + (bias ? bias[j] : 0.0f);
+    if (groups > 1) {
+      std::vector<float> groupScore(groups);
+      for (int64_t g = 0; g < groups; ++g) {
+        std::vector<float> members(sel.begin() + g * perGroup,
+                                   sel.begin() + (g + 1) * perGroup);
+        std::sort(members.begin(), members.end(), std::greater<float>());
+        groupScore[g] =
+            cfg.groupScoreMax ? members[0] : members[0] + members[1];
+      }
+      std::vector<int64_t> order(groups);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return groupScore[a] > groupScore[b];
+      });
+      std::vector<bool> keptGroup(groups, false);
+      for (int64_t g = 0; g < keep; ++g)
+        keptGroup[order[g]] = true;
+      for (int64_t j = 0; j < e; ++j)
+        if (!keptGroup[j / perGroup])
+          sel[j] = -std::numeric_limits<float>::infinity();
+    }
+    std::vector<int64_t> order;
+    if (kept.empty()) {
+      order.resize(e);
+      std::iota(order.begin(), order.end(), 0);
+    } else {
+      order = kept;
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return sel[a] > sel[b]; });
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j)
+      sum += s[order[j]];
+    for (int64_t j = 0; j < k; ++j) {
+      double w = s[order[j]];
+      if (cfg.normTopkProb)
+        w /= (sum + cfg.normEpsilon);
+      out.weights[t * k + j] = w * cfg.scalingFactor;
+      out.indices[t * k + j] = static_cast<int32_t>(
+          kept.empty() ? order[j]
+                       : std::lower_bound(kept.begin(), kept.end(), order[j]) -
+                             kept.begin());
+    }
+  }
+  return out;
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise, norm, embedding
+//===----------------------------------------------------------------------===//
+
+TEST(Kernels, Activate) {
+  std::mt19937 rng(1);
+  std::vector<float> x = randomVec(rng, 200, -6.0f, 6.0f);
+  x.push_back(0.0f);
+  for (Act act : kActs) {
+    std::vector<float> got;
+    std::vector<double> want;
+    for (float v : x) {
+      got.push_back(activate(act, v));
+      want.push_back(refActivate(act, v));
+    }
+    SCOPED_TRACE(static_cast<int>(act));
+    expectClose(got, want);
+  }
+  // The two GELU forms are distinct functions.
+  EXPECT_NE(activate(Act::Gelu, 1.5f), activate(Act::GeluTanh, 1.5f));
+  EXPECT_EQ(activate(Act::Relu, -2.0f), 0.0f);
+}
+
+TEST(Kernels, RmsNorm) {
+  std::mt19937 rng(2);
+  for (int64_t d : {1, 7, 37, 64}) {
+    int64_t rows = 3;
+    double eps = 1e-6;
+    // Tiny inputs, where eps dominates the mean square, for d = 37.
+    float range = d == 37 ? 1e-3f : 3.0f;
+    std::vector<float> x = randomVec(rng, rows * d, -range, range);
+    std::vector<float> w = randomVec(rng, d, 0.5f, 1.5f);
+    std::vector<float> y(rows * d);
+    rmsNorm(x.data(), w.data(), rows, d, eps, y.data());
+    std::vector<double> want(rows * d);
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; c < d; ++c)
+        ss += static_cast<double>(x[r * d + c]) * x[r * d + c];
+      double inv = 1.0 / std::sqrt(ss / d + eps);
+      for (int64_t c = 0; c < d; ++c)
+        want[r * d + c] = w[c] * (x[r * d + c] * inv);
+    }
+    SCOPED_TRACE(d);
+    expectClose(y, want);
+  }
+}
+
+TEST(Kernels, Glu) {
+  std::mt19937 rng(3);
+  int64_t rows = 3, half = 19;
+  std::vector<float> x = randomVec(rng, rows * 2 * half, -4.0f, 4.0f);
+  for (Act act : kActs) {
+    std::vector<float> y(rows * half);
+    glu(x.data(), rows, half, act, y.data());
+    std::vector<double> want(rows * half);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < half; ++c)
+        want[r * half + c] =
+            refActivate(act, x[r * 2 * half + c]) * x[r * 2 * half + half + c];
+    SCOPED_TRACE(static_cast<int>(act));
+    expectClose(y, want);
+  }
+}
+
+TEST(Kernels, Embedding) {
+  std::mt19937 rng(4);
+  int64_t vocab = 7, h = 5;
+  std::vector<float> table = randomVec(rng, vocab * h);
+  std::vector<int64_t> ids = {3, 0, 6, 3};
+  std::vector<float> out(ids.size() * h, -100.0f);
+  EXPECT_EQ(
+      embedding(table.data(), vocab, h, ids.data(), ids.size(), out.data()),
+      -1);
+  for (size_t i = 0; i < ids.size(); ++i)
+    for (int64_t c = 0; c < h; ++c)
+      EXPECT_EQ(out[i * h + c], table[ids[i] * h + c]) << i << "," << c;
+
+  std::vector<int64_t> bad = {1, 2, 7, 0};
+  EXPECT_EQ(
+      embedding(table.data(), vocab, h, bad.data(), bad.size(), out.data()), 2);
+  std::vector<int64_t> negative = {-1};
+  EXPECT_EQ(embedding(table.data(), vocab, h, negative.data(), 1, out.data()),
+            0);
+  EXPECT_EQ(embedding(table.data(), vocab, h, nullptr, 0, out.data()), -1);
+}
+
+//===----------------------------------------------------------------------===//
+// RoPE and the KV cache
+//===----------------------------------------------------------------------===//
+
+/// YaRN-like inverse frequencies: the base frequencies blended towards
+/// base/factor by a linear ramp over the dimensions.
+std::vector<float> yarnInvFreq(int64_t dim, double base, double factor) {
+  int64_t half = dim / 2;
+  std::vector<float> inv(half);
+  for (int64_t j = 0; j < half; ++j) {
+    double f = std::pow(base, -2.0 * j / dim);
+    double ramp =
+        std::clamp((j - 0.5) / std::max<double>(half - 1.5, 1.0), 0.0, 1.0);
+    inv[j] = static_cast<float>(f / factor * ramp + f * (1.0 - ramp));
+  }
+  return inv;
+}
+
+TEST(Kernels, Rope) {
+  std::mt19937 rng(5);
+  int64_t tokens = 3, heads = 2, dFull = 10, dim = 8, half = dim / 2;
+  std::vector<int64_t> positions = {5, 17, 42};
+  std::vector<float> invFreq = yarnInvFreq(dim, 10000.0, 4.0);
+  float scaling = static_cast<float>(0.1 * std::log(4.0) + 1.0);
+  for (int32_t style : {0, 1, 2}) {
+    std::vector<float> x = randomVec(rng, tokens * heads * dFull);
+    std::vector<float> y = x;
+    rope(y.data(), tokens, heads, dFull, dim, invFreq.data(), scaling, style,
+         positions.data());
+    std::vector<double> want(x.begin(), x.end());
+    for (int64_t t = 0; t < tokens; ++t) {
+      float p = static_cast<float>(positions[t]);
+      for (int64_t h = 0; h < heads; ++h) {
+        const float *in = &x[(t * heads + h) * dFull];
+        double *out = &want[(t * heads + h) * dFull];
+        for (int64_t j = 0; j < half; ++j) {
+          float ang = p * invFreq[j]; // f32 angle, as Hugging Face
+          double c = std::cos(static_cast<double>(ang)) * scaling;
+          double s = std::sin(static_cast<double>(ang)) * scaling;
+          switch (style) {
+          case 0:
+            out[j] = in[j] * c - in[j + half] * s;
+            out[j + half] = in[j + half] * c + in[j] * s;
+            break;
+          case 1:
+            out[2 * j] = in[2 * j] * c - in[2 * j + 1] * s;
+            out[2 * j + 1] = in[2 * j + 1] * c + in[2 * j] * s;
+            break;
+          case 2:
+            out[j] = in[2 * j] * c - in[2 * j + 1] * s;
+            out[j + half] = in[2 * j + 1] * c + in[2 * j] * s;
+            break;
+          }
+        }
+      }
+    }
+    SCOPED_TRACE(style);
+    expectClose(y, want);
+    // Features past `dim` are not rotated; the rotated ones changed.
+    for (int64_t r = 0; r < tokens * heads; ++r) {
+      for (int64_t c = dim; c < dFull; ++c)
+        EXPECT_EQ(y[r * dFull + c], x[r * dFull + c]);
+      EXPECT_NE(y[r * dFull], x[r * dFull]);
+    }
+  }
+}
+
+TEST(Kernels, CacheUpdate) {
+  std::mt19937 rng(6);
+  int64_t numSlots = 4, maxLen = 6, row = 5, batch = 2, seq = 2;
+  std::vector<int64_t> slots = {3, 1};
+  std::vector<int64_t> positions = {2, 3, 0, 4};
+  std::vector<float> cache(numSlots * maxLen * row, -7.0f);
+  std::vector<float> update = randomVec(rng, batch * seq * row);
+  cacheUpdate(cache.data(), maxLen, row, slots.data(), update.data(),
+              positions.data(), batch, seq);
+  std::vector<float> want(cache.size(), -7.0f);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t s = 0; s < seq; ++s)
+      std::copy_n(&update[(b * seq + s) * row], row,
+                  &want[(slots[b] * maxLen + positions[b * seq + s]) * row]);
+  EXPECT_EQ(cache, want);
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+struct AttnCase {
+  int64_t batch, seq, heads, kvHeads, d, dv, numSlots, maxLen, window;
+  std::vector<int64_t> slots, positions;
+};
+
+/// Runs `attention` (serially and, when given, on `pool`) and compares with
+/// the reference; returns the kernel's output.
+std::vector<float> checkAttention(const AttnCase &c, uint32_t seed,
+                                  ThreadPool *pool = nullptr) {
+  std::mt19937 rng(seed);
+  std::vector<float> q = randomVec(rng, c.batch * c.seq * c.heads * c.d);
+  std::vector<float> k =
+      randomVec(rng, c.numSlots * c.maxLen * c.kvHeads * c.d, -2.0f, 2.0f);
+  std::vector<float> v =
+      randomVec(rng, c.numSlots * c.maxLen * c.kvHeads * c.dv);
+  double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+  std::vector<float> out(c.batch * c.seq * c.heads * c.dv);
+  attention(q.data(), c.batch, c.seq, c.heads, c.d, k.data(), v.data(),
+            c.maxLen, c.kvHeads, c.dv, c.slots.data(), c.positions.data(),
+            c.window, scale, out.data());
+  std::vector<double> want =
+      refAttention(q, c.batch, c.seq, c.heads, c.d,
+                   gatherSlots(k, c.slots, c.maxLen, c.kvHeads * c.d),
+                   gatherSlots(v, c.slots, c.maxLen, c.kvHeads * c.dv),
+                   c.maxLen, c.kvHeads, c.dv, c.positions, c.window, scale);
+  expectClose(out, want);
+  if (pool) {
+    std::vector<float> par(out.size());
+    attention(q.data(), c.batch, c.seq, c.heads, c.d, k.data(), v.data(),
+              c.maxLen, c.kvHeads, c.dv, c.slots.data(), c.positions.data(),
+              c.window, scale, par.data(), pool);
+    EXPECT_EQ(par, out);
+  }
+  return out;
+}
+
+TEST(Kernels, AttentionSingleQuery) {
+  checkAttention({1, 1, 2, 2, 8, 8, 1, 8, 0, {0}, {5}}, 10);
+  checkAttention({1, 1, 2, 2, 8, 8, 1, 8, 0, {0}, {0}}, 11);
+}
+
+TEST(Kernels, AttentionGqaSlotsPrefix) {
+  // Two sequences in slots 3 and 1 of 4, each continuing a cached prefix.
+  AttnCase c{2, 3, 4, 2, 16, 12, 4, 16, 0, {3, 1}, {4, 5, 6, 9, 10, 11}};
+  std::vector<float> out = checkAttention(c, 12);
+  // Distinct heads of one group see the same keys with different queries.
+  EXPECT_NE(out[0], out[c.dv]);
+}
+
+TEST(Kernels, AttentionSlidingWindow) {
+  AttnCase c{2, 3, 4, 2, 16, 12, 4, 16, 4, {3, 1}, {4, 5, 6, 9, 10, 11}};
+  std::vector<float> windowed = checkAttention(c, 13);
+  c.window = 0;
+  std::vector<float> full = checkAttention(c, 13);
+  EXPECT_NE(windowed, full); // the window matters for these positions
+  // A window wider than every position is no window.
+  c.window = 100;
+  EXPECT_EQ(checkAttention(c, 13), full);
+}
+
+TEST(Kernels, AttentionSharedSlot) {
+  // Tokens of one prompt packed as rows of length 1 in the same slot.
+  checkAttention({3, 1, 4, 1, 8, 8, 3, 10, 0, {2, 2, 0}, {3, 4, 7}}, 14);
+}
+
+TEST(Kernels, AttentionThreaded) {
+  ThreadPool pool(3);
+  AttnCase c{2, 8, 8, 2, 64, 64, 3, 128, 0, {2, 0}, {}};
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t s = 0; s < c.seq; ++s)
+      c.positions.push_back(100 + b * 19 + s);
+  checkAttention(c, 15, &pool);
+  c.window = 32;
+  checkAttention(c, 16, &pool);
+}
+
+//===----------------------------------------------------------------------===//
+// MLA
+//===----------------------------------------------------------------------===//
+
+struct MlaCase {
+  int64_t batch, seq, heads, dn, dr, dv, rank, numSlots, maxLen;
+  std::vector<int64_t> slots, positions;
+};
+
+void checkMla(const MlaCase &c, uint32_t seed, ThreadPool *pool = nullptr) {
+  std::mt19937 rng(seed);
+  int64_t items = c.batch * c.seq * c.heads;
+  std::vector<float> qn = randomVec(rng, items * c.dn);
+  std::vector<float> qp = randomVec(rng, items * c.dr);
+  std::vector<float> ckv =
+      randomVec(rng, c.numSlots * c.maxLen * c.rank, -2.0f, 2.0f);
+  std::vector<float> kpe =
+      randomVec(rng, c.numSlots * c.maxLen * c.dr, -2.0f, 2.0f);
+  std::vector<float> kvb = randomVec(rng, c.heads * (c.dn + c.dv) * c.rank);
+  double scale = 1.0 / std::sqrt(static_cast<double>(c.dn + c.dr));
+  std::vector<float> out(items * c.dv);
+  mlaAttention(qn.data(), qp.data(), c.batch, c.seq, c.heads, c.dn, c.dr,
+               ckv.data(), kpe.data(), c.maxLen, c.rank, kvb.data(), c.dv,
+               c.slots.data(), c.positions.data(), scale, out.data());
+  std::vector<double> want =
+      refMla(qn, qp, c.batch, c.seq, c.heads, c.dn, c.dr,
+             gatherSlots(ckv, c.slots, c.maxLen, c.rank),
+             gatherSlots(kpe, c.slots, c.maxLen, c.dr), c.maxLen, c.rank, kvb,
+             c.dv, c.positions, scale);
+  expectClose(out, want);
+  if (pool) {
+    std::vector<float> par(out.size());
+    mlaAttention(qn.data(), qp.data(), c.batch, c.seq, c.heads, c.dn, c.dr,
+                 ckv.data(), kpe.data(), c.maxLen, c.rank, kvb.data(), c.dv,
+                 c.slots.data(), c.positions.data(), scale, par.data(), pool);
+    EXPECT_EQ(par, out);
+  }
+}
+
+TEST(Kernels, MlaSmall) {
+  checkMla({1, 1, 2, 4, 2, 3, 5, 1, 8, {0}, {0}}, 20);
+  checkMla({1, 1, 2, 4, 2, 3, 5, 1, 8, {0}, {7}}, 21);
+}
+
+TEST(Kernels, MlaSlotsPrefix) {
+  checkMla({2, 2, 2, 4, 2, 3, 5, 4, 10, {3, 1}, {6, 7, 2, 3}}, 22);
+  checkMla({3, 1, 2, 4, 2, 3, 5, 2, 10, {1, 1, 0}, {4, 5, 9}}, 23);
+}
+
+TEST(Kernels, MlaThreaded) {
+  ThreadPool pool(3);
+  MlaCase c{2, 4, 8, 16, 8, 16, 32, 3, 128, {2, 0}, {}};
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t s = 0; s < c.seq; ++s)
+      c.positions.push_back(90 + b * 30 + s);
+  checkMla(c, 24, &pool);
+}
+
+//===----------------------------------------------------------------------===//
+// Router
+//===----------------------------------------------------------------------===//
+
+RefRouting runRoute(const std::vector<float> &logits, const float *bias,
+                    int64_t n, const RouterConfig &cfg) {
+  std::vector<float> w(n * cfg.topK);
+  std::vector<int32_t> idx(n * cfg.topK, -1);
+  route(logits.data(), bias, n, cfg, w.data(), idx.data());
+  RefRouting want = refRoute(logits, bias, n, cfg);
+  EXPECT_EQ(idx, want.indices);
+  expectClose(w, want.weights);
+  int64_t limit = cfg.kept ? cfg.numKept : cfg.numExperts;
+  for (int32_t i : idx) {
+    EXPECT_GE(i, 0);
+    EXPECT_LT(i, limit);
+  }
+  return want;
+}
+
+TEST(Kernels, RouteSoftmaxTop2) {
+  std::mt19937 rng(30);
+  int64_t n = 16;
+  RouterConfig cfg;
+  cfg.numExperts = 6;
+  cfg.topK = 2;
+  std::vector<float> logits = randomVec(rng, n * cfg.numExperts, -3.0f, 3.0f);
+  runRoute(logits, nullptr, n, cfg);
+  cfg.normTopkProb = true;
+  cfg.normEpsilon = 1e-20;
+  RefRouting normed = runRoute(logits, nullptr, n, cfg);
+  for (int64_t t = 0; t < n; ++t)
+    EXPECT_NEAR(normed.weights[2 * t] + normed.weights[2 * t + 1], 1.0, 1e-6);
+  cfg.scalingFactor = 2.5;
+  runRoute(logits, nullptr, n, cfg);
+}
+
+TEST(Kernels, RouteSigmoidGrouped) {
+  std::mt19937 rng(31);
+  int64_t n = 64;
+  RouterConfig cfg;
+  cfg.numExperts = 8;
+  cfg.topK = 3;
+  cfg.sigmoid = true;
+  cfg.nGroup = 4;
+  cfg.topkGroup = 2;
+  cfg.normTopkProb = true;
+  cfg.normEpsilon = 1e-20;
+  cfg.scalingFactor = 2.5;
+  std::vector<float> logits = randomVec(rng, n * cfg.numExperts, -3.0f, 3.0f);
+  std::vector<float> bias = randomVec(rng, cfg.numExperts, -0.3f, 0.3f);
+  std::vector<std::vector<int32_t>> selections;
+  for (bool groupMax : {false, true}) {
+    cfg.groupScoreMax = groupMax;
+    selections.push_back(runRoute(logits, bias.data(), n, cfg).indices);
+    selections.push_back(runRoute(logits, nullptr, n, cfg).indices);
+  }
+  // The bias and the group-score kind each change some selection, so the
+  // comparisons above test them.
+  EXPECT_NE(selections[0], selections[1]);
+  EXPECT_NE(selections[0], selections[2]);
+  RouterConfig ungrouped = cfg;
+  ungrouped.nGroup = ungrouped.topkGroup = 1;
+  EXPECT_NE(selections[0], refRoute(logits, bias.data(), n, ungrouped).indices);
+}
+
+TEST(Kernels, RoutePruned) {
+  std::mt19937 rng(32);
+  int64_t n = 32;
+  std::vector<int64_t> kept = {0, 2, 3, 5, 7};
+  RouterConfig cfg;
+  cfg.numExperts = 8;
+  cfg.topK = 2;
+  cfg.kept = kept.data();
+  cfg.numKept = static_cast<int64_t>(kept.size());
+  cfg.normTopkProb = true;
+  cfg.normEpsilon = 1e-20;
+  std::vector<float> logits = randomVec(rng, n * cfg.numExperts, -3.0f, 3.0f);
+  runRoute(logits, nullptr, n, cfg);
+  cfg.sigmoid = true;
+  cfg.nGroup = 4;
+  cfg.topkGroup = 2;
+  cfg.scalingFactor = 2.5;
+  std::vector<float> bias = randomVec(rng, cfg.numExperts, -0.3f, 0.3f);
+  runRoute(logits, bias.data(), n, cfg);
+}
+
+TEST(Kernels, RouteTiesAreStable) {
+  RouterConfig cfg;
+  cfg.numExperts = 8;
+  cfg.topK = 2;
+  std::vector<float> logits(8, 0.5f);
+  RefRouting r = runRoute(logits, nullptr, 1, cfg);
+  EXPECT_EQ(r.indices, (std::vector<int32_t>{0, 1}));
+  std::vector<int64_t> kept = {1, 4, 6};
+  cfg.kept = kept.data();
+  cfg.numKept = 3;
+  r = runRoute(logits, nullptr, 1, cfg);
+  EXPECT_EQ(r.indices, (std::vector<int32_t>{0, 1}));
+  // Grouped, with every group tied: the lowest groups are kept.
+  cfg.kept = nullptr;
+  cfg.numKept = 0;
+  cfg.sigmoid = true;
+  cfg.nGroup = 4;
+  cfg.topkGroup = 2;
+  cfg.topK = 3;
+  r = runRoute(logits, nullptr, 1, cfg);
+  EXPECT_EQ(r.indices, (std::vector<int32_t>{0, 1, 2}));
+}
+
+} // namespace

@@ -1,0 +1,101 @@
+//===- ds-compile.cpp - models to runtime artifacts -----------------------===//
+//
+//   ds-compile INPUT [--weights PATH] [--optimize "OPTIONS"] [--no-optimize]
+//              [--max-cache-len N] -o OUT.dsa [--print-plan]
+//
+// INPUT is a Hugging Face model directory (imported first) or a .mlir file.
+// The module goes through ds-optimize (with OPTIONS, e.g. "quantize=int8")
+// unless --no-optimize, then becomes one artifact file: the execution plan,
+// the generated kernels (a shared object) and the packed weights. The
+// runtime runs it with no MLIR or LLVM present. Nothing is written when
+// compilation fails.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/Compiler.h"
+#include "dialects/InitAllDialects.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/WithColor.h"
+
+#include <chrono>
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::opt<std::string> input(cl::Positional, cl::desc("<model dir or .mlir>"),
+                             cl::Required);
+  cl::opt<std::string> weights(
+      "weights",
+      cl::desc("Checkpoint (default: the model directory or the "
+               "module's ds.weight_files)"),
+      cl::init(""));
+  cl::opt<std::string> optimize(
+      "optimize", cl::desc("ds-optimize options, e.g. \"quantize=int8\""),
+      cl::init(""));
+  cl::opt<bool> noOptimize(
+      "no-optimize", cl::desc("Compile the module as it is"), cl::init(false));
+  cl::opt<int64_t> maxCacheLen(
+      "max-cache-len", cl::desc("KV cache capacity for imports"), cl::init(0));
+  cl::opt<std::string> output("o", cl::desc("Artifact to write"),
+                              cl::value_desc("file"), cl::Required);
+  cl::opt<bool> printPlan("print-plan", cl::desc("Print each function's steps"),
+                          cl::init(false));
+  cl::ParseCommandLineOptions(argc, argv,
+                              "ds-compile: models to runtime artifacts\n");
+
+  DialectRegistry registry;
+  mlir::ds::registerAllDialects(registry);
+  MLIRContext context(registry);
+  auto start = std::chrono::steady_clock::now();
+  mlir::ds::CompileOptions options;
+  options.optimize = optimize;
+  options.noOptimize = noOptimize;
+  options.maxCacheLen = maxCacheLen;
+  auto loaded = mlir::ds::loadForCompile(context, input, weights, options);
+  if (failed(loaded))
+    return 1;
+  auto artifact =
+      mlir::ds::compileModule(*(*loaded)->module, *(*loaded)->checkpoint);
+  if (failed(artifact))
+    return 1;
+  absl::Status written =
+      ::ds::rt::writeArtifact(output, artifact->plan, artifact->target,
+                              artifact->code, artifact->weights);
+  if (!written.ok()) {
+    llvm::WithColor::error(llvm::errs(), "ds-compile")
+        << std::string(written.message()) << "\n";
+    return 1;
+  }
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  size_t steps = 0, generated = 0;
+  for (const auto &f : artifact->plan.functions)
+    for (const auto &s : f.steps) {
+      steps += s.op != ::ds::rt::OpCode::Alias;
+      generated += s.op == ::ds::rt::OpCode::Elementwise;
+    }
+  llvm::outs() << "ds-compile: " << output << ": "
+               << artifact->plan.functions.size() << " functions, " << steps
+               << " kernel calls (" << generated << " generated), "
+               << artifact->plan.weights.size() << " weights ("
+               << artifact->weights.size() << " bytes), code "
+               << artifact->code.size() << " bytes, for "
+               << artifact->target.cpu << ", in "
+               << llvm::format("%.2f", seconds) << " s\n";
+  if (printPlan)
+    for (const auto &f : artifact->plan.functions) {
+      llvm::outs() << "function " << f.name << ":\n";
+      for (const auto &s : f.steps)
+        llvm::outs() << "  " << s.location
+                     << (s.kernel.empty() ? "" : " -> " + s.kernel) << "\n";
+    }
+  return 0;
+}
