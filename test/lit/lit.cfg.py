@@ -31,7 +31,8 @@ llvm_config.use_default_substitutions()
 tool_dirs = [config.ds_tools_dir, config.llvm_tools_dir]
 tools = [
     ToolSubst(t, unresolved="fatal")
-    for t in ("ds-opt", "ds-translate", "ds-run", "ds-make-tiny-model")
+    for t in ("ds-opt", "ds-translate", "ds-run", "ds-make-tiny-model",
+              "ds-compile")
 ]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
