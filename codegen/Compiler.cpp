@@ -287,3 +287,20 @@ mlir::ds::compileCached(const std::string &path, const std::string &weights,
     return written;
   return rt::Model::load(entry);
 }
+
+#include "ds/rt/Compile.h"
+
+namespace {
+/// Installs compileCached as the runtime's ds_model_compile when this
+/// library loads.
+struct RegisterCompileHook {
+  RegisterCompileHook() {
+    rt::setCompileHook([](const std::string &path, const std::string &opt)
+                           -> absl::StatusOr<std::shared_ptr<rt::Model>> {
+      CompileOptions options;
+      options.optimize = opt;
+      return compileCached(path, "", options);
+    });
+  }
+} registerCompileHook;
+} // namespace
