@@ -1,0 +1,391 @@
+//===- ds-bench.cpp - runtime kernel and serving benchmarks ---------------===//
+//
+//   ds-bench [--model M.dsa] [--reps N] [--only moe|gemm|int8|batch]
+//
+// Prints figures, each beside a baseline measured in the same run (medians
+// of --reps timed repetitions, one thread unless stated):
+//   1. MoE layer (hidden 1024, 8 experts top-2 softmax renormalized + one
+//      shared expert, SwiGLU 1408, f32) at T = 1, 64, 256: tokens/s and the
+//      fraction of the roofline, from a stream-read bandwidth and an FMA peak
+//      measured here;
+//   2. f32 GEMM 512x512x512, 32x4096x4096 and GEMV 1x4096x4096 against
+//      oneDNN's sgemm; the GEMV also as a fraction of stream bandwidth;
+//   3. the MoE layer with int8 weight-only experts against f32 at T = 1;
+//   4. with --model (a ds-compile artifact with @decode): decode throughput
+//      at batch 32 against batch 1, and latency percentiles of the batcher
+//      under concurrent submitters.
+// Figures are printed, never asserted: machines are noisy.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/rt/Batcher.h"
+#include "ds/rt/Kernels.h"
+
+#include <dnnl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace ds::rt;
+using namespace ds::rt::kernels;
+
+namespace {
+
+int reps = 15;
+
+double medianSeconds(const std::function<void()> &fn, int n = reps) {
+  fn(); // warm-up
+  std::vector<double> t;
+  for (int i = 0; i < n; ++i) {
+    auto a = std::chrono::steady_clock::now();
+    fn();
+    t.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - a)
+            .count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct Buffer {
+  std::vector<char> raw;
+  void *data;
+  explicit Buffer(size_t bytes) : raw(bytes + 64) {
+    auto p = reinterpret_cast<uintptr_t>(raw.data());
+    data = reinterpret_cast<void *>((p + 63) & ~uintptr_t{63});
+  }
+};
+
+std::vector<float> randomFloats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = d(rng);
+  return v;
+}
+
+struct Packed {
+  Buffer buf;
+  PackedWeight w;
+  Packed(const std::vector<float> &src, int64_t n, int64_t k, bool int8)
+      : buf(packedWeightBytes(int8 ? WeightFormat::I8 : WeightFormat::F32, n,
+                              k)) {
+    if (int8) {
+      std::vector<int8_t> q(n * k);
+      std::vector<float> s(n);
+      for (int64_t r = 0; r < n; ++r) {
+        float mx = 1e-12f;
+        for (int64_t c = 0; c < k; ++c)
+          mx = std::max(mx, std::abs(src[r * k + c]));
+        s[r] = mx / 127.0f;
+        for (int64_t c = 0; c < k; ++c)
+          q[r * k + c] =
+              static_cast<int8_t>(std::lround(src[r * k + c] / s[r]));
+      }
+      packWeightI8(q.data(), s.data(), n, k, buf.data);
+    } else {
+      packWeightF32(src.data(), n, k, buf.data);
+    }
+    w = {int8 ? WeightFormat::I8 : WeightFormat::F32, n, k, buf.data};
+  }
+};
+
+/// Stream read bandwidth of one core (bytes/s) over 512 MiB.
+double streamBandwidth() {
+  size_t n = (512u << 20) / sizeof(float);
+  std::vector<float> a(n, 1.0f);
+  volatile float sink = 0;
+  double t = medianSeconds(
+      [&] {
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (size_t i = 0; i < n; i += 4) {
+          s0 += a[i];
+          s1 += a[i + 1];
+          s2 += a[i + 2];
+          s3 += a[i + 3];
+        }
+        sink = s0 + s1 + s2 + s3;
+      },
+      5);
+  (void)sink;
+  return n * sizeof(float) / t;
+}
+
+/// Peak f32 FLOP/s of one core: 12 independent FMA chains on full-width
+/// registers (AVX-512 or AVX2, as the kernels use).
+template <int W> double fmaLoop() {
+  typedef float vf __attribute__((vector_size(W * 4)));
+  volatile float sink = 0;
+  const long iters = 20'000'000;
+  double t = medianSeconds(
+      [&] {
+        vf acc[12] = {};
+        vf x = {}, y = {};
+        for (int i = 0; i < W; ++i) {
+          x[i] = 1.0f + i * 1e-7f;
+          y[i] = 0.999999f;
+        }
+        for (long i = 0; i < iters; ++i)
+          for (int j = 0; j < 12; ++j)
+            acc[j] = acc[j] * y + x;
+        float s = 0;
+        for (int j = 0; j < 12; ++j)
+          s += acc[j][0];
+        sink = s;
+      },
+      3);
+  (void)sink;
+  return 2.0 * W * 12 * iters / t;
+}
+__attribute__((target("avx512f,fma"))) double fmaPeak512() {
+  return fmaLoop<16>();
+}
+__attribute__((target("avx2,fma"))) double fmaPeak256() { return fmaLoop<8>(); }
+double fmaPeak() { return hasAvx512() ? fmaPeak512() : fmaPeak256(); }
+
+struct MoELayer {
+  static constexpr int64_t H = 1024, I = 1408, E = 8, K = 2;
+  std::vector<Packed> gateUp, down;
+  Packed router, sharedGateUp, sharedDown;
+  MoELayer(bool int8)
+      : router(randomFloats(E * H, 1, 0.02f), E, H, false),
+        sharedGateUp(randomFloats(2 * I * H, 2, 0.02f), 2 * I, H, false),
+        sharedDown(randomFloats(H * I, 3, 0.02f), H, I, false) {
+    for (int64_t e = 0; e < E; ++e) {
+      gateUp.emplace_back(randomFloats(2 * I * H, 10 + e, 0.02f), 2 * I, H,
+                          int8);
+      down.emplace_back(randomFloats(H * I, 20 + e, 0.02f), H, I, int8);
+    }
+  }
+  void run(const float *x, int64_t t, float *y) {
+    thread_local std::vector<float> logits, w, gu, hid, shared;
+    thread_local std::vector<int32_t> idx;
+    logits.resize(t * E);
+    w.resize(t * K);
+    idx.resize(t * K);
+    gu.resize(t * 2 * I);
+    hid.resize(t * I);
+    shared.resize(t * H);
+    gemm(x, t, H, router.w, nullptr, logits.data(), E);
+    RouterConfig rc;
+    rc.numExperts = E;
+    rc.topK = K;
+    rc.normTopkProb = true;
+    route(logits.data(), nullptr, t, rc, w.data(), idx.data());
+    std::vector<PackedWeight> g, d;
+    for (int64_t e = 0; e < E; ++e) {
+      g.push_back(gateUp[e].w);
+      d.push_back(down[e].w);
+    }
+    moeExperts(x, t, H, w.data(), idx.data(), K, E, g.data(), d.data(), I,
+               Act::Silu, y);
+    gemm(x, t, H, sharedGateUp.w, nullptr, gu.data(), 2 * I);
+    glu(gu.data(), t, I, Act::Silu, hid.data());
+    gemm(hid.data(), t, I, sharedDown.w, nullptr, shared.data(), H);
+    for (int64_t i = 0; i < t * H; ++i)
+      y[i] += shared[i];
+  }
+  /// Experts that tokens of `x` select (for the memory roofline).
+  int64_t touched(const float *x, int64_t t) {
+    std::vector<float> logits(t * E), w(t * K);
+    std::vector<int32_t> idx(t * K);
+    gemm(x, t, H, router.w, nullptr, logits.data(), E);
+    RouterConfig rc;
+    rc.numExperts = E;
+    rc.topK = K;
+    rc.normTopkProb = true;
+    route(logits.data(), nullptr, t, rc, w.data(), idx.data());
+    std::vector<bool> used(E);
+    for (int32_t i : idx)
+      used[i] = true;
+    return std::count(used.begin(), used.end(), true);
+  }
+};
+
+void benchMoE(double bw, double peak, bool alsoInt8) {
+  MoELayer f32(false);
+  std::printf("\n== 1. MoE layer (H=1024, 8 experts top-2 + shared, I=1408, "
+              "f32, 1 thread)\n");
+  std::printf("%6s %12s %12s %12s %10s  %s\n", "T", "tokens/s", "time ms",
+              "roofline ms", "% roof", "bound");
+  for (int64_t t : {1, 64, 256}) {
+    std::vector<float> x = randomFloats(t * MoELayer::H, 99, 1.0f);
+    std::vector<float> y(t * MoELayer::H);
+    double s = medianSeconds([&] { f32.run(x.data(), t, y.data()); });
+    int64_t experts = f32.touched(x.data(), t);
+    double expertBytes = 3.0 * MoELayer::H * MoELayer::I * sizeof(float);
+    double bytes = (experts + 1) * expertBytes + 8.0 * MoELayer::H * 4;
+    double flops = 2.0 * t *
+                   (MoELayer::E * MoELayer::H +
+                    (MoELayer::K + 1) * 3.0 * MoELayer::H * MoELayer::I);
+    double roof = std::max(bytes / bw, flops / peak);
+    std::printf(
+        "%6lld %12.0f %12.3f %12.3f %9.1f%%  %s (%lld experts touched)\n",
+        static_cast<long long>(t), t / s, s * 1e3, roof * 1e3, 100.0 * roof / s,
+        bytes / bw > flops / peak ? "memory" : "compute",
+        static_cast<long long>(experts));
+  }
+  if (!alsoInt8)
+    return;
+  MoELayer i8(true);
+  std::printf("\n== 3. MoE layer, int8 weight-only experts vs f32, T=1\n");
+  std::vector<float> x = randomFloats(MoELayer::H, 7, 1.0f), y(MoELayer::H);
+  double a = medianSeconds([&] { f32.run(x.data(), 1, y.data()); });
+  double b = medianSeconds([&] { i8.run(x.data(), 1, y.data()); });
+  std::printf("f32 %.3f ms (%.0f tok/s), int8 %.3f ms (%.0f tok/s): %.2fx\n",
+              a * 1e3, 1 / a, b * 1e3, 1 / b, a / b);
+}
+
+void benchGemm(double bw) {
+  std::printf("\n== 2. f32 GEMM / GEMV vs oneDNN sgemm (1 thread)\n");
+  std::printf("%-18s %10s %10s %10s %8s\n", "M x N x K", "ds GF/s", "oneDNN",
+              "ratio", "GB/s");
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (Shape s :
+       {Shape{512, 512, 512}, Shape{32, 4096, 4096}, Shape{1, 4096, 4096}}) {
+    std::vector<float> a = randomFloats(s.m * s.k, 1),
+                       w = randomFloats(s.n * s.k, 2);
+    std::vector<float> c(s.m * s.n), c2(s.m * s.n);
+    Packed p(w, s.n, s.k, false);
+    double ours = medianSeconds(
+        [&] { gemm(a.data(), s.m, s.k, p.w, nullptr, c.data(), s.n); });
+    double theirs = medianSeconds([&] {
+      dnnl_sgemm('N', 'T', s.m, s.n, s.k, 1.0f, a.data(), s.k, w.data(), s.k,
+                 0.0f, c2.data(), s.n);
+    });
+    double err = 0, mag = 0;
+    for (size_t i = 0; i < c.size(); ++i) {
+      err = std::max(err, static_cast<double>(std::abs(c[i] - c2[i])));
+      mag = std::max(mag, static_cast<double>(std::abs(c2[i])));
+    }
+    double flops = 2.0 * s.m * s.n * s.k;
+    double gbs = s.n * s.k * 4.0 / ours / 1e9;
+    std::printf("%5lldx%5lldx%5lld %10.1f %10.1f %9.2fx %8.1f%s\n",
+                static_cast<long long>(s.m), static_cast<long long>(s.n),
+                static_cast<long long>(s.k), flops / ours / 1e9,
+                flops / theirs / 1e9, theirs / ours, gbs,
+                err / mag > 1e-4 ? "  (RESULTS DIFFER)" : "");
+    if (s.m == 1)
+      std::printf("GEMV weight stream: %.1f GB/s = %.0f%% of the %.1f GB/s "
+                  "stream bandwidth\n",
+                  gbs, 100.0 * gbs * 1e9 / bw, bw / 1e9);
+  }
+}
+
+void benchBatching(const std::string &path) {
+  std::printf("\n== 4. dynamic batching on %s\n", path.c_str());
+  auto model = Model::load(path);
+  if (!model.ok()) {
+    std::printf("cannot load: %s\n",
+                std::string(model.status().message()).c_str());
+    return;
+  }
+  int64_t vocab = (*model)->plan().vocabSize;
+  // Decode throughput: B sequences, one token each per step.
+  auto decodeRate = [&](int64_t b) {
+    auto session = Session::create(*model, b, 0);
+    std::vector<int64_t> tokens(b), positions(b), slots(b);
+    for (int64_t i = 0; i < b; ++i) {
+      tokens[i] = (i * 7 + 3) % vocab;
+      positions[i] = 4;
+      slots[i] = i;
+    }
+    double s = medianSeconds([&] {
+      auto r = (*session)->step(tokens, positions, slots);
+      if (!r.ok())
+        std::abort();
+    });
+    return b / s;
+  };
+  double one = decodeRate(1), many = decodeRate(32);
+  std::printf("decode: batch 1 %.0f tok/s, batch 32 %.0f tok/s: %.1fx\n", one,
+              many, many / one);
+  BatcherOptions options;
+  options.maxBatchSize = 32;
+  options.maxWait = std::chrono::microseconds(1000);
+  auto batcher = Batcher::create(*model, options);
+  const int threads = 32, perThread = 8;
+  auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < perThread; ++i) {
+        std::vector<int64_t> prompt(1 + rng() % 8);
+        for (int64_t &id : prompt)
+          id = static_cast<int64_t>(rng() % vocab);
+        auto r = (*batcher)->submit(prompt, 8).get();
+        if (!r.ok())
+          std::printf("request failed: %s\n",
+                      std::string(r.status().message()).c_str());
+      }
+    });
+  for (std::thread &t : pool)
+    t.join();
+  double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  BatcherStats st = (*batcher)->stats();
+  double mean = 0;
+  for (size_t i = 0; i < st.batchHistogram.size(); ++i)
+    mean += static_cast<double>(i) * st.batchHistogram[i];
+  mean /= std::max<int64_t>(st.steps, 1);
+  std::printf("batcher: %d submitters x %d requests (8 new tokens each): %lld "
+              "done in %.2f s, %.0f generated tok/s, mean batch %.1f, max "
+              "queue %lld\n",
+              threads, perThread, static_cast<long long>(st.completed), secs,
+              st.generatedTokens / secs, mean,
+              static_cast<long long>(st.maxQueueDepth));
+  std::printf("latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", st.p50Ms,
+              st.p90Ms, st.p99Ms, st.maxMs);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  setenv("OMP_NUM_THREADS", "1", 1);
+  std::string model, only;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--model" && i + 1 < argc)
+      model = argv[++i];
+    else if (a == "--reps" && i + 1 < argc)
+      reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--only" && i + 1 < argc)
+      only = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: ds-bench [--model M.dsa] [--reps N] [--only "
+                           "moe|gemm|int8|batch]\n");
+      return 2;
+    }
+  }
+  std::printf("ds-bench: %s kernels, medians of %d runs\n",
+              hasAvx512() ? "AVX-512" : "AVX2", reps);
+  double bw = 0, peak = 0;
+  if (only.empty() || only == "moe" || only == "gemm" || only == "int8") {
+    bw = streamBandwidth();
+    peak = fmaPeak();
+    std::printf("measured here: stream read %.1f GB/s, FMA peak %.1f GFLOP/s "
+                "(one core)\n",
+                bw / 1e9, peak / 1e9);
+  }
+  if (only.empty() || only == "moe" || only == "int8")
+    benchMoE(bw, peak, only.empty() || only == "int8");
+  if (only.empty() || only == "gemm")
+    benchGemm(bw);
+  if (!model.empty() && (only.empty() || only == "batch"))
+    benchBatching(model);
+  return 0;
+}
