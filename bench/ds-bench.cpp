@@ -20,6 +20,7 @@
 
 #include "ds/rt/Batcher.h"
 #include "ds/rt/Kernels.h"
+#include "ds/rt/MemoryPlanner.h"
 
 #include <dnnl.h>
 
@@ -100,22 +101,42 @@ struct Packed {
   }
 };
 
-/// Stream read bandwidth of one core (bytes/s) over 512 MiB.
+/// Stream read bandwidth of one core (bytes/s) over 512 MiB: eight vector
+/// accumulators, so the adds keep up with memory.
+template <int W> double streamRead(const float *a, size_t n) {
+  typedef float vf __attribute__((vector_size(W * 4), aligned(4)));
+  vf acc[8] = {};
+  for (size_t i = 0; i + 8 * W <= n; i += 8 * W)
+    for (int j = 0; j < 8; ++j) {
+      vf v;
+      std::memcpy(&v, a + i + j * W, sizeof(vf));
+      acc[j] += v;
+    }
+  float s = 0;
+  for (int j = 0; j < 8; ++j)
+    for (int l = 0; l < W; ++l)
+      s += acc[j][l];
+  return s;
+}
+__attribute__((target("avx512f"))) double streamRead512(const float *a,
+                                                        size_t n) {
+  return streamRead<16>(a, n);
+}
+__attribute__((target("avx2"))) double streamRead256(const float *a, size_t n) {
+  return streamRead<8>(a, n);
+}
 double streamBandwidth() {
+  // A huge-page arena, as the runtime's buffers are: no TLB misses to
+  // understate the bandwidth.
   size_t n = (512u << 20) / sizeof(float);
-  std::vector<float> a(n, 1.0f);
-  volatile float sink = 0;
+  absl::StatusOr<Arena> arena = Arena::create(n * sizeof(float));
+  if (!arena.ok())
+    return 1;
+  auto *a = reinterpret_cast<float *>(arena->data());
+  std::fill(a, a + n, 1.0f);
+  volatile double sink = 0;
   double t = medianSeconds(
-      [&] {
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        for (size_t i = 0; i < n; i += 4) {
-          s0 += a[i];
-          s1 += a[i + 1];
-          s2 += a[i + 2];
-          s3 += a[i + 3];
-        }
-        sink = s0 + s1 + s2 + s3;
-      },
+      [&] { sink = hasAvx512() ? streamRead512(a, n) : streamRead256(a, n); },
       5);
   (void)sink;
   return n * sizeof(float) / t;
@@ -123,35 +144,38 @@ double streamBandwidth() {
 
 /// Peak f32 FLOP/s of one core: 12 independent FMA chains on full-width
 /// registers (AVX-512 or AVX2, as the kernels use).
-template <int W> double fmaLoop() {
+template <int W> float fmaChains(long iters) {
   typedef float vf __attribute__((vector_size(W * 4)));
-  volatile float sink = 0;
+  vf acc[12] = {};
+  vf x, y;
+  for (int i = 0; i < W; ++i) {
+    x[i] = 1.0f + i * 1e-7f;
+    y[i] = 0.999999f;
+  }
+  for (long i = 0; i < iters; ++i)
+    for (int j = 0; j < 12; ++j)
+      acc[j] = acc[j] * y + x;
+  float s = 0;
+  for (int j = 0; j < 12; ++j)
+    s += acc[j][0];
+  return s;
+}
+__attribute__((target("avx512f,fma"))) float fmaChains512(long iters) {
+  return fmaChains<16>(iters);
+}
+__attribute__((target("avx2,fma"))) float fmaChains256(long iters) {
+  return fmaChains<8>(iters);
+}
+double fmaPeak() {
   const long iters = 20'000'000;
+  const int width = hasAvx512() ? 16 : 8;
+  volatile float sink = 0;
   double t = medianSeconds(
-      [&] {
-        vf acc[12] = {};
-        vf x = {}, y = {};
-        for (int i = 0; i < W; ++i) {
-          x[i] = 1.0f + i * 1e-7f;
-          y[i] = 0.999999f;
-        }
-        for (long i = 0; i < iters; ++i)
-          for (int j = 0; j < 12; ++j)
-            acc[j] = acc[j] * y + x;
-        float s = 0;
-        for (int j = 0; j < 12; ++j)
-          s += acc[j][0];
-        sink = s;
-      },
+      [&] { sink = hasAvx512() ? fmaChains512(iters) : fmaChains256(iters); },
       3);
   (void)sink;
-  return 2.0 * W * 12 * iters / t;
+  return 2.0 * width * 12 * iters / t;
 }
-__attribute__((target("avx512f,fma"))) double fmaPeak512() {
-  return fmaLoop<16>();
-}
-__attribute__((target("avx2,fma"))) double fmaPeak256() { return fmaLoop<8>(); }
-double fmaPeak() { return hasAvx512() ? fmaPeak512() : fmaPeak256(); }
 
 struct MoELayer {
   static constexpr int64_t H = 1024, I = 1408, E = 8, K = 2;

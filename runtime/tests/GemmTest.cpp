@@ -83,8 +83,8 @@ void checkGemm(int64_t m, int64_t n, int64_t k, bool int8, bool withBias,
 TEST(Gemm, MatchesLoopsOnOddShapes) {
   std::mt19937 rng(1);
   for (bool int8 : {false, true})
-    for (int64_t m : {1, 2, 5, 12, 13, 30})
-      for (int64_t n : {1, 15, 16, 17, 33, 64, 70})
+    for (int64_t m : {1, 2, 3, 4, 5, 12, 13, 30})
+      for (int64_t n : {1, 15, 16, 17, 33, 64, 70, 150, 200})
         for (int64_t k : {1, 7, 64, 300, 600})
           checkGemm(m, n, k, int8, (m + n) % 2 == 0, nullptr, rng);
 }
@@ -99,6 +99,9 @@ TEST(Gemm, ThreadedMatchesSerial) {
   std::mt19937 rng(3);
   checkGemm(40, 200, 256, false, true, &pool, rng);
   checkGemm(40, 200, 256, true, false, &pool, rng);
+  // Few rows: wide panel groups split over the threads.
+  checkGemm(1, 1000, 300, false, true, &pool, rng);
+  checkGemm(3, 1000, 300, true, true, &pool, rng);
 }
 
 TEST(MoEExperts, OnlyRoutedExpertsAndWeightedSum) {

@@ -916,6 +916,20 @@ int main(int argc, char **argv) {
       if (failed(jit))
         return 1;
       model = *jit;
+    } else if (backend == "cached") {
+      auto start = std::chrono::steady_clock::now();
+      bool hit = false;
+      mlir::ds::CompileOptions options;
+      auto compiled =
+          mlir::ds::compileCached(inputFile, weightsDir, options, &hit);
+      if (!compiled.ok())
+        return fail(std::string(compiled.status().message()));
+      llvm::outs() << llvm::formatv(
+          "compile cache: {0} ({1:f1} ms)\n", hit ? "hit" : "miss, compiled",
+          std::chrono::duration<double, std::milli>(
+              std::chrono::steady_clock::now() - start)
+              .count());
+      model = *compiled;
     } else if (StringRef(backend).starts_with("artifact=")) {
       auto loaded =
           ::ds::rt::Model::load(StringRef(backend).drop_front(9).str());
@@ -923,7 +937,8 @@ int main(int argc, char **argv) {
         return fail(std::string(loaded.status().message()));
       model = *loaded;
     } else {
-      return fail("--backend must be interpreter, jit or artifact=FILE");
+      return fail("--backend must be interpreter, jit, cached or "
+                  "artifact=FILE");
     }
     if (check && !weights)
       return fail("--check needs --weights");

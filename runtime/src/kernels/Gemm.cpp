@@ -19,15 +19,15 @@
 namespace ds::rt::kernels {
 namespace avx512 {
 void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
-                const float *bias, float *c, int64_t ldc, int64_t groupBegin,
-                int64_t groupEnd);
-int64_t panelsPerGroup();
+                const float *bias, float *c, int64_t ldc, int64_t panelBegin,
+                int64_t panelEnd);
+int64_t panelsPerGroup(int64_t m);
 } // namespace avx512
 namespace avx2 {
 void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
-                const float *bias, float *c, int64_t ldc, int64_t groupBegin,
-                int64_t groupEnd);
-int64_t panelsPerGroup();
+                const float *bias, float *c, int64_t ldc, int64_t panelBegin,
+                int64_t panelEnd);
+int64_t panelsPerGroup(int64_t m);
 } // namespace avx2
 
 bool hasAvx512() {
@@ -85,21 +85,25 @@ void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
   if (m <= 0 || w.n <= 0)
     return;
   const bool wide = hasAvx512();
-  const int64_t per = wide ? avx512::panelsPerGroup() : avx2::panelsPerGroup();
-  const int64_t groups = (numPanels(w.n) + per - 1) / per;
-  auto run = [&](int64_t g0, int64_t g1) {
+  const int64_t per =
+      wide ? avx512::panelsPerGroup(m) : avx2::panelsPerGroup(m);
+  const int64_t panels = numPanels(w.n);
+  auto run = [&](int64_t p0, int64_t p1) {
     if (wide)
-      avx512::gemmPanels(a, m, lda, w, bias, c, ldc, g0, g1);
+      avx512::gemmPanels(a, m, lda, w, bias, c, ldc, p0, p1);
     else
-      avx2::gemmPanels(a, m, lda, w, bias, c, ldc, g0, g1);
+      avx2::gemmPanels(a, m, lda, w, bias, c, ldc, p0, p1);
   };
   // Below ~1 MFLOP a parallel split costs more than it saves.
   double flops = 2.0 * static_cast<double>(m) * w.n * w.k;
+  const int64_t groups = (panels + per - 1) / per;
   if (!pool || pool->numWorkers() == 0 || groups < 2 || flops < 1e6) {
-    run(0, groups);
+    run(0, panels);
     return;
   }
-  pool->parallelFor(groups, 1, [&](int64_t g0, int64_t g1) { run(g0, g1); });
+  pool->parallelFor(groups, 1, [&](int64_t g0, int64_t g1) {
+    run(g0 * per, std::min(panels, g1 * per));
+  });
 }
 
 int64_t

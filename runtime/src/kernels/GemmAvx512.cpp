@@ -17,13 +17,13 @@ namespace ds::rt::kernels::avx512 {
 #include "GemmKernels.inc"
 
 void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
-                const float *bias, float *c, int64_t ldc, int64_t groupBegin,
-                int64_t groupEnd) {
+                const float *bias, float *c, int64_t ldc, int64_t panelBegin,
+                int64_t panelEnd) {
   if (w.format == WeightFormat::I8)
-    gemmRange<true>(a, m, lda, w, bias, c, ldc, groupBegin, groupEnd);
+    gemmDispatch<true>(a, m, lda, w, bias, c, ldc, panelBegin, panelEnd);
   else
-    gemmRange<false>(a, m, lda, w, bias, c, ldc, groupBegin, groupEnd);
+    gemmDispatch<false>(a, m, lda, w, bias, c, ldc, panelBegin, panelEnd);
 }
 
-int64_t panelsPerGroup() { return NP; }
+int64_t panelsPerGroup(int64_t m) { return groupPanels(m); }
 } // namespace ds::rt::kernels::avx512
