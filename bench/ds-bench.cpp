@@ -104,12 +104,15 @@ struct Packed {
 /// Stream read bandwidth of one core (bytes/s) over 512 MiB: eight vector
 /// accumulators, so the adds keep up with memory.
 template <int W> double streamRead(const float *a, size_t n) {
+  // Eight streams at once (eight chunks), as the GEMV reads eight panels:
+  // one stream alone is limited by its prefetcher, not by memory.
   typedef float vf __attribute__((vector_size(W * 4), aligned(4)));
   vf acc[8] = {};
-  for (size_t i = 0; i + 8 * W <= n; i += 8 * W)
+  size_t chunk = n / 8;
+  for (size_t i = 0; i + W <= chunk; i += W)
     for (int j = 0; j < 8; ++j) {
       vf v;
-      std::memcpy(&v, a + i + j * W, sizeof(vf));
+      std::memcpy(&v, a + j * chunk + i, sizeof(vf));
       acc[j] += v;
     }
   float s = 0;
@@ -166,7 +169,7 @@ __attribute__((target("avx512f,fma"))) float fmaChains512(long iters) {
 __attribute__((target("avx2,fma"))) float fmaChains256(long iters) {
   return fmaChains<8>(iters);
 }
-double fmaPeak() {
+double fmaLoopPeak() {
   const long iters = 20'000'000;
   const int width = hasAvx512() ? 16 : 8;
   volatile float sink = 0;
@@ -177,14 +180,33 @@ double fmaPeak() {
   return 2.0 * width * 12 * iters / t;
 }
 
+/// The larger of the FMA loop and the GEMM microkernel on an L1-resident
+/// problem (what the kernels can reach with no memory traffic).
+double fmaPeak() {
+  const int64_t m = 12, n = 32, k = 256;
+  std::vector<float> a = randomFloats(m * k, 5), w = randomFloats(n * k, 6);
+  std::vector<float> c(m * n);
+  Packed p(w, n, k, false);
+  const int inner = 2000;
+  double t = medianSeconds(
+      [&] {
+        for (int i = 0; i < inner; ++i)
+          gemm(a.data(), m, k, p.w, nullptr, c.data(), n);
+      },
+      5);
+  return std::max(fmaLoopPeak(), 2.0 * m * n * k * inner / t);
+}
+
 struct MoELayer {
   static constexpr int64_t H = 1024, I = 1408, E = 8, K = 2;
   std::vector<Packed> gateUp, down;
   Packed router, sharedGateUp, sharedDown;
+  // int8: routed and shared experts int8 weight-only, the router in f32 (as
+  // ds-quantize does).
   MoELayer(bool int8)
       : router(randomFloats(E * H, 1, 0.02f), E, H, false),
-        sharedGateUp(randomFloats(2 * I * H, 2, 0.02f), 2 * I, H, false),
-        sharedDown(randomFloats(H * I, 3, 0.02f), H, I, false) {
+        sharedGateUp(randomFloats(2 * I * H, 2, 0.02f), 2 * I, H, int8),
+        sharedDown(randomFloats(H * I, 3, 0.02f), H, I, int8) {
     for (int64_t e = 0; e < E; ++e) {
       gateUp.emplace_back(randomFloats(2 * I * H, 10 + e, 0.02f), 2 * I, H,
                           int8);
@@ -262,7 +284,8 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
   if (!alsoInt8)
     return;
   MoELayer i8(true);
-  std::printf("\n== 3. MoE layer, int8 weight-only experts vs f32, T=1\n");
+  std::printf("\n== 3. MoE layer, int8 weight-only (routed + shared experts) "
+              "vs f32, T=1\n");
   std::vector<float> x = randomFloats(MoELayer::H, 7, 1.0f), y(MoELayer::H);
   double a = medianSeconds([&] { f32.run(x.data(), 1, y.data()); });
   double b = medianSeconds([&] { i8.run(x.data(), 1, y.data()); });
@@ -336,6 +359,18 @@ void benchBatching(const std::string &path) {
   double one = decodeRate(1), many = decodeRate(32);
   std::printf("decode: batch 1 %.0f tok/s, batch 32 %.0f tok/s: %.1fx\n", one,
               many, many / one);
+  for (int64_t b : {1, 32}) {
+    auto session = Session::create(*model, b, 0);
+    std::vector<int64_t> tokens(b, 3), positions(b, 4), slots(b);
+    for (int64_t i = 0; i < b; ++i)
+      slots[i] = i;
+    (*session)->executor().setProfiling(true);
+    for (int i = 0; i < 200; ++i)
+      (void)(*session)->step(tokens, positions, slots);
+    std::printf("time per step kind, batch %lld, 200 steps:\n%s",
+                static_cast<long long>(b),
+                (*session)->executor().profileReport().c_str());
+  }
   BatcherOptions options;
   options.maxBatchSize = 32;
   options.maxWait = std::chrono::microseconds(1000);

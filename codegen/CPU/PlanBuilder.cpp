@@ -532,14 +532,19 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         return success();
       })
       .Case([&](AttentionOp a) -> LogicalResult {
+        // Keys and values from a cache (slot-indexed), or computed in the
+        // graph ([batch, len, ...], batch row b is its own "slot").
         int32_t k = cacheOf(a.getK()), v = cacheOf(a.getV());
-        if (k < 0 || v < 0)
-          return a.emitError("the CPU backend attends over KV caches only "
-                             "(k and v from ds.cache_update)");
+        bool cached = k >= 0 && v >= 0;
+        if (!cached) {
+          k = id(a.getK());
+          v = id(a.getV());
+        }
         rt::Step &s = step(a, rt::OpCode::Attention);
         s.ints = {a.getSlidingWindow()
                       ? static_cast<int64_t>(*a.getSlidingWindow())
-                      : 0};
+                      : 0,
+                  cached ? 1 : 0};
         s.floats = {a.getScale().convertToDouble()};
         s.operands = {id(a.getQ()), k, v, id(a.getPositions())};
         s.results = {newValue(a.getResult(), Kind::Temp, -1,
@@ -548,10 +553,13 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
       })
       .Case([&](MLAAttentionOp a) -> LogicalResult {
         int32_t ckv = cacheOf(a.getCKv()), kpe = cacheOf(a.getKPe());
-        if (ckv < 0 || kpe < 0)
-          return a.emitError("the CPU backend attends over latent caches "
-                             "only (c_kv and k_pe from ds.cache_update)");
+        bool cached = ckv >= 0 && kpe >= 0;
+        if (!cached) {
+          ckv = id(a.getCKv());
+          kpe = id(a.getKPe());
+        }
         rt::Step &s = step(a, rt::OpCode::MLAAttention);
+        s.ints = {cached ? 1 : 0};
         if (failed(weight(s, a.getKvB(), a, false)))
           return failure();
         s.floats = {a.getScale().convertToDouble()};

@@ -12,10 +12,11 @@
 //   Rope         operands [x, positions]        ints [dim, style]
 //                floats [scaling, invFreq...]
 //   CacheUpdate  operands [cache, positions, update]; result aliases cache
-//   Attention    operands [q, kCache, vCache, positions] ints [window]
-//                floats [scale]
+//   Attention    operands [q, k, v, positions] ints [window, cached]
+//                floats [scale]; k, v: caches (cached = 1, rows of slot
+//                slots[b]) or in-graph [batch, len, ...] (row b is b's)
 //   MLAAttention operands [qNope, qPe, cKv, kPe, positions] weights [kvB]
-//                floats [scale]
+//                ints [cached] floats [scale]
 //   Router       operands [x] results [weights, indices]
 //                weights [W (, bias)] ints [numExperts, topK, sigmoid, nGroup,
 //                topkGroup, groupMax, normTopk, hasBias, kept...]
@@ -37,9 +38,12 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <numeric>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -500,6 +504,23 @@ Executor::run(const std::string &function,
   const int64_t *slotTable = slots.data();
 
   for (const Step &s : fn->steps) {
+    std::chrono::steady_clock::time_point stepStart;
+    if (profiling)
+      stepStart = std::chrono::steady_clock::now();
+    struct Timer {
+      Executor *self;
+      const Step &step;
+      std::chrono::steady_clock::time_point start;
+      ~Timer() {
+        if (!self->profiling)
+          return;
+        auto &slot = self->profile[static_cast<uint32_t>(step.op)];
+        slot.first += std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+        ++slot.second;
+      }
+    } timer{this, s, stepStart};
     auto err = [&](const std::string &what) {
       return absl::InvalidArgumentError(s.location + ": " + what);
     };
@@ -636,9 +657,18 @@ Executor::run(const std::string &function,
           return err(absl::StrCat("position ", I(pos)[i],
                                   " is outside the key/value length [0, ",
                                   maxLen, ")"));
+      std::vector<int64_t> identity;
+      const int64_t *rows = slotTable;
+      if (!s.ints[1]) {
+        identity.resize(qs[0]);
+        std::iota(identity.begin(), identity.end(), 0);
+        rows = identity.data();
+        if (ks[0] != qs[0] || vs[0] != qs[0] || vs[1] != maxLen)
+          return err("keys, values and queries disagree on batch or length");
+      }
       kernels::attention(F(q), qs[0], qs[1], qs[2], qs[3], F(kc), F(vc), maxLen,
-                         ks[2], vs[3], slotTable, I(pos), s.ints[0],
-                         s.floats[0], F(s.results[0]), pool);
+                         ks[2], vs[3], rows, I(pos), s.ints[0], s.floats[0],
+                         F(s.results[0]), pool);
       break;
     }
     case OpCode::MLAAttention: {
@@ -654,10 +684,20 @@ Executor::run(const std::string &function,
           return err(absl::StrCat("position ", I(pos)[i],
                                   " is outside the latent cache length [0, ",
                                   maxLen, ")"));
+      std::vector<int64_t> identity;
+      const int64_t *rows = slotTable;
+      if (!s.ints[0]) {
+        identity.resize(ns[0]);
+        std::iota(identity.begin(), identity.end(), 0);
+        rows = identity.data();
+        if (cs[0] != ns[0] || shapeOf(kpe)[0] != ns[0] ||
+            shapeOf(kpe)[1] != maxLen)
+          return err("latents and queries disagree on batch or length");
+      }
       kernels::mlaAttention(
           F(qn), F(qp), ns[0], ns[1], heads, dn, ps[3], F(ckv), F(kpe), maxLen,
           cs[2], static_cast<const float *>(model->weightData(s.weights[0])),
-          dv, slotTable, I(pos), s.floats[0], F(s.results[0]), pool);
+          dv, rows, I(pos), s.floats[0], F(s.results[0]), pool);
       break;
     }
     case OpCode::Router: {
@@ -746,6 +786,60 @@ Executor::run(const std::string &function,
     results.push_back(std::move(t));
   }
   return results;
+}
+
+namespace {
+const char *opName(OpCode op) {
+  switch (op) {
+  case OpCode::Embedding:
+    return "embedding";
+  case OpCode::RMSNorm:
+    return "rms_norm";
+  case OpCode::Linear:
+    return "linear";
+  case OpCode::Copy:
+    return "split (copy)";
+  case OpCode::Rope:
+    return "rope";
+  case OpCode::CacheUpdate:
+    return "cache_update";
+  case OpCode::Attention:
+    return "attention";
+  case OpCode::MLAAttention:
+    return "mla_attention";
+  case OpCode::Router:
+    return "router";
+  case OpCode::MoE:
+    return "moe experts";
+  case OpCode::Elementwise:
+    return "generated elementwise";
+  case OpCode::FakeQuant:
+    return "fake quant";
+  case OpCode::Alias:
+    return "alias";
+  }
+  return "?";
+}
+} // namespace
+
+std::string Executor::profileReport() const {
+  std::vector<std::pair<double, std::string>> rows;
+  double total = 0;
+  for (const auto &[op, entry] : profile)
+    total += entry.first;
+  for (const auto &[op, entry] : profile) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  %-22s %10.3f ms %6.1f%% %8lld calls\n",
+                  opName(static_cast<OpCode>(op)), entry.first * 1e3,
+                  total > 0 ? 100.0 * entry.first / total : 0.0,
+                  static_cast<long long>(entry.second));
+    rows.push_back({entry.first, line});
+  }
+  std::sort(rows.rbegin(), rows.rend());
+  std::string out;
+  for (const auto &r : rows)
+    out += r.second;
+  return out;
 }
 
 } // namespace ds::rt

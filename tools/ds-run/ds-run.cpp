@@ -61,6 +61,7 @@
 #include <deque>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -850,6 +851,120 @@ int runGenerateCompiled(std::shared_ptr<const ::ds::rt::Model> model,
   return 0;
 }
 
+/// One function on compiled code, on the same arguments runOnce builds
+/// (files, then seeded random values; cache arguments become the initial
+/// contents of KV cache slots 0..B-1); with `interp`, compared result by
+/// result (caches included) with the interpreter.
+int runOnceCompiled(std::shared_ptr<const ::ds::rt::Model> model,
+                    ModuleOp module, mlir::ds::Interpreter *interp) {
+  namespace rt = ::ds::rt;
+  auto fn = module.lookupSymbol<func::FuncOp>(function);
+  const rt::FunctionPlan *plan = model->plan().find(function);
+  if (!fn || !plan)
+    return fail("no function @" + function);
+  std::vector<HostTensor> args;
+  for (const std::string &spec : inputs) {
+    absl::StatusOr<HostTensor> t = readInput(spec);
+    if (!t.ok())
+      return fail(std::string(t.status().message()));
+    args.push_back(std::move(*t));
+  }
+  std::mt19937_64 rng(seed);
+  for (unsigned i = args.size(); i < fn.getNumArguments(); ++i) {
+    auto type = dyn_cast<RankedTensorType>(fn.getArgumentTypes()[i]);
+    if (!type)
+      return fail("argument " + Twine(i) + " is not a ranked tensor");
+    args.push_back(generated(type, rng));
+  }
+  // Arguments the plan takes as inputs; the others are caches, in order.
+  std::vector<const HostTensor *> ptrs;
+  std::vector<const HostTensor *> cacheArgs;
+  for (unsigned i = 0; i < args.size(); ++i) {
+    bool isInput = llvm::any_of(plan->inputs, [&](int32_t v) {
+      return plan->values[v].index == static_cast<int32_t>(i);
+    });
+    (isInput ? ptrs : cacheArgs).push_back(&args[i]);
+  }
+  std::optional<rt::KVCache> cache;
+  std::vector<int64_t> slots;
+  if (!cacheArgs.empty()) {
+    int64_t b = cacheArgs[0]->shape[0];
+    auto c = rt::KVCache::create(model->plan(), std::max<int64_t>(b, 1));
+    if (!c.ok())
+      return fail(std::string(c.status().message()));
+    cache = std::move(*c);
+    for (size_t i = 0; i < cacheArgs.size(); ++i) {
+      const HostTensor &t = *cacheArgs[i];
+      if (t.dtype != DType::F32 || t.shape[0] != b ||
+          t.numElements() != b * cache->slotSize(i))
+        return fail("cache argument " + Twine(i) +
+                    " does not fit the model's "
+                    "cache " +
+                    Twine(i));
+      std::copy_n(t.data<float>(), t.numElements(), cache->data(i));
+    }
+    for (int64_t i = 0; i < b; ++i)
+      slots.push_back(i);
+  }
+  rt::Executor exec(model);
+  auto results = exec.run(function, ptrs, cache ? &*cache : nullptr, slots);
+  if (!results.ok())
+    return fail(std::string(results.status().message()));
+  // Every result of the function: outputs, and caches read back.
+  std::vector<HostTensor> all;
+  size_t nextOutput = 0;
+  for (int32_t o : plan->outputs) {
+    int32_t base = o;
+    while (plan->values[base].kind == rt::ValueInfo::Kind::Alias)
+      base = plan->values[base].index;
+    if (plan->values[base].kind == rt::ValueInfo::Kind::Cache) {
+      int32_t c = plan->values[base].index;
+      const HostTensor &shapeFrom = *cacheArgs[c];
+      HostTensor t(DType::F32, shapeFrom.shape);
+      std::copy_n(cache->data(c), t.numElements(), t.data<float>());
+      all.push_back(std::move(t));
+    } else {
+      all.push_back(std::move((*results)[nextOutput++]));
+    }
+  }
+  double worst = 0;
+  if (interp) {
+    FailureOr<std::vector<HostTensor>> expected = interp->run(function, args);
+    if (failed(expected))
+      return 1;
+    if (expected->size() != all.size())
+      return fail("result counts differ");
+    for (size_t i = 0; i < all.size(); ++i) {
+      const HostTensor &a = all[i], &b = (*expected)[i];
+      if (a.shape != b.shape)
+        return fail("result " + Twine(i) + " is " + a.shapeString() +
+                    ", the interpreter's " + b.shapeString());
+      if (a.dtype == DType::F32)
+        worst = std::max(worst, relativeError(a, b));
+      else if (a.toInts() != b.toInts())
+        return fail("integer result " + Twine(i) + " differs");
+    }
+  }
+  for (auto [i, r] : llvm::enumerate(all)) {
+    std::vector<float> v = r.toFloats();
+    double sum = 0;
+    for (float x : v)
+      sum += x;
+    llvm::outs() << "result " << i << ": " << r.shapeString()
+                 << " sum=" << llvm::format("%.6g", sum) << "\n";
+  }
+  if (interp) {
+    llvm::outs() << llvm::formatv(
+        "check: {0} results against the interpreter, max relative error "
+        "{1:e2} (tolerance {2:e1})\n",
+        all.size(), worst, checkTolerance.getValue());
+    if (!(worst <= checkTolerance))
+      return fail("compiled code differs from the interpreter by more than "
+                  "the tolerance");
+  }
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -905,9 +1020,6 @@ int main(int argc, char **argv) {
   }
   mlir::ds::Interpreter interp(*module, weights.get());
   if (backend != "interpreter") {
-    if (generate <= 0)
-      return fail("--backend needs --generate (compiled models run "
-                  "@prefill/@decode)");
     std::shared_ptr<const ::ds::rt::Model> model;
     if (backend == "jit") {
       if (!checkpoint)
@@ -942,6 +1054,8 @@ int main(int argc, char **argv) {
     }
     if (check && !weights)
       return fail("--check needs --weights");
+    if (generate <= 0)
+      return runOnceCompiled(model, *module, check ? &interp : nullptr);
     return runGenerateCompiled(model, *module, check ? &interp : nullptr);
   }
   std::unique_ptr<mlir::ds::Interpreter> refInterp;

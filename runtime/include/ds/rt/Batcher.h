@@ -52,6 +52,8 @@ public:
   generate(const std::vector<int64_t> &prompt, int64_t maxNew,
            int64_t slot = 0);
 
+  Executor &executor() { return exec; }
+
   /// Checks a request against the model: ids in the vocabulary, room in the
   /// cache.
   absl::Status validate(const std::vector<int64_t> &prompt,

@@ -106,6 +106,13 @@ public:
   /// Bytes of the arena the last run used.
   uint64_t arenaBytes() const { return arena.size(); }
 
+  /// Times every step by kind while on (off by default: two clock reads a
+  /// step).
+  void setProfiling(bool on) { profiling = on; }
+  /// Time and calls per step kind since profiling began, largest first.
+  std::string profileReport() const;
+  void resetProfile() { profile.clear(); }
+
 private:
   struct Prepared;
   absl::StatusOr<const Prepared *>
@@ -115,6 +122,9 @@ private:
   std::shared_ptr<const Model> model;
   ThreadPool *pool;
   Arena arena;
+  bool profiling = false;
+  /// OpCode -> (seconds, calls).
+  std::map<uint32_t, std::pair<double, int64_t>> profile;
   std::map<std::pair<std::string, std::vector<int64_t>>,
            std::unique_ptr<Prepared>>
       prepared;
