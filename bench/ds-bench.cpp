@@ -75,13 +75,18 @@ std::vector<float> randomFloats(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
+/// A weight packed as f32, int8 per row, int4 or FP8 with K groups of 128
+/// (quantized by absmax, as ds-quantize does without the clip search).
 struct Packed {
   Buffer buf;
   PackedWeight w;
-  Packed(const std::vector<float> &src, int64_t n, int64_t k, bool int8)
-      : buf(packedWeightBytes(int8 ? WeightFormat::I8 : WeightFormat::F32, n,
-                              k)) {
-    if (int8) {
+  Packed(const std::vector<float> &src, int64_t n, int64_t k,
+         WeightFormat format = WeightFormat::F32)
+      : buf(packedWeightBytes(format, n, k, groupOf(format, k))) {
+    int64_t group = groupOf(format, k);
+    if (format == WeightFormat::F32) {
+      packWeightF32(src.data(), n, k, buf.data);
+    } else if (format == WeightFormat::I8) {
       std::vector<int8_t> q(n * k);
       std::vector<float> s(n);
       for (int64_t r = 0; r < n; ++r) {
@@ -95,9 +100,33 @@ struct Packed {
       }
       packWeightI8(q.data(), s.data(), n, k, buf.data);
     } else {
-      packWeightF32(src.data(), n, k, buf.data);
+      int64_t groups = (k + group - 1) / group;
+      float qmax = format == WeightFormat::I4 ? 7.0f : 448.0f;
+      std::vector<float> q(n * k), s(n * groups);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t g = 0; g < groups; ++g) {
+          float mx = 1e-12f;
+          for (int64_t c = g * group; c < std::min(k, (g + 1) * group); ++c)
+            mx = std::max(mx, std::abs(src[r * k + c]));
+          s[r * groups + g] = mx / qmax;
+          for (int64_t c = g * group; c < std::min(k, (g + 1) * group); ++c) {
+            float v = src[r * k + c] / s[r * groups + g];
+            q[r * k + c] = format == WeightFormat::I4
+                               ? std::clamp(std::round(v), -8.0f, 7.0f)
+                               : v; // packWeightF8 rounds to e4m3
+          }
+        }
+      if (format == WeightFormat::I4)
+        packWeightI4(q.data(), s.data(), n, k, group, buf.data);
+      else
+        packWeightF8(q.data(), s.data(), n, k, group, buf.data);
     }
-    w = {int8 ? WeightFormat::I8 : WeightFormat::F32, n, k, buf.data};
+    w = {format, n, k, buf.data, group};
+  }
+  static int64_t groupOf(WeightFormat f, int64_t k) {
+    return f == WeightFormat::I4 || f == WeightFormat::F8
+               ? std::min<int64_t>(128, k)
+               : 0;
   }
 };
 
@@ -186,7 +215,7 @@ double fmaPeak() {
   const int64_t m = 12, n = 32, k = 256;
   std::vector<float> a = randomFloats(m * k, 5), w = randomFloats(n * k, 6);
   std::vector<float> c(m * n);
-  Packed p(w, n, k, false);
+  Packed p(w, n, k);
   const int inner = 2000;
   double t = medianSeconds(
       [&] {
@@ -203,14 +232,14 @@ struct MoELayer {
   Packed router, sharedGateUp, sharedDown;
   // int8: routed and shared experts int8 weight-only, the router in f32 (as
   // ds-quantize does).
-  MoELayer(bool int8)
-      : router(randomFloats(E * H, 1, 0.02f), E, H, false),
-        sharedGateUp(randomFloats(2 * I * H, 2, 0.02f), 2 * I, H, int8),
-        sharedDown(randomFloats(H * I, 3, 0.02f), H, I, int8) {
+  MoELayer(WeightFormat format)
+      : router(randomFloats(E * H, 1, 0.02f), E, H),
+        sharedGateUp(randomFloats(2 * I * H, 2, 0.02f), 2 * I, H, format),
+        sharedDown(randomFloats(H * I, 3, 0.02f), H, I, format) {
     for (int64_t e = 0; e < E; ++e) {
       gateUp.emplace_back(randomFloats(2 * I * H, 10 + e, 0.02f), 2 * I, H,
-                          int8);
-      down.emplace_back(randomFloats(H * I, 20 + e, 0.02f), H, I, int8);
+                          format);
+      down.emplace_back(randomFloats(H * I, 20 + e, 0.02f), H, I, format);
     }
   }
   void run(const float *x, int64_t t, float *y) {
@@ -259,7 +288,7 @@ struct MoELayer {
 };
 
 void benchMoE(double bw, double peak, bool alsoInt8) {
-  MoELayer f32(false);
+  MoELayer f32(WeightFormat::F32);
   std::printf("\n== 1. MoE layer (H=1024, 8 experts top-2 + shared, I=1408, "
               "f32, 1 thread)\n");
   std::printf("%6s %12s %12s %12s %10s  %s\n", "T", "tokens/s", "time ms",
@@ -283,7 +312,7 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
   }
   if (!alsoInt8)
     return;
-  MoELayer i8(true);
+  MoELayer i8(WeightFormat::I8);
   std::printf("\n== 3. MoE layer, int8 weight-only (routed + shared experts) "
               "vs f32, T=1\n");
   std::vector<float> x = randomFloats(MoELayer::H, 7, 1.0f), y(MoELayer::H);
@@ -291,6 +320,13 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
   double b = medianSeconds([&] { i8.run(x.data(), 1, y.data()); });
   std::printf("f32 %.3f ms (%.0f tok/s), int8 %.3f ms (%.0f tok/s): %.2fx\n",
               a * 1e3, 1 / a, b * 1e3, 1 / b, a / b);
+  for (auto [format, name] : {std::pair{WeightFormat::I4, "int4 g128"},
+                              std::pair{WeightFormat::F8, "fp8 e4m3 g128"}}) {
+    MoELayer q(format);
+    double t = medianSeconds([&] { q.run(x.data(), 1, y.data()); });
+    std::printf("  also %s: %.3f ms (%.0f tok/s): %.2fx f32\n", name, t * 1e3,
+                1 / t, a / t);
+  }
 }
 
 void benchGemm(double bw) {
@@ -305,7 +341,7 @@ void benchGemm(double bw) {
     std::vector<float> a = randomFloats(s.m * s.k, 1),
                        w = randomFloats(s.n * s.k, 2);
     std::vector<float> c(s.m * s.n), c2(s.m * s.n);
-    Packed p(w, s.n, s.k, false);
+    Packed p(w, s.n, s.k);
     double ours = medianSeconds(
         [&] { gemm(a.data(), s.m, s.k, p.w, nullptr, c.data(), s.n); });
     double theirs = medianSeconds([&] {

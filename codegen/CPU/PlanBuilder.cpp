@@ -70,6 +70,8 @@ public:
     std::string bytes;
     if (succeeded(packInt8(v, experts, n, k, bytes))) {
       info.layout = rt::WeightLayout::PackedI8;
+    } else if (succeeded(packGrouped(v, experts, n, k, bytes, info))) {
+      // int4 / FP8 stay narrow; info.layout and group set.
     } else {
       FailureOr<Tensor> t = evaluate(v);
       if (failed(t))
@@ -150,6 +152,74 @@ private:
       rt::kernels::packWeightI8(reinterpret_cast<const int8_t *>(q->data),
                                 scales.data(), n, k, bytes.data() + e * one);
     }
+    return success();
+  }
+
+  /// Signed int4 with K groups (ds-quantize int4 without zero points) and
+  /// FP8 e4m3 with 128x128-style blocks (DeepSeek checkpoints, ds-quantize
+  /// fp8) stay narrow: the GEMM widens them in registers.
+  LogicalResult packGrouped(Value v, int64_t experts, int64_t n, int64_t k,
+                            std::string &bytes, rt::WeightInfo &info) {
+    auto param = v.getDefiningOp<ParamOp>();
+    if (!param)
+      return failure();
+    auto type = dyn_cast<QTensorType>(param.getType());
+    if (!type || param.getZeroPoints() || !param.getScales() ||
+        (param.getSelect() && !param.isStacked()))
+      return failure();
+    ::ds::QScheme scheme = getQScheme(type);
+    bool int4 = scheme.storage == ::ds::QStorage::I4;
+    bool fp8 = scheme.storage == ::ds::QStorage::F8E4M3;
+    if (!int4 && !fp8)
+      return failure();
+    std::vector<int64_t> block = scheme.block;
+    if (param.isStacked()) {
+      if (block.size() != 3 || block[0] != 1)
+        return failure();
+      block.erase(block.begin());
+    }
+    if (block.size() != 2)
+      return failure();
+    int64_t rowBlock = block[0] == 0 ? n : block[0];
+    int64_t group = block[1] == 0 ? k : block[1];
+    if (int4 && rowBlock != 1)
+      return failure();
+    int64_t groups = (k + group - 1) / group;
+    int64_t rowBlocks = (n + rowBlock - 1) / rowBlock;
+    auto format =
+        int4 ? rt::kernels::WeightFormat::I4 : rt::kernels::WeightFormat::F8;
+    size_t one = (rt::kernels::packedWeightBytes(format, n, k, group) + 63) &
+                 ~size_t{63};
+    bytes.assign(one * experts, '\0');
+    for (int64_t e = 0; e < experts; ++e) {
+      int64_t src = param.isStacked() ? param.getSourceIndex(e) : -1;
+      auto nameOf = [&](StringRef pattern) {
+        return src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
+      };
+      const ::ds::TensorView *q = checkpoint.find(nameOf(param.getName()));
+      const ::ds::TensorView *s = checkpoint.find(nameOf(*param.getScales()));
+      std::vector<int64_t> slice{n, k};
+      if (!q || !s || q->dtype != ::ds::storageDType(scheme.storage) ||
+          q->shape != ::ds::storageShape(slice, scheme.storage) ||
+          s->numElements() != rowBlocks * groups)
+        return failure(); // the f32 path reports what is wrong
+      std::vector<float> values =
+          ::ds::decodeValues(q->data, slice, scheme.storage);
+      // Per-row scales: a row block's scale repeats over its rows.
+      std::vector<float> scales(n * groups);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t g = 0; g < groups; ++g)
+          scales[r * groups + g] = s->floatAt((r / rowBlock) * groups + g);
+      if (int4)
+        rt::kernels::packWeightI4(values.data(), scales.data(), n, k, group,
+                                  bytes.data() + e * one);
+      else
+        rt::kernels::packWeightF8(values.data(), scales.data(), n, k, group,
+                                  bytes.data() + e * one);
+    }
+    info.layout =
+        int4 ? rt::WeightLayout::PackedI4 : rt::WeightLayout::PackedF8;
+    info.group = group;
     return success();
   }
 

@@ -94,17 +94,27 @@ absl::Status Model::bind(SymbolResolver resolve) {
       if (w.shape.size() != 2 && w.shape.size() != 3)
         return absl::DataLossError("packed weight '" + w.name +
                                    "' is not [N, K] or [E, N, K]");
-      auto format = w.layout == WeightLayout::PackedI8
-                        ? kernels::WeightFormat::I8
-                        : kernels::WeightFormat::F32;
+      kernels::WeightFormat format = kernels::WeightFormat::F32;
+      if (w.layout == WeightLayout::PackedI8)
+        format = kernels::WeightFormat::I8;
+      else if (w.layout == WeightLayout::PackedI4)
+        format = kernels::WeightFormat::I4;
+      else if (w.layout == WeightLayout::PackedF8)
+        format = kernels::WeightFormat::F8;
+      bool grouped = format == kernels::WeightFormat::I4 ||
+                     format == kernels::WeightFormat::F8;
+      if (grouped != (w.group > 0))
+        return absl::DataLossError("packed weight '" + w.name +
+                                   "' has a bad K group");
       int64_t experts = w.shape.size() == 3 ? w.shape[0] : 1;
       int64_t n = w.shape[w.shape.size() - 2], k = w.shape.back();
-      uint64_t one = (kernels::packedWeightBytes(format, n, k) + 63) & ~63ULL;
+      uint64_t one =
+          (kernels::packedWeightBytes(format, n, k, w.group) + 63) & ~63ULL;
       if (w.bytes != one * experts)
         return absl::DataLossError("packed weight '" + w.name +
                                    "' has the wrong size");
       for (int64_t e = 0; e < experts; ++e)
-        views.push_back({format, n, k, data + e * one});
+        views.push_back({format, n, k, data + e * one, w.group});
     }
     packedViews.push_back(std::move(views));
   }

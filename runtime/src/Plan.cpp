@@ -80,7 +80,8 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
                        {"type", static_cast<uint32_t>(w.type)},
                        {"shape", w.shape},
                        {"offset", w.offset},
-                       {"bytes", w.bytes}});
+                       {"bytes", w.bytes},
+                       {"group", w.group}});
   j["weights"] = weights;
   json fns = json::array();
   for (const FunctionPlan &f : plan.functions) {
@@ -207,13 +208,16 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
       WeightInfo info;
       info.name = r.string(w, "name");
       int64_t layout = r.integer(w, "layout"), type = r.integer(w, "type");
-      if (layout < 0 || layout > 2 || type < 0 || type > 2)
+      if (layout < 0 || layout > 4 || type < 0 || type > 2)
         r.fail("weight '" + info.name + "' has an unknown layout or type");
       info.layout = static_cast<WeightLayout>(layout);
       info.type = static_cast<ElemType>(type);
       info.shape = r.list<int64_t>(w, "shape");
       info.offset = static_cast<uint64_t>(r.integer(w, "offset"));
       info.bytes = static_cast<uint64_t>(r.integer(w, "bytes"));
+      info.group = r.integer(w, "group");
+      if (info.group < 0)
+        r.fail("weight '" + info.name + "' has a negative group");
       plan.weights.push_back(std::move(info));
     }
   if (r.ok())

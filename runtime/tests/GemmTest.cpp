@@ -2,6 +2,7 @@
 
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
+#include "ds/support/DType.h"
 
 #include <gtest/gtest.h>
 
@@ -87,6 +88,56 @@ TEST(Gemm, MatchesLoopsOnOddShapes) {
       for (int64_t n : {1, 15, 16, 17, 33, 64, 70, 150, 200})
         for (int64_t k : {1, 7, 64, 300, 600})
           checkGemm(m, n, k, int8, (m + n) % 2 == 0, nullptr, rng);
+}
+
+/// Grouped formats: int4 and e4m3 values with a scale per (row, K group).
+void checkGrouped(WeightFormat format, int64_t m, int64_t n, int64_t k,
+                  int64_t group, std::mt19937 &rng) {
+  std::uniform_real_distribution<float> dist(-1, 1);
+  int64_t groups = (k + group - 1) / group;
+  std::vector<float> a(m * k), q(n * k), scales(n * groups);
+  for (float &v : a)
+    v = dist(rng);
+  for (float &v : q)
+    v = format == WeightFormat::I4
+            ? static_cast<float>(static_cast<int>(rng() % 16) - 8)
+            : ds::f8e4m3ToFloat(
+                  static_cast<uint8_t>(rng() % 0x7f | (rng() % 2) << 7));
+  for (float &s : scales)
+    s = 0.01f + 0.05f * std::abs(dist(rng));
+  Aligned packed(packedWeightBytes(format, n, k, group));
+  if (format == WeightFormat::I4)
+    packWeightI4(q.data(), scales.data(), n, k, group, packed.data);
+  else
+    packWeightF8(q.data(), scales.data(), n, k, group, packed.data);
+  std::vector<float> c(m * n);
+  PackedWeight w{format, n, k, packed.data, group};
+  gemm(a.data(), m, k, w, nullptr, c.data(), n);
+  std::vector<double> want;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int64_t i = 0; i < k; ++i)
+        acc += static_cast<double>(a[r * k + i]) * q[j * k + i] *
+               scales[j * groups + i / group];
+      want.push_back(acc);
+    }
+  EXPECT_LT(relError(c, want), 1e-5)
+      << "format=" << static_cast<int>(format) << " m=" << m << " n=" << n
+      << " k=" << k << " group=" << group;
+}
+
+TEST(Gemm, Int4AndFp8GroupsMatchLoops) {
+  std::mt19937 rng(9);
+  for (WeightFormat f : {WeightFormat::I4, WeightFormat::F8})
+    for (int64_t m : {1, 2, 4, 7, 13, 30})
+      for (int64_t n : {5, 16, 40, 150})
+        for (auto [k, g] : {std::pair<int64_t, int64_t>{64, 32},
+                            {300, 128},
+                            {512, 128},
+                            {96, 96},
+                            {40, 16}})
+          checkGrouped(f, m, n, k, g, rng);
 }
 
 TEST(Gemm, ZeroDepthGivesBias) {

@@ -9,6 +9,7 @@
 
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
+#include "ds/support/DType.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -48,12 +49,70 @@ namespace {
 int64_t numPanels(int64_t n) { return (n + kPanel - 1) / kPanel; }
 } // namespace
 
-size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k) {
+size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
+                         int64_t group) {
   size_t panels = static_cast<size_t>(numPanels(n));
-  if (format == WeightFormat::I8)
-    return panels * static_cast<size_t>(k) * kPanel +
-           panels * kPanel * sizeof(float);
-  return panels * static_cast<size_t>(k) * kPanel * sizeof(float);
+  size_t uk = static_cast<size_t>(k);
+  size_t groups = group > 0 ? static_cast<size_t>((k + group - 1) / group) : 1;
+  switch (format) {
+  case WeightFormat::F32:
+    break;
+  case WeightFormat::I8:
+    return panels * uk * kPanel + panels * kPanel * sizeof(float);
+  case WeightFormat::I4:
+    return panels * uk * (kPanel / 2) +
+           panels * groups * kPanel * sizeof(float);
+  case WeightFormat::F8:
+    return panels * uk * kPanel + panels * groups * kPanel * sizeof(float);
+  }
+  return panels * uk * kPanel * sizeof(float);
+}
+
+namespace {
+/// Scales [n, groups] into [panels][groups][16] (zero-padded columns).
+float *packGroupScales(const float *scales, int64_t n, int64_t groups,
+                       float factor, float *dst) {
+  for (int64_t p = 0; p < numPanels(n); ++p)
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t j = 0; j < kPanel; ++j) {
+        int64_t row = p * kPanel + j;
+        *dst++ = row < n ? scales[row * groups + g] * factor : 0.0f;
+      }
+  return dst;
+}
+} // namespace
+
+void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
+                  int64_t group, void *out) {
+  auto *dst = static_cast<uint8_t *>(out);
+  for (int64_t p = 0; p < numPanels(n); ++p)
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t j = 0; j < kPanel / 2; ++j) {
+        auto nibble = [&](int64_t row) -> uint8_t {
+          if (row >= n)
+            return 0;
+          int v = static_cast<int>(q[row * k + kk]);
+          return static_cast<uint8_t>(std::clamp(v, -8, 7) & 15);
+        };
+        *dst++ = static_cast<uint8_t>(nibble(p * kPanel + j) |
+                                      (nibble(p * kPanel + j + 8) << 4));
+      }
+  packGroupScales(scales, n, (k + group - 1) / group, 1.0f,
+                  reinterpret_cast<float *>(dst));
+}
+
+void packWeightF8(const float *values, const float *scales, int64_t n,
+                  int64_t k, int64_t group, void *out) {
+  auto *dst = static_cast<uint8_t *>(out);
+  for (int64_t p = 0; p < numPanels(n); ++p)
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t j = 0; j < kPanel; ++j) {
+        int64_t row = p * kPanel + j;
+        *dst++ = row < n ? ds::floatToF8E4M3(values[row * k + kk]) : 0;
+      }
+  // The kernel widens e4m3 to value * 2^-8: fold 2^8 into the scales.
+  packGroupScales(scales, n, (k + group - 1) / group, 256.0f,
+                  reinterpret_cast<float *>(dst));
 }
 
 void packWeightF32(const float *w, int64_t n, int64_t k, void *out) {

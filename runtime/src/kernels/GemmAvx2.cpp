@@ -19,10 +19,20 @@ namespace ds::rt::kernels::avx2 {
 void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                 const float *bias, float *c, int64_t ldc, int64_t panelBegin,
                 int64_t panelEnd) {
-  if (w.format == WeightFormat::I8)
-    gemmDispatch<true>(a, m, lda, w, bias, c, ldc, panelBegin, panelEnd);
-  else
-    gemmDispatch<false>(a, m, lda, w, bias, c, ldc, panelBegin, panelEnd);
+  switch (w.format) {
+  case WeightFormat::F32:
+    return gemmDispatch<WeightFormat::F32>(a, m, lda, w, bias, c, ldc,
+                                           panelBegin, panelEnd);
+  case WeightFormat::I8:
+    return gemmDispatch<WeightFormat::I8>(a, m, lda, w, bias, c, ldc,
+                                          panelBegin, panelEnd);
+  case WeightFormat::I4:
+    return gemmDispatch<WeightFormat::I4>(a, m, lda, w, bias, c, ldc,
+                                          panelBegin, panelEnd);
+  case WeightFormat::F8:
+    return gemmDispatch<WeightFormat::F8>(a, m, lda, w, bias, c, ldc,
+                                          panelBegin, panelEnd);
+  }
 }
 
 int64_t panelsPerGroup(int64_t m) { return groupPanels(m); }

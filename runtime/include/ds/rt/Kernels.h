@@ -41,6 +41,15 @@ enum class WeightFormat : uint32_t {
   /// int8 per-output-row scales, same panel layout in int8, followed by
   /// ceil(N/16)*16 f32 scales. Dequantized in registers.
   I8 = 1,
+  /// Signed int4 with one scale per (column, K group): per panel and k, 8
+  /// bytes, byte j holding column j (low nibble) and j + 8 (high nibble);
+  /// then scales [panels][ceil(K/group)][16].
+  I4 = 2,
+  /// FP8 e4m3 with one scale per (column, K group): per panel and k, 16
+  /// bytes; then scales [panels][ceil(K/group)][16] (DeepSeek's 128x128
+  /// blocks repeat a block's scale over its columns). Widened in registers
+  /// through f16 (e4m3 bits << 7 is the f16 of value * 2^-8).
+  F8 = 3,
 };
 
 /// A [N, K] GEMM weight (y = x Wᵀ) in packed form. `data` is 64-byte aligned.
@@ -48,15 +57,27 @@ struct PackedWeight {
   WeightFormat format = WeightFormat::F32;
   int64_t n = 0, k = 0;
   const void *data = nullptr;
+  /// K group of the grouped formats (I4, F8); 0 otherwise.
+  int64_t group = 0;
 };
 
 /// Bytes `packWeight*` writes for an [n, k] weight.
-size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k);
+size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
+                         int64_t group = 0);
 /// Packs row-major f32 [n, k] into `out` (packedWeightBytes(F32) bytes).
 void packWeightF32(const float *w, int64_t n, int64_t k, void *out);
 /// Packs row-major int8 [n, k] with per-row `scales` [n] into `out`.
 void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
                   void *out);
+
+/// Packs int4 values q (-8..7, as floats, row-major [n, k]) with scales
+/// [n, ceil(k / group)] into `out`.
+void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
+                  int64_t group, void *out);
+/// Packs e4m3 values (as floats, exactly representable) with scales
+/// [n, ceil(k / group)] into `out`.
+void packWeightF8(const float *values, const float *scales, int64_t n,
+                  int64_t k, int64_t group, void *out);
 
 /// c[m, n] (row stride ldc) = a[m, k] (row stride lda) · Wᵀ (+ bias[n]).
 /// Splits columns over `pool` when it is given and the work is large enough.

@@ -101,6 +101,8 @@ enum class WeightLayout : uint32_t {
   Raw = 0,       ///< row-major as `shape`, of `type`
   PackedF32 = 1, ///< kernels::WeightFormat::F32, per expert if experts > 0
   PackedI8 = 2,  ///< kernels::WeightFormat::I8, per expert if experts > 0
+  PackedI4 = 3,  ///< kernels::WeightFormat::I4 (K groups of `group`)
+  PackedF8 = 4,  ///< kernels::WeightFormat::F8 (K groups of `group`)
 };
 
 struct WeightInfo {
@@ -109,6 +111,7 @@ struct WeightInfo {
   ElemType type = ElemType::F32;
   std::vector<int64_t> shape; ///< logical shape ([E,] N, K for GEMM weights)
   uint64_t offset = 0, bytes = 0; ///< in the weights section
+  int64_t group = 0;              ///< K group of PackedI4 / PackedF8
 };
 
 struct ModelPlan {
