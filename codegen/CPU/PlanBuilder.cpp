@@ -88,6 +88,48 @@ public:
     return id;
   }
 
+  /// MLA's per-head projections from kv_b ([H * (dn + dv), rank]), packed
+  /// for the GEMM: W_uk transposed ([H, rank, dn]) and W_uv ([H, dv, rank]).
+  FailureOr<std::pair<int32_t, int32_t>>
+  mlaProjections(Value kvB, int64_t heads, int64_t dn, int64_t dv) {
+    auto key = std::make_pair(kvB.getAsOpaquePointer(), 2);
+    if (auto it = ids.find(key); it != ids.end())
+      return std::make_pair(it->second, it->second + 1);
+    FailureOr<Tensor> t = evaluate(kvB);
+    if (failed(t))
+      return failure();
+    int64_t rank = t->shape[1];
+    if (t->shape[0] != heads * (dn + dv))
+      return kvB.getDefiningOp()->emitError("kv_b has ")
+             << t->shape[0] << " rows, MLA needs " << heads * (dn + dv);
+    auto add3 = [&](const std::string &suffix, int64_t n, int64_t k,
+                    auto element) {
+      size_t one = perExpert(rt::kernels::WeightFormat::F32, n, k);
+      std::string bytes(one * heads, '\0');
+      std::vector<float> w(n * k);
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t c = 0; c < k; ++c)
+            w[r * k + c] = element(h, r, c);
+        rt::kernels::packWeightF32(w.data(), n, k, bytes.data() + h * one);
+      }
+      rt::WeightInfo info;
+      info.name = name(kvB) + suffix;
+      info.layout = rt::WeightLayout::PackedF32;
+      info.shape = {heads, n, k};
+      return add(info, bytes.data(), bytes.size());
+    };
+    const float *kv = t->f.data();
+    int32_t uk = add3(":uk_t", rank, dn, [&](int64_t h, int64_t r, int64_t i) {
+      return kv[(h * (dn + dv) + i) * rank + r];
+    });
+    int32_t uv = add3(":uv", dv, rank, [&](int64_t h, int64_t c, int64_t r) {
+      return kv[(h * (dn + dv) + dn + c) * rank + r];
+    });
+    ids[key] = uk;
+    return std::make_pair(uk, uv);
+  }
+
   std::vector<rt::WeightInfo> infos;
   std::string data;
 
@@ -630,8 +672,17 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         }
         rt::Step &s = step(a, rt::OpCode::MLAAttention);
         s.ints = {cached ? 1 : 0};
-        if (failed(weight(s, a.getKvB(), a, false)))
+        auto qn = cast<RankedTensorType>(a.getQNope().getType());
+        int64_t heads = qn.getDimSize(2), dn = qn.getDimSize(3);
+        RankedTensorType kvb = getLogicalTensorType(a.getKvB().getType());
+        if (ShapedType::isDynamic(heads) || ShapedType::isDynamic(dn) || !kvb ||
+            kvb.getDimSize(0) % heads != 0)
+          return a.emitError("the CPU backend needs static MLA head shapes");
+        int64_t dv = kvb.getDimSize(0) / heads - dn;
+        auto proj = weights.mlaProjections(a.getKvB(), heads, dn, dv);
+        if (failed(proj))
           return failure();
+        s.weights = {proj->first, proj->second};
         s.floats = {a.getScale().convertToDouble()};
         s.operands = {id(a.getQNope()), id(a.getQPe()), ckv, kpe,
                       id(a.getPositions())};

@@ -15,7 +15,8 @@
 //   Attention    operands [q, k, v, positions] ints [window, cached]
 //                floats [scale]; k, v: caches (cached = 1, rows of slot
 //                slots[b]) or in-graph [batch, len, ...] (row b is b's)
-//   MLAAttention operands [qNope, qPe, cKv, kPe, positions] weights [kvB]
+//   MLAAttention operands [qNope, qPe, cKv, kPe, positions]
+//                weights [W_uk transposed, W_uv] (packed, one per head)
 //                ints [cached] floats [scale]
 //   Router       operands [x] results [weights, indices]
 //                weights [W (, bias)] ints [numExperts, topK, sigmoid, nGroup,
@@ -685,9 +686,14 @@ Executor::run(const std::string &function,
       int32_t qn = s.operands[0], qp = s.operands[1], ckv = s.operands[2],
               kpe = s.operands[3], pos = s.operands[4];
       const auto &ns = shapeOf(qn), &ps = shapeOf(qp), &cs = shapeOf(ckv);
-      const WeightInfo &kvb = mp.weights[s.weights[0]];
+      const auto &ukT = model->packed(s.weights[0]);
+      const auto &uv = model->packed(s.weights[1]);
       int64_t heads = ns[2], dn = ns[3];
-      int64_t dv = kvb.shape[0] / heads - dn;
+      if (static_cast<int64_t>(ukT.size()) != heads ||
+          static_cast<int64_t>(uv.size()) != heads || ukT[0].k != dn ||
+          ukT[0].n != cs[2])
+        return err("MLA projections do not match the queries");
+      int64_t dv = uv[0].n;
       int64_t maxLen = cs[1];
       for (int64_t i = 0; i < ns[0] * ns[1]; ++i)
         if (I(pos)[i] < 0 || I(pos)[i] >= maxLen)
@@ -704,10 +710,10 @@ Executor::run(const std::string &function,
             shapeOf(kpe)[1] != maxLen)
           return err("latents and queries disagree on batch or length");
       }
-      kernels::mlaAttention(
-          F(qn), F(qp), ns[0], ns[1], heads, dn, ps[3], F(ckv), F(kpe), maxLen,
-          cs[2], static_cast<const float *>(model->weightData(s.weights[0])),
-          dv, rows, I(pos), s.floats[0], F(s.results[0]), pool);
+      kernels::mlaAttentionPacked(F(qn), F(qp), ns[0], ns[1], heads, dn, ps[3],
+                                  F(ckv), F(kpe), maxLen, cs[2], ukT.data(),
+                                  uv.data(), dv, rows, I(pos), s.floats[0],
+                                  F(s.results[0]), pool);
       break;
     }
     case OpCode::Router: {

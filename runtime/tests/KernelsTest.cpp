@@ -698,3 +698,68 @@ TEST(Kernels, RouteTiesAreStable) {
 }
 
 } // namespace
+
+namespace {
+/// The GEMM form of MLA equals the per-row form.
+TEST(MLAPacked, EqualsPerRowForm) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  const int64_t batch = 3, seq = 2, heads = 3, dn = 5, dr = 2, dv = 4, rank = 7,
+                maxLen = 9, slotsN = 4;
+  auto fill = [&](std::vector<float> &v) {
+    for (float &x : v)
+      x = d(rng);
+  };
+  std::vector<float> qn(batch * seq * heads * dn), qp(batch * seq * heads * dr),
+      ckv(slotsN * maxLen * rank), kpe(slotsN * maxLen * dr),
+      kvb(heads * (dn + dv) * rank);
+  fill(qn);
+  fill(qp);
+  fill(ckv);
+  fill(kpe);
+  fill(kvb);
+  std::vector<int64_t> slots{2, 0, 3}, positions{0, 1, 4, 5, 7, 8};
+  std::vector<float> want(batch * seq * heads * dv),
+      got(batch * seq * heads * dv);
+  ds::rt::kernels::mlaAttention(qn.data(), qp.data(), batch, seq, heads, dn, dr,
+                                ckv.data(), kpe.data(), maxLen, rank,
+                                kvb.data(), dv, slots.data(), positions.data(),
+                                0.3, want.data());
+  using ds::rt::kernels::PackedWeight;
+  using ds::rt::kernels::WeightFormat;
+  std::vector<std::vector<float>> storage;
+  std::vector<PackedWeight> ukT, uv;
+  auto pack = [&](int64_t n, int64_t k, auto element) {
+    std::vector<float> w(n * k);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < k; ++c)
+        w[r * k + c] = element(r, c);
+    storage.emplace_back(
+        ds::rt::kernels::packedWeightBytes(WeightFormat::F32, n, k) / 4 + 16);
+    float *dst = storage.back().data();
+    dst += (16 - reinterpret_cast<uintptr_t>(dst) / 4 % 16) % 16;
+    ds::rt::kernels::packWeightF32(w.data(), n, k, dst);
+    return PackedWeight{WeightFormat::F32, n, k, dst};
+  };
+  storage.reserve(2 * heads);
+  for (int64_t h = 0; h < heads; ++h) {
+    ukT.push_back(pack(rank, dn, [&](int64_t r, int64_t i) {
+      return kvb[(h * (dn + dv) + i) * rank + r];
+    }));
+    uv.push_back(pack(dv, rank, [&](int64_t c, int64_t r) {
+      return kvb[(h * (dn + dv) + dn + c) * rank + r];
+    }));
+  }
+  ds::rt::kernels::mlaAttentionPacked(
+      qn.data(), qp.data(), batch, seq, heads, dn, dr, ckv.data(), kpe.data(),
+      maxLen, rank, ukT.data(), uv.data(), dv, slots.data(), positions.data(),
+      0.3, got.data());
+  double err = 0, mag = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    err = std::max(err, static_cast<double>(std::abs(got[i] - want[i])));
+    mag = std::max(mag, static_cast<double>(std::abs(want[i])));
+  }
+  EXPECT_GT(mag, 0.1);
+  EXPECT_LT(err / mag, 1e-5);
+}
+} // namespace

@@ -181,4 +181,54 @@ void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
   forItems(pool, batch * seq * heads, work, body);
 }
 
+void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
+                        int64_t seq, int64_t heads, int64_t dn, int64_t dr,
+                        const float *cKv, const float *kPe, int64_t maxLen,
+                        int64_t rank, const PackedWeight *ukT,
+                        const PackedWeight *uv, int64_t dv,
+                        const int64_t *slots, const int64_t *positions,
+                        double scale, float *out, ThreadPool *pool) {
+  const int64_t rows = batch * seq;
+  thread_local std::vector<float> qAbs, oLat;
+  qAbs.resize(rows * heads * rank);
+  oLat.resize(rows * heads * rank);
+  // q_abs[row, h] = W_ukᵀ q_nope[row, h]: one GEMM per head over all rows.
+  for (int64_t h = 0; h < heads; ++h)
+    gemm(qNope + h * dn, rows, heads * dn, ukT[h], nullptr,
+         qAbs.data() + h * rank, heads * rank, pool);
+  double keys = 0;
+  for (int64_t i = 0; i < rows; ++i)
+    keys += static_cast<double>(positions[i] + 1);
+  double work = keys * heads * static_cast<double>(2 * rank + dr);
+  float *qa = qAbs.data(), *ol = oLat.data();
+  auto body = [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(maxLen);
+    for (int64_t item = begin; item < end; ++item) {
+      int64_t bs = item / heads, b = bs / seq;
+      int64_t len = positions[bs] + 1;
+      float *o = ol + item * rank;
+      if (len <= 0) { // an invalid position: nothing to attend to
+        std::fill(o, o + rank, 0.0f);
+        continue;
+      }
+      const float *q = qa + item * rank, *qp = qPe + item * dr;
+      const float *lat = cKv + slots[b] * maxLen * rank;
+      const float *pe = kPe + slots[b] * maxLen * dr;
+      for (int64_t j = 0; j < len; ++j)
+        scores[j] = static_cast<float>(
+            (dot(q, lat + j * rank, rank) + dot(qp, pe + j * dr, dr)) * scale);
+      double sum = softmaxWeights(scores.data(), len);
+      float inv = static_cast<float>(1.0 / sum);
+      std::fill(o, o + rank, 0.0f);
+      for (int64_t j = 0; j < len; ++j)
+        axpy(scores[j] * inv, lat + j * rank, o, rank);
+    }
+  };
+  forItems(pool, rows * heads, work, body);
+  // out[row, h] = W_uv o_lat[row, h].
+  for (int64_t h = 0; h < heads; ++h)
+    gemm(oLat.data() + h * rank, rows, heads * rank, uv[h], nullptr,
+         out + h * dv, heads * dv, pool);
+}
+
 } // namespace ds::rt::kernels

@@ -142,6 +142,19 @@ void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
                   const int64_t *slots, const int64_t *positions, double scale,
                   float *out, ThreadPool *pool = nullptr);
 
+/// The same with the per-head projections as packed GEMMs over all rows:
+/// ukT[h] is W_uk of head h transposed ([rank, dn]), uv[h] is W_uv ([dv,
+/// rank]); q_abs and the output projection run as `gemm`s (rows = batch *
+/// seq, strided by heads), only the attention over the latent cache runs
+/// per (row, head).
+void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
+                        int64_t seq, int64_t heads, int64_t dn, int64_t dr,
+                        const float *cKv, const float *kPe, int64_t maxLen,
+                        int64_t rank, const PackedWeight *ukT,
+                        const PackedWeight *uv, int64_t dv,
+                        const int64_t *slots, const int64_t *positions,
+                        double scale, float *out, ThreadPool *pool = nullptr);
+
 /// The MoE router's configuration (#ds.routing).
 struct RouterConfig {
   int64_t numExperts = 0; ///< scored experts (all, before pruning)
