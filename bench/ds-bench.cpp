@@ -348,6 +348,39 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
         bytes / bw > flops / peak ? "memory" : "compute",
         static_cast<long long>(experts));
   }
+  {
+    // Where the time goes at T = 64 (each part cold, as above).
+    const int64_t t = 64, H = MoELayer::H, I = MoELayer::I;
+    std::vector<float> x = randomFloats(t * H, 99, 1.0f), y(t * H),
+                       logits(t * MoELayer::E), w(t * MoELayer::K),
+                       gu(t * 2 * I), hid(t * I);
+    std::vector<int32_t> idx(t * MoELayer::K);
+    RouterConfig rc;
+    rc.numExperts = MoELayer::E;
+    rc.topK = MoELayer::K;
+    rc.normTopkProb = true;
+    double router = medianSeconds([&] {
+      gemm(x.data(), t, H, f32.router.w, nullptr, logits.data(), MoELayer::E);
+      route(logits.data(), nullptr, t, rc, w.data(), idx.data());
+    });
+    std::vector<PackedWeight> g, d;
+    for (int64_t e = 0; e < MoELayer::E; ++e) {
+      g.push_back(f32.gateUp[e].w);
+      d.push_back(f32.down[e].w);
+    }
+    double experts = medianSeconds([&] {
+      moeExperts(x.data(), t, H, w.data(), idx.data(), MoELayer::K, MoELayer::E,
+                 g.data(), d.data(), I, Act::Silu, y.data());
+    });
+    double shared = medianSeconds([&] {
+      gemm(x.data(), t, H, f32.sharedGateUp.w, nullptr, gu.data(), 2 * I);
+      glu(gu.data(), t, I, Act::Silu, hid.data());
+      gemm(hid.data(), t, I, f32.sharedDown.w, nullptr, y.data(), H);
+    });
+    std::printf("T=64 parts: router %.3f ms, routed experts %.3f ms, shared "
+                "expert %.3f ms\n",
+                router * 1e3, experts * 1e3, shared * 1e3);
+  }
   if (!alsoInt8)
     return;
   MoELayer i8(WeightFormat::I8);
