@@ -116,7 +116,7 @@ struct Packed {
     int64_t group = groupOf(format, k);
     if (format == WeightFormat::F32) {
       packWeightF32(src.data(), n, k, buf.data);
-    } else if (format == WeightFormat::I8) {
+    } else if (format == WeightFormat::I8 || format == WeightFormat::I8Dot) {
       std::vector<int8_t> q(n * k);
       std::vector<float> s(n);
       for (int64_t r = 0; r < n; ++r) {
@@ -128,7 +128,10 @@ struct Packed {
           q[r * k + c] =
               static_cast<int8_t>(std::lround(src[r * k + c] / s[r]));
       }
-      packWeightI8(q.data(), s.data(), n, k, buf.data);
+      if (format == WeightFormat::I8)
+        packWeightI8(q.data(), s.data(), n, k, buf.data);
+      else
+        packWeightI8Dot(q.data(), s.data(), n, k, buf.data);
     } else {
       int64_t groups = (k + group - 1) / group;
       float qmax = format == WeightFormat::I4 ? 7.0f : 448.0f;
@@ -391,8 +394,11 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
   double b = medianSeconds([&] { i8.run(x.data(), 1, y.data()); });
   std::printf("f32 %.3f ms (%.0f tok/s), int8 %.3f ms (%.0f tok/s): %.2fx\n",
               a * 1e3, 1 / a, b * 1e3, 1 / b, a / b);
-  for (auto [format, name] : {std::pair{WeightFormat::I4, "int4 g128"},
-                              std::pair{WeightFormat::F8, "fp8 e4m3 g128"}}) {
+  for (auto [format, name] :
+       {std::pair{WeightFormat::I4, "int4 g128"},
+        std::pair{WeightFormat::F8, "fp8 e4m3 g128"},
+        std::pair{WeightFormat::I8Dot,
+                  hasVnni() ? "w8a8 (VNNI)" : "w8a8 (no VNNI: portable)"}}) {
     MoELayer q(format);
     double t = medianSeconds([&] { q.run(x.data(), 1, y.data()); });
     std::printf("  also %s: %.3f ms (%.0f tok/s): %.2fx f32\n", name, t * 1e3,

@@ -53,8 +53,19 @@ public:
   }
 
   /// A GEMM weight ([N, K], or [E, N, K] for experts) in packed layout.
-  FailureOr<int32_t> packed(Value v, Operation *user) {
-    auto key = std::make_pair(v.getAsOpaquePointer(), 1);
+  /// With `w8a8`, an int8 per-row weight is packed for the integer dot
+  /// product with int8 activations (WeightFormat::I8Dot); `packedW8A8`
+  /// tells whether that happened.
+  FailureOr<int32_t> packed(Value v, Operation *user, bool w8a8 = false,
+                            bool *packedW8A8 = nullptr) {
+    if (packedW8A8)
+      *packedW8A8 = false;
+    auto key = std::make_pair(v.getAsOpaquePointer(), w8a8 ? 3 : 1);
+    if (auto it = ids.find(key); it != ids.end()) {
+      if (packedW8A8)
+        *packedW8A8 = infos[it->second].layout == rt::WeightLayout::PackedI8Dot;
+      return it->second;
+    }
     if (auto it = ids.find(key); it != ids.end())
       return it->second;
     RankedTensorType shaped = getLogicalTensorType(v.getType());
@@ -68,7 +79,11 @@ public:
     info.name = name(v);
     info.shape.assign(shaped.getShape().begin(), shaped.getShape().end());
     std::string bytes;
-    if (succeeded(packInt8(v, experts, n, k, bytes))) {
+    if (w8a8 && succeeded(packInt8(v, experts, n, k, bytes, true))) {
+      info.layout = rt::WeightLayout::PackedI8Dot;
+      if (packedW8A8)
+        *packedW8A8 = true;
+    } else if (succeeded(packInt8(v, experts, n, k, bytes))) {
       info.layout = rt::WeightLayout::PackedI8;
     } else if (succeeded(packGrouped(v, experts, n, k, bytes, info))) {
       // int4 / FP8 stay narrow; info.layout and group set.
@@ -160,7 +175,9 @@ private:
   /// int8 with one scale per output row (ds-quantize's int8/w8a8 weights)
   /// stays int8: the GEMM widens it in registers.
   LogicalResult packInt8(Value v, int64_t experts, int64_t n, int64_t k,
-                         std::string &bytes) {
+                         std::string &bytes, bool dot = false) {
+    auto format =
+        dot ? rt::kernels::WeightFormat::I8Dot : rt::kernels::WeightFormat::I8;
     auto param = v.getDefiningOp<ParamOp>();
     if (!param)
       return failure();
@@ -174,7 +191,7 @@ private:
     rowwise.back() = 0;
     if (scheme.block != rowwise)
       return failure();
-    size_t one = perExpert(rt::kernels::WeightFormat::I8, n, k);
+    size_t one = perExpert(format, n, k);
     bytes.assign(one * experts, '\0');
     for (int64_t e = 0; e < experts; ++e) {
       int64_t src = param.isStacked() ? param.getSourceIndex(e) : -1;
@@ -191,8 +208,13 @@ private:
       std::vector<float> scales(n);
       for (int64_t j = 0; j < n; ++j)
         scales[j] = s->floatAt(j);
-      rt::kernels::packWeightI8(reinterpret_cast<const int8_t *>(q->data),
-                                scales.data(), n, k, bytes.data() + e * one);
+      const auto *values = reinterpret_cast<const int8_t *>(q->data);
+      if (dot)
+        rt::kernels::packWeightI8Dot(values, scales.data(), n, k,
+                                     bytes.data() + e * one);
+      else
+        rt::kernels::packWeightI8(values, scales.data(), n, k,
+                                  bytes.data() + e * one);
     }
     return success();
   }
@@ -416,6 +438,15 @@ private:
     return success();
   }
 
+  /// #ds.act_quant<i8, group = 0> (per token, or one static scale): what
+  /// the W8A8 integer GEMM computes.
+  static bool isInt8PerToken(ActQuantAttr q) {
+    if (!q || q.getGroup() != 0)
+      return false;
+    std::optional<::ds::QStorage> st = getQStorage(q.getStorageType());
+    return st && *st == ::ds::QStorage::I8;
+  }
+
   LogicalResult visit(Operation *op);
 
   func::FuncOp fn;
@@ -539,8 +570,15 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         Value input = o->getOperand(0), w = o->getOperand(1);
         Value bias = fused ? fused.getBias() : cast<LinearOp>(o).getBias();
         rt::Step &s = step(o, rt::OpCode::Linear);
-        if (failed(weight(s, w, o, true)))
+        // int8 activations per token (or calibrated) times int8 weights:
+        // the integer GEMM quantizes its input itself.
+        ActQuantAttr inQuant = fused ? fused.getInputQuantAttr() : nullptr;
+        bool w8a8 = false;
+        FailureOr<int32_t> wid =
+            weights.packed(w, o, isInt8PerToken(inQuant), &w8a8);
+        if (failed(wid))
           return failure();
+        s.weights.push_back(*wid);
         if (bias && failed(weight(s, bias, o, false)))
           return failure();
         Value norm = fused ? fused.getNormWeight() : Value();
@@ -556,8 +594,10 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         s.floats = {fused && fused.getNormEpsilon()
                         ? fused.getNormEpsilon()->convertToDouble()
                         : 0.0};
-        if (failed(actQuant(s, fused ? fused.getInputQuantAttr() : nullptr)))
+        if (failed(actQuant(s, w8a8 ? nullptr : inQuant)))
           return failure();
+        if (w8a8 && inQuant.isStatic())
+          s.floats[1] = inQuant.getScale().convertToDouble();
         s.operands = {id(input)};
         if (residual)
           s.operands.push_back(id(residual));
@@ -721,13 +761,23 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         if (!idxType.getElementType().isInteger(32))
           return m.emitError("the CPU backend needs i32 expert indices");
         rt::Step &s = step(m, rt::OpCode::MoE);
-        if (failed(weight(s, m.getGateUp(), m, true)) ||
-            failed(weight(s, m.getDown(), m, true)))
+        // W8A8 experts: both GEMMs quantize their inputs per token.
+        bool tryW8A8 = isInt8PerToken(m.getInputQuantAttr()) &&
+                       !m.getInputQuantAttr().isStatic() &&
+                       isInt8PerToken(m.getHiddenQuantAttr()) &&
+                       !m.getHiddenQuantAttr().isStatic();
+        bool guDot = false, downDot = false;
+        FailureOr<int32_t> gu =
+            weights.packed(m.getGateUp(), m, tryW8A8, &guDot);
+        FailureOr<int32_t> dn =
+            weights.packed(m.getDown(), m, tryW8A8, &downDot);
+        if (failed(gu) || failed(dn))
           return failure();
+        s.weights = {*gu, *dn};
         RankedTensorType down = getLogicalTensorType(m.getDown().getType());
         s.ints = {down.getDimSize(2), static_cast<int64_t>(m.getActivation())};
-        if (failed(actQuant(s, m.getInputQuantAttr())) ||
-            failed(actQuant(s, m.getHiddenQuantAttr())))
+        if (failed(actQuant(s, guDot ? nullptr : m.getInputQuantAttr())) ||
+            failed(actQuant(s, downDot ? nullptr : m.getHiddenQuantAttr())))
           return failure();
         s.operands = {id(m.getInput()), id(m.getWeights()), id(m.getIndices())};
         s.results = {newValue(m.getResult(), Kind::Temp, -1,

@@ -7,7 +7,8 @@
 //   Linear       operands [x (, residual)]      weights [W (, bias) (, norm)]
 //                ints [hasNorm, hasBias, act or -1, gated, hasResidual,
 //                      quant storage or -1, quant group]
-//                floats [normEps, quant scale (0: dynamic)]
+//                floats [normEps, quant scale (0: dynamic)]; an I8Dot W
+//                (W8A8) quantizes x itself, with floats[1] if static
 //   Copy         operands [x] results [pieces]  ints [axis, sizes...]
 //   Rope         operands [x, positions]        ints [dim, style]
 //                floats [scaling, invFreq...]
@@ -102,6 +103,8 @@ absl::Status Model::bind(SymbolResolver resolve) {
         format = kernels::WeightFormat::I4;
       else if (w.layout == WeightLayout::PackedF8)
         format = kernels::WeightFormat::F8;
+      else if (w.layout == WeightLayout::PackedI8Dot)
+        format = kernels::WeightFormat::I8Dot;
       bool grouped = format == kernels::WeightFormat::I4 ||
                      format == kernels::WeightFormat::F8;
       if (grouped != (w.group > 0))
@@ -580,7 +583,10 @@ Executor::run(const std::string &function,
       bool hasNorm = s.ints[0], hasBias = s.ints[1], gated = s.ints[3],
            hasResidual = s.ints[4];
       int64_t act = s.ints[2], qStorage = s.ints[5], qGroup = s.ints[6];
-      const kernels::PackedWeight &w = model->packed(s.weights[0])[0];
+      kernels::PackedWeight w = model->packed(s.weights[0])[0];
+      // W8A8: the GEMM quantizes its input (static scale if calibrated).
+      if (w.format == kernels::WeightFormat::I8Dot)
+        w.inputScale = static_cast<float>(s.floats[1]);
       int64_t m = rowsOf(x), k = shapeOf(x).back();
       size_t wi = 1;
       const float *bias =

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -138,6 +139,61 @@ TEST(Gemm, Int4AndFp8GroupsMatchLoops) {
                             {96, 96},
                             {40, 16}})
           checkGrouped(f, m, n, k, g, rng);
+}
+
+/// W8A8: rows quantized per row (or with a static scale) times int8
+/// weights, against the dequantized product in double.
+void checkW8A8(int64_t m, int64_t n, int64_t k, float staticScale,
+               bool withBias, ThreadPool *pool, std::mt19937 &rng) {
+  std::uniform_real_distribution<float> dist(-2, 2);
+  std::vector<float> a(m * k), scales(n), bias(n);
+  std::vector<int8_t> q(n * k);
+  for (float &v : a)
+    v = dist(rng);
+  for (int8_t &v : q)
+    v = static_cast<int8_t>(static_cast<int>(rng() % 256) - 128);
+  for (float &v : scales)
+    v = 0.001f + 0.01f * std::abs(dist(rng));
+  for (float &v : bias)
+    v = dist(rng);
+  Aligned packed(packedWeightBytes(WeightFormat::I8Dot, n, k));
+  packWeightI8Dot(q.data(), scales.data(), n, k, packed.data);
+  PackedWeight w{WeightFormat::I8Dot, n, k, packed.data};
+  w.inputScale = staticScale;
+  std::vector<float> c(m * n);
+  gemm(a.data(), m, k, w, withBias ? bias.data() : nullptr, c.data(), n, pool);
+  std::vector<double> want;
+  for (int64_t r = 0; r < m; ++r) {
+    float s = staticScale;
+    if (!(s > 0)) {
+      float mx = 0;
+      for (int64_t i = 0; i < k; ++i)
+        mx = std::max(mx, std::abs(a[r * k + i]));
+      s = mx / 127.0f;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = withBias ? bias[j] : 0.0;
+      for (int64_t i = 0; i < k; ++i) {
+        float xq =
+            std::clamp(std::nearbyint(a[r * k + i] / s), -128.0f, 127.0f);
+        acc += static_cast<double>(xq) * s * q[j * k + i] * scales[j];
+      }
+      want.push_back(acc);
+    }
+  }
+  EXPECT_LT(relError(c, want), 1e-5)
+      << "m=" << m << " n=" << n << " k=" << k << " static=" << staticScale;
+}
+
+TEST(Gemm, W8A8MatchesDequantizedProduct) {
+  std::mt19937 rng(12);
+  for (int64_t m : {1, 3, 12, 13, 40})
+    for (int64_t n : {1, 16, 33, 100})
+      for (int64_t k : {1, 6, 64, 257})
+        checkW8A8(m, n, k, 0.0f, (m + k) % 2 == 0, nullptr, rng);
+  checkW8A8(5, 40, 100, 0.02f, true, nullptr, rng); // static, with clipping
+  ThreadPool pool(3);
+  checkW8A8(64, 512, 256, 0.0f, true, &pool, rng);
 }
 
 TEST(Gemm, ZeroDepthGivesBias) {

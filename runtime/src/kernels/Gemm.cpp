@@ -31,6 +31,9 @@ void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
 int64_t panelsPerGroup(int64_t m);
 } // namespace avx2
 
+void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
+               const float *bias, float *c, int64_t ldc, ThreadPool *pool);
+
 bool hasAvx512() {
   // DS_CPU_AVX2=1 forces the AVX2 kernels (tests cover both paths on one
   // machine).
@@ -64,6 +67,9 @@ size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
            panels * groups * kPanel * sizeof(float);
   case WeightFormat::F8:
     return panels * uk * kPanel + panels * groups * kPanel * sizeof(float);
+  case WeightFormat::I8Dot:
+    return panels * ((uk + 3) / 4 * 4) * kPanel +
+           panels * kPanel * (sizeof(float) + sizeof(int32_t));
   }
   return panels * uk * kPanel * sizeof(float);
 }
@@ -143,6 +149,8 @@ void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
           const float *bias, float *c, int64_t ldc, ThreadPool *pool) {
   if (m <= 0 || w.n <= 0)
     return;
+  if (w.format == WeightFormat::I8Dot)
+    return gemmI8Dot(a, m, lda, w, bias, c, ldc, pool);
   const bool wide = hasAvx512();
   const int64_t per =
       wide ? avx512::panelsPerGroup(m) : avx2::panelsPerGroup(m);

@@ -50,6 +50,13 @@ enum class WeightFormat : uint32_t {
   /// blocks repeat a block's scale over its columns). Widened in registers
   /// through f16 (e4m3 bits << 7 is the f16 of value * 2^-8).
   F8 = 3,
+  /// W8A8: int8 weights with per-row scales for an integer dot product with
+  /// int8 activations that the GEMM quantizes per row itself (dynamic
+  /// absmax / 127, or a static scale), as #ds.act_quant<i8, group = 0>
+  /// does. Per panel: [ceil(K/4)][16][4] bytes (4 consecutive k of a column
+  /// together, the VNNI operand layout), then 16 f32 scales and 16 int32
+  /// column sums per panel. AVX-512 VNNI (vpdpbusd) where present.
+  I8Dot = 4,
 };
 
 /// A [N, K] GEMM weight (y = x Wᵀ) in packed form. `data` is 64-byte aligned.
@@ -59,6 +66,8 @@ struct PackedWeight {
   const void *data = nullptr;
   /// K group of the grouped formats (I4, F8); 0 otherwise.
   int64_t group = 0;
+  /// I8Dot: the static activation scale, or 0 for per-row dynamic scales.
+  float inputScale = 0.0f;
 };
 
 /// Bytes `packWeight*` writes for an [n, k] weight.
@@ -79,7 +88,23 @@ void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
 void packWeightF8(const float *values, const float *scales, int64_t n,
                   int64_t k, int64_t group, void *out);
 
+/// Packs int8 [n, k] with per-row scales for W8A8 (WeightFormat::I8Dot).
+void packWeightI8Dot(const int8_t *q, const float *scales, int64_t n, int64_t k,
+                     void *out);
+
+/// Rows of x quantized as #ds.act_quant<i8, group = 0> does (support's
+/// ds::quantize: scale absmax / 127, or `staticScale` when > 0; values
+/// nearbyint(x / scale) clamped to [-128, 127]), stored + 128 as uint8 with
+/// row stride `ldq` (zero-padded columns hold 128). scales[m] receives the
+/// row scales.
+void quantizeRowsI8(const float *x, int64_t m, int64_t k, int64_t lda,
+                    float staticScale, uint8_t *q, int64_t ldq, float *scales);
+
+/// Whether the CPU has AVX-512 VNNI (the W8A8 kernel's fast path).
+bool hasVnni();
+
 /// c[m, n] (row stride ldc) = a[m, k] (row stride lda) · Wᵀ (+ bias[n]).
+/// With an I8Dot weight, the rows of a are quantized to int8 first (W8A8).
 /// Splits columns over `pool` when it is given and the work is large enough.
 void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
           const float *bias, float *c, int64_t ldc, ThreadPool *pool = nullptr);

@@ -98,11 +98,12 @@ struct CacheInfo {
 };
 
 enum class WeightLayout : uint32_t {
-  Raw = 0,       ///< row-major as `shape`, of `type`
-  PackedF32 = 1, ///< kernels::WeightFormat::F32, per expert if experts > 0
-  PackedI8 = 2,  ///< kernels::WeightFormat::I8, per expert if experts > 0
-  PackedI4 = 3,  ///< kernels::WeightFormat::I4 (K groups of `group`)
-  PackedF8 = 4,  ///< kernels::WeightFormat::F8 (K groups of `group`)
+  Raw = 0,         ///< row-major as `shape`, of `type`
+  PackedF32 = 1,   ///< kernels::WeightFormat::F32, per expert if experts > 0
+  PackedI8 = 2,    ///< kernels::WeightFormat::I8, per expert if experts > 0
+  PackedI4 = 3,    ///< kernels::WeightFormat::I4 (K groups of `group`)
+  PackedF8 = 4,    ///< kernels::WeightFormat::F8 (K groups of `group`)
+  PackedI8Dot = 5, ///< kernels::WeightFormat::I8Dot (W8A8)
 };
 
 struct WeightInfo {
