@@ -116,6 +116,8 @@ struct Packed {
     int64_t group = groupOf(format, k);
     if (format == WeightFormat::F32) {
       packWeightF32(src.data(), n, k, buf.data);
+    } else if (format == WeightFormat::S24) {
+      packWeightS24(src.data(), n, k, buf.data); // prunes 2 of every 4
     } else if (format == WeightFormat::I8 || format == WeightFormat::I8Dot) {
       std::vector<int8_t> q(n * k);
       std::vector<float> s(n);
@@ -388,7 +390,7 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
     return;
   MoELayer i8(WeightFormat::I8);
   std::printf("\n== 3. MoE layer, int8 weight-only (routed + shared experts) "
-              "vs f32, T=1\n");
+              "vs f32, T=1 (other formats for comparison)\n");
   std::vector<float> x = randomFloats(MoELayer::H, 7, 1.0f), y(MoELayer::H);
   double a = medianSeconds([&] { f32.run(x.data(), 1, y.data()); });
   double b = medianSeconds([&] { i8.run(x.data(), 1, y.data()); });
@@ -398,7 +400,8 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
        {std::pair{WeightFormat::I4, "int4 g128"},
         std::pair{WeightFormat::F8, "fp8 e4m3 g128"},
         std::pair{WeightFormat::I8Dot,
-                  hasVnni() ? "w8a8 (VNNI)" : "w8a8 (no VNNI: portable)"}}) {
+                  hasVnni() ? "w8a8 (VNNI)" : "w8a8 (no VNNI: portable)"},
+        std::pair{WeightFormat::S24, "2:4 sparse f32"}}) {
     MoELayer q(format);
     double t = medianSeconds([&] { q.run(x.data(), 1, y.data()); });
     std::printf("  also %s: %.3f ms (%.0f tok/s): %.2fx f32\n", name, t * 1e3,

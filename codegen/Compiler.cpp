@@ -144,20 +144,30 @@ mlir::ds::loadForCompile(MLIRContext &context, const std::string &path,
   }
   if (!options.noOptimize) {
     std::string text = options.optimize;
-    bool quantizes = text.find("quantize=") != std::string::npos &&
-                     text.find("quantize=none") == std::string::npos;
-    if (quantizes && text.find("quantized-weights=") == std::string::npos) {
+    // Passes that write weights (quantization, 2:4 sparsity) get temporary
+    // files, deleted once the artifact holds the packed weights.
+    auto has = [&](const std::string &key) {
+      return text.find(key) == 0 || text.find(" " + key) != std::string::npos;
+    };
+    bool quantizes = has("quantize=") && !has("quantize=none");
+    bool sparsifies = has("sparsity=") && !has("sparsity=none");
+    auto temporary = [&](const std::string &option) -> LogicalResult {
+      if (has(option + "="))
+        return success();
       llvm::SmallString<128> tmp;
-      if (llvm::sys::fs::createTemporaryFile("ds-quantized", "safetensors",
+      if (llvm::sys::fs::createTemporaryFile("ds-" + option, "safetensors",
                                              tmp))
         return emitError(loc, "cannot create a temporary weights file");
       out->temporaries.push_back(tmp.str().str());
-      text += " quantized-weights=" + tmp.str().str();
-      if (text.find("weights=") == 0 ||
-          text.find(" weights=") == std::string::npos)
-        if (!weightsPath.empty())
-          text += " weights=" + weightsPath;
-    }
+      text += " " + option + "=" + tmp.str().str();
+      return success();
+    };
+    if (quantizes && failed(temporary("quantized-weights")))
+      return failure();
+    if (sparsifies && failed(temporary("sparse-weights")))
+      return failure();
+    if ((quantizes || sparsifies) && !has("weights=") && !weightsPath.empty())
+      text += " weights=" + weightsPath;
     auto parsed = OptimizeOptions::createFromString(text);
     if (!parsed)
       return emitError(loc, "bad ds-optimize options: ") << options.optimize;

@@ -87,6 +87,18 @@ public:
       info.layout = rt::WeightLayout::PackedI8;
     } else if (succeeded(packGrouped(v, experts, n, k, bytes, info))) {
       // int4 / FP8 stay narrow; info.layout and group set.
+    } else if (isSparse24(v) && k % 4 == 0) {
+      // 2:4 weights (ds-sparsify-24) stay compressed: the kernel picks the
+      // activations each kept weight needs.
+      FailureOr<Tensor> t = evaluate(v);
+      if (failed(t))
+        return failure();
+      info.layout = rt::WeightLayout::PackedS24;
+      size_t one = perExpert(rt::kernels::WeightFormat::S24, n, k);
+      bytes.assign(one * experts, '\0');
+      for (int64_t e = 0; e < experts; ++e)
+        rt::kernels::packWeightS24(t->f.data() + e * n * k, n, k,
+                                   bytes.data() + e * one);
     } else {
       FailureOr<Tensor> t = evaluate(v);
       if (failed(t))
@@ -151,6 +163,15 @@ public:
 private:
   static size_t perExpert(rt::kernels::WeightFormat f, int64_t n, int64_t k) {
     return (rt::kernels::packedWeightBytes(f, n, k) + 63) & ~size_t{63};
+  }
+
+  /// A 2:4 weight: a sparse param or a concat of them.
+  static bool isSparse24(Value v) {
+    if (isa<Sparse24Type>(v.getType()))
+      return true;
+    Operation *def = v.getDefiningOp();
+    return def && isa<ConcatWeightsOp>(def) &&
+           llvm::all_of(def->getOperands(), isSparse24);
   }
 
   std::string name(Value v) {

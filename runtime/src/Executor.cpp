@@ -105,6 +105,8 @@ absl::Status Model::bind(SymbolResolver resolve) {
         format = kernels::WeightFormat::F8;
       else if (w.layout == WeightLayout::PackedI8Dot)
         format = kernels::WeightFormat::I8Dot;
+      else if (w.layout == WeightLayout::PackedS24)
+        format = kernels::WeightFormat::S24;
       bool grouped = format == kernels::WeightFormat::I4 ||
                      format == kernels::WeightFormat::F8;
       if (grouped != (w.group > 0))

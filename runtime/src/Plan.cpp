@@ -208,7 +208,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
       WeightInfo info;
       info.name = r.string(w, "name");
       int64_t layout = r.integer(w, "layout"), type = r.integer(w, "type");
-      if (layout < 0 || layout > 5 || type < 0 || type > 2)
+      if (layout < 0 || layout > 6 || type < 0 || type > 2)
         r.fail("weight '" + info.name + "' has an unknown layout or type");
       info.layout = static_cast<WeightLayout>(layout);
       info.type = static_cast<ElemType>(type);

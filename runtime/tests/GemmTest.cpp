@@ -196,6 +196,57 @@ TEST(Gemm, W8A8MatchesDequantizedProduct) {
   checkW8A8(64, 512, 256, 0.0f, true, &pool, rng);
 }
 
+/// 2:4: the packer keeps the two largest magnitudes of every 4; the product
+/// equals the dense product with the pruned matrix.
+TEST(Gemm, Sparse24MatchesPrunedDense) {
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  for (int64_t m : {1, 2, 5, 7, 16})
+    for (int64_t n : {3, 16, 40, 130})
+      for (int64_t k : {4, 64, 260}) {
+        std::vector<float> a(m * k), w(n * k), bias(n);
+        for (float &v : a)
+          v = dist(rng);
+        for (float &v : w)
+          v = dist(rng);
+        for (float &v : bias)
+          v = dist(rng);
+        std::vector<float> pruned = w;
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t g = 0; g < k / 4; ++g) {
+            float *q = &pruned[r * k + g * 4];
+            int order[4] = {0, 1, 2, 3};
+            std::stable_sort(order, order + 4, [&](int x, int y) {
+              return std::abs(q[x]) > std::abs(q[y]);
+            });
+            q[order[2]] = 0;
+            q[order[3]] = 0;
+          }
+        Aligned packed(packedWeightBytes(WeightFormat::S24, n, k));
+        packWeightS24(w.data(), n, k, packed.data);
+        std::vector<float> c(m * n);
+        gemm(a.data(), m, k, {WeightFormat::S24, n, k, packed.data},
+             bias.data(), c.data(), n);
+        std::vector<double> want;
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t j = 0; j < n; ++j) {
+            double acc = bias[j];
+            for (int64_t i = 0; i < k; ++i)
+              acc += static_cast<double>(a[r * k + i]) * pruned[j * k + i];
+            want.push_back(acc);
+          }
+        EXPECT_LT(relError(c, want), 1e-5)
+            << "m=" << m << " n=" << n << " k=" << k;
+        // Packing the pruned matrix gives the same product.
+        Aligned again(packedWeightBytes(WeightFormat::S24, n, k));
+        packWeightS24(pruned.data(), n, k, again.data);
+        std::vector<float> c2(m * n);
+        gemm(a.data(), m, k, {WeightFormat::S24, n, k, again.data}, bias.data(),
+             c2.data(), n);
+        EXPECT_LT(relError(c2, want), 1e-5);
+      }
+}
+
 TEST(Gemm, ZeroDepthGivesBias) {
   std::mt19937 rng(2);
   checkGemm(3, 20, 0, false, true, nullptr, rng);

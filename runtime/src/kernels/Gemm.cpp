@@ -12,6 +12,7 @@
 #include "ds/support/DType.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -70,6 +71,8 @@ size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
   case WeightFormat::I8Dot:
     return panels * ((uk + 3) / 4 * 4) * kPanel +
            panels * kPanel * (sizeof(float) + sizeof(int32_t));
+  case WeightFormat::S24:
+    return panels * (uk / 4) * kPanel * (2 * sizeof(float) + 1);
   }
   return panels * uk * kPanel * sizeof(float);
 }
@@ -87,6 +90,40 @@ float *packGroupScales(const float *scales, int64_t n, int64_t groups,
   return dst;
 }
 } // namespace
+
+void packWeightS24(const float *w, int64_t n, int64_t k, void *out) {
+  int64_t groups = k / 4;
+  auto *values = static_cast<float *>(out);
+  auto *meta =
+      reinterpret_cast<uint8_t *>(values + numPanels(n) * groups * 2 * kPanel);
+  for (int64_t p = 0; p < numPanels(n); ++p)
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t j = 0; j < kPanel; ++j) {
+        int64_t row = p * kPanel + j;
+        int first = 0, second = 1;
+        float v[4] = {0, 0, 0, 0};
+        if (row < n) {
+          for (int i = 0; i < 4; ++i)
+            v[i] = w[row * k + g * 4 + i];
+          // The two largest magnitudes, ties to the lower index.
+          first = 0;
+          for (int i = 1; i < 4; ++i)
+            if (std::abs(v[i]) > std::abs(v[first]))
+              first = i;
+          second = first == 0 ? 1 : 0;
+          for (int i = 0; i < 4; ++i)
+            if (i != first && std::abs(v[i]) > std::abs(v[second]))
+              second = i;
+          if (second < first)
+            std::swap(first, second);
+        }
+        float *dst = values + ((p * groups + g) * 2) * kPanel;
+        dst[j] = v[first];
+        dst[kPanel + j] = v[second];
+        meta[(p * groups + g) * kPanel + j] =
+            static_cast<uint8_t>(first | (second << 2));
+      }
+}
 
 void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
                   int64_t group, void *out) {

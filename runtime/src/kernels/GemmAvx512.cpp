@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <immintrin.h>
 #include <type_traits>
 
 #define DS_VW 16
@@ -32,6 +33,8 @@ void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
   case WeightFormat::F8:
     return gemmDispatch<WeightFormat::F8>(a, m, lda, w, bias, c, ldc,
                                           panelBegin, panelEnd);
+  case WeightFormat::S24:
+    return gemmS24(a, m, lda, w, bias, c, ldc, panelBegin, panelEnd);
   case WeightFormat::I8Dot:
     break; // gemm() routes W8A8 to GemmInt8.cpp
   }

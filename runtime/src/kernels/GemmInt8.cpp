@@ -33,8 +33,8 @@ int64_t panelsOf(int64_t n) { return (n + kPanel - 1) / kPanel; }
 int64_t quadsOf(int64_t k) { return (k + 3) / 4; }
 } // namespace
 
-void packWeightI8Dot(const int8_t *q, const float *scales, int64_t n,
-                     int64_t k, void *out) {
+void packWeightI8Dot(const int8_t *q, const float *scales, int64_t n, int64_t k,
+                     void *out) {
   int64_t panels = panelsOf(n), quads = quadsOf(k);
   auto *dst = static_cast<int8_t *>(out);
   for (int64_t p = 0; p < panels; ++p)
@@ -57,8 +57,7 @@ void packWeightI8Dot(const int8_t *q, const float *scales, int64_t n,
 }
 
 void quantizeRowsI8(const float *x, int64_t m, int64_t k, int64_t lda,
-                    float staticScale, uint8_t *q, int64_t ldq,
-                    float *scales) {
+                    float staticScale, uint8_t *q, int64_t ldq, float *scales) {
   for (int64_t r = 0; r < m; ++r) {
     const float *row = x + r * lda;
     float scale = staticScale;
@@ -93,7 +92,8 @@ void gemmI8DotPortable(const uint8_t *xq, int64_t ldq, const float *xs,
   const auto *base = static_cast<const int8_t *>(w.data);
   const auto *scales =
       reinterpret_cast<const float *>(base + panels * quads * kPanel * 4);
-  const auto *sums = reinterpret_cast<const int32_t *>(scales + panels * kPanel);
+  const auto *sums =
+      reinterpret_cast<const int32_t *>(scales + panels * kPanel);
   for (int64_t p = panelBegin; p < panelEnd; ++p) {
     const int8_t *panel = base + p * quads * kPanel * 4;
     int nvalid = static_cast<int>(std::min<int64_t>(kPanel, w.n - p * kPanel));
@@ -107,8 +107,8 @@ void gemmI8DotPortable(const uint8_t *xq, int64_t ldq, const float *xs,
                       panel[(g * kPanel + j) * 4 + i];
       for (int j = 0; j < nvalid; ++j) {
         int64_t col = p * kPanel + j;
-        float v = static_cast<float>(acc[j] - 128 * sums[col]) * xs[r] *
-                  scales[col];
+        float v =
+            static_cast<float>(acc[j] - 128 * sums[col]) * xs[r] * scales[col];
         c[r * ldc + col] = bias ? v + bias[col] : v;
       }
     }

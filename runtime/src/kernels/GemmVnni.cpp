@@ -44,7 +44,8 @@ inline void tile(const uint8_t *xq, int64_t ldq, const float *xs,
   for (int p = 0; p < P; ++p) {
     __m512 scale = _mm512_loadu_ps(scales + p * kPanel);
     __m512i shift = _mm512_slli_epi32(_mm512_loadu_si512(sums + p * kPanel), 7);
-    __m512 add = bias ? _mm512_loadu_ps(bias + p * kPanel) : _mm512_setzero_ps();
+    __m512 add =
+        bias ? _mm512_loadu_ps(bias + p * kPanel) : _mm512_setzero_ps();
     int cols = std::min<int>(kPanel, nvalid - p * kPanel);
     if (cols <= 0)
       continue;
@@ -64,13 +65,15 @@ void gemmI8Dot(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
   const int64_t panels = (w.n + kPanel - 1) / kPanel, quads = (w.k + 3) / 4;
   const int64_t panelBytes = quads * kPanel * 4;
   const auto *base = static_cast<const int8_t *>(w.data);
-  const auto *scales = reinterpret_cast<const float *>(base + panels * panelBytes);
-  const auto *sums = reinterpret_cast<const int32_t *>(scales + panels * kPanel);
+  const auto *scales =
+      reinterpret_cast<const float *>(base + panels * panelBytes);
+  const auto *sums =
+      reinterpret_cast<const int32_t *>(scales + panels * kPanel);
   float biasTile[NP * kPanel];
   for (int64_t p0 = panelBegin; p0 < panelEnd; p0 += NP) {
     int64_t have = std::min<int64_t>(NP, panelEnd - p0);
-    int nvalid = static_cast<int>(
-        std::min<int64_t>(have * kPanel, w.n - p0 * kPanel));
+    int nvalid =
+        static_cast<int>(std::min<int64_t>(have * kPanel, w.n - p0 * kPanel));
     const float *b = nullptr;
     if (bias) {
       for (int j = 0; j < NP * kPanel; ++j)

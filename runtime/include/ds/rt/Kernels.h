@@ -57,6 +57,11 @@ enum class WeightFormat : uint32_t {
   /// together, the VNNI operand layout), then 16 f32 scales and 16 int32
   /// column sums per panel. AVX-512 VNNI (vpdpbusd) where present.
   I8Dot = 4,
+  /// 2:4 sparse f32 (K % 4 == 0): per panel and group of 4 k, the two kept
+  /// values of each column ([2][16] f32), then per panel and group 16 bytes
+  /// of in-group indices (first | second << 2). The activations a column
+  /// needs are picked in registers (vpermps): half the weight bytes of F32.
+  S24 = 5,
 };
 
 /// A [N, K] GEMM weight (y = x Wᵀ) in packed form. `data` is 64-byte aligned.
@@ -91,6 +96,11 @@ void packWeightF8(const float *values, const float *scales, int64_t n,
 /// Packs int8 [n, k] with per-row scales for W8A8 (WeightFormat::I8Dot).
 void packWeightI8Dot(const int8_t *q, const float *scales, int64_t n, int64_t k,
                      void *out);
+
+/// Packs f32 [n, k] (k % 4 == 0) keeping the two largest magnitudes of every
+/// 4 (ties: the lower index), as ds-sparsify-24 prunes; a pruned weight is
+/// already zero there, so the product is unchanged.
+void packWeightS24(const float *w, int64_t n, int64_t k, void *out);
 
 /// Rows of x quantized as #ds.act_quant<i8, group = 0> does (support's
 /// ds::quantize: scale absmax / 127, or `staticScale` when > 0; values

@@ -104,6 +104,7 @@ enum class WeightLayout : uint32_t {
   PackedI4 = 3,    ///< kernels::WeightFormat::I4 (K groups of `group`)
   PackedF8 = 4,    ///< kernels::WeightFormat::F8 (K groups of `group`)
   PackedI8Dot = 5, ///< kernels::WeightFormat::I8Dot (W8A8)
+  PackedS24 = 6,   ///< kernels::WeightFormat::S24 (2:4 sparse)
 };
 
 struct WeightInfo {
