@@ -190,10 +190,14 @@ mlir::ds::loadForCompile(MLIRContext &context, const std::string &path,
 namespace {
 /// What the cache key covers for a path: file contents for small files
 /// (config, IR), size and modification time for weights.
-void hashPath(const std::string &path, uint64_t &h) {
+void hashPath(const std::string &given, uint64_t &h) {
   auto mix = [&](const std::string &s) {
     h = rt::fnv1a(s.data(), s.size(), h);
   };
+  // The same files under another spelling of the path are the same entry.
+  llvm::SmallString<256> real;
+  std::string path =
+      llvm::sys::fs::real_path(given, real) ? given : real.str().str();
   llvm::sys::fs::file_status st;
   std::vector<std::string> files;
   if (llvm::sys::fs::is_directory(path)) {

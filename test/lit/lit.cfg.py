@@ -32,7 +32,7 @@ tool_dirs = [config.ds_tools_dir, config.llvm_tools_dir]
 tools = [
     ToolSubst(t, unresolved="fatal")
     for t in ("ds-opt", "ds-translate", "ds-run", "ds-make-tiny-model",
-              "ds-compile")
+              "ds-compile", "ds-embed-example")
 ]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)

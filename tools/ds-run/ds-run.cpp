@@ -514,15 +514,11 @@ int runOnce(ModuleOp module, mlir::ds::Interpreter &interp,
   return 0;
 }
 
-int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
-                mlir::ds::Interpreter *ref, Report &report) {
-  auto prefill = module.lookupSymbol<func::FuncOp>("prefill");
-  if (!prefill || !module.lookupSymbol<func::FuncOp>("decode"))
-    return fail(inputFile + " has no @prefill and @decode (import a model "
-                            "with ds-translate --import-hf)");
+/// The --prompt token lists; an error message when one is malformed.
+std::optional<std::string>
+parsePrompts(std::vector<std::vector<int64_t>> &seqs) {
   if (prompts.empty())
-    return fail("--generate needs at least one --prompt");
-  std::vector<std::vector<int64_t>> seqs;
+    return std::string("--generate needs at least one --prompt");
   for (const std::string &p : prompts) {
     std::vector<int64_t> ids;
     SmallVector<StringRef> parts;
@@ -530,15 +526,28 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
     for (StringRef part : parts) {
       int64_t id;
       if (part.trim().getAsInteger(10, id))
-        return fail("bad token id '" + part + "' in --prompt");
+        return ("bad token id '" + part + "' in --prompt").str();
       ids.push_back(id);
     }
     if (ids.empty())
-      return fail("empty --prompt");
-    if (!seqs.empty() && ids.size() != seqs[0].size())
-      return fail("prompts must have equal lengths");
-    seqs.push_back(ids);
+      return std::string("empty --prompt");
+    seqs.push_back(std::move(ids));
   }
+  return std::nullopt;
+}
+
+int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
+                mlir::ds::Interpreter *ref, Report &report) {
+  auto prefill = module.lookupSymbol<func::FuncOp>("prefill");
+  if (!prefill || !module.lookupSymbol<func::FuncOp>("decode"))
+    return fail(inputFile + " has no @prefill and @decode (import a model "
+                            "with ds-translate --import-hf)");
+  std::vector<std::vector<int64_t>> seqs;
+  if (std::optional<std::string> error = parsePrompts(seqs))
+    return fail(*error);
+  for (const auto &ids : seqs)
+    if (ids.size() != seqs[0].size())
+      return fail("prompts must have equal lengths");
   int64_t b = seqs.size(), s = seqs[0].size();
   std::vector<HostTensor> args(2);
   std::vector<int64_t> tokens, positions;
@@ -675,23 +684,9 @@ double relativeError(const HostTensor &a, const HostTensor &b) {
 int runGenerateCompiled(std::shared_ptr<const ::ds::rt::Model> model,
                         ModuleOp module, mlir::ds::Interpreter *interp) {
   namespace rt = ::ds::rt;
-  if (prompts.empty())
-    return fail("--generate needs at least one --prompt");
   std::vector<std::vector<int64_t>> seqs;
-  for (const std::string &p : prompts) {
-    std::vector<int64_t> ids;
-    SmallVector<StringRef> parts;
-    StringRef(p).split(parts, ',', -1, false);
-    for (StringRef part : parts) {
-      int64_t id;
-      if (part.trim().getAsInteger(10, id))
-        return fail("bad token id '" + part + "' in --prompt");
-      ids.push_back(id);
-    }
-    if (ids.empty())
-      return fail("empty --prompt");
-    seqs.push_back(ids);
-  }
+  if (std::optional<std::string> error = parsePrompts(seqs))
+    return fail(*error);
   int64_t b = seqs.size();
   auto cache = rt::KVCache::create(model->plan(), b);
   if (!cache.ok())
