@@ -161,7 +161,8 @@ std::string hostFeatureSummary() {
 }
 } // namespace
 
-absl::StatusOr<std::shared_ptr<Model>> Model::load(const std::string &path) {
+absl::StatusOr<std::shared_ptr<Model>> Model::load(const std::string &path,
+                                                   const LoadOptions &options) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return absl::NotFoundError("cannot open artifact " + path + ": " +
@@ -172,21 +173,35 @@ absl::StatusOr<std::shared_ptr<Model>> Model::load(const std::string &path) {
     return absl::InvalidArgumentError(path + " is not a regular file");
   }
   size_t size = static_cast<size_t>(st.st_size);
-  auto fail = [&](const std::string &what) {
-    return absl::DataLossError(path + ": " + what);
-  };
   if (size < 24) {
     close(fd);
-    return fail("not a ds artifact (too short for the header)");
+    return absl::DataLossError(
+        path + ": not a ds artifact (too short for the header)");
   }
   void *map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
   if (map == MAP_FAILED)
     return absl::UnavailableError("cannot map " + path);
+  absl::StatusOr<std::shared_ptr<Model>> m =
+      parse(static_cast<const uint8_t *>(map), size, path, options);
+  if (!m.ok()) {
+    munmap(map, size);
+    return m.status();
+  }
+  (*m)->mapping = map;
+  (*m)->mappingSize = size;
+  return m;
+}
+
+absl::StatusOr<std::shared_ptr<Model>>
+Model::parse(const uint8_t *bytes, size_t size, const std::string &path,
+             const LoadOptions &options) {
+  auto fail = [&](const std::string &what) {
+    return absl::DataLossError(path + ": " + what);
+  };
+  if (size < 24)
+    return fail("not a ds artifact (too short for the header)");
   std::shared_ptr<Model> m(new Model());
-  m->mapping = map;
-  m->mappingSize = size;
-  const auto *bytes = static_cast<const uint8_t *>(map);
   if (std::memcmp(bytes, "DSARTIF1", 8) != 0)
     return fail("not a ds artifact (bad magic)");
   uint64_t len, sum;
@@ -195,7 +210,7 @@ absl::StatusOr<std::shared_ptr<Model>> Model::load(const std::string &path) {
   if (len > size - 24)
     return fail("truncated: the header runs past the end of the file");
   std::string header(reinterpret_cast<const char *>(bytes + 24), len);
-  if (fnv1a(header.data(), header.size()) != sum)
+  if (options.verifyChecksums && fnv1a(header.data(), header.size()) != sum)
     return fail("corrupted: header checksum mismatch");
   TargetInfo target;
   absl::StatusOr<ModelPlan> plan = planFromJson(header, &target);
@@ -213,9 +228,11 @@ absl::StatusOr<std::shared_ptr<Model>> Model::load(const std::string &path) {
   if (codeOff > size || codeBytes > size - codeOff || wOff > size ||
       wBytes > size - wOff)
     return fail("truncated: sections run past the end of the file");
-  if (fnv1a(bytes + codeOff, codeBytes) != num("code_checksum"))
+  if (options.verifyChecksums &&
+      fnv1a(bytes + codeOff, codeBytes) != num("code_checksum"))
     return fail("corrupted: code checksum mismatch");
-  if (fnv1a(bytes + wOff, wBytes) != num("weights_checksum"))
+  if (options.verifyChecksums &&
+      fnv1a(bytes + wOff, wBytes) != num("weights_checksum"))
     return fail("corrupted: weights checksum mismatch");
   if (target.features.find("+avx512f") != std::string::npos &&
       !kernels::hasAvx512())
@@ -226,7 +243,7 @@ absl::StatusOr<std::shared_ptr<Model>> Model::load(const std::string &path) {
   m->weightsBase = bytes + wOff;
   m->weightsSize = wBytes;
   // The code: an ELF shared object, loaded from an anonymous file.
-  if (codeBytes > 0) {
+  if (codeBytes > 0 && options.loadCode) {
     int mfd = memfd_create("ds-kernels", MFD_CLOEXEC);
     if (mfd < 0)
       return absl::UnavailableError("memfd_create failed");

@@ -178,6 +178,85 @@ struct Reader {
 };
 } // namespace
 
+namespace {
+/// Each op's operand, result, weight and configuration counts, and the
+/// layouts of the weights it reads, as the executor expects them.
+absl::Status checkStepShape(const ModelPlan &plan, const Step &s) {
+  auto need = [&](bool ok, const char *what) {
+    return ok ? absl::OkStatus()
+              : absl::DataLossError(s.location + ": malformed step (" + what +
+                                    ")");
+  };
+  size_t o = s.operands.size(), r = s.results.size(), w = s.weights.size();
+  size_t ni = s.ints.size(), nf = s.floats.size();
+  auto layout = [&](size_t i) {
+    int32_t id = s.weights[i];
+    return id >= 0 && id < static_cast<int32_t>(plan.weights.size())
+               ? plan.weights[id].layout
+               : WeightLayout::Raw;
+  };
+  auto rawF32 = [&](size_t i, size_t rank) {
+    int32_t id = s.weights[i];
+    if (id < 0 || id >= static_cast<int32_t>(plan.weights.size()))
+      return false;
+    const WeightInfo &info = plan.weights[id];
+    return info.layout == WeightLayout::Raw && info.type == ElemType::F32 &&
+           (rank == 0 || info.shape.size() == rank);
+  };
+  auto packed = [&](size_t i) { return layout(i) != WeightLayout::Raw; };
+  switch (s.op) {
+  case OpCode::Embedding:
+    return need(o == 1 && r == 1 && w == 1 && rawF32(0, 2), "embedding");
+  case OpCode::RMSNorm:
+    return need(o == 1 && r == 1 && w == 1 && nf >= 1 && rawF32(0, 1),
+                "rms_norm");
+  case OpCode::Linear: {
+    if (!(o >= 1 && o <= 2 && r == 1 && w >= 1 && ni >= 7 && nf >= 2 &&
+          packed(0)))
+      return need(false, "linear");
+    size_t extra = 1 + (s.ints[0] ? 1 : 0) + (s.ints[1] ? 1 : 0);
+    bool ok = w == extra && o == (s.ints[4] ? 2u : 1u);
+    for (size_t i = 1; ok && i < w; ++i)
+      ok = rawF32(i, 1);
+    return need(ok, "linear");
+  }
+  case OpCode::Copy:
+    return need(o == 1 && r >= 1 && ni == 1 + r && s.ints[0] >= 0, "split");
+  case OpCode::Rope:
+    return need(o == 2 && r == 1 && ni >= 2 && nf >= 1 && s.ints[0] >= 0 &&
+                    s.ints[0] % 2 == 0 &&
+                    nf == 1 + static_cast<size_t>(s.ints[0] / 2) &&
+                    s.ints[1] >= 0 && s.ints[1] <= 2,
+                "rope");
+  case OpCode::CacheUpdate:
+    return need(o == 3 && r == 1, "cache_update");
+  case OpCode::Attention:
+    return need(o == 4 && r == 1 && ni >= 2 && nf >= 1, "attention");
+  case OpCode::MLAAttention:
+    return need(o == 5 && r == 1 && w == 2 && ni >= 1 && nf >= 1 && packed(0) &&
+                    packed(1),
+                "mla_attention");
+  case OpCode::Router:
+    return need(o == 1 && r == 2 && ni >= 8 && nf >= 2 && w >= 1 && packed(0) &&
+                    w == (s.ints[7] ? 2u : 1u) && (w == 1 || rawF32(1, 1)) &&
+                    s.ints[0] > 0 && s.ints[1] > 0 && s.ints[3] > 0 &&
+                    s.ints[4] >= 0,
+                "router");
+  case OpCode::MoE:
+    return need(o == 3 && r == 1 && w == 2 && ni >= 6 && nf >= 2 && packed(0) &&
+                    packed(1),
+                "moe");
+  case OpCode::Elementwise:
+    return need(o >= 1 && r == 1 && !s.kernel.empty(), "elementwise");
+  case OpCode::FakeQuant:
+    return absl::OkStatus();
+  case OpCode::Alias:
+    return need(o == 1 && r == 1, "alias");
+  }
+  return need(false, "unknown op");
+}
+} // namespace
+
 absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
                                        TargetInfo *target) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -302,6 +381,8 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
       if (id < 0 || id >= nv)
         return bad(f.name, "an output id is out of range");
     for (const Step &s : f.steps) {
+      if (absl::Status st = checkStepShape(plan, s); !st.ok())
+        return bad(f.name, std::string(st.message()));
       for (int32_t id : s.operands)
         if (id < 0 || id >= nv)
           return bad(f.name, "an operand id is out of range");

@@ -35,8 +35,27 @@ public:
   /// Finds a generated kernel by symbol; null when missing.
   using SymbolResolver = std::function<void *(const std::string &)>;
 
+  struct LoadOptions {
+    /// Check the header, code and weights checksums (a full pass over the
+    /// weights: several GB/s).
+    bool verifyChecksums = true;
+    /// Load the generated code (off: only the plan and weights, e.g. to
+    /// inspect or fuzz an artifact; steps with generated kernels then fail
+    /// to bind).
+    bool loadCode = true;
+  };
+
   /// Loads an artifact file (checks magic, sizes, checksums, the target).
-  static absl::StatusOr<std::shared_ptr<Model>> load(const std::string &path);
+  static absl::StatusOr<std::shared_ptr<Model>>
+  load(const std::string &path, const LoadOptions &options);
+  static absl::StatusOr<std::shared_ptr<Model>> load(const std::string &path) {
+    return load(path, LoadOptions());
+  }
+  /// The same from bytes in memory, which must outlive the model; `name`
+  /// stands in for the path in messages.
+  static absl::StatusOr<std::shared_ptr<Model>>
+  parse(const uint8_t *bytes, size_t size, const std::string &name,
+        const LoadOptions &options);
   /// A model from parts made in this process (the compiler's JIT): `keep`
   /// owns whatever `resolve` returns pointers into.
   static absl::StatusOr<std::shared_ptr<Model>>
