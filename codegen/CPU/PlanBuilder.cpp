@@ -838,6 +838,13 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             return e.emitError("the CPU backend needs run-time operands "
                                "here, not weights");
           s.operands.push_back(id(in));
+          // Which axes the kernel broadcasts (a static 1 against a wider
+          // dim): the executor checks run-time shapes against them.
+          auto t = cast<RankedTensorType>(in.getType());
+          int64_t offset = outType.getRank() - t.getRank();
+          for (int64_t a = 0; a < t.getRank(); ++a)
+            s.ints.push_back(t.getDimSize(a) == 1 &&
+                             outType.getDimSize(offset + a) != 1);
         }
         s.results = {newValue(e.getResult(), Kind::Temp, -1, shape)};
         return success();

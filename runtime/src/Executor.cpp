@@ -28,6 +28,7 @@
 //                      hidden storage or -1, hidden group]
 //                floats [in scale, hidden scale]
 //   Elementwise  operands [inputs...] results [out]; kernel symbol
+//                ints: per input axis, 1 where the kernel broadcasts it
 //   Alias        operands [x] results [y]; y shares x's buffer
 //
 //===----------------------------------------------------------------------===//
@@ -401,6 +402,11 @@ Executor::prepare(const FunctionPlan &fn,
     }
     p->shapes[v] = std::move(shape);
   }
+  // Once per shape: every step's operands must fit what its kernel reads.
+  for (const Step &step : fn.steps)
+    if (absl::Status st = checkShapes(step, p->shapes); !st.ok())
+      return absl::InvalidArgumentError(step.location + ": " +
+                                        std::string(st.message()));
   // Lifetimes of Temp buffers, extended by their aliases' uses; outputs
   // live to the end.
   int64_t numSteps = static_cast<int64_t>(fn.steps.size());
@@ -436,6 +442,167 @@ Executor::prepare(const FunctionPlan &fn,
   const Prepared *out = p.get();
   prepared[{fn.name, key}] = std::move(p);
   return out;
+}
+
+absl::Status
+Executor::checkShapes(const Step &s,
+                      const std::vector<std::vector<int64_t>> &shapes) const {
+  // A kernel reads exactly what these say; a plan that does not hold
+  // together (hand-made or damaged) stops here instead of in a kernel.
+  auto shapeOf = [&](int32_t v) -> const std::vector<int64_t> & {
+    return shapes[v];
+  };
+  auto count = [&](int32_t v) { return numElements(shapeOf(v)); };
+  auto last = [&](int32_t v) {
+    return shapeOf(v).empty() ? int64_t{1} : shapeOf(v).back();
+  };
+  auto rank = [&](int32_t v) { return shapeOf(v).size(); };
+  auto bad = [](const std::string &what) {
+    return absl::InvalidArgumentError("shapes do not fit: " + what);
+  };
+  const ModelPlan &mp = model->plan();
+  auto weightCount = [&](int32_t w) {
+    int64_t n = 1;
+    for (int64_t d : mp.weights[w].shape)
+      n *= d;
+    return n;
+  };
+  switch (s.op) {
+  case OpCode::Embedding: {
+    const WeightInfo &t = mp.weights[s.weights[0]];
+    if (count(s.results[0]) != count(s.operands[0]) * t.shape[1])
+      return bad("embedding output");
+    return absl::OkStatus();
+  }
+  case OpCode::RMSNorm:
+    if (weightCount(s.weights[0]) != last(s.operands[0]) ||
+        count(s.results[0]) != count(s.operands[0]))
+      return bad("rms_norm weight or output");
+    return absl::OkStatus();
+  case OpCode::Linear: {
+    const kernels::PackedWeight &w = model->packed(s.weights[0])[0];
+    int32_t x = s.operands[0], y = s.results[0];
+    int64_t rows = last(x) ? count(x) / last(x) : 0;
+    int64_t n = s.ints[3] ? w.n / 2 : w.n;
+    size_t wi = 1;
+    if (last(x) != w.k || count(y) != rows * n || (s.ints[3] && w.n % 2))
+      return bad("linear input, weight and output");
+    if (s.ints[1] && weightCount(s.weights[wi++]) != w.n)
+      return bad("linear bias");
+    if (s.ints[0] && weightCount(s.weights[wi]) != w.k)
+      return bad("linear norm weight");
+    if (s.ints[4] && count(s.operands[1]) != count(y))
+      return bad("linear residual");
+    return absl::OkStatus();
+  }
+  case OpCode::Copy: {
+    const auto &xs = shapeOf(s.operands[0]);
+    int64_t axis = s.ints[0];
+    if (axis >= static_cast<int64_t>(xs.size()))
+      return bad("split axis");
+    int64_t total = 0,
+            rest = count(s.operands[0]) / std::max<int64_t>(xs[axis], 1);
+    for (size_t r = 0; r < s.results.size(); ++r) {
+      if (s.ints[1 + r] < 0 || count(s.results[r]) != rest * s.ints[1 + r])
+        return bad("split piece");
+      total += s.ints[1 + r];
+    }
+    if (total != xs[axis])
+      return bad("split sizes");
+    return absl::OkStatus();
+  }
+  case OpCode::Rope: {
+    int64_t tokens = count(s.operands[1]), d = last(s.operands[0]);
+    if (count(s.results[0]) != count(s.operands[0]) || s.ints[0] > d ||
+        (tokens && count(s.operands[0]) % (tokens * std::max<int64_t>(d, 1))))
+      return bad("rope input and positions");
+    return absl::OkStatus();
+  }
+  case OpCode::CacheUpdate: {
+    const auto &cs = shapeOf(s.operands[0]), &us = shapeOf(s.operands[2]);
+    if (cs.size() < 2 || us.size() < 2 ||
+        count(s.operands[1]) != us[0] * us[1] ||
+        count(s.operands[2]) !=
+            us[0] * us[1] *
+                (count(s.operands[0]) / std::max<int64_t>(cs[0] * cs[1], 1)))
+      return bad("cache_update cache, positions and update");
+    return absl::OkStatus();
+  }
+  case OpCode::Attention: {
+    int32_t q = s.operands[0], k = s.operands[1], v = s.operands[2];
+    if (rank(q) != 4 || rank(k) != 4 || rank(v) != 4)
+      return bad("attention ranks");
+    const auto &qs = shapeOf(q), &ks = shapeOf(k), &vs = shapeOf(v);
+    if (ks[2] <= 0 || qs[2] % ks[2] || qs[3] != ks[3] || vs[2] != ks[2] ||
+        vs[1] != ks[1] || count(s.operands[3]) != qs[0] * qs[1] ||
+        count(s.results[0]) != qs[0] * qs[1] * qs[2] * vs[3])
+      return bad("attention heads, lengths or output");
+    return absl::OkStatus();
+  }
+  case OpCode::MLAAttention: {
+    for (int i = 0; i < 4; ++i)
+      if (rank(s.operands[i]) != (i < 2 ? 4u : 3u))
+        return bad("mla_attention ranks");
+    const auto &ns = shapeOf(s.operands[0]), &ps = shapeOf(s.operands[1]);
+    const auto &cs = shapeOf(s.operands[2]), &ks = shapeOf(s.operands[3]);
+    const auto &uv = model->packed(s.weights[1]);
+    if (ps[0] != ns[0] || ps[1] != ns[1] || ps[2] != ns[2] || ks[2] != ps[3] ||
+        ks[1] != cs[1] || count(s.operands[4]) != ns[0] * ns[1] || uv.empty() ||
+        uv[0].k != cs[2] ||
+        count(s.results[0]) != ns[0] * ns[1] * ns[2] * uv[0].n)
+      return bad("mla_attention queries, latents or output");
+    return absl::OkStatus();
+  }
+  case OpCode::Router: {
+    const kernels::PackedWeight &w = model->packed(s.weights[0])[0];
+    int32_t x = s.operands[0];
+    int64_t rows = last(x) ? count(x) / last(x) : 0;
+    if (last(x) != w.k || w.n != s.ints[0] ||
+        count(s.results[0]) != rows * s.ints[1] ||
+        count(s.results[1]) != rows * s.ints[1] ||
+        (s.ints[7] && weightCount(s.weights[1]) != s.ints[0]))
+      return bad("router input, weight or outputs");
+    return absl::OkStatus();
+  }
+  case OpCode::MoE: {
+    const auto &gu = model->packed(s.weights[0]);
+    const auto &down = model->packed(s.weights[1]);
+    int32_t x = s.operands[0];
+    int64_t h = last(x), rows = h ? count(x) / h : 0;
+    int64_t topK = last(s.operands[2]);
+    if (gu.empty() || gu.size() != down.size() || gu[0].k != h ||
+        gu[0].n != 2 * s.ints[0] || down[0].k != s.ints[0] || down[0].n != h ||
+        count(s.operands[1]) != rows * topK ||
+        count(s.operands[2]) != rows * topK || count(s.results[0]) != rows * h)
+      return bad("moe input, routing or expert weights");
+    return absl::OkStatus();
+  }
+  case OpCode::Elementwise: {
+    const auto &out = shapeOf(s.results[0]);
+    size_t flag = 0;
+    for (int32_t in : s.operands) {
+      const auto &is = shapeOf(in);
+      if (is.size() > out.size())
+        return bad("elementwise input rank");
+      size_t offset = out.size() - is.size();
+      for (size_t a = 0; a < is.size(); ++a, ++flag) {
+        bool broadcast = flag < s.ints.size() && s.ints[flag];
+        if (broadcast ? is[a] != 1 : is[a] != out[offset + a])
+          return bad("elementwise input " + std::to_string(a));
+      }
+    }
+    if (flag != s.ints.size())
+      return bad("elementwise broadcast flags");
+    return absl::OkStatus();
+  }
+  case OpCode::Alias:
+    if (count(s.results[0]) != count(s.operands[0]))
+      return bad("reshape element count");
+    return absl::OkStatus();
+  case OpCode::FakeQuant:
+    return absl::OkStatus();
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<HostTensor>>

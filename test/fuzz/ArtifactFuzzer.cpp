@@ -50,8 +50,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ds::rt::Model::LoadOptions options;
   options.verifyChecksums = false;
   options.loadCode = false;
-  auto model = ds::rt::Model::parse(bytes.data(), bytes.size(), "fuzz.dsa",
-                                    options);
+  auto model =
+      ds::rt::Model::parse(bytes.data(), bytes.size(), "fuzz.dsa", options);
   if (!model.ok())
     return 0;
   // Whatever loads must be readable: touch every packed view's first and

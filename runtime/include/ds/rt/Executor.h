@@ -134,6 +134,9 @@ public:
 
 private:
   struct Prepared;
+  absl::Status
+  checkShapes(const Step &step,
+              const std::vector<std::vector<int64_t>> &shapes) const;
   absl::StatusOr<const Prepared *>
   prepare(const FunctionPlan &fn,
           const std::vector<std::vector<int64_t>> &shapes);
