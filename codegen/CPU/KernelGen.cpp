@@ -47,7 +47,62 @@ KernelModule::KernelModule(MLIRContext *ctx)
                    math::MathDialect, LLVM::LLVMDialect>();
 }
 
+namespace {
+/// A key equal for ops that compute the same thing on the same types: op
+/// names, attributes, types, and which earlier value each operand is.
+std::string structuralKey(Operation *op) {
+  std::string key;
+  llvm::raw_string_ostream os(key);
+  os << op->getName() << op->getAttrDictionary();
+  for (Type t : op->getOperandTypes())
+    os << "|" << t;
+  for (Type t : op->getResultTypes())
+    os << "->" << t;
+  llvm::DenseMap<Value, int> ids;
+  int next = 0;
+  for (Region &region : op->getRegions())
+    for (Block &block : region)
+      for (BlockArgument a : block.getArguments()) {
+        ids[a] = next++;
+        os << ";arg:" << a.getType();
+      }
+  op->walk([&](Operation *inner) {
+    if (inner == op)
+      return;
+    os << ";" << inner->getName() << inner->getAttrDictionary() << "(";
+    for (Value v : inner->getOperands())
+      os << ids.lookup(v) << ",";
+    os << ")";
+    for (Value r : inner->getResults()) {
+      ids[r] = next++;
+      os << ":" << r.getType();
+    }
+  });
+  return key;
+}
+} // namespace
+
 FailureOr<std::string> KernelModule::addElementwise(FusedElementwiseOp op) {
+  std::string key = structuralKey(op);
+  if (auto it = dedup.find(key); it != dedup.end())
+    return it->second;
+  FailureOr<std::string> sym = buildElementwise(op);
+  if (succeeded(sym))
+    dedup[key] = *sym;
+  return sym;
+}
+
+FailureOr<std::string> KernelModule::addRMSNorm(RMSNormOp op) {
+  std::string key = structuralKey(op);
+  if (auto it = dedup.find(key); it != dedup.end())
+    return it->second;
+  FailureOr<std::string> sym = buildRMSNorm(op);
+  if (succeeded(sym))
+    dedup[key] = *sym;
+  return sym;
+}
+
+FailureOr<std::string> KernelModule::buildElementwise(FusedElementwiseOp op) {
   MLIRContext *ctx = op.getContext();
   Location loc = op.getLoc();
   auto outType = cast<RankedTensorType>(op.getResult().getType());
@@ -99,6 +154,82 @@ FailureOr<std::string> KernelModule::addElementwise(FusedElementwiseOp op) {
         Value result = map.lookup(body.getTerminator()->getOperand(0));
         linalg::YieldOp::create(nb, l, result);
       });
+  func::ReturnOp::create(b, loc);
+  return "ds_kernel_" + name;
+}
+
+FailureOr<std::string> KernelModule::buildRMSNorm(RMSNormOp op) {
+  MLIRContext *ctx = op.getContext();
+  Location loc = op.getLoc();
+  auto xType = dyn_cast<RankedTensorType>(op.getInput().getType());
+  auto wType = dyn_cast<RankedTensorType>(op.getWeight().getType());
+  if (!xType || !wType || !xType.getElementType().isF32() ||
+      !wType.getElementType().isF32() || xType.getRank() < 1)
+    return op.emitError("the CPU backend generates f32 RMSNorm only");
+  int64_t rank = xType.getRank();
+  Type f32 = Float32Type::get(ctx), f64 = Float64Type::get(ctx);
+  auto xMem = MemRefType::get(xType.getShape(), f32);
+  auto wMem = MemRefType::get(wType.getShape(), f32);
+  std::string name = "rmsnorm" + std::to_string(count++);
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(mod->getBody());
+  auto fn = func::FuncOp::create(b, loc, name,
+                                 b.getFunctionType({xMem, wMem, xMem}, {}));
+  fn->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(), b.getUnitAttr());
+  Block *entry = fn.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  Value x = entry->getArgument(0), w = entry->getArgument(1),
+        y = entry->getArgument(2);
+  // Per-row sums of squares, [leading dims] f64.
+  SmallVector<int64_t> lead(xType.getShape().drop_back());
+  SmallVector<Value> dynLead;
+  for (int64_t i = 0; i < rank - 1; ++i)
+    if (xType.isDynamicDim(i))
+      dynLead.push_back(memref::DimOp::create(b, loc, x, i));
+  auto accType = MemRefType::get(lead, f64);
+  Value acc = memref::AllocOp::create(b, loc, accType, dynLead);
+  Value zero = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(0.0));
+  linalg::FillOp::create(b, loc, zero, acc);
+  AffineMap full = AffineMap::getMultiDimIdentityMap(rank, ctx);
+  SmallVector<AffineExpr> leadExprs;
+  for (int64_t i = 0; i < rank - 1; ++i)
+    leadExprs.push_back(getAffineDimExpr(i, ctx));
+  AffineMap leadMap = AffineMap::get(rank, 0, leadExprs, ctx);
+  AffineMap lastMap =
+      AffineMap::get(rank, 0, {getAffineDimExpr(rank - 1, ctx)}, ctx);
+  SmallVector<utils::IteratorType> reduce(rank, utils::IteratorType::parallel);
+  reduce.back() = utils::IteratorType::reduction;
+  linalg::GenericOp::create(
+      b, loc, ValueRange{x}, ValueRange{acc},
+      ArrayRef<AffineMap>{full, leadMap}, reduce,
+      [&](OpBuilder &nb, Location l, ValueRange args) {
+        Value e = arith::ExtFOp::create(nb, l, f64, args[0]);
+        Value sq = arith::MulFOp::create(nb, l, e, e);
+        linalg::YieldOp::create(
+            nb, l, Value(arith::AddFOp::create(nb, l, args[1], sq)));
+      });
+  // y = w * (x * float(1 / sqrt(sum / d + eps))).
+  Value d = memref::DimOp::create(b, loc, x, rank - 1);
+  Value dInt = arith::IndexCastOp::create(b, loc, b.getI64Type(), d);
+  Value dF = arith::SIToFPOp::create(b, loc, f64, dInt);
+  Value eps = arith::ConstantOp::create(
+      b, loc, b.getF64FloatAttr(op.getEpsilon().convertToDouble()));
+  Value one = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(1.0));
+  SmallVector<utils::IteratorType> par(rank, utils::IteratorType::parallel);
+  linalg::GenericOp::create(
+      b, loc, ValueRange{x, acc, w}, ValueRange{y},
+      ArrayRef<AffineMap>{full, leadMap, lastMap, full}, par,
+      [&](OpBuilder &nb, Location l, ValueRange args) {
+        Value mean = arith::DivFOp::create(nb, l, args[1], dF);
+        Value root = math::SqrtOp::create(
+            nb, l, arith::AddFOp::create(nb, l, mean, eps));
+        Value inv = arith::TruncFOp::create(
+            nb, l, f32, arith::DivFOp::create(nb, l, one, root));
+        Value normed = arith::MulFOp::create(nb, l, args[0], inv);
+        linalg::YieldOp::create(
+            nb, l, Value(arith::MulFOp::create(nb, l, args[2], normed)));
+      });
+  memref::DeallocOp::create(b, loc, acc);
   func::ReturnOp::create(b, loc);
   return "ds_kernel_" + name;
 }

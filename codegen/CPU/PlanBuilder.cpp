@@ -577,7 +577,13 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         return success();
       })
       .Case([&](RMSNormOp n) -> LogicalResult {
-        rt::Step &s = step(n, rt::OpCode::RMSNorm);
+        // Generated through linalg (a reduction and a scaling generic).
+        FailureOr<std::string> sym = kernels.addRMSNorm(n);
+        if (failed(sym))
+          return failure();
+        rt::Step &s = step(n, rt::OpCode::Generated);
+        s.kernel = *sym;
+        s.ints = {0};
         if (failed(weight(s, n.getWeight(), n, false)))
           return failure();
         s.floats = {n.getEpsilon().convertToDouble()};

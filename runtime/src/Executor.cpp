@@ -27,6 +27,8 @@
 //                ints [inter, act, in storage or -1, in group,
 //                      hidden storage or -1, hidden group]
 //                floats [in scale, hidden scale]
+//   Generated    operands [x] weights [w] results [y]; kernel symbol;
+//                ints [kind: 0 = RMSNorm]
 //   Elementwise  operands [inputs...] results [out]; kernel symbol
 //                ints: per input axis, 1 where the kernel broadcasts it
 //   Alias        operands [x] results [y]; y shares x's buffer
@@ -127,7 +129,8 @@ absl::Status Model::bind(SymbolResolver resolve) {
   }
   for (const FunctionPlan &f : plan_.functions)
     for (const Step &s : f.steps) {
-      if (s.op != OpCode::Elementwise || kernels_.count(s.kernel))
+      if ((s.op != OpCode::Elementwise && s.op != OpCode::Generated) ||
+          kernels_.count(s.kernel))
         continue;
       void *sym = resolve ? resolve(s.kernel) : nullptr;
       if (!sym)
@@ -599,6 +602,11 @@ Executor::checkShapes(const Step &s,
     if (count(s.results[0]) != count(s.operands[0]))
       return bad("reshape element count");
     return absl::OkStatus();
+  case OpCode::Generated: // RMSNorm
+    if (weightCount(s.weights[0]) != last(s.operands[0]) ||
+        shapeOf(s.results[0]) != shapeOf(s.operands[0]))
+      return bad("rms_norm weight or output");
+    return absl::OkStatus();
   case OpCode::FakeQuant:
     return absl::OkStatus();
   }
@@ -963,11 +971,15 @@ Executor::run(const std::string &function,
                                 gu.size(), ")"));
       break;
     }
+    case OpCode::Generated:
     case OpCode::Elementwise: {
       std::vector<Descriptor> descs;
-      descs.reserve(s.operands.size() + 1);
+      descs.reserve(s.operands.size() + s.weights.size() + 1);
       for (int32_t o : s.operands)
         descs.emplace_back(ptr[o], shapeOf(o));
+      for (int32_t w : s.weights)
+        descs.emplace_back(const_cast<void *>(model->weightData(w)),
+                           mp.weights[w].shape);
       descs.emplace_back(ptr[s.results[0]], shapeOf(s.results[0]));
       std::vector<void *> args;
       for (Descriptor &d : descs)
@@ -1025,6 +1037,8 @@ const char *opName(OpCode op) {
     return "fake quant";
   case OpCode::Alias:
     return "alias";
+  case OpCode::Generated:
+    return "generated (rms_norm)";
   }
   return "?";
 }

@@ -248,6 +248,11 @@ absl::Status checkStepShape(const ModelPlan &plan, const Step &s) {
                 "moe");
   case OpCode::Elementwise:
     return need(o >= 1 && r == 1 && !s.kernel.empty(), "elementwise");
+  case OpCode::Generated:
+    // 0: RMSNorm (x; weight; y).
+    return need(!s.kernel.empty() && ni >= 1 && s.ints[0] == 0 && o == 1 &&
+                    w == 1 && r == 1 && rawF32(0, 1) && nf >= 0,
+                "generated kernel");
   case OpCode::FakeQuant:
     return absl::OkStatus();
   case OpCode::Alias:
@@ -335,7 +340,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
           break;
         Step s;
         int64_t op = r.integer(sj, "op");
-        if (op < 0 || op > static_cast<int64_t>(OpCode::Alias))
+        if (op < 0 || op > static_cast<int64_t>(OpCode::Generated))
           r.fail("a step of '" + f.name + "' has an unknown op code");
         s.op = static_cast<OpCode>(op);
         s.operands = r.list<int32_t>(sj, "operands");

@@ -80,7 +80,8 @@ int main(int argc, char **argv) {
   for (const auto &f : artifact->plan.functions)
     for (const auto &s : f.steps) {
       steps += s.op != ::ds::rt::OpCode::Alias;
-      generated += s.op == ::ds::rt::OpCode::Elementwise;
+      generated += s.op == ::ds::rt::OpCode::Elementwise ||
+                   s.op == ::ds::rt::OpCode::Generated;
     }
   llvm::outs() << "ds-compile: " << output << ": "
                << artifact->plan.functions.size() << " functions, " << steps

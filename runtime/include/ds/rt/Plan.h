@@ -58,6 +58,9 @@ enum class OpCode : uint32_t {
   Elementwise, ///< a generated kernel
   FakeQuant,   ///< activation quantize-dequantize (#ds.act_quant)
   Alias,       ///< reshapes: the result shares the operand's buffer
+  /// A generated kernel other than elementwise (ints[0] says which: 0 =
+  /// RMSNorm); descriptors for operands, then weights, then results.
+  Generated,
 };
 
 struct Step {
@@ -66,7 +69,7 @@ struct Step {
   std::vector<int32_t> weights; ///< weight table indices the step reads
   std::vector<int64_t> ints;
   std::vector<double> floats;
-  std::string kernel;   ///< generated kernel symbol (Elementwise)
+  std::string kernel;   ///< generated kernel symbol (Elementwise, Generated)
   std::string location; ///< source op and location, for error messages
 };
 
