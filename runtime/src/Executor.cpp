@@ -380,6 +380,10 @@ Executor::prepare(const FunctionPlan &fn,
   auto found = prepared.find({fn.name, key});
   if (found != prepared.end())
     return found->second.get();
+  // Dynamic batching sees many row counts: keep the cache bounded (plans
+  // are cheap to rebuild, a few microseconds each).
+  if (prepared.size() >= 512)
+    prepared.clear();
 
   auto p = std::make_unique<Prepared>();
   size_t nv = fn.values.size();
