@@ -193,6 +193,19 @@ private:
     return static_cast<int32_t>(infos.size() - 1);
   }
 
+  /// The checkpoint tensors of slice `e` of a quantized param (its values
+  /// and its scales; an expert's own when the param stacks experts), or
+  /// nulls.
+  std::pair<const ::ds::TensorView *, const ::ds::TensorView *>
+  quantizedTensors(ParamOp param, int64_t e) {
+    int64_t src = param.isStacked() ? param.getSourceIndex(e) : -1;
+    auto nameOf = [&](StringRef pattern) {
+      return src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
+    };
+    return {checkpoint.find(nameOf(param.getName())),
+            checkpoint.find(nameOf(*param.getScales()))};
+  }
+
   /// int8 with one scale per output row (ds-quantize's int8/w8a8 weights)
   /// stays int8: the GEMM widens it in registers.
   LogicalResult packInt8(Value v, int64_t experts, int64_t n, int64_t k,
@@ -215,12 +228,7 @@ private:
     size_t one = perExpert(format, n, k);
     bytes.assign(one * experts, '\0');
     for (int64_t e = 0; e < experts; ++e) {
-      int64_t src = param.isStacked() ? param.getSourceIndex(e) : -1;
-      auto nameOf = [&](StringRef pattern) {
-        return src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
-      };
-      const ::ds::TensorView *q = checkpoint.find(nameOf(param.getName()));
-      const ::ds::TensorView *s = checkpoint.find(nameOf(*param.getScales()));
+      auto [q, s] = quantizedTensors(param, e);
       if (param.getSelect() && !param.isStacked())
         return failure();
       if (!q || !s || q->dtype != ::ds::DType::I8 ||
@@ -277,12 +285,7 @@ private:
                  ~size_t{63};
     bytes.assign(one * experts, '\0');
     for (int64_t e = 0; e < experts; ++e) {
-      int64_t src = param.isStacked() ? param.getSourceIndex(e) : -1;
-      auto nameOf = [&](StringRef pattern) {
-        return src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
-      };
-      const ::ds::TensorView *q = checkpoint.find(nameOf(param.getName()));
-      const ::ds::TensorView *s = checkpoint.find(nameOf(*param.getScales()));
+      auto [q, s] = quantizedTensors(param, e);
       std::vector<int64_t> slice{n, k};
       if (!q || !s || q->dtype != ::ds::storageDType(scheme.storage) ||
           q->shape != ::ds::storageShape(slice, scheme.storage) ||

@@ -447,28 +447,38 @@ absl::StatusOr<HostTensor> readInput(const std::string &spec) {
   return t;
 }
 
-int runOnce(ModuleOp module, mlir::ds::Interpreter &interp,
-            mlir::ds::Interpreter *ref, Report &report) {
-  auto fn = module.lookupSymbol<func::FuncOp>(function);
-  if (!fn)
-    return fail("no function @" + function + " in " + inputFile);
+/// The arguments of `fn`: the --input files in order, then values generated
+/// from --seed; an error message when they do not fit.
+std::optional<std::string> buildArguments(func::FuncOp fn,
+                                          std::vector<HostTensor> &args) {
   if (inputs.size() > fn.getNumArguments())
-    return fail("@" + function + " takes " + Twine(fn.getNumArguments()) +
-                " arguments, " + Twine(inputs.size()) + " files given");
-  std::vector<HostTensor> args;
+    return ("@" + function + " takes " + Twine(fn.getNumArguments()) +
+            " arguments, " + Twine(inputs.size()) + " files given")
+        .str();
   for (const std::string &spec : inputs) {
     absl::StatusOr<HostTensor> t = readInput(spec);
     if (!t.ok())
-      return fail(std::string(t.status().message()));
+      return std::string(t.status().message());
     args.push_back(std::move(*t));
   }
   std::mt19937_64 rng(seed);
   for (unsigned i = args.size(); i < fn.getNumArguments(); ++i) {
     auto type = dyn_cast<RankedTensorType>(fn.getArgumentTypes()[i]);
     if (!type)
-      return fail("argument " + Twine(i) + " is not a ranked tensor");
+      return ("argument " + Twine(i) + " is not a ranked tensor").str();
     args.push_back(generated(type, rng));
   }
+  return std::nullopt;
+}
+
+int runOnce(ModuleOp module, mlir::ds::Interpreter &interp,
+            mlir::ds::Interpreter *ref, Report &report) {
+  auto fn = module.lookupSymbol<func::FuncOp>(function);
+  if (!fn)
+    return fail("no function @" + function + " in " + inputFile);
+  std::vector<HostTensor> args;
+  if (std::optional<std::string> error = buildArguments(fn, args))
+    return fail(*error);
   // The reference runs first: its routing decisions can be imposed.
   FailureOr<std::vector<HostTensor>> expected;
   if (ref && failed(expected = ref->run(function, args)))
@@ -858,19 +868,8 @@ int runOnceCompiled(std::shared_ptr<const ::ds::rt::Model> model,
   if (!fn || !plan)
     return fail("no function @" + function);
   std::vector<HostTensor> args;
-  for (const std::string &spec : inputs) {
-    absl::StatusOr<HostTensor> t = readInput(spec);
-    if (!t.ok())
-      return fail(std::string(t.status().message()));
-    args.push_back(std::move(*t));
-  }
-  std::mt19937_64 rng(seed);
-  for (unsigned i = args.size(); i < fn.getNumArguments(); ++i) {
-    auto type = dyn_cast<RankedTensorType>(fn.getArgumentTypes()[i]);
-    if (!type)
-      return fail("argument " + Twine(i) + " is not a ranked tensor");
-    args.push_back(generated(type, rng));
-  }
+  if (std::optional<std::string> error = buildArguments(fn, args))
+    return fail(*error);
   // Arguments the plan takes as inputs; the others are caches, in order.
   std::vector<const HostTensor *> ptrs;
   std::vector<const HostTensor *> cacheArgs;
