@@ -524,6 +524,19 @@ int runOnce(ModuleOp module, mlir::ds::Interpreter &interp,
   return 0;
 }
 
+/// "sequence i: prompt [...] -> generated [...]" for every sequence.
+void printSequences(const std::vector<std::vector<int64_t>> &prompts,
+                    const std::vector<std::vector<int64_t>> &generated) {
+  auto list = [](const std::vector<int64_t> &ids) {
+    return llvm::join(
+        llvm::map_range(ids, [](int64_t v) { return std::to_string(v); }),
+        ", ");
+  };
+  for (size_t i = 0; i < prompts.size(); ++i)
+    llvm::outs() << "sequence " << i << ": prompt [" << list(prompts[i])
+                 << "] -> generated [" << list(generated[i]) << "]\n";
+}
+
 /// The --prompt token lists; an error message when one is malformed.
 std::optional<std::string>
 parsePrompts(std::vector<std::vector<int64_t>> &seqs) {
@@ -642,19 +655,7 @@ int runGenerate(ModuleOp module, mlir::ds::Interpreter &interp,
     decodeLogits.insert(decodeLogits.end(), l, l + b * vocab);
     pick((*out)[0], 1);
   }
-  for (int64_t i = 0; i < b; ++i) {
-    llvm::outs() << "sequence " << i << ": prompt ["
-                 << llvm::join(llvm::map_range(
-                                   seqs[i],
-                                   [](int64_t v) { return std::to_string(v); }),
-                               ", ")
-                 << "] -> generated ["
-                 << llvm::join(llvm::map_range(
-                                   generatedIds[i],
-                                   [](int64_t v) { return std::to_string(v); }),
-                               ", ")
-                 << "]\n";
-  }
+  printSequences(seqs, generatedIds);
   if (!dumpDir.empty()) {
     if (std::error_code ec = llvm::sys::fs::create_directories(dumpDir))
       return fail(dumpDir + ": " + ec.message());
@@ -786,18 +787,7 @@ int runGenerateCompiled(std::shared_ptr<const ::ds::rt::Model> model,
       generatedIds[i].push_back(next);
     }
   }
-  for (int64_t i = 0; i < b; ++i)
-    llvm::outs() << "sequence " << i << ": prompt ["
-                 << llvm::join(llvm::map_range(
-                                   seqs[i],
-                                   [](int64_t v) { return std::to_string(v); }),
-                               ", ")
-                 << "] -> generated ["
-                 << llvm::join(llvm::map_range(
-                                   generatedIds[i],
-                                   [](int64_t v) { return std::to_string(v); }),
-                               ", ")
-                 << "]\n";
+  printSequences(seqs, generatedIds);
   if (interp) {
     llvm::outs() << llvm::formatv(
         "check: {0} logits tensors against the interpreter, max relative "
