@@ -45,22 +45,6 @@ namespace {
 
 int reps = 15;
 
-/// Median of repeated runs without evicting the caches (steady state).
-double warmMedianSeconds(const std::function<void()> &fn, int n = 0) {
-  n = n > 0 ? n : 5 * reps;
-  fn();
-  std::vector<double> t;
-  for (int i = 0; i < n; ++i) {
-    auto a = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - a)
-            .count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 /// Evicts the caches (reads 256 MiB) so that every timed run streams its
 /// weights from memory, as decode does when many experts take turns.
 void flushCaches() {
@@ -72,11 +56,14 @@ void flushCaches() {
   sink = s;
 }
 
-double medianSeconds(const std::function<void()> &fn, int n = reps) {
+/// Median of `n` timed runs after a warm-up; with `cold`, the caches are
+/// evicted before each run, else the runs are steady state.
+double timeMedian(const std::function<void()> &fn, int n, bool cold) {
   fn(); // warm-up
   std::vector<double> t;
   for (int i = 0; i < n; ++i) {
-    flushCaches();
+    if (cold)
+      flushCaches();
     auto a = std::chrono::steady_clock::now();
     fn();
     t.push_back(
@@ -85,6 +72,15 @@ double medianSeconds(const std::function<void()> &fn, int n = reps) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+double medianSeconds(const std::function<void()> &fn, int n = reps) {
+  return timeMedian(fn, n, /*cold=*/true);
+}
+
+/// Steady state (caches kept), with more runs since each is short.
+double warmMedianSeconds(const std::function<void()> &fn) {
+  return timeMedian(fn, 5 * reps, /*cold=*/false);
 }
 
 struct Buffer {

@@ -150,6 +150,21 @@ std::optional<Emitter> describe(Operation *op) {
   return std::nullopt;
 }
 
+/// A ds.fused_elementwise over `inputs` and its body block (one scalar
+/// argument per input), with the rewriter's insertion point in the block.
+std::pair<FusedElementwiseOp, Block *> createFused(PatternRewriter &rewriter,
+                                                   Location loc,
+                                                   Type resultType,
+                                                   ArrayRef<Value> inputs) {
+  auto fused = FusedElementwiseOp::create(rewriter, loc, resultType, inputs);
+  SmallVector<Type> argTypes;
+  for (Value v : inputs)
+    argTypes.push_back(getElementTypeOrSelf(v.getType()));
+  SmallVector<Location> argLocs(inputs.size(), loc);
+  Block *block = rewriter.createBlock(&fused.getBody(), {}, argTypes, argLocs);
+  return {fused, block};
+}
+
 /// consumer(..., producer(...), ...) with the producer used only there
 /// ==>  one ds.fused_elementwise.
 struct FuseElementwiseChain : RewritePattern {
@@ -182,14 +197,7 @@ struct FuseElementwiseChain : RewritePattern {
       llvm::for_each(consumer->getOperands(), add);
       llvm::for_each(producer->getOperands(), add);
       Location loc = consumer->getLoc();
-      auto fused =
-          FusedElementwiseOp::create(rewriter, loc, resultType, inputs);
-      SmallVector<Type> argTypes;
-      for (Value v : inputs)
-        argTypes.push_back(getElementTypeOrSelf(v.getType()));
-      SmallVector<Location> argLocs(inputs.size(), loc);
-      Block *block =
-          rewriter.createBlock(&fused.getBody(), {}, argTypes, argLocs);
+      auto [fused, block] = createFused(rewriter, loc, resultType, inputs);
       auto scalar = [&](Value v) {
         return block->getArgument(llvm::find(inputs, v) - inputs.begin());
       };
@@ -228,14 +236,8 @@ struct WrapElementwise : RewritePattern {
       if (!llvm::is_contained(inputs, v))
         inputs.push_back(v);
     Location loc = op->getLoc();
-    auto fused = FusedElementwiseOp::create(rewriter, loc,
-                                            op->getResult(0).getType(), inputs);
-    SmallVector<Type> argTypes;
-    for (Value v : inputs)
-      argTypes.push_back(getElementTypeOrSelf(v.getType()));
-    SmallVector<Location> argLocs(inputs.size(), loc);
-    Block *block =
-        rewriter.createBlock(&fused.getBody(), {}, argTypes, argLocs);
+    auto [fused, block] =
+        createFused(rewriter, loc, op->getResult(0).getType(), inputs);
     SmallVector<Value> in;
     for (Value v : op->getOperands())
       in.push_back(block->getArgument(llvm::find(inputs, v) - inputs.begin()));
