@@ -12,6 +12,8 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cstring>
+#include <string_view>
+#include <unordered_map>
 
 using namespace mlir;
 using namespace mlir::ds;
@@ -183,6 +185,20 @@ private:
   }
 
   int32_t add(rt::WeightInfo info, const void *bytes, size_t size) {
+    // The functions of a module have their own ds.param ops for the same
+    // checkpoint tensors: an entry equal in layout and bytes to one already
+    // stored is shared, so each weight is stored once.
+    std::string_view content(static_cast<const char *>(bytes), size);
+    size_t hash = std::hash<std::string_view>()(content);
+    auto [first, last] = byContent.equal_range(hash);
+    for (auto it = first; it != last; ++it) {
+      const rt::WeightInfo &old = infos[it->second];
+      if (old.layout == info.layout && old.type == info.type &&
+          old.shape == info.shape && old.group == info.group &&
+          old.bytes == size &&
+          std::string_view(data.data() + old.offset, size) == content)
+        return it->second;
+    }
     size_t offset = (data.size() + 63) & ~size_t{63};
     data.resize(offset + size, '\0');
     if (size)
@@ -190,7 +206,9 @@ private:
     info.offset = offset;
     info.bytes = size;
     infos.push_back(std::move(info));
-    return static_cast<int32_t>(infos.size() - 1);
+    int32_t id = static_cast<int32_t>(infos.size() - 1);
+    byContent.emplace(hash, id);
+    return id;
   }
 
   /// The checkpoint tensors of slice `e` of a quantized param (its values
@@ -206,43 +224,85 @@ private:
             checkpoint.find(nameOf(*param.getScales()))};
   }
 
+  /// The params a GEMM weight ([E,] N, K) is made of: itself, or the parts
+  /// of a concat along N (fused gate/up or QKV projections), in order.
+  static SmallVector<ParamOp> rowParts(Value v) {
+    if (auto p = v.getDefiningOp<ParamOp>())
+      return {p};
+    Operation *def = v.getDefiningOp();
+    int64_t axis = -1;
+    if (auto c = dyn_cast_or_null<ConcatWeightsOp>(def))
+      axis = c.getAxis();
+    else if (auto c = dyn_cast_or_null<tensor::ConcatOp>(def))
+      axis = c.getDim();
+    RankedTensorType t = getLogicalTensorType(v.getType());
+    if (axis < 0 || !t || axis != t.getRank() - 2)
+      return {};
+    SmallVector<ParamOp> parts;
+    for (Value in : def->getOperands()) {
+      auto p = in.getDefiningOp<ParamOp>();
+      if (!p)
+        return {};
+      parts.push_back(p);
+    }
+    return parts;
+  }
+
   /// int8 with one scale per output row (ds-quantize's int8/w8a8 weights)
-  /// stays int8: the GEMM widens it in registers.
+  /// stays int8, also when concatenated along N: the GEMM widens it in
+  /// registers.
   LogicalResult packInt8(Value v, int64_t experts, int64_t n, int64_t k,
                          std::string &bytes, bool dot = false) {
     auto format =
         dot ? rt::kernels::WeightFormat::I8Dot : rt::kernels::WeightFormat::I8;
-    auto param = v.getDefiningOp<ParamOp>();
-    if (!param)
+    SmallVector<ParamOp> parts = rowParts(v);
+    if (parts.empty())
       return failure();
-    auto type = dyn_cast<QTensorType>(param.getType());
-    if (!type || param.getZeroPoints() || !param.getScales())
-      return failure();
-    ::ds::QScheme scheme = getQScheme(type);
-    if (scheme.storage != ::ds::QStorage::I8)
-      return failure();
-    std::vector<int64_t> rowwise(type.getRank(), 1);
-    rowwise.back() = 0;
-    if (scheme.block != rowwise)
-      return failure();
+    for (ParamOp param : parts) {
+      auto type = dyn_cast<QTensorType>(param.getType());
+      if (!type || param.getZeroPoints() || !param.getScales() ||
+          (param.getSelect() && !param.isStacked()))
+        return failure();
+      ::ds::QScheme scheme = getQScheme(type);
+      if (scheme.storage != ::ds::QStorage::I8)
+        return failure();
+      std::vector<int64_t> rowwise(type.getRank(), 1);
+      rowwise.back() = 0;
+      if (scheme.block != rowwise)
+        return failure();
+    }
     size_t one = perExpert(format, n, k);
     bytes.assign(one * experts, '\0');
+    std::vector<int8_t> values(n * k);
+    std::vector<float> scales(n);
     for (int64_t e = 0; e < experts; ++e) {
-      auto [q, s] = quantizedTensors(param, e);
-      if (param.getSelect() && !param.isStacked())
+      int64_t row = 0;
+      for (ParamOp param : parts) {
+        auto [q, s] = quantizedTensors(param, e);
+        // A stacked param's tensors are the expert's own; an [E, N, K] one
+        // holds all experts.
+        int64_t slices = param.isStacked() ? 1 : experts;
+        int64_t slice = param.isStacked() ? 0 : e;
+        if (!q || !s || q->dtype != ::ds::DType::I8 ||
+            s->numElements() < slices || s->numElements() % slices ||
+            q->numElements() != s->numElements() * k)
+          return failure(); // the f32 path reports what is wrong
+        int64_t rows = s->numElements() / slices;
+        if (row + rows > n)
+          return failure();
+        std::memcpy(values.data() + row * k, q->data + slice * rows * k,
+                    rows * k);
+        for (int64_t j = 0; j < rows; ++j)
+          scales[row + j] = s->floatAt(slice * rows + j);
+        row += rows;
+      }
+      if (row != n)
         return failure();
-      if (!q || !s || q->dtype != ::ds::DType::I8 ||
-          q->numElements() != n * k || s->numElements() != n)
-        return failure(); // the f32 path reports what is wrong
-      std::vector<float> scales(n);
-      for (int64_t j = 0; j < n; ++j)
-        scales[j] = s->floatAt(j);
-      const auto *values = reinterpret_cast<const int8_t *>(q->data);
       if (dot)
-        rt::kernels::packWeightI8Dot(values, scales.data(), n, k,
+        rt::kernels::packWeightI8Dot(values.data(), scales.data(), n, k,
                                      bytes.data() + e * one);
       else
-        rt::kernels::packWeightI8(values, scales.data(), n, k,
+        rt::kernels::packWeightI8(values.data(), scales.data(), n, k,
                                   bytes.data() + e * one);
     }
     return success();
@@ -250,54 +310,91 @@ private:
 
   /// Signed int4 with K groups (ds-quantize int4 without zero points) and
   /// FP8 e4m3 with 128x128-style blocks (DeepSeek checkpoints, ds-quantize
-  /// fp8) stay narrow: the GEMM widens them in registers.
+  /// fp8) stay narrow, also when concatenated along N (with one K group size
+  /// for all parts): the GEMM widens them in registers.
   LogicalResult packGrouped(Value v, int64_t experts, int64_t n, int64_t k,
                             std::string &bytes, rt::WeightInfo &info) {
-    auto param = v.getDefiningOp<ParamOp>();
-    if (!param)
+    SmallVector<ParamOp> parts = rowParts(v);
+    if (parts.empty())
       return failure();
-    auto type = dyn_cast<QTensorType>(param.getType());
-    if (!type || param.getZeroPoints() || !param.getScales() ||
-        (param.getSelect() && !param.isStacked()))
-      return failure();
-    ::ds::QScheme scheme = getQScheme(type);
-    bool int4 = scheme.storage == ::ds::QStorage::I4;
-    bool fp8 = scheme.storage == ::ds::QStorage::F8E4M3;
+    struct Part {
+      ParamOp param;
+      ::ds::QScheme scheme;
+      int64_t rowBlock;
+    };
+    SmallVector<Part> schemes;
+    int64_t group = -1;
+    for (ParamOp param : parts) {
+      auto type = dyn_cast<QTensorType>(param.getType());
+      if (!type || param.getZeroPoints() || !param.getScales() ||
+          (param.getSelect() && !param.isStacked()))
+        return failure();
+      ::ds::QScheme scheme = getQScheme(type);
+      std::vector<int64_t> block = scheme.block;
+      if (block.size() == 3) { // experts are quantized one by one
+        if (block[0] != 1)
+          return failure();
+        block.erase(block.begin());
+      }
+      if (block.size() != 2)
+        return failure();
+      int64_t rows = getLogicalTensorType(param.getType()).getShape().end()[-2];
+      int64_t rowBlock = block[0] == 0 ? rows : block[0];
+      int64_t g = block[1] == 0 ? k : block[1];
+      if (!schemes.empty() &&
+          (scheme.storage != schemes[0].scheme.storage || g != group))
+        return failure();
+      group = g;
+      schemes.push_back({param, scheme, rowBlock});
+    }
+    ::ds::QStorage storage = schemes[0].scheme.storage;
+    bool int4 = storage == ::ds::QStorage::I4;
+    bool fp8 = storage == ::ds::QStorage::F8E4M3;
     if (!int4 && !fp8)
       return failure();
-    std::vector<int64_t> block = scheme.block;
-    if (param.isStacked()) {
-      if (block.size() != 3 || block[0] != 1)
-        return failure();
-      block.erase(block.begin());
-    }
-    if (block.size() != 2)
-      return failure();
-    int64_t rowBlock = block[0] == 0 ? n : block[0];
-    int64_t group = block[1] == 0 ? k : block[1];
-    if (int4 && rowBlock != 1)
+    if (int4 &&
+        llvm::any_of(schemes, [](const Part &p) { return p.rowBlock != 1; }))
       return failure();
     int64_t groups = (k + group - 1) / group;
-    int64_t rowBlocks = (n + rowBlock - 1) / rowBlock;
     auto format =
         int4 ? rt::kernels::WeightFormat::I4 : rt::kernels::WeightFormat::F8;
     size_t one = (rt::kernels::packedWeightBytes(format, n, k, group) + 63) &
                  ~size_t{63};
     bytes.assign(one * experts, '\0');
+    std::vector<float> values(n * k), scales(n * groups);
     for (int64_t e = 0; e < experts; ++e) {
-      auto [q, s] = quantizedTensors(param, e);
-      std::vector<int64_t> slice{n, k};
-      if (!q || !s || q->dtype != ::ds::storageDType(scheme.storage) ||
-          q->shape != ::ds::storageShape(slice, scheme.storage) ||
-          s->numElements() != rowBlocks * groups)
-        return failure(); // the f32 path reports what is wrong
-      std::vector<float> values =
-          ::ds::decodeValues(q->data, slice, scheme.storage);
-      // Per-row scales: a row block's scale repeats over its rows.
-      std::vector<float> scales(n * groups);
-      for (int64_t r = 0; r < n; ++r)
-        for (int64_t g = 0; g < groups; ++g)
-          scales[r * groups + g] = s->floatAt((r / rowBlock) * groups + g);
+      int64_t row = 0;
+      for (Part &part : schemes) {
+        auto [q, s] = quantizedTensors(part.param, e);
+        int64_t rows =
+            getLogicalTensorType(part.param.getType()).getShape().end()[-2];
+        // A stacked param's tensors are the expert's own; an [E, N, K] one
+        // holds all experts.
+        bool all = !part.param.isStacked() && experts > 1;
+        std::vector<int64_t> shape{rows, k};
+        if (all)
+          shape.insert(shape.begin(), experts);
+        int64_t rowBlocks = (rows + part.rowBlock - 1) / part.rowBlock;
+        int64_t slice = all ? e : 0;
+        if (!q || !s || row + rows > n ||
+            q->dtype != ::ds::storageDType(storage) ||
+            q->shape != ::ds::storageShape(shape, storage) ||
+            s->numElements() != (all ? experts : 1) * rowBlocks * groups)
+          return failure(); // the f32 path reports what is wrong
+        std::vector<float> decoded =
+            ::ds::decodeValues(q->data, shape, storage);
+        std::copy_n(decoded.begin() + slice * rows * k, rows * k,
+                    values.begin() + row * k);
+        // Per-row scales: a row block's scale repeats over its rows.
+        const int64_t base = slice * rowBlocks * groups;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t g = 0; g < groups; ++g)
+            scales[(row + r) * groups + g] =
+                s->floatAt(base + (r / part.rowBlock) * groups + g);
+        row += rows;
+      }
+      if (row != n)
+        return failure();
       if (int4)
         rt::kernels::packWeightI4(values.data(), scales.data(), n, k, group,
                                   bytes.data() + e * one);
@@ -356,6 +453,7 @@ private:
   CheckpointWeights provider;
   const ::ds::Checkpoint &checkpoint;
   std::map<std::pair<const void *, int>, int32_t> ids;
+  std::unordered_multimap<size_t, int32_t> byContent;
 };
 
 class FunctionBuilder {

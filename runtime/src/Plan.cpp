@@ -15,6 +15,26 @@
 #include <fstream>
 
 namespace ds::rt {
+
+const char *weightLayoutName(WeightLayout layout) {
+  switch (layout) {
+  case WeightLayout::Raw:
+    return "raw";
+  case WeightLayout::PackedF32:
+    return "packed-f32";
+  case WeightLayout::PackedI8:
+    return "packed-int8";
+  case WeightLayout::PackedI4:
+    return "packed-int4";
+  case WeightLayout::PackedF8:
+    return "packed-fp8";
+  case WeightLayout::PackedI8Dot:
+    return "packed-int8-vnni";
+  case WeightLayout::PackedS24:
+    return "packed-2:4";
+  }
+  return "unknown";
+}
 using json = nlohmann::json;
 
 size_t elemSize(ElemType t) {

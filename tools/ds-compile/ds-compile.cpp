@@ -91,12 +91,23 @@ int main(int argc, char **argv) {
                << artifact->code.size() << " bytes, for "
                << artifact->target.cpu << ", in "
                << llvm::format("%.2f", seconds) << " s\n";
-  if (printPlan)
+  if (printPlan) {
     for (const auto &f : artifact->plan.functions) {
       llvm::outs() << "function " << f.name << ":\n";
       for (const auto &s : f.steps)
         llvm::outs() << "  " << s.location
                      << (s.kernel.empty() ? "" : " -> " + s.kernel) << "\n";
     }
+    llvm::outs() << "weights:\n";
+    for (const auto &w : artifact->plan.weights) {
+      llvm::outs() << "  " << w.name << ": "
+                   << ::ds::rt::weightLayoutName(w.layout) << " [";
+      llvm::interleave(w.shape, llvm::outs(), "x");
+      llvm::outs() << "]";
+      if (w.group)
+        llvm::outs() << " group " << w.group;
+      llvm::outs() << ", " << w.bytes << " bytes\n";
+    }
+  }
   return 0;
 }

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Math.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
 
@@ -22,21 +23,22 @@ namespace ds::rt::kernels {
 
 namespace {
 
-/// Σ a[c] b[c] in f32, in kLanes partial sums so that it vectorizes without
-/// reassociation flags.
+/// Σ a[c] b[c] in f32, in kLanes partial sums (one vector register) that
+/// are then added pairwise, so that both the loop and the reduction
+/// vectorize without reassociation flags.
 inline float dot(const float *a, const float *b, int64_t n) {
-  constexpr int kLanes = 16;
+  constexpr int kLanes = 8;
   float part[kLanes] = {};
   int64_t c = 0;
   for (; c + kLanes <= n; c += kLanes)
     for (int i = 0; i < kLanes; ++i)
       part[i] += a[c + i] * b[c + i];
-  float s = 0.0f;
-  for (; c < n; ++c)
-    s += a[c] * b[c];
-  for (int i = 0; i < kLanes; ++i)
-    s += part[i];
-  return s;
+  for (int i = 0; c < n; ++c, ++i)
+    part[i] += a[c] * b[c];
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int i = 0; i < w; ++i)
+      part[i] += part[i + w];
+  return part[0];
 }
 
 /// y[c] += a * x[c].
@@ -50,11 +52,11 @@ double softmaxWeights(float *scores, int64_t n) {
   float mx = scores[0];
   for (int64_t j = 1; j < n; ++j)
     mx = std::max(mx, scores[j]);
+  for (int64_t j = 0; j < n; ++j)
+    scores[j] = expApprox(scores[j] - mx);
   double sum = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - mx);
+  for (int64_t j = 0; j < n; ++j)
     sum += scores[j];
-  }
   return sum;
 }
 

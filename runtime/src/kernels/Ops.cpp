@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Math.h"
 #include "ds/rt/Kernels.h"
 
 #include <algorithm>
@@ -22,7 +23,7 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float silu(float x) { return x / (1.0f + expApprox(-x)); }
 inline float gelu(float x) {
   return 0.5f * x * (1.0f + std::erf(x / std::sqrt(2.0f)));
 }
@@ -31,7 +32,7 @@ inline float geluTanh(float x) {
   return 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x)));
 }
 inline float relu(float x) { return x > 0.0f ? x : 0.0f; }
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float sigmoid(float x) { return 1.0f / (1.0f + expApprox(-x)); }
 
 /// y[c] = f(x[c]) * u[c] for c < n, with the activation inlined in the loop.
 template <float (*F)(float)>

@@ -110,6 +110,9 @@ enum class WeightLayout : uint32_t {
   PackedS24 = 6,   ///< kernels::WeightFormat::S24 (2:4 sparse)
 };
 
+/// "f32", "packed-int8", ... (for listings).
+const char *weightLayoutName(WeightLayout layout);
+
 struct WeightInfo {
   std::string name;
   WeightLayout layout = WeightLayout::Raw;
