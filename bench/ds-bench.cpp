@@ -59,7 +59,8 @@ void flushCaches() {
 /// Median of `n` timed runs after a warm-up; with `cold`, the caches are
 /// evicted before each run, else the runs are steady state.
 double timeMedian(const std::function<void()> &fn, int n, bool cold) {
-  fn(); // warm-up
+  for (int i = 0; i < (cold ? 1 : 20); ++i)
+    fn(); // warm-up
   std::vector<double> t;
   for (int i = 0; i < n; ++i) {
     if (cold)
@@ -453,8 +454,8 @@ void benchBatching(const std::string &path) {
   }
   int64_t vocab = (*model)->plan().vocabSize;
   // Decode throughput: B sequences, one token each per step.
-  auto decodeRate = [&](int64_t b, bool cold) {
-    auto session = Session::create(*model, b, 0);
+  auto decodeRate = [&](int64_t b, bool cold, unsigned workers) {
+    auto session = Session::create(*model, b, workers);
     std::vector<int64_t> tokens(b), positions(b), slots(b);
     for (int64_t i = 0; i < b; ++i) {
       tokens[i] = (i * 7 + 3) % vocab;
@@ -469,13 +470,24 @@ void benchBatching(const std::string &path) {
     double s = cold ? medianSeconds(step) : warmMedianSeconds(step);
     return b / s;
   };
-  for (bool cold : {false, true}) {
-    double one = decodeRate(1, cold), many = decodeRate(32, cold);
-    std::printf("decode, %s: batch 1 %.0f tok/s, batch 32 %.0f tok/s: %.1fx\n",
-                cold ? "cold caches (weights from memory every step)"
-                     : "warm caches (steady state; the tiny model's weights "
-                       "fit in cache)",
-                one, many, many / one);
+  // One thread, then every core: the session splits a step's rows over its
+  // workers when there are enough of them (batch 1 runs on one thread
+  // either way).
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<unsigned> configs{0};
+  if (cores > 1)
+    configs.push_back(cores - 1);
+  for (unsigned workers : configs) {
+    for (bool cold : {false, true}) {
+      double one = decodeRate(1, cold, workers),
+             many = decodeRate(32, cold, workers);
+      std::printf("decode, %u thread%s, %s: batch 1 %.0f tok/s, batch 32 %.0f "
+                  "tok/s: %.1fx\n",
+                  workers + 1, workers ? "s" : "",
+                  cold ? "cold caches (weights from memory every step)"
+                       : "warm caches (the tiny model's weights stay in cache)",
+                  one, many, many / one);
+    }
   }
   for (int64_t b : {1, 32}) {
     auto session = Session::create(*model, b, 0);
@@ -492,6 +504,7 @@ void benchBatching(const std::string &path) {
   BatcherOptions options;
   options.maxBatchSize = 32;
   options.maxWait = std::chrono::microseconds(1000);
+  options.threads = cores - 1;
   auto batcher = Batcher::create(*model, options);
   const int threads = 32, perThread = 8;
   auto start = std::chrono::steady_clock::now();
@@ -519,11 +532,11 @@ void benchBatching(const std::string &path) {
   for (size_t i = 0; i < st.batchHistogram.size(); ++i)
     mean += static_cast<double>(i) * st.batchHistogram[i];
   mean /= std::max<int64_t>(st.steps, 1);
-  std::printf("batcher: %d submitters x %d requests (8 new tokens each): %lld "
-              "done in %.2f s, %.0f generated tok/s, mean batch %.1f, max "
-              "queue %lld\n",
-              threads, perThread, static_cast<long long>(st.completed), secs,
-              st.generatedTokens / secs, mean,
+  std::printf("batcher (%u threads): %d submitters x %d requests (8 new "
+              "tokens each): %lld done in %.2f s, %.0f generated tok/s, mean "
+              "batch %.1f, max queue %lld\n",
+              cores, threads, perThread, static_cast<long long>(st.completed),
+              secs, st.generatedTokens / secs, mean,
               static_cast<long long>(st.maxQueueDepth));
   std::printf("latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", st.p50Ms,
               st.p90Ms, st.p99Ms, st.maxMs);

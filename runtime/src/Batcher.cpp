@@ -13,6 +13,9 @@
 #include "absl/strings/str_cat.h"
 
 #include <algorithm>
+#include <cstring>
+#include <future>
+#include <map>
 
 namespace ds::rt {
 
@@ -60,18 +63,98 @@ absl::Status Session::validate(const std::vector<int64_t> &prompt,
   return absl::OkStatus();
 }
 
-absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
-                                         const std::vector<int64_t> &positions,
-                                         const std::vector<int64_t> &slots) {
+absl::StatusOr<HostTensor>
+Session::runRows(Executor &executor, const std::vector<int64_t> &tokens,
+                 const std::vector<int64_t> &positions,
+                 const std::vector<int64_t> &slots) {
   int64_t n = static_cast<int64_t>(tokens.size());
   HostTensor t = HostTensor::fromInts({n, 1}, tokens);
   HostTensor p = HostTensor::fromInts({n, 1}, positions);
   absl::StatusOr<std::vector<HostTensor>> out =
-      exec.run("decode", {&t, &p}, &cache, slots);
+      executor.run("decode", {&t, &p}, &cache, slots);
   if (!out.ok())
     return out.status();
   HostTensor logits = std::move((*out)[0]);
   logits.shape = {n, logits.shape.back()};
+  return logits;
+}
+
+namespace {
+
+/// Rows per part below which splitting a step costs more than it saves.
+constexpr int64_t kMinRowsPerPart = 8;
+
+/// Boundaries [b0 = 0, b1, ..., bP = n) of up to `parts` contiguous row
+/// ranges of about equal size, each moved forward until no slot has rows on
+/// both sides of it; fewer parts when that is impossible.
+std::vector<int64_t> rowParts(const std::vector<int64_t> &slots,
+                              int64_t parts) {
+  int64_t n = static_cast<int64_t>(slots.size());
+  // Last row of each slot, so that a boundary can be checked in O(1).
+  std::map<int64_t, int64_t> last;
+  for (int64_t i = 0; i < n; ++i)
+    last[slots[i]] = i;
+  std::vector<int64_t> bounds{0};
+  int64_t reach = -1; // the last row any slot seen so far appears at
+  for (int64_t i = 0, part = 1; i < n && part < parts; ++i) {
+    reach = std::max(reach, last[slots[i]]);
+    int64_t target = n * part / parts;
+    if (i + 1 >= target && reach == i && i + 1 - bounds.back() > 0 &&
+        n - (i + 1) > 0) {
+      bounds.push_back(i + 1);
+      ++part;
+    }
+  }
+  bounds.push_back(n);
+  return bounds;
+}
+
+} // namespace
+
+absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
+                                         const std::vector<int64_t> &positions,
+                                         const std::vector<int64_t> &slots) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  int64_t width = pool ? pool->numWorkers() + 1 : 1;
+  int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
+  std::vector<int64_t> bounds;
+  if (parts >= 2 && positions.size() == tokens.size() &&
+      slots.size() == tokens.size())
+    bounds = rowParts(slots, parts);
+  if (bounds.size() < 3)
+    return runRows(exec, tokens, positions, slots);
+
+  int64_t count = static_cast<int64_t>(bounds.size()) - 1;
+  while (static_cast<int64_t>(partExecs.size()) < count - 1)
+    partExecs.push_back(std::make_unique<Executor>(model_, nullptr));
+  auto slice = [&](const std::vector<int64_t> &v, int64_t i) {
+    return std::vector<int64_t>(v.begin() + bounds[i],
+                                v.begin() + bounds[i + 1]);
+  };
+  auto runPart = [&](int64_t i) {
+    Executor &e = i == 0 ? exec : *partExecs[i - 1];
+    return runRows(e, slice(tokens, i), slice(positions, i), slice(slots, i));
+  };
+  // Parts 1.. on the workers, part 0 here; every part is waited for before
+  // returning (they write the cache and read the inputs).
+  std::vector<std::future<absl::StatusOr<HostTensor>>> pending;
+  for (int64_t i = 1; i < count; ++i)
+    pending.push_back(pool->submit([&runPart, i] { return runPart(i); }));
+  std::vector<absl::StatusOr<HostTensor>> results;
+  results.push_back(runPart(0));
+  for (auto &f : pending)
+    results.push_back(f.get());
+  for (auto &r : results)
+    if (!r.ok())
+      return r.status();
+  int64_t vocab = results[0]->shape.back();
+  HostTensor logits(DType::F32, {n, vocab});
+  float *dst = logits.data<float>();
+  for (auto &r : results) {
+    int64_t bytes = r->numElements() * static_cast<int64_t>(sizeof(float));
+    std::memcpy(dst, r->data<float>(), bytes);
+    dst += r->numElements();
+  }
   return logits;
 }
 

@@ -53,15 +53,16 @@ std::vector<Case> makeCases(const Model &model, int n, uint32_t seed) {
   return cases;
 }
 
-TEST(Batcher, SixtyFourThreadsEachAnswerEqualsRunningAlone) {
-  auto model = loadModel();
-  if (!model)
-    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+/// 64 threads submit 6 requests each (futures and callbacks alternating);
+/// every answer must equal the request run alone.
+void stress(std::shared_ptr<const Model> model, int64_t maxBatchSize,
+            unsigned workers) {
   std::vector<Case> cases = makeCases(*model, 24, 7);
   BatcherOptions options;
-  options.maxBatchSize = 8;
+  options.maxBatchSize = maxBatchSize;
   options.maxQueue = 4096;
   options.maxWait = std::chrono::microseconds(500);
+  options.threads = workers;
   auto batcher = Batcher::create(model, options);
   ASSERT_TRUE(batcher.ok()) << batcher.status();
   constexpr int kThreads = 64, kPerThread = 6;
@@ -110,6 +111,64 @@ TEST(Batcher, SixtyFourThreadsEachAnswerEqualsRunningAlone) {
     batched += stats.batchHistogram[n];
   EXPECT_GT(batched, 0) << "no step ran more than one sequence";
   EXPECT_GT(stats.p99Ms, 0.0);
+}
+
+TEST(Batcher, SixtyFourThreadsEachAnswerEqualsRunningAlone) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  stress(model, 8, 0);
+}
+
+// With workers, steps of 16+ rows are split into parts on several threads.
+TEST(Batcher, SixtyFourThreadsWithRowPartsOnWorkers) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  stress(model, 32, 3);
+}
+
+// A step split into row parts (never splitting a slot's rows) gives the
+// logits of the same step run whole.
+TEST(Session, RowPartsMatchOneExecutor) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  int64_t vocab = model->plan().vocabSize;
+  // About 27 slots: prompts of 1..5 tokens as consecutive rows, 80 rows in
+  // all; the next step has a row per slot (still split).
+  std::vector<int64_t> tokens, positions, slots;
+  std::mt19937 rng(3);
+  for (int64_t slot = 0; tokens.size() < 80; ++slot) {
+    int64_t len = 1 + static_cast<int64_t>(rng() % 5);
+    for (int64_t p = 0; p < len && tokens.size() < 80; ++p) {
+      tokens.push_back(static_cast<int64_t>(rng() % vocab));
+      positions.push_back(p);
+      slots.push_back(slot);
+    }
+  }
+  auto whole = Session::create(model, slots.back() + 1, 0);
+  auto split = Session::create(model, slots.back() + 1, 3);
+  ASSERT_TRUE(whole.ok() && split.ok());
+  auto a = (*whole)->step(tokens, positions, slots);
+  auto b = (*split)->step(tokens, positions, slots);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  ASSERT_EQ(a->shape, b->shape);
+  for (int64_t i = 0; i < a->numElements(); ++i)
+    ASSERT_EQ(a->data<float>()[i], b->data<float>()[i]) << "element " << i;
+  // The next decode step reads what both wrote into their caches.
+  std::vector<int64_t> next, nextPos, nextSlots;
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (i + 1 == tokens.size() || slots[i + 1] != slots[i]) {
+      next.push_back((tokens[i] + 1) % vocab);
+      nextPos.push_back(positions[i] + 1);
+      nextSlots.push_back(slots[i]);
+    }
+  a = (*whole)->step(next, nextPos, nextSlots);
+  b = (*split)->step(next, nextPos, nextSlots);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int64_t i = 0; i < a->numElements(); ++i)
+    ASSERT_EQ(a->data<float>()[i], b->data<float>()[i]) << "element " << i;
 }
 
 TEST(Batcher, FullQueueAndBadRequestsAreRefusedNotLost) {

@@ -43,6 +43,12 @@ public:
 
   /// One step over packed rows: row i is token tokens[i] at positions[i] of
   /// the sequence in slot slots[i]. Returns logits [rows, vocab].
+  ///
+  /// With worker threads and enough rows, the rows are split into parts
+  /// that never share a slot, and each part runs the whole step on its own
+  /// thread with its own executor (one wake-up per step, not per op; rows
+  /// only meet through their own slot's cache). Otherwise one executor runs
+  /// the step and splits large ops over the workers.
   absl::StatusOr<HostTensor> step(const std::vector<int64_t> &tokens,
                                   const std::vector<int64_t> &positions,
                                   const std::vector<int64_t> &slots);
@@ -61,10 +67,17 @@ public:
 
 private:
   Session(std::shared_ptr<const Model> model, KVCache cache, unsigned threads);
+  absl::StatusOr<HostTensor> runRows(Executor &executor,
+                                     const std::vector<int64_t> &tokens,
+                                     const std::vector<int64_t> &positions,
+                                     const std::vector<int64_t> &slots);
+
   std::shared_ptr<const Model> model_;
   KVCache cache;
   std::unique_ptr<ThreadPool> pool;
   Executor exec;
+  /// Executors of the row parts after the first (which uses `exec`).
+  std::vector<std::unique_ptr<Executor>> partExecs;
 };
 
 struct BatcherOptions {
