@@ -6,7 +6,7 @@
 // r = x - n ln 2 (ln 2 in two parts, Cody-Waite), p the degree-6 Taylor
 // polynomial of e^r on |r| <= ln(2) / 2. Relative error under 2e-7 (about
 // 2 ulp) against std::exp over the clamped range; inputs are clamped to
-// [-87.3, 88.7], where e^x is a normal float.
+// [-87.3, 88.3], where e^x is a normal float and 2^n fits the exponent.
 //
 //===----------------------------------------------------------------------===//
 
@@ -20,7 +20,7 @@ namespace ds::rt::kernels {
 
 __attribute__((always_inline)) inline float expApprox(float x) {
   x = x < -87.3f ? -87.3f : x;
-  x = x > 88.7f ? 88.7f : x;
+  x = x > 88.3f ? 88.3f : x;
   // Round to nearest by adding and subtracting 1.5 * 2^23.
   const float shifter = 12582912.0f;
   float n = (x * 1.44269504088896341f + shifter) - shifter;
