@@ -272,10 +272,12 @@ Model::parse(const uint8_t *bytes, size_t size, const std::string &path,
     }
   }
   void *lib = m->library;
-  if (absl::Status s = m->bind([lib](const std::string &sym) -> void * {
-        return lib ? dlsym(lib, sym.c_str()) : nullptr;
-      });
-      !s.ok())
+  SymbolResolver resolve = [lib](const std::string &sym) -> void * {
+    return lib ? dlsym(lib, sym.c_str()) : nullptr;
+  };
+  if (!options.loadCode && options.resolve)
+    resolve = options.resolve;
+  if (absl::Status s = m->bind(resolve); !s.ok())
     return fail(std::string(s.message()));
   return m;
 }
@@ -657,6 +659,12 @@ Executor::run(const std::string &function,
   if (!prep.ok())
     return prep.status();
   const Prepared &p = **prep;
+  if (memoryLimit && p.arenaSize > memoryLimit)
+    return absl::ResourceExhaustedError(
+        absl::StrCat(function, " needs ", p.arenaSize,
+                     " bytes of working memory for these "
+                     "shapes; the limit is ",
+                     memoryLimit));
   if (arena.size() < p.arenaSize) {
     absl::StatusOr<Arena> a = Arena::create(p.arenaSize);
     if (!a.ok())

@@ -128,6 +128,30 @@ TEST(Batcher, SixtyFourThreadsWithRowPartsOnWorkers) {
   stress(model, 32, 3);
 }
 
+// A memory limit refuses a run whose planned arena is larger, before
+// allocating it; the same executor runs once the limit allows it.
+TEST(Executor, MemoryLimitRefusesLargerPlans) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  auto cache = KVCache::create(model->plan(), 4);
+  ASSERT_TRUE(cache.ok());
+  Executor exec(model);
+  exec.setMemoryLimit(1024);
+  ds::HostTensor tokens = ds::HostTensor::fromInts({4, 1}, {1, 2, 3, 4});
+  ds::HostTensor positions = ds::HostTensor::fromInts({4, 1}, {0, 0, 0, 0});
+  auto r = exec.run("decode", {&tokens, &positions}, &*cache, {0, 1, 2, 3});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(std::string(r.status().message()).find("the limit is 1024"),
+            std::string::npos)
+      << r.status();
+  EXPECT_EQ(exec.arenaBytes(), 0u);
+  exec.setMemoryLimit(0);
+  EXPECT_TRUE(
+      exec.run("decode", {&tokens, &positions}, &*cache, {0, 1, 2, 3}).ok());
+}
+
 // A step split into row parts (never splitting a slot's rows) gives the
 // logits of the same step run whole.
 TEST(Session, RowPartsMatchOneExecutor) {

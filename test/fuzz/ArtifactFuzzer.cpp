@@ -5,9 +5,12 @@
 // weights sections, at the offsets the header names). The target wraps them
 // in a well-formed container (magic, length, header checksum) so that
 // mutations reach the JSON, the plan and weight-table validation and the
-// section checks, and loads it with checksums off and no code; anything the
-// loader accepts must have a consistent plan (every step's packed weights
-// are readable, every cache has its size).
+// section checks, and loads it with checksums off and no code (generated
+// kernels are stand-ins that do nothing); anything the loader accepts must
+// have a consistent plan (every step's packed weights are readable, every
+// cache has its size), and every function then runs on small inputs (every
+// dynamic dim 2, two cache slots) to an answer or a clean error: the
+// executor's shape checks must stop whatever the kernels cannot take.
 //
 //   build/test/fuzz/ds-fuzz-artifact -max_total_time=60 CORPUS_DIR
 //
@@ -18,7 +21,9 @@
 
 #include "ds/rt/Executor.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -43,6 +48,63 @@ std::vector<uint8_t> wrap(const uint8_t *data, size_t size) {
     std::memcpy(out.data() + 24, data + 4, rest);
   return out;
 }
+
+/// Stands in for every generated kernel: leaves its result as it is.
+void noKernel(void **) {}
+
+/// Runs every function of `model` on inputs of its declared ranks and
+/// types: static dims as declared, dynamic ones 2, ids 1.
+void runFunctions(const std::shared_ptr<ds::rt::Model> &model) {
+  const ds::rt::ModelPlan &plan = model->plan();
+  auto cache = ds::rt::KVCache::create(plan, 2);
+  if (!cache.ok())
+    return;
+  ds::rt::Executor exec(model);
+  exec.setMemoryLimit(uint64_t{256} << 20);
+  for (const ds::rt::FunctionPlan &fn : plan.functions) {
+    std::vector<ds::HostTensor> inputs;
+    bool ok = true;
+    for (int32_t v : fn.inputs) {
+      if (v < 0 || v >= static_cast<int32_t>(fn.values.size())) {
+        ok = false;
+        break;
+      }
+      const ds::rt::ValueInfo &info = fn.values[v];
+      std::vector<int64_t> shape;
+      int64_t count = 1;
+      for (const ds::rt::DimExpr &d : info.shape) {
+        int64_t n = d.factors.empty() ? d.constant : 2;
+        if (n < 0 || n > 4096 || count * std::max<int64_t>(n, 1) > (1 << 16)) {
+          ok = false;
+          break;
+        }
+        count *= std::max<int64_t>(n, 1);
+        shape.push_back(n);
+      }
+      if (!ok)
+        break;
+      bool ints = info.type != ds::rt::ElemType::F32;
+      ds::HostTensor t(ints ? ds::DType::I64 : ds::DType::F32, shape);
+      for (int64_t i = 0; i < t.numElements(); ++i) {
+        if (ints)
+          t.data<int64_t>()[i] = 1;
+        else
+          t.data<float>()[i] = 0.5f;
+      }
+      inputs.push_back(std::move(t));
+    }
+    if (!ok)
+      continue;
+    std::vector<const ds::HostTensor *> args;
+    for (const ds::HostTensor &t : inputs)
+      args.push_back(&t);
+    auto r = exec.run(fn.name, args, &*cache, {0, 1});
+    if (std::getenv("DS_FUZZ_VERBOSE"))
+      std::fprintf(stderr, "%s: %s\n", fn.name.c_str(),
+                   r.ok() ? "ran" : std::string(r.status().message()).c_str());
+  }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -50,6 +112,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ds::rt::Model::LoadOptions options;
   options.verifyChecksums = false;
   options.loadCode = false;
+  options.resolve = [](const std::string &) {
+    return reinterpret_cast<void *>(&noKernel);
+  };
   auto model =
       ds::rt::Model::parse(bytes.data(), bytes.size(), "fuzz.dsa", options);
   if (!model.ok())
@@ -66,6 +131,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   auto cache = ds::rt::KVCache::create(plan, 1);
   (void)cache;
+  runFunctions(*model);
   return 0;
 }
 

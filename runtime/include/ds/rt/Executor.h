@@ -41,8 +41,11 @@ public:
     bool verifyChecksums = true;
     /// Load the generated code (off: only the plan and weights, e.g. to
     /// inspect or fuzz an artifact; steps with generated kernels then fail
-    /// to bind).
+    /// to bind unless `resolve` provides them).
     bool loadCode = true;
+    /// With loadCode off: where generated kernels come from instead (a
+    /// host's own build of them, or stand-ins when fuzzing the plan).
+    std::function<void *(const std::string &)> resolve;
   };
 
   /// Loads an artifact file (checks magic, sizes, checksums, the target).
@@ -124,6 +127,10 @@ public:
 
   /// Bytes of the arena the last run used.
   uint64_t arenaBytes() const { return arena.size(); }
+  /// Runs whose working memory (the planned arena) would exceed `bytes` are
+  /// refused with ResourceExhausted before anything is allocated (0: no
+  /// limit, the default).
+  void setMemoryLimit(uint64_t bytes) { memoryLimit = bytes; }
 
   /// Times every step by kind while on (off by default: two clock reads a
   /// step).
@@ -144,6 +151,7 @@ private:
   std::shared_ptr<const Model> model;
   ThreadPool *pool;
   Arena arena;
+  uint64_t memoryLimit = 0;
   bool profiling = false;
   /// OpCode -> (seconds, calls).
   std::map<uint32_t, std::pair<double, int64_t>> profile;
