@@ -1487,13 +1487,25 @@ FailureOr<Tensor> CheckpointWeights::loadSparse(ParamOp op, Sparse24Type type) {
 FailureOr<std::unique_ptr<::ds::Checkpoint>>
 mlir::ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
                                std::string &error) {
+  auto files = module->getAttrOfType<ArrayAttr>("ds.weight_files");
+  if (path.empty()) {
+    // No checkpoint: fine for a module without weights, or whose weights
+    // all come from its ds.weight_files.
+    bool params = false;
+    module.walk([&](ParamOp) { params = true; });
+    if (params && !files) {
+      error = "the module's ds.param weights need a checkpoint (a model "
+              "directory or .safetensors file; --weights)";
+      return failure();
+    }
+  }
   absl::StatusOr<std::unique_ptr<::ds::Checkpoint>> c =
-      ::ds::Checkpoint::open(path);
+      path.empty() ? ::ds::Checkpoint::empty() : ::ds::Checkpoint::open(path);
   if (!c.ok()) {
     error = std::string(c.status().message());
     return failure();
   }
-  if (auto files = module->getAttrOfType<ArrayAttr>("ds.weight_files")) {
+  if (files) {
     for (Attribute f : files) {
       auto file = dyn_cast<StringAttr>(f);
       if (!file) {

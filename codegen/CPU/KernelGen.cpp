@@ -5,6 +5,7 @@
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -102,6 +103,61 @@ FailureOr<std::string> KernelModule::addRMSNorm(RMSNormOp op) {
   return sym;
 }
 
+namespace {
+
+/// Float types whose tensors the CPU backend keeps in f32 buffers: f32,
+/// and bf16 / f16 values rounded to their precision.
+bool storedAsF32(Type t) { return t.isF32() || t.isBF16() || t.isF16(); }
+
+/// Clones a ds.fused_elementwise body op computing in f32: every bf16 / f16
+/// value becomes an f32 value holding it exactly, and each op that produces
+/// one computes in f32 and rounds (arith.truncf then arith.extf), which is
+/// what the interpreter does for every low-precision op result. extf from a
+/// low precision is then the identity.
+void cloneInF32(OpBuilder &b, Operation &op, IRMapping &map) {
+  Type f32 = b.getF32Type();
+  auto low = [](Type t) { return t.isBF16() || t.isF16(); };
+  Location loc = op.getLoc();
+  if (auto ext = dyn_cast<arith::ExtFOp>(op);
+      ext && low(ext.getIn().getType()) && ext.getType().isF32()) {
+    map.map(ext.getResult(), map.lookup(ext.getIn()));
+    return;
+  }
+  auto round = [&](Value v, Type to) -> Value {
+    Value t = arith::TruncFOp::create(b, loc, to, v);
+    return arith::ExtFOp::create(b, loc, f32, t);
+  };
+  if (auto trunc = dyn_cast<arith::TruncFOp>(op);
+      trunc && low(trunc.getType()) && trunc.getIn().getType().isF32()) {
+    map.map(trunc.getResult(),
+            round(map.lookup(trunc.getIn()), trunc.getType()));
+    return;
+  }
+  if (llvm::none_of(op.getResultTypes(), low)) {
+    b.clone(op, map);
+    return;
+  }
+  if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+    auto value = cast<FloatAttr>(c.getValue());
+    map.map(c.getResult(),
+            arith::ConstantOp::create(
+                b, loc, b.getF32FloatAttr(value.getValueAsDouble())));
+    return;
+  }
+  // Same op on f32 operands, then each low-precision result rounded.
+  OperationState state(loc, op.getName());
+  for (Value v : op.getOperands())
+    state.addOperands(map.lookupOrDefault(v));
+  state.addAttributes(op.getAttrs());
+  for (Type t : op.getResultTypes())
+    state.addTypes(low(t) ? f32 : t);
+  Operation *wide = b.create(state);
+  for (auto [from, to] : llvm::zip(op.getResults(), wide->getResults()))
+    map.map(from, low(from.getType()) ? round(to, from.getType()) : to);
+}
+
+} // namespace
+
 FailureOr<std::string> KernelModule::buildElementwise(FusedElementwiseOp op) {
   MLIRContext *ctx = op.getContext();
   Location loc = op.getLoc();
@@ -109,11 +165,15 @@ FailureOr<std::string> KernelModule::buildElementwise(FusedElementwiseOp op) {
   int64_t rank = outType.getRank();
   SmallVector<Type> argTypes;
   SmallVector<AffineMap> maps;
+  // bf16 / f16 tensors are f32 buffers holding rounded values (see
+  // storedAsF32).
+  Type f32 = Float32Type::get(ctx);
   for (Value in : op.getInputs()) {
     auto t = dyn_cast<RankedTensorType>(in.getType());
-    if (!t || !t.getElementType().isF32())
-      return op.emitError("the CPU backend runs f32 elementwise kernels only");
-    argTypes.push_back(MemRefType::get(t.getShape(), t.getElementType()));
+    if (!t || !storedAsF32(t.getElementType()))
+      return op.emitError("the CPU backend runs f32, bf16 and f16 elementwise "
+                          "kernels only");
+    argTypes.push_back(MemRefType::get(t.getShape(), f32));
     // Right-aligned broadcasting: a static 1 against a wider dim repeats.
     SmallVector<AffineExpr> exprs;
     int64_t offset = rank - t.getRank();
@@ -126,10 +186,10 @@ FailureOr<std::string> KernelModule::buildElementwise(FusedElementwiseOp op) {
     }
     maps.push_back(AffineMap::get(rank, 0, exprs, ctx));
   }
-  if (!outType.getElementType().isF32())
-    return op.emitError("the CPU backend runs f32 elementwise kernels only");
-  argTypes.push_back(
-      MemRefType::get(outType.getShape(), outType.getElementType()));
+  if (!storedAsF32(outType.getElementType()))
+    return op.emitError("the CPU backend runs f32, bf16 and f16 elementwise "
+                        "kernels only");
+  argTypes.push_back(MemRefType::get(outType.getShape(), f32));
   maps.push_back(AffineMap::getMultiDimIdentityMap(rank, ctx));
 
   std::string name = "ew" + std::to_string(count++);
@@ -150,7 +210,7 @@ FailureOr<std::string> KernelModule::buildElementwise(FusedElementwiseOp op) {
         for (auto [from, to] : llvm::zip(body.getArguments(), args))
           map.map(from, to);
         for (Operation &o : body.without_terminator())
-          nb.clone(o, map);
+          cloneInF32(nb, o, map);
         Value result = map.lookup(body.getTerminator()->getOperand(0));
         linalg::YieldOp::create(nb, l, result);
       });
@@ -247,6 +307,12 @@ LogicalResult KernelModule::lowerToLLVM() {
   }
   PassManager pm(ctx);
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  // bf16 rounding (arith.truncf to bf16) as integer arithmetic: LLVM would
+  // otherwise call __truncsfbf2, which neither the JIT nor the artifact's
+  // shared object links.
+  arith::ArithExpandOpsPassOptions expand;
+  expand.includeBf16 = true;
+  pm.addNestedPass<func::FuncOp>(arith::createArithExpandOpsPass(expand));
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());

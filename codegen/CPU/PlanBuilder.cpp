@@ -89,6 +89,27 @@ public:
       info.layout = rt::WeightLayout::PackedI8;
     } else if (succeeded(packGrouped(v, experts, n, k, bytes, info))) {
       // int4 / FP8 stay narrow; info.layout and group set.
+    } else if (Type elt = getElementTypeOrSelf(v.getType());
+               elt.isBF16() || elt.isF16()) {
+      // ds-quantize{quantize=bf16|f16}: the weights stay 2 bytes wide.
+      FailureOr<Tensor> t = evaluate(v);
+      if (failed(t))
+        return failure();
+      bool bf16 = elt.isBF16();
+      auto format = bf16 ? rt::kernels::WeightFormat::BF16
+                         : rt::kernels::WeightFormat::F16;
+      info.layout =
+          bf16 ? rt::WeightLayout::PackedBF16 : rt::WeightLayout::PackedF16;
+      size_t one = perExpert(format, n, k);
+      bytes.assign(one * experts, '\0');
+      for (int64_t e = 0; e < experts; ++e) {
+        if (bf16)
+          rt::kernels::packWeightBF16(t->f.data() + e * n * k, n, k,
+                                      bytes.data() + e * one);
+        else
+          rt::kernels::packWeightF16(t->f.data() + e * n * k, n, k,
+                                     bytes.data() + e * one);
+      }
     } else if (isSparse24(v) && k % 4 == 0) {
       // 2:4 weights (ds-sparsify-24) stay compressed: the kernel picks the
       // activations each kept weight needs.
@@ -560,6 +581,17 @@ private:
     return success();
   }
 
+  /// How a value's elements are stored: f32, or rounded to bf16 / f16
+  /// (kept in f32 memory).
+  static int64_t rounding(Value v) {
+    Type elt = getElementTypeOrSelf(v.getType());
+    if (elt.isBF16())
+      return static_cast<int64_t>(rt::kernels::Round::BF16);
+    if (elt.isF16())
+      return static_cast<int64_t>(rt::kernels::Round::F16);
+    return static_cast<int64_t>(rt::kernels::Round::None);
+  }
+
   /// #ds.act_quant<i8, group = 0> (per token, or one static scale): what
   /// the W8A8 integer GEMM computes.
   static bool isInt8PerToken(ActQuantAttr q) {
@@ -659,10 +691,26 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
       return success();
     return op->emitError("the CPU backend concatenates weights only");
   }
-  for (Value v : op->getOperands())
-    if (isa<RankedTensorType>(v.getType()) && !isF32Activation(v) && known(v) &&
-        plan.values[id(v)].type == rt::ElemType::F32)
-      return op->emitError("the CPU backend runs f32 activations only");
+  // bf16 / f16 activations live in f32 memory, rounded by the ops that
+  // produce them: the GEMM ops and generated elementwise kernels round as
+  // the interpreter does; moving data keeps values as they are.
+  bool roundsLowPrecision =
+      isa<LinearOp, FusedLinearOp, FusedMoEOp, FusedElementwiseOp, SplitOp,
+          SplitHeadsOp, MergeHeadsOp, tensor::CollapseShapeOp,
+          tensor::ExpandShapeOp>(op);
+  for (Value v : op->getOperands()) {
+    if (!isa<RankedTensorType>(v.getType()) || isF32Activation(v) ||
+        !known(v) || plan.values[id(v)].type != rt::ElemType::F32)
+      continue;
+    if (!roundsLowPrecision || rounding(v) == 0)
+      return op->emitError("the CPU backend runs f32 activations only (bf16 "
+                           "and f16 ones in linear, MoE and elementwise ops)");
+  }
+  if (!roundsLowPrecision)
+    for (Value r : op->getResults())
+      if (isa<RankedTensorType>(r.getType()) && rounding(r) != 0)
+        return op->emitError("the CPU backend computes this op's bf16 / f16 "
+                             "result in f32 only");
 
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](EmbeddingOp e) -> LogicalResult {
@@ -726,6 +774,8 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
           return failure();
         if (w8a8 && inQuant.isStatic())
           s.floats[1] = inQuant.getScale().convertToDouble();
+        s.ints.push_back(rounding(input));
+        s.ints.push_back(rounding(o->getResult(0)));
         s.operands = {id(input)};
         if (residual)
           s.operands.push_back(id(residual));
@@ -907,6 +957,8 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         if (failed(actQuant(s, guDot ? nullptr : m.getInputQuantAttr())) ||
             failed(actQuant(s, downDot ? nullptr : m.getHiddenQuantAttr())))
           return failure();
+        s.ints.push_back(rounding(m.getInput()));
+        s.ints.push_back(rounding(m.getResult()));
         s.operands = {id(m.getInput()), id(m.getWeights()), id(m.getIndices())};
         s.results = {newValue(m.getResult(), Kind::Temp, -1,
                               like(m.getResult(), m.getInput()))};

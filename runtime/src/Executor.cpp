@@ -6,7 +6,9 @@
 //   RMSNorm      operands [x]                   weights [w]   floats [eps]
 //   Linear       operands [x (, residual)]      weights [W (, bias) (, norm)]
 //                ints [hasNorm, hasBias, act or -1, gated, hasResidual,
-//                      quant storage or -1, quant group]
+//                      quant storage or -1, quant group
+//                      (, input rounding, result rounding)]
+//                (roundings: kernels::Round, for bf16 / f16 values)
 //                floats [normEps, quant scale (0: dynamic)]; an I8Dot W
 //                (W8A8) quantizes x itself, with floats[1] if static
 //   Copy         operands [x] results [pieces]  ints [axis, sizes...]
@@ -25,7 +27,8 @@
 //                floats [normEps, scalingFactor]
 //   MoE          operands [x, weights, indices] weights [gateUp, down]
 //                ints [inter, act, in storage or -1, in group,
-//                      hidden storage or -1, hidden group]
+//                      hidden storage or -1, hidden group
+//                      (, input rounding, result rounding)]
 //                floats [in scale, hidden scale]
 //   Generated    operands [x] weights [w] results [y]; kernel symbol;
 //                ints [kind: 0 = RMSNorm]
@@ -110,6 +113,10 @@ absl::Status Model::bind(SymbolResolver resolve) {
         format = kernels::WeightFormat::I8Dot;
       else if (w.layout == WeightLayout::PackedS24)
         format = kernels::WeightFormat::S24;
+      else if (w.layout == WeightLayout::PackedBF16)
+        format = kernels::WeightFormat::BF16;
+      else if (w.layout == WeightLayout::PackedF16)
+        format = kernels::WeightFormat::F16;
       bool grouped = format == kernels::WeightFormat::I4 ||
                      format == kernels::WeightFormat::F8;
       if (grouped != (w.group > 0))
@@ -744,6 +751,7 @@ Executor::run(const std::string &function,
     auto err = [&](const std::string &what) {
       return absl::InvalidArgumentError(s.location + ": " + what);
     };
+    const size_t ni = s.ints.size();
     switch (s.op) {
     case OpCode::Alias:
     case OpCode::CacheUpdate:
@@ -789,6 +797,10 @@ Executor::run(const std::string &function,
       bool hasNorm = s.ints[0], hasBias = s.ints[1], gated = s.ints[3],
            hasResidual = s.ints[4];
       int64_t act = s.ints[2], qStorage = s.ints[5], qGroup = s.ints[6];
+      // bf16 / f16 input and result (values rounded where the interpreter
+      // rounds them; absent in plans with f32 only).
+      auto inRound = static_cast<kernels::Round>(ni > 7 ? s.ints[7] : 0);
+      auto outRound = static_cast<kernels::Round>(ni > 8 ? s.ints[8] : 0);
       kernels::PackedWeight w = model->packed(s.weights[0])[0];
       // W8A8: the GEMM quantizes its input (static scale if calibrated).
       if (w.format == kernels::WeightFormat::I8Dot)
@@ -807,7 +819,7 @@ Executor::run(const std::string &function,
         if (hasNorm)
           kernels::rmsNorm(
               in, static_cast<const float *>(model->weightData(s.weights[wi])),
-              m, k, s.floats[0], scratch.data());
+              m, k, s.floats[0], scratch.data(), inRound);
         else
           std::copy_n(in, m * k, scratch.data());
         if (qStorage >= 0)
@@ -820,20 +832,25 @@ Executor::run(const std::string &function,
         if (static_cast<int64_t>(wide.size()) < m * n)
           wide.resize(m * n);
         kernels::gemm(in, m, k, w, bias, wide.data(), n, pool);
+        kernels::roundValues(wide.data(), m * n, outRound);
         kernels::glu(wide.data(), m, n / 2, static_cast<kernels::Act>(act),
                      out);
         n /= 2;
       } else {
         kernels::gemm(in, m, k, w, bias, out, n, pool);
-        if (act >= 0)
+        if (act >= 0) {
+          kernels::roundValues(out, m * n, outRound);
           for (int64_t i = 0; i < m * n; ++i)
             out[i] = kernels::activate(static_cast<kernels::Act>(act), out[i]);
+        }
       }
       if (hasResidual) {
+        kernels::roundValues(out, m * n, outRound);
         const float *r = F(s.operands[1]);
         for (int64_t i = 0; i < m * n; ++i)
           out[i] = r[i] + out[i];
       }
+      kernels::roundValues(out, m * n, outRound);
       break;
     }
     case OpCode::Copy: {
@@ -977,10 +994,13 @@ Executor::run(const std::string &function,
                         : [&](float *rows, int64_t count, int64_t cols) {
                             fakeQuant(rows, count, cols, s.ints[4], s.ints[5],
                                       s.floats[1]);
-                          });
+                          },
+          static_cast<kernels::Round>(ni > 6 ? s.ints[6] : 0));
       if (bad != -1)
         return err(absl::StrCat("expert index ", bad, " is outside [0, ",
                                 gu.size(), ")"));
+      kernels::roundValues(F(s.results[0]), n * h,
+                           static_cast<kernels::Round>(ni > 7 ? s.ints[7] : 0));
       break;
     }
     case OpCode::Generated:

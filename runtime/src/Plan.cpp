@@ -32,6 +32,10 @@ const char *weightLayoutName(WeightLayout layout) {
     return "packed-int8-vnni";
   case WeightLayout::PackedS24:
     return "packed-2:4";
+  case WeightLayout::PackedBF16:
+    return "packed-bf16";
+  case WeightLayout::PackedF16:
+    return "packed-f16";
   }
   return "unknown";
 }
@@ -224,6 +228,13 @@ absl::Status checkStepShape(const ModelPlan &plan, const Step &s) {
            (rank == 0 || info.shape.size() == rank);
   };
   auto packed = [&](size_t i) { return layout(i) != WeightLayout::Raw; };
+  // Optional trailing rounding modes (kernels::Round: 0, 1 = bf16, 2 = f16).
+  auto roundsOk = [&](size_t from) {
+    for (size_t i = from; i < ni; ++i)
+      if (s.ints[i] < 0 || s.ints[i] > 2)
+        return false;
+    return true;
+  };
   switch (s.op) {
   case OpCode::Embedding:
     return need(o == 1 && r == 1 && w == 1 && rawF32(0, 2), "embedding");
@@ -235,7 +246,7 @@ absl::Status checkStepShape(const ModelPlan &plan, const Step &s) {
           packed(0)))
       return need(false, "linear");
     size_t extra = 1 + (s.ints[0] ? 1 : 0) + (s.ints[1] ? 1 : 0);
-    bool ok = w == extra && o == (s.ints[4] ? 2u : 1u);
+    bool ok = w == extra && o == (s.ints[4] ? 2u : 1u) && roundsOk(7);
     for (size_t i = 1; ok && i < w; ++i)
       ok = rawF32(i, 1);
     return need(ok, "linear");
@@ -264,7 +275,7 @@ absl::Status checkStepShape(const ModelPlan &plan, const Step &s) {
                 "router");
   case OpCode::MoE:
     return need(o == 3 && r == 1 && w == 2 && ni >= 6 && nf >= 2 && packed(0) &&
-                    packed(1),
+                    packed(1) && roundsOk(6),
                 "moe");
   case OpCode::Elementwise:
     return need(o >= 1 && r == 1 && !s.kernel.empty(), "elementwise");
@@ -312,7 +323,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
       WeightInfo info;
       info.name = r.string(w, "name");
       int64_t layout = r.integer(w, "layout"), type = r.integer(w, "type");
-      if (layout < 0 || layout > 6 || type < 0 || type > 2)
+      if (layout < 0 || layout > 8 || type < 0 || type > 2)
         r.fail("weight '" + info.name + "' has an unknown layout or type");
       info.layout = static_cast<WeightLayout>(layout);
       info.type = static_cast<ElemType>(type);

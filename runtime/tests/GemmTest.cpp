@@ -91,6 +91,46 @@ TEST(Gemm, MatchesLoopsOnOddShapes) {
           checkGemm(m, n, k, int8, (m + n) % 2 == 0, nullptr, rng);
 }
 
+/// bf16 / f16 weights (values of that precision, so packing is exact),
+/// widened in registers or, for several row tiles, into an f32 slab.
+TEST(Gemm, Bf16AndF16MatchLoops) {
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::F16})
+    for (int64_t m : {1, 3, 6, 13, 40})
+      for (int64_t n : {5, 16, 33, 150})
+        for (int64_t k : {1, 31, 300}) {
+          std::vector<float> a(m * k), w(n * k), bias(n);
+          for (float &v : a)
+            v = dist(rng);
+          for (float &v : bias)
+            v = dist(rng);
+          for (float &v : w)
+            v = ds::roundToDType(dist(rng), format == WeightFormat::BF16
+                                                ? ds::DType::BF16
+                                                : ds::DType::F16);
+          Aligned packed(packedWeightBytes(format, n, k));
+          if (format == WeightFormat::BF16)
+            packWeightBF16(w.data(), n, k, packed.data);
+          else
+            packWeightF16(w.data(), n, k, packed.data);
+          std::vector<float> c(m * n);
+          gemm(a.data(), m, k, {format, n, k, packed.data}, bias.data(),
+               c.data(), n);
+          std::vector<double> want;
+          for (int64_t r = 0; r < m; ++r)
+            for (int64_t j = 0; j < n; ++j) {
+              double acc = bias[j];
+              for (int64_t i = 0; i < k; ++i)
+                acc += static_cast<double>(a[r * k + i]) * w[j * k + i];
+              want.push_back(acc);
+            }
+          EXPECT_LT(relError(c, want), 1e-5)
+              << "format=" << static_cast<int>(format) << " m=" << m
+              << " n=" << n << " k=" << k;
+        }
+}
+
 /// Grouped formats: int4 and e4m3 values with a scale per (row, K group).
 void checkGrouped(WeightFormat format, int64_t m, int64_t n, int64_t k,
                   int64_t group, std::mt19937 &rng) {

@@ -9,11 +9,13 @@
 #include "ds/rt/Kernels.h"
 #include "../src/kernels/Math.h"
 #include "ds/rt/ThreadPool.h"
+#include "ds/support/DType.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -318,6 +320,36 @@ TEST(Kernels, ExpApprox) {
   EXPECT_GT(expApprox(-1000.0f), 0.0f);
   EXPECT_LT(std::abs(activate(Act::Silu, -200.0f)), 1e-30f);
   EXPECT_EQ(activate(Act::Sigmoid, 200.0f), 1.0f);
+}
+
+// roundValues rounds exactly as the interpreter (ds::roundToDType) does,
+// ties to even, subnormals, overflow and NaN included.
+TEST(Kernels, RoundValuesMatchesTheInterpreter) {
+  std::mt19937 rng(6);
+  std::vector<float> x;
+  for (int i = 0; i < 20000; ++i) {
+    uint32_t bits = static_cast<uint32_t>(rng());
+    float v;
+    std::memcpy(&v, &bits, 4);
+    x.push_back(v);
+  }
+  for (float v : {0.0f, -0.0f, 1.0f + 1.0f / 256, 65519.0f, 65520.0f, 6e-8f,
+                  1e-40f, std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN()})
+    x.push_back(v);
+  for (auto [round, dtype] : {std::pair{Round::BF16, ds::DType::BF16},
+                              std::pair{Round::F16, ds::DType::F16}}) {
+    std::vector<float> y = x;
+    roundValues(y.data(), static_cast<int64_t>(y.size()), round);
+    for (size_t i = 0; i < x.size(); ++i) {
+      float want = ds::roundToDType(x[i], dtype);
+      if (std::isnan(want))
+        ASSERT_TRUE(std::isnan(y[i])) << x[i];
+      else
+        ASSERT_EQ(y[i], want)
+            << "x = " << x[i] << " dtype " << static_cast<int>(dtype);
+    }
+  }
 }
 
 TEST(Kernels, RmsNorm) {

@@ -20,6 +20,7 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/WithColor.h"
 
 #include <chrono>
@@ -53,6 +54,9 @@ int main(int argc, char **argv) {
   DialectRegistry registry;
   mlir::ds::registerAllDialects(registry);
   MLIRContext context(registry);
+  // Errors as file:line:col with the source line, as mlir-opt prints them.
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler handler(sourceMgr, &context);
   auto start = std::chrono::steady_clock::now();
   mlir::ds::CompileOptions options;
   options.optimize = optimize;

@@ -73,6 +73,9 @@ size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
            panels * kPanel * (sizeof(float) + sizeof(int32_t));
   case WeightFormat::S24:
     return panels * (uk / 4) * kPanel * (2 * sizeof(float) + 1);
+  case WeightFormat::BF16:
+  case WeightFormat::F16:
+    return panels * uk * kPanel * sizeof(uint16_t);
   }
   return panels * uk * kPanel * sizeof(float);
 }
@@ -168,6 +171,26 @@ void packWeightF32(const float *w, int64_t n, int64_t k, void *out) {
       }
 }
 
+void packWeightBF16(const float *w, int64_t n, int64_t k, void *out) {
+  auto *dst = static_cast<uint16_t *>(out);
+  for (int64_t p = 0; p < numPanels(n); ++p)
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t j = 0; j < kPanel; ++j) {
+        int64_t row = p * kPanel + j;
+        *dst++ = row < n ? ds::floatToBF16(w[row * k + kk]) : 0;
+      }
+}
+
+void packWeightF16(const float *w, int64_t n, int64_t k, void *out) {
+  auto *dst = static_cast<uint16_t *>(out);
+  for (int64_t p = 0; p < numPanels(n); ++p)
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t j = 0; j < kPanel; ++j) {
+        int64_t row = p * kPanel + j;
+        *dst++ = row < n ? ds::floatToHalf(w[row * k + kk]) : 0;
+      }
+}
+
 void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
                   void *out) {
   int8_t *dst = static_cast<int8_t *>(out);
@@ -210,12 +233,12 @@ void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
   });
 }
 
-int64_t
-moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
-           const int32_t *indices, int64_t topK, int64_t numExperts,
-           const PackedWeight *gateUp, const PackedWeight *down, int64_t inter,
-           Act act, float *y, ThreadPool *pool,
-           const std::function<void(float *, int64_t, int64_t)> &hidden) {
+int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
+                   const int32_t *indices, int64_t topK, int64_t numExperts,
+                   const PackedWeight *gateUp, const PackedWeight *down,
+                   int64_t inter, Act act, float *y, ThreadPool *pool,
+                   const std::function<void(float *, int64_t, int64_t)> &hidden,
+                   Round round) {
   for (int64_t i = 0; i < n * topK; ++i)
     if (indices[i] < 0 || indices[i] >= numExperts)
       return indices[i];
@@ -255,10 +278,13 @@ moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
       std::memcpy(&xs[r * h], x + (rows[begin + r] / topK) * h,
                   h * sizeof(float));
     gemm(xs.data(), count, h, gateUp[e], nullptr, gu.data(), 2 * inter, pool);
+    roundValues(gu.data(), count * 2 * inter, round);
     glu(gu.data(), count, inter, act, hid.data());
+    roundValues(hid.data(), count * inter, round);
     if (hidden)
       hidden(hid.data(), count, inter);
     gemm(hid.data(), count, inter, down[e], nullptr, out.data(), h, pool);
+    roundValues(out.data(), count * h, round);
     for (int64_t r = 0; r < count; ++r) {
       int64_t slot = rows[begin + r];
       float w = weights[slot];

@@ -59,8 +59,28 @@ float activate(Act act, float x) {
   return x;
 }
 
+void roundValues(float *x, int64_t n, Round r) {
+  if (r == Round::None)
+    return;
+  if (r == Round::BF16) {
+    // Round to nearest even on the top 16 bits (NaNs stay NaN: their
+    // mantissa is nonzero above bit 16 or becomes so).
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &x[i], 4);
+      bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+      uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+      bits = nan ? (bits | 0x00400000u) & 0xffff0000u : rounded;
+      std::memcpy(&x[i], &bits, 4);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = static_cast<float>(static_cast<_Float16>(x[i]));
+}
+
 void rmsNorm(const float *x, const float *w, int64_t rows, int64_t d,
-             double eps, float *y) {
+             double eps, float *y, Round round) {
   constexpr int kLanes = 8;
   for (int64_t r = 0; r < rows; ++r) {
     const float *xr = x + r * d;
@@ -77,8 +97,17 @@ void rmsNorm(const float *x, const float *w, int64_t rows, int64_t d,
     for (int i = 0; i < kLanes; ++i)
       ss += part[i];
     float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+    if (round == Round::None) {
+      for (c = 0; c < d; ++c)
+        yr[c] = w[c] * (xr[c] * inv);
+      continue;
+    }
     for (c = 0; c < d; ++c)
-      yr[c] = w[c] * (xr[c] * inv);
+      yr[c] = xr[c] * inv;
+    roundValues(yr, d, round);
+    for (c = 0; c < d; ++c)
+      yr[c] *= w[c];
+    roundValues(yr, d, round);
   }
 }
 

@@ -62,6 +62,11 @@ enum class WeightFormat : uint32_t {
   /// of in-group indices (first | second << 2). The activations a column
   /// needs are picked in registers (vpermps): half the weight bytes of F32.
   S24 = 5,
+  /// bf16 in the F32 panel layout (2 bytes an element, no scales): the
+  /// weights of ds-quantize{quantize=bf16}. Widened in registers (<< 16).
+  BF16 = 6,
+  /// f16 likewise (ds-quantize{quantize=f16}); widened with F16C.
+  F16 = 7,
 };
 
 /// A [N, K] GEMM weight (y = x Wᵀ) in packed form. `data` is 64-byte aligned.
@@ -80,6 +85,10 @@ size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
                          int64_t group = 0);
 /// Packs row-major f32 [n, k] into `out` (packedWeightBytes(F32) bytes).
 void packWeightF32(const float *w, int64_t n, int64_t k, void *out);
+/// Packs row-major f32 [n, k] as bf16 / f16 (rounded to nearest even;
+/// exact for values of that precision) into `out`.
+void packWeightBF16(const float *w, int64_t n, int64_t k, void *out);
+void packWeightF16(const float *w, int64_t n, int64_t k, void *out);
 /// Packs row-major int8 [n, k] with per-row `scales` [n] into `out`.
 void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
                   void *out);
@@ -129,9 +138,19 @@ enum class Act : int32_t {
 };
 float activate(Act act, float x);
 
-/// y[r, :] = w * (x[r, :] * rsqrt(mean(x[r, :]^2) + eps)), r < rows, d wide.
+/// The precision a bf16 / f16 value of the model is stored in: values stay
+/// f32 in memory and are rounded (to nearest even) where the interpreter
+/// rounds them, so f32 kernels compute the mixed-precision model.
+enum class Round : int32_t { None = 0, BF16 = 1, F16 = 2 };
+
+/// x[i] = x[i] rounded to `r`, i < n.
+void roundValues(float *x, int64_t n, Round r);
+
+/// y[r, :] = w * (x[r, :] * rsqrt(mean(x[r, :]^2) + eps)), r < rows, d wide;
+/// with `round`, the normalized x is rounded before the weight multiplies
+/// it and y after, as the interpreter stores a low-precision ds.rms_norm.
 void rmsNorm(const float *x, const float *w, int64_t rows, int64_t d,
-             double eps, float *y);
+             double eps, float *y, Round round = Round::None);
 
 /// y[r, c] = act(x[r, c]) * x[r, half + c] for c < half; x rows are 2*half.
 void glu(const float *x, int64_t rows, int64_t half, Act act, float *y);
@@ -216,13 +235,16 @@ void route(const float *logits, const float *bias, int64_t n,
 /// received tokens are computed, each once over all its tokens.
 /// `hidden`, when set, rewrites each expert's [rows, inter] hidden
 /// activations before the down projection (activation quantization).
+/// With `round`, the gate/up and down projections and the hidden
+/// activations are rounded as the interpreter stores them (y itself is not).
 /// Returns the first index outside [0, numExperts) or -1 (nothing written).
 int64_t
 moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
            const int32_t *indices, int64_t topK, int64_t numExperts,
            const PackedWeight *gateUp, const PackedWeight *down, int64_t inter,
            Act act, float *y, ThreadPool *pool = nullptr,
-           const std::function<void(float *, int64_t, int64_t)> &hidden = {});
+           const std::function<void(float *, int64_t, int64_t)> &hidden = {},
+           Round round = Round::None);
 
 /// Whether the CPU has the AVX-512 kernels' features (else AVX2 kernels run).
 bool hasAvx512();

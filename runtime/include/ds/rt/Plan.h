@@ -108,6 +108,8 @@ enum class WeightLayout : uint32_t {
   PackedF8 = 4,    ///< kernels::WeightFormat::F8 (K groups of `group`)
   PackedI8Dot = 5, ///< kernels::WeightFormat::I8Dot (W8A8)
   PackedS24 = 6,   ///< kernels::WeightFormat::S24 (2:4 sparse)
+  PackedBF16 = 7,  ///< kernels::WeightFormat::BF16
+  PackedF16 = 8,   ///< kernels::WeightFormat::F16
 };
 
 /// "f32", "packed-int8", ... (for listings).

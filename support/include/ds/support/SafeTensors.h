@@ -84,6 +84,10 @@ public:
   /// .safetensors file also works.
   static absl::StatusOr<std::unique_ptr<Checkpoint>>
   open(const std::string &dir);
+  /// A checkpoint with no tensors yet (files come with addFile).
+  static std::unique_ptr<Checkpoint> empty() {
+    return std::unique_ptr<Checkpoint>(new Checkpoint());
+  }
 
   const TensorView *find(const std::string &name) const;
   /// Adds one more safetensors file (e.g. the quantized weights ds-quantize
