@@ -59,6 +59,7 @@
 
 #include <chrono>
 #include <deque>
+#include <future>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -132,6 +133,11 @@ cl::opt<int64_t> serve(
     cl::init(0));
 cl::opt<int64_t> maxBatch("max-batch", cl::desc("Batcher max_batch_size"),
                           cl::init(32));
+cl::opt<int64_t> serveThreads(
+    "serve-threads",
+    cl::desc("With --serve: the batcher's kernel worker threads besides its "
+             "scheduler (-1: one less than the cores)"),
+    cl::init(-1));
 cl::opt<std::string> profileRouting(
     "profile-routing",
     cl::desc("Count how often each MoE layer selects each expert over the "
@@ -802,16 +808,25 @@ int runGenerateCompiled(std::shared_ptr<const ::ds::rt::Model> model,
     rt::BatcherOptions options;
     options.maxBatchSize = maxBatch;
     options.maxQueue = std::max<int64_t>(serve, 1);
+    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    options.threads = serveThreads >= 0
+                          ? static_cast<unsigned>(serveThreads.getValue())
+                          : cores - 1;
     auto batcher = rt::Batcher::create(model, options);
     if (!batcher.ok())
       return fail(std::string(batcher.status().message()));
     std::vector<rt::Batcher::Result> answers(serve);
-    auto start = std::chrono::steady_clock::now();
+    // A burst: every submitter is ready before the first request goes in.
+    std::promise<void> go;
+    std::shared_future<void> ready = go.get_future().share();
     std::vector<std::thread> submitters;
     for (int64_t r = 0; r < serve; ++r)
       submitters.emplace_back([&, r] {
+        ready.wait();
         answers[r] = (*batcher)->submit(seqs[r % b], generate).get();
       });
+    auto start = std::chrono::steady_clock::now();
+    go.set_value();
     for (std::thread &t : submitters)
       t.join();
     double secs =
