@@ -140,11 +140,22 @@ public:
 
   /// MLA's per-head projections from kv_b ([H * (dn + dv), rank]), packed
   /// for the GEMM: W_uk transposed ([H, rank, dn]) and W_uv ([H, dv, rank]).
-  FailureOr<std::pair<int32_t, int32_t>>
-  mlaProjections(Value kvB, int64_t heads, int64_t dn, int64_t dv) {
-    auto key = std::make_pair(kvB.getAsOpaquePointer(), 2);
-    if (auto it = ids.find(key); it != ids.end())
-      return std::make_pair(it->second, it->second + 1);
+  /// An int8 kv_b with per-row scales stays int8: W_uv keeps its rows'
+  /// scales; W_ukᵀ's rows are kv_b's columns, so kv_b's row scales become
+  /// per-K factors [H, dn] (`kScales`) that the kernel multiplies into the
+  /// queries before the GEMM.
+  struct MLAWeights {
+    int32_t ukT = -1, uv = -1, kScales = -1;
+  };
+  FailureOr<MLAWeights> mlaProjections(Value kvB, int64_t heads, int64_t dn,
+                                       int64_t dv) {
+    if (auto it = mlaIds.find(kvB.getAsOpaquePointer()); it != mlaIds.end())
+      return it->second;
+    MLAWeights out;
+    if (succeeded(mlaInt8(kvB, heads, dn, dv, out))) {
+      mlaIds[kvB.getAsOpaquePointer()] = out;
+      return out;
+    }
     FailureOr<Tensor> t = evaluate(kvB);
     if (failed(t))
       return failure();
@@ -170,14 +181,14 @@ public:
       return add(info, bytes.data(), bytes.size());
     };
     const float *kv = t->f.data();
-    int32_t uk = add3(":uk_t", rank, dn, [&](int64_t h, int64_t r, int64_t i) {
+    out.ukT = add3(":uk_t", rank, dn, [&](int64_t h, int64_t r, int64_t i) {
       return kv[(h * (dn + dv) + i) * rank + r];
     });
-    int32_t uv = add3(":uv", dv, rank, [&](int64_t h, int64_t c, int64_t r) {
+    out.uv = add3(":uv", dv, rank, [&](int64_t h, int64_t c, int64_t r) {
       return kv[(h * (dn + dv) + dn + c) * rank + r];
     });
-    ids[key] = uk;
-    return std::make_pair(uk, uv);
+    mlaIds[kvB.getAsOpaquePointer()] = out;
+    return out;
   }
 
   std::vector<rt::WeightInfo> infos;
@@ -429,6 +440,75 @@ private:
     return success();
   }
 
+  /// mlaProjections for an int8 kv_b with one scale per row.
+  LogicalResult mlaInt8(Value kvB, int64_t heads, int64_t dn, int64_t dv,
+                        MLAWeights &out) {
+    auto param = kvB.getDefiningOp<ParamOp>();
+    if (!param || param.getZeroPoints() || !param.getScales() ||
+        param.getSelect() || param.isStacked())
+      return failure();
+    auto type = dyn_cast<QTensorType>(param.getType());
+    if (!type || type.getRank() != 2)
+      return failure();
+    ::ds::QScheme scheme = getQScheme(type);
+    if (scheme.storage != ::ds::QStorage::I8 ||
+        scheme.block != std::vector<int64_t>{1, 0})
+      return failure();
+    int64_t rows = heads * (dn + dv), rank = type.getShape()[1];
+    auto [q, s] = quantizedTensors(param, 0);
+    if (!q || !s || q->dtype != ::ds::DType::I8 ||
+        q->numElements() != rows * rank || s->numElements() != rows ||
+        type.getShape()[0] != rows)
+      return failure(); // the f32 path reports what is wrong
+    const auto *values = reinterpret_cast<const int8_t *>(q->data);
+    auto add3 = [&](const std::string &suffix, int64_t n, int64_t k,
+                    auto element, auto scaleOf) {
+      auto format = rt::kernels::WeightFormat::I8;
+      size_t one = perExpert(format, n, k);
+      std::string bytes(one * heads, '\0');
+      std::vector<int8_t> w(n * k);
+      std::vector<float> scales(n);
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t r = 0; r < n; ++r) {
+          scales[r] = scaleOf(h, r);
+          for (int64_t c = 0; c < k; ++c)
+            w[r * k + c] = element(h, r, c);
+        }
+        rt::kernels::packWeightI8(w.data(), scales.data(), n, k,
+                                  bytes.data() + h * one);
+      }
+      rt::WeightInfo info;
+      info.name = name(kvB) + suffix;
+      info.layout = rt::WeightLayout::PackedI8;
+      info.shape = {heads, n, k};
+      return add(info, bytes.data(), bytes.size());
+    };
+    out.ukT = add3(
+        ":uk_t", rank, dn,
+        [&](int64_t h, int64_t r, int64_t i) {
+          return values[(h * (dn + dv) + i) * rank + r];
+        },
+        [](int64_t, int64_t) { return 1.0f; });
+    out.uv = add3(
+        ":uv", dv, rank,
+        [&](int64_t h, int64_t c, int64_t r) {
+          return values[(h * (dn + dv) + dn + c) * rank + r];
+        },
+        [&](int64_t h, int64_t c) {
+          return s->floatAt(h * (dn + dv) + dn + c);
+        });
+    std::vector<float> kScales(heads * dn);
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < dn; ++i)
+        kScales[h * dn + i] = s->floatAt(h * (dn + dv) + i);
+    rt::WeightInfo info;
+    info.name = name(kvB) + ":uk_t_k_scales";
+    info.layout = rt::WeightLayout::Raw;
+    info.shape = {heads, dn};
+    out.kScales = add(info, kScales.data(), kScales.size() * sizeof(float));
+    return success();
+  }
+
   /// The f32 value of a weight expression: params (dequantized or
   /// decompressed as the interpreter loads them) and concats of them.
   FailureOr<Tensor> evaluate(Value v) {
@@ -474,6 +554,7 @@ private:
   CheckpointWeights provider;
   const ::ds::Checkpoint &checkpoint;
   std::map<std::pair<const void *, int>, int32_t> ids;
+  std::map<const void *, MLAWeights> mlaIds;
   std::unordered_multimap<size_t, int32_t> byContent;
 };
 
@@ -900,7 +981,9 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         auto proj = weights.mlaProjections(a.getKvB(), heads, dn, dv);
         if (failed(proj))
           return failure();
-        s.weights = {proj->first, proj->second};
+        s.weights = {proj->ukT, proj->uv};
+        if (proj->kScales >= 0)
+          s.weights.push_back(proj->kScales);
         s.floats = {a.getScale().convertToDouble()};
         s.operands = {id(a.getQNope()), id(a.getQPe()), ckv, kpe,
                       id(a.getPositions())};

@@ -20,6 +20,7 @@
 //                slots[b]) or in-graph [batch, len, ...] (row b is b's)
 //   MLAAttention operands [qNope, qPe, cKv, kPe, positions]
 //                weights [W_uk transposed, W_uv] (packed, one per head)
+//                (, per-K factors of W_ukᵀ [heads, dn] when it is int8)
 //                ints [cached] floats [scale]
 //   Router       operands [x] results [weights, indices]
 //                weights [W (, bias)] ints [numExperts, topK, sigmoid, nGroup,
@@ -924,6 +925,12 @@ Executor::run(const std::string &function,
         return err("MLA projections do not match the queries");
       int64_t dv = uv[0].n;
       int64_t maxLen = cs[1];
+      const float *kScales = nullptr;
+      if (s.weights.size() > 2) {
+        if (mp.weights[s.weights[2]].shape != std::vector<int64_t>{heads, dn})
+          return err("MLA query scales do not match the queries");
+        kScales = static_cast<const float *>(model->weightData(s.weights[2]));
+      }
       for (int64_t i = 0; i < ns[0] * ns[1]; ++i)
         if (I(pos)[i] < 0 || I(pos)[i] >= maxLen)
           return err(absl::StrCat("position ", I(pos)[i],
@@ -942,7 +949,7 @@ Executor::run(const std::string &function,
       kernels::mlaAttentionPacked(F(qn), F(qp), ns[0], ns[1], heads, dn, ps[3],
                                   F(ckv), F(kpe), maxLen, cs[2], ukT.data(),
                                   uv.data(), dv, rows, I(pos), s.floats[0],
-                                  F(s.results[0]), pool);
+                                  F(s.results[0]), pool, kScales);
       break;
     }
     case OpCode::Router: {

@@ -264,8 +264,9 @@ absl::Status checkStepShape(const ModelPlan &plan, const Step &s) {
   case OpCode::Attention:
     return need(o == 4 && r == 1 && ni >= 2 && nf >= 1, "attention");
   case OpCode::MLAAttention:
-    return need(o == 5 && r == 1 && w == 2 && ni >= 1 && nf >= 1 && packed(0) &&
-                    packed(1),
+    // Optional third weight: per-K factors of an int8 W_ukᵀ [heads, dn].
+    return need(o == 5 && r == 1 && (w == 2 || (w == 3 && rawF32(2, 2))) &&
+                    ni >= 1 && nf >= 1 && packed(0) && packed(1),
                 "mla_attention");
   case OpCode::Router:
     return need(o == 1 && r == 2 && ni >= 8 && nf >= 2 && w >= 1 && packed(0) &&

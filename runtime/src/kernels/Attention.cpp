@@ -189,11 +189,22 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         int64_t rank, const PackedWeight *ukT,
                         const PackedWeight *uv, int64_t dv,
                         const int64_t *slots, const int64_t *positions,
-                        double scale, float *out, ThreadPool *pool) {
+                        double scale, float *out, ThreadPool *pool,
+                        const float *ukScales) {
   const int64_t rows = batch * seq;
-  thread_local std::vector<float> qAbs, oLat;
+  thread_local std::vector<float> qAbs, oLat, qScaled;
   qAbs.resize(rows * heads * rank);
   oLat.resize(rows * heads * rank);
+  // An int8 W_ukᵀ has kv_b's row scales along K: fold them into the
+  // queries.
+  if (ukScales) {
+    qScaled.resize(rows * heads * dn);
+    for (int64_t r = 0; r < rows * heads; ++r)
+      for (int64_t i = 0; i < dn; ++i)
+        qScaled[r * dn + i] =
+            qNope[r * dn + i] * ukScales[(r % heads) * dn + i];
+    qNope = qScaled.data();
+  }
   // q_abs[row, h] = W_ukᵀ q_nope[row, h]: one GEMM per head over all rows.
   for (int64_t h = 0; h < heads; ++h)
     gemm(qNope + h * dn, rows, heads * dn, ukT[h], nullptr,

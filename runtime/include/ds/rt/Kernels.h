@@ -200,14 +200,16 @@ void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
 /// ukT[h] is W_uk of head h transposed ([rank, dn]), uv[h] is W_uv ([dv,
 /// rank]); q_abs and the output projection run as `gemm`s (rows = batch *
 /// seq, strided by heads), only the attention over the latent cache runs
-/// per (row, head).
+/// per (row, head). `ukScales` ([heads, dn]), when given, multiplies the
+/// queries before W_ukᵀ (an int8 W_ukᵀ whose scales lie along K).
 void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         int64_t seq, int64_t heads, int64_t dn, int64_t dr,
                         const float *cKv, const float *kPe, int64_t maxLen,
                         int64_t rank, const PackedWeight *ukT,
                         const PackedWeight *uv, int64_t dv,
                         const int64_t *slots, const int64_t *positions,
-                        double scale, float *out, ThreadPool *pool = nullptr);
+                        double scale, float *out, ThreadPool *pool = nullptr,
+                        const float *ukScales = nullptr);
 
 /// The MoE router's configuration (#ds.routing).
 struct RouterConfig {
