@@ -198,8 +198,9 @@ struct FuseElementwiseChain : RewritePattern {
       llvm::for_each(producer->getOperands(), add);
       Location loc = consumer->getLoc();
       auto [fused, block] = createFused(rewriter, loc, resultType, inputs);
+      Block *body = block;
       auto scalar = [&](Value v) {
-        return block->getArgument(llvm::find(inputs, v) - inputs.begin());
+        return body->getArgument(llvm::find(inputs, v) - inputs.begin());
       };
       SmallVector<Value> pIn, cIn;
       for (Value v : producer->getOperands())

@@ -316,6 +316,7 @@ TEST(Kernels, ExpApprox) {
   }
   EXPECT_LT(worst, 3e-7);
   EXPECT_EQ(expApprox(0.0f), 1.0f);
+  EXPECT_TRUE(std::isnan(expApprox(std::numeric_limits<float>::quiet_NaN())));
   EXPECT_TRUE(std::isfinite(expApprox(1000.0f)));
   EXPECT_GT(expApprox(-1000.0f), 0.0f);
   EXPECT_LT(std::abs(activate(Act::Silu, -200.0f)), 1e-30f);

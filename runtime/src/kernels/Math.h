@@ -33,7 +33,9 @@ __attribute__((always_inline)) inline float expApprox(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // NaN stays NaN through p; its exponent is taken as 0 (converting NaN to
+  // an integer is undefined).
+  int32_t bits = (static_cast<int32_t>(n == n ? n : 0.0f) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
