@@ -460,6 +460,7 @@ private:
         q->numElements() != rows * rank || s->numElements() != rows ||
         type.getShape()[0] != rows)
       return failure(); // the f32 path reports what is wrong
+    const ::ds::TensorView *rowScales = s;
     const auto *values = reinterpret_cast<const int8_t *>(q->data);
     auto add3 = [&](const std::string &suffix, int64_t n, int64_t k,
                     auto element, auto scaleOf) {
@@ -495,12 +496,12 @@ private:
           return values[(h * (dn + dv) + dn + c) * rank + r];
         },
         [&](int64_t h, int64_t c) {
-          return s->floatAt(h * (dn + dv) + dn + c);
+          return rowScales->floatAt(h * (dn + dv) + dn + c);
         });
     std::vector<float> kScales(heads * dn);
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t i = 0; i < dn; ++i)
-        kScales[h * dn + i] = s->floatAt(h * (dn + dv) + i);
+        kScales[h * dn + i] = rowScales->floatAt(h * (dn + dv) + i);
     rt::WeightInfo info;
     info.name = name(kvB) + ":uk_t_k_scales";
     info.layout = rt::WeightLayout::Raw;
