@@ -12,12 +12,15 @@
 #   5. ds-run greedy-generates with the optimized model through the reference
 #      interpreter with a KV cache, prints the tokens, and reports the error
 #      against the unoptimized model run in lockstep on the same tokens;
-#   6. ds-compile turns the model (fusion + int8) into one artifact (plan,
-#      generated kernels, packed weights); ds-run loads it with the runtime,
-#      generates (prompts of different lengths, each in its own KV cache
-#      slot), checks every logits tensor against the interpreter, then serves
-#      a burst of concurrent requests through the dynamic batcher and prints
-#      throughput, latency and agreement with the checked generation.
+#   6. ds-run --backend jit compiles the optimized module (fusion + int8)
+#      in process (generated kernels through ORC, packed weights), generates
+#      (prompts of different lengths, each in its own KV cache slot), checks
+#      every logits tensor against the interpreter, then serves a burst of
+#      concurrent requests through the dynamic batcher and prints
+#      throughput, latency and agreement with the checked generation;
+#   7. ds-compile turns the model into one artifact (plan, generated
+#      kernels, packed weights), which the compiler-free runtime loads and
+#      runs the same way.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ds_setup
@@ -56,11 +59,16 @@ ds_log "ds-run: greedy generation (prefill + decode against the KV cache), error
   --reference "$work/model.mlir" --report "$work/error-report.json"
 echo "per-layer error report: $work/error-report.json"
 
+ds_log "ds-run --backend jit: JIT-compiled CPU code, checked against the interpreter, then 64 concurrent requests through the batcher"
+"$bin/ds-run" "$work/optimized.mlir" --weights "$work/model" --backend jit \
+  --generate 8 --prompt 1,17,42,7,99 --prompt 3,3,8,200,12,5,77 --prompt 250 \
+  --check --serve 64
+
 ds_log "ds-compile: fusion + int8 -> one artifact (plan, generated kernels, packed weights)"
 "$bin/ds-compile" "$work/model" --optimize "quantize=int8" --max-cache-len 64 \
   -o "$work/model.dsa"
 
-ds_log "ds-run --backend artifact: compiled CPU code, checked against the interpreter, then 64 concurrent requests through the batcher"
+ds_log "ds-run --backend artifact: the artifact on the runtime alone, checked against the interpreter, then 64 concurrent requests through the batcher"
 "$bin/ds-run" "$work/optimized.mlir" --weights "$work/model" \
   --backend "artifact=$work/model.dsa" --generate 8 \
   --prompt 1,17,42,7,99 --prompt 3,3,8,200,12,5,77 --prompt 250 \
