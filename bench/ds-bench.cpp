@@ -102,7 +102,7 @@ std::vector<float> randomFloats(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
-/// A weight packed as f32, int8 per row, int4 or FP8 with K groups of 128
+/// A weight packed as f32, bf16, int8 per row, int4 or FP8 with K groups of 128
 /// (quantized by absmax, as ds-quantize does without the clip search).
 struct Packed {
   Buffer buf;
@@ -113,6 +113,8 @@ struct Packed {
     int64_t group = groupOf(format, k);
     if (format == WeightFormat::F32) {
       packWeightF32(src.data(), n, k, buf.data);
+    } else if (format == WeightFormat::BF16) {
+      packWeightBF16(src.data(), n, k, buf.data); // rounds to bf16
     } else if (format == WeightFormat::S24) {
       packWeightS24(src.data(), n, k, buf.data); // prunes 2 of every 4
     } else if (format == WeightFormat::I8 || format == WeightFormat::I8Dot) {
@@ -394,7 +396,8 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
   std::printf("f32 %.3f ms (%.0f tok/s), int8 %.3f ms (%.0f tok/s): %.2fx\n",
               a * 1e3, 1 / a, b * 1e3, 1 / b, a / b);
   for (auto [format, name] :
-       {std::pair{WeightFormat::I4, "int4 g128"},
+       {std::pair{WeightFormat::BF16, "bf16"},
+        std::pair{WeightFormat::I4, "int4 g128"},
         std::pair{WeightFormat::F8, "fp8 e4m3 g128"},
         std::pair{WeightFormat::I8Dot,
                   hasVnni() ? "w8a8 (VNNI)" : "w8a8 (no VNNI: portable)"},
