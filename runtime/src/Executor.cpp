@@ -341,24 +341,44 @@ int64_t numElements(const std::vector<int64_t> &shape) {
 }
 
 /// A rank-r memref descriptor as MLIR's C interface lays it out.
-struct Descriptor {
-  std::vector<int64_t> words;
-  void *self = nullptr;
-  Descriptor(void *data, const std::vector<int64_t> &shape) {
-    size_t r = shape.size();
-    words.resize(3 + 2 * r);
-    auto ptr = reinterpret_cast<int64_t>(data);
-    words[0] = ptr;
-    words[1] = ptr;
-    words[2] = 0;
-    int64_t stride = 1;
-    for (size_t i = r; i-- > 0;) {
-      words[3 + i] = shape[i];
-      words[3 + r + i] = stride;
-      stride *= shape[i];
+/// Memref descriptors (allocated, aligned, offset, sizes, strides) of a
+/// generated kernel's arguments, in one reused buffer: no allocation per
+/// call once it has grown.
+class Descriptors {
+public:
+  /// Lays out descriptors for `args` (data, shape) and returns the kernel's
+  /// argument array (one pointer per descriptor).
+  void **
+  build(const std::vector<std::pair<void *, const std::vector<int64_t> *>>
+            &args) {
+    size_t words = 0;
+    for (const auto &a : args)
+      words += 3 + 2 * a.second->size();
+    storage.resize(words);
+    pointers.resize(args.size());
+    int64_t *at = storage.data();
+    for (size_t k = 0; k < args.size(); ++k) {
+      const std::vector<int64_t> &shape = *args[k].second;
+      size_t r = shape.size();
+      auto ptr = reinterpret_cast<int64_t>(args[k].first);
+      at[0] = ptr;
+      at[1] = ptr;
+      at[2] = 0;
+      int64_t stride = 1;
+      for (size_t i = r; i-- > 0;) {
+        at[3 + i] = shape[i];
+        at[3 + r + i] = stride;
+        stride *= shape[i];
+      }
+      pointers[k] = at;
+      at += 3 + 2 * r;
     }
-    self = words.data();
+    return pointers.data();
   }
+
+private:
+  std::vector<int64_t> storage;
+  std::vector<void *> pointers;
 };
 
 ds::QStorage toStorage(int64_t code) { return static_cast<ds::QStorage>(code); }
@@ -382,18 +402,30 @@ void fakeQuant(float *x, int64_t rows, int64_t cols, int64_t storage,
 absl::StatusOr<const Executor::Prepared *>
 Executor::prepare(const FunctionPlan &fn,
                   const std::vector<std::vector<int64_t>> &inputShapes) {
+  // Steps of the same function and shapes in a row (decode) skip the
+  // lookup.
+  if (last && lastFn == &fn && lastShapes == inputShapes)
+    return last;
   std::vector<int64_t> key;
   for (const auto &s : inputShapes) {
     key.push_back(static_cast<int64_t>(s.size()));
     key.insert(key.end(), s.begin(), s.end());
   }
+  auto remember = [&](const Prepared *p) {
+    last = p;
+    lastFn = &fn;
+    lastShapes = inputShapes;
+    return p;
+  };
   auto found = prepared.find({fn.name, key});
   if (found != prepared.end())
-    return found->second.get();
+    return remember(found->second.get());
   // Dynamic batching sees many row counts: keep the cache bounded (plans
   // are cheap to rebuild, a few microseconds each).
-  if (prepared.size() >= 512)
+  if (prepared.size() >= 512) {
     prepared.clear();
+    last = nullptr;
+  }
 
   auto p = std::make_unique<Prepared>();
   size_t nv = fn.values.size();
@@ -458,7 +490,7 @@ Executor::prepare(const FunctionPlan &fn,
   p->arenaSize = plan->arenaSize;
   const Prepared *out = p.get();
   prepared[{fn.name, key}] = std::move(p);
-  return out;
+  return remember(out);
 }
 
 absl::Status
@@ -695,7 +727,8 @@ Executor::run(const std::string &function,
               "cache slot ", s, " is outside [0, ", cache->numSlots(), ")"));
     }
 
-  std::vector<void *> ptr(fn->values.size(), nullptr);
+  std::vector<void *> &ptr = pointers;
+  ptr.assign(fn->values.size(), nullptr);
   for (size_t v = 0; v < fn->values.size(); ++v) {
     const ValueInfo &info = fn->values[v];
     switch (info.kind) {
@@ -1012,18 +1045,17 @@ Executor::run(const std::string &function,
     }
     case OpCode::Generated:
     case OpCode::Elementwise: {
-      std::vector<Descriptor> descs;
-      descs.reserve(s.operands.size() + s.weights.size() + 1);
+      thread_local std::vector<std::pair<void *, const std::vector<int64_t> *>>
+          args;
+      thread_local Descriptors descs;
+      args.clear();
       for (int32_t o : s.operands)
-        descs.emplace_back(ptr[o], shapeOf(o));
+        args.emplace_back(ptr[o], &shapeOf(o));
       for (int32_t w : s.weights)
-        descs.emplace_back(const_cast<void *>(model->weightData(w)),
-                           mp.weights[w].shape);
-      descs.emplace_back(ptr[s.results[0]], shapeOf(s.results[0]));
-      std::vector<void *> args;
-      for (Descriptor &d : descs)
-        args.push_back(d.self);
-      model->kernel(s.kernel)(args.data());
+        args.emplace_back(const_cast<void *>(model->weightData(w)),
+                          &mp.weights[w].shape);
+      args.emplace_back(ptr[s.results[0]], &shapeOf(s.results[0]));
+      model->kernel(s.kernel)(descs.build(args));
       break;
     }
     case OpCode::FakeQuant:

@@ -105,7 +105,8 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
   double work = keys * heads * static_cast<double>(d + dv);
 
   auto body = [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(maxLen + dv);
+    thread_local std::vector<float> scratch;
+    scratch.resize(maxLen + dv);
     float *scores = scratch.data(), *acc = scores + maxLen;
     for (int64_t item = begin; item < end; ++item) {
       int64_t h = item % heads, bs = item / heads, b = bs / seq;
@@ -215,7 +216,8 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
   double work = keys * heads * static_cast<double>(2 * rank + dr);
   float *qa = qAbs.data(), *ol = oLat.data();
   auto body = [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(maxLen);
+    thread_local std::vector<float> scores;
+    scores.resize(maxLen);
     for (int64_t item = begin; item < end; ++item) {
       int64_t bs = item / heads, b = bs / seq;
       int64_t len = positions[bs] + 1;

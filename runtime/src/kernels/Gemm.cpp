@@ -244,17 +244,16 @@ int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
       return indices[i];
   // Bucket (token, choice) pairs by expert, in token order, as the
   // reference's stable dispatch does.
-  std::vector<int64_t> offsets(numExperts + 1, 0);
+  thread_local std::vector<int64_t> offsets, rows, fill;
+  offsets.assign(numExperts + 1, 0);
   for (int64_t i = 0; i < n * topK; ++i)
     ++offsets[indices[i] + 1];
   for (int64_t e = 0; e < numExperts; ++e)
     offsets[e + 1] += offsets[e];
-  std::vector<int64_t> rows(n * topK);
-  {
-    std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
-    for (int64_t i = 0; i < n * topK; ++i)
-      rows[fill[indices[i]]++] = i;
-  }
+  rows.resize(n * topK);
+  fill.assign(offsets.begin(), offsets.end() - 1);
+  for (int64_t i = 0; i < n * topK; ++i)
+    rows[fill[indices[i]]++] = i;
   // Scratch reused across calls on this thread: no page faults in steady
   // state.
   thread_local std::vector<float> xs, gu, hid, out;

@@ -211,10 +211,18 @@ void route(const float *logits, const float *bias, int64_t n,
   // Candidates in the order the interpreter stable-sorts them: all experts,
   // or the kept ones (sorted global ids).
   int64_t numCand = pruned ? config.numKept : e;
-  std::vector<float> s(e), sel(e), groupScore(groups);
-  std::vector<double> ex(e);
-  std::vector<char> groupKept(groups), taken(numCand);
-  std::vector<int64_t> chosen(k);
+  // Scratch reused across calls on this thread.
+  thread_local std::vector<float> s, sel, groupScore;
+  thread_local std::vector<double> ex;
+  thread_local std::vector<char> groupKept, taken;
+  thread_local std::vector<int64_t> chosen;
+  s.resize(e);
+  sel.resize(e);
+  groupScore.resize(groups);
+  ex.resize(e);
+  groupKept.resize(groups);
+  taken.resize(numCand);
+  chosen.resize(k);
   const float negInf = -std::numeric_limits<float>::infinity();
   for (int64_t t = 0; t < n; ++t) {
     const float *l = logits + t * e;

@@ -158,6 +158,12 @@ private:
   std::map<std::pair<std::string, std::vector<int64_t>>,
            std::unique_ptr<Prepared>>
       prepared;
+  /// The last plan prepare() returned, and for what.
+  const Prepared *last = nullptr;
+  const FunctionPlan *lastFn = nullptr;
+  std::vector<std::vector<int64_t>> lastShapes;
+  /// Buffer addresses of the running function's values.
+  std::vector<void *> pointers;
 };
 
 } // namespace ds::rt
