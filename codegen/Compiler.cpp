@@ -113,6 +113,9 @@ mlir::ds::jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <dlfcn.h>
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -238,6 +241,25 @@ std::string cacheDirectory(const CompileOptions &options) {
 }
 } // namespace
 
+namespace {
+/// The build of the compiler that would make the artifact: the file this
+/// code was loaded from (libDSCodegen.so or an executable linking it), its
+/// size and modification time. A rebuilt ds (same version number, other
+/// passes or packing) then misses the entries an older build wrote.
+std::string compilerIdentity() {
+  Dl_info info;
+  if (!dladdr(reinterpret_cast<void *>(&mlir::ds::compileModule), &info) ||
+      !info.dli_fname)
+    return "unknown-build";
+  struct stat st;
+  if (stat(info.dli_fname, &st) != 0)
+    return info.dli_fname;
+  return std::string(info.dli_fname) + ":" + std::to_string(st.st_size) + ":" +
+         std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
+}
+} // namespace
+
 absl::StatusOr<std::shared_ptr<rt::Model>>
 mlir::ds::compileCached(const std::string &path, const std::string &weights,
                         const CompileOptions &options, bool *cacheHit) {
@@ -249,6 +271,7 @@ mlir::ds::compileCached(const std::string &path, const std::string &weights,
     h = rt::fnv1a(s.data(), s.size(), h);
   };
   mix(std::string("ds-artifact-v1:") + ds_version_string());
+  mix(compilerIdentity());
   mix(target.triple + target.cpu + target.features);
   mix(options.optimize + (options.noOptimize ? ":raw" : ":opt") + ":" +
       std::to_string(options.maxCacheLen));
