@@ -36,6 +36,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace ds::rt;
@@ -548,7 +549,16 @@ void benchBatching(const std::string &path) {
 } // namespace
 
 int main(int argc, char **argv) {
-  setenv("OMP_NUM_THREADS", "1", 1);
+  // oneDNN runs on OpenMP, which reads OMP_NUM_THREADS when the library
+  // loads, before main: setting it here is too late, so run again with it
+  // set (otherwise the one-thread baseline uses every core).
+  if (const char *v = std::getenv("OMP_NUM_THREADS");
+      !v || std::string(v) != "1") {
+    setenv("OMP_NUM_THREADS", "1", 1);
+    execv("/proc/self/exe", argv);
+    std::fprintf(stderr, "ds-bench: could not restart with OMP_NUM_THREADS=1; "
+                         "oneDNN may use several threads\n");
+  }
   std::string model, only;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
