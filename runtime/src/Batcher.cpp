@@ -84,11 +84,10 @@ namespace {
 /// Rows per part below which splitting a step costs more than it saves.
 constexpr int64_t kMinRowsPerPart = 8;
 
-/// Boundaries [b0 = 0, b1, ..., bP = n) of up to `parts` contiguous row
-/// ranges of about equal size, each moved forward until no slot has rows on
-/// both sides of it; fewer parts when that is impossible.
-std::vector<int64_t> rowParts(const std::vector<int64_t> &slots,
-                              int64_t parts) {
+} // namespace
+
+std::vector<int64_t> splitRowsBySlot(const std::vector<int64_t> &slots,
+                                     int64_t parts) {
   int64_t n = static_cast<int64_t>(slots.size());
   // Last row of each slot, so that a boundary can be checked in O(1).
   std::map<int64_t, int64_t> last;
@@ -109,8 +108,6 @@ std::vector<int64_t> rowParts(const std::vector<int64_t> &slots,
   return bounds;
 }
 
-} // namespace
-
 absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
                                          const std::vector<int64_t> &positions,
                                          const std::vector<int64_t> &slots) {
@@ -120,7 +117,7 @@ absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
   std::vector<int64_t> bounds;
   if (parts >= 2 && positions.size() == tokens.size() &&
       slots.size() == tokens.size())
-    bounds = rowParts(slots, parts);
+    bounds = splitRowsBySlot(slots, parts);
   if (bounds.size() < 3)
     return runRows(exec, tokens, positions, slots);
 

@@ -11,7 +11,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -152,8 +154,64 @@ TEST(Executor, MemoryLimitRefusesLargerPlans) {
       exec.run("decode", {&tokens, &positions}, &*cache, {0, 1, 2, 3}).ok());
 }
 
+// Row parts are contiguous, cover every row once, never share a slot, and
+// are about equal when the slots allow it.
+TEST(Session, SplitRowsBySlotKeepsSlotsWhole) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<int64_t> slots;
+    int64_t rows = 1 + static_cast<int64_t>(rng() % 120);
+    // Runs of one slot (a prompt's tokens), sometimes a slot again later.
+    while (static_cast<int64_t>(slots.size()) < rows) {
+      int64_t slot = static_cast<int64_t>(rng() % 40);
+      int64_t len = 1 + static_cast<int64_t>(rng() % 9);
+      for (int64_t i = 0; i < len && static_cast<int64_t>(slots.size()) < rows;
+           ++i)
+        slots.push_back(slot);
+    }
+    int64_t parts = 1 + static_cast<int64_t>(rng() % 6);
+    std::vector<int64_t> b = splitRowsBySlot(slots, parts);
+    ASSERT_GE(b.size(), 2u);
+    ASSERT_LE(static_cast<int64_t>(b.size()) - 1, parts);
+    ASSERT_EQ(b.front(), 0);
+    ASSERT_EQ(b.back(), rows);
+    std::map<int64_t, size_t> partOf;
+    for (size_t p = 0; p + 1 < b.size(); ++p) {
+      ASSERT_LT(b[p], b[p + 1]);
+      for (int64_t r = b[p]; r < b[p + 1]; ++r) {
+        auto [it, fresh] = partOf.emplace(slots[r], p);
+        ASSERT_TRUE(fresh || it->second == p)
+            << "slot " << slots[r] << " in parts " << it->second << " and "
+            << p;
+      }
+    }
+  }
+  // 80 rows of 7-row prompts in 4 parts: boundaries move to slot edges.
+  std::vector<int64_t> slots;
+  for (int64_t i = 0; i < 80; ++i)
+    slots.push_back(i / 7);
+  EXPECT_EQ(splitRowsBySlot(slots, 4),
+            (std::vector<int64_t>{0, 21, 42, 63, 80}));
+  // One slot cannot be split.
+  EXPECT_EQ(splitRowsBySlot(std::vector<int64_t>(50, 3), 4),
+            (std::vector<int64_t>{0, 50}));
+}
+
+/// Max |a - b| / max |b| of two logits tensors of one shape.
+double relDiff(const ds::HostTensor &a, const ds::HostTensor &b) {
+  double err = 0, mag = 0;
+  for (int64_t i = 0; i < b.numElements(); ++i) {
+    err = std::max<double>(err,
+                           std::abs(a.data<float>()[i] - b.data<float>()[i]));
+    mag = std::max<double>(mag, std::abs(b.data<float>()[i]));
+  }
+  return mag > 0 ? err / mag : err;
+}
+
 // A step split into row parts (never splitting a slot's rows) gives the
-// logits of the same step run whole.
+// logits of the same step run whole. Not bit for bit: a part's GEMMs see
+// fewer rows (an expert's rows too), so other tile shapes round the last
+// bits differently; a row reading another slot's cache would be far off.
 TEST(Session, RowPartsMatchOneExecutor) {
   auto model = loadModel();
   if (!model)
@@ -178,8 +236,7 @@ TEST(Session, RowPartsMatchOneExecutor) {
   auto b = (*split)->step(tokens, positions, slots);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
   ASSERT_EQ(a->shape, b->shape);
-  for (int64_t i = 0; i < a->numElements(); ++i)
-    ASSERT_EQ(a->data<float>()[i], b->data<float>()[i]) << "element " << i;
+  EXPECT_LT(relDiff(*b, *a), 1e-5);
   // The next decode step reads what both wrote into their caches.
   std::vector<int64_t> next, nextPos, nextSlots;
   for (size_t i = 0; i < tokens.size(); ++i)
@@ -191,8 +248,7 @@ TEST(Session, RowPartsMatchOneExecutor) {
   a = (*whole)->step(next, nextPos, nextSlots);
   b = (*split)->step(next, nextPos, nextSlots);
   ASSERT_TRUE(a.ok() && b.ok());
-  for (int64_t i = 0; i < a->numElements(); ++i)
-    ASSERT_EQ(a->data<float>()[i], b->data<float>()[i]) << "element " << i;
+  EXPECT_LT(relDiff(*b, *a), 1e-5);
 }
 
 TEST(Batcher, FullQueueAndBadRequestsAreRefusedNotLost) {

@@ -80,6 +80,13 @@ private:
   std::vector<std::unique_ptr<Executor>> partExecs;
 };
 
+/// Boundaries [0 = b0, b1, ..., bP = rows] of up to `parts` contiguous row
+/// ranges of about equal size, each boundary moved forward until no slot
+/// has rows on both sides of it (fewer ranges when that is impossible):
+/// how Session::step splits a step over its workers.
+std::vector<int64_t> splitRowsBySlot(const std::vector<int64_t> &slots,
+                                     int64_t parts);
+
 struct BatcherOptions {
   /// Sequences decoded together (= KV cache slots).
   int64_t maxBatchSize = 32;
