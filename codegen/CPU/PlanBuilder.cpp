@@ -280,6 +280,16 @@ private:
     return parts;
   }
 
+  /// A param's quantized type when it is symmetric with scales (no zero
+  /// points) and, if it selects rows, selects whole experts; else null.
+  static QTensorType scaledQuantized(ParamOp param) {
+    auto type = dyn_cast<QTensorType>(param.getType());
+    if (!type || param.getZeroPoints() || !param.getScales() ||
+        (param.getSelect() && !param.isStacked()))
+      return nullptr;
+    return type;
+  }
+
   /// int8 with one scale per output row (ds-quantize's int8/w8a8 weights)
   /// stays int8, also when concatenated along N: the GEMM widens it in
   /// registers.
@@ -291,9 +301,8 @@ private:
     if (parts.empty())
       return failure();
     for (ParamOp param : parts) {
-      auto type = dyn_cast<QTensorType>(param.getType());
-      if (!type || param.getZeroPoints() || !param.getScales() ||
-          (param.getSelect() && !param.isStacked()))
+      QTensorType type = scaledQuantized(param);
+      if (!type)
         return failure();
       ::ds::QScheme scheme = getQScheme(type);
       if (scheme.storage != ::ds::QStorage::I8)
@@ -357,9 +366,8 @@ private:
     SmallVector<Part> schemes;
     int64_t group = -1;
     for (ParamOp param : parts) {
-      auto type = dyn_cast<QTensorType>(param.getType());
-      if (!type || param.getZeroPoints() || !param.getScales() ||
-          (param.getSelect() && !param.isStacked()))
+      QTensorType type = scaledQuantized(param);
+      if (!type)
         return failure();
       ::ds::QScheme scheme = getQScheme(type);
       std::vector<int64_t> block = scheme.block;

@@ -161,34 +161,32 @@ void packWeightF8(const float *values, const float *scales, int64_t n,
                   reinterpret_cast<float *>(dst));
 }
 
-void packWeightF32(const float *w, int64_t n, int64_t k, void *out) {
-  float *dst = static_cast<float *>(out);
+namespace {
+/// Row-major [n, k] values into 16-column panels ([panels][k][16], padded
+/// columns zero), each element converted by `convert`.
+template <typename T, typename Convert>
+void packPanels(const float *w, int64_t n, int64_t k, void *out,
+                Convert convert) {
+  T *dst = static_cast<T *>(out);
   for (int64_t p = 0; p < numPanels(n); ++p)
     for (int64_t kk = 0; kk < k; ++kk)
       for (int64_t j = 0; j < kPanel; ++j) {
         int64_t row = p * kPanel + j;
-        *dst++ = row < n ? w[row * k + kk] : 0.0f;
+        *dst++ = row < n ? convert(w[row * k + kk]) : T{0};
       }
+}
+} // namespace
+
+void packWeightF32(const float *w, int64_t n, int64_t k, void *out) {
+  packPanels<float>(w, n, k, out, [](float x) { return x; });
 }
 
 void packWeightBF16(const float *w, int64_t n, int64_t k, void *out) {
-  auto *dst = static_cast<uint16_t *>(out);
-  for (int64_t p = 0; p < numPanels(n); ++p)
-    for (int64_t kk = 0; kk < k; ++kk)
-      for (int64_t j = 0; j < kPanel; ++j) {
-        int64_t row = p * kPanel + j;
-        *dst++ = row < n ? ds::floatToBF16(w[row * k + kk]) : 0;
-      }
+  packPanels<uint16_t>(w, n, k, out, ds::floatToBF16);
 }
 
 void packWeightF16(const float *w, int64_t n, int64_t k, void *out) {
-  auto *dst = static_cast<uint16_t *>(out);
-  for (int64_t p = 0; p < numPanels(n); ++p)
-    for (int64_t kk = 0; kk < k; ++kk)
-      for (int64_t j = 0; j < kPanel; ++j) {
-        int64_t row = p * kPanel + j;
-        *dst++ = row < n ? ds::floatToHalf(w[row * k + kk]) : 0;
-      }
+  packPanels<uint16_t>(w, n, k, out, ds::floatToHalf);
 }
 
 void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
