@@ -89,49 +89,35 @@ public:
       info.layout = rt::WeightLayout::PackedI8;
     } else if (succeeded(packGrouped(v, experts, n, k, bytes, info))) {
       // int4 / FP8 stay narrow; info.layout and group set.
-    } else if (Type elt = getElementTypeOrSelf(v.getType());
-               elt.isBF16() || elt.isF16()) {
-      // ds-quantize{quantize=bf16|f16}: the weights stay 2 bytes wide.
+    } else {
+      // The f32 value, packed per expert: bf16 / f16 weights
+      // (ds-quantize{quantize=bf16|f16}) stay 2 bytes wide, 2:4 weights
+      // (ds-sparsify-24) stay compressed (the kernel picks the activations
+      // each kept weight needs), anything else is f32.
+      Type elt = getElementTypeOrSelf(v.getType());
+      auto format = rt::kernels::WeightFormat::F32;
+      auto pack = rt::kernels::packWeightF32;
+      info.layout = rt::WeightLayout::PackedF32;
+      if (elt.isBF16()) {
+        format = rt::kernels::WeightFormat::BF16;
+        pack = rt::kernels::packWeightBF16;
+        info.layout = rt::WeightLayout::PackedBF16;
+      } else if (elt.isF16()) {
+        format = rt::kernels::WeightFormat::F16;
+        pack = rt::kernels::packWeightF16;
+        info.layout = rt::WeightLayout::PackedF16;
+      } else if (isSparse24(v) && k % 4 == 0) {
+        format = rt::kernels::WeightFormat::S24;
+        pack = rt::kernels::packWeightS24;
+        info.layout = rt::WeightLayout::PackedS24;
+      }
       FailureOr<Tensor> t = evaluate(v);
       if (failed(t))
         return failure();
-      bool bf16 = elt.isBF16();
-      auto format = bf16 ? rt::kernels::WeightFormat::BF16
-                         : rt::kernels::WeightFormat::F16;
-      info.layout =
-          bf16 ? rt::WeightLayout::PackedBF16 : rt::WeightLayout::PackedF16;
       size_t one = perExpert(format, n, k);
       bytes.assign(one * experts, '\0');
-      for (int64_t e = 0; e < experts; ++e) {
-        if (bf16)
-          rt::kernels::packWeightBF16(t->f.data() + e * n * k, n, k,
-                                      bytes.data() + e * one);
-        else
-          rt::kernels::packWeightF16(t->f.data() + e * n * k, n, k,
-                                     bytes.data() + e * one);
-      }
-    } else if (isSparse24(v) && k % 4 == 0) {
-      // 2:4 weights (ds-sparsify-24) stay compressed: the kernel picks the
-      // activations each kept weight needs.
-      FailureOr<Tensor> t = evaluate(v);
-      if (failed(t))
-        return failure();
-      info.layout = rt::WeightLayout::PackedS24;
-      size_t one = perExpert(rt::kernels::WeightFormat::S24, n, k);
-      bytes.assign(one * experts, '\0');
       for (int64_t e = 0; e < experts; ++e)
-        rt::kernels::packWeightS24(t->f.data() + e * n * k, n, k,
-                                   bytes.data() + e * one);
-    } else {
-      FailureOr<Tensor> t = evaluate(v);
-      if (failed(t))
-        return failure();
-      info.layout = rt::WeightLayout::PackedF32;
-      size_t one = perExpert(rt::kernels::WeightFormat::F32, n, k);
-      bytes.assign(one * experts, '\0');
-      for (int64_t e = 0; e < experts; ++e)
-        rt::kernels::packWeightF32(t->f.data() + e * n * k, n, k,
-                                   bytes.data() + e * one);
+        pack(t->f.data() + e * n * k, n, k, bytes.data() + e * one);
     }
     int32_t id = add(info, bytes.data(), bytes.size());
     ids[key] = id;
