@@ -26,6 +26,28 @@ struct Aligned {
   }
 };
 
+/// Fills v with uniform values in [-1, 1).
+void fillUniform(std::vector<float> &v, std::mt19937 &rng) {
+  std::uniform_real_distribution<float> dist(-1, 1);
+  for (float &x : v)
+    x = dist(rng);
+}
+
+/// bias + a wᵀ in double: a [m, k], w [n, k] row-major.
+std::vector<double> denseProduct(const std::vector<float> &a, int64_t m,
+                                 int64_t k, const std::vector<float> &w,
+                                 int64_t n, const std::vector<float> &bias) {
+  std::vector<double> out;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = bias[j];
+      for (int64_t i = 0; i < k; ++i)
+        acc += static_cast<double>(a[r * k + i]) * w[j * k + i];
+      out.push_back(acc);
+    }
+  return out;
+}
+
 /// Max |a - b| / max |b|.
 double relError(const std::vector<float> &a, const std::vector<double> &b) {
   double err = 0, mag = 0;
@@ -95,20 +117,18 @@ TEST(Gemm, MatchesLoopsOnOddShapes) {
 /// widened in registers or, for several row tiles, into an f32 slab.
 TEST(Gemm, Bf16AndF16MatchLoops) {
   std::mt19937 rng(4);
-  std::uniform_real_distribution<float> dist(-1, 1);
   for (WeightFormat format : {WeightFormat::BF16, WeightFormat::F16})
     for (int64_t m : {1, 3, 6, 13, 40})
       for (int64_t n : {5, 16, 33, 150})
         for (int64_t k : {1, 31, 300}) {
           std::vector<float> a(m * k), w(n * k), bias(n);
-          for (float &v : a)
-            v = dist(rng);
-          for (float &v : bias)
-            v = dist(rng);
+          fillUniform(a, rng);
+          fillUniform(bias, rng);
+          fillUniform(w, rng);
           for (float &v : w)
-            v = ds::roundToDType(dist(rng), format == WeightFormat::BF16
-                                                ? ds::DType::BF16
-                                                : ds::DType::F16);
+            v = ds::roundToDType(v, format == WeightFormat::BF16
+                                        ? ds::DType::BF16
+                                        : ds::DType::F16);
           Aligned packed(packedWeightBytes(format, n, k));
           if (format == WeightFormat::BF16)
             packWeightBF16(w.data(), n, k, packed.data);
@@ -117,15 +137,7 @@ TEST(Gemm, Bf16AndF16MatchLoops) {
           std::vector<float> c(m * n);
           gemm(a.data(), m, k, {format, n, k, packed.data}, bias.data(),
                c.data(), n);
-          std::vector<double> want;
-          for (int64_t r = 0; r < m; ++r)
-            for (int64_t j = 0; j < n; ++j) {
-              double acc = bias[j];
-              for (int64_t i = 0; i < k; ++i)
-                acc += static_cast<double>(a[r * k + i]) * w[j * k + i];
-              want.push_back(acc);
-            }
-          EXPECT_LT(relError(c, want), 1e-5)
+          EXPECT_LT(relError(c, denseProduct(a, m, k, w, n, bias)), 1e-5)
               << "format=" << static_cast<int>(format) << " m=" << m
               << " n=" << n << " k=" << k;
         }
@@ -267,14 +279,7 @@ TEST(Gemm, Sparse24MatchesPrunedDense) {
         std::vector<float> c(m * n);
         gemm(a.data(), m, k, {WeightFormat::S24, n, k, packed.data},
              bias.data(), c.data(), n);
-        std::vector<double> want;
-        for (int64_t r = 0; r < m; ++r)
-          for (int64_t j = 0; j < n; ++j) {
-            double acc = bias[j];
-            for (int64_t i = 0; i < k; ++i)
-              acc += static_cast<double>(a[r * k + i]) * pruned[j * k + i];
-            want.push_back(acc);
-          }
+        std::vector<double> want = denseProduct(a, m, k, pruned, n, bias);
         EXPECT_LT(relError(c, want), 1e-5)
             << "m=" << m << " n=" << n << " k=" << k;
         // Packing the pruned matrix gives the same product.
