@@ -530,8 +530,7 @@ void benchBatching(const std::string &path) {
     for (int i = 0; i < 200; ++i)
       (void)(*session)->step(tokens, positions, slots);
     std::printf("time per step kind, batch %lld, 200 steps:\n%s",
-                static_cast<long long>(b),
-                (*session)->executor().profileReport().c_str());
+                static_cast<long long>(b), (*session)->profileReport().c_str());
   }
   BatcherOptions options;
   options.maxBatchSize = 32;

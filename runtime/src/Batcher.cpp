@@ -124,6 +124,10 @@ absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
   int64_t count = static_cast<int64_t>(bounds.size()) - 1;
   while (static_cast<int64_t>(partExecs.size()) < count - 1)
     partExecs.push_back(std::make_unique<Executor>(model_, nullptr));
+  for (int64_t i = 0; i + 1 < count; ++i) {
+    partExecs[i]->setProfiling(exec.isProfiling());
+    partExecs[i]->setMemoryLimit(exec.getMemoryLimit());
+  }
   auto slice = [&](const std::vector<int64_t> &v, int64_t i) {
     return std::vector<int64_t>(v.begin() + bounds[i],
                                 v.begin() + bounds[i + 1]);
@@ -153,6 +157,13 @@ absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
     dst += r->numElements();
   }
   return logits;
+}
+
+std::string Session::profileReport() const {
+  std::vector<const Executor *> all{&exec};
+  for (const auto &e : partExecs)
+    all.push_back(e.get());
+  return Executor::profileReport(all);
 }
 
 namespace {

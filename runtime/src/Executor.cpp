@@ -1115,7 +1115,14 @@ const char *opName(OpCode op) {
 }
 } // namespace
 
-std::string Executor::profileReport() const {
+std::string
+Executor::profileReport(const std::vector<const Executor *> &executors) {
+  std::map<uint32_t, std::pair<double, int64_t>> profile;
+  for (const Executor *e : executors)
+    for (const auto &[op, entry] : e->profile) {
+      profile[op].first += entry.first;
+      profile[op].second += entry.second;
+    }
   std::vector<std::pair<double, std::string>> rows;
   double total = 0;
   for (const auto &[op, entry] : profile)

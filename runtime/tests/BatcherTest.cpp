@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <map>
 #include <random>
+#include <sstream>
 #include <thread>
 
 using namespace ds::rt;
@@ -232,11 +233,27 @@ TEST(Session, RowPartsMatchOneExecutor) {
   auto whole = Session::create(model, slots.back() + 1, 0);
   auto split = Session::create(model, slots.back() + 1, 3);
   ASSERT_TRUE(whole.ok() && split.ok());
+  (*whole)->executor().setProfiling(true);
+  (*split)->executor().setProfiling(true);
   auto a = (*whole)->step(tokens, positions, slots);
   auto b = (*split)->step(tokens, positions, slots);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
   ASSERT_EQ(a->shape, b->shape);
   EXPECT_LT(relDiff(*b, *a), 1e-5);
+  // The profile covers every part: each ran every step of the plan once.
+  auto calls = [](const std::string &report) {
+    int64_t total = 0;
+    std::istringstream lines(report);
+    for (std::string line; std::getline(lines, line);)
+      if (auto at = line.rfind(" calls"); at != std::string::npos)
+        total += std::stoll(line.substr(line.rfind(' ', at - 1), at));
+    return total;
+  };
+  int64_t parts = static_cast<int64_t>(splitRowsBySlot(slots, 4).size()) - 1;
+  ASSERT_GT(parts, 1);
+  EXPECT_GT(calls((*whole)->profileReport()), 0);
+  EXPECT_EQ(calls((*split)->profileReport()),
+            parts * calls((*whole)->profileReport()));
   // The next decode step reads what both wrote into their caches.
   std::vector<int64_t> next, nextPos, nextSlots;
   for (size_t i = 0; i < tokens.size(); ++i)

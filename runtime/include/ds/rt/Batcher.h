@@ -58,7 +58,12 @@ public:
   generate(const std::vector<int64_t> &prompt, int64_t maxNew,
            int64_t slot = 0);
 
+  /// The executor of whole steps (and of a split step's first part); its
+  /// profiling and memory limit carry over to the other parts' executors.
   Executor &executor() { return exec; }
+  /// Step times by kind over every executor of this session (row parts
+  /// included; parts that ran at once add up).
+  std::string profileReport() const;
 
   /// Checks a request against the model: ids in the vocabulary, room in the
   /// cache.

@@ -131,12 +131,18 @@ public:
   /// refused with ResourceExhausted before anything is allocated (0: no
   /// limit, the default).
   void setMemoryLimit(uint64_t bytes) { memoryLimit = bytes; }
+  uint64_t getMemoryLimit() const { return memoryLimit; }
 
   /// Times every step by kind while on (off by default: two clock reads a
   /// step).
   void setProfiling(bool on) { profiling = on; }
+  bool isProfiling() const { return profiling; }
   /// Time and calls per step kind since profiling began, largest first.
-  std::string profileReport() const;
+  std::string profileReport() const { return profileReport({this}); }
+  /// The same, summed over several executors (thread time: executors that
+  /// ran at once add up).
+  static std::string
+  profileReport(const std::vector<const Executor *> &executors);
   void resetProfile() { profile.clear(); }
 
 private:
