@@ -429,7 +429,7 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
         std::pair{WeightFormat::I4, "int4 g128"},
         std::pair{WeightFormat::F8, "fp8 e4m3 g128"},
         std::pair{WeightFormat::I8Dot,
-                  hasVnni() ? "w8a8 (VNNI)" : "w8a8 (no VNNI: portable)"},
+                  hasVnni() ? "w8a8 (VNNI)" : "w8a8 (AVX2, no VNNI)"},
         std::pair{WeightFormat::S24, "2:4 sparse f32"}}) {
     MoELayer q(format);
     double t = medianSeconds([&] { q.run(x.data(), 1, y.data()); });

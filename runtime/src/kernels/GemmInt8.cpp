@@ -4,7 +4,7 @@
 // activation rows are quantized here (as support's ds::quantize does) and
 // stored + 128 as uint8, so that AVX-512 VNNI's vpdpbusd (uint8 x int8)
 // computes the dot products; the + 128 is taken back with the weights'
-// column sums. Without VNNI a portable loop computes the same integers.
+// column sums. Without VNNI an AVX2 kernel computes the same integers.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <immintrin.h>
+#include <type_traits>
 #include <vector>
 
 namespace ds::rt::kernels {
@@ -83,35 +85,137 @@ void quantizeRowsI8(const float *x, int64_t m, int64_t k, int64_t lda,
 }
 
 namespace {
-/// The same integers without VNNI.
-void gemmI8DotPortable(const uint8_t *xq, int64_t ldq, const float *xs,
-                       int64_t m, const PackedWeight &w, const float *bias,
-                       float *c, int64_t ldc, int64_t panelBegin,
-                       int64_t panelEnd) {
+/// The same integers with AVX2, whose byte multiply (vpmaddubsw) saturates:
+/// activations and weights widen to int16 and vpmaddwd adds exact products
+/// of adjacent k pairs into 32-bit lanes. A tile is R rows x one panel: per
+/// group of 4 k, four 16-byte weight loads (4 columns x 4 k each) widen
+/// once and serve every row, whose 4 activations are one 64-bit broadcast.
+/// Each column's two pair sums are added in the epilogue, which is the
+/// VNNI kernel's (the same floats).
+constexpr int kPrefetch = 1024;
+
+template <int R, int P>
+inline void tileAvx2(const int16_t *x16, int64_t ld16, const float *xs,
+                     const int8_t *panel, int64_t panelBytes, int64_t quads,
+                     const float *scales, const int32_t *sums,
+                     const float *bias, int nvalid, float *c, int64_t ldc) {
+  __m256i acc[R][P][4];
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < P; ++p)
+      for (int v = 0; v < 4; ++v)
+        acc[r][p][v] = _mm256_setzero_si256();
+  for (int64_t g = 0; g < quads; ++g) {
+    __m256i a[R];
+    for (int r = 0; r < R; ++r) {
+      int64_t four;
+      std::memcpy(&four, x16 + r * ld16 + g * 4, 8);
+      a[r] = _mm256_set1_epi64x(four);
+    }
+    if constexpr (R == 1)
+      for (int p = 0; p < P; ++p)
+        _mm_prefetch(reinterpret_cast<const char *>(panel + p * panelBytes +
+                                                    g * 64 + kPrefetch),
+                     _MM_HINT_T0);
+    for (int p = 0; p < P; ++p)
+      for (int v = 0; v < 4; ++v) {
+        __m256i wv = _mm256_cvtepi8_epi16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i *>(
+                panel + p * panelBytes + g * 64 + v * 16)));
+        for (int r = 0; r < R; ++r)
+          acc[r][p][v] =
+              _mm256_add_epi32(acc[r][p][v], _mm256_madd_epi16(wv, a[r]));
+      }
+  }
+  // acc[r][p][v] lanes: the pair sums (k 0+1, k 2+3) of columns 4v .. 4v+3
+  // of panel p; hadd leaves [4v, 4v+1, 4v', 4v'+1 | 4v+2, 4v+3, 4v'+2,
+  // 4v'+3] for v' = v + 1, put in order by a 64-bit permute.
+  for (int p = 0; p < P; ++p)
+    for (int half = 0; half < 2; ++half) {
+      int at = p * kPanel + half * 8;
+      int cols = std::min(8, nvalid - at);
+      if (cols <= 0)
+        continue;
+      __m256 scale = _mm256_loadu_ps(scales + at);
+      __m256i shift = _mm256_slli_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(sums + at)), 7);
+      __m256 add = bias ? _mm256_loadu_ps(bias + at) : _mm256_setzero_ps();
+      for (int r = 0; r < R; ++r) {
+        __m256i sum = _mm256_permute4x64_epi64(
+            _mm256_hadd_epi32(acc[r][p][2 * half], acc[r][p][2 * half + 1]),
+            0b11011000);
+        __m256 out = _mm256_cvtepi32_ps(_mm256_sub_epi32(sum, shift));
+        out = _mm256_fmadd_ps(out, _mm256_mul_ps(scale, _mm256_set1_ps(xs[r])),
+                              add);
+        if (cols == 8) {
+          _mm256_storeu_ps(c + r * ldc + at, out);
+        } else {
+          float tmp[8];
+          _mm256_storeu_ps(tmp, out);
+          std::copy(tmp, tmp + cols, c + r * ldc + at);
+        }
+      }
+    }
+}
+
+void gemmI8DotAvx2(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
+                   const PackedWeight &w, const float *bias, float *c,
+                   int64_t ldc, int64_t panelBegin, int64_t panelEnd) {
+  constexpr int MR = 3;
   int64_t panels = panelsOf(w.n), quads = quadsOf(w.k);
   const auto *base = static_cast<const int8_t *>(w.data);
   const auto *scales =
       reinterpret_cast<const float *>(base + panels * quads * kPanel * 4);
   const auto *sums =
       reinterpret_cast<const int32_t *>(scales + panels * kPanel);
-  for (int64_t p = panelBegin; p < panelEnd; ++p) {
-    const int8_t *panel = base + p * quads * kPanel * 4;
-    int nvalid = static_cast<int>(std::min<int64_t>(kPanel, w.n - p * kPanel));
-    for (int64_t r = 0; r < m; ++r) {
-      int32_t acc[kPanel] = {};
-      const uint8_t *x = xq + r * ldq;
-      for (int64_t g = 0; g < quads; ++g)
-        for (int64_t j = 0; j < kPanel; ++j)
-          for (int64_t i = 0; i < 4; ++i)
-            acc[j] += static_cast<int32_t>(x[g * 4 + i]) *
-                      panel[(g * kPanel + j) * 4 + i];
-      for (int j = 0; j < nvalid; ++j) {
-        int64_t col = p * kPanel + j;
-        float v =
-            static_cast<float>(acc[j] - 128 * sums[col]) * xs[r] * scales[col];
-        c[r * ldc + col] = bias ? v + bias[col] : v;
-      }
+  // The activations (+ 128, so 0..255) as int16.
+  const int64_t ld16 = quads * 4;
+  thread_local std::vector<int16_t> x16;
+  x16.resize(m * ld16);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t i = 0; i < ld16; ++i)
+      x16[r * ld16 + i] = xq[r * ldq + i];
+  // One row: PR panels at once, so that as many weight streams are in
+  // flight (one stream alone does not reach the memory bandwidth).
+  constexpr int PR = 3;
+  const int64_t panelBytes = quads * kPanel * 4;
+  float biasTile[PR * kPanel];
+  for (int64_t p = panelBegin; p < panelEnd;) {
+    const int64_t have = m == 1 ? std::min<int64_t>(PR, panelEnd - p) : 1;
+    int nvalid =
+        static_cast<int>(std::min<int64_t>(have * kPanel, w.n - p * kPanel));
+    const float *b = nullptr;
+    if (bias) {
+      for (int j = 0; j < have * kPanel; ++j)
+        biasTile[j] = j < nvalid ? bias[p * kPanel + j] : 0.0f;
+      b = biasTile;
     }
+    const int8_t *panel = base + p * panelBytes;
+    const float *sc = scales + p * kPanel;
+    const int32_t *su = sums + p * kPanel;
+    int64_t tiles = (m + MR - 1) / MR;
+    for (int64_t t = 0, r = 0; r < m; ++t) {
+      int64_t rows = m / tiles + (t < m % tiles ? 1 : 0);
+      const int16_t *x = x16.data() + r * ld16;
+      float *cc = c + r * ldc + p * kPanel;
+      auto run = [&](auto rc, auto pc) {
+        tileAvx2<decltype(rc)::value, decltype(pc)::value>(
+            x, ld16, xs + r, panel, panelBytes, quads, sc, su, b, nvalid, cc,
+            ldc);
+      };
+      using One = std::integral_constant<int, 1>;
+      if (rows == 3)
+        run(std::integral_constant<int, 3>(), One());
+      else if (rows == 2)
+        run(std::integral_constant<int, 2>(), One());
+      else if (have == 3)
+        run(One(), std::integral_constant<int, 3>());
+      else if (have == 2)
+        run(One(), std::integral_constant<int, 2>());
+      else
+        run(One(), One());
+      r += rows;
+    }
+    p += have;
   }
 }
 } // namespace
@@ -131,7 +235,7 @@ void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
     if (hasVnni())
       vnni::gemmI8Dot(xq.data(), ldq, xs.data(), m, w, bias, c, ldc, p0, p1);
     else
-      gemmI8DotPortable(xq.data(), ldq, xs.data(), m, w, bias, c, ldc, p0, p1);
+      gemmI8DotAvx2(xq.data(), ldq, xs.data(), m, w, bias, c, ldc, p0, p1);
   };
   double ops = 2.0 * static_cast<double>(m) * w.n * w.k;
   if (!pool || pool->numWorkers() == 0 || panels < 4 || ops < 1e6) {
@@ -147,7 +251,7 @@ void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
     if (hasVnni())
       vnni::gemmI8Dot(xqp, ldq, xsp, m, w, bias, c, ldc, p0, p1);
     else
-      gemmI8DotPortable(xqp, ldq, xsp, m, w, bias, c, ldc, p0, p1);
+      gemmI8DotAvx2(xqp, ldq, xsp, m, w, bias, c, ldc, p0, p1);
   });
 }
 
