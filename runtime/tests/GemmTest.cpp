@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -191,6 +192,81 @@ TEST(Gemm, Int4AndFp8GroupsMatchLoops) {
                             {96, 96},
                             {40, 16}})
           checkGrouped(f, m, n, k, g, rng);
+}
+
+/// Every weight format: a row's results are bit-identical whether it is
+/// computed alone, in a small batch or in a large one, with or without
+/// threads (tile shapes, the f32 slab and the panel split differ; the
+/// arithmetic of a column must not).
+TEST(Gemm, RowsAreBatchInvariant) {
+  std::mt19937 rng(21);
+  ThreadPool pool(2);
+  // Several K blocks (KC = 256) and groups, and a partial last panel.
+  const int64_t n = 150, k = 600, group = 128, groups = (k + group - 1) / group;
+  std::vector<float> w(n * k), bias(n), q(n * k), scales(n * groups);
+  std::vector<int8_t> q8(n * k);
+  fillUniform(w, rng);
+  fillUniform(bias, rng);
+  for (float &s : scales)
+    s = 0.01f + 0.05f * std::abs(w[&s - scales.data()]);
+  for (int64_t i = 0; i < n * k; ++i)
+    q8[i] = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+  for (WeightFormat format :
+       {WeightFormat::F32, WeightFormat::BF16, WeightFormat::F16,
+        WeightFormat::I8, WeightFormat::I4, WeightFormat::F8,
+        WeightFormat::I8Dot, WeightFormat::S24}) {
+    bool grouped = format == WeightFormat::I4 || format == WeightFormat::F8;
+    int64_t g = grouped ? group : 0;
+    Aligned packed(packedWeightBytes(format, n, k, g));
+    switch (format) {
+    case WeightFormat::F32:
+      packWeightF32(w.data(), n, k, packed.data);
+      break;
+    case WeightFormat::BF16:
+      packWeightBF16(w.data(), n, k, packed.data);
+      break;
+    case WeightFormat::F16:
+      packWeightF16(w.data(), n, k, packed.data);
+      break;
+    case WeightFormat::I8:
+      packWeightI8(q8.data(), scales.data(), n, k, packed.data);
+      break;
+    case WeightFormat::I8Dot:
+      packWeightI8Dot(q8.data(), scales.data(), n, k, packed.data);
+      break;
+    case WeightFormat::I4:
+      for (int64_t i = 0; i < n * k; ++i)
+        q[i] = static_cast<float>(q8[i] % 8);
+      packWeightI4(q.data(), scales.data(), n, k, group, packed.data);
+      break;
+    case WeightFormat::F8:
+      for (int64_t i = 0; i < n * k; ++i)
+        q[i] = w[i] * 400.0f;
+      packWeightF8(q.data(), scales.data(), n, k, group, packed.data);
+      break;
+    default:
+      packWeightS24(w.data(), n, k, packed.data);
+      break;
+    }
+    PackedWeight pw{format, n, k, packed.data, g};
+    for (int64_t m : {40, 13, 7}) {
+      std::vector<float> a(m * k);
+      fillUniform(a, rng);
+      std::vector<float> all(m * n);
+      gemm(a.data(), m, k, pw, bias.data(), all.data(), n, &pool);
+      for (int64_t r = 0; r < m; ++r) {
+        // Alone, and as the first of up to three rows.
+        for (int64_t rows : {int64_t{1}, std::min<int64_t>(3, m - r)}) {
+          std::vector<float> few(rows * n);
+          gemm(a.data() + r * k, rows, k, pw, bias.data(), few.data(), n);
+          ASSERT_EQ(
+              0, std::memcmp(few.data(), all.data() + r * n, n * sizeof(float)))
+              << "format " << static_cast<int>(format) << ": row " << r
+              << " of " << m << " differs computed with " << rows << " row(s)";
+        }
+      }
+    }
+  }
 }
 
 /// W8A8: rows quantized per row (or with a static scale) times int8
