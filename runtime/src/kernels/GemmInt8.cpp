@@ -157,7 +157,9 @@ inline void tileAvx2(const int16_t *x16, int64_t ld16, const float *xs,
     }
 }
 
-void gemmI8DotAvx2(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
+/// `x16`: the quantized activations (+ 128, so 0..255) as int16, rows of
+/// ld16 = 4 * quads.
+void gemmI8DotAvx2(const int16_t *x16, int64_t ld16, const float *xs, int64_t m,
                    const PackedWeight &w, const float *bias, float *c,
                    int64_t ldc, int64_t panelBegin, int64_t panelEnd) {
   constexpr int MR = 3;
@@ -167,13 +169,6 @@ void gemmI8DotAvx2(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
       reinterpret_cast<const float *>(base + panels * quads * kPanel * 4);
   const auto *sums =
       reinterpret_cast<const int32_t *>(scales + panels * kPanel);
-  // The activations (+ 128, so 0..255) as int16.
-  const int64_t ld16 = quads * 4;
-  thread_local std::vector<int16_t> x16;
-  x16.resize(m * ld16);
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t i = 0; i < ld16; ++i)
-      x16[r * ld16 + i] = xq[r * ldq + i];
   // One row: PR panels at once, so that as many weight streams are in
   // flight (one stream alone does not reach the memory bandwidth).
   constexpr int PR = 3;
@@ -195,7 +190,7 @@ void gemmI8DotAvx2(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
     int64_t tiles = (m + MR - 1) / MR;
     for (int64_t t = 0, r = 0; r < m; ++t) {
       int64_t rows = m / tiles + (t < m % tiles ? 1 : 0);
-      const int16_t *x = x16.data() + r * ld16;
+      const int16_t *x = x16 + r * ld16;
       float *cc = c + r * ldc + p * kPanel;
       auto run = [&](auto rc, auto pc) {
         tileAvx2<decltype(rc)::value, decltype(pc)::value>(
@@ -230,12 +225,20 @@ void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
   if (static_cast<int64_t>(xs.size()) < m)
     xs.resize(m);
   quantizeRowsI8(a, m, w.k, lda, w.inputScale, xq.data(), ldq, xs.data());
+  const bool vnni = hasVnni();
+  thread_local std::vector<int16_t> x16;
+  if (!vnni) {
+    if (static_cast<int64_t>(x16.size()) < m * ldq)
+      x16.resize(m * ldq);
+    for (int64_t i = 0; i < m * ldq; ++i)
+      x16[i] = xq[i];
+  }
   int64_t panels = panelsOf(w.n);
   auto run = [&](int64_t p0, int64_t p1) {
-    if (hasVnni())
+    if (vnni)
       vnni::gemmI8Dot(xq.data(), ldq, xs.data(), m, w, bias, c, ldc, p0, p1);
     else
-      gemmI8DotAvx2(xq.data(), ldq, xs.data(), m, w, bias, c, ldc, p0, p1);
+      gemmI8DotAvx2(x16.data(), ldq, xs.data(), m, w, bias, c, ldc, p0, p1);
   };
   double ops = 2.0 * static_cast<double>(m) * w.n * w.k;
   if (!pool || pool->numWorkers() == 0 || panels < 4 || ops < 1e6) {
@@ -245,13 +248,14 @@ void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
   // Even panel counts per chunk: the VNNI kernel takes panels in pairs.
   int64_t pairs = (panels + 1) / 2;
   const uint8_t *xqp = xq.data();
+  const int16_t *x16p = x16.data();
   const float *xsp = xs.data();
   pool->parallelFor(pairs, 1, [&](int64_t g0, int64_t g1) {
     int64_t p0 = g0 * 2, p1 = std::min(panels, g1 * 2);
-    if (hasVnni())
+    if (vnni)
       vnni::gemmI8Dot(xqp, ldq, xsp, m, w, bias, c, ldc, p0, p1);
     else
-      gemmI8DotAvx2(xqp, ldq, xsp, m, w, bias, c, ldc, p0, p1);
+      gemmI8DotAvx2(x16p, ldq, xsp, m, w, bias, c, ldc, p0, p1);
   });
 }
 
