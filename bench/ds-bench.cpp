@@ -1,7 +1,7 @@
 //===- ds-bench.cpp - runtime kernel and serving benchmarks ---------------===//
 //
 //   ds-bench [--model M.dsa] [--jit DIR|M.mlir [--jit-optimize OPTS]]
-//            [--reps N] [--only moe|gemm|int8|batch|jit]
+//            [--reps N] [--only moe|gemm|int8|batch|attention|jit]
 //
 // Prints figures, each beside a baseline measured in the same run (medians
 // of --reps timed repetitions, one thread unless stated):
@@ -17,7 +17,9 @@
 //      under concurrent submitters;
 //   5. with --jit (a model directory or .mlir; ds-bench built with the
 //      compiler): the first ds_model_compile into an empty cache, and the
-//      warm start from that cache, as an embedding program sees them.
+//      warm start from that cache, as an embedding program sees them;
+//   6. decode attention at context 4096 (DeepSeek-V3 MLA, a GQA layer)
+//      against its roofline.
 // Every timed run starts with cold caches (256 MiB read first): weights come
 // from memory, as in decode. Figures are printed, never asserted: machines
 // are noisy.
@@ -573,6 +575,62 @@ void benchBatching(const std::string &path) {
               st.p90Ms, st.p99Ms, st.maxMs);
 }
 
+/// Decode attention at a long context, one row, one thread, cold caches:
+/// DeepSeek-V3's absorbed MLA and a Llama / Mixtral-style GQA layer, each
+/// against its roofline (FLOPs at the FMA peak, bytes at stream bandwidth).
+void benchAttention(double bw, double peak) {
+  const int64_t len = 4096;
+  std::printf("\n== 6. decode attention, context %lld, 1 row, 1 thread\n",
+              static_cast<long long>(len));
+  std::printf("%-40s %10s %12s %10s  %s\n", "", "time ms", "roofline ms",
+              "% roof", "bound");
+  std::vector<int64_t> slot{0}, pos{len - 1};
+  auto report = [&](const char *name, double s, double flops, double bytes) {
+    double roof = std::max(flops / peak, bytes / bw);
+    std::printf("%-40s %10.3f %12.3f %9.1f%%  %s\n", name, s * 1e3, roof * 1e3,
+                100.0 * roof / s,
+                flops / peak > bytes / bw ? "compute" : "memory");
+  };
+  {
+    const int64_t H = 128, dn = 128, dr = 64, rank = 512, dv = 128;
+    std::vector<float> qn = randomFloats(H * dn, 1),
+                       qp = randomFloats(H * dr, 2),
+                       ckv = randomFloats(len * rank, 3),
+                       kpe = randomFloats(len * dr, 4), out(H * dv);
+    std::vector<Packed> uk, uv;
+    std::vector<PackedWeight> ukW, uvW;
+    uk.reserve(H);
+    uv.reserve(H);
+    for (int64_t h = 0; h < H; ++h) {
+      uk.emplace_back(randomFloats(rank * dn, 10 + h, 0.05f), rank, dn);
+      uv.emplace_back(randomFloats(dv * rank, 500 + h, 0.05f), dv, rank);
+      ukW.push_back(uk.back().w);
+      uvW.push_back(uv.back().w);
+    }
+    double s = medianSeconds([&] {
+      mlaAttentionPacked(qn.data(), qp.data(), 1, 1, H, dn, dr, ckv.data(),
+                         kpe.data(), len, rank, ukW.data(), uvW.data(), dv,
+                         slot.data(), pos.data(), 0.07, out.data(), nullptr);
+    });
+    double flops = 2.0 * H * (len * (2.0 * rank + dr) + rank * (dn + dv));
+    double bytes = 4.0 * (len * (rank + dr) + H * rank * (dn + dv));
+    report("MLA, DeepSeek-V3 (128 heads, rank 512)", s, flops, bytes);
+  }
+  {
+    const int64_t H = 32, kvH = 8, d = 128;
+    std::vector<float> q = randomFloats(H * d, 5),
+                       k = randomFloats(len * kvH * d, 6),
+                       v = randomFloats(len * kvH * d, 7), out(H * d);
+    double s = medianSeconds([&] {
+      attention(q.data(), 1, 1, H, d, k.data(), v.data(), len, kvH, d,
+                slot.data(), pos.data(), 0, 0.088, out.data(), nullptr);
+    });
+    double flops = 4.0 * H * len * d;
+    double bytes = 2.0 * 4.0 * len * kvH * d;
+    report("GQA (32 query / 8 KV heads, d 128)", s, flops, bytes);
+  }
+}
+
 void benchJit(const std::string &path, const std::string &optimize) {
   std::printf("\n== 5. JIT: ds_model_compile(%s, \"%s\")\n", path.c_str(),
               optimize.c_str());
@@ -641,14 +699,15 @@ int main(int argc, char **argv) {
     else {
       std::fprintf(stderr, "usage: ds-bench [--model M.dsa] [--jit DIR|M.mlir "
                            "[--jit-optimize OPTS]] [--reps N] [--only "
-                           "moe|gemm|int8|batch|jit]\n");
+                           "moe|gemm|int8|batch|attention|jit]\n");
       return 2;
     }
   }
   std::printf("ds-bench: %s kernels, medians of %d runs\n",
               hasAvx512() ? "AVX-512" : "AVX2", reps);
   double bw = 0, peak = 0;
-  if (only.empty() || only == "moe" || only == "gemm" || only == "int8") {
+  if (only.empty() || only == "moe" || only == "gemm" || only == "int8" ||
+      only == "attention") {
     bw = streamBandwidth();
     peak = fmaPeak();
     std::printf("measured here: stream read %.1f GB/s, FMA peak %.1f GFLOP/s "
@@ -661,6 +720,8 @@ int main(int argc, char **argv) {
     benchGemm(bw);
   if (!model.empty() && (only.empty() || only == "batch"))
     benchBatching(model);
+  if (only.empty() || only == "attention")
+    benchAttention(bw, peak);
   if (!jit.empty() && (only.empty() || only == "jit"))
     benchJit(jit, jitOptimize);
   return 0;

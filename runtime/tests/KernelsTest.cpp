@@ -752,31 +752,36 @@ TEST(Kernels, RouteTiesAreStable) {
 } // namespace
 
 namespace {
-/// The GEMM form of MLA equals the per-row form.
-TEST(MLAPacked, EqualsPerRowForm) {
+/// The GEMM form of MLA equals the per-row form; with a pool (heads split
+/// into blocks) it is bit for bit the serial result.
+struct MlaPackedCase {
+  int64_t batch, seq, heads, dn, dr, dv, rank, maxLen, slotsN;
+  std::vector<int64_t> slots, positions;
+};
+
+void checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool) {
   std::mt19937 rng(21);
   std::normal_distribution<float> d(0.0f, 1.0f);
-  const int64_t batch = 3, seq = 2, heads = 3, dn = 5, dr = 2, dv = 4, rank = 7,
-                maxLen = 9, slotsN = 4;
+  const int64_t batch = c.batch, seq = c.seq, heads = c.heads, dn = c.dn,
+                dr = c.dr, dv = c.dv, rank = c.rank, maxLen = c.maxLen;
   auto fill = [&](std::vector<float> &v) {
     for (float &x : v)
       x = d(rng);
   };
   std::vector<float> qn(batch * seq * heads * dn), qp(batch * seq * heads * dr),
-      ckv(slotsN * maxLen * rank), kpe(slotsN * maxLen * dr),
+      ckv(c.slotsN * maxLen * rank), kpe(c.slotsN * maxLen * dr),
       kvb(heads * (dn + dv) * rank);
   fill(qn);
   fill(qp);
   fill(ckv);
   fill(kpe);
   fill(kvb);
-  std::vector<int64_t> slots{2, 0, 3}, positions{0, 1, 4, 5, 7, 8};
   std::vector<float> want(batch * seq * heads * dv),
-      got(batch * seq * heads * dv);
+      got(batch * seq * heads * dv), par(got.size());
   ds::rt::kernels::mlaAttention(qn.data(), qp.data(), batch, seq, heads, dn, dr,
                                 ckv.data(), kpe.data(), maxLen, rank,
-                                kvb.data(), dv, slots.data(), positions.data(),
-                                0.3, want.data());
+                                kvb.data(), dv, c.slots.data(),
+                                c.positions.data(), 0.3, want.data());
   using ds::rt::kernels::PackedWeight;
   using ds::rt::kernels::WeightFormat;
   std::vector<std::vector<float>> storage;
@@ -784,8 +789,8 @@ TEST(MLAPacked, EqualsPerRowForm) {
   auto pack = [&](int64_t n, int64_t k, auto element) {
     std::vector<float> w(n * k);
     for (int64_t r = 0; r < n; ++r)
-      for (int64_t c = 0; c < k; ++c)
-        w[r * k + c] = element(r, c);
+      for (int64_t col = 0; col < k; ++col)
+        w[r * k + col] = element(r, col);
     storage.emplace_back(
         ds::rt::kernels::packedWeightBytes(WeightFormat::F32, n, k) / 4 + 16);
     float *dst = storage.back().data();
@@ -798,14 +803,16 @@ TEST(MLAPacked, EqualsPerRowForm) {
     ukT.push_back(pack(rank, dn, [&](int64_t r, int64_t i) {
       return kvb[(h * (dn + dv) + i) * rank + r];
     }));
-    uv.push_back(pack(dv, rank, [&](int64_t c, int64_t r) {
-      return kvb[(h * (dn + dv) + dn + c) * rank + r];
+    uv.push_back(pack(dv, rank, [&](int64_t col, int64_t r) {
+      return kvb[(h * (dn + dv) + dn + col) * rank + r];
     }));
   }
-  ds::rt::kernels::mlaAttentionPacked(
-      qn.data(), qp.data(), batch, seq, heads, dn, dr, ckv.data(), kpe.data(),
-      maxLen, rank, ukT.data(), uv.data(), dv, slots.data(), positions.data(),
-      0.3, got.data());
+  for (auto [out, p] : {std::pair{&got, static_cast<ThreadPool *>(nullptr)},
+                        std::pair{&par, pool}})
+    ds::rt::kernels::mlaAttentionPacked(
+        qn.data(), qp.data(), batch, seq, heads, dn, dr, ckv.data(), kpe.data(),
+        maxLen, rank, ukT.data(), uv.data(), dv, c.slots.data(),
+        c.positions.data(), 0.3, out->data(), p);
   double err = 0, mag = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     err = std::max(err, static_cast<double>(std::abs(got[i] - want[i])));
@@ -813,5 +820,26 @@ TEST(MLAPacked, EqualsPerRowForm) {
   }
   EXPECT_GT(mag, 0.1);
   EXPECT_LT(err / mag, 1e-5);
+  EXPECT_EQ(par, got);
+}
+
+TEST(MLAPacked, EqualsPerRowForm) {
+  ThreadPool pool(3);
+  // Three heads, tiny ranks: the one-head-at-a-time paths.
+  checkMlaPacked({3, 2, 3, 5, 2, 4, 7, 9, 4, {2, 0, 3}, {0, 1, 4, 5, 7, 8}},
+                 &pool);
+  // Ten heads (two runs of four that share the latents, two left), rank 40
+  // (two 16-column chunks and 8 left), rope 6 (a scalar tail), contexts
+  // over 64 rows (several row blocks), odd and even lengths.
+  checkMlaPacked(
+      {2, 3, 10, 8, 6, 8, 40, 150, 3, {2, 0}, {70, 71, 149, 0, 64, 65}}, &pool);
+}
+
+TEST(Kernels, AttentionMhaLongRows) {
+  // MHA (no shared KV heads: the per-head paths) with d = 24 (one
+  // 16-column chunk and 8 left) over several row blocks.
+  ThreadPool pool(2);
+  checkAttention({2, 2, 6, 6, 24, 24, 2, 300, 0, {1, 0}, {290, 291, 65, 200}},
+                 30, &pool);
 }
 } // namespace

@@ -4,8 +4,13 @@
 // p reads only cache rows [first, p] of its batch row's slot (first > 0 with
 // a sliding window). Scores and the weighted value sum accumulate in f32; the
 // softmax normalizer is summed in double as the interpreter does. Work items
-// are (batch, query, head) triples, split over the thread pool when the loop
-// is large enough to pay for waking it.
+// are a query row and a block of heads, split over the thread pool when the
+// loop is large enough to pay for waking it. Within an item the heads that
+// share key / value rows (a GQA group, all MLA heads) read each row once, in
+// blocks of rows that stay in L2, with several dot products or weighted-sum
+// accumulators in flight; every head's arithmetic is that of the plain
+// per-head loop (the same FMAs in the same order), whatever the blocking, so
+// results do not depend on the thread count or the batch.
 //
 //===----------------------------------------------------------------------===//
 
@@ -17,6 +22,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <immintrin.h>
+#include <type_traits>
 #include <vector>
 
 namespace ds::rt::kernels {
@@ -41,10 +48,203 @@ inline float dot(const float *a, const float *b, int64_t n) {
   return part[0];
 }
 
+/// N x K dots at once, out[h * K + j] = dot(a[h], b[j], n), each with
+/// exactly dot's arithmetic (one FMA per element into 8 lane sums, then the
+/// same pairwise reduction): N * K independent FMA chains in flight, every
+/// a and b vector loaded once for all of them.
+template <int N, int K>
+inline void dotGrid(const float *const *a, const float *const *b, int64_t n,
+                    float *out) {
+  typedef float v8 __attribute__((vector_size(32), aligned(4)));
+  v8 sum[N][K] = {};
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    v8 y[K];
+    for (int j = 0; j < K; ++j)
+      std::memcpy(&y[j], b[j] + c, sizeof(v8));
+    for (int h = 0; h < N; ++h) {
+      v8 x;
+      std::memcpy(&x, a[h] + c, sizeof x);
+      for (int j = 0; j < K; ++j)
+        sum[h][j] += x * y[j];
+    }
+  }
+  if (c == n) {
+    // dot's pairwise reduction (lanes i + 4, then i + 2, then i + 1) with
+    // vector adds.
+    for (int h = 0; h < N; ++h)
+      for (int j = 0; j < K; ++j) {
+        __m256 v = reinterpret_cast<__m256>(sum[h][j]);
+        __m128 four =
+            _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+        out[h * K + j] =
+            _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
+      }
+    return;
+  }
+  for (int h = 0; h < N; ++h)
+    for (int j = 0; j < K; ++j) {
+      float part[8];
+      std::memcpy(part, &sum[h][j], sizeof part);
+      int64_t cc = c;
+      for (int i = 0; cc < n; ++cc, ++i)
+        part[i] += a[h][cc] * b[j][cc];
+      for (int w = 4; w > 0; w /= 2)
+        for (int i = 0; i < w; ++i)
+          part[i] += part[i + w];
+      out[h * K + j] = part[0];
+    }
+}
+
+/// Software prefetch of the rows a later block will read: columns
+/// [lo, hi) of rows [j0, j1) of a row-major table with `stride` floats per
+/// row, issued a few lines at a time while the current block computes. The
+/// blocked loops read each row only a 64-byte column at a time, 4 KiB or
+/// more apart, which the hardware prefetchers do not follow.
+struct RowPrefetch {
+  const char *lo = nullptr;
+  int64_t rowBytes = 0, lines = 0, total = 0, next = 0;
+  RowPrefetch(const float *const *rows, int64_t count, int64_t n,
+              int64_t stride, int64_t j0, int64_t j1) {
+    if (count <= 0 || j1 <= j0)
+      return;
+    const float *first = *std::min_element(rows, rows + count);
+    const float *last = *std::max_element(rows, rows + count) + n;
+    lo = reinterpret_cast<const char *>(first + j0 * stride);
+    rowBytes = stride * static_cast<int64_t>(sizeof(float));
+    lines = ((last - first) * static_cast<int64_t>(sizeof(float)) + 63) / 64;
+    total = lines * (j1 - j0);
+  }
+  /// The next share of the lines left, when `calls` calls (this one
+  /// included) are left to issue them.
+  void issue(int64_t calls) {
+    int64_t count = (total - next + calls - 1) / std::max<int64_t>(calls, 1);
+    for (int64_t end = std::min(total, next + count); next < end; ++next)
+      __builtin_prefetch(lo + (next / lines) * rowBytes + (next % lines) * 64);
+  }
+};
+
+/// s[i * ld + j] = dot(a[i], base[i] + j * stride, n) for heads i < nh and
+/// rows j < len (attention scores before scaling). Runs of four heads that
+/// share their rows (GQA groups, MLA) take two rows at a time, 8 FMA
+/// chains per loaded vector; rows go in blocks that stay in L2 while every
+/// head reads them.
+void dotTable(const float *const *a, const float *const *base, int64_t stride,
+              int64_t n, int64_t nh, int64_t len, float *s, int64_t ld) {
+  constexpr int64_t kRowBlock = 64;
+  for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
+    const int64_t j1 = std::min(len, j0 + kRowBlock);
+    RowPrefetch ahead(base, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
+    int64_t i0 = 0;
+    for (; i0 + 4 <= nh; i0 += 4) {
+      ahead.issue((nh - i0 + 3) / 4);
+      if (base[i0] == base[i0 + 1] && base[i0] == base[i0 + 2] &&
+          base[i0] == base[i0 + 3]) {
+        int64_t j = j0;
+        float out[8];
+        for (; j + 2 <= j1; j += 2) {
+          const float *b[2] = {base[i0] + j * stride,
+                               base[i0] + (j + 1) * stride};
+          dotGrid<4, 2>(a + i0, b, n, out);
+          for (int h = 0; h < 4; ++h) {
+            s[(i0 + h) * ld + j] = out[h * 2];
+            s[(i0 + h) * ld + j + 1] = out[h * 2 + 1];
+          }
+        }
+        for (; j < j1; ++j) {
+          const float *b[1] = {base[i0] + j * stride};
+          dotGrid<4, 1>(a + i0, b, n, out);
+          for (int h = 0; h < 4; ++h)
+            s[(i0 + h) * ld + j] = out[h];
+        }
+      } else {
+        for (int64_t h = i0; h < i0 + 4; ++h)
+          for (int64_t j = j0; j < j1; ++j)
+            s[h * ld + j] = dot(a[h], base[h] + j * stride, n);
+      }
+    }
+    for (; i0 < nh; ++i0)
+      for (int64_t j = j0; j < j1; ++j)
+        s[i0 * ld + j] = dot(a[i0], base[i0] + j * stride, n);
+  }
+}
+
 /// y[c] += a * x[c].
 inline void axpy(float a, const float *x, float *y, int64_t n) {
   for (int64_t c = 0; c < n; ++c)
     y[c] += a * x[c];
+}
+
+/// out[i][c] += sum over j in [0, len) of p[i * ldp + j] * rows[i][j *
+/// stride + c] for heads i < nh and c < n: the same FMAs, in the same order
+/// of j, as an axpy per (i, j), but register-blocked (4 heads x 16 columns
+/// of accumulators; a row shared by the 4 heads is loaded once) over blocks
+/// of 64 rows, so that a block's rows are read from L1/L2 by every head
+/// instead of streaming once per head.
+void weightedSums(const float *p, int64_t ldp, const float *const *rows,
+                  int64_t stride, int64_t len, int64_t nh, int64_t n,
+                  float *out, int64_t ldo) {
+  typedef float v8 __attribute__((vector_size(32), aligned(4)));
+  constexpr int64_t kRowBlock = 64;
+  auto block4 = [&](int64_t i0, int64_t c, int64_t j0, int64_t j1,
+                    auto sharedTag) __attribute__((always_inline)) {
+    constexpr bool shared = decltype(sharedTag)::value;
+    v8 acc[4][2];
+    for (int h = 0; h < 4; ++h)
+      for (int v = 0; v < 2; ++v)
+        std::memcpy(&acc[h][v], out + (i0 + h) * ldo + c + v * 8, sizeof(v8));
+    for (int64_t j = j0; j < j1; ++j) {
+      v8 x[4][2];
+      for (int h = 0; h < (shared ? 1 : 4); ++h) {
+        const float *at = rows[i0 + h] + j * stride + c;
+        std::memcpy(&x[h][0], at, sizeof(v8));
+        std::memcpy(&x[h][1], at + 8, sizeof(v8));
+      }
+      for (int h = 0; h < 4; ++h) {
+        float w = p[(i0 + h) * ldp + j];
+        v8 a;
+        for (int l = 0; l < 8; ++l)
+          a[l] = w;
+        acc[h][0] += a * x[shared ? 0 : h][0];
+        acc[h][1] += a * x[shared ? 0 : h][1];
+      }
+    }
+    for (int h = 0; h < 4; ++h)
+      for (int v = 0; v < 2; ++v)
+        std::memcpy(out + (i0 + h) * ldo + c + v * 8, &acc[h][v], sizeof(v8));
+  };
+  for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
+    const int64_t j1 = std::min(len, j0 + kRowBlock);
+    RowPrefetch ahead(rows, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
+    int64_t calls = (n / 16) * (nh / 4);
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+      int64_t i0 = 0;
+      for (; i0 + 4 <= nh; i0 += 4) {
+        ahead.issue(calls--);
+        if (rows[i0] == rows[i0 + 1] && rows[i0] == rows[i0 + 2] &&
+            rows[i0] == rows[i0 + 3])
+          block4(i0, c, j0, j1, std::true_type());
+        else
+          block4(i0, c, j0, j1, std::false_type());
+      }
+      for (; i0 < nh; ++i0) // heads left: one at a time, the same order
+        for (int64_t cc = c; cc < c + 16; ++cc) {
+          float acc = out[i0 * ldo + cc];
+          for (int64_t j = j0; j < j1; ++j)
+            acc += p[i0 * ldp + j] * rows[i0][j * stride + cc];
+          out[i0 * ldo + cc] = acc;
+        }
+    }
+    for (; c < n; ++c) // the columns left: per element, the same order
+      for (int64_t i = 0; i < nh; ++i) {
+        float acc = out[i * ldo + c];
+        for (int64_t j = j0; j < j1; ++j)
+          acc += p[i * ldp + j] * rows[i][j * stride + c];
+        out[i * ldo + c] = acc;
+      }
+  }
 }
 
 /// Replaces scores[0, n) by exp(score - max) and returns their sum.
@@ -89,50 +289,84 @@ inline int64_t firstRow(int64_t pos, int64_t window) {
   return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
 }
 
+/// Blocks of heads per row for the work split: a row's heads in one item
+/// when there are rows enough for the threads, else `units` split in up to
+/// `blocks` parts (so that batch-1 decode still uses every thread). Each
+/// head's arithmetic is the same in any block.
+int64_t headBlocks(ThreadPool *pool, int64_t rows, int64_t units) {
+  if (!pool || pool->numWorkers() == 0)
+    return 1;
+  int64_t width = pool->numWorkers() + 1;
+  return std::clamp<int64_t>((2 * width + rows - 1) / rows, 1, units);
+}
+
 } // namespace
 
+// Every item is one row and a block of KV heads with all of their query
+// heads: each key and value row is read once for all of them (GQA's group
+// shares it), from one contiguous cache row, instead of once per query head.
 void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
                int64_t d, const float *k, const float *v, int64_t maxLen,
                int64_t kvHeads, int64_t dv, const int64_t *slots,
                const int64_t *positions, int64_t window, double scale,
                float *out, ThreadPool *pool) {
-  int64_t group = heads / std::max<int64_t>(kvHeads, 1);
+  kvHeads = std::max<int64_t>(kvHeads, 1);
+  int64_t group = heads / kvHeads;
   int64_t kStride = kvHeads * d, vStride = kvHeads * dv;
+  const int64_t rows = batch * seq;
   double keys = 0;
-  for (int64_t i = 0; i < batch * seq; ++i)
+  for (int64_t i = 0; i < rows; ++i)
     keys +=
         static_cast<double>(positions[i] - firstRow(positions[i], window) + 1);
   double work = keys * heads * static_cast<double>(d + dv);
+  const int64_t blocks = headBlocks(pool, rows, kvHeads);
+  const int64_t perBlock = (kvHeads + blocks - 1) / blocks;
 
   auto body = [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scratch;
-    scratch.resize(maxLen + dv);
-    float *scores = scratch.data(), *acc = scores + maxLen;
+    thread_local std::vector<const float *> qs, ks;
+    thread_local std::vector<double> sums;
     for (int64_t item = begin; item < end; ++item) {
-      int64_t h = item % heads, bs = item / heads, b = bs / seq;
-      int64_t kvh = h / group;
+      int64_t bs = item / blocks, blk = item % blocks, b = bs / seq;
+      int64_t kv0 = blk * perBlock, kv1 = std::min(kvHeads, kv0 + perBlock);
+      if (kv0 >= kv1)
+        continue;
+      int64_t h0 = kv0 * group, nh = (kv1 - kv0) * group;
       int64_t pos = positions[bs], first = firstRow(pos, window);
       int64_t len = pos - first + 1;
-      float *o = out + item * dv;
+      float *o = out + (bs * heads + h0) * dv;
       if (len <= 0) { // an invalid position: nothing to attend to
-        std::fill(o, o + dv, 0.0f);
+        std::fill(o, o + nh * dv, 0.0f);
         continue;
       }
-      const float *qh = q + item * d;
-      const float *kRows = k + (slots[b] * maxLen + first) * kStride + kvh * d;
-      const float *vRows = v + (slots[b] * maxLen + first) * vStride + kvh * dv;
-      for (int64_t j = 0; j < len; ++j)
-        scores[j] = static_cast<float>(dot(qh, kRows + j * kStride, d) * scale);
-      double sum = softmaxWeights(scores, len);
-      std::fill(acc, acc + dv, 0.0f);
-      for (int64_t j = 0; j < len; ++j)
-        axpy(scores[j], vRows + j * vStride, acc, dv);
-      float inv = static_cast<float>(1.0 / sum);
-      for (int64_t c = 0; c < dv; ++c)
-        o[c] = acc[c] * inv;
+      scratch.resize(nh * (len + dv));
+      float *scores = scratch.data(), *acc = scores + nh * len;
+      qs.resize(nh);
+      ks.resize(nh);
+      for (int64_t i = 0; i < nh; ++i)
+        qs[i] = q + (bs * heads + h0 + i) * d;
+      const float *kRows = k + (slots[b] * maxLen + first) * kStride;
+      const float *vRows = v + (slots[b] * maxLen + first) * vStride;
+      for (int64_t i = 0; i < nh; ++i)
+        ks[i] = kRows + (kv0 + i / group) * d;
+      dotTable(qs.data(), ks.data(), kStride, d, nh, len, scores, len);
+      for (int64_t i = 0; i < nh * len; ++i)
+        scores[i] = static_cast<float>(scores[i] * scale);
+      std::fill(acc, acc + nh * dv, 0.0f);
+      sums.resize(nh);
+      for (int64_t i = 0; i < nh; ++i)
+        sums[i] = softmaxWeights(scores + i * len, len);
+      for (int64_t i = 0; i < nh; ++i)
+        ks[i] = vRows + (kv0 + i / group) * dv;
+      weightedSums(scores, len, ks.data(), vStride, len, nh, dv, acc, dv);
+      for (int64_t i = 0; i < nh; ++i) {
+        float inv = static_cast<float>(1.0 / sums[i]);
+        for (int64_t c = 0; c < dv; ++c)
+          o[i * dv + c] = acc[i * dv + c] * inv;
+      }
     }
   };
-  forItems(pool, batch * seq * heads, work, body);
+  forItems(pool, rows * blocks, work, body);
 }
 
 void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
@@ -215,31 +449,57 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
     keys += static_cast<double>(positions[i] + 1);
   double work = keys * heads * static_cast<double>(2 * rank + dr);
   float *qa = qAbs.data(), *ol = oLat.data();
+  // Items are a row and a block of its heads: each latent row is read once
+  // for the block (every head attends to the same latents) and its dot
+  // products run four heads at a time.
+  const int64_t blocks = headBlocks(pool, rows, heads);
+  const int64_t perBlock = (heads + blocks - 1) / blocks;
   auto body = [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> scores;
-    scores.resize(maxLen);
+    thread_local std::vector<float> scores, part;
+    thread_local std::vector<const float *> qs, qps, lats;
     for (int64_t item = begin; item < end; ++item) {
-      int64_t bs = item / heads, b = bs / seq;
+      int64_t bs = item / blocks, blk = item % blocks, b = bs / seq;
+      int64_t h0 = blk * perBlock, nh = std::min(heads, h0 + perBlock) - h0;
+      if (nh <= 0)
+        continue;
       int64_t len = positions[bs] + 1;
-      float *o = ol + item * rank;
+      float *o = ol + (bs * heads + h0) * rank;
       if (len <= 0) { // an invalid position: nothing to attend to
-        std::fill(o, o + rank, 0.0f);
+        std::fill(o, o + nh * rank, 0.0f);
         continue;
       }
-      const float *q = qa + item * rank, *qp = qPe + item * dr;
+      const float *q = qa + (bs * heads + h0) * rank;
+      const float *qp = qPe + (bs * heads + h0) * dr;
       const float *lat = cKv + slots[b] * maxLen * rank;
       const float *pe = kPe + slots[b] * maxLen * dr;
-      for (int64_t j = 0; j < len; ++j)
-        scores[j] = static_cast<float>(
-            (dot(q, lat + j * rank, rank) + dot(qp, pe + j * dr, dr)) * scale);
-      double sum = softmaxWeights(scores.data(), len);
-      float inv = static_cast<float>(1.0 / sum);
-      std::fill(o, o + rank, 0.0f);
-      for (int64_t j = 0; j < len; ++j)
-        axpy(scores[j] * inv, lat + j * rank, o, rank);
+      scores.resize(nh * len);
+      part.resize(nh * len);
+      qps.resize(nh);
+      qs.resize(nh);
+      lats.assign(nh, nullptr);
+      for (int64_t i = 0; i < nh; ++i)
+        qs[i] = q + i * rank;
+      lats.assign(nh, lat);
+      dotTable(qs.data(), lats.data(), rank, rank, nh, len, scores.data(), len);
+      for (int64_t i = 0; i < nh; ++i)
+        qps[i] = qp + i * dr;
+      lats.assign(nh, pe);
+      dotTable(qps.data(), lats.data(), dr, dr, nh, len, part.data(), len);
+      for (int64_t i = 0; i < nh * len; ++i)
+        scores[i] = static_cast<float>((scores[i] + part[i]) * scale);
+      for (int64_t i = 0; i < nh; ++i) {
+        float inv =
+            static_cast<float>(1.0 / softmaxWeights(&scores[i * len], len));
+        for (int64_t j = 0; j < len; ++j)
+          scores[i * len + j] *= inv;
+      }
+      std::fill(o, o + nh * rank, 0.0f);
+      lats.assign(nh, lat);
+      weightedSums(scores.data(), len, lats.data(), rank, len, nh, rank, o,
+                   rank);
     }
   };
-  forItems(pool, rows * heads, work, body);
+  forItems(pool, rows * blocks, work, body);
   // out[row, h] = W_uv o_lat[row, h].
   for (int64_t h = 0; h < heads; ++h)
     gemm(oLat.data() + h * rank, rows, heads * rank, uv[h], nullptr,
