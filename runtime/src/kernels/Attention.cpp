@@ -103,25 +103,34 @@ inline void dotGrid(const float *const *a, const float *const *b, int64_t n,
 /// blocked loops read each row only a 64-byte column at a time, 4 KiB or
 /// more apart, which the hardware prefetchers do not follow.
 struct RowPrefetch {
-  const char *lo = nullptr;
-  int64_t rowBytes = 0, lines = 0, total = 0, next = 0;
+  const char *lo = nullptr, *at = nullptr; // first line; the next to fetch
+  int64_t rowBytes = 0, lines = 0, total = 0, next = 0, line = 0;
+  int64_t perStep = 0;
   RowPrefetch(const float *const *rows, int64_t count, int64_t n,
               int64_t stride, int64_t j0, int64_t j1) {
     if (count <= 0 || j1 <= j0)
       return;
     const float *first = *std::min_element(rows, rows + count);
     const float *last = *std::max_element(rows, rows + count) + n;
-    lo = reinterpret_cast<const char *>(first + j0 * stride);
+    lo = at = reinterpret_cast<const char *>(first + j0 * stride);
     rowBytes = stride * static_cast<int64_t>(sizeof(float));
     lines = ((last - first) * static_cast<int64_t>(sizeof(float)) + 63) / 64;
     total = lines * (j1 - j0);
   }
-  /// The next share of the lines left, when `calls` calls (this one
-  /// included) are left to issue them.
-  void issue(int64_t calls) {
-    int64_t count = (total - next + calls - 1) / std::max<int64_t>(calls, 1);
-    for (int64_t end = std::min(total, next + count); next < end; ++next)
-      __builtin_prefetch(lo + (next / lines) * rowBytes + (next % lines) * 64);
+  /// Spreads the lines over `steps` calls of step().
+  void spread(int64_t steps) {
+    perStep = (total + steps - 1) / std::max<int64_t>(steps, 1);
+  }
+  /// The next few lines (a trickle, not a burst that would fill the miss
+  /// queues).
+  void step() {
+    for (int64_t end = std::min(total, next + perStep); next < end; ++next) {
+      __builtin_prefetch(at + line * 64);
+      if (++line == lines) {
+        line = 0;
+        at += rowBytes;
+      }
+    }
   }
 };
 
@@ -136,14 +145,15 @@ void dotTable(const float *const *a, const float *const *base, int64_t stride,
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
     const int64_t j1 = std::min(len, j0 + kRowBlock);
     RowPrefetch ahead(base, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
+    ahead.spread((nh / 4) * ((j1 - j0 + 1) / 2));
     int64_t i0 = 0;
     for (; i0 + 4 <= nh; i0 += 4) {
-      ahead.issue((nh - i0 + 3) / 4);
       if (base[i0] == base[i0 + 1] && base[i0] == base[i0 + 2] &&
           base[i0] == base[i0 + 3]) {
         int64_t j = j0;
         float out[8];
         for (; j + 2 <= j1; j += 2) {
+          ahead.step();
           const float *b[2] = {base[i0] + j * stride,
                                base[i0] + (j + 1) * stride};
           dotGrid<4, 2>(a + i0, b, n, out);
@@ -159,6 +169,8 @@ void dotTable(const float *const *a, const float *const *base, int64_t stride,
             s[(i0 + h) * ld + j] = out[h];
         }
       } else {
+        for (int64_t j = j0; j < j1; j += 2)
+          ahead.step();
         for (int64_t h = i0; h < i0 + 4; ++h)
           for (int64_t j = j0; j < j1; ++j)
             s[h * ld + j] = dot(a[h], base[h] + j * stride, n);
@@ -187,6 +199,7 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
                   float *out, int64_t ldo) {
   typedef float v8 __attribute__((vector_size(32), aligned(4)));
   constexpr int64_t kRowBlock = 64;
+  RowPrefetch ahead(rows, 0, n, stride, 0, 0);
   auto block4 = [&](int64_t i0, int64_t c, int64_t j0, int64_t j1,
                     auto sharedTag) __attribute__((always_inline)) {
     constexpr bool shared = decltype(sharedTag)::value;
@@ -195,6 +208,7 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
       for (int v = 0; v < 2; ++v)
         std::memcpy(&acc[h][v], out + (i0 + h) * ldo + c + v * 8, sizeof(v8));
     for (int64_t j = j0; j < j1; ++j) {
+      ahead.step();
       v8 x[4][2];
       for (int h = 0; h < (shared ? 1 : 4); ++h) {
         const float *at = rows[i0 + h] + j * stride + c;
@@ -216,13 +230,12 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
   };
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
     const int64_t j1 = std::min(len, j0 + kRowBlock);
-    RowPrefetch ahead(rows, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
-    int64_t calls = (n / 16) * (nh / 4);
+    ahead = RowPrefetch(rows, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
+    ahead.spread((n / 16) * (nh / 4) * (j1 - j0));
     int64_t c = 0;
     for (; c + 16 <= n; c += 16) {
       int64_t i0 = 0;
       for (; i0 + 4 <= nh; i0 += 4) {
-        ahead.issue(calls--);
         if (rows[i0] == rows[i0 + 1] && rows[i0] == rows[i0 + 2] &&
             rows[i0] == rows[i0 + 3])
           block4(i0, c, j0, j1, std::true_type());
