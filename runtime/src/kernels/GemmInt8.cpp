@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "I8DotLayout.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
 
@@ -163,30 +164,21 @@ void gemmI8DotAvx2(const int16_t *x16, int64_t ld16, const float *xs, int64_t m,
                    const PackedWeight &w, const float *bias, float *c,
                    int64_t ldc, int64_t panelBegin, int64_t panelEnd) {
   constexpr int MR = 3;
-  int64_t panels = panelsOf(w.n), quads = quadsOf(w.k);
-  const auto *base = static_cast<const int8_t *>(w.data);
-  const auto *scales =
-      reinterpret_cast<const float *>(base + panels * quads * kPanel * 4);
-  const auto *sums =
-      reinterpret_cast<const int32_t *>(scales + panels * kPanel);
+  const I8DotLayout l(w);
+  const int64_t quads = l.quads, panelBytes = l.panelBytes;
   // One row: PR panels at once, so that as many weight streams are in
   // flight (one stream alone does not reach the memory bandwidth).
   constexpr int PR = 3;
-  const int64_t panelBytes = quads * kPanel * 4;
-  float biasTile[PR * kPanel];
+  float biasBuf[PR * kPanel];
   for (int64_t p = panelBegin; p < panelEnd;) {
     const int64_t have = m == 1 ? std::min<int64_t>(PR, panelEnd - p) : 1;
     int nvalid =
         static_cast<int>(std::min<int64_t>(have * kPanel, w.n - p * kPanel));
-    const float *b = nullptr;
-    if (bias) {
-      for (int j = 0; j < have * kPanel; ++j)
-        biasTile[j] = j < nvalid ? bias[p * kPanel + j] : 0.0f;
-      b = biasTile;
-    }
-    const int8_t *panel = base + p * panelBytes;
-    const float *sc = scales + p * kPanel;
-    const int32_t *su = sums + p * kPanel;
+    const float *b = biasTile(bias, p * kPanel, nvalid,
+                              static_cast<int>(have * kPanel), biasBuf);
+    const int8_t *panel = l.base + p * panelBytes;
+    const float *sc = l.scales + p * kPanel;
+    const int32_t *su = l.sums + p * kPanel;
     int64_t tiles = (m + MR - 1) / MR;
     for (int64_t t = 0, r = 0; r < m; ++t) {
       int64_t rows = m / tiles + (t < m % tiles ? 1 : 0);

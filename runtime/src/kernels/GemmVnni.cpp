@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "I8DotLayout.h"
 #include "ds/rt/Kernels.h"
 
 #include <algorithm>
@@ -62,27 +63,17 @@ inline void tile(const uint8_t *xq, int64_t ldq, const float *xs,
 void gemmI8Dot(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
                const PackedWeight &w, const float *bias, float *c, int64_t ldc,
                int64_t panelBegin, int64_t panelEnd) {
-  const int64_t panels = (w.n + kPanel - 1) / kPanel, quads = (w.k + 3) / 4;
-  const int64_t panelBytes = quads * kPanel * 4;
-  const auto *base = static_cast<const int8_t *>(w.data);
-  const auto *scales =
-      reinterpret_cast<const float *>(base + panels * panelBytes);
-  const auto *sums =
-      reinterpret_cast<const int32_t *>(scales + panels * kPanel);
-  float biasTile[NP * kPanel];
+  const I8DotLayout l(w);
+  const int64_t quads = l.quads, panelBytes = l.panelBytes;
+  float biasBuf[NP * kPanel];
   for (int64_t p0 = panelBegin; p0 < panelEnd; p0 += NP) {
     int64_t have = std::min<int64_t>(NP, panelEnd - p0);
     int nvalid =
         static_cast<int>(std::min<int64_t>(have * kPanel, w.n - p0 * kPanel));
-    const float *b = nullptr;
-    if (bias) {
-      for (int j = 0; j < NP * kPanel; ++j)
-        biasTile[j] = j < nvalid ? bias[p0 * kPanel + j] : 0.0f;
-      b = biasTile;
-    }
-    const int8_t *panel = base + p0 * panelBytes;
-    const float *sc = scales + p0 * kPanel;
-    const int32_t *su = sums + p0 * kPanel;
+    const float *b = biasTile(bias, p0 * kPanel, nvalid, NP * kPanel, biasBuf);
+    const int8_t *panel = l.base + p0 * panelBytes;
+    const float *sc = l.scales + p0 * kPanel;
+    const int32_t *su = l.sums + p0 * kPanel;
     float *cc = c + p0 * kPanel;
     int64_t tiles = (m + MR - 1) / MR, per = (m + tiles - 1) / tiles;
     for (int64_t r = 0; r < m; r += per) {
