@@ -835,6 +835,40 @@ TEST(MLAPacked, EqualsPerRowForm) {
       {2, 3, 10, 8, 6, 8, 40, 150, 3, {2, 0}, {70, 71, 149, 0, 64, 65}}, &pool);
 }
 
+/// Prefill rows of a slot at consecutive positions run together (runs of
+/// up to 8 rows share each key row); every row must come out bit for bit
+/// as when it runs alone.
+TEST(Kernels, AttentionPrefillRowsMatchSingleRows) {
+  std::mt19937 rng(31);
+  const int64_t batch = 2, seq = 13, heads = 8, kvHeads = 2, d = 24, dv = 16,
+                maxLen = 64, numSlots = 3;
+  std::vector<float> q = randomVec(rng, batch * seq * heads * d);
+  std::vector<float> k = randomVec(rng, numSlots * maxLen * kvHeads * d);
+  std::vector<float> v = randomVec(rng, numSlots * maxLen * kvHeads * dv);
+  std::vector<int64_t> slots{2, 0}, positions;
+  for (int64_t s = 0; s < seq; ++s) // consecutive: runs of 8 and 5
+    positions.push_back(30 + s);
+  for (int64_t s = 0; s < seq; ++s) // with a gap and a repeat: other runs
+    positions.push_back(s < 6 ? 40 + s : s == 6 ? 45 : 50 + s);
+  std::vector<float> all(batch * seq * heads * dv), one(heads * dv);
+  ThreadPool pool(2);
+  for (ThreadPool *p : {static_cast<ThreadPool *>(nullptr), &pool}) {
+    attention(q.data(), batch, seq, heads, d, k.data(), v.data(), maxLen,
+              kvHeads, dv, slots.data(), positions.data(), 0, 0.2, all.data(),
+              p);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t s = 0; s < seq; ++s) {
+        int64_t row = b * seq + s;
+        attention(q.data() + row * heads * d, 1, 1, heads, d, k.data(),
+                  v.data(), maxLen, kvHeads, dv, &slots[b], &positions[row], 0,
+                  0.2, one.data());
+        ASSERT_EQ(0, std::memcmp(one.data(), all.data() + row * heads * dv,
+                                 one.size() * sizeof(float)))
+            << "row " << row << (p ? " (threads)" : "");
+      }
+  }
+}
+
 TEST(Kernels, AttentionMhaLongRows) {
   // MHA (no shared KV heads: the per-head paths) with d = 24 (one
   // 16-column chunk and 8 left) over several row blocks.

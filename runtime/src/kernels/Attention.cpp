@@ -315,9 +315,14 @@ int64_t headBlocks(ThreadPool *pool, int64_t rows, int64_t units) {
 
 } // namespace
 
-// Every item is one row and a block of KV heads with all of their query
-// heads: each key and value row is read once for all of them (GQA's group
-// shares it), from one contiguous cache row, instead of once per query head.
+// Every item is a run of query rows and a block of KV heads with all of
+// their query heads: each key and value row is read once for all of them
+// (GQA's group shares it; prefill rows of one slot at consecutive positions
+// share every key row up to the first one's position), from one contiguous
+// cache row, instead of once per query head and row. A row of the run that
+// ends earlier than the last gets zero weights past its own position, which
+// add exactly nothing: every (row, head) keeps the arithmetic of the plain
+// per-head loop.
 void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
                int64_t d, const float *k, const float *v, int64_t maxLen,
                int64_t kvHeads, int64_t dv, const int64_t *slots,
@@ -332,54 +337,86 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
     keys +=
         static_cast<double>(positions[i] - firstRow(positions[i], window) + 1);
   double work = keys * heads * static_cast<double>(d + dv);
-  const int64_t blocks = headBlocks(pool, rows, kvHeads);
+  // Runs of up to kQueryBlock rows in one slot at consecutive positions
+  // (without a sliding window, so that they start at the same key row).
+  constexpr int64_t kQueryBlock = 8;
+  std::vector<int64_t> runs;
+  for (int64_t r = 0; r < rows;) {
+    int64_t e = r + 1;
+    if (window <= 0 && positions[r] >= 0)
+      while (e < rows && e - r < kQueryBlock &&
+             slots[e / seq] == slots[r / seq] &&
+             positions[e] == positions[e - 1] + 1)
+        ++e;
+    runs.push_back(r);
+    r = e;
+  }
+  runs.push_back(rows);
+  const int64_t numRuns = static_cast<int64_t>(runs.size()) - 1;
+  const int64_t blocks = headBlocks(pool, numRuns, kvHeads);
   const int64_t perBlock = (kvHeads + blocks - 1) / blocks;
 
   auto body = [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scratch;
     thread_local std::vector<const float *> qs, ks;
     thread_local std::vector<double> sums;
+    thread_local std::vector<int64_t> lens;
     for (int64_t item = begin; item < end; ++item) {
-      int64_t bs = item / blocks, blk = item % blocks, b = bs / seq;
+      int64_t run = item / blocks, blk = item % blocks;
+      int64_t r0 = runs[run], nr = runs[run + 1] - r0;
       int64_t kv0 = blk * perBlock, kv1 = std::min(kvHeads, kv0 + perBlock);
       if (kv0 >= kv1)
         continue;
-      int64_t h0 = kv0 * group, nh = (kv1 - kv0) * group;
-      int64_t pos = positions[bs], first = firstRow(pos, window);
-      int64_t len = pos - first + 1;
-      float *o = out + (bs * heads + h0) * dv;
+      // Entry i: KV head kv0 + i / (nr * group), row r0 + (i / group) % nr,
+      // query head i % group of that KV head's group.
+      const int64_t per = nr * group, ni = (kv1 - kv0) * per;
+      auto rowOf = [&](int64_t i) { return r0 + (i / group) % nr; };
+      auto headOf = [&](int64_t i) {
+        return (kv0 + i / per) * group + i % group;
+      };
+      int64_t first = firstRow(positions[r0], window);
+      int64_t len = positions[r0 + nr - 1] - first + 1; // the longest
       if (len <= 0) { // an invalid position: nothing to attend to
-        std::fill(o, o + nh * dv, 0.0f);
+        for (int64_t i = 0; i < ni; ++i) {
+          float *o = out + (rowOf(i) * heads + headOf(i)) * dv;
+          std::fill(o, o + dv, 0.0f);
+        }
         continue;
       }
-      scratch.resize(nh * (len + dv));
-      float *scores = scratch.data(), *acc = scores + nh * len;
-      qs.resize(nh);
-      ks.resize(nh);
-      for (int64_t i = 0; i < nh; ++i)
-        qs[i] = q + (bs * heads + h0 + i) * d;
-      const float *kRows = k + (slots[b] * maxLen + first) * kStride;
-      const float *vRows = v + (slots[b] * maxLen + first) * vStride;
-      for (int64_t i = 0; i < nh; ++i)
-        ks[i] = kRows + (kv0 + i / group) * d;
-      dotTable(qs.data(), ks.data(), kStride, d, nh, len, scores, len);
-      for (int64_t i = 0; i < nh * len; ++i)
+      scratch.resize(ni * (len + dv));
+      float *scores = scratch.data(), *acc = scores + ni * len;
+      qs.resize(ni);
+      ks.resize(ni);
+      lens.resize(ni);
+      int64_t slot = slots[r0 / seq];
+      const float *kRows = k + (slot * maxLen + first) * kStride;
+      const float *vRows = v + (slot * maxLen + first) * vStride;
+      for (int64_t i = 0; i < ni; ++i) {
+        qs[i] = q + (rowOf(i) * heads + headOf(i)) * d;
+        ks[i] = kRows + (kv0 + i / per) * d;
+        lens[i] = positions[rowOf(i)] - first + 1;
+      }
+      dotTable(qs.data(), ks.data(), kStride, d, ni, len, scores, len);
+      for (int64_t i = 0; i < ni * len; ++i)
         scores[i] = static_cast<float>(scores[i] * scale);
-      std::fill(acc, acc + nh * dv, 0.0f);
-      sums.resize(nh);
-      for (int64_t i = 0; i < nh; ++i)
-        sums[i] = softmaxWeights(scores + i * len, len);
-      for (int64_t i = 0; i < nh; ++i)
-        ks[i] = vRows + (kv0 + i / group) * dv;
-      weightedSums(scores, len, ks.data(), vStride, len, nh, dv, acc, dv);
-      for (int64_t i = 0; i < nh; ++i) {
+      std::fill(acc, acc + ni * dv, 0.0f);
+      sums.resize(ni);
+      for (int64_t i = 0; i < ni; ++i) {
+        sums[i] = softmaxWeights(scores + i * len, lens[i]);
+        std::fill(scores + i * len + lens[i], scores + (i + 1) * len, 0.0f);
+      }
+      for (int64_t i = 0; i < ni; ++i)
+        ks[i] = vRows + (kv0 + i / per) * dv;
+      weightedSums(scores, len, ks.data(), vStride, len, ni, dv, acc, dv);
+      for (int64_t i = 0; i < ni; ++i) {
         float inv = static_cast<float>(1.0 / sums[i]);
+        float *o = out + (rowOf(i) * heads + headOf(i)) * dv;
         for (int64_t c = 0; c < dv; ++c)
-          o[i * dv + c] = acc[i * dv + c] * inv;
+          o[c] = acc[i * dv + c] * inv;
       }
     }
   };
-  forItems(pool, rows * blocks, work, body);
+  forItems(pool, numRuns * blocks, work, body);
 }
 
 void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
