@@ -18,8 +18,8 @@
 //   5. with --jit (a model directory or .mlir; ds-bench built with the
 //      compiler): the first ds_model_compile into an empty cache, and the
 //      warm start from that cache, as an embedding program sees them;
-//   6. decode attention at context 4096 (DeepSeek-V3 MLA, a GQA layer)
-//      against its roofline.
+//   6. attention against its roofline: decode at context 4096 (DeepSeek-V3
+//      MLA, a GQA layer) and a GQA prefill of 1024 tokens.
 // Every timed run starts with cold caches (256 MiB read first): weights come
 // from memory, as in decode. Figures are printed, never asserted: machines
 // are noisy.
@@ -580,7 +580,8 @@ void benchBatching(const std::string &path) {
 /// against its roofline (FLOPs at the FMA peak, bytes at stream bandwidth).
 void benchAttention(double bw, double peak) {
   const int64_t len = 4096;
-  std::printf("\n== 6. decode attention, context %lld, 1 row, 1 thread\n",
+  std::printf("\n== 6. attention: decode at context %lld (1 row), prefill, 1 "
+              "thread\n",
               static_cast<long long>(len));
   std::printf("%-40s %10s %12s %10s  %s\n", "", "time ms", "roofline ms",
               "% roof", "bound");
@@ -628,6 +629,22 @@ void benchAttention(double bw, double peak) {
     double flops = 4.0 * H * len * d;
     double bytes = 2.0 * 4.0 * len * kvH * d;
     report("GQA (32 query / 8 KV heads, d 128)", s, flops, bytes);
+    // Prefill of 1024 tokens into one slot (causal): rows at consecutive
+    // positions share the key rows they read.
+    const int64_t n = 1024;
+    std::vector<float> pq = randomFloats(n * H * d, 8), pout(n * H * d);
+    std::vector<int64_t> slots(n, 0), positions(n);
+    for (int64_t i = 0; i < n; ++i)
+      positions[i] = i;
+    double p = medianSeconds(
+        [&] {
+          attention(pq.data(), n, 1, H, d, k.data(), v.data(), len, kvH, d,
+                    slots.data(), positions.data(), 0, 0.088, pout.data(),
+                    nullptr);
+        },
+        std::max(3, reps / 3));
+    report("GQA prefill, 1024 tokens", p, 4.0 * H * d * n * (n + 1) / 2.0,
+           2.0 * 4.0 * n * kvH * d);
   }
 }
 
