@@ -737,9 +737,9 @@ int main(int argc, char **argv) {
     benchGemm(bw);
   if (!model.empty() && (only.empty() || only == "batch"))
     benchBatching(model);
-  if (only.empty() || only == "attention")
-    benchAttention(bw, peak);
   if (!jit.empty() && (only.empty() || only == "jit"))
     benchJit(jit, jitOptimize);
+  if (only.empty() || only == "attention")
+    benchAttention(bw, peak);
   return 0;
 }
