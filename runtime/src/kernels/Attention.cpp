@@ -526,7 +526,6 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
       part.resize(nh * len);
       qps.resize(nh);
       qs.resize(nh);
-      lats.assign(nh, nullptr);
       for (int64_t i = 0; i < nh; ++i)
         qs[i] = q + i * rank;
       lats.assign(nh, lat);
