@@ -365,19 +365,32 @@ void initLLVMTargets() {
   (void)once;
 }
 
+/// DS_CPU_AVX2=1 (as the runtime reads it, Gemm.cpp): treat the host as an
+/// AVX2 machine, so that an AVX-512 host builds and tests the AVX2 paths.
+bool forceAvx2() {
+  const char *force = std::getenv("DS_CPU_AVX2");
+  return force && *force && std::string(force) != "0";
+}
+
 std::string hostFeatures() {
   std::string out;
   for (const auto &f : llvm::sys::getHostCPUFeatures()) {
     if (!out.empty())
       out += ",";
-    out += (f.second ? "+" : "-") + f.first().str();
+    bool on = f.second;
+    llvm::StringRef name = f.first();
+    if (forceAvx2() && (name.starts_with("avx512") || name.starts_with("amx") ||
+                        name.starts_with("avx10")))
+      on = false;
+    out += (on ? "+" : "-") + name.str();
   }
   return out;
 }
 } // namespace
 
 ::ds::rt::TargetInfo mlir::ds::hostTarget() {
-  return {llvm::sys::getProcessTriple(), llvm::sys::getHostCPUName().str(),
+  return {llvm::sys::getProcessTriple(),
+          forceAvx2() ? "x86-64-v3" : llvm::sys::getHostCPUName().str(),
           hostFeatures()};
 }
 

@@ -5,12 +5,14 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 
 #include <algorithm>
 #include <cstring>
 #include <immintrin.h>
 #include <type_traits>
+#include <vector>
 
 #define DS_VW 16
 
