@@ -1,16 +1,21 @@
 //===- ds-bench.cpp - runtime kernel and serving benchmarks ---------------===//
 //
 //   ds-bench [--model M.dsa] [--jit DIR|M.mlir [--jit-optimize OPTS]]
-//            [--reps N] [--only moe|gemm|int8|batch|attention|jit]
+//            [--torch bench/moe-torch.sh] [--reps N]
+//            [--only moe|gemm|int8|batch|attention|jit]
 //
 // Prints figures, each beside a baseline measured in the same run (medians
 // of --reps timed repetitions, one thread unless stated):
 //   1. MoE layer (hidden 1024, 8 experts top-2 softmax renormalized + one
 //      shared expert, SwiGLU 1408, f32) at T = 1, 64, 256: tokens/s and the
 //      fraction of the roofline, from a stream-read bandwidth and an FMA peak
-//      measured here;
-//   2. f32 GEMM 512x512x512, 32x4096x4096 and GEMV 1x4096x4096 against
-//      oneDNN's sgemm; the GEMV also as a fraction of stream bandwidth;
+//      measured here; then warm (weights cached, as PyTorch is timed) on 1
+//      and every core, beside the PyTorch peer (--torch: bench/moe-torch.sh
+//      runs ../shared/baselines/moe_torch.py in its own virtual env);
+//   2. f32 GEMM 512x512x512, 32x4096x4096, the MoE layer's expert shapes
+//      (T x 2816 x 1024, T x 1024 x 1408 at T = 64, 256) and GEMV
+//      1x4096x4096 against oneDNN's sgemm, on one thread and on every core;
+//      the GEMV also as a fraction of stream bandwidth;
 //   3. the MoE layer with int8 weight-only experts against f32 at T = 1;
 //   4. with --model (a ds-compile artifact with @decode): decode throughput
 //      at batch 32 against batch 1, and latency percentiles of the batcher
@@ -27,8 +32,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/Batcher.h"
+#include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/MemoryPlanner.h"
+#include "ds/rt/ThreadPool.h"
 #include "ds/runtime.h"
 
 #include <dnnl.h>
@@ -39,8 +46,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
@@ -293,7 +302,7 @@ struct MoELayer {
       down.emplace_back(randomFloats(H * I, 20 + e, 0.02f), H, I, format);
     }
   }
-  void run(const float *x, int64_t t, float *y) {
+  void run(const float *x, int64_t t, float *y, ThreadPool *pool = nullptr) {
     thread_local std::vector<float> logits, w, gu, hid, shared;
     thread_local std::vector<int32_t> idx;
     logits.resize(t * E);
@@ -302,7 +311,7 @@ struct MoELayer {
     gu.resize(t * 2 * I);
     hid.resize(t * I);
     shared.resize(t * H);
-    gemm(x, t, H, router.w, nullptr, logits.data(), E);
+    gemm(x, t, H, router.w, nullptr, logits.data(), E, pool);
     RouterConfig rc;
     rc.numExperts = E;
     rc.topK = K;
@@ -314,10 +323,10 @@ struct MoELayer {
       d.push_back(down[e].w);
     }
     moeExperts(x, t, H, w.data(), idx.data(), K, E, g.data(), d.data(), I,
-               Act::Silu, y);
-    gemm(x, t, H, sharedGateUp.w, nullptr, gu.data(), 2 * I);
+               Act::Silu, y, pool);
+    gemm(x, t, H, sharedGateUp.w, nullptr, gu.data(), 2 * I, pool);
     glu(gu.data(), t, I, Act::Silu, hid.data());
-    gemm(hid.data(), t, I, sharedDown.w, nullptr, shared.data(), H);
+    gemm(hid.data(), t, I, sharedDown.w, nullptr, shared.data(), H, pool);
     for (int64_t i = 0; i < t * H; ++i)
       y[i] += shared[i];
   }
@@ -337,6 +346,35 @@ struct MoELayer {
     return std::count(used.begin(), used.end(), true);
   }
 };
+
+/// Runs the PyTorch MoE peer (bench/moe-torch.sh, which runs
+/// ../shared/baselines/moe_torch.py) for T = 1, 64, 256 on 1 and `cores`
+/// threads; tokens/s by (threads, T), empty when it fails.
+std::map<std::pair<unsigned, int64_t>, double>
+torchMoE(const std::string &script, unsigned cores) {
+  std::map<std::pair<unsigned, int64_t>, double> out;
+  std::string cmd = script + " --tokens 1 64 256 --threads 1";
+  if (cores > 1)
+    cmd += " " + std::to_string(cores);
+  FILE *p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p)
+    return out;
+  char line[1024];
+  while (std::fgets(line, sizeof(line), p)) {
+    unsigned thr;
+    long long t;
+    const char *tok = std::strstr(line, "tok/s");
+    if (std::sscanf(line, "MoE thr=%u T=%lld", &thr, &t) == 2 && tok)
+      out[{thr, static_cast<int64_t>(t)}] = std::atof(tok + 5);
+    else if (std::strncmp(line, "torch ", 6) == 0)
+      std::printf("peer: %s", line);
+  }
+  if (pclose(p) != 0 || out.empty())
+    std::printf("peer: `%s` failed\n", cmd.c_str());
+  return out;
+}
+
+std::string torchScript;
 
 void benchMoE(double bw, double peak, bool alsoInt8) {
   MoELayer f32(WeightFormat::F32);
@@ -394,6 +432,37 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
                 "expert %.3f ms\n",
                 router * 1e3, experts * 1e3, shared * 1e3);
   }
+  {
+    // Warm (weights in cache across repeated calls), the protocol the
+    // PyTorch peer uses, on one thread and on every core.
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    std::map<std::pair<unsigned, int64_t>, double> peer;
+    if (!torchScript.empty())
+      peer = torchMoE(torchScript, cores);
+    std::printf("warm, as PyTorch is timed (moe_torch.py%s):\n",
+                torchScript.empty() ? " not run: --torch SCRIPT" : "");
+    std::printf("%6s %4s %12s %12s %8s\n", "T", "thr", "ds tok/s",
+                "torch tok/s", "ratio");
+    for (unsigned threads : {1u, cores}) {
+      if (threads == cores && cores == 1)
+        break;
+      ThreadPool pool(threads - 1);
+      for (int64_t t : {1, 64, 256}) {
+        std::vector<float> x = randomFloats(t * MoELayer::H, 99, 1.0f),
+                           y(t * MoELayer::H);
+        double s = timeMedian([&] { f32.run(x.data(), t, y.data(), &pool); },
+                              t == 1 ? 5 * reps : reps, /*cold=*/false);
+        auto it = peer.find({threads, t});
+        if (it != peer.end())
+          std::printf("%6lld %4u %12.0f %12.0f %7.2fx\n",
+                      static_cast<long long>(t), threads, t / s, it->second,
+                      t / s / it->second);
+        else
+          std::printf("%6lld %4u %12.0f %12s %8s\n", static_cast<long long>(t),
+                      threads, t / s, "-", "-");
+      }
+    }
+  }
   if (!alsoInt8)
     return;
   MoELayer i8(WeightFormat::I8);
@@ -438,43 +507,80 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
     std::printf("  also %s: %.3f ms (%.0f tok/s): %.2fx f32\n", name, t * 1e3,
                 1 / t, a / t);
   }
+  {
+    // bf16 at prefill size: compute-bound, so only a bf16 dot product
+    // (vdpbf16ps, AVX512_BF16) would beat f32 there; today bf16 weights are
+    // widened to f32 in registers.
+    MoELayer bf(WeightFormat::BF16);
+    const int64_t t = 256;
+    std::vector<float> xs = randomFloats(t * MoELayer::H, 98, 1.0f),
+                       ys(t * MoELayer::H);
+    double f = medianSeconds([&] { f32.run(xs.data(), t, ys.data()); });
+    double h = medianSeconds([&] { bf.run(xs.data(), t, ys.data()); });
+    std::printf("  bf16 at T=256: %.3f ms vs f32 %.3f ms: %.2fx f32%s\n",
+                h * 1e3, f * 1e3, f / h,
+                cpuInfo().avx512bf16 ? " (AVX512_BF16 present, not used)" : "");
+  }
+}
+
+/// oneDNN's OpenMP thread count (libgomp, loaded with libdnnl): looked up
+/// at run time so that ds-bench does not link an OpenMP runtime itself.
+void setDnnlThreads(int n) {
+  using SetThreads = void (*)(int);
+  static auto set =
+      reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (set)
+    set(n);
 }
 
 void benchGemm(double bw) {
-  std::printf("\n== 2. f32 GEMM / GEMV vs oneDNN sgemm (1 thread)\n");
-  std::printf("%-18s %10s %10s %10s %8s\n", "M x N x K", "ds GF/s", "oneDNN",
-              "ratio", "GB/s");
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::printf("\n== 2. f32 GEMM / GEMM at the MoE expert shapes / GEMV vs "
+              "oneDNN sgemm (1 and %u threads)\n",
+              cores);
+  std::printf("%-18s %3s %10s %10s %10s %8s\n", "M x N x K", "thr", "ds GF/s",
+              "oneDNN", "ratio", "GB/s");
   struct Shape {
     int64_t m, n, k;
   };
   for (Shape s :
-       {Shape{512, 512, 512}, Shape{32, 4096, 4096}, Shape{1, 4096, 4096}}) {
+       {Shape{512, 512, 512}, Shape{32, 4096, 4096}, Shape{64, 2816, 1024},
+        Shape{64, 1024, 1408}, Shape{256, 2816, 1024}, Shape{256, 1024, 1408},
+        Shape{1, 4096, 4096}}) {
     std::vector<float> a = randomFloats(s.m * s.k, 1),
                        w = randomFloats(s.n * s.k, 2);
     std::vector<float> c(s.m * s.n), c2(s.m * s.n);
     Packed p(w, s.n, s.k);
-    double ours = medianSeconds(
-        [&] { gemm(a.data(), s.m, s.k, p.w, nullptr, c.data(), s.n); });
-    double theirs = medianSeconds([&] {
-      dnnl_sgemm('N', 'T', s.m, s.n, s.k, 1.0f, a.data(), s.k, w.data(), s.k,
-                 0.0f, c2.data(), s.n);
-    });
-    double err = 0, mag = 0;
-    for (size_t i = 0; i < c.size(); ++i) {
-      err = std::max(err, static_cast<double>(std::abs(c[i] - c2[i])));
-      mag = std::max(mag, static_cast<double>(std::abs(c2[i])));
+    for (unsigned threads : {1u, cores}) {
+      if (threads == cores && cores == 1)
+        break;
+      ThreadPool pool(threads - 1);
+      setDnnlThreads(static_cast<int>(threads));
+      double ours = medianSeconds([&] {
+        gemm(a.data(), s.m, s.k, p.w, nullptr, c.data(), s.n, &pool);
+      });
+      double theirs = medianSeconds([&] {
+        dnnl_sgemm('N', 'T', s.m, s.n, s.k, 1.0f, a.data(), s.k, w.data(), s.k,
+                   0.0f, c2.data(), s.n);
+      });
+      setDnnlThreads(1);
+      double err = 0, mag = 0;
+      for (size_t i = 0; i < c.size(); ++i) {
+        err = std::max(err, static_cast<double>(std::abs(c[i] - c2[i])));
+        mag = std::max(mag, static_cast<double>(std::abs(c2[i])));
+      }
+      double flops = 2.0 * s.m * s.n * s.k;
+      double gbs = s.n * s.k * 4.0 / ours / 1e9;
+      std::printf("%5lldx%5lldx%5lld %3u %10.1f %10.1f %9.2fx %8.1f%s\n",
+                  static_cast<long long>(s.m), static_cast<long long>(s.n),
+                  static_cast<long long>(s.k), threads, flops / ours / 1e9,
+                  flops / theirs / 1e9, theirs / ours, gbs,
+                  err / mag > 1e-4 ? "  (RESULTS DIFFER)" : "");
+      if (s.m == 1 && threads == 1)
+        std::printf("GEMV weight stream: %.1f GB/s = %.0f%% of the %.1f GB/s "
+                    "stream bandwidth\n",
+                    gbs, 100.0 * gbs * 1e9 / bw, bw / 1e9);
     }
-    double flops = 2.0 * s.m * s.n * s.k;
-    double gbs = s.n * s.k * 4.0 / ours / 1e9;
-    std::printf("%5lldx%5lldx%5lld %10.1f %10.1f %9.2fx %8.1f%s\n",
-                static_cast<long long>(s.m), static_cast<long long>(s.n),
-                static_cast<long long>(s.k), flops / ours / 1e9,
-                flops / theirs / 1e9, theirs / ours, gbs,
-                err / mag > 1e-4 ? "  (RESULTS DIFFER)" : "");
-    if (s.m == 1)
-      std::printf("GEMV weight stream: %.1f GB/s = %.0f%% of the %.1f GB/s "
-                  "stream bandwidth\n",
-                  gbs, 100.0 * gbs * 1e9 / bw, bw / 1e9);
   }
 }
 
@@ -713,14 +819,23 @@ int main(int argc, char **argv) {
       jit = argv[++i];
     else if (a == "--jit-optimize" && i + 1 < argc)
       jitOptimize = argv[++i];
+    else if (a == "--torch" && i + 1 < argc)
+      torchScript = argv[++i];
     else {
       std::fprintf(stderr, "usage: ds-bench [--model M.dsa] [--jit DIR|M.mlir "
-                           "[--jit-optimize OPTS]] [--reps N] [--only "
+                           "[--jit-optimize OPTS]] [--torch "
+                           "bench/moe-torch.sh] [--reps N] [--only "
                            "moe|gemm|int8|batch|attention|jit]\n");
       return 2;
     }
   }
-  std::printf("ds-bench: %s kernels, medians of %d runs\n",
+  const CpuInfo &cpu = cpuInfo();
+  std::printf("ds-bench on %s (%s; L1d %lld KiB, L2 %lld KiB, %u cores): %s "
+              "kernels, medians of %d runs\n",
+              cpu.model.c_str(), cpu.isaSummary().c_str(),
+              static_cast<long long>(cpu.l1d >> 10),
+              static_cast<long long>(cpu.l2 >> 10),
+              std::max(1u, std::thread::hardware_concurrency()),
               hasAvx512() ? "AVX-512" : "AVX2", reps);
   double bw = 0, peak = 0;
   if (only.empty() || only == "moe" || only == "gemm" || only == "int8" ||

@@ -2,7 +2,9 @@
 # Set everything up and run every test suite:
 #   1. lit + FileCheck suites (test/lit) and GoogleTest binaries (as lit tests),
 #   2. the runtime configured, built and tested with DS_BUILD_COMPILER=OFF,
-#   3. install + an out-of-tree plugin built with find_package(DS) and loaded
+#   3. the runtime built with ASan + UBSan, its tests run on compiled
+#      artifacts (AVX-512 and AVX2 paths),
+#   4. install + an out-of-tree plugin built with find_package(DS) and loaded
 #      into the installed ds-opt.
 # Ends with one line "N passed, N failed". DS_SANITIZE=1 runs it all under
 # ASan + UBSan (in build-asan/).
@@ -50,6 +52,35 @@ runtime_only() {
     ctest --test-dir "$dir" --output-on-failure
 }
 step "runtime builds and passes with DS_BUILD_COMPILER=OFF" runtime_only
+
+# The runtime built with ASan + UBSan (runtime-only, so it costs minutes,
+# not a second compiler build) runs its unit tests, then the batcher,
+# session and GEMM tests on a compiled artifact, on the AVX-512 path (where
+# the CPU has it) and with the AVX2 kernels forced: batch invariance must
+# hold bit for bit whatever the compiler's instrumentation does to the code.
+runtime_sanitized() {
+  local dir="$DS_BUILD_DIR/runtime-asan" art="$DS_BUILD_DIR/runtime-asan/art"
+  ASAN_OPTIONS="${ASAN_OPTIONS:-allow_user_poisoning=0}" \
+    UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" \
+    bash -c '
+    set -e
+    cmake -S "$1" -B "$2" -G Ninja -DDS_BUILD_COMPILER=OFF \
+      -DDS_ENABLE_SANITIZERS=ON -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
+      -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+    cmake --build "$2" -j "$4" --target ds-runtime-tests >/dev/null
+    rm -rf "$3" && mkdir -p "$3"
+    "$5/bin/ds-make-tiny-model" --arch deepseek_v3 --out "$3/m" --seed 3 --init-std 0.02 >/dev/null
+    "$5/bin/ds-compile" "$3/m" --optimize "quantize=int8" --max-cache-len 32 -o "$3/m.dsa" >/dev/null
+    DS_CPU_AVX2=1 "$5/bin/ds-compile" "$3/m" --optimize "quantize=int8" --max-cache-len 32 -o "$3/avx2.dsa" >/dev/null
+    DS_TEST_ARTIFACT="$3/m.dsa" "$2/unittests/ds-runtime-tests" --gtest_brief=1
+    DS_CPU_AVX2=1 DS_TEST_ARTIFACT="$3/avx2.dsa" "$2/unittests/ds-runtime-tests" \
+      --gtest_brief=1 --gtest_filter="Session*:Gemm*:Batcher*"
+  ' _ "$DS_ROOT" "$dir" "$art" "$DS_JOBS" "$DS_BUILD_DIR"
+}
+if [[ "${DS_SANITIZE:-0}" != 1 ]]; then
+  step "runtime under ASan + UBSan: unit tests, batch invariance on AVX-512 and AVX2" runtime_sanitized
+fi
 
 out_of_tree_plugin() {
   local prefix="$DS_BUILD_DIR/install" pdir="$DS_BUILD_DIR/plugin-out-of-tree"

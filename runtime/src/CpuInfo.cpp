@@ -1,4 +1,5 @@
-//===- CpuInfo.cpp - cpuid and cache-size probing ---------------------------===//
+//===- CpuInfo.cpp - cpuid and cache-size probing
+//---------------------------===//
 //
 // Features come from cpuid (leaf 7 for AVX-512 / AMX, checked against the
 // XCR0 state the OS enables), cache sizes from
@@ -102,8 +103,8 @@ CpuInfo probe() {
     return ci;
   const bool osxsave = c & bit_OSXSAVE;
   const uint64_t xcr = osxsave ? xcr0() : 0;
-  const bool avxState = (xcr & 0x6) == 0x6;     // XMM + YMM
-  const bool zmmState = (xcr & 0xe6) == 0xe6;   // + opmask, ZMM_Hi256, Hi16
+  const bool avxState = (xcr & 0x6) == 0x6;   // XMM + YMM
+  const bool zmmState = (xcr & 0xe6) == 0xe6; // + opmask, ZMM_Hi256, Hi16
   const bool tileState = (xcr & 0x60000) == 0x60000; // XTILECFG + XTILEDATA
   ci.fma = avxState && (c & bit_FMA);
   ci.f16c = avxState && (c & bit_F16C);

@@ -24,12 +24,14 @@ void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                 const float *bias, float *c, int64_t ldc, int64_t panelBegin,
                 int64_t panelEnd);
 int64_t panelsPerGroup(int64_t m);
+int64_t tallRows();
 } // namespace avx512
 namespace avx2 {
 void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                 const float *bias, float *c, int64_t ldc, int64_t panelBegin,
                 int64_t panelEnd);
 int64_t panelsPerGroup(int64_t m);
+int64_t tallRows();
 } // namespace avx2
 
 void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
@@ -226,7 +228,13 @@ void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
     run(0, panels);
     return;
   }
-  pool->parallelFor(groups, 1, [&](int64_t g0, int64_t g1) {
+  // Many rows: each call packs the activations it reads (gemmTall), so the
+  // panel groups go out in one contiguous chunk per thread, not one group
+  // at a time (which packed them again for every group).
+  const int64_t tall = wide ? avx512::tallRows() : avx2::tallRows();
+  const int64_t grain =
+      m > tall ? (groups + pool->numWorkers()) / (pool->numWorkers() + 1) : 1;
+  pool->parallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
     run(g0 * per, std::min(panels, g1 * per));
   });
 }
