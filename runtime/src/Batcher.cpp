@@ -66,16 +66,18 @@ absl::Status Session::validate(const std::vector<int64_t> &prompt,
 absl::StatusOr<HostTensor>
 Session::runRows(Executor &executor, const std::vector<int64_t> &tokens,
                  const std::vector<int64_t> &positions,
-                 const std::vector<int64_t> &slots) {
+                 const std::vector<int64_t> &slots,
+                 const std::vector<int64_t> *logitRows) {
   int64_t n = static_cast<int64_t>(tokens.size());
   HostTensor t = HostTensor::fromInts({n, 1}, tokens);
   HostTensor p = HostTensor::fromInts({n, 1}, positions);
   absl::StatusOr<std::vector<HostTensor>> out =
-      executor.run("decode", {&t, &p}, &cache, slots);
+      executor.run("decode", {&t, &p}, &cache, slots, logitRows);
   if (!out.ok())
     return out.status();
   HostTensor logits = std::move((*out)[0]);
-  logits.shape = {n, logits.shape.back()};
+  logits.shape = {logitRows ? static_cast<int64_t>(logitRows->size()) : n,
+                  logits.shape.back()};
   return logits;
 }
 
@@ -111,6 +113,18 @@ std::vector<int64_t> splitRowsBySlot(const std::vector<int64_t> &slots,
 absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
                                          const std::vector<int64_t> &positions,
                                          const std::vector<int64_t> &slots) {
+  return stepRows(tokens, positions, slots, nullptr);
+}
+
+absl::StatusOr<HostTensor> Session::step(
+    const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
+    const std::vector<int64_t> &slots, const std::vector<int64_t> &logitRows) {
+  return stepRows(tokens, positions, slots, &logitRows);
+}
+
+absl::StatusOr<HostTensor> Session::stepRows(
+    const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
+    const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
   int64_t n = static_cast<int64_t>(tokens.size());
   int64_t width = pool ? pool->numWorkers() + 1 : 1;
   int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
@@ -119,7 +133,7 @@ absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
       slots.size() == tokens.size())
     bounds = splitRowsBySlot(slots, parts);
   if (bounds.size() < 3)
-    return runRows(exec, tokens, positions, slots);
+    return runRows(exec, tokens, positions, slots, logitRows);
 
   int64_t count = static_cast<int64_t>(bounds.size()) - 1;
   while (static_cast<int64_t>(partExecs.size()) < count - 1)
@@ -132,9 +146,24 @@ absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
     return std::vector<int64_t>(v.begin() + bounds[i],
                                 v.begin() + bounds[i + 1]);
   };
+  // Each part's wanted rows, relative to its first row.
+  std::vector<std::vector<int64_t>> partRows(count);
+  int64_t prev = -1;
+  if (logitRows)
+    for (int64_t r : *logitRows) {
+      if (r <= prev || r >= n)
+        return absl::InvalidArgumentError(
+            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
+                         r, " after ", prev));
+      prev = r;
+      int64_t i = std::upper_bound(bounds.begin(), bounds.end(), r) -
+                  bounds.begin() - 1;
+      partRows[i].push_back(r - bounds[i]);
+    }
   auto runPart = [&](int64_t i) {
     Executor &e = i == 0 ? exec : *partExecs[i - 1];
-    return runRows(e, slice(tokens, i), slice(positions, i), slice(slots, i));
+    return runRows(e, slice(tokens, i), slice(positions, i), slice(slots, i),
+                   logitRows ? &partRows[i] : nullptr);
   };
   // Parts 1.. on the workers, part 0 here; every part is waited for before
   // returning (they write the cache and read the inputs).
@@ -149,7 +178,9 @@ absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
     if (!r.ok())
       return r.status();
   int64_t vocab = results[0]->shape.back();
-  HostTensor logits(DType::F32, {n, vocab});
+  HostTensor logits(
+      DType::F32,
+      {logitRows ? static_cast<int64_t>(logitRows->size()) : n, vocab});
   float *dst = logits.data<float>();
   for (auto &r : results) {
     int64_t bytes = r->numElements() * static_cast<int64_t>(sizeof(float));
@@ -183,12 +214,13 @@ Session::generate(const std::vector<int64_t> &prompt, int64_t maxNew,
   std::vector<int64_t> positions(prompt.size()), slots(prompt.size(), slot);
   for (size_t i = 0; i < prompt.size(); ++i)
     positions[i] = static_cast<int64_t>(i);
-  absl::StatusOr<HostTensor> logits = step(prompt, positions, slots);
+  // The prompt's last row is the only one whose logits are needed.
+  absl::StatusOr<HostTensor> logits =
+      step(prompt, positions, slots, {static_cast<int64_t>(prompt.size()) - 1});
   if (!logits.ok())
     return logits.status();
   int64_t vocab = logits->shape.back();
-  std::vector<int64_t> out{
-      argmax(logits->data<float>() + (prompt.size() - 1) * vocab, vocab)};
+  std::vector<int64_t> out{argmax(logits->data<float>(), vocab)};
   for (int64_t i = 1; i < maxNew; ++i) {
     logits = step({out.back()}, {static_cast<int64_t>(prompt.size()) + i - 1},
                   {slot});
@@ -336,7 +368,10 @@ void Batcher::loop() {
       }
       lastRow.push_back(static_cast<int64_t>(tokens.size()) - 1);
     }
-    absl::StatusOr<HostTensor> logits = session->step(tokens, positions, slots);
+    // Logits of each sequence's last row only (a prompt's other rows need
+    // none).
+    absl::StatusOr<HostTensor> logits =
+        session->step(tokens, positions, slots, lastRow);
     std::vector<Active> still;
     int64_t produced = 0;
     for (size_t i = 0; i < active.size(); ++i) {
@@ -346,7 +381,7 @@ void Batcher::loop() {
         continue;
       }
       int64_t vocab = logits->shape.back();
-      const float *row = logits->data<float>() + lastRow[i] * vocab;
+      const float *row = logits->data<float>() + i * vocab;
       a.generated.push_back(std::max_element(row, row + vocab) - row);
       a.prefilled = true;
       ++produced;

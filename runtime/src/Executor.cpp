@@ -662,7 +662,8 @@ Executor::checkShapes(const Step &s,
 absl::StatusOr<std::vector<HostTensor>>
 Executor::run(const std::string &function,
               const std::vector<const HostTensor *> &inputs, KVCache *cache,
-              const std::vector<int64_t> &slots) {
+              const std::vector<int64_t> &slots,
+              const std::vector<int64_t> *outputRows) {
   const ModelPlan &mp = model->plan();
   const FunctionPlan *fn = mp.find(function);
   if (!fn)
@@ -763,6 +764,30 @@ Executor::run(const std::string &function,
   // Cache ops index slots per batch row: with B rows the slot table is the
   // caller's.
   const int64_t *slotTable = slots.data();
+  // Wanted rows of the first result: its producing projection (if one
+  // produces it) computes only those, packed at the start of its buffer.
+  int32_t selectedValue = -1;
+  bool selectedDone = false;
+  if (outputRows) {
+    if (fn->outputs.empty() ||
+        fn->values[p.base[fn->outputs[0]]].kind == ValueInfo::Kind::Cache)
+      return absl::InvalidArgumentError(function +
+                                        " has no result to select rows of");
+    int64_t rows = rowsOf(fn->outputs[0]), prev = -1;
+    for (int64_t r : *outputRows) {
+      if (r <= prev || r >= rows)
+        return absl::InvalidArgumentError(
+            absl::StrCat(function, ": selected rows must increase within [0, ",
+                         rows, "); got ", r, " after ", prev));
+      prev = r;
+    }
+    selectedValue = p.base[fn->outputs[0]];
+    // Only a final result: a value other steps read must be whole.
+    for (const Step &s : fn->steps)
+      for (int32_t v : s.operands)
+        if (p.base[v] == selectedValue)
+          selectedValue = -1;
+  }
 
   for (const Step &s : fn->steps) {
     std::chrono::steady_clock::time_point stepStart;
@@ -846,7 +871,19 @@ Executor::run(const std::string &function,
               ? static_cast<const float *>(model->weightData(s.weights[wi++]))
               : nullptr;
       const float *in = F(x);
-      thread_local std::vector<float> scratch, wide;
+      thread_local std::vector<float> scratch, wide, picked;
+      if (y == selectedValue && !hasResidual) {
+        // Only the wanted rows (row-wise norm and GEMM: each row's result
+        // is the same as in the full product, bit for bit).
+        const int64_t count = static_cast<int64_t>(outputRows->size());
+        if (static_cast<int64_t>(picked.size()) < count * k)
+          picked.resize(count * k);
+        for (int64_t i = 0; i < count; ++i)
+          std::copy_n(in + (*outputRows)[i] * k, k, picked.data() + i * k);
+        in = picked.data();
+        m = count;
+        selectedDone = true;
+      }
       if (hasNorm || qStorage >= 0) {
         if (static_cast<int64_t>(scratch.size()) < m * k)
           scratch.resize(m * k);
@@ -1071,6 +1108,21 @@ Executor::run(const std::string &function,
     DType dt = info.type == ElemType::F32   ? DType::F32
                : info.type == ElemType::I64 ? DType::I64
                                             : DType::I32;
+    if (outputRows && results.empty()) {
+      // The wanted rows: packed at the start by the projection, else picked
+      // from the whole result.
+      const int64_t width = p.shapes[o].empty() ? 1 : p.shapes[o].back();
+      const int64_t count = static_cast<int64_t>(outputRows->size());
+      const size_t rowBytes = width * dtypeSize(dt);
+      HostTensor t(dt, {count, width});
+      const auto *src = static_cast<const uint8_t *>(ptr[o]);
+      for (int64_t i = 0; i < count; ++i)
+        std::memcpy(t.bytes.data() + i * rowBytes,
+                    src + (selectedDone ? i : (*outputRows)[i]) * rowBytes,
+                    rowBytes);
+      results.push_back(std::move(t));
+      continue;
+    }
     HostTensor t(dt, p.shapes[o]);
     if (!t.bytes.empty())
       std::memcpy(t.bytes.data(), ptr[o], t.bytes.size());

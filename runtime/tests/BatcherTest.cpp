@@ -325,6 +325,74 @@ TEST(Session, LogitsAreBatchInvariant) {
   }
 }
 
+// Asking for some rows' logits (a prompt's last row) gives exactly those
+// rows of the full step, with and without row parts on workers; the cache
+// is written the same (the next step agrees); bad row lists are refused.
+TEST(Session, SelectedLogitRowsMatchAllRows) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  int64_t vocab = model->plan().vocabSize;
+  const int64_t n = 10;
+  std::mt19937 rng(9);
+  std::vector<int64_t> tokens, positions, slots, lastRows, all(n);
+  for (int64_t s = 0; s < n; ++s) {
+    int64_t len = 1 + rng() % 5;
+    for (int64_t i = 0; i < len; ++i) {
+      tokens.push_back(static_cast<int64_t>(rng() % vocab));
+      positions.push_back(i);
+      slots.push_back(s);
+    }
+    lastRows.push_back(static_cast<int64_t>(tokens.size()) - 1);
+    all[s] = s;
+  }
+  for (unsigned threads : {0u, 3u}) {
+    auto full = Session::create(model, n, 0);
+    auto picked = Session::create(model, n, threads);
+    ASSERT_TRUE(full.ok() && picked.ok());
+    auto a = (*full)->step(tokens, positions, slots);
+    auto b = (*picked)->step(tokens, positions, slots, lastRows);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    ASSERT_EQ(b->shape, (std::vector<int64_t>{n, vocab}));
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_EQ(0, std::memcmp(a->data<float>() + lastRows[i] * vocab,
+                               b->data<float>() + i * vocab,
+                               vocab * sizeof(float)))
+          << "row " << lastRows[i] << " with " << threads << " workers";
+    // Both caches hold the same prompts: the next step agrees.
+    std::vector<int64_t> next(n, 1), nextPos(n);
+    for (int64_t s = 0; s < n; ++s)
+      nextPos[s] = positions[lastRows[s]] + 1;
+    auto c = (*full)->step(next, nextPos, all);
+    auto d = (*picked)->step(next, nextPos, all, {0, 4, n - 1});
+    ASSERT_TRUE(c.ok() && d.ok());
+    ASSERT_EQ(d->shape, (std::vector<int64_t>{3, vocab}));
+    int64_t i = 0;
+    for (int64_t r : {int64_t{0}, int64_t{4}, n - 1})
+      EXPECT_EQ(0, std::memcmp(c->data<float>() + r * vocab,
+                               d->data<float>() + (i++) * vocab,
+                               vocab * sizeof(float)));
+    // No rows at all: the step still runs (caches written), no logits.
+    auto e =
+        (*picked)->step({2}, {nextPos[0] + 1}, {0}, std::vector<int64_t>{});
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(e->shape, (std::vector<int64_t>{0, vocab}));
+  }
+  for (unsigned threads : {0u, 3u}) {
+    auto session = Session::create(model, n, threads);
+    ASSERT_TRUE(session.ok());
+    for (std::vector<int64_t> bad :
+         {std::vector<int64_t>{3, 1}, std::vector<int64_t>{0, 0},
+          std::vector<int64_t>{static_cast<int64_t>(tokens.size())},
+          std::vector<int64_t>{-1}, std::vector<int64_t>{lastRows[5], 0}}) {
+      auto r = (*session)->step(tokens, positions, slots, bad);
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
+          << r.status();
+    }
+  }
+}
+
 TEST(Batcher, FullQueueAndBadRequestsAreRefusedNotLost) {
   auto model = loadModel();
   if (!model)

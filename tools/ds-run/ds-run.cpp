@@ -27,9 +27,11 @@
 //     code instead of the interpreter: `jit` compiles FILE.mlir in process
 //     (ORC), `artifact=` loads a ds-compile artifact. With --generate the
 //     prompts may differ in length (each sequence gets its own KV cache
-//     slot). --check runs the interpreter on FILE.mlir in lockstep and fails
-//     when any logits differ by more than --check-tolerance (relative to the
-//     largest reference logit) or a generated token differs.
+//     slot); prefill computes the logits of each prompt's last position
+//     only (--all-logits: every position), on --kernel-threads workers
+//     (default: every core). --check runs the interpreter on FILE.mlir in
+//     lockstep and fails when any logits differ by more than --check-tolerance
+//     (relative to the largest reference logit) or a generated token differs.
 //
 //===----------------------------------------------------------------------===//
 
@@ -37,6 +39,7 @@
 #include "dialects/DS/IR/DSOps.h"
 #include "dialects/InitAllDialects.h"
 #include "ds/rt/Batcher.h"
+#include "ds/rt/ThreadPool.h"
 #include "interpreter/Interpreter.h"
 
 #include "ds/support/HostTensor.h"
@@ -121,6 +124,17 @@ cl::opt<std::string>
 cl::opt<bool> check("check",
                     cl::desc("With --backend: compare with the interpreter"),
                     cl::init(false));
+cl::opt<int> kernelThreads(
+    "kernel-threads",
+    cl::desc("With --backend: kernel worker threads besides the caller for "
+             "prefill, decode and single runs (-1: one less than the cores)"),
+    cl::init(-1));
+cl::opt<bool> allLogits(
+    "all-logits",
+    cl::desc("With --backend and --generate: compute the logits of every "
+             "prompt position (default: the last only, which is all "
+             "generation needs; scoring needs all)"),
+    cl::init(false));
 cl::opt<double> checkTolerance(
     "check-tolerance",
     cl::desc("Largest |compiled - interpreter| / max |interpreter| allowed"),
@@ -694,6 +708,16 @@ double relativeError(const HostTensor &a, const HostTensor &b) {
   return mag > 0 ? err / mag : err;
 }
 
+/// The kernel workers of compiled runs (--kernel-threads), or null for none.
+std::unique_ptr<::ds::rt::ThreadPool> makeWorkers() {
+  int n = kernelThreads >= 0
+              ? kernelThreads
+              : static_cast<int>(std::thread::hardware_concurrency()) - 1;
+  if (n <= 0)
+    return nullptr;
+  return std::make_unique<::ds::rt::ThreadPool>(static_cast<unsigned>(n));
+}
+
 /// Greedy generation on compiled code: prefill each prompt in its own cache
 /// slot (prompts may differ in length), then decode all sequences as one
 /// batch per step. With `interp`, the interpreter runs the same tokens in
@@ -708,7 +732,8 @@ int runGenerateCompiled(std::shared_ptr<const ::ds::rt::Model> model,
   auto cache = rt::KVCache::create(model->plan(), b);
   if (!cache.ok())
     return fail(std::string(cache.status().message()));
-  rt::Executor exec(model);
+  std::unique_ptr<rt::ThreadPool> workers = makeWorkers();
+  rt::Executor exec(model, workers.get());
   double worst = 0;
   int64_t compared = 0, tokenMismatches = 0;
   // Interpreter caches, per sequence ([1, L, ...] each).
@@ -735,7 +760,16 @@ int runGenerateCompiled(std::shared_ptr<const ::ds::rt::Model> model,
       return false;
     refCaches[seq].assign(std::make_move_iterator(out->begin() + 1),
                           std::make_move_iterator(out->end()));
-    const HostTensor &ref = (*out)[0];
+    HostTensor ref = (*out)[0];
+    if (logits.shape.size() == 2 && ref.shape.size() == 3 &&
+        logits.shape[0] == 1 && ref.shape[0] == 1 &&
+        logits.shape[1] == ref.shape[2]) {
+      // Only the last position's logits were computed: compare that row.
+      int64_t v = ref.shape[2], s = ref.shape[1];
+      ref = HostTensor::fromFloats(
+          {1, v}, std::vector<float>(ref.data<float>() + (s - 1) * v,
+                                     ref.data<float>() + s * v));
+    }
     if (ref.shape != logits.shape) {
       fail(fn + " logits are " + logits.shapeString() + ", the interpreter's " +
            ref.shapeString());
@@ -753,15 +787,18 @@ int runGenerateCompiled(std::shared_ptr<const ::ds::rt::Model> model,
     std::iota(pos.begin(), pos.end(), 0);
     HostTensor tokens = HostTensor::fromInts({1, len}, seqs[i]);
     HostTensor positions = HostTensor::fromInts({1, len}, pos);
-    auto out = exec.run("prefill", {&tokens, &positions}, &*cache, {i});
+    // The last position's logits only, unless all were asked for.
+    std::vector<int64_t> last{len - 1};
+    auto out = exec.run("prefill", {&tokens, &positions}, &*cache, {i},
+                        allLogits ? nullptr : &last);
     if (!out.ok())
       return fail(std::string(out.status().message()));
     const HostTensor &logits = (*out)[0];
     vocab = logits.shape.back();
     if (!checkAgainst("prefill", i, tokens, positions, logits))
       return 1;
-    generatedIds[i].push_back(
-        argmax(logits.data<float>() + (len - 1) * vocab, vocab));
+    generatedIds[i].push_back(argmax(
+        logits.data<float>() + (allLogits ? len - 1 : 0) * vocab, vocab));
   }
   for (int64_t step = 1; step < generate; ++step) {
     std::vector<int64_t> tok, pos, slots;
@@ -905,7 +942,8 @@ int runOnceCompiled(std::shared_ptr<const ::ds::rt::Model> model,
     for (int64_t i = 0; i < b; ++i)
       slots.push_back(i);
   }
-  rt::Executor exec(model);
+  std::unique_ptr<rt::ThreadPool> workers = makeWorkers();
+  rt::Executor exec(model, workers.get());
   auto results = exec.run(function, ptrs, cache ? &*cache : nullptr, slots);
   if (!results.ok())
     return fail(std::string(results.status().message()));

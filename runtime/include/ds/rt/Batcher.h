@@ -52,6 +52,15 @@ public:
   absl::StatusOr<HostTensor> step(const std::vector<int64_t> &tokens,
                                   const std::vector<int64_t> &positions,
                                   const std::vector<int64_t> &slots);
+  /// The same, with the logits of rows `logitRows` only (increasing row
+  /// indices): returns [logitRows.size(), vocab], each row bit for bit the
+  /// row step() gives, and the final projection runs on those rows alone.
+  /// A prompt's prefill needs its last row only (generate and the batcher
+  /// ask for that).
+  absl::StatusOr<HostTensor> step(const std::vector<int64_t> &tokens,
+                                  const std::vector<int64_t> &positions,
+                                  const std::vector<int64_t> &slots,
+                                  const std::vector<int64_t> &logitRows);
 
   /// Prompt + greedy decoding of `maxNew` tokens in slot `slot`, alone.
   absl::StatusOr<std::vector<int64_t>>
@@ -75,7 +84,12 @@ private:
   absl::StatusOr<HostTensor> runRows(Executor &executor,
                                      const std::vector<int64_t> &tokens,
                                      const std::vector<int64_t> &positions,
-                                     const std::vector<int64_t> &slots);
+                                     const std::vector<int64_t> &slots,
+                                     const std::vector<int64_t> *logitRows);
+  absl::StatusOr<HostTensor> stepRows(const std::vector<int64_t> &tokens,
+                                      const std::vector<int64_t> &positions,
+                                      const std::vector<int64_t> &slots,
+                                      const std::vector<int64_t> *logitRows);
 
   std::shared_ptr<const Model> model_;
   KVCache cache;

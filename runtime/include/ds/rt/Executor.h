@@ -120,10 +120,18 @@ public:
   /// Runs `function`. `inputs` are its non-cache arguments in order; batch
   /// row b of every cache it touches is slot `slots[b]` of `cache`.
   /// Returns the non-cache results.
+  ///
+  /// With `outputRows`, only those rows of the first result (the logits; a
+  /// row is an index over all but its last dimension, increasing, in range)
+  /// are wanted: the first result is then [outputRows->size(), last dim],
+  /// and when a projection produces it (a model's lm_head), that projection
+  /// runs on those rows alone. A prompt needs the logits of its last
+  /// position only; scoring and calibration pass no rows and get all.
   absl::StatusOr<std::vector<HostTensor>>
   run(const std::string &function,
       const std::vector<const HostTensor *> &inputs, KVCache *cache,
-      const std::vector<int64_t> &slots);
+      const std::vector<int64_t> &slots,
+      const std::vector<int64_t> *outputRows = nullptr);
 
   /// Bytes of the arena the last run used.
   uint64_t arenaBytes() const { return arena.size(); }
