@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -759,7 +761,8 @@ struct MlaPackedCase {
   std::vector<int64_t> slots, positions;
 };
 
-void checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool) {
+/// Checks the packed MLA against the per-row form; returns its output.
+std::vector<float> checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool) {
   std::mt19937 rng(21);
   std::normal_distribution<float> d(0.0f, 1.0f);
   const int64_t batch = c.batch, seq = c.seq, heads = c.heads, dn = c.dn,
@@ -821,6 +824,7 @@ void checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool) {
   EXPECT_GT(mag, 0.1);
   EXPECT_LT(err / mag, 1e-5);
   EXPECT_EQ(par, got);
+  return got;
 }
 
 TEST(MLAPacked, EqualsPerRowForm) {
@@ -833,6 +837,55 @@ TEST(MLAPacked, EqualsPerRowForm) {
   // over 64 rows (several row blocks), odd and even lengths.
   checkMlaPacked(
       {2, 3, 10, 8, 6, 8, 40, 150, 3, {2, 0}, {70, 71, 149, 0, 64, 65}}, &pool);
+}
+
+/// Attention's AVX-512 and AVX2 paths do the same arithmetic: with
+/// DS_ATTENTION_DUMP=FILE this writes the outputs of attention and the
+/// packed MLA over shapes that reach every path (GQA groups of 4 and 6,
+/// head sizes with and without an 8-element tail, value widths of 64-column
+/// blocks, 16-column blocks and scalar tails, prefill runs, several row
+/// blocks); runtime/attention-isa.test runs it with and without
+/// DS_CPU_AVX2=1 and requires the two files to be equal byte for byte.
+TEST(Kernels, AttentionDumpForIsaComparison) {
+  const char *path = std::getenv("DS_ATTENTION_DUMP");
+  if (!path)
+    GTEST_SKIP() << "DS_ATTENTION_DUMP not set";
+  std::vector<float> dump;
+  std::mt19937 rng(41);
+  struct Shape {
+    int64_t batch, seq, heads, kvHeads, d, dv;
+  };
+  ThreadPool pool(2);
+  for (Shape sh : {Shape{1, 9, 32, 8, 128, 128}, Shape{2, 1, 24, 4, 20, 72},
+                   Shape{1, 5, 8, 8, 64, 64}, Shape{2, 3, 12, 2, 128, 200}}) {
+    const int64_t maxLen = 150, numSlots = 3;
+    std::vector<float> q = randomVec(rng, sh.batch * sh.seq * sh.heads * sh.d);
+    std::vector<float> k =
+        randomVec(rng, numSlots * maxLen * sh.kvHeads * sh.d);
+    std::vector<float> v =
+        randomVec(rng, numSlots * maxLen * sh.kvHeads * sh.dv);
+    std::vector<int64_t> slots{2, 0}, positions;
+    for (int64_t b = 0; b < sh.batch; ++b)
+      for (int64_t s = 0; s < sh.seq; ++s)
+        positions.push_back(100 + 7 * b + s);
+    std::vector<float> out(sh.batch * sh.seq * sh.heads * sh.dv);
+    attention(q.data(), sh.batch, sh.seq, sh.heads, sh.d, k.data(), v.data(),
+              maxLen, sh.kvHeads, sh.dv, slots.data(), positions.data(), 0, 0.1,
+              out.data(), &pool);
+    dump.insert(dump.end(), out.begin(), out.end());
+  }
+  for (const MlaPackedCase &c :
+       {MlaPackedCase{1, 2, 10, 16, 8, 16, 512, 140, 3, {2}, {130, 131}},
+        MlaPackedCase{
+            2, 3, 10, 8, 6, 8, 40, 150, 3, {2, 0}, {70, 71, 149, 0, 64, 65}}}) {
+    std::vector<float> out = checkMlaPacked(c, &pool);
+    dump.insert(dump.end(), out.begin(), out.end());
+  }
+  FILE *f = std::fopen(path, "wb");
+  ASSERT_NE(f, nullptr) << path;
+  ASSERT_EQ(std::fwrite(dump.data(), sizeof(float), dump.size(), f),
+            dump.size());
+  std::fclose(f);
 }
 
 /// Prefill rows of a slot at consecutive positions run together (runs of

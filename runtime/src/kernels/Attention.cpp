@@ -14,7 +14,9 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "AttentionBlocks.h"
 #include "Math.h"
+#include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
 
@@ -134,6 +136,16 @@ struct RowPrefetch {
   }
 };
 
+/// Rows of n floats per block of the blocked loops: half of L1d, so that
+/// every head group reads a block's rows from L1 (64 rows of an MLA latent,
+/// 2 KiB each, stayed in L2 only, and the loops ran at L2's bandwidth);
+/// a multiple of 4 in [8, 64]. Blocks do not change any result.
+int64_t rowBlock(int64_t n) {
+  static const int64_t l1 = cpuInfo().l1d;
+  int64_t rows = l1 / 2 / std::max<int64_t>(n * 4, 1);
+  return std::clamp<int64_t>(rows / 4 * 4, 8, 64);
+}
+
 /// s[i * ld + j] = dot(a[i], base[i] + j * stride, n) for heads i < nh and
 /// rows j < len (attention scores before scaling). Runs of four heads that
 /// share their rows (GQA groups, MLA) take two rows at a time, 8 FMA
@@ -141,15 +153,33 @@ struct RowPrefetch {
 /// head reads them.
 void dotTable(const float *const *a, const float *const *base, int64_t stride,
               int64_t n, int64_t nh, int64_t len, float *s, int64_t ld) {
-  constexpr int64_t kRowBlock = 64;
+  const int64_t kRowBlock = rowBlock(n);
+  const bool wide = hasAvx512();
+  const int64_t perGroup = avx512::packedQueriesSize(n);
+  thread_local std::vector<float> packed;
+  if (wide)
+    packed.resize((nh / 4) * perGroup);
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
     const int64_t j1 = std::min(len, j0 + kRowBlock);
     RowPrefetch ahead(base, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
     ahead.spread((nh / 4) * ((j1 - j0 + 1) / 2));
     int64_t i0 = 0;
     for (; i0 + 4 <= nh; i0 += 4) {
-      if (base[i0] == base[i0 + 1] && base[i0] == base[i0 + 2] &&
-          base[i0] == base[i0 + 3]) {
+      const bool shared = base[i0] == base[i0 + 1] &&
+                          base[i0] == base[i0 + 2] && base[i0] == base[i0 + 3];
+      if (shared && wide) {
+        // AVX-512: two heads per register, eight rows at a time, the same
+        // arithmetic (AttentionBlocks.h); queries packed once per call.
+        const float *q = packed.data() + (i0 / 4) * perGroup;
+        if (j0 == 0)
+          avx512::packQueries4(a + i0, n, const_cast<float *>(q));
+        for (int64_t j = j0; j < j1; j += 8) {
+          for (int t = 0; t < 4; ++t)
+            ahead.step();
+          avx512::dotRows4(q, a + i0, base[i0], stride, n, j,
+                           std::min(j1, j + 8), s + i0 * ld, ld);
+        }
+      } else if (shared) {
         int64_t j = j0;
         float out[8];
         for (; j + 2 <= j1; j += 2) {
@@ -198,7 +228,8 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
                   int64_t stride, int64_t len, int64_t nh, int64_t n,
                   float *out, int64_t ldo) {
   typedef float v8 __attribute__((vector_size(32), aligned(4)));
-  constexpr int64_t kRowBlock = 64;
+  const int64_t kRowBlock = rowBlock(n);
+  const bool wide = hasAvx512();
   RowPrefetch ahead(rows, 0, n, stride, 0, 0);
   auto block4 = [&](int64_t i0, int64_t c, int64_t j0, int64_t j1,
                     auto sharedTag) __attribute__((always_inline)) {
@@ -233,6 +264,29 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
     ahead = RowPrefetch(rows, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
     ahead.spread((n / 16) * (nh / 4) * (j1 - j0));
     int64_t c = 0;
+    if (wide) {
+      // AVX-512: 4 heads x 64 columns of accumulators, the same FMA chains.
+      const int64_t calls = (n / 64) * (nh / 4);
+      if (calls > 0)
+        ahead.spread(calls);
+      for (; c + 64 <= n; c += 64)
+        for (int64_t i0 = 0; i0 + 4 <= nh; i0 += 4) {
+          ahead.step();
+          const bool shared = rows[i0] == rows[i0 + 1] &&
+                              rows[i0] == rows[i0 + 2] &&
+                              rows[i0] == rows[i0 + 3];
+          avx512::weightedSums4x64(p + i0 * ldp, ldp, rows + i0, shared, stride,
+                                   j0, j1, c, out + i0 * ldo, ldo);
+        }
+      // The heads left over in those columns: one at a time.
+      for (int64_t i = nh / 4 * 4; i < nh; ++i)
+        for (int64_t cc = 0; cc < c; ++cc) {
+          float acc = out[i * ldo + cc];
+          for (int64_t j = j0; j < j1; ++j)
+            acc += p[i * ldp + j] * rows[i][j * stride + cc];
+          out[i * ldo + cc] = acc;
+        }
+    }
     for (; c + 16 <= n; c += 16) {
       int64_t i0 = 0;
       for (; i0 + 4 <= nh; i0 += 4) {
@@ -260,17 +314,29 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
   }
 }
 
-/// Replaces scores[0, n) by exp(score - max) and returns their sum.
+/// Replaces scores[0, n) by exp(score - max) and returns their sum, in
+/// double as the interpreter sums it, over 8 partial sums (lane i takes j =
+/// i mod 8) added pairwise: one sequential double add per score cost as
+/// much as all of a prefill's dot products; this order vectorizes and is
+/// the same for every row, batch and thread count.
 double softmaxWeights(float *scores, int64_t n) {
   float mx = scores[0];
   for (int64_t j = 1; j < n; ++j)
     mx = std::max(mx, scores[j]);
   for (int64_t j = 0; j < n; ++j)
     scores[j] = expApprox(scores[j] - mx);
-  double sum = 0;
-  for (int64_t j = 0; j < n; ++j)
-    sum += scores[j];
-  return sum;
+  constexpr int kLanes = 8;
+  double part[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int i = 0; i < kLanes; ++i)
+      part[i] += scores[j + i];
+  for (int i = 0; j < n; ++j, ++i)
+    part[i] += scores[j];
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int i = 0; i < w; ++i)
+      part[i] += part[i + w];
+  return part[0];
 }
 
 /// Multiply-adds below which a loop runs on the calling thread alone, and

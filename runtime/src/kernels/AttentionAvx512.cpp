@@ -1,0 +1,134 @@
+//===- AttentionAvx512.cpp - attention's inner loops for AVX-512 ----------===//
+//
+// Compiled with the ISA's flags and -ffp-contract=off (every multiply-add
+// below is an explicit FMA); Attention.cpp calls it only when the CPU has
+// AVX-512. See AttentionBlocks.h for the arithmetic both builds share.
+//
+//===----------------------------------------------------------------------===//
+
+#include "AttentionBlocks.h"
+
+#include <cmath>
+#include <immintrin.h>
+
+namespace ds::rt::kernels::avx512 {
+namespace {
+
+/// dot()'s lane reduction of the 8 lanes at `half` (0: low, 1: high).
+inline float reduceHalf(__m512 v, int half) {
+  __m256 x = half ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v);
+  __m128 four = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+  __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+  return _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
+}
+
+/// dot()'s finish from 8 lane sums and the elements [c, n) left.
+inline float finishDot(const float *lanes, const float *a, const float *b,
+                       int64_t c, int64_t n) {
+  float part[8];
+  for (int i = 0; i < 8; ++i)
+    part[i] = lanes[i];
+  for (int i = 0; c < n; ++c, ++i)
+    part[i] = std::fma(a[c], b[c], part[i]);
+  for (int w = 4; w > 0; w /= 2)
+    for (int i = 0; i < w; ++i)
+      part[i] += part[i + w];
+  return part[0];
+}
+
+/// K rows at once against the 4 heads, whose queries are interleaved in
+/// pairs (`q[pair][c / 8][16]`: 8 elements of head 2 * pair, then the same 8
+/// of head 2 * pair + 1): 2 x K accumulators, each two heads' 8 lanes.
+template <int K>
+inline void dotBlock(const float *q, const float *const *a, const float *b,
+                     int64_t stride, int64_t n, int64_t j, float *s,
+                     int64_t ld) {
+  __m512 sum[2][K];
+  for (int p = 0; p < 2; ++p)
+    for (int r = 0; r < K; ++r)
+      sum[p][r] = _mm512_setzero_ps();
+  const int64_t full = n / 8 * 8;
+  for (int64_t c = 0; c < full; c += 8) {
+    __m512 x0 = _mm512_loadu_ps(q + 2 * c);
+    __m512 x1 = _mm512_loadu_ps(q + 2 * full + 2 * c);
+    for (int r = 0; r < K; ++r) {
+      __m512 y = _mm512_broadcast_f32x8(
+          _mm256_loadu_ps(b + (j + r) * stride + c));
+      sum[0][r] = _mm512_fmadd_ps(x0, y, sum[0][r]);
+      sum[1][r] = _mm512_fmadd_ps(x1, y, sum[1][r]);
+    }
+  }
+  for (int p = 0; p < 2; ++p)
+    for (int r = 0; r < K; ++r)
+      for (int half = 0; half < 2; ++half) {
+        const int h = 2 * p + half;
+        float *dst = s + h * ld + j + r;
+        if (full == n) {
+          *dst = reduceHalf(sum[p][r], half);
+        } else {
+          alignas(64) float lanes[16];
+          _mm512_store_ps(lanes, sum[p][r]);
+          *dst = finishDot(lanes + 8 * half, a[h], b + (j + r) * stride, full,
+                           n);
+        }
+      }
+}
+
+} // namespace
+
+void packQueries4(const float *const *a, int64_t n, float *q) {
+  const int64_t full = n / 8 * 8;
+  for (int p = 0; p < 2; ++p)
+    for (int64_t c = 0; c < full; c += 8)
+      for (int half = 0; half < 2; ++half)
+        for (int i = 0; i < 8; ++i)
+          q[p * 2 * full + 2 * c + 8 * half + i] = a[2 * p + half][c + i];
+}
+
+void dotRows4(const float *q, const float *const *a, const float *b,
+              int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
+              int64_t ld) {
+  int64_t j = j0;
+  for (; j + 8 <= j1; j += 8)
+    dotBlock<8>(q, a, b, stride, n, j, s, ld);
+  for (; j + 4 <= j1; j += 4)
+    dotBlock<4>(q, a, b, stride, n, j, s, ld);
+  for (; j < j1; ++j)
+    dotBlock<1>(q, a, b, stride, n, j, s, ld);
+}
+
+void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
+                      bool shared, int64_t stride, int64_t j0, int64_t j1,
+                      int64_t c0, float *out, int64_t ldo) {
+  __m512 acc[4][4];
+  for (int h = 0; h < 4; ++h)
+    for (int v = 0; v < 4; ++v)
+      acc[h][v] = _mm512_loadu_ps(out + h * ldo + c0 + 16 * v);
+  if (shared) {
+    const float *row = rows[0] + c0;
+    for (int64_t j = j0; j < j1; ++j) {
+      __m512 x[4];
+      for (int v = 0; v < 4; ++v)
+        x[v] = _mm512_loadu_ps(row + j * stride + 16 * v);
+      for (int h = 0; h < 4; ++h) {
+        __m512 w = _mm512_set1_ps(p[h * ldp + j]);
+        for (int v = 0; v < 4; ++v)
+          acc[h][v] = _mm512_fmadd_ps(w, x[v], acc[h][v]);
+      }
+    }
+  } else {
+    for (int64_t j = j0; j < j1; ++j)
+      for (int h = 0; h < 4; ++h) {
+        __m512 w = _mm512_set1_ps(p[h * ldp + j]);
+        const float *row = rows[h] + j * stride + c0;
+        for (int v = 0; v < 4; ++v)
+          acc[h][v] =
+              _mm512_fmadd_ps(w, _mm512_loadu_ps(row + 16 * v), acc[h][v]);
+      }
+  }
+  for (int h = 0; h < 4; ++h)
+    for (int v = 0; v < 4; ++v)
+      _mm512_storeu_ps(out + h * ldo + c0 + 16 * v, acc[h][v]);
+}
+
+} // namespace ds::rt::kernels::avx512

@@ -1,0 +1,47 @@
+//===- AttentionBlocks.h - attention's inner loops, per ISA -----*- C++ -*-===//
+//
+// The two loops attention spends its time in, for the AVX-512 build
+// (AttentionAvx512.cpp); Attention.cpp has the AVX2 ones and calls these
+// when the CPU has AVX-512. Both builds do the same FMAs in the same order
+// for every (head, key) and (head, column), so attention's results are bit
+// for bit the same on either path (AttentionTest checks it):
+//  - a score is dot(): 8 lane partial sums over the elements (lane i takes
+//    elements i, i + 8, ...), the rest added to lanes 0, 1, ..., then the
+//    lanes summed pairwise (i + 4, i + 2, i + 1). A 512-bit register holds
+//    the 8 lanes of two heads side by side.
+//  - a weighted sum is one FMA chain per column over the keys in order; a
+//    512-bit register holds 16 columns.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_RT_KERNELS_ATTENTIONBLOCKS_H
+#define DS_RT_KERNELS_ATTENTIONBLOCKS_H
+
+#include <cstdint>
+
+namespace ds::rt::kernels::avx512 {
+
+/// Floats packQueries4 writes for queries of n elements.
+inline int64_t packedQueriesSize(int64_t n) { return 4 * (n / 8 * 8); }
+
+/// The 4 queries a[0..3] interleaved for dotRows4: per pair of heads, per 8
+/// elements, the 8 of the first head then the 8 of the second.
+void packQueries4(const float *const *a, int64_t n, float *q);
+
+/// s[i * ld + j] = dot(a[i], b + j * stride, n) for the 4 heads i < 4 that
+/// share the rows at b, rows j in [j0, j1); q is packQueries4(a).
+void dotRows4(const float *q, const float *const *a, const float *b,
+              int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
+              int64_t ld);
+
+/// out[i * ldo + c] += Σ_{j in [j0, j1)} p[i * ldp + j] * rows[i][j *
+/// stride + c] for the 4 heads i < 4 and columns c in [c0, c0 + 64): every
+/// column one FMA chain over j in order. `shared`: the 4 heads read the same
+/// rows (rows[0]).
+void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
+                      bool shared, int64_t stride, int64_t j0, int64_t j1,
+                      int64_t c0, float *out, int64_t ldo);
+
+} // namespace ds::rt::kernels::avx512
+
+#endif // DS_RT_KERNELS_ATTENTIONBLOCKS_H
