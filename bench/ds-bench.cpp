@@ -39,6 +39,7 @@
 #include "ds/runtime.h"
 
 #include <dnnl.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -267,6 +268,35 @@ double fmaLoopPeak() {
       3);
   (void)sink;
   return 2.0 * width * 12 * iters / t;
+}
+
+/// FLOP/s of AVX512_BF16's vdpbf16ps on one core (24 independent
+/// accumulators; 64 FLOPs an instruction), or 0 without AVX512_BF16: what
+/// a bf16 dot-product kernel could reach at best, against fmaPeak().
+__attribute__((target("avx512f,avx512bf16"))) float dpbf16Chains(long iters) {
+  __m512 acc[24];
+  for (int i = 0; i < 24; ++i)
+    acc[i] = _mm512_set1_ps(static_cast<float>(i));
+  __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80);
+  __m512bh y = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f);
+  for (long i = 0; i < iters; ++i) {
+    for (int j = 0; j < 24; ++j)
+      acc[j] = _mm512_dpbf16_ps(acc[j], x, y);
+    asm volatile("" : "+v"(acc[0]), "+v"(acc[11]), "+v"(acc[23]));
+  }
+  float s = 0;
+  for (int j = 0; j < 24; ++j)
+    s += _mm512_reduce_add_ps(acc[j]);
+  return s;
+}
+double dpbf16Peak() {
+  if (!cpuInfo().avx512bf16)
+    return 0;
+  const long iters = 10'000'000;
+  volatile float sink = 0;
+  double t = medianSeconds([&] { sink = dpbf16Chains(iters); }, 3);
+  (void)sink;
+  return 64.0 * 24 * iters / t;
 }
 
 /// The larger of the FMA loop and the GEMM microkernel on an L1-resident
@@ -519,7 +549,10 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
     double h = medianSeconds([&] { bf.run(xs.data(), t, ys.data()); });
     std::printf("  bf16 at T=256: %.3f ms vs f32 %.3f ms: %.2fx f32%s\n",
                 h * 1e3, f * 1e3, f / h,
-                cpuInfo().avx512bf16 ? " (AVX512_BF16 present, not used)" : "");
+                cpuInfo().avx512bf16
+                    ? " (bf16 weights widen to f32 for the FMAs; vdpbf16ps "
+                      "peak above)"
+                    : "");
   }
 }
 
@@ -845,6 +878,12 @@ int main(int argc, char **argv) {
     std::printf("measured here: stream read %.1f GB/s, FMA peak %.1f GFLOP/s "
                 "(one core)\n",
                 bw / 1e9, peak / 1e9);
+    if (double bf = dpbf16Peak(); bf > 0)
+      std::printf("vdpbf16ps (AVX512_BF16) peak %.1f GFLOP/s = %.2fx the f32 "
+                  "FMA peak: bf16 dot products %s\n",
+                  bf / 1e9, bf / peak,
+                  bf > 1.2 * peak ? "can beat f32 at prefill sizes"
+                                  : "cannot beat f32 FMAs on this core");
   }
   if (only.empty() || only == "moe" || only == "int8")
     benchMoE(bw, peak, only.empty() || only == "int8");

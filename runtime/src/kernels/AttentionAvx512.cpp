@@ -17,7 +17,8 @@ namespace {
 /// dot()'s lane reduction of the 8 lanes at `half` (0: low, 1: high).
 inline float reduceHalf(__m512 v, int half) {
   __m256 x = half ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v);
-  __m128 four = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+  __m128 four =
+      _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
   __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
   return _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
 }
@@ -52,8 +53,8 @@ inline void dotBlock(const float *q, const float *const *a, const float *b,
     __m512 x0 = _mm512_loadu_ps(q + 2 * c);
     __m512 x1 = _mm512_loadu_ps(q + 2 * full + 2 * c);
     for (int r = 0; r < K; ++r) {
-      __m512 y = _mm512_broadcast_f32x8(
-          _mm256_loadu_ps(b + (j + r) * stride + c));
+      __m512 y =
+          _mm512_broadcast_f32x8(_mm256_loadu_ps(b + (j + r) * stride + c));
       sum[0][r] = _mm512_fmadd_ps(x0, y, sum[0][r]);
       sum[1][r] = _mm512_fmadd_ps(x1, y, sum[1][r]);
     }
@@ -68,8 +69,8 @@ inline void dotBlock(const float *q, const float *const *a, const float *b,
         } else {
           alignas(64) float lanes[16];
           _mm512_store_ps(lanes, sum[p][r]);
-          *dst = finishDot(lanes + 8 * half, a[h], b + (j + r) * stride, full,
-                           n);
+          *dst =
+              finishDot(lanes + 8 * half, a[h], b + (j + r) * stride, full, n);
         }
       }
 }
