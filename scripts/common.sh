@@ -24,6 +24,9 @@ fi
 DS_JOBS="${DS_JOBS:-$(nproc)}"
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+# Paths under the checkout are hashed relative to it, so that a clone in
+# another folder (CI's) hits the cache a previous build filled.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$DS_ROOT}"
 
 DS_APT_PACKAGES=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
