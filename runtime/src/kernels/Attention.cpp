@@ -320,12 +320,24 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
 /// much as all of a prefill's dot products; this order vectorizes and is
 /// the same for every row, batch and thread count.
 double softmaxWeights(float *scores, int64_t n) {
-  float mx = scores[0];
-  for (int64_t j = 1; j < n; ++j)
-    mx = std::max(mx, scores[j]);
+  constexpr int kLanes = 8;
+  // The maximum over 8 lanes (a maximum is exact in any order; one
+  // sequential compare a score took half of prefill's time outside the
+  // dot products).
+  float lane[kLanes];
+  for (int i = 0; i < kLanes; ++i)
+    lane[i] = scores[0];
+  int64_t at = 0;
+  for (; at + kLanes <= n; at += kLanes)
+    for (int i = 0; i < kLanes; ++i)
+      lane[i] = scores[at + i] > lane[i] ? scores[at + i] : lane[i];
+  float mx = lane[0];
+  for (int i = 1; i < kLanes; ++i)
+    mx = std::max(mx, lane[i]);
+  for (; at < n; ++at)
+    mx = std::max(mx, scores[at]);
   for (int64_t j = 0; j < n; ++j)
     scores[j] = expApprox(scores[j] - mx);
-  constexpr int kLanes = 8;
   double part[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
