@@ -450,4 +450,53 @@ TEST(MoEExperts, OnlyRoutedExpertsAndWeightedSum) {
             5);
 }
 
+/// On workers the experts run side by side (one thread each) or, when too
+/// few are active or one holds most rows, each GEMM splits over the
+/// threads; either way the result is the serial one, bit for bit.
+TEST(MoEExperts, WorkersGiveTheSameBits) {
+  std::mt19937 rng(8);
+  const int64_t n = 48, h = 128, inter = 96, experts = 8, topK = 2;
+  std::vector<float> x(n * h), weights(n * topK);
+  fillUniform(x, rng);
+  fillUniform(weights, rng);
+  std::vector<Aligned> guP, dnP;
+  std::vector<PackedWeight> guW, dnW;
+  for (int64_t e = 0; e < experts; ++e) {
+    std::vector<float> gu(2 * inter * h), dn(h * inter);
+    fillUniform(gu, rng);
+    fillUniform(dn, rng);
+    guP.emplace_back(packedWeightBytes(WeightFormat::F32, 2 * inter, h));
+    dnP.emplace_back(packedWeightBytes(WeightFormat::F32, h, inter));
+    packWeightF32(gu.data(), 2 * inter, h, guP.back().data);
+    packWeightF32(dn.data(), h, inter, dnP.back().data);
+    guW.push_back({WeightFormat::F32, 2 * inter, h, guP.back().data});
+    dnW.push_back({WeightFormat::F32, h, inter, dnP.back().data});
+  }
+  std::vector<int32_t> spread(n * topK), skewed(n * topK);
+  for (int64_t t = 0; t < n; ++t) {
+    spread[t * topK] = static_cast<int32_t>(rng() % experts);
+    spread[t * topK + 1] = static_cast<int32_t>(
+        (spread[t * topK] + 1 + rng() % (experts - 1)) % experts);
+    skewed[t * topK] = 0;
+    skewed[t * topK + 1] = 1; // two experts active: fewer than 4 threads
+  }
+  for (const auto *indices : {&spread, &skewed}) {
+    std::vector<float> y(n * h);
+    ASSERT_EQ(moeExperts(x.data(), n, h, weights.data(), indices->data(), topK,
+                         experts, guW.data(), dnW.data(), inter, Act::Silu,
+                         y.data()),
+              -1);
+    for (unsigned workers : {1u, 3u}) {
+      ThreadPool pool(workers);
+      std::vector<float> yp(n * h);
+      ASSERT_EQ(moeExperts(x.data(), n, h, weights.data(), indices->data(),
+                           topK, experts, guW.data(), dnW.data(), inter,
+                           Act::Silu, yp.data(), &pool),
+                -1);
+      EXPECT_EQ(yp, y) << workers << " workers, "
+                       << (indices == &spread ? "spread" : "skewed");
+    }
+  }
+}
+
 } // namespace

@@ -260,45 +260,77 @@ int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
   fill.assign(offsets.begin(), offsets.end() - 1);
   for (int64_t i = 0; i < n * topK; ++i)
     rows[fill[indices[i]]++] = i;
-  // Scratch reused across calls on this thread: no page faults in steady
-  // state.
-  thread_local std::vector<float> xs, gu, hid, out;
-  int64_t maxRows = 0;
-  for (int64_t e = 0; e < numExperts; ++e)
-    maxRows = std::max(maxRows, offsets[e + 1] - offsets[e]);
-  if (static_cast<int64_t>(xs.size()) < maxRows * h)
-    xs.resize(maxRows * h);
-  if (static_cast<int64_t>(gu.size()) < maxRows * 2 * inter)
-    gu.resize(maxRows * 2 * inter);
-  if (static_cast<int64_t>(hid.size()) < maxRows * inter)
-    hid.resize(maxRows * inter);
-  if (static_cast<int64_t>(out.size()) < maxRows * h)
-    out.resize(maxRows * h);
-  std::fill(y, y + n * h, 0.0f);
+  int64_t maxRows = 0, active = 0;
   for (int64_t e = 0; e < numExperts; ++e) {
-    int64_t begin = offsets[e], count = offsets[e + 1] - begin;
-    if (count == 0)
-      continue;
+    maxRows = std::max(maxRows, offsets[e + 1] - offsets[e]);
+    active += offsets[e + 1] > offsets[e] ? 1 : 0;
+  }
+  // The buckets, by pointer: a thread_local named in a lambda is the
+  // running thread's own, not the caller's.
+  const int64_t *off = offsets.data(), *bucket = rows.data();
+  // One expert's FFN over its rows, into dst (count x h). Scratch is reused
+  // across calls on each thread: no page faults in steady state.
+  auto expert = [&](int64_t e, float *dst, ThreadPool *gemmPool) {
+    int64_t begin = off[e], count = off[e + 1] - begin;
+    thread_local std::vector<float> xs, gu, hid;
+    if (static_cast<int64_t>(xs.size()) < count * h)
+      xs.resize(count * h);
+    if (static_cast<int64_t>(gu.size()) < count * 2 * inter)
+      gu.resize(count * 2 * inter);
+    if (static_cast<int64_t>(hid.size()) < count * inter)
+      hid.resize(count * inter);
     for (int64_t r = 0; r < count; ++r)
-      std::memcpy(&xs[r * h], x + (rows[begin + r] / topK) * h,
+      std::memcpy(&xs[r * h], x + (bucket[begin + r] / topK) * h,
                   h * sizeof(float));
-    gemm(xs.data(), count, h, gateUp[e], nullptr, gu.data(), 2 * inter, pool);
+    gemm(xs.data(), count, h, gateUp[e], nullptr, gu.data(), 2 * inter,
+         gemmPool);
     roundValues(gu.data(), count * 2 * inter, round);
     glu(gu.data(), count, inter, act, hid.data());
     roundValues(hid.data(), count * inter, round);
     if (hidden)
       hidden(hid.data(), count, inter);
-    gemm(hid.data(), count, inter, down[e], nullptr, out.data(), h, pool);
-    roundValues(out.data(), count * h, round);
-    for (int64_t r = 0; r < count; ++r) {
-      int64_t slot = rows[begin + r];
+    gemm(hid.data(), count, inter, down[e], nullptr, dst, h, gemmPool);
+    roundValues(dst, count * h, round);
+  };
+  // Every expert's output rows, in bucket order.
+  thread_local std::vector<float> outRows;
+  if (static_cast<int64_t>(outRows.size()) < n * topK * h)
+    outRows.resize(n * topK * h);
+  float *out = outRows.data();
+  const int64_t threads = pool ? pool->numWorkers() + 1 : 1;
+  // Below ~1 MFLOP a parallel split costs more than it saves.
+  const double flops = 6.0 * static_cast<double>(n * topK) * h * inter;
+  if (threads > 1 && flops >= 1e6 && active >= threads &&
+      maxRows * threads <= 2 * n * topK) {
+    // Experts side by side, one thread each (no expert holds more than
+    // twice its share of the rows): each GEMM runs whole on one thread, with
+    // no split and no activations packed twice. A row's arithmetic is the
+    // same as in the split GEMMs.
+    std::vector<int64_t> used;
+    for (int64_t e = 0; e < numExperts; ++e)
+      if (offsets[e + 1] > offsets[e])
+        used.push_back(e);
+    pool->parallelFor(static_cast<int64_t>(used.size()), 1,
+                      [&](int64_t i0, int64_t i1) {
+                        for (int64_t i = i0; i < i1; ++i)
+                          expert(used[i], out + off[used[i]] * h, nullptr);
+                      });
+  } else {
+    for (int64_t e = 0; e < numExperts; ++e)
+      if (offsets[e + 1] > offsets[e])
+        expert(e, out + off[e] * h, pool);
+  }
+  // Combine in expert order, as the reference's stable dispatch adds.
+  std::fill(y, y + n * h, 0.0f);
+  for (int64_t e = 0; e < numExperts; ++e)
+    for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r) {
+      int64_t slot = rows[r];
       float w = weights[slot];
       float *dst = y + (slot / topK) * h;
       const float *src = &out[r * h];
       for (int64_t c = 0; c < h; ++c)
         dst[c] += w * src[c];
     }
-  }
   return -1;
 }
 
