@@ -2,6 +2,7 @@
 
 #include "codegen/CPU/KernelGen.h"
 #include "dialects/DS/IR/DSOps.h"
+#include "ds/rt/CpuInfo.h"
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -365,13 +366,6 @@ void initLLVMTargets() {
   (void)once;
 }
 
-/// DS_CPU_AVX2=1 (as the runtime reads it, Gemm.cpp): treat the host as an
-/// AVX2 machine, so that an AVX-512 host builds and tests the AVX2 paths.
-bool forceAvx2() {
-  const char *force = std::getenv("DS_CPU_AVX2");
-  return force && *force && std::string(force) != "0";
-}
-
 std::string hostFeatures() {
   std::string out;
   for (const auto &f : llvm::sys::getHostCPUFeatures()) {
@@ -379,8 +373,9 @@ std::string hostFeatures() {
       out += ",";
     bool on = f.second;
     llvm::StringRef name = f.first();
-    if (forceAvx2() && (name.starts_with("avx512") || name.starts_with("amx") ||
-                        name.starts_with("avx10")))
+    if (::ds::rt::avx2Forced() &&
+        (name.starts_with("avx512") || name.starts_with("amx") ||
+         name.starts_with("avx10")))
       on = false;
     out += (on ? "+" : "-") + name.str();
   }
@@ -390,7 +385,8 @@ std::string hostFeatures() {
 
 ::ds::rt::TargetInfo mlir::ds::hostTarget() {
   return {llvm::sys::getProcessTriple(),
-          forceAvx2() ? "x86-64-v3" : llvm::sys::getHostCPUName().str(),
+          ::ds::rt::avx2Forced() ? "x86-64-v3"
+                                 : llvm::sys::getHostCPUName().str(),
           hostFeatures()};
 }
 

@@ -126,6 +126,14 @@ absl::StatusOr<HostTensor> Session::stepRows(
     const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
     const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
   int64_t n = static_cast<int64_t>(tokens.size());
+  if (logitRows)
+    for (size_t i = 0; i < logitRows->size(); ++i) {
+      int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
+      if (r <= prev || r >= n)
+        return absl::InvalidArgumentError(
+            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
+                         r, " after ", prev));
+    }
   int64_t width = pool ? pool->numWorkers() + 1 : 1;
   int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
   std::vector<int64_t> bounds;
@@ -148,14 +156,8 @@ absl::StatusOr<HostTensor> Session::stepRows(
   };
   // Each part's wanted rows, relative to its first row.
   std::vector<std::vector<int64_t>> partRows(count);
-  int64_t prev = -1;
   if (logitRows)
     for (int64_t r : *logitRows) {
-      if (r <= prev || r >= n)
-        return absl::InvalidArgumentError(
-            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
-                         r, " after ", prev));
-      prev = r;
       int64_t i = std::upper_bound(bounds.begin(), bounds.end(), r) -
                   bounds.begin() - 1;
       partRows[i].push_back(r - bounds[i]);

@@ -14,6 +14,7 @@
 #include <cpuid.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -160,6 +161,14 @@ std::string CpuInfo::isaSummary() const {
 const CpuInfo &cpuInfo() {
   static const CpuInfo info = probe();
   return info;
+}
+
+bool avx2Forced() {
+  static const bool forced = [] {
+    const char *v = std::getenv("DS_CPU_AVX2");
+    return v && *v && std::string(v) != "0";
+  }();
+  return forced;
 }
 
 } // namespace ds::rt

@@ -325,6 +325,10 @@ struct Executor::Prepared {
   /// Value whose storage each value uses (itself unless an alias).
   std::vector<int32_t> base;
   uint64_t arenaSize = 0;
+  /// The first result's storage when no step reads it (only the caller
+  /// does), so that its producer may compute just the rows a caller asks
+  /// for (run's outputRows); -1 otherwise.
+  int32_t selectableOutput = -1;
 };
 
 Executor::Executor(std::shared_ptr<const Model> model, ThreadPool *pool)
@@ -470,6 +474,10 @@ Executor::prepare(const FunctionPlan &fn,
     for (int32_t o : fn.steps[s].operands)
       last[p->base[o]] = std::max(last[p->base[o]], s);
   }
+  if (!fn.outputs.empty() &&
+      fn.values[p->base[fn.outputs[0]]].kind != ValueInfo::Kind::Cache &&
+      last[p->base[fn.outputs[0]]] == first[p->base[fn.outputs[0]]])
+    p->selectableOutput = p->base[fn.outputs[0]];
   for (int32_t o : fn.outputs)
     last[p->base[o]] = numSteps;
   std::vector<BufferRequest> requests;
@@ -781,12 +789,7 @@ Executor::run(const std::string &function,
                          rows, "); got ", r, " after ", prev));
       prev = r;
     }
-    selectedValue = p.base[fn->outputs[0]];
-    // Only a final result: a value other steps read must be whole.
-    for (const Step &s : fn->steps)
-      for (int32_t v : s.operands)
-        if (p.base[v] == selectedValue)
-          selectedValue = -1;
+    selectedValue = p.selectableOutput;
   }
 
   for (const Step &s : fn->steps) {

@@ -146,6 +146,12 @@ int64_t rowBlock(int64_t n) {
   return std::clamp<int64_t>(rows / 4 * 4, 8, 64);
 }
 
+/// Whether heads i0 .. i0 + 3 read the same rows (a GQA group, MLA).
+inline bool sameRows4(const float *const *rows, int64_t i0) {
+  return rows[i0] == rows[i0 + 1] && rows[i0] == rows[i0 + 2] &&
+         rows[i0] == rows[i0 + 3];
+}
+
 /// s[i * ld + j] = dot(a[i], base[i] + j * stride, n) for heads i < nh and
 /// rows j < len (attention scores before scaling). Runs of four heads that
 /// share their rows (GQA groups, MLA) take two rows at a time, 8 FMA
@@ -165,14 +171,13 @@ void dotTable(const float *const *a, const float *const *base, int64_t stride,
     ahead.spread((nh / 4) * ((j1 - j0 + 1) / 2));
     int64_t i0 = 0;
     for (; i0 + 4 <= nh; i0 += 4) {
-      const bool shared = base[i0] == base[i0 + 1] &&
-                          base[i0] == base[i0 + 2] && base[i0] == base[i0 + 3];
+      const bool shared = sameRows4(base, i0);
       if (shared && wide) {
         // AVX-512: two heads per register, eight rows at a time, the same
         // arithmetic (AttentionBlocks.h); queries packed once per call.
-        const float *q = packed.data() + (i0 / 4) * perGroup;
+        float *q = packed.data() + (i0 / 4) * perGroup;
         if (j0 == 0)
-          avx512::packQueries4(a + i0, n, const_cast<float *>(q));
+          avx512::packQueries4(a + i0, n, q);
         for (int64_t j = j0; j < j1; j += 8) {
           for (int t = 0; t < 4; ++t)
             ahead.step();
@@ -216,6 +221,22 @@ void dotTable(const float *const *a, const float *const *base, int64_t stride,
 inline void axpy(float a, const float *x, float *y, int64_t n) {
   for (int64_t c = 0; c < n; ++c)
     y[c] += a * x[c];
+}
+
+/// out[i * ldo + c] += Σ_{j in [j0, j1)} p[i * ldp + j] * rows[i][j *
+/// stride + c] for heads [i0, i1) and columns [c0, c1), one element at a
+/// time: what the register-blocked loops leave over, with their arithmetic
+/// (one FMA chain per element over j in order).
+void elementSums(const float *p, int64_t ldp, const float *const *rows,
+                 int64_t stride, int64_t j0, int64_t j1, int64_t i0, int64_t i1,
+                 int64_t c0, int64_t c1, float *out, int64_t ldo) {
+  for (int64_t i = i0; i < i1; ++i)
+    for (int64_t c = c0; c < c1; ++c) {
+      float acc = out[i * ldo + c];
+      for (int64_t j = j0; j < j1; ++j)
+        acc += p[i * ldp + j] * rows[i][j * stride + c];
+      out[i * ldo + c] = acc;
+    }
 }
 
 /// out[i][c] += sum over j in [0, len) of p[i * ldp + j] * rows[i][j *
@@ -272,45 +293,26 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
       for (; c + 64 <= n; c += 64)
         for (int64_t i0 = 0; i0 + 4 <= nh; i0 += 4) {
           ahead.step();
-          const bool shared = rows[i0] == rows[i0 + 1] &&
-                              rows[i0] == rows[i0 + 2] &&
-                              rows[i0] == rows[i0 + 3];
-          avx512::weightedSums4x64(p + i0 * ldp, ldp, rows + i0, shared, stride,
-                                   j0, j1, c, out + i0 * ldo, ldo);
+          avx512::weightedSums4x64(p + i0 * ldp, ldp, rows + i0,
+                                   sameRows4(rows, i0), stride, j0, j1, c,
+                                   out + i0 * ldo, ldo);
         }
-      // The heads left over in those columns: one at a time.
-      for (int64_t i = nh / 4 * 4; i < nh; ++i)
-        for (int64_t cc = 0; cc < c; ++cc) {
-          float acc = out[i * ldo + cc];
-          for (int64_t j = j0; j < j1; ++j)
-            acc += p[i * ldp + j] * rows[i][j * stride + cc];
-          out[i * ldo + cc] = acc;
-        }
+      // The heads left over in those columns.
+      elementSums(p, ldp, rows, stride, j0, j1, nh / 4 * 4, nh, 0, c, out, ldo);
     }
     for (; c + 16 <= n; c += 16) {
       int64_t i0 = 0;
       for (; i0 + 4 <= nh; i0 += 4) {
-        if (rows[i0] == rows[i0 + 1] && rows[i0] == rows[i0 + 2] &&
-            rows[i0] == rows[i0 + 3])
+        if (sameRows4(rows, i0))
           block4(i0, c, j0, j1, std::true_type());
         else
           block4(i0, c, j0, j1, std::false_type());
       }
-      for (; i0 < nh; ++i0) // heads left: one at a time, the same order
-        for (int64_t cc = c; cc < c + 16; ++cc) {
-          float acc = out[i0 * ldo + cc];
-          for (int64_t j = j0; j < j1; ++j)
-            acc += p[i0 * ldp + j] * rows[i0][j * stride + cc];
-          out[i0 * ldo + cc] = acc;
-        }
+      // The heads left over in these 16 columns.
+      elementSums(p, ldp, rows, stride, j0, j1, i0, nh, c, c + 16, out, ldo);
     }
-    for (; c < n; ++c) // the columns left: per element, the same order
-      for (int64_t i = 0; i < nh; ++i) {
-        float acc = out[i * ldo + c];
-        for (int64_t j = j0; j < j1; ++j)
-          acc += p[i * ldp + j] * rows[i][j * stride + c];
-        out[i * ldo + c] = acc;
-      }
+    // The columns left over, every head.
+    elementSums(p, ldp, rows, stride, j0, j1, 0, nh, c, n, out, ldo);
   }
 }
 

@@ -7,13 +7,13 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
 #include "ds/support/DType.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -40,14 +40,8 @@ void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
 bool hasAvx512() {
   // DS_CPU_AVX2=1 forces the AVX2 kernels (tests cover both paths on one
   // machine).
-  static const bool has = [] {
-    const char *force = std::getenv("DS_CPU_AVX2");
-    if (force && *force && std::string(force) != "0")
-      return false;
-    return __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl");
-  }();
+  static const bool has = !avx2Forced() && cpuInfo().avx512f &&
+                          cpuInfo().avx512bw && cpuInfo().avx512vl;
   return has;
 }
 

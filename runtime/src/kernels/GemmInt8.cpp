@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "I8DotLayout.h"
+#include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
 
@@ -27,7 +28,7 @@ void gemmI8Dot(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
 } // namespace vnni
 
 bool hasVnni() {
-  static const bool has = hasAvx512() && __builtin_cpu_supports("avx512vnni");
+  static const bool has = hasAvx512() && cpuInfo().avx512vnni;
   return has;
 }
 

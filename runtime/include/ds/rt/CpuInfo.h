@@ -33,6 +33,11 @@ struct CpuInfo {
 /// The host's CPU, probed on first use (thread-safe).
 const CpuInfo &cpuInfo();
 
+/// Whether DS_CPU_AVX2 is set (and not "0"): the kernels and ds-compile then
+/// treat the host as an AVX2 machine, so that an AVX-512 host runs and
+/// tests the AVX2 paths. cpuInfo() still reports the real CPU.
+bool avx2Forced();
+
 } // namespace ds::rt
 
 #endif // DS_RT_CPUINFO_H
