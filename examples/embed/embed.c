@@ -91,7 +91,11 @@ int main(int argc, char **argv) {
     for (int j = 0; j < requests[i].length; ++j)
       requests[i].prompt[j] = (i * 31 + j * 7 + 3) % vocab;
   }
-  ds_batcher_options options = {8, 1000, 64, 0};
+  ds_batcher_options options;
+  ds_batcher_options_init(&options);
+  options.max_batch_size = 8;
+  options.max_wait_us = 1000;
+  options.max_queue = 64;
   if (ds_batcher_create(model, &options, &batcher) != DS_OK) {
     fprintf(stderr, "ds_batcher_create: %s\n", ds_last_error());
     return 1;

@@ -1,10 +1,8 @@
-//===- Batcher.cpp - sessions and dynamic batching ------------------------===//
+//===- Batcher.cpp - dynamic batching of generation requests --------------===//
 //
-// Steps run the model's @decode function on rows of length 1. That computes
-// what @prefill computes for a prompt: every layer writes all rows' keys and
-// values into their slots (ds.cache_update) before attention reads them, and
-// each row attends to positions [0, its own] of its slot, so prompt tokens
-// packed as rows see exactly their causal prefix.
+// One scheduler thread owns the active sequences; submitters and cancel()
+// meet it under one mutex (the queue, the running and cancelled ids, the
+// free slots, the counters). Callbacks run outside the lock.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,236 +11,36 @@
 #include "absl/strings/str_cat.h"
 
 #include <algorithm>
-#include <cstring>
-#include <future>
-#include <map>
+#include <thread>
 
 namespace ds::rt {
 
-//===----------------------------------------------------------------------===//
-// Session
-//===----------------------------------------------------------------------===//
-
-Session::Session(std::shared_ptr<const Model> model, KVCache cache,
-                 unsigned threads)
-    : model_(std::move(model)), cache(std::move(cache)),
-      pool(threads ? std::make_unique<ThreadPool>(threads) : nullptr),
-      exec(model_, pool.get()) {}
-
-absl::StatusOr<std::unique_ptr<Session>>
-Session::create(std::shared_ptr<const Model> model, int64_t slots,
-                unsigned threads) {
-  if (!model)
-    return absl::InvalidArgumentError("no model");
-  if (!model->plan().find("decode"))
+absl::Status BatcherOptions::validate() const {
+  if (maxBatchSize < 1 || maxBatchSize > kMaxBatchSize)
     return absl::InvalidArgumentError(
-        "the model has no @decode function (compile an imported model)");
-  absl::StatusOr<KVCache> cache = KVCache::create(model->plan(), slots);
-  if (!cache.ok())
-    return cache.status();
-  return std::unique_ptr<Session>(
-      new Session(std::move(model), std::move(*cache), threads));
-}
-
-absl::Status Session::validate(const std::vector<int64_t> &prompt,
-                               int64_t maxNew) const {
-  if (prompt.empty())
-    return absl::InvalidArgumentError("empty prompt");
-  if (maxNew < 1)
-    return absl::InvalidArgumentError("max_new_tokens must be at least 1");
-  int64_t vocab = vocabSize();
-  for (int64_t id : prompt)
-    if (id < 0 || (vocab > 0 && id >= vocab))
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
-  int64_t room = maxLength();
-  if (room > 0 && static_cast<int64_t>(prompt.size()) + maxNew - 1 > room)
+        absl::StrCat("max_batch_size ", maxBatchSize, " is outside [1, ",
+                     kMaxBatchSize, "]"));
+  if (maxQueue < 1 || maxQueue > kMaxQueue)
     return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", prompt.size(), " tokens) plus ", maxNew,
-        " new tokens do not fit the KV cache (", room, " positions)"));
+        "max_queue ", maxQueue, " is outside [1, ", kMaxQueue, "]"));
+  if (maxWait.count() < 0 || maxWait.count() > kMaxWaitMicros)
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_wait_us ", maxWait.count(), " is outside [0, ",
+                     kMaxWaitMicros, "]"));
+  int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  int64_t maxThreads = std::min<int64_t>(1024, kMaxThreadsPerCore * cores);
+  if (static_cast<int64_t>(threads) > maxThreads)
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads ", threads, " is outside [0, ", maxThreads, "] (",
+                     kMaxThreadsPerCore, " per hardware thread)"));
   return absl::OkStatus();
 }
-
-absl::StatusOr<HostTensor>
-Session::runRows(Executor &executor, const std::vector<int64_t> &tokens,
-                 const std::vector<int64_t> &positions,
-                 const std::vector<int64_t> &slots,
-                 const std::vector<int64_t> *logitRows) {
-  int64_t n = static_cast<int64_t>(tokens.size());
-  HostTensor t = HostTensor::fromInts({n, 1}, tokens);
-  HostTensor p = HostTensor::fromInts({n, 1}, positions);
-  absl::StatusOr<std::vector<HostTensor>> out =
-      executor.run("decode", {&t, &p}, &cache, slots, logitRows);
-  if (!out.ok())
-    return out.status();
-  HostTensor logits = std::move((*out)[0]);
-  logits.shape = {logitRows ? static_cast<int64_t>(logitRows->size()) : n,
-                  logits.shape.back()};
-  return logits;
-}
-
-namespace {
-
-/// Rows per part below which splitting a step costs more than it saves.
-constexpr int64_t kMinRowsPerPart = 8;
-
-} // namespace
-
-std::vector<int64_t> splitRowsBySlot(const std::vector<int64_t> &slots,
-                                     int64_t parts) {
-  int64_t n = static_cast<int64_t>(slots.size());
-  // Last row of each slot, so that a boundary can be checked in O(1).
-  std::map<int64_t, int64_t> last;
-  for (int64_t i = 0; i < n; ++i)
-    last[slots[i]] = i;
-  std::vector<int64_t> bounds{0};
-  int64_t reach = -1; // the last row any slot seen so far appears at
-  for (int64_t i = 0, part = 1; i < n && part < parts; ++i) {
-    reach = std::max(reach, last[slots[i]]);
-    int64_t target = n * part / parts;
-    if (i + 1 >= target && reach == i && i + 1 - bounds.back() > 0 &&
-        n - (i + 1) > 0) {
-      bounds.push_back(i + 1);
-      ++part;
-    }
-  }
-  bounds.push_back(n);
-  return bounds;
-}
-
-absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
-                                         const std::vector<int64_t> &positions,
-                                         const std::vector<int64_t> &slots) {
-  return stepRows(tokens, positions, slots, nullptr);
-}
-
-absl::StatusOr<HostTensor> Session::step(
-    const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
-    const std::vector<int64_t> &slots, const std::vector<int64_t> &logitRows) {
-  return stepRows(tokens, positions, slots, &logitRows);
-}
-
-absl::StatusOr<HostTensor> Session::stepRows(
-    const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
-    const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
-  int64_t n = static_cast<int64_t>(tokens.size());
-  if (logitRows)
-    for (size_t i = 0; i < logitRows->size(); ++i) {
-      int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
-      if (r <= prev || r >= n)
-        return absl::InvalidArgumentError(
-            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
-                         r, " after ", prev));
-    }
-  int64_t width = pool ? pool->numWorkers() + 1 : 1;
-  int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
-  std::vector<int64_t> bounds;
-  if (parts >= 2 && positions.size() == tokens.size() &&
-      slots.size() == tokens.size())
-    bounds = splitRowsBySlot(slots, parts);
-  if (bounds.size() < 3)
-    return runRows(exec, tokens, positions, slots, logitRows);
-
-  int64_t count = static_cast<int64_t>(bounds.size()) - 1;
-  while (static_cast<int64_t>(partExecs.size()) < count - 1)
-    partExecs.push_back(std::make_unique<Executor>(model_, nullptr));
-  for (int64_t i = 0; i + 1 < count; ++i) {
-    partExecs[i]->setProfiling(exec.isProfiling());
-    partExecs[i]->setMemoryLimit(exec.getMemoryLimit());
-  }
-  auto slice = [&](const std::vector<int64_t> &v, int64_t i) {
-    return std::vector<int64_t>(v.begin() + bounds[i],
-                                v.begin() + bounds[i + 1]);
-  };
-  // Each part's wanted rows, relative to its first row.
-  std::vector<std::vector<int64_t>> partRows(count);
-  if (logitRows)
-    for (int64_t r : *logitRows) {
-      int64_t i = std::upper_bound(bounds.begin(), bounds.end(), r) -
-                  bounds.begin() - 1;
-      partRows[i].push_back(r - bounds[i]);
-    }
-  auto runPart = [&](int64_t i) {
-    Executor &e = i == 0 ? exec : *partExecs[i - 1];
-    return runRows(e, slice(tokens, i), slice(positions, i), slice(slots, i),
-                   logitRows ? &partRows[i] : nullptr);
-  };
-  // Parts 1.. on the workers, part 0 here; every part is waited for before
-  // returning (they write the cache and read the inputs).
-  std::vector<std::future<absl::StatusOr<HostTensor>>> pending;
-  for (int64_t i = 1; i < count; ++i)
-    pending.push_back(pool->submit([&runPart, i] { return runPart(i); }));
-  std::vector<absl::StatusOr<HostTensor>> results;
-  results.push_back(runPart(0));
-  for (auto &f : pending)
-    results.push_back(f.get());
-  for (auto &r : results)
-    if (!r.ok())
-      return r.status();
-  int64_t vocab = results[0]->shape.back();
-  HostTensor logits(
-      DType::F32,
-      {logitRows ? static_cast<int64_t>(logitRows->size()) : n, vocab});
-  float *dst = logits.data<float>();
-  for (auto &r : results) {
-    int64_t bytes = r->numElements() * static_cast<int64_t>(sizeof(float));
-    std::memcpy(dst, r->data<float>(), bytes);
-    dst += r->numElements();
-  }
-  return logits;
-}
-
-std::string Session::profileReport() const {
-  std::vector<const Executor *> all{&exec};
-  for (const auto &e : partExecs)
-    all.push_back(e.get());
-  return Executor::profileReport(all);
-}
-
-namespace {
-int64_t argmax(const float *v, int64_t n) {
-  return std::max_element(v, v + n) - v;
-}
-} // namespace
-
-absl::StatusOr<std::vector<int64_t>>
-Session::generate(const std::vector<int64_t> &prompt, int64_t maxNew,
-                  int64_t slot) {
-  if (absl::Status s = validate(prompt, maxNew); !s.ok())
-    return s;
-  if (slot < 0 || slot >= numSlots())
-    return absl::InvalidArgumentError("no such slot");
-  cache.clearSlot(slot);
-  std::vector<int64_t> positions(prompt.size()), slots(prompt.size(), slot);
-  for (size_t i = 0; i < prompt.size(); ++i)
-    positions[i] = static_cast<int64_t>(i);
-  // The prompt's last row is the only one whose logits are needed.
-  absl::StatusOr<HostTensor> logits =
-      step(prompt, positions, slots, {static_cast<int64_t>(prompt.size()) - 1});
-  if (!logits.ok())
-    return logits.status();
-  int64_t vocab = logits->shape.back();
-  std::vector<int64_t> out{argmax(logits->data<float>(), vocab)};
-  for (int64_t i = 1; i < maxNew; ++i) {
-    logits = step({out.back()}, {static_cast<int64_t>(prompt.size()) + i - 1},
-                  {slot});
-    if (!logits.ok())
-      return logits.status();
-    out.push_back(argmax(logits->data<float>(), vocab));
-  }
-  return out;
-}
-
-//===----------------------------------------------------------------------===//
-// Batcher
-//===----------------------------------------------------------------------===//
 
 absl::StatusOr<std::unique_ptr<Batcher>>
 Batcher::create(std::shared_ptr<const Model> model,
                 const BatcherOptions &options) {
-  if (options.maxBatchSize < 1 || options.maxQueue < 1)
-    return absl::InvalidArgumentError(
-        "max_batch_size and max_queue must be at least 1");
+  if (absl::Status s = options.validate(); !s.ok())
+    return s;
   absl::StatusOr<std::unique_ptr<Session>> session =
       Session::create(std::move(model), options.maxBatchSize, options.threads);
   if (!session.ok())
@@ -268,6 +66,82 @@ Batcher::~Batcher() {
   scheduler.join();
 }
 
+void Batcher::deliver(const Done &done, GenerationResult result) {
+  // A throwing callback must not take the scheduler (and every other
+  // request) down with it; its own request is already finished.
+  try {
+    done(std::move(result));
+  } catch (...) {
+  }
+}
+
+absl::StatusOr<Batcher::RequestId> Batcher::submit(Request request) {
+  int64_t promptTokens = static_cast<int64_t>(request.prompt.size());
+  absl::Status valid =
+      request.done ? session->validate(request.prompt, request.options)
+                   : absl::InvalidArgumentError("no completion callback");
+  if (valid.ok()) {
+    std::unique_lock<std::mutex> lock(mutex);
+    if (stopping) {
+      valid = absl::UnavailableError("the batcher is shutting down");
+    } else if (static_cast<int64_t>(queue.size()) >= options.maxQueue) {
+      valid = absl::ResourceExhaustedError(absl::StrCat(
+          "the request queue is full (", options.maxQueue, " waiting)"));
+    } else {
+      RequestId id = nextId++;
+      queue.push_back(
+          {id, std::move(request), std::chrono::steady_clock::now()});
+      counters.maxQueueDepth = std::max<int64_t>(
+          counters.maxQueueDepth, static_cast<int64_t>(queue.size()));
+      lock.unlock();
+      wake.notify_one();
+      return id;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++counters.rejected;
+  }
+  if (request.done)
+    deliver(request.done, GenerationResult::error(valid, promptTokens));
+  return valid;
+}
+
+bool Batcher::cancel(RequestId id) {
+  Queued removed;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = std::find_if(queue.begin(), queue.end(),
+                           [id](const Queued &q) { return q.id == id; });
+    if (it == queue.end()) {
+      if (!running.count(id))
+        return false;
+      cancelRequested.insert(id);
+      return true;
+    }
+    removed = std::move(*it);
+    queue.erase(it);
+    ++counters.cancelled;
+    latenciesMs.push_back(
+        std::chrono::duration<double, std::milli>(
+            std::chrono::steady_clock::now() - removed.submitted)
+            .count());
+  }
+  GenerationResult r;
+  r.finishReason = FinishReason::kCancelled;
+  r.promptTokens = static_cast<int64_t>(removed.request.prompt.size());
+  deliver(removed.request.done, std::move(r));
+  return true;
+}
+
+namespace {
+Batcher::Result toTokens(GenerationResult r) {
+  if (r.finishReason == FinishReason::kError)
+    return r.status;
+  return std::move(r.tokens);
+}
+} // namespace
+
 std::future<Batcher::Result> Batcher::submit(std::vector<int64_t> prompt,
                                              int64_t maxNew) {
   auto promise = std::make_shared<std::promise<Result>>();
@@ -281,50 +155,48 @@ std::future<Batcher::Result> Batcher::submit(std::vector<int64_t> prompt,
 
 absl::Status Batcher::submit(std::vector<int64_t> prompt, int64_t maxNew,
                              Callback done) {
-  absl::Status valid = session->validate(prompt, maxNew);
-  if (valid.ok()) {
-    std::unique_lock<std::mutex> lock(mutex);
-    if (stopping) {
-      valid = absl::UnavailableError("the batcher is shutting down");
-    } else if (static_cast<int64_t>(queue.size()) >= options.maxQueue) {
-      valid = absl::ResourceExhaustedError(absl::StrCat(
-          "the request queue is full (", options.maxQueue, " waiting)"));
-    } else {
-      queue.push_back({std::move(prompt), maxNew, std::move(done),
-                       std::chrono::steady_clock::now()});
-      counters.maxQueueDepth = std::max<int64_t>(
-          counters.maxQueueDepth, static_cast<int64_t>(queue.size()));
-      lock.unlock();
-      wake.notify_one();
-      return absl::OkStatus();
-    }
-  }
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    ++counters.rejected;
-  }
-  done(valid);
-  return valid;
+  Request request;
+  request.prompt = std::move(prompt);
+  request.options.maxNewTokens = maxNew;
+  request.done = [done = std::move(done)](GenerationResult r) {
+    done(toTokens(std::move(r)));
+  };
+  return submit(std::move(request)).status();
 }
 
-void Batcher::finish(Active &a, Result result) {
+void Batcher::finish(Active &a) {
+  GenerationResult result = a.seq->take();
   double ms = std::chrono::duration<double, std::milli>(
-                  std::chrono::steady_clock::now() - a.request.submitted)
+                  std::chrono::steady_clock::now() - a.submitted)
                   .count();
   {
     std::lock_guard<std::mutex> lock(mutex);
+    // cancel() said yes while this step ran: the caller was promised a
+    // cancellation, whatever the step's outcome.
+    if (cancelRequested.count(a.id) &&
+        result.finishReason != FinishReason::kError)
+      result.finishReason = FinishReason::kCancelled;
     latenciesMs.push_back(ms);
-    if (result.ok())
-      ++counters.completed;
-    else
+    switch (result.finishReason) {
+    case FinishReason::kError:
       ++counters.failed;
+      break;
+    case FinishReason::kCancelled:
+      ++counters.cancelled;
+      break;
+    default:
+      ++counters.completed;
+    }
+    running.erase(a.id);
+    cancelRequested.erase(a.id);
     freeSlots.push_back(a.slot);
   }
-  a.request.done(std::move(result));
+  deliver(a.done, std::move(result));
 }
 
 void Batcher::loop() {
   for (;;) {
+    std::vector<RequestId> cancelled;
     {
       std::unique_lock<std::mutex> lock(mutex);
       if (active.empty()) {
@@ -340,14 +212,37 @@ void Batcher::loop() {
           });
       }
       // Join between steps: as many waiting requests as there are slots.
+      int64_t vocab = session->vocabSize();
       while (!queue.empty() && !freeSlots.empty()) {
-        Active a;
-        a.request = std::move(queue.front());
+        Queued q = std::move(queue.front());
         queue.pop_front();
+        Active a;
+        a.id = q.id;
+        a.done = std::move(q.request.done);
+        a.submitted = q.submitted;
         a.slot = freeSlots.back();
         freeSlots.pop_back();
+        a.seq = std::make_unique<SequenceDecoder>(
+            std::move(q.request.prompt), q.request.options,
+            std::move(q.request.onToken), session->eosTokens(), vocab);
+        running.insert(a.id);
         active.push_back(std::move(a));
       }
+      cancelled.assign(cancelRequested.begin(), cancelRequested.end());
+    }
+    // Cancelled sequences leave before the step, freeing their slots.
+    if (!cancelled.empty()) {
+      std::vector<Active> still;
+      for (Active &a : active) {
+        if (std::find(cancelled.begin(), cancelled.end(), a.id) !=
+            cancelled.end()) {
+          a.seq->finish(FinishReason::kCancelled);
+          finish(a);
+        } else {
+          still.push_back(std::move(a));
+        }
+      }
+      active = std::move(still);
     }
     if (active.empty())
       continue;
@@ -356,16 +251,16 @@ void Batcher::loop() {
     int64_t prefillRows = 0;
     for (Active &a : active) {
       if (!a.prefilled) {
-        for (size_t i = 0; i < a.request.prompt.size(); ++i) {
-          tokens.push_back(a.request.prompt[i]);
+        const std::vector<int64_t> &prompt = a.seq->prompt();
+        for (size_t i = 0; i < prompt.size(); ++i) {
+          tokens.push_back(prompt[i]);
           positions.push_back(static_cast<int64_t>(i));
           slots.push_back(a.slot);
         }
-        prefillRows += static_cast<int64_t>(a.request.prompt.size());
+        prefillRows += static_cast<int64_t>(prompt.size());
       } else {
-        tokens.push_back(a.generated.back());
-        positions.push_back(static_cast<int64_t>(a.request.prompt.size()) +
-                            static_cast<int64_t>(a.generated.size()) - 1);
+        tokens.push_back(a.seq->nextToken());
+        positions.push_back(a.seq->nextPosition());
         slots.push_back(a.slot);
       }
       lastRow.push_back(static_cast<int64_t>(tokens.size()) - 1);
@@ -376,26 +271,26 @@ void Batcher::loop() {
         session->step(tokens, positions, slots, lastRow);
     std::vector<Active> still;
     int64_t produced = 0;
+    size_t ran = active.size();
     for (size_t i = 0; i < active.size(); ++i) {
       Active &a = active[i];
+      a.prefilled = true;
       if (!logits.ok()) {
-        finish(a, logits.status());
+        a.seq->finish(FinishReason::kError, logits.status());
+        finish(a);
         continue;
       }
       int64_t vocab = logits->shape.back();
-      const float *row = logits->data<float>() + i * vocab;
-      a.generated.push_back(std::max_element(row, row + vocab) - row);
-      a.prefilled = true;
       ++produced;
-      if (static_cast<int64_t>(a.generated.size()) >= a.request.maxNew)
-        finish(a, std::move(a.generated));
-      else
+      if (a.seq->advance(logits->data<float>() + i * vocab))
         still.push_back(std::move(a));
+      else
+        finish(a);
     }
     {
       std::lock_guard<std::mutex> lock(mutex);
       ++counters.steps;
-      ++counters.batchHistogram[active.size()];
+      ++counters.batchHistogram[ran];
       counters.generatedTokens += produced;
       counters.prefillTokens += prefillRows;
     }

@@ -40,6 +40,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/Executor.h"
+#include "ds/rt/Status.h"
 #include "ds/rt/ThreadPool.h"
 #include "ds/support/Quant.h"
 
@@ -300,11 +301,24 @@ absl::StatusOr<KVCache> KVCache::create(const ModelPlan &plan, int64_t slots) {
   KVCache c;
   c.slots = slots;
   for (const CacheInfo &info : plan.caches) {
-    int64_t n = 1;
+    int64_t n = 1, total = 0;
+    bool overflow = false;
     for (int64_t d : info.rowShape)
-      n *= d;
+      overflow |= __builtin_mul_overflow(n, d, &n);
+    overflow |=
+        __builtin_mul_overflow(n, slots, &total) ||
+        total > (int64_t{1} << 60) / static_cast<int64_t>(sizeof(float));
+    if (overflow)
+      return outOfMemoryError(absl::StrCat("KV cache '", info.name, "' for ",
+                                           slots, " slots is too large"));
     c.slotFloats.push_back(n);
-    c.storage.emplace_back(static_cast<size_t>(n * slots), 0.0f);
+    try {
+      c.storage.emplace_back(static_cast<size_t>(total), 0.0f);
+    } catch (const std::bad_alloc &) {
+      return outOfMemoryError(
+          absl::StrCat("cannot allocate KV cache '", info.name, "' for ", slots,
+                       " slots (", total * sizeof(float), " bytes)"));
+    }
   }
   return c;
 }
@@ -709,11 +723,10 @@ Executor::run(const std::string &function,
     return prep.status();
   const Prepared &p = **prep;
   if (memoryLimit && p.arenaSize > memoryLimit)
-    return absl::ResourceExhaustedError(
-        absl::StrCat(function, " needs ", p.arenaSize,
-                     " bytes of working memory for these "
-                     "shapes; the limit is ",
-                     memoryLimit));
+    return outOfMemoryError(absl::StrCat(function, " needs ", p.arenaSize,
+                                         " bytes of working memory for these "
+                                         "shapes; the limit is ",
+                                         memoryLimit));
   if (arena.size() < p.arenaSize) {
     absl::StatusOr<Arena> a = Arena::create(p.arenaSize);
     if (!a.ok())

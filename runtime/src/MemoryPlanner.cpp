@@ -2,6 +2,7 @@
 //-----------------===//
 
 #include "ds/rt/MemoryPlanner.h"
+#include "ds/rt/Status.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -112,7 +113,7 @@ absl::StatusOr<Arena> Arena::create(uint64_t size) {
   if (size == 0)
     return arena;
   if (size > kMaxBuffer)
-    return absl::ResourceExhaustedError(
+    return outOfMemoryError(
         absl::StrCat("arena of ", size, " bytes is too large"));
   uint64_t length = alignUp(size, kHuge);
   // Over-map by one huge page to align the start to 2 MiB, then trim.
@@ -120,8 +121,8 @@ absl::StatusOr<Arena> Arena::create(uint64_t size) {
   void *p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "cannot map an arena of ", length, " bytes: ", std::strerror(errno)));
+    return outOfMemoryError(absl::StrCat("cannot map an arena of ", length,
+                                         " bytes: ", std::strerror(errno)));
   auto start = reinterpret_cast<uintptr_t>(p);
   uintptr_t aligned = alignUp(start, kHuge);
   if (aligned > start)

@@ -90,6 +90,7 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
   j["arch"] = plan.arch;
   j["vocab_size"] = plan.vocabSize;
   j["max_cache_len"] = plan.maxCacheLen;
+  j["eos_token_ids"] = plan.eosTokenIds;
   j["target"] = {{"triple", target.triple},
                  {"cpu", target.cpu},
                  {"features", target.features}};
@@ -304,6 +305,11 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
   plan.arch = r.string(j, "arch");
   plan.vocabSize = r.integer(j, "vocab_size");
   plan.maxCacheLen = r.integer(j, "max_cache_len");
+  if (j.contains("eos_token_ids"))
+    plan.eosTokenIds = r.list<int64_t>(j, "eos_token_ids");
+  for (int64_t id : plan.eosTokenIds)
+    if (id < 0 || (plan.vocabSize > 0 && id >= plan.vocabSize))
+      r.fail(absl::StrCat("eos token id ", id, " is outside the vocabulary"));
   const json &t = r.field(j, "target");
   if (target && r.ok()) {
     target->triple = r.string(t, "triple");

@@ -34,10 +34,19 @@ extern "C" const char *ds_status_code_string(int code) {
     return "unavailable";
   case DS_DATA_LOSS:
     return "data loss";
+  case DS_RESOURCE_EXHAUSTED:
+    return "resource exhausted";
   }
   return "unknown status";
 }
 
 extern "C" ds_status_code ds_check_abi(int builtAgainst) {
-  return builtAgainst / 10000 == DS_VERSION_MAJOR ? DS_OK : DS_UNAVAILABLE;
+  int major = builtAgainst / 10000, minor = builtAgainst / 100 % 100;
+  if (major != DS_VERSION_MAJOR)
+    return DS_UNAVAILABLE;
+  // Before 1.0 every minor version may change the ABI; after it, a program
+  // runs on its own minor version or a later one.
+  bool ok = DS_VERSION_MAJOR == 0 ? minor == DS_VERSION_MINOR
+                                  : minor <= DS_VERSION_MINOR;
+  return ok ? DS_OK : DS_UNAVAILABLE;
 }

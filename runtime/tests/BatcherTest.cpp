@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/Batcher.h"
+#include "ds/rt/Status.h"
 #include "ds/runtime.h"
 
 #include <gtest/gtest.h>
@@ -148,6 +149,7 @@ TEST(Executor, MemoryLimitRefusesLargerPlans) {
   auto r = exec.run("decode", {&tokens, &positions}, &*cache, {0, 1, 2, 3});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(isOutOfMemory(r.status())); // DS_OUT_OF_MEMORY in C
   EXPECT_NE(std::string(r.status().message()).find("the limit is 1024"),
             std::string::npos)
       << r.status();
@@ -470,3 +472,471 @@ TEST(CApi, SessionAndBatcherThroughTheCInterface) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// Sampling, stop tokens, streaming and cancellation through the batcher
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+GenerationOptions sampled(uint64_t seed, int64_t maxNew) {
+  GenerationOptions g;
+  g.maxNewTokens = maxNew;
+  g.sampling.temperature = 1.3; // flat enough that seeds disagree
+  g.sampling.topK = 40;
+  g.sampling.topP = 0.95;
+  g.sampling.minP = 0.01;
+  g.sampling.repetitionPenalty = 1.1;
+  g.sampling.seed = seed;
+  g.logprobs = 2;
+  return g;
+}
+
+/// Submits and waits.
+GenerationResult runOne(Batcher &b, Batcher::Request r) {
+  std::promise<GenerationResult> p;
+  auto f = p.get_future();
+  r.done = [&p](GenerationResult g) { p.set_value(std::move(g)); };
+  (void)b.submit(std::move(r));
+  return f.get();
+}
+
+} // namespace
+
+TEST(Batcher, SameSeedSameTokensAloneAndInABatchOf32) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  auto session = Session::create(model, 1, 0);
+  ASSERT_TRUE(session.ok());
+  int64_t vocab = model->plan().vocabSize;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<GenerationResult> alone;
+  for (int i = 0; i < 32; ++i) {
+    prompts.push_back({(i * 7 + 1) % vocab, (i * 13 + 2) % vocab, i % vocab});
+    alone.push_back((*session)->generate(prompts.back(), sampled(i % 8, 8)));
+    ASSERT_NE(alone.back().finishReason, FinishReason::kError)
+        << alone.back().status;
+  }
+  // Seeds repeat every 8 prompts, prompts do not: sampling really depends on
+  // the seed (two seeds give different tokens for one prompt).
+  GenerationResult other = (*session)->generate(prompts[0], sampled(99, 8));
+  EXPECT_NE(other.tokens, alone[0].tokens);
+
+  BatcherOptions options;
+  options.maxBatchSize = 32;
+  options.maxWait = std::chrono::microseconds(200000);
+  auto batcher = Batcher::create(model, options);
+  ASSERT_TRUE(batcher.ok());
+  std::vector<std::promise<GenerationResult>> promises(32);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 32; ++i)
+    threads.emplace_back([&, i] {
+      Batcher::Request r;
+      r.prompt = prompts[i];
+      r.options = sampled(i % 8, 8);
+      r.done = [&, i](GenerationResult g) {
+        promises[i].set_value(std::move(g));
+      };
+      (void)(*batcher)->submit(std::move(r));
+    });
+  for (auto &t : threads)
+    t.join();
+  for (int i = 0; i < 32; ++i) {
+    GenerationResult r = promises[i].get_future().get();
+    EXPECT_EQ(r.tokens, alone[i].tokens) << "request " << i;
+    EXPECT_EQ(r.logprobs, alone[i].logprobs) << "request " << i;
+    EXPECT_EQ(r.finishReason, alone[i].finishReason);
+  }
+  EXPECT_GT((*batcher)->stats().batchHistogram.size(), 1u);
+}
+
+TEST(Batcher, StopTokensEndASequenceAndFreeItsSlot) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  auto session = Session::create(model, 1, 0);
+  ASSERT_TRUE(session.ok());
+  std::vector<int64_t> prompt = {3, 1, 4};
+  auto greedy = (*session)->generate(prompt, 6);
+  ASSERT_TRUE(greedy.ok());
+  // Stop at the third greedy token (the first occurrence of its id).
+  int64_t stop = (*greedy)[2];
+  size_t first =
+      std::find(greedy->begin(), greedy->end(), stop) - greedy->begin();
+  BatcherOptions options;
+  options.maxBatchSize = 1; // the next request needs the freed slot
+  auto batcher = Batcher::create(model, options);
+  ASSERT_TRUE(batcher.ok());
+  Batcher::Request r;
+  r.prompt = prompt;
+  r.options.maxNewTokens = 6;
+  r.options.stopTokens = {stop};
+  GenerationResult stopped = runOne(**batcher, r);
+  EXPECT_EQ(stopped.finishReason, FinishReason::kStop);
+  EXPECT_EQ(stopped.stopToken, stop);
+  EXPECT_EQ(stopped.tokens,
+            std::vector<int64_t>(greedy->begin(), greedy->begin() + first));
+  EXPECT_EQ(stopped.completionTokens, static_cast<int64_t>(first) + 1);
+  // The slot is free again: a second request runs to its length.
+  r.options.stopTokens.clear();
+  GenerationResult next = runOne(**batcher, r);
+  EXPECT_EQ(next.finishReason, FinishReason::kLength);
+  EXPECT_EQ(next.tokens, *greedy);
+  // A stop token outside the vocabulary is refused, with done called.
+  r.options.stopTokens = {model->plan().vocabSize};
+  GenerationResult refused = runOne(**batcher, r);
+  EXPECT_EQ(refused.finishReason, FinishReason::kError);
+  EXPECT_NE(std::string(refused.status.message()).find("stop token"),
+            std::string::npos);
+}
+
+TEST(Batcher, StreamsTokensAndStopsWhenTheCallbackSaysSo) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  auto batcher = Batcher::create(model, BatcherOptions());
+  ASSERT_TRUE(batcher.ok());
+  std::vector<int64_t> streamed;
+  Batcher::Request r;
+  r.prompt = {2, 7};
+  r.options = sampled(3, 10);
+  r.onToken = [&](const TokenEvent &e) {
+    EXPECT_EQ(e.index, static_cast<int64_t>(streamed.size()));
+    streamed.push_back(e.token);
+    return streamed.size() < 4;
+  };
+  GenerationResult res = runOne(**batcher, r);
+  EXPECT_EQ(res.finishReason, FinishReason::kStop);
+  EXPECT_EQ(res.tokens, streamed);
+  EXPECT_EQ(res.tokens.size(), 4u);
+  // A callback that throws fails its own request only.
+  r.onToken = [](const TokenEvent &) -> bool { throw 7; };
+  GenerationResult thrown = runOne(**batcher, r);
+  EXPECT_EQ(thrown.finishReason, FinishReason::kError);
+  r.onToken = nullptr;
+  r.options.maxNewTokens = 3;
+  EXPECT_EQ(runOne(**batcher, r).tokens.size(), 3u);
+}
+
+TEST(Batcher, CancellingAHundredOfAThousandUnderSixtyFourSubmitters) {
+  auto model = loadModel();
+  if (!model)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  BatcherOptions options;
+  options.maxBatchSize = 8;
+  options.maxQueue = 2000;
+  options.maxWait = std::chrono::microseconds(100);
+  auto batcher = Batcher::create(model, options);
+  ASSERT_TRUE(batcher.ok());
+  constexpr int kThreads = 64, kRequests = 1000;
+  int64_t vocab = model->plan().vocabSize;
+  int64_t room = model->plan().maxCacheLen;
+  struct Outcome {
+    std::atomic<int> calls{0};
+    FinishReason reason = FinishReason::kError;
+    size_t tokens = 0;
+    bool cancelAccepted = false;
+  };
+  std::vector<Outcome> outcomes(kRequests);
+  std::atomic<int> submitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = t; i < kRequests; i += kThreads) {
+        Batcher::Request r;
+        r.prompt = {static_cast<int64_t>(rng() % vocab),
+                    static_cast<int64_t>(rng() % vocab)};
+        r.options.maxNewTokens = std::min<int64_t>(room - 2, 4 + i % 12);
+        r.options.ignoreEos = true;
+        r.done = [&, i](GenerationResult g) {
+          outcomes[i].reason = g.finishReason;
+          outcomes[i].tokens = g.tokens.size();
+          outcomes[i].calls++; // releases the two fields above
+        };
+        absl::StatusOr<Batcher::RequestId> id =
+            (*batcher)->submit(std::move(r));
+        ASSERT_TRUE(id.ok()) << id.status();
+        submitted++;
+        // Every tenth request is cancelled: some at once (still queued),
+        // some a little later (running or finished).
+        if (i % 10 == 3) {
+          if (i % 20 == 13)
+            std::this_thread::sleep_for(
+                std::chrono::microseconds(rng() % 3000));
+          outcomes[i].cancelAccepted = (*batcher)->cancel(*id);
+        }
+      }
+    });
+  for (auto &t : threads)
+    t.join();
+  // Every request completes (a lost one would hang here until the limit).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto finished = [&] {
+    int n = 0;
+    for (const Outcome &o : outcomes)
+      n += o.calls.load();
+    return n;
+  };
+  while (finished() < kRequests && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(finished(), kRequests);
+  EXPECT_EQ(submitted.load(), kRequests);
+  int cancelled = 0, completed = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    const Outcome &o = outcomes[i];
+    ASSERT_EQ(o.calls.load(), 1) << "request " << i;
+    if (o.cancelAccepted) {
+      EXPECT_EQ(o.reason, FinishReason::kCancelled) << "request " << i;
+      ++cancelled;
+    } else {
+      EXPECT_EQ(o.reason, FinishReason::kLength) << "request " << i;
+      EXPECT_EQ(o.tokens,
+                static_cast<size_t>(std::min<int64_t>(room - 2, 4 + i % 12)));
+      ++completed;
+    }
+  }
+  EXPECT_EQ(cancelled + completed, kRequests);
+  EXPECT_GT(cancelled, 0);
+
+  // A running request: cancelled after its first token, it leaves with
+  // the tokens it has.
+  std::promise<void> firstToken;
+  std::atomic<bool> signalled{false};
+  Batcher::Request slow;
+  slow.prompt = {1, 2};
+  slow.options.maxNewTokens = std::min<int64_t>(room - 2, 20);
+  slow.options.ignoreEos = true;
+  slow.onToken = [&](const TokenEvent &) {
+    if (!signalled.exchange(true))
+      firstToken.set_value();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return true;
+  };
+  std::promise<GenerationResult> slowDone;
+  slow.done = [&](GenerationResult g) { slowDone.set_value(std::move(g)); };
+  absl::StatusOr<Batcher::RequestId> slowId = (*batcher)->submit(slow);
+  ASSERT_TRUE(slowId.ok());
+  firstToken.get_future().wait();
+  EXPECT_TRUE((*batcher)->cancel(*slowId));
+  GenerationResult slowResult = slowDone.get_future().get();
+  EXPECT_EQ(slowResult.finishReason, FinishReason::kCancelled);
+  EXPECT_GE(slowResult.tokens.size(), 1u);
+  EXPECT_LT(slowResult.tokens.size(), 4u);
+  EXPECT_FALSE((*batcher)->cancel(*slowId)); // finished: not found
+  ++cancelled;
+  // Counted before each request's done call.
+  BatcherStats st = (*batcher)->stats();
+  EXPECT_EQ(st.cancelled, cancelled);
+  EXPECT_EQ(st.completed, completed);
+  std::printf("cancelled %d of %d (100 asked)\n", cancelled, kRequests);
+  // An unknown or finished id is not found.
+  auto again = Batcher::create(model, options);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE((*again)->cancel(12345));
+}
+
+//===----------------------------------------------------------------------===//
+// The C API as a hostile caller uses it
+//===----------------------------------------------------------------------===//
+
+namespace {
+struct Calls {
+  std::atomic<int> n{0};
+  ds_status_code status = DS_OK;
+  std::string message;
+};
+void countDone(void *user, ds_status_code status, const char *message,
+               const int64_t *, int64_t) {
+  auto *c = static_cast<Calls *>(user);
+  c->status = status;
+  c->message = message ? message : "";
+  c->n++;
+}
+std::string lastError() { return ds_last_error(); }
+} // namespace
+
+TEST(CApi, NullHandlesAndBadSizesAreRefusedWithTheRightCode) {
+  EXPECT_EQ(ds_model_load(nullptr, nullptr), DS_INVALID_ARGUMENT);
+  EXPECT_EQ(ds_session_create(nullptr, 0, nullptr), DS_INVALID_ARGUMENT);
+  EXPECT_EQ(ds_batcher_create(nullptr, nullptr, nullptr), DS_INVALID_ARGUMENT);
+  EXPECT_EQ(ds_batcher_cancel(nullptr, 1), DS_INVALID_ARGUMENT);
+  EXPECT_EQ(ds_batcher_get_stats(nullptr, nullptr), DS_INVALID_ARGUMENT);
+  EXPECT_EQ(ds_model_vocab_size(nullptr), 0);
+  ds_model_release(nullptr);
+  ds_session_release(nullptr);
+  ds_batcher_release(nullptr);
+  // Submitting to no batcher still owes `done` its one call.
+  Calls c;
+  int64_t p[] = {1};
+  EXPECT_EQ(ds_batcher_submit(nullptr, p, 1, 2, countDone, &c),
+            DS_INVALID_ARGUMENT);
+  EXPECT_EQ(c.n.load(), 1);
+  EXPECT_EQ(ds_status_code_string(DS_RESOURCE_EXHAUSTED),
+            std::string("resource exhausted"));
+  EXPECT_EQ(ds_finish_reason_string(DS_FINISH_CANCELLED),
+            std::string("cancelled"));
+  EXPECT_EQ(ds_finish_reason_string(17), std::string("unknown"));
+}
+
+TEST(CApi, HostileCallsOnALoadedModel) {
+  const char *path = std::getenv("DS_TEST_ARTIFACT");
+  if (!path)
+    GTEST_SKIP() << "DS_TEST_ARTIFACT not set";
+  ds_model *model = nullptr;
+  ASSERT_EQ(ds_model_load(path, &model), DS_OK) << ds_last_error();
+
+  // Options: a zeroed struct is refused, naming the field; *_init gives
+  // defaults that work; every bound is checked.
+  ds_batcher *b = nullptr;
+  ds_batcher_options zero{};
+  EXPECT_EQ(ds_batcher_create(model, &zero, &b), DS_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("max_batch_size 0"), std::string::npos)
+      << lastError();
+  EXPECT_NE(lastError().find("ds_batcher_options_init"), std::string::npos);
+  ds_batcher_options o;
+  auto refusedWith = [&](const char *field) {
+    EXPECT_EQ(ds_batcher_create(model, &o, &b), DS_INVALID_ARGUMENT) << field;
+    EXPECT_NE(lastError().find(field), std::string::npos) << lastError();
+    ds_batcher_options_init(&o);
+  };
+  ds_batcher_options_init(&o);
+  o.max_batch_size = 100000000;
+  refusedWith("max_batch_size");
+  o.max_batch_size = -5;
+  refusedWith("max_batch_size");
+  o.max_queue = 0;
+  refusedWith("max_queue");
+  o.max_queue = -1;
+  refusedWith("max_queue");
+  o.threads = -3;
+  refusedWith("threads");
+  o.threads = 100000;
+  refusedWith("threads");
+  o.max_wait_us = -1;
+  refusedWith("max_wait_us");
+  ds_session *s = nullptr;
+  EXPECT_EQ(ds_session_create(model, 100000, &s), DS_INVALID_ARGUMENT);
+  EXPECT_EQ(ds_session_create(model, -1, &s), DS_INVALID_ARGUMENT);
+
+  // ds_last_error is the last *failure*: a success leaves it.
+  EXPECT_EQ(ds_session_create(model, 0, &s), DS_OK);
+  EXPECT_NE(lastError().find("threads"), std::string::npos);
+
+  ds_batcher_options_init(&o);
+  o.max_batch_size = 1;
+  o.max_queue = 1;
+  ASSERT_EQ(ds_batcher_create(model, &o, &b), DS_OK) << lastError();
+  // Bad prompts: refused, and `done` called exactly once each.
+  int64_t p[] = {1, 2};
+  for (int64_t len : {int64_t{0}, int64_t{-1}}) {
+    Calls c;
+    EXPECT_EQ(ds_batcher_submit(b, p, len, 2, countDone, &c),
+              DS_INVALID_ARGUMENT);
+    EXPECT_EQ(c.n.load(), 1) << len;
+    EXPECT_EQ(c.status, DS_INVALID_ARGUMENT);
+  }
+  Calls nullPrompt;
+  EXPECT_EQ(ds_batcher_submit(b, nullptr, 2, 2, countDone, &nullPrompt),
+            DS_INVALID_ARGUMENT);
+  EXPECT_EQ(nullPrompt.n.load(), 1);
+  EXPECT_EQ(ds_batcher_submit(b, p, 2, 2, nullptr, nullptr),
+            DS_INVALID_ARGUMENT);
+  // Bad generation options name the field.
+  ds_generation_options g;
+  ds_generation_options_init(&g);
+  g.top_p = 0;
+  Calls badOpt;
+  ds_request rq{p,
+                2,
+                &g,
+                nullptr,
+                [](void *user, const ds_generation_result *r) {
+                  countDone(user, r->status, r->message, r->tokens,
+                            r->num_tokens);
+                },
+                &badOpt};
+  EXPECT_EQ(ds_batcher_submit_request(b, &rq, nullptr), DS_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("top_p"), std::string::npos);
+  EXPECT_EQ(badOpt.n.load(), 1);
+  g.top_p = 1;
+  g.num_stop_tokens = 3;
+  g.stop_tokens = nullptr;
+  EXPECT_EQ(ds_batcher_submit_request(b, &rq, nullptr), DS_INVALID_ARGUMENT);
+  EXPECT_EQ(badOpt.n.load(), 2);
+
+  // A full queue is DS_RESOURCE_EXHAUSTED, not "unavailable"; a streaming
+  // callback that throws (a C++ caller's) fails its own request only.
+  ds_generation_options_init(&g);
+  g.max_new_tokens = 4;
+  struct Thrower {
+    std::atomic<int> done{0};
+    ds_finish_reason reason = DS_FINISH_LENGTH;
+  } thrower;
+  ds_request throwing{p,
+                      2,
+                      &g,
+                      [](void *, const ds_token_event *) -> int {
+                        throw std::runtime_error("callback failure");
+                      },
+                      [](void *user, const ds_generation_result *r) {
+                        auto *t = static_cast<Thrower *>(user);
+                        t->reason = r->finish_reason;
+                        t->done++;
+                      },
+                      &thrower};
+  std::vector<Calls> many(20);
+  int full = 0;
+  ds_status_code first = ds_batcher_submit_request(b, &throwing, nullptr);
+  EXPECT_EQ(first, DS_OK);
+  for (Calls &c : many) {
+    ds_status_code code = ds_batcher_submit(b, p, 2, 4, countDone, &c);
+    full += code == DS_RESOURCE_EXHAUSTED;
+    EXPECT_TRUE(code == DS_OK || code == DS_RESOURCE_EXHAUSTED) << code;
+  }
+  EXPECT_GT(full, 0);
+  uint64_t id = 0;
+  ds_request ok{
+      p, 2, &g, nullptr, [](void *, const ds_generation_result *) {}, nullptr};
+  (void)ds_batcher_submit_request(b, &ok, &id);
+  EXPECT_EQ(ds_batcher_cancel(b, 987654321), DS_NOT_FOUND);
+  ds_batcher_release(b);
+  EXPECT_EQ(thrower.done.load(), 1);
+  EXPECT_EQ(thrower.reason, DS_FINISH_ERROR);
+  for (Calls &c : many)
+    EXPECT_EQ(c.n.load(), 1);
+
+  // Sessions: ds_session_run with sampling, streaming and logprobs gives
+  // the same as the batcher would; a result's pointers are valid.
+  ds_generation_options_init(&g);
+  g.max_new_tokens = 5;
+  g.temperature = 0.8;
+  g.seed = 11;
+  g.logprobs = 1;
+  struct Stream {
+    std::vector<int64_t> tokens;
+  } stream;
+  ds_generation_result res;
+  ASSERT_EQ(ds_session_run(
+                s, p, 2, &g,
+                [](void *user, const ds_token_event *e) {
+                  static_cast<Stream *>(user)->tokens.push_back(e->token);
+                  return 0;
+                },
+                &stream, &res),
+            DS_OK);
+  EXPECT_EQ(res.finish_reason, DS_FINISH_LENGTH);
+  ASSERT_EQ(res.num_tokens, 5);
+  EXPECT_EQ(std::vector<int64_t>(res.tokens, res.tokens + 5), stream.tokens);
+  ASSERT_NE(res.logprobs, nullptr);
+  EXPECT_LE(res.logprobs[0], 0);
+  EXPECT_EQ(ds_session_run(s, p, 2, &g, nullptr, nullptr, nullptr),
+            DS_INVALID_ARGUMENT);
+  g.temperature = -1;
+  EXPECT_EQ(ds_session_run(s, p, 2, &g, nullptr, nullptr, &res),
+            DS_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("temperature"), std::string::npos);
+  ds_session_release(s);
+  ds_model_release(model);
+}

@@ -131,6 +131,9 @@ struct ModelPlan {
   /// Model facts for tools (vocab size, max cache length, architecture).
   std::string arch;
   int64_t vocabSize = 0, maxCacheLen = 0;
+  /// Tokens that end a generation unless the caller ignores EOS
+  /// (generation_config.json's eos_token_id, else config.json's).
+  std::vector<int64_t> eosTokenIds;
   const FunctionPlan *find(const std::string &name) const;
 };
 

@@ -1,0 +1,115 @@
+//===- Session.h - one model, a KV cache with slots, steps over rows ------===//
+//
+// A Session owns a KV cache with a fixed number of sequence slots and runs
+// the model's @decode function over packed rows (token, position, slot), on
+// one executor or split over worker threads; and generates for one
+// sequence at a time (SequenceDecoder: sampling, stop tokens, streaming).
+// The Batcher (Batcher.h) drives one Session for many requests.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_RT_SESSION_H
+#define DS_RT_SESSION_H
+
+#include "ds/rt/Executor.h"
+#include "ds/rt/Generation.h"
+#include "ds/rt/ThreadPool.h"
+
+#include <memory>
+#include <vector>
+
+namespace ds::rt {
+
+/// Steps over rows of many sequences, or generation for one at a time.
+class Session {
+public:
+  /// `threads` kernel worker threads (0: the calling thread only).
+  static absl::StatusOr<std::unique_ptr<Session>>
+  create(std::shared_ptr<const Model> model, int64_t slots, unsigned threads);
+
+  const Model &model() const { return *model_; }
+  int64_t numSlots() const { return cache.numSlots(); }
+  int64_t vocabSize() const { return model_->plan().vocabSize; }
+  int64_t maxLength() const { return model_->plan().maxCacheLen; }
+
+  /// One step over packed rows: row i is token tokens[i] at positions[i] of
+  /// the sequence in slot slots[i]. Returns logits [rows, vocab].
+  ///
+  /// With worker threads and enough rows, the rows are split into parts
+  /// that never share a slot, and each part runs the whole step on its own
+  /// thread with its own executor (one wake-up per step, not per op; rows
+  /// only meet through their own slot's cache). Otherwise one executor runs
+  /// the step and splits large ops over the workers.
+  absl::StatusOr<HostTensor> step(const std::vector<int64_t> &tokens,
+                                  const std::vector<int64_t> &positions,
+                                  const std::vector<int64_t> &slots);
+  /// The same, with the logits of rows `logitRows` only (increasing row
+  /// indices): returns [logitRows.size(), vocab], each row bit for bit the
+  /// row step() gives, and the final projection runs on those rows alone.
+  /// A prompt's prefill needs its last row only (generate and the batcher
+  /// ask for that).
+  absl::StatusOr<HostTensor> step(const std::vector<int64_t> &tokens,
+                                  const std::vector<int64_t> &positions,
+                                  const std::vector<int64_t> &slots,
+                                  const std::vector<int64_t> &logitRows);
+
+  /// Generates for `prompt` in slot `slot`, alone: the prompt in one step
+  /// (logits of its last row only), then one step per token, until
+  /// max_new_tokens, a stop token or EOS, or `onToken` says stop. An
+  /// invalid request or a failed step gives FinishReason::kError.
+  GenerationResult generate(const std::vector<int64_t> &prompt,
+                            const GenerationOptions &options,
+                            const TokenCallback &onToken = nullptr,
+                            int64_t slot = 0);
+  /// Greedy decoding of up to `maxNew` tokens (stopping at EOS): the tokens,
+  /// or the error.
+  absl::StatusOr<std::vector<int64_t>>
+  generate(const std::vector<int64_t> &prompt, int64_t maxNew,
+           int64_t slot = 0);
+
+  /// The executor of whole steps (and of a split step's first part); its
+  /// profiling and memory limit carry over to the other parts' executors.
+  Executor &executor() { return exec; }
+  /// Step times by kind over every executor of this session (row parts
+  /// included; parts that ran at once add up).
+  std::string profileReport() const;
+
+  /// Checks a request against the model: options within bounds, token ids
+  /// (prompt and stop tokens) in the vocabulary, room in the KV cache.
+  absl::Status validate(const std::vector<int64_t> &prompt,
+                        const GenerationOptions &options) const;
+  /// The model's EOS token ids (from generation_config.json; may be empty).
+  const std::vector<int64_t> &eosTokens() const {
+    return model_->plan().eosTokenIds;
+  }
+
+private:
+  Session(std::shared_ptr<const Model> model, KVCache cache, unsigned threads);
+  absl::StatusOr<HostTensor> runRows(Executor &executor,
+                                     const std::vector<int64_t> &tokens,
+                                     const std::vector<int64_t> &positions,
+                                     const std::vector<int64_t> &slots,
+                                     const std::vector<int64_t> *logitRows);
+  absl::StatusOr<HostTensor> stepRows(const std::vector<int64_t> &tokens,
+                                      const std::vector<int64_t> &positions,
+                                      const std::vector<int64_t> &slots,
+                                      const std::vector<int64_t> *logitRows);
+
+  std::shared_ptr<const Model> model_;
+  KVCache cache;
+  std::unique_ptr<ThreadPool> pool;
+  Executor exec;
+  /// Executors of the row parts after the first (which uses `exec`).
+  std::vector<std::unique_ptr<Executor>> partExecs;
+};
+
+/// Boundaries [0 = b0, b1, ..., bP = rows] of up to `parts` contiguous row
+/// ranges of about equal size, each boundary moved forward until no slot
+/// has rows on both sides of it (fewer ranges when that is impossible):
+/// how Session::step splits a step over its workers.
+std::vector<int64_t> splitRowsBySlot(const std::vector<int64_t> &slots,
+                                     int64_t parts);
+
+} // namespace ds::rt
+
+#endif // DS_RT_SESSION_H

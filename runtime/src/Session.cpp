@@ -1,0 +1,248 @@
+//===- Session.cpp - steps over packed rows, generation alone -------------===//
+//
+// Steps run the model's @decode function on rows of length 1. That computes
+// what @prefill computes for a prompt: every layer writes all rows' keys and
+// values into their slots (ds.cache_update) before attention reads them, and
+// each row attends to positions [0, its own] of its slot, so prompt tokens
+// packed as rows see exactly their causal prefix.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/rt/Session.h"
+
+#include "absl/strings/str_cat.h"
+
+#include <algorithm>
+#include <cstring>
+#include <future>
+#include <map>
+#include <numeric>
+
+namespace ds::rt {
+
+//===----------------------------------------------------------------------===//
+// Session
+//===----------------------------------------------------------------------===//
+
+Session::Session(std::shared_ptr<const Model> model, KVCache cache,
+                 unsigned threads)
+    : model_(std::move(model)), cache(std::move(cache)),
+      pool(threads ? std::make_unique<ThreadPool>(threads) : nullptr),
+      exec(model_, pool.get()) {}
+
+absl::StatusOr<std::unique_ptr<Session>>
+Session::create(std::shared_ptr<const Model> model, int64_t slots,
+                unsigned threads) {
+  if (!model)
+    return absl::InvalidArgumentError("no model");
+  if (!model->plan().find("decode"))
+    return absl::InvalidArgumentError(
+        "the model has no @decode function (compile an imported model)");
+  absl::StatusOr<KVCache> cache = KVCache::create(model->plan(), slots);
+  if (!cache.ok())
+    return cache.status();
+  return std::unique_ptr<Session>(
+      new Session(std::move(model), std::move(*cache), threads));
+}
+
+absl::Status Session::validate(const std::vector<int64_t> &prompt,
+                               const GenerationOptions &options) const {
+  if (prompt.empty())
+    return absl::InvalidArgumentError("empty prompt");
+  if (absl::Status s = options.validate(); !s.ok())
+    return s;
+  int64_t vocab = vocabSize();
+  auto check = [&](int64_t id, const char *what) {
+    if (id < 0 || (vocab > 0 && id >= vocab))
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, " ", id, " is outside the vocabulary [0, ", vocab, ")"));
+    return absl::OkStatus();
+  };
+  for (int64_t id : prompt)
+    if (absl::Status s = check(id, "token id"); !s.ok())
+      return s;
+  for (int64_t id : options.stopTokens)
+    if (absl::Status s = check(id, "stop token"); !s.ok())
+      return s;
+  int64_t room = maxLength();
+  if (room > 0 &&
+      static_cast<int64_t>(prompt.size()) > room - options.maxNewTokens + 1)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", prompt.size(), " tokens) plus ", options.maxNewTokens,
+        " new tokens do not fit the KV cache (", room, " positions)"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<HostTensor>
+Session::runRows(Executor &executor, const std::vector<int64_t> &tokens,
+                 const std::vector<int64_t> &positions,
+                 const std::vector<int64_t> &slots,
+                 const std::vector<int64_t> *logitRows) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  HostTensor t = HostTensor::fromInts({n, 1}, tokens);
+  HostTensor p = HostTensor::fromInts({n, 1}, positions);
+  absl::StatusOr<std::vector<HostTensor>> out =
+      executor.run("decode", {&t, &p}, &cache, slots, logitRows);
+  if (!out.ok())
+    return out.status();
+  HostTensor logits = std::move((*out)[0]);
+  logits.shape = {logitRows ? static_cast<int64_t>(logitRows->size()) : n,
+                  logits.shape.back()};
+  return logits;
+}
+
+namespace {
+
+/// Rows per part below which splitting a step costs more than it saves.
+constexpr int64_t kMinRowsPerPart = 8;
+
+} // namespace
+
+std::vector<int64_t> splitRowsBySlot(const std::vector<int64_t> &slots,
+                                     int64_t parts) {
+  int64_t n = static_cast<int64_t>(slots.size());
+  // Last row of each slot, so that a boundary can be checked in O(1).
+  std::map<int64_t, int64_t> last;
+  for (int64_t i = 0; i < n; ++i)
+    last[slots[i]] = i;
+  std::vector<int64_t> bounds{0};
+  int64_t reach = -1; // the last row any slot seen so far appears at
+  for (int64_t i = 0, part = 1; i < n && part < parts; ++i) {
+    reach = std::max(reach, last[slots[i]]);
+    int64_t target = n * part / parts;
+    if (i + 1 >= target && reach == i && i + 1 - bounds.back() > 0 &&
+        n - (i + 1) > 0) {
+      bounds.push_back(i + 1);
+      ++part;
+    }
+  }
+  bounds.push_back(n);
+  return bounds;
+}
+
+absl::StatusOr<HostTensor> Session::step(const std::vector<int64_t> &tokens,
+                                         const std::vector<int64_t> &positions,
+                                         const std::vector<int64_t> &slots) {
+  return stepRows(tokens, positions, slots, nullptr);
+}
+
+absl::StatusOr<HostTensor> Session::step(
+    const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
+    const std::vector<int64_t> &slots, const std::vector<int64_t> &logitRows) {
+  return stepRows(tokens, positions, slots, &logitRows);
+}
+
+absl::StatusOr<HostTensor> Session::stepRows(
+    const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
+    const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  if (logitRows)
+    for (size_t i = 0; i < logitRows->size(); ++i) {
+      int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
+      if (r <= prev || r >= n)
+        return absl::InvalidArgumentError(
+            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
+                         r, " after ", prev));
+    }
+  int64_t width = pool ? pool->numWorkers() + 1 : 1;
+  int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
+  std::vector<int64_t> bounds;
+  if (parts >= 2 && positions.size() == tokens.size() &&
+      slots.size() == tokens.size())
+    bounds = splitRowsBySlot(slots, parts);
+  if (bounds.size() < 3)
+    return runRows(exec, tokens, positions, slots, logitRows);
+
+  int64_t count = static_cast<int64_t>(bounds.size()) - 1;
+  while (static_cast<int64_t>(partExecs.size()) < count - 1)
+    partExecs.push_back(std::make_unique<Executor>(model_, nullptr));
+  for (int64_t i = 0; i + 1 < count; ++i) {
+    partExecs[i]->setProfiling(exec.isProfiling());
+    partExecs[i]->setMemoryLimit(exec.getMemoryLimit());
+  }
+  auto slice = [&](const std::vector<int64_t> &v, int64_t i) {
+    return std::vector<int64_t>(v.begin() + bounds[i],
+                                v.begin() + bounds[i + 1]);
+  };
+  // Each part's wanted rows, relative to its first row.
+  std::vector<std::vector<int64_t>> partRows(count);
+  if (logitRows)
+    for (int64_t r : *logitRows) {
+      int64_t i = std::upper_bound(bounds.begin(), bounds.end(), r) -
+                  bounds.begin() - 1;
+      partRows[i].push_back(r - bounds[i]);
+    }
+  auto runPart = [&](int64_t i) {
+    Executor &e = i == 0 ? exec : *partExecs[i - 1];
+    return runRows(e, slice(tokens, i), slice(positions, i), slice(slots, i),
+                   logitRows ? &partRows[i] : nullptr);
+  };
+  // Parts 1.. on the workers, part 0 here; every part is waited for before
+  // returning (they write the cache and read the inputs).
+  std::vector<std::future<absl::StatusOr<HostTensor>>> pending;
+  for (int64_t i = 1; i < count; ++i)
+    pending.push_back(pool->submit([&runPart, i] { return runPart(i); }));
+  std::vector<absl::StatusOr<HostTensor>> results;
+  results.push_back(runPart(0));
+  for (auto &f : pending)
+    results.push_back(f.get());
+  for (auto &r : results)
+    if (!r.ok())
+      return r.status();
+  int64_t vocab = results[0]->shape.back();
+  HostTensor logits(
+      DType::F32,
+      {logitRows ? static_cast<int64_t>(logitRows->size()) : n, vocab});
+  float *dst = logits.data<float>();
+  for (auto &r : results) {
+    int64_t bytes = r->numElements() * static_cast<int64_t>(sizeof(float));
+    std::memcpy(dst, r->data<float>(), bytes);
+    dst += r->numElements();
+  }
+  return logits;
+}
+
+std::string Session::profileReport() const {
+  std::vector<const Executor *> all{&exec};
+  for (const auto &e : partExecs)
+    all.push_back(e.get());
+  return Executor::profileReport(all);
+}
+
+GenerationResult Session::generate(const std::vector<int64_t> &prompt,
+                                   const GenerationOptions &options,
+                                   const TokenCallback &onToken, int64_t slot) {
+  int64_t promptTokens = static_cast<int64_t>(prompt.size());
+  if (absl::Status s = validate(prompt, options); !s.ok())
+    return GenerationResult::error(std::move(s), promptTokens);
+  if (slot < 0 || slot >= numSlots())
+    return GenerationResult::error(
+        absl::InvalidArgumentError(
+            absl::StrCat("slot ", slot, " is outside [0, ", numSlots(), ")")),
+        promptTokens);
+  cache.clearSlot(slot);
+  SequenceDecoder seq(prompt, options, onToken, eosTokens(), vocabSize());
+  std::vector<int64_t> positions(prompt.size()), slots(prompt.size(), slot);
+  std::iota(positions.begin(), positions.end(), int64_t{0});
+  // The prompt's last row is the only one whose logits are needed.
+  absl::StatusOr<HostTensor> logits =
+      step(prompt, positions, slots, {promptTokens - 1});
+  while (logits.ok() && seq.advance(logits->data<float>()))
+    logits = step({seq.nextToken()}, {seq.nextPosition()}, {slot});
+  if (!logits.ok())
+    seq.finish(FinishReason::kError, logits.status());
+  return seq.take();
+}
+
+absl::StatusOr<std::vector<int64_t>>
+Session::generate(const std::vector<int64_t> &prompt, int64_t maxNew,
+                  int64_t slot) {
+  GenerationOptions options;
+  options.maxNewTokens = maxNew;
+  GenerationResult r = generate(prompt, options, nullptr, slot);
+  if (r.finishReason == FinishReason::kError)
+    return r.status;
+  return std::move(r.tokens);
+}
+
+} // namespace ds::rt
