@@ -1108,6 +1108,9 @@ mlir::ds::buildPlan(ModuleOp module, const ::ds::Checkpoint &checkpoint,
       result.plan.vocabSize = v.getInt();
     if (auto m = info.getAs<IntegerAttr>("max_cache_len"))
       result.plan.maxCacheLen = m.getInt();
+    if (auto eos = info.getAs<DenseI64ArrayAttr>("eos_token_ids"))
+      result.plan.eosTokenIds.assign(eos.asArrayRef().begin(),
+                                     eos.asArrayRef().end());
   }
   for (auto fn : module.getOps<func::FuncOp>()) {
     if (fn.isExternal())

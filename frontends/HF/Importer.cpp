@@ -420,14 +420,16 @@ LogicalResult ModelBuilder::build() {
              << "tensor '" << name
              << "' is an FP8 block scale, but config.json has no FP8 "
                 "quantization_config";
-  module->setAttr(
-      "ds.model",
-      b.getDictionaryAttr({
-          b.getNamedAttr("arch", b.getStringAttr(archName(c.arch))),
-          b.getNamedAttr("num_layers", b.getI64IntegerAttr(c.numLayers)),
-          b.getNamedAttr("vocab_size", b.getI64IntegerAttr(c.vocabSize)),
-          b.getNamedAttr("max_cache_len", b.getI64IntegerAttr(cacheLen)),
-      }));
+  SmallVector<NamedAttribute> info = {
+      b.getNamedAttr("arch", b.getStringAttr(archName(c.arch))),
+      b.getNamedAttr("num_layers", b.getI64IntegerAttr(c.numLayers)),
+      b.getNamedAttr("vocab_size", b.getI64IntegerAttr(c.vocabSize)),
+      b.getNamedAttr("max_cache_len", b.getI64IntegerAttr(cacheLen)),
+  };
+  if (!c.eosTokenIds.empty())
+    info.push_back(
+        b.getNamedAttr("eos_token_ids", b.getDenseI64ArrayAttr(c.eosTokenIds)));
+  module->setAttr("ds.model", b.getDictionaryAttr(info));
   if (failed(buildFunction("prefill", /*decode=*/false)) ||
       failed(buildFunction("decode", /*decode=*/true)))
     return failure();

@@ -9,6 +9,7 @@
 #include "frontends/HF/ModelConfig.h"
 
 #include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -147,6 +148,33 @@ public:
     if (!v)
       return error(key, "must be a string");
     return v->str();
+  }
+
+  /// Token ids: one integer, a list of integers, or null / absent (none);
+  /// each in [0, vocab).
+  llvm::Expected<std::vector<int64_t>> tokenIds(llvm::StringRef key,
+                                                int64_t vocab) const {
+    std::vector<int64_t> ids;
+    if (!has(key))
+      return ids;
+    const json::Value *v = object.get(key);
+    std::vector<const json::Value *> items;
+    if (const json::Array *a = v->getAsArray())
+      for (const json::Value &e : *a)
+        items.push_back(&e);
+    else
+      items.push_back(v);
+    for (const json::Value *e : items) {
+      std::optional<int64_t> id = e->getAsInteger();
+      if (!id)
+        return error(key, "must be a token id or a list of token ids");
+      if (*id < 0 || *id >= vocab)
+        return error(key, "token id " + llvm::Twine(*id) +
+                              " is outside the vocabulary [0, " +
+                              llvm::Twine(vocab) + ")");
+      ids.push_back(*id);
+    }
+    return ids;
   }
 
   const json::Object *objectField(llvm::StringRef key) const {
@@ -366,6 +394,7 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
     break;
   }
   DS_ASSIGN(c.vocabSize, f.integer("vocab_size", d.vocab, 1));
+  DS_ASSIGN(c.eosTokenIds, f.tokenIds("eos_token_id", c.vocabSize));
   DS_ASSIGN(c.hiddenSize, f.integer("hidden_size", d.hidden, 1));
   DS_ASSIGN(c.intermediateSize, f.integer("intermediate_size", d.inter, 1));
   DS_ASSIGN(c.numLayers, f.integer("num_hidden_layers", d.layers, 1,
@@ -539,6 +568,24 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
   return c;
 }
 
+llvm::Error mlir::ds::hf::applyGenerationConfig(llvm::StringRef text,
+                                                llvm::StringRef path,
+                                                ModelConfig &config) {
+  llvm::Expected<json::Value> parsed = json::parse(text);
+  if (!parsed)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   path + ": " +
+                                       llvm::toString(parsed.takeError()));
+  const json::Object *root = parsed->getAsObject();
+  if (!root)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   path + ": not a JSON object");
+  Fields f(*root, path);
+  if (f.has("eos_token_id"))
+    DS_ASSIGN(config.eosTokenIds, f.tokenIds("eos_token_id", config.vocabSize));
+  return llvm::Error::success();
+}
+
 llvm::Expected<ModelConfig> mlir::ds::hf::loadModelConfig(llvm::StringRef dir) {
   llvm::SmallString<256> path(dir);
   llvm::sys::path::append(path, "config.json");
@@ -548,5 +595,23 @@ llvm::Expected<ModelConfig> mlir::ds::hf::loadModelConfig(llvm::StringRef dir) {
     return llvm::createStringError(
         buffer.getError(),
         path + ": cannot read: " + buffer.getError().message());
-  return parseModelConfig((*buffer)->getBuffer(), path);
+  llvm::Expected<ModelConfig> config =
+      parseModelConfig((*buffer)->getBuffer(), path);
+  if (!config)
+    return config;
+  // generation_config.json, when present, says when generation stops.
+  llvm::SmallString<256> gen(dir);
+  llvm::sys::path::append(gen, "generation_config.json");
+  if (!llvm::sys::fs::exists(gen))
+    return config;
+  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> genBuffer =
+      llvm::MemoryBuffer::getFile(gen);
+  if (!genBuffer)
+    return llvm::createStringError(
+        genBuffer.getError(),
+        gen + ": cannot read: " + genBuffer.getError().message());
+  if (llvm::Error e =
+          applyGenerationConfig((*genBuffer)->getBuffer(), gen, *config))
+    return std::move(e);
+  return config;
 }

@@ -40,6 +40,9 @@ struct ModelConfig {
   std::string path; ///< config.json, for messages
 
   int64_t vocabSize = 0, hiddenSize = 0, numLayers = 0;
+  /// Tokens that end generation (eos_token_id of config.json, overridden by
+  /// generation_config.json's).
+  std::vector<int64_t> eosTokenIds;
   int64_t numHeads = 0, numKvHeads = 0, headDim = 0;
   double rmsNormEps = 1e-6;
   bool tieWordEmbeddings = false;
@@ -89,7 +92,13 @@ struct ModelConfig {
 llvm::Expected<ModelConfig> parseModelConfig(llvm::StringRef text,
                                              llvm::StringRef path);
 
-/// Reads and parses `dir`/config.json.
+/// Applies generation_config.json's `eos_token_id` (one id or a list) to
+/// `config` (it overrides config.json's).
+llvm::Error applyGenerationConfig(llvm::StringRef text, llvm::StringRef path,
+                                  ModelConfig &config);
+
+/// Reads and parses `dir`/config.json, then `dir`/generation_config.json
+/// when present.
 llvm::Expected<ModelConfig> loadModelConfig(llvm::StringRef dir);
 
 } // namespace mlir::ds::hf

@@ -235,38 +235,38 @@ SequenceDecoder::SequenceDecoder(std::vector<int64_t> prompt,
     stops.insert(stops.end(), eos.begin(), eos.end());
   for (int64_t t : prompt_)
     sampler.observe(t);
-  result.promptTokens = static_cast<int64_t>(prompt_.size());
+  result_.promptTokens = static_cast<int64_t>(prompt_.size());
 }
 
 void SequenceDecoder::finish(FinishReason reason, absl::Status status) {
   if (done)
     return;
   done = true;
-  result.finishReason = reason;
-  result.status = std::move(status);
+  result_.finishReason = reason;
+  result_.status = std::move(status);
 }
 
 bool SequenceDecoder::advance(const float *logits) {
   if (done)
     return false;
-  int64_t index = result.completionTokens;
+  int64_t index = result_.completionTokens;
   int64_t token = sampler.sample(logits, index);
-  ++result.completionTokens;
+  ++result_.completionTokens;
   if (std::find(stops.begin(), stops.end(), token) != stops.end()) {
-    result.stopToken = token;
+    result_.stopToken = token;
     finish(FinishReason::kStop);
     return false;
   }
   sampler.observe(token);
-  result.tokens.push_back(token);
+  result_.tokens.push_back(token);
   TokenEvent event;
   event.token = token;
   event.index = index;
   if (options.logprobs >= 0) {
     event.logprob = Sampler::logprob(logits, vocab, token);
     event.top = Sampler::topLogprobs(logits, vocab, options.logprobs);
-    result.logprobs.push_back(event.logprob);
-    result.topLogprobs.push_back(event.top);
+    result_.logprobs.push_back(event.logprob);
+    result_.topLogprobs.push_back(event.top);
   }
   if (onToken) {
     bool more = false;
@@ -287,7 +287,7 @@ bool SequenceDecoder::advance(const float *logits) {
       return false;
     }
   }
-  if (result.completionTokens >= options.maxNewTokens) {
+  if (result_.completionTokens >= options.maxNewTokens) {
     finish(FinishReason::kLength);
     return false;
   }

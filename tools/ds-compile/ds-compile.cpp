@@ -30,24 +30,29 @@ namespace cl = llvm::cl;
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  cl::OptionCategory category("ds-compile options");
   cl::opt<std::string> input(cl::Positional, cl::desc("<model dir or .mlir>"),
-                             cl::Required);
+                             cl::Required, cl::cat(category));
   cl::opt<std::string> weights(
       "weights",
       cl::desc("Checkpoint (default: the model directory or the "
                "module's ds.weight_files)"),
-      cl::init(""));
+      cl::init(""), cl::cat(category));
   cl::opt<std::string> optimize(
       "optimize", cl::desc("ds-optimize options, e.g. \"quantize=int8\""),
-      cl::init(""));
-  cl::opt<bool> noOptimize(
-      "no-optimize", cl::desc("Compile the module as it is"), cl::init(false));
-  cl::opt<int64_t> maxCacheLen(
-      "max-cache-len", cl::desc("KV cache capacity for imports"), cl::init(0));
+      cl::init(""), cl::cat(category));
+  cl::opt<bool> noOptimize("no-optimize",
+                           cl::desc("Compile the module as it is"),
+                           cl::init(false), cl::cat(category));
+  cl::opt<int64_t> maxCacheLen("max-cache-len",
+                               cl::desc("KV cache capacity for imports"),
+                               cl::init(0), cl::cat(category));
   cl::opt<std::string> output("o", cl::desc("Artifact to write"),
-                              cl::value_desc("file"), cl::Required);
+                              cl::value_desc("file"), cl::Required,
+                              cl::cat(category));
   cl::opt<bool> printPlan("print-plan", cl::desc("Print each function's steps"),
-                          cl::init(false));
+                          cl::init(false), cl::cat(category));
+  cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "ds-compile: models to runtime artifacts\n");
 

@@ -17,25 +17,30 @@ namespace cl = llvm::cl;
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
-  cl::opt<std::string> arch("arch", cl::desc("Model family"), cl::Required);
-  cl::opt<std::string> out("out", cl::desc("Output directory"), cl::Required);
-  cl::opt<uint64_t> seed("seed", cl::desc("Random seed"), cl::init(0));
+  cl::OptionCategory category("ds-make-tiny-model options");
+  cl::opt<std::string> arch("arch", cl::desc("Model family"), cl::Required,
+                            cl::cat(category));
+  cl::opt<std::string> out("out", cl::desc("Output directory"), cl::Required,
+                           cl::cat(category));
+  cl::opt<uint64_t> seed("seed", cl::desc("Random seed"), cl::init(0),
+                         cl::cat(category));
   cl::opt<bool> fused("fused-experts",
                       cl::desc("Write experts as fused gate_up_proj/down_proj"),
-                      cl::init(false));
+                      cl::init(false), cl::cat(category));
   cl::opt<int> shards("shards", cl::desc("Number of safetensors shards"),
-                      cl::init(1));
+                      cl::init(1), cl::cat(category));
   cl::opt<std::string> dtype("dtype", cl::desc("F32, BF16 or F16"),
-                             cl::init("F32"));
+                             cl::init("F32"), cl::cat(category));
   cl::opt<float> initStd(
       "init-std",
       cl::desc("Initialize projections, experts and embeddings N(0, s^2) like "
                "Hugging Face's initializer_range (default: 1/sqrt(fan_in))"),
-      cl::init(0.0f));
+      cl::init(0.0f), cl::cat(category));
   cl::opt<bool> fp8("fp8",
                     cl::desc("DeepSeek: write projections and experts as FP8 "
                              "e4m3 with weight_scale_inv block scales"),
-                    cl::init(false));
+                    cl::init(false), cl::cat(category));
+  cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "ds-make-tiny-model: tiny random checkpoints\n");
   mlir::ds::hf::TinyModelOptions options{arch,   out,   seed,    fused,

@@ -24,20 +24,24 @@ namespace cl = llvm::cl;
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
-  cl::opt<std::string> importHF("import-hf",
-                                cl::desc("Hugging Face model directory"),
-                                cl::value_desc("dir"), cl::Required);
+  cl::OptionCategory category("ds-translate options");
+  cl::opt<std::string> importHF(
+      "import-hf", cl::desc("Hugging Face model directory"),
+      cl::value_desc("dir"), cl::Required, cl::cat(category));
   cl::opt<int64_t> maxCacheLen(
       "max-cache-len",
       cl::desc("KV cache capacity (default min(max_position_embeddings, "
                "4096))"),
-      cl::init(0));
-  cl::opt<std::string> dtype(
-      "dtype", cl::desc("IR element type: f32, bf16 or f16"), cl::init("f32"));
+      cl::init(0), cl::cat(category));
+  cl::opt<std::string> dtype("dtype",
+                             cl::desc("IR element type: f32, bf16 or f16"),
+                             cl::init("f32"), cl::cat(category));
   cl::opt<bool> progress("progress", cl::desc("Print a line per layer"),
-                         cl::init(false));
+                         cl::init(false), cl::cat(category));
   cl::opt<std::string> output("o", cl::desc("Output file"),
-                              cl::value_desc("file"), cl::init("-"));
+                              cl::value_desc("file"), cl::init("-"),
+                              cl::cat(category));
+  cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv, "ds-translate: Hugging Face checkpoints to ds IR\n");
 

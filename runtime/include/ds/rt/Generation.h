@@ -159,9 +159,9 @@ public:
 
   const std::vector<int64_t> &prompt() const { return prompt_; }
   /// The input of the next step: the last generated token at its position.
-  int64_t nextToken() const { return result.tokens.back(); }
+  int64_t nextToken() const { return result_.tokens.back(); }
   int64_t nextPosition() const {
-    return static_cast<int64_t>(prompt_.size() + result.tokens.size()) - 1;
+    return static_cast<int64_t>(prompt_.size() + result_.tokens.size()) - 1;
   }
   bool finished() const { return done; }
 
@@ -170,8 +170,10 @@ public:
   bool advance(const float *logits);
   /// Ends it now (cancelled, or an error when `status` is not OK).
   void finish(FinishReason reason, absl::Status status = absl::OkStatus());
-  /// The result; valid once finished().
-  GenerationResult take() { return std::move(result); }
+  /// The result so far (complete once finished()).
+  const GenerationResult &result() const { return result_; }
+  /// Moves the result out; once finished().
+  GenerationResult take() { return std::move(result_); }
 
 private:
   std::vector<int64_t> prompt_;
@@ -180,7 +182,7 @@ private:
   std::vector<int64_t> stops;
   int64_t vocab;
   Sampler sampler;
-  GenerationResult result;
+  GenerationResult result_;
   bool done = false;
 };
 

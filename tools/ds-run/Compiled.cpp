@@ -1,0 +1,359 @@
+//===- Compiled.cpp - ds-run on compiled code (JIT, cache or artifact) ----===//
+
+#include "tools/ds-run/Compiled.h"
+
+#include "codegen/Compiler.h"
+#include "ds/rt/ThreadPool.h"
+#include "passes/Pipelines/Pipelines.h"
+#include "tools/ds-run/Serve.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <chrono>
+#include <numeric>
+#include <thread>
+
+using namespace mlir;
+
+namespace ds::run {
+
+namespace {
+
+/// The kernel workers of compiled runs (--kernel-threads), or null for none.
+std::unique_ptr<rt::ThreadPool> makeWorkers(const RunOptions &opts) {
+  int n = opts.kernelThreads >= 0
+              ? opts.kernelThreads
+              : static_cast<int>(std::thread::hardware_concurrency()) - 1;
+  if (n <= 0)
+    return nullptr;
+  return std::make_unique<rt::ThreadPool>(static_cast<unsigned>(n));
+}
+
+/// The interpreter's side of --check for one sequence: its own KV caches
+/// ([1, L, ...]) and a decoder choosing tokens from its logits.
+struct Reference {
+  std::vector<HostTensor> caches;
+  std::unique_ptr<rt::SequenceDecoder> decoder;
+};
+
+} // namespace
+
+std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
+                                              ModuleOp module,
+                                              const ::ds::Checkpoint *weights) {
+  StringRef backend = opts.backend;
+  if (backend == "jit") {
+    if (!weights) {
+      fail("--backend jit needs --weights");
+      return nullptr;
+    }
+    // The default pipeline on a copy: an imported module needs it, and an
+    // optimized one is a fixed point of it.
+    OwningOpRef<ModuleOp> optimized = module.clone();
+    mlir::ds::OptimizeOptions defaults;
+    PassManager pm(module.getContext());
+    if (failed(mlir::ds::buildOptimizePipeline(
+            pm, defaults,
+            [&](const Twine &msg) { return module.emitError(msg); })) ||
+        failed(pm.run(*optimized)))
+      return nullptr;
+    auto jit = mlir::ds::jitModule(*optimized, *weights);
+    if (failed(jit))
+      return nullptr;
+    return *jit;
+  }
+  if (backend == "cached") {
+    auto start = std::chrono::steady_clock::now();
+    bool hit = false;
+    mlir::ds::CompileOptions options;
+    auto compiled =
+        mlir::ds::compileCached(opts.inputFile, opts.weightsDir, options, &hit);
+    if (!compiled.ok()) {
+      fail(std::string(compiled.status().message()));
+      return nullptr;
+    }
+    llvm::outs() << llvm::formatv("compile cache: {0} ({1:f1} ms)\n",
+                                  hit ? "hit" : "miss, compiled",
+                                  std::chrono::duration<double, std::milli>(
+                                      std::chrono::steady_clock::now() - start)
+                                      .count());
+    return *compiled;
+  }
+  if (backend.starts_with("artifact=")) {
+    auto loaded = rt::Model::load(backend.drop_front(9).str());
+    if (!loaded.ok()) {
+      fail(std::string(loaded.status().message()));
+      return nullptr;
+    }
+    return *loaded;
+  }
+  fail("--backend must be interpreter, jit, cached or artifact=FILE");
+  return nullptr;
+}
+
+int runGenerateCompiled(const RunOptions &opts,
+                        std::shared_ptr<const rt::Model> model, ModuleOp module,
+                        mlir::ds::Interpreter *interp) {
+  std::vector<std::vector<int64_t>> seqs;
+  if (std::optional<std::string> error = parsePrompts(opts, seqs))
+    return fail(*error);
+  int64_t b = seqs.size();
+  auto cache = rt::KVCache::create(model->plan(), b);
+  if (!cache.ok())
+    return fail(std::string(cache.status().message()));
+  std::unique_ptr<rt::ThreadPool> workers = makeWorkers(opts);
+  rt::Executor exec(model, workers.get());
+  int64_t vocab = model->plan().vocabSize;
+  rt::GenerationOptions options = opts.generation;
+  options.maxNewTokens = opts.generate;
+  const std::vector<int64_t> &eos = model->plan().eosTokenIds;
+  std::vector<std::unique_ptr<rt::SequenceDecoder>> decoders;
+  std::vector<Reference> refs(b);
+  for (int64_t i = 0; i < b; ++i) {
+    decoders.push_back(std::make_unique<rt::SequenceDecoder>(
+        seqs[i], options, nullptr, eos, vocab));
+    if (interp)
+      refs[i].decoder = std::make_unique<rt::SequenceDecoder>(
+          seqs[i], options, nullptr, eos, vocab);
+  }
+  double worst = 0;
+  int64_t compared = 0, tokensCompared = 0;
+  // Runs the interpreter on what the compiled code just ran for sequence
+  // `seq`, compares the logits, and has the reference decoder choose its
+  // token from them (checked against the compiled choice by the caller).
+  auto checkAgainst = [&](const std::string &fn, int64_t seq,
+                          const HostTensor &tokens, const HostTensor &pos,
+                          const HostTensor &logits) -> bool {
+    std::vector<HostTensor> args{tokens, pos};
+    if (refs[seq].caches.empty()) {
+      auto f = module.lookupSymbol<func::FuncOp>(fn);
+      for (Type t : f.getArgumentTypes().drop_front(2)) {
+        auto type = cast<RankedTensorType>(t);
+        std::vector<int64_t> shape(type.getShape());
+        shape[0] = 1;
+        refs[seq].caches.push_back(HostTensor(DType::F32, shape));
+      }
+    }
+    for (HostTensor &c : refs[seq].caches)
+      args.push_back(std::move(c));
+    FailureOr<std::vector<HostTensor>> out = interp->run(fn, args);
+    if (failed(out))
+      return false;
+    refs[seq].caches.assign(std::make_move_iterator(out->begin() + 1),
+                            std::make_move_iterator(out->end()));
+    HostTensor ref = (*out)[0];
+    int64_t v = ref.shape.back();
+    if (logits.shape.size() == 2 && ref.shape.size() == 3 &&
+        logits.shape[0] == 1 && ref.shape[0] == 1 && logits.shape[1] == v) {
+      // Only the last position's logits were computed: compare that row.
+      int64_t s = ref.shape[1];
+      ref = HostTensor::fromFloats(
+          {1, v}, std::vector<float>(ref.data<float>() + (s - 1) * v,
+                                     ref.data<float>() + s * v));
+    }
+    if (ref.shape != logits.shape) {
+      fail(fn + " logits are " + logits.shapeString() + ", the interpreter's " +
+           ref.shapeString());
+      return false;
+    }
+    worst = std::max(worst, relativeError(logits, ref));
+    ++compared;
+    // The interpreter's choice from its last row.
+    refs[seq].decoder->advance(ref.data<float>() + ref.numElements() - v);
+    return true;
+  };
+  // After both sides chose: the same token, or the same stop.
+  auto sameChoice = [&](int64_t seq) -> bool {
+    const rt::GenerationResult &a = decoders[seq]->result(),
+                               &r = refs[seq].decoder->result();
+    ++tokensCompared;
+    if (a.tokens == r.tokens && a.stopToken == r.stopToken)
+      return true;
+    fail(llvm::formatv(
+        "sequence {0}, token {1}: the compiled code chose {2}, "
+        "the interpreter {3}",
+        seq, a.completionTokens - 1,
+        a.tokens.empty() || a.stopToken >= 0 ? a.stopToken : a.tokens.back(),
+        r.tokens.empty() || r.stopToken >= 0 ? r.stopToken : r.tokens.back()));
+    return false;
+  };
+  for (int64_t i = 0; i < b; ++i) {
+    int64_t len = seqs[i].size();
+    std::vector<int64_t> pos(len);
+    std::iota(pos.begin(), pos.end(), 0);
+    HostTensor tokens = HostTensor::fromInts({1, len}, seqs[i]);
+    HostTensor positions = HostTensor::fromInts({1, len}, pos);
+    // The last position's logits only, unless all were asked for.
+    std::vector<int64_t> last{len - 1};
+    auto out = exec.run("prefill", {&tokens, &positions}, &*cache, {i},
+                        opts.allLogits ? nullptr : &last);
+    if (!out.ok())
+      return fail(std::string(out.status().message()));
+    const HostTensor &logits = (*out)[0];
+    vocab = logits.shape.back();
+    decoders[i]->advance(logits.data<float>() +
+                         (opts.allLogits ? len - 1 : 0) * vocab);
+    if (interp && (!checkAgainst("prefill", i, tokens, positions, logits) ||
+                   !sameChoice(i)))
+      return 1;
+  }
+  for (;;) {
+    // One decode step over the sequences still running, in their slots.
+    std::vector<int64_t> tok, pos, slots;
+    for (int64_t i = 0; i < b; ++i)
+      if (!decoders[i]->finished()) {
+        tok.push_back(decoders[i]->nextToken());
+        pos.push_back(decoders[i]->nextPosition());
+        slots.push_back(i);
+      }
+    if (slots.empty())
+      break;
+    int64_t n = slots.size();
+    HostTensor tokens = HostTensor::fromInts({n, 1}, tok);
+    HostTensor positions = HostTensor::fromInts({n, 1}, pos);
+    auto out = exec.run("decode", {&tokens, &positions}, &*cache, slots);
+    if (!out.ok())
+      return fail(std::string(out.status().message()));
+    const HostTensor &logits = (*out)[0];
+    for (int64_t r = 0; r < n; ++r) {
+      int64_t i = slots[r];
+      const float *row = logits.data<float>() + r * vocab;
+      decoders[i]->advance(row);
+      if (interp) {
+        HostTensor rowT = HostTensor::fromFloats(
+            {1, 1, vocab}, std::vector<float>(row, row + vocab));
+        HostTensor t1 = HostTensor::fromInts({1, 1}, {tok[r]});
+        HostTensor p1 = HostTensor::fromInts({1, 1}, {pos[r]});
+        if (!checkAgainst("decode", i, t1, p1, rowT) || !sameChoice(i))
+          return 1;
+      }
+    }
+  }
+  std::vector<std::vector<int64_t>> generatedIds;
+  std::vector<rt::FinishReason> reasons;
+  for (int64_t i = 0; i < b; ++i) {
+    generatedIds.push_back(decoders[i]->result().tokens);
+    reasons.push_back(decoders[i]->result().finishReason);
+  }
+  printSequences(seqs, generatedIds, reasons);
+  if (interp) {
+    llvm::outs() << llvm::formatv(
+        "check: {0} logits tensors against the interpreter, max relative "
+        "error {1:e2} (tolerance {2:e1}); {3} tokens chosen alike\n",
+        compared, worst, opts.checkTolerance, tokensCompared);
+    if (!(worst <= opts.checkTolerance))
+      return fail("compiled code differs from the interpreter by more than "
+                  "the tolerance");
+  }
+  if (opts.serve > 0)
+    return serveRequests(opts, model, seqs, generatedIds, interp != nullptr);
+  return 0;
+}
+
+/// One function on compiled code, on the same arguments runOnce builds
+/// (files, then seeded random values; cache arguments become the initial
+/// contents of KV cache slots 0..B-1); with `interp`, compared result by
+/// result (caches included) with the interpreter.
+int runOnceCompiled(const RunOptions &opts,
+                    std::shared_ptr<const rt::Model> model, ModuleOp module,
+                    mlir::ds::Interpreter *interp) {
+  const std::string &function = opts.function;
+  auto fn = module.lookupSymbol<func::FuncOp>(function);
+  const rt::FunctionPlan *plan = model->plan().find(function);
+  if (!fn || !plan)
+    return fail("no function @" + function);
+  std::vector<HostTensor> args;
+  if (std::optional<std::string> error = buildArguments(opts, fn, args))
+    return fail(*error);
+  // Arguments the plan takes as inputs; the others are caches, in order.
+  std::vector<const HostTensor *> ptrs;
+  std::vector<const HostTensor *> cacheArgs;
+  for (unsigned i = 0; i < args.size(); ++i) {
+    bool isInput = llvm::any_of(plan->inputs, [&](int32_t v) {
+      return plan->values[v].index == static_cast<int32_t>(i);
+    });
+    (isInput ? ptrs : cacheArgs).push_back(&args[i]);
+  }
+  std::optional<rt::KVCache> cache;
+  std::vector<int64_t> slots;
+  if (!cacheArgs.empty()) {
+    int64_t b = cacheArgs[0]->shape[0];
+    auto c = rt::KVCache::create(model->plan(), std::max<int64_t>(b, 1));
+    if (!c.ok())
+      return fail(std::string(c.status().message()));
+    cache = std::move(*c);
+    for (size_t i = 0; i < cacheArgs.size(); ++i) {
+      const HostTensor &t = *cacheArgs[i];
+      if (t.dtype != DType::F32 || t.shape[0] != b ||
+          t.numElements() != b * cache->slotSize(i))
+        return fail("cache argument " + Twine(i) +
+                    " does not fit the model's "
+                    "cache " +
+                    Twine(i));
+      std::copy_n(t.data<float>(), t.numElements(), cache->data(i));
+    }
+    for (int64_t i = 0; i < b; ++i)
+      slots.push_back(i);
+  }
+  std::unique_ptr<rt::ThreadPool> workers = makeWorkers(opts);
+  rt::Executor exec(model, workers.get());
+  auto results = exec.run(function, ptrs, cache ? &*cache : nullptr, slots);
+  if (!results.ok())
+    return fail(std::string(results.status().message()));
+  // Every result of the function: outputs, and caches read back.
+  std::vector<HostTensor> all;
+  size_t nextOutput = 0;
+  for (int32_t o : plan->outputs) {
+    int32_t base = o;
+    while (plan->values[base].kind == rt::ValueInfo::Kind::Alias)
+      base = plan->values[base].index;
+    if (plan->values[base].kind == rt::ValueInfo::Kind::Cache) {
+      int32_t c = plan->values[base].index;
+      const HostTensor &shapeFrom = *cacheArgs[c];
+      HostTensor t(DType::F32, shapeFrom.shape);
+      std::copy_n(cache->data(c), t.numElements(), t.data<float>());
+      all.push_back(std::move(t));
+    } else {
+      all.push_back(std::move((*results)[nextOutput++]));
+    }
+  }
+  double worst = 0;
+  if (interp) {
+    FailureOr<std::vector<HostTensor>> expected = interp->run(function, args);
+    if (failed(expected))
+      return 1;
+    if (expected->size() != all.size())
+      return fail("result counts differ");
+    for (size_t i = 0; i < all.size(); ++i) {
+      const HostTensor &a = all[i], &b = (*expected)[i];
+      if (a.shape != b.shape)
+        return fail("result " + Twine(i) + " is " + a.shapeString() +
+                    ", the interpreter's " + b.shapeString());
+      if (a.dtype == DType::F32)
+        worst = std::max(worst, relativeError(a, b));
+      else if (a.toInts() != b.toInts())
+        return fail("integer result " + Twine(i) + " differs");
+    }
+  }
+  for (auto [i, r] : llvm::enumerate(all)) {
+    std::vector<float> v = r.toFloats();
+    double sum = 0;
+    for (float x : v)
+      sum += x;
+    llvm::outs() << "result " << i << ": " << r.shapeString()
+                 << " sum=" << llvm::format("%.6g", sum) << "\n";
+  }
+  if (interp) {
+    llvm::outs() << llvm::formatv(
+        "check: {0} results against the interpreter, max relative error "
+        "{1:e2} (tolerance {2:e1})\n",
+        all.size(), worst, opts.checkTolerance);
+    if (!(worst <= opts.checkTolerance))
+      return fail("compiled code differs from the interpreter by more than "
+                  "the tolerance");
+  }
+  return 0;
+}
+
+} // namespace ds::run
