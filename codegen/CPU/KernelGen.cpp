@@ -366,7 +366,12 @@ void initLLVMTargets() {
   (void)once;
 }
 
-std::string hostFeatures() {
+/// LLVM's feature string for the host, and the extensions of it the code
+/// may use that the loader must find (TargetInfo::requiredIsa). Vector
+/// extensions the runtime cannot check are turned off, so every extension
+/// the code may use is recorded.
+std::string hostFeatures(std::vector<std::string> &required) {
+  const std::vector<std::string> &checked = ::ds::rt::checkedIsa();
   std::string out;
   for (const auto &f : llvm::sys::getHostCPUFeatures()) {
     if (!out.empty())
@@ -377,17 +382,25 @@ std::string hostFeatures() {
         (name.starts_with("avx512") || name.starts_with("amx") ||
          name.starts_with("avx10")))
       on = false;
+    bool known = llvm::is_contained(checked, name.str());
+    if (on && !known && (name.starts_with("avx") || name.starts_with("amx")))
+      on = false;
+    if (on && known)
+      required.push_back(name.str());
     out += (on ? "+" : "-") + name.str();
   }
+  llvm::sort(required);
   return out;
 }
 } // namespace
 
 ::ds::rt::TargetInfo mlir::ds::hostTarget() {
-  return {llvm::sys::getProcessTriple(),
-          ::ds::rt::avx2Forced() ? "x86-64-v3"
-                                 : llvm::sys::getHostCPUName().str(),
-          hostFeatures()};
+  ::ds::rt::TargetInfo t;
+  t.triple = llvm::sys::getProcessTriple();
+  t.cpu =
+      ::ds::rt::avx2Forced() ? "x86-64-v3" : llvm::sys::getHostCPUName().str();
+  t.features = hostFeatures(t.requiredIsa);
+  return t;
 }
 
 LogicalResult mlir::ds::emitSharedObject(ModuleOp lowered,

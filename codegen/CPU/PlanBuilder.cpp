@@ -627,9 +627,9 @@ private:
     return plan.values[i].kind == rt::ValueInfo::Kind::Cache ? i : -1;
   }
 
-  rt::Step &step(Operation *op, rt::OpCode code) {
+  rt::Step &step(Operation *op, rt::StepConfig config) {
     rt::Step s;
-    s.op = code;
+    s.config = std::move(config);
     std::string loc;
     llvm::raw_string_ostream os(loc);
     os << op->getName() << " at " << op->getLoc();
@@ -644,17 +644,14 @@ private:
     s.weights.push_back(*w);
     return success();
   }
-  LogicalResult actQuant(rt::Step &s, ActQuantAttr q) {
-    if (!q) {
-      s.ints.push_back(-1);
-      s.ints.push_back(0);
-      s.floats.push_back(0.0);
-      return success();
-    }
-    s.ints.push_back(static_cast<int64_t>(*getQStorage(q.getStorageType())));
-    s.ints.push_back(q.getGroup());
-    s.floats.push_back(q.isStatic() ? q.getScale().convertToDouble() : 0.0);
-    return success();
+  static rt::steps::ActQuant actQuant(ActQuantAttr q) {
+    rt::steps::ActQuant a;
+    if (!q)
+      return a;
+    a.storage = static_cast<int32_t>(*getQStorage(q.getStorageType()));
+    a.group = q.getGroup();
+    a.scale = q.isStatic() ? q.getScale().convertToDouble() : 0.0;
+    return a;
   }
 
   /// How a value's elements are stored: f32, or rounded to bf16 / f16
@@ -790,7 +787,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
 
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](EmbeddingOp e) -> LogicalResult {
-        rt::Step &s = step(e, rt::OpCode::Embedding);
+        rt::Step &s = step(e, rt::steps::Embedding{});
         if (failed(weight(s, e.getTable(), e, false)))
           return failure();
         Dims shape;
@@ -806,12 +803,12 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         FailureOr<std::string> sym = kernels.addRMSNorm(n);
         if (failed(sym))
           return failure();
-        rt::Step &s = step(n, rt::OpCode::Generated);
+        rt::Step &s =
+            step(n, rt::steps::Generated{rt::steps::Generated::RMSNorm,
+                                         n.getEpsilon().convertToDouble()});
         s.kernel = *sym;
-        s.ints = {0};
         if (failed(weight(s, n.getWeight(), n, false)))
           return failure();
-        s.floats = {n.getEpsilon().convertToDouble()};
         s.operands = {id(n.getInput())};
         s.results = {newValue(n.getResult(), Kind::Temp, -1,
                               like(n.getResult(), n.getInput()))};
@@ -821,7 +818,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         auto fused = dyn_cast<FusedLinearOp>(o);
         Value input = o->getOperand(0), w = o->getOperand(1);
         Value bias = fused ? fused.getBias() : cast<LinearOp>(o).getBias();
-        rt::Step &s = step(o, rt::OpCode::Linear);
+        rt::Step &s = step(o, rt::steps::Linear{});
         // int8 activations per token (or calibrated) times int8 weights:
         // the integer GEMM quantizes its input itself.
         ActQuantAttr inQuant = fused ? fused.getInputQuantAttr() : nullptr;
@@ -841,17 +838,21 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
           act = static_cast<int64_t>(*fused.getActivation());
         bool gated = fused && fused.getGated();
         Value residual = fused ? fused.getResidual() : Value();
-        s.ints = {norm ? 1 : 0, bias ? 1 : 0, act, gated ? 1 : 0,
-                  residual ? 1 : 0};
-        s.floats = {fused && fused.getNormEpsilon()
-                        ? fused.getNormEpsilon()->convertToDouble()
-                        : 0.0};
-        if (failed(actQuant(s, w8a8 ? nullptr : inQuant)))
-          return failure();
+        auto &c = s.as<rt::steps::Linear>();
+        c.norm = static_cast<bool>(norm);
+        c.bias = static_cast<bool>(bias);
+        c.activation = static_cast<int32_t>(act);
+        c.gated = gated;
+        c.residual = static_cast<bool>(residual);
+        c.normEpsilon = fused && fused.getNormEpsilon()
+                            ? fused.getNormEpsilon()->convertToDouble()
+                            : 0.0;
+        c.inputQuant = actQuant(w8a8 ? nullptr : inQuant);
+        // W8A8: the integer GEMM's static input scale, if calibrated.
         if (w8a8 && inQuant.isStatic())
-          s.floats[1] = inQuant.getScale().convertToDouble();
-        s.ints.push_back(rounding(input));
-        s.ints.push_back(rounding(o->getResult(0)));
+          c.inputQuant.scale = inQuant.getScale().convertToDouble();
+        c.inputRound = rounding(input);
+        c.outputRound = rounding(o->getResult(0));
         s.operands = {id(input)};
         if (residual)
           s.operands.push_back(id(residual));
@@ -862,10 +863,10 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
       .Case([&](SplitOp sp) -> LogicalResult {
         if (!known(sp.getInput()))
           return sp.emitError("the CPU backend splits activations only");
-        rt::Step &s = step(sp, rt::OpCode::Copy);
-        s.ints.push_back(sp.getAxis());
-        for (int64_t size : sp.getSizes())
-          s.ints.push_back(size);
+        rt::Step &s = step(
+            sp, rt::steps::Copy{static_cast<int64_t>(sp.getAxis()),
+                                std::vector<int64_t>(sp.getSizes().begin(),
+                                                     sp.getSizes().end())});
         s.operands = {id(sp.getInput())};
         for (Value r : sp.getResults())
           s.results.push_back(
@@ -908,18 +909,20 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         }
         if (!known(in))
           return o->emitError("the CPU backend reshapes activations only");
-        rt::Step &s = step(o, rt::OpCode::Alias);
+        rt::Step &s = step(o, rt::steps::Alias{});
         s.operands = {id(in)};
         s.results = {newValue(out, Kind::Alias, id(in), shape)};
         return success();
       })
       .Case([&](RopeOp r) -> LogicalResult {
-        rt::Step &s = step(r, rt::OpCode::Rope);
         RopeAttr rope = r.getRope();
-        s.ints = {rope.getDim(), static_cast<int64_t>(rope.getStyle())};
-        s.floats = {rope.getAttentionScaling()};
+        rt::steps::Rope c;
+        c.rotaryDim = rope.getDim();
+        c.style = static_cast<int32_t>(rope.getStyle());
+        c.attentionScaling = rope.getAttentionScaling();
         for (float f : rope.computeInvFreq())
-          s.floats.push_back(f);
+          c.invFreq.push_back(f);
+        rt::Step &s = step(r, std::move(c));
         s.operands = {id(r.getInput()), id(r.getPositions())};
         s.results = {newValue(r.getResult(), Kind::Temp, -1,
                               like(r.getResult(), r.getInput()))};
@@ -930,7 +933,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         if (cache < 0)
           return c.emitError("the CPU backend updates caches passed as "
                              "function arguments only");
-        rt::Step &s = step(c, rt::OpCode::CacheUpdate);
+        rt::Step &s = step(c, rt::steps::CacheUpdate{});
         s.operands = {id(c.getCache()), id(c.getPositions()),
                       id(c.getUpdate())};
         Dims shape = plan.values[cache].shape;
@@ -946,12 +949,12 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
           k = id(a.getK());
           v = id(a.getV());
         }
-        rt::Step &s = step(a, rt::OpCode::Attention);
-        s.ints = {a.getSlidingWindow()
-                      ? static_cast<int64_t>(*a.getSlidingWindow())
-                      : 0,
-                  cached ? 1 : 0};
-        s.floats = {a.getScale().convertToDouble()};
+        rt::Step &s =
+            step(a, rt::steps::Attention{
+                        a.getSlidingWindow()
+                            ? static_cast<int64_t>(*a.getSlidingWindow())
+                            : 0,
+                        cached, a.getScale().convertToDouble()});
         s.operands = {id(a.getQ()), k, v, id(a.getPositions())};
         s.results = {newValue(a.getResult(), Kind::Temp, -1,
                               like(a.getResult(), a.getQ()))};
@@ -964,8 +967,8 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
           ckv = id(a.getCKv());
           kpe = id(a.getKPe());
         }
-        rt::Step &s = step(a, rt::OpCode::MLAAttention);
-        s.ints = {cached ? 1 : 0};
+        rt::Step &s = step(
+            a, rt::steps::MLAAttention{cached, a.getScale().convertToDouble()});
         auto qn = cast<RankedTensorType>(a.getQNope().getType());
         int64_t heads = qn.getDimSize(2), dn = qn.getDimSize(3);
         RankedTensorType kvb = getLogicalTensorType(a.getKvB().getType());
@@ -979,7 +982,6 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         s.weights = {proj->ukT, proj->uv};
         if (proj->kScales >= 0)
           s.weights.push_back(proj->kScales);
-        s.floats = {a.getScale().convertToDouble()};
         s.operands = {id(a.getQNope()), id(a.getQPe()), ckv, kpe,
                       id(a.getPositions())};
         s.results = {newValue(a.getResult(), Kind::Temp, -1,
@@ -987,24 +989,24 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         return success();
       })
       .Case([&](FusedRouterOp r) -> LogicalResult {
-        rt::Step &s = step(r, rt::OpCode::Router);
+        rt::Step &s = step(r, rt::steps::Router{});
         if (failed(weight(s, r.getWeight(), r, true)))
           return failure();
         if (r.getBias() && failed(weight(s, r.getBias(), r, false)))
           return failure();
         RoutingAttr routing = r.getRouting();
-        s.ints = {routing.getNumExperts(),
-                  routing.getTopK(),
-                  routing.getScoring() == ScoringFunc::sigmoid,
-                  routing.getNGroup(),
-                  routing.getTopkGroup(),
-                  routing.getGroupScore() == GroupScore::max,
-                  routing.getNormTopkProb(),
-                  r.getBias() ? 1 : 0};
-        for (int64_t k : routing.getKept())
-          s.ints.push_back(k);
-        s.floats = {routing.getNormEpsilon().convertToDouble(),
-                    routing.getRoutedScalingFactor().convertToDouble()};
+        auto &c = s.as<rt::steps::Router>();
+        c.numExperts = routing.getNumExperts();
+        c.topK = routing.getTopK();
+        c.sigmoid = routing.getScoring() == ScoringFunc::sigmoid;
+        c.nGroup = routing.getNGroup();
+        c.topkGroup = routing.getTopkGroup();
+        c.groupScoreMax = routing.getGroupScore() == GroupScore::max;
+        c.normTopkProb = routing.getNormTopkProb();
+        c.bias = static_cast<bool>(r.getBias());
+        c.kept.assign(routing.getKept().begin(), routing.getKept().end());
+        c.normEpsilon = routing.getNormEpsilon().convertToDouble();
+        c.scalingFactor = routing.getRoutedScalingFactor().convertToDouble();
         s.operands = {id(r.getInput())};
         s.results = {newValue(r.getWeights(), Kind::Temp, -1,
                               like(r.getWeights(), r.getInput())),
@@ -1016,7 +1018,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         auto idxType = cast<RankedTensorType>(m.getIndices().getType());
         if (!idxType.getElementType().isInteger(32))
           return m.emitError("the CPU backend needs i32 expert indices");
-        rt::Step &s = step(m, rt::OpCode::MoE);
+        rt::Step &s = step(m, rt::steps::MoE{});
         // W8A8 experts: both GEMMs quantize their inputs per token.
         bool tryW8A8 = isInt8PerToken(m.getInputQuantAttr()) &&
                        !m.getInputQuantAttr().isStatic() &&
@@ -1031,12 +1033,13 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
           return failure();
         s.weights = {*gu, *dn};
         RankedTensorType down = getLogicalTensorType(m.getDown().getType());
-        s.ints = {down.getDimSize(2), static_cast<int64_t>(m.getActivation())};
-        if (failed(actQuant(s, guDot ? nullptr : m.getInputQuantAttr())) ||
-            failed(actQuant(s, downDot ? nullptr : m.getHiddenQuantAttr())))
-          return failure();
-        s.ints.push_back(rounding(m.getInput()));
-        s.ints.push_back(rounding(m.getResult()));
+        auto &c = s.as<rt::steps::MoE>();
+        c.intermediate = down.getDimSize(2);
+        c.activation = static_cast<int32_t>(m.getActivation());
+        c.inputQuant = actQuant(guDot ? nullptr : m.getInputQuantAttr());
+        c.hiddenQuant = actQuant(downDot ? nullptr : m.getHiddenQuantAttr());
+        c.inputRound = rounding(m.getInput());
+        c.outputRound = rounding(m.getResult());
         s.operands = {id(m.getInput()), id(m.getWeights()), id(m.getIndices())};
         s.results = {newValue(m.getResult(), Kind::Temp, -1,
                               like(m.getResult(), m.getInput()))};
@@ -1046,7 +1049,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         FailureOr<std::string> sym = kernels.addElementwise(e);
         if (failed(sym))
           return failure();
-        rt::Step &s = step(e, rt::OpCode::Elementwise);
+        rt::Step &s = step(e, rt::steps::Elementwise{});
         s.kernel = *sym;
         // Each dynamic result dim comes from an input with that dim
         // (right-aligned) not broadcast.
@@ -1080,8 +1083,8 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
           auto t = cast<RankedTensorType>(in.getType());
           int64_t offset = outType.getRank() - t.getRank();
           for (int64_t a = 0; a < t.getRank(); ++a)
-            s.ints.push_back(t.getDimSize(a) == 1 &&
-                             outType.getDimSize(offset + a) != 1);
+            s.as<rt::steps::Elementwise>().broadcast.push_back(
+                t.getDimSize(a) == 1 && outType.getDimSize(offset + a) != 1);
         }
         s.results = {newValue(e.getResult(), Kind::Temp, -1, shape)};
         return success();

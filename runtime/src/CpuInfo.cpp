@@ -125,6 +125,54 @@ CpuInfo probe() {
   unsigned a1, b1, c1, d1;
   __cpuid_count(7, 1, a1, b1, c1, d1);
   ci.avx512bf16 = ci.avx512f && (a1 & (1u << 5));
+
+  // The extensions an artifact may require, by LLVM name.
+  unsigned a0, b0, c0, d0, ca, cb, cc, cd;
+  __get_cpuid(1, &a0, &b0, &c0, &d0);
+  __cpuid_count(7, 0, ca, cb, cc, cd);
+  unsigned ext = 0, unused;
+  if (__get_cpuid_max(0x80000000u, nullptr) >= 0x80000001u)
+    __get_cpuid(0x80000001u, &unused, &unused, &ext, &unused);
+  auto bit = [](unsigned reg, int i) { return (reg >> i) & 1u; };
+  const bool z = ci.avx512f;
+  const std::pair<const char *, bool> table[] = {
+      {"sse3", bit(c0, 0)},
+      {"ssse3", bit(c0, 9)},
+      {"sse4.1", bit(c0, 19)},
+      {"sse4.2", bit(c0, 20)},
+      {"movbe", bit(c0, 22)},
+      {"popcnt", bit(c0, 23)},
+      {"avx", avxState && bit(c0, 28)},
+      {"f16c", ci.f16c},
+      {"fma", ci.fma},
+      {"lzcnt", bit(ext, 5)},
+      {"bmi", bit(cb, 3)},
+      {"bmi2", bit(cb, 8)},
+      {"avx2", ci.avx2},
+      {"avx512f", ci.avx512f},
+      {"avx512dq", ci.avx512dq},
+      {"avx512ifma", z && bit(cb, 21)},
+      {"avx512cd", z && bit(cb, 28)},
+      {"avx512bw", ci.avx512bw},
+      {"avx512vl", ci.avx512vl},
+      {"avx512vbmi", z && bit(cc, 1)},
+      {"avx512vbmi2", z && bit(cc, 6)},
+      {"gfni", bit(cc, 8)},
+      {"vaes", avxState && bit(cc, 9)},
+      {"vpclmulqdq", avxState && bit(cc, 10)},
+      {"avx512vnni", ci.avx512vnni},
+      {"avx512bitalg", z && bit(cc, 12)},
+      {"avx512vpopcntdq", z && bit(cc, 14)},
+      {"avx512fp16", ci.avx512fp16},
+      {"avx512bf16", ci.avx512bf16},
+      {"avxvnni", avxState && bit(a1, 4)},
+      {"amx-tile", ci.amxTile},
+      {"amx-bf16", ci.amxBf16},
+      {"amx-int8", ci.amxInt8},
+  };
+  for (const auto &[name, present] : table)
+    if (present)
+      ci.isa.push_back(name);
   probeCaches(ci);
   return ci;
 }
@@ -156,6 +204,29 @@ std::string CpuInfo::isaSummary() const {
     s += std::string(", AMX") + (amxBf16 ? " BF16" : "") +
          (amxInt8 ? " INT8" : "");
   return s;
+}
+
+bool CpuInfo::has(const std::string &extension) const {
+  for (const std::string &e : isa)
+    if (e == extension)
+      return true;
+  return false;
+}
+
+const std::vector<std::string> &checkedIsa() {
+  static const std::vector<std::string> names = {
+      "sse3",       "ssse3",        "sse4.1",
+      "sse4.2",     "movbe",        "popcnt",
+      "avx",        "f16c",         "fma",
+      "lzcnt",      "bmi",          "bmi2",
+      "avx2",       "avx512f",      "avx512dq",
+      "avx512ifma", "avx512cd",     "avx512bw",
+      "avx512vl",   "avx512vbmi",   "avx512vbmi2",
+      "gfni",       "vaes",         "vpclmulqdq",
+      "avx512vnni", "avx512bitalg", "avx512vpopcntdq",
+      "avx512fp16", "avx512bf16",   "avxvnni",
+      "amx-tile",   "amx-bf16",     "amx-int8"};
+  return names;
 }
 
 const CpuInfo &cpuInfo() {

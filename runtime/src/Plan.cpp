@@ -11,8 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 namespace ds::rt {
 
@@ -75,6 +77,114 @@ const FunctionPlan *ModelPlan::find(const std::string &name) const {
   return nullptr;
 }
 
+const char *opName(OpCode op) {
+  switch (op) {
+  case OpCode::Embedding:
+    return "embedding";
+  case OpCode::RMSNorm:
+    return "rms_norm";
+  case OpCode::Linear:
+    return "linear";
+  case OpCode::Copy:
+    return "split";
+  case OpCode::Rope:
+    return "rope";
+  case OpCode::CacheUpdate:
+    return "cache_update";
+  case OpCode::Attention:
+    return "attention";
+  case OpCode::MLAAttention:
+    return "mla_attention";
+  case OpCode::Router:
+    return "router";
+  case OpCode::MoE:
+    return "moe";
+  case OpCode::Elementwise:
+    return "elementwise";
+  case OpCode::Alias:
+    return "alias";
+  case OpCode::Generated:
+    return "generated";
+  }
+  return "unknown";
+}
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Step configurations: the one encoder
+//===----------------------------------------------------------------------===//
+
+json actQuantToJson(const steps::ActQuant &q) {
+  return {{"storage", q.storage}, {"group", q.group}, {"scale", q.scale}};
+}
+
+struct ConfigEncoder {
+  json operator()(const steps::Embedding &) const { return json::object(); }
+  json operator()(const steps::RMSNorm &c) const {
+    return {{"epsilon", c.epsilon}};
+  }
+  json operator()(const steps::Linear &c) const {
+    return {{"norm", c.norm},
+            {"bias", c.bias},
+            {"gated", c.gated},
+            {"residual", c.residual},
+            {"activation", c.activation},
+            {"norm_epsilon", c.normEpsilon},
+            {"input_quant", actQuantToJson(c.inputQuant)},
+            {"input_round", c.inputRound},
+            {"output_round", c.outputRound}};
+  }
+  json operator()(const steps::Copy &c) const {
+    return {{"axis", c.axis}, {"sizes", c.sizes}};
+  }
+  json operator()(const steps::Rope &c) const {
+    return {{"rotary_dim", c.rotaryDim},
+            {"style", c.style},
+            {"attention_scaling", c.attentionScaling},
+            {"inv_freq", c.invFreq}};
+  }
+  json operator()(const steps::CacheUpdate &) const { return json::object(); }
+  json operator()(const steps::Attention &c) const {
+    return {{"sliding_window", c.slidingWindow},
+            {"cached", c.cached},
+            {"scale", c.scale}};
+  }
+  json operator()(const steps::MLAAttention &c) const {
+    return {{"cached", c.cached}, {"scale", c.scale}};
+  }
+  json operator()(const steps::Router &c) const {
+    return {{"num_experts", c.numExperts},
+            {"top_k", c.topK},
+            {"n_group", c.nGroup},
+            {"topk_group", c.topkGroup},
+            {"sigmoid", c.sigmoid},
+            {"group_score_max", c.groupScoreMax},
+            {"norm_topk_prob", c.normTopkProb},
+            {"bias", c.bias},
+            {"kept", c.kept},
+            {"norm_epsilon", c.normEpsilon},
+            {"scaling_factor", c.scalingFactor}};
+  }
+  json operator()(const steps::MoE &c) const {
+    return {{"intermediate", c.intermediate},
+            {"activation", c.activation},
+            {"input_quant", actQuantToJson(c.inputQuant)},
+            {"hidden_quant", actQuantToJson(c.hiddenQuant)},
+            {"input_round", c.inputRound},
+            {"output_round", c.outputRound}};
+  }
+  json operator()(const steps::Elementwise &c) const {
+    return {{"broadcast", c.broadcast}};
+  }
+  json operator()(const steps::Alias &) const { return json::object(); }
+  json operator()(const steps::Generated &c) const {
+    return {{"kind", c.kind}, {"epsilon", c.epsilon}};
+  }
+};
+
+} // namespace
+
 namespace {
 json dimToJson(const DimExpr &d) {
   json f = json::array();
@@ -87,13 +197,15 @@ json dimToJson(const DimExpr &d) {
 std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
                        const std::string &extraJson) {
   json j;
+  j["format_version"] = kArtifactFormatVersion;
   j["arch"] = plan.arch;
   j["vocab_size"] = plan.vocabSize;
   j["max_cache_len"] = plan.maxCacheLen;
   j["eos_token_ids"] = plan.eosTokenIds;
   j["target"] = {{"triple", target.triple},
                  {"cpu", target.cpu},
-                 {"features", target.features}};
+                 {"features", target.features},
+                 {"required_isa", target.requiredIsa}};
   json caches = json::array();
   for (const CacheInfo &c : plan.caches)
     caches.push_back({{"name", c.name}, {"row_shape", c.rowShape}});
@@ -122,12 +234,11 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
     }
     json steps = json::array();
     for (const Step &s : f.steps)
-      steps.push_back({{"op", static_cast<uint32_t>(s.op)},
+      steps.push_back({{"op", opName(s.op())},
                        {"operands", s.operands},
                        {"results", s.results},
                        {"weights", s.weights},
-                       {"ints", s.ints},
-                       {"floats", s.floats},
+                       {"config", std::visit(ConfigEncoder{}, s.config)},
                        {"kernel", s.kernel},
                        {"loc", s.location}});
     fns.push_back({{"name", f.name},
@@ -168,6 +279,22 @@ struct Reader {
     }
     return v.get<int64_t>();
   }
+  double number(const json &o, const char *key) {
+    const json &v = field(o, key);
+    if (!v.is_number()) {
+      fail(absl::StrCat("field '", key, "' is not a number"));
+      return 0;
+    }
+    return v.get<double>();
+  }
+  bool boolean(const json &o, const char *key) {
+    const json &v = field(o, key);
+    if (!v.is_boolean()) {
+      fail(absl::StrCat("field '", key, "' is not true or false"));
+      return false;
+    }
+    return v.get<bool>();
+  }
   std::string string(const json &o, const char *key) {
     const json &v = field(o, key);
     if (!v.is_string()) {
@@ -204,16 +331,113 @@ struct Reader {
 } // namespace
 
 namespace {
-/// Each op's operand, result, weight and configuration counts, and the
-/// layouts of the weights it reads, as the executor expects them.
-absl::Status checkStepShape(const ModelPlan &plan, const Step &s) {
+
+//===----------------------------------------------------------------------===//
+// Step configurations: the one decoder
+//===----------------------------------------------------------------------===//
+
+steps::ActQuant actQuantFromJson(Reader &r, const json &o, const char *key) {
+  steps::ActQuant q;
+  const json &j = r.field(o, key);
+  if (!r.ok())
+    return q;
+  q.storage = static_cast<int32_t>(r.integer(j, "storage"));
+  q.group = r.integer(j, "group");
+  q.scale = r.number(j, "scale");
+  return q;
+}
+
+/// The configuration of a step named `op` from its "config" object.
+std::optional<StepConfig> configFromJson(Reader &r, const std::string &op,
+                                         const json &c) {
+  auto i32 = [&](const char *key) {
+    return static_cast<int32_t>(r.integer(c, key));
+  };
+  if (op == "embedding")
+    return steps::Embedding{};
+  if (op == "rms_norm")
+    return steps::RMSNorm{r.number(c, "epsilon")};
+  if (op == "linear") {
+    steps::Linear l;
+    l.norm = r.boolean(c, "norm");
+    l.bias = r.boolean(c, "bias");
+    l.gated = r.boolean(c, "gated");
+    l.residual = r.boolean(c, "residual");
+    l.activation = i32("activation");
+    l.normEpsilon = r.number(c, "norm_epsilon");
+    l.inputQuant = actQuantFromJson(r, c, "input_quant");
+    l.inputRound = i32("input_round");
+    l.outputRound = i32("output_round");
+    return l;
+  }
+  if (op == "split")
+    return steps::Copy{r.integer(c, "axis"), r.list<int64_t>(c, "sizes")};
+  if (op == "rope") {
+    steps::Rope p;
+    p.rotaryDim = r.integer(c, "rotary_dim");
+    p.style = i32("style");
+    p.attentionScaling = r.number(c, "attention_scaling");
+    p.invFreq = r.list<double>(c, "inv_freq");
+    return p;
+  }
+  if (op == "cache_update")
+    return steps::CacheUpdate{};
+  if (op == "attention")
+    return steps::Attention{r.integer(c, "sliding_window"),
+                            r.boolean(c, "cached"), r.number(c, "scale")};
+  if (op == "mla_attention")
+    return steps::MLAAttention{r.boolean(c, "cached"), r.number(c, "scale")};
+  if (op == "router") {
+    steps::Router t;
+    t.numExperts = r.integer(c, "num_experts");
+    t.topK = r.integer(c, "top_k");
+    t.nGroup = r.integer(c, "n_group");
+    t.topkGroup = r.integer(c, "topk_group");
+    t.sigmoid = r.boolean(c, "sigmoid");
+    t.groupScoreMax = r.boolean(c, "group_score_max");
+    t.normTopkProb = r.boolean(c, "norm_topk_prob");
+    t.bias = r.boolean(c, "bias");
+    t.kept = r.list<int64_t>(c, "kept");
+    t.normEpsilon = r.number(c, "norm_epsilon");
+    t.scalingFactor = r.number(c, "scaling_factor");
+    return t;
+  }
+  if (op == "moe") {
+    steps::MoE m;
+    m.intermediate = r.integer(c, "intermediate");
+    m.activation = i32("activation");
+    m.inputQuant = actQuantFromJson(r, c, "input_quant");
+    m.hiddenQuant = actQuantFromJson(r, c, "hidden_quant");
+    m.inputRound = i32("input_round");
+    m.outputRound = i32("output_round");
+    return m;
+  }
+  if (op == "elementwise") {
+    steps::Elementwise e;
+    for (int64_t f : r.list<int64_t>(c, "broadcast"))
+      e.broadcast.push_back(f != 0);
+    return e;
+  }
+  if (op == "alias")
+    return steps::Alias{};
+  if (op == "generated")
+    return steps::Generated{i32("kind"), r.number(c, "epsilon")};
+  return std::nullopt;
+}
+
+} // namespace
+
+namespace {
+/// Each step's operand, result and weight counts, its configuration's
+/// ranges, and the layouts of the weights it reads, as the executor expects
+/// them.
+absl::Status checkStep(const ModelPlan &plan, const Step &s) {
   auto need = [&](bool ok, const char *what) {
     return ok ? absl::OkStatus()
-              : absl::DataLossError(s.location + ": malformed step (" + what +
-                                    ")");
+              : absl::DataLossError(s.location + ": malformed " +
+                                    opName(s.op()) + " step (" + what + ")");
   };
   size_t o = s.operands.size(), r = s.results.size(), w = s.weights.size();
-  size_t ni = s.ints.size(), nf = s.floats.size();
   auto layout = [&](size_t i) {
     int32_t id = s.weights[i];
     return id >= 0 && id < static_cast<int32_t>(plan.weights.size())
@@ -229,67 +453,86 @@ absl::Status checkStepShape(const ModelPlan &plan, const Step &s) {
            (rank == 0 || info.shape.size() == rank);
   };
   auto packed = [&](size_t i) { return layout(i) != WeightLayout::Raw; };
-  // Optional trailing rounding modes (kernels::Round: 0, 1 = bf16, 2 = f16).
-  auto roundsOk = [&](size_t from) {
-    for (size_t i = from; i < ni; ++i)
-      if (s.ints[i] < 0 || s.ints[i] > 2)
-        return false;
-    return true;
+  // kernels::Round: 0, 1 = bf16, 2 = f16; kernels::Act: 0..4;
+  // ds::QStorage: 0..4.
+  auto round = [](int32_t v) { return v >= 0 && v <= 2; };
+  auto act = [](int32_t v) { return v >= 0 && v <= 4; };
+  auto quant = [](const steps::ActQuant &q) {
+    return q.storage >= -1 && q.storage <= 4 && q.group >= 0 &&
+           std::isfinite(q.scale) && q.scale >= 0;
   };
-  switch (s.op) {
+  switch (s.op()) {
   case OpCode::Embedding:
-    return need(o == 1 && r == 1 && w == 1 && rawF32(0, 2), "embedding");
+    return need(o == 1 && r == 1 && w == 1 && rawF32(0, 2), "operands");
   case OpCode::RMSNorm:
-    return need(o == 1 && r == 1 && w == 1 && nf >= 1 && rawF32(0, 1),
-                "rms_norm");
+    return need(o == 1 && r == 1 && w == 1 && rawF32(0, 1), "operands");
   case OpCode::Linear: {
-    if (!(o >= 1 && o <= 2 && r == 1 && w >= 1 && ni >= 7 && nf >= 2 &&
-          packed(0)))
-      return need(false, "linear");
-    size_t extra = 1 + (s.ints[0] ? 1 : 0) + (s.ints[1] ? 1 : 0);
-    bool ok = w == extra && o == (s.ints[4] ? 2u : 1u) && roundsOk(7);
+    const auto &c = s.as<steps::Linear>();
+    if (!(w >= 1 && packed(0)))
+      return need(false, "weight");
+    size_t extra = 1 + (c.bias ? 1 : 0) + (c.norm ? 1 : 0);
+    bool ok = w == extra && o == (c.residual ? 2u : 1u) && r == 1;
     for (size_t i = 1; ok && i < w; ++i)
       ok = rawF32(i, 1);
-    return need(ok, "linear");
+    if (!ok)
+      return need(false, "operands");
+    return need((c.activation == -1 || act(c.activation)) &&
+                    round(c.inputRound) && round(c.outputRound) &&
+                    quant(c.inputQuant) && !(c.gated && c.activation < 0),
+                "configuration");
   }
-  case OpCode::Copy:
-    return need(o == 1 && r >= 1 && ni == 1 + r && s.ints[0] >= 0, "split");
-  case OpCode::Rope:
-    return need(o == 2 && r == 1 && ni >= 2 && nf >= 1 && s.ints[0] >= 0 &&
-                    s.ints[0] % 2 == 0 &&
-                    nf == 1 + static_cast<size_t>(s.ints[0] / 2) &&
-                    s.ints[1] >= 0 && s.ints[1] <= 2,
-                "rope");
+  case OpCode::Copy: {
+    const auto &c = s.as<steps::Copy>();
+    return need(o == 1 && r >= 1 && c.sizes.size() == r && c.axis >= 0,
+                "pieces");
+  }
+  case OpCode::Rope: {
+    const auto &c = s.as<steps::Rope>();
+    return need(o == 2 && r == 1 && c.rotaryDim >= 0 && c.rotaryDim % 2 == 0 &&
+                    c.invFreq.size() == static_cast<size_t>(c.rotaryDim / 2) &&
+                    c.style >= 0 && c.style <= 2,
+                "dims or style");
+  }
   case OpCode::CacheUpdate:
-    return need(o == 3 && r == 1, "cache_update");
+    return need(o == 3 && r == 1, "operands");
   case OpCode::Attention:
-    return need(o == 4 && r == 1 && ni >= 2 && nf >= 1, "attention");
+    return need(o == 4 && r == 1 && s.as<steps::Attention>().slidingWindow >= 0,
+                "operands");
   case OpCode::MLAAttention:
-    // Optional third weight: per-K factors of an int8 W_ukᵀ [heads, dn].
+    // Optional third weight: per-K factors of an int8 W_uk^T [heads, dn].
     return need(o == 5 && r == 1 && (w == 2 || (w == 3 && rawF32(2, 2))) &&
-                    ni >= 1 && nf >= 1 && packed(0) && packed(1),
-                "mla_attention");
-  case OpCode::Router:
-    return need(o == 1 && r == 2 && ni >= 8 && nf >= 2 && w >= 1 && packed(0) &&
-                    w == (s.ints[7] ? 2u : 1u) && (w == 1 || rawF32(1, 1)) &&
-                    s.ints[0] > 0 && s.ints[1] > 0 && s.ints[3] > 0 &&
-                    s.ints[4] >= 0,
-                "router");
-  case OpCode::MoE:
-    return need(o == 3 && r == 1 && w == 2 && ni >= 6 && nf >= 2 && packed(0) &&
-                    packed(1) && roundsOk(6),
-                "moe");
+                    packed(0) && packed(1),
+                "operands");
+  case OpCode::Router: {
+    const auto &c = s.as<steps::Router>();
+    if (!(o == 1 && r == 2 && w == (c.bias ? 2u : 1u) && packed(0) &&
+          (w == 1 || rawF32(1, 1))))
+      return need(false, "operands");
+    bool keptOk = true;
+    for (int64_t k : c.kept)
+      keptOk &= k >= 0;
+    return need(c.numExperts > 0 && c.topK > 0 && c.nGroup > 0 &&
+                    c.topkGroup >= 0 && keptOk,
+                "routing");
+  }
+  case OpCode::MoE: {
+    const auto &c = s.as<steps::MoE>();
+    return need(o == 3 && r == 1 && w == 2 && packed(0) && packed(1) &&
+                    c.intermediate > 0 && act(c.activation) &&
+                    quant(c.inputQuant) && quant(c.hiddenQuant) &&
+                    round(c.inputRound) && round(c.outputRound),
+                "operands or configuration");
+  }
   case OpCode::Elementwise:
-    return need(o >= 1 && r == 1 && !s.kernel.empty(), "elementwise");
+    return need(o >= 1 && r == 1 && !s.kernel.empty(), "operands");
   case OpCode::Generated:
-    // 0: RMSNorm (x; weight; y).
-    return need(!s.kernel.empty() && ni >= 1 && s.ints[0] == 0 && o == 1 &&
-                    w == 1 && r == 1 && rawF32(0, 1) && nf >= 0,
+    return need(!s.kernel.empty() &&
+                    s.as<steps::Generated>().kind ==
+                        steps::Generated::RMSNorm &&
+                    o == 1 && w == 1 && r == 1 && rawF32(0, 1),
                 "generated kernel");
-  case OpCode::FakeQuant:
-    return absl::OkStatus();
   case OpCode::Alias:
-    return need(o == 1 && r == 1, "alias");
+    return need(o == 1 && r == 1, "operands");
   }
   return need(false, "unknown op");
 }
@@ -302,6 +545,18 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
     return absl::DataLossError("artifact header is not valid JSON");
   Reader r;
   ModelPlan plan;
+  // The version first: another version's fields may mean other things.
+  if (!j.contains("format_version"))
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the artifact has no format version (written before version 2); "
+        "this runtime reads version ",
+        kArtifactFormatVersion, ": compile it again with ds-compile"));
+  if (!j["format_version"].is_number_integer() ||
+      j["format_version"].get<int64_t>() != kArtifactFormatVersion)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the artifact's format version is ", j["format_version"].dump(),
+        "; this runtime reads version ", kArtifactFormatVersion,
+        ": compile it again with ds-compile"));
   plan.arch = r.string(j, "arch");
   plan.vocabSize = r.integer(j, "vocab_size");
   plan.maxCacheLen = r.integer(j, "max_cache_len");
@@ -315,6 +570,14 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
     target->triple = r.string(t, "triple");
     target->cpu = r.string(t, "cpu");
     target->features = r.string(t, "features");
+    target->requiredIsa.clear();
+    for (const json &f : r.array(t, "required_isa")) {
+      if (!f.is_string()) {
+        r.fail("target field 'required_isa' has a non-string entry");
+        break;
+      }
+      target->requiredIsa.push_back(f.get<std::string>());
+    }
   }
   if (r.ok())
     for (const json &c : r.array(j, "caches")) {
@@ -377,15 +640,19 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
         if (!r.ok())
           break;
         Step s;
-        int64_t op = r.integer(sj, "op");
-        if (op < 0 || op > static_cast<int64_t>(OpCode::Generated))
-          r.fail("a step of '" + f.name + "' has an unknown op code");
-        s.op = static_cast<OpCode>(op);
+        std::string op = r.string(sj, "op");
+        const json &config = r.field(sj, "config");
+        if (!r.ok())
+          break;
+        std::optional<StepConfig> c = configFromJson(r, op, config);
+        if (!c) {
+          r.fail("a step of '" + f.name + "' has an unknown op '" + op + "'");
+          break;
+        }
+        s.config = std::move(*c);
         s.operands = r.list<int32_t>(sj, "operands");
         s.results = r.list<int32_t>(sj, "results");
         s.weights = r.list<int32_t>(sj, "weights");
-        s.ints = r.list<int64_t>(sj, "ints");
-        s.floats = r.list<double>(sj, "floats");
         s.kernel = r.string(sj, "kernel");
         s.location = r.string(sj, "loc");
         f.steps.push_back(std::move(s));
@@ -424,7 +691,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
       if (id < 0 || id >= nv)
         return bad(f.name, "an output id is out of range");
     for (const Step &s : f.steps) {
-      if (absl::Status st = checkStepShape(plan, s); !st.ok())
+      if (absl::Status st = checkStep(plan, s); !st.ok())
         return bad(f.name, std::string(st.message()));
       for (int32_t id : s.operands)
         if (id < 0 || id >= nv)

@@ -154,6 +154,19 @@ TEST(Executor, MemoryLimitRefusesLargerPlans) {
             std::string::npos)
       << r.status();
   EXPECT_EQ(exec.arenaBytes(), 0u);
+  // The planned working memory (temporaries and every step's scratch) is
+  // what the limit bounds: one byte less is refused, that much runs.
+  absl::StatusOr<uint64_t> need =
+      exec.workingMemory("decode", {{4, 1}, {4, 1}});
+  ASSERT_TRUE(need.ok()) << need.status();
+  exec.setMemoryLimit(*need - 1);
+  EXPECT_TRUE(isOutOfMemory(
+      exec.run("decode", {&tokens, &positions}, &*cache, {0, 1, 2, 3})
+          .status()));
+  exec.setMemoryLimit(*need);
+  EXPECT_TRUE(
+      exec.run("decode", {&tokens, &positions}, &*cache, {0, 1, 2, 3}).ok());
+  EXPECT_GE(exec.arenaBytes(), *need);
   exec.setMemoryLimit(0);
   EXPECT_TRUE(
       exec.run("decode", {&tokens, &positions}, &*cache, {0, 1, 2, 3}).ok());

@@ -41,3 +41,11 @@ config.substitutions.append(("%ds_fuzz_dir", os.path.join(config.ds_obj_root, "t
 
 for feature in config.ds_features:
     config.available_features.add(feature)
+
+# Host ISA, for tests that need an AVX-512 CPU to say something.
+try:
+    with open("/proc/cpuinfo") as f:
+        if " avx512f" in f.read():
+            config.available_features.add("avx512")
+except OSError:
+    pass

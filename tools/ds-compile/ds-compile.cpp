@@ -88,9 +88,9 @@ int main(int argc, char **argv) {
   size_t steps = 0, generated = 0;
   for (const auto &f : artifact->plan.functions)
     for (const auto &s : f.steps) {
-      steps += s.op != ::ds::rt::OpCode::Alias;
-      generated += s.op == ::ds::rt::OpCode::Elementwise ||
-                   s.op == ::ds::rt::OpCode::Generated;
+      steps += s.op() != ::ds::rt::OpCode::Alias;
+      generated += s.op() == ::ds::rt::OpCode::Elementwise ||
+                   s.op() == ::ds::rt::OpCode::Generated;
     }
   llvm::outs() << "ds-compile: " << output << ": "
                << artifact->plan.functions.size() << " functions, " << steps
@@ -98,13 +98,14 @@ int main(int argc, char **argv) {
                << artifact->plan.weights.size() << " weights ("
                << artifact->weights.size() << " bytes), code "
                << artifact->code.size() << " bytes, for "
-               << artifact->target.cpu << ", in "
+               << artifact->target.cpu << " (requires "
+               << llvm::join(artifact->target.requiredIsa, " ") << "), in "
                << llvm::format("%.2f", seconds) << " s\n";
   if (printPlan) {
     for (const auto &f : artifact->plan.functions) {
       llvm::outs() << "function " << f.name << ":\n";
       for (const auto &s : f.steps)
-        llvm::outs() << "  " << s.location
+        llvm::outs() << "  " << ::ds::rt::opName(s.op()) << " " << s.location
                      << (s.kernel.empty() ? "" : " -> " + s.kernel) << "\n";
     }
     llvm::outs() << "weights:\n";

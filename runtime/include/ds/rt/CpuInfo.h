@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ds::rt {
 
@@ -26,9 +27,19 @@ struct CpuInfo {
   /// Data cache sizes in bytes: L1d and L2 of one core, L3 as shared.
   int64_t l1d = 32 << 10, l2 = 1 << 20, l3 = 8 << 20;
 
+  /// Every extension of checkedIsa() this CPU has (and the OS enables), in
+  /// LLVM's spelling ("avx2", "avx512vnni", "amx-tile", ...).
+  std::vector<std::string> isa;
+
   /// "AVX-512 F/BW/VL/DQ, VNNI, BF16, FP16" style summary of what ds uses.
   std::string isaSummary() const;
+  bool has(const std::string &extension) const;
 };
+
+/// The x86 extensions ds can check (LLVM's names): what an artifact may
+/// require. The compiler generates code with no vector extension outside
+/// this list.
+const std::vector<std::string> &checkedIsa();
 
 /// The host's CPU, probed on first use (thread-safe).
 const CpuInfo &cpuInfo();

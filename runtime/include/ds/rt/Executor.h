@@ -1,22 +1,20 @@
-//===- Executor.h - loaded models, KV caches and plan execution --*- C++
-//-*-===//
+//===- Executor.h - runs a model function on a device ---------*- C++ -*-===//
 //
-// A Model is an artifact in memory: the plan, the weights (memory-mapped from
-// the file, or owned when the compiler hands them over in process), and the
-// generated kernels (the artifact's shared object loaded from a memfd, or
-// function pointers from the compiler's JIT). A KVCache holds every cache of
-// a model for a number of sequence slots. An Executor runs a model function
-// on host tensors: it evaluates the shapes, plans memory for them (cached
-// per shape), and runs the steps in one pre-faulted arena.
+// An Executor runs a model function on host tensors: it evaluates the
+// shapes, has the device check every step at them, plans memory for the
+// temporaries and the steps' scratch (cached per shape), and hands the
+// steps to its device queue in one arena. Models are Model.h, KV caches
+// KVCache.h, devices Device.h.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef DS_RT_EXECUTOR_H
 #define DS_RT_EXECUTOR_H
 
-#include "ds/rt/Kernels.h"
+#include "ds/rt/Device.h"
+#include "ds/rt/KVCache.h"
 #include "ds/rt/MemoryPlanner.h"
-#include "ds/rt/Plan.h"
+#include "ds/rt/Model.h"
 #include "ds/support/HostTensor.h"
 
 #include "absl/status/statusor.h"
@@ -30,90 +28,12 @@
 namespace ds::rt {
 class ThreadPool;
 
-class Model {
-public:
-  /// Finds a generated kernel by symbol; null when missing.
-  using SymbolResolver = std::function<void *(const std::string &)>;
-
-  struct LoadOptions {
-    /// Check the header, code and weights checksums (a full pass over the
-    /// weights: several GB/s).
-    bool verifyChecksums = true;
-    /// Load the generated code (off: only the plan and weights, e.g. to
-    /// inspect or fuzz an artifact; steps with generated kernels then fail
-    /// to bind unless `resolve` provides them).
-    bool loadCode = true;
-    /// With loadCode off: where generated kernels come from instead (a
-    /// host's own build of them, or stand-ins when fuzzing the plan).
-    std::function<void *(const std::string &)> resolve;
-  };
-
-  /// Loads an artifact file (checks magic, sizes, checksums, the target).
-  static absl::StatusOr<std::shared_ptr<Model>>
-  load(const std::string &path, const LoadOptions &options);
-  static absl::StatusOr<std::shared_ptr<Model>> load(const std::string &path) {
-    return load(path, LoadOptions());
-  }
-  /// The same from bytes in memory, which must outlive the model; `name`
-  /// stands in for the path in messages.
-  static absl::StatusOr<std::shared_ptr<Model>>
-  parse(const uint8_t *bytes, size_t size, const std::string &name,
-        const LoadOptions &options);
-  /// A model from parts made in this process (the compiler's JIT): `keep`
-  /// owns whatever `resolve` returns pointers into.
-  static absl::StatusOr<std::shared_ptr<Model>>
-  fromParts(ModelPlan plan, std::string weights, SymbolResolver resolve,
-            std::shared_ptr<void> keep);
-  ~Model();
-
-  const ModelPlan &plan() const { return plan_; }
-  /// Raw weight bytes of table entry i.
-  const void *weightData(int32_t i) const { return weightPtrs[i]; }
-  /// GEMM view of a packed weight (one per expert).
-  const std::vector<kernels::PackedWeight> &packed(int32_t i) const {
-    return packedViews[i];
-  }
-  /// Generated kernel of a step, resolved at load time.
-  using Kernel = void (*)(void **);
-  Kernel kernel(const std::string &symbol) const;
-
-private:
-  Model() = default;
-  absl::Status bind(SymbolResolver resolve);
-
-  ModelPlan plan_;
-  std::string ownedWeights;
-  const uint8_t *weightsBase = nullptr;
-  uint64_t weightsSize = 0;
-  std::vector<const void *> weightPtrs;
-  std::vector<std::vector<kernels::PackedWeight>> packedViews;
-  std::map<std::string, Kernel> kernels_;
-  void *mapping = nullptr;
-  size_t mappingSize = 0;
-  void *library = nullptr;
-  std::shared_ptr<void> keep;
-};
-
-/// The KV caches of a model for `slots` sequences.
-class KVCache {
-public:
-  static absl::StatusOr<KVCache> create(const ModelPlan &plan, int64_t slots);
-  int64_t numSlots() const { return slots; }
-  float *data(int32_t cache) { return storage[cache].data(); }
-  /// Floats per slot of cache i.
-  int64_t slotSize(int32_t cache) const { return slotFloats[cache]; }
-  /// Zeroes one slot (a new sequence).
-  void clearSlot(int64_t slot);
-
-private:
-  int64_t slots = 0;
-  std::vector<std::vector<float>> storage;
-  std::vector<int64_t> slotFloats;
-};
-
 class Executor {
 public:
-  Executor(std::shared_ptr<const Model> model, ThreadPool *pool = nullptr);
+  /// Runs `model` on `device` (default: the CPU), splitting large steps
+  /// over `pool`'s workers. Not thread-safe: one caller at a time.
+  Executor(std::shared_ptr<const Model> model, ThreadPool *pool = nullptr,
+           std::shared_ptr<Device> device = nullptr);
   ~Executor();
   Executor(Executor &&) noexcept;
 
@@ -133,10 +53,18 @@ public:
       const std::vector<int64_t> &slots,
       const std::vector<int64_t> *outputRows = nullptr);
 
+  /// The working memory `function` needs for inputs of these shapes: its
+  /// temporaries and every step's scratch, as planned (what the memory
+  /// limit is compared with). Errors as run() would report them.
+  absl::StatusOr<uint64_t>
+  workingMemory(const std::string &function,
+                const std::vector<std::vector<int64_t>> &inputShapes);
+
   /// Bytes of the arena the last run used.
-  uint64_t arenaBytes() const { return arena.size(); }
-  /// Runs whose working memory (the planned arena) would exceed `bytes` are
-  /// refused with ResourceExhausted before anything is allocated (0: no
+  uint64_t arenaBytes() const { return arena ? arena->size() : 0; }
+  /// Runs whose working memory (the planned arena: every temporary and
+  /// every step's scratch) would exceed `bytes` are refused with an
+  /// out-of-memory status (Status.h) before anything is allocated (0: no
   /// limit, the default).
   void setMemoryLimit(uint64_t bytes) { memoryLimit = bytes; }
   uint64_t getMemoryLimit() const { return memoryLimit; }
@@ -155,16 +83,15 @@ public:
 
 private:
   struct Prepared;
-  absl::Status
-  checkShapes(const Step &step,
-              const std::vector<std::vector<int64_t>> &shapes) const;
   absl::StatusOr<const Prepared *>
   prepare(const FunctionPlan &fn,
           const std::vector<std::vector<int64_t>> &shapes);
 
   std::shared_ptr<const Model> model;
   ThreadPool *pool;
-  Arena arena;
+  std::shared_ptr<Device> device;
+  std::unique_ptr<Queue> queue;
+  std::unique_ptr<Buffer> arena;
   uint64_t memoryLimit = 0;
   bool profiling = false;
   /// OpCode -> (seconds, calls).

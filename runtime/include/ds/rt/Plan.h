@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace ds::rt {
@@ -41,13 +42,16 @@ struct DimExpr {
   }
 };
 
-/// What a step does. Operands and results are value ids; `ints` and
-/// `floats` carry the op's configuration (layout documented per case in
-/// Executor.cpp, written by codegen/CPU/PlanBuilder.cpp).
+/// The artifact format this runtime reads and the compiler writes. Bump it
+/// on any change to the header's meaning (step fields, weight layouts):
+/// an artifact of another version is refused, naming both versions.
+inline constexpr int64_t kArtifactFormatVersion = 2;
+
+/// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
   Embedding = 0,
   RMSNorm,
-  Linear, ///< (input, [norm weight]) -> y; GEMM with fused epilogues
+  Linear, ///< (input, [residual]) -> y; GEMM with fused prologue/epilogues
   Copy,   ///< split pieces: strided copy along an axis
   Rope,
   CacheUpdate, ///< writes the cache in place; the result aliases it
@@ -56,21 +60,123 @@ enum class OpCode : uint32_t {
   Router,      ///< fused_router: logits GEMM + routing
   MoE,         ///< fused_moe routed experts
   Elementwise, ///< a generated kernel
-  FakeQuant,   ///< activation quantize-dequantize (#ds.act_quant)
   Alias,       ///< reshapes: the result shares the operand's buffer
-  /// A generated kernel other than elementwise (ints[0] says which: 0 =
-  /// RMSNorm); descriptors for operands, then weights, then results.
+  /// A generated kernel other than elementwise; descriptors for operands,
+  /// then weights, then results.
   Generated,
 };
 
+/// Each step kind's configuration, by name. One struct per OpCode, in the
+/// same order (StepConfig's index is the OpCode); encoded and decoded in
+/// Plan.cpp only. Operands, results and weights are listed per kind.
+namespace steps {
+
+/// Activation quantize-dequantize before a GEMM (#ds.act_quant).
+struct ActQuant {
+  int32_t storage = -1; ///< ds::QStorage, -1: none
+  int64_t group = 0;    ///< 0: per token, else K group size
+  double scale = 0;     ///< calibrated static scale (0: dynamic); W8A8's
+                        ///< static input scale
+  bool enabled() const { return storage >= 0; }
+};
+
+/// ids -> rows of the table. Operands (ids); weights (table [V, H] f32).
+struct Embedding {};
+/// y = rms_norm(x) * w. Operands (x); weights (w [H] f32).
+struct RMSNorm {
+  double epsilon = 0;
+};
+/// y = [residual +] act(norm(x) W^T [+ bias]) (GLU halves when gated).
+/// Operands (x[, residual]); weights (W packed[, bias [N]][, norm w [K]]).
+struct Linear {
+  bool norm = false, bias = false, gated = false, residual = false;
+  int32_t activation = -1; ///< kernels::Act, -1: none
+  double normEpsilon = 0;
+  ActQuant inputQuant;
+  int32_t inputRound = 0, outputRound = 0; ///< kernels::Round
+};
+/// Pieces of x along `axis`. Operands (x); results: one per size.
+struct Copy {
+  int64_t axis = 0;
+  std::vector<int64_t> sizes;
+};
+/// Rotary embedding of the first `rotaryDim` channels. Operands (x,
+/// positions).
+struct Rope {
+  int64_t rotaryDim = 0;
+  int32_t style = 0; ///< #ds.rope style: 0 rotate_half, 1 interleaved, 2 V3
+  double attentionScaling = 1;
+  std::vector<double> invFreq; ///< rotaryDim / 2 frequencies
+};
+/// cache[slot, pos] = update. Operands (cache, positions, update); the
+/// result aliases the cache.
+struct CacheUpdate {};
+/// Causal attention by absolute position. Operands (q, k, v, positions);
+/// k / v are cache values (slot-indexed) when `cached`.
+struct Attention {
+  int64_t slidingWindow = 0; ///< 0: none
+  bool cached = false;
+  double scale = 0;
+};
+/// Absorbed MLA. Operands (q_nope, q_pe, c_kv, k_pe, positions); weights
+/// (W_uk^T per head packed, W_uv per head packed[, int8 W_uk^T factors]).
+struct MLAAttention {
+  bool cached = false;
+  double scale = 0;
+};
+/// Router logits GEMM + #ds.routing. Operands (x); results (weights,
+/// indices i32); weights (gate packed[, score bias [E] f32]).
+struct Router {
+  int64_t numExperts = 0, topK = 0, nGroup = 1, topkGroup = 1;
+  bool sigmoid = false, groupScoreMax = false, normTopkProb = false;
+  bool bias = false;
+  std::vector<int64_t> kept; ///< kept experts (empty: all)
+  double normEpsilon = 0, scalingFactor = 1;
+};
+/// Routed experts (fused_moe). Operands (x, routing weights, indices);
+/// weights (gate_up [E, 2I, H] packed, down [E, H, I] packed).
+struct MoE {
+  int64_t intermediate = 0;
+  int32_t activation = 0; ///< kernels::Act
+  ActQuant inputQuant, hiddenQuant;
+  int32_t inputRound = 0, outputRound = 0; ///< kernels::Round
+};
+/// A generated elementwise kernel (Step::kernel). Operands broadcast
+/// right-aligned to the result; `broadcast` has one flag per input axis.
+struct Elementwise {
+  std::vector<uint8_t> broadcast;
+};
+/// A reshape: the result shares the operand's buffer.
+struct Alias {};
+/// A generated kernel other than elementwise (Step::kernel).
+struct Generated {
+  enum Kind : int32_t { RMSNorm = 0 };
+  int32_t kind = RMSNorm;
+  double epsilon = 0; ///< RMSNorm's, baked into the kernel; for listings
+};
+
+} // namespace steps
+
+using StepConfig =
+    std::variant<steps::Embedding, steps::RMSNorm, steps::Linear, steps::Copy,
+                 steps::Rope, steps::CacheUpdate, steps::Attention,
+                 steps::MLAAttention, steps::Router, steps::MoE,
+                 steps::Elementwise, steps::Alias, steps::Generated>;
+
+/// The name of a step kind ("linear", "moe", ...), as the artifact spells
+/// it.
+const char *opName(OpCode op);
+
 struct Step {
-  OpCode op = OpCode::Alias;
+  StepConfig config;
   std::vector<int32_t> operands, results;
   std::vector<int32_t> weights; ///< weight table indices the step reads
-  std::vector<int64_t> ints;
-  std::vector<double> floats;
   std::string kernel;   ///< generated kernel symbol (Elementwise, Generated)
   std::string location; ///< source op and location, for error messages
+
+  OpCode op() const { return static_cast<OpCode>(config.index()); }
+  template <typename T> const T &as() const { return std::get<T>(config); }
+  template <typename T> T &as() { return std::get<T>(config); }
 };
 
 struct ValueInfo {
@@ -138,8 +244,13 @@ struct ModelPlan {
 };
 
 /// Target description recorded by the compiler and checked by the loader.
+/// `features` is LLVM's feature string for the generated code;
+/// `requiredIsa` every instruction-set extension the artifact's code and its
+/// chosen kernels need ("avx2", "fma", "avx512f", "avx512vnni", ...): the
+/// loader refuses a CPU that lacks any, naming them.
 struct TargetInfo {
   std::string triple, cpu, features;
+  std::vector<std::string> requiredIsa;
 };
 
 /// Serializes to / parses from the header JSON. Parsing validates every id

@@ -1,0 +1,133 @@
+//===- Device.h - where plan steps run: memory, queues, kernels -----------===//
+//
+// The executor does not call kernels itself: it plans memory, binds each
+// value to a buffer and hands every step to a Queue of a Device.
+//
+//   Device     one compute device, shared by every executor on it: buffer
+//              allocation, host <-> device copies, which steps it runs and
+//              the scratch memory each needs (so the planner can place it
+//              in the arena the memory limit covers), queues, and the
+//              communicator of partitioned plans.
+//   Queue      one executor's ordered stream of work on the device (a CPU
+//              queue runs each step at once on the calling thread and its
+//              workers; a CUDA queue would be a stream, replayable as a
+//              graph). Not thread-safe: one executor, one queue.
+//   Communicator  collectives between the ranks of a partitioned plan
+//              (all-reduce, all-gather, all-to-all); none for one process.
+//
+// The CPU is the first device (cpuDevice()); docs/ARCHITECTURE.md says how
+// a CUDA device and collective steps fit these seams.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_RT_DEVICE_H
+#define DS_RT_DEVICE_H
+
+#include "ds/rt/Plan.h"
+
+#include "absl/status/statusor.h"
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace ds::rt {
+
+class Model;
+class ThreadPool;
+
+/// Memory on a device, released when destroyed.
+class Buffer {
+public:
+  virtual ~Buffer() = default;
+  virtual uint8_t *data() const = 0;
+  virtual uint64_t size() const = 0;
+};
+
+/// What one step sees when its queue runs it.
+struct StepArgs {
+  const Model *model = nullptr;
+  /// Shape and buffer of every value of the function (device addresses).
+  const std::vector<std::vector<int64_t>> *shapes = nullptr;
+  const std::vector<void *> *buffers = nullptr;
+  /// The step's own scratch, planned in the arena (scratchBytes()).
+  uint8_t *scratch = nullptr;
+  uint64_t scratchSize = 0;
+  /// KV cache slot of each batch row (cache steps).
+  const int64_t *slots = nullptr;
+  /// When the caller wants some rows of the result this step produces
+  /// (Executor::run's outputRows): the step may compute those rows alone,
+  /// packed first, and then sets *rowsSelected.
+  const std::vector<int64_t> *selectRows = nullptr;
+  bool *rowsSelected = nullptr;
+};
+
+/// Collectives between the ranks of a partitioned plan, on the device's
+/// memory. Single-process devices have none.
+class Communicator {
+public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  /// In place: data[i] = sum over ranks of data[i].
+  virtual absl::Status allReduceSum(float *data, int64_t count) = 0;
+  /// out = the `count` floats of every rank, in rank order.
+  virtual absl::Status allGather(const float *in, int64_t count,
+                                 float *out) = 0;
+  /// Rows to and from every rank (expert parallelism): sendCounts[r] rows
+  /// of `width` floats go to rank r; recvCounts[r] come from it.
+  virtual absl::Status
+  allToAll(const float *in, const std::vector<int64_t> &sendCounts, float *out,
+           const std::vector<int64_t> &recvCounts, int64_t width) = 0;
+};
+
+class Queue {
+public:
+  virtual ~Queue() = default;
+  /// Enqueues `step` (a CPU queue runs it before returning). Errors name
+  /// the step's location.
+  virtual absl::Status run(const Step &step, const StepArgs &args) = 0;
+  /// Waits until everything enqueued has finished.
+  virtual absl::Status synchronize() = 0;
+};
+
+class Device {
+public:
+  virtual ~Device() = default;
+  /// "cpu", "cuda:0", ...
+  virtual const char *name() const = 0;
+
+  /// `bytes` of device memory, 64-byte aligned (DS_OUT_OF_MEMORY-style
+  /// outOfMemoryError when it cannot be had).
+  virtual absl::StatusOr<std::unique_ptr<Buffer>> allocate(uint64_t bytes) = 0;
+  /// Host memory to device memory and back (plain copies on the CPU).
+  virtual absl::Status copyToDevice(void *dst, const void *src,
+                                    uint64_t bytes) = 0;
+  virtual absl::Status copyToHost(void *dst, const void *src,
+                                  uint64_t bytes) = 0;
+
+  /// Whether this device runs `step` at these value shapes, as its kernels
+  /// read them (checked once per shape, before anything runs).
+  virtual absl::Status
+  checkStep(const Model &model, const Step &step,
+            const std::vector<std::vector<int64_t>> &shapes) const = 0;
+  /// Scratch bytes `step` needs at these shapes (planned in the arena,
+  /// live during the step only).
+  virtual uint64_t
+  scratchBytes(const Model &model, const Step &step,
+               const std::vector<std::vector<int64_t>> &shapes) const = 0;
+
+  /// A queue for one executor; `pool` holds the CPU worker threads a step
+  /// may split over (may be null).
+  virtual std::unique_ptr<Queue> createQueue(ThreadPool *pool) = 0;
+
+  /// The communicator of a partitioned plan's rank; null in one process.
+  virtual Communicator *communicator() { return nullptr; }
+};
+
+/// The host CPU (AVX-512 or AVX2 kernels, picked at run time). Shared.
+std::shared_ptr<Device> cpuDevice();
+
+} // namespace ds::rt
+
+#endif // DS_RT_DEVICE_H

@@ -1,0 +1,153 @@
+//===- CpuDevice.cpp - the host CPU as a Device ---------------------------===//
+//
+// Memory is mmap'ed arenas (MemoryPlanner's Arena: huge-page aligned,
+// pre-faulted); a queue runs each step at once on the calling thread,
+// splitting large ones over the executor's workers; the step kernels are
+// Steps.h's, picked by Step::op().
+//
+//===----------------------------------------------------------------------===//
+
+#include "Steps.h"
+
+#include "ds/rt/MemoryPlanner.h"
+
+#include <cstring>
+
+namespace ds::rt {
+namespace {
+
+class CpuBuffer final : public Buffer {
+public:
+  explicit CpuBuffer(Arena arena) : arena(std::move(arena)) {}
+  uint8_t *data() const override { return arena.data(); }
+  uint64_t size() const override { return arena.size(); }
+
+private:
+  Arena arena;
+};
+
+class CpuQueue final : public Queue {
+public:
+  explicit CpuQueue(ThreadPool *pool) : pool(pool) {}
+
+  absl::Status run(const Step &step, const StepArgs &args) override {
+    cpu::StepContext c(step, args, pool);
+    switch (step.op()) {
+    case OpCode::Embedding:
+      return cpu::runEmbedding(c);
+    case OpCode::RMSNorm:
+      return cpu::runRMSNorm(c);
+    case OpCode::Linear:
+      return cpu::runLinear(c);
+    case OpCode::Copy:
+      return cpu::runCopy(c);
+    case OpCode::Rope:
+      return cpu::runRope(c);
+    case OpCode::CacheUpdate:
+      return cpu::runCacheUpdate(c);
+    case OpCode::Attention:
+      return cpu::runAttention(c);
+    case OpCode::MLAAttention:
+      return cpu::runMLAAttention(c);
+    case OpCode::Router:
+      return cpu::runRouter(c);
+    case OpCode::MoE:
+      return cpu::runMoE(c);
+    case OpCode::Elementwise:
+    case OpCode::Generated:
+      return cpu::runGenerated(c, generated);
+    case OpCode::Alias:
+      return absl::OkStatus(); // shares its operand's buffer
+    }
+    return c.error("unknown step kind");
+  }
+
+  absl::Status synchronize() override { return absl::OkStatus(); }
+
+private:
+  ThreadPool *pool;
+  cpu::GeneratedState generated;
+};
+
+class CpuDevice final : public Device {
+public:
+  const char *name() const override { return "cpu"; }
+
+  absl::StatusOr<std::unique_ptr<Buffer>> allocate(uint64_t bytes) override {
+    absl::StatusOr<Arena> a = Arena::create(bytes);
+    if (!a.ok())
+      return a.status();
+    return std::unique_ptr<Buffer>(new CpuBuffer(std::move(*a)));
+  }
+  absl::Status copyToDevice(void *dst, const void *src,
+                            uint64_t bytes) override {
+    std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status copyToHost(void *dst, const void *src, uint64_t bytes) override {
+    std::memcpy(dst, src, bytes);
+    return absl::OkStatus();
+  }
+
+  absl::Status checkStep(const Model &model, const Step &step,
+                         const cpu::Shapes &shapes) const override {
+    cpu::ShapeView v{model, step, shapes};
+    switch (step.op()) {
+    case OpCode::Embedding:
+      return cpu::checkEmbedding(v);
+    case OpCode::RMSNorm:
+      return cpu::checkRMSNorm(v);
+    case OpCode::Linear:
+      return cpu::checkLinear(v);
+    case OpCode::Copy:
+      return cpu::checkCopy(v);
+    case OpCode::Rope:
+      return cpu::checkRope(v);
+    case OpCode::CacheUpdate:
+      return cpu::checkCacheUpdate(v);
+    case OpCode::Attention:
+      return cpu::checkAttention(v);
+    case OpCode::MLAAttention:
+      return cpu::checkMLAAttention(v);
+    case OpCode::Router:
+      return cpu::checkRouter(v);
+    case OpCode::MoE:
+      return cpu::checkMoE(v);
+    case OpCode::Elementwise:
+      return cpu::checkElementwise(v);
+    case OpCode::Generated:
+      return cpu::checkGenerated(v);
+    case OpCode::Alias:
+      return cpu::checkAlias(v);
+    }
+    return absl::InvalidArgumentError("unknown step kind");
+  }
+
+  uint64_t scratchBytes(const Model &model, const Step &step,
+                        const cpu::Shapes &shapes) const override {
+    cpu::ShapeView v{model, step, shapes};
+    switch (step.op()) {
+    case OpCode::Linear:
+      return cpu::scratchLinear(v);
+    case OpCode::Router:
+      return cpu::scratchRouter(v);
+    case OpCode::MoE:
+      return cpu::scratchMoE(v);
+    default:
+      return 0;
+    }
+  }
+
+  std::unique_ptr<Queue> createQueue(ThreadPool *pool) override {
+    return std::make_unique<CpuQueue>(pool);
+  }
+};
+
+} // namespace
+
+std::shared_ptr<Device> cpuDevice() {
+  static const std::shared_ptr<Device> device = std::make_shared<CpuDevice>();
+  return device;
+}
+
+} // namespace ds::rt

@@ -1,0 +1,261 @@
+//===- GemmSteps.cpp - linear, router and MoE experts ---------------------===//
+//
+// The GEMM steps and their fused prologues / epilogues. Their scratch (a
+// normalized or quantized input copy, the rows a caller selected, a gated
+// GEMM's wide result, router logits) is planned in the arena.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Steps.h"
+
+#include "ds/rt/Kernels.h"
+#include "ds/support/Quant.h"
+
+#include <algorithm>
+#include <functional>
+
+namespace ds::rt::cpu {
+
+namespace {
+
+/// Quantize-dequantize rows of x in place as #ds.act_quant does.
+void fakeQuant(float *x, int64_t rows, int64_t cols, const steps::ActQuant &q) {
+  std::vector<int64_t> shape{rows, cols};
+  ds::QScheme scheme;
+  scheme.storage = static_cast<ds::QStorage>(q.storage);
+  bool isStatic = q.scale > 0;
+  scheme.block = {isStatic ? 0 : 1, q.group};
+  ds::QuantizedTensor t =
+      isStatic
+          ? ds::quantizeWithScale(x, shape, scheme, static_cast<float>(q.scale))
+          : ds::quantize(x, shape, scheme);
+  std::vector<float> back = ds::dequantize(t);
+  std::copy(back.begin(), back.end(), x);
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Linear
+//===----------------------------------------------------------------------===//
+
+absl::Status checkLinear(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &cfg = s.as<steps::Linear>();
+  const kernels::PackedWeight &w = v.model.packed(s.weights[0])[0];
+  int32_t x = s.operands[0], y = s.results[0];
+  int64_t n = cfg.gated ? w.n / 2 : w.n;
+  size_t wi = 1;
+  if (v.last(x) != w.k || v.count(y) != v.rows(x) * n || (cfg.gated && w.n % 2))
+    return v.bad("linear input, weight and output");
+  if (cfg.bias && v.weightCount(s.weights[wi++]) != w.n)
+    return v.bad("linear bias");
+  if (cfg.norm && v.weightCount(s.weights[wi]) != w.k)
+    return v.bad("linear norm weight");
+  if (cfg.residual && v.count(s.operands[1]) != v.count(y))
+    return v.bad("linear residual");
+  return absl::OkStatus();
+}
+
+uint64_t scratchLinear(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &cfg = s.as<steps::Linear>();
+  const kernels::PackedWeight &w = v.model.packed(s.weights[0])[0];
+  int64_t m = v.rows(s.operands[0]), k = w.k;
+  // Selected rows (at most m), the prologue's input copy, the gated
+  // GEMM's full-width result.
+  uint64_t bytes = scratchFloats(m * k);
+  if (cfg.norm || cfg.inputQuant.enabled())
+    bytes += scratchFloats(m * k);
+  if (cfg.gated)
+    bytes += scratchFloats(m * w.n);
+  return bytes;
+}
+
+absl::Status runLinear(StepContext &c) {
+  const Step &s = c.step;
+  const auto &cfg = s.as<steps::Linear>();
+  int32_t x = s.operands[0], y = s.results[0];
+  auto inRound = static_cast<kernels::Round>(cfg.inputRound);
+  auto outRound = static_cast<kernels::Round>(cfg.outputRound);
+  kernels::PackedWeight w = c.model.packed(s.weights[0])[0];
+  // W8A8: the GEMM quantizes its input (static scale if calibrated).
+  if (w.format == kernels::WeightFormat::I8Dot)
+    w.inputScale = static_cast<float>(cfg.inputQuant.scale);
+  int64_t m = c.rows(x), k = c.shape(x).back();
+  size_t wi = 1;
+  const float *bias = cfg.bias ? c.weight(wi++) : nullptr;
+  const float *in = c.F(x);
+  if (c.args.selectRows && !cfg.residual) {
+    // Only the wanted rows (row-wise norm and GEMM: each row's result is
+    // the same as in the full product, bit for bit).
+    const std::vector<int64_t> &rows = *c.args.selectRows;
+    const int64_t count = static_cast<int64_t>(rows.size());
+    float *picked = c.scratch(count * k);
+    if (!picked)
+      return c.error("scratch overflow (selected rows)");
+    for (int64_t i = 0; i < count; ++i)
+      std::copy_n(in + rows[i] * k, k, picked + i * k);
+    in = picked;
+    m = count;
+    *c.args.rowsSelected = true;
+  } else {
+    c.scratch(m * k); // keep the layout scratchLinear planned
+  }
+  if (cfg.norm || cfg.inputQuant.enabled()) {
+    float *prologue = c.scratch(m * k);
+    if (!prologue)
+      return c.error("scratch overflow (input)");
+    if (cfg.norm)
+      kernels::rmsNorm(in, c.weight(wi), m, k, cfg.normEpsilon, prologue,
+                       inRound);
+    else
+      std::copy_n(in, m * k, prologue);
+    if (cfg.inputQuant.enabled())
+      fakeQuant(prologue, m, k, cfg.inputQuant);
+    in = prologue;
+  }
+  float *out = c.F(y);
+  int64_t n = w.n;
+  if (cfg.gated) {
+    float *wide = c.scratch(m * n);
+    if (!wide)
+      return c.error("scratch overflow (gated result)");
+    kernels::gemm(in, m, k, w, bias, wide, n, c.pool);
+    kernels::roundValues(wide, m * n, outRound);
+    kernels::glu(wide, m, n / 2, static_cast<kernels::Act>(cfg.activation),
+                 out);
+    n /= 2;
+  } else {
+    kernels::gemm(in, m, k, w, bias, out, n, c.pool);
+    if (cfg.activation >= 0) {
+      kernels::roundValues(out, m * n, outRound);
+      for (int64_t i = 0; i < m * n; ++i)
+        out[i] = kernels::activate(static_cast<kernels::Act>(cfg.activation),
+                                   out[i]);
+    }
+  }
+  if (cfg.residual) {
+    kernels::roundValues(out, m * n, outRound);
+    const float *r = c.F(s.operands[1]);
+    for (int64_t i = 0; i < m * n; ++i)
+      out[i] = r[i] + out[i];
+  }
+  kernels::roundValues(out, m * n, outRound);
+  return absl::OkStatus();
+}
+
+//===----------------------------------------------------------------------===//
+// Router
+//===----------------------------------------------------------------------===//
+
+absl::Status checkRouter(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &cfg = s.as<steps::Router>();
+  const kernels::PackedWeight &w = v.model.packed(s.weights[0])[0];
+  int32_t x = s.operands[0];
+  int64_t rows = v.rows(x);
+  if (v.last(x) != w.k || w.n != cfg.numExperts ||
+      v.count(s.results[0]) != rows * cfg.topK ||
+      v.count(s.results[1]) != rows * cfg.topK ||
+      (cfg.bias && v.weightCount(s.weights[1]) != cfg.numExperts))
+    return v.bad("router input, weight or outputs");
+  return absl::OkStatus();
+}
+
+uint64_t scratchRouter(const ShapeView &v) {
+  const auto &cfg = v.step.as<steps::Router>();
+  return scratchFloats(v.rows(v.step.operands[0]) * cfg.numExperts);
+}
+
+absl::Status runRouter(StepContext &c) {
+  const Step &s = c.step;
+  const auto &cfg = s.as<steps::Router>();
+  int32_t x = s.operands[0];
+  int64_t n = c.rows(x), h = c.shape(x).back();
+  kernels::RouterConfig rc;
+  rc.numExperts = cfg.numExperts;
+  rc.topK = cfg.topK;
+  rc.sigmoid = cfg.sigmoid;
+  rc.nGroup = cfg.nGroup;
+  rc.topkGroup = cfg.topkGroup;
+  rc.groupScoreMax = cfg.groupScoreMax;
+  rc.normTopkProb = cfg.normTopkProb;
+  rc.numKept = static_cast<int64_t>(cfg.kept.size());
+  rc.kept = rc.numKept ? cfg.kept.data() : nullptr;
+  rc.normEpsilon = cfg.normEpsilon;
+  rc.scalingFactor = cfg.scalingFactor;
+  float *logits = c.scratch(n * rc.numExperts);
+  if (!logits)
+    return c.error("scratch overflow (router logits)");
+  kernels::gemm(c.F(x), n, h, c.model.packed(s.weights[0])[0], nullptr, logits,
+                rc.numExperts, c.pool);
+  kernels::route(logits, cfg.bias ? c.weight(1) : nullptr, n, rc,
+                 c.F(s.results[0]),
+                 static_cast<int32_t *>(c.ptr(s.results[1])));
+  return absl::OkStatus();
+}
+
+//===----------------------------------------------------------------------===//
+// MoE
+//===----------------------------------------------------------------------===//
+
+absl::Status checkMoE(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &cfg = s.as<steps::MoE>();
+  const auto &gu = v.model.packed(s.weights[0]);
+  const auto &down = v.model.packed(s.weights[1]);
+  int32_t x = s.operands[0];
+  int64_t h = v.last(x), rows = v.rows(x);
+  int64_t topK = v.last(s.operands[2]);
+  if (gu.empty() || gu.size() != down.size() || gu[0].k != h ||
+      gu[0].n != 2 * cfg.intermediate || down[0].k != cfg.intermediate ||
+      down[0].n != h || v.count(s.operands[1]) != rows * topK ||
+      v.count(s.operands[2]) != rows * topK ||
+      v.count(s.results[0]) != rows * h)
+    return v.bad("moe input, routing or expert weights");
+  return absl::OkStatus();
+}
+
+uint64_t scratchMoE(const ShapeView &v) {
+  const auto &cfg = v.step.as<steps::MoE>();
+  int32_t x = v.step.operands[0];
+  return cfg.inputQuant.enabled() ? scratchFloats(v.count(x)) : 0;
+}
+
+absl::Status runMoE(StepContext &c) {
+  const Step &s = c.step;
+  const auto &cfg = s.as<steps::MoE>();
+  int32_t x = s.operands[0], wts = s.operands[1], idx = s.operands[2];
+  int64_t n = c.rows(x), h = c.shape(x).back();
+  int64_t topK = c.shape(idx).back();
+  const auto &gu = c.model.packed(s.weights[0]);
+  const auto &down = c.model.packed(s.weights[1]);
+  const float *in = c.F(x);
+  if (cfg.inputQuant.enabled()) {
+    float *quantized = c.scratch(n * h);
+    if (!quantized)
+      return c.error("scratch overflow (quantized input)");
+    std::copy_n(in, n * h, quantized);
+    fakeQuant(quantized, n, h, cfg.inputQuant);
+    in = quantized;
+  }
+  std::function<void(float *, int64_t, int64_t)> hidden;
+  if (cfg.hiddenQuant.enabled())
+    hidden = [&](float *rows, int64_t count, int64_t cols) {
+      fakeQuant(rows, count, cols, cfg.hiddenQuant);
+    };
+  int64_t bad = kernels::moeExperts(
+      in, n, h, c.F(wts), static_cast<const int32_t *>(c.ptr(idx)), topK,
+      static_cast<int64_t>(gu.size()), gu.data(), down.data(), cfg.intermediate,
+      static_cast<kernels::Act>(cfg.activation), c.F(s.results[0]), c.pool,
+      hidden, static_cast<kernels::Round>(cfg.inputRound));
+  if (bad != -1)
+    return c.error(
+        absl::StrCat("expert index ", bad, " is outside [0, ", gu.size(), ")"));
+  kernels::roundValues(c.F(s.results[0]), n * h,
+                       static_cast<kernels::Round>(cfg.outputRound));
+  return absl::OkStatus();
+}
+
+} // namespace ds::rt::cpu

@@ -1,0 +1,146 @@
+//===- Steps.h - the CPU device's step kernels, one function per kind -----===//
+//
+// For every step kind: the shape check (what its kernel reads, checked once
+// per shape), the scratch it needs (planned in the arena), and the run
+// function. CpuDevice dispatches on Step::op() to these.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_RT_CPU_STEPS_H
+#define DS_RT_CPU_STEPS_H
+
+#include "ds/rt/Device.h"
+#include "ds/rt/Model.h"
+
+#include "absl/strings/str_cat.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ds::rt::cpu {
+
+using Shapes = std::vector<std::vector<int64_t>>;
+
+inline int64_t numElements(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+/// Shape questions a check asks about one step.
+struct ShapeView {
+  const Model &model;
+  const Step &step;
+  const Shapes &shapes;
+
+  const std::vector<int64_t> &of(int32_t v) const { return shapes[v]; }
+  int64_t count(int32_t v) const { return numElements(of(v)); }
+  int64_t last(int32_t v) const { return of(v).empty() ? 1 : of(v).back(); }
+  size_t rank(int32_t v) const { return of(v).size(); }
+  /// Rows of a value: all but its last dim.
+  int64_t rows(int32_t v) const { return last(v) ? count(v) / last(v) : 0; }
+  int64_t weightCount(int32_t w) const {
+    int64_t n = 1;
+    for (int64_t d : model.plan().weights[w].shape)
+      n *= d;
+    return n;
+  }
+  absl::Status bad(const std::string &what) const {
+    return absl::InvalidArgumentError("shapes do not fit: " + what);
+  }
+};
+
+/// What a run function works with: buffers by value id, the step's
+/// scratch, the workers.
+class StepContext {
+public:
+  StepContext(const Step &step, const StepArgs &args, ThreadPool *pool)
+      : step(step), args(args), pool(pool), model(*args.model) {}
+
+  float *F(int32_t v) const { return static_cast<float *>((*args.buffers)[v]); }
+  int64_t *I(int32_t v) const {
+    return static_cast<int64_t *>((*args.buffers)[v]);
+  }
+  void *ptr(int32_t v) const { return (*args.buffers)[v]; }
+  const std::vector<int64_t> &shape(int32_t v) const {
+    return (*args.shapes)[v];
+  }
+  int64_t rows(int32_t v) const {
+    const auto &s = shape(v);
+    return s.empty() ? 1 : numElements(s) / std::max<int64_t>(s.back(), 1);
+  }
+  const float *weight(int32_t i) const {
+    return static_cast<const float *>(model.weightData(step.weights[i]));
+  }
+  /// `count` floats of the step's planned scratch (64-byte aligned).
+  float *scratch(int64_t count) {
+    uint64_t bytes =
+        (static_cast<uint64_t>(count) * sizeof(float) + 63) & ~63ULL;
+    float *p = reinterpret_cast<float *>(args.scratch + used);
+    used += bytes;
+    return used <= args.scratchSize ? p : nullptr;
+  }
+  absl::Status error(const std::string &what) const {
+    return absl::InvalidArgumentError(step.location + ": " + what);
+  }
+
+  const Step &step;
+  const StepArgs &args;
+  ThreadPool *pool;
+  const Model &model;
+
+private:
+  uint64_t used = 0;
+};
+
+/// Scratch bytes of `floats` floats as StepContext::scratch rounds them.
+inline uint64_t scratchFloats(int64_t floats) {
+  return (static_cast<uint64_t>(floats) * sizeof(float) + 63) & ~63ULL;
+}
+
+// Tensor steps (TensorSteps.cpp).
+absl::Status checkEmbedding(const ShapeView &v);
+absl::Status runEmbedding(StepContext &c);
+absl::Status checkRMSNorm(const ShapeView &v);
+absl::Status runRMSNorm(StepContext &c);
+absl::Status checkCopy(const ShapeView &v);
+absl::Status runCopy(StepContext &c);
+absl::Status checkAlias(const ShapeView &v);
+
+// GEMM steps (GemmSteps.cpp).
+absl::Status checkLinear(const ShapeView &v);
+uint64_t scratchLinear(const ShapeView &v);
+absl::Status runLinear(StepContext &c);
+absl::Status checkRouter(const ShapeView &v);
+uint64_t scratchRouter(const ShapeView &v);
+absl::Status runRouter(StepContext &c);
+absl::Status checkMoE(const ShapeView &v);
+uint64_t scratchMoE(const ShapeView &v);
+absl::Status runMoE(StepContext &c);
+
+// Attention steps (AttentionSteps.cpp).
+absl::Status checkRope(const ShapeView &v);
+absl::Status runRope(StepContext &c);
+absl::Status checkCacheUpdate(const ShapeView &v);
+absl::Status runCacheUpdate(StepContext &c);
+absl::Status checkAttention(const ShapeView &v);
+absl::Status runAttention(StepContext &c);
+absl::Status checkMLAAttention(const ShapeView &v);
+absl::Status runMLAAttention(StepContext &c);
+
+// Generated kernels (GeneratedSteps.cpp): memref descriptors are laid out
+// in `state`, which belongs to the queue (no allocation per call once grown).
+struct GeneratedState {
+  std::vector<std::pair<void *, const std::vector<int64_t> *>> args;
+  std::vector<int64_t> words;
+  std::vector<void *> pointers;
+};
+absl::Status checkElementwise(const ShapeView &v);
+absl::Status checkGenerated(const ShapeView &v);
+absl::Status runGenerated(StepContext &c, GeneratedState &state);
+
+} // namespace ds::rt::cpu
+
+#endif // DS_RT_CPU_STEPS_H

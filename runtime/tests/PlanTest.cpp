@@ -1,0 +1,214 @@
+//===- PlanTest.cpp - the typed plan format: round trip and versions ------===//
+//
+// Every step kind, with every field set to a non-default value, survives
+// planToJson -> planFromJson field by field; artifacts of another format
+// version (or none) are refused naming both versions.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/rt/Plan.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <tuple>
+
+using namespace ds::rt;
+
+namespace {
+
+auto fields(const steps::ActQuant &q) {
+  return std::tie(q.storage, q.group, q.scale);
+}
+auto fields(const steps::Embedding &) { return std::tuple<>(); }
+auto fields(const steps::RMSNorm &c) { return std::tie(c.epsilon); }
+auto fields(const steps::Linear &c) {
+  return std::tuple_cat(std::tie(c.norm, c.bias, c.gated, c.residual,
+                                 c.activation, c.normEpsilon, c.inputRound,
+                                 c.outputRound),
+                        fields(c.inputQuant));
+}
+auto fields(const steps::Copy &c) { return std::tie(c.axis, c.sizes); }
+auto fields(const steps::Rope &c) {
+  return std::tie(c.rotaryDim, c.style, c.attentionScaling, c.invFreq);
+}
+auto fields(const steps::CacheUpdate &) { return std::tuple<>(); }
+auto fields(const steps::Attention &c) {
+  return std::tie(c.slidingWindow, c.cached, c.scale);
+}
+auto fields(const steps::MLAAttention &c) {
+  return std::tie(c.cached, c.scale);
+}
+auto fields(const steps::Router &c) {
+  return std::tie(c.numExperts, c.topK, c.nGroup, c.topkGroup, c.sigmoid,
+                  c.groupScoreMax, c.normTopkProb, c.bias, c.kept,
+                  c.normEpsilon, c.scalingFactor);
+}
+auto fields(const steps::MoE &c) {
+  return std::tuple_cat(
+      std::tie(c.intermediate, c.activation, c.inputRound, c.outputRound),
+      fields(c.inputQuant), fields(c.hiddenQuant));
+}
+auto fields(const steps::Elementwise &c) { return std::tie(c.broadcast); }
+auto fields(const steps::Alias &) { return std::tuple<>(); }
+auto fields(const steps::Generated &c) { return std::tie(c.kind, c.epsilon); }
+
+/// A plan whose one function has a step of every kind, each field set away
+/// from its default, and weights of the layouts the validator expects.
+ModelPlan everyKind() {
+  ModelPlan p;
+  p.arch = "test";
+  p.vocabSize = 100;
+  p.maxCacheLen = 8;
+  p.eosTokenIds = {2, 7};
+  p.caches.push_back({"k", {8, 2, 4}});
+  auto raw = [&](std::vector<int64_t> shape) {
+    p.weights.push_back({"raw" + std::to_string(p.weights.size()),
+                         WeightLayout::Raw, ElemType::F32, shape, 0, 0, 0});
+    return static_cast<int32_t>(p.weights.size() - 1);
+  };
+  auto packed = [&](std::vector<int64_t> shape) {
+    p.weights.push_back({"packed" + std::to_string(p.weights.size()),
+                         WeightLayout::PackedF32, ElemType::F32, shape, 0, 0,
+                         0});
+    return static_cast<int32_t>(p.weights.size() - 1);
+  };
+  FunctionPlan f;
+  f.name = "decode";
+  for (int i = 0; i < 8; ++i)
+    f.values.push_back({ValueInfo::Kind::Temp, ElemType::F32, {}, -1});
+  auto step = [&](StepConfig c, std::vector<int32_t> ops,
+                  std::vector<int32_t> res, std::vector<int32_t> w,
+                  std::string kernel = "") {
+    Step s;
+    s.config = std::move(c);
+    s.operands = std::move(ops);
+    s.results = std::move(res);
+    s.weights = std::move(w);
+    s.kernel = std::move(kernel);
+    s.location = std::string("op ") + opName(s.op());
+    f.steps.push_back(std::move(s));
+  };
+  step(steps::Embedding{}, {0}, {1}, {raw({100, 4})});
+  step(steps::RMSNorm{1e-5}, {1}, {2}, {raw({4})});
+  steps::Linear lin;
+  lin.norm = lin.bias = lin.gated = lin.residual = true;
+  lin.activation = 2;
+  lin.normEpsilon = 1e-6;
+  lin.inputQuant = {2, 32, 0.5};
+  lin.inputRound = 1;
+  lin.outputRound = 2;
+  step(lin, {1, 2}, {3}, {packed({8, 4}), raw({8}), raw({4})});
+  step(steps::Copy{1, {1, 3}}, {3}, {4, 5}, {});
+  step(steps::Rope{4, 2, 1.25, {1.0, 0.5}}, {1, 0}, {2}, {});
+  step(steps::CacheUpdate{}, {6, 0, 2}, {6}, {});
+  step(steps::Attention{16, true, 0.125}, {1, 2, 3, 0}, {4}, {});
+  step(steps::MLAAttention{true, 0.25}, {1, 2, 3, 4, 0}, {5},
+       {packed({4, 4}), packed({4, 4}), raw({2, 2})});
+  steps::Router r;
+  r.numExperts = 8;
+  r.topK = 2;
+  r.nGroup = 4;
+  r.topkGroup = 2;
+  r.sigmoid = r.groupScoreMax = r.normTopkProb = r.bias = true;
+  r.kept = {0, 3, 5};
+  r.normEpsilon = 1e-20;
+  r.scalingFactor = 2.5;
+  step(r, {1}, {2, 3}, {packed({8, 4}), raw({8})});
+  steps::MoE m;
+  m.intermediate = 6;
+  m.activation = 3;
+  m.inputQuant = {0, 0, 0.0};
+  m.hiddenQuant = {4, 128, 0.75};
+  m.inputRound = 2;
+  m.outputRound = 1;
+  step(m, {1, 2, 3}, {4}, {packed({2, 12, 4}), packed({2, 4, 6})});
+  step(steps::Elementwise{{1, 0, 1}}, {1, 2}, {3}, {}, "ew0");
+  step(steps::Alias{}, {3}, {4}, {});
+  step(steps::Generated{steps::Generated::RMSNorm, 3e-6}, {1}, {2}, {raw({4})},
+       "rms0");
+  p.functions.push_back(std::move(f));
+  return p;
+}
+
+} // namespace
+
+TEST(Plan, EveryStepKindRoundTripsFieldByField) {
+  ModelPlan plan = everyKind();
+  TargetInfo target{"x86_64-unknown-linux-gnu",
+                    "sapphirerapids",
+                    "+avx2",
+                    {"avx2", "fma", "avx512f"}};
+  absl::StatusOr<ModelPlan> back =
+      planFromJson(planToJson(plan, target), &target);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->eosTokenIds, plan.eosTokenIds);
+  EXPECT_EQ(target.requiredIsa,
+            (std::vector<std::string>{"avx2", "fma", "avx512f"}));
+  const auto &a = plan.functions[0].steps, &b = back->functions[0].steps;
+  ASSERT_EQ(a.size(), b.size());
+  // Every kind is present once, in OpCode order.
+  ASSERT_EQ(a.size(), std::variant_size_v<StepConfig>);
+  for (size_t i = 0; i < a.size(); ++i) {
+    SCOPED_TRACE(opName(a[i].op()));
+    EXPECT_EQ(static_cast<size_t>(a[i].op()), i);
+    ASSERT_EQ(a[i].op(), b[i].op());
+    EXPECT_EQ(a[i].operands, b[i].operands);
+    EXPECT_EQ(a[i].results, b[i].results);
+    EXPECT_EQ(a[i].weights, b[i].weights);
+    EXPECT_EQ(a[i].kernel, b[i].kernel);
+    EXPECT_EQ(a[i].location, b[i].location);
+    std::visit(
+        [&](const auto &x) {
+          using T = std::decay_t<decltype(x)>;
+          EXPECT_TRUE(fields(x) == fields(b[i].as<T>()));
+        },
+        a[i].config);
+  }
+}
+
+TEST(Plan, AnotherFormatVersionIsRefusedNamingBoth) {
+  ModelPlan plan = everyKind();
+  nlohmann::json j = nlohmann::json::parse(planToJson(plan, TargetInfo()));
+  EXPECT_EQ(j["format_version"], kArtifactFormatVersion);
+  j["format_version"] = kArtifactFormatVersion + 1;
+  absl::StatusOr<ModelPlan> newer = planFromJson(j.dump());
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(std::string(newer.status().message())
+                .find("format version is " +
+                      std::to_string(kArtifactFormatVersion + 1) +
+                      "; this runtime reads version " +
+                      std::to_string(kArtifactFormatVersion)),
+            std::string::npos)
+      << newer.status();
+  j.erase("format_version");
+  absl::StatusOr<ModelPlan> none = planFromJson(j.dump());
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(std::string(none.status().message()).find("no format version"),
+            std::string::npos);
+}
+
+TEST(Plan, OutOfRangeConfigurationsAreRefused) {
+  auto refuses = [](auto mutate, const char *what) {
+    ModelPlan plan = everyKind();
+    mutate(plan.functions[0].steps);
+    absl::StatusOr<ModelPlan> r = planFromJson(planToJson(plan, TargetInfo()));
+    EXPECT_FALSE(r.ok()) << what;
+  };
+  refuses([](auto &s) { s[2].template as<steps::Linear>().outputRound = 3; },
+          "rounding");
+  refuses([](auto &s) { s[2].template as<steps::Linear>().activation = 9; },
+          "activation");
+  refuses([](auto &s) { s[2].template as<steps::Linear>().bias = false; },
+          "weights not matching the flags");
+  refuses([](auto &s) { s[3].template as<steps::Copy>().sizes.pop_back(); },
+          "split pieces");
+  refuses([](auto &s) { s[4].template as<steps::Rope>().invFreq.push_back(1); },
+          "rope frequencies");
+  refuses([](auto &s) { s[8].template as<steps::Router>().topK = 0; },
+          "router top-k");
+  refuses(
+      [](auto &s) { s[9].template as<steps::MoE>().hiddenQuant.storage = 9; },
+      "quant storage");
+}
