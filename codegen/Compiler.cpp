@@ -104,8 +104,8 @@ mlir::ds::jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
 #include "dialects/InitAllDialects.h"
 #include "ds/runtime.h"
 #include "frontends/HF/Importer.h"
-#include "interpreter/Interpreter.h"
 #include "passes/Pipelines/Pipelines.h"
+#include "weights/Weights.h"
 
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"

@@ -8,6 +8,8 @@
 
 #include "interpreter/Interpreter.h"
 
+#include "ds/support/ReferenceKernels.h"
+
 #include "dialects/DS/IR/DSOps.h"
 #include "dialects/DS/IR/DSQuant.h"
 
@@ -34,27 +36,6 @@ namespace {
 // Element helpers
 //===----------------------------------------------------------------------===//
 
-/// The storage dtype that models `type`'s precision.
-DType storageDType(Type type) {
-  if (type.isF16())
-    return DType::F16;
-  if (type.isBF16())
-    return DType::BF16;
-  if (isa<Float8E4M3FNType>(type))
-    return DType::F8E4M3;
-  return DType::F32;
-}
-
-Type elementType(Value v) {
-  if (auto q = dyn_cast<QTensorType>(v.getType()))
-    return q.getExpressedType();
-  if (auto sp = dyn_cast<Sparse24Type>(v.getType()))
-    return sp.getElementType();
-  if (auto shaped = dyn_cast<ShapedType>(v.getType()))
-    return shaped.getElementType();
-  return v.getType();
-}
-
 /// Quantizes `x` in place as `scheme` says and keeps the dequantized values
 /// (what a GEMM on the quantized activation computes with).
 void fakeQuantize(Tensor &x, ActQuantAttr scheme) {
@@ -71,19 +52,6 @@ void fakeQuantize(Tensor &x, ActQuantAttr scheme) {
                 static_cast<float>(scheme.getScale().convertToDouble()))
           : ::ds::quantize(x.f.data(), shape, q);
   x.f = ::ds::dequantize(t);
-}
-
-/// Rounds a float tensor to the precision of `v`'s element type. Values of
-/// !ds.qtensor type are not rounded: (q - zero) * scale is kept exactly in
-/// f32, as a kernel that scales its integer GEMM result in f32 computes.
-void roundTo(Tensor &t, Value v) {
-  if (isa<QTensorType>(v.getType()))
-    return;
-  DType d = storageDType(elementType(v));
-  if (t.isInt || d == DType::F32)
-    return;
-  for (float &x : t.f)
-    x = ::ds::roundToDType(x, d);
 }
 
 float activate(Activation kind, float x) {
@@ -311,39 +279,7 @@ Tensor combineKernel(const Tensor &y, const Tensor &weights,
   return out;
 }
 
-/// Causal attention of one (batch, query) pair for every head. `key(j, h)`
-/// and `value(j, h)` return pointers to row j of KV head h.
-template <typename KeyFn, typename ValueFn>
-void attendOne(const float *q, int64_t heads, int64_t kvHeads, int64_t d,
-               int64_t dv, int64_t pos, int64_t window, double scale, KeyFn key,
-               ValueFn value, float *out) {
-  int64_t group = heads / kvHeads;
-  int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
-  std::vector<double> scores(pos + 1);
-  for (int64_t h = 0; h < heads; ++h) {
-    int64_t kvh = h / group;
-    double mx = -std::numeric_limits<double>::infinity();
-    for (int64_t j = first; j <= pos; ++j) {
-      const float *kj = key(j, kvh);
-      double dot = 0;
-      for (int64_t c = 0; c < d; ++c)
-        dot += static_cast<double>(q[h * d + c]) * kj[c];
-      scores[j] = dot * scale;
-      mx = std::max(mx, scores[j]);
-    }
-    double sum = 0;
-    for (int64_t j = first; j <= pos; ++j) {
-      scores[j] = std::exp(scores[j] - mx);
-      sum += scores[j];
-    }
-    for (int64_t c = 0; c < dv; ++c) {
-      double acc = 0;
-      for (int64_t j = first; j <= pos; ++j)
-        acc += scores[j] * value(j, kvh)[c];
-      out[h * dv + c] = static_cast<float>(acc / sum);
-    }
-  }
-}
+using ::ds::reference::attendOne;
 
 //===----------------------------------------------------------------------===//
 // The evaluator
@@ -363,7 +299,7 @@ private:
     return values.find(v.getAsOpaquePointer())->second;
   }
   void set(Value v, Tensor t) {
-    roundTo(t, v);
+    roundToValueType(t, v);
     if (const ValueObserver &o = interp.getValueObserver())
       o(v, t);
     values[v.getAsOpaquePointer()] = std::move(t);
@@ -435,7 +371,7 @@ LogicalResult Evaluator::evalRope(RopeOp op) {
   SmallVector<float> invFreq = rope.computeInvFreq();
   float scaling = static_cast<float>(rope.getAttentionScaling());
   Tensor y = x;
-  DType store = storageDType(elementType(op.getInput()));
+  DType store = storageDType(expressedElementType(op.getInput()));
   std::vector<float> cosv(half), sinv(half);
   for (int64_t t = 0; t < tokens; ++t) {
     float p = static_cast<float>(pos.i[t]);
@@ -508,7 +444,7 @@ LogicalResult Evaluator::evalMLA(MLAAttentionOp op) {
   // Expand the latent: kv = c_kv kv_bᵀ, rounded to the activation type as
   // the unabsorbed HF path does; K = [k_nope, k_pe], V.
   Tensor kv = linearKernel(ckv, kvb, nullptr); // [B, T, H*(dn+dv)]
-  roundTo(kv, op.getCKv());
+  roundToValueType(kv, op.getCKv());
   int64_t dk = dn + dr;
   std::vector<float> keys(b * t * h * dk), vals(b * t * h * dv);
   for (int64_t bt = 0; bt < b * t; ++bt)
@@ -552,7 +488,7 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   x.shape = {x.numElements() / h, h};
   Value in = op.getInput();
   Tensor logits = linearKernel(x, get(op.getRouterWeight()), nullptr);
-  roundTo(logits, in);
+  roundToValueType(logits, in);
   const Tensor *bias = op.getScoreBias() ? &get(op.getScoreBias()) : nullptr;
   RoutingAttr routing = op.getRouting();
   FailureOr<Routing> routed = route(op, logits, bias, routing);
@@ -563,35 +499,35 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   Activation act = op.getActivation();
   Tensor g = groupedMatmulKernel(d.sorted, get(op.getExpertGate()), d.offsets);
   Tensor u = groupedMatmulKernel(d.sorted, get(op.getExpertUp()), d.offsets);
-  roundTo(g, in);
-  roundTo(u, in);
+  roundToValueType(g, in);
+  roundToValueType(u, in);
   for (size_t i = 0; i < g.f.size(); ++i)
     g.f[i] = activate(act, g.f[i]) * u.f[i];
-  roundTo(g, in);
+  roundToValueType(g, in);
   Tensor down = groupedMatmulKernel(g, get(op.getExpertDown()), d.offsets);
-  roundTo(down, in);
+  roundToValueType(down, in);
   Tensor y = combineKernel(down, r.weights, d.rows);
-  roundTo(y, in);
+  roundToValueType(y, in);
   if (op.getSharedGate()) {
     Tensor sg = linearKernel(x, get(op.getSharedGate()), nullptr);
     Tensor su = linearKernel(x, get(op.getSharedUp()), nullptr);
-    roundTo(sg, in);
-    roundTo(su, in);
+    roundToValueType(sg, in);
+    roundToValueType(su, in);
     for (size_t i = 0; i < sg.f.size(); ++i)
       sg.f[i] = activate(act, sg.f[i]) * su.f[i];
-    roundTo(sg, in);
+    roundToValueType(sg, in);
     Tensor shared = linearKernel(sg, get(op.getSharedDown()), nullptr);
-    roundTo(shared, in);
+    roundToValueType(shared, in);
     if (op.getSharedExpertGate()) {
       Tensor gl = linearKernel(x, get(op.getSharedExpertGate()), nullptr);
-      roundTo(gl, in);
+      roundToValueType(gl, in);
       for (int64_t t = 0; t < x.shape[0]; ++t) {
         float gate = ::ds::roundToDType(activate(Activation::sigmoid, gl.f[t]),
-                                        storageDType(elementType(in)));
+                                        storageDType(expressedElementType(in)));
         for (int64_t c = 0; c < h; ++c)
           shared.f[t * h + c] *= gate;
       }
-      roundTo(shared, in);
+      roundToValueType(shared, in);
     }
     for (size_t i = 0; i < y.f.size(); ++i)
       y.f[i] += shared.f[i];
@@ -607,9 +543,9 @@ LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
   if (op.getNormWeight()) {
     x = rmsNormKernel(x, get(op.getNormWeight()),
                       op.getNormEpsilon()->convertToDouble(),
-                      storageDType(elementType(in)));
+                      storageDType(expressedElementType(in)));
     // ds.rms_norm's result is stored in the input type.
-    roundTo(x, in);
+    roundToValueType(x, in);
   }
   observeGemmInput(op, op.getWeight(), x);
   if (ActQuantAttr quant = op.getInputQuantAttr())
@@ -620,15 +556,15 @@ LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
   if (op.getActivation())
     act = *op.getActivation();
   if (op.getGated()) {
-    roundTo(y, op.getResult());
+    roundToValueType(y, op.getResult());
     y = gluKernel(y, *act);
   } else if (act) {
-    roundTo(y, op.getResult());
+    roundToValueType(y, op.getResult());
     for (float &v : y.f)
       v = activate(*act, v);
   }
   if (op.getResidual()) {
-    roundTo(y, op.getResult());
+    roundToValueType(y, op.getResult());
     const Tensor &r = get(op.getResidual());
     for (size_t i = 0; i < y.f.size(); ++i)
       y.f[i] = r.f[i] + y.f[i];
@@ -650,13 +586,13 @@ LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
   if (ActQuantAttr quant = op.getInputQuantAttr())
     fakeQuantize(d.sorted, quant);
   Tensor gu = groupedMatmulKernel(d.sorted, gateUp, d.offsets);
-  roundTo(gu, in);
+  roundToValueType(gu, in);
   Tensor h = gluKernel(gu, op.getActivation());
-  roundTo(h, in);
+  roundToValueType(h, in);
   if (ActQuantAttr quant = op.getHiddenQuantAttr())
     fakeQuantize(h, quant);
   Tensor down = groupedMatmulKernel(h, get(op.getDown()), d.offsets);
-  roundTo(down, in);
+  roundToValueType(down, in);
   set(op.getResult(), combineKernel(down, get(op.getWeights()), d.rows));
   return success();
 }
@@ -850,24 +786,10 @@ LogicalResult Evaluator::evalFusedElementwise(FusedElementwiseOp op) {
 
 LogicalResult Evaluator::evalConcat(ValueRange inputs, int64_t axis,
                                     Value result) {
-  SmallVector<int64_t> shape = get(inputs[0]).shape;
-  int64_t total = 0;
+  SmallVector<const Tensor *> parts;
   for (Value in : inputs)
-    total += get(in).shape[axis];
-  shape[axis] = total;
-  Tensor out = Tensor::floats(shape);
-  int64_t outer = product(shape, 0, axis);
-  int64_t inner = product(shape, axis + 1, shape.size());
-  int64_t offset = 0;
-  for (Value in : inputs) {
-    const Tensor &x = get(in);
-    int64_t size = x.shape[axis];
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(&x.f[o * size * inner], size * inner,
-                  &out.f[(o * total + offset) * inner]);
-    offset += size;
-  }
-  set(result, std::move(out));
+    parts.push_back(&get(in));
+  set(result, concatenate(parts, axis));
   return success();
 }
 
@@ -913,7 +835,7 @@ LogicalResult Evaluator::eval(Operation *op) {
         set(n.getResult(),
             rmsNormKernel(get(n.getInput()), get(n.getWeight()),
                           n.getEpsilon().convertToDouble(),
-                          storageDType(elementType(n.getInput()))));
+                          storageDType(expressedElementType(n.getInput()))));
         return success();
       })
       .Case([&](LinearOp l) -> LogicalResult {
@@ -1268,258 +1190,8 @@ FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
 } // namespace
 
 //===----------------------------------------------------------------------===//
-// CheckpointWeights
-//===----------------------------------------------------------------------===//
-
-FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
-  std::string key = op.getName().str();
-  llvm::raw_string_ostream keyStream(key);
-  keyStream << " " << op.getType();
-  // Bind the optional first: ranging over *op.getSelect() would dangle.
-  if (std::optional<ArrayRef<int64_t>> select = op.getSelect())
-    for (int64_t i : *select)
-      key += "#" + std::to_string(i);
-  auto it = cache.find(key);
-  if (it != cache.end())
-    return it->second;
-  if (auto sparse = dyn_cast<Sparse24Type>(op.getType())) {
-    FailureOr<Tensor> t = loadSparse(op, sparse);
-    if (succeeded(t))
-      cache[key] = *t;
-    return t;
-  }
-  if (auto qtype = dyn_cast<QTensorType>(op.getType())) {
-    FailureOr<Tensor> t = loadQuantized(op, qtype);
-    if (succeeded(t))
-      cache[key] = *t;
-    return t;
-  }
-  auto type = cast<RankedTensorType>(op.getType());
-  SmallVector<std::string> names;
-  SmallVector<int64_t> sliceShape(type.getShape());
-  if (op.isStacked()) {
-    for (int64_t e = 0; e < type.getDimSize(0); ++e)
-      names.push_back(op.getExpertName(op.getSourceIndex(e)));
-    sliceShape.erase(sliceShape.begin());
-  } else {
-    names.push_back(op.getName().str());
-  }
-  Tensor t = Tensor::floats(type.getShape());
-  if (op.getSelect() && !op.isStacked()) {
-    // Rows `select` of one tensor.
-    const ::ds::TensorView *view = checkpoint.find(op.getName().str());
-    if (!view)
-      return op.emitError()
-             << "weight '" << op.getName() << "' is not in the checkpoint";
-    int64_t rowSize = product(sliceShape, 1, sliceShape.size());
-    if (view->shape.empty() ||
-        ArrayRef<int64_t>(view->shape).drop_front() !=
-            ArrayRef<int64_t>(sliceShape).drop_front() ||
-        !::ds::isFloatDType(view->dtype) ||
-        (view->dtype == ::ds::DType::F8E4M3 &&
-         !isa<Float8E4M3FNType>(type.getElementType())))
-      return op.emitError() << "weight '" << op.getName()
-                            << "' does not have the selected rows' shape";
-    for (int64_t i = 0; i < type.getDimSize(0); ++i) {
-      int64_t src = op.getSourceIndex(i);
-      if (src >= view->shape[0])
-        return op.emitError()
-               << "select index " << src << " is outside '" << op.getName()
-               << "' (" << view->shape[0] << " rows)";
-      for (int64_t c = 0; c < rowSize; ++c)
-        t.f[i * rowSize + c] = view->floatAt(src * rowSize + c);
-    }
-    roundTo(t, op.getResult());
-    return t;
-  }
-  int64_t sliceSize = product(sliceShape, 0, sliceShape.size());
-  for (auto [e, name] : llvm::enumerate(names)) {
-    const ::ds::TensorView *view = checkpoint.find(name);
-    if (!view)
-      return op.emitError()
-             << "weight '" << name << "' is not in the checkpoint";
-    if (ArrayRef<int64_t>(view->shape) != ArrayRef<int64_t>(sliceShape)) {
-      InFlightDiagnostic diag = op.emitError() << "weight '" << name << "' in "
-                                               << view->file << " has shape [";
-      llvm::interleaveComma(view->shape, diag);
-      diag << "], the IR expects [";
-      llvm::interleaveComma(sliceShape, diag);
-      return diag << "]";
-    }
-    if (!::ds::isFloatDType(view->dtype))
-      return op.emitError() << "weight '" << name << "' has integer dtype "
-                            << std::string(::ds::dtypeName(view->dtype))
-                            << "; quantized weights are !ds.qtensor params";
-    if (view->dtype == ::ds::DType::F8E4M3 &&
-        !isa<Float8E4M3FNType>(type.getElementType()))
-      return op.emitError() << "weight '" << name
-                            << "' is FP8 e4m3; read it as a !ds.qtensor with "
-                               "its scales";
-    for (int64_t i = 0; i < sliceSize; ++i)
-      t.f[e * sliceSize + i] = view->floatAt(i);
-  }
-  roundTo(t, op.getResult());
-  cache[key] = t;
-  return t;
-}
-
-FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
-                                                   QTensorType type) {
-  ::ds::QScheme scheme = getQScheme(type);
-  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-  std::vector<int64_t> slice = shape;
-  SmallVector<int64_t> sources = {-1};
-  if (op.isStacked()) {
-    // Experts are quantized one by one: drop the expert axis.
-    slice.erase(slice.begin());
-    scheme.block.erase(scheme.block.begin());
-    sources.clear();
-    for (int64_t e = 0; e < shape[0]; ++e)
-      sources.push_back(op.getSourceIndex(e));
-  }
-  std::vector<int64_t> scales = ::ds::scaleShape(slice, scheme.block);
-  // Finds `pattern` (expert `src`) with the expected dtype and shape.
-  auto find = [&](StringRef pattern, int64_t src, ::ds::DType dtype,
-                  const std::vector<int64_t> &want,
-                  StringRef what) -> FailureOr<const ::ds::TensorView *> {
-    std::string name =
-        src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
-    const ::ds::TensorView *view = checkpoint.find(name);
-    if (!view)
-      return op.emitError()
-             << what << " '" << name << "' is not in the checkpoint";
-    if (view->dtype != dtype || view->shape != want) {
-      InFlightDiagnostic diag =
-          op.emitError() << what << " '" << name << "' in " << view->file
-                         << " is " << std::string(::ds::dtypeName(view->dtype))
-                         << " [";
-      llvm::interleaveComma(view->shape, diag);
-      diag << "], the IR expects " << std::string(::ds::dtypeName(dtype))
-           << " [";
-      llvm::interleaveComma(want, diag);
-      return diag << "]";
-    }
-    return view;
-  };
-  Tensor t = Tensor::floats(type.getShape());
-  int64_t sliceSize = product(slice, 0, slice.size());
-  for (auto [i, src] : llvm::enumerate(sources)) {
-    auto values = find(op.getName(), src, ::ds::storageDType(scheme.storage),
-                       ::ds::storageShape(slice, scheme.storage), "weight");
-    auto scaleView =
-        find(*op.getScales(), src, ::ds::DType::F32, scales, "scales");
-    if (failed(values) || failed(scaleView))
-      return failure();
-    ::ds::QuantizedTensor q;
-    q.shape = slice;
-    q.scheme = scheme;
-    q.values = ::ds::decodeValues((*values)->data, slice, scheme.storage);
-    for (int64_t j = 0; j < (*scaleView)->numElements(); ++j)
-      q.scales.push_back((*scaleView)->floatAt(j));
-    if (std::optional<StringRef> zp = op.getZeroPoints()) {
-      auto zeroView = find(*zp, src, ::ds::DType::U8, scales, "zero_points");
-      if (failed(zeroView))
-        return failure();
-      for (int64_t j = 0; j < (*zeroView)->numElements(); ++j)
-        q.zeros.push_back(static_cast<float>((*zeroView)->intAt(j)));
-    }
-    std::vector<float> deq = ::ds::dequantize(q);
-    std::copy(deq.begin(), deq.end(), t.f.begin() + i * sliceSize);
-  }
-  roundTo(t, op.getResult());
-  return t;
-}
-
-FailureOr<Tensor> CheckpointWeights::loadSparse(ParamOp op, Sparse24Type type) {
-  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-  std::vector<int64_t> slice = shape;
-  SmallVector<int64_t> sources = {-1};
-  if (op.isStacked()) {
-    slice.erase(slice.begin());
-    sources.clear();
-    for (int64_t e = 0; e < shape[0]; ++e)
-      sources.push_back(op.getSourceIndex(e));
-  }
-  int64_t k = slice.back();
-  int64_t rows = product(slice, 0, slice.size()) / k;
-  std::vector<int64_t> valuesShape = slice, metaShape = slice;
-  valuesShape.back() = k / 2;
-  metaShape.back() = (k / 4 + 1) / 2;
-  ::ds::DType valueType = storageDType(type.getElementType());
-  Tensor t = Tensor::floats(type.getShape());
-  for (auto [i, src] : llvm::enumerate(sources)) {
-    const ::ds::TensorView *views[2];
-    for (auto [j, pattern, dtype, want, what] :
-         {std::tuple<int, StringRef, ::ds::DType, std::vector<int64_t> *,
-                     StringRef>{0, op.getName(), valueType, &valuesShape,
-                                "values"},
-          {1, *op.getMeta(), ::ds::DType::U8, &metaShape, "meta"}}) {
-      std::string name =
-          src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
-      const ::ds::TensorView *view = checkpoint.find(name);
-      if (!view)
-        return op.emitError() << "2:4 " << what << " '" << name
-                              << "' is not in the checkpoint";
-      if (view->dtype != dtype || view->shape != *want)
-        return op.emitError()
-               << "2:4 " << what << " '" << name << "' in " << view->file
-               << " is " << std::string(::ds::dtypeName(view->dtype))
-               << " with " << view->numElements() << " elements, the IR "
-               << "expects " << std::string(::ds::dtypeName(dtype)) << " "
-               << product(*want, 0, want->size());
-      views[j] = view;
-    }
-    std::vector<float> values(views[0]->numElements());
-    for (size_t j = 0; j < values.size(); ++j)
-      values[j] = views[0]->floatAt(j);
-    std::vector<float> dense =
-        ::ds::decompress24(values.data(), views[1]->data, rows, k);
-    std::copy(dense.begin(), dense.end(), t.f.begin() + i * rows * k);
-  }
-  roundTo(t, op.getResult());
-  return t;
-}
-
-//===----------------------------------------------------------------------===//
 // Interpreter
 //===----------------------------------------------------------------------===//
-
-FailureOr<std::unique_ptr<::ds::Checkpoint>>
-mlir::ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
-                               std::string &error) {
-  auto files = module->getAttrOfType<ArrayAttr>("ds.weight_files");
-  if (path.empty()) {
-    // No checkpoint: fine for a module without weights, or whose weights
-    // all come from its ds.weight_files.
-    bool params = false;
-    module.walk([&](ParamOp) { params = true; });
-    if (params && !files) {
-      error = "the module's ds.param weights need a checkpoint (a model "
-              "directory or .safetensors file; --weights)";
-      return failure();
-    }
-  }
-  absl::StatusOr<std::unique_ptr<::ds::Checkpoint>> c =
-      path.empty() ? ::ds::Checkpoint::empty() : ::ds::Checkpoint::open(path);
-  if (!c.ok()) {
-    error = std::string(c.status().message());
-    return failure();
-  }
-  if (files) {
-    for (Attribute f : files) {
-      auto file = dyn_cast<StringAttr>(f);
-      if (!file) {
-        error = "ds.weight_files must list file names";
-        return failure();
-      }
-      if (absl::Status st = (*c)->addFile(file.str()); !st.ok()) {
-        error = std::string(st.message());
-        return failure();
-      }
-    }
-  }
-  return std::move(*c);
-}
 
 FailureOr<SmallVector<Tensor>> Interpreter::call(StringRef name,
                                                  ArrayRef<Tensor> args) {

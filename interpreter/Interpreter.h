@@ -14,7 +14,7 @@
 #define DS_INTERPRETER_INTERPRETER_H
 
 #include "ds/support/HostTensor.h"
-#include "ds/support/SafeTensors.h"
+#include "weights/Weights.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringMap.h"
@@ -24,69 +24,6 @@
 #include <vector>
 
 namespace mlir::ds {
-class ParamOp;
-class QTensorType;
-class Sparse24Type;
-
-/// A value during interpretation: row-major f32 data (float tensors) or i64
-/// data (integer and index tensors and scalars).
-struct Tensor {
-  SmallVector<int64_t> shape;
-  std::vector<float> f;
-  std::vector<int64_t> i;
-  bool isInt = false;
-
-  int64_t numElements() const {
-    int64_t n = 1;
-    for (int64_t d : shape)
-      n *= d;
-    return n;
-  }
-  static Tensor floats(ArrayRef<int64_t> shape) {
-    Tensor t;
-    t.shape.assign(shape.begin(), shape.end());
-    t.f.assign(t.numElements(), 0.0f);
-    return t;
-  }
-  static Tensor ints(ArrayRef<int64_t> shape) {
-    Tensor t;
-    t.shape.assign(shape.begin(), shape.end());
-    t.isInt = true;
-    t.i.assign(t.numElements(), 0);
-    return t;
-  }
-};
-
-/// Supplies the data of ds.param ops.
-class WeightProvider {
-public:
-  virtual ~WeightProvider() = default;
-  /// Loads `op`'s tensor (all experts of a stacked param) as f32, or emits an
-  /// error at the op and fails.
-  virtual FailureOr<Tensor> load(ParamOp op) = 0;
-};
-
-/// Weights from a safetensors checkpoint, converted to f32 once and cached.
-class CheckpointWeights : public WeightProvider {
-public:
-  explicit CheckpointWeights(const ::ds::Checkpoint &checkpoint)
-      : checkpoint(checkpoint) {}
-  FailureOr<Tensor> load(ParamOp op) override;
-
-private:
-  FailureOr<Tensor> loadQuantized(ParamOp op, QTensorType type);
-  FailureOr<Tensor> loadSparse(ParamOp op, Sparse24Type type);
-
-  const ::ds::Checkpoint &checkpoint;
-  llvm::StringMap<Tensor> cache;
-};
-
-/// Opens the checkpoint `path` (directory or file) plus the files `module`
-/// lists in its `ds.weight_files` attribute (quantized weights ds-quantize
-/// wrote), or fails with a message.
-FailureOr<std::unique_ptr<::ds::Checkpoint>>
-openModuleCheckpoint(ModuleOp module, const std::string &path,
-                     std::string &error);
 
 /// Sees every routing decision: the routing op (ds.router, ds.fused_router
 /// or ds.moe), the selected expert indices [N, top_k] and the expert count.

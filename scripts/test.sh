@@ -3,7 +3,8 @@
 #   1. lit + FileCheck suites (test/lit) and GoogleTest binaries (as lit tests),
 #   2. the runtime configured, built and tested with DS_BUILD_COMPILER=OFF,
 #   3. the runtime built with ASan + UBSan, its tests run on compiled
-#      artifacts (AVX-512 and AVX2 paths),
+#      artifacts (AVX-512 and AVX2 paths), and built with TSan, its batcher,
+#      session and C API tests run on a compiled artifact,
 #   4. install + an out-of-tree plugin built with find_package(DS) and loaded
 #      into the installed ds-opt.
 # Ends with one line "N passed, N failed". DS_SANITIZE=1 runs it all under
@@ -80,6 +81,30 @@ runtime_sanitized() {
 }
 if [[ "${DS_SANITIZE:-0}" != 1 ]]; then
   step "runtime under ASan + UBSan: unit tests, batch invariance on AVX-512 and AVX2" runtime_sanitized
+fi
+
+# The runtime built with ThreadSanitizer: the batcher's stress tests
+# (64 submitter threads, cancellation of 100 of 1000 requests, streaming),
+# sessions split over worker threads and the C API, on a compiled artifact.
+runtime_tsan() {
+  local dir="$DS_BUILD_DIR/runtime-tsan" art="$DS_BUILD_DIR/runtime-tsan/art"
+  TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}" \
+    bash -c '
+    set -e
+    cmake -S "$1" -B "$2" -G Ninja -DDS_BUILD_COMPILER=OFF -DDS_ENABLE_TSAN=ON \
+      -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
+      -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+    cmake --build "$2" -j "$4" --target ds-runtime-tests >/dev/null
+    rm -rf "$3" && mkdir -p "$3"
+    "$5/bin/ds-make-tiny-model" --arch deepseek_v3 --out "$3/m" --seed 3 --init-std 0.02 >/dev/null
+    "$5/bin/ds-compile" "$3/m" --optimize "quantize=int8" --max-cache-len 32 -o "$3/m.dsa" >/dev/null
+    DS_TEST_ARTIFACT="$3/m.dsa" "$2/unittests/ds-runtime-tests" --gtest_brief=1 \
+      --gtest_filter="Batcher*:Session*:CApi*:ThreadPool*:MoEExperts*"
+  ' _ "$DS_ROOT" "$dir" "$art" "$DS_JOBS" "$DS_BUILD_DIR"
+}
+if [[ "${DS_SANITIZE:-0}" != 1 ]]; then
+  step "runtime under ThreadSanitizer: batcher, cancellation, sessions, C API" runtime_tsan
 fi
 
 out_of_tree_plugin() {

@@ -4,7 +4,7 @@
 #include "dialects/DS/IR/DSOps.h"
 #include "dialects/DS/IR/DSQuant.h"
 #include "ds/rt/Kernels.h"
-#include "interpreter/Interpreter.h"
+#include "weights/Weights.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -506,45 +506,7 @@ private:
 
   /// The f32 value of a weight expression: params (dequantized or
   /// decompressed as the interpreter loads them) and concats of them.
-  FailureOr<Tensor> evaluate(Value v) {
-    Operation *def = v.getDefiningOp();
-    if (auto p = dyn_cast_or_null<ParamOp>(def))
-      return provider.load(p);
-    int64_t axis = -1;
-    if (auto c = dyn_cast_or_null<tensor::ConcatOp>(def))
-      axis = c.getDim();
-    else if (auto c = dyn_cast_or_null<ConcatWeightsOp>(def))
-      axis = c.getAxis();
-    if (axis < 0) {
-      if (def)
-        return def->emitError("the CPU backend needs this weight at compile "
-                              "time (a ds.param or a concat of them)");
-      return failure();
-    }
-    SmallVector<Tensor> parts;
-    for (Value in : def->getOperands()) {
-      FailureOr<Tensor> t = evaluate(in);
-      if (failed(t))
-        return failure();
-      parts.push_back(std::move(*t));
-    }
-    SmallVector<int64_t> shape = parts[0].shape;
-    shape[axis] = 0;
-    for (const Tensor &t : parts)
-      shape[axis] += t.shape[axis];
-    Tensor out = Tensor::floats(shape);
-    int64_t outer = 1;
-    for (int64_t d = 0; d < axis; ++d)
-      outer *= shape[d];
-    int64_t at = 0, width = out.numElements() / std::max<int64_t>(outer, 1);
-    for (const Tensor &t : parts) {
-      int64_t piece = t.numElements() / std::max<int64_t>(outer, 1);
-      for (int64_t o = 0; o < outer; ++o)
-        std::copy_n(&t.f[o * piece], piece, &out.f[o * width + at]);
-      at += piece;
-    }
-    return out;
-  }
+  FailureOr<Tensor> evaluate(Value v) { return evaluateWeight(v, provider); }
 
   CheckpointWeights provider;
   const ::ds::Checkpoint &checkpoint;

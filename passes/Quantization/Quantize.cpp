@@ -11,9 +11,9 @@
 
 #include "dialects/DS/IR/DSOps.h"
 #include "dialects/DS/IR/DSQuant.h"
-#include "interpreter/Interpreter.h"
 #include "passes/Passes.h"
 #include "passes/Utils/WeightRewriter.h"
+#include "weights/Weights.h"
 
 #include "ds/support/Quant.h"
 #include "ds/support/SafeTensors.h"

@@ -149,26 +149,10 @@ FailureOr<Tensor> WeightRewriter::evaluate(const WeightSources &sources) {
   }
   if (parts.size() == 1)
     return parts.front();
-  int64_t axis = sources.axis;
-  SmallVector<int64_t> shape = parts.front().shape;
-  shape[axis] = 0;
+  SmallVector<const Tensor *> ptrs;
   for (const Tensor &t : parts)
-    shape[axis] += t.shape[axis];
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d)
-    outer *= shape[d];
-  for (size_t d = axis + 1; d < shape.size(); ++d)
-    inner *= shape[d];
-  Tensor out = Tensor::floats(shape);
-  int64_t offset = 0;
-  for (const Tensor &t : parts) {
-    int64_t n = t.shape[axis];
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(&t.f[o * n * inner], n * inner,
-                  &out.f[(o * shape[axis] + offset) * inner]);
-    offset += n;
-  }
-  return out;
+    ptrs.push_back(&t);
+  return concatenate(ptrs, sources.axis);
 }
 
 FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,

@@ -14,7 +14,7 @@
 #define DS_PASSES_UTILS_WEIGHTREWRITER_H
 
 #include "dialects/DS/IR/DSOps.h"
-#include "interpreter/Interpreter.h"
+#include "weights/Weights.h"
 
 #include "ds/support/SafeTensors.h"
 

@@ -1,7 +1,8 @@
 //===- KernelsTest.cpp - the runtime's kernels against references ---------===//
 //
-// Each kernel is compared with a double-precision port of the reference
-// interpreter's kernel (interpreter/Interpreter.cpp) on seeded random inputs.
+// Each kernel is compared with the reference interpreter's kernel on seeded
+// random inputs: attention runs the interpreter's own code
+// (ds/support/ReferenceKernels.h), the others double-precision ports of it.
 // The references use a plain [batch, T, ...] cache gathered from the slots.
 //
 //===----------------------------------------------------------------------===//
@@ -10,6 +11,8 @@
 #include "../src/kernels/Math.h"
 #include "ds/rt/ThreadPool.h"
 #include "ds/support/DType.h"
+
+#include "ds/support/ReferenceKernels.h"
 
 #include <gtest/gtest.h>
 
@@ -87,39 +90,8 @@ double refActivate(Act act, double x) {
 constexpr Act kActs[] = {Act::Silu, Act::Gelu, Act::GeluTanh, Act::Relu,
                          Act::Sigmoid};
 
-/// The interpreter's attendOne, in double.
-void refAttendOne(const float *q, int64_t heads, int64_t kvHeads, int64_t d,
-                  int64_t dv, int64_t pos, int64_t window, double scale,
-                  const std::function<const double *(int64_t, int64_t)> &key,
-                  const std::function<const double *(int64_t, int64_t)> &value,
-                  double *out) {
-  int64_t group = heads / kvHeads;
-  int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
-  std::vector<double> scores(pos + 1);
-  for (int64_t h = 0; h < heads; ++h) {
-    int64_t kvh = h / group;
-    double mx = -std::numeric_limits<double>::infinity();
-    for (int64_t j = first; j <= pos; ++j) {
-      const double *kj = key(j, kvh);
-      double dot = 0;
-      for (int64_t c = 0; c < d; ++c)
-        dot += static_cast<double>(q[h * d + c]) * kj[c];
-      scores[j] = dot * scale;
-      mx = std::max(mx, scores[j]);
-    }
-    double sum = 0;
-    for (int64_t j = first; j <= pos; ++j) {
-      scores[j] = std::exp(scores[j] - mx);
-      sum += scores[j];
-    }
-    for (int64_t c = 0; c < dv; ++c) {
-      double acc = 0;
-      for (int64_t j = first; j <= pos; ++j)
-        acc += scores[j] * value(j, kvh)[c];
-      out[h * dv + c] = acc / sum;
-    }
-  }
-}
+/// The interpreter's attendOne (the same code), on double keys and values.
+using ::ds::reference::attendOne;
 
 /// Gathers slot slots[b] of a [numSlots, maxLen, row] cache into a plain
 /// [batch, maxLen, row] cache, as the interpreter's cache is laid out.
@@ -142,7 +114,7 @@ refAttention(const std::vector<float> &q, int64_t b, int64_t s, int64_t hq,
   std::vector<double> o(b * s * hq * dv);
   for (int64_t bi = 0; bi < b; ++bi)
     for (int64_t si = 0; si < s; ++si)
-      refAttendOne(
+      attendOne(
           &q[((bi * s + si) * hq) * d], hq, hkv, d, dv, pos[bi * s + si],
           window, scale,
           [&](int64_t j, int64_t h) {
@@ -191,7 +163,7 @@ refMla(const std::vector<float> &qn, const std::vector<float> &qp, int64_t b,
         std::copy_n(&qp[((bi * s + si) * h + hi) * dr], dr,
                     &query[hi * dk + dn]);
       }
-      refAttendOne(
+      attendOne(
           query.data(), h, h, dk, dv, pos[bi * s + si], 0, scale,
           [&](int64_t j, int64_t hi) {
             return &keys[((bi * t + j) * h + hi) * dk];

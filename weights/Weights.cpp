@@ -1,0 +1,356 @@
+//===- Weights.cpp - checkpoints, ds.param loading, weight evaluation -----===//
+
+#include "weights/Weights.h"
+
+#include "dialects/DS/IR/DSOps.h"
+#include "dialects/DS/IR/DSQuant.h"
+
+#include "ds/support/Quant.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+#include <algorithm>
+
+using namespace mlir;
+using namespace mlir::ds;
+using ::ds::DType;
+
+namespace {
+int64_t product(ArrayRef<int64_t> shape, size_t from, size_t to) {
+  int64_t n = 1;
+  for (size_t i = from; i < to; ++i)
+    n *= shape[i];
+  return n;
+}
+} // namespace
+
+DType mlir::ds::storageDType(Type type) {
+  if (type.isF16())
+    return DType::F16;
+  if (type.isBF16())
+    return DType::BF16;
+  if (isa<Float8E4M3FNType>(type))
+    return DType::F8E4M3;
+  return DType::F32;
+}
+
+Type mlir::ds::expressedElementType(Value v) {
+  if (auto q = dyn_cast<QTensorType>(v.getType()))
+    return q.getExpressedType();
+  if (auto sp = dyn_cast<Sparse24Type>(v.getType()))
+    return sp.getElementType();
+  if (auto shaped = dyn_cast<ShapedType>(v.getType()))
+    return shaped.getElementType();
+  return v.getType();
+}
+
+void mlir::ds::roundToValueType(Tensor &t, Value v) {
+  // (q - zero) * scale of a !ds.qtensor is kept exactly in f32, as a kernel
+  // that scales its integer GEMM result in f32 computes.
+  if (isa<QTensorType>(v.getType()))
+    return;
+  DType d = storageDType(expressedElementType(v));
+  if (t.isInt || d == DType::F32)
+    return;
+  for (float &x : t.f)
+    x = ::ds::roundToDType(x, d);
+}
+
+Tensor mlir::ds::concatenate(ArrayRef<const Tensor *> parts, int64_t axis) {
+  SmallVector<int64_t> shape = parts[0]->shape;
+  int64_t total = 0;
+  for (const Tensor *t : parts)
+    total += t->shape[axis];
+  shape[axis] = total;
+  Tensor out = Tensor::floats(shape);
+  int64_t outer = product(shape, 0, axis);
+  int64_t inner = product(shape, axis + 1, shape.size());
+  int64_t offset = 0;
+  for (const Tensor *x : parts) {
+    int64_t size = x->shape[axis];
+    for (int64_t o = 0; o < outer; ++o)
+      std::copy_n(&x->f[o * size * inner], size * inner,
+                  &out.f[(o * total + offset) * inner]);
+    offset += size;
+  }
+  return out;
+}
+
+FailureOr<Tensor> mlir::ds::evaluateWeight(Value weight,
+                                           WeightProvider &weights) {
+  Operation *def = weight.getDefiningOp();
+  if (auto p = dyn_cast_or_null<ParamOp>(def))
+    return weights.load(p);
+  int64_t axis = -1;
+  if (auto c = dyn_cast_or_null<tensor::ConcatOp>(def))
+    axis = c.getDim();
+  else if (auto c = dyn_cast_or_null<ConcatWeightsOp>(def))
+    axis = c.getAxis();
+  if (axis < 0) {
+    if (def)
+      return def->emitError("this weight is needed at compile time, but it "
+                            "is neither a ds.param nor a concatenation of "
+                            "them");
+    return failure();
+  }
+  SmallVector<Tensor> parts;
+  for (Value in : def->getOperands()) {
+    FailureOr<Tensor> t = evaluateWeight(in, weights);
+    if (failed(t))
+      return failure();
+    parts.push_back(std::move(*t));
+  }
+  SmallVector<const Tensor *> ptrs;
+  for (const Tensor &t : parts)
+    ptrs.push_back(&t);
+  return concatenate(ptrs, axis);
+}
+
+//===----------------------------------------------------------------------===//
+// CheckpointWeights
+//===----------------------------------------------------------------------===//
+
+FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
+  std::string key = op.getName().str();
+  llvm::raw_string_ostream keyStream(key);
+  keyStream << " " << op.getType();
+  // Bind the optional first: ranging over *op.getSelect() would dangle.
+  if (std::optional<ArrayRef<int64_t>> select = op.getSelect())
+    for (int64_t i : *select)
+      key += "#" + std::to_string(i);
+  auto it = cache.find(key);
+  if (it != cache.end())
+    return it->second;
+  if (auto sparse = dyn_cast<Sparse24Type>(op.getType())) {
+    FailureOr<Tensor> t = loadSparse(op, sparse);
+    if (succeeded(t))
+      cache[key] = *t;
+    return t;
+  }
+  if (auto qtype = dyn_cast<QTensorType>(op.getType())) {
+    FailureOr<Tensor> t = loadQuantized(op, qtype);
+    if (succeeded(t))
+      cache[key] = *t;
+    return t;
+  }
+  auto type = cast<RankedTensorType>(op.getType());
+  SmallVector<std::string> names;
+  SmallVector<int64_t> sliceShape(type.getShape());
+  if (op.isStacked()) {
+    for (int64_t e = 0; e < type.getDimSize(0); ++e)
+      names.push_back(op.getExpertName(op.getSourceIndex(e)));
+    sliceShape.erase(sliceShape.begin());
+  } else {
+    names.push_back(op.getName().str());
+  }
+  Tensor t = Tensor::floats(type.getShape());
+  if (op.getSelect() && !op.isStacked()) {
+    // Rows `select` of one tensor.
+    const ::ds::TensorView *view = checkpoint.find(op.getName().str());
+    if (!view)
+      return op.emitError()
+             << "weight '" << op.getName() << "' is not in the checkpoint";
+    int64_t rowSize = product(sliceShape, 1, sliceShape.size());
+    if (view->shape.empty() ||
+        ArrayRef<int64_t>(view->shape).drop_front() !=
+            ArrayRef<int64_t>(sliceShape).drop_front() ||
+        !::ds::isFloatDType(view->dtype) ||
+        (view->dtype == ::ds::DType::F8E4M3 &&
+         !isa<Float8E4M3FNType>(type.getElementType())))
+      return op.emitError() << "weight '" << op.getName()
+                            << "' does not have the selected rows' shape";
+    for (int64_t i = 0; i < type.getDimSize(0); ++i) {
+      int64_t src = op.getSourceIndex(i);
+      if (src >= view->shape[0])
+        return op.emitError()
+               << "select index " << src << " is outside '" << op.getName()
+               << "' (" << view->shape[0] << " rows)";
+      for (int64_t c = 0; c < rowSize; ++c)
+        t.f[i * rowSize + c] = view->floatAt(src * rowSize + c);
+    }
+    roundToValueType(t, op.getResult());
+    return t;
+  }
+  int64_t sliceSize = product(sliceShape, 0, sliceShape.size());
+  for (auto [e, name] : llvm::enumerate(names)) {
+    const ::ds::TensorView *view = checkpoint.find(name);
+    if (!view)
+      return op.emitError()
+             << "weight '" << name << "' is not in the checkpoint";
+    if (ArrayRef<int64_t>(view->shape) != ArrayRef<int64_t>(sliceShape)) {
+      InFlightDiagnostic diag = op.emitError() << "weight '" << name << "' in "
+                                               << view->file << " has shape [";
+      llvm::interleaveComma(view->shape, diag);
+      diag << "], the IR expects [";
+      llvm::interleaveComma(sliceShape, diag);
+      return diag << "]";
+    }
+    if (!::ds::isFloatDType(view->dtype))
+      return op.emitError() << "weight '" << name << "' has integer dtype "
+                            << std::string(::ds::dtypeName(view->dtype))
+                            << "; quantized weights are !ds.qtensor params";
+    if (view->dtype == ::ds::DType::F8E4M3 &&
+        !isa<Float8E4M3FNType>(type.getElementType()))
+      return op.emitError() << "weight '" << name
+                            << "' is FP8 e4m3; read it as a !ds.qtensor with "
+                               "its scales";
+    for (int64_t i = 0; i < sliceSize; ++i)
+      t.f[e * sliceSize + i] = view->floatAt(i);
+  }
+  roundToValueType(t, op.getResult());
+  cache[key] = t;
+  return t;
+}
+
+FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
+                                                   QTensorType type) {
+  ::ds::QScheme scheme = getQScheme(type);
+  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+  std::vector<int64_t> slice = shape;
+  SmallVector<int64_t> sources = {-1};
+  if (op.isStacked()) {
+    // Experts are quantized one by one: drop the expert axis.
+    slice.erase(slice.begin());
+    scheme.block.erase(scheme.block.begin());
+    sources.clear();
+    for (int64_t e = 0; e < shape[0]; ++e)
+      sources.push_back(op.getSourceIndex(e));
+  }
+  std::vector<int64_t> scales = ::ds::scaleShape(slice, scheme.block);
+  // Finds `pattern` (expert `src`) with the expected dtype and shape.
+  auto find = [&](StringRef pattern, int64_t src, ::ds::DType dtype,
+                  const std::vector<int64_t> &want,
+                  StringRef what) -> FailureOr<const ::ds::TensorView *> {
+    std::string name =
+        src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
+    const ::ds::TensorView *view = checkpoint.find(name);
+    if (!view)
+      return op.emitError()
+             << what << " '" << name << "' is not in the checkpoint";
+    if (view->dtype != dtype || view->shape != want) {
+      InFlightDiagnostic diag =
+          op.emitError() << what << " '" << name << "' in " << view->file
+                         << " is " << std::string(::ds::dtypeName(view->dtype))
+                         << " [";
+      llvm::interleaveComma(view->shape, diag);
+      diag << "], the IR expects " << std::string(::ds::dtypeName(dtype))
+           << " [";
+      llvm::interleaveComma(want, diag);
+      return diag << "]";
+    }
+    return view;
+  };
+  Tensor t = Tensor::floats(type.getShape());
+  int64_t sliceSize = product(slice, 0, slice.size());
+  for (auto [i, src] : llvm::enumerate(sources)) {
+    auto values = find(op.getName(), src, ::ds::storageDType(scheme.storage),
+                       ::ds::storageShape(slice, scheme.storage), "weight");
+    auto scaleView =
+        find(*op.getScales(), src, ::ds::DType::F32, scales, "scales");
+    if (failed(values) || failed(scaleView))
+      return failure();
+    ::ds::QuantizedTensor q;
+    q.shape = slice;
+    q.scheme = scheme;
+    q.values = ::ds::decodeValues((*values)->data, slice, scheme.storage);
+    for (int64_t j = 0; j < (*scaleView)->numElements(); ++j)
+      q.scales.push_back((*scaleView)->floatAt(j));
+    if (std::optional<StringRef> zp = op.getZeroPoints()) {
+      auto zeroView = find(*zp, src, ::ds::DType::U8, scales, "zero_points");
+      if (failed(zeroView))
+        return failure();
+      for (int64_t j = 0; j < (*zeroView)->numElements(); ++j)
+        q.zeros.push_back(static_cast<float>((*zeroView)->intAt(j)));
+    }
+    std::vector<float> deq = ::ds::dequantize(q);
+    std::copy(deq.begin(), deq.end(), t.f.begin() + i * sliceSize);
+  }
+  roundToValueType(t, op.getResult());
+  return t;
+}
+
+FailureOr<Tensor> CheckpointWeights::loadSparse(ParamOp op, Sparse24Type type) {
+  std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
+  std::vector<int64_t> slice = shape;
+  SmallVector<int64_t> sources = {-1};
+  if (op.isStacked()) {
+    slice.erase(slice.begin());
+    sources.clear();
+    for (int64_t e = 0; e < shape[0]; ++e)
+      sources.push_back(op.getSourceIndex(e));
+  }
+  int64_t k = slice.back();
+  int64_t rows = product(slice, 0, slice.size()) / k;
+  std::vector<int64_t> valuesShape = slice, metaShape = slice;
+  valuesShape.back() = k / 2;
+  metaShape.back() = (k / 4 + 1) / 2;
+  ::ds::DType valueType = storageDType(type.getElementType());
+  Tensor t = Tensor::floats(type.getShape());
+  for (auto [i, src] : llvm::enumerate(sources)) {
+    const ::ds::TensorView *views[2];
+    for (auto [j, pattern, dtype, want, what] :
+         {std::tuple<int, StringRef, ::ds::DType, std::vector<int64_t> *,
+                     StringRef>{0, op.getName(), valueType, &valuesShape,
+                                "values"},
+          {1, *op.getMeta(), ::ds::DType::U8, &metaShape, "meta"}}) {
+      std::string name =
+          src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
+      const ::ds::TensorView *view = checkpoint.find(name);
+      if (!view)
+        return op.emitError() << "2:4 " << what << " '" << name
+                              << "' is not in the checkpoint";
+      if (view->dtype != dtype || view->shape != *want)
+        return op.emitError()
+               << "2:4 " << what << " '" << name << "' in " << view->file
+               << " is " << std::string(::ds::dtypeName(view->dtype))
+               << " with " << view->numElements() << " elements, the IR "
+               << "expects " << std::string(::ds::dtypeName(dtype)) << " "
+               << product(*want, 0, want->size());
+      views[j] = view;
+    }
+    std::vector<float> values(views[0]->numElements());
+    for (size_t j = 0; j < values.size(); ++j)
+      values[j] = views[0]->floatAt(j);
+    std::vector<float> dense =
+        ::ds::decompress24(values.data(), views[1]->data, rows, k);
+    std::copy(dense.begin(), dense.end(), t.f.begin() + i * rows * k);
+  }
+  roundToValueType(t, op.getResult());
+  return t;
+}
+
+FailureOr<std::unique_ptr<::ds::Checkpoint>>
+mlir::ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
+                               std::string &error) {
+  auto files = module->getAttrOfType<ArrayAttr>("ds.weight_files");
+  if (path.empty()) {
+    // No checkpoint: fine for a module without weights, or whose weights
+    // all come from its ds.weight_files.
+    bool params = false;
+    module.walk([&](ParamOp) { params = true; });
+    if (params && !files) {
+      error = "the module's ds.param weights need a checkpoint (a model "
+              "directory or .safetensors file; --weights)";
+      return failure();
+    }
+  }
+  absl::StatusOr<std::unique_ptr<::ds::Checkpoint>> c =
+      path.empty() ? ::ds::Checkpoint::empty() : ::ds::Checkpoint::open(path);
+  if (!c.ok()) {
+    error = std::string(c.status().message());
+    return failure();
+  }
+  if (files) {
+    for (Attribute f : files) {
+      auto file = dyn_cast<StringAttr>(f);
+      if (!file) {
+        error = "ds.weight_files must list file names";
+        return failure();
+      }
+      if (absl::Status st = (*c)->addFile(file.str()); !st.ok()) {
+        error = std::string(st.message());
+        return failure();
+      }
+    }
+  }
+  return std::move(*c);
+}
