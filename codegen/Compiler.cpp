@@ -6,6 +6,7 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/OwningOpRef.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 using namespace mlir;
@@ -13,15 +14,14 @@ using namespace mlir::ds;
 namespace rt = ::ds::rt;
 
 namespace {
-/// The module codegen lowers: a copy with every elementwise op (fused or
-/// not) as a ds.fused_elementwise.
+/// The module codegen lowers: a copy through ds-prepare-codegen (every
+/// elementwise op, fused or not, as a ds.fused_elementwise).
 FailureOr<OwningOpRef<ModuleOp>> prepare(ModuleOp module) {
   OwningOpRef<ModuleOp> copy(module.clone());
-  RewritePatternSet patterns(module.getContext());
-  populateFuseElementwisePatterns(patterns);
-  populateWrapElementwisePatterns(patterns);
-  if (failed(applyPatternsGreedily(*copy, std::move(patterns))))
-    return module.emitError("elementwise fusion did not converge");
+  PassManager pm(module.getContext());
+  pm.addPass(createPrepareCodegenPass());
+  if (failed(pm.run(*copy)))
+    return failure();
   return copy;
 }
 

@@ -214,6 +214,36 @@ def FuseElementwisePass : Pass<"ds-fuse-elementwise"> {
                            "::mlir::math::MathDialect"];
 }
 
+def PrepareCodegenPass : Pass<"ds-prepare-codegen"> {
+  let summary = "Put every elementwise op into a ds.fused_elementwise, the "
+                "form CPU code generation lowers";
+  let description = [{
+    Code generation lowers elementwise work through one op only,
+    `ds.fused_elementwise` (to `linalg.generic`). This pass fuses chains of
+    elementwise ops as `ds-fuse-elementwise` does, then wraps each elementwise
+    op left alone (`arith` on tensors, `ds.activation`, `ds.mul`,
+    `ds.swiglu`) into a single-op `ds.fused_elementwise`. Values are
+    unchanged: the bodies compute in f32 with the interpreter's formulas.
+    `ds-compile` and the JIT run it on a copy of the optimized module.
+
+    ```mlir
+    %y = ds.activation %x {kind = #ds.activation<silu>} : tensor<?x64xf32>
+    ```
+
+    becomes
+
+    ```mlir
+    %y = ds.fused_elementwise %x : (tensor<?x64xf32>) -> tensor<?x64xf32> {
+    ^bb0(%a: f32):
+      ... (silu as math/arith ops)
+      ds.yield %r : f32
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 //===----------------------------------------------------------------------===//
 // Quantization
 //===----------------------------------------------------------------------===//
