@@ -411,6 +411,11 @@ LogicalResult ModelBuilder::build() {
   else
     return emitError(UnknownLoc::get(&ctx))
            << "unknown import dtype '" << opts.dtype << "' (f32, bf16 or f16)";
+  if (opts.maxCacheLen < 0 || opts.maxCacheLen > c.maxPositionEmbeddings)
+    return emitError(UnknownLoc::get(&ctx))
+           << "a KV cache of " << opts.maxCacheLen
+           << " positions; the model has max_position_embeddings "
+           << c.maxPositionEmbeddings << " (" << c.path << ")";
   cacheLen = opts.maxCacheLen > 0
                  ? opts.maxCacheLen
                  : std::min<int64_t>(c.maxPositionEmbeddings, 4096);

@@ -66,6 +66,65 @@ std::string shortNumber(double v) {
   return buf;
 }
 
+/// Deepest nesting of arrays and objects a config may have (real ones stay
+/// under 5): llvm::json::parse recurses per level.
+constexpr int kMaxJsonDepth = 64;
+/// Largest config file read (real ones are a few KiB).
+constexpr uint64_t kMaxConfigBytes = 16 << 20;
+
+/// Refuses JSON nested deeper than kMaxJsonDepth before the recursive
+/// parser sees it (a 50,000-level file would overflow the stack).
+llvm::Error checkDepth(llvm::StringRef text, llvm::StringRef path) {
+  int depth = 0;
+  bool inString = false, escaped = false;
+  for (char ch : text) {
+    if (inString) {
+      if (escaped)
+        escaped = false;
+      else if (ch == '\\')
+        escaped = true;
+      else if (ch == '"')
+        inString = false;
+      continue;
+    }
+    if (ch == '"')
+      inString = true;
+    else if (ch == '[' || ch == '{') {
+      if (++depth > kMaxJsonDepth)
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       path + ": nested deeper than " +
+                                           llvm::Twine(kMaxJsonDepth) +
+                                           " levels; not a model config");
+    } else if (ch == ']' || ch == '}')
+      --depth;
+  }
+  return llvm::Error::success();
+}
+
+/// The contents of a config file: a regular file (a FIFO or device would
+/// block or never end) of at most kMaxConfigBytes.
+llvm::Expected<std::string> readConfigFile(llvm::StringRef path) {
+  llvm::sys::fs::file_status st;
+  if (std::error_code ec = llvm::sys::fs::status(path, st))
+    return llvm::createStringError(ec, path + ": cannot read: " + ec.message());
+  if (!llvm::sys::fs::is_regular_file(st))
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   path + ": not a regular file");
+  if (st.getSize() > kMaxConfigBytes)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   path + ": " + llvm::Twine(st.getSize()) +
+                                       " bytes; a model config is at most " +
+                                       llvm::Twine(kMaxConfigBytes) + " bytes");
+  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer =
+      llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                  /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return llvm::createStringError(
+        buffer.getError(),
+        path + ": cannot read: " + buffer.getError().message());
+  return (*buffer)->getBuffer().str();
+}
+
 /// Typed access to config fields; every error names the file and the field.
 class Fields {
 public:
@@ -113,6 +172,38 @@ public:
       return error(key, "must be at most " + llvm::Twine(max) + ", got " +
                             llvm::Twine(*v));
     return *v;
+  }
+
+  /// A field transformers may save under another name (a config class's
+  /// attribute_map: Qwen3-MoE's num_experts as num_local_experts): the
+  /// first of `keys` present, the canonical name first. Two present names
+  /// that disagree are an error; `fallback` applies only when none is.
+  llvm::Expected<int64_t> integerAny(llvm::ArrayRef<llvm::StringRef> keys,
+                                     std::optional<int64_t> fallback,
+                                     int64_t min = 0,
+                                     int64_t max = kMaxSize) const {
+    std::optional<int64_t> found;
+    llvm::StringRef foundKey;
+    for (llvm::StringRef key : keys) {
+      if (!has(key))
+        continue;
+      llvm::Expected<int64_t> v = integer(key, std::nullopt, min, max);
+      if (!v)
+        return v.takeError();
+      if (found && *found != *v)
+        return error(key, "is " + llvm::Twine(*v) + " but '" + prefix +
+                              foundKey + "' is " + llvm::Twine(*found) +
+                              "; they name the same setting");
+      if (!found) {
+        found = *v;
+        foundKey = key;
+      }
+    }
+    if (found)
+      return *found;
+    if (fallback)
+      return *fallback;
+    return error(keys.front(), "is required");
   }
 
   llvm::Expected<double> number(llvm::StringRef key,
@@ -300,6 +391,8 @@ llvm::Error requireString(const Fields &f, llvm::StringRef key,
 
 llvm::Expected<ModelConfig>
 mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
+  if (llvm::Error e = checkDepth(text, path))
+    return std::move(e);
   llvm::Expected<json::Value> parsed = json::parse(text);
   if (!parsed)
     return llvm::createStringError(
@@ -368,9 +461,9 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
     c.fp8WeightBlock = std::make_pair(*bn, *bk);
   }
 
-  // Per-family defaults of the transformers configuration classes.
+  // Per-family defaults of the transformers configuration classes, for the
+  // fields their configs may leave out.
   struct Defaults {
-    int64_t vocab, hidden, inter, layers, heads;
     std::optional<int64_t> kvHeads;
     double eps, theta;
     int64_t maxPos;
@@ -378,28 +471,32 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
   Defaults d;
   switch (c.arch) {
   case Arch::DeepSeekV3:
-    d = {129280, 7168, 18432, 61, 128, std::nullopt, 1e-6, 10000.0, 4096};
+    d = {std::nullopt, 1e-6, 10000.0, 4096};
     break;
   case Arch::DeepSeekV2:
-    d = {32000, 4096, 11008, 30, 32, std::nullopt, 1e-6, 10000.0, 2048};
+    d = {std::nullopt, 1e-6, 10000.0, 2048};
     break;
   case Arch::Mixtral:
-    d = {32000, 4096, 14336, 32, 32, 8, 1e-5, 1e6, 131072};
+    d = {8, 1e-5, 1e6, 131072};
     break;
   case Arch::Qwen2Moe:
-    d = {151936, 2048, 5632, 24, 16, 16, 1e-6, 10000.0, 32768};
+    d = {16, 1e-6, 10000.0, 32768};
     break;
   case Arch::Qwen3Moe:
-    d = {151936, 2048, 6144, 48, 32, 4, 1e-6, 10000.0, 32768};
+    d = {4, 1e-6, 10000.0, 32768};
     break;
   }
-  DS_ASSIGN(c.vocabSize, f.integer("vocab_size", d.vocab, 1));
+  // The sizes every config.json transformers writes has: a missing (or
+  // null) one is an error, not a family default that fails later on a
+  // tensor shape.
+  DS_ASSIGN(c.vocabSize, f.integer("vocab_size", std::nullopt, 1));
   DS_ASSIGN(c.eosTokenIds, f.tokenIds("eos_token_id", c.vocabSize));
-  DS_ASSIGN(c.hiddenSize, f.integer("hidden_size", d.hidden, 1));
-  DS_ASSIGN(c.intermediateSize, f.integer("intermediate_size", d.inter, 1));
-  DS_ASSIGN(c.numLayers, f.integer("num_hidden_layers", d.layers, 1,
+  DS_ASSIGN(c.hiddenSize, f.integer("hidden_size", std::nullopt, 1));
+  DS_ASSIGN(c.intermediateSize,
+            f.integer("intermediate_size", std::nullopt, 1));
+  DS_ASSIGN(c.numLayers, f.integer("num_hidden_layers", std::nullopt, 1,
                                    /*max=*/int64_t(1) << 16));
-  DS_ASSIGN(c.numHeads, f.integer("num_attention_heads", d.heads, 1));
+  DS_ASSIGN(c.numHeads, f.integer("num_attention_heads", std::nullopt, 1));
   DS_ASSIGN(c.numKvHeads, f.integer("num_key_value_heads",
                                     d.kvHeads ? *d.kvHeads : c.numHeads, 1));
   DS_ASSIGN(c.rmsNormEps, f.number("rms_norm_eps", d.eps));
@@ -431,7 +528,9 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
     c.headDim = c.qkRopeHeadDim;
     DS_ASSIGN(c.attentionBias, f.boolean("attention_bias", false));
     int64_t routed, shared, firstDense, freq;
-    DS_ASSIGN(routed, f.integer("n_routed_experts", v3 ? 256 : 64, 1));
+    DS_ASSIGN(routed, f.integerAny({"n_routed_experts", "num_local_experts",
+                                    "num_experts"},
+                                   v3 ? 256 : 64, 1));
     DS_ASSIGN(shared, f.integer("n_shared_experts", v3 ? 1 : 2, 0));
     DS_ASSIGN(c.topK,
               f.integer("num_experts_per_tok",
@@ -503,7 +602,9 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
     if (c.numHeads % c.numKvHeads)
       return f.error("num_key_value_heads", "must divide num_attention_heads");
     if (c.arch == Arch::Mixtral) {
-      DS_ASSIGN(c.numExperts, f.integer("num_local_experts", 8, 1));
+      DS_ASSIGN(c.numExperts, f.integerAny({"num_local_experts", "num_experts",
+                                            "n_routed_experts"},
+                                           8, 1));
       DS_ASSIGN(c.topK, f.integer("num_experts_per_tok", 2, 1));
       c.moeIntermediateSize = c.intermediateSize;
       c.normTopkProb = true;
@@ -515,7 +616,9 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
       c.moeLayers.assign(c.numLayers, true);
     } else {
       bool qwen3 = c.arch == Arch::Qwen3Moe;
-      DS_ASSIGN(c.numExperts, f.integer("num_experts", qwen3 ? 128 : 60, 0));
+      DS_ASSIGN(c.numExperts, f.integerAny({"num_experts", "num_local_experts",
+                                            "n_routed_experts"},
+                                           qwen3 ? 128 : 60, 0));
       DS_ASSIGN(c.topK, f.integer("num_experts_per_tok", qwen3 ? 8 : 4, 1));
       DS_ASSIGN(c.moeIntermediateSize,
                 f.integer("moe_intermediate_size", qwen3 ? 768 : 1408, 1));
@@ -571,6 +674,8 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
 llvm::Error mlir::ds::hf::applyGenerationConfig(llvm::StringRef text,
                                                 llvm::StringRef path,
                                                 ModelConfig &config) {
+  if (llvm::Error e = checkDepth(text, path))
+    return e;
   llvm::Expected<json::Value> parsed = json::parse(text);
   if (!parsed)
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
@@ -589,14 +694,10 @@ llvm::Error mlir::ds::hf::applyGenerationConfig(llvm::StringRef text,
 llvm::Expected<ModelConfig> mlir::ds::hf::loadModelConfig(llvm::StringRef dir) {
   llvm::SmallString<256> path(dir);
   llvm::sys::path::append(path, "config.json");
-  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer =
-      llvm::MemoryBuffer::getFile(path);
-  if (!buffer)
-    return llvm::createStringError(
-        buffer.getError(),
-        path + ": cannot read: " + buffer.getError().message());
-  llvm::Expected<ModelConfig> config =
-      parseModelConfig((*buffer)->getBuffer(), path);
+  llvm::Expected<std::string> text = readConfigFile(path);
+  if (!text)
+    return text.takeError();
+  llvm::Expected<ModelConfig> config = parseModelConfig(*text, path);
   if (!config)
     return config;
   // generation_config.json, when present, says when generation stops.
@@ -604,14 +705,10 @@ llvm::Expected<ModelConfig> mlir::ds::hf::loadModelConfig(llvm::StringRef dir) {
   llvm::sys::path::append(gen, "generation_config.json");
   if (!llvm::sys::fs::exists(gen))
     return config;
-  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> genBuffer =
-      llvm::MemoryBuffer::getFile(gen);
-  if (!genBuffer)
-    return llvm::createStringError(
-        genBuffer.getError(),
-        gen + ": cannot read: " + genBuffer.getError().message());
-  if (llvm::Error e =
-          applyGenerationConfig((*genBuffer)->getBuffer(), gen, *config))
+  llvm::Expected<std::string> genText = readConfigFile(gen);
+  if (!genText)
+    return genText.takeError();
+  if (llvm::Error e = applyGenerationConfig(*genText, gen, *config))
     return std::move(e);
   return config;
 }

@@ -148,11 +148,17 @@ std::vector<std::string> missingIsa(const std::vector<std::string> &required) {
 
 absl::StatusOr<std::shared_ptr<Model>> Model::load(const std::string &path,
                                                    const LoadOptions &options) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // The type first: opening a FIFO would block until a writer comes.
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0)
+    return absl::NotFoundError("cannot open artifact " + path + ": " +
+                               std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return absl::InvalidArgumentError(path + " is not a regular file");
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     return absl::NotFoundError("cannot open artifact " + path + ": " +
                                std::strerror(errno));
-  struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
     return absl::InvalidArgumentError(path + " is not a regular file");

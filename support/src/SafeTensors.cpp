@@ -106,7 +106,11 @@ SafeTensorsFile::~SafeTensorsFile() {
 
 absl::StatusOr<std::unique_ptr<SafeTensorsFile>>
 SafeTensorsFile::open(const std::string &path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // The type first: opening a FIFO would block until a writer comes.
+  if (struct stat pre; ::stat(path.c_str(), &pre) == 0 && !S_ISREG(pre.st_mode))
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a regular file"));
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     return absl::NotFoundError(
         absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
@@ -314,7 +318,20 @@ const TensorView *SafeTensorsFile::find(const std::string &name) const {
 // Checkpoint
 //===----------------------------------------------------------------------===//
 
+/// A regular file of at most 256 MiB (a sharded checkpoint's index; DeepSeek-
+/// V3's is 9 MB): a FIFO would block, a device never end.
 static absl::StatusOr<std::string> readWholeFile(const std::string &path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0)
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  if (!S_ISREG(st.st_mode))
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a regular file"));
+  constexpr off_t kMaxIndexBytes = off_t{256} << 20;
+  if (st.st_size > kMaxIndexBytes)
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", st.st_size, " bytes; an index is at most ",
+                     kMaxIndexBytes));
   std::ifstream in(path, std::ios::binary);
   if (!in)
     return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
