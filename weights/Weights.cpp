@@ -110,6 +110,8 @@ FailureOr<Tensor> mlir::ds::evaluateWeight(Value weight,
 //===----------------------------------------------------------------------===//
 
 FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
+  if (caching == Caching::Stream)
+    return loadUncached(op);
   std::string key = op.getName().str();
   llvm::raw_string_ostream keyStream(key);
   keyStream << " " << op.getType();
@@ -120,18 +122,17 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
   auto it = cache.find(key);
   if (it != cache.end())
     return it->second;
-  if (auto sparse = dyn_cast<Sparse24Type>(op.getType())) {
-    FailureOr<Tensor> t = loadSparse(op, sparse);
-    if (succeeded(t))
-      cache[key] = *t;
-    return t;
-  }
-  if (auto qtype = dyn_cast<QTensorType>(op.getType())) {
-    FailureOr<Tensor> t = loadQuantized(op, qtype);
-    if (succeeded(t))
-      cache[key] = *t;
-    return t;
-  }
+  FailureOr<Tensor> t = loadUncached(op);
+  if (succeeded(t))
+    cache[key] = *t;
+  return t;
+}
+
+FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
+  if (auto sparse = dyn_cast<Sparse24Type>(op.getType()))
+    return loadSparse(op, sparse);
+  if (auto qtype = dyn_cast<QTensorType>(op.getType()))
+    return loadQuantized(op, qtype);
   auto type = cast<RankedTensorType>(op.getType());
   SmallVector<std::string> names;
   SmallVector<int64_t> sliceShape(type.getShape());
@@ -197,7 +198,6 @@ FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
       t.f[e * sliceSize + i] = view->floatAt(i);
   }
   roundToValueType(t, op.getResult());
-  cache[key] = t;
   return t;
 }
 

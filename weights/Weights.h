@@ -70,15 +70,23 @@ public:
 /// Weights from a safetensors checkpoint, converted to f32 once and cached.
 class CheckpointWeights : public WeightProvider {
 public:
-  explicit CheckpointWeights(const ::ds::Checkpoint &checkpoint)
-      : checkpoint(checkpoint) {}
+  /// Keep: every loaded param stays converted in memory (the interpreter
+  /// reads each weight once per step). Stream: nothing is kept, so a pass
+  /// or codegen that visits each weight once holds only the weights in use,
+  /// not a converted copy of the whole checkpoint.
+  enum class Caching { Keep, Stream };
+  explicit CheckpointWeights(const ::ds::Checkpoint &checkpoint,
+                             Caching caching = Caching::Keep)
+      : checkpoint(checkpoint), caching(caching) {}
   FailureOr<Tensor> load(ParamOp op) override;
 
 private:
+  FailureOr<Tensor> loadUncached(ParamOp op);
   FailureOr<Tensor> loadQuantized(ParamOp op, QTensorType type);
   FailureOr<Tensor> loadSparse(ParamOp op, Sparse24Type type);
 
   const ::ds::Checkpoint &checkpoint;
+  Caching caching;
   llvm::StringMap<Tensor> cache;
 };
 

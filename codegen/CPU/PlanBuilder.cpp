@@ -35,7 +35,8 @@ rt::DimExpr product(const rt::DimExpr &a, const rt::DimExpr &b) {
 class WeightTable {
 public:
   WeightTable(const ::ds::Checkpoint &checkpoint)
-      : provider(checkpoint), checkpoint(checkpoint) {}
+      : provider(checkpoint, CheckpointWeights::Caching::Stream),
+        checkpoint(checkpoint) {}
 
   /// Row-major f32 copy of a weight operand (index into the table).
   FailureOr<int32_t> raw(Value v) {

@@ -100,7 +100,8 @@ private:
 
 llvm::Error TinyWriter::write() {
   const std::string &arch = opts.arch;
-  const int64_t vocab = 256, hidden = 64, heads = 4, numExperts = 8;
+  const int64_t vocab = 256, hidden = 64, heads = 4;
+  const int64_t numExperts = opts.experts > 0 ? opts.experts : 8;
   json::Object config{
       {"vocab_size", vocab},
       {"hidden_size", hidden},
@@ -113,11 +114,11 @@ llvm::Error TinyWriter::write() {
   };
   tensor("model.embed_tokens.weight", {vocab, hidden},
          opts.initStd > 0.0f ? opts.initStd : 1.0f);
-  int64_t layers = 2;
+  int64_t layers = opts.layers > 0 ? opts.layers : 2;
   if (arch == "deepseek_v3" || arch == "deepseek_v2") {
     bool v3 = arch == "deepseek_v3";
     const int64_t r = 24, c = 32, dn = 16, dr = 8, dv = 16, mi = 32;
-    layers = 3;
+    layers = opts.layers > 0 ? opts.layers : 3;
     config["model_type"] = arch;
     config["architectures"] =
         json::Array{v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM"};

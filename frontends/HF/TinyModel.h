@@ -36,6 +36,10 @@ struct TinyModelOptions {
   /// with `weight_scale_inv` block scales and a quantization_config, like
   /// the released DeepSeek-V3 checkpoints (blocks of 32 here, 128 there).
   bool fp8 = false;
+  /// Decoder layers (0: the family's tiny default, 2 or 3) and routed
+  /// experts (0: 8; a multiple of 4 for DeepSeek's 4 groups): the real
+  /// structure of a large model at tiny widths.
+  int64_t layers = 0, experts = 0;
 };
 
 llvm::Error writeTinyModel(const TinyModelOptions &options);

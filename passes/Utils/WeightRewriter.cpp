@@ -114,7 +114,8 @@ LogicalResult WeightRewriter::init(ModuleOp module, StringRef name,
       return emitError(loc) << passName << ": output " << outputPath
                             << " is one of the files the weights are read "
                                "from";
-  loader = std::make_unique<CheckpointWeights>(*checkpoint);
+  loader = std::make_unique<CheckpointWeights>(
+      *checkpoint, CheckpointWeights::Caching::Stream);
   return success();
 }
 

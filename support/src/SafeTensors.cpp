@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
+#include <unordered_set>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -29,6 +31,51 @@
 namespace ds {
 
 using json = nlohmann::json;
+
+namespace {
+/// A SAX handler that only records the keys of the outermost object and
+/// the first one that repeats.
+struct TopLevelKeys {
+  int depth = 0;
+  std::unordered_set<std::string> seen;
+  std::string duplicate;
+
+  bool null() { return true; }
+  bool boolean(bool) { return true; }
+  bool number_integer(json::number_integer_t) { return true; }
+  bool number_unsigned(json::number_unsigned_t) { return true; }
+  bool number_float(json::number_float_t, const json::string_t &) {
+    return true;
+  }
+  bool string(json::string_t &) { return true; }
+  bool binary(json::binary_t &) { return true; }
+  bool start_object(std::size_t) {
+    ++depth;
+    return true;
+  }
+  bool end_object() {
+    --depth;
+    return true;
+  }
+  bool start_array(std::size_t) {
+    ++depth;
+    return true;
+  }
+  bool end_array() {
+    --depth;
+    return true;
+  }
+  bool key(json::string_t &k) {
+    if (depth == 1 && !seen.insert(k).second && duplicate.empty())
+      duplicate = k;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string &,
+                   const nlohmann::detail::exception &) {
+    return false;
+  }
+};
+} // namespace
 
 /// Headers larger than this are rejected before parsing (the reference
 /// implementation's limit is 100 MB).
@@ -180,20 +227,19 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
   if (header.empty() || header.front() != '{')
     return error("header is not a JSON object");
 
-  // Track the keys of the top-level object to reject duplicates, which a
-  // plain parse would silently collapse.
-  std::set<std::string> seen;
+  // The keys of the top-level object, to reject duplicates (a plain parse
+  // keeps the last silently): a SAX pass that builds nothing. nlohmann's
+  // callback parser would do it in the DOM pass, but it rescans the parent
+  // object at every closing brace - quadratic in the number of tensors.
   std::string duplicate;
-  json::parser_callback_t callback = [&](int depth, json::parse_event_t event,
-                                         json &parsed) {
-    if (depth == 1 && event == json::parse_event_t::key && parsed.is_string()) {
-      const std::string &key = parsed.get_ref<const std::string &>();
-      if (!seen.insert(key).second && duplicate.empty())
-        duplicate = key;
-    }
-    return true;
-  };
-  json root = json::parse(header.begin(), header.end(), callback,
+  {
+    TopLevelKeys keys;
+    if (!json::sax_parse(header.begin(), header.end(), &keys) ||
+        keys.depth != 0)
+      return error("header is not well-formed JSON");
+    duplicate = keys.duplicate;
+  }
+  json root = json::parse(header.begin(), header.end(), nullptr,
                           /*allow_exceptions=*/false);
   if (root.is_discarded())
     return error("header is not well-formed JSON");

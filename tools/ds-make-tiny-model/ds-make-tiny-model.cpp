@@ -40,11 +40,23 @@ int main(int argc, char **argv) {
                     cl::desc("DeepSeek: write projections and experts as FP8 "
                              "e4m3 with weight_scale_inv block scales"),
                     cl::init(false), cl::cat(category));
+  cl::opt<int64_t> layers(
+      "layers", cl::desc("Decoder layers (default: the family's 2 or 3)"),
+      cl::init(0), cl::cat(category));
+  cl::opt<int64_t> experts(
+      "experts",
+      cl::desc("Routed experts (default 8; DeepSeek: a multiple of 4)"),
+      cl::init(0), cl::cat(category));
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "ds-make-tiny-model: tiny random checkpoints\n");
-  mlir::ds::hf::TinyModelOptions options{arch,   out,   seed,    fused,
-                                         shards, dtype, initStd, fp8};
+  mlir::ds::hf::TinyModelOptions options{arch,  out,     seed, fused,  shards,
+                                         dtype, initStd, fp8,  layers, experts};
+  if (layers < 0 || layers > 1024 || experts < 0 || experts > 1024) {
+    llvm::WithColor::error(llvm::errs(), "ds-make-tiny-model")
+        << "--layers and --experts must be in [0, 1024]\n";
+    return 1;
+  }
   if (llvm::Error e = mlir::ds::hf::writeTinyModel(options)) {
     llvm::WithColor::error(llvm::errs(), "ds-make-tiny-model")
         << llvm::toString(std::move(e)) << "\n";
