@@ -107,11 +107,15 @@ mlir::ds::jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
 #include "passes/Pipelines/Pipelines.h"
 #include "weights/Weights.h"
 
+#include "ds/support/SafeTensors.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/WithColor.h"
 
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -191,9 +195,85 @@ mlir::ds::loadForCompile(MLIRContext &context, const std::string &path,
 }
 
 namespace {
-/// What the cache key covers for a path: file contents for small files
-/// (config, IR), size and modification time for weights.
-void hashPath(const std::string &given, uint64_t &h) {
+/// Content hashes of checkpoint data, remembered per file version in the
+/// cache directory's checksums.json: a file is hashed again when its size,
+/// modification time, change time (which no user can set back) or inode
+/// differ from what was recorded.
+class DataHashes {
+public:
+  explicit DataHashes(std::string dir) : dir(std::move(dir)) {
+    if (this->dir.empty())
+      return;
+    auto buffer = llvm::MemoryBuffer::getFile(this->dir + "/checksums.json");
+    if (!buffer)
+      return;
+    llvm::Expected<llvm::json::Value> v =
+        llvm::json::parse((*buffer)->getBuffer());
+    if (!v) {
+      llvm::consumeError(v.takeError());
+      return;
+    }
+    if (const llvm::json::Object *o = v->getAsObject())
+      for (const auto &[file, entry] : *o)
+        if (const llvm::json::Object *e = entry.getAsObject())
+          if (auto version = e->getString("version"))
+            if (auto hash = e->getString("hash"))
+              known[file.str()] = {version->str(), hash->str()};
+  }
+
+  /// The data hash of `file` (a safetensors file), from the record if the
+  /// file is unchanged, else computed now.
+  std::string hash(const std::string &file) {
+    struct stat st;
+    if (stat(file.c_str(), &st) != 0)
+      return "unreadable";
+    std::string version =
+        std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+        std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) +
+        "." + std::to_string(st.st_mtim.tv_nsec) + ":" +
+        std::to_string(st.st_ctim.tv_sec) + "." +
+        std::to_string(st.st_ctim.tv_nsec);
+    auto it = known.find(file);
+    if (it != known.end() && it->second.first == version)
+      return it->second.second;
+    // Streamed in 64 MiB pieces: memory stays bounded for any file size.
+    uint64_t h = 0xcbf29ce484222325ULL;
+    std::ifstream in(file, std::ios::binary);
+    std::vector<char> piece(64 << 20);
+    while (in) {
+      in.read(piece.data(), piece.size());
+      h = rt::fnv1a(piece.data(), static_cast<size_t>(in.gcount()), h);
+    }
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    known[file] = {version, hex};
+    changed = true;
+    return hex;
+  }
+
+  /// Records new hashes (best effort: a read-only cache just hashes again).
+  void save() {
+    if (!changed || dir.empty())
+      return;
+    llvm::json::Object o;
+    for (const auto &[file, entry] : known)
+      o[file] =
+          llvm::json::Object{{"version", entry.first}, {"hash", entry.second}};
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << llvm::json::Value(std::move(o));
+    (void)::ds::writeFileAtomically(dir + "/checksums.json", text);
+  }
+
+private:
+  std::string dir;
+  std::map<std::string, std::pair<std::string, std::string>> known;
+  bool changed = false;
+};
+
+/// What the cache key covers for a path: the contents of small files
+/// (config, IR, index), every safetensors file's header and data hash.
+void hashPath(const std::string &given, uint64_t &h, DataHashes &hashes) {
   auto mix = [&](const std::string &s) {
     h = rt::fnv1a(s.data(), s.size(), h);
   };
@@ -213,19 +293,19 @@ void hashPath(const std::string &given, uint64_t &h) {
     files.push_back(path);
   }
   for (const std::string &f : files) {
-    mix(f);
-    if (llvm::sys::fs::status(f, st))
+    mix(llvm::sys::path::filename(f).str());
+    if (llvm::sys::fs::status(f, st) || !llvm::sys::fs::is_regular_file(st))
       continue;
-    if (st.getSize() < (1u << 20) &&
-        !llvm::StringRef(f).ends_with(".safetensors")) {
+    if (llvm::StringRef(f).ends_with(".safetensors")) {
+      mix(std::to_string(st.getSize()));
+      mix(hashes.hash(f));
+    } else if (st.getSize() < (64u << 20)) {
       std::ifstream in(f, std::ios::binary);
       std::stringstream ss;
       ss << in.rdbuf();
       mix(ss.str());
     } else {
-      mix(std::to_string(st.getSize()) + ":" +
-          std::to_string(
-              st.getLastModificationTime().time_since_epoch().count()));
+      mix(std::to_string(st.getSize()));
     }
   }
 }
@@ -260,39 +340,59 @@ std::string compilerIdentity() {
 }
 } // namespace
 
+const char *mlir::ds::cacheOutcomeName(CacheOutcome outcome) {
+  switch (outcome) {
+  case CacheOutcome::Hit:
+    return "hit";
+  case CacheOutcome::Miss:
+    return "miss, compiled";
+  case CacheOutcome::Rebuilt:
+    return "corrupt entry rebuilt";
+  case CacheOutcome::Uncached:
+    return "not cached";
+  }
+  return "unknown";
+}
+
 absl::StatusOr<std::shared_ptr<rt::Model>>
 mlir::ds::compileCached(const std::string &path, const std::string &weights,
-                        const CompileOptions &options, bool *cacheHit) {
-  if (cacheHit)
-    *cacheHit = false;
+                        const CompileOptions &options, CacheOutcome *outcome) {
+  CacheOutcome result = CacheOutcome::Miss;
+  auto report = [&](CacheOutcome o) {
+    if (outcome)
+      *outcome = o;
+  };
+  std::string dir = cacheDirectory(options);
+  bool cached = !dir.empty() && dir != "off";
   rt::TargetInfo target = hostTarget();
   uint64_t h = 0xcbf29ce484222325ULL;
   auto mix = [&](const std::string &s) {
     h = rt::fnv1a(s.data(), s.size(), h);
   };
-  mix(std::string("ds-artifact-v1:") + ds_version_string());
+  mix(std::string("ds-artifact-v") +
+      std::to_string(rt::kArtifactFormatVersion) + ":" + ds_version_string());
   mix(compilerIdentity());
   mix(target.triple + target.cpu + target.features);
   mix(options.optimize + (options.noOptimize ? ":raw" : ":opt") + ":" +
       std::to_string(options.maxCacheLen));
-  hashPath(path, h);
+  DataHashes hashes(cached ? dir : "");
+  hashPath(path, h, hashes);
   if (!weights.empty())
-    hashPath(weights, h);
-  std::string dir = cacheDirectory(options);
-  std::string entry;
-  if (!dir.empty() && dir != "off") {
-    char hex[17];
-    snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-    entry = dir + "/" + hex + ".dsa";
+    hashPath(weights, h, hashes);
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  std::string key = hex, entry;
+  if (cached) {
+    entry = dir + "/" + key + ".dsa";
     if (llvm::sys::fs::exists(entry)) {
       auto model = rt::Model::load(entry);
-      if (model.ok()) {
-        if (cacheHit)
-          *cacheHit = true;
+      if (model.ok() && (*model)->plan().buildKey == key) {
+        report(CacheOutcome::Hit);
         return model;
       }
-      // Corrupted, truncated or stale: rebuild it.
+      // Corrupted, truncated, stale or another build's: rebuild it.
       llvm::sys::fs::remove(entry);
+      result = CacheOutcome::Rebuilt;
     }
   }
   DialectRegistry registry;
@@ -307,22 +407,36 @@ mlir::ds::compileCached(const std::string &path, const std::string &weights,
   auto loaded = loadForCompile(context, path, weights, options);
   if (failed(loaded))
     return absl::InvalidArgumentError(diagnostics);
-  if (entry.empty()) {
+  auto jit = [&]() -> absl::StatusOr<std::shared_ptr<rt::Model>> {
+    report(CacheOutcome::Uncached);
     auto model = jitModule(*(*loaded)->module, *(*loaded)->checkpoint);
     if (failed(model))
       return absl::InvalidArgumentError(diagnostics);
     return *model;
-  }
+  };
+  if (!cached)
+    return jit();
   auto artifact = compileModule(*(*loaded)->module, *(*loaded)->checkpoint);
   if (failed(artifact))
     return absl::InvalidArgumentError(diagnostics);
-  llvm::sys::fs::create_directories(dir);
-  absl::Status written =
-      rt::writeArtifact(entry, artifact->plan, artifact->target, artifact->code,
-                        artifact->weights);
-  if (!written.ok())
-    return written;
-  return rt::Model::load(entry);
+  artifact->plan.buildKey = key;
+  absl::Status written = absl::OkStatus();
+  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+    written = absl::UnavailableError(ec.message());
+  if (written.ok())
+    written = rt::writeArtifact(entry, artifact->plan, artifact->target,
+                                artifact->code, artifact->weights);
+  if (!written.ok()) {
+    llvm::WithColor::warning(llvm::errs(), "ds")
+        << "cannot write the compile cache " << dir << " ("
+        << std::string(written.message()) << "); compiling without it\n";
+    return jit();
+  }
+  hashes.save();
+  auto model = rt::Model::load(entry);
+  if (model.ok())
+    report(result);
+  return model;
 }
 
 #include "ds/rt/Compile.h"

@@ -68,14 +68,29 @@ FailureOr<std::unique_ptr<LoadedModule>>
 loadForCompile(MLIRContext &context, const std::string &path,
                const std::string &weights, const CompileOptions &options);
 
+/// What compileCached did.
+enum class CacheOutcome {
+  Hit,      ///< loaded the cached artifact
+  Miss,     ///< compiled and stored a new entry
+  Rebuilt,  ///< the entry was corrupt or built from other inputs: rebuilt
+  Uncached, ///< compiled without the cache (off, or not writable)
+};
+/// "hit", "miss, compiled", "corrupt entry rebuilt", "not cached".
+const char *cacheOutcomeName(CacheOutcome outcome);
+
 /// Compiles a Hugging Face model directory or a .mlir file (weights from
 /// `weights`, else its ds.weight_files / the directory) into a Model,
-/// reusing a cached artifact keyed by the inputs, the options, the host
-/// target and the ds version. `cacheHit` tells which path ran. A corrupted
-/// or stale cache entry is rebuilt.
+/// reusing a cached artifact keyed by the inputs' content, the options, the
+/// host target and the compiler build. Checkpoint data is keyed by content:
+/// every safetensors header and a hash of the data, the latter computed once
+/// per file version (a file whose size, mtime, ctime or inode changed is
+/// hashed again; checksums.json in the cache directory remembers them). The
+/// key is stored in the artifact and checked on a hit. A corrupt entry, or
+/// one built from other inputs, is rebuilt; an unwritable cache directory
+/// warns and compiles without it.
 absl::StatusOr<std::shared_ptr<::ds::rt::Model>>
 compileCached(const std::string &path, const std::string &weights,
-              const CompileOptions &options, bool *cacheHit = nullptr);
+              const CompileOptions &options, CacheOutcome *outcome = nullptr);
 
 } // namespace mlir::ds
 

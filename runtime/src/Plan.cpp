@@ -202,6 +202,7 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
   j["vocab_size"] = plan.vocabSize;
   j["max_cache_len"] = plan.maxCacheLen;
   j["eos_token_ids"] = plan.eosTokenIds;
+  j["build_key"] = plan.buildKey;
   j["target"] = {{"triple", target.triple},
                  {"cpu", target.cpu},
                  {"features", target.features},
@@ -562,6 +563,8 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
   plan.maxCacheLen = r.integer(j, "max_cache_len");
   if (j.contains("eos_token_ids"))
     plan.eosTokenIds = r.list<int64_t>(j, "eos_token_ids");
+  if (j.contains("build_key"))
+    plan.buildKey = r.string(j, "build_key");
   for (int64_t id : plan.eosTokenIds)
     if (id < 0 || (plan.vocabSize > 0 && id >= plan.vocabSize))
       r.fail(absl::StrCat("eos token id ", id, " is outside the vocabulary"));

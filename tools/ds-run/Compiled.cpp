@@ -65,16 +65,16 @@ std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
   }
   if (backend == "cached") {
     auto start = std::chrono::steady_clock::now();
-    bool hit = false;
+    mlir::ds::CacheOutcome outcome;
     mlir::ds::CompileOptions options;
-    auto compiled =
-        mlir::ds::compileCached(opts.inputFile, opts.weightsDir, options, &hit);
+    auto compiled = mlir::ds::compileCached(opts.inputFile, opts.weightsDir,
+                                            options, &outcome);
     if (!compiled.ok()) {
       fail(std::string(compiled.status().message()));
       return nullptr;
     }
     llvm::outs() << llvm::formatv("compile cache: {0} ({1:f1} ms)\n",
-                                  hit ? "hit" : "miss, compiled",
+                                  mlir::ds::cacheOutcomeName(outcome),
                                   std::chrono::duration<double, std::milli>(
                                       std::chrono::steady_clock::now() - start)
                                       .count());

@@ -240,6 +240,9 @@ struct ModelPlan {
   /// Tokens that end a generation unless the caller ignores EOS
   /// (generation_config.json's eos_token_id, else config.json's).
   std::vector<int64_t> eosTokenIds;
+  /// What the artifact was built from, as a compile cache keys it ("" when
+  /// not built through a cache): checked when a cache entry is reused.
+  std::string buildKey;
   const FunctionPlan *find(const std::string &name) const;
 };
 
