@@ -419,6 +419,21 @@ LogicalResult ModelBuilder::build() {
   cacheLen = opts.maxCacheLen > 0
                  ? opts.maxCacheLen
                  : std::min<int64_t>(c.maxPositionEmbeddings, 4096);
+  if (c.fp8WeightBlock) {
+    // An FP8 quantization_config over a checkpoint without FP8 tensors (a
+    // dequantized copy that kept its config) would be imported as if it
+    // held what it does not say; refuse it.
+    bool anyFp8 = false;
+    for (const std::string &name : ckpt.names())
+      if (const ::ds::TensorView *t = ckpt.find(name))
+        anyFp8 |= t->dtype == ::ds::DType::F8E4M3;
+    if (!anyFp8)
+      return emitError(UnknownLoc::get(&ctx))
+             << c.path
+             << ": quantization_config declares FP8 weights, but the "
+                "checkpoint has no F8_E4M3 tensor (remove "
+                "quantization_config for a dequantized checkpoint)";
+  }
   for (const std::string &name : ckpt.names())
     if (!c.fp8WeightBlock && StringRef(name).ends_with(".weight_scale_inv"))
       return emitError(NameLoc::get(b.getStringAttr(name)))
