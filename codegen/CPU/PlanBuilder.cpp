@@ -6,6 +6,8 @@
 #include "ds/rt/Kernels.h"
 #include "weights/Weights.h"
 
+#include "ds/support/Progress.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -519,8 +521,10 @@ private:
 class FunctionBuilder {
 public:
   FunctionBuilder(func::FuncOp fn, WeightTable &weights, KernelModule &kernels,
-                  std::vector<rt::CacheInfo> &caches)
-      : fn(fn), weights(weights), kernels(kernels), caches(caches) {}
+                  std::vector<rt::CacheInfo> &caches,
+                  ::ds::Progress *progress = nullptr)
+      : fn(fn), weights(weights), kernels(kernels), caches(caches),
+        progress(progress) {}
 
   FailureOr<rt::FunctionPlan> build();
 
@@ -643,6 +647,7 @@ private:
   WeightTable &weights;
   KernelModule &kernels;
   std::vector<rt::CacheInfo> &caches;
+  ::ds::Progress *progress;
   rt::FunctionPlan plan;
   llvm::DenseMap<Value, int32_t> ids;
 };
@@ -702,9 +707,13 @@ FailureOr<rt::FunctionPlan> FunctionBuilder::build() {
   if (cacheIndex != static_cast<int32_t>(caches.size()) && cacheIndex != 0)
     return fn.emitError("functions of the model disagree on their caches");
 
-  for (Operation &op : body.without_terminator())
+  for (Operation &op : body.without_terminator()) {
+    size_t before = weights.data.size();
     if (failed(visit(&op)))
       return failure();
+    if (progress)
+      progress->advance(1, weights.data.size() - before);
+  }
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   for (Value v : ret.getOperands()) {
     if (!known(v))
@@ -1078,13 +1087,22 @@ mlir::ds::buildPlan(ModuleOp module, const ::ds::Checkpoint &checkpoint,
       result.plan.eosTokenIds.assign(eos.asArrayRef().begin(),
                                      eos.asArrayRef().end());
   }
+  auto wanted = [&](func::FuncOp fn) {
+    return !fn.isExternal() &&
+           (functions.empty() ||
+            llvm::is_contained(functions, fn.getSymName().str()));
+  };
+  int64_t ops = 0;
+  for (auto fn : module.getOps<func::FuncOp>())
+    if (wanted(fn))
+      ops += static_cast<int64_t>(fn.getBody().front().getOperations().size()) -
+             1; // the terminator
+  ::ds::Progress progress("ds-compile: ops planned, weights packed", ops);
   for (auto fn : module.getOps<func::FuncOp>()) {
-    if (fn.isExternal())
+    if (!wanted(fn))
       continue;
-    if (!functions.empty() &&
-        !llvm::is_contained(functions, fn.getSymName().str()))
-      continue;
-    FunctionBuilder builder(fn, weights, kernels, result.plan.caches);
+    FunctionBuilder builder(fn, weights, kernels, result.plan.caches,
+                            &progress);
     FailureOr<rt::FunctionPlan> plan = builder.build();
     if (failed(plan))
       return failure();

@@ -116,6 +116,10 @@ LogicalResult WeightRewriter::init(ModuleOp module, StringRef name,
                                "from";
   loader = std::make_unique<CheckpointWeights>(
       *checkpoint, CheckpointWeights::Caching::Stream);
+  // How many weights a pass rewrites is known only as it goes (targets,
+  // excludes, stacked experts): a count and a rate, no estimate.
+  progress = std::make_unique<::ds::Progress>(passName + ": weights rewritten",
+                                              /*total=*/0);
   return success();
 }
 
@@ -169,6 +173,8 @@ FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,
     if (failed(t) || failed(encode(*t, written)))
       return failure();
     done.insert(key);
+    if (progress)
+      progress->advance(1, t->f.size() * sizeof(float));
   }
   OpBuilder b(user);
   auto attr = [&](const std::string &s) {

@@ -16,6 +16,8 @@
 #include "dialects/DS/IR/DSOps.h"
 #include "weights/Weights.h"
 
+#include "ds/support/Progress.h"
+
 #include "ds/support/SafeTensors.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -95,6 +97,8 @@ private:
   std::unique_ptr<CheckpointWeights> loader;
   std::vector<::ds::TensorToWrite> written;
   std::set<std::string> done;
+  /// Weights rewritten so far, of the module's params.
+  std::unique_ptr<::ds::Progress> progress;
 };
 
 /// A weight name without `*` (a materialized stacked weight is one tensor).

@@ -52,9 +52,16 @@ int main(int argc, char **argv) {
                               cl::cat(category));
   cl::opt<bool> printPlan("print-plan", cl::desc("Print each function's steps"),
                           cl::init(false), cl::cat(category));
+  cl::opt<bool> progress(
+      "progress",
+      cl::desc("Report progress even when stderr is not a terminal"),
+      cl::init(false), cl::cat(category));
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "ds-compile: models to runtime artifacts\n");
+  // The passes and codegen report through ds::Progress, which reads this.
+  if (progress)
+    setenv("DS_PROGRESS", "1", /*overwrite=*/1);
 
   DialectRegistry registry;
   mlir::ds::registerAllDialects(registry);

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ds/support/Progress.h"
 #include "frontends/HF/Importer.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -36,7 +37,9 @@ int main(int argc, char **argv) {
   cl::opt<std::string> dtype("dtype",
                              cl::desc("IR element type: f32, bf16 or f16"),
                              cl::init("f32"), cl::cat(category));
-  cl::opt<bool> progress("progress", cl::desc("Print a line per layer"),
+  cl::opt<bool> progress("progress",
+                         cl::desc("Report progress even when stderr is not a "
+                                  "terminal"),
                          cl::init(false), cl::cat(category));
   cl::opt<std::string> output("o", cl::desc("Output file"),
                               cl::value_desc("file"), cl::init("-"),
@@ -78,21 +81,19 @@ int main(int argc, char **argv) {
   mlir::ds::hf::ImportOptions options;
   options.maxCacheLen = maxCacheLen;
   options.dtype = dtype;
-  // Progress lines on request, and by default for checkpoints over 1 GiB.
-  uint64_t checkpointBytes = 0;
-  std::error_code ec;
-  for (llvm::sys::fs::directory_iterator it(importHF, ec), end;
-       it != end && !ec; it.increment(ec))
-    if (StringRef(it->path()).ends_with(".safetensors"))
-      if (llvm::ErrorOr<llvm::sys::fs::basic_file_status> st = it->status())
-        checkpointBytes += st->getSize();
-  if (progress || checkpointBytes > (uint64_t(1) << 30))
-    options.progress = [](int64_t layer, int64_t total) {
-      llvm::errs() << "ds-translate: layer " << layer + 1 << "/" << total
-                   << "\n";
+  // Progress on a terminal (or with --progress / DS_PROGRESS=1).
+  std::unique_ptr<::ds::Progress> layers;
+  if (::ds::progressEnabled(progress))
+    options.progress = [&](int64_t layer, int64_t total) {
+      if (!layers)
+        layers = std::make_unique<::ds::Progress>("ds-translate: layers", total,
+                                                  progress);
+      layers->advance();
+      (void)layer;
     };
   OwningOpRef<ModuleOp> module =
       mlir::ds::hf::importModelDirectory(context, importHF, options);
+  layers.reset(); // its last line now, before any error or output
   if (!module)
     return 1;
   std::string error;
