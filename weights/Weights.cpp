@@ -168,6 +168,8 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
       for (int64_t c = 0; c < rowSize; ++c)
         t.f[i * rowSize + c] = view->floatAt(src * rowSize + c);
     }
+    if (caching == Caching::Stream)
+      view->releasePages();
     roundToValueType(t, op.getResult());
     return t;
   }
@@ -196,6 +198,8 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
                                "its scales";
     for (int64_t i = 0; i < sliceSize; ++i)
       t.f[e * sliceSize + i] = view->floatAt(i);
+    if (caching == Caching::Stream)
+      view->releasePages();
   }
   roundToValueType(t, op.getResult());
   return t;

@@ -291,6 +291,7 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
     view.name = name;
     view.dtype = *dtype;
     view.file = path_;
+    view.fileMapped = mapping_ != nullptr;
     // Element count with overflow checks: sizes must fit the buffer anyway.
     uint64_t elements = 1;
     for (const json &d : *shapeIt) {
@@ -353,6 +354,19 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
   for (size_t i = 0; i < tensors_.size(); ++i)
     index_[tensors_[i].name] = i;
   return absl::OkStatus();
+}
+
+void TensorView::releasePages() const {
+  if (!fileMapped || numBytes == 0)
+    return;
+  // Whole pages inside the tensor only: a neighbour sharing a page may be
+  // in use.
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t begin =
+      (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
+  uintptr_t end = (reinterpret_cast<uintptr_t>(data) + numBytes) & ~(page - 1);
+  if (end > begin)
+    madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
 }
 
 const TensorView *SafeTensorsFile::find(const std::string &name) const {

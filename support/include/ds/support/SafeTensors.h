@@ -35,8 +35,15 @@ struct TensorView {
   size_t numBytes = 0;
   /// The file the tensor lives in (for messages).
   std::string file;
+  /// The data is a read-only mapping of that file (not caller memory).
+  bool fileMapped = false;
 
   int64_t numElements() const;
+  /// Lets the kernel drop the tensor's pages from memory (they are read
+  /// again from the file if touched later): code that reads each weight
+  /// once keeps the resident set near the tensor in use, not the whole
+  /// checkpoint. No effect on tensors not mapped from a file.
+  void releasePages() const;
   /// Element `i` converted to f32 (float dtypes) or to its integer value.
   float floatAt(int64_t i) const;
   int64_t intAt(int64_t i) const;
