@@ -54,6 +54,23 @@ runtime_only() {
 }
 step "runtime builds and passes with DS_BUILD_COMPILER=OFF" runtime_only
 
+# A runtime-only build with a sanitizer ($1: its name and build folder,
+# $2: its CMake option), then an artifact of a tiny DeepSeek-V3 (int8) for
+# the tests that need a compiled model. Prints the artifact folder.
+sanitized_runtime() {
+  local dir="$DS_BUILD_DIR/runtime-$1" art="$DS_BUILD_DIR/runtime-$1/art"
+  cmake -S "$DS_ROOT" -B "$dir" -G Ninja -DDS_BUILD_COMPILER=OFF "-D$2=ON" \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
+    -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null &&
+    cmake --build "$dir" -j "$DS_JOBS" --target ds-runtime-tests >/dev/null &&
+    rm -rf "$art" && mkdir -p "$art" &&
+    "$DS_BUILD_DIR/bin/ds-make-tiny-model" --arch deepseek_v3 --out "$art/m" \
+      --seed 3 --init-std 0.02 >/dev/null &&
+    "$DS_BUILD_DIR/bin/ds-compile" "$art/m" --optimize "quantize=int8" \
+      --max-cache-len 32 -o "$art/m.dsa" >/dev/null
+}
+
 # The runtime built with ASan + UBSan (runtime-only, so it costs minutes,
 # not a second compiler build) runs its unit tests, then the batcher,
 # session and GEMM tests on a compiled artifact, on the AVX-512 path (where
@@ -61,49 +78,31 @@ step "runtime builds and passes with DS_BUILD_COMPILER=OFF" runtime_only
 # hold bit for bit whatever the compiler's instrumentation does to the code.
 runtime_sanitized() {
   local dir="$DS_BUILD_DIR/runtime-asan" art="$DS_BUILD_DIR/runtime-asan/art"
-  ASAN_OPTIONS="${ASAN_OPTIONS:-allow_user_poisoning=0}" \
-    UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" \
-    bash -c '
-    set -e
-    cmake -S "$1" -B "$2" -G Ninja -DDS_BUILD_COMPILER=OFF \
-      -DDS_ENABLE_SANITIZERS=ON -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
-      -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
-    cmake --build "$2" -j "$4" --target ds-runtime-tests >/dev/null
-    rm -rf "$3" && mkdir -p "$3"
-    "$5/bin/ds-make-tiny-model" --arch deepseek_v3 --out "$3/m" --seed 3 --init-std 0.02 >/dev/null
-    "$5/bin/ds-compile" "$3/m" --optimize "quantize=int8" --max-cache-len 32 -o "$3/m.dsa" >/dev/null
-    DS_CPU_AVX2=1 "$5/bin/ds-compile" "$3/m" --optimize "quantize=int8" --max-cache-len 32 -o "$3/avx2.dsa" >/dev/null
-    DS_TEST_ARTIFACT="$3/m.dsa" "$2/unittests/ds-runtime-tests" --gtest_brief=1
-    DS_CPU_AVX2=1 DS_TEST_ARTIFACT="$3/avx2.dsa" "$2/unittests/ds-runtime-tests" \
-      --gtest_brief=1 --gtest_filter="Session*:Gemm*:Batcher*"
-  ' _ "$DS_ROOT" "$dir" "$art" "$DS_JOBS" "$DS_BUILD_DIR"
+  local env=(ASAN_OPTIONS="${ASAN_OPTIONS:-allow_user_poisoning=0}"
+    UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}")
+  sanitized_runtime asan DS_ENABLE_SANITIZERS &&
+    DS_CPU_AVX2=1 "$DS_BUILD_DIR/bin/ds-compile" "$art/m" --optimize "quantize=int8" \
+      --max-cache-len 32 -o "$art/avx2.dsa" >/dev/null &&
+    env "${env[@]}" DS_TEST_ARTIFACT="$art/m.dsa" \
+      "$dir/unittests/ds-runtime-tests" --gtest_brief=1 &&
+    env "${env[@]}" DS_CPU_AVX2=1 DS_TEST_ARTIFACT="$art/avx2.dsa" \
+      "$dir/unittests/ds-runtime-tests" --gtest_brief=1 \
+      --gtest_filter="Session*:Gemm*:Batcher*"
 }
-if [[ "${DS_SANITIZE:-0}" != 1 ]]; then
-  step "runtime under ASan + UBSan: unit tests, batch invariance on AVX-512 and AVX2" runtime_sanitized
-fi
 
 # The runtime built with ThreadSanitizer: the batcher's stress tests
 # (64 submitter threads, cancellation of 100 of 1000 requests, streaming),
 # sessions split over worker threads and the C API, on a compiled artifact.
 runtime_tsan() {
   local dir="$DS_BUILD_DIR/runtime-tsan" art="$DS_BUILD_DIR/runtime-tsan/art"
-  TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}" \
-    bash -c '
-    set -e
-    cmake -S "$1" -B "$2" -G Ninja -DDS_BUILD_COMPILER=OFF -DDS_ENABLE_TSAN=ON \
-      -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
-      -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
-    cmake --build "$2" -j "$4" --target ds-runtime-tests >/dev/null
-    rm -rf "$3" && mkdir -p "$3"
-    "$5/bin/ds-make-tiny-model" --arch deepseek_v3 --out "$3/m" --seed 3 --init-std 0.02 >/dev/null
-    "$5/bin/ds-compile" "$3/m" --optimize "quantize=int8" --max-cache-len 32 -o "$3/m.dsa" >/dev/null
-    DS_TEST_ARTIFACT="$3/m.dsa" "$2/unittests/ds-runtime-tests" --gtest_brief=1 \
-      --gtest_filter="Batcher*:Session*:CApi*:ThreadPool*:MoEExperts*"
-  ' _ "$DS_ROOT" "$dir" "$art" "$DS_JOBS" "$DS_BUILD_DIR"
+  sanitized_runtime tsan DS_ENABLE_TSAN &&
+    env TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}" \
+      DS_TEST_ARTIFACT="$art/m.dsa" "$dir/unittests/ds-runtime-tests" \
+      --gtest_brief=1 --gtest_filter="Batcher*:Session*:CApi*:ThreadPool*:MoEExperts*"
 }
+
 if [[ "${DS_SANITIZE:-0}" != 1 ]]; then
+  step "runtime under ASan + UBSan: unit tests, batch invariance on AVX-512 and AVX2" runtime_sanitized
   step "runtime under ThreadSanitizer: batcher, cancellation, sessions, C API" runtime_tsan
 fi
 

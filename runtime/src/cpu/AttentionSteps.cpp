@@ -66,6 +66,32 @@ absl::Status runCacheUpdate(StepContext &c) {
   return absl::OkStatus();
 }
 
+namespace {
+
+/// Every position of the `count` query rows lies in [0, maxLen) of what
+/// they attend to (`what`: "key/value length", "latent cache length").
+absl::Status checkPositions(const StepContext &c, int32_t pos, int64_t count,
+                            int64_t maxLen, const char *what) {
+  for (int64_t i = 0; i < count; ++i)
+    if (c.I(pos)[i] < 0 || c.I(pos)[i] >= maxLen)
+      return c.error(absl::StrCat("position ", c.I(pos)[i], " is outside the ",
+                                  what, " [0, ", maxLen, ")"));
+  return absl::OkStatus();
+}
+
+/// The cache row each batch row reads: its slot when the keys are a cache,
+/// else its own row of the in-graph keys (`identity` holds those).
+const int64_t *keyRows(const StepContext &c, bool cached, int64_t batch,
+                       std::vector<int64_t> &identity) {
+  if (cached)
+    return c.args.slots;
+  identity.resize(batch);
+  std::iota(identity.begin(), identity.end(), 0);
+  return identity.data();
+}
+
+} // namespace
+
 absl::Status checkAttention(const ShapeView &v) {
   const Step &s = v.step;
   int32_t q = s.operands[0], k = s.operands[1], val = s.operands[2];
@@ -86,20 +112,14 @@ absl::Status runAttention(StepContext &c) {
           pos = s.operands[3];
   const auto &qs = c.shape(q), &ks = c.shape(kc), &vs = c.shape(vc);
   int64_t maxLen = ks[1];
-  for (int64_t i = 0; i < qs[0] * qs[1]; ++i)
-    if (c.I(pos)[i] < 0 || c.I(pos)[i] >= maxLen)
-      return c.error(absl::StrCat("position ", c.I(pos)[i],
-                                  " is outside the key/value length [0, ",
-                                  maxLen, ")"));
+  if (absl::Status st =
+          checkPositions(c, pos, qs[0] * qs[1], maxLen, "key/value length");
+      !st.ok())
+    return st;
+  if (!cfg.cached && (ks[0] != qs[0] || vs[0] != qs[0] || vs[1] != maxLen))
+    return c.error("keys, values and queries disagree on batch or length");
   std::vector<int64_t> identity;
-  const int64_t *rows = c.args.slots;
-  if (!cfg.cached) {
-    identity.resize(qs[0]);
-    std::iota(identity.begin(), identity.end(), 0);
-    rows = identity.data();
-    if (ks[0] != qs[0] || vs[0] != qs[0] || vs[1] != maxLen)
-      return c.error("keys, values and queries disagree on batch or length");
-  }
+  const int64_t *rows = keyRows(c, cfg.cached, qs[0], identity);
   kernels::attention(c.F(q), qs[0], qs[1], qs[2], qs[3], c.F(kc), c.F(vc),
                      maxLen, ks[2], vs[3], rows, c.I(pos), cfg.slidingWindow,
                      cfg.scale, c.F(s.results[0]), c.pool);
@@ -144,20 +164,15 @@ absl::Status runMLAAttention(StepContext &c) {
       return c.error("MLA query scales do not match the queries");
     kScales = c.weight(2);
   }
-  for (int64_t i = 0; i < ns[0] * ns[1]; ++i)
-    if (c.I(pos)[i] < 0 || c.I(pos)[i] >= maxLen)
-      return c.error(absl::StrCat("position ", c.I(pos)[i],
-                                  " is outside the latent cache length [0, ",
-                                  maxLen, ")"));
+  if (absl::Status st =
+          checkPositions(c, pos, ns[0] * ns[1], maxLen, "latent cache length");
+      !st.ok())
+    return st;
+  if (!cfg.cached &&
+      (cs[0] != ns[0] || c.shape(kpe)[0] != ns[0] || c.shape(kpe)[1] != maxLen))
+    return c.error("latents and queries disagree on batch or length");
   std::vector<int64_t> identity;
-  const int64_t *rows = c.args.slots;
-  if (!cfg.cached) {
-    identity.resize(ns[0]);
-    std::iota(identity.begin(), identity.end(), 0);
-    rows = identity.data();
-    if (cs[0] != ns[0] || c.shape(kpe)[0] != ns[0] || c.shape(kpe)[1] != maxLen)
-      return c.error("latents and queries disagree on batch or length");
-  }
+  const int64_t *rows = keyRows(c, cfg.cached, ns[0], identity);
   kernels::mlaAttentionPacked(c.F(qn), c.F(qp), ns[0], ns[1], heads, dn, ps[3],
                               c.F(ckv), c.F(kpe), maxLen, cs[2], ukT.data(),
                               uv.data(), dv, rows, c.I(pos), cfg.scale,
