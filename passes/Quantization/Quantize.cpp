@@ -135,7 +135,7 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
   if (s.castType) {
     bool bf16 = s.castType.isBF16();
     NewParamNames names{base + (bf16 ? ":bf16" : ":f16"), "", "", ""};
-    auto encode = [&](const Tensor &t,
+    auto encode = [=](const Tensor &t,
                       std::vector<::ds::TensorToWrite> &out) -> LogicalResult {
       std::vector<uint8_t> bytes(t.f.size() * 2);
       for (size_t i = 0; i < t.f.size(); ++i) {
@@ -161,7 +161,7 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
   ::ds::QScheme q = getQScheme(qtype);
   NewParamNames names{base + ":q", base + ":scale",
                       qtype.hasZeroPoint() ? base + ":zero" : "", ""};
-  auto encode = [&](const Tensor &t,
+  auto encode = [=](const Tensor &t,
                     std::vector<::ds::TensorToWrite> &out) -> LogicalResult {
     ::ds::QuantizeOptions options;
     options.searchClip = clipSearch && (q.storage == ::ds::QStorage::I4 ||

@@ -73,7 +73,7 @@ struct Sparsify24Pass
         metaShape(type.getShape());
     valuesShape.back() = k / 2;
     metaShape.back() = (k / 4 + 1) / 2;
-    auto encode = [&](const Tensor &t,
+    auto encode = [=](const Tensor &t,
                       std::vector<::ds::TensorToWrite> &out) -> LogicalResult {
       ::ds::Sparse24 s = ::ds::compress24(t.f.data(), t.numElements() / k, k);
       std::vector<uint8_t> bytes(s.values.size() * ::ds::dtypeSize(dtype));

@@ -3,6 +3,10 @@
 
 #include "passes/Utils/WeightRewriter.h"
 
+#include "mlir/IR/Threading.h"
+
+#include <atomic>
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
@@ -168,14 +172,8 @@ FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,
   std::string key;
   llvm::raw_string_ostream os(key);
   os << names.values << " " << type;
-  if (!done.count(key)) {
-    FailureOr<Tensor> t = evaluate(sources);
-    if (failed(t) || failed(encode(*t, written)))
-      return failure();
-    done.insert(key);
-    if (progress)
-      progress->advance(1, t->f.size() * sizeof(float));
-  }
+  if (done.insert(key).second)
+    jobs.push_back({sources, std::move(encode), {}});
   OpBuilder b(user);
   auto attr = [&](const std::string &s) {
     return s.empty() ? StringAttr() : b.getStringAttr(s);
@@ -188,6 +186,30 @@ FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,
 }
 
 LogicalResult WeightRewriter::finish(ModuleOp module) {
+  // Every new weight, in parallel (each job reads its params and writes only
+  // its own output); the IR is not changed meanwhile.
+  std::atomic<bool> ok{true};
+  mlir::parallelFor(module.getContext(), 0, jobs.size(), [&](size_t i) {
+    Job &job = jobs[i];
+    FailureOr<Tensor> t = evaluate(job.sources);
+    if (failed(t) || failed(job.encode(*t, job.out))) {
+      ok = false;
+      return;
+    }
+    if (progress)
+      progress->advance(1, t->f.size() * sizeof(float));
+  });
+  if (!ok)
+    return failure();
+  // In the order the weights were met: the output file does not depend on
+  // the threads.
+  std::vector<::ds::TensorToWrite> written;
+  for (Job &job : jobs)
+    for (::ds::TensorToWrite &w : job.out)
+      written.push_back(std::move(w));
+  jobs.clear();
+  progress.reset();
+
   bool erased = true;
   while (erased) {
     erased = false;

@@ -25,6 +25,7 @@
 #include "llvm/Support/Regex.h"
 
 #include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -76,9 +77,12 @@ public:
   /// says.
   FailureOr<Tensor> evaluate(const WeightSources &sources);
 
-  /// Computes the tensors once per (names.values, type) with `encode`, then
-  /// returns a new ds.param of `type` naming them, placed before `user`.
-  using Encoder = function_ref<LogicalResult(
+  /// Returns a new ds.param of `type` naming the tensors `encode` makes from
+  /// the weight's values, placed before `user`. The values are computed once
+  /// per (names.values, type), later: finish() evaluates and encodes every
+  /// weight, in parallel over the context's threads, so `encode` must own
+  /// what it uses (capture by value) and be safe to run on another thread.
+  using Encoder = std::function<LogicalResult(
       const Tensor &, std::vector<::ds::TensorToWrite> &)>;
   FailureOr<Value> materialize(Operation *user, Value weight,
                                const WeightSources &sources, Type type,
@@ -86,6 +90,7 @@ public:
 
   /// Erases the params and concats nothing uses any more, writes the new
   /// tensors (if any) to the output file and lists it in ds.weight_files.
+  /// The new tensors are computed here, before the old params go.
   LogicalResult finish(ModuleOp module);
 
 private:
@@ -95,7 +100,13 @@ private:
   std::vector<llvm::Regex> excludes;
   std::unique_ptr<::ds::Checkpoint> checkpoint;
   std::unique_ptr<CheckpointWeights> loader;
-  std::vector<::ds::TensorToWrite> written;
+  /// One weight to compute: its sources and how to encode them.
+  struct Job {
+    WeightSources sources;
+    Encoder encode;
+    std::vector<::ds::TensorToWrite> out;
+  };
+  std::vector<Job> jobs;
   std::set<std::string> done;
   /// Weights rewritten so far, of the module's params.
   std::unique_ptr<::ds::Progress> progress;

@@ -28,6 +28,7 @@ Progress::~Progress() {
 }
 
 void Progress::advance(int64_t items, uint64_t more) {
+  std::lock_guard<std::mutex> lock(mutex);
   done += items;
   bytes += more;
   if (!enabled)

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 namespace ds {
@@ -30,7 +31,7 @@ public:
   Progress(const Progress &) = delete;
   Progress &operator=(const Progress &) = delete;
 
-  /// `items` more done, `bytes` more processed.
+  /// `items` more done, `bytes` more processed. Thread-safe.
   void advance(int64_t items = 1, uint64_t bytes = 0);
 
 private:
@@ -41,6 +42,7 @@ private:
   uint64_t bytes = 0;
   bool enabled, terminal, shown = false;
   std::chrono::steady_clock::time_point start, lastShown;
+  std::mutex mutex;
 };
 
 } // namespace ds
