@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/Batcher.h"
+#include "ds/rt/Status.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -75,40 +76,53 @@ void Batcher::deliver(const Done &done, GenerationResult result) {
   }
 }
 
-absl::StatusOr<Batcher::RequestId> Batcher::submit(Request request) {
+absl::StatusOr<Batcher::RequestId> Batcher::submit(Request request,
+                                                   RequestId *assigned) {
   int64_t promptTokens = static_cast<int64_t>(request.prompt.size());
-  absl::Status valid =
-      request.done ? session->validate(request.prompt, request.options)
-                   : absl::InvalidArgumentError("no completion callback");
-  if (valid.ok()) {
-    std::unique_lock<std::mutex> lock(mutex);
-    if (stopping) {
-      valid = absl::UnavailableError("the batcher is shutting down");
-    } else if (static_cast<int64_t>(queue.size()) >= options.maxQueue) {
-      valid = absl::ResourceExhaustedError(absl::StrCat(
-          "the request queue is full (", options.maxQueue, " waiting)"));
-    } else {
-      RequestId id = nextId++;
-      queue.push_back(
-          {id, std::move(request), std::chrono::steady_clock::now()});
-      counters.maxQueueDepth = std::max<int64_t>(
-          counters.maxQueueDepth, static_cast<int64_t>(queue.size()));
-      lock.unlock();
-      wake.notify_one();
-      return id;
+  Queued q{0, std::move(request), std::chrono::steady_clock::now()};
+  absl::Status valid = absl::OkStatus();
+  try {
+    valid = q.request.done
+                ? session->validate(q.request.prompt, q.request.options)
+                : absl::InvalidArgumentError("no completion callback");
+    if (valid.ok()) {
+      std::unique_lock<std::mutex> lock(mutex);
+      if (stopping) {
+        valid = absl::UnavailableError("the batcher is shutting down");
+      } else if (static_cast<int64_t>(queue.size()) >= options.maxQueue) {
+        valid = absl::ResourceExhaustedError(absl::StrCat(
+            "the request queue is full (", options.maxQueue, " waiting)"));
+      } else {
+        // The id is the caller's before the scheduler can see the request
+        // (and complete it).
+        q.id = nextId;
+        if (assigned)
+          *assigned = q.id;
+        queue.push_back(std::move(q));
+        RequestId id = nextId++;
+        counters.maxQueueDepth = std::max<int64_t>(
+            counters.maxQueueDepth, static_cast<int64_t>(queue.size()));
+        lock.unlock();
+        wake.notify_one();
+        return id;
+      }
     }
+  } catch (const std::bad_alloc &) {
+    valid = outOfMemoryError("no memory to queue the request");
+  } catch (...) {
+    valid = absl::InternalError("queueing the request failed");
   }
-  {
+  try {
     std::lock_guard<std::mutex> lock(mutex);
     ++counters.rejected;
+  } catch (...) {
   }
-  if (request.done)
-    deliver(request.done, GenerationResult::error(valid, promptTokens));
+  if (q.request.done)
+    deliver(q.request.done, GenerationResult::error(valid, promptTokens));
   return valid;
 }
 
 bool Batcher::cancel(RequestId id) {
-  Queued removed;
   {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = std::find_if(queue.begin(), queue.end(),
@@ -119,18 +133,11 @@ bool Batcher::cancel(RequestId id) {
       cancelRequested.insert(id);
       return true;
     }
-    removed = std::move(*it);
+    // Completed by the scheduler thread, as every request is.
+    cancelledQueued.push_back(std::move(*it));
     queue.erase(it);
-    ++counters.cancelled;
-    latenciesMs.push_back(
-        std::chrono::duration<double, std::milli>(
-            std::chrono::steady_clock::now() - removed.submitted)
-            .count());
   }
-  GenerationResult r;
-  r.finishReason = FinishReason::kCancelled;
-  r.promptTokens = static_cast<int64_t>(removed.request.prompt.size());
-  deliver(removed.request.done, std::move(r));
+  wake.notify_one();
   return true;
 }
 
@@ -173,10 +180,11 @@ void Batcher::finish(Active &a) {
     std::lock_guard<std::mutex> lock(mutex);
     // cancel() said yes while this step ran: the caller was promised a
     // cancellation, whatever the step's outcome.
-    if (cancelRequested.count(a.id) &&
-        result.finishReason != FinishReason::kError)
+    if (cancelRequested.count(a.id)) {
       result.finishReason = FinishReason::kCancelled;
-    latenciesMs.push_back(ms);
+      result.stopToken = -1;
+    }
+    recordLatency(ms);
     switch (result.finishReason) {
     case FinishReason::kError:
       ++counters.failed;
@@ -194,41 +202,101 @@ void Batcher::finish(Active &a) {
   deliver(a.done, std::move(result));
 }
 
+void Batcher::recordLatency(double ms) {
+  // The most recent kMaxLatencies: percentiles of recent traffic, in
+  // bounded memory however long the batcher serves.
+  if (latenciesMs.size() < kMaxLatencies)
+    latenciesMs.push_back(ms);
+  else
+    latenciesMs[latencyNext] = ms;
+  latencyNext = (latencyNext + 1) % kMaxLatencies;
+}
+
+void Batcher::failActive(const absl::Status &status) {
+  for (Active &a : active) {
+    a.seq->finish(FinishReason::kError, status);
+    finish(a);
+  }
+  active.clear();
+}
+
 void Batcher::loop() {
   for (;;) {
     std::vector<RequestId> cancelled;
+    std::vector<Queued> admitted, dropped;
+    std::vector<int64_t> admittedSlots;
     {
       std::unique_lock<std::mutex> lock(mutex);
       if (active.empty()) {
-        wake.wait(lock, [&] { return stopping || !queue.empty(); });
-        if (queue.empty() && stopping)
-          return;
+        wake.wait(lock, [&] {
+          return stopping || !queue.empty() || !cancelledQueued.empty();
+        });
         // Idle start: give concurrent submitters max_wait to fill the batch.
-        if (static_cast<int64_t>(queue.size()) < options.maxBatchSize &&
+        if (cancelledQueued.empty() && !queue.empty() &&
+            static_cast<int64_t>(queue.size()) < options.maxBatchSize &&
             options.maxWait.count() > 0)
           wake.wait_for(lock, options.maxWait, [&] {
             return stopping ||
                    static_cast<int64_t>(queue.size()) >= options.maxBatchSize;
           });
       }
+      // Requests cancelled while they waited complete here, on this thread.
+      dropped.swap(cancelledQueued);
       // Join between steps: as many waiting requests as there are slots.
-      int64_t vocab = session->vocabSize();
       while (!queue.empty() && !freeSlots.empty()) {
-        Queued q = std::move(queue.front());
+        admitted.push_back(std::move(queue.front()));
         queue.pop_front();
-        Active a;
-        a.id = q.id;
-        a.done = std::move(q.request.done);
-        a.submitted = q.submitted;
-        a.slot = freeSlots.back();
+        admittedSlots.push_back(freeSlots.back());
         freeSlots.pop_back();
+        running.insert(admitted.back().id);
+      }
+      cancelled.assign(cancelRequested.begin(), cancelRequested.end());
+      if (active.empty() && admitted.empty() && dropped.empty() &&
+          queue.empty() && stopping)
+        return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    for (Queued &q : dropped) {
+      GenerationResult r;
+      r.finishReason = FinishReason::kCancelled;
+      r.promptTokens = static_cast<int64_t>(q.request.prompt.size());
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        ++counters.cancelled;
+        recordLatency(
+            std::chrono::duration<double, std::milli>(now - q.submitted)
+                .count());
+      }
+      deliver(q.request.done, std::move(r));
+    }
+    int64_t vocab = session->vocabSize();
+    for (size_t i = 0; i < admitted.size(); ++i) {
+      Queued &q = admitted[i];
+      Active a;
+      a.id = q.id;
+      a.done = std::move(q.request.done);
+      a.submitted = q.submitted;
+      a.slot = admittedSlots[i];
+      int64_t promptTokens = static_cast<int64_t>(q.request.prompt.size());
+      try {
         a.seq = std::make_unique<SequenceDecoder>(
             std::move(q.request.prompt), q.request.options,
             std::move(q.request.onToken), session->eosTokens(), vocab);
-        running.insert(a.id);
-        active.push_back(std::move(a));
+      } catch (...) {
+        // No memory for its sampler: this request fails, the others run.
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          ++counters.failed;
+          running.erase(a.id);
+          cancelRequested.erase(a.id);
+          freeSlots.push_back(a.slot);
+        }
+        deliver(a.done, GenerationResult::error(
+                            outOfMemoryError("no memory to start the request"),
+                            promptTokens));
+        continue;
       }
-      cancelled.assign(cancelRequested.begin(), cancelRequested.end());
+      active.push_back(std::move(a));
     }
     // Cancelled sequences leave before the step, freeing their slots.
     if (!cancelled.empty()) {
@@ -246,56 +314,68 @@ void Batcher::loop() {
     }
     if (active.empty())
       continue;
-    // One step: prompts of newly admitted sequences, one token of the rest.
-    std::vector<int64_t> tokens, positions, slots, lastRow;
-    int64_t prefillRows = 0;
-    for (Active &a : active) {
-      if (!a.prefilled) {
-        const std::vector<int64_t> &prompt = a.seq->prompt();
-        for (size_t i = 0; i < prompt.size(); ++i) {
-          tokens.push_back(prompt[i]);
-          positions.push_back(static_cast<int64_t>(i));
-          slots.push_back(a.slot);
-        }
-        prefillRows += static_cast<int64_t>(prompt.size());
-      } else {
-        tokens.push_back(a.seq->nextToken());
-        positions.push_back(a.seq->nextPosition());
+    try {
+      runStep();
+    } catch (const std::bad_alloc &) {
+      failActive(outOfMemoryError("no memory for the step"));
+    } catch (const std::exception &e) {
+      failActive(
+          absl::InternalError(absl::StrCat("the step failed: ", e.what())));
+    } catch (...) {
+      failActive(absl::InternalError("the step failed"));
+    }
+  }
+}
+
+void Batcher::runStep() {
+  // One step: prompts of newly admitted sequences, one token of the rest.
+  std::vector<int64_t> tokens, positions, slots, lastRow;
+  int64_t prefillRows = 0;
+  for (Active &a : active) {
+    if (!a.prefilled) {
+      const std::vector<int64_t> &prompt = a.seq->prompt();
+      for (size_t i = 0; i < prompt.size(); ++i) {
+        tokens.push_back(prompt[i]);
+        positions.push_back(static_cast<int64_t>(i));
         slots.push_back(a.slot);
       }
-      lastRow.push_back(static_cast<int64_t>(tokens.size()) - 1);
+      prefillRows += static_cast<int64_t>(prompt.size());
+    } else {
+      tokens.push_back(a.seq->nextToken());
+      positions.push_back(a.seq->nextPosition());
+      slots.push_back(a.slot);
     }
-    // Logits of each sequence's last row only (a prompt's other rows need
-    // none).
-    absl::StatusOr<HostTensor> logits =
-        session->step(tokens, positions, slots, lastRow);
-    std::vector<Active> still;
-    int64_t produced = 0;
-    size_t ran = active.size();
-    for (size_t i = 0; i < active.size(); ++i) {
-      Active &a = active[i];
-      a.prefilled = true;
-      if (!logits.ok()) {
-        a.seq->finish(FinishReason::kError, logits.status());
-        finish(a);
-        continue;
-      }
-      int64_t vocab = logits->shape.back();
-      ++produced;
-      if (a.seq->advance(logits->data<float>() + i * vocab))
-        still.push_back(std::move(a));
-      else
-        finish(a);
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      ++counters.steps;
-      ++counters.batchHistogram[ran];
-      counters.generatedTokens += produced;
-      counters.prefillTokens += prefillRows;
-    }
-    active = std::move(still);
+    lastRow.push_back(static_cast<int64_t>(tokens.size()) - 1);
   }
+  // Logits of each sequence's last row only (a prompt's other rows need
+  // none).
+  absl::StatusOr<HostTensor> logits =
+      session->step(tokens, positions, slots, lastRow);
+  if (!logits.ok()) {
+    failActive(logits.status());
+    return;
+  }
+  std::vector<Active> still;
+  int64_t produced = 0;
+  size_t ran = active.size();
+  int64_t vocab = logits->shape.back();
+  for (size_t i = 0; i < active.size(); ++i) {
+    Active &a = active[i];
+    a.prefilled = true;
+    ++produced;
+    if (a.seq->advance(logits->data<float>() + i * vocab))
+      still.push_back(std::move(a));
+    else
+      finish(a);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++counters.steps;
+    ++counters.batchHistogram[ran];
+    counters.generatedTokens += produced;
+    counters.prefillTokens += prefillRows;
+  }
+  active = std::move(still);
 }
 
 BatcherStats Batcher::stats() const {

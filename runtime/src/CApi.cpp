@@ -163,6 +163,10 @@ std::atomic<CompileHook> compileHook{nullptr};
 
 void ds::rt::setCompileHook(CompileHook hook) { compileHook.store(hook); }
 
+namespace ds::rt {
+void setLastError(std::string message) { lastError = std::move(message); }
+} // namespace ds::rt
+
 extern "C" {
 
 const char *ds_last_error(void) { return lastError.c_str(); }
@@ -350,7 +354,8 @@ ds_status_code ds_batcher_submit_request(ds_batcher *b, const ds_request *rq,
   // `done` must run exactly once, even if what follows throws.
   bool delivered = false;
   auto refuse = [&](ds_status_code code) {
-    if (!delivered && rq && rq->done) {
+    // Nothing is called without a batcher (the header says so).
+    if (!delivered && b && rq && rq->done) {
       delivered = true;
       GenerationResult r = GenerationResult::error(
           absl::UnknownError(""),
@@ -387,12 +392,12 @@ ds_status_code ds_batcher_submit_request(ds_batcher *b, const ds_request *rq,
     };
     // From here on the batcher calls `done` (refusals included).
     delivered = true;
+    // The id is written before the request can complete (and `done` run).
+    static_assert(std::is_same_v<Batcher::RequestId, uint64_t>);
     absl::StatusOr<Batcher::RequestId> id =
-        b->batcher->submit(std::move(request));
+        b->batcher->submit(std::move(request), outId);
     if (!id.ok())
       return report(id.status());
-    if (outId)
-      *outId = *id;
     return DS_OK;
   });
   return code == DS_OK ? code : refuse(code);

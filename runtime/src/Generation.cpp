@@ -194,13 +194,26 @@ int64_t Sampler::sample(const float *logits, int64_t index) {
   return last; // rounding left the target at the very end
 }
 
+namespace {
+double logSumExp(const float *logits, int64_t vocab);
+} // namespace
+
 float Sampler::logprob(const float *logits, int64_t vocab, int64_t token) {
+  return static_cast<float>(logits[token] - logSumExp(logits, vocab));
+}
+
+namespace {
+/// log(sum(exp(logits - max))) + max, summed in double in id order: one
+/// definition for the chosen token's logprob and the top list's, so a
+/// token gets the same value in both.
+double logSumExp(const float *logits, int64_t vocab) {
   float max = *std::max_element(logits, logits + vocab);
   double sum = 0;
   for (int64_t i = 0; i < vocab; ++i)
     sum += std::exp(static_cast<double>(logits[i] - max));
-  return static_cast<float>(logits[token] - max - std::log(sum));
+  return max + std::log(sum);
 }
+} // namespace
 
 std::vector<TokenLogprob> Sampler::topLogprobs(const float *logits,
                                                int64_t vocab, int32_t n) {
@@ -213,14 +226,10 @@ std::vector<TokenLogprob> Sampler::topLogprobs(const float *logits,
       ids.begin(), ids.begin() + n, ids.end(), [logits](int32_t a, int32_t b) {
         return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
       });
-  float max = logits[ids[0]];
-  double sum = 0;
-  for (int64_t i = 0; i < vocab; ++i)
-    sum += std::exp(static_cast<double>(logits[i] - max));
-  float lse = max + static_cast<float>(std::log(sum));
+  double lse = logSumExp(logits, vocab);
   std::vector<TokenLogprob> out(n);
   for (int32_t i = 0; i < n; ++i)
-    out[i] = {ids[i], logits[ids[i]] - lse};
+    out[i] = {ids[i], static_cast<float>(logits[ids[i]] - lse)};
   return out;
 }
 

@@ -180,6 +180,16 @@ absl::StatusOr<HostTensor> Session::stepRows(
   // Parts 1.. on the workers, part 0 here; every part is waited for before
   // returning (they write the cache and read the inputs).
   std::vector<std::future<absl::StatusOr<HostTensor>>> pending;
+  // If anything below throws, the parts already on the workers are waited
+  // for before this frame (which they read) goes away.
+  struct WaitAll {
+    std::vector<std::future<absl::StatusOr<HostTensor>>> &futures;
+    ~WaitAll() {
+      for (auto &f : futures)
+        if (f.valid())
+          f.wait();
+    }
+  } waitAll{pending};
   for (int64_t i = 1; i < count; ++i)
     pending.push_back(pool->submit([&runPart, i] { return runPart(i); }));
   std::vector<absl::StatusOr<HostTensor>> results;

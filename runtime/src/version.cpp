@@ -6,6 +6,13 @@
 
 #include "ds/runtime.h"
 
+#include <string>
+
+namespace ds::rt {
+/// ds_last_error()'s message (CApi.cpp).
+void setLastError(std::string message);
+} // namespace ds::rt
+
 #define DS_STR2(x) #x
 #define DS_STR(x) DS_STR2(x)
 
@@ -42,11 +49,15 @@ extern "C" const char *ds_status_code_string(int code) {
 
 extern "C" ds_status_code ds_check_abi(int builtAgainst) {
   int major = builtAgainst / 10000, minor = builtAgainst / 100 % 100;
-  if (major != DS_VERSION_MAJOR)
-    return DS_UNAVAILABLE;
   // Before 1.0 every minor version may change the ABI; after it, a program
   // runs on its own minor version or a later one.
-  bool ok = DS_VERSION_MAJOR == 0 ? minor == DS_VERSION_MINOR
-                                  : minor <= DS_VERSION_MINOR;
-  return ok ? DS_OK : DS_UNAVAILABLE;
+  bool ok = major == DS_VERSION_MAJOR &&
+            (DS_VERSION_MAJOR == 0 ? minor == DS_VERSION_MINOR
+                                   : minor <= DS_VERSION_MINOR);
+  if (ok)
+    return DS_OK;
+  ds::rt::setLastError("ds_check_abi: the program was built against ds " +
+                       std::to_string(major) + "." + std::to_string(minor) +
+                       ", the library is " + ds_version_string());
+  return DS_UNAVAILABLE;
 }

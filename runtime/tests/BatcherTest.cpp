@@ -650,6 +650,7 @@ TEST(Batcher, CancellingAHundredOfAThousandUnderSixtyFourSubmitters) {
     FinishReason reason = FinishReason::kError;
     size_t tokens = 0;
     bool cancelAccepted = false;
+    std::thread::id doneOn, cancelledFrom;
   };
   std::vector<Outcome> outcomes(kRequests);
   std::atomic<int> submitted{0};
@@ -666,7 +667,8 @@ TEST(Batcher, CancellingAHundredOfAThousandUnderSixtyFourSubmitters) {
         r.done = [&, i](GenerationResult g) {
           outcomes[i].reason = g.finishReason;
           outcomes[i].tokens = g.tokens.size();
-          outcomes[i].calls++; // releases the two fields above
+          outcomes[i].doneOn = std::this_thread::get_id();
+          outcomes[i].calls++; // releases the fields above
         };
         absl::StatusOr<Batcher::RequestId> id =
             (*batcher)->submit(std::move(r));
@@ -678,6 +680,7 @@ TEST(Batcher, CancellingAHundredOfAThousandUnderSixtyFourSubmitters) {
           if (i % 20 == 13)
             std::this_thread::sleep_for(
                 std::chrono::microseconds(rng() % 3000));
+          outcomes[i].cancelledFrom = std::this_thread::get_id();
           outcomes[i].cancelAccepted = (*batcher)->cancel(*id);
         }
       }
@@ -702,6 +705,8 @@ TEST(Batcher, CancellingAHundredOfAThousandUnderSixtyFourSubmitters) {
     ASSERT_EQ(o.calls.load(), 1) << "request " << i;
     if (o.cancelAccepted) {
       EXPECT_EQ(o.reason, FinishReason::kCancelled) << "request " << i;
+      // Completed by the batcher's thread, even when it was still queued.
+      EXPECT_NE(o.doneOn, o.cancelledFrom) << "request " << i;
       ++cancelled;
     } else {
       EXPECT_EQ(o.reason, FinishReason::kLength) << "request " << i;
@@ -786,6 +791,22 @@ TEST(CApi, NullHandlesAndBadSizesAreRefusedWithTheRightCode) {
   EXPECT_EQ(ds_batcher_submit(nullptr, p, 1, 2, countDone, &c),
             DS_INVALID_ARGUMENT);
   EXPECT_EQ(c.n.load(), 1);
+  // ds_batcher_submit_request with no batcher calls nothing (as documented).
+  Calls none;
+  ds_request orphan{p,
+                    1,
+                    nullptr,
+                    nullptr,
+                    [](void *user, const ds_generation_result *r) {
+                      countDone(user, r->status, r->message, r->tokens,
+                                r->num_tokens);
+                    },
+                    &none};
+  EXPECT_EQ(ds_batcher_submit_request(nullptr, &orphan, nullptr),
+            DS_INVALID_ARGUMENT);
+  EXPECT_EQ(none.n.load(), 0);
+  EXPECT_EQ(ds_check_abi(DS_VERSION_NUMBER + 10000), DS_UNAVAILABLE);
+  EXPECT_NE(lastError().find("built against ds"), std::string::npos);
   EXPECT_EQ(ds_status_code_string(DS_RESOURCE_EXHAUSTED),
             std::string("resource exhausted"));
   EXPECT_EQ(ds_finish_reason_string(DS_FINISH_CANCELLED),

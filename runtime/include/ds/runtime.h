@@ -60,7 +60,9 @@ int ds_version_number(void);
 const char *ds_status_code_string(int code);
 
 /// Compares the version a program was built against with the loaded
-/// library; DS_OK when the major versions agree, else DS_UNAVAILABLE.
+/// library: DS_OK when the major versions agree (before 1.0, the minor
+/// versions too, and after it the library's minor version is at least the
+/// program's), else DS_UNAVAILABLE with a message naming both versions.
 ds_status_code ds_check_abi(int built_against_version_number);
 
 /// The message of the last failed ds_* call on this thread ("" if none).
@@ -233,7 +235,8 @@ typedef struct ds_request {
   void *user;           /* passed to both callbacks */
 } ds_request;
 
-/// Queues a request and writes its id to `out_id` (may be NULL). When
+/// Queues a request and writes its id to `out_id` (may be NULL) before the
+/// request can complete. When
 /// refused - DS_INVALID_ARGUMENT (bad request or options),
 /// DS_RESOURCE_EXHAUSTED (queue full), DS_UNAVAILABLE (shutting down) -
 /// `done` has been called with that status before this returns (unless

@@ -218,9 +218,16 @@ absl::Status checkMoE(const ShapeView &v) {
 }
 
 uint64_t scratchMoE(const ShapeView &v) {
-  const auto &cfg = v.step.as<steps::MoE>();
-  int32_t x = v.step.operands[0];
-  return cfg.inputQuant.enabled() ? scratchFloats(v.count(x)) : 0;
+  const Step &s = v.step;
+  const auto &cfg = s.as<steps::MoE>();
+  int32_t x = s.operands[0];
+  int64_t rows = v.rows(x), h = v.last(x), topK = v.last(s.operands[2]);
+  int64_t experts = static_cast<int64_t>(v.model.packed(s.weights[0]).size());
+  // The quantized input copy, then the experts' dispatch tables and
+  // intermediate results (kernels::moeExperts).
+  return (cfg.inputQuant.enabled() ? scratchFloats(v.count(x)) : 0) +
+         kernels::moeExpertsScratchBytes(rows, h, topK, experts,
+                                         cfg.intermediate);
 }
 
 absl::Status runMoE(StepContext &c) {
@@ -232,6 +239,7 @@ absl::Status runMoE(StepContext &c) {
   const auto &gu = c.model.packed(s.weights[0]);
   const auto &down = c.model.packed(s.weights[1]);
   const float *in = c.F(x);
+  void *experts = nullptr;
   if (cfg.inputQuant.enabled()) {
     float *quantized = c.scratch(n * h);
     if (!quantized)
@@ -240,6 +248,12 @@ absl::Status runMoE(StepContext &c) {
     fakeQuant(quantized, n, h, cfg.inputQuant);
     in = quantized;
   }
+  // The kernel's scratch follows (64-byte aligned, as planned).
+  uint64_t expertBytes = kernels::moeExpertsScratchBytes(
+      n, h, topK, static_cast<int64_t>(gu.size()), cfg.intermediate);
+  experts = c.scratchBytes(expertBytes);
+  if (!experts)
+    return c.error("scratch overflow (experts)");
   std::function<void(float *, int64_t, int64_t)> hidden;
   if (cfg.hiddenQuant.enabled())
     hidden = [&](float *rows, int64_t count, int64_t cols) {
@@ -249,7 +263,7 @@ absl::Status runMoE(StepContext &c) {
       in, n, h, c.F(wts), static_cast<const int32_t *>(c.ptr(idx)), topK,
       static_cast<int64_t>(gu.size()), gu.data(), down.data(), cfg.intermediate,
       static_cast<kernels::Act>(cfg.activation), c.F(s.results[0]), c.pool,
-      hidden, static_cast<kernels::Round>(cfg.inputRound));
+      hidden, static_cast<kernels::Round>(cfg.inputRound), experts);
   if (bad != -1)
     return c.error(
         absl::StrCat("expert index ", bad, " is outside [0, ", gu.size(), ")"));

@@ -76,10 +76,13 @@ public:
   }
   /// `count` floats of the step's planned scratch (64-byte aligned).
   float *scratch(int64_t count) {
-    uint64_t bytes =
-        (static_cast<uint64_t>(count) * sizeof(float) + 63) & ~63ULL;
-    float *p = reinterpret_cast<float *>(args.scratch + used);
-    used += bytes;
+    return static_cast<float *>(
+        scratchBytes(static_cast<uint64_t>(count) * sizeof(float)));
+  }
+  /// `bytes` of it, rounded up to 64; null past what was planned.
+  void *scratchBytes(uint64_t bytes) {
+    void *p = args.scratch + used;
+    used += (bytes + 63) & ~63ULL;
     return used <= args.scratchSize ? p : nullptr;
   }
   absl::Status error(const std::string &what) const {

@@ -233,64 +233,108 @@ void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
   });
 }
 
+namespace {
+/// moeExperts' scratch, carved from one region: the dispatch tables, then
+/// every expert's output rows in bucket order, then the gathered inputs and
+/// gate/up and hidden activations. Serially, experts reuse the first
+/// `maxRows` rows of the last three (hot in cache); side by side on
+/// workers, each expert uses its own bucket's rows of them.
+struct MoEScratch {
+  int64_t *offsets, *rows, *fill, *used;
+  float *out, *xs, *gu, *hid;
+
+  static uint64_t align(uint64_t bytes) { return (bytes + 63) & ~63ULL; }
+  static uint64_t bytes(int64_t n, int64_t h, int64_t topK, int64_t e,
+                        int64_t inter) {
+    const uint64_t slots = static_cast<uint64_t>(n * topK);
+    return align(8 * (e + 1)) + align(8 * slots) + 2 * align(8 * e) +
+           align(4 * slots * h) + align(4 * slots * h) +
+           align(4 * slots * 2 * inter) + align(4 * slots * inter);
+  }
+  MoEScratch(void *region, int64_t n, int64_t h, int64_t topK, int64_t e,
+             int64_t inter) {
+    auto *p = static_cast<uint8_t *>(region);
+    const uint64_t slots = static_cast<uint64_t>(n * topK);
+    auto take = [&](uint64_t size) {
+      uint8_t *at = p;
+      p += align(size);
+      return at;
+    };
+    offsets = reinterpret_cast<int64_t *>(take(8 * (e + 1)));
+    rows = reinterpret_cast<int64_t *>(take(8 * slots));
+    fill = reinterpret_cast<int64_t *>(take(8 * e));
+    used = reinterpret_cast<int64_t *>(take(8 * e));
+    out = reinterpret_cast<float *>(take(4 * slots * h));
+    xs = reinterpret_cast<float *>(take(4 * slots * h));
+    gu = reinterpret_cast<float *>(take(4 * slots * 2 * inter));
+    hid = reinterpret_cast<float *>(take(4 * slots * inter));
+  }
+};
+} // namespace
+
+uint64_t moeExpertsScratchBytes(int64_t n, int64_t h, int64_t topK,
+                                int64_t numExperts, int64_t inter) {
+  return MoEScratch::bytes(n, h, topK, numExperts, inter);
+}
+
 int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
                    const int32_t *indices, int64_t topK, int64_t numExperts,
                    const PackedWeight *gateUp, const PackedWeight *down,
                    int64_t inter, Act act, float *y, ThreadPool *pool,
                    const std::function<void(float *, int64_t, int64_t)> &hidden,
-                   Round round) {
+                   Round round, void *scratch) {
   for (int64_t i = 0; i < n * topK; ++i)
     if (indices[i] < 0 || indices[i] >= numExperts)
       return indices[i];
+  // Called directly (tests, benchmarks): the calling thread's own buffer,
+  // grown as needed and reused.
+  thread_local std::vector<uint8_t> own;
+  if (!scratch) {
+    uint64_t need = MoEScratch::bytes(n, h, topK, numExperts, inter) + 64;
+    if (own.size() < need)
+      own.resize(need);
+    auto base = reinterpret_cast<uintptr_t>(own.data());
+    scratch = reinterpret_cast<void *>((base + 63) & ~uintptr_t{63});
+  }
+  const MoEScratch ws(scratch, n, h, topK, numExperts, inter);
   // Bucket (token, choice) pairs by expert, in token order, as the
   // reference's stable dispatch does.
-  thread_local std::vector<int64_t> offsets, rows, fill;
-  offsets.assign(numExperts + 1, 0);
+  int64_t *offsets = ws.offsets, *rows = ws.rows, *fill = ws.fill;
+  std::fill(offsets, offsets + numExperts + 1, int64_t{0});
   for (int64_t i = 0; i < n * topK; ++i)
     ++offsets[indices[i] + 1];
   for (int64_t e = 0; e < numExperts; ++e)
     offsets[e + 1] += offsets[e];
-  rows.resize(n * topK);
-  fill.assign(offsets.begin(), offsets.end() - 1);
+  std::copy(offsets, offsets + numExperts, fill);
   for (int64_t i = 0; i < n * topK; ++i)
     rows[fill[indices[i]]++] = i;
   int64_t maxRows = 0, active = 0;
   for (int64_t e = 0; e < numExperts; ++e) {
     maxRows = std::max(maxRows, offsets[e + 1] - offsets[e]);
-    active += offsets[e + 1] > offsets[e] ? 1 : 0;
+    if (offsets[e + 1] > offsets[e])
+      ws.used[active++] = e;
   }
-  // The buckets, by pointer: a thread_local named in a lambda is the
-  // running thread's own, not the caller's.
-  const int64_t *off = offsets.data(), *bucket = rows.data();
-  // One expert's FFN over its rows, into dst (count x h). Scratch is reused
-  // across calls on each thread: no page faults in steady state.
-  auto expert = [&](int64_t e, float *dst, ThreadPool *gemmPool) {
+  const int64_t *off = offsets, *bucket = rows;
+  // One expert's FFN over its rows, into dst (count x h), its intermediate
+  // results `at` rows into the scratch.
+  auto expert = [&](int64_t e, float *dst, int64_t at, ThreadPool *gemmPool) {
     int64_t begin = off[e], count = off[e + 1] - begin;
-    thread_local std::vector<float> xs, gu, hid;
-    if (static_cast<int64_t>(xs.size()) < count * h)
-      xs.resize(count * h);
-    if (static_cast<int64_t>(gu.size()) < count * 2 * inter)
-      gu.resize(count * 2 * inter);
-    if (static_cast<int64_t>(hid.size()) < count * inter)
-      hid.resize(count * inter);
+    float *xs = ws.xs + at * h, *gu = ws.gu + at * 2 * inter,
+          *hid = ws.hid + at * inter;
     for (int64_t r = 0; r < count; ++r)
       std::memcpy(&xs[r * h], x + (bucket[begin + r] / topK) * h,
                   h * sizeof(float));
-    gemm(xs.data(), count, h, gateUp[e], nullptr, gu.data(), 2 * inter,
-         gemmPool);
-    roundValues(gu.data(), count * 2 * inter, round);
-    glu(gu.data(), count, inter, act, hid.data());
-    roundValues(hid.data(), count * inter, round);
+    gemm(xs, count, h, gateUp[e], nullptr, gu, 2 * inter, gemmPool);
+    roundValues(gu, count * 2 * inter, round);
+    glu(gu, count, inter, act, hid);
+    roundValues(hid, count * inter, round);
     if (hidden)
-      hidden(hid.data(), count, inter);
-    gemm(hid.data(), count, inter, down[e], nullptr, dst, h, gemmPool);
+      hidden(hid, count, inter);
+    gemm(hid, count, inter, down[e], nullptr, dst, h, gemmPool);
     roundValues(dst, count * h, round);
   };
   // Every expert's output rows, in bucket order.
-  thread_local std::vector<float> outRows;
-  if (static_cast<int64_t>(outRows.size()) < n * topK * h)
-    outRows.resize(n * topK * h);
-  float *out = outRows.data();
+  float *out = ws.out;
   const int64_t threads = pool ? pool->numWorkers() + 1 : 1;
   // Below ~1 MFLOP a parallel split costs more than it saves.
   const double flops = 6.0 * static_cast<double>(n * topK) * h * inter;
@@ -300,19 +344,14 @@ int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
     // twice its share of the rows): each GEMM runs whole on one thread, with
     // no split and no activations packed twice. A row's arithmetic is the
     // same as in the split GEMMs.
-    std::vector<int64_t> used;
-    for (int64_t e = 0; e < numExperts; ++e)
-      if (offsets[e + 1] > offsets[e])
-        used.push_back(e);
-    pool->parallelFor(static_cast<int64_t>(used.size()), 1,
-                      [&](int64_t i0, int64_t i1) {
-                        for (int64_t i = i0; i < i1; ++i)
-                          expert(used[i], out + off[used[i]] * h, nullptr);
-                      });
+    const int64_t *used = ws.used;
+    pool->parallelFor(active, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        expert(used[i], out + off[used[i]] * h, off[used[i]], nullptr);
+    });
   } else {
-    for (int64_t e = 0; e < numExperts; ++e)
-      if (offsets[e + 1] > offsets[e])
-        expert(e, out + off[e] * h, pool);
+    for (int64_t i = 0; i < active; ++i)
+      expert(ws.used[i], out + off[ws.used[i]] * h, 0, pool);
   }
   // Combine in expert order, as the reference's stable dispatch adds.
   std::fill(y, y + n * h, 0.0f);

@@ -87,14 +87,17 @@ public:
   /// Finishes every accepted request, then stops the scheduler.
   ~Batcher();
 
-  /// Queues a request and returns its id. A refused request (invalid, queue
-  /// full: ResourceExhausted, shutting down: Unavailable) gets its `done`
-  /// call with FinishReason::kError before this returns the same status.
-  absl::StatusOr<RequestId> submit(Request request);
+  /// Queues a request and returns its id (also written to `assigned`, if
+  /// given, before the request can complete). A refused request (invalid,
+  /// queue full: ResourceExhausted, shutting down: Unavailable, no memory)
+  /// gets its `done` call with FinishReason::kError before this returns the
+  /// same status.
+  absl::StatusOr<RequestId> submit(Request request,
+                                   RequestId *assigned = nullptr);
   /// Cancels a queued or running request: it completes with
-  /// FinishReason::kCancelled (a running one with the tokens it has, at the
-  /// next step, which no longer includes it). False when the id is unknown
-  /// or already finished. Thread-safe.
+  /// FinishReason::kCancelled, on the scheduler thread (a running one with
+  /// the tokens it has, at the next step, which no longer includes it).
+  /// False when the id is unknown or already finished. Thread-safe.
   bool cancel(RequestId id);
 
   /// Greedy conveniences: the tokens or the request's error.
@@ -123,16 +126,25 @@ private:
 
   Batcher(std::unique_ptr<Session> session, const BatcherOptions &options);
   void loop();
+  /// One @decode step over the active sequences; finishes those that end.
+  void runStep();
+  /// Ends every active sequence with `status` (a step that failed).
+  void failActive(const absl::Status &status);
   /// Delivers a result; catches what `done` throws.
   static void deliver(const Done &done, GenerationResult result);
   /// Frees the slot, counts the result and delivers it.
   void finish(Active &a);
+  /// Keeps the most recent latencies only (under mutex).
+  void recordLatency(double ms);
+  static constexpr size_t kMaxLatencies = 1 << 16;
 
   std::unique_ptr<Session> session;
   BatcherOptions options;
   mutable std::mutex mutex;
   std::condition_variable wake;
   std::deque<Queued> queue;
+  /// Queued requests cancel() took out, to be completed by the scheduler.
+  std::vector<Queued> cancelledQueued;
   bool stopping = false;
   RequestId nextId = 1;
   /// Running requests, and those of them cancel() asked to stop (under
@@ -143,6 +155,7 @@ private:
   // Stats (under mutex).
   BatcherStats counters;
   std::vector<double> latenciesMs;
+  size_t latencyNext = 0;
   std::chrono::steady_clock::time_point started;
   std::thread scheduler;
 };

@@ -28,8 +28,9 @@ namespace ds::rt {
 /// greedy decoding. Applied in this order (vLLM's and llama.cpp's):
 /// repetition penalty, temperature, top-k, top-p, min-p, then a draw.
 struct SamplingOptions {
-  /// 0: greedy (the most likely token, the lowest id on ties); otherwise
-  /// the logits are divided by it. Bounds: [0, 100].
+  /// 0 (or below kGreedyTemperature): greedy (the most likely token, the
+  /// lowest id on ties); otherwise the logits are divided by it.
+  /// Bounds: [0, 100].
   double temperature = 0;
   /// Keep only the k most likely tokens (0: all). Bounds: >= 0.
   int64_t topK = 0;
@@ -49,7 +50,10 @@ struct SamplingOptions {
 
   /// InvalidArgument naming the first option outside its bounds.
   absl::Status validate() const;
-  bool greedy() const { return temperature == 0; }
+  /// Below this a temperature is greedy (vLLM's epsilon): dividing by it
+  /// would overflow f32.
+  static constexpr double kGreedyTemperature = 1e-5;
+  bool greedy() const { return temperature < kGreedyTemperature; }
 };
 
 /// Why a generation ended.

@@ -240,13 +240,20 @@ void route(const float *logits, const float *bias, int64_t n,
 /// With `round`, the gate/up and down projections and the hidden
 /// activations are rounded as the interpreter stores them (y itself is not).
 /// Returns the first index outside [0, numExperts) or -1 (nothing written).
+/// `scratch` (64-byte aligned, moeExpertsScratchBytes of it) holds the
+/// dispatch tables, the gathered rows and every expert's intermediate
+/// results; the executor plans it in its arena. Null: a buffer of the
+/// calling thread's (kernels called directly, as tests and benchmarks do).
 int64_t
 moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
            const int32_t *indices, int64_t topK, int64_t numExperts,
            const PackedWeight *gateUp, const PackedWeight *down, int64_t inter,
            Act act, float *y, ThreadPool *pool = nullptr,
            const std::function<void(float *, int64_t, int64_t)> &hidden = {},
-           Round round = Round::None);
+           Round round = Round::None, void *scratch = nullptr);
+/// The scratch moeExperts needs for these sizes (whatever the routing).
+uint64_t moeExpertsScratchBytes(int64_t n, int64_t h, int64_t topK,
+                                int64_t numExperts, int64_t inter);
 
 /// Whether the CPU has the AVX-512 kernels' features (else AVX2 kernels run).
 bool hasAvx512();
