@@ -142,6 +142,13 @@ absl::Status checkMLAAttention(const ShapeView &v) {
   return absl::OkStatus();
 }
 
+uint64_t scratchMLAAttention(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &ns = v.of(s.operands[0]), &cs = v.of(s.operands[2]);
+  return scratchFloats(kernels::mlaScratchFloats(ns[0] * ns[1], ns[2], cs[2],
+                                                 ns[3], s.weights.size() > 2));
+}
+
 absl::Status runMLAAttention(StepContext &c) {
   const Step &s = c.step;
   const auto &cfg = s.as<steps::MLAAttention>();
@@ -173,10 +180,14 @@ absl::Status runMLAAttention(StepContext &c) {
     return c.error("latents and queries disagree on batch or length");
   std::vector<int64_t> identity;
   const int64_t *rows = keyRows(c, cfg.cached, ns[0], identity);
+  float *scratch = c.scratch(kernels::mlaScratchFloats(
+      ns[0] * ns[1], heads, cs[2], dn, kScales != nullptr));
+  if (!scratch)
+    return c.error("scratch overflow (MLA queries)");
   kernels::mlaAttentionPacked(c.F(qn), c.F(qp), ns[0], ns[1], heads, dn, ps[3],
                               c.F(ckv), c.F(kpe), maxLen, cs[2], ukT.data(),
                               uv.data(), dv, rows, c.I(pos), cfg.scale,
-                              c.F(s.results[0]), c.pool, kScales);
+                              c.F(s.results[0]), c.pool, kScales, scratch);
   return absl::OkStatus();
 }
 

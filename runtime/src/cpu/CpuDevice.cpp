@@ -133,6 +133,8 @@ public:
       return cpu::scratchRouter(v);
     case OpCode::MoE:
       return cpu::scratchMoE(v);
+    case OpCode::MLAAttention:
+      return cpu::scratchMLAAttention(v);
     default:
       return 0;
     }

@@ -131,6 +131,7 @@ absl::Status runCacheUpdate(StepContext &c);
 absl::Status checkAttention(const ShapeView &v);
 absl::Status runAttention(StepContext &c);
 absl::Status checkMLAAttention(const ShapeView &v);
+uint64_t scratchMLAAttention(const ShapeView &v);
 absl::Status runMLAAttention(StepContext &c);
 
 // Generated kernels (GeneratedSteps.cpp): memref descriptors are laid out

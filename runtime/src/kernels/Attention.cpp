@@ -548,6 +548,11 @@ void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
   forItems(pool, batch * seq * heads, work, body);
 }
 
+int64_t mlaScratchFloats(int64_t rows, int64_t heads, int64_t rank, int64_t dn,
+                         bool scaledQueries) {
+  return 2 * rows * heads * rank + (scaledQueries ? rows * heads * dn : 0);
+}
+
 void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         int64_t seq, int64_t heads, int64_t dn, int64_t dr,
                         const float *cKv, const float *kPe, int64_t maxLen,
@@ -555,30 +560,35 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         const PackedWeight *uv, int64_t dv,
                         const int64_t *slots, const int64_t *positions,
                         double scale, float *out, ThreadPool *pool,
-                        const float *ukScales) {
+                        const float *ukScales, float *scratch) {
   const int64_t rows = batch * seq;
-  thread_local std::vector<float> qAbs, oLat, qScaled;
-  qAbs.resize(rows * heads * rank);
-  oLat.resize(rows * heads * rank);
+  // The executor plans this in its arena; called directly, a buffer of
+  // the calling thread's.
+  thread_local std::vector<float> own;
+  if (!scratch) {
+    own.resize(mlaScratchFloats(rows, heads, rank, dn, ukScales != nullptr));
+    scratch = own.data();
+  }
+  float *qAbsBuf = scratch, *oLatBuf = scratch + rows * heads * rank;
   // An int8 W_ukᵀ has kv_b's row scales along K: fold them into the
   // queries.
   if (ukScales) {
-    qScaled.resize(rows * heads * dn);
+    float *qScaled = oLatBuf + rows * heads * rank;
     for (int64_t r = 0; r < rows * heads; ++r)
       for (int64_t i = 0; i < dn; ++i)
         qScaled[r * dn + i] =
             qNope[r * dn + i] * ukScales[(r % heads) * dn + i];
-    qNope = qScaled.data();
+    qNope = qScaled;
   }
   // q_abs[row, h] = W_ukᵀ q_nope[row, h]: one GEMM per head over all rows.
   for (int64_t h = 0; h < heads; ++h)
-    gemm(qNope + h * dn, rows, heads * dn, ukT[h], nullptr,
-         qAbs.data() + h * rank, heads * rank, pool);
+    gemm(qNope + h * dn, rows, heads * dn, ukT[h], nullptr, qAbsBuf + h * rank,
+         heads * rank, pool);
   double keys = 0;
   for (int64_t i = 0; i < rows; ++i)
     keys += static_cast<double>(positions[i] + 1);
   double work = keys * heads * static_cast<double>(2 * rank + dr);
-  float *qa = qAbs.data(), *ol = oLat.data();
+  float *qa = qAbsBuf, *ol = oLatBuf;
   // Items are a row and a block of its heads: each latent row is read once
   // for the block (every head attends to the same latents) and its dot
   // products run four heads at a time.
@@ -631,8 +641,8 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
   forItems(pool, rows * blocks, work, body);
   // out[row, h] = W_uv o_lat[row, h].
   for (int64_t h = 0; h < heads; ++h)
-    gemm(oLat.data() + h * rank, rows, heads * rank, uv[h], nullptr,
-         out + h * dv, heads * dv, pool);
+    gemm(oLatBuf + h * rank, rows, heads * rank, uv[h], nullptr, out + h * dv,
+         heads * dv, pool);
 }
 
 } // namespace ds::rt::kernels

@@ -209,7 +209,13 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         const PackedWeight *uv, int64_t dv,
                         const int64_t *slots, const int64_t *positions,
                         double scale, float *out, ThreadPool *pool = nullptr,
-                        const float *ukScales = nullptr);
+                        const float *ukScales = nullptr,
+                        float *scratch = nullptr);
+/// The floats of `scratch` mlaAttentionPacked needs: the absorbed queries
+/// and latent outputs of every row and head (and the scaled queries of an
+/// int8 W_ukᵀ); null scratch takes a buffer of the calling thread's.
+int64_t mlaScratchFloats(int64_t rows, int64_t heads, int64_t rank, int64_t dn,
+                         bool scaledQueries);
 
 /// The MoE router's configuration (#ds.routing).
 struct RouterConfig {
