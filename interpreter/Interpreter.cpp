@@ -141,82 +141,25 @@ struct Routing {
 /// is taken from it and only the weights are computed.
 Routing routerKernel(const Tensor &logits, const Tensor *bias,
                      RoutingAttr routing, const Tensor *forced = nullptr) {
-  int64_t n = logits.shape[0], e = logits.shape[1];
-  int64_t k = routing.getTopK();
-  int64_t groups = routing.getNGroup(), keep = routing.getTopkGroup();
-  int64_t perGroup = e / groups;
-  double eps = routing.getNormEpsilon().convertToDouble();
-  double scale = routing.getRoutedScalingFactor().convertToDouble();
-  ArrayRef<int64_t> kept = routing.getKept();
+  int64_t n = logits.shape[0], k = routing.getTopK();
+  ::ds::reference::RouteSpec spec;
+  spec.numExperts = logits.shape[1];
+  spec.topK = k;
+  spec.nGroup = routing.getNGroup();
+  spec.topkGroup = routing.getTopkGroup();
+  spec.sigmoid = routing.getScoring() == ScoringFunc::sigmoid;
+  spec.groupScoreMax = routing.getGroupScore() == GroupScore::max;
+  spec.normTopkProb = routing.getNormTopkProb();
+  spec.normEpsilon = routing.getNormEpsilon().convertToDouble();
+  spec.scalingFactor = routing.getRoutedScalingFactor().convertToDouble();
+  spec.kept.assign(routing.getKept().begin(), routing.getKept().end());
   Routing out{Tensor::floats({n, k}), Tensor::ints({n, k})};
-  std::vector<float> s(e), sel(e);
-  for (int64_t t = 0; t < n; ++t) {
-    const float *l = &logits.f[t * e];
-    if (routing.getScoring() == ScoringFunc::softmax) {
-      float mx = *std::max_element(l, l + e);
-      double sum = 0;
-      for (int64_t j = 0; j < e; ++j)
-        sum += std::exp(static_cast<double>(l[j]) - mx);
-      for (int64_t j = 0; j < e; ++j)
-        s[j] =
-            static_cast<float>(std::exp(static_cast<double>(l[j]) - mx) / sum);
-    } else {
-      for (int64_t j = 0; j < e; ++j)
-        s[j] = 1.0f / (1.0f + std::exp(-l[j]));
-    }
-    for (int64_t j = 0; j < e; ++j)
-      sel[j] = s[j] + (bias ? bias->f[j] : 0.0f);
-    if (groups > 1) {
-      std::vector<float> groupScore(groups);
-      for (int64_t g = 0; g < groups; ++g) {
-        std::vector<float> members(sel.begin() + g * perGroup,
-                                   sel.begin() + (g + 1) * perGroup);
-        std::sort(members.begin(), members.end(), std::greater<float>());
-        groupScore[g] = routing.getGroupScore() == GroupScore::max
-                            ? members[0]
-                            : members[0] + members[1];
-      }
-      std::vector<int64_t> order(groups);
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-        return groupScore[a] > groupScore[b];
-      });
-      std::vector<bool> kept(groups, false);
-      for (int64_t g = 0; g < keep; ++g)
-        kept[order[g]] = true;
-      for (int64_t j = 0; j < e; ++j)
-        if (!kept[j / perGroup])
-          sel[j] = -std::numeric_limits<float>::infinity();
-    }
-    // Pruned experts cannot be selected; indices number the kept ones.
-    std::vector<int64_t> order;
-    if (kept.empty()) {
-      order.resize(e);
-      std::iota(order.begin(), order.end(), 0);
-    } else {
-      order.assign(kept.begin(), kept.end());
-    }
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int64_t a, int64_t b) { return sel[a] > sel[b]; });
-    if (forced)
-      for (int64_t j = 0; j < k; ++j) {
-        int64_t local = forced->i[t * k + j];
-        order[j] = kept.empty() ? local : kept[local];
-      }
-    double sum = 0;
-    for (int64_t j = 0; j < k; ++j)
-      sum += s[order[j]];
-    for (int64_t j = 0; j < k; ++j) {
-      double w = s[order[j]];
-      if (routing.getNormTopkProb())
-        w /= (sum + eps);
-      out.weights.f[t * k + j] = static_cast<float>(w * scale);
-      out.indices.i[t * k + j] =
-          kept.empty() ? order[j]
-                       : std::lower_bound(kept.begin(), kept.end(), order[j]) -
-                             kept.begin();
-    }
-  }
+  std::vector<double> weights(n * k);
+  ::ds::reference::route(logits.f.data(), bias ? bias->f.data() : nullptr, n,
+                         spec, weights.data(), out.indices.i.data(),
+                         forced ? forced->i.data() : nullptr);
+  for (int64_t i = 0; i < n * k; ++i)
+    out.weights.f[i] = static_cast<float>(weights[i]);
   return out;
 }
 

@@ -181,77 +181,28 @@ struct RefRouting {
   std::vector<int32_t> indices;
 };
 
-/// The interpreter's routerKernel (without forced routing).
+/// The interpreter's router (the same code, ds/support/ReferenceKernels.h).
 RefRouting refRoute(const std::vector<float> &logits, const float *bias,
                     int64_t n, const RouterConfig &cfg) {
-  int64_t e = cfg.numExperts, k = cfg.topK;
-  int64_t groups = cfg.nGroup, keep = cfg.topkGroup;
-  int64_t perGroup = e / groups;
-  std::vector<int64_t> kept;
+  ::ds::reference::RouteSpec spec;
+  spec.numExperts = cfg.numExperts;
+  spec.topK = cfg.topK;
+  spec.nGroup = cfg.nGroup;
+  spec.topkGroup = cfg.topkGroup;
+  spec.sigmoid = cfg.sigmoid;
+  spec.groupScoreMax = cfg.groupScoreMax;
+  spec.normTopkProb = cfg.normTopkProb;
+  spec.normEpsilon = cfg.normEpsilon;
+  spec.scalingFactor = cfg.scalingFactor;
   if (cfg.kept)
-    kept.assign(cfg.kept, cfg.kept + cfg.numKept);
-  RefRouting out{std::vector<double>(n * k), std::vector<int32_t>(n * k)};
-  std::vector<float> s(e), sel(e);
-  for (int64_t t = 0; t < n; ++t) {
-    const float *l = &logits[t * e];
-    if (!cfg.sigmoid) {
-      float mx = *std::max_element(l, l + e);
-      double sum = 0;
-      for (int64_t j = 0; j < e; ++j)
-        sum += std::exp(static_cast<double>(l[j]) - mx);
-      for (int64_t j = 0; j < e; ++j)
-        s[j] =
-            static_cast<float>(std::exp(static_cast<double>(l[j]) - mx) / sum);
-    } else {
-      for (int64_t j = 0; j < e; ++j)
-        s[j] = 1.0f / (1.0f + std::exp(-l[j]));
-    }
-    for (int64_t j = 0; j < e; ++j)
-      sel[j] = s[j] + (bias ? bias[j] : 0.0f);
-    if (groups > 1) {
-      std::vector<float> groupScore(groups);
-      for (int64_t g = 0; g < groups; ++g) {
-        std::vector<float> members(sel.begin() + g * perGroup,
-                                   sel.begin() + (g + 1) * perGroup);
-        std::sort(members.begin(), members.end(), std::greater<float>());
-        groupScore[g] =
-            cfg.groupScoreMax ? members[0] : members[0] + members[1];
-      }
-      std::vector<int64_t> order(groups);
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-        return groupScore[a] > groupScore[b];
-      });
-      std::vector<bool> keptGroup(groups, false);
-      for (int64_t g = 0; g < keep; ++g)
-        keptGroup[order[g]] = true;
-      for (int64_t j = 0; j < e; ++j)
-        if (!keptGroup[j / perGroup])
-          sel[j] = -std::numeric_limits<float>::infinity();
-    }
-    std::vector<int64_t> order;
-    if (kept.empty()) {
-      order.resize(e);
-      std::iota(order.begin(), order.end(), 0);
-    } else {
-      order = kept;
-    }
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int64_t a, int64_t b) { return sel[a] > sel[b]; });
-    double sum = 0;
-    for (int64_t j = 0; j < k; ++j)
-      sum += s[order[j]];
-    for (int64_t j = 0; j < k; ++j) {
-      double w = s[order[j]];
-      if (cfg.normTopkProb)
-        w /= (sum + cfg.normEpsilon);
-      out.weights[t * k + j] = w * cfg.scalingFactor;
-      out.indices[t * k + j] = static_cast<int32_t>(
-          kept.empty() ? order[j]
-                       : std::lower_bound(kept.begin(), kept.end(), order[j]) -
-                             kept.begin());
-    }
-  }
+    spec.kept.assign(cfg.kept, cfg.kept + cfg.numKept);
+  RefRouting out{std::vector<double>(n * cfg.topK),
+                 std::vector<int32_t>(n * cfg.topK)};
+  std::vector<int64_t> indices(n * cfg.topK);
+  ::ds::reference::route(logits.data(), bias, n, spec, out.weights.data(),
+                         indices.data());
+  for (size_t i = 0; i < indices.size(); ++i)
+    out.indices[i] = static_cast<int32_t>(indices[i]);
   return out;
 }
 

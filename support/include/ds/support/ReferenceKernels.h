@@ -1,8 +1,9 @@
 //===- ReferenceKernels.h - the oracle's kernels, shared ------------------===//
 //
 // Kernels of the reference interpreter that the runtime's tests also check
-// against: plain loops in double, free of MLIR, so the compiler-free runtime
-// tests link the very code the interpreter runs instead of a copy.
+// against (attention, the MoE router): plain loops, free of MLIR, so the
+// compiler-free runtime tests run the very code the interpreter runs
+// instead of a copy.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -50,6 +52,99 @@ void attendOne(const float *q, int64_t heads, int64_t kvHeads, int64_t d,
       for (int64_t j = first; j <= pos; ++j)
         acc += scores[j] * value(j, kvh)[c];
       out[h * dv + c] = static_cast<Out>(acc / sum);
+    }
+  }
+}
+
+/// A MoE router's configuration (#ds.routing), for route().
+struct RouteSpec {
+  int64_t numExperts = 0, topK = 0, nGroup = 1, topkGroup = 1;
+  bool sigmoid = false, groupScoreMax = false, normTopkProb = false;
+  double normEpsilon = 0, scalingFactor = 1;
+  /// Selectable experts (sorted global ids); empty: all.
+  std::vector<int64_t> kept;
+};
+
+/// Routes n tokens from `logits` [n, numExperts] (+ `bias`, for selection
+/// only): softmax or sigmoid scores, group-limited selection (groups ranked
+/// by their best or best-two score), top-k among the kept experts (stable:
+/// the lower id wins ties), optional renormalization, scaling. Writes
+/// `weights` [n, topK] (double) and `indices` [n, topK] numbering the kept
+/// experts. `forced` [n, topK] (kept numbering), when given, imposes the
+/// selection; the weights still come from this router's scores.
+inline void route(const float *logits, const float *bias, int64_t n,
+                  const RouteSpec &spec, double *weights, int64_t *indices,
+                  const int64_t *forced = nullptr) {
+  const int64_t e = spec.numExperts, k = spec.topK;
+  const int64_t groups = spec.nGroup, perGroup = e / groups;
+  const std::vector<int64_t> &kept = spec.kept;
+  std::vector<float> s(e), sel(e);
+  for (int64_t t = 0; t < n; ++t) {
+    const float *l = logits + t * e;
+    if (!spec.sigmoid) {
+      float mx = *std::max_element(l, l + e);
+      double sum = 0;
+      for (int64_t j = 0; j < e; ++j)
+        sum += std::exp(static_cast<double>(l[j]) - mx);
+      for (int64_t j = 0; j < e; ++j)
+        s[j] =
+            static_cast<float>(std::exp(static_cast<double>(l[j]) - mx) / sum);
+    } else {
+      for (int64_t j = 0; j < e; ++j)
+        s[j] = 1.0f / (1.0f + std::exp(-l[j]));
+    }
+    for (int64_t j = 0; j < e; ++j)
+      sel[j] = s[j] + (bias ? bias[j] : 0.0f);
+    if (groups > 1) {
+      std::vector<float> groupScore(groups);
+      for (int64_t g = 0; g < groups; ++g) {
+        std::vector<float> members(sel.begin() + g * perGroup,
+                                   sel.begin() + (g + 1) * perGroup);
+        std::sort(members.begin(), members.end(), std::greater<float>());
+        groupScore[g] =
+            spec.groupScoreMax ? members[0] : members[0] + members[1];
+      }
+      std::vector<int64_t> order(groups);
+      for (int64_t g = 0; g < groups; ++g)
+        order[g] = g;
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return groupScore[a] > groupScore[b];
+      });
+      std::vector<bool> keptGroup(groups, false);
+      for (int64_t g = 0; g < spec.topkGroup; ++g)
+        keptGroup[order[g]] = true;
+      for (int64_t j = 0; j < e; ++j)
+        if (!keptGroup[j / perGroup])
+          sel[j] = -std::numeric_limits<float>::infinity();
+    }
+    // Pruned experts cannot be selected; indices number the kept ones.
+    std::vector<int64_t> order;
+    if (kept.empty()) {
+      order.resize(e);
+      for (int64_t j = 0; j < e; ++j)
+        order[j] = j;
+    } else {
+      order = kept;
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return sel[a] > sel[b]; });
+    if (forced)
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t local = forced[t * k + j];
+        order[j] = kept.empty() ? local : kept[local];
+      }
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j)
+      sum += s[order[j]];
+    for (int64_t j = 0; j < k; ++j) {
+      double w = s[order[j]];
+      if (spec.normTopkProb)
+        w /= (sum + spec.normEpsilon);
+      weights[t * k + j] = w * spec.scalingFactor;
+      indices[t * k + j] =
+          kept.empty() ? order[j]
+                       : std::lower_bound(kept.begin(), kept.end(), order[j]) -
+                             kept.begin();
     }
   }
 }
