@@ -28,13 +28,7 @@ absl::Status BatcherOptions::validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("max_wait_us ", maxWait.count(), " is outside [0, ",
                      kMaxWaitMicros, "]"));
-  int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  int64_t maxThreads = std::min<int64_t>(1024, kMaxThreadsPerCore * cores);
-  if (static_cast<int64_t>(threads) > maxThreads)
-    return absl::InvalidArgumentError(
-        absl::StrCat("threads ", threads, " is outside [0, ", maxThreads, "] (",
-                     kMaxThreadsPerCore, " per hardware thread)"));
-  return absl::OkStatus();
+  return checkWorkerThreads(threads);
 }
 
 absl::StatusOr<std::unique_ptr<Batcher>>

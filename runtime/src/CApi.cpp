@@ -12,6 +12,8 @@
 #include "ds/rt/Status.h"
 #include "ds/runtime.h"
 
+#include "LastError.h"
+
 #include "absl/strings/str_cat.h"
 
 #include <atomic>
@@ -148,16 +150,6 @@ ds_generation_result toResult(const GenerationResult &r,
   return out;
 }
 
-ds_status_code checkThreads(const char *entry, int threads) {
-  BatcherOptions bounds;
-  bounds.threads = threads < 0 ? 0 : static_cast<unsigned>(threads);
-  if (threads < 0)
-    return invalid(entry, "threads is negative");
-  if (absl::Status s = bounds.validate(); !s.ok())
-    return fail(DS_INVALID_ARGUMENT, absl::StrCat(entry, ": ", s.message()));
-  return DS_OK;
-}
-
 std::atomic<CompileHook> compileHook{nullptr};
 } // namespace
 
@@ -251,8 +243,9 @@ ds_status_code ds_session_create(ds_model *m, int threads, ds_session **out) {
   return guard("ds_session_create", [&] {
     if (!m || !out)
       return invalid("ds_session_create", "null argument");
-    if (ds_status_code c = checkThreads("ds_session_create", threads))
-      return c;
+    if (absl::Status t = checkWorkerThreads(threads); !t.ok())
+      return fail(DS_INVALID_ARGUMENT,
+                  absl::StrCat("ds_session_create: ", t.message()));
     auto s = Session::create(m->model, 1, static_cast<unsigned>(threads));
     if (!s.ok())
       return report(s.status());

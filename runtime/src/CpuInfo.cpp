@@ -14,9 +14,11 @@
 #include <cpuid.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 namespace ds::rt {
@@ -96,83 +98,100 @@ void probeCaches(CpuInfo &ci) {
 #endif
 }
 
+/// Where cpuid reports an extension, and which register state the OS must
+/// save for it: the one table behind CpuInfo::isa and checkedIsa().
+enum Reg { Leaf1C, Leaf7B, Leaf7C, Leaf7D, Leaf7Sub1A, Ext1C, NumRegs };
+enum State { NoState, AvxState, ZmmState, TileState };
+struct Extension {
+  const char *name; ///< LLVM's spelling
+  Reg reg;
+  int bit;
+  State state;
+};
+constexpr Extension kExtensions[] = {
+    {"sse3", Leaf1C, 0, NoState},
+    {"ssse3", Leaf1C, 9, NoState},
+    {"sse4.1", Leaf1C, 19, NoState},
+    {"sse4.2", Leaf1C, 20, NoState},
+    {"movbe", Leaf1C, 22, NoState},
+    {"popcnt", Leaf1C, 23, NoState},
+    {"avx", Leaf1C, 28, AvxState},
+    {"f16c", Leaf1C, 29, AvxState},
+    {"fma", Leaf1C, 12, AvxState},
+    {"lzcnt", Ext1C, 5, NoState},
+    {"bmi", Leaf7B, 3, NoState},
+    {"bmi2", Leaf7B, 8, NoState},
+    {"avx2", Leaf7B, 5, AvxState},
+    {"avx512f", Leaf7B, 16, ZmmState},
+    {"avx512dq", Leaf7B, 17, ZmmState},
+    {"avx512ifma", Leaf7B, 21, ZmmState},
+    {"avx512cd", Leaf7B, 28, ZmmState},
+    {"avx512bw", Leaf7B, 30, ZmmState},
+    {"avx512vl", Leaf7B, 31, ZmmState},
+    {"avx512vbmi", Leaf7C, 1, ZmmState},
+    {"avx512vbmi2", Leaf7C, 6, ZmmState},
+    {"gfni", Leaf7C, 8, NoState},
+    {"vaes", Leaf7C, 9, AvxState},
+    {"vpclmulqdq", Leaf7C, 10, AvxState},
+    {"avx512vnni", Leaf7C, 11, ZmmState},
+    {"avx512bitalg", Leaf7C, 12, ZmmState},
+    {"avx512vpopcntdq", Leaf7C, 14, ZmmState},
+    {"avx512fp16", Leaf7D, 23, ZmmState},
+    {"avx512bf16", Leaf7Sub1A, 5, ZmmState},
+    {"avxvnni", Leaf7Sub1A, 4, AvxState},
+    {"amx-tile", Leaf7D, 24, TileState},
+    {"amx-bf16", Leaf7D, 22, TileState},
+    {"amx-int8", Leaf7D, 25, TileState},
+};
+
 CpuInfo probe() {
   CpuInfo ci;
   ci.model = brandString();
-  unsigned a, b, c, d;
+  unsigned regs[NumRegs] = {}, a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d))
     return ci;
-  const bool osxsave = c & bit_OSXSAVE;
-  const uint64_t xcr = osxsave ? xcr0() : 0;
-  const bool avxState = (xcr & 0x6) == 0x6;   // XMM + YMM
-  const bool zmmState = (xcr & 0xe6) == 0xe6; // + opmask, ZMM_Hi256, Hi16
-  const bool tileState = (xcr & 0x60000) == 0x60000; // XTILECFG + XTILEDATA
-  ci.fma = avxState && (c & bit_FMA);
-  ci.f16c = avxState && (c & bit_F16C);
-  if (__get_cpuid_max(0, nullptr) < 7)
-    return ci;
-  __cpuid_count(7, 0, a, b, c, d);
-  ci.avx2 = avxState && (b & bit_AVX2);
-  ci.avx512f = zmmState && (b & bit_AVX512F);
-  ci.avx512dq = ci.avx512f && (b & bit_AVX512DQ);
-  ci.avx512bw = ci.avx512f && (b & bit_AVX512BW);
-  ci.avx512vl = ci.avx512f && (b & bit_AVX512VL);
-  ci.avx512vnni = ci.avx512f && (c & bit_AVX512VNNI);
-  ci.avx512fp16 = ci.avx512f && (d & (1u << 23));
-  ci.amxBf16 = tileState && (d & (1u << 22));
-  ci.amxTile = tileState && (d & (1u << 24));
-  ci.amxInt8 = tileState && (d & (1u << 25));
-  unsigned a1, b1, c1, d1;
-  __cpuid_count(7, 1, a1, b1, c1, d1);
-  ci.avx512bf16 = ci.avx512f && (a1 & (1u << 5));
-
-  // The extensions an artifact may require, by LLVM name.
-  unsigned a0, b0, c0, d0, ca, cb, cc, cd;
-  __get_cpuid(1, &a0, &b0, &c0, &d0);
-  __cpuid_count(7, 0, ca, cb, cc, cd);
-  unsigned ext = 0, unused;
-  if (__get_cpuid_max(0x80000000u, nullptr) >= 0x80000001u)
-    __get_cpuid(0x80000001u, &unused, &unused, &ext, &unused);
-  auto bit = [](unsigned reg, int i) { return (reg >> i) & 1u; };
-  const bool z = ci.avx512f;
-  const std::pair<const char *, bool> table[] = {
-      {"sse3", bit(c0, 0)},
-      {"ssse3", bit(c0, 9)},
-      {"sse4.1", bit(c0, 19)},
-      {"sse4.2", bit(c0, 20)},
-      {"movbe", bit(c0, 22)},
-      {"popcnt", bit(c0, 23)},
-      {"avx", avxState && bit(c0, 28)},
-      {"f16c", ci.f16c},
-      {"fma", ci.fma},
-      {"lzcnt", bit(ext, 5)},
-      {"bmi", bit(cb, 3)},
-      {"bmi2", bit(cb, 8)},
-      {"avx2", ci.avx2},
-      {"avx512f", ci.avx512f},
-      {"avx512dq", ci.avx512dq},
-      {"avx512ifma", z && bit(cb, 21)},
-      {"avx512cd", z && bit(cb, 28)},
-      {"avx512bw", ci.avx512bw},
-      {"avx512vl", ci.avx512vl},
-      {"avx512vbmi", z && bit(cc, 1)},
-      {"avx512vbmi2", z && bit(cc, 6)},
-      {"gfni", bit(cc, 8)},
-      {"vaes", avxState && bit(cc, 9)},
-      {"vpclmulqdq", avxState && bit(cc, 10)},
-      {"avx512vnni", ci.avx512vnni},
-      {"avx512bitalg", z && bit(cc, 12)},
-      {"avx512vpopcntdq", z && bit(cc, 14)},
-      {"avx512fp16", ci.avx512fp16},
-      {"avx512bf16", ci.avx512bf16},
-      {"avxvnni", avxState && bit(a1, 4)},
-      {"amx-tile", ci.amxTile},
-      {"amx-bf16", ci.amxBf16},
-      {"amx-int8", ci.amxInt8},
+  regs[Leaf1C] = c;
+  const uint64_t xcr = (c & bit_OSXSAVE) ? xcr0() : 0;
+  const bool states[] = {
+      true,
+      (xcr & 0x6) == 0x6,         // XMM + YMM
+      (xcr & 0xe6) == 0xe6,       // + opmask, ZMM_Hi256, Hi16
+      (xcr & 0x60000) == 0x60000, // XTILECFG + XTILEDATA
   };
-  for (const auto &[name, present] : table)
-    if (present)
-      ci.isa.push_back(name);
+  if (__get_cpuid_max(0, nullptr) >= 7) {
+    __cpuid_count(7, 0, a, b, c, d);
+    regs[Leaf7B] = b;
+    regs[Leaf7C] = c;
+    regs[Leaf7D] = d;
+    __cpuid_count(7, 1, a, b, c, d);
+    regs[Leaf7Sub1A] = a;
+  }
+  if (__get_cpuid_max(0x80000000u, nullptr) >= 0x80000001u &&
+      __get_cpuid(0x80000001u, &a, &b, &c, &d))
+    regs[Ext1C] = c;
+  auto reported = [&](const Extension &e) {
+    return ((regs[e.reg] >> e.bit) & 1u) && states[e.state];
+  };
+  // Every AVX-512 extension needs the foundation too.
+  const bool foundation = reported(*std::find_if(
+      std::begin(kExtensions), std::end(kExtensions),
+      [](const Extension &e) { return std::strcmp(e.name, "avx512f") == 0; }));
+  for (const Extension &e : kExtensions)
+    if (reported(e) && (e.state != ZmmState || foundation))
+      ci.isa.push_back(e.name);
+  ci.avx2 = ci.has("avx2");
+  ci.fma = ci.has("fma");
+  ci.f16c = ci.has("f16c");
+  ci.avx512f = ci.has("avx512f");
+  ci.avx512dq = ci.has("avx512dq");
+  ci.avx512bw = ci.has("avx512bw");
+  ci.avx512vl = ci.has("avx512vl");
+  ci.avx512vnni = ci.has("avx512vnni");
+  ci.avx512bf16 = ci.has("avx512bf16");
+  ci.avx512fp16 = ci.has("avx512fp16");
+  ci.amxTile = ci.has("amx-tile");
+  ci.amxBf16 = ci.has("amx-bf16");
+  ci.amxInt8 = ci.has("amx-int8");
   probeCaches(ci);
   return ci;
 }
@@ -214,18 +233,12 @@ bool CpuInfo::has(const std::string &extension) const {
 }
 
 const std::vector<std::string> &checkedIsa() {
-  static const std::vector<std::string> names = {
-      "sse3",       "ssse3",        "sse4.1",
-      "sse4.2",     "movbe",        "popcnt",
-      "avx",        "f16c",         "fma",
-      "lzcnt",      "bmi",          "bmi2",
-      "avx2",       "avx512f",      "avx512dq",
-      "avx512ifma", "avx512cd",     "avx512bw",
-      "avx512vl",   "avx512vbmi",   "avx512vbmi2",
-      "gfni",       "vaes",         "vpclmulqdq",
-      "avx512vnni", "avx512bitalg", "avx512vpopcntdq",
-      "avx512fp16", "avx512bf16",   "avxvnni",
-      "amx-tile",   "amx-bf16",     "amx-int8"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const Extension &e : kExtensions)
+      out.push_back(e.name);
+    return out;
+  }();
   return names;
 }
 

@@ -17,6 +17,7 @@
 #include <future>
 #include <map>
 #include <numeric>
+#include <thread>
 
 namespace ds::rt {
 
@@ -30,11 +31,23 @@ Session::Session(std::shared_ptr<const Model> model, KVCache cache,
       pool(threads ? std::make_unique<ThreadPool>(threads) : nullptr),
       exec(model_, pool.get()) {}
 
+absl::Status checkWorkerThreads(int64_t threads) {
+  int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  int64_t most = std::min<int64_t>(1024, kMaxThreadsPerCore * cores);
+  if (threads < 0 || threads > most)
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads ", threads, " is outside [0, ", most, "] (",
+                     kMaxThreadsPerCore, " per hardware thread)"));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Session>>
 Session::create(std::shared_ptr<const Model> model, int64_t slots,
                 unsigned threads) {
   if (!model)
     return absl::InvalidArgumentError("no model");
+  if (absl::Status s = checkWorkerThreads(threads); !s.ok())
+    return s;
   if (!model->plan().find("decode"))
     return absl::InvalidArgumentError(
         "the model has no @decode function (compile an imported model)");

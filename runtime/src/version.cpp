@@ -6,12 +6,7 @@
 
 #include "ds/runtime.h"
 
-#include <string>
-
-namespace ds::rt {
-/// ds_last_error()'s message (CApi.cpp).
-void setLastError(std::string message);
-} // namespace ds::rt
+#include "LastError.h"
 
 #define DS_STR2(x) #x
 #define DS_STR(x) DS_STR2(x)

@@ -99,8 +99,6 @@ absl::Status runLinear(StepContext &c) {
     in = picked;
     m = count;
     *c.args.rowsSelected = true;
-  } else {
-    c.scratch(m * k); // keep the layout scratchLinear planned
   }
   if (cfg.norm || cfg.inputQuant.enabled()) {
     float *prologue = c.scratch(m * k);

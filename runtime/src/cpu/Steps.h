@@ -29,6 +29,9 @@ inline int64_t numElements(const std::vector<int64_t> &shape) {
   return n;
 }
 
+/// Every scratch buffer starts on a 64-byte boundary.
+inline uint64_t alignScratch(uint64_t bytes) { return (bytes + 63) & ~63ULL; }
+
 /// Shape questions a check asks about one step.
 struct ShapeView {
   const Model &model;
@@ -82,7 +85,7 @@ public:
   /// `bytes` of it, rounded up to 64; null past what was planned.
   void *scratchBytes(uint64_t bytes) {
     void *p = args.scratch + used;
-    used += (bytes + 63) & ~63ULL;
+    used += alignScratch(bytes);
     return used <= args.scratchSize ? p : nullptr;
   }
   absl::Status error(const std::string &what) const {
@@ -100,7 +103,7 @@ private:
 
 /// Scratch bytes of `floats` floats as StepContext::scratch rounds them.
 inline uint64_t scratchFloats(int64_t floats) {
-  return (static_cast<uint64_t>(floats) * sizeof(float) + 63) & ~63ULL;
+  return alignScratch(static_cast<uint64_t>(floats) * sizeof(float));
 }
 
 // Tensor steps (TensorSteps.cpp).

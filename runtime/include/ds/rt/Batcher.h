@@ -34,8 +34,6 @@ namespace ds::rt {
 inline constexpr int64_t kMaxBatchSize = 4096;
 inline constexpr int64_t kMaxQueue = 1 << 20;
 inline constexpr int64_t kMaxWaitMicros = 10'000'000;
-/// Worker threads: at most this many per hardware thread (and 1024).
-inline constexpr int64_t kMaxThreadsPerCore = 4;
 
 struct BatcherOptions {
   /// Sequences decoded together (= KV cache slots). [1, kMaxBatchSize].

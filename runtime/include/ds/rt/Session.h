@@ -20,10 +20,17 @@
 
 namespace ds::rt {
 
+/// Kernel worker threads a session may have: at most this many per
+/// hardware thread, and 1024.
+inline constexpr int64_t kMaxThreadsPerCore = 4;
+/// InvalidArgument naming `threads` unless it is in [0, the bound above].
+absl::Status checkWorkerThreads(int64_t threads);
+
 /// Steps over rows of many sequences, or generation for one at a time.
 class Session {
 public:
-  /// `threads` kernel worker threads (0: the calling thread only).
+  /// `threads` kernel worker threads (0: the calling thread only; bounded
+  /// by checkWorkerThreads).
   static absl::StatusOr<std::unique_ptr<Session>>
   create(std::shared_ptr<const Model> model, int64_t slots, unsigned threads);
 
