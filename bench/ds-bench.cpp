@@ -37,6 +37,7 @@
 #include "ds/rt/MemoryPlanner.h"
 #include "ds/rt/ThreadPool.h"
 #include "ds/runtime.h"
+#include "ds/support/DType.h"
 
 #include <dnnl.h>
 #include <immintrin.h>
@@ -714,6 +715,14 @@ void benchBatching(const std::string &path) {
               st.p90Ms, st.p99Ms, st.maxMs);
 }
 
+/// x rounded to bf16, as a bf16 KV cache stores it.
+std::vector<uint16_t> toBF16(const std::vector<float> &x) {
+  std::vector<uint16_t> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    y[i] = ::ds::floatToBF16(x[i]);
+  return y;
+}
+
 /// Decode attention at a long context, one row, one thread, cold caches:
 /// DeepSeek-V3's absorbed MLA and a Llama / Mixtral-style GQA layer, each
 /// against its roofline (FLOPs at the FMA peak, bytes at stream bandwidth).
@@ -755,6 +764,17 @@ void benchAttention(double bw, double peak) {
     double flops = 2.0 * H * (len * (2.0 * rank + dr) + rank * (dn + dv));
     double bytes = 4.0 * (len * (rank + dr) + H * rank * (dn + dv));
     report("MLA, DeepSeek-V3 (128 heads, rank 512)", s, flops, bytes);
+    // The same over a bf16 latent cache (ds-kv-cache-type): half the bytes.
+    std::vector<uint16_t> ckv16 = toBF16(ckv), kpe16 = toBF16(kpe);
+    double s16 = medianSeconds([&] {
+      mlaAttentionPacked(qn.data(), qp.data(), 1, 1, H, dn, dr, ckv16.data(),
+                         kpe16.data(), KVType::BF16, len, rank, ukW.data(),
+                         uvW.data(), dv, slot.data(), pos.data(), 0.07,
+                         out.data(), nullptr);
+    });
+    report("MLA, bf16 latent cache", s16, flops,
+           2.0 * len * (rank + dr) + 4.0 * H * rank * (dn + dv));
+    std::printf("%-40s %10.2fx\n", "  bf16 cache / f32 cache speed", s / s16);
   }
   {
     const int64_t H = 32, kvH = 8, d = 128;
@@ -768,6 +788,13 @@ void benchAttention(double bw, double peak) {
     double flops = 4.0 * H * len * d;
     double bytes = 2.0 * 4.0 * len * kvH * d;
     report("GQA (32 query / 8 KV heads, d 128)", s, flops, bytes);
+    std::vector<uint16_t> k16 = toBF16(k), v16 = toBF16(v);
+    double s16 = medianSeconds([&] {
+      attention(q.data(), 1, 1, H, d, k16.data(), v16.data(), KVType::BF16, len,
+                kvH, d, slot.data(), pos.data(), 0, 0.088, out.data(), nullptr);
+    });
+    report("GQA, bf16 KV cache", s16, flops, bytes / 2);
+    std::printf("%-40s %10.2fx\n", "  bf16 cache / f32 cache speed", s / s16);
     // Prefill of 1024 tokens into one slot (causal): rows at consecutive
     // positions share the key rows they read.
     const int64_t n = 1024;

@@ -384,10 +384,11 @@ LogicalResult Evaluator::evalMLA(MLAAttentionOp op) {
   int64_t dv = kvb.shape[0] / h - dn;
   if (failed(checkPositions(op, pos, t, "latent cache length")))
     return failure();
-  // Expand the latent: kv = c_kv kv_bᵀ, rounded to the activation type as
-  // the unabsorbed HF path does; K = [k_nope, k_pe], V.
+  // Expand the latent: kv = c_kv kv_bᵀ, rounded to the activation type
+  // (q_nope's; a narrow latent cache does not narrow it) as the unabsorbed
+  // HF path does; K = [k_nope, k_pe], V.
   Tensor kv = linearKernel(ckv, kvb, nullptr); // [B, T, H*(dn+dv)]
-  roundToValueType(kv, op.getCKv());
+  roundToValueType(kv, op.getQNope());
   int64_t dk = dn + dr;
   std::vector<float> keys(b * t * h * dk), vals(b * t * h * dv);
   for (int64_t bt = 0; bt < b * t; ++bt)
@@ -1115,8 +1116,13 @@ LogicalResult Evaluator::eval(Operation *op) {
 FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
                                                       ArrayRef<Tensor> args) {
   Block &body = fn.getBody().front();
-  for (auto [arg, t] : llvm::zip(body.getArguments(), args))
-    values[Value(arg).getAsOpaquePointer()] = t;
+  // An argument holds values of its type (a bf16 KV cache given as f32
+  // values holds them rounded).
+  for (auto [arg, t] : llvm::zip(body.getArguments(), args)) {
+    Tensor held = t;
+    roundToValueType(held, arg);
+    values[Value(arg).getAsOpaquePointer()] = std::move(held);
+  }
   for (Operation &op : body) {
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       SmallVector<Tensor> results;

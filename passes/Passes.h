@@ -10,6 +10,7 @@
 #define DS_PASSES_PASSES_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Pass/Pass.h"
 
@@ -44,6 +45,12 @@ void populateFuseElementwisePatterns(RewritePatternSet &patterns);
 /// Lone elementwise ops (ds.swiglu, ds.activation, ds.mul, arith on tensors)
 /// become single-op ds.fused_elementwise: the form code generation lowers.
 void populateWrapElementwisePatterns(RewritePatternSet &patterns);
+
+/// Gives every KV cache of `fn` (the cache arguments of ds.cache_update,
+/// the updates' results, the function results returning them) element type
+/// `elt`. Fails, with a diagnostic naming the op and `fn` unchanged, when
+/// a cache has a use that cannot read another type.
+LogicalResult setKVCacheType(func::FuncOp fn, FloatType elt);
 
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"

@@ -333,6 +333,44 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
 // Sparsity
 //===----------------------------------------------------------------------===//
 
+def KVCacheTypePass : Pass<"ds-kv-cache-type", "::mlir::ModuleOp"> {
+  let summary = "Store the KV caches in bf16 or f16";
+  let description = [{
+    Changes the element type of every KV cache: each function argument that
+    is the cache of a `ds.cache_update`, the updates' results, and the
+    function results that return them. The updates then round the rows they
+    write to nearest even, and attention reads the narrow values exactly
+    (`ds.attention`'s `k` / `v`, `ds.mla_attention`'s `c_kv` / `k_pe`
+    accept a narrower type than the queries'). Queries, scores, softmax and
+    outputs keep their types, so the only change in the numbers is the
+    rounding of the cached keys, values or latents, and the caches take half
+    the memory and half the bandwidth of f32 ones (decode attention at long
+    contexts reads mostly the cache). `type=f32` widens narrow caches back.
+
+    ```mlir
+    func.func @decode(%tok: tensor<?x1xi64>, %pos: tensor<?x1xi64>, %kc: tensor<?x4096x8x128xf32>, ...) -> (..., tensor<?x4096x8x128xf32>, ...) {
+      %kc2 = ds.cache_update %kc[%pos], %k : tensor<?x4096x8x128xf32>, tensor<?x1xi64>, tensor<?x1x8x128xf32>
+      %o = ds.attention %q, %kc2, %vc2, %pos {scale = 0.088 : f64} : tensor<?x1x32x128xf32>, tensor<?x4096x8x128xf32>, ...
+    ```
+
+    becomes, with `type=bf16`,
+
+    ```mlir
+    func.func @decode(%tok: tensor<?x1xi64>, %pos: tensor<?x1xi64>, %kc: tensor<?x4096x8x128xbf16>, ...) -> (..., tensor<?x4096x8x128xbf16>, ...) {
+      %kc2 = ds.cache_update %kc[%pos], %k : tensor<?x4096x8x128xbf16>, tensor<?x1xi64>, tensor<?x1x8x128xf32>
+      %o = ds.attention %q, %kc2, %vc2, %pos {scale = 0.088 : f64} : tensor<?x1x32x128xf32>, tensor<?x4096x8x128xbf16>, ...
+    ```
+
+    A cache used by anything but cache updates, attention and `return`, or
+    an attention reading a cache beside a value that is not one, is an
+    error naming the op.
+  }];
+  let options = [
+    Option<"cacheType", "type", "std::string", /*default=*/"\"bf16\"",
+           "Element type of the caches: bf16, f16 or f32">
+  ];
+}
+
 def PruneExpertsPass : Pass<"ds-prune-experts"> {
   let summary = "Drop rarely routed experts using a routing profile";
   let description = [{

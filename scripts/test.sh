@@ -74,14 +74,16 @@ sanitized_runtime() {
 # The runtime built with ASan + UBSan (runtime-only, so it costs minutes,
 # not a second compiler build) runs its unit tests, then the batcher,
 # session and GEMM tests on a compiled artifact, on the AVX-512 path (where
-# the CPU has it) and with the AVX2 kernels forced: batch invariance must
-# hold bit for bit whatever the compiler's instrumentation does to the code.
+# the CPU has it) and with the AVX2 kernels forced (on f16 KV caches): batch
+# invariance must hold bit for bit whatever the compiler's instrumentation
+# does to the code.
 runtime_sanitized() {
   local dir="$DS_BUILD_DIR/runtime-asan" art="$DS_BUILD_DIR/runtime-asan/art"
   local env=(ASAN_OPTIONS="${ASAN_OPTIONS:-allow_user_poisoning=0}"
     UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}")
   sanitized_runtime asan DS_ENABLE_SANITIZERS &&
-    DS_CPU_AVX2=1 "$DS_BUILD_DIR/bin/ds-compile" "$art/m" --optimize "quantize=int8" \
+    DS_CPU_AVX2=1 "$DS_BUILD_DIR/bin/ds-compile" "$art/m" \
+      --optimize "quantize=int8 kv-cache=f16" \
       --max-cache-len 32 -o "$art/avx2.dsa" >/dev/null &&
     env "${env[@]}" DS_TEST_ARTIFACT="$art/m.dsa" \
       "$dir/unittests/ds-runtime-tests" --gtest_brief=1 &&

@@ -538,6 +538,11 @@ private:
     info.type = elt.isInteger(32)                  ? rt::ElemType::I32
                 : isa<IntegerType, IndexType>(elt) ? rt::ElemType::I64
                                                    : rt::ElemType::F32;
+    // A narrow KV cache is stored narrow; bf16 / f16 activations live in
+    // f32 memory (see visit).
+    if (kind == rt::ValueInfo::Kind::Cache ||
+        kind == rt::ValueInfo::Kind::Alias)
+      info.type = cacheType(elt);
     info.shape = std::move(shape);
     plan.values.push_back(std::move(info));
     int32_t id = static_cast<int32_t>(plan.values.size() - 1);
@@ -579,6 +584,12 @@ private:
         return product(*a, *b);
     }
     return failure();
+  }
+  /// How a cache of element type `elt` is stored.
+  static rt::ElemType cacheType(Type elt) {
+    return elt.isBF16()  ? rt::ElemType::BF16
+           : elt.isF16() ? rt::ElemType::F16
+                         : rt::ElemType::F32;
   }
   bool isF32Activation(Value v) {
     auto t = dyn_cast<RankedTensorType>(v.getType());
@@ -692,12 +703,20 @@ FailureOr<rt::FunctionPlan> FunctionBuilder::build() {
     if (!known(update.getPositions()))
       return update.emitError("cache positions must be a function argument");
     std::vector<int64_t> rowShape(t.getShape().begin() + 1, t.getShape().end());
+    Type elt = t.getElementType();
+    if (!elt.isF32() && !elt.isBF16() && !elt.isF16())
+      return update.emitError("the CPU backend stores KV caches in f32, bf16 "
+                              "or f16, not ")
+             << elt;
+    rt::ElemType type = cacheType(elt);
     if (cacheIndex < static_cast<int32_t>(caches.size())) {
-      if (caches[cacheIndex].rowShape != rowShape)
+      if (caches[cacheIndex].rowShape != rowShape ||
+          caches[cacheIndex].type != type)
         return update.emitError("cache ")
-               << cacheIndex << " has another shape in another function";
+               << cacheIndex
+               << " has another shape or type in another function";
     } else {
-      caches.push_back({"cache" + std::to_string(cacheIndex), rowShape});
+      caches.push_back({"cache" + std::to_string(cacheIndex), rowShape, type});
     }
     Dims shape{dim(update.getPositions(), 0)};
     for (int64_t d : rowShape)
@@ -751,7 +770,13 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
       return op->emitError("the CPU backend runs f32 activations only (bf16 "
                            "and f16 ones in linear, MoE and elementwise ops)");
   }
-  if (!roundsLowPrecision)
+  // A narrow KV cache is the one bf16 / f16 buffer: its update rounds the
+  // rows it writes.
+  auto update = dyn_cast<CacheUpdateOp>(op);
+  bool narrowCache =
+      update && cacheOf(update.getCache()) >= 0 &&
+      plan.values[cacheOf(update.getCache())].type != rt::ElemType::F32;
+  if (!roundsLowPrecision && !narrowCache)
     for (Value r : op->getResults())
       if (isa<RankedTensorType>(r.getType()) && rounding(r) != 0)
         return op->emitError("the CPU backend computes this op's bf16 / f16 "

@@ -28,6 +28,10 @@ LogicalResult mlir::ds::buildOptimizePipeline(
   if (options.sparsity != "none" && options.sparsity != "2:4")
     return fail("ds-optimize: sparsity must be none or 2:4, got '" +
                 options.sparsity.getValue() + "'");
+  const std::string &kv = options.kvCache;
+  if (kv != "keep" && kv != "f32" && kv != "bf16" && kv != "f16")
+    return fail("ds-optimize: kv-cache must be keep, f32, bf16 or f16, got '" +
+                kv + "'");
   if (!options.pruneProfile.empty()) {
     PruneExpertsPassOptions prune;
     prune.profilePath = options.pruneProfile;
@@ -75,6 +79,11 @@ LogicalResult mlir::ds::buildOptimizePipeline(
       pm.addPass(createFuseElementwisePass());
     }
     pm.addPass(createCanonicalizerPass());
+  }
+  if (kv != "keep") {
+    KVCacheTypePassOptions cache;
+    cache.cacheType = kv;
+    pm.addPass(createKVCacheTypePass(cache));
   }
   pm.addPass(createCSEPass());
   return success();

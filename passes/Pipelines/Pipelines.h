@@ -67,6 +67,11 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
       *this, "sparsity-targets",
       llvm::cl::desc("ds-sparsify-24 targets (linear, experts, lm_head, "
                      "router)")};
+  PassOptions::Option<std::string> kvCache{
+      *this, "kv-cache",
+      llvm::cl::desc("KV cache element type: keep (as imported), f32, bf16 "
+                     "or f16 (ds-kv-cache-type)"),
+      llvm::cl::init("keep")};
   PassOptions::Option<std::string> pruneProfile{
       *this, "prune-profile",
       llvm::cl::desc("Routing profile: prune experts with ds-prune-experts "
@@ -84,10 +89,10 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
 /// ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal, ds-fuse-linear and
 /// ds-fuse-elementwise (2),
 /// then [ds-sparsify-24], [ds-quantize] (followed by ds-fuse-linear at level 2,
-/// which folds activation quantization into the fused linears), with
-/// canonicalization and CSE in between. Fails, with a message through
-/// `errorHandler` (when given), on options out of range (level outside 0..2, an
-/// unknown sparsity).
+/// which folds activation quantization into the fused linears),
+/// [ds-kv-cache-type], with canonicalization and CSE in between. Fails, with a
+/// message through `errorHandler` (when given), on options out of range (level
+/// outside 0..2, an unknown sparsity or KV cache type).
 LogicalResult buildOptimizePipeline(
     OpPassManager &pm, const OptimizeOptions &options,
     function_ref<LogicalResult(const Twine &)> errorHandler = nullptr);

@@ -302,6 +302,7 @@ Executor::run(const std::string &function,
 
   StepArgs args;
   args.model = model.get();
+  args.function = fn;
   args.shapes = &p.shapes;
   args.buffers = &ptr;
   // Cache steps index slots per batch row: with B rows the slot table is

@@ -2,10 +2,12 @@
 
 #include "ds/rt/KVCache.h"
 #include "ds/rt/Status.h"
+#include "ds/support/DType.h"
 
 #include "absl/strings/str_cat.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace ds::rt {
 
@@ -19,31 +21,70 @@ absl::StatusOr<KVCache> KVCache::create(const ModelPlan &plan, int64_t slots) {
   KVCache c;
   c.slots = slots;
   for (const CacheInfo &info : plan.caches) {
+    const int64_t size = static_cast<int64_t>(elemSize(info.type));
     int64_t n = 1, total = 0;
     bool overflow = false;
     for (int64_t d : info.rowShape)
       overflow |= __builtin_mul_overflow(n, d, &n);
-    overflow |=
-        __builtin_mul_overflow(n, slots, &total) ||
-        total > (int64_t{1} << 60) / static_cast<int64_t>(sizeof(float));
+    overflow |= __builtin_mul_overflow(n, slots, &total) ||
+                total > (int64_t{1} << 60) / size;
     if (overflow)
       return outOfMemoryError(absl::StrCat("KV cache '", info.name, "' for ",
                                            slots, " slots is too large"));
-    c.slotFloats.push_back(n);
-    try {
-      c.storage.emplace_back(static_cast<size_t>(total), 0.0f);
-    } catch (const std::bad_alloc &) {
-      return outOfMemoryError(
-          absl::StrCat("cannot allocate KV cache '", info.name, "' for ", slots,
-                       " slots (", total * sizeof(float), " bytes)"));
-    }
+    // calloc: large caches come as untouched zero pages (bf16 / f16 zero is
+    // all bits zero too), resident only once a sequence writes them.
+    const size_t bytes = static_cast<size_t>(total * size);
+    void *p = std::calloc(std::max<size_t>(bytes, 1), 1);
+    if (!p)
+      return outOfMemoryError(absl::StrCat("cannot allocate KV cache '",
+                                           info.name, "' for ", slots,
+                                           " slots (", bytes, " bytes)"));
+    c.storage.emplace_back(p);
+    c.slotElems.push_back(n);
+    c.types.push_back(info.type);
   }
   return c;
 }
 
+void KVCache::storeFloats(int32_t cache, int64_t offset, const float *x,
+                          int64_t count) {
+  void *base = storage[cache].get();
+  switch (types[cache]) {
+  case ElemType::BF16:
+    for (int64_t i = 0; i < count; ++i)
+      static_cast<uint16_t *>(base)[offset + i] = ::ds::floatToBF16(x[i]);
+    return;
+  case ElemType::F16:
+    for (int64_t i = 0; i < count; ++i)
+      static_cast<uint16_t *>(base)[offset + i] = ::ds::floatToHalf(x[i]);
+    return;
+  default:
+    std::copy_n(x, count, static_cast<float *>(base) + offset);
+  }
+}
+
+void KVCache::loadFloats(int32_t cache, int64_t offset, int64_t count,
+                         float *y) const {
+  const void *base = storage[cache].get();
+  switch (types[cache]) {
+  case ElemType::BF16:
+    for (int64_t i = 0; i < count; ++i)
+      y[i] = ::ds::bf16ToFloat(static_cast<const uint16_t *>(base)[offset + i]);
+    return;
+  case ElemType::F16:
+    for (int64_t i = 0; i < count; ++i)
+      y[i] = ::ds::halfToFloat(static_cast<const uint16_t *>(base)[offset + i]);
+    return;
+  default:
+    std::copy_n(static_cast<const float *>(base) + offset, count, y);
+  }
+}
+
 void KVCache::clearSlot(int64_t slot) {
-  for (size_t i = 0; i < storage.size(); ++i)
-    std::fill_n(storage[i].data() + slot * slotFloats[i], slotFloats[i], 0.0f);
+  for (size_t i = 0; i < storage.size(); ++i) {
+    const size_t bytes = slotElems[i] * elemSize(types[i]);
+    std::memset(static_cast<char *>(storage[i].get()) + slot * bytes, 0, bytes);
+  }
 }
 
 } // namespace ds::rt

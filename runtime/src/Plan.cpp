@@ -50,8 +50,27 @@ size_t elemSize(ElemType t) {
     return 4;
   case ElemType::I64:
     return 8;
+  case ElemType::BF16:
+  case ElemType::F16:
+    return 2;
   }
   return 4;
+}
+
+const char *elemTypeName(ElemType t) {
+  switch (t) {
+  case ElemType::F32:
+    return "f32";
+  case ElemType::I64:
+    return "i64";
+  case ElemType::I32:
+    return "i32";
+  case ElemType::BF16:
+    return "bf16";
+  case ElemType::F16:
+    return "f16";
+  }
+  return "unknown";
 }
 
 uint64_t fnv1a(const void *data, size_t size, uint64_t seed) {
@@ -209,7 +228,9 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
                  {"required_isa", target.requiredIsa}};
   json caches = json::array();
   for (const CacheInfo &c : plan.caches)
-    caches.push_back({{"name", c.name}, {"row_shape", c.rowShape}});
+    caches.push_back({{"name", c.name},
+                      {"row_shape", c.rowShape},
+                      {"type", static_cast<uint32_t>(c.type)}});
   j["caches"] = caches;
   json weights = json::array();
   for (const WeightInfo &w : plan.weights)
@@ -432,6 +453,54 @@ namespace {
 /// Each step's operand, result and weight counts, its configuration's
 /// ranges, and the layouts of the weights it reads, as the executor expects
 /// them.
+bool isNarrow(ElemType t) { return t == ElemType::BF16 || t == ElemType::F16; }
+
+/// Narrow (bf16 / f16) buffers reach only the kernels that read them: a
+/// cache update's cache and result, the keys and values of a cached
+/// attention, the latents of a cached MLA, an alias of a cache.
+absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
+  auto type = [&](int32_t id) { return f.values[id].type; };
+  std::vector<bool> narrowOk(s.operands.size(), false);
+  bool resultOk = false;
+  switch (s.op()) {
+  case OpCode::CacheUpdate:
+    narrowOk[0] = resultOk = true;
+    if (type(s.results[0]) != type(s.operands[0]))
+      return absl::DataLossError(s.location +
+                                 ": a cache update's result is not of its "
+                                 "cache's type");
+    break;
+  case OpCode::Attention:
+    if (s.as<steps::Attention>().cached)
+      narrowOk[1] = narrowOk[2] = true;
+    if (type(s.operands[1]) != type(s.operands[2]))
+      return absl::DataLossError(s.location +
+                                 ": attention keys and values differ in type");
+    break;
+  case OpCode::MLAAttention:
+    if (s.as<steps::MLAAttention>().cached)
+      narrowOk[2] = narrowOk[3] = true;
+    if (type(s.operands[2]) != type(s.operands[3]))
+      return absl::DataLossError(s.location +
+                                 ": MLA latents and rope keys differ in type");
+    break;
+  case OpCode::Alias:
+    narrowOk[0] = resultOk = true;
+    break;
+  default:
+    break;
+  }
+  for (size_t i = 0; i < s.operands.size(); ++i)
+    if (isNarrow(type(s.operands[i])) && !narrowOk[i])
+      return absl::DataLossError(s.location + ": " + opName(s.op()) +
+                                 " reads a bf16 / f16 value it cannot read");
+  for (int32_t id : s.results)
+    if (isNarrow(type(id)) && !resultOk)
+      return absl::DataLossError(s.location + ": " + opName(s.op()) +
+                                 " writes a bf16 / f16 value");
+  return absl::OkStatus();
+}
+
 absl::Status checkStep(const ModelPlan &plan, const Step &s) {
   auto need = [&](bool ok, const char *what) {
     return ok ? absl::OkStatus()
@@ -585,6 +654,12 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
   if (r.ok())
     for (const json &c : r.array(j, "caches")) {
       CacheInfo info{r.string(c, "name"), r.list<int64_t>(c, "row_shape")};
+      int64_t type = r.integer(c, "type");
+      if (r.ok() && type != static_cast<int64_t>(ElemType::F32) &&
+          type != static_cast<int64_t>(ElemType::BF16) &&
+          type != static_cast<int64_t>(ElemType::F16))
+        r.fail("cache '" + info.name + "' has an unknown element type");
+      info.type = static_cast<ElemType>(type);
       if (r.ok() && (info.rowShape.empty() ||
                      std::any_of(info.rowShape.begin(), info.rowShape.end(),
                                  [](int64_t d) { return d <= 0; })))
@@ -617,7 +692,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
           break;
         ValueInfo v;
         int64_t kind = r.integer(vj, "kind"), type = r.integer(vj, "type");
-        if (kind < 0 || kind > 3 || type < 0 || type > 2)
+        if (kind < 0 || kind > 3 || type < 0 || type > 4)
           r.fail("a value of '" + f.name + "' has an unknown kind or type");
         v.kind = static_cast<ValueInfo::Kind>(kind);
         v.type = static_cast<ElemType>(type);
@@ -693,6 +768,17 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
     for (int32_t id : f.outputs)
       if (id < 0 || id >= nv)
         return bad(f.name, "an output id is out of range");
+    for (int32_t i = 0; i < nv; ++i) {
+      const ValueInfo &v = f.values[i];
+      if (v.kind == ValueInfo::Kind::Cache &&
+          v.type != plan.caches[v.index].type)
+        return bad(f.name, "a cache value's type is not its cache's");
+      if (v.kind == ValueInfo::Kind::Alias && v.type != f.values[v.index].type)
+        return bad(f.name, "an alias's type is not its value's");
+      if (isNarrow(v.type) && v.kind != ValueInfo::Kind::Cache &&
+          v.kind != ValueInfo::Kind::Alias)
+        return bad(f.name, "a bf16 / f16 value is not a KV cache");
+    }
     for (const Step &s : f.steps) {
       if (absl::Status st = checkStep(plan, s); !st.ok())
         return bad(f.name, std::string(st.message()));
@@ -705,6 +791,8 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
       for (int32_t id : s.weights)
         if (id < 0 || id >= static_cast<int32_t>(plan.weights.size()))
           return bad(f.name, "a weight id is out of range");
+      if (absl::Status st = checkStepTypes(f, s); !st.ok())
+        return bad(f.name, std::string(st.message()));
     }
   }
   return plan;

@@ -426,6 +426,45 @@ TEST(Kernels, CacheUpdate) {
   EXPECT_EQ(cache, want);
 }
 
+/// The bits of x as a cache of type t stores them (round to nearest even).
+std::vector<uint16_t> narrowBits(const std::vector<float> &x, KVType t) {
+  std::vector<uint16_t> bits(x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    bits[i] =
+        t == KVType::BF16 ? ::ds::floatToBF16(x[i]) : ::ds::floatToHalf(x[i]);
+  return bits;
+}
+
+/// x rounded to type t (the f32 values a narrow cache holds).
+std::vector<float> roundedTo(const std::vector<float> &x, KVType t) {
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    y[i] = ::ds::roundToDType(x[i], t == KVType::BF16 ? ::ds::DType::BF16
+                                                      : ::ds::DType::F16);
+  return y;
+}
+
+TEST(Kernels, CacheUpdateNarrowRounds) {
+  std::mt19937 rng(7);
+  const int64_t numSlots = 3, maxLen = 5, row = 19, batch = 2, seq = 2;
+  std::vector<int64_t> slots = {2, 0}, positions = {1, 4, 0, 3};
+  std::vector<float> update = randomVec(rng, batch * seq * row, -300, 300);
+  update[3] = 1.0f + 1.0f / 256; // a bf16 tie: rounds to even (1.0)
+  for (KVType t : {KVType::BF16, KVType::F16}) {
+    std::vector<uint16_t> cache(numSlots * maxLen * row, 0xabcd);
+    cacheUpdate(cache.data(), t, maxLen, row, slots.data(), update.data(),
+                positions.data(), batch, seq);
+    std::vector<uint16_t> want(cache.size(), 0xabcd);
+    std::vector<uint16_t> bits = narrowBits(update, t);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t s = 0; s < seq; ++s)
+        std::copy_n(&bits[(b * seq + s) * row], row,
+                    &want[(slots[b] * maxLen + positions[b * seq + s]) * row]);
+    EXPECT_EQ(cache, want) << static_cast<int>(t);
+  }
+  EXPECT_EQ(narrowBits(update, KVType::BF16)[3], 0x3f80);
+}
+
 //===----------------------------------------------------------------------===//
 // Attention
 //===----------------------------------------------------------------------===//
@@ -684,8 +723,11 @@ struct MlaPackedCase {
   std::vector<int64_t> slots, positions;
 };
 
-/// Checks the packed MLA against the per-row form; returns its output.
-std::vector<float> checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool) {
+/// Checks the packed MLA against the per-row form; returns its output. With
+/// a narrow `cacheType` the latents are rounded to it, and the packed MLA
+/// over a cache of that type must give the f32 result bit for bit.
+std::vector<float> checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool,
+                                  KVType cacheType = KVType::F32) {
   std::mt19937 rng(21);
   std::normal_distribution<float> d(0.0f, 1.0f);
   const int64_t batch = c.batch, seq = c.seq, heads = c.heads, dn = c.dn,
@@ -702,6 +744,10 @@ std::vector<float> checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool) {
   fill(ckv);
   fill(kpe);
   fill(kvb);
+  if (cacheType != KVType::F32) {
+    ckv = roundedTo(ckv, cacheType);
+    kpe = roundedTo(kpe, cacheType);
+  }
   std::vector<float> want(batch * seq * heads * dv),
       got(batch * seq * heads * dv), par(got.size());
   ds::rt::kernels::mlaAttention(qn.data(), qp.data(), batch, seq, heads, dn, dr,
@@ -747,6 +793,18 @@ std::vector<float> checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool) {
   EXPECT_GT(mag, 0.1);
   EXPECT_LT(err / mag, 1e-5);
   EXPECT_EQ(par, got);
+  if (cacheType != KVType::F32) {
+    std::vector<uint16_t> ckvN = narrowBits(ckv, cacheType),
+                          kpeN = narrowBits(kpe, cacheType);
+    for (ThreadPool *p : {static_cast<ThreadPool *>(nullptr), pool}) {
+      std::vector<float> narrow(got.size());
+      ds::rt::kernels::mlaAttentionPacked(
+          qn.data(), qp.data(), batch, seq, heads, dn, dr, ckvN.data(),
+          kpeN.data(), cacheType, maxLen, rank, ukT.data(), uv.data(), dv,
+          c.slots.data(), c.positions.data(), 0.3, narrow.data(), p);
+      EXPECT_EQ(narrow, got) << (p ? "threads" : "serial");
+    }
+  }
   return got;
 }
 
@@ -760,6 +818,19 @@ TEST(MLAPacked, EqualsPerRowForm) {
   // over 64 rows (several row blocks), odd and even lengths.
   checkMlaPacked(
       {2, 3, 10, 8, 6, 8, 40, 150, 3, {2, 0}, {70, 71, 149, 0, 64, 65}}, &pool);
+}
+
+TEST(MLAPacked, NarrowCacheIsF32OfItsValues) {
+  ThreadPool pool(3);
+  for (KVType t : {KVType::BF16, KVType::F16}) {
+    checkMlaPacked({3, 2, 3, 5, 2, 4, 7, 9, 4, {2, 0, 3}, {0, 1, 4, 5, 7, 8}},
+                   &pool, t);
+    checkMlaPacked(
+        {2, 3, 10, 8, 6, 8, 40, 150, 3, {2, 0}, {70, 71, 149, 0, 64, 65}},
+        &pool, t);
+    checkMlaPacked({1, 2, 10, 16, 8, 16, 512, 140, 3, {2}, {130, 131}}, &pool,
+                   t);
+  }
 }
 
 /// Attention's AVX-512 and AVX2 paths do the same arithmetic: with
@@ -809,6 +880,58 @@ TEST(Kernels, AttentionDumpForIsaComparison) {
   ASSERT_EQ(std::fwrite(dump.data(), sizeof(float), dump.size(), f),
             dump.size());
   std::fclose(f);
+}
+
+/// Attention over a bf16 / f16 cache is, bit for bit, attention over an f32
+/// cache holding the same (rounded) values, serial and on workers, over
+/// shapes that reach every path (GQA groups of 4 and 6, MHA, head sizes
+/// with and without a tail, several row blocks, prefill runs, a window);
+/// and it differs from attention over the unrounded values.
+TEST(Kernels, AttentionNarrowCacheIsF32OfItsValues) {
+  std::mt19937 rng(43);
+  struct Shape {
+    int64_t batch, seq, heads, kvHeads, d, dv, window;
+  };
+  ThreadPool pool(2);
+  for (KVType t : {KVType::BF16, KVType::F16})
+    for (Shape sh :
+         {Shape{1, 9, 32, 8, 128, 128, 0}, Shape{2, 1, 24, 4, 20, 72, 0},
+          Shape{1, 5, 8, 8, 64, 64, 0}, Shape{2, 3, 12, 2, 128, 200, 0},
+          Shape{2, 2, 4, 1, 13, 9, 40}}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "type " << static_cast<int>(t) << " heads " << sh.heads
+                   << " d " << sh.d << " dv " << sh.dv);
+      const int64_t maxLen = 150, numSlots = 3;
+      std::vector<float> q =
+          randomVec(rng, sh.batch * sh.seq * sh.heads * sh.d);
+      std::vector<float> k =
+          randomVec(rng, numSlots * maxLen * sh.kvHeads * sh.d, -3, 3);
+      std::vector<float> v =
+          randomVec(rng, numSlots * maxLen * sh.kvHeads * sh.dv, -3, 3);
+      std::vector<uint16_t> kn = narrowBits(k, t), vn = narrowBits(v, t);
+      std::vector<float> kr = roundedTo(k, t), vr = roundedTo(v, t);
+      std::vector<int64_t> slots{2, 0}, positions;
+      for (int64_t b = 0; b < sh.batch; ++b)
+        for (int64_t s = 0; s < sh.seq; ++s)
+          positions.push_back(100 + 7 * b + s);
+      const size_t n = sh.batch * sh.seq * sh.heads * sh.dv;
+      std::vector<float> want(n), got(n), par(n), unrounded(n);
+      attention(q.data(), sh.batch, sh.seq, sh.heads, sh.d, kr.data(),
+                vr.data(), maxLen, sh.kvHeads, sh.dv, slots.data(),
+                positions.data(), sh.window, 0.1, want.data());
+      attention(q.data(), sh.batch, sh.seq, sh.heads, sh.d, kn.data(),
+                vn.data(), t, maxLen, sh.kvHeads, sh.dv, slots.data(),
+                positions.data(), sh.window, 0.1, got.data());
+      attention(q.data(), sh.batch, sh.seq, sh.heads, sh.d, kn.data(),
+                vn.data(), t, maxLen, sh.kvHeads, sh.dv, slots.data(),
+                positions.data(), sh.window, 0.1, par.data(), &pool);
+      attention(q.data(), sh.batch, sh.seq, sh.heads, sh.d, k.data(), v.data(),
+                maxLen, sh.kvHeads, sh.dv, slots.data(), positions.data(),
+                sh.window, 0.1, unrounded.data());
+      EXPECT_EQ(got, want);
+      EXPECT_EQ(par, want);
+      EXPECT_NE(got, unrounded);
+    }
 }
 
 /// Prefill rows of a slot at consecutive positions run together (runs of

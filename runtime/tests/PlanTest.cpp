@@ -212,3 +212,74 @@ TEST(Plan, OutOfRangeConfigurationsAreRefused) {
       [](auto &s) { s[9].template as<steps::MoE>().hiddenQuant.storage = 9; },
       "quant storage");
 }
+
+namespace {
+/// A function that updates a bf16 cache and attends over it.
+ModelPlan narrowCache() {
+  ModelPlan p;
+  p.arch = "test";
+  p.vocabSize = 10;
+  p.maxCacheLen = 8;
+  p.caches.push_back({"k", {8, 2, 4}, ElemType::BF16});
+  FunctionPlan f;
+  f.name = "decode";
+  using K = ValueInfo::Kind;
+  f.values = {
+      {K::Input, ElemType::I64, {}, 0}, {K::Cache, ElemType::BF16, {}, 0},
+      {K::Temp, ElemType::F32, {}, -1}, {K::Alias, ElemType::BF16, {}, 1},
+      {K::Temp, ElemType::F32, {}, -1}, {K::Temp, ElemType::F32, {}, -1}};
+  f.inputs = {0};
+  f.outputs = {5};
+  Step update;
+  update.config = steps::CacheUpdate{};
+  update.operands = {1, 0, 2};
+  update.results = {3};
+  Step attend;
+  attend.config = steps::Attention{0, true, 0.5};
+  attend.operands = {4, 1, 1, 0};
+  attend.results = {5};
+  f.steps = {update, attend};
+  p.functions.push_back(std::move(f));
+  return p;
+}
+} // namespace
+
+TEST(Plan, NarrowCachesRoundTripAndReachOnlyCacheSteps) {
+  absl::StatusOr<ModelPlan> back =
+      planFromJson(planToJson(narrowCache(), TargetInfo()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->caches[0].type, ElemType::BF16);
+  EXPECT_EQ(back->functions[0].values[3].type, ElemType::BF16);
+  EXPECT_EQ(elemSize(ElemType::BF16), 2u);
+  auto refuses = [](auto mutate, const std::string &message) {
+    ModelPlan plan = narrowCache();
+    mutate(plan);
+    absl::StatusOr<ModelPlan> r = planFromJson(planToJson(plan, TargetInfo()));
+    ASSERT_FALSE(r.ok()) << message;
+    EXPECT_NE(std::string(r.status().message()).find(message),
+              std::string::npos)
+        << r.status();
+  };
+  refuses([](ModelPlan &p) { p.functions[0].values[2].type = ElemType::F16; },
+          "a bf16 / f16 value is not a KV cache");
+  refuses([](ModelPlan &p) { p.caches[0].type = ElemType::F16; },
+          "a cache value's type is not its cache's");
+  refuses([](ModelPlan &p) { p.functions[0].values[3].type = ElemType::F32; },
+          "an alias's type is not its value's");
+  refuses(
+      [](ModelPlan &p) {
+        p.functions[0].steps[1].as<steps::Attention>().cached = false;
+      },
+      "attention reads a bf16 / f16 value it cannot read");
+  refuses([](ModelPlan &p) { p.functions[0].steps[0].operands = {1, 0, 3}; },
+          "cache_update reads a bf16 / f16 value it cannot read");
+  refuses(
+      [](ModelPlan &p) {
+        Step copy;
+        copy.config = steps::Copy{1, {8}};
+        copy.operands = {1};
+        copy.results = {4};
+        p.functions[0].steps.push_back(copy);
+      },
+      "split reads a bf16 / f16 value it cannot read");
+}

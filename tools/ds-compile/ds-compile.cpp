@@ -125,6 +125,17 @@ int main(int argc, char **argv) {
         llvm::outs() << " group " << w.group;
       llvm::outs() << ", " << w.bytes << " bytes\n";
     }
+    llvm::outs() << "caches:\n";
+    for (const auto &c : artifact->plan.caches) {
+      int64_t elems = 1;
+      for (int64_t d : c.rowShape)
+        elems *= d;
+      llvm::outs() << "  " << c.name << ": " << ::ds::rt::elemTypeName(c.type)
+                   << " [";
+      llvm::interleave(c.rowShape, llvm::outs(), "x");
+      llvm::outs() << "] per slot, " << elems * ::ds::rt::elemSize(c.type)
+                   << " bytes\n";
+    }
   }
   return 0;
 }

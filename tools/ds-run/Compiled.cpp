@@ -291,7 +291,8 @@ int runOnceCompiled(const RunOptions &opts,
                     " does not fit the model's "
                     "cache " +
                     Twine(i));
-      std::copy_n(t.data<float>(), t.numElements(), cache->data(i));
+      cache->storeFloats(static_cast<int32_t>(i), 0, t.data<float>(),
+                         t.numElements());
     }
     for (int64_t i = 0; i < b; ++i)
       slots.push_back(i);
@@ -312,7 +313,7 @@ int runOnceCompiled(const RunOptions &opts,
       int32_t c = plan->values[base].index;
       const HostTensor &shapeFrom = *cacheArgs[c];
       HostTensor t(DType::F32, shapeFrom.shape);
-      std::copy_n(cache->data(c), t.numElements(), t.data<float>());
+      cache->loadFloats(c, 0, t.numElements(), t.data<float>());
       all.push_back(std::move(t));
     } else {
       all.push_back(std::move((*results)[nextOutput++]));

@@ -327,7 +327,9 @@ def DS_AttentionOp : DS_InferOp<"attention"> {
 
     `o[b,s,h] = sum_j softmax_j(scale * q[b,s,h] . k[b,j,h/g]) v[b,j,h/g]`,
 
-    softmax in f32. The result is `[B, S, Hq, Dv]`. Prefill passes the new
+    softmax in f32. The result is `[B, S, Hq, Dv]`, of `q`'s element type.
+    `k` and `v` share an element type, which may be narrower than `q`'s (a
+    bf16 / f16 KV cache): their values are read exactly. Prefill passes the new
     keys (`T = S`, positions `0..S-1`); decode passes the whole KV cache
     (`T` = cache capacity) and the unwritten rows are masked by position.
 
@@ -365,6 +367,10 @@ def DS_MLAAttentionOp : DS_InferOp<"mla_attention"> {
     `ds.attention` with the same causal position rule and `scale`. The
     result is `[B, S, H, dv]`, with `dv = rows(kv_b) / H - dn`. A backend
     may absorb `kv_b` into the query and output instead of expanding K/V.
+    `c_kv` and `k_pe` share an element type, which may be narrower than the
+    queries' (a bf16 / f16 latent cache); the expanded `kv` is rounded to
+    `q_nope`'s type, as the unabsorbed form computes it in the activations'
+    type.
 
     ```mlir
     %o = ds.mla_attention %qn, %qp, %ckv, %kpe, %wkvb, %pos {scale = 0.0721 : f64}
@@ -388,9 +394,11 @@ def DS_CacheUpdateOp : DS_InferOp<"cache_update"> {
   let summary = "write new key/value rows into a KV cache";
   let description = [{
     `cache` is `[B, Tmax, ...]`, `update` is `[B, S, ...]` with the same
-    trailing shape and element type, `positions` is `[B, S]`. The result is
-    the cache with row `positions[b, s]` of batch `b` replaced by
-    `update[b, s]`; every position must be in `[0, Tmax)`. Value semantics:
+    trailing shape, `positions` is `[B, S]`. The result is the cache with
+    row `positions[b, s]` of batch `b` replaced by `update[b, s]`, rounded
+    to nearest even when the cache's element type is narrower than the
+    update's (a bf16 / f16 KV cache, see `ds-kv-cache-type`); every position
+    must be in `[0, Tmax)`. Value semantics:
     bufferization makes it in place. Caches hold post-RoPE keys
     (`[B, Tmax, Hkv, D]`), values, or MLA's latent `c_kv` `[B, Tmax, c]`
     and `k_pe` `[B, Tmax, dr]`.

@@ -9,6 +9,16 @@
 
 namespace ds::rt::cpu {
 
+namespace {
+/// The kernels' name for how a cache value is stored (the plan's checks
+/// let only F32, BF16 and F16 reach here).
+kernels::KVType kvType(ElemType t) {
+  return t == ElemType::BF16  ? kernels::KVType::BF16
+         : t == ElemType::F16 ? kernels::KVType::F16
+                              : kernels::KVType::F32;
+}
+} // namespace
+
 absl::Status checkRope(const ShapeView &v) {
   const Step &s = v.step;
   int64_t tokens = v.count(s.operands[1]), d = v.last(s.operands[0]);
@@ -61,8 +71,8 @@ absl::Status runCacheUpdate(StepContext &c) {
     if (c.I(pos)[i] < 0 || c.I(pos)[i] >= maxLen)
       return c.error(absl::StrCat("position ", c.I(pos)[i],
                                   " is outside the cache [0, ", maxLen, ")"));
-  kernels::cacheUpdate(c.F(cache), maxLen, row, c.args.slots, c.F(upd),
-                       c.I(pos), b, t);
+  kernels::cacheUpdate(c.ptr(cache), kvType(c.type(cache)), maxLen, row,
+                       c.args.slots, c.F(upd), c.I(pos), b, t);
   return absl::OkStatus();
 }
 
@@ -120,9 +130,9 @@ absl::Status runAttention(StepContext &c) {
     return c.error("keys, values and queries disagree on batch or length");
   std::vector<int64_t> identity;
   const int64_t *rows = keyRows(c, cfg.cached, qs[0], identity);
-  kernels::attention(c.F(q), qs[0], qs[1], qs[2], qs[3], c.F(kc), c.F(vc),
-                     maxLen, ks[2], vs[3], rows, c.I(pos), cfg.slidingWindow,
-                     cfg.scale, c.F(s.results[0]), c.pool);
+  kernels::attention(c.F(q), qs[0], qs[1], qs[2], qs[3], c.ptr(kc), c.ptr(vc),
+                     kvType(c.type(kc)), maxLen, ks[2], vs[3], rows, c.I(pos),
+                     cfg.slidingWindow, cfg.scale, c.F(s.results[0]), c.pool);
   return absl::OkStatus();
 }
 
@@ -184,10 +194,10 @@ absl::Status runMLAAttention(StepContext &c) {
       ns[0] * ns[1], heads, cs[2], dn, kScales != nullptr));
   if (!scratch)
     return c.error("scratch overflow (MLA queries)");
-  kernels::mlaAttentionPacked(c.F(qn), c.F(qp), ns[0], ns[1], heads, dn, ps[3],
-                              c.F(ckv), c.F(kpe), maxLen, cs[2], ukT.data(),
-                              uv.data(), dv, rows, c.I(pos), cfg.scale,
-                              c.F(s.results[0]), c.pool, kScales, scratch);
+  kernels::mlaAttentionPacked(
+      c.F(qn), c.F(qp), ns[0], ns[1], heads, dn, ps[3], c.ptr(ckv), c.ptr(kpe),
+      kvType(c.type(ckv)), maxLen, cs[2], ukT.data(), uv.data(), dv, rows,
+      c.I(pos), cfg.scale, c.F(s.results[0]), c.pool, kScales, scratch);
   return absl::OkStatus();
 }
 

@@ -67,6 +67,8 @@ public:
     return static_cast<int64_t *>((*args.buffers)[v]);
   }
   void *ptr(int32_t v) const { return (*args.buffers)[v]; }
+  /// How value v's elements are stored (F32 unless a narrow KV cache).
+  ElemType type(int32_t v) const { return args.function->values[v].type; }
   const std::vector<int64_t> &shape(int32_t v) const {
     return (*args.shapes)[v];
   }

@@ -19,6 +19,7 @@
 #include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
+#include "ds/support/DType.h"
 
 #include <algorithm>
 #include <cmath>
@@ -99,24 +100,133 @@ inline void dotGrid(const float *const *a, const float *const *b, int64_t n,
     }
 }
 
-/// Software prefetch of the rows a later block will read: columns
-/// [lo, hi) of rows [j0, j1) of a row-major table with `stride` floats per
-/// row, issued a few lines at a time while the current block computes. The
-/// blocked loops read each row only a 64-byte column at a time, 4 KiB or
-/// more apart, which the hardware prefetchers do not follow.
+/// A table of cache rows as the blocked loops read it: per head, the first
+/// row it reads (elements of `type`), rows `stride` elements apart.
+struct RowTable {
+  const void *const *base;
+  int64_t stride;
+  KVType type = KVType::F32;
+};
+
+/// dst[c] = the f32 value of element c of a bf16 / f16 row, c < n (exact).
+void widenRow(const void *src, KVType type, int64_t n, float *dst) {
+  const auto *x = static_cast<const uint16_t *>(src);
+  static const bool wide = hasAvx512();
+  if (wide) {
+    avx512::widenRow(x, type == KVType::BF16, n, dst);
+    return;
+  }
+  int64_t c = 0;
+  if (type == KVType::BF16) {
+    for (; c + 8 <= n; c += 8) {
+      __m256i w = _mm256_cvtepu16_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(x + c)));
+      _mm256_storeu_ps(dst + c, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+    for (; c < n; ++c)
+      dst[c] = ::ds::bf16ToFloat(x[c]);
+    return;
+  }
+  for (; c + 8 <= n; c += 8)
+    _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128(
+                                  reinterpret_cast<const __m128i *>(x + c))));
+  for (; c < n; ++c)
+    dst[c] = ::ds::halfToFloat(x[c]);
+}
+
+/// Rows [j0, j1) of a RowTable's first n columns as f32: an f32 table is
+/// read where it is; a narrow one is widened into a buffer of the calling
+/// thread's, once per run of heads that share their rows (a GQA group, all
+/// MLA heads), when the loops first ask for those heads (need()), so that
+/// the widened rows are read while they are still in L1. The loops then do
+/// the arithmetic of an f32 table holding the same values. Row j of head i
+/// is rows()[i] + (j - shift) * stride.
+class F32Block {
+public:
+  void load(const RowTable &t, int64_t nh, int64_t n, int64_t j0, int64_t j1) {
+    ptrs.assign(nh, nullptr);
+    table = t;
+    cols = n;
+    first = j0;
+    count = j1 - j0;
+    if (t.type == KVType::F32) {
+      for (int64_t i = 0; i < nh; ++i)
+        ptrs[i] = static_cast<const float *>(t.base[i]);
+      stride = t.stride;
+      shift = 0;
+      return;
+    }
+    stride = n;
+    shift = j0;
+    int64_t distinct = 0;
+    for (int64_t i = 0; i < nh; ++i)
+      distinct += i == 0 || t.base[i] != t.base[i - 1];
+    buffer.resize(distinct * count * n);
+    next = buffer.data();
+  }
+  /// Heads [i0, i1) readable through rows().
+  void need(int64_t i0, int64_t i1) {
+    if (table.type == KVType::F32)
+      return;
+    const int64_t size = kvTypeSize(table.type);
+    for (int64_t i = i0; i < i1; ++i) {
+      if (ptrs[i])
+        continue;
+      if (i > 0 && table.base[i] == table.base[i - 1] && ptrs[i - 1]) {
+        ptrs[i] = ptrs[i - 1];
+        continue;
+      }
+      const char *row = static_cast<const char *>(table.base[i]);
+      for (int64_t j = 0; j < count; ++j)
+        widenRow(row + (first + j) * table.stride * size, table.type, cols,
+                 next + j * cols);
+      ptrs[i] = next;
+      next += count * cols;
+      // The heads after i that share its rows.
+      for (int64_t h = i + 1; h < static_cast<int64_t>(ptrs.size()) &&
+                              table.base[h] == table.base[i];
+           ++h)
+        ptrs[h] = ptrs[i];
+    }
+  }
+  const float *const *rows() const { return ptrs.data(); }
+  int64_t stride = 0, shift = 0;
+
+private:
+  std::vector<const float *> ptrs;
+  std::vector<float> buffer;
+  RowTable table{nullptr, 0};
+  float *next = nullptr;
+  int64_t cols = 0, first = 0, count = 0;
+};
+
+/// Software prefetch of the rows a later block will read: the first n
+/// columns of rows [j0, j1) of every head's table, issued a few lines at a
+/// time while the current block computes. The blocked loops read each row
+/// only a 64-byte column at a time, 4 KiB or more apart, which the hardware
+/// prefetchers do not follow.
 struct RowPrefetch {
   const char *lo = nullptr, *at = nullptr; // first line; the next to fetch
   int64_t rowBytes = 0, lines = 0, total = 0, next = 0, line = 0;
   int64_t perStep = 0;
-  RowPrefetch(const float *const *rows, int64_t count, int64_t n,
-              int64_t stride, int64_t j0, int64_t j1) {
+  RowPrefetch() = default;
+  RowPrefetch(const RowTable &t, int64_t count, int64_t n, int64_t j0,
+              int64_t j1) {
     if (count <= 0 || j1 <= j0)
       return;
-    const float *first = *std::min_element(rows, rows + count);
-    const float *last = *std::max_element(rows, rows + count) + n;
-    lo = at = reinterpret_cast<const char *>(first + j0 * stride);
-    rowBytes = stride * static_cast<int64_t>(sizeof(float));
-    lines = ((last - first) * static_cast<int64_t>(sizeof(float)) + 63) / 64;
+    const int64_t size = kvTypeSize(t.type);
+    auto bytes = [&](int64_t i) {
+      return static_cast<const char *>(t.base[i]);
+    };
+    const char *first = bytes(0), *last = bytes(0);
+    for (int64_t i = 1; i < count; ++i) {
+      first = std::min(first, bytes(i));
+      last = std::max(last, bytes(i));
+    }
+    last += n * size;
+    lo = at = first + j0 * t.stride * size;
+    rowBytes = t.stride * size;
+    lines = (last - first + 63) / 64;
     total = lines * (j1 - j0);
   }
   /// Spreads the lines over `steps` calls of step().
@@ -152,25 +262,30 @@ inline bool sameRows4(const float *const *rows, int64_t i0) {
          rows[i0] == rows[i0 + 3];
 }
 
-/// s[i * ld + j] = dot(a[i], base[i] + j * stride, n) for heads i < nh and
+/// s[i * ld + j] = dot(a[i], row j of head i of t, n) for heads i < nh and
 /// rows j < len (attention scores before scaling). Runs of four heads that
 /// share their rows (GQA groups, MLA) take two rows at a time, 8 FMA
 /// chains per loaded vector; rows go in blocks that stay in L2 while every
 /// head reads them.
-void dotTable(const float *const *a, const float *const *base, int64_t stride,
-              int64_t n, int64_t nh, int64_t len, float *s, int64_t ld) {
+void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
+              int64_t len, float *s, int64_t ld) {
   const int64_t kRowBlock = rowBlock(n);
   const bool wide = hasAvx512();
   const int64_t perGroup = avx512::packedQueriesSize(n);
   thread_local std::vector<float> packed;
+  thread_local F32Block block;
   if (wide)
     packed.resize((nh / 4) * perGroup);
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
     const int64_t j1 = std::min(len, j0 + kRowBlock);
-    RowPrefetch ahead(base, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
+    RowPrefetch ahead(t, nh, n, j1, std::min(len, j1 + kRowBlock));
     ahead.spread((nh / 4) * ((j1 - j0 + 1) / 2));
+    block.load(t, nh, n, j0, j1);
+    const float *const *base = block.rows();
+    const int64_t stride = block.stride, sh = block.shift;
     int64_t i0 = 0;
     for (; i0 + 4 <= nh; i0 += 4) {
+      block.need(i0, i0 + 4);
       const bool shared = sameRows4(base, i0);
       if (shared && wide) {
         // AVX-512: two heads per register, eight rows at a time, the same
@@ -181,16 +296,16 @@ void dotTable(const float *const *a, const float *const *base, int64_t stride,
         for (int64_t j = j0; j < j1; j += 8) {
           for (int t = 0; t < 4; ++t)
             ahead.step();
-          avx512::dotRows4(q, a + i0, base[i0], stride, n, j,
-                           std::min(j1, j + 8), s + i0 * ld, ld);
+          avx512::dotRows4(q, a + i0, base[i0], stride, n, j - sh,
+                           std::min(j1, j + 8) - sh, s + i0 * ld + sh, ld);
         }
       } else if (shared) {
         int64_t j = j0;
         float out[8];
         for (; j + 2 <= j1; j += 2) {
           ahead.step();
-          const float *b[2] = {base[i0] + j * stride,
-                               base[i0] + (j + 1) * stride};
+          const float *b[2] = {base[i0] + (j - sh) * stride,
+                               base[i0] + (j + 1 - sh) * stride};
           dotGrid<4, 2>(a + i0, b, n, out);
           for (int h = 0; h < 4; ++h) {
             s[(i0 + h) * ld + j] = out[h * 2];
@@ -198,7 +313,7 @@ void dotTable(const float *const *a, const float *const *base, int64_t stride,
           }
         }
         for (; j < j1; ++j) {
-          const float *b[1] = {base[i0] + j * stride};
+          const float *b[1] = {base[i0] + (j - sh) * stride};
           dotGrid<4, 1>(a + i0, b, n, out);
           for (int h = 0; h < 4; ++h)
             s[(i0 + h) * ld + j] = out[h];
@@ -208,12 +323,13 @@ void dotTable(const float *const *a, const float *const *base, int64_t stride,
           ahead.step();
         for (int64_t h = i0; h < i0 + 4; ++h)
           for (int64_t j = j0; j < j1; ++j)
-            s[h * ld + j] = dot(a[h], base[h] + j * stride, n);
+            s[h * ld + j] = dot(a[h], base[h] + (j - sh) * stride, n);
       }
     }
+    block.need(i0, nh);
     for (; i0 < nh; ++i0)
       for (int64_t j = j0; j < j1; ++j)
-        s[i0 * ld + j] = dot(a[i0], base[i0] + j * stride, n);
+        s[i0 * ld + j] = dot(a[i0], base[i0] + (j - sh) * stride, n);
   }
 }
 
@@ -239,19 +355,21 @@ void elementSums(const float *p, int64_t ldp, const float *const *rows,
     }
 }
 
-/// out[i][c] += sum over j in [0, len) of p[i * ldp + j] * rows[i][j *
-/// stride + c] for heads i < nh and c < n: the same FMAs, in the same order
+/// out[i][c] += sum over j in [0, len) of p[i * ldp + j] * (row j of head
+/// i of t)[c] for heads i < nh and c < n: the same FMAs, in the same order
 /// of j, as an axpy per (i, j), but register-blocked (4 heads x 16 columns
 /// of accumulators; a row shared by the 4 heads is loaded once) over blocks
 /// of 64 rows, so that a block's rows are read from L1/L2 by every head
 /// instead of streaming once per head.
-void weightedSums(const float *p, int64_t ldp, const float *const *rows,
-                  int64_t stride, int64_t len, int64_t nh, int64_t n,
-                  float *out, int64_t ldo) {
+void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
+                  int64_t nh, int64_t n, float *out, int64_t ldo) {
   typedef float v8 __attribute__((vector_size(32), aligned(4)));
   const int64_t kRowBlock = rowBlock(n);
   const bool wide = hasAvx512();
-  RowPrefetch ahead(rows, 0, n, stride, 0, 0);
+  thread_local F32Block block;
+  RowPrefetch ahead;
+  const float *const *rows = nullptr;
+  int64_t stride = 0, sh = 0;
   auto block4 = [&](int64_t i0, int64_t c, int64_t j0, int64_t j1,
                     auto sharedTag) __attribute__((always_inline)) {
     constexpr bool shared = decltype(sharedTag)::value;
@@ -263,7 +381,7 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
       ahead.step();
       v8 x[4][2];
       for (int h = 0; h < (shared ? 1 : 4); ++h) {
-        const float *at = rows[i0 + h] + j * stride + c;
+        const float *at = rows[i0 + h] + (j - sh) * stride + c;
         std::memcpy(&x[h][0], at, sizeof(v8));
         std::memcpy(&x[h][1], at + 8, sizeof(v8));
       }
@@ -282,23 +400,38 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
   };
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
     const int64_t j1 = std::min(len, j0 + kRowBlock);
-    ahead = RowPrefetch(rows, nh, n, stride, j1, std::min(len, j1 + kRowBlock));
+    ahead = RowPrefetch(t, nh, n, j1, std::min(len, j1 + kRowBlock));
     ahead.spread((n / 16) * (nh / 4) * (j1 - j0));
+    block.load(t, nh, n, j0, j1);
+    rows = block.rows();
+    stride = block.stride;
+    sh = block.shift;
+    // Rows and weights of this block from row index j0 - sh on.
+    const float *pb = p + sh;
+    if (!wide)
+      block.need(0, nh);
     int64_t c = 0;
     if (wide) {
       // AVX-512: 4 heads x 64 columns of accumulators, the same FMA chains.
       const int64_t calls = (n / 64) * (nh / 4);
       if (calls > 0)
         ahead.spread(calls);
-      for (; c + 64 <= n; c += 64)
-        for (int64_t i0 = 0; i0 + 4 <= nh; i0 += 4) {
+      // Heads outer: a group's (widened) rows are read for every column
+      // while they are in L1. Each (head, column) chain is the same.
+      for (int64_t i0 = 0; i0 + 4 <= nh; i0 += 4) {
+        block.need(i0, i0 + 4);
+        for (int64_t cc = 0; cc + 64 <= n; cc += 64) {
           ahead.step();
-          avx512::weightedSums4x64(p + i0 * ldp, ldp, rows + i0,
-                                   sameRows4(rows, i0), stride, j0, j1, c,
-                                   out + i0 * ldo, ldo);
+          avx512::weightedSums4x64(pb + i0 * ldp, ldp, rows + i0,
+                                   sameRows4(rows, i0), stride, j0 - sh,
+                                   j1 - sh, cc, out + i0 * ldo, ldo);
         }
+      }
+      c = n / 64 * 64;
+      block.need(nh / 4 * 4, nh);
       // The heads left over in those columns.
-      elementSums(p, ldp, rows, stride, j0, j1, nh / 4 * 4, nh, 0, c, out, ldo);
+      elementSums(pb, ldp, rows, stride, j0 - sh, j1 - sh, nh / 4 * 4, nh, 0, c,
+                  out, ldo);
     }
     for (; c + 16 <= n; c += 16) {
       int64_t i0 = 0;
@@ -309,10 +442,11 @@ void weightedSums(const float *p, int64_t ldp, const float *const *rows,
           block4(i0, c, j0, j1, std::false_type());
       }
       // The heads left over in these 16 columns.
-      elementSums(p, ldp, rows, stride, j0, j1, i0, nh, c, c + 16, out, ldo);
+      elementSums(pb, ldp, rows, stride, j0 - sh, j1 - sh, i0, nh, c, c + 16,
+                  out, ldo);
     }
     // The columns left over, every head.
-    elementSums(p, ldp, rows, stride, j0, j1, 0, nh, c, n, out, ldo);
+    elementSums(pb, ldp, rows, stride, j0 - sh, j1 - sh, 0, nh, c, n, out, ldo);
   }
 }
 
@@ -404,13 +538,14 @@ int64_t headBlocks(ThreadPool *pool, int64_t rows, int64_t units) {
 // add exactly nothing: every (row, head) keeps the arithmetic of the plain
 // per-head loop.
 void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
-               int64_t d, const float *k, const float *v, int64_t maxLen,
-               int64_t kvHeads, int64_t dv, const int64_t *slots,
-               const int64_t *positions, int64_t window, double scale,
-               float *out, ThreadPool *pool) {
+               int64_t d, const void *k, const void *v, KVType kvType,
+               int64_t maxLen, int64_t kvHeads, int64_t dv,
+               const int64_t *slots, const int64_t *positions, int64_t window,
+               double scale, float *out, ThreadPool *pool) {
   kvHeads = std::max<int64_t>(kvHeads, 1);
   int64_t group = heads / kvHeads;
   int64_t kStride = kvHeads * d, vStride = kvHeads * dv;
+  const int64_t size = kvTypeSize(kvType);
   const int64_t rows = batch * seq;
   double keys = 0;
   for (int64_t i = 0; i < rows; ++i)
@@ -438,7 +573,8 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
 
   auto body = [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scratch;
-    thread_local std::vector<const float *> qs, ks;
+    thread_local std::vector<const float *> qs;
+    thread_local std::vector<const void *> ks;
     thread_local std::vector<double> sums;
     thread_local std::vector<int64_t> lens;
     for (int64_t item = begin; item < end; ++item) {
@@ -469,14 +605,17 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
       ks.resize(ni);
       lens.resize(ni);
       int64_t slot = slots[r0 / seq];
-      const float *kRows = k + (slot * maxLen + first) * kStride;
-      const float *vRows = v + (slot * maxLen + first) * vStride;
+      const char *kRows = static_cast<const char *>(k) +
+                          (slot * maxLen + first) * kStride * size;
+      const char *vRows = static_cast<const char *>(v) +
+                          (slot * maxLen + first) * vStride * size;
       for (int64_t i = 0; i < ni; ++i) {
         qs[i] = q + (rowOf(i) * heads + headOf(i)) * d;
-        ks[i] = kRows + (kv0 + i / per) * d;
+        ks[i] = kRows + (kv0 + i / per) * d * size;
         lens[i] = positions[rowOf(i)] - first + 1;
       }
-      dotTable(qs.data(), ks.data(), kStride, d, ni, len, scores, len);
+      dotTable(qs.data(), RowTable{ks.data(), kStride, kvType}, d, ni, len,
+               scores, len);
       for (int64_t i = 0; i < ni * len; ++i)
         scores[i] = static_cast<float>(scores[i] * scale);
       std::fill(acc, acc + ni * dv, 0.0f);
@@ -486,8 +625,9 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
         std::fill(scores + i * len + lens[i], scores + (i + 1) * len, 0.0f);
       }
       for (int64_t i = 0; i < ni; ++i)
-        ks[i] = vRows + (kv0 + i / per) * dv;
-      weightedSums(scores, len, ks.data(), vStride, len, ni, dv, acc, dv);
+        ks[i] = vRows + (kv0 + i / per) * dv * size;
+      weightedSums(scores, len, RowTable{ks.data(), vStride, kvType}, len, ni,
+                   dv, acc, dv);
       for (int64_t i = 0; i < ni; ++i) {
         float inv = static_cast<float>(1.0 / sums[i]);
         float *o = out + (rowOf(i) * heads + headOf(i)) * dv;
@@ -555,12 +695,13 @@ int64_t mlaScratchFloats(int64_t rows, int64_t heads, int64_t rank, int64_t dn,
 
 void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         int64_t seq, int64_t heads, int64_t dn, int64_t dr,
-                        const float *cKv, const float *kPe, int64_t maxLen,
-                        int64_t rank, const PackedWeight *ukT,
+                        const void *cKv, const void *kPe, KVType cacheType,
+                        int64_t maxLen, int64_t rank, const PackedWeight *ukT,
                         const PackedWeight *uv, int64_t dv,
                         const int64_t *slots, const int64_t *positions,
                         double scale, float *out, ThreadPool *pool,
                         const float *ukScales, float *scratch) {
+  const int64_t size = kvTypeSize(cacheType);
   const int64_t rows = batch * seq;
   // The executor plans this in its arena; called directly, a buffer of
   // the calling thread's.
@@ -596,7 +737,8 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
   const int64_t perBlock = (heads + blocks - 1) / blocks;
   auto body = [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scores, part;
-    thread_local std::vector<const float *> qs, qps, lats;
+    thread_local std::vector<const float *> qs, qps;
+    thread_local std::vector<const void *> lats;
     for (int64_t item = begin; item < end; ++item) {
       int64_t bs = item / blocks, blk = item % blocks, b = bs / seq;
       int64_t h0 = blk * perBlock, nh = std::min(heads, h0 + perBlock) - h0;
@@ -610,8 +752,10 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
       }
       const float *q = qa + (bs * heads + h0) * rank;
       const float *qp = qPe + (bs * heads + h0) * dr;
-      const float *lat = cKv + slots[b] * maxLen * rank;
-      const float *pe = kPe + slots[b] * maxLen * dr;
+      const char *lat =
+          static_cast<const char *>(cKv) + slots[b] * maxLen * rank * size;
+      const char *pe =
+          static_cast<const char *>(kPe) + slots[b] * maxLen * dr * size;
       scores.resize(nh * len);
       part.resize(nh * len);
       qps.resize(nh);
@@ -619,11 +763,13 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
       for (int64_t i = 0; i < nh; ++i)
         qs[i] = q + i * rank;
       lats.assign(nh, lat);
-      dotTable(qs.data(), lats.data(), rank, rank, nh, len, scores.data(), len);
+      dotTable(qs.data(), RowTable{lats.data(), rank, cacheType}, rank, nh, len,
+               scores.data(), len);
       for (int64_t i = 0; i < nh; ++i)
         qps[i] = qp + i * dr;
       lats.assign(nh, pe);
-      dotTable(qps.data(), lats.data(), dr, dr, nh, len, part.data(), len);
+      dotTable(qps.data(), RowTable{lats.data(), dr, cacheType}, dr, nh, len,
+               part.data(), len);
       for (int64_t i = 0; i < nh * len; ++i)
         scores[i] = static_cast<float>((scores[i] + part[i]) * scale);
       for (int64_t i = 0; i < nh; ++i) {
@@ -634,8 +780,8 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
       }
       std::fill(o, o + nh * rank, 0.0f);
       lats.assign(nh, lat);
-      weightedSums(scores.data(), len, lats.data(), rank, len, nh, rank, o,
-                   rank);
+      weightedSums(scores.data(), len, RowTable{lats.data(), rank, cacheType},
+                   len, nh, rank, o, rank);
     }
   };
   forItems(pool, rows * blocks, work, body);

@@ -119,6 +119,24 @@ inline void dotBlock(const float *q, const float *const *a, const float *b,
 
 } // namespace
 
+void widenRow(const uint16_t *src, bool bf16, int64_t n, float *dst) {
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src + c));
+    _mm512_storeu_ps(dst + c, bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(
+                                         _mm512_cvtepu16_epi32(h), 16))
+                                   : _mm512_cvtph_ps(h));
+  }
+  if (c < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - c)) - 1);
+    __m256i h = _mm256_maskz_loadu_epi16(m, src + c);
+    _mm512_mask_storeu_ps(dst + c, m,
+                          bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(
+                                     _mm512_cvtepu16_epi32(h), 16))
+                               : _mm512_cvtph_ps(h));
+  }
+}
+
 void packQueries4(const float *const *a, int64_t n, float *q) {
   const int64_t full = n / 8 * 8;
   for (int p = 0; p < 2; ++p)

@@ -42,6 +42,10 @@ void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
                       bool shared, int64_t stride, int64_t j0, int64_t j1,
                       int64_t c0, float *out, int64_t ldo);
 
+/// dst[c] = the f32 value of element c of a bf16 (`bf16`) or f16 row, c <
+/// n: exact, 16 at a time (a narrow KV cache's rows widened per block).
+void widenRow(const uint16_t *src, bool bf16, int64_t n, float *dst);
+
 } // namespace ds::rt::kernels::avx512
 
 #endif // DS_RT_KERNELS_ATTENTIONBLOCKS_H

@@ -10,6 +10,7 @@
 
 #include "Math.h"
 #include "ds/rt/Kernels.h"
+#include "ds/support/DType.h"
 
 #include <algorithm>
 #include <cmath>
@@ -190,14 +191,25 @@ void rope(float *x, int64_t tokens, int64_t heads, int64_t dFull, int64_t dim,
   }
 }
 
-void cacheUpdate(float *cache, int64_t maxLen, int64_t row,
+void cacheUpdate(void *cache, KVType type, int64_t maxLen, int64_t row,
                  const int64_t *slots, const float *update,
                  const int64_t *positions, int64_t batch, int64_t seq) {
+  const int64_t size = kvTypeSize(type);
   for (int64_t b = 0; b < batch; ++b) {
-    float *slot = cache + slots[b] * maxLen * row;
-    for (int64_t s = 0; s < seq; ++s)
-      std::memcpy(slot + positions[b * seq + s] * row,
-                  update + (b * seq + s) * row, sizeof(float) * row);
+    char *slot = static_cast<char *>(cache) + slots[b] * maxLen * row * size;
+    for (int64_t s = 0; s < seq; ++s) {
+      const float *x = update + (b * seq + s) * row;
+      char *at = slot + positions[b * seq + s] * row * size;
+      if (type == KVType::F32) {
+        std::memcpy(at, x, sizeof(float) * row);
+        continue;
+      }
+      // Rounded to nearest even as the interpreter stores a narrow value.
+      auto *y = reinterpret_cast<uint16_t *>(at);
+      for (int64_t c = 0; c < row; ++c)
+        y[c] = type == KVType::BF16 ? ::ds::floatToBF16(x[c])
+                                    : ::ds::floatToHalf(x[c]);
+    }
   }
 }
 

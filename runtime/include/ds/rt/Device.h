@@ -47,6 +47,8 @@ public:
 /// What one step sees when its queue runs it.
 struct StepArgs {
   const Model *model = nullptr;
+  /// The function the step belongs to (its values' kinds and types).
+  const FunctionPlan *function = nullptr;
   /// Shape and buffer of every value of the function (device addresses).
   const std::vector<std::vector<int64_t>> *shapes = nullptr;
   const std::vector<void *> *buffers = nullptr;

@@ -2,7 +2,8 @@
 //
 // Every cache of a model (per layer keys and values, or MLA latents), for a
 // fixed number of sequence slots; batch row b of a step reads and writes
-// slot slots[b]. f32 storage, zeroed per slot when a sequence starts.
+// slot slots[b]. Each cache stores its plan type (f32, or bf16 / f16 for a
+// narrow cache) and is zeroed per slot when a sequence starts.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,6 +14,8 @@
 
 #include "absl/status/statusor.h"
 
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 namespace ds::rt {
@@ -22,16 +25,29 @@ class KVCache {
 public:
   static absl::StatusOr<KVCache> create(const ModelPlan &plan, int64_t slots);
   int64_t numSlots() const { return slots; }
-  float *data(int32_t cache) { return storage[cache].data(); }
-  /// Floats per slot of cache i.
-  int64_t slotSize(int32_t cache) const { return slotFloats[cache]; }
+  /// Cache i's storage: slots x slotSize(i) elements of type(i).
+  void *data(int32_t cache) { return storage[cache].get(); }
+  /// Elements per slot of cache i.
+  int64_t slotSize(int32_t cache) const { return slotElems[cache]; }
+  ElemType type(int32_t cache) const { return types[cache]; }
+  /// Writes x[0, count) into cache i from element `offset` on (slot s
+  /// starts at s * slotSize(i)), rounded to nearest even as the cache's type
+  /// stores them. The range must lie inside the cache.
+  void storeFloats(int32_t cache, int64_t offset, const float *x,
+                   int64_t count);
+  /// Reads elements [offset, offset + count) of cache i as f32 (exact).
+  void loadFloats(int32_t cache, int64_t offset, int64_t count, float *y) const;
   /// Zeroes one slot (a new sequence).
   void clearSlot(int64_t slot);
 
 private:
   int64_t slots = 0;
-  std::vector<std::vector<float>> storage;
-  std::vector<int64_t> slotFloats;
+  struct Free {
+    void operator()(void *p) const { std::free(p); }
+  };
+  std::vector<std::unique_ptr<void, Free>> storage;
+  std::vector<int64_t> slotElems;
+  std::vector<ElemType> types;
 };
 
 } // namespace ds::rt

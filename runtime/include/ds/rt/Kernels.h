@@ -168,21 +168,42 @@ void rope(float *x, int64_t tokens, int64_t heads, int64_t dFull, int64_t dim,
           const float *invFreq, float scaling, int32_t style,
           const int64_t *positions);
 
+/// The element type a KV cache stores: f32, or bf16 / f16 (values rounded
+/// to nearest even when written, widened exactly when read).
+enum class KVType : int32_t { F32 = 0, BF16 = 1, F16 = 2 };
+/// Bytes per element of a cache of type t.
+inline int64_t kvTypeSize(KVType t) { return t == KVType::F32 ? 4 : 2; }
+
 /// cache[slots[b], positions[b, s], :] = update[b, s, :] for b < batch,
-/// s < seq; cache rows are `row` floats, maxLen rows per slot.
-void cacheUpdate(float *cache, int64_t maxLen, int64_t row,
+/// s < seq; cache rows are `row` elements of `type`, maxLen rows per slot.
+void cacheUpdate(void *cache, KVType type, int64_t maxLen, int64_t row,
                  const int64_t *slots, const float *update,
                  const int64_t *positions, int64_t batch, int64_t seq);
+inline void cacheUpdate(float *cache, int64_t maxLen, int64_t row,
+                        const int64_t *slots, const float *update,
+                        const int64_t *positions, int64_t batch, int64_t seq) {
+  cacheUpdate(cache, KVType::F32, maxLen, row, slots, update, positions, batch,
+              seq);
+}
 
 /// Causal attention. q [batch, seq, heads, d]; caches k [slots, maxLen,
-/// kvHeads, d] and v [slots, maxLen, kvHeads, dv]; query (b, s) at position p
-/// attends to cache rows [max(0, p - window + 1), p] of slot slots[b]
-/// (window 0: no window). out [batch, seq, heads, dv].
+/// kvHeads, d] and v [slots, maxLen, kvHeads, dv] of `kvType`; query (b, s)
+/// at position p attends to cache rows [max(0, p - window + 1), p] of slot
+/// slots[b] (window 0: no window). out [batch, seq, heads, dv]. A narrow
+/// cache gives exactly the result of an f32 cache holding its values.
 void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
-               int64_t d, const float *k, const float *v, int64_t maxLen,
-               int64_t kvHeads, int64_t dv, const int64_t *slots,
-               const int64_t *positions, int64_t window, double scale,
-               float *out, ThreadPool *pool = nullptr);
+               int64_t d, const void *k, const void *v, KVType kvType,
+               int64_t maxLen, int64_t kvHeads, int64_t dv,
+               const int64_t *slots, const int64_t *positions, int64_t window,
+               double scale, float *out, ThreadPool *pool = nullptr);
+inline void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
+                      int64_t d, const float *k, const float *v, int64_t maxLen,
+                      int64_t kvHeads, int64_t dv, const int64_t *slots,
+                      const int64_t *positions, int64_t window, double scale,
+                      float *out, ThreadPool *pool = nullptr) {
+  attention(q, batch, seq, heads, d, k, v, KVType::F32, maxLen, kvHeads, dv,
+            slots, positions, window, scale, out, pool);
+}
 
 /// DeepSeek MLA in absorbed form. qNope [batch, seq, heads, dn], qPe
 /// [batch, seq, heads, dr]; latent cache cKv [slots, maxLen, rank], kPe
@@ -200,17 +221,33 @@ void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
 /// ukT[h] is W_uk of head h transposed ([rank, dn]), uv[h] is W_uv ([dv,
 /// rank]); q_abs and the output projection run as `gemm`s (rows = batch *
 /// seq, strided by heads), only the attention over the latent cache runs
-/// per (row, head). `ukScales` ([heads, dn]), when given, multiplies the
-/// queries before W_ukᵀ (an int8 W_ukᵀ whose scales lie along K).
+/// per (row, head). The latent caches cKv and kPe hold `cacheType` (a narrow
+/// cache gives exactly the result of an f32 one holding its values).
+/// `ukScales` ([heads, dn]), when given, multiplies the queries before
+/// W_ukᵀ (an int8 W_ukᵀ whose scales lie along K).
 void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         int64_t seq, int64_t heads, int64_t dn, int64_t dr,
-                        const float *cKv, const float *kPe, int64_t maxLen,
-                        int64_t rank, const PackedWeight *ukT,
+                        const void *cKv, const void *kPe, KVType cacheType,
+                        int64_t maxLen, int64_t rank, const PackedWeight *ukT,
                         const PackedWeight *uv, int64_t dv,
                         const int64_t *slots, const int64_t *positions,
                         double scale, float *out, ThreadPool *pool = nullptr,
                         const float *ukScales = nullptr,
                         float *scratch = nullptr);
+inline void mlaAttentionPacked(const float *qNope, const float *qPe,
+                               int64_t batch, int64_t seq, int64_t heads,
+                               int64_t dn, int64_t dr, const float *cKv,
+                               const float *kPe, int64_t maxLen, int64_t rank,
+                               const PackedWeight *ukT, const PackedWeight *uv,
+                               int64_t dv, const int64_t *slots,
+                               const int64_t *positions, double scale,
+                               float *out, ThreadPool *pool = nullptr,
+                               const float *ukScales = nullptr,
+                               float *scratch = nullptr) {
+  mlaAttentionPacked(qNope, qPe, batch, seq, heads, dn, dr, cKv, kPe,
+                     KVType::F32, maxLen, rank, ukT, uv, dv, slots, positions,
+                     scale, out, pool, ukScales, scratch);
+}
 /// The floats of `scratch` mlaAttentionPacked needs: the absorbed queries
 /// and latent outputs of every row and head (and the scaled queries of an
 /// int8 W_ukᵀ); null scratch takes a buffer of the calling thread's.

@@ -27,9 +27,12 @@
 
 namespace ds::rt {
 
-/// Element types of plan values.
-enum class ElemType : uint8_t { F32 = 0, I64 = 1, I32 = 2 };
+/// Element types of plan values. BF16 / F16 are the storage of narrow KV
+/// caches only (cache values, their aliases; read by the cache steps).
+enum class ElemType : uint8_t { F32 = 0, I64 = 1, I32 = 2, BF16 = 3, F16 = 4 };
 size_t elemSize(ElemType t);
+/// "f32", "i64", "i32", "bf16", "f16".
+const char *elemTypeName(ElemType t);
 
 /// A dim: `constant` times the product of dims `factors` (value, axis) of
 /// values defined earlier (or function inputs).
@@ -45,7 +48,7 @@ struct DimExpr {
 /// The artifact format this runtime reads and the compiler writes. Bump it
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
-inline constexpr int64_t kArtifactFormatVersion = 2;
+inline constexpr int64_t kArtifactFormatVersion = 3;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
@@ -204,6 +207,8 @@ struct FunctionPlan {
 struct CacheInfo {
   std::string name;
   std::vector<int64_t> rowShape;
+  /// F32, or BF16 / F16 (a narrow cache: values rounded when written).
+  ElemType type = ElemType::F32;
 };
 
 enum class WeightLayout : uint32_t {

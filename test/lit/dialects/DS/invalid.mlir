@@ -447,10 +447,10 @@ func.func @case46(%q: tensor<?x4x8xf32>, %k: tensor<?x?x2x8xf32>, %v: tensor<?x?
 
 // -----
 
-// q, k and v share an element type.
+// k and v share an element type (q's or a narrower cache's).
 func.func @case47(%q: tensor<?x?x4x8xf32>, %k: tensor<?x?x2x8xf16>, %v: tensor<?x?x2x8xf32>, %p: tensor<?x?xi64>) {
   // expected-error @+2 {{failed to infer returned types}}
-  // expected-error @+1 {{'ds.attention' op q and k must have the same element type}}
+  // expected-error @+1 {{'ds.attention' op k and v must have the same element type}}
   %0 = ds.attention %q, %k, %v, %p {scale = 1.0 : f64} : tensor<?x?x4x8xf32>, tensor<?x?x2x8xf16>, tensor<?x?x2x8xf32>, tensor<?x?xi64> -> tensor<?x?x4x8xf32>
   return
 }
@@ -592,10 +592,11 @@ func.func @case61(%c: tensor<?x64x2x8xf32>, %p: tensor<?x?xi64>, %u: tensor<?x?x
 
 // -----
 
-// Updates have the cache's element type.
-func.func @case62(%c: tensor<?x64x2x8xf32>, %p: tensor<?x?xi64>, %u: tensor<?x?x2x8xbf16>) {
-  // expected-error @+1 {{'ds.cache_update' op cache and update must have the same element type}}
-  %0 = ds.cache_update %c[%p], %u : tensor<?x64x2x8xf32>, tensor<?x?xi64>, tensor<?x?x2x8xbf16>
+// MLA's latents and rope keys share an element type (a narrow cache's).
+func.func @case62(%qn: tensor<?x?x4x16xf32>, %qp: tensor<?x?x4x8xf32>, %c: tensor<?x?x32xbf16>, %kp: tensor<?x?x8xf32>, %w: tensor<128x32xf32>, %p: tensor<?x?xi64>) {
+  // expected-error @+2 {{failed to infer returned types}}
+  // expected-error @+1 {{'ds.mla_attention' op c_kv and k_pe must have the same element type}}
+  %0 = ds.mla_attention %qn, %qp, %c, %kp, %w, %p {scale = 1.0 : f64} : tensor<?x?x4x16xf32>, tensor<?x?x4x8xf32>, tensor<?x?x32xbf16>, tensor<?x?x8xf32>, tensor<128x32xf32>, tensor<?x?xi64> -> tensor<?x?x4x16xf32>
   return
 }
 

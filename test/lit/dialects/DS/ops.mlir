@@ -98,6 +98,18 @@ func.func @cache_update(%cache: tensor<?x64x2x16xf32>, %pos: tensor<?x?xi64>, %k
   return %0 : tensor<?x64x2x16xf32>
 }
 
+// A narrow (bf16 / f16) KV cache: updates round into it, attention reads it.
+// CHECK-LABEL: func.func @narrow_cache
+func.func @narrow_cache(%cache: tensor<?x64x2x16xbf16>, %pos: tensor<?x?xi64>, %k: tensor<?x?x2x16xf32>, %q: tensor<?x?x8x16xf32>, %qn: tensor<?x?x4x16xf32>, %qp: tensor<?x?x4x8xf32>, %ckv: tensor<?x?x32xf16>, %kpe: tensor<?x?x8xf16>, %wkvb: tensor<128x32xf32>) -> (tensor<?x64x2x16xbf16>, tensor<?x?x8x16xf32>, tensor<?x?x4x16xf32>) {
+  // CHECK: ds.cache_update %{{.*}}[%{{.*}}], %{{.*}} : tensor<?x64x2x16xbf16>, tensor<?x?xi64>, tensor<?x?x2x16xf32>
+  %0 = ds.cache_update %cache[%pos], %k : tensor<?x64x2x16xbf16>, tensor<?x?xi64>, tensor<?x?x2x16xf32>
+  // CHECK: ds.attention {{.*}} : tensor<?x?x8x16xf32>, tensor<?x64x2x16xbf16>, tensor<?x64x2x16xbf16>, tensor<?x?xi64> -> tensor<?x?x8x16xf32>
+  %1 = ds.attention %q, %0, %0, %pos {scale = 0.25 : f64} : tensor<?x?x8x16xf32>, tensor<?x64x2x16xbf16>, tensor<?x64x2x16xbf16>, tensor<?x?xi64> -> tensor<?x?x8x16xf32>
+  // CHECK: ds.mla_attention {{.*}} : tensor<?x?x4x16xf32>, tensor<?x?x4x8xf32>, tensor<?x?x32xf16>, tensor<?x?x8xf16>, tensor<128x32xf32>, tensor<?x?xi64> -> tensor<?x?x4x16xf32>
+  %2 = ds.mla_attention %qn, %qp, %ckv, %kpe, %wkvb, %pos {scale = 0.204 : f64} : tensor<?x?x4x16xf32>, tensor<?x?x4x8xf32>, tensor<?x?x32xf16>, tensor<?x?x8xf16>, tensor<128x32xf32>, tensor<?x?xi64> -> tensor<?x?x4x16xf32>
+  return %0, %1, %2 : tensor<?x64x2x16xbf16>, tensor<?x?x8x16xf32>, tensor<?x?x4x16xf32>
+}
+
 // CHECK-LABEL: func.func @router
 func.func @router(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x4xf32>, tensor<?x4xi32>) {
   // CHECK: ds.router %{{.*}} {routing = #ds.routing<num_experts = 16, top_k = 2, norm_topk_prob = true>} : tensor<?x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
