@@ -269,8 +269,8 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
     dense MLPs, shared experts), `experts` (stacked routed expert weights of
     `ds.grouped_matmul`, `ds.fused_moe`, `ds.moe`), `lm_head` (a GEMM whose
     result the function returns; not by default for `fp8`, which
-    DeepSeek-V3 keeps in BF16, nor for `int4`, which GPTQ/AWQ deployments
-    keep in 16 bits) and `router` (gate projections; off by default: routing
+    DeepSeek-V3 keeps in BF16; `exclude=lm_head` keeps it for any scheme)
+    and `router` (gate projections; off by default: routing
     decisions are sensitive). `int4` scales come from a per-group clipping
     search (`clip-search`, least squared error) rather than the absmax. `exclude` (the deny list) is
     a list of regular expressions: a weight any of whose `ds.param` names
@@ -314,8 +314,7 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
            "the least squared error instead of using absmax">,
     ListOption<"targets", "targets", "std::string",
                "Which GEMMs to quantize: linear, experts, lm_head, router "
-               "(default: linear, experts, and lm_head except for fp8 and "
-               "int4)">,
+               "(default: linear, experts, and lm_head except for fp8)">,
     ListOption<"exclude", "exclude", "std::string",
                "Regular expressions on weight names to leave alone">,
     Option<"weightsPath", "weights", "std::string", /*default=*/"\"\"",
