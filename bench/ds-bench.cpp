@@ -715,6 +715,64 @@ void benchBatching(const std::string &path) {
               st.p90Ms, st.p99Ms, st.maxMs);
 }
 
+/// The whole model as llama-bench times it (section 7, the peer comparison
+/// of bench/llama-cpp.sh): one sequence on `threads` threads, either a
+/// prompt of `promptLen` tokens in one step (the last row's logits, as
+/// llama.cpp computes them) or, when gen > 0, `gen` tokens decoded one at a
+/// time from position 0 (llama-bench's tg). One warm-up, then one timed run;
+/// prints "model-rate TOKENS_PER_S" for the script.
+int benchModel(const std::string &path, unsigned threads, int64_t promptLen,
+               int64_t gen) {
+  auto model = Model::load(path);
+  if (!model.ok()) {
+    std::fprintf(stderr, "ds-bench: %s\n",
+                 std::string(model.status().message()).c_str());
+    return 1;
+  }
+  auto session = Session::create(*model, 1, threads - 1);
+  if (!session.ok()) {
+    std::fprintf(stderr, "ds-bench: %s\n",
+                 std::string(session.status().message()).c_str());
+    return 1;
+  }
+  const int64_t vocab = (*model)->plan().vocabSize;
+  const int64_t n = gen > 0 ? gen : promptLen;
+  std::vector<int64_t> tokens(n), positions(n);
+  for (int64_t i = 0; i < n; ++i) {
+    tokens[i] = (i * 7919 + 11) % vocab;
+    positions[i] = i;
+  }
+  absl::Status failed = absl::OkStatus();
+  auto run = [&] {
+    if (gen > 0) {
+      for (int64_t i = 0; i < gen && failed.ok(); ++i)
+        failed =
+            (*session)->step({tokens[i]}, {positions[i]}, {0}, {0}).status();
+    } else {
+      failed =
+          (*session)
+              ->step(tokens, positions, std::vector<int64_t>(n, 0), {n - 1})
+              .status();
+    }
+  };
+  run();
+  auto start = std::chrono::steady_clock::now();
+  run();
+  double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  if (!failed.ok()) {
+    std::fprintf(stderr, "ds-bench: %s\n",
+                 std::string(failed.message()).c_str());
+    return 1;
+  }
+  std::printf("\n== 7. whole model: %s %lld tokens, %u thread%s: %.1f tok/s\n",
+              gen > 0 ? "decode" : "prefill", static_cast<long long>(n),
+              threads, threads > 1 ? "s" : "", n / s);
+  std::printf("model-rate %.3f\n", n / s);
+  return 0;
+}
+
 /// x rounded to bf16, as a bf16 KV cache stores it.
 std::vector<uint16_t> toBF16(const std::vector<float> &x) {
   std::vector<uint16_t> y(x.size());
@@ -867,6 +925,8 @@ int main(int argc, char **argv) {
                          "oneDNN may use several threads\n");
   }
   std::string model, only, jit, jitOptimize = "quantize=int8";
+  unsigned threads = 1;
+  int64_t promptLen = 128, gen = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--model" && i + 1 < argc)
@@ -881,13 +941,27 @@ int main(int argc, char **argv) {
       jitOptimize = argv[++i];
     else if (a == "--torch" && i + 1 < argc)
       torchScript = argv[++i];
+    else if (a == "--threads" && i + 1 < argc)
+      threads = static_cast<unsigned>(std::max(1, std::atoi(argv[++i])));
+    else if (a == "--prompt-len" && i + 1 < argc)
+      promptLen = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--gen" && i + 1 < argc)
+      gen = std::max(0, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr, "usage: ds-bench [--model M.dsa] [--jit DIR|M.mlir "
                            "[--jit-optimize OPTS]] [--torch "
                            "bench/moe-torch.sh] [--reps N] [--only "
-                           "moe|gemm|int8|batch|attention|jit]\n");
+                           "moe|gemm|int8|batch|attention|jit|model] "
+                           "[--threads T --prompt-len P --gen G (model)]\n");
       return 2;
     }
+  }
+  if (only == "model") {
+    if (model.empty()) {
+      std::fprintf(stderr, "ds-bench: --only model needs --model M.dsa\n");
+      return 2;
+    }
+    return benchModel(model, threads, promptLen, gen);
   }
   const CpuInfo &cpu = cpuInfo();
   std::printf("ds-bench on %s (%s; L1d %lld KiB, L2 %lld KiB, %u cores): %s "
