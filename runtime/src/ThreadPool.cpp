@@ -5,9 +5,26 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <immintrin.h>
 #include <memory>
 
 namespace ds::rt {
+
+namespace {
+/// Spins until done() or kSpinMicros pass; whether done() became true.
+template <typename Done> bool spinUntil(Done done) {
+  auto until = std::chrono::steady_clock::now() +
+               std::chrono::microseconds(ThreadPool::kSpinMicros);
+  for (int i = 0;; ++i) {
+    if (done())
+      return true;
+    _mm_pause();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until)
+      return false;
+  }
+}
+} // namespace
 
 ThreadPool::ThreadPool(unsigned workers) {
   threads.reserve(workers);
@@ -19,6 +36,7 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex);
     stopping = true;
+    stoppingFlag.store(true, std::memory_order_relaxed);
   }
   wake.notify_all();
   for (std::thread &t : threads)
@@ -30,23 +48,37 @@ void ThreadPool::enqueue(std::function<void()> task) {
     task();
     return;
   }
+  bool notify;
   {
     std::lock_guard<std::mutex> lock(mutex);
     queue.push_back(std::move(task));
+    pending.fetch_add(1, std::memory_order_release);
+    // A worker that is spinning sees `pending`; only sleepers need a wake.
+    notify = sleeping > 0;
   }
-  wake.notify_one();
+  if (notify)
+    wake.notify_one();
 }
 
 void ThreadPool::workerLoop() {
   for (;;) {
+    spinUntil([this] {
+      return pending.load(std::memory_order_acquire) > 0 ||
+             stoppingFlag.load(std::memory_order_relaxed);
+    });
     std::function<void()> task;
     {
       std::unique_lock<std::mutex> lock(mutex);
-      wake.wait(lock, [this] { return stopping || !queue.empty(); });
+      if (queue.empty() && !stopping) {
+        ++sleeping;
+        wake.wait(lock, [this] { return stopping || !queue.empty(); });
+        --sleeping;
+      }
       if (queue.empty())
         return; // stopping, and nothing left
       task = std::move(queue.front());
       queue.pop_front();
+      pending.fetch_sub(1, std::memory_order_relaxed);
     }
     task();
   }
@@ -87,6 +119,8 @@ void ThreadPool::parallelFor(
   for (int64_t i = 1; i < width; ++i)
     enqueue(work);
   work();
+  if (spinUntil([&] { return loop->done.load() == chunks; }))
+    return;
   std::unique_lock<std::mutex> lock(loop->mutex);
   loop->finished.wait(lock, [&] { return loop->done.load() == chunks; });
 }

@@ -1,16 +1,21 @@
 //===- ThreadPool.h - the runtime's worker threads ---------------*- C++
 //-*-===//
 //
-// A fixed set of workers that sleep on a condition variable when there is no
-// work (no spinning: an idle pool costs no CPU), used for parallel loops in
-// kernels and for background tasks. The thread calling parallelFor works on
-// the loop too, so a pool of N workers runs loops N + 1 wide.
+// A fixed set of workers, used for parallel loops in kernels and for
+// background tasks. A worker that runs out of work spins for a short while
+// (kSpinMicros) before it sleeps on a condition variable, and so does a
+// parallelFor caller waiting for the last chunk: a decode step runs dozens
+// of parallel loops a few hundred microseconds apart, and a futex wake-up
+// per loop cost more than the loops gained on two threads. An idle pool
+// costs no CPU once the spin is over. The thread calling parallelFor works
+// on the loop too, so a pool of N workers runs loops N + 1 wide.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef DS_RT_THREADPOOL_H
 #define DS_RT_THREADPOOL_H
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -32,6 +37,9 @@ public:
   ThreadPool &operator=(const ThreadPool &) = delete;
 
   unsigned numWorkers() const { return static_cast<unsigned>(threads.size()); }
+
+  /// How long an idle worker (or a waiting caller) spins before it sleeps.
+  static constexpr int64_t kSpinMicros = 200;
 
   /// Runs `task` on a worker; the future holds its result or exception.
   template <typename F> auto submit(F &&task) -> std::future<decltype(task())> {
@@ -59,7 +67,12 @@ private:
   std::mutex mutex;
   std::condition_variable wake;
   std::deque<std::function<void()>> queue;
+  /// Tasks queued (what spinning workers watch without the lock).
+  std::atomic<int64_t> pending{0};
+  /// Workers waiting on `wake` (guarded by `mutex`).
+  int sleeping = 0;
   bool stopping = false;
+  std::atomic<bool> stoppingFlag{false};
 };
 
 } // namespace ds::rt
