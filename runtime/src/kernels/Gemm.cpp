@@ -128,17 +128,21 @@ void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
                   int64_t group, void *out) {
   auto *dst = static_cast<uint8_t *>(out);
   for (int64_t p = 0; p < numPanels(n); ++p)
-    for (int64_t kk = 0; kk < k; ++kk)
-      for (int64_t j = 0; j < kPanel / 2; ++j) {
-        auto nibble = [&](int64_t row) -> uint8_t {
-          if (row >= n)
-            return 0;
-          int v = static_cast<int>(q[row * k + kk]);
-          return static_cast<uint8_t>(std::clamp(v, -8, 7) & 15);
-        };
-        *dst++ = static_cast<uint8_t>(nibble(p * kPanel + j) |
-                                      (nibble(p * kPanel + j + 8) << 4));
+    for (int64_t kk = 0; kk < k; ++kk) {
+      // 16 nibbles in 64 bits: column 2i at bit 4i, column 2i + 1 at bit
+      // 32 + 4i (the kernels' loadWeights reads them this way).
+      uint64_t bits = 0;
+      for (int64_t j = 0; j < kPanel; ++j) {
+        int64_t row = p * kPanel + j;
+        if (row >= n)
+          continue;
+        int v = static_cast<int>(q[row * k + kk]);
+        uint64_t nibble = static_cast<uint64_t>(std::clamp(v, -8, 7) & 15);
+        bits |= nibble << ((j % 2) * 32 + 4 * (j / 2));
       }
+      std::memcpy(dst, &bits, sizeof bits);
+      dst += sizeof bits;
+    }
   packGroupScales(scales, n, (k + group - 1) / group, 1.0f,
                   reinterpret_cast<float *>(dst));
 }

@@ -41,9 +41,10 @@ enum class WeightFormat : uint32_t {
   /// int8 per-output-row scales, same panel layout in int8, followed by
   /// ceil(N/16)*16 f32 scales. Dequantized in registers.
   I8 = 1,
-  /// Signed int4 with one scale per (column, K group): per panel and k, 8
-  /// bytes, byte j holding column j (low nibble) and j + 8 (high nibble);
-  /// then scales [panels][ceil(K/group)][16].
+  /// Signed int4 with one scale per (column, K group): per panel and k, a
+  /// little-endian 64-bit word with column 2i in bits 4i..4i+3 and column
+  /// 2i + 1 in bits 32+4i..35+4i (each 32-bit half shifted per lane gives
+  /// its columns); then scales [panels][ceil(K/group)][16].
   I4 = 2,
   /// FP8 e4m3 with one scale per (column, K group): per panel and k, 16
   /// bytes; then scales [panels][ceil(K/group)][16] (DeepSeek's 128x128
