@@ -147,7 +147,7 @@ public:
     ptrs.assign(nh, nullptr);
     table = t;
     cols = n;
-    first = j0;
+    firstRow = j0;
     count = j1 - j0;
     if (t.type == KVType::F32) {
       for (int64_t i = 0; i < nh; ++i)
@@ -164,29 +164,27 @@ public:
     buffer.resize(distinct * count * n);
     next = buffer.data();
   }
-  /// Heads [i0, i1) readable through rows().
+  /// Heads [i0, i1) readable through rows(). A run of heads sharing rows
+  /// is widened whole, once, into the next of the buffer's `distinct`
+  /// slots, whatever order the heads are asked for in.
   void need(int64_t i0, int64_t i1) {
     if (table.type == KVType::F32)
       return;
     const int64_t size = kvTypeSize(table.type);
+    const int64_t nh = static_cast<int64_t>(ptrs.size());
     for (int64_t i = i0; i < i1; ++i) {
       if (ptrs[i])
         continue;
-      if (i > 0 && table.base[i] == table.base[i - 1] && ptrs[i - 1]) {
-        ptrs[i] = ptrs[i - 1];
-        continue;
-      }
-      const char *row = static_cast<const char *>(table.base[i]);
+      int64_t first = i; // the run's first head: unset as well
+      while (first > 0 && table.base[first - 1] == table.base[i])
+        --first;
+      const char *row = static_cast<const char *>(table.base[first]);
       for (int64_t j = 0; j < count; ++j)
-        widenRow(row + (first + j) * table.stride * size, table.type, cols,
+        widenRow(row + (firstRow + j) * table.stride * size, table.type, cols,
                  next + j * cols);
-      ptrs[i] = next;
+      for (int64_t h = first; h < nh && table.base[h] == table.base[first]; ++h)
+        ptrs[h] = next;
       next += count * cols;
-      // The heads after i that share its rows.
-      for (int64_t h = i + 1; h < static_cast<int64_t>(ptrs.size()) &&
-                              table.base[h] == table.base[i];
-           ++h)
-        ptrs[h] = ptrs[i];
     }
   }
   const float *const *rows() const { return ptrs.data(); }
@@ -197,7 +195,7 @@ private:
   std::vector<float> buffer;
   RowTable table{nullptr, 0};
   float *next = nullptr;
-  int64_t cols = 0, first = 0, count = 0;
+  int64_t cols = 0, firstRow = 0, count = 0;
 };
 
 /// Software prefetch of the rows a later block will read: the first n
