@@ -255,9 +255,24 @@ int64_t rowBlock(int64_t n) {
 }
 
 /// Whether heads i0 .. i0 + 3 read the same rows (a GQA group, MLA).
-inline bool sameRows4(const float *const *rows, int64_t i0) {
+template <typename T> inline bool sameRows4(const T *const *rows, int64_t i0) {
   return rows[i0] == rows[i0 + 1] && rows[i0] == rows[i0 + 2] &&
          rows[i0] == rows[i0 + 3];
+}
+
+/// Whether the AVX-512 loops read a narrow table's shared rows directly,
+/// widening in registers: when few heads share each row (GQA decode: one
+/// group), so that each element is widened once or twice; many sharing
+/// heads (MLA, prefill runs) widen a block once per run instead.
+bool directNarrow(const RowTable &t, int64_t nh) {
+  if (t.type == KVType::F32 || !hasAvx512())
+    return false;
+  int64_t run = 0, longest = 0;
+  for (int64_t i = 0; i < nh; ++i) {
+    run = i > 0 && t.base[i] == t.base[i - 1] ? run + 1 : 1;
+    longest = std::max(longest, run);
+  }
+  return longest <= 8;
 }
 
 /// s[i * ld + j] = dot(a[i], row j of head i of t, n) for heads i < nh and
@@ -272,6 +287,7 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
   const int64_t perGroup = avx512::packedQueriesSize(n);
   thread_local std::vector<float> packed;
   thread_local F32Block block;
+  const bool direct = directNarrow(t, nh);
   if (wide)
     packed.resize((nh / 4) * perGroup);
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
@@ -283,6 +299,20 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
     const int64_t stride = block.stride, sh = block.shift;
     int64_t i0 = 0;
     for (; i0 + 4 <= nh; i0 += 4) {
+      if (direct && sameRows4(t.base, i0)) {
+        // The narrow rows read in place, widened in registers.
+        float *q = packed.data() + (i0 / 4) * perGroup;
+        if (j0 == 0)
+          avx512::packQueries4(a + i0, n, q);
+        for (int64_t j = j0; j < j1; j += 8) {
+          for (int u = 0; u < 4; ++u)
+            ahead.step();
+          avx512::dotRows4(q, a + i0, static_cast<const uint16_t *>(t.base[i0]),
+                           t.type, t.stride, n, j, std::min(j1, j + 8),
+                           s + i0 * ld, ld);
+        }
+        continue;
+      }
       block.need(i0, i0 + 4);
       const bool shared = sameRows4(base, i0);
       if (shared && wide) {
@@ -365,6 +395,7 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
   const int64_t kRowBlock = rowBlock(n);
   const bool wide = hasAvx512();
   thread_local F32Block block;
+  const bool direct = directNarrow(t, nh);
   RowPrefetch ahead;
   const float *const *rows = nullptr;
   int64_t stride = 0, sh = 0;
@@ -417,6 +448,16 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
       // Heads outer: a group's (widened) rows are read for every column
       // while they are in L1. Each (head, column) chain is the same.
       for (int64_t i0 = 0; i0 + 4 <= nh; i0 += 4) {
+        if (direct && sameRows4(t.base, i0)) {
+          // The narrow rows read in place, widened in registers.
+          for (int64_t cc = 0; cc + 64 <= n; cc += 64) {
+            ahead.step();
+            avx512::weightedSums4x64(
+                p + i0 * ldp, ldp, static_cast<const uint16_t *>(t.base[i0]),
+                t.type, t.stride, j0, j1, cc, out + i0 * ldo, ldo);
+          }
+          continue;
+        }
         block.need(i0, i0 + 4);
         for (int64_t cc = 0; cc + 64 <= n; cc += 64) {
           ahead.step();
@@ -427,6 +468,8 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
       }
       c = n / 64 * 64;
       block.need(nh / 4 * 4, nh);
+      if (c < n)
+        block.need(0, nh); // the columns left over, every head
       // The heads left over in those columns.
       elementSums(pb, ldp, rows, stride, j0 - sh, j1 - sh, nh / 4 * 4, nh, 0, c,
                   out, ldo);

@@ -10,9 +10,50 @@
 
 #include <cmath>
 #include <immintrin.h>
+#include <type_traits>
 
 namespace ds::rt::kernels::avx512 {
 namespace {
+
+/// Elements of a row as the loops read them: f32 in place, or a bf16 / f16
+/// cache's rows widened exactly in registers (Narrow: KVType).
+template <KVType Type>
+using Elem = std::conditional_t<Type == KVType::F32, float, uint16_t>;
+
+template <KVType Type> inline __m256 load8(const Elem<Type> *p) {
+  if constexpr (Type == KVType::F32) {
+    return _mm256_loadu_ps(p);
+  } else {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    if constexpr (Type == KVType::BF16)
+      return _mm256_castsi256_ps(
+          _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    else
+      return _mm256_cvtph_ps(h);
+  }
+}
+
+template <KVType Type> inline __m512 load16(const Elem<Type> *p) {
+  if constexpr (Type == KVType::F32) {
+    return _mm512_loadu_ps(p);
+  } else {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+    if constexpr (Type == KVType::BF16)
+      return _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    else
+      return _mm512_cvtph_ps(h);
+  }
+}
+
+template <KVType Type> inline float scalar(Elem<Type> x) {
+  if constexpr (Type == KVType::F32)
+    return x;
+  else if constexpr (Type == KVType::BF16)
+    return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(x) << 16)));
+  else
+    return _cvtsh_ss(x);
+}
 
 /// dot()'s lane reduction of the 8 lanes at `half` (0: low, 1: high).
 inline float reduceHalf(__m512 v, int half) {
@@ -24,13 +65,14 @@ inline float reduceHalf(__m512 v, int half) {
 }
 
 /// dot()'s finish from 8 lane sums and the elements [c, n) left.
-inline float finishDot(const float *lanes, const float *a, const float *b,
+template <KVType Type>
+inline float finishDot(const float *lanes, const float *a, const Elem<Type> *b,
                        int64_t c, int64_t n) {
   float part[8];
   for (int i = 0; i < 8; ++i)
     part[i] = lanes[i];
   for (int i = 0; c < n; ++c, ++i)
-    part[i] = std::fma(a[c], b[c], part[i]);
+    part[i] = std::fma(a[c], scalar<Type>(b[c]), part[i]);
   for (int w = 4; w > 0; w /= 2)
     for (int i = 0; i < w; ++i)
       part[i] += part[i + w];
@@ -66,8 +108,8 @@ inline __m512 reduce16(const __m512 *acc) {
 /// K rows at once against the 4 heads, whose queries are interleaved in
 /// pairs (`q[pair][c / 8][16]`: 8 elements of head 2 * pair, then the same 8
 /// of head 2 * pair + 1): 2 x K accumulators, each two heads' 8 lanes.
-template <int K>
-inline void dotBlock(const float *q, const float *const *a, const float *b,
+template <int K, KVType Type>
+inline void dotBlock(const float *q, const float *const *a, const Elem<Type> *b,
                      int64_t stride, int64_t n, int64_t j, float *s,
                      int64_t ld) {
   __m512 sum[2][K];
@@ -79,8 +121,7 @@ inline void dotBlock(const float *q, const float *const *a, const float *b,
     __m512 x0 = _mm512_loadu_ps(q + 2 * c);
     __m512 x1 = _mm512_loadu_ps(q + 2 * full + 2 * c);
     for (int r = 0; r < K; ++r) {
-      __m512 y =
-          _mm512_broadcast_f32x8(_mm256_loadu_ps(b + (j + r) * stride + c));
+      __m512 y = _mm512_broadcast_f32x8(load8<Type>(b + (j + r) * stride + c));
       sum[0][r] = _mm512_fmadd_ps(x0, y, sum[0][r]);
       sum[1][r] = _mm512_fmadd_ps(x1, y, sum[1][r]);
     }
@@ -111,8 +152,8 @@ inline void dotBlock(const float *q, const float *const *a, const float *b,
         } else {
           alignas(64) float lanes[16];
           _mm512_store_ps(lanes, sum[p][r]);
-          *dst =
-              finishDot(lanes + 8 * half, a[h], b + (j + r) * stride, full, n);
+          *dst = finishDot<Type>(lanes + 8 * half, a[h], b + (j + r) * stride,
+                                 full, n);
         }
       }
 }
@@ -146,31 +187,36 @@ void packQueries4(const float *const *a, int64_t n, float *q) {
           q[p * 2 * full + 2 * c + 8 * half + i] = a[2 * p + half][c + i];
 }
 
-void dotRows4(const float *q, const float *const *a, const float *b,
-              int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
-              int64_t ld) {
+namespace {
+
+template <KVType Type>
+void dotRows4T(const float *q, const float *const *a, const Elem<Type> *b,
+               int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
+               int64_t ld) {
   int64_t j = j0;
   for (; j + 8 <= j1; j += 8)
-    dotBlock<8>(q, a, b, stride, n, j, s, ld);
+    dotBlock<8, Type>(q, a, b, stride, n, j, s, ld);
   for (; j + 4 <= j1; j += 4)
-    dotBlock<4>(q, a, b, stride, n, j, s, ld);
+    dotBlock<4, Type>(q, a, b, stride, n, j, s, ld);
   for (; j < j1; ++j)
-    dotBlock<1>(q, a, b, stride, n, j, s, ld);
+    dotBlock<1, Type>(q, a, b, stride, n, j, s, ld);
 }
 
-void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
-                      bool shared, int64_t stride, int64_t j0, int64_t j1,
-                      int64_t c0, float *out, int64_t ldo) {
+template <KVType Type>
+void weightedSums4x64T(const float *p, int64_t ldp,
+                       const Elem<Type> *const *rows, bool shared,
+                       int64_t stride, int64_t j0, int64_t j1, int64_t c0,
+                       float *out, int64_t ldo) {
   __m512 acc[4][4];
   for (int h = 0; h < 4; ++h)
     for (int v = 0; v < 4; ++v)
       acc[h][v] = _mm512_loadu_ps(out + h * ldo + c0 + 16 * v);
   if (shared) {
-    const float *row = rows[0] + c0;
+    const Elem<Type> *row = rows[0] + c0;
     for (int64_t j = j0; j < j1; ++j) {
       __m512 x[4];
       for (int v = 0; v < 4; ++v)
-        x[v] = _mm512_loadu_ps(row + j * stride + 16 * v);
+        x[v] = load16<Type>(row + j * stride + 16 * v);
       for (int h = 0; h < 4; ++h) {
         __m512 w = _mm512_set1_ps(p[h * ldp + j]);
         for (int v = 0; v < 4; ++v)
@@ -181,15 +227,50 @@ void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
     for (int64_t j = j0; j < j1; ++j)
       for (int h = 0; h < 4; ++h) {
         __m512 w = _mm512_set1_ps(p[h * ldp + j]);
-        const float *row = rows[h] + j * stride + c0;
+        const Elem<Type> *row = rows[h] + j * stride + c0;
         for (int v = 0; v < 4; ++v)
-          acc[h][v] =
-              _mm512_fmadd_ps(w, _mm512_loadu_ps(row + 16 * v), acc[h][v]);
+          acc[h][v] = _mm512_fmadd_ps(w, load16<Type>(row + 16 * v), acc[h][v]);
       }
   }
   for (int h = 0; h < 4; ++h)
     for (int v = 0; v < 4; ++v)
       _mm512_storeu_ps(out + h * ldo + c0 + 16 * v, acc[h][v]);
+}
+
+} // namespace
+
+void dotRows4(const float *q, const float *const *a, const float *b,
+              int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
+              int64_t ld) {
+  dotRows4T<KVType::F32>(q, a, b, stride, n, j0, j1, s, ld);
+}
+
+void dotRows4(const float *q, const float *const *a, const uint16_t *b,
+              KVType type, int64_t stride, int64_t n, int64_t j0, int64_t j1,
+              float *s, int64_t ld) {
+  if (type == KVType::BF16)
+    dotRows4T<KVType::BF16>(q, a, b, stride, n, j0, j1, s, ld);
+  else
+    dotRows4T<KVType::F16>(q, a, b, stride, n, j0, j1, s, ld);
+}
+
+void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
+                      bool shared, int64_t stride, int64_t j0, int64_t j1,
+                      int64_t c0, float *out, int64_t ldo) {
+  weightedSums4x64T<KVType::F32>(p, ldp, rows, shared, stride, j0, j1, c0, out,
+                                 ldo);
+}
+
+void weightedSums4x64(const float *p, int64_t ldp, const uint16_t *row,
+                      KVType type, int64_t stride, int64_t j0, int64_t j1,
+                      int64_t c0, float *out, int64_t ldo) {
+  const uint16_t *rows[4] = {row, row, row, row};
+  if (type == KVType::BF16)
+    weightedSums4x64T<KVType::BF16>(p, ldp, rows, true, stride, j0, j1, c0, out,
+                                    ldo);
+  else
+    weightedSums4x64T<KVType::F16>(p, ldp, rows, true, stride, j0, j1, c0, out,
+                                   ldo);
 }
 
 } // namespace ds::rt::kernels::avx512

@@ -17,6 +17,8 @@
 #ifndef DS_RT_KERNELS_ATTENTIONBLOCKS_H
 #define DS_RT_KERNELS_ATTENTIONBLOCKS_H
 
+#include "ds/rt/Kernels.h"
+
 #include <cstdint>
 
 namespace ds::rt::kernels::avx512 {
@@ -40,6 +42,19 @@ void dotRows4(const float *q, const float *const *a, const float *b,
 /// rows (rows[0]).
 void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
                       bool shared, int64_t stride, int64_t j0, int64_t j1,
+                      int64_t c0, float *out, int64_t ldo);
+
+/// The same over the rows of a bf16 / f16 cache (`type`), widened in
+/// registers: exactly dotRows4 over an f32 copy of them.
+void dotRows4(const float *q, const float *const *a, const uint16_t *b,
+              KVType type, int64_t stride, int64_t n, int64_t j0, int64_t j1,
+              float *s, int64_t ld);
+
+/// weightedSums4x64 of 4 heads sharing the rows at `row` of a bf16 / f16
+/// cache (`type`), widened in registers: exactly the f32 loop over an f32
+/// copy of them.
+void weightedSums4x64(const float *p, int64_t ldp, const uint16_t *row,
+                      KVType type, int64_t stride, int64_t j0, int64_t j1,
                       int64_t c0, float *out, int64_t ldo);
 
 /// dst[c] = the f32 value of element c of a bf16 (`bf16`) or f16 row, c <
