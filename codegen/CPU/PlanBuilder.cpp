@@ -773,9 +773,9 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
   // A narrow KV cache is the one bf16 / f16 buffer: its update rounds the
   // rows it writes.
   auto update = dyn_cast<CacheUpdateOp>(op);
+  int32_t updated = update ? cacheOf(update.getCache()) : -1;
   bool narrowCache =
-      update && cacheOf(update.getCache()) >= 0 &&
-      plan.values[cacheOf(update.getCache())].type != rt::ElemType::F32;
+      updated >= 0 && plan.values[updated].type != rt::ElemType::F32;
   if (!roundsLowPrecision && !narrowCache)
     for (Value r : op->getResults())
       if (isa<RankedTensorType>(r.getType()) && rounding(r) != 0)

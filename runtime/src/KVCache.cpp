@@ -2,7 +2,6 @@
 
 #include "ds/rt/KVCache.h"
 #include "ds/rt/Status.h"
-#include "ds/support/DType.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -48,36 +47,17 @@ absl::StatusOr<KVCache> KVCache::create(const ModelPlan &plan, int64_t slots) {
 
 void KVCache::storeFloats(int32_t cache, int64_t offset, const float *x,
                           int64_t count) {
-  void *base = storage[cache].get();
-  switch (types[cache]) {
-  case ElemType::BF16:
-    for (int64_t i = 0; i < count; ++i)
-      static_cast<uint16_t *>(base)[offset + i] = ::ds::floatToBF16(x[i]);
-    return;
-  case ElemType::F16:
-    for (int64_t i = 0; i < count; ++i)
-      static_cast<uint16_t *>(base)[offset + i] = ::ds::floatToHalf(x[i]);
-    return;
-  default:
-    std::copy_n(x, count, static_cast<float *>(base) + offset);
-  }
+  const int64_t size = static_cast<int64_t>(elemSize(types[cache]));
+  kernels::narrowRow(x, count, kvType(types[cache]),
+                     static_cast<char *>(storage[cache].get()) + offset * size);
 }
 
 void KVCache::loadFloats(int32_t cache, int64_t offset, int64_t count,
                          float *y) const {
-  const void *base = storage[cache].get();
-  switch (types[cache]) {
-  case ElemType::BF16:
-    for (int64_t i = 0; i < count; ++i)
-      y[i] = ::ds::bf16ToFloat(static_cast<const uint16_t *>(base)[offset + i]);
-    return;
-  case ElemType::F16:
-    for (int64_t i = 0; i < count; ++i)
-      y[i] = ::ds::halfToFloat(static_cast<const uint16_t *>(base)[offset + i]);
-    return;
-  default:
-    std::copy_n(static_cast<const float *>(base) + offset, count, y);
-  }
+  const int64_t size = static_cast<int64_t>(elemSize(types[cache]));
+  kernels::widenRow(static_cast<const char *>(storage[cache].get()) +
+                        offset * size,
+                    kvType(types[cache]), count, y);
 }
 
 void KVCache::clearSlot(int64_t slot) {

@@ -35,8 +35,7 @@ ThreadPool::ThreadPool(unsigned workers) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex);
-    stopping = true;
-    stoppingFlag.store(true, std::memory_order_relaxed);
+    stopping.store(true, std::memory_order_relaxed);
   }
   wake.notify_all();
   for (std::thread &t : threads)
@@ -64,7 +63,7 @@ void ThreadPool::workerLoop() {
   for (;;) {
     spinUntil([this] {
       return pending.load(std::memory_order_acquire) > 0 ||
-             stoppingFlag.load(std::memory_order_relaxed);
+             stopping.load(std::memory_order_relaxed);
     });
     std::function<void()> task;
     {

@@ -2,22 +2,13 @@
 
 #include "Steps.h"
 
+#include "ds/rt/KVCache.h"
 #include "ds/rt/Kernels.h"
 
 #include <algorithm>
 #include <numeric>
 
 namespace ds::rt::cpu {
-
-namespace {
-/// The kernels' name for how a cache value is stored (the plan's checks
-/// let only F32, BF16 and F16 reach here).
-kernels::KVType kvType(ElemType t) {
-  return t == ElemType::BF16  ? kernels::KVType::BF16
-         : t == ElemType::F16 ? kernels::KVType::F16
-                              : kernels::KVType::F32;
-}
-} // namespace
 
 absl::Status checkRope(const ShapeView &v) {
   const Step &s = v.step;

@@ -108,32 +108,6 @@ struct RowTable {
   KVType type = KVType::F32;
 };
 
-/// dst[c] = the f32 value of element c of a bf16 / f16 row, c < n (exact).
-void widenRow(const void *src, KVType type, int64_t n, float *dst) {
-  const auto *x = static_cast<const uint16_t *>(src);
-  static const bool wide = hasAvx512();
-  if (wide) {
-    avx512::widenRow(x, type == KVType::BF16, n, dst);
-    return;
-  }
-  int64_t c = 0;
-  if (type == KVType::BF16) {
-    for (; c + 8 <= n; c += 8) {
-      __m256i w = _mm256_cvtepu16_epi32(
-          _mm_loadu_si128(reinterpret_cast<const __m128i *>(x + c)));
-      _mm256_storeu_ps(dst + c, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-    }
-    for (; c < n; ++c)
-      dst[c] = ::ds::bf16ToFloat(x[c]);
-    return;
-  }
-  for (; c + 8 <= n; c += 8)
-    _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128(
-                                  reinterpret_cast<const __m128i *>(x + c))));
-  for (; c < n; ++c)
-    dst[c] = ::ds::halfToFloat(x[c]);
-}
-
 /// Rows [j0, j1) of a RowTable's first n columns as f32: an f32 table is
 /// read where it is; a narrow one is widened into a buffer of the calling
 /// thread's, once per run of heads that share their rows (a GQA group, all
@@ -569,6 +543,35 @@ int64_t headBlocks(ThreadPool *pool, int64_t rows, int64_t units) {
 }
 
 } // namespace
+
+void widenRow(const void *src, KVType type, int64_t n, float *dst) {
+  if (type == KVType::F32) {
+    std::memcpy(dst, src, sizeof(float) * n);
+    return;
+  }
+  const auto *x = static_cast<const uint16_t *>(src);
+  static const bool wide = hasAvx512();
+  if (wide) {
+    avx512::widenRow(x, type == KVType::BF16, n, dst);
+    return;
+  }
+  int64_t c = 0;
+  if (type == KVType::BF16) {
+    for (; c + 8 <= n; c += 8) {
+      __m256i w = _mm256_cvtepu16_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(x + c)));
+      _mm256_storeu_ps(dst + c, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+    for (; c < n; ++c)
+      dst[c] = ::ds::bf16ToFloat(x[c]);
+    return;
+  }
+  for (; c + 8 <= n; c += 8)
+    _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128(
+                                  reinterpret_cast<const __m128i *>(x + c))));
+  for (; c < n; ++c)
+    dst[c] = ::ds::halfToFloat(x[c]);
+}
 
 // Every item is a run of query rows and a block of KV heads with all of
 // their query heads: each key and value row is read once for all of them

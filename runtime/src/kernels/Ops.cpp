@@ -191,25 +191,26 @@ void rope(float *x, int64_t tokens, int64_t heads, int64_t dFull, int64_t dim,
   }
 }
 
+void narrowRow(const float *x, int64_t n, KVType type, void *dst) {
+  if (type == KVType::F32) {
+    std::memcpy(dst, x, sizeof(float) * n);
+    return;
+  }
+  auto *y = static_cast<uint16_t *>(dst);
+  for (int64_t c = 0; c < n; ++c)
+    y[c] = type == KVType::BF16 ? ::ds::floatToBF16(x[c])
+                                : ::ds::floatToHalf(x[c]);
+}
+
 void cacheUpdate(void *cache, KVType type, int64_t maxLen, int64_t row,
                  const int64_t *slots, const float *update,
                  const int64_t *positions, int64_t batch, int64_t seq) {
   const int64_t size = kvTypeSize(type);
   for (int64_t b = 0; b < batch; ++b) {
     char *slot = static_cast<char *>(cache) + slots[b] * maxLen * row * size;
-    for (int64_t s = 0; s < seq; ++s) {
-      const float *x = update + (b * seq + s) * row;
-      char *at = slot + positions[b * seq + s] * row * size;
-      if (type == KVType::F32) {
-        std::memcpy(at, x, sizeof(float) * row);
-        continue;
-      }
-      // Rounded to nearest even as the interpreter stores a narrow value.
-      auto *y = reinterpret_cast<uint16_t *>(at);
-      for (int64_t c = 0; c < row; ++c)
-        y[c] = type == KVType::BF16 ? ::ds::floatToBF16(x[c])
-                                    : ::ds::floatToHalf(x[c]);
-    }
+    for (int64_t s = 0; s < seq; ++s)
+      narrowRow(update + (b * seq + s) * row, row, type,
+                slot + positions[b * seq + s] * row * size);
   }
 }
 

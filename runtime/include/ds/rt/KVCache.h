@@ -10,6 +10,7 @@
 #ifndef DS_RT_KVCACHE_H
 #define DS_RT_KVCACHE_H
 
+#include "ds/rt/Kernels.h"
 #include "ds/rt/Plan.h"
 
 #include "absl/status/statusor.h"
@@ -19,6 +20,14 @@
 #include <vector>
 
 namespace ds::rt {
+
+/// The kernels' name for how a cache's elements are stored (a plan's cache
+/// types are F32, BF16 or F16; the loader refuses others).
+inline kernels::KVType kvType(ElemType t) {
+  return t == ElemType::BF16  ? kernels::KVType::BF16
+         : t == ElemType::F16 ? kernels::KVType::F16
+                              : kernels::KVType::F32;
+}
 
 /// The KV caches of a model for `slots` sequences.
 class KVCache {

@@ -175,6 +175,12 @@ enum class KVType : int32_t { F32 = 0, BF16 = 1, F16 = 2 };
 /// Bytes per element of a cache of type t.
 inline int64_t kvTypeSize(KVType t) { return t == KVType::F32 ? 4 : 2; }
 
+/// dst[0, n) = x[0, n) as a cache of `type` stores them (rounded to nearest
+/// even for bf16 / f16).
+void narrowRow(const float *x, int64_t n, KVType type, void *dst);
+/// dst[0, n) = the f32 values of n elements of `type` at src (exact).
+void widenRow(const void *src, KVType type, int64_t n, float *dst);
+
 /// cache[slots[b], positions[b, s], :] = update[b, s, :] for b < batch,
 /// s < seq; cache rows are `row` elements of `type`, maxLen rows per slot.
 void cacheUpdate(void *cache, KVType type, int64_t maxLen, int64_t row,

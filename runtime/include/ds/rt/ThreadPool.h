@@ -71,8 +71,8 @@ private:
   std::atomic<int64_t> pending{0};
   /// Workers waiting on `wake` (guarded by `mutex`).
   int sleeping = 0;
-  bool stopping = false;
-  std::atomic<bool> stoppingFlag{false};
+  /// Set (under `mutex`) by the destructor; spinning workers read it too.
+  std::atomic<bool> stopping{false};
 };
 
 } // namespace ds::rt
