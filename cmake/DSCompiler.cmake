@@ -40,8 +40,18 @@ set(CMAKE_INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
 # libMLIR.so / libLLVM.so stay where Debian put them.
 set(CMAKE_INSTALL_RPATH_USE_LINK_PATH ON)
 
-# .td files include each other by repo path ("dialects/DS/IR/DSBase.td").
-include_directories(${DS_SOURCE_DIR} ${DS_BINARY_DIR})
+# Compiler headers and .td files are included by project path,
+# "ds/dialects/DS/IR/DSOps.h", and so are the generated ones,
+# "ds/dialects/DS/IR/DSOps.h.inc": two include roots in the build tree each
+# hold one link named `ds`, to the source tree and to the build tree. The
+# components keep their .td, .h and .cpp together (STYLE.md), and an install
+# puts the headers at the same paths under include/.
+set(DS_INCLUDE_ROOT ${DS_BINARY_DIR}/include-root/src)
+set(DS_GEN_INCLUDE_ROOT ${DS_BINARY_DIR}/include-root/gen)
+file(MAKE_DIRECTORY ${DS_INCLUDE_ROOT} ${DS_GEN_INCLUDE_ROOT})
+file(CREATE_LINK ${DS_SOURCE_DIR} ${DS_INCLUDE_ROOT}/ds SYMBOLIC)
+file(CREATE_LINK ${DS_BINARY_DIR} ${DS_GEN_INCLUDE_ROOT}/ds SYMBOLIC)
+include_directories(${DS_INCLUDE_ROOT} ${DS_GEN_INCLUDE_ROOT})
 
 # ds_add_library(<name> SOURCES ... [DEPENDS ...] [LINK ...]): a shared ds
 # compiler library. Shared, so that ds-opt and out-of-tree plugins see one
@@ -54,9 +64,9 @@ function(ds_add_library name)
     add_dependencies(${name} ${ARG_DEPENDS})
   endif()
   target_include_directories(${name} PUBLIC
-    $<BUILD_INTERFACE:${DS_SOURCE_DIR}>
-    $<BUILD_INTERFACE:${DS_BINARY_DIR}>
-    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/ds>)
+    $<BUILD_INTERFACE:${DS_INCLUDE_ROOT}>
+    $<BUILD_INTERFACE:${DS_GEN_INCLUDE_ROOT}>
+    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   target_link_libraries(${name} PUBLIC ${ARG_LINK} MLIR LLVM)
   set_property(GLOBAL APPEND PROPERTY DS_COMPILER_LIBS ${name})
 endfunction()

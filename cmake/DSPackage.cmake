@@ -1,7 +1,7 @@
 #===- DSPackage.cmake - install rules and the exported DS package ---------===#
 #
-# `cmake --install` puts headers under include/ds (so "dialects/DS/IR/DSOps.h"
-# resolves), libraries under lib, and DSConfig.cmake + DSTargets.cmake under
+# `cmake --install` puts headers under include/ds (so "ds/dialects/DS/IR/DSOps.h"
+# and "ds/rt/Session.h" resolve from include/), libraries under lib, and DSConfig.cmake + DSTargets.cmake under
 # lib/cmake/ds, so out-of-tree projects can find_package(DS) and link
 # DS::DSDialect, DS::DSPasses or DS::ds_runtime.
 #===----------------------------------------------------------------------===#
@@ -12,7 +12,7 @@ if(DS_BUILD_COMPILER)
   get_property(_ds_libs GLOBAL PROPERTY DS_COMPILER_LIBS)
   install(TARGETS ${_ds_libs} EXPORT DSTargets
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-  foreach(dir dialects passes interpreter frontends)
+  foreach(dir dialects weights passes interpreter frontends)
     install(DIRECTORY ${DS_SOURCE_DIR}/${dir}
       DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/ds
       FILES_MATCHING PATTERN "*.h" PATTERN "*.td")

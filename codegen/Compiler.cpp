@@ -1,16 +1,16 @@
 //===- Compiler.cpp - ds modules to runnable CPU code ---------------------===//
 
-#include "codegen/Compiler.h"
-#include "codegen/CPU/KernelGen.h"
-#include "codegen/CPU/PlanBuilder.h"
-#include "passes/Passes.h"
+#include "ds/codegen/Compiler.h"
+#include "ds/codegen/CPU/KernelGen.h"
+#include "ds/codegen/CPU/PlanBuilder.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/IR/OwningOpRef.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 namespace rt = ::ds::rt;
 
 namespace {
@@ -49,7 +49,7 @@ FailureOr<Built> build(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
 } // namespace
 
 FailureOr<CompiledArtifact>
-mlir::ds::compileModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
+ds::compileModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
   FailureOr<Built> b = build(module, checkpoint);
   if (failed(b))
     return failure();
@@ -66,7 +66,7 @@ mlir::ds::compileModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
 }
 
 FailureOr<std::shared_ptr<rt::Model>>
-mlir::ds::jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
+ds::jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
   FailureOr<Built> b = build(module, checkpoint);
   if (failed(b))
     return failure();
@@ -101,11 +101,11 @@ mlir::ds::jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
 // From files, through the cache
 //===----------------------------------------------------------------------===//
 
-#include "dialects/InitAllDialects.h"
+#include "ds/dialects/InitAllDialects.h"
+#include "ds/frontends/HF/Importer.h"
+#include "ds/passes/Pipelines/Pipelines.h"
 #include "ds/runtime.h"
-#include "frontends/HF/Importer.h"
-#include "passes/Pipelines/Pipelines.h"
-#include "weights/Weights.h"
+#include "ds/weights/Weights.h"
 
 #include "ds/support/SafeTensors.h"
 #include "mlir/Parser/Parser.h"
@@ -130,9 +130,8 @@ LoadedModule::~LoadedModule() {
 }
 
 FailureOr<std::unique_ptr<LoadedModule>>
-mlir::ds::loadForCompile(MLIRContext &context, const std::string &path,
-                         const std::string &weights,
-                         const CompileOptions &options) {
+ds::loadForCompile(MLIRContext &context, const std::string &path,
+                   const std::string &weights, const CompileOptions &options) {
   auto out = std::make_unique<LoadedModule>();
   std::string weightsPath = weights;
   Location loc = FileLineColLoc::get(&context, path, 0, 0);
@@ -328,7 +327,7 @@ namespace {
 /// passes or packing) then misses the entries an older build wrote.
 std::string compilerIdentity() {
   Dl_info info;
-  if (!dladdr(reinterpret_cast<void *>(&mlir::ds::compileModule), &info) ||
+  if (!dladdr(reinterpret_cast<void *>(&ds::compileModule), &info) ||
       !info.dli_fname)
     return "unknown-build";
   struct stat st;
@@ -340,7 +339,7 @@ std::string compilerIdentity() {
 }
 } // namespace
 
-const char *mlir::ds::cacheOutcomeName(CacheOutcome outcome) {
+const char *ds::cacheOutcomeName(CacheOutcome outcome) {
   switch (outcome) {
   case CacheOutcome::Hit:
     return "hit";
@@ -355,8 +354,8 @@ const char *mlir::ds::cacheOutcomeName(CacheOutcome outcome) {
 }
 
 absl::StatusOr<std::shared_ptr<rt::Model>>
-mlir::ds::compileCached(const std::string &path, const std::string &weights,
-                        const CompileOptions &options, CacheOutcome *outcome) {
+ds::compileCached(const std::string &path, const std::string &weights,
+                  const CompileOptions &options, CacheOutcome *outcome) {
   CacheOutcome result = CacheOutcome::Miss;
   auto report = [&](CacheOutcome o) {
     if (outcome)
@@ -396,7 +395,7 @@ mlir::ds::compileCached(const std::string &path, const std::string &weights,
     }
   }
   DialectRegistry registry;
-  mlir::ds::registerAllDialects(registry);
+  ds::registerAllDialects(registry);
   MLIRContext context(registry);
   std::string diagnostics;
   ScopedDiagnosticHandler handler(&context, [&](Diagnostic &d) {

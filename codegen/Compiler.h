@@ -13,6 +13,8 @@
 #ifndef DS_CODEGEN_COMPILER_H
 #define DS_CODEGEN_COMPILER_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "ds/rt/Executor.h"
 #include "ds/support/SafeTensors.h"
 
@@ -22,7 +24,7 @@
 #include <string>
 #include <vector>
 
-namespace mlir::ds {
+namespace ds {
 
 struct CompiledArtifact {
   ::ds::rt::ModelPlan plan;
@@ -92,6 +94,6 @@ absl::StatusOr<std::shared_ptr<::ds::rt::Model>>
 compileCached(const std::string &path, const std::string &weights,
               const CompileOptions &options, CacheOutcome *outcome = nullptr);
 
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_CODEGEN_COMPILER_H

@@ -10,7 +10,9 @@
 #ifndef DS_DIALECTS_INITALLDIALECTS_H
 #define DS_DIALECTS_INITALLDIALECTS_H
 
-#include "dialects/DS/IR/DSDialect.h"
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
+#include "ds/dialects/DS/IR/DSDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -21,12 +23,12 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/DialectRegistry.h"
 
-namespace mlir::ds {
+namespace ds {
 inline void registerAllDialects(DialectRegistry &registry) {
   registry.insert<DSDialect, arith::ArithDialect, func::FuncDialect,
                   linalg::LinalgDialect, math::MathDialect, quant::QuantDialect,
                   shard::ShardDialect, tensor::TensorDialect>();
 }
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_DIALECTS_INITALLDIALECTS_H

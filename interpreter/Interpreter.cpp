@@ -6,12 +6,12 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "interpreter/Interpreter.h"
+#include "ds/interpreter/Interpreter.h"
 
 #include "ds/support/ReferenceKernels.h"
 
-#include "dialects/DS/IR/DSOps.h"
-#include "dialects/DS/IR/DSQuant.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSQuant.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -26,7 +26,7 @@
 #include <unordered_map>
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 using ::ds::DType;
 using ::ds::HostTensor;
 

@@ -13,8 +13,10 @@
 #ifndef DS_INTERPRETER_INTERPRETER_H
 #define DS_INTERPRETER_INTERPRETER_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "ds/support/HostTensor.h"
-#include "weights/Weights.h"
+#include "ds/weights/Weights.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringMap.h"
@@ -23,7 +25,7 @@
 #include <memory>
 #include <vector>
 
-namespace mlir::ds {
+namespace ds {
 
 /// Sees every routing decision: the routing op (ds.router, ds.fused_router
 /// or ds.moe), the selected expert indices [N, top_k] and the expert count.
@@ -85,6 +87,6 @@ private:
   GemmInputObserver gemmInputObserver;
 };
 
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_INTERPRETER_INTERPRETER_H

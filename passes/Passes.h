@@ -9,6 +9,8 @@
 #ifndef DS_PASSES_PASSES_H
 #define DS_PASSES_PASSES_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -16,10 +18,12 @@
 
 namespace mlir {
 class RewritePatternSet;
+} // namespace mlir
+
 namespace ds {
 
 #define GEN_PASS_DECL
-#include "passes/Passes.h.inc"
+#include "ds/passes/Passes.h.inc"
 
 /// Adds the pattern that rewrites `ds.moe` into router / dispatch / grouped
 /// matmul / combine steps.
@@ -53,9 +57,8 @@ void populateWrapElementwisePatterns(RewritePatternSet &patterns);
 LogicalResult setKVCacheType(func::FuncOp fn, FloatType elt);
 
 #define GEN_PASS_REGISTRATION
-#include "passes/Passes.h.inc"
+#include "ds/passes/Passes.h.inc"
 
 } // namespace ds
-} // namespace mlir
 
 #endif // DS_PASSES_PASSES_H

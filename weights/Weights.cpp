@@ -1,9 +1,9 @@
 //===- Weights.cpp - checkpoints, ds.param loading, weight evaluation -----===//
 
-#include "weights/Weights.h"
+#include "ds/weights/Weights.h"
 
-#include "dialects/DS/IR/DSOps.h"
-#include "dialects/DS/IR/DSQuant.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSQuant.h"
 
 #include "ds/support/Quant.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -11,7 +11,7 @@
 #include <algorithm>
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 using ::ds::DType;
 
 namespace {
@@ -23,7 +23,7 @@ int64_t product(ArrayRef<int64_t> shape, size_t from, size_t to) {
 }
 } // namespace
 
-DType mlir::ds::storageDType(Type type) {
+DType ds::storageDType(Type type) {
   if (type.isF16())
     return DType::F16;
   if (type.isBF16())
@@ -33,7 +33,7 @@ DType mlir::ds::storageDType(Type type) {
   return DType::F32;
 }
 
-Type mlir::ds::expressedElementType(Value v) {
+Type ds::expressedElementType(Value v) {
   if (auto q = dyn_cast<QTensorType>(v.getType()))
     return q.getExpressedType();
   if (auto sp = dyn_cast<Sparse24Type>(v.getType()))
@@ -43,7 +43,7 @@ Type mlir::ds::expressedElementType(Value v) {
   return v.getType();
 }
 
-void mlir::ds::roundToValueType(Tensor &t, Value v) {
+void ds::roundToValueType(Tensor &t, Value v) {
   // (q - zero) * scale of a !ds.qtensor is kept exactly in f32, as a kernel
   // that scales its integer GEMM result in f32 computes.
   if (isa<QTensorType>(v.getType()))
@@ -55,7 +55,7 @@ void mlir::ds::roundToValueType(Tensor &t, Value v) {
     x = ::ds::roundToDType(x, d);
 }
 
-Tensor mlir::ds::concatenate(ArrayRef<const Tensor *> parts, int64_t axis) {
+Tensor ds::concatenate(ArrayRef<const Tensor *> parts, int64_t axis) {
   SmallVector<int64_t> shape = parts[0]->shape;
   int64_t total = 0;
   for (const Tensor *t : parts)
@@ -75,8 +75,7 @@ Tensor mlir::ds::concatenate(ArrayRef<const Tensor *> parts, int64_t axis) {
   return out;
 }
 
-FailureOr<Tensor> mlir::ds::evaluateWeight(Value weight,
-                                           WeightProvider &weights) {
+FailureOr<Tensor> ds::evaluateWeight(Value weight, WeightProvider &weights) {
   Operation *def = weight.getDefiningOp();
   if (auto p = dyn_cast_or_null<ParamOp>(def))
     return weights.load(p);
@@ -323,8 +322,8 @@ FailureOr<Tensor> CheckpointWeights::loadSparse(ParamOp op, Sparse24Type type) {
 }
 
 FailureOr<std::unique_ptr<::ds::Checkpoint>>
-mlir::ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
-                               std::string &error) {
+ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
+                         std::string &error) {
   auto files = module->getAttrOfType<ArrayAttr>("ds.weight_files");
   if (path.empty()) {
     // No checkpoint: fine for a module without weights, or whose weights

@@ -14,6 +14,8 @@
 #ifndef DS_WEIGHTS_WEIGHTS_H
 #define DS_WEIGHTS_WEIGHTS_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "ds/support/SafeTensors.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -23,7 +25,7 @@
 #include <string>
 #include <vector>
 
-namespace mlir::ds {
+namespace ds {
 class ParamOp;
 class QTensorType;
 class Sparse24Type;
@@ -117,6 +119,6 @@ Tensor concatenate(ArrayRef<const Tensor *> parts, int64_t axis);
 /// a block argument, which the caller reports).
 FailureOr<Tensor> evaluateWeight(Value weight, WeightProvider &weights);
 
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_WEIGHTS_WEIGHTS_H

@@ -1,7 +1,7 @@
 //===- KernelGen.cpp - generated CPU kernels: MLIR -> LLVM -> code --------===//
 
-#include "codegen/CPU/KernelGen.h"
-#include "dialects/DS/IR/DSOps.h"
+#include "ds/codegen/CPU/KernelGen.h"
+#include "ds/dialects/DS/IR/DSOps.h"
 #include "ds/rt/CpuInfo.h"
 
 #include "mlir/Conversion/Passes.h"
@@ -40,7 +40,7 @@
 #endif
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 KernelModule::KernelModule(MLIRContext *ctx)
     : mod(ModuleOp::create(UnknownLoc::get(ctx))) {
@@ -394,7 +394,7 @@ std::string hostFeatures(std::vector<std::string> &required) {
 }
 } // namespace
 
-::ds::rt::TargetInfo mlir::ds::hostTarget() {
+::ds::rt::TargetInfo ds::hostTarget() {
   ::ds::rt::TargetInfo t;
   t.triple = llvm::sys::getProcessTriple();
   t.cpu =
@@ -403,9 +403,8 @@ std::string hostFeatures(std::vector<std::string> &required) {
   return t;
 }
 
-LogicalResult mlir::ds::emitSharedObject(ModuleOp lowered,
-                                         std::string &sharedObject,
-                                         std::string &error) {
+LogicalResult ds::emitSharedObject(ModuleOp lowered, std::string &sharedObject,
+                                   std::string &error) {
   initLLVMTargets();
   registerBuiltinDialectTranslation(*lowered->getContext());
   registerLLVMDialectTranslation(*lowered->getContext());
@@ -488,8 +487,8 @@ LogicalResult mlir::ds::emitSharedObject(ModuleOp lowered,
   return success();
 }
 
-FailureOr<std::unique_ptr<ExecutionEngine>>
-mlir::ds::jitKernels(ModuleOp lowered, std::string &error) {
+FailureOr<std::unique_ptr<ExecutionEngine>> ds::jitKernels(ModuleOp lowered,
+                                                           std::string &error) {
   initLLVMTargets();
   registerBuiltinDialectTranslation(*lowered->getContext());
   registerLLVMDialectTranslation(*lowered->getContext());

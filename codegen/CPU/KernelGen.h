@@ -19,6 +19,8 @@
 #ifndef DS_CODEGEN_CPU_KERNELGEN_H
 #define DS_CODEGEN_CPU_KERNELGEN_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "ds/rt/Plan.h"
 
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
@@ -29,7 +31,7 @@
 #include <memory>
 #include <string>
 
-namespace mlir::ds {
+namespace ds {
 class FusedElementwiseOp;
 class RMSNormOp;
 
@@ -73,6 +75,6 @@ LogicalResult emitSharedObject(ModuleOp lowered, std::string &sharedObject,
 FailureOr<std::unique_ptr<ExecutionEngine>> jitKernels(ModuleOp lowered,
                                                        std::string &error);
 
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_CODEGEN_CPU_KERNELGEN_H

@@ -1,10 +1,10 @@
 //===- PlanBuilder.cpp - ds functions to runtime execution plans ----------===//
 
-#include "codegen/CPU/PlanBuilder.h"
-#include "dialects/DS/IR/DSOps.h"
-#include "dialects/DS/IR/DSQuant.h"
+#include "ds/codegen/CPU/PlanBuilder.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSQuant.h"
 #include "ds/rt/Kernels.h"
-#include "weights/Weights.h"
+#include "ds/weights/Weights.h"
 
 #include "ds/support/Progress.h"
 
@@ -18,7 +18,7 @@
 #include <unordered_map>
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 namespace rt = ::ds::rt;
 
 namespace {
@@ -1096,9 +1096,10 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
 
 } // namespace
 
-FailureOr<PlanBuildResult>
-mlir::ds::buildPlan(ModuleOp module, const ::ds::Checkpoint &checkpoint,
-                    KernelModule &kernels, ArrayRef<std::string> functions) {
+FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
+                                         const ::ds::Checkpoint &checkpoint,
+                                         KernelModule &kernels,
+                                         ArrayRef<std::string> functions) {
   PlanBuildResult result;
   WeightTable weights(checkpoint);
   if (auto info = module->getAttrOfType<DictionaryAttr>("ds.model")) {

@@ -14,13 +14,15 @@
 #ifndef DS_CODEGEN_CPU_PLANBUILDER_H
 #define DS_CODEGEN_CPU_PLANBUILDER_H
 
-#include "codegen/CPU/KernelGen.h"
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
+#include "ds/codegen/CPU/KernelGen.h"
 #include "ds/rt/Plan.h"
 #include "ds/support/SafeTensors.h"
 
 #include "mlir/IR/BuiltinOps.h"
 
-namespace mlir::ds {
+namespace ds {
 
 struct PlanBuildResult {
   ::ds::rt::ModelPlan plan;
@@ -36,6 +38,6 @@ FailureOr<PlanBuildResult> buildPlan(ModuleOp module,
                                      KernelModule &kernels,
                                      ArrayRef<std::string> functions = {});
 
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_CODEGEN_CPU_PLANBUILDER_H

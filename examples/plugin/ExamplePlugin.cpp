@@ -7,18 +7,18 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSOps.h"
 
 #include "mlir/Pass/Pass.h"
 #include "mlir/Tools/Plugins/PassPlugin.h"
 #include "llvm/Config/llvm-config.h"
 
-namespace mlir::ds::example {
+namespace ds::example {
 #define GEN_PASS_DECL
 #define GEN_PASS_DEF_EXAMPLEREPORTMOEPASS
 #define GEN_PASS_REGISTRATION
 #include "ExamplePasses.h.inc"
-} // namespace mlir::ds::example
+} // namespace ds::example
 
 using namespace mlir;
 

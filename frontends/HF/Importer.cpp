@@ -6,10 +6,10 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "frontends/HF/Importer.h"
+#include "ds/frontends/HF/Importer.h"
 
-#include "dialects/DS/IR/DSOps.h"
-#include "dialects/InitAllDialects.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/dialects/InitAllDialects.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -19,8 +19,8 @@
 #include "llvm/Support/FormatVariadic.h"
 
 using namespace mlir;
-using namespace mlir::ds;
-using namespace mlir::ds::hf;
+using namespace ds;
+using namespace ds::hf;
 
 namespace {
 
@@ -458,10 +458,10 @@ LogicalResult ModelBuilder::build() {
 
 } // namespace
 
-OwningOpRef<ModuleOp>
-mlir::ds::hf::importModel(MLIRContext &context, const ModelConfig &config,
-                          const ::ds::Checkpoint &checkpoint,
-                          const ImportOptions &options) {
+OwningOpRef<ModuleOp> ds::hf::importModel(MLIRContext &context,
+                                          const ModelConfig &config,
+                                          const ::ds::Checkpoint &checkpoint,
+                                          const ImportOptions &options) {
   DialectRegistry registry;
   registerAllDialects(registry);
   context.appendDialectRegistry(registry);
@@ -475,8 +475,8 @@ mlir::ds::hf::importModel(MLIRContext &context, const ModelConfig &config,
 }
 
 OwningOpRef<ModuleOp>
-mlir::ds::hf::importModelDirectory(MLIRContext &context, llvm::StringRef dir,
-                                   const ImportOptions &options) {
+ds::hf::importModelDirectory(MLIRContext &context, llvm::StringRef dir,
+                             const ImportOptions &options) {
   // The messages name the file; the location adds nothing.
   Location loc = UnknownLoc::get(&context);
   llvm::Expected<ModelConfig> config = loadModelConfig(dir);

@@ -19,7 +19,9 @@
 #ifndef DS_FRONTENDS_HF_IMPORTER_H
 #define DS_FRONTENDS_HF_IMPORTER_H
 
-#include "frontends/HF/ModelConfig.h"
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
+#include "ds/frontends/HF/ModelConfig.h"
 
 #include "ds/support/SafeTensors.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -27,7 +29,7 @@
 
 #include <functional>
 
-namespace mlir::ds::hf {
+namespace ds::hf {
 
 struct ImportOptions {
   /// Capacity of each layer's KV cache (0: min(max_position_embeddings,
@@ -51,6 +53,6 @@ OwningOpRef<ModuleOp> importModelDirectory(MLIRContext &context,
                                            llvm::StringRef dir,
                                            const ImportOptions &options = {});
 
-} // namespace mlir::ds::hf
+} // namespace ds::hf
 
 #endif // DS_FRONTENDS_HF_IMPORTER_H

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "frontends/HF/ModelConfig.h"
+#include "ds/frontends/HF/ModelConfig.h"
 
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/FileSystem.h"
@@ -19,11 +19,11 @@
 #include <cstdio>
 #include <set>
 
-using namespace mlir::ds;
-using namespace mlir::ds::hf;
+using namespace ds;
+using namespace ds::hf;
 namespace json = llvm::json;
 
-llvm::StringRef mlir::ds::hf::archName(Arch arch) {
+llvm::StringRef ds::hf::archName(Arch arch) {
   switch (arch) {
   case Arch::DeepSeekV3:
     return "deepseek_v3";
@@ -389,8 +389,8 @@ llvm::Error requireString(const Fields &f, llvm::StringRef key,
 
 } // namespace
 
-llvm::Expected<ModelConfig>
-mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
+llvm::Expected<ModelConfig> ds::hf::parseModelConfig(llvm::StringRef text,
+                                                     llvm::StringRef path) {
   if (llvm::Error e = checkDepth(text, path))
     return std::move(e);
   llvm::Expected<json::Value> parsed = json::parse(text);
@@ -671,9 +671,9 @@ mlir::ds::hf::parseModelConfig(llvm::StringRef text, llvm::StringRef path) {
   return c;
 }
 
-llvm::Error mlir::ds::hf::applyGenerationConfig(llvm::StringRef text,
-                                                llvm::StringRef path,
-                                                ModelConfig &config) {
+llvm::Error ds::hf::applyGenerationConfig(llvm::StringRef text,
+                                          llvm::StringRef path,
+                                          ModelConfig &config) {
   if (llvm::Error e = checkDepth(text, path))
     return e;
   llvm::Expected<json::Value> parsed = json::parse(text);
@@ -691,7 +691,7 @@ llvm::Error mlir::ds::hf::applyGenerationConfig(llvm::StringRef text,
   return llvm::Error::success();
 }
 
-llvm::Expected<ModelConfig> mlir::ds::hf::loadModelConfig(llvm::StringRef dir) {
+llvm::Expected<ModelConfig> ds::hf::loadModelConfig(llvm::StringRef dir) {
   llvm::SmallString<256> path(dir);
   llvm::sys::path::append(path, "config.json");
   llvm::Expected<std::string> text = readConfigFile(path);

@@ -10,7 +10,9 @@
 #ifndef DS_FRONTENDS_HF_MODELCONFIG_H
 #define DS_FRONTENDS_HF_MODELCONFIG_H
 
-#include "dialects/DS/IR/DSAttrs.h"
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
+#include "ds/dialects/DS/IR/DSAttrs.h"
 
 #include "llvm/Support/Error.h"
 
@@ -18,7 +20,7 @@
 #include <string>
 #include <vector>
 
-namespace mlir::ds::hf {
+namespace ds::hf {
 
 enum class Arch { DeepSeekV3, DeepSeekV2, Mixtral, Qwen2Moe, Qwen3Moe };
 
@@ -101,6 +103,6 @@ llvm::Error applyGenerationConfig(llvm::StringRef text, llvm::StringRef path,
 /// when present.
 llvm::Expected<ModelConfig> loadModelConfig(llvm::StringRef dir);
 
-} // namespace mlir::ds::hf
+} // namespace ds::hf
 
 #endif // DS_FRONTENDS_HF_MODELCONFIG_H

@@ -8,7 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "frontends/HF/TinyModel.h"
+#include "ds/frontends/HF/TinyModel.h"
 
 #include "ds/support/Quant.h"
 #include "ds/support/SafeTensors.h"
@@ -22,7 +22,7 @@
 #include <map>
 #include <random>
 
-using namespace mlir::ds::hf;
+using namespace ds::hf;
 namespace json = llvm::json;
 
 namespace {
@@ -371,6 +371,6 @@ llvm::Error TinyWriter::write() {
 
 } // namespace
 
-llvm::Error mlir::ds::hf::writeTinyModel(const TinyModelOptions &options) {
+llvm::Error ds::hf::writeTinyModel(const TinyModelOptions &options) {
   return TinyWriter(options).write();
 }

@@ -9,12 +9,14 @@
 #ifndef DS_FRONTENDS_HF_TINYMODEL_H
 #define DS_FRONTENDS_HF_TINYMODEL_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
 #include <string>
 
-namespace mlir::ds::hf {
+namespace ds::hf {
 
 struct TinyModelOptions {
   /// deepseek_v3, deepseek_v2, mixtral, qwen2_moe or qwen3_moe.
@@ -44,6 +46,6 @@ struct TinyModelOptions {
 
 llvm::Error writeTinyModel(const TinyModelOptions &options);
 
-} // namespace mlir::ds::hf
+} // namespace ds::hf
 
 #endif // DS_FRONTENDS_HF_TINYMODEL_H

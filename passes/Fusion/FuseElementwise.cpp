@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "passes/Passes.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -19,13 +19,13 @@
 
 #include <cmath>
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_FUSEELEMENTWISEPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
@@ -249,7 +249,7 @@ struct WrapElementwise : RewritePattern {
 };
 
 struct FuseElementwisePass
-    : public mlir::ds::impl::FuseElementwisePassBase<FuseElementwisePass> {
+    : public ds::impl::FuseElementwisePassBase<FuseElementwisePass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateFuseElementwisePatterns(patterns);
@@ -260,10 +260,10 @@ struct FuseElementwisePass
 
 } // namespace
 
-void mlir::ds::populateFuseElementwisePatterns(RewritePatternSet &patterns) {
+void ds::populateFuseElementwisePatterns(RewritePatternSet &patterns) {
   patterns.add<FuseElementwiseChain>(patterns.getContext());
 }
 
-void mlir::ds::populateWrapElementwisePatterns(RewritePatternSet &patterns) {
+void ds::populateWrapElementwisePatterns(RewritePatternSet &patterns) {
   patterns.add<WrapElementwise>(patterns.getContext());
 }

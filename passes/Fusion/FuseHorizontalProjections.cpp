@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "passes/Passes.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
@@ -17,13 +17,13 @@
 
 #define DEBUG_TYPE "ds-fuse-horizontal"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_FUSEHORIZONTALPROJECTIONSPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
@@ -148,7 +148,7 @@ void merge(ArrayRef<Member> members, int64_t weightAxis,
 
 } // namespace
 
-bool mlir::ds::fuseHorizontalProjections(Operation *root, bool groupedMatmuls) {
+bool ds::fuseHorizontalProjections(Operation *root, bool groupedMatmuls) {
   // Merge one group at a time and walk again: a merge erases ops whose
   // results may be the inputs of groups found later.
   bool changed = false;
@@ -186,7 +186,7 @@ bool mlir::ds::fuseHorizontalProjections(Operation *root, bool groupedMatmuls) {
 
 namespace {
 struct FuseHorizontalProjectionsPass
-    : public mlir::ds::impl::FuseHorizontalProjectionsPassBase<
+    : public ds::impl::FuseHorizontalProjectionsPassBase<
           FuseHorizontalProjectionsPass> {
   using Base::Base;
   void runOnOperation() override {

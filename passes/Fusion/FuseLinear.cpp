@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "passes/Passes.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/PatternMatch.h"
@@ -16,13 +16,13 @@
 
 #define DEBUG_TYPE "ds-fuse-linear"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_FUSELINEARPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
@@ -175,8 +175,7 @@ struct FuseResidualEpilogue : OpRewritePattern<arith::AddFOp> {
   }
 };
 
-struct FuseLinearPass
-    : public mlir::ds::impl::FuseLinearPassBase<FuseLinearPass> {
+struct FuseLinearPass : public ds::impl::FuseLinearPassBase<FuseLinearPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateFuseLinearPatterns(patterns);
@@ -186,7 +185,7 @@ struct FuseLinearPass
 };
 } // namespace
 
-void mlir::ds::populateFuseLinearPatterns(RewritePatternSet &patterns) {
+void ds::populateFuseLinearPatterns(RewritePatternSet &patterns) {
   patterns.add<FuseNormPrologue, FuseInputQuantization>(patterns.getContext());
   patterns.add<FuseGatedEpilogue, FuseActivationEpilogue, FuseResidualEpilogue>(
       patterns.getContext());

@@ -5,8 +5,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "passes/Passes.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/PatternMatch.h"
@@ -14,13 +14,13 @@
 
 #define DEBUG_TYPE "ds-fuse-moe"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_FUSEMOEPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
@@ -112,7 +112,7 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
   }
 };
 
-struct FuseMoEPass : public mlir::ds::impl::FuseMoEPassBase<FuseMoEPass> {
+struct FuseMoEPass : public ds::impl::FuseMoEPassBase<FuseMoEPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateFuseMoEPatterns(patterns);
@@ -122,6 +122,6 @@ struct FuseMoEPass : public mlir::ds::impl::FuseMoEPassBase<FuseMoEPass> {
 };
 } // namespace
 
-void mlir::ds::populateFuseMoEPatterns(RewritePatternSet &patterns) {
+void ds::populateFuseMoEPatterns(RewritePatternSet &patterns) {
   patterns.add<FuseMoE>(patterns.getContext());
 }

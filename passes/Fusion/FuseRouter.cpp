@@ -5,21 +5,21 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "passes/Passes.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 #define DEBUG_TYPE "ds-fuse-router"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_FUSEROUTERPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 struct FuseRouter : OpRewritePattern<RouterOp> {
@@ -48,8 +48,7 @@ struct FuseRouter : OpRewritePattern<RouterOp> {
   }
 };
 
-struct FuseRouterPass
-    : public mlir::ds::impl::FuseRouterPassBase<FuseRouterPass> {
+struct FuseRouterPass : public ds::impl::FuseRouterPassBase<FuseRouterPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateFuseRouterPatterns(patterns);
@@ -59,6 +58,6 @@ struct FuseRouterPass
 };
 } // namespace
 
-void mlir::ds::populateFuseRouterPatterns(RewritePatternSet &patterns) {
+void ds::populateFuseRouterPatterns(RewritePatternSet &patterns) {
   patterns.add<FuseRouter>(patterns.getContext());
 }

@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "passes/Passes.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -17,13 +17,13 @@
 
 #define DEBUG_TYPE "ds-decompose-moe"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_DECOMPOSEMOEPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
@@ -127,7 +127,7 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
 };
 
 struct DecomposeMoEPass
-    : public mlir::ds::impl::DecomposeMoEPassBase<DecomposeMoEPass> {
+    : public ds::impl::DecomposeMoEPassBase<DecomposeMoEPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateDecomposeMoEPatterns(patterns);
@@ -138,6 +138,6 @@ struct DecomposeMoEPass
 
 } // namespace
 
-void mlir::ds::populateDecomposeMoEPatterns(RewritePatternSet &patterns) {
+void ds::populateDecomposeMoEPatterns(RewritePatternSet &patterns) {
   patterns.add<DecomposeMoE>(patterns.getContext());
 }

@@ -6,25 +6,25 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "passes/Passes.h"
+#include "ds/passes/Passes.h"
 
-#include "dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_PREPARECODEGENPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 struct PrepareCodegenPass
-    : public mlir::ds::impl::PrepareCodegenPassBase<PrepareCodegenPass> {
+    : public ds::impl::PrepareCodegenPassBase<PrepareCodegenPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     populateFuseElementwisePatterns(patterns);

@@ -7,16 +7,16 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "passes/Pipelines/Pipelines.h"
-#include "passes/Passes.h"
+#include "ds/passes/Pipelines/Pipelines.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
-LogicalResult mlir::ds::buildOptimizePipeline(
+LogicalResult ds::buildOptimizePipeline(
     OpPassManager &pm, const OptimizeOptions &options,
     function_ref<LogicalResult(const Twine &)> errorHandler) {
   auto fail = [&](const Twine &message) {
@@ -89,7 +89,7 @@ LogicalResult mlir::ds::buildOptimizePipeline(
   return success();
 }
 
-void mlir::ds::registerDSPipelines() {
+void ds::registerDSPipelines() {
   // Registered by hand (not PassPipelineRegistration) so that bad option
   // values are errors rather than silently ignored.
   registerPassPipeline(

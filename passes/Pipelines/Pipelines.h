@@ -9,10 +9,12 @@
 #ifndef DS_PASSES_PIPELINES_PIPELINES_H
 #define DS_PASSES_PIPELINES_PIPELINES_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassOptions.h"
 
-namespace mlir::ds {
+namespace ds {
 
 struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
   PassOptions::Option<int> level{
@@ -100,6 +102,6 @@ LogicalResult buildOptimizePipeline(
 /// Registers the named pipelines with the global registry.
 void registerDSPipelines();
 
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_PASSES_PIPELINES_PIPELINES_H

@@ -8,20 +8,20 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "passes/Passes.h"
+#include "ds/passes/Passes.h"
 
-#include "dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinTypes.h"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_KVCACHETYPEPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
@@ -40,7 +40,7 @@ bool isCacheArgument(BlockArgument arg) {
 
 } // namespace
 
-LogicalResult mlir::ds::setKVCacheType(func::FuncOp fn, FloatType elt) {
+LogicalResult ds::setKVCacheType(func::FuncOp fn, FloatType elt) {
   if (fn.isExternal())
     return success();
   Block &body = fn.getBody().front();
@@ -102,8 +102,7 @@ LogicalResult mlir::ds::setKVCacheType(func::FuncOp fn, FloatType elt) {
 }
 
 namespace {
-struct KVCacheTypePass
-    : public mlir::ds::impl::KVCacheTypePassBase<KVCacheTypePass> {
+struct KVCacheTypePass : public ds::impl::KVCacheTypePassBase<KVCacheTypePass> {
   using Base::Base;
   void runOnOperation() override {
     MLIRContext *ctx = &getContext();

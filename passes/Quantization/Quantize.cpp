@@ -9,11 +9,11 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "dialects/DS/IR/DSQuant.h"
-#include "passes/Passes.h"
-#include "passes/Utils/WeightRewriter.h"
-#include "weights/Weights.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSQuant.h"
+#include "ds/passes/Passes.h"
+#include "ds/passes/Utils/WeightRewriter.h"
+#include "ds/weights/Weights.h"
 
 #include "ds/support/Quant.h"
 #include "ds/support/SafeTensors.h"
@@ -30,13 +30,13 @@
 
 #define DEBUG_TYPE "ds-quantize"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_QUANTIZEPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
@@ -61,7 +61,7 @@ std::vector<uint8_t> floatBytes(const std::vector<float> &v) {
   return out;
 }
 
-struct QuantizePass : public mlir::ds::impl::QuantizePassBase<QuantizePass> {
+struct QuantizePass : public ds::impl::QuantizePassBase<QuantizePass> {
   using Base::Base;
 
   void runOnOperation() override;

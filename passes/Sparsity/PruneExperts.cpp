@@ -6,8 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "passes/Passes.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
 #include "llvm/Support/JSON.h"
@@ -18,13 +18,13 @@
 
 #define DEBUG_TYPE "ds-prune-experts"
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_PRUNEEXPERTSPASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
@@ -123,7 +123,7 @@ Value selectExpertWeight(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
 }
 
 struct PruneExpertsPass
-    : public mlir::ds::impl::PruneExpertsPassBase<PruneExpertsPass> {
+    : public ds::impl::PruneExpertsPassBase<PruneExpertsPass> {
   using Base::Base;
   void runOnOperation() override {
     Operation *root = getOperation();

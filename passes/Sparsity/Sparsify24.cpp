@@ -6,26 +6,25 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
-#include "passes/Passes.h"
-#include "passes/Utils/WeightRewriter.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/passes/Passes.h"
+#include "ds/passes/Utils/WeightRewriter.h"
 
 #include "ds/support/Quant.h"
 
 #include <cstring>
 
-namespace mlir::ds {
+namespace ds {
 #define GEN_PASS_DEF_SPARSIFY24PASS
-#include "passes/Passes.h.inc"
-} // namespace mlir::ds
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 namespace {
 
-struct Sparsify24Pass
-    : public mlir::ds::impl::Sparsify24PassBase<Sparsify24Pass> {
+struct Sparsify24Pass : public ds::impl::Sparsify24PassBase<Sparsify24Pass> {
   using Base::Base;
 
   void runOnOperation() override {

@@ -1,7 +1,7 @@
 //===- WeightRewriter.cpp - compile-time weight transformations
 //------------===//
 
-#include "passes/Utils/WeightRewriter.h"
+#include "ds/passes/Utils/WeightRewriter.h"
 
 #include "mlir/IR/Threading.h"
 
@@ -15,9 +15,9 @@
 #include <set>
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
-StringRef mlir::ds::weightCategoryName(WeightCategory c) {
+StringRef ds::weightCategoryName(WeightCategory c) {
   switch (c) {
   case WeightCategory::Linear:
     return "linear";
@@ -31,7 +31,7 @@ StringRef mlir::ds::weightCategoryName(WeightCategory c) {
   return "";
 }
 
-std::string mlir::ds::stacklessName(std::string name) {
+std::string ds::stacklessName(std::string name) {
   for (size_t p; (p = name.find('*')) != std::string::npos;)
     name.replace(p, 1, "{e}");
   return name;
@@ -49,7 +49,7 @@ static WeightCategory denseCategory(Operation *op) {
 }
 
 SmallVector<std::pair<OpOperand *, WeightCategory>>
-mlir::ds::getGemmWeights(Operation *op) {
+ds::getGemmWeights(Operation *op) {
   SmallVector<std::pair<OpOperand *, WeightCategory>> out;
   if (auto l = dyn_cast<LinearOp>(op))
     out.push_back({&l.getWeightMutable(), denseCategory(op)});

@@ -13,8 +13,10 @@
 #ifndef DS_PASSES_UTILS_WEIGHTREWRITER_H
 #define DS_PASSES_UTILS_WEIGHTREWRITER_H
 
-#include "dialects/DS/IR/DSOps.h"
-#include "weights/Weights.h"
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/weights/Weights.h"
 
 #include "ds/support/Progress.h"
 
@@ -30,7 +32,7 @@
 #include <memory>
 #include <set>
 
-namespace mlir::ds {
+namespace ds {
 
 /// The role of a GEMM weight, for allow lists.
 enum class WeightCategory { Linear, Experts, LmHead, Router };
@@ -115,6 +117,6 @@ private:
 /// A weight name without `*` (a materialized stacked weight is one tensor).
 std::string stacklessName(std::string name);
 
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_PASSES_UTILS_WEIGHTREWRITER_H

@@ -7,15 +7,15 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "frontends/HF/ModelConfig.h"
+#include "ds/frontends/HF/ModelConfig.h"
 
 #include <cstddef>
 #include <cstdint>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   llvm::StringRef text(reinterpret_cast<const char *>(data), size);
-  llvm::Expected<mlir::ds::hf::ModelConfig> config =
-      mlir::ds::hf::parseModelConfig(text, "fuzz/config.json");
+  llvm::Expected<ds::hf::ModelConfig> config =
+      ds::hf::parseModelConfig(text, "fuzz/config.json");
   if (!config)
     llvm::consumeError(config.takeError());
   else

@@ -13,7 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSDialect.h"
+#include "ds/dialects/DS/IR/DSDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -32,7 +32,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static mlir::MLIRContext *context = [] {
     mlir::DialectRegistry registry;
-    registry.insert<mlir::ds::DSDialect, mlir::func::FuncDialect,
+    registry.insert<ds::DSDialect, mlir::func::FuncDialect,
                     mlir::arith::ArithDialect, mlir::math::MathDialect,
                     mlir::tensor::TensorDialect>();
     auto *ctx = new mlir::MLIRContext(registry);

@@ -5,16 +5,16 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSDialect.h"
-#include "test/lib/TestPasses.h"
+#include "ds/dialects/DS/IR/DSDialect.h"
+#include "ds/test/lib/TestPasses.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 
-namespace mlir::ds::test {
+namespace ds::test {
 #define GEN_PASS_DEF_TESTINFERTYPESPASS
-#include "test/lib/TestPasses.h.inc"
-} // namespace mlir::ds::test
+#include "ds/test/lib/TestPasses.h.inc"
+} // namespace ds::test
 
 using namespace mlir;
 

@@ -8,14 +8,16 @@
 #ifndef DS_TEST_LIB_TESTPASSES_H
 #define DS_TEST_LIB_TESTPASSES_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "mlir/Pass/Pass.h"
 
-namespace mlir::ds::test {
+namespace ds::test {
 #define GEN_PASS_DECL
-#include "test/lib/TestPasses.h.inc"
+#include "ds/test/lib/TestPasses.h.inc"
 
 #define GEN_PASS_REGISTRATION
-#include "test/lib/TestPasses.h.inc"
-} // namespace mlir::ds::test
+#include "ds/test/lib/TestPasses.h.inc"
+} // namespace ds::test
 
 #endif // DS_TEST_LIB_TESTPASSES_H

@@ -12,8 +12,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "codegen/Compiler.h"
-#include "dialects/InitAllDialects.h"
+#include "ds/codegen/Compiler.h"
+#include "ds/dialects/InitAllDialects.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -64,21 +64,20 @@ int main(int argc, char **argv) {
     setenv("DS_PROGRESS", "1", /*overwrite=*/1);
 
   DialectRegistry registry;
-  mlir::ds::registerAllDialects(registry);
+  ds::registerAllDialects(registry);
   MLIRContext context(registry);
   // Errors as file:line:col with the source line, as mlir-opt prints them.
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler handler(sourceMgr, &context);
   auto start = std::chrono::steady_clock::now();
-  mlir::ds::CompileOptions options;
+  ds::CompileOptions options;
   options.optimize = optimize;
   options.noOptimize = noOptimize;
   options.maxCacheLen = maxCacheLen;
-  auto loaded = mlir::ds::loadForCompile(context, input, weights, options);
+  auto loaded = ds::loadForCompile(context, input, weights, options);
   if (failed(loaded))
     return 1;
-  auto artifact =
-      mlir::ds::compileModule(*(*loaded)->module, *(*loaded)->checkpoint);
+  auto artifact = ds::compileModule(*(*loaded)->module, *(*loaded)->checkpoint);
   if (failed(artifact))
     return 1;
   absl::Status written =

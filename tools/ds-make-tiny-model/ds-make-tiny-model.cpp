@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "frontends/HF/TinyModel.h"
+#include "ds/frontends/HF/TinyModel.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
@@ -50,14 +50,14 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "ds-make-tiny-model: tiny random checkpoints\n");
-  mlir::ds::hf::TinyModelOptions options{arch,  out,     seed, fused,  shards,
-                                         dtype, initStd, fp8,  layers, experts};
+  ds::hf::TinyModelOptions options{arch,  out,     seed, fused,  shards,
+                                   dtype, initStd, fp8,  layers, experts};
   if (layers < 0 || layers > 1024 || experts < 0 || experts > 1024) {
     llvm::WithColor::error(llvm::errs(), "ds-make-tiny-model")
         << "--layers and --experts must be in [0, 1024]\n";
     return 1;
   }
-  if (llvm::Error e = mlir::ds::hf::writeTinyModel(options)) {
+  if (llvm::Error e = ds::hf::writeTinyModel(options)) {
     llvm::WithColor::error(llvm::errs(), "ds-make-tiny-model")
         << llvm::toString(std::move(e)) << "\n";
     return 1;

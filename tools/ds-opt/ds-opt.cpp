@@ -6,10 +6,10 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/InitAllDialects.h"
-#include "passes/Passes.h"
-#include "passes/Pipelines/Pipelines.h"
-#include "test/lib/TestPasses.h"
+#include "ds/dialects/InitAllDialects.h"
+#include "ds/passes/Passes.h"
+#include "ds/passes/Pipelines/Pipelines.h"
+#include "ds/test/lib/TestPasses.h"
 
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
@@ -20,11 +20,11 @@ int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
-  mlir::ds::registerAllDialects(registry);
+  ds::registerAllDialects(registry);
   mlir::registerAllPasses();
-  mlir::ds::registerDSPasses();
-  mlir::ds::registerDSPipelines();
-  mlir::ds::test::registerDSTestPasses();
+  ds::registerDSPasses();
+  ds::registerDSPipelines();
+  ds::test::registerDSTestPasses();
   return mlir::asMainReturnCode(mlir::MlirOptMain(
       argc, argv, "ds optimizer driver: MoE transformer graphs\n", registry));
 }

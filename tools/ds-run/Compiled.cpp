@@ -1,11 +1,11 @@
 //===- Compiled.cpp - ds-run on compiled code (JIT, cache or artifact) ----===//
 
-#include "tools/ds-run/Compiled.h"
+#include "ds/tools/ds-run/Compiled.h"
 
-#include "codegen/Compiler.h"
+#include "ds/codegen/Compiler.h"
+#include "ds/passes/Pipelines/Pipelines.h"
 #include "ds/rt/ThreadPool.h"
-#include "passes/Pipelines/Pipelines.h"
-#include "tools/ds-run/Serve.h"
+#include "ds/tools/ds-run/Serve.h"
 
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -51,30 +51,30 @@ std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
     // The default pipeline on a copy: an imported module needs it, and an
     // optimized one is a fixed point of it.
     OwningOpRef<ModuleOp> optimized = module.clone();
-    mlir::ds::OptimizeOptions defaults;
+    ds::OptimizeOptions defaults;
     PassManager pm(module.getContext());
-    if (failed(mlir::ds::buildOptimizePipeline(
+    if (failed(ds::buildOptimizePipeline(
             pm, defaults,
             [&](const Twine &msg) { return module.emitError(msg); })) ||
         failed(pm.run(*optimized)))
       return nullptr;
-    auto jit = mlir::ds::jitModule(*optimized, *weights);
+    auto jit = ds::jitModule(*optimized, *weights);
     if (failed(jit))
       return nullptr;
     return *jit;
   }
   if (backend == "cached") {
     auto start = std::chrono::steady_clock::now();
-    mlir::ds::CacheOutcome outcome;
-    mlir::ds::CompileOptions options;
-    auto compiled = mlir::ds::compileCached(opts.inputFile, opts.weightsDir,
-                                            options, &outcome);
+    ds::CacheOutcome outcome;
+    ds::CompileOptions options;
+    auto compiled =
+        ds::compileCached(opts.inputFile, opts.weightsDir, options, &outcome);
     if (!compiled.ok()) {
       fail(std::string(compiled.status().message()));
       return nullptr;
     }
     llvm::outs() << llvm::formatv("compile cache: {0} ({1:f1} ms)\n",
-                                  mlir::ds::cacheOutcomeName(outcome),
+                                  ds::cacheOutcomeName(outcome),
                                   std::chrono::duration<double, std::milli>(
                                       std::chrono::steady_clock::now() - start)
                                       .count());
@@ -94,7 +94,7 @@ std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
 
 int runGenerateCompiled(const RunOptions &opts,
                         std::shared_ptr<const rt::Model> model, ModuleOp module,
-                        mlir::ds::Interpreter *interp) {
+                        ds::Interpreter *interp) {
   std::vector<std::vector<int64_t>> seqs;
   if (std::optional<std::string> error = parsePrompts(opts, seqs))
     return fail(*error);
@@ -257,7 +257,7 @@ int runGenerateCompiled(const RunOptions &opts,
 /// result (caches included) with the interpreter.
 int runOnceCompiled(const RunOptions &opts,
                     std::shared_ptr<const rt::Model> model, ModuleOp module,
-                    mlir::ds::Interpreter *interp) {
+                    ds::Interpreter *interp) {
   const std::string &function = opts.function;
   auto fn = module.lookupSymbol<func::FuncOp>(function);
   const rt::FunctionPlan *plan = model->plan().find(function);

@@ -3,10 +3,12 @@
 #ifndef DS_TOOLS_DS_RUN_COMPILED_H
 #define DS_TOOLS_DS_RUN_COMPILED_H
 
-#include "tools/ds-run/Options.h"
+#include "ds/dialects/DS/IR/DSNamespace.h"
 
+#include "ds/tools/ds-run/Options.h"
+
+#include "ds/interpreter/Interpreter.h"
 #include "ds/rt/Executor.h"
-#include "interpreter/Interpreter.h"
 
 #include <memory>
 
@@ -27,7 +29,7 @@ std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
 /// `interp`, compared result by result (caches included).
 int runOnceCompiled(const RunOptions &opts,
                     std::shared_ptr<const rt::Model> model, ModuleOp module,
-                    mlir::ds::Interpreter *interp);
+                    ds::Interpreter *interp);
 
 /// Generation on compiled code: each prompt prefilled in its own KV cache
 /// slot (prompts may differ in length), then one decode step per token over
@@ -37,7 +39,7 @@ int runOnceCompiled(const RunOptions &opts,
 /// from the interpreter's logits too and must agree. Then --serve.
 int runGenerateCompiled(const RunOptions &opts,
                         std::shared_ptr<const rt::Model> model, ModuleOp module,
-                        mlir::ds::Interpreter *interp);
+                        ds::Interpreter *interp);
 
 } // namespace ds::run
 

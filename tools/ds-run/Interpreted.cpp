@@ -1,6 +1,6 @@
 //===- Interpreted.cpp - ds-run on the reference interpreter --------------===//
 
-#include "tools/ds-run/Interpreted.h"
+#include "ds/tools/ds-run/Interpreted.h"
 
 #include "ds/support/SafeTensors.h"
 
@@ -14,9 +14,8 @@ int64_t argmax(const float *v, int64_t n) {
 }
 } // namespace
 
-int runOnce(const RunOptions &opts, ModuleOp module,
-            mlir::ds::Interpreter &interp, mlir::ds::Interpreter *ref,
-            Report &report) {
+int runOnce(const RunOptions &opts, ModuleOp module, ds::Interpreter &interp,
+            ds::Interpreter *ref, Report &report) {
   const std::string &function = opts.function, &outputDir = opts.outputDir;
   auto fn = module.lookupSymbol<func::FuncOp>(function);
   if (!fn)
@@ -70,8 +69,7 @@ int runOnce(const RunOptions &opts, ModuleOp module,
 }
 
 int runGenerate(const RunOptions &opts, ModuleOp module,
-                mlir::ds::Interpreter &interp, mlir::ds::Interpreter *ref,
-                Report &report) {
+                ds::Interpreter &interp, ds::Interpreter *ref, Report &report) {
   const std::string &dumpDir = opts.dumpDir;
   auto prefill = module.lookupSymbol<func::FuncOp>("prefill");
   if (!prefill || !module.lookupSymbol<func::FuncOp>("decode"))

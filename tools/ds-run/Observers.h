@@ -10,10 +10,12 @@
 #ifndef DS_TOOLS_DS_RUN_OBSERVERS_H
 #define DS_TOOLS_DS_RUN_OBSERVERS_H
 
-#include "tools/ds-run/Options.h"
+#include "ds/dialects/DS/IR/DSNamespace.h"
 
-#include "dialects/DS/IR/DSOps.h"
-#include "interpreter/Interpreter.h"
+#include "ds/tools/ds-run/Options.h"
+
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/interpreter/Interpreter.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/ADT/DenseMap.h"
@@ -28,14 +30,14 @@ namespace ds::run {
 
 using namespace mlir;
 
-/// Per routing site (named by mlir::ds::getRoutingSiteName), selections per
+/// Per routing site (named by ds::getRoutingSiteName), selections per
 /// expert.
 struct RoutingProfile {
   /// Names are cached: computing one walks the function.
   const std::string &key(Operation *op) {
     auto it = names.find(op);
     if (it == names.end())
-      it = names.try_emplace(op, mlir::ds::getRoutingSiteName(op)).first;
+      it = names.try_emplace(op, ds::getRoutingSiteName(op)).first;
     return it->second;
   }
   llvm::DenseMap<Operation *, std::string> names;
@@ -46,7 +48,7 @@ struct RoutingProfile {
   };
   std::map<std::string, Site> sites;
 
-  void record(Operation *op, const mlir::ds::Tensor &indices, int64_t experts) {
+  void record(Operation *op, const ds::Tensor &indices, int64_t experts) {
     Site &site = sites[key(op)];
     site.counts.resize(experts, 0);
     site.topK = indices.shape.back();
@@ -96,17 +98,17 @@ struct LayerCapture {
   Value stream;
   int64_t updates = 0;
   std::map<std::string, std::vector<float>> layers;
-  void observe(Value v, const mlir::ds::Tensor &t) {
+  void observe(Value v, const ds::Tensor &t) {
     Operation *op = v.getDefiningOp();
     if (!op || t.isInt)
       return;
-    if (isa<mlir::ds::EmbeddingOp>(op)) {
+    if (isa<ds::EmbeddingOp>(op)) {
       hidden = t.shape;
       stream = v;
       return;
     }
-    auto fused = dyn_cast<mlir::ds::FusedLinearOp>(op);
-    bool add = isa<arith::AddFOp, mlir::ds::FusedElementwiseOp>(op) ||
+    auto fused = dyn_cast<ds::FusedLinearOp>(op);
+    bool add = isa<arith::AddFOp, ds::FusedElementwiseOp>(op) ||
                (fused && fused.getResidual() == stream);
     if (!add || !stream || t.shape != hidden ||
         !llvm::is_contained(op->getOperands(), stream))
@@ -125,11 +127,11 @@ struct LayerCapture {
 /// The experts a routing op can select (empty: all), by which its indices
 /// are numbered.
 inline ArrayRef<int64_t> keptExperts(Operation *op) {
-  if (auto r = dyn_cast<mlir::ds::RouterOp>(op))
+  if (auto r = dyn_cast<ds::RouterOp>(op))
     return r.getRouting().getKept();
-  if (auto r = dyn_cast<mlir::ds::FusedRouterOp>(op))
+  if (auto r = dyn_cast<ds::FusedRouterOp>(op))
     return r.getRouting().getKept();
-  if (auto m = dyn_cast<mlir::ds::MoEOp>(op))
+  if (auto m = dyn_cast<ds::MoEOp>(op))
     return m.getRouting().getKept();
   return {};
 }
@@ -143,27 +145,26 @@ struct Report {
   int64_t agree = 0, total = 0;
   LayerCapture mine, ref;
   /// The reference's routing decisions of the current step, in order.
-  std::deque<mlir::ds::Tensor> refRouting;
-  mlir::ds::Tensor imposed;
+  std::deque<ds::Tensor> refRouting;
+  ds::Tensor imposed;
   int64_t decisions = 0, changed = 0;
 
   /// Set when an imposed expert is pruned from this module.
   std::string imposeError;
 
   /// `indices` of routing op `op` in global expert numbering.
-  static mlir::ds::Tensor toGlobal(Operation *op,
-                                   const mlir::ds::Tensor &indices) {
-    mlir::ds::Tensor global = indices;
+  static ds::Tensor toGlobal(Operation *op, const ds::Tensor &indices) {
+    ds::Tensor global = indices;
     if (ArrayRef<int64_t> kept = keptExperts(op); !kept.empty())
       for (int64_t &e : global.i)
         e = kept[e];
     return global;
   }
-  void recordReference(Operation *op, const mlir::ds::Tensor &indices) {
+  void recordReference(Operation *op, const ds::Tensor &indices) {
     refRouting.push_back(toGlobal(op, indices));
   }
   /// The reference's decision in `op`'s numbering.
-  const mlir::ds::Tensor *impose(Operation *op) {
+  const ds::Tensor *impose(Operation *op) {
     if (!forceRouting || refRouting.empty())
       return nullptr;
     imposed = refRouting.front();
@@ -180,11 +181,11 @@ struct Report {
     return &imposed;
   }
   /// Counts tokens whose set of experts differs from the reference's.
-  void compareRouting(Operation *op, const mlir::ds::Tensor &local) {
+  void compareRouting(Operation *op, const ds::Tensor &local) {
     if (refRouting.empty())
       return;
-    mlir::ds::Tensor indices = toGlobal(op, local);
-    const mlir::ds::Tensor &r = refRouting.front();
+    ds::Tensor indices = toGlobal(op, local);
+    const ds::Tensor &r = refRouting.front();
     int64_t k = indices.shape.back();
     if (r.numElements() == indices.numElements())
       for (int64_t t = 0; t < indices.numElements() / k; ++t) {
@@ -261,15 +262,14 @@ struct Report {
 /// Absolute maxima of GEMM inputs, by weight param name.
 struct Calibration {
   std::map<std::string, float> absmax;
-  void record(Value weight, const mlir::ds::Tensor &input) {
-    std::optional<mlir::ds::WeightSources> sources =
-        mlir::ds::getWeightSources(weight);
+  void record(Value weight, const ds::Tensor &input) {
+    std::optional<ds::WeightSources> sources = ds::getWeightSources(weight);
     if (!sources)
       return;
     float m = 0.0f;
     for (float v : input.f)
       m = std::max(m, std::fabs(v));
-    for (mlir::ds::ParamOp p : sources->params) {
+    for (ds::ParamOp p : sources->params) {
       float &slot = absmax[p.getName().str()];
       slot = std::max(slot, m);
     }

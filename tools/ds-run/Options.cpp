@@ -1,6 +1,6 @@
 //===- Options.cpp - helpers shared by ds-run's modes ---------------------===//
 
-#include "tools/ds-run/Options.h"
+#include "ds/tools/ds-run/Options.h"
 
 #include "ds/support/SafeTensors.h"
 

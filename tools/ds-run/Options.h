@@ -11,6 +11,8 @@
 #ifndef DS_TOOLS_DS_RUN_OPTIONS_H
 #define DS_TOOLS_DS_RUN_OPTIONS_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "ds/rt/Generation.h"
 #include "ds/support/HostTensor.h"
 

@@ -1,6 +1,6 @@
 //===- Serve.cpp - ds-run --serve: a burst of requests through the batcher ===//
 
-#include "tools/ds-run/Serve.h"
+#include "ds/tools/ds-run/Serve.h"
 
 #include "ds/rt/Batcher.h"
 

@@ -3,7 +3,9 @@
 #ifndef DS_TOOLS_DS_RUN_SERVE_H
 #define DS_TOOLS_DS_RUN_SERVE_H
 
-#include "tools/ds-run/Options.h"
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
+#include "ds/tools/ds-run/Options.h"
 
 #include "ds/rt/Executor.h"
 

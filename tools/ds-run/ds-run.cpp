@@ -41,10 +41,10 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "tools/ds-run/Compiled.h"
-#include "tools/ds-run/Interpreted.h"
+#include "ds/tools/ds-run/Compiled.h"
+#include "ds/tools/ds-run/Interpreted.h"
 
-#include "dialects/InitAllDialects.h"
+#include "ds/dialects/InitAllDialects.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
@@ -243,7 +243,7 @@ int main(int argc, char **argv) {
   if (std::optional<std::string> error = readOptions(opts))
     return fail(*error);
   DialectRegistry registry;
-  mlir::ds::registerAllDialects(registry);
+  ds::registerAllDialects(registry);
   MLIRContext context(registry);
   context.loadAllAvailableDialects();
   llvm::SourceMgr sourceMgr;
@@ -272,24 +272,23 @@ int main(int argc, char **argv) {
                 " needs --reference");
   }
   std::unique_ptr<::ds::Checkpoint> checkpoint, refCheckpoint;
-  std::unique_ptr<mlir::ds::CheckpointWeights> weights, refWeights;
+  std::unique_ptr<ds::CheckpointWeights> weights, refWeights;
   if (!weightsDir.empty()) {
     FailureOr<std::unique_ptr<::ds::Checkpoint>> c =
-        mlir::ds::openModuleCheckpoint(*module, weightsDir, error);
+        ds::openModuleCheckpoint(*module, weightsDir, error);
     if (failed(c))
       return fail(error);
     checkpoint = std::move(*c);
-    weights = std::make_unique<mlir::ds::CheckpointWeights>(*checkpoint);
+    weights = std::make_unique<ds::CheckpointWeights>(*checkpoint);
     if (refModule) {
-      c = mlir::ds::openModuleCheckpoint(*refModule, weightsDir, error);
+      c = ds::openModuleCheckpoint(*refModule, weightsDir, error);
       if (failed(c))
         return fail(error);
       refCheckpoint = std::move(*c);
-      refWeights =
-          std::make_unique<mlir::ds::CheckpointWeights>(*refCheckpoint);
+      refWeights = std::make_unique<ds::CheckpointWeights>(*refCheckpoint);
     }
   }
-  mlir::ds::Interpreter interp(*module, weights.get());
+  ds::Interpreter interp(*module, weights.get());
   if (backend != "interpreter") {
     std::shared_ptr<const ::ds::rt::Model> model =
         ::ds::run::loadCompiled(opts, *module, checkpoint.get());
@@ -303,19 +302,18 @@ int main(int argc, char **argv) {
     return ::ds::run::runGenerateCompiled(opts, model, *module,
                                           check ? &interp : nullptr);
   }
-  std::unique_ptr<mlir::ds::Interpreter> refInterp;
+  std::unique_ptr<ds::Interpreter> refInterp;
   ::ds::run::Report report;
   report.referenceFile = referenceFile;
   report.forceRouting = forceRouting;
   if (refModule) {
-    refInterp =
-        std::make_unique<mlir::ds::Interpreter>(*refModule, refWeights.get());
+    refInterp = std::make_unique<ds::Interpreter>(*refModule, refWeights.get());
     interp.setValueObserver(
-        [&](Value v, const mlir::ds::Tensor &t) { report.mine.observe(v, t); });
+        [&](Value v, const ds::Tensor &t) { report.mine.observe(v, t); });
     refInterp->setValueObserver(
-        [&](Value v, const mlir::ds::Tensor &t) { report.ref.observe(v, t); });
+        [&](Value v, const ds::Tensor &t) { report.ref.observe(v, t); });
     refInterp->setRoutingObserver(
-        [&](Operation *op, const mlir::ds::Tensor &indices, int64_t) {
+        [&](Operation *op, const ds::Tensor &indices, int64_t) {
           report.recordReference(op, indices);
         });
     interp.setRoutingOverride([&](Operation *op) { return report.impose(op); });
@@ -323,13 +321,13 @@ int main(int argc, char **argv) {
   ::ds::run::Calibration calibration;
   if (!calibrate.empty())
     interp.setGemmInputObserver(
-        [&](Operation *, Value weight, const mlir::ds::Tensor &input) {
+        [&](Operation *, Value weight, const ds::Tensor &input) {
           calibration.record(weight, input);
         });
   ::ds::run::RoutingProfile profile;
   if (!profileRouting.empty() || refInterp)
     interp.setRoutingObserver(
-        [&](Operation *op, const mlir::ds::Tensor &indices, int64_t experts) {
+        [&](Operation *op, const ds::Tensor &indices, int64_t experts) {
           if (!profileRouting.empty())
             profile.record(op, indices, experts);
           if (refInterp)

@@ -8,8 +8,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ds/frontends/HF/Importer.h"
 #include "ds/support/Progress.h"
-#include "frontends/HF/Importer.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -78,7 +78,7 @@ int main(int argc, char **argv) {
       print(note);
     return success();
   });
-  mlir::ds::hf::ImportOptions options;
+  ds::hf::ImportOptions options;
   options.maxCacheLen = maxCacheLen;
   options.dtype = dtype;
   // Progress on a terminal (or with --progress / DS_PROGRESS=1).
@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
       (void)layer;
     };
   OwningOpRef<ModuleOp> module =
-      mlir::ds::hf::importModelDirectory(context, importHF, options);
+      ds::hf::importModelDirectory(context, importHF, options);
   layers.reset(); // its last line now, before any error or output
   if (!module)
     return 1;

@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "interpreter/Interpreter.h"
-#include "dialects/InitAllDialects.h"
+#include "ds/interpreter/Interpreter.h"
+#include "ds/dialects/InitAllDialects.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
@@ -26,7 +26,7 @@ class InterpreterTest : public ::testing::Test {
 protected:
   InterpreterTest() {
     DialectRegistry registry;
-    mlir::ds::registerAllDialects(registry);
+    ds::registerAllDialects(registry);
     ctx.appendDialectRegistry(registry);
     ctx.loadAllAvailableDialects();
     ctx.getDiagEngine().registerHandler([this](Diagnostic &d) {
@@ -41,7 +41,7 @@ protected:
     EXPECT_TRUE(module);
     if (!module)
       return failure();
-    mlir::ds::Interpreter interp(*module, nullptr);
+    ds::Interpreter interp(*module, nullptr);
     return interp.run("f", args);
   }
 
@@ -62,11 +62,11 @@ std::vector<float> rope(const std::string &style, int dim) {
   src.replace(src.find("STYLE"), 5, style);
   MLIRContext ctx;
   DialectRegistry registry;
-  mlir::ds::registerAllDialects(registry);
+  ds::registerAllDialects(registry);
   ctx.appendDialectRegistry(registry);
   ctx.loadAllAvailableDialects();
   OwningOpRef<ModuleOp> m = parseSourceString<ModuleOp>(src, &ctx);
-  mlir::ds::Interpreter interp(*m, nullptr);
+  ds::Interpreter interp(*m, nullptr);
   auto out = interp.run("f", {HostTensor::fromFloats({1, 1, 4}, {1, 2, 3, 4}),
                               HostTensor::fromInts({1, 1}, {3})});
   EXPECT_TRUE(succeeded(out));

@@ -6,8 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSAttrs.h"
-#include "dialects/DS/IR/DSDialect.h"
+#include "ds/dialects/DS/IR/DSAttrs.h"
+#include "ds/dialects/DS/IR/DSDialect.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -18,17 +18,17 @@
 #include <cstdlib>
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
-#include "dialects/DS/IR/DSEnums.cpp.inc"
+#include "ds/dialects/DS/IR/DSEnums.cpp.inc"
 
 #define GET_ATTRDEF_CLASSES
-#include "dialects/DS/IR/DSAttrs.cpp.inc"
+#include "ds/dialects/DS/IR/DSAttrs.cpp.inc"
 
 void DSDialect::registerAttributes() {
   addAttributes<
 #define GET_ATTRDEF_LIST
-#include "dialects/DS/IR/DSAttrs.cpp.inc"
+#include "ds/dialects/DS/IR/DSAttrs.cpp.inc"
       >();
 }
 
@@ -36,7 +36,7 @@ void DSDialect::registerAttributes() {
 // Parameter parsing helpers
 //===----------------------------------------------------------------------===//
 
-FailureOr<llvm::APFloat> mlir::ds::parseF64Param(AsmParser &parser) {
+FailureOr<llvm::APFloat> ds::parseF64Param(AsmParser &parser) {
   // Integer literals are accepted too (`theta = 10000`).
   bool negative = succeeded(parser.parseOptionalMinus());
   double value;
@@ -52,7 +52,7 @@ FailureOr<llvm::APFloat> mlir::ds::parseF64Param(AsmParser &parser) {
   return llvm::APFloat(negative ? -value : value);
 }
 
-void mlir::ds::printF64Param(AsmPrinter &printer, const llvm::APFloat &value) {
+void ds::printF64Param(AsmPrinter &printer, const llvm::APFloat &value) {
   // The shortest decimal that parses back to the same double, always with a
   // '.' or an exponent so that it reads as a float.
   double v = value.convertToDouble();
@@ -80,7 +80,7 @@ void mlir::ds::printF64Param(AsmPrinter &printer, const llvm::APFloat &value) {
     printer << "e" << exponent;
 }
 
-FailureOr<bool> mlir::ds::parseBoolParam(AsmParser &parser) {
+FailureOr<bool> ds::parseBoolParam(AsmParser &parser) {
   if (succeeded(parser.parseOptionalKeyword("true")))
     return true;
   if (succeeded(parser.parseOptionalKeyword("false")))
@@ -89,7 +89,7 @@ FailureOr<bool> mlir::ds::parseBoolParam(AsmParser &parser) {
                           "expected 'true' or 'false'");
 }
 
-FailureOr<SmallVector<int64_t>> mlir::ds::parseI64ListParam(AsmParser &parser) {
+FailureOr<SmallVector<int64_t>> ds::parseI64ListParam(AsmParser &parser) {
   SmallVector<int64_t> values;
   if (parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, [&] {
         int64_t v;
@@ -102,8 +102,7 @@ FailureOr<SmallVector<int64_t>> mlir::ds::parseI64ListParam(AsmParser &parser) {
   return values;
 }
 
-void mlir::ds::printI64ListParam(AsmPrinter &printer,
-                                 ArrayRef<int64_t> values) {
+void ds::printI64ListParam(AsmPrinter &printer, ArrayRef<int64_t> values) {
   printer << "[";
   llvm::interleaveComma(values, printer);
   printer << "]";

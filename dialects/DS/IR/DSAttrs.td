@@ -9,9 +9,9 @@
 #ifndef DS_ATTRS_TD
 #define DS_ATTRS_TD
 
-include "dialects/DS/IR/DSDialect.td"
-include "dialects/DS/IR/DSEnums.td"
-include "dialects/DS/IR/DSTypes.td"
+include "ds/dialects/DS/IR/DSDialect.td"
+include "ds/dialects/DS/IR/DSEnums.td"
+include "ds/dialects/DS/IR/DSTypes.td"
 include "mlir/IR/AttrTypeBase.td"
 
 //===----------------------------------------------------------------------===//
@@ -22,23 +22,23 @@ include "mlir/IR/AttrTypeBase.td"
 class DS_F64Param<string default, string desc>
     : AttrOrTypeParameter<"::llvm::APFloat", desc> {
   let comparator = "$_lhs.bitwiseIsEqual($_rhs)";
-  let parser = "::mlir::ds::parseF64Param($_parser)";
-  let printer = "::mlir::ds::printF64Param($_printer, $_self)";
+  let parser = "::ds::parseF64Param($_parser)";
+  let printer = "::ds::printF64Param($_printer, $_self)";
   let defaultValue = "::llvm::APFloat(double(" # default # "))";
 }
 
 /// A bool parameter written as `true` / `false`.
 class DS_BoolParam<string default, string desc>
     : AttrOrTypeParameter<"bool", desc> {
-  let parser = "::mlir::ds::parseBoolParam($_parser)";
+  let parser = "::ds::parseBoolParam($_parser)";
   let printer = "$_printer << ($_self ? \"true\" : \"false\")";
   let defaultValue = default;
 }
 
 /// An optional list of integers written `[0, 2, 5]`.
 class DS_I64ListParam<string desc> : OptionalArrayRefParameter<"int64_t", desc> {
-  let parser = "::mlir::ds::parseI64ListParam($_parser)";
-  let printer = "::mlir::ds::printI64ListParam($_printer, $_self)";
+  let parser = "::ds::parseI64ListParam($_parser)";
+  let printer = "::ds::printI64ListParam($_printer, $_self)";
 }
 
 class DS_DefaultEnumParam<EnumAttrInfo info, string default>
@@ -219,7 +219,7 @@ def DS_ActQuantAttr : DS_Attr<"ActQuant", "act_quant"> {
   let extraClassDeclaration = [{
     bool isStatic() const { return !getScale().isZero(); }
     /// The quantized type of an activation of type `input`.
-    ::mlir::ds::QTensorType getQuantizedType(::mlir::RankedTensorType input) const;
+    ::ds::QTensorType getQuantizedType(::mlir::RankedTensorType input) const;
   }];
 }
 

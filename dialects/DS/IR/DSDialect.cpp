@@ -4,20 +4,20 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSDialect.h"
-#include "dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSDialect.h"
+#include "ds/dialects/DS/IR/DSOps.h"
 
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
-#include "dialects/DS/IR/DSDialect.cpp.inc"
+#include "ds/dialects/DS/IR/DSDialect.cpp.inc"
 
 void DSDialect::initialize() {
   addOperations<
 #define GET_OP_LIST
-#include "dialects/DS/IR/DSOps.cpp.inc"
+#include "ds/dialects/DS/IR/DSOps.cpp.inc"
       >();
   registerAttributes();
   registerTypes();

@@ -9,8 +9,10 @@
 #ifndef DS_DIALECTS_DS_IR_DSDIALECT_H
 #define DS_DIALECTS_DS_IR_DSDIALECT_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "mlir/IR/Dialect.h"
 
-#include "dialects/DS/IR/DSDialect.h.inc"
+#include "ds/dialects/DS/IR/DSDialect.h.inc"
 
 #endif // DS_DIALECTS_DS_IR_DSDIALECT_H

@@ -14,7 +14,7 @@ include "mlir/IR/OpBase.td"
 
 def DS_Dialect : Dialect {
   let name = "ds";
-  let cppNamespace = "::mlir::ds";
+  let cppNamespace = "::ds";
   let summary = "Mixture-of-Experts transformer graphs";
   let description = [{
     The `ds` dialect models decoder-only Mixture-of-Experts language models

@@ -15,7 +15,7 @@ def DS_ScoringFunc : I32EnumAttr<"ScoringFunc",
       I32EnumAttrCase<"softmax", 0>,
       I32EnumAttrCase<"sigmoid", 1>
     ]> {
-  let cppNamespace = "::mlir::ds";
+  let cppNamespace = "::ds";
   let genSpecializedAttr = 0;
 }
 
@@ -26,7 +26,7 @@ def DS_GroupScore : I32EnumAttr<"GroupScore",
       // DeepSeek-V3 noaux_tc: the sum of the two best (biased) scores.
       I32EnumAttrCase<"top2_sum", 1>
     ]> {
-  let cppNamespace = "::mlir::ds";
+  let cppNamespace = "::ds";
   let genSpecializedAttr = 0;
 }
 
@@ -37,7 +37,7 @@ def DS_Activation : I32EnumAttr<"Activation", "an elementwise activation", [
       I32EnumAttrCase<"relu", 3>,
       I32EnumAttrCase<"sigmoid", 4>
     ]> {
-  let cppNamespace = "::mlir::ds";
+  let cppNamespace = "::ds";
   let genSpecializedAttr = 0;
 }
 
@@ -51,7 +51,7 @@ def DS_RopeStyle : I32EnumAttr<"RopeStyle",
       // de-interleaved as [even rotated..., odd rotated...].
       I32EnumAttrCase<"deinterleave", 2>
     ]> {
-  let cppNamespace = "::mlir::ds";
+  let cppNamespace = "::ds";
   let genSpecializedAttr = 0;
 }
 
@@ -61,7 +61,7 @@ def DS_RopeScaling : I32EnumAttr<"RopeScaling",
       I32EnumAttrCase<"linear", 1>,
       I32EnumAttrCase<"yarn", 2>
     ]> {
-  let cppNamespace = "::mlir::ds";
+  let cppNamespace = "::ds";
   let genSpecializedAttr = 0;
 }
 

@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -17,7 +17,7 @@
 #include "mlir/IR/TypeUtilities.h"
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 //===----------------------------------------------------------------------===//
 // Helpers
@@ -255,7 +255,7 @@ std::string ParamOp::expertName(StringRef pattern, int64_t e) {
   return (prefix + Twine(e) + suffix).str();
 }
 
-std::optional<WeightSources> mlir::ds::getWeightSources(Value weight) {
+std::optional<WeightSources> ds::getWeightSources(Value weight) {
   WeightSources sources;
   if (auto param = weight.getDefiningOp<ParamOp>()) {
     sources.params.push_back(param);
@@ -290,7 +290,7 @@ std::string WeightSources::key() const {
   return key;
 }
 
-std::string mlir::ds::getRoutingSiteName(Operation *op) {
+std::string ds::getRoutingSiteName(Operation *op) {
   if (auto name = dyn_cast<NameLoc>(op->getLoc()))
     return name.getName().str();
   Operation *scope = op;
@@ -1232,7 +1232,7 @@ ConcatWeightsOp::inferReturnTypes(MLIRContext *context,
   return success();
 }
 
-bool mlir::ds::canConcatWeights(ValueRange weights, int64_t axis) {
+bool ds::canConcatWeights(ValueRange weights, int64_t axis) {
   if (weights.empty())
     return false;
   MLIRContext *context = weights.front().getContext();
@@ -1292,4 +1292,4 @@ LogicalResult DequantizeOp::inferReturnTypes(MLIRContext *,
 //===----------------------------------------------------------------------===//
 
 #define GET_OP_CLASSES
-#include "dialects/DS/IR/DSOps.cpp.inc"
+#include "ds/dialects/DS/IR/DSOps.cpp.inc"

@@ -8,6 +8,8 @@
 #ifndef DS_DIALECTS_DS_IR_DSOPS_H
 #define DS_DIALECTS_DS_IR_DSOPS_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "mlir/Bytecode/BytecodeOpInterface.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpDefinition.h"
@@ -15,13 +17,13 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
-#include "dialects/DS/IR/DSAttrs.h"
-#include "dialects/DS/IR/DSDialect.h"
+#include "ds/dialects/DS/IR/DSAttrs.h"
+#include "ds/dialects/DS/IR/DSDialect.h"
 
 #define GET_OP_CLASSES
-#include "dialects/DS/IR/DSOps.h.inc"
+#include "ds/dialects/DS/IR/DSOps.h.inc"
 
-namespace mlir::ds {
+namespace ds {
 /// The name of a routing op (ds.router, ds.fused_router, ds.moe) in routing
 /// profiles: its name location ("model.layers.3") when it has one, else
 /// "moe.<n>" for the n-th routing op of its function. Prefill and decode,
@@ -43,6 +45,6 @@ bool canConcatWeights(ValueRange weights, int64_t axis);
 
 /// The sources of `weight`, or nothing when it is computed otherwise.
 std::optional<WeightSources> getWeightSources(Value weight);
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_DIALECTS_DS_IR_DSOPS_H

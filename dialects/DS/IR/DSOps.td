@@ -10,7 +10,7 @@
 #ifndef DS_OPS_TD
 #define DS_OPS_TD
 
-include "dialects/DS/IR/DSAttrs.td"
+include "ds/dialects/DS/IR/DSAttrs.td"
 include "mlir/IR/OpBase.td"
 include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
@@ -188,7 +188,7 @@ def DS_SwiGLUOp : DS_InferOp<"swiglu", [AllTypesMatch<["gate", "up"]>]> {
   }];
   let arguments = (ins DS_FloatTensor:$gate, DS_FloatTensor:$up,
                        DefaultValuedAttr<DS_ActivationAttr,
-                                         "::mlir::ds::Activation::silu">:$activation);
+                                         "::ds::Activation::silu">:$activation);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = "$gate `,` $up attr-dict `:` type($gate)";
 }
@@ -561,7 +561,7 @@ def DS_MoEOp : DS_InferOp<"moe", [AttrSizedOperandSegments]> {
                        Optional<DS_WeightTensor>:$shared_expert_gate,
                        DS_RoutingAttr:$routing,
                        DefaultValuedAttr<DS_ActivationAttr,
-                                         "::mlir::ds::Activation::silu">:$activation);
+                                         "::ds::Activation::silu">:$activation);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $input `router` $router_weight (`bias` $score_bias^)?
@@ -674,7 +674,7 @@ def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
                        DS_IntTensor:$indices, DS_WeightTensor:$gate_up,
                        DS_WeightTensor:$down,
                        DefaultValuedAttr<DS_ActivationAttr,
-                                         "::mlir::ds::Activation::silu">:$activation,
+                                         "::ds::Activation::silu">:$activation,
                        OptionalAttr<DS_ActQuantAttr>:$input_quant,
                        OptionalAttr<DS_ActQuantAttr>:$hidden_quant);
   let results = (outs DS_FloatTensor:$result);

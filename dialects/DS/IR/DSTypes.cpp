@@ -1,10 +1,10 @@
 //===- DSTypes.cpp - ds types
 //----------------------------------------------===//
 
-#include "dialects/DS/IR/DSTypes.h"
-#include "dialects/DS/IR/DSAttrs.h"
-#include "dialects/DS/IR/DSDialect.h"
-#include "dialects/DS/IR/DSQuant.h"
+#include "ds/dialects/DS/IR/DSTypes.h"
+#include "ds/dialects/DS/IR/DSAttrs.h"
+#include "ds/dialects/DS/IR/DSDialect.h"
+#include "ds/dialects/DS/IR/DSQuant.h"
 
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/TypeSwitch.h"
@@ -12,19 +12,19 @@
 #include <cmath>
 
 using namespace mlir;
-using namespace mlir::ds;
+using namespace ds;
 
 #define GET_TYPEDEF_CLASSES
-#include "dialects/DS/IR/DSTypes.cpp.inc"
+#include "ds/dialects/DS/IR/DSTypes.cpp.inc"
 
 void DSDialect::registerTypes() {
   addTypes<
 #define GET_TYPEDEF_LIST
-#include "dialects/DS/IR/DSTypes.cpp.inc"
+#include "ds/dialects/DS/IR/DSTypes.cpp.inc"
       >();
 }
 
-std::optional<::ds::QStorage> mlir::ds::getQStorage(Type storage) {
+std::optional<::ds::QStorage> ds::getQStorage(Type storage) {
   if (isa<Float8E4M3FNType>(storage))
     return ::ds::QStorage::F8E4M3;
   auto it = dyn_cast<IntegerType>(storage);
@@ -38,7 +38,7 @@ std::optional<::ds::QStorage> mlir::ds::getQStorage(Type storage) {
   return std::nullopt;
 }
 
-RankedTensorType mlir::ds::getLogicalTensorType(Type type) {
+RankedTensorType ds::getLogicalTensorType(Type type) {
   if (auto q = dyn_cast<QTensorType>(type))
     return q.getLogicalType();
   if (auto s = dyn_cast<Sparse24Type>(type))
@@ -114,7 +114,7 @@ RankedTensorType QTensorType::getLogicalType() const {
   return RankedTensorType::get(getShape(), getExpressedType());
 }
 
-::ds::QScheme mlir::ds::getQScheme(QTensorType type) {
+::ds::QScheme ds::getQScheme(QTensorType type) {
   ::ds::QScheme scheme;
   scheme.storage = *getQStorage(type.getStorageType());
   scheme.block.assign(type.getBlock().begin(), type.getBlock().end());

@@ -9,17 +9,19 @@
 #ifndef DS_DIALECTS_DS_IR_DSTYPES_H
 #define DS_DIALECTS_DS_IR_DSTYPES_H
 
+#include "ds/dialects/DS/IR/DSNamespace.h"
+
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/DialectImplementation.h"
 #include "mlir/IR/Types.h"
 
 #define GET_TYPEDEF_CLASSES
-#include "dialects/DS/IR/DSTypes.h.inc"
+#include "ds/dialects/DS/IR/DSTypes.h.inc"
 
-namespace mlir::ds {
+namespace ds {
 /// The tensor a value stands for: its own type, or a !ds.qtensor's logical
 /// type.
 RankedTensorType getLogicalTensorType(Type type);
-} // namespace mlir::ds
+} // namespace ds
 
 #endif // DS_DIALECTS_DS_IR_DSTYPES_H

@@ -8,7 +8,7 @@
 #ifndef DS_TYPES_TD
 #define DS_TYPES_TD
 
-include "dialects/DS/IR/DSDialect.td"
+include "ds/dialects/DS/IR/DSDialect.td"
 include "mlir/IR/AttrTypeBase.td"
 
 def DS_QTensorType : TypeDef<DS_Dialect, "QTensor"> {

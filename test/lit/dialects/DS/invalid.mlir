@@ -744,7 +744,7 @@ func.func @case77(%l: tensor<?x8xf32>) {
 
 // Unknown scoring functions are rejected.
 func.func @case78(%l: tensor<?x8xf32>) {
-  // expected-error @+2 {{expected ::mlir::ds::ScoringFunc to be one of: softmax, sigmoid}}
+  // expected-error @+2 {{expected ::ds::ScoringFunc to be one of: softmax, sigmoid}}
   // expected-error @+1 {{failed to parse DS_RoutingAttr parameter 'scoring'}}
   %w, %i = ds.router %l {routing = #ds.routing<num_experts = 8, top_k = 2, scoring = relu>} : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return
