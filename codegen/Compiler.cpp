@@ -11,7 +11,7 @@
 
 using namespace mlir;
 using namespace ds;
-namespace rt = ::ds::rt;
+namespace rt = ds::rt;
 
 namespace {
 /// The module codegen lowers: a copy through ds-prepare-codegen (every
@@ -31,7 +31,7 @@ struct Built {
   PlanBuildResult result;
 };
 
-FailureOr<Built> build(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
+FailureOr<Built> build(ModuleOp module, const ds::Checkpoint &checkpoint) {
   Built b;
   FailureOr<OwningOpRef<ModuleOp>> prepared = prepare(module);
   if (failed(prepared))
@@ -49,7 +49,7 @@ FailureOr<Built> build(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
 } // namespace
 
 FailureOr<CompiledArtifact>
-ds::compileModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
+ds::compileModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
   FailureOr<Built> b = build(module, checkpoint);
   if (failed(b))
     return failure();
@@ -66,7 +66,7 @@ ds::compileModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
 }
 
 FailureOr<std::shared_ptr<rt::Model>>
-ds::jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint) {
+ds::jitModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
   FailureOr<Built> b = build(module, checkpoint);
   if (failed(b))
     return failure();
@@ -261,7 +261,7 @@ public:
     std::string text;
     llvm::raw_string_ostream os(text);
     os << llvm::json::Value(std::move(o));
-    (void)::ds::writeFileAtomically(dir + "/checksums.json", text);
+    (void)ds::writeFileAtomically(dir + "/checksums.json", text);
   }
 
 private:

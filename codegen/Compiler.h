@@ -27,19 +27,19 @@
 namespace ds {
 
 struct CompiledArtifact {
-  ::ds::rt::ModelPlan plan;
-  ::ds::rt::TargetInfo target;
+  ds::rt::ModelPlan plan;
+  ds::rt::TargetInfo target;
   std::string code;    ///< ELF shared object with the generated kernels
   std::string weights; ///< the weights section
 };
 
 /// Plan + weights + shared object. Errors are emitted as diagnostics.
 FailureOr<CompiledArtifact> compileModule(ModuleOp module,
-                                          const ::ds::Checkpoint &checkpoint);
+                                          const ds::Checkpoint &checkpoint);
 
 /// Plan + weights, kernels JIT-compiled in process (no file, no linker).
-FailureOr<std::shared_ptr<::ds::rt::Model>>
-jitModule(ModuleOp module, const ::ds::Checkpoint &checkpoint);
+FailureOr<std::shared_ptr<ds::rt::Model>>
+jitModule(ModuleOp module, const ds::Checkpoint &checkpoint);
 
 struct CompileOptions {
   /// ds-optimize options (e.g. "quantize=int8"); applied before codegen
@@ -56,7 +56,7 @@ struct CompileOptions {
 /// A module ready for codegen and its weights.
 struct LoadedModule {
   OwningOpRef<ModuleOp> module;
-  std::unique_ptr<::ds::Checkpoint> checkpoint;
+  std::unique_ptr<ds::Checkpoint> checkpoint;
   /// Files to delete once compiled (quantized weights written on the way).
   std::vector<std::string> temporaries;
   ~LoadedModule();
@@ -90,7 +90,7 @@ const char *cacheOutcomeName(CacheOutcome outcome);
 /// key is stored in the artifact and checked on a hit. A corrupt entry, or
 /// one built from other inputs, is rebuilt; an unwritable cache directory
 /// warns and compiles without it.
-absl::StatusOr<std::shared_ptr<::ds::rt::Model>>
+absl::StatusOr<std::shared_ptr<ds::rt::Model>>
 compileCached(const std::string &path, const std::string &weights,
               const CompileOptions &options, CacheOutcome *outcome = nullptr);
 

@@ -27,8 +27,8 @@
 
 using namespace mlir;
 using namespace ds;
-using ::ds::DType;
-using ::ds::HostTensor;
+using ds::DType;
+using ds::HostTensor;
 
 namespace {
 
@@ -40,18 +40,18 @@ namespace {
 /// (what a GEMM on the quantized activation computes with).
 void fakeQuantize(Tensor &x, ActQuantAttr scheme) {
   std::vector<int64_t> shape(x.shape.begin(), x.shape.end());
-  ::ds::QScheme q;
+  ds::QScheme q;
   q.storage = *getQStorage(scheme.getStorageType());
   q.block.assign(shape.size(), scheme.isStatic() ? 0 : 1);
   if (!shape.empty())
     q.block.back() = scheme.getGroup();
-  ::ds::QuantizedTensor t =
+  ds::QuantizedTensor t =
       scheme.isStatic()
-          ? ::ds::quantizeWithScale(
+          ? ds::quantizeWithScale(
                 x.f.data(), shape, q,
                 static_cast<float>(scheme.getScale().convertToDouble()))
-          : ::ds::quantize(x.f.data(), shape, q);
-  x.f = ::ds::dequantize(t);
+          : ds::quantize(x.f.data(), shape, q);
+  x.f = ds::dequantize(t);
 }
 
 float activate(Activation kind, float x) {
@@ -96,7 +96,7 @@ Tensor rmsNormKernel(const Tensor &x, const Tensor &w, double eps,
       ss += static_cast<double>(x.f[r * d + c]) * x.f[r * d + c];
     float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
     for (int64_t c = 0; c < d; ++c)
-      y.f[r * d + c] = w.f[c] * ::ds::roundToDType(x.f[r * d + c] * inv, store);
+      y.f[r * d + c] = w.f[c] * ds::roundToDType(x.f[r * d + c] * inv, store);
   }
   return y;
 }
@@ -142,7 +142,7 @@ struct Routing {
 Routing routerKernel(const Tensor &logits, const Tensor *bias,
                      RoutingAttr routing, const Tensor *forced = nullptr) {
   int64_t n = logits.shape[0], k = routing.getTopK();
-  ::ds::reference::RouteSpec spec;
+  ds::reference::RouteSpec spec;
   spec.numExperts = logits.shape[1];
   spec.topK = k;
   spec.nGroup = routing.getNGroup();
@@ -155,9 +155,9 @@ Routing routerKernel(const Tensor &logits, const Tensor *bias,
   spec.kept.assign(routing.getKept().begin(), routing.getKept().end());
   Routing out{Tensor::floats({n, k}), Tensor::ints({n, k})};
   std::vector<double> weights(n * k);
-  ::ds::reference::route(logits.f.data(), bias ? bias->f.data() : nullptr, n,
-                         spec, weights.data(), out.indices.i.data(),
-                         forced ? forced->i.data() : nullptr);
+  ds::reference::route(logits.f.data(), bias ? bias->f.data() : nullptr, n,
+                       spec, weights.data(), out.indices.i.data(),
+                       forced ? forced->i.data() : nullptr);
   for (int64_t i = 0; i < n * k; ++i)
     out.weights.f[i] = static_cast<float>(weights[i]);
   return out;
@@ -222,7 +222,7 @@ Tensor combineKernel(const Tensor &y, const Tensor &weights,
   return out;
 }
 
-using ::ds::reference::attendOne;
+using ds::reference::attendOne;
 
 //===----------------------------------------------------------------------===//
 // The evaluator
@@ -321,8 +321,8 @@ LogicalResult Evaluator::evalRope(RopeOp op) {
     for (int64_t j = 0; j < half; ++j) {
       float ang = p * invFreq[j];
       // HF builds cos/sin in f32, scales them, then casts to the input type.
-      cosv[j] = ::ds::roundToDType(std::cos(ang) * scaling, store);
-      sinv[j] = ::ds::roundToDType(std::sin(ang) * scaling, store);
+      cosv[j] = ds::roundToDType(std::cos(ang) * scaling, store);
+      sinv[j] = ds::roundToDType(std::sin(ang) * scaling, store);
     }
     for (int64_t h = 0; h < heads; ++h) {
       const float *in = &x.f[(t * heads + h) * dFull];
@@ -466,8 +466,8 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
       Tensor gl = linearKernel(x, get(op.getSharedExpertGate()), nullptr);
       roundToValueType(gl, in);
       for (int64_t t = 0; t < x.shape[0]; ++t) {
-        float gate = ::ds::roundToDType(activate(Activation::sigmoid, gl.f[t]),
-                                        storageDType(expressedElementType(in)));
+        float gate = ds::roundToDType(activate(Activation::sigmoid, gl.f[t]),
+                                      storageDType(expressedElementType(in)));
         for (int64_t c = 0; c < h; ++c)
           shared.f[t * h + c] *= gate;
       }
@@ -675,7 +675,7 @@ struct ScalarProgram {
         r = std::fabs(a);
         break;
       }
-      v[i.out] = i.round == DType::F32 ? r : ::ds::roundToDType(r, i.round);
+      v[i.out] = i.round == DType::F32 ? r : ds::roundToDType(r, i.round);
     }
     return v[result];
   }
@@ -1177,7 +1177,7 @@ FailureOr<std::vector<HostTensor>> Interpreter::run(StringRef name,
   for (const HostTensor &h : args) {
     Tensor t;
     t.shape.assign(h.shape.begin(), h.shape.end());
-    if (::ds::isFloatDType(h.dtype)) {
+    if (ds::isFloatDType(h.dtype)) {
       t.f = h.toFloats();
     } else {
       t.isInt = true;

@@ -52,8 +52,8 @@ public:
 
   /// Runs the function `name` on `args` (checked against its signature) and
   /// returns its results (f32 for float types, i64 for integer types).
-  FailureOr<std::vector<::ds::HostTensor>> run(StringRef name,
-                                               ArrayRef<::ds::HostTensor> args);
+  FailureOr<std::vector<ds::HostTensor>> run(StringRef name,
+                                             ArrayRef<ds::HostTensor> args);
 
   /// The same on interpreter values.
   FailureOr<SmallVector<Tensor>> call(StringRef name, ArrayRef<Tensor> args);

@@ -12,7 +12,7 @@
 
 using namespace mlir;
 using namespace ds;
-using ::ds::DType;
+using ds::DType;
 
 namespace {
 int64_t product(ArrayRef<int64_t> shape, size_t from, size_t to) {
@@ -52,7 +52,7 @@ void ds::roundToValueType(Tensor &t, Value v) {
   if (t.isInt || d == DType::F32)
     return;
   for (float &x : t.f)
-    x = ::ds::roundToDType(x, d);
+    x = ds::roundToDType(x, d);
 }
 
 Tensor ds::concatenate(ArrayRef<const Tensor *> parts, int64_t axis) {
@@ -145,7 +145,7 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
   Tensor t = Tensor::floats(type.getShape());
   if (op.getSelect() && !op.isStacked()) {
     // Rows `select` of one tensor.
-    const ::ds::TensorView *view = checkpoint.find(op.getName().str());
+    const ds::TensorView *view = checkpoint.find(op.getName().str());
     if (!view)
       return op.emitError()
              << "weight '" << op.getName() << "' is not in the checkpoint";
@@ -153,8 +153,8 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
     if (view->shape.empty() ||
         ArrayRef<int64_t>(view->shape).drop_front() !=
             ArrayRef<int64_t>(sliceShape).drop_front() ||
-        !::ds::isFloatDType(view->dtype) ||
-        (view->dtype == ::ds::DType::F8E4M3 &&
+        !ds::isFloatDType(view->dtype) ||
+        (view->dtype == ds::DType::F8E4M3 &&
          !isa<Float8E4M3FNType>(type.getElementType())))
       return op.emitError() << "weight '" << op.getName()
                             << "' does not have the selected rows' shape";
@@ -174,7 +174,7 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
   }
   int64_t sliceSize = product(sliceShape, 0, sliceShape.size());
   for (auto [e, name] : llvm::enumerate(names)) {
-    const ::ds::TensorView *view = checkpoint.find(name);
+    const ds::TensorView *view = checkpoint.find(name);
     if (!view)
       return op.emitError()
              << "weight '" << name << "' is not in the checkpoint";
@@ -186,11 +186,11 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
       llvm::interleaveComma(sliceShape, diag);
       return diag << "]";
     }
-    if (!::ds::isFloatDType(view->dtype))
+    if (!ds::isFloatDType(view->dtype))
       return op.emitError() << "weight '" << name << "' has integer dtype "
-                            << std::string(::ds::dtypeName(view->dtype))
+                            << std::string(ds::dtypeName(view->dtype))
                             << "; quantized weights are !ds.qtensor params";
-    if (view->dtype == ::ds::DType::F8E4M3 &&
+    if (view->dtype == ds::DType::F8E4M3 &&
         !isa<Float8E4M3FNType>(type.getElementType()))
       return op.emitError() << "weight '" << name
                             << "' is FP8 e4m3; read it as a !ds.qtensor with "
@@ -206,7 +206,7 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
 
 FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
                                                    QTensorType type) {
-  ::ds::QScheme scheme = getQScheme(type);
+  ds::QScheme scheme = getQScheme(type);
   std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
   std::vector<int64_t> slice = shape;
   SmallVector<int64_t> sources = {-1};
@@ -218,25 +218,24 @@ FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
     for (int64_t e = 0; e < shape[0]; ++e)
       sources.push_back(op.getSourceIndex(e));
   }
-  std::vector<int64_t> scales = ::ds::scaleShape(slice, scheme.block);
+  std::vector<int64_t> scales = ds::scaleShape(slice, scheme.block);
   // Finds `pattern` (expert `src`) with the expected dtype and shape.
-  auto find = [&](StringRef pattern, int64_t src, ::ds::DType dtype,
+  auto find = [&](StringRef pattern, int64_t src, ds::DType dtype,
                   const std::vector<int64_t> &want,
-                  StringRef what) -> FailureOr<const ::ds::TensorView *> {
+                  StringRef what) -> FailureOr<const ds::TensorView *> {
     std::string name =
         src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
-    const ::ds::TensorView *view = checkpoint.find(name);
+    const ds::TensorView *view = checkpoint.find(name);
     if (!view)
       return op.emitError()
              << what << " '" << name << "' is not in the checkpoint";
     if (view->dtype != dtype || view->shape != want) {
       InFlightDiagnostic diag =
           op.emitError() << what << " '" << name << "' in " << view->file
-                         << " is " << std::string(::ds::dtypeName(view->dtype))
+                         << " is " << std::string(ds::dtypeName(view->dtype))
                          << " [";
       llvm::interleaveComma(view->shape, diag);
-      diag << "], the IR expects " << std::string(::ds::dtypeName(dtype))
-           << " [";
+      diag << "], the IR expects " << std::string(ds::dtypeName(dtype)) << " [";
       llvm::interleaveComma(want, diag);
       return diag << "]";
     }
@@ -245,26 +244,26 @@ FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
   Tensor t = Tensor::floats(type.getShape());
   int64_t sliceSize = product(slice, 0, slice.size());
   for (auto [i, src] : llvm::enumerate(sources)) {
-    auto values = find(op.getName(), src, ::ds::storageDType(scheme.storage),
-                       ::ds::storageShape(slice, scheme.storage), "weight");
+    auto values = find(op.getName(), src, ds::storageDType(scheme.storage),
+                       ds::storageShape(slice, scheme.storage), "weight");
     auto scaleView =
-        find(*op.getScales(), src, ::ds::DType::F32, scales, "scales");
+        find(*op.getScales(), src, ds::DType::F32, scales, "scales");
     if (failed(values) || failed(scaleView))
       return failure();
-    ::ds::QuantizedTensor q;
+    ds::QuantizedTensor q;
     q.shape = slice;
     q.scheme = scheme;
-    q.values = ::ds::decodeValues((*values)->data, slice, scheme.storage);
+    q.values = ds::decodeValues((*values)->data, slice, scheme.storage);
     for (int64_t j = 0; j < (*scaleView)->numElements(); ++j)
       q.scales.push_back((*scaleView)->floatAt(j));
     if (std::optional<StringRef> zp = op.getZeroPoints()) {
-      auto zeroView = find(*zp, src, ::ds::DType::U8, scales, "zero_points");
+      auto zeroView = find(*zp, src, ds::DType::U8, scales, "zero_points");
       if (failed(zeroView))
         return failure();
       for (int64_t j = 0; j < (*zeroView)->numElements(); ++j)
         q.zeros.push_back(static_cast<float>((*zeroView)->intAt(j)));
     }
-    std::vector<float> deq = ::ds::dequantize(q);
+    std::vector<float> deq = ds::dequantize(q);
     std::copy(deq.begin(), deq.end(), t.f.begin() + i * sliceSize);
   }
   roundToValueType(t, op.getResult());
@@ -286,27 +285,27 @@ FailureOr<Tensor> CheckpointWeights::loadSparse(ParamOp op, Sparse24Type type) {
   std::vector<int64_t> valuesShape = slice, metaShape = slice;
   valuesShape.back() = k / 2;
   metaShape.back() = (k / 4 + 1) / 2;
-  ::ds::DType valueType = storageDType(type.getElementType());
+  ds::DType valueType = storageDType(type.getElementType());
   Tensor t = Tensor::floats(type.getShape());
   for (auto [i, src] : llvm::enumerate(sources)) {
-    const ::ds::TensorView *views[2];
+    const ds::TensorView *views[2];
     for (auto [j, pattern, dtype, want, what] :
-         {std::tuple<int, StringRef, ::ds::DType, std::vector<int64_t> *,
+         {std::tuple<int, StringRef, ds::DType, std::vector<int64_t> *,
                      StringRef>{0, op.getName(), valueType, &valuesShape,
                                 "values"},
-          {1, *op.getMeta(), ::ds::DType::U8, &metaShape, "meta"}}) {
+          {1, *op.getMeta(), ds::DType::U8, &metaShape, "meta"}}) {
       std::string name =
           src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
-      const ::ds::TensorView *view = checkpoint.find(name);
+      const ds::TensorView *view = checkpoint.find(name);
       if (!view)
         return op.emitError() << "2:4 " << what << " '" << name
                               << "' is not in the checkpoint";
       if (view->dtype != dtype || view->shape != *want)
         return op.emitError()
                << "2:4 " << what << " '" << name << "' in " << view->file
-               << " is " << std::string(::ds::dtypeName(view->dtype))
-               << " with " << view->numElements() << " elements, the IR "
-               << "expects " << std::string(::ds::dtypeName(dtype)) << " "
+               << " is " << std::string(ds::dtypeName(view->dtype)) << " with "
+               << view->numElements() << " elements, the IR "
+               << "expects " << std::string(ds::dtypeName(dtype)) << " "
                << product(*want, 0, want->size());
       views[j] = view;
     }
@@ -314,14 +313,14 @@ FailureOr<Tensor> CheckpointWeights::loadSparse(ParamOp op, Sparse24Type type) {
     for (size_t j = 0; j < values.size(); ++j)
       values[j] = views[0]->floatAt(j);
     std::vector<float> dense =
-        ::ds::decompress24(values.data(), views[1]->data, rows, k);
+        ds::decompress24(values.data(), views[1]->data, rows, k);
     std::copy(dense.begin(), dense.end(), t.f.begin() + i * rows * k);
   }
   roundToValueType(t, op.getResult());
   return t;
 }
 
-FailureOr<std::unique_ptr<::ds::Checkpoint>>
+FailureOr<std::unique_ptr<ds::Checkpoint>>
 ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
                          std::string &error) {
   auto files = module->getAttrOfType<ArrayAttr>("ds.weight_files");
@@ -336,8 +335,8 @@ ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
       return failure();
     }
   }
-  absl::StatusOr<std::unique_ptr<::ds::Checkpoint>> c =
-      path.empty() ? ::ds::Checkpoint::empty() : ::ds::Checkpoint::open(path);
+  absl::StatusOr<std::unique_ptr<ds::Checkpoint>> c =
+      path.empty() ? ds::Checkpoint::empty() : ds::Checkpoint::open(path);
   if (!c.ok()) {
     error = std::string(c.status().message());
     return failure();

@@ -77,7 +77,7 @@ public:
   /// or codegen that visits each weight once holds only the weights in use,
   /// not a converted copy of the whole checkpoint.
   enum class Caching { Keep, Stream };
-  explicit CheckpointWeights(const ::ds::Checkpoint &checkpoint,
+  explicit CheckpointWeights(const ds::Checkpoint &checkpoint,
                              Caching caching = Caching::Keep)
       : checkpoint(checkpoint), caching(caching) {}
   FailureOr<Tensor> load(ParamOp op) override;
@@ -87,7 +87,7 @@ private:
   FailureOr<Tensor> loadQuantized(ParamOp op, QTensorType type);
   FailureOr<Tensor> loadSparse(ParamOp op, Sparse24Type type);
 
-  const ::ds::Checkpoint &checkpoint;
+  const ds::Checkpoint &checkpoint;
   Caching caching;
   llvm::StringMap<Tensor> cache;
 };
@@ -95,13 +95,13 @@ private:
 /// Opens the checkpoint `path` (directory or file) plus the files `module`
 /// lists in its `ds.weight_files` attribute (quantized weights ds-quantize
 /// wrote), or fails with a message.
-FailureOr<std::unique_ptr<::ds::Checkpoint>>
+FailureOr<std::unique_ptr<ds::Checkpoint>>
 openModuleCheckpoint(ModuleOp module, const std::string &path,
                      std::string &error);
 
 /// The storage dtype that models `type`'s precision (f16, bf16, FP8 e4m3,
 /// else f32).
-::ds::DType storageDType(Type type);
+ds::DType storageDType(Type type);
 
 /// The element type `v`'s f32 values model: a !ds.qtensor's expressed
 /// type, a !ds.sparse24's element type, else the tensor's.

@@ -371,14 +371,14 @@ void initLLVMTargets() {
 /// extensions the runtime cannot check are turned off, so every extension
 /// the code may use is recorded.
 std::string hostFeatures(std::vector<std::string> &required) {
-  const std::vector<std::string> &checked = ::ds::rt::checkedIsa();
+  const std::vector<std::string> &checked = ds::rt::checkedIsa();
   std::string out;
   for (const auto &f : llvm::sys::getHostCPUFeatures()) {
     if (!out.empty())
       out += ",";
     bool on = f.second;
     llvm::StringRef name = f.first();
-    if (::ds::rt::avx2Forced() &&
+    if (ds::rt::avx2Forced() &&
         (name.starts_with("avx512") || name.starts_with("amx") ||
          name.starts_with("avx10")))
       on = false;
@@ -394,11 +394,11 @@ std::string hostFeatures(std::vector<std::string> &required) {
 }
 } // namespace
 
-::ds::rt::TargetInfo ds::hostTarget() {
-  ::ds::rt::TargetInfo t;
+ds::rt::TargetInfo ds::hostTarget() {
+  ds::rt::TargetInfo t;
   t.triple = llvm::sys::getProcessTriple();
   t.cpu =
-      ::ds::rt::avx2Forced() ? "x86-64-v3" : llvm::sys::getHostCPUName().str();
+      ds::rt::avx2Forced() ? "x86-64-v3" : llvm::sys::getHostCPUName().str();
   t.features = hostFeatures(t.requiredIsa);
   return t;
 }
@@ -415,7 +415,7 @@ LogicalResult ds::emitSharedObject(ModuleOp lowered, std::string &sharedObject,
     error = "translation to LLVM IR failed";
     return failure();
   }
-  ::ds::rt::TargetInfo target = hostTarget();
+  ds::rt::TargetInfo target = hostTarget();
   llvm::Triple triple(target.triple);
   std::string lookupError;
   const llvm::Target *llvmTarget =

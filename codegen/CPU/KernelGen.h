@@ -64,7 +64,7 @@ private:
 };
 
 /// The host the code is generated for (LLVM's host CPU name and features).
-::ds::rt::TargetInfo hostTarget();
+ds::rt::TargetInfo hostTarget();
 
 /// Compiles a lowered kernel module at O3 for the host into a shared object
 /// (bytes of an ELF .so), or fails with `error` set.

@@ -19,7 +19,7 @@
 
 using namespace mlir;
 using namespace ds;
-namespace rt = ::ds::rt;
+namespace rt = ds::rt;
 
 namespace {
 
@@ -36,7 +36,7 @@ rt::DimExpr product(const rt::DimExpr &a, const rt::DimExpr &b) {
 /// once, whichever function uses them first.
 class WeightTable {
 public:
-  WeightTable(const ::ds::Checkpoint &checkpoint)
+  WeightTable(const ds::Checkpoint &checkpoint)
       : provider(checkpoint, CheckpointWeights::Caching::Stream),
         checkpoint(checkpoint) {}
 
@@ -235,7 +235,7 @@ private:
   /// The checkpoint tensors of slice `e` of a quantized param (its values
   /// and its scales; an expert's own when the param stacks experts), or
   /// nulls.
-  std::pair<const ::ds::TensorView *, const ::ds::TensorView *>
+  std::pair<const ds::TensorView *, const ds::TensorView *>
   quantizedTensors(ParamOp param, int64_t e) {
     int64_t src = param.isStacked() ? param.getSourceIndex(e) : -1;
     auto nameOf = [&](StringRef pattern) {
@@ -293,8 +293,8 @@ private:
       QTensorType type = scaledQuantized(param);
       if (!type)
         return failure();
-      ::ds::QScheme scheme = getQScheme(type);
-      if (scheme.storage != ::ds::QStorage::I8)
+      ds::QScheme scheme = getQScheme(type);
+      if (scheme.storage != ds::QStorage::I8)
         return failure();
       std::vector<int64_t> rowwise(type.getRank(), 1);
       rowwise.back() = 0;
@@ -313,7 +313,7 @@ private:
         // holds all experts.
         int64_t slices = param.isStacked() ? 1 : experts;
         int64_t slice = param.isStacked() ? 0 : e;
-        if (!q || !s || q->dtype != ::ds::DType::I8 ||
+        if (!q || !s || q->dtype != ds::DType::I8 ||
             s->numElements() < slices || s->numElements() % slices ||
             q->numElements() != s->numElements() * k)
           return failure(); // the f32 path reports what is wrong
@@ -349,7 +349,7 @@ private:
       return failure();
     struct Part {
       ParamOp param;
-      ::ds::QScheme scheme;
+      ds::QScheme scheme;
       int64_t rowBlock;
     };
     SmallVector<Part> schemes;
@@ -358,7 +358,7 @@ private:
       QTensorType type = scaledQuantized(param);
       if (!type)
         return failure();
-      ::ds::QScheme scheme = getQScheme(type);
+      ds::QScheme scheme = getQScheme(type);
       std::vector<int64_t> block = scheme.block;
       if (block.size() == 3) { // experts are quantized one by one
         if (block[0] != 1)
@@ -376,9 +376,9 @@ private:
       group = g;
       schemes.push_back({param, scheme, rowBlock});
     }
-    ::ds::QStorage storage = schemes[0].scheme.storage;
-    bool int4 = storage == ::ds::QStorage::I4;
-    bool fp8 = storage == ::ds::QStorage::F8E4M3;
+    ds::QStorage storage = schemes[0].scheme.storage;
+    bool int4 = storage == ds::QStorage::I4;
+    bool fp8 = storage == ds::QStorage::F8E4M3;
     if (!int4 && !fp8)
       return failure();
     if (int4 &&
@@ -406,12 +406,11 @@ private:
         int64_t rowBlocks = (rows + part.rowBlock - 1) / part.rowBlock;
         int64_t slice = all ? e : 0;
         if (!q || !s || row + rows > n ||
-            q->dtype != ::ds::storageDType(storage) ||
-            q->shape != ::ds::storageShape(shape, storage) ||
+            q->dtype != ds::storageDType(storage) ||
+            q->shape != ds::storageShape(shape, storage) ||
             s->numElements() != (all ? experts : 1) * rowBlocks * groups)
           return failure(); // the f32 path reports what is wrong
-        std::vector<float> decoded =
-            ::ds::decodeValues(q->data, shape, storage);
+        std::vector<float> decoded = ds::decodeValues(q->data, shape, storage);
         std::copy_n(decoded.begin() + slice * rows * k, rows * k,
                     values.begin() + row * k);
         // Per-row scales: a row block's scale repeats over its rows.
@@ -447,17 +446,17 @@ private:
     auto type = dyn_cast<QTensorType>(param.getType());
     if (!type || type.getRank() != 2)
       return failure();
-    ::ds::QScheme scheme = getQScheme(type);
-    if (scheme.storage != ::ds::QStorage::I8 ||
+    ds::QScheme scheme = getQScheme(type);
+    if (scheme.storage != ds::QStorage::I8 ||
         scheme.block != std::vector<int64_t>{1, 0})
       return failure();
     int64_t rows = heads * (dn + dv), rank = type.getShape()[1];
     auto [q, s] = quantizedTensors(param, 0);
-    if (!q || !s || q->dtype != ::ds::DType::I8 ||
+    if (!q || !s || q->dtype != ds::DType::I8 ||
         q->numElements() != rows * rank || s->numElements() != rows ||
         type.getShape()[0] != rows)
       return failure(); // the f32 path reports what is wrong
-    const ::ds::TensorView *rowScales = s;
+    const ds::TensorView *rowScales = s;
     const auto *values = reinterpret_cast<const int8_t *>(q->data);
     auto add3 = [&](const std::string &suffix, int64_t n, int64_t k,
                     auto element, auto scaleOf) {
@@ -512,7 +511,7 @@ private:
   FailureOr<Tensor> evaluate(Value v) { return evaluateWeight(v, provider); }
 
   CheckpointWeights provider;
-  const ::ds::Checkpoint &checkpoint;
+  const ds::Checkpoint &checkpoint;
   std::map<std::pair<const void *, int>, int32_t> ids;
   std::map<const void *, MLAWeights> mlaIds;
   std::unordered_multimap<size_t, int32_t> byContent;
@@ -522,7 +521,7 @@ class FunctionBuilder {
 public:
   FunctionBuilder(func::FuncOp fn, WeightTable &weights, KernelModule &kernels,
                   std::vector<rt::CacheInfo> &caches,
-                  ::ds::Progress *progress = nullptr)
+                  ds::Progress *progress = nullptr)
       : fn(fn), weights(weights), kernels(kernels), caches(caches),
         progress(progress) {}
 
@@ -648,8 +647,8 @@ private:
   static bool isInt8PerToken(ActQuantAttr q) {
     if (!q || q.getGroup() != 0)
       return false;
-    std::optional<::ds::QStorage> st = getQStorage(q.getStorageType());
-    return st && *st == ::ds::QStorage::I8;
+    std::optional<ds::QStorage> st = getQStorage(q.getStorageType());
+    return st && *st == ds::QStorage::I8;
   }
 
   LogicalResult visit(Operation *op);
@@ -658,7 +657,7 @@ private:
   WeightTable &weights;
   KernelModule &kernels;
   std::vector<rt::CacheInfo> &caches;
-  ::ds::Progress *progress;
+  ds::Progress *progress;
   rt::FunctionPlan plan;
   llvm::DenseMap<Value, int32_t> ids;
 };
@@ -1097,7 +1096,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
 } // namespace
 
 FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
-                                         const ::ds::Checkpoint &checkpoint,
+                                         const ds::Checkpoint &checkpoint,
                                          KernelModule &kernels,
                                          ArrayRef<std::string> functions) {
   PlanBuildResult result;
@@ -1123,7 +1122,7 @@ FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
     if (wanted(fn))
       ops += static_cast<int64_t>(fn.getBody().front().getOperations().size()) -
              1; // the terminator
-  ::ds::Progress progress("ds-compile: ops planned, weights packed", ops);
+  ds::Progress progress("ds-compile: ops planned, weights packed", ops);
   for (auto fn : module.getOps<func::FuncOp>()) {
     if (!wanted(fn))
       continue;

@@ -25,7 +25,7 @@
 namespace ds {
 
 struct PlanBuildResult {
-  ::ds::rt::ModelPlan plan;
+  ds::rt::ModelPlan plan;
   /// The weights section (entries at plan.weights[i].offset).
   std::string weights;
 };
@@ -34,7 +34,7 @@ struct PlanBuildResult {
 /// non-empty), adding generated kernels to `kernels`. Errors are emitted at
 /// the op that cannot be compiled.
 FailureOr<PlanBuildResult> buildPlan(ModuleOp module,
-                                     const ::ds::Checkpoint &checkpoint,
+                                     const ds::Checkpoint &checkpoint,
                                      KernelModule &kernels,
                                      ArrayRef<std::string> functions = {});
 

@@ -39,7 +39,7 @@ std::string shapeString(ArrayRef<int64_t> shape) {
 class ModelBuilder {
 public:
   ModelBuilder(MLIRContext &ctx, const ModelConfig &c,
-               const ::ds::Checkpoint &ckpt, const ImportOptions &opts,
+               const ds::Checkpoint &ckpt, const ImportOptions &opts,
                ModuleOp module)
       : ctx(ctx), c(c), ckpt(ckpt), opts(opts), b(&ctx), module(module) {}
 
@@ -74,7 +74,7 @@ private:
 
   MLIRContext &ctx;
   const ModelConfig &c;
-  const ::ds::Checkpoint &ckpt;
+  const ds::Checkpoint &ckpt;
   const ImportOptions &opts;
   OpBuilder b;
   ModuleOp module;
@@ -85,7 +85,7 @@ private:
 
 Value ModelBuilder::param(Location loc, const std::string &name,
                           ArrayRef<int64_t> shape) {
-  const ::ds::TensorView *t = ckpt.find(name);
+  const ds::TensorView *t = ckpt.find(name);
   if (!t) {
     emitError(loc) << "checkpoint has no tensor '" << name << "'";
     failedParams = true;
@@ -94,7 +94,7 @@ Value ModelBuilder::param(Location loc, const std::string &name,
                    << shapeString(t->shape) << ", config.json implies "
                    << shapeString(shape);
     failedParams = true;
-  } else if (t->dtype == ::ds::DType::F8E4M3) {
+  } else if (t->dtype == ds::DType::F8E4M3) {
     if (!c.fp8WeightBlock || shape.size() != 2) {
       emitError(loc) << "tensor '" << name << "' in " << t->file
                      << " is FP8 e4m3, but "
@@ -110,9 +110,9 @@ Value ModelBuilder::param(Location loc, const std::string &name,
           b, loc, type, b.getStringAttr(name), DenseI64ArrayAttr(),
           b.getStringAttr(name + "_scale_inv"), StringAttr(), StringAttr());
     }
-  } else if (!::ds::isFloatDType(t->dtype)) {
+  } else if (!ds::isFloatDType(t->dtype)) {
     emitError(loc) << "tensor '" << name << "' in " << t->file << " has dtype "
-                   << std::string(::ds::dtypeName(t->dtype))
+                   << std::string(ds::dtypeName(t->dtype))
                    << "; floating-point weights are expected";
     failedParams = true;
   }
@@ -125,13 +125,13 @@ bool ModelBuilder::checkFp8Scales(Location loc, const std::string &name,
   std::vector<int64_t> want = {(shape[0] + bn - 1) / bn,
                                (shape[1] + bk - 1) / bk};
   std::string scales = name + "_scale_inv";
-  const ::ds::TensorView *s = ckpt.find(scales);
+  const ds::TensorView *s = ckpt.find(scales);
   if (!s) {
     emitError(loc) << "FP8 weight '" << name << "' has no block scales '"
                    << scales << "'";
-  } else if (s->dtype != ::ds::DType::F32 || s->shape != want) {
+  } else if (s->dtype != ds::DType::F32 || s->shape != want) {
     emitError(loc) << "block scales '" << scales << "' in " << s->file
-                   << " are " << std::string(::ds::dtypeName(s->dtype)) << " "
+                   << " are " << std::string(ds::dtypeName(s->dtype)) << " "
                    << shapeString(s->shape) << ", weight_block_size [" << bn
                    << ", " << bk << "] implies F32 " << shapeString(want);
   } else {
@@ -145,14 +145,14 @@ Value ModelBuilder::stackedParam(Location loc, const std::string &pattern,
                                  ArrayRef<int64_t> shape) {
   auto [prefix, suffix] = StringRef(pattern).split('*');
   // DeepSeek FP8 experts: e4m3 values and block scales per expert.
-  if (const ::ds::TensorView *first = ckpt.find((prefix + "0" + suffix).str());
-      first && first->dtype == ::ds::DType::F8E4M3 && c.fp8WeightBlock &&
+  if (const ds::TensorView *first = ckpt.find((prefix + "0" + suffix).str());
+      first && first->dtype == ds::DType::F8E4M3 && c.fp8WeightBlock &&
       shape.size() == 3) {
     bool ok = true;
     for (int64_t e = 0; e < shape[0] && ok; ++e) {
       std::string name = (prefix + Twine(e) + suffix).str();
-      const ::ds::TensorView *t = ckpt.find(name);
-      if (!t || t->dtype != ::ds::DType::F8E4M3 ||
+      const ds::TensorView *t = ckpt.find(name);
+      if (!t || t->dtype != ds::DType::F8E4M3 ||
           ArrayRef<int64_t>(t->shape) != shape.drop_front()) {
         emitError(loc) << "expert weight '" << name
                        << "' is missing or not FP8 e4m3 "
@@ -172,15 +172,15 @@ Value ModelBuilder::stackedParam(Location loc, const std::string &pattern,
   }
   for (int64_t e = 0; e < shape[0]; ++e) {
     std::string name = (prefix + Twine(e) + suffix).str();
-    const ::ds::TensorView *t = ckpt.find(name);
-    if (t && t->dtype == ::ds::DType::F8E4M3 && e > 0) {
+    const ds::TensorView *t = ckpt.find(name);
+    if (t && t->dtype == ds::DType::F8E4M3 && e > 0) {
       emitError(loc) << "expert weight '" << name
                      << "' is FP8 e4m3 but expert 0's is not";
       failedParams = true;
       break;
     }
     if (!t || ArrayRef<int64_t>(t->shape) != shape.drop_front() ||
-        !::ds::isFloatDType(t->dtype) || t->dtype == ::ds::DType::F8E4M3) {
+        !ds::isFloatDType(t->dtype) || t->dtype == ds::DType::F8E4M3) {
       // Reuse param()'s diagnostics for the first bad expert.
       OpBuilder::InsertionGuard guard(b);
       Value probe = param(loc, name, shape.drop_front());
@@ -425,8 +425,8 @@ LogicalResult ModelBuilder::build() {
     // held what it does not say; refuse it.
     bool anyFp8 = false;
     for (const std::string &name : ckpt.names())
-      if (const ::ds::TensorView *t = ckpt.find(name))
-        anyFp8 |= t->dtype == ::ds::DType::F8E4M3;
+      if (const ds::TensorView *t = ckpt.find(name))
+        anyFp8 |= t->dtype == ds::DType::F8E4M3;
     if (!anyFp8)
       return emitError(UnknownLoc::get(&ctx))
              << c.path
@@ -460,7 +460,7 @@ LogicalResult ModelBuilder::build() {
 
 OwningOpRef<ModuleOp> ds::hf::importModel(MLIRContext &context,
                                           const ModelConfig &config,
-                                          const ::ds::Checkpoint &checkpoint,
+                                          const ds::Checkpoint &checkpoint,
                                           const ImportOptions &options) {
   DialectRegistry registry;
   registerAllDialects(registry);
@@ -484,8 +484,8 @@ ds::hf::importModelDirectory(MLIRContext &context, llvm::StringRef dir,
     emitError(loc) << llvm::toString(config.takeError());
     return {};
   }
-  absl::StatusOr<std::unique_ptr<::ds::Checkpoint>> checkpoint =
-      ::ds::Checkpoint::open(dir.str());
+  absl::StatusOr<std::unique_ptr<ds::Checkpoint>> checkpoint =
+      ds::Checkpoint::open(dir.str());
   if (!checkpoint.ok()) {
     emitError(loc) << std::string(checkpoint.status().message());
     return {};

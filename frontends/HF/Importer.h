@@ -45,7 +45,7 @@ struct ImportOptions {
 /// diagnostics and yield a null module.
 OwningOpRef<ModuleOp> importModel(MLIRContext &context,
                                   const ModelConfig &config,
-                                  const ::ds::Checkpoint &checkpoint,
+                                  const ds::Checkpoint &checkpoint,
                                   const ImportOptions &options = {});
 
 /// Loads `dir` (config.json and its safetensors) and imports it.

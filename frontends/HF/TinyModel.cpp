@@ -253,14 +253,14 @@ llvm::Error TinyWriter::write() {
   norm("model.norm.weight", hidden);
   linear("lm_head", vocab, hidden);
 
-  std::optional<::ds::DType> dtype = ::ds::parseDType(opts.dtype);
-  if (!dtype || !::ds::isFloatDType(*dtype) || *dtype == ::ds::DType::F8E4M3 ||
-      *dtype == ::ds::DType::F64)
+  std::optional<ds::DType> dtype = ds::parseDType(opts.dtype);
+  if (!dtype || !ds::isFloatDType(*dtype) || *dtype == ds::DType::F8E4M3 ||
+      *dtype == ds::DType::F64)
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "--dtype must be F32, BF16 or F16");
-  config["torch_dtype"] = *dtype == ::ds::DType::F32    ? "float32"
-                          : *dtype == ::ds::DType::BF16 ? "bfloat16"
-                                                        : "float16";
+  config["torch_dtype"] = *dtype == ds::DType::F32    ? "float32"
+                          : *dtype == ds::DType::BF16 ? "bfloat16"
+                                                      : "float16";
   if (std::error_code ec = llvm::sys::fs::create_directories(opts.outDir))
     return llvm::createStringError(ec, opts.outDir + ": " + ec.message());
 
@@ -268,7 +268,7 @@ llvm::Error TinyWriter::write() {
   // F32 `weight_scale_inv` blocks (embeddings, norms, routers and the output
   // head stay in the checkpoint dtype). Blocks of 32 so that tiny matrices
   // still have several, some partial.
-  std::vector<::ds::TensorToWrite> fp8Tensors;
+  std::vector<ds::TensorToWrite> fp8Tensors;
   if (opts.fp8) {
     if (arch != "deepseek_v3" && arch != "deepseek_v2")
       return llvm::createStringError(llvm::inconvertibleErrorCode(),
@@ -290,33 +290,33 @@ llvm::Error TinyWriter::write() {
         kept.push_back(std::move(p));
         continue;
       }
-      ::ds::QuantizedTensor q = ::ds::quantize(
-          p.values.data(), p.shape, {::ds::QStorage::F8E4M3, {block, block}});
+      ds::QuantizedTensor q = ds::quantize(
+          p.values.data(), p.shape, {ds::QStorage::F8E4M3, {block, block}});
       fp8Tensors.push_back(
-          {p.name, ::ds::DType::F8E4M3, p.shape, ::ds::encodeValues(q)});
+          {p.name, ds::DType::F8E4M3, p.shape, ds::encodeValues(q)});
       std::vector<uint8_t> scales(q.scales.size() * 4);
       std::memcpy(scales.data(), q.scales.data(), scales.size());
-      fp8Tensors.push_back({p.name + "_scale_inv", ::ds::DType::F32,
-                            ::ds::scaleShape(p.shape, {block, block}),
+      fp8Tensors.push_back({p.name + "_scale_inv", ds::DType::F32,
+                            ds::scaleShape(p.shape, {block, block}),
                             std::move(scales)});
     }
     tensors = std::move(kept);
   }
 
   int shards = std::max(1, opts.shards);
-  std::vector<std::vector<::ds::TensorToWrite>> perShard(shards);
+  std::vector<std::vector<ds::TensorToWrite>> perShard(shards);
   json::Object weightMap;
   for (size_t t = 0; t < tensors.size(); ++t) {
     Pending &p = tensors[t];
-    ::ds::TensorToWrite w{p.name, *dtype, p.shape, {}};
-    w.bytes.resize(p.values.size() * ::ds::dtypeSize(*dtype));
+    ds::TensorToWrite w{p.name, *dtype, p.shape, {}};
+    w.bytes.resize(p.values.size() * ds::dtypeSize(*dtype));
     for (size_t i = 0; i < p.values.size(); ++i) {
-      if (*dtype == ::ds::DType::F32) {
+      if (*dtype == ds::DType::F32) {
         std::memcpy(&w.bytes[i * 4], &p.values[i], 4);
       } else {
-        uint16_t bits = *dtype == ::ds::DType::BF16
-                            ? ::ds::floatToBF16(p.values[i])
-                            : ::ds::floatToHalf(p.values[i]);
+        uint16_t bits = *dtype == ds::DType::BF16
+                            ? ds::floatToBF16(p.values[i])
+                            : ds::floatToHalf(p.values[i]);
         std::memcpy(&w.bytes[i * 2], &bits, 2);
       }
     }
@@ -332,7 +332,7 @@ llvm::Error TinyWriter::write() {
     weightMap[p.name] = file;
     perShard[shard].push_back(std::move(w));
   }
-  for (::ds::TensorToWrite &t : fp8Tensors) {
+  for (ds::TensorToWrite &t : fp8Tensors) {
     weightMap[t.name] =
         shards == 1 ? "model.safetensors"
                     : weightMap[perShard[0].front().name].getAsString()->str();
@@ -340,8 +340,8 @@ llvm::Error TinyWriter::write() {
   }
   for (int s = 0; s < shards; ++s) {
     std::string file = weightMap[perShard[s].front().name].getAsString()->str();
-    if (absl::Status st = ::ds::writeSafeTensors(
-            opts.outDir + "/" + file, perShard[s], {{"format", "pt"}});
+    if (absl::Status st = ds::writeSafeTensors(opts.outDir + "/" + file,
+                                               perShard[s], {{"format", "pt"}});
         !st.ok())
       return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                      std::string(st.message()));
@@ -352,7 +352,7 @@ llvm::Error TinyWriter::write() {
     std::string text;
     llvm::raw_string_ostream os(text);
     os << llvm::formatv("{0:2}", json::Value(std::move(index)));
-    if (absl::Status st = ::ds::writeFileAtomically(
+    if (absl::Status st = ds::writeFileAtomically(
             opts.outDir + "/model.safetensors.index.json", text);
         !st.ok())
       return llvm::createStringError(llvm::inconvertibleErrorCode(),
@@ -362,7 +362,7 @@ llvm::Error TinyWriter::write() {
   llvm::raw_string_ostream os(text);
   os << llvm::formatv("{0:2}", json::Value(std::move(config))) << "\n";
   if (absl::Status st =
-          ::ds::writeFileAtomically(opts.outDir + "/config.json", text);
+          ds::writeFileAtomically(opts.outDir + "/config.json", text);
       !st.ok())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    std::string(st.message()));

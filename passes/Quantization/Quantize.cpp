@@ -136,14 +136,14 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
     bool bf16 = s.castType.isBF16();
     NewParamNames names{base + (bf16 ? ":bf16" : ":f16"), "", "", ""};
     auto encode = [=](const Tensor &t,
-                      std::vector<::ds::TensorToWrite> &out) -> LogicalResult {
+                      std::vector<ds::TensorToWrite> &out) -> LogicalResult {
       std::vector<uint8_t> bytes(t.f.size() * 2);
       for (size_t i = 0; i < t.f.size(); ++i) {
         uint16_t bits =
-            bf16 ? ::ds::floatToBF16(t.f[i]) : ::ds::floatToHalf(t.f[i]);
+            bf16 ? ds::floatToBF16(t.f[i]) : ds::floatToHalf(t.f[i]);
         std::memcpy(&bytes[2 * i], &bits, 2);
       }
-      out.push_back({names.values, bf16 ? ::ds::DType::BF16 : ::ds::DType::F16,
+      out.push_back({names.values, bf16 ? ds::DType::BF16 : ds::DType::F16,
                      shape, std::move(bytes)});
       return success();
     };
@@ -158,27 +158,26 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
   }
   auto qtype = QTensorType::get(&getContext(), type.getShape(), s.storage,
                                 element, block);
-  ::ds::QScheme q = getQScheme(qtype);
+  ds::QScheme q = getQScheme(qtype);
   NewParamNames names{base + ":q", base + ":scale",
                       qtype.hasZeroPoint() ? base + ":zero" : "", ""};
   auto encode = [=](const Tensor &t,
-                    std::vector<::ds::TensorToWrite> &out) -> LogicalResult {
-    ::ds::QuantizeOptions options;
-    options.searchClip = clipSearch && (q.storage == ::ds::QStorage::I4 ||
-                                        q.storage == ::ds::QStorage::U4);
-    ::ds::QuantizedTensor qt = ::ds::quantize(t.f.data(), shape, q, options);
-    std::vector<int64_t> scaleShape = ::ds::scaleShape(shape, q.block);
-    out.push_back({names.values, ::ds::storageDType(q.storage),
-                   ::ds::storageShape(shape, q.storage),
-                   ::ds::encodeValues(qt)});
+                    std::vector<ds::TensorToWrite> &out) -> LogicalResult {
+    ds::QuantizeOptions options;
+    options.searchClip = clipSearch && (q.storage == ds::QStorage::I4 ||
+                                        q.storage == ds::QStorage::U4);
+    ds::QuantizedTensor qt = ds::quantize(t.f.data(), shape, q, options);
+    std::vector<int64_t> scaleShape = ds::scaleShape(shape, q.block);
+    out.push_back({names.values, ds::storageDType(q.storage),
+                   ds::storageShape(shape, q.storage), ds::encodeValues(qt)});
     out.push_back(
-        {names.scales, ::ds::DType::F32, scaleShape, floatBytes(qt.scales)});
+        {names.scales, ds::DType::F32, scaleShape, floatBytes(qt.scales)});
     if (!qt.zeros.empty()) {
       std::vector<uint8_t> zeros(qt.zeros.size());
       for (size_t i = 0; i < zeros.size(); ++i)
         zeros[i] = static_cast<uint8_t>(qt.zeros[i]);
       out.push_back(
-          {names.zeroPoints, ::ds::DType::U8, scaleShape, std::move(zeros)});
+          {names.zeroPoints, ds::DType::U8, scaleShape, std::move(zeros)});
     }
     return success();
   };
@@ -202,7 +201,7 @@ std::optional<float> QuantizePass::staticScale(Value weight) {
   // it; 0 would mean "dynamic".
   if (absmax == 0.0f)
     return 1.0f;
-  return absmax / ::ds::qmax(*getQStorage(s.actStorage));
+  return absmax / ds::qmax(*getQStorage(s.actStorage));
 }
 
 /// bf16/f16: runs `op` in the narrow type with its weights narrowed, the

@@ -63,9 +63,9 @@ struct Sparsify24Pass : public ds::impl::Sparsify24PassBase<Sparsify24Pass> {
       return Value();
     }
     auto element = cast<FloatType>(type.getElementType());
-    ::ds::DType dtype = element.isBF16()  ? ::ds::DType::BF16
-                        : element.isF16() ? ::ds::DType::F16
-                                          : ::ds::DType::F32;
+    ds::DType dtype = element.isBF16()  ? ds::DType::BF16
+                      : element.isF16() ? ds::DType::F16
+                                        : ds::DType::F32;
     std::string base = stacklessName(sources->key());
     NewParamNames names{base + ":values", "", "", base + ":meta"};
     std::vector<int64_t> valuesShape(type.getShape()),
@@ -73,22 +73,20 @@ struct Sparsify24Pass : public ds::impl::Sparsify24PassBase<Sparsify24Pass> {
     valuesShape.back() = k / 2;
     metaShape.back() = (k / 4 + 1) / 2;
     auto encode = [=](const Tensor &t,
-                      std::vector<::ds::TensorToWrite> &out) -> LogicalResult {
-      ::ds::Sparse24 s = ::ds::compress24(t.f.data(), t.numElements() / k, k);
-      std::vector<uint8_t> bytes(s.values.size() * ::ds::dtypeSize(dtype));
+                      std::vector<ds::TensorToWrite> &out) -> LogicalResult {
+      ds::Sparse24 s = ds::compress24(t.f.data(), t.numElements() / k, k);
+      std::vector<uint8_t> bytes(s.values.size() * ds::dtypeSize(dtype));
       for (size_t i = 0; i < s.values.size(); ++i) {
-        if (dtype == ::ds::DType::F32) {
+        if (dtype == ds::DType::F32) {
           std::memcpy(&bytes[4 * i], &s.values[i], 4);
           continue;
         }
-        uint16_t bits = dtype == ::ds::DType::BF16
-                            ? ::ds::floatToBF16(s.values[i])
-                            : ::ds::floatToHalf(s.values[i]);
+        uint16_t bits = dtype == ds::DType::BF16 ? ds::floatToBF16(s.values[i])
+                                                 : ds::floatToHalf(s.values[i]);
         std::memcpy(&bytes[2 * i], &bits, 2);
       }
       out.push_back({names.values, dtype, valuesShape, std::move(bytes)});
-      out.push_back(
-          {names.meta, ::ds::DType::U8, metaShape, std::move(s.meta)});
+      out.push_back({names.meta, ds::DType::U8, metaShape, std::move(s.meta)});
       return success();
     };
     return rw.materialize(

@@ -107,7 +107,7 @@ LogicalResult WeightRewriter::init(ModuleOp module, StringRef name,
                              "to write the new ones";
   std::string error;
   // Weights an earlier pass wrote (ds.weight_files) are found too.
-  FailureOr<std::unique_ptr<::ds::Checkpoint>> ckpt =
+  FailureOr<std::unique_ptr<ds::Checkpoint>> ckpt =
       openModuleCheckpoint(module, weightsPath.str(), error);
   if (failed(ckpt))
     return emitError(loc) << passName << ": " << error;
@@ -122,8 +122,8 @@ LogicalResult WeightRewriter::init(ModuleOp module, StringRef name,
       *checkpoint, CheckpointWeights::Caching::Stream);
   // How many weights a pass rewrites is known only as it goes (targets,
   // excludes, stacked experts): a count and a rate, no estimate.
-  progress = std::make_unique<::ds::Progress>(passName + ": weights rewritten",
-                                              /*total=*/0);
+  progress = std::make_unique<ds::Progress>(passName + ": weights rewritten",
+                                            /*total=*/0);
   return success();
 }
 
@@ -203,9 +203,9 @@ LogicalResult WeightRewriter::finish(ModuleOp module) {
     return failure();
   // In the order the weights were met: the output file does not depend on
   // the threads.
-  std::vector<::ds::TensorToWrite> written;
+  std::vector<ds::TensorToWrite> written;
   for (Job &job : jobs)
-    for (::ds::TensorToWrite &w : job.out)
+    for (ds::TensorToWrite &w : job.out)
       written.push_back(std::move(w));
   jobs.clear();
   progress.reset();
@@ -227,8 +227,8 @@ LogicalResult WeightRewriter::finish(ModuleOp module) {
   if (std::error_code ec = llvm::sys::fs::make_absolute(absolute))
     return emitError(loc) << passName << ": " << outputPath << ": "
                           << ec.message();
-  if (absl::Status st = ::ds::writeSafeTensors(absolute.str().str(), written,
-                                               {{"format", "ds-" + passName}});
+  if (absl::Status st = ds::writeSafeTensors(absolute.str().str(), written,
+                                             {{"format", "ds-" + passName}});
       !st.ok())
     return emitError(loc) << passName << ": " << std::string(st.message());
   SmallVector<Attribute> files;

@@ -85,7 +85,7 @@ public:
   /// weight, in parallel over the context's threads, so `encode` must own
   /// what it uses (capture by value) and be safe to run on another thread.
   using Encoder = std::function<LogicalResult(
-      const Tensor &, std::vector<::ds::TensorToWrite> &)>;
+      const Tensor &, std::vector<ds::TensorToWrite> &)>;
   FailureOr<Value> materialize(Operation *user, Value weight,
                                const WeightSources &sources, Type type,
                                const NewParamNames &names, Encoder encode);
@@ -100,18 +100,18 @@ private:
   std::string outputPath;
   llvm::StringSet<> targets;
   std::vector<llvm::Regex> excludes;
-  std::unique_ptr<::ds::Checkpoint> checkpoint;
+  std::unique_ptr<ds::Checkpoint> checkpoint;
   std::unique_ptr<CheckpointWeights> loader;
   /// One weight to compute: its sources and how to encode them.
   struct Job {
     WeightSources sources;
     Encoder encode;
-    std::vector<::ds::TensorToWrite> out;
+    std::vector<ds::TensorToWrite> out;
   };
   std::vector<Job> jobs;
   std::set<std::string> done;
   /// Weights rewritten so far, of the module's params.
-  std::unique_ptr<::ds::Progress> progress;
+  std::unique_ptr<ds::Progress> progress;
 };
 
 /// A weight name without `*` (a materialized stacked weight is one tensor).

@@ -81,8 +81,8 @@ int main(int argc, char **argv) {
   if (failed(artifact))
     return 1;
   absl::Status written =
-      ::ds::rt::writeArtifact(output, artifact->plan, artifact->target,
-                              artifact->code, artifact->weights);
+      ds::rt::writeArtifact(output, artifact->plan, artifact->target,
+                            artifact->code, artifact->weights);
   if (!written.ok()) {
     llvm::WithColor::error(llvm::errs(), "ds-compile")
         << std::string(written.message()) << "\n";
@@ -94,9 +94,9 @@ int main(int argc, char **argv) {
   size_t steps = 0, generated = 0;
   for (const auto &f : artifact->plan.functions)
     for (const auto &s : f.steps) {
-      steps += s.op() != ::ds::rt::OpCode::Alias;
-      generated += s.op() == ::ds::rt::OpCode::Elementwise ||
-                   s.op() == ::ds::rt::OpCode::Generated;
+      steps += s.op() != ds::rt::OpCode::Alias;
+      generated += s.op() == ds::rt::OpCode::Elementwise ||
+                   s.op() == ds::rt::OpCode::Generated;
     }
   llvm::outs() << "ds-compile: " << output << ": "
                << artifact->plan.functions.size() << " functions, " << steps
@@ -111,13 +111,13 @@ int main(int argc, char **argv) {
     for (const auto &f : artifact->plan.functions) {
       llvm::outs() << "function " << f.name << ":\n";
       for (const auto &s : f.steps)
-        llvm::outs() << "  " << ::ds::rt::opName(s.op()) << " " << s.location
+        llvm::outs() << "  " << ds::rt::opName(s.op()) << " " << s.location
                      << (s.kernel.empty() ? "" : " -> " + s.kernel) << "\n";
     }
     llvm::outs() << "weights:\n";
     for (const auto &w : artifact->plan.weights) {
       llvm::outs() << "  " << w.name << ": "
-                   << ::ds::rt::weightLayoutName(w.layout) << " [";
+                   << ds::rt::weightLayoutName(w.layout) << " [";
       llvm::interleave(w.shape, llvm::outs(), "x");
       llvm::outs() << "]";
       if (w.group)
@@ -129,10 +129,10 @@ int main(int argc, char **argv) {
       int64_t elems = 1;
       for (int64_t d : c.rowShape)
         elems *= d;
-      llvm::outs() << "  " << c.name << ": " << ::ds::rt::elemTypeName(c.type)
+      llvm::outs() << "  " << c.name << ": " << ds::rt::elemTypeName(c.type)
                    << " [";
       llvm::interleave(c.rowShape, llvm::outs(), "x");
-      llvm::outs() << "] per slot, " << elems * ::ds::rt::elemSize(c.type)
+      llvm::outs() << "] per slot, " << elems * ds::rt::elemSize(c.type)
                    << " bytes\n";
     }
   }

@@ -41,7 +41,7 @@ struct Reference {
 
 std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
                                               ModuleOp module,
-                                              const ::ds::Checkpoint *weights) {
+                                              const ds::Checkpoint *weights) {
   StringRef backend = opts.backend;
   if (backend == "jit") {
     if (!weights) {

@@ -22,7 +22,7 @@ using mlir::ModuleOp;
 /// message.
 std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
                                               ModuleOp module,
-                                              const ::ds::Checkpoint *weights);
+                                              const ds::Checkpoint *weights);
 
 /// One function on compiled code, on the arguments runOnce builds (cache
 /// arguments become the initial contents of KV cache slots 0..B-1); with

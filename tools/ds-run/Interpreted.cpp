@@ -48,7 +48,7 @@ int runOnce(const RunOptions &opts, ModuleOp module, ds::Interpreter &interp,
     if (std::error_code ec = llvm::sys::fs::create_directories(outputDir))
       return fail(outputDir + ": " + ec.message());
     for (auto [i, r] : llvm::enumerate(*results))
-      if (absl::Status s = ::ds::writeNpy(
+      if (absl::Status s = ds::writeNpy(
               outputDir + "/result" + std::to_string(i) + ".npy", r);
           !s.ok())
         return fail(std::string(s.message()));
@@ -203,8 +203,7 @@ int runGenerate(const RunOptions &opts, ModuleOp module,
           {"decode_logits",
            HostTensor::fromFloats({steps - 1, b, vocab}, decodeLogits)},
           {"tokens", HostTensor::fromInts({b, s + steps}, all)}})
-      if (absl::Status st =
-              ::ds::writeNpy(dumpDir + "/" + name + ".npy", tensor);
+      if (absl::Status st = ds::writeNpy(dumpDir + "/" + name + ".npy", tensor);
           !st.ok())
         return fail(std::string(st.message()));
   }

@@ -24,7 +24,7 @@ absl::Status writeJson(const std::string &path, llvm::json::Value value) {
   std::string text;
   llvm::raw_string_ostream os(text);
   os << llvm::formatv("{0:2}", value) << "\n";
-  return ::ds::writeFileAtomically(path, text);
+  return ds::writeFileAtomically(path, text);
 }
 
 std::optional<std::string>
@@ -91,14 +91,14 @@ HostTensor generated(const RunOptions &opts, RankedTensorType type,
 absl::StatusOr<HostTensor> readInput(const std::string &spec) {
   size_t colon = spec.rfind(".safetensors:");
   if (colon == std::string::npos)
-    return ::ds::readNpy(spec);
+    return ds::readNpy(spec);
   std::string path = spec.substr(0, colon + 12);
   std::string name = spec.substr(colon + 13);
-  absl::StatusOr<std::unique_ptr<::ds::SafeTensorsFile>> file =
-      ::ds::SafeTensorsFile::open(path);
+  absl::StatusOr<std::unique_ptr<ds::SafeTensorsFile>> file =
+      ds::SafeTensorsFile::open(path);
   if (!file.ok())
     return file.status();
-  const ::ds::TensorView *view = (*file)->find(name);
+  const ds::TensorView *view = (*file)->find(name);
   if (!view)
     return absl::NotFoundError(path + ": no tensor '" + name + "'");
   HostTensor t(view->dtype, view->shape);

@@ -179,7 +179,7 @@ cl::opt<std::string> profileRouting(
     cl::cat(category));
 
 /// The command line as RunOptions; an error message when it is inconsistent.
-std::optional<std::string> readOptions(::ds::run::RunOptions &o) {
+std::optional<std::string> readOptions(ds::run::RunOptions &o) {
   o.inputFile = inputFile;
   o.weightsDir = weightsDir;
   o.function = function;
@@ -209,7 +209,7 @@ std::optional<std::string> readOptions(::ds::run::RunOptions &o) {
   o.serveThreads = serveThreads;
   if (serve < 0)
     return std::string("--serve must not be negative");
-  ::ds::rt::GenerationOptions &g = o.generation;
+  ds::rt::GenerationOptions &g = o.generation;
   g.maxNewTokens = std::max<int64_t>(generate, 1);
   g.sampling.temperature = temperature;
   g.sampling.topK = topK;
@@ -238,8 +238,8 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv, "ds-run: run ds modules (interpreted, compiled, served)\n");
-  using ::ds::run::fail;
-  ::ds::run::RunOptions opts;
+  using ds::run::fail;
+  ds::run::RunOptions opts;
   if (std::optional<std::string> error = readOptions(opts))
     return fail(*error);
   DialectRegistry registry;
@@ -271,10 +271,10 @@ int main(int argc, char **argv) {
     return fail(Twine(forceRouting ? "--force-routing" : "--report") +
                 " needs --reference");
   }
-  std::unique_ptr<::ds::Checkpoint> checkpoint, refCheckpoint;
+  std::unique_ptr<ds::Checkpoint> checkpoint, refCheckpoint;
   std::unique_ptr<ds::CheckpointWeights> weights, refWeights;
   if (!weightsDir.empty()) {
-    FailureOr<std::unique_ptr<::ds::Checkpoint>> c =
+    FailureOr<std::unique_ptr<ds::Checkpoint>> c =
         ds::openModuleCheckpoint(*module, weightsDir, error);
     if (failed(c))
       return fail(error);
@@ -290,20 +290,20 @@ int main(int argc, char **argv) {
   }
   ds::Interpreter interp(*module, weights.get());
   if (backend != "interpreter") {
-    std::shared_ptr<const ::ds::rt::Model> model =
-        ::ds::run::loadCompiled(opts, *module, checkpoint.get());
+    std::shared_ptr<const ds::rt::Model> model =
+        ds::run::loadCompiled(opts, *module, checkpoint.get());
     if (!model)
       return 1;
     if (check && !weights)
       return fail("--check needs --weights");
     if (generate <= 0)
-      return ::ds::run::runOnceCompiled(opts, model, *module,
+      return ds::run::runOnceCompiled(opts, model, *module,
+                                      check ? &interp : nullptr);
+    return ds::run::runGenerateCompiled(opts, model, *module,
                                         check ? &interp : nullptr);
-    return ::ds::run::runGenerateCompiled(opts, model, *module,
-                                          check ? &interp : nullptr);
   }
   std::unique_ptr<ds::Interpreter> refInterp;
-  ::ds::run::Report report;
+  ds::run::Report report;
   report.referenceFile = referenceFile;
   report.forceRouting = forceRouting;
   if (refModule) {
@@ -318,13 +318,13 @@ int main(int argc, char **argv) {
         });
     interp.setRoutingOverride([&](Operation *op) { return report.impose(op); });
   }
-  ::ds::run::Calibration calibration;
+  ds::run::Calibration calibration;
   if (!calibrate.empty())
     interp.setGemmInputObserver(
         [&](Operation *, Value weight, const ds::Tensor &input) {
           calibration.record(weight, input);
         });
-  ::ds::run::RoutingProfile profile;
+  ds::run::RoutingProfile profile;
   if (!profileRouting.empty() || refInterp)
     interp.setRoutingObserver(
         [&](Operation *op, const ds::Tensor &indices, int64_t experts) {
@@ -333,10 +333,10 @@ int main(int argc, char **argv) {
           if (refInterp)
             report.compareRouting(op, indices);
         });
-  int rc = generate > 0 ? ::ds::run::runGenerate(opts, *module, interp,
-                                                 refInterp.get(), report)
-                        : ::ds::run::runOnce(opts, *module, interp,
-                                             refInterp.get(), report);
+  int rc =
+      generate > 0
+          ? ds::run::runGenerate(opts, *module, interp, refInterp.get(), report)
+          : ds::run::runOnce(opts, *module, interp, refInterp.get(), report);
   if (rc == 0 && refInterp) {
     report.print();
     if (!reportFile.empty())

@@ -82,12 +82,12 @@ int main(int argc, char **argv) {
   options.maxCacheLen = maxCacheLen;
   options.dtype = dtype;
   // Progress on a terminal (or with --progress / DS_PROGRESS=1).
-  std::unique_ptr<::ds::Progress> layers;
-  if (::ds::progressEnabled(progress))
+  std::unique_ptr<ds::Progress> layers;
+  if (ds::progressEnabled(progress))
     options.progress = [&](int64_t layer, int64_t total) {
       if (!layers)
-        layers = std::make_unique<::ds::Progress>("ds-translate: layers", total,
-                                                  progress);
+        layers = std::make_unique<ds::Progress>("ds-translate: layers", total,
+                                                progress);
       layers->advance();
       (void)layer;
     };

@@ -18,7 +18,7 @@
 #include <cmath>
 
 using namespace mlir;
-using ::ds::HostTensor;
+using ds::HostTensor;
 
 namespace {
 

@@ -24,17 +24,17 @@ void DSDialect::registerTypes() {
       >();
 }
 
-std::optional<::ds::QStorage> ds::getQStorage(Type storage) {
+std::optional<ds::QStorage> ds::getQStorage(Type storage) {
   if (isa<Float8E4M3FNType>(storage))
-    return ::ds::QStorage::F8E4M3;
+    return ds::QStorage::F8E4M3;
   auto it = dyn_cast<IntegerType>(storage);
   if (!it)
     return std::nullopt;
   bool isUnsigned = it.isUnsigned();
   if (it.getWidth() == 8)
-    return isUnsigned ? ::ds::QStorage::U8 : ::ds::QStorage::I8;
+    return isUnsigned ? ds::QStorage::U8 : ds::QStorage::I8;
   if (it.getWidth() == 4)
-    return isUnsigned ? ::ds::QStorage::U4 : ::ds::QStorage::I4;
+    return isUnsigned ? ds::QStorage::U4 : ds::QStorage::I4;
   return std::nullopt;
 }
 
@@ -114,15 +114,15 @@ RankedTensorType QTensorType::getLogicalType() const {
   return RankedTensorType::get(getShape(), getExpressedType());
 }
 
-::ds::QScheme ds::getQScheme(QTensorType type) {
-  ::ds::QScheme scheme;
+ds::QScheme ds::getQScheme(QTensorType type) {
+  ds::QScheme scheme;
   scheme.storage = *getQStorage(type.getStorageType());
   scheme.block.assign(type.getBlock().begin(), type.getBlock().end());
   return scheme;
 }
 
 bool QTensorType::hasZeroPoint() const {
-  return ::ds::isUnsigned(*getQStorage(getStorageType()));
+  return ds::isUnsigned(*getQStorage(getStorageType()));
 }
 
 //===----------------------------------------------------------------------===//
@@ -132,9 +132,9 @@ bool QTensorType::hasZeroPoint() const {
 LogicalResult ActQuantAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                    Type storageType, int64_t group,
                                    llvm::APFloat scale) {
-  std::optional<::ds::QStorage> storage = getQStorage(storageType);
+  std::optional<ds::QStorage> storage = getQStorage(storageType);
   if (!storage ||
-      (*storage != ::ds::QStorage::I8 && *storage != ::ds::QStorage::F8E4M3))
+      (*storage != ds::QStorage::I8 && *storage != ds::QStorage::F8E4M3))
     return emitError() << "activations are quantized to i8 or f8E4M3FN, got "
                        << storageType;
   if (group < 0)
