@@ -11,6 +11,7 @@
 
 #include "ds/rt/Executor.h"
 #include "ds/rt/Status.h"
+#include "ds/rt/ThreadPool.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -147,7 +148,8 @@ Executor::prepare(const FunctionPlan &fn,
   p->scratchSizes.assign(numSteps, 0);
   std::vector<int64_t> scratchSteps;
   for (int64_t s = 0; s < numSteps; ++s) {
-    uint64_t bytes = device->scratchBytes(*model, fn.steps[s], p->shapes);
+    uint64_t bytes = device->scratchBytes(*model, fn, fn.steps[s], p->shapes,
+                                          pool ? pool->numWorkers() : 0);
     if (!bytes)
       continue;
     p->scratchSizes[s] = bytes;

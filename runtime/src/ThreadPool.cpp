@@ -2,6 +2,7 @@
 //-----------------------===//
 
 #include "ds/rt/ThreadPool.h"
+#include "ds/rt/ThreadScratch.h"
 
 #include <algorithm>
 #include <atomic>
@@ -24,12 +25,18 @@ template <typename Done> bool spinUntil(Done done) {
       return false;
   }
 }
+
+/// Which of its pool's workers the calling thread is (-1: none).
+thread_local int workerIndex = -1;
 } // namespace
 
 ThreadPool::ThreadPool(unsigned workers) {
   threads.reserve(workers);
   for (unsigned i = 0; i < workers; ++i)
-    threads.emplace_back([this] { workerLoop(); });
+    threads.emplace_back([this, i] {
+      workerIndex = static_cast<int>(i);
+      workerLoop();
+    });
 }
 
 ThreadPool::~ThreadPool() {
@@ -115,8 +122,20 @@ void ThreadPool::parallelFor(
       }
     }
   };
-  for (int64_t i = 1; i < width; ++i)
-    enqueue(work);
+  // Helpers take their kernels' scratch from their own slot of the
+  // caller's region (ThreadScratch.h); the caller keeps its binding.
+  WorkerScratch region;
+  if (ThreadScratch::currentRegion(&region)) {
+    for (int64_t i = 1; i < width; ++i)
+      enqueue([work, region] {
+        ThreadScratch::Binding bind(region,
+                                    static_cast<unsigned>(workerIndex + 1));
+        work();
+      });
+  } else {
+    for (int64_t i = 1; i < width; ++i)
+      enqueue(work);
+  }
   work();
   if (spinUntil([&] { return loop->done.load() == chunks; }))
     return;

@@ -7,6 +7,7 @@
 
 #include "ds/rt/Batcher.h"
 #include "ds/rt/Status.h"
+#include "ds/rt/ThreadScratch.h"
 #include "ds/runtime.h"
 
 #include <gtest/gtest.h>
@@ -249,6 +250,8 @@ TEST(Session, RowPartsMatchOneExecutor) {
   auto whole = Session::create(model, slots.back() + 1, 0);
   auto split = Session::create(model, slots.back() + 1, 3);
   ASSERT_TRUE(whole.ok() && split.ok());
+  // Every kernel's scratch comes from the plan, on the workers too.
+  const uint64_t spilled = ThreadScratch::overflows();
   (*whole)->executor().setProfiling(true);
   (*split)->executor().setProfiling(true);
   auto a = (*whole)->step(tokens, positions, slots);
@@ -282,6 +285,7 @@ TEST(Session, RowPartsMatchOneExecutor) {
   b = (*split)->step(next, nextPos, nextSlots);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(relDiff(*b, *a), 0.0);
+  EXPECT_EQ(ThreadScratch::overflows(), spilled);
 }
 
 // A sequence's logits do not depend on what it is batched with: every

@@ -41,6 +41,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ds/rt/ThreadScratch.h"
 #include "ds/tools/ds-run/Compiled.h"
 #include "ds/tools/ds-run/Interpreted.h"
 
@@ -296,11 +297,17 @@ int main(int argc, char **argv) {
       return 1;
     if (check && !weights)
       return fail("--check needs --weights");
-    if (generate <= 0)
-      return ds::run::runOnceCompiled(opts, model, *module,
-                                      check ? &interp : nullptr);
-    return ds::run::runGenerateCompiled(opts, model, *module,
-                                        check ? &interp : nullptr);
+    int rc = generate <= 0
+                 ? ds::run::runOnceCompiled(opts, model, *module,
+                                            check ? &interp : nullptr)
+                 : ds::run::runGenerateCompiled(opts, model, *module,
+                                                check ? &interp : nullptr);
+    // Every kernel's scratch is planned (ThreadScratch.h); a take outside
+    // the plan is a runtime bug that --check must not let pass.
+    if (uint64_t spilled = ds::rt::ThreadScratch::overflows(); check && spilled)
+      return fail(llvm::Twine("kernels took ") + llvm::Twine(spilled) +
+                  " scratch buffers outside the planned arena");
+    return rc;
   }
   std::unique_ptr<ds::Interpreter> refInterp;
   ds::run::Report report;

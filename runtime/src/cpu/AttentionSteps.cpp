@@ -20,6 +20,15 @@ absl::Status checkRope(const ShapeView &v) {
   return absl::OkStatus();
 }
 
+uint64_t scratchRope(const ShapeView &v) {
+  return scratchFloats(
+      static_cast<int64_t>(v.step.as<steps::Rope>().invFreq.size()));
+}
+
+ThreadScratchNeed threadScratchRope(const ShapeView &v) {
+  return {kernels::ropeScratchBytes(v.step.as<steps::Rope>().rotaryDim), 0};
+}
+
 absl::Status runRope(StepContext &c) {
   const Step &s = c.step;
   const auto &cfg = s.as<steps::Rope>();
@@ -28,10 +37,13 @@ absl::Status runRope(StepContext &c) {
   int64_t tokens = numElements(c.shape(pos));
   int64_t dFull = xs.back();
   int64_t heads = tokens ? numElements(xs) / (tokens * dFull) : 0;
-  std::vector<float> invFreq(cfg.invFreq.begin(), cfg.invFreq.end());
+  float *invFreq = c.scratch(static_cast<int64_t>(cfg.invFreq.size()));
+  if (!invFreq && !cfg.invFreq.empty())
+    return c.error("scratch overflow (frequencies)");
+  std::copy(cfg.invFreq.begin(), cfg.invFreq.end(), invFreq);
   if (c.F(y) != c.F(x))
     std::copy_n(c.F(x), numElements(xs), c.F(y));
-  kernels::rope(c.F(y), tokens, heads, dFull, cfg.rotaryDim, invFreq.data(),
+  kernels::rope(c.F(y), tokens, heads, dFull, cfg.rotaryDim, invFreq,
                 static_cast<float>(cfg.attentionScaling), cfg.style, c.I(pos));
   return absl::OkStatus();
 }
@@ -81,14 +93,20 @@ absl::Status checkPositions(const StepContext &c, int32_t pos, int64_t count,
 }
 
 /// The cache row each batch row reads: its slot when the keys are a cache,
-/// else its own row of the in-graph keys (`identity` holds those).
-const int64_t *keyRows(const StepContext &c, bool cached, int64_t batch,
-                       std::vector<int64_t> &identity) {
+/// else its own row of the in-graph keys (listed in the step's scratch,
+/// keyRowsBytes of it; null when that is short).
+const int64_t *keyRows(StepContext &c, bool cached, int64_t batch) {
   if (cached)
     return c.args.slots;
-  identity.resize(batch);
-  std::iota(identity.begin(), identity.end(), 0);
-  return identity.data();
+  auto *identity =
+      static_cast<int64_t *>(c.scratchBytes(sizeof(int64_t) * batch));
+  if (identity)
+    std::iota(identity, identity + batch, 0);
+  return identity;
+}
+
+uint64_t keyRowsBytes(bool cached, int64_t batch) {
+  return cached ? 0 : alignScratch(sizeof(int64_t) * batch);
 }
 
 } // namespace
@@ -106,6 +124,21 @@ absl::Status checkAttention(const ShapeView &v) {
   return absl::OkStatus();
 }
 
+uint64_t scratchAttention(const ShapeView &v) {
+  return keyRowsBytes(v.step.as<steps::Attention>().cached,
+                      v.of(v.step.operands[0])[0]);
+}
+
+ThreadScratchNeed threadScratchAttention(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &cfg = s.as<steps::Attention>();
+  const auto &qs = v.of(s.operands[0]), &ks = v.of(s.operands[1]),
+             &vs = v.of(s.operands[2]);
+  return kernels::attentionScratch(qs[0], qs[1], qs[2], qs[3],
+                                   kvType(v.type(s.operands[1])), ks[1], ks[2],
+                                   vs[3], cfg.slidingWindow);
+}
+
 absl::Status runAttention(StepContext &c) {
   const Step &s = c.step;
   const auto &cfg = s.as<steps::Attention>();
@@ -119,8 +152,9 @@ absl::Status runAttention(StepContext &c) {
     return st;
   if (!cfg.cached && (ks[0] != qs[0] || vs[0] != qs[0] || vs[1] != maxLen))
     return c.error("keys, values and queries disagree on batch or length");
-  std::vector<int64_t> identity;
-  const int64_t *rows = keyRows(c, cfg.cached, qs[0], identity);
+  const int64_t *rows = keyRows(c, cfg.cached, qs[0]);
+  if (!rows)
+    return c.error("scratch overflow (key rows)");
   kernels::attention(c.F(q), qs[0], qs[1], qs[2], qs[3], c.ptr(kc), c.ptr(vc),
                      kvType(c.type(kc)), maxLen, ks[2], vs[3], rows, c.I(pos),
                      cfg.slidingWindow, cfg.scale, c.F(s.results[0]), c.pool);
@@ -146,8 +180,21 @@ absl::Status checkMLAAttention(const ShapeView &v) {
 uint64_t scratchMLAAttention(const ShapeView &v) {
   const Step &s = v.step;
   const auto &ns = v.of(s.operands[0]), &cs = v.of(s.operands[2]);
-  return scratchFloats(kernels::mlaScratchFloats(ns[0] * ns[1], ns[2], cs[2],
+  return keyRowsBytes(s.as<steps::MLAAttention>().cached, ns[0]) +
+         scratchFloats(kernels::mlaScratchFloats(ns[0] * ns[1], ns[2], cs[2],
                                                  ns[3], s.weights.size() > 2));
+}
+
+ThreadScratchNeed threadScratchMLAAttention(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &ns = v.of(s.operands[0]), &ps = v.of(s.operands[1]),
+             &cs = v.of(s.operands[2]);
+  const auto &ukT = v.model.packed(s.weights[0]);
+  const auto &uv = v.model.packed(s.weights[1]);
+  return kernels::mlaAttentionScratch(
+      ns[0], ns[1], ns[2], ns[3], ps[3], kvType(v.type(s.operands[2])), cs[1],
+      cs[2], ukT.empty() ? kernels::WeightFormat::F32 : ukT[0].format,
+      uv.empty() ? kernels::WeightFormat::F32 : uv[0].format);
 }
 
 absl::Status runMLAAttention(StepContext &c) {
@@ -179,8 +226,9 @@ absl::Status runMLAAttention(StepContext &c) {
   if (!cfg.cached &&
       (cs[0] != ns[0] || c.shape(kpe)[0] != ns[0] || c.shape(kpe)[1] != maxLen))
     return c.error("latents and queries disagree on batch or length");
-  std::vector<int64_t> identity;
-  const int64_t *rows = keyRows(c, cfg.cached, ns[0], identity);
+  const int64_t *rows = keyRows(c, cfg.cached, ns[0]);
+  if (!rows)
+    return c.error("scratch overflow (key rows)");
   float *scratch = c.scratch(kernels::mlaScratchFloats(
       ns[0] * ns[1], heads, cs[2], dn, kScales != nullptr));
   if (!scratch)

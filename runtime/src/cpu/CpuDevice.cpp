@@ -3,13 +3,17 @@
 // Memory is mmap'ed arenas (MemoryPlanner's Arena: huge-page aligned,
 // pre-faulted); a queue runs each step at once on the calling thread,
 // splitting large ones over the executor's workers; the step kernels are
-// Steps.h's, picked by Step::op().
+// Steps.h's, picked by Step::op(). A step's planned scratch is its own
+// buffers followed by its kernels' per-thread region (ThreadScratch.h),
+// which the queue binds while the step runs.
 //
 //===----------------------------------------------------------------------===//
 
 #include "Steps.h"
 
 #include "ds/rt/MemoryPlanner.h"
+#include "ds/rt/ThreadPool.h"
+#include "ds/rt/ThreadScratch.h"
 
 #include <cstring>
 
@@ -26,11 +30,72 @@ private:
   Arena arena;
 };
 
+/// The step's own scratch (StepContext::scratch), a multiple of 64 bytes.
+uint64_t stepScratch(const cpu::ShapeView &v) {
+  switch (v.step.op()) {
+  case OpCode::Linear:
+    return cpu::scratchLinear(v);
+  case OpCode::Router:
+    return cpu::scratchRouter(v);
+  case OpCode::MoE:
+    return cpu::scratchMoE(v);
+  case OpCode::Rope:
+    return cpu::scratchRope(v);
+  case OpCode::Attention:
+    return cpu::scratchAttention(v);
+  case OpCode::MLAAttention:
+    return cpu::scratchMLAAttention(v);
+  default:
+    return 0;
+  }
+}
+
+/// What the step's kernels take from ThreadScratch.
+ThreadScratchNeed threadScratch(const cpu::ShapeView &v) {
+  switch (v.step.op()) {
+  case OpCode::Linear:
+    return cpu::threadScratchLinear(v);
+  case OpCode::Router:
+    return cpu::threadScratchRouter(v);
+  case OpCode::MoE:
+    return cpu::threadScratchMoE(v);
+  case OpCode::Rope:
+    return cpu::threadScratchRope(v);
+  case OpCode::Attention:
+    return cpu::threadScratchAttention(v);
+  case OpCode::MLAAttention:
+    return cpu::threadScratchMLAAttention(v);
+  default:
+    return {};
+  }
+}
+
 class CpuQueue final : public Queue {
 public:
   explicit CpuQueue(ThreadPool *pool) : pool(pool) {}
 
+  /// Binds this thread (and, through parallelFor, the workers) to the
+  /// step's per-thread region, which follows the step's own scratch, and
+  /// runs the step.
   absl::Status run(const Step &step, const StepArgs &args) override {
+    cpu::ShapeView v{*args.model, step, *args.shapes, args.function};
+    const uint64_t own = stepScratch(v);
+    const ThreadScratchNeed need = threadScratch(v);
+    const unsigned workers = pool ? pool->numWorkers() : 0;
+    if (own + WorkerScratch::bytes(need, workers) > args.scratchSize)
+      return absl::InternalError(step.location +
+                                 ": the step's scratch was not planned");
+    StepArgs stepArgs = args;
+    stepArgs.scratchSize = own;
+    ThreadScratch::Binding bind(
+        WorkerScratch::carve(args.scratch + own, need, workers), 0);
+    return dispatch(step, stepArgs);
+  }
+
+  absl::Status synchronize() override { return absl::OkStatus(); }
+
+private:
+  absl::Status dispatch(const Step &step, const StepArgs &args) {
     cpu::StepContext c(step, args, pool);
     switch (step.op()) {
     case OpCode::Embedding:
@@ -62,9 +127,6 @@ public:
     return c.error("unknown step kind");
   }
 
-  absl::Status synchronize() override { return absl::OkStatus(); }
-
-private:
   ThreadPool *pool;
   cpu::GeneratedState generated;
 };
@@ -123,21 +185,11 @@ public:
     return absl::InvalidArgumentError("unknown step kind");
   }
 
-  uint64_t scratchBytes(const Model &model, const Step &step,
-                        const cpu::Shapes &shapes) const override {
-    cpu::ShapeView v{model, step, shapes};
-    switch (step.op()) {
-    case OpCode::Linear:
-      return cpu::scratchLinear(v);
-    case OpCode::Router:
-      return cpu::scratchRouter(v);
-    case OpCode::MoE:
-      return cpu::scratchMoE(v);
-    case OpCode::MLAAttention:
-      return cpu::scratchMLAAttention(v);
-    default:
-      return 0;
-    }
+  uint64_t scratchBytes(const Model &model, const FunctionPlan &function,
+                        const Step &step, const cpu::Shapes &shapes,
+                        unsigned workers) const override {
+    cpu::ShapeView v{model, step, shapes, &function};
+    return stepScratch(v) + WorkerScratch::bytes(threadScratch(v), workers);
   }
 
   std::unique_ptr<Queue> createQueue(ThreadPool *pool) override {

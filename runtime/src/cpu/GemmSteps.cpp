@@ -72,6 +72,11 @@ uint64_t scratchLinear(const ShapeView &v) {
   return bytes;
 }
 
+ThreadScratchNeed threadScratchLinear(const ShapeView &v) {
+  const kernels::PackedWeight &w = v.model.packed(v.step.weights[0])[0];
+  return kernels::gemmScratch(v.rows(v.step.operands[0]), w.k, w.format);
+}
+
 absl::Status runLinear(StepContext &c) {
   const Step &s = c.step;
   const auto &cfg = s.as<steps::Linear>();
@@ -166,11 +171,8 @@ uint64_t scratchRouter(const ShapeView &v) {
   return scratchFloats(v.rows(v.step.operands[0]) * cfg.numExperts);
 }
 
-absl::Status runRouter(StepContext &c) {
-  const Step &s = c.step;
-  const auto &cfg = s.as<steps::Router>();
-  int32_t x = s.operands[0];
-  int64_t n = c.rows(x), h = c.shape(x).back();
+namespace {
+kernels::RouterConfig routerConfig(const steps::Router &cfg) {
   kernels::RouterConfig rc;
   rc.numExperts = cfg.numExperts;
   rc.topK = cfg.topK;
@@ -183,6 +185,25 @@ absl::Status runRouter(StepContext &c) {
   rc.kept = rc.numKept ? cfg.kept.data() : nullptr;
   rc.normEpsilon = cfg.normEpsilon;
   rc.scalingFactor = cfg.scalingFactor;
+  return rc;
+}
+} // namespace
+
+ThreadScratchNeed threadScratchRouter(const ShapeView &v) {
+  const kernels::PackedWeight &w = v.model.packed(v.step.weights[0])[0];
+  ThreadScratchNeed need =
+      kernels::gemmScratch(v.rows(v.step.operands[0]), w.k, w.format);
+  return need.atLeast(
+      {kernels::routeScratchBytes(routerConfig(v.step.as<steps::Router>())),
+       0});
+}
+
+absl::Status runRouter(StepContext &c) {
+  const Step &s = c.step;
+  int32_t x = s.operands[0];
+  int64_t n = c.rows(x), h = c.shape(x).back();
+  const auto &cfg = s.as<steps::Router>();
+  kernels::RouterConfig rc = routerConfig(cfg);
   float *logits = c.scratch(n * rc.numExperts);
   if (!logits)
     return c.error("scratch overflow (router logits)");
@@ -226,6 +247,27 @@ uint64_t scratchMoE(const ShapeView &v) {
   return (cfg.inputQuant.enabled() ? scratchFloats(v.count(x)) : 0) +
          kernels::moeExpertsScratchBytes(rows, h, topK, experts,
                                          cfg.intermediate);
+}
+
+ThreadScratchNeed threadScratchMoE(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &cfg = s.as<steps::MoE>();
+  int32_t x = s.operands[0];
+  int64_t rows = v.rows(x), h = v.last(x);
+  // An expert gets each token at most once, so at most `rows` rows; experts
+  // run side by side, each GEMM whole on one thread (its calling-thread
+  // share on every thread), or one after another split over the workers.
+  ThreadScratchNeed need;
+  for (const auto &w : v.model.packed(s.weights[0])) {
+    ThreadScratchNeed g = kernels::gemmScratchUpTo(rows, h, w.format);
+    need.atLeast(ThreadScratchNeed::everywhere(std::max(g.caller, g.worker)));
+  }
+  for (const auto &w : v.model.packed(s.weights[1])) {
+    ThreadScratchNeed g =
+        kernels::gemmScratchUpTo(rows, cfg.intermediate, w.format);
+    need.atLeast(ThreadScratchNeed::everywhere(std::max(g.caller, g.worker)));
+  }
+  return need;
 }
 
 absl::Status runMoE(StepContext &c) {

@@ -1,8 +1,10 @@
 //===- Steps.h - the CPU device's step kernels, one function per kind -----===//
 //
 // For every step kind: the shape check (what its kernel reads, checked once
-// per shape), the scratch it needs (planned in the arena), and the run
-// function. CpuDevice dispatches on Step::op() to these.
+// per shape), the scratch it needs (planned in the arena: the step's own,
+// and what its kernels take from ThreadScratch on the running thread and on
+// each worker), and the run function. CpuDevice dispatches on Step::op() to
+// these.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,6 +13,7 @@
 
 #include "ds/rt/Device.h"
 #include "ds/rt/Model.h"
+#include "ds/rt/ThreadScratch.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -37,6 +40,8 @@ struct ShapeView {
   const Model &model;
   const Step &step;
   const Shapes &shapes;
+  /// The step's function (its values' types), when known.
+  const FunctionPlan *function = nullptr;
 
   const std::vector<int64_t> &of(int32_t v) const { return shapes[v]; }
   int64_t count(int32_t v) const { return numElements(of(v)); }
@@ -44,6 +49,10 @@ struct ShapeView {
   size_t rank(int32_t v) const { return of(v).size(); }
   /// Rows of a value: all but its last dim.
   int64_t rows(int32_t v) const { return last(v) ? count(v) / last(v) : 0; }
+  /// How value v's elements are stored (F32 when the function is unknown).
+  ElemType type(int32_t v) const {
+    return function ? function->values[v].type : ElemType::F32;
+  }
   int64_t weightCount(int32_t w) const {
     int64_t n = 1;
     for (int64_t d : model.plan().weights[w].shape)
@@ -120,23 +129,31 @@ absl::Status checkAlias(const ShapeView &v);
 // GEMM steps (GemmSteps.cpp).
 absl::Status checkLinear(const ShapeView &v);
 uint64_t scratchLinear(const ShapeView &v);
+ThreadScratchNeed threadScratchLinear(const ShapeView &v);
 absl::Status runLinear(StepContext &c);
 absl::Status checkRouter(const ShapeView &v);
 uint64_t scratchRouter(const ShapeView &v);
+ThreadScratchNeed threadScratchRouter(const ShapeView &v);
 absl::Status runRouter(StepContext &c);
 absl::Status checkMoE(const ShapeView &v);
 uint64_t scratchMoE(const ShapeView &v);
+ThreadScratchNeed threadScratchMoE(const ShapeView &v);
 absl::Status runMoE(StepContext &c);
 
 // Attention steps (AttentionSteps.cpp).
 absl::Status checkRope(const ShapeView &v);
+uint64_t scratchRope(const ShapeView &v);
+ThreadScratchNeed threadScratchRope(const ShapeView &v);
 absl::Status runRope(StepContext &c);
 absl::Status checkCacheUpdate(const ShapeView &v);
 absl::Status runCacheUpdate(StepContext &c);
 absl::Status checkAttention(const ShapeView &v);
+uint64_t scratchAttention(const ShapeView &v);
+ThreadScratchNeed threadScratchAttention(const ShapeView &v);
 absl::Status runAttention(StepContext &c);
 absl::Status checkMLAAttention(const ShapeView &v);
 uint64_t scratchMLAAttention(const ShapeView &v);
+ThreadScratchNeed threadScratchMLAAttention(const ShapeView &v);
 absl::Status runMLAAttention(StepContext &c);
 
 // Generated kernels (GeneratedSteps.cpp): memref descriptors are laid out

@@ -19,6 +19,7 @@
 #include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
+#include "ds/rt/ThreadScratch.h"
 #include "ds/support/DType.h"
 
 #include <algorithm>
@@ -109,16 +110,41 @@ struct RowTable {
 };
 
 /// Rows [j0, j1) of a RowTable's first n columns as f32: an f32 table is
-/// read where it is; a narrow one is widened into a buffer of the calling
-/// thread's, once per run of heads that share their rows (a GQA group, all
+/// read where it is; a narrow one is widened into the calling thread's
+/// scratch, once per run of heads that share their rows (a GQA group, all
 /// MLA heads), when the loops first ask for those heads (need()), so that
 /// the widened rows are read while they are still in L1. The loops then do
 /// the arithmetic of an f32 table holding the same values. Row j of head i
 /// is rows()[i] + (j - shift) * stride.
 class F32Block {
 public:
+  /// Room, from `scope`, for the heads of `t` (nh of them) in blocks of up
+  /// to `maxCount` rows of n columns: taken as bytes() counts it.
+  F32Block(ThreadScratch::Scope &scope, const RowTable &t, int64_t nh,
+           int64_t n, int64_t maxCount)
+      : heads(nh) {
+    ptrs = scope.array<const float *>(nh);
+    if (t.type != KVType::F32)
+      buffer = scope.array<float>(distinctRows(t, nh) * maxCount * n);
+  }
+  /// Scratch bytes of a block for nh heads, `distinct` of them with rows
+  /// of their own (runs of equal table entries).
+  static uint64_t bytes(int64_t nh, int64_t n, int64_t maxCount,
+                        int64_t distinct, KVType type) {
+    uint64_t b = scratchRound(sizeof(float *) * static_cast<uint64_t>(nh));
+    if (type != KVType::F32)
+      b += scratchRound(4 * static_cast<uint64_t>(distinct * maxCount * n));
+    return b;
+  }
+  static int64_t distinctRows(const RowTable &t, int64_t nh) {
+    int64_t distinct = 0;
+    for (int64_t i = 0; i < nh; ++i)
+      distinct += i == 0 || t.base[i] != t.base[i - 1];
+    return distinct;
+  }
+
   void load(const RowTable &t, int64_t nh, int64_t n, int64_t j0, int64_t j1) {
-    ptrs.assign(nh, nullptr);
+    std::fill(ptrs, ptrs + heads, nullptr);
     table = t;
     cols = n;
     firstRow = j0;
@@ -132,11 +158,7 @@ public:
     }
     stride = n;
     shift = j0;
-    int64_t distinct = 0;
-    for (int64_t i = 0; i < nh; ++i)
-      distinct += i == 0 || t.base[i] != t.base[i - 1];
-    buffer.resize(distinct * count * n);
-    next = buffer.data();
+    next = buffer;
   }
   /// Heads [i0, i1) readable through rows(). A run of heads sharing rows
   /// is widened whole, once, into the next of the buffer's `distinct`
@@ -145,7 +167,6 @@ public:
     if (table.type == KVType::F32)
       return;
     const int64_t size = kvTypeSize(table.type);
-    const int64_t nh = static_cast<int64_t>(ptrs.size());
     for (int64_t i = i0; i < i1; ++i) {
       if (ptrs[i])
         continue;
@@ -156,17 +177,19 @@ public:
       for (int64_t j = 0; j < count; ++j)
         widenRow(row + (firstRow + j) * table.stride * size, table.type, cols,
                  next + j * cols);
-      for (int64_t h = first; h < nh && table.base[h] == table.base[first]; ++h)
+      for (int64_t h = first; h < heads && table.base[h] == table.base[first];
+           ++h)
         ptrs[h] = next;
       next += count * cols;
     }
   }
-  const float *const *rows() const { return ptrs.data(); }
+  const float *const *rows() const { return ptrs; }
   int64_t stride = 0, shift = 0;
 
 private:
-  std::vector<const float *> ptrs;
-  std::vector<float> buffer;
+  int64_t heads;
+  const float **ptrs = nullptr;
+  float *buffer = nullptr;
   RowTable table{nullptr, 0};
   float *next = nullptr;
   int64_t cols = 0, firstRow = 0, count = 0;
@@ -259,11 +282,11 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
   const int64_t kRowBlock = rowBlock(n);
   const bool wide = hasAvx512();
   const int64_t perGroup = avx512::packedQueriesSize(n);
-  thread_local std::vector<float> packed;
-  thread_local F32Block block;
+  // Taken as dotTableBytes counts them.
+  ThreadScratch::Scope scope;
+  float *packed = wide ? scope.array<float>((nh / 4) * perGroup) : nullptr;
+  F32Block block(scope, t, nh, n, kRowBlock);
   const bool direct = directNarrow(t, nh);
-  if (wide)
-    packed.resize((nh / 4) * perGroup);
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
     const int64_t j1 = std::min(len, j0 + kRowBlock);
     RowPrefetch ahead(t, nh, n, j1, std::min(len, j1 + kRowBlock));
@@ -275,7 +298,7 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
     for (; i0 + 4 <= nh; i0 += 4) {
       if (direct && sameRows4(t.base, i0)) {
         // The narrow rows read in place, widened in registers.
-        float *q = packed.data() + (i0 / 4) * perGroup;
+        float *q = packed + (i0 / 4) * perGroup;
         if (j0 == 0)
           avx512::packQueries4(a + i0, n, q);
         for (int64_t j = j0; j < j1; j += 8) {
@@ -292,7 +315,7 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
       if (shared && wide) {
         // AVX-512: two heads per register, eight rows at a time, the same
         // arithmetic (AttentionBlocks.h); queries packed once per call.
-        float *q = packed.data() + (i0 / 4) * perGroup;
+        float *q = packed + (i0 / 4) * perGroup;
         if (j0 == 0)
           avx512::packQueries4(a + i0, n, q);
         for (int64_t j = j0; j < j1; j += 8) {
@@ -368,7 +391,8 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
   typedef float v8 __attribute__((vector_size(32), aligned(4)));
   const int64_t kRowBlock = rowBlock(n);
   const bool wide = hasAvx512();
-  thread_local F32Block block;
+  ThreadScratch::Scope scope;
+  F32Block block(scope, t, nh, n, kRowBlock);
   const bool direct = directNarrow(t, nh);
   RowPrefetch ahead;
   const float *const *rows = nullptr;
@@ -502,6 +526,26 @@ double softmaxWeights(float *scores, int64_t n) {
   return part[0];
 }
 
+/// Scratch bytes dotTable takes for nh heads of n columns, `distinct` of
+/// them with rows of their own.
+uint64_t dotTableBytes(int64_t nh, int64_t n, int64_t distinct, KVType type) {
+  uint64_t packed =
+      hasAvx512()
+          ? scratchRound(4 * static_cast<uint64_t>(
+                                 (nh / 4) * avx512::packedQueriesSize(n)))
+          : 0;
+  return packed + F32Block::bytes(nh, n, rowBlock(n), distinct, type);
+}
+
+/// Scratch bytes weightedSums takes (the same table sizes).
+uint64_t weightedSumsBytes(int64_t nh, int64_t n, int64_t distinct,
+                           KVType type) {
+  return F32Block::bytes(nh, n, rowBlock(n), distinct, type);
+}
+
+/// The longest run of query rows one attention item holds.
+constexpr int64_t kAttentionQueryBlock = 8;
+
 /// Multiply-adds below which a loop runs on the calling thread alone, and
 /// the multiply-adds each parallel chunk should hold at least.
 constexpr double kMinParallelWork = 1 << 17;
@@ -573,6 +617,24 @@ void widenRow(const void *src, KVType type, int64_t n, float *dst) {
     dst[c] = ::ds::halfToFloat(x[c]);
 }
 
+ThreadScratchNeed attentionScratch(int64_t batch, int64_t seq, int64_t heads,
+                                   int64_t d, KVType kvType, int64_t maxLen,
+                                   int64_t kvHeads, int64_t dv,
+                                   int64_t window) {
+  kvHeads = std::max<int64_t>(kvHeads, 1);
+  const int64_t group = heads / kvHeads, rows = batch * seq;
+  // The largest item: a run of rows with every KV head, keys up to the
+  // cache's length.
+  const int64_t run = window > 0 ? 1 : std::min(kAttentionQueryBlock, rows);
+  const int64_t ni = kvHeads * run * group;
+  const uint64_t item =
+      scratchRound(4 * static_cast<uint64_t>(ni * (maxLen + dv))) +
+      4 * scratchRound(8 * static_cast<uint64_t>(ni)) +
+      std::max(dotTableBytes(ni, d, kvHeads, kvType),
+               weightedSumsBytes(ni, dv, kvHeads, kvType));
+  return {scratchRound(8 * static_cast<uint64_t>(rows + 1)) + item, item};
+}
+
 // Every item is a run of query rows and a block of KV heads with all of
 // their query heads: each key and value row is read once for all of them
 // (GQA's group shares it; prefill rows of one slot at consecutive positions
@@ -596,31 +658,27 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
     keys +=
         static_cast<double>(positions[i] - firstRow(positions[i], window) + 1);
   double work = keys * heads * static_cast<double>(d + dv);
-  // Runs of up to kQueryBlock rows in one slot at consecutive positions
+  // Runs of up to kAttentionQueryBlock rows in one slot at consecutive
+  // positions
   // (without a sliding window, so that they start at the same key row).
-  constexpr int64_t kQueryBlock = 8;
-  std::vector<int64_t> runs;
+  ThreadScratch::Scope scope;
+  int64_t *runs = scope.array<int64_t>(rows + 1);
+  int64_t numRuns = 0;
   for (int64_t r = 0; r < rows;) {
     int64_t e = r + 1;
     if (window <= 0 && positions[r] >= 0)
-      while (e < rows && e - r < kQueryBlock &&
+      while (e < rows && e - r < kAttentionQueryBlock &&
              slots[e / seq] == slots[r / seq] &&
              positions[e] == positions[e - 1] + 1)
         ++e;
-    runs.push_back(r);
+    runs[numRuns++] = r;
     r = e;
   }
-  runs.push_back(rows);
-  const int64_t numRuns = static_cast<int64_t>(runs.size()) - 1;
+  runs[numRuns] = rows;
   const int64_t blocks = headBlocks(pool, numRuns, kvHeads);
   const int64_t perBlock = (kvHeads + blocks - 1) / blocks;
 
   auto body = [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> scratch;
-    thread_local std::vector<const float *> qs;
-    thread_local std::vector<const void *> ks;
-    thread_local std::vector<double> sums;
-    thread_local std::vector<int64_t> lens;
     for (int64_t item = begin; item < end; ++item) {
       int64_t run = item / blocks, blk = item % blocks;
       int64_t r0 = runs[run], nr = runs[run + 1] - r0;
@@ -643,11 +701,14 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
         }
         continue;
       }
-      scratch.resize(ni * (len + dv));
-      float *scores = scratch.data(), *acc = scores + ni * len;
-      qs.resize(ni);
-      ks.resize(ni);
-      lens.resize(ni);
+      // Taken as attentionScratch counts them.
+      ThreadScratch::Scope itemScope;
+      float *scores = itemScope.array<float>(ni * (len + dv));
+      float *acc = scores + ni * len;
+      const float **qs = itemScope.array<const float *>(ni);
+      const void **ks = itemScope.array<const void *>(ni);
+      int64_t *lens = itemScope.array<int64_t>(ni);
+      double *sums = itemScope.array<double>(ni);
       int64_t slot = slots[r0 / seq];
       const char *kRows = static_cast<const char *>(k) +
                           (slot * maxLen + first) * kStride * size;
@@ -658,20 +719,18 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
         ks[i] = kRows + (kv0 + i / per) * d * size;
         lens[i] = positions[rowOf(i)] - first + 1;
       }
-      dotTable(qs.data(), RowTable{ks.data(), kStride, kvType}, d, ni, len,
-               scores, len);
+      dotTable(qs, RowTable{ks, kStride, kvType}, d, ni, len, scores, len);
       for (int64_t i = 0; i < ni * len; ++i)
         scores[i] = static_cast<float>(scores[i] * scale);
       std::fill(acc, acc + ni * dv, 0.0f);
-      sums.resize(ni);
       for (int64_t i = 0; i < ni; ++i) {
         sums[i] = softmaxWeights(scores + i * len, lens[i]);
         std::fill(scores + i * len + lens[i], scores + (i + 1) * len, 0.0f);
       }
       for (int64_t i = 0; i < ni; ++i)
         ks[i] = vRows + (kv0 + i / per) * dv * size;
-      weightedSums(scores, len, RowTable{ks.data(), vStride, kvType}, len, ni,
-                   dv, acc, dv);
+      weightedSums(scores, len, RowTable{ks, vStride, kvType}, len, ni, dv, acc,
+                   dv);
       for (int64_t i = 0; i < ni; ++i) {
         float inv = static_cast<float>(1.0 / sums[i]);
         float *o = out + (rowOf(i) * heads + headOf(i)) * dv;
@@ -696,9 +755,9 @@ void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
                 static_cast<double>(batch * seq * heads) * (dn + dv) * rank;
 
   auto body = [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(maxLen + 2 * rank);
-    float *scores = scratch.data(), *qAbs = scores + maxLen,
-          *oLat = qAbs + rank;
+    ThreadScratch::Scope scope;
+    float *scores = scope.array<float>(maxLen + 2 * rank);
+    float *qAbs = scores + maxLen, *oLat = qAbs + rank;
     for (int64_t item = begin; item < end; ++item) {
       int64_t h = item % heads, bs = item / heads, b = bs / seq;
       int64_t pos = positions[bs], len = pos + 1;
@@ -737,6 +796,25 @@ int64_t mlaScratchFloats(int64_t rows, int64_t heads, int64_t rank, int64_t dn,
   return 2 * rows * heads * rank + (scaledQueries ? rows * heads * dn : 0);
 }
 
+ThreadScratchNeed mlaAttentionScratch(int64_t batch, int64_t seq, int64_t heads,
+                                      int64_t dn, int64_t dr, KVType cacheType,
+                                      int64_t maxLen, int64_t rank,
+                                      WeightFormat ukFormat,
+                                      WeightFormat uvFormat) {
+  // The largest item: one row with every head, keys up to the cache's
+  // length; all heads read the same latent rows.
+  const uint64_t item =
+      2 * scratchRound(4 * static_cast<uint64_t>(heads * maxLen)) +
+      3 * scratchRound(8 * static_cast<uint64_t>(heads)) +
+      std::max({dotTableBytes(heads, rank, 1, cacheType),
+                dotTableBytes(heads, dr, 1, cacheType),
+                weightedSumsBytes(heads, rank, 1, cacheType)});
+  ThreadScratchNeed need = ThreadScratchNeed::everywhere(item);
+  need.atLeast(gemmScratch(batch * seq, dn, ukFormat));
+  need.atLeast(gemmScratch(batch * seq, rank, uvFormat));
+  return need;
+}
+
 void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         int64_t seq, int64_t heads, int64_t dn, int64_t dr,
                         const void *cKv, const void *kPe, KVType cacheType,
@@ -747,13 +825,12 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         const float *ukScales, float *scratch) {
   const int64_t size = kvTypeSize(cacheType);
   const int64_t rows = batch * seq;
-  // The executor plans this in its arena; called directly, a buffer of
-  // the calling thread's.
-  thread_local std::vector<float> own;
-  if (!scratch) {
-    own.resize(mlaScratchFloats(rows, heads, rank, dn, ukScales != nullptr));
-    scratch = own.data();
-  }
+  // The executor plans this in its arena; called directly, the calling
+  // thread's scratch.
+  ThreadScratch::Scope scope;
+  if (!scratch)
+    scratch = scope.array<float>(
+        mlaScratchFloats(rows, heads, rank, dn, ukScales != nullptr));
   float *qAbsBuf = scratch, *oLatBuf = scratch + rows * heads * rank;
   // An int8 W_ukᵀ has kv_b's row scales along K: fold them into the
   // queries.
@@ -780,9 +857,6 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
   const int64_t blocks = headBlocks(pool, rows, heads);
   const int64_t perBlock = (heads + blocks - 1) / blocks;
   auto body = [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> scores, part;
-    thread_local std::vector<const float *> qs, qps;
-    thread_local std::vector<const void *> lats;
     for (int64_t item = begin; item < end; ++item) {
       int64_t bs = item / blocks, blk = item % blocks, b = bs / seq;
       int64_t h0 = blk * perBlock, nh = std::min(heads, h0 + perBlock) - h0;
@@ -800,20 +874,21 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
           static_cast<const char *>(cKv) + slots[b] * maxLen * rank * size;
       const char *pe =
           static_cast<const char *>(kPe) + slots[b] * maxLen * dr * size;
-      scores.resize(nh * len);
-      part.resize(nh * len);
-      qps.resize(nh);
-      qs.resize(nh);
+      // Taken as mlaAttentionScratch counts them.
+      ThreadScratch::Scope itemScope;
+      float *scores = itemScope.array<float>(nh * len);
+      float *part = itemScope.array<float>(nh * len);
+      const float **qs = itemScope.array<const float *>(nh);
+      const float **qps = itemScope.array<const float *>(nh);
+      const void **lats = itemScope.array<const void *>(nh);
       for (int64_t i = 0; i < nh; ++i)
         qs[i] = q + i * rank;
-      lats.assign(nh, lat);
-      dotTable(qs.data(), RowTable{lats.data(), rank, cacheType}, rank, nh, len,
-               scores.data(), len);
+      std::fill(lats, lats + nh, lat);
+      dotTable(qs, RowTable{lats, rank, cacheType}, rank, nh, len, scores, len);
       for (int64_t i = 0; i < nh; ++i)
         qps[i] = qp + i * dr;
-      lats.assign(nh, pe);
-      dotTable(qps.data(), RowTable{lats.data(), dr, cacheType}, dr, nh, len,
-               part.data(), len);
+      std::fill(lats, lats + nh, pe);
+      dotTable(qps, RowTable{lats, dr, cacheType}, dr, nh, len, part, len);
       for (int64_t i = 0; i < nh * len; ++i)
         scores[i] = static_cast<float>((scores[i] + part[i]) * scale);
       for (int64_t i = 0; i < nh; ++i) {
@@ -823,9 +898,9 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
           scores[i * len + j] *= inv;
       }
       std::fill(o, o + nh * rank, 0.0f);
-      lats.assign(nh, lat);
-      weightedSums(scores.data(), len, RowTable{lats.data(), rank, cacheType},
-                   len, nh, rank, o, rank);
+      std::fill(lats, lats + nh, lat);
+      weightedSums(scores, len, RowTable{lats, rank, cacheType}, len, nh, rank,
+                   o, rank);
     }
   };
   forItems(pool, rows * blocks, work, body);

@@ -10,6 +10,7 @@
 #include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
+#include "ds/rt/ThreadScratch.h"
 #include "ds/support/DType.h"
 
 #include <algorithm>
@@ -25,6 +26,8 @@ void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                 int64_t panelEnd);
 int64_t panelsPerGroup(int64_t m);
 int64_t tallRows();
+uint64_t tallScratchBytes(int64_t m, int64_t k, WeightFormat format);
+uint64_t tallScratchBytesUpTo(int64_t m, int64_t k, WeightFormat format);
 } // namespace avx512
 namespace avx2 {
 void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
@@ -32,10 +35,13 @@ void gemmPanels(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                 int64_t panelEnd);
 int64_t panelsPerGroup(int64_t m);
 int64_t tallRows();
+uint64_t tallScratchBytes(int64_t m, int64_t k, WeightFormat format);
+uint64_t tallScratchBytesUpTo(int64_t m, int64_t k, WeightFormat format);
 } // namespace avx2
 
 void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                const float *bias, float *c, int64_t ldc, ThreadPool *pool);
+uint64_t gemmI8DotScratchBytes(int64_t m, int64_t k);
 
 bool hasAvx512() {
   // DS_CPU_AVX2=1 forces the AVX2 kernels (tests cover both paths on one
@@ -203,6 +209,27 @@ void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
     s[j] = j < n ? scales[j] : 0.0f;
 }
 
+ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format) {
+  if (m <= 0)
+    return {};
+  if (format == WeightFormat::I8Dot)
+    return {gemmI8DotScratchBytes(m, k), 0};
+  // Every thread of a split runs its panels over all m rows.
+  return ThreadScratchNeed::everywhere(
+      hasAvx512() ? avx512::tallScratchBytes(m, k, format)
+                  : avx2::tallScratchBytes(m, k, format));
+}
+
+ThreadScratchNeed gemmScratchUpTo(int64_t m, int64_t k, WeightFormat format) {
+  if (m <= 0)
+    return {};
+  if (format == WeightFormat::I8Dot)
+    return {gemmI8DotScratchBytes(m, k), 0};
+  return ThreadScratchNeed::everywhere(
+      hasAvx512() ? avx512::tallScratchBytesUpTo(m, k, format)
+                  : avx2::tallScratchBytesUpTo(m, k, format));
+}
+
 void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
           const float *bias, float *c, int64_t ldc, ThreadPool *pool) {
   if (m <= 0 || w.n <= 0)
@@ -290,16 +317,10 @@ int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
   for (int64_t i = 0; i < n * topK; ++i)
     if (indices[i] < 0 || indices[i] >= numExperts)
       return indices[i];
-  // Called directly (tests, benchmarks): the calling thread's own buffer,
-  // grown as needed and reused.
-  thread_local std::vector<uint8_t> own;
-  if (!scratch) {
-    uint64_t need = MoEScratch::bytes(n, h, topK, numExperts, inter) + 64;
-    if (own.size() < need)
-      own.resize(need);
-    auto base = reinterpret_cast<uintptr_t>(own.data());
-    scratch = reinterpret_cast<void *>((base + 63) & ~uintptr_t{63});
-  }
+  // Called directly (tests, benchmarks): the calling thread's scratch.
+  ThreadScratch::Scope scope;
+  if (!scratch)
+    scratch = scope.bytes(MoEScratch::bytes(n, h, topK, numExperts, inter));
   const MoEScratch ws(scratch, n, h, topK, numExperts, inter);
   // Bucket (token, choice) pairs by expert, in token order, as the
   // reference's stable dispatch does.

@@ -7,6 +7,7 @@
 
 #include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
+#include "ds/rt/ThreadScratch.h"
 
 #include <algorithm>
 #include <cstring>

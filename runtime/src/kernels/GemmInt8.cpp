@@ -12,6 +12,7 @@
 #include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
+#include "ds/rt/ThreadScratch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -208,30 +209,33 @@ void gemmI8DotAvx2(const int16_t *x16, int64_t ld16, const float *xs, int64_t m,
 }
 } // namespace
 
+uint64_t gemmI8DotScratchBytes(int64_t m, int64_t k) {
+  const uint64_t q = static_cast<uint64_t>(m * quadsOf(k) * 4);
+  return scratchRound(q) + scratchRound(4 * static_cast<uint64_t>(m)) +
+         (hasVnni() ? 0 : scratchRound(2 * q));
+}
+
 void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                const float *bias, float *c, int64_t ldc, ThreadPool *pool) {
   int64_t ldq = quadsOf(w.k) * 4;
-  thread_local std::vector<uint8_t> xq;
-  thread_local std::vector<float> xs;
-  if (static_cast<int64_t>(xq.size()) < m * ldq)
-    xq.resize(m * ldq);
-  if (static_cast<int64_t>(xs.size()) < m)
-    xs.resize(m);
-  quantizeRowsI8(a, m, w.k, lda, w.inputScale, xq.data(), ldq, xs.data());
+  // Taken as gemmI8DotScratchBytes counts them.
+  ThreadScratch::Scope scope;
+  uint8_t *xq = scope.array<uint8_t>(m * ldq);
+  float *xs = scope.array<float>(m);
+  quantizeRowsI8(a, m, w.k, lda, w.inputScale, xq, ldq, xs);
   const bool vnni = hasVnni();
-  thread_local std::vector<int16_t> x16;
+  int16_t *x16 = nullptr;
   if (!vnni) {
-    if (static_cast<int64_t>(x16.size()) < m * ldq)
-      x16.resize(m * ldq);
+    x16 = scope.array<int16_t>(m * ldq);
     for (int64_t i = 0; i < m * ldq; ++i)
       x16[i] = xq[i];
   }
   int64_t panels = panelsOf(w.n);
   auto run = [&](int64_t p0, int64_t p1) {
     if (vnni)
-      vnni::gemmI8Dot(xq.data(), ldq, xs.data(), m, w, bias, c, ldc, p0, p1);
+      vnni::gemmI8Dot(xq, ldq, xs, m, w, bias, c, ldc, p0, p1);
     else
-      gemmI8DotAvx2(x16.data(), ldq, xs.data(), m, w, bias, c, ldc, p0, p1);
+      gemmI8DotAvx2(x16, ldq, xs, m, w, bias, c, ldc, p0, p1);
   };
   double ops = 2.0 * static_cast<double>(m) * w.n * w.k;
   if (!pool || pool->numWorkers() == 0 || panels < 4 || ops < 1e6) {
@@ -240,15 +244,8 @@ void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
   }
   // Even panel counts per chunk: the VNNI kernel takes panels in pairs.
   int64_t pairs = (panels + 1) / 2;
-  const uint8_t *xqp = xq.data();
-  const int16_t *x16p = x16.data();
-  const float *xsp = xs.data();
   pool->parallelFor(pairs, 1, [&](int64_t g0, int64_t g1) {
-    int64_t p0 = g0 * 2, p1 = std::min(panels, g1 * 2);
-    if (vnni)
-      vnni::gemmI8Dot(xqp, ldq, xsp, m, w, bias, c, ldc, p0, p1);
-    else
-      gemmI8DotAvx2(x16p, ldq, xsp, m, w, bias, c, ldc, p0, p1);
+    run(g0 * 2, std::min(panels, g1 * 2));
   });
 }
 

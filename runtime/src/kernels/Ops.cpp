@@ -10,6 +10,7 @@
 
 #include "Math.h"
 #include "ds/rt/Kernels.h"
+#include "ds/rt/ThreadScratch.h"
 #include "ds/support/DType.h"
 
 #include <algorithm>
@@ -152,8 +153,9 @@ void rope(float *x, int64_t tokens, int64_t heads, int64_t dFull, int64_t dim,
           const int64_t *positions) {
   int64_t half = dim / 2;
   // cos, sin, and (deinterleave only) a copy of the rotated features.
-  std::vector<float> scratch(2 * half + dim);
-  float *cosv = scratch.data(), *sinv = cosv + half, *tmp = sinv + half;
+  ThreadScratch::Scope scope;
+  float *cosv = scope.array<float>(ropeScratchBytes(dim) / sizeof(float));
+  float *sinv = cosv + half, *tmp = sinv + half;
   for (int64_t t = 0; t < tokens; ++t) {
     float p = static_cast<float>(positions[t]);
     for (int64_t j = 0; j < half; ++j) {
@@ -214,6 +216,22 @@ void cacheUpdate(void *cache, KVType type, int64_t maxLen, int64_t row,
   }
 }
 
+uint64_t ropeScratchBytes(int64_t dim) {
+  return scratchRound(sizeof(float) *
+                      static_cast<uint64_t>(2 * (dim / 2) + dim));
+}
+
+uint64_t routeScratchBytes(const RouterConfig &config) {
+  const uint64_t e = static_cast<uint64_t>(config.numExperts);
+  const uint64_t groups =
+      static_cast<uint64_t>(std::max<int64_t>(config.nGroup, 1));
+  const uint64_t cand =
+      static_cast<uint64_t>(config.kept ? config.numKept : config.numExperts);
+  return 2 * scratchRound(4 * e) + scratchRound(4 * groups) +
+         scratchRound(8 * e) + scratchRound(groups) + scratchRound(cand) +
+         scratchRound(8 * static_cast<uint64_t>(config.topK));
+}
+
 void route(const float *logits, const float *bias, int64_t n,
            const RouterConfig &config, float *weights, int32_t *indices) {
   int64_t e = config.numExperts, k = config.topK;
@@ -224,18 +242,14 @@ void route(const float *logits, const float *bias, int64_t n,
   // Candidates in the order the interpreter stable-sorts them: all experts,
   // or the kept ones (sorted global ids).
   int64_t numCand = pruned ? config.numKept : e;
-  // Scratch reused across calls on this thread.
-  thread_local std::vector<float> s, sel, groupScore;
-  thread_local std::vector<double> ex;
-  thread_local std::vector<char> groupKept, taken;
-  thread_local std::vector<int64_t> chosen;
-  s.resize(e);
-  sel.resize(e);
-  groupScore.resize(groups);
-  ex.resize(e);
-  groupKept.resize(groups);
-  taken.resize(numCand);
-  chosen.resize(k);
+  // Taken in the order routeScratchBytes counts them.
+  ThreadScratch::Scope scope;
+  float *s = scope.array<float>(e), *sel = scope.array<float>(e);
+  float *groupScore = scope.array<float>(groups);
+  double *ex = scope.array<double>(e);
+  char *groupKept = scope.array<char>(groups);
+  char *taken = scope.array<char>(numCand);
+  int64_t *chosen = scope.array<int64_t>(k);
   const float negInf = -std::numeric_limits<float>::infinity();
   for (int64_t t = 0; t < n; ++t) {
     const float *l = logits + t * e;
@@ -258,7 +272,7 @@ void route(const float *logits, const float *bias, int64_t n,
     if (groups > 1) {
       // Group score: the largest member, or the sum of the two largest.
       for (int64_t g = 0; g < groups; ++g) {
-        const float *m = sel.data() + g * perGroup;
+        const float *m = sel + g * perGroup;
         float first = m[0], second = negInf;
         for (int64_t i = 1; i < perGroup; ++i) {
           if (m[i] > first) {
@@ -272,7 +286,7 @@ void route(const float *logits, const float *bias, int64_t n,
             config.groupScoreMax || perGroup < 2 ? first : first + second;
       }
       // The topkGroup best groups, ties to the lower group (stable order).
-      std::fill(groupKept.begin(), groupKept.end(), 0);
+      std::fill(groupKept, groupKept + groups, 0);
       for (int64_t r = 0; r < keep && r < groups; ++r) {
         int64_t best = -1;
         for (int64_t g = 0; g < groups; ++g)
@@ -287,7 +301,7 @@ void route(const float *logits, const float *bias, int64_t n,
 
     // The top k candidates by selection score, ties to the earlier candidate
     // (what a stable descending sort of the candidate list gives).
-    std::fill(taken.begin(), taken.end(), 0);
+    std::fill(taken, taken + numCand, 0);
     for (int64_t r = 0; r < k; ++r) {
       int64_t best = -1;
       for (int64_t c = 0; c < numCand; ++c) {

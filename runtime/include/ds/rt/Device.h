@@ -113,11 +113,14 @@ public:
   virtual absl::Status
   checkStep(const Model &model, const Step &step,
             const std::vector<std::vector<int64_t>> &shapes) const = 0;
-  /// Scratch bytes `step` needs at these shapes (planned in the arena,
-  /// live during the step only).
-  virtual uint64_t
-  scratchBytes(const Model &model, const Step &step,
-               const std::vector<std::vector<int64_t>> &shapes) const = 0;
+  /// Scratch bytes `step` of `function` needs at these shapes (planned in
+  /// the arena, live during the step only) when a queue with `workers` CPU
+  /// worker threads runs it: the step's own buffers and what its kernels
+  /// take on each thread (ThreadScratch.h).
+  virtual uint64_t scratchBytes(const Model &model,
+                                const FunctionPlan &function, const Step &step,
+                                const std::vector<std::vector<int64_t>> &shapes,
+                                unsigned workers) const = 0;
 
   /// A queue for one executor; `pool` holds the CPU worker threads a step
   /// may split over (may be null).

@@ -16,10 +16,16 @@
 // slots, so a batch can mix sequences, and several rows may share one slot
 // (tokens of one prompt packed as rows of length 1).
 //
+// Kernels take their working memory from the calling thread's ThreadScratch
+// (ThreadScratch.h); each says how much through a *Scratch / *ScratchBytes
+// function, which the executor's plan reserves for the step's threads.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef DS_RT_KERNELS_H
 #define DS_RT_KERNELS_H
+
+#include "ds/rt/ThreadScratch.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -128,6 +134,13 @@ bool hasVnni();
 /// Splits columns over `pool` when it is given and the work is large enough.
 void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
           const float *bias, float *c, int64_t ldc, ThreadPool *pool = nullptr);
+/// What gemm takes from ThreadScratch on the calling thread and on each
+/// worker it splits over, for m rows of k.
+ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format);
+/// The most gemm takes for any row count from 1 to m (MoE experts get a
+/// data-dependent share of the rows, and fewer rows can pick a tile with a
+/// larger widening slab).
+ThreadScratchNeed gemmScratchUpTo(int64_t m, int64_t k, WeightFormat format);
 
 /// Activation functions, numbered as ds::Activation (#ds.activation).
 enum class Act : int32_t {
@@ -168,6 +181,8 @@ int64_t embedding(const float *table, int64_t vocab, int64_t h,
 void rope(float *x, int64_t tokens, int64_t heads, int64_t dFull, int64_t dim,
           const float *invFreq, float scaling, int32_t style,
           const int64_t *positions);
+/// What rope takes from ThreadScratch (on the calling thread).
+uint64_t ropeScratchBytes(int64_t dim);
 
 /// The element type a KV cache stores: f32, or bf16 / f16 (values rounded
 /// to nearest even when written, widened exactly when read).
@@ -255,9 +270,21 @@ inline void mlaAttentionPacked(const float *qNope, const float *qPe,
                      KVType::F32, maxLen, rank, ukT, uv, dv, slots, positions,
                      scale, out, pool, ukScales, scratch);
 }
+/// What attention takes from ThreadScratch on the calling thread and on each
+/// worker it splits over (keys up to maxLen).
+ThreadScratchNeed attentionScratch(int64_t batch, int64_t seq, int64_t heads,
+                                   int64_t d, KVType kvType, int64_t maxLen,
+                                   int64_t kvHeads, int64_t dv, int64_t window);
+/// What mlaAttentionPacked takes from ThreadScratch (besides `scratch`).
+ThreadScratchNeed mlaAttentionScratch(int64_t batch, int64_t seq, int64_t heads,
+                                      int64_t dn, int64_t dr, KVType cacheType,
+                                      int64_t maxLen, int64_t rank,
+                                      WeightFormat ukFormat,
+                                      WeightFormat uvFormat);
 /// The floats of `scratch` mlaAttentionPacked needs: the absorbed queries
 /// and latent outputs of every row and head (and the scaled queries of an
-/// int8 W_ukᵀ); null scratch takes a buffer of the calling thread's.
+/// int8 W_ukᵀ); null scratch takes it from the calling thread's
+/// ThreadScratch.
 int64_t mlaScratchFloats(int64_t rows, int64_t heads, int64_t rank, int64_t dn,
                          bool scaledQueries);
 
@@ -275,6 +302,9 @@ struct RouterConfig {
   const int64_t *kept = nullptr;
   int64_t numKept = 0;
 };
+
+/// What route takes from ThreadScratch (on the calling thread).
+uint64_t routeScratchBytes(const RouterConfig &config);
 
 /// Routes n tokens from logits [n, numExperts] (+ bias [numExperts]):
 /// weights [n, topK] and indices [n, topK] (kept-expert numbering).
