@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 using namespace ds::rt;
@@ -198,6 +199,64 @@ TEST(Gemm, Int4AndFp8GroupsMatchLoops) {
 /// computed alone, in a small batch or in a large one, with or without
 /// threads (tile shapes, the f32 slab and the panel split differ; the
 /// arithmetic of a column must not).
+TEST(Gemm, Bf16InputsSumInVdpbf16psOrder) {
+  // bf16 activations times bf16 weights (gemm's inputs = Round::BF16). With
+  // AVX512_BF16 each output is the bias, then per (k, k + 1) pair the
+  // product at k + 1 and then the one at k, each added with one rounding:
+  // std::fma in that order gives the same bits. Without it the hint is
+  // ignored and the result is the ordinary GEMM's. Either way every row is
+  // the same alone, in any batch and over threads.
+  std::mt19937 rng(31);
+  ThreadPool pool(2);
+  for (int64_t k : {1, 2, 7, 64, 257})
+    for (int64_t n : {5, 16, 48, 100})
+      for (bool withBias : {false, true}) {
+        const int64_t m = 30;
+        std::vector<float> a(m * k), w(n * k), bias(n);
+        fillUniform(a, rng);
+        fillUniform(w, rng);
+        fillUniform(bias, rng);
+        for (float &v : a)
+          v = ds::roundToDType(v, ds::DType::BF16);
+        for (float &v : w)
+          v = ds::roundToDType(v, ds::DType::BF16);
+        Aligned packed(packedWeightBytes(WeightFormat::BF16, n, k));
+        packWeightBF16(w.data(), n, k, packed.data);
+        const PackedWeight pw{WeightFormat::BF16, n, k, packed.data};
+        const float *b = withBias ? bias.data() : nullptr;
+        std::vector<float> all(m * n), threaded(m * n), plain(m * n);
+        gemm(a.data(), m, k, pw, b, all.data(), n, nullptr, Round::BF16);
+        gemm(a.data(), m, k, pw, b, threaded.data(), n, &pool, Round::BF16);
+        gemm(a.data(), m, k, pw, b, plain.data(), n);
+        std::string at = "k " + std::to_string(k) + " n " + std::to_string(n);
+        EXPECT_EQ(0, std::memcmp(all.data(), threaded.data(), 4 * m * n)) << at;
+        for (int64_t rows : {1, 3, 4, 5, 12, 13}) {
+          // Rows 7.. as a batch of `rows`: the same bits as in the batch
+          // of 30.
+          std::vector<float> part(rows * n);
+          gemm(a.data() + 7 * k, rows, k, pw, b, part.data(), n, nullptr,
+               Round::BF16);
+          EXPECT_EQ(0,
+                    std::memcmp(part.data(), all.data() + 7 * n, 4 * rows * n))
+              << at << " rows " << rows;
+        }
+        if (!hasBF16Dot()) {
+          EXPECT_EQ(0, std::memcmp(all.data(), plain.data(), 4 * m * n)) << at;
+          continue;
+        }
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t j = 0; j < n; ++j) {
+            float acc = withBias ? bias[j] : 0.0f;
+            for (int64_t i = 0; i < k; i += 2) {
+              if (i + 1 < k)
+                acc = std::fma(a[r * k + i + 1], w[j * k + i + 1], acc);
+              acc = std::fma(a[r * k + i], w[j * k + i], acc);
+            }
+            ASSERT_EQ(all[r * n + j], acc) << at << " at " << r << "," << j;
+          }
+      }
+}
+
 TEST(Gemm, RowsAreBatchInvariant) {
   std::mt19937 rng(21);
   ThreadPool pool(2);

@@ -162,33 +162,35 @@ TEST(ThreadScratch, GemmTakesWhatGemmScratchSays) {
   std::mt19937 rng(5);
   for (WeightFormat format :
        {WeightFormat::F32, WeightFormat::BF16, WeightFormat::I8Dot})
-    for (int64_t m : {1, 3, 7, 30, 100})
-      for (int64_t k : {64, 700}) {
-        const int64_t n = 96;
-        std::vector<float> a = uniform(m * k, rng), w = uniform(n * k, rng);
-        Aligned packed(packedWeightBytes(format, n, k));
-        if (format == WeightFormat::F32)
-          packWeightF32(w.data(), n, k, packed.data);
-        else if (format == WeightFormat::BF16)
-          packWeightBF16(w.data(), n, k, packed.data);
-        else {
-          std::vector<int8_t> q(n * k);
-          for (int64_t i = 0; i < n * k; ++i)
-            q[i] = static_cast<int8_t>(w[i] * 100);
-          std::vector<float> scales(n, 0.01f);
-          packWeightI8Dot(q.data(), scales.data(), n, k, packed.data);
+    for (Round inputs : {Round::None, Round::BF16})
+      for (int64_t m : {1, 3, 7, 30, 100})
+        for (int64_t k : {64, 700}) {
+          const int64_t n = 96;
+          std::vector<float> a = uniform(m * k, rng), w = uniform(n * k, rng);
+          Aligned packed(packedWeightBytes(format, n, k));
+          if (format == WeightFormat::F32)
+            packWeightF32(w.data(), n, k, packed.data);
+          else if (format == WeightFormat::BF16)
+            packWeightBF16(w.data(), n, k, packed.data);
+          else {
+            std::vector<int8_t> q(n * k);
+            for (int64_t i = 0; i < n * k; ++i)
+              q[i] = static_cast<int8_t>(w[i] * 100);
+            std::vector<float> scales(n, 0.01f);
+            packWeightI8Dot(q.data(), scales.data(), n, k, packed.data);
+          }
+          PackedWeight pw{format, n, k, packed.data};
+          std::vector<float> c(m * n);
+          ThreadScratchNeed need = gemmScratch(m, k, format, inputs);
+          std::string what =
+              "format " + std::to_string(static_cast<int>(format)) +
+              " inputs " + std::to_string(static_cast<int>(inputs)) + " m " +
+              std::to_string(m) + " k " + std::to_string(k);
+          expectFits(
+              what.c_str(), need, pool, need.caller > 0, [&](ThreadPool *p) {
+                gemm(a.data(), m, k, pw, nullptr, c.data(), n, p, inputs);
+              });
         }
-        PackedWeight pw{format, n, k, packed.data};
-        std::vector<float> c(m * n);
-        ThreadScratchNeed need = gemmScratch(m, k, format);
-        std::string what = "format " +
-                           std::to_string(static_cast<int>(format)) + " m " +
-                           std::to_string(m) + " k " + std::to_string(k);
-        expectFits(what.c_str(), need, pool, need.caller > 0,
-                   [&](ThreadPool *p) {
-                     gemm(a.data(), m, k, pw, nullptr, c.data(), n, p);
-                   });
-      }
 }
 
 TEST(ThreadScratch, GemmScratchUpToCoversEveryRowCount) {
@@ -198,11 +200,13 @@ TEST(ThreadScratch, GemmScratchUpToCoversEveryRowCount) {
                               WeightFormat::BF16, WeightFormat::I8Dot})
     for (int64_t k : {64, 700})
       for (int64_t m = 1; m <= 64; ++m) {
-        ThreadScratchNeed upTo = gemmScratchUpTo(m, k, format);
-        for (int64_t r = 1; r <= m; ++r) {
-          ThreadScratchNeed g = gemmScratch(r, k, format);
-          ASSERT_LE(g.caller, upTo.caller) << m << " " << r << " " << k;
-          ASSERT_LE(g.worker, upTo.worker) << m << " " << r << " " << k;
+        for (Round inputs : {Round::None, Round::BF16}) {
+          ThreadScratchNeed upTo = gemmScratchUpTo(m, k, format, inputs);
+          for (int64_t r = 1; r <= m; ++r) {
+            ThreadScratchNeed g = gemmScratch(r, k, format, inputs);
+            ASSERT_LE(g.caller, upTo.caller) << m << " " << r << " " << k;
+            ASSERT_LE(g.worker, upTo.worker) << m << " " << r << " " << k;
+          }
         }
       }
 }

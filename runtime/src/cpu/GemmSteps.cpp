@@ -72,9 +72,19 @@ uint64_t scratchLinear(const ShapeView &v) {
   return bytes;
 }
 
+namespace {
+/// The precision the GEMM's input rows have (gemm's `inputs`): the input's
+/// type, unless the prologue quantizes it.
+kernels::Round linearInputs(const steps::Linear &cfg) {
+  return cfg.inputQuant.enabled() ? kernels::Round::None
+                                  : static_cast<kernels::Round>(cfg.inputRound);
+}
+} // namespace
+
 ThreadScratchNeed threadScratchLinear(const ShapeView &v) {
   const kernels::PackedWeight &w = v.model.packed(v.step.weights[0])[0];
-  return kernels::gemmScratch(v.rows(v.step.operands[0]), w.k, w.format);
+  return kernels::gemmScratch(v.rows(v.step.operands[0]), w.k, w.format,
+                              linearInputs(v.step.as<steps::Linear>()));
 }
 
 absl::Status runLinear(StepContext &c) {
@@ -124,13 +134,13 @@ absl::Status runLinear(StepContext &c) {
     float *wide = c.scratch(m * n);
     if (!wide)
       return c.error("scratch overflow (gated result)");
-    kernels::gemm(in, m, k, w, bias, wide, n, c.pool);
+    kernels::gemm(in, m, k, w, bias, wide, n, c.pool, linearInputs(cfg));
     kernels::roundValues(wide, m * n, outRound);
     kernels::glu(wide, m, n / 2, static_cast<kernels::Act>(cfg.activation),
                  out);
     n /= 2;
   } else {
-    kernels::gemm(in, m, k, w, bias, out, n, c.pool);
+    kernels::gemm(in, m, k, w, bias, out, n, c.pool, linearInputs(cfg));
     if (cfg.activation >= 0) {
       kernels::roundValues(out, m * n, outRound);
       for (int64_t i = 0; i < m * n; ++i)
@@ -257,14 +267,15 @@ ThreadScratchNeed threadScratchMoE(const ShapeView &v) {
   // An expert gets each token at most once, so at most `rows` rows; experts
   // run side by side, each GEMM whole on one thread (its calling-thread
   // share on every thread), or one after another split over the workers.
+  const auto round = static_cast<kernels::Round>(cfg.inputRound);
   ThreadScratchNeed need;
   for (const auto &w : v.model.packed(s.weights[0])) {
-    ThreadScratchNeed g = kernels::gemmScratchUpTo(rows, h, w.format);
+    ThreadScratchNeed g = kernels::gemmScratchUpTo(rows, h, w.format, round);
     need.atLeast(ThreadScratchNeed::everywhere(std::max(g.caller, g.worker)));
   }
   for (const auto &w : v.model.packed(s.weights[1])) {
     ThreadScratchNeed g =
-        kernels::gemmScratchUpTo(rows, cfg.intermediate, w.format);
+        kernels::gemmScratchUpTo(rows, cfg.intermediate, w.format, round);
     need.atLeast(ThreadScratchNeed::everywhere(std::max(g.caller, g.worker)));
   }
   return need;

@@ -39,6 +39,12 @@ uint64_t tallScratchBytes(int64_t m, int64_t k, WeightFormat format);
 uint64_t tallScratchBytesUpTo(int64_t m, int64_t k, WeightFormat format);
 } // namespace avx2
 
+namespace bf16dot {
+void gemmPanels(const uint32_t *xp, int64_t ldq, int64_t m,
+                const PackedWeight &w, const float *bias, float *c, int64_t ldc,
+                int64_t panelBegin, int64_t panelEnd);
+} // namespace bf16dot
+
 void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                const float *bias, float *c, int64_t ldc, ThreadPool *pool);
 uint64_t gemmI8DotScratchBytes(int64_t m, int64_t k);
@@ -51,8 +57,61 @@ bool hasAvx512() {
   return has;
 }
 
+bool hasBF16Dot() {
+  static const bool has = hasAvx512() && cpuInfo().avx512bf16;
+  return has;
+}
+
 namespace {
 int64_t numPanels(int64_t n) { return (n + kPanel - 1) / kPanel; }
+
+/// Whether gemm takes the bf16 dot-product path for these inputs.
+bool bf16Dot(WeightFormat format, Round inputs) {
+  return inputs == Round::BF16 && format == WeightFormat::BF16 && hasBF16Dot();
+}
+
+/// Row stride, in (k, k + 1) pairs, of the bf16 activations: padded by a
+/// cache line so that rows at a power-of-two K do not share L1 sets.
+int64_t pairStride(int64_t k) { return (k + 1) / 2 + 16; }
+
+uint64_t bf16DotScratchBytes(int64_t m, int64_t k) {
+  return scratchRound(4 * static_cast<uint64_t>(m * pairStride(k)));
+}
+
+/// c = a · Wᵀ (+ bias) for bf16 weights and rows of a that are bf16
+/// values, by vdpbf16ps (GemmBF16.cpp): the rows become bf16 pairs here.
+void gemmBF16Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
+                 const float *bias, float *c, int64_t ldc, ThreadPool *pool) {
+  const int64_t k = w.k, ldq = pairStride(k);
+  // Taken as bf16DotScratchBytes counts it.
+  ThreadScratch::Scope scope;
+  uint32_t *xp = scope.array<uint32_t>(m * ldq);
+  for (int64_t r = 0; r < m; ++r) {
+    const float *row = a + r * lda;
+    uint32_t *dst = xp + r * ldq;
+    for (int64_t j = 0; 2 * j < k; ++j) {
+      uint32_t lo = ds::floatToBF16(row[2 * j]);
+      uint32_t hi = 2 * j + 1 < k ? ds::floatToBF16(row[2 * j + 1]) : 0;
+      dst[j] = lo | hi << 16;
+    }
+  }
+  const int64_t panels = numPanels(w.n);
+  auto run = [&](int64_t p0, int64_t p1) {
+    bf16dot::gemmPanels(xp, ldq, m, w, bias, c, ldc, p0, p1);
+  };
+  double flops = 2.0 * static_cast<double>(m) * w.n * k;
+  const int64_t groups = (panels + 3) / 4;
+  if (!pool || pool->numWorkers() == 0 || groups < 2 || flops < 1e6) {
+    run(0, panels);
+    return;
+  }
+  // One contiguous chunk of 4-panel groups per thread.
+  const int64_t grain =
+      (groups + pool->numWorkers()) / (pool->numWorkers() + 1);
+  pool->parallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
+    run(g0 * 4, std::min(panels, g1 * 4));
+  });
+}
 } // namespace
 
 size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
@@ -209,9 +268,12 @@ void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
     s[j] = j < n ? scales[j] : 0.0f;
 }
 
-ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format) {
+ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format,
+                              Round inputs) {
   if (m <= 0)
     return {};
+  if (bf16Dot(format, inputs))
+    return {bf16DotScratchBytes(m, k), 0};
   if (format == WeightFormat::I8Dot)
     return {gemmI8DotScratchBytes(m, k), 0};
   // Every thread of a split runs its panels over all m rows.
@@ -220,9 +282,12 @@ ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format) {
                   : avx2::tallScratchBytes(m, k, format));
 }
 
-ThreadScratchNeed gemmScratchUpTo(int64_t m, int64_t k, WeightFormat format) {
+ThreadScratchNeed gemmScratchUpTo(int64_t m, int64_t k, WeightFormat format,
+                                  Round inputs) {
   if (m <= 0)
     return {};
+  if (bf16Dot(format, inputs))
+    return {bf16DotScratchBytes(m, k), 0};
   if (format == WeightFormat::I8Dot)
     return {gemmI8DotScratchBytes(m, k), 0};
   return ThreadScratchNeed::everywhere(
@@ -231,9 +296,12 @@ ThreadScratchNeed gemmScratchUpTo(int64_t m, int64_t k, WeightFormat format) {
 }
 
 void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
-          const float *bias, float *c, int64_t ldc, ThreadPool *pool) {
+          const float *bias, float *c, int64_t ldc, ThreadPool *pool,
+          Round inputs) {
   if (m <= 0 || w.n <= 0)
     return;
+  if (bf16Dot(w.format, inputs))
+    return gemmBF16Dot(a, m, lda, w, bias, c, ldc, pool);
   if (w.format == WeightFormat::I8Dot)
     return gemmI8Dot(a, m, lda, w, bias, c, ldc, pool);
   const bool wide = hasAvx512();
@@ -349,13 +417,14 @@ int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
     for (int64_t r = 0; r < count; ++r)
       std::memcpy(&xs[r * h], x + (bucket[begin + r] / topK) * h,
                   h * sizeof(float));
-    gemm(xs, count, h, gateUp[e], nullptr, gu, 2 * inter, gemmPool);
+    gemm(xs, count, h, gateUp[e], nullptr, gu, 2 * inter, gemmPool, round);
     roundValues(gu, count * 2 * inter, round);
     glu(gu, count, inter, act, hid);
     roundValues(hid, count * inter, round);
     if (hidden)
       hidden(hid, count, inter);
-    gemm(hid, count, inter, down[e], nullptr, dst, h, gemmPool);
+    gemm(hid, count, inter, down[e], nullptr, dst, h, gemmPool,
+         hidden ? Round::None : round);
     roundValues(dst, count * h, round);
   };
   // Every expert's output rows, in bucket order.

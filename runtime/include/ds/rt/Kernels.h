@@ -129,18 +129,36 @@ void quantizeRowsI8(const float *x, int64_t m, int64_t k, int64_t lda,
 /// Whether the CPU has AVX-512 VNNI (the W8A8 kernel's fast path).
 bool hasVnni();
 
+/// The precision a bf16 / f16 value of the model is stored in: values stay
+/// f32 in memory and are rounded (to nearest even) where the interpreter
+/// rounds them, so f32 kernels compute the mixed-precision model.
+enum class Round : int32_t { None = 0, BF16 = 1, F16 = 2 };
+
+/// Whether the CPU has AVX512_BF16 (the bf16 x bf16 kernel's vdpbf16ps).
+bool hasBF16Dot();
+
 /// c[m, n] (row stride ldc) = a[m, k] (row stride lda) · Wᵀ (+ bias[n]).
 /// With an I8Dot weight, the rows of a are quantized to int8 first (W8A8).
-/// Splits columns over `pool` when it is given and the work is large enough.
+/// `inputs` is the precision the values of a are known to have: with
+/// Round::BF16 and a BF16 weight, on a CPU with AVX512_BF16 (hasBF16Dot),
+/// the products are summed by vdpbf16ps: per output, the bias, then for
+/// each (k, k + 1) pair the product at k + 1 then the one at k, each added
+/// with one rounding (as an FMA; bf16 denormals read as zero). Elsewhere
+/// every product is an FMA in k order. Either way a row's result does not
+/// depend on m or on the split. Splits columns over `pool` when it is
+/// given and the work is large enough.
 void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
-          const float *bias, float *c, int64_t ldc, ThreadPool *pool = nullptr);
+          const float *bias, float *c, int64_t ldc, ThreadPool *pool = nullptr,
+          Round inputs = Round::None);
 /// What gemm takes from ThreadScratch on the calling thread and on each
 /// worker it splits over, for m rows of k.
-ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format);
+ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format,
+                              Round inputs = Round::None);
 /// The most gemm takes for any row count from 1 to m (MoE experts get a
 /// data-dependent share of the rows, and fewer rows can pick a tile with a
 /// larger widening slab).
-ThreadScratchNeed gemmScratchUpTo(int64_t m, int64_t k, WeightFormat format);
+ThreadScratchNeed gemmScratchUpTo(int64_t m, int64_t k, WeightFormat format,
+                                  Round inputs = Round::None);
 
 /// Activation functions, numbered as ds::Activation (#ds.activation).
 enum class Act : int32_t {
@@ -151,11 +169,6 @@ enum class Act : int32_t {
   Sigmoid = 4
 };
 float activate(Act act, float x);
-
-/// The precision a bf16 / f16 value of the model is stored in: values stay
-/// f32 in memory and are rounded (to nearest even) where the interpreter
-/// rounds them, so f32 kernels compute the mixed-precision model.
-enum class Round : int32_t { None = 0, BF16 = 1, F16 = 2 };
 
 /// x[i] = x[i] rounded to `r`, i < n.
 void roundValues(float *x, int64_t n, Round r);
@@ -318,7 +331,8 @@ void route(const float *logits, const float *bias, int64_t n,
 /// `hidden`, when set, rewrites each expert's [rows, inter] hidden
 /// activations before the down projection (activation quantization).
 /// With `round`, the gate/up and down projections and the hidden
-/// activations are rounded as the interpreter stores them (y itself is not).
+/// activations are rounded as the interpreter stores them (y itself is not),
+/// and x is taken to be of that precision too (gemm's `inputs`).
 /// Returns the first index outside [0, numExperts) or -1 (nothing written).
 /// `scratch` (64-byte aligned, moeExpertsScratchBytes of it) holds the
 /// dispatch tables, the gathered rows and every expert's intermediate
