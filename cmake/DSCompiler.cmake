@@ -53,6 +53,33 @@ file(CREATE_LINK ${DS_SOURCE_DIR} ${DS_INCLUDE_ROOT}/ds SYMBOLIC)
 file(CREATE_LINK ${DS_BINARY_DIR} ${DS_GEN_INCLUDE_ROOT}/ds SYMBOLIC)
 include_directories(${DS_INCLUDE_ROOT} ${DS_GEN_INCLUDE_ROOT})
 
+# ds_add_tablegen_target(<name>): add_public_tablegen_target over this
+# directory's mlir_tablegen outputs, which also names each output by the
+# path the compiler sees, ${DS_GEN_INCLUDE_ROOT}/ds/<path>, as the output of
+# a step after the generator. Compilers write that path into their depfiles;
+# without the step ninja would stat it before mlir-tblgen rewrites the file
+# and never rebuild the objects that include it (after a .td change, an
+# object would keep a stale pass-options layout, say).
+function(ds_add_tablegen_target target)
+  get_directory_property(done DS_TABLEGEN_ALIASES)
+  set(outputs ${TABLEGEN_OUTPUT})
+  foreach(out ${TABLEGEN_OUTPUT})
+    file(RELATIVE_PATH rel ${DS_BINARY_DIR} ${out})
+    set(alias ${DS_GEN_INCLUDE_ROOT}/ds/${rel})
+    if(NOT alias IN_LIST done)
+      add_custom_command(OUTPUT ${alias}
+        COMMAND ${CMAKE_COMMAND} -E touch_nocreate ${alias}
+        DEPENDS ${out}
+        COMMENT "")
+      list(APPEND done ${alias})
+    endif()
+    list(APPEND outputs ${alias})
+  endforeach()
+  set_directory_properties(PROPERTIES DS_TABLEGEN_ALIASES "${done}")
+  set(TABLEGEN_OUTPUT ${outputs})
+  add_public_tablegen_target(${target})
+endfunction()
+
 # ds_add_library(<name> SOURCES ... [DEPENDS ...] [LINK ...]): a shared ds
 # compiler library. Shared, so that ds-opt and out-of-tree plugins see one
 # copy of every TypeID.
