@@ -155,7 +155,9 @@ struct Packed {
         packWeightI8Dot(q.data(), s.data(), n, k, buf.data);
     } else {
       int64_t groups = (k + group - 1) / group;
-      float qmax = format == WeightFormat::I4 ? 7.0f : 448.0f;
+      const bool int4 =
+          format == WeightFormat::I4 || format == WeightFormat::I4H;
+      float qmax = int4 ? 7.0f : 448.0f;
       std::vector<float> q(n * k), s(n * groups);
       for (int64_t r = 0; r < n; ++r)
         for (int64_t g = 0; g < groups; ++g) {
@@ -163,22 +165,27 @@ struct Packed {
           for (int64_t c = g * group; c < std::min(k, (g + 1) * group); ++c)
             mx = std::max(mx, std::abs(src[r * k + c]));
           s[r * groups + g] = mx / qmax;
+          if (format == WeightFormat::I4H) // stored as f16
+            s[r * groups + g] =
+                ds::halfToFloat(ds::floatToHalf(s[r * groups + g]));
           for (int64_t c = g * group; c < std::min(k, (g + 1) * group); ++c) {
             float v = src[r * k + c] / s[r * groups + g];
-            q[r * k + c] = format == WeightFormat::I4
-                               ? std::clamp(std::round(v), -8.0f, 7.0f)
-                               : v; // packWeightF8 rounds to e4m3
+            q[r * k + c] = int4 ? std::clamp(std::round(v), -8.0f, 7.0f)
+                                : v; // packWeightF8 rounds to e4m3
           }
         }
       if (format == WeightFormat::I4)
         packWeightI4(q.data(), s.data(), n, k, group, buf.data);
+      else if (format == WeightFormat::I4H)
+        packWeightI4H(q.data(), s.data(), n, k, group, buf.data);
       else
         packWeightF8(q.data(), s.data(), n, k, group, buf.data);
     }
     w = {format, n, k, buf.data, group};
   }
   static int64_t groupOf(WeightFormat f, int64_t k) {
-    return f == WeightFormat::I4 || f == WeightFormat::F8
+    return f == WeightFormat::I4 || f == WeightFormat::I4H ||
+                   f == WeightFormat::F8
                ? std::min<int64_t>(128, k)
                : 0;
   }
@@ -537,6 +544,7 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
   for (auto [format, name] :
        {std::pair{WeightFormat::BF16, "bf16"},
         std::pair{WeightFormat::I4, "int4 g128"},
+        std::pair{WeightFormat::I4H, "int4 g128, f16 scales"},
         std::pair{WeightFormat::F8, "fp8 e4m3 g128"},
         std::pair{WeightFormat::I8Dot,
                   hasVnni() ? "w8a8 (VNNI)" : "w8a8 (AVX2, no VNNI)"},

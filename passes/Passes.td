@@ -260,7 +260,7 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
     | `scheme` | weights | activations |
     |---|---|---|
     | `int8` | i8 per output channel, `block = [1, 0]` | float |
-    | `int4` | i4 (`zero-point`: ui4 + zero points) per `group-size` channels | float |
+    | `int4` | i4 (`zero-point`: ui4 + zero points) per `group-size` channels, f16 scales (`scale-type`) | float |
     | `w8a8` | i8 per output channel | i8 per token, dynamic (static per tensor with `calibration`) |
     | `fp8` | e4m3, 128x128 blocks (DeepSeek-V3) | e4m3 per 1x128 group, dynamic |
     | `bf16`, `f16` | rounded to the type | the GEMM runs in the type (`arith.truncf` / `arith.extf` around it) |
@@ -309,6 +309,10 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
            "int4: input channels per scale (32, 64, 128, ...)">,
     Option<"zeroPoint", "zero-point", "bool", /*default=*/"false",
            "int4: asymmetric (ui4 values with per-group zero points)">,
+    Option<"scaleType", "scale-type", "std::string", /*default=*/"\"\"",
+           "int4: how the scales are stored, f16 (the default: 4.5 bits a "
+           "weight at group 32, as llama.cpp's Q4_0; each scale rounded to "
+           "f16 before the values are quantized with it) or f32">,
     Option<"clipSearch", "clip-search", "bool", /*default=*/"true",
            "int4: per group, clip the range by the ratio (1 .. 0.5) with "
            "the least squared error instead of using absmax">,

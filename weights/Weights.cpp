@@ -219,17 +219,22 @@ FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
       sources.push_back(op.getSourceIndex(e));
   }
   std::vector<int64_t> scales = ds::scaleShape(slice, scheme.block);
-  // Finds `pattern` (expert `src`) with the expected dtype and shape.
+  // Finds `pattern` (expert `src`) with the expected dtype and shape;
+  // `alsoAs`: dtypes that hold the same values as `dtype` (scales are f32
+  // values, stored as f32, f16 (ds-quantize's int4, GPTQ / AWQ checkpoints)
+  // or bf16).
   auto find = [&](StringRef pattern, int64_t src, ds::DType dtype,
-                  const std::vector<int64_t> &want,
-                  StringRef what) -> FailureOr<const ds::TensorView *> {
+                  const std::vector<int64_t> &want, StringRef what,
+                  ArrayRef<ds::DType> alsoAs = {})
+      -> FailureOr<const ds::TensorView *> {
     std::string name =
         src < 0 ? pattern.str() : ParamOp::expertName(pattern, src);
     const ds::TensorView *view = checkpoint.find(name);
     if (!view)
       return op.emitError()
              << what << " '" << name << "' is not in the checkpoint";
-    if (view->dtype != dtype || view->shape != want) {
+    if ((view->dtype != dtype && !llvm::is_contained(alsoAs, view->dtype)) ||
+        view->shape != want) {
       InFlightDiagnostic diag =
           op.emitError() << what << " '" << name << "' in " << view->file
                          << " is " << std::string(ds::dtypeName(view->dtype))
@@ -246,8 +251,8 @@ FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
   for (auto [i, src] : llvm::enumerate(sources)) {
     auto values = find(op.getName(), src, ds::storageDType(scheme.storage),
                        ds::storageShape(slice, scheme.storage), "weight");
-    auto scaleView =
-        find(*op.getScales(), src, ds::DType::F32, scales, "scales");
+    auto scaleView = find(*op.getScales(), src, ds::DType::F32, scales,
+                          "scales", {ds::DType::F16, ds::DType::BF16});
     if (failed(values) || failed(scaleView))
       return failure();
     ds::QuantizedTensor q;

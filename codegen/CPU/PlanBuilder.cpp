@@ -385,8 +385,16 @@ private:
         llvm::any_of(schemes, [](const Part &p) { return p.rowBlock != 1; }))
       return failure();
     int64_t groups = (k + group - 1) / group;
-    auto format =
-        int4 ? rt::kernels::WeightFormat::I4 : rt::kernels::WeightFormat::F8;
+    // int4 scales stored as f16 (ds-quantize's default, as llama.cpp's
+    // Q4_0) stay f16 in the packed weight: 4.5 bits a weight at group 32.
+    bool halfScales = int4 && llvm::all_of(schemes, [&](const Part &p) {
+                        const ds::TensorView *s =
+                            quantizedTensors(p.param, 0).second;
+                        return s && s->dtype == ds::DType::F16;
+                      });
+    auto format = !int4        ? rt::kernels::WeightFormat::F8
+                  : halfScales ? rt::kernels::WeightFormat::I4H
+                               : rt::kernels::WeightFormat::I4;
     size_t one = (rt::kernels::packedWeightBytes(format, n, k, group) + 63) &
                  ~size_t{63};
     bytes.assign(one * experts, '\0');
@@ -423,15 +431,19 @@ private:
       }
       if (row != n)
         return failure();
-      if (int4)
+      if (halfScales)
+        rt::kernels::packWeightI4H(values.data(), scales.data(), n, k, group,
+                                   bytes.data() + e * one);
+      else if (int4)
         rt::kernels::packWeightI4(values.data(), scales.data(), n, k, group,
                                   bytes.data() + e * one);
       else
         rt::kernels::packWeightF8(values.data(), scales.data(), n, k, group,
                                   bytes.data() + e * one);
     }
-    info.layout =
-        int4 ? rt::WeightLayout::PackedI4 : rt::WeightLayout::PackedF8;
+    info.layout = !int4        ? rt::WeightLayout::PackedF8
+                  : halfScales ? rt::WeightLayout::PackedI4H
+                               : rt::WeightLayout::PackedI4;
     info.group = group;
     return success();
   }

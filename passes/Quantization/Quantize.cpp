@@ -51,6 +51,8 @@ struct Scheme {
   /// Activation storage (i8 / e4m3) and group (0: per token), if any.
   Type actStorage;
   int64_t actGroup = 0;
+  /// int4: scales rounded to f16 and stored as f16.
+  bool halfScales = false;
 };
 
 /// `bytes` of a float vector.
@@ -113,6 +115,12 @@ LogicalResult QuantizePass::parseScheme(Location loc) {
     return emitError(loc) << "ds-quantize: unknown scheme '" << scheme
                           << "' (int8, int4, w8a8, fp8, bf16, f16)";
   }
+  if (!scaleType.empty() && scheme != "int4")
+    return emitError(loc) << "ds-quantize: scale-type applies to int4 only";
+  if (!scaleType.empty() && scaleType != "f16" && scaleType != "f32")
+    return emitError(loc) << "ds-quantize: unknown scale-type '" << scaleType
+                          << "' (f16, f32)";
+  s.halfScales = scheme == "int4" && scaleType != "f32";
   if (zeroPoint && scheme != "int4")
     return emitError(loc) << "ds-quantize: zero-point applies to int4 only";
   if (!calibrationPath.empty() && scheme != "w8a8")
@@ -161,17 +169,29 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
   ds::QScheme q = getQScheme(qtype);
   NewParamNames names{base + ":q", base + ":scale",
                       qtype.hasZeroPoint() ? base + ":zero" : "", ""};
+  const bool halfScales = s.halfScales;
   auto encode = [=](const Tensor &t,
                     std::vector<ds::TensorToWrite> &out) -> LogicalResult {
     ds::QuantizeOptions options;
     options.searchClip = clipSearch && (q.storage == ds::QStorage::I4 ||
                                         q.storage == ds::QStorage::U4);
+    options.halfScales = halfScales;
     ds::QuantizedTensor qt = ds::quantize(t.f.data(), shape, q, options);
     std::vector<int64_t> scaleShape = ds::scaleShape(shape, q.block);
     out.push_back({names.values, ds::storageDType(q.storage),
                    ds::storageShape(shape, q.storage), ds::encodeValues(qt)});
-    out.push_back(
-        {names.scales, ds::DType::F32, scaleShape, floatBytes(qt.scales)});
+    if (halfScales) {
+      std::vector<uint8_t> bytes(qt.scales.size() * 2);
+      for (size_t i = 0; i < qt.scales.size(); ++i) {
+        uint16_t bits = ds::floatToHalf(qt.scales[i]);
+        std::memcpy(&bytes[2 * i], &bits, 2);
+      }
+      out.push_back(
+          {names.scales, ds::DType::F16, scaleShape, std::move(bytes)});
+    } else {
+      out.push_back(
+          {names.scales, ds::DType::F32, scaleShape, floatBytes(qt.scales)});
+    }
     if (!qt.zeros.empty()) {
       std::vector<uint8_t> zeros(qt.zeros.size());
       for (size_t i = 0; i < zeros.size(); ++i)

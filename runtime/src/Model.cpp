@@ -74,6 +74,8 @@ absl::Status Model::bind(SymbolResolver resolve) {
         format = kernels::WeightFormat::I8;
       else if (w.layout == WeightLayout::PackedI4)
         format = kernels::WeightFormat::I4;
+      else if (w.layout == WeightLayout::PackedI4H)
+        format = kernels::WeightFormat::I4H;
       else if (w.layout == WeightLayout::PackedF8)
         format = kernels::WeightFormat::F8;
       else if (w.layout == WeightLayout::PackedI8Dot)
@@ -85,6 +87,7 @@ absl::Status Model::bind(SymbolResolver resolve) {
       else if (w.layout == WeightLayout::PackedF16)
         format = kernels::WeightFormat::F16;
       bool grouped = format == kernels::WeightFormat::I4 ||
+                     format == kernels::WeightFormat::I4H ||
                      format == kernels::WeightFormat::F8;
       if (grouped != (w.group > 0))
         return absl::DataLossError("packed weight '" + w.name +

@@ -153,16 +153,22 @@ void checkGrouped(WeightFormat format, int64_t m, int64_t n, int64_t k,
   std::vector<float> a(m * k), q(n * k), scales(n * groups);
   for (float &v : a)
     v = dist(rng);
+  const bool int4 = format == WeightFormat::I4 || format == WeightFormat::I4H;
   for (float &v : q)
-    v = format == WeightFormat::I4
-            ? static_cast<float>(static_cast<int>(rng() % 16) - 8)
-            : ds::f8e4m3ToFloat(
-                  static_cast<uint8_t>(rng() % 0x7f | (rng() % 2) << 7));
-  for (float &s : scales)
+    v = int4 ? static_cast<float>(static_cast<int>(rng() % 16) - 8)
+             : ds::f8e4m3ToFloat(
+                   static_cast<uint8_t>(rng() % 0x7f | (rng() % 2) << 7));
+  for (float &s : scales) {
     s = 0.01f + 0.05f * std::abs(dist(rng));
+    // I4H stores f16 scales: values of that precision pack exactly.
+    if (format == WeightFormat::I4H)
+      s = ds::roundToDType(s, ds::DType::F16);
+  }
   Aligned packed(packedWeightBytes(format, n, k, group));
   if (format == WeightFormat::I4)
     packWeightI4(q.data(), scales.data(), n, k, group, packed.data);
+  else if (format == WeightFormat::I4H)
+    packWeightI4H(q.data(), scales.data(), n, k, group, packed.data);
   else
     packWeightF8(q.data(), scales.data(), n, k, group, packed.data);
   std::vector<float> c(m * n);
@@ -184,7 +190,7 @@ void checkGrouped(WeightFormat format, int64_t m, int64_t n, int64_t k,
 
 TEST(Gemm, Int4AndFp8GroupsMatchLoops) {
   std::mt19937 rng(9);
-  for (WeightFormat f : {WeightFormat::I4, WeightFormat::F8})
+  for (WeightFormat f : {WeightFormat::I4, WeightFormat::I4H, WeightFormat::F8})
     for (int64_t m : {1, 2, 4, 7, 13, 30})
       for (int64_t n : {5, 16, 40, 150})
         for (auto [k, g] : {std::pair<int64_t, int64_t>{64, 32},
@@ -195,10 +201,6 @@ TEST(Gemm, Int4AndFp8GroupsMatchLoops) {
           checkGrouped(f, m, n, k, g, rng);
 }
 
-/// Every weight format: a row's results are bit-identical whether it is
-/// computed alone, in a small batch or in a large one, with or without
-/// threads (tile shapes, the f32 slab and the panel split differ; the
-/// arithmetic of a column must not).
 TEST(Gemm, Bf16InputsSumInVdpbf16psOrder) {
   // bf16 activations times bf16 weights (gemm's inputs = Round::BF16). With
   // AVX512_BF16 each output is the bias, then per (k, k + 1) pair the
@@ -257,6 +259,10 @@ TEST(Gemm, Bf16InputsSumInVdpbf16psOrder) {
       }
 }
 
+/// Every weight format: a row's results are bit-identical whether it is
+/// computed alone, in a small batch or in a large one, with or without
+/// threads (tile shapes, the f32 slab and the panel split differ; the
+/// arithmetic of a column must not).
 TEST(Gemm, RowsAreBatchInvariant) {
   std::mt19937 rng(21);
   ThreadPool pool(2);
@@ -272,9 +278,10 @@ TEST(Gemm, RowsAreBatchInvariant) {
     q8[i] = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
   for (WeightFormat format :
        {WeightFormat::F32, WeightFormat::BF16, WeightFormat::F16,
-        WeightFormat::I8, WeightFormat::I4, WeightFormat::F8,
+        WeightFormat::I8, WeightFormat::I4, WeightFormat::I4H, WeightFormat::F8,
         WeightFormat::I8Dot, WeightFormat::S24}) {
-    bool grouped = format == WeightFormat::I4 || format == WeightFormat::F8;
+    bool grouped = format == WeightFormat::I4 || format == WeightFormat::I4H ||
+                   format == WeightFormat::F8;
     int64_t g = grouped ? group : 0;
     Aligned packed(packedWeightBytes(format, n, k, g));
     switch (format) {
@@ -297,6 +304,11 @@ TEST(Gemm, RowsAreBatchInvariant) {
       for (int64_t i = 0; i < n * k; ++i)
         q[i] = static_cast<float>(q8[i] % 8);
       packWeightI4(q.data(), scales.data(), n, k, group, packed.data);
+      break;
+    case WeightFormat::I4H:
+      for (int64_t i = 0; i < n * k; ++i)
+        q[i] = static_cast<float>(q8[i] % 8);
+      packWeightI4H(q.data(), scales.data(), n, k, group, packed.data);
       break;
     case WeightFormat::F8:
       for (int64_t i = 0; i < n * k; ++i)

@@ -145,6 +145,8 @@ QuantizedTensor quantize(const float *x, const std::vector<int64_t> &shape,
                        : std::max(-l, h) / qmax(scheme.storage);
     if (!(scale > 0.0f) || !std::isfinite(scale))
       scale = 1.0f;
+    if (options.halfScales)
+      scale = std::clamp(halfToFloat(floatToHalf(scale)), 0x1p-24f, 65504.0f);
     q.scales[s] = scale;
     if (asym)
       q.zeros[s] =

@@ -127,6 +127,9 @@ size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
   case WeightFormat::I4:
     return panels * uk * (kPanel / 2) +
            panels * groups * kPanel * sizeof(float);
+  case WeightFormat::I4H:
+    return panels * uk * (kPanel / 2) +
+           panels * groups * kPanel * sizeof(uint16_t);
   case WeightFormat::F8:
     return panels * uk * kPanel + panels * groups * kPanel * sizeof(float);
   case WeightFormat::I8Dot:
@@ -189,8 +192,9 @@ void packWeightS24(const float *w, int64_t n, int64_t k, void *out) {
       }
 }
 
-void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
-                  int64_t group, void *out) {
+namespace {
+/// packWeightI4's nibble panels; returns where the scales go.
+uint8_t *packNibbles(const float *q, int64_t n, int64_t k, void *out) {
   auto *dst = static_cast<uint8_t *>(out);
   for (int64_t p = 0; p < numPanels(n); ++p)
     for (int64_t kk = 0; kk < k; ++kk) {
@@ -208,8 +212,26 @@ void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
       std::memcpy(dst, &bits, sizeof bits);
       dst += sizeof bits;
     }
+  return dst;
+}
+} // namespace
+
+void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
+                  int64_t group, void *out) {
   packGroupScales(scales, n, (k + group - 1) / group, 1.0f,
-                  reinterpret_cast<float *>(dst));
+                  reinterpret_cast<float *>(packNibbles(q, n, k, out)));
+}
+
+void packWeightI4H(const float *q, const float *scales, int64_t n, int64_t k,
+                   int64_t group, void *out) {
+  auto *dst = reinterpret_cast<uint16_t *>(packNibbles(q, n, k, out));
+  const int64_t groups = (k + group - 1) / group;
+  for (int64_t p = 0; p < numPanels(n); ++p)
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t j = 0; j < kPanel; ++j) {
+        int64_t row = p * kPanel + j;
+        *dst++ = row < n ? ds::floatToHalf(scales[row * groups + g]) : 0;
+      }
 }
 
 void packWeightF8(const float *values, const float *scales, int64_t n,

@@ -51,8 +51,8 @@ inline void tile(const uint32_t *xp, int64_t ldq, const uint16_t *panel,
       w[p] = (__m512bh)_mm512_permutexvar_epi16(
           perm, _mm512_loadu_si512(panel + p * panelStride + j * 2 * kPanel));
     for (int r = 0; r < R; ++r) {
-      __m512bh x = (__m512bh)_mm512_set1_epi32(
-          static_cast<int32_t>(xp[r * ldq + j]));
+      __m512bh x =
+          (__m512bh)_mm512_set1_epi32(static_cast<int32_t>(xp[r * ldq + j]));
       for (int p = 0; p < P; ++p)
         acc[r][p] = _mm512_dpbf16_ps(acc[r][p], x, w[p]);
     }
@@ -136,9 +136,8 @@ void gemmPanels(const uint32_t *xp, int64_t ldq, int64_t m,
     const int64_t have = std::min<int64_t>(step, panelEnd - p0);
     const int nvalid =
         static_cast<int>(std::min<int64_t>(have * kPanel, w.n - p0 * kPanel));
-    const float *b =
-        biasTile(bias, p0 * kPanel, nvalid, static_cast<int>(have * kPanel),
-                 biasBuf);
+    const float *b = biasTile(bias, p0 * kPanel, nvalid,
+                              static_cast<int>(have * kPanel), biasBuf);
     const uint16_t *panel = base + p0 * panelStride;
     float *cc = c + p0 * kPanel;
     // Panels left over take the narrower tiles; a row's arithmetic is the

@@ -74,6 +74,10 @@ enum class WeightFormat : uint32_t {
   BF16 = 6,
   /// f16 likewise (ds-quantize{quantize=f16}); widened with F16C.
   F16 = 7,
+  /// I4 with f16 scales ([panels][ceil(K/group)][16] f16 after the
+  /// panels): 4.5 bits a weight at group 32, as llama.cpp's Q4_0. The
+  /// scales widen with F16C; the products are I4's.
+  I4H = 8,
 };
 
 /// A [N, K] GEMM weight (y = x Wᵀ) in packed form. `data` is 64-byte aligned.
@@ -104,6 +108,10 @@ void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
 /// [n, ceil(k / group)] into `out`.
 void packWeightI4(const float *q, const float *scales, int64_t n, int64_t k,
                   int64_t group, void *out);
+/// The same with the scales stored as f16 (WeightFormat::I4H; each scale
+/// rounded to nearest even, exact for f16 values).
+void packWeightI4H(const float *q, const float *scales, int64_t n, int64_t k,
+                   int64_t group, void *out);
 /// Packs e4m3 values (as floats, exactly representable) with scales
 /// [n, ceil(k / group)] into `out`.
 void packWeightF8(const float *values, const float *scales, int64_t n,

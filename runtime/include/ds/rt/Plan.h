@@ -48,7 +48,7 @@ struct DimExpr {
 /// The artifact format this runtime reads and the compiler writes. Bump it
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
-inline constexpr int64_t kArtifactFormatVersion = 3;
+inline constexpr int64_t kArtifactFormatVersion = 4;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
@@ -221,6 +221,7 @@ enum class WeightLayout : uint32_t {
   PackedS24 = 6,   ///< kernels::WeightFormat::S24 (2:4 sparse)
   PackedBF16 = 7,  ///< kernels::WeightFormat::BF16
   PackedF16 = 8,   ///< kernels::WeightFormat::F16
+  PackedI4H = 9,   ///< kernels::WeightFormat::I4H (int4, f16 scales)
 };
 
 /// "f32", "packed-int8", ... (for listings).
@@ -232,7 +233,7 @@ struct WeightInfo {
   ElemType type = ElemType::F32;
   std::vector<int64_t> shape; ///< logical shape ([E,] N, K for GEMM weights)
   uint64_t offset = 0, bytes = 0; ///< in the weights section
-  int64_t group = 0;              ///< K group of PackedI4 / PackedF8
+  int64_t group = 0; ///< K group of PackedI4 / PackedI4H / PackedF8
 };
 
 struct ModelPlan {

@@ -76,6 +76,10 @@ struct QuantizeOptions {
   /// gives the least squared error (RTN with clipping search, as llama.cpp
   /// and AWQ's clip step do); worth it for 4-bit weights. Off: absmax.
   bool searchClip = false;
+  /// Scales rounded to f16 (to nearest even; kept in f16's range, at
+  /// least its smallest subnormal) before the values are quantized with
+  /// them, so that a checkpoint can store them as f16 exactly.
+  bool halfScales = false;
 };
 
 /// Quantizes `x` (row-major, `shape`) with dynamic (absmax / min-max) scales.
