@@ -67,6 +67,7 @@ LogicalResult ds::buildOptimizePipeline(
     quant.outputPath = options.quantizedWeights;
     quant.groupSize = options.groupSize;
     quant.zeroPoint = options.zeroPoint;
+    quant.scaleType = options.scaleType;
     quant.calibrationPath = options.calibration;
     quant.targets.assign(options.quantizeTargets.begin(),
                          options.quantizeTargets.end());

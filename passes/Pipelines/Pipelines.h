@@ -46,6 +46,10 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
   PassOptions::Option<bool> zeroPoint{*this, "zero-point",
                                       llvm::cl::desc("int4 with zero points"),
                                       llvm::cl::init(false)};
+  PassOptions::Option<std::string> scaleType{
+      *this, "scale-type",
+      llvm::cl::desc("int4: scales stored as f16 (default) or f32"),
+      llvm::cl::init("")};
   PassOptions::Option<std::string> calibration{
       *this, "calibration",
       llvm::cl::desc("w8a8: activation ranges for static scales"),
