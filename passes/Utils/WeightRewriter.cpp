@@ -3,9 +3,12 @@
 
 #include "ds/passes/Utils/WeightRewriter.h"
 
+#include "ds/support/SafeTensors.h"
 #include "mlir/IR/Threading.h"
 
+#include <algorithm>
 #include <atomic>
+#include <optional>
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -186,27 +189,58 @@ FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,
 }
 
 LogicalResult WeightRewriter::finish(ModuleOp module) {
-  // Every new weight, in parallel (each job reads its params and writes only
-  // its own output); the IR is not changed meanwhile.
+  Location loc = module.getLoc();
+  SmallString<256> absolute(outputPath);
+  if (!jobs.empty())
+    if (std::error_code ec = llvm::sys::fs::make_absolute(absolute))
+      return emitError(loc)
+             << passName << ": " << outputPath << ": " << ec.message();
+  // Every new weight, a few per thread at a time evaluated in parallel
+  // (each job reads its params and writes only its own output; the IR is
+  // not changed meanwhile); each chunk's outputs go to the file in the
+  // order the weights were met and are freed before the next chunk, so
+  // memory stays at a few weights per thread whatever the model's size, and
+  // the file does not depend on the threads.
+  const size_t threads =
+      std::max<size_t>(1, module.getContext()->isMultithreadingEnabled()
+                              ? module.getContext()->getNumThreads()
+                              : 1);
+  const size_t chunk = 4 * threads;
+  std::optional<ds::SafeTensorsWriter> writer;
+  if (!jobs.empty())
+    writer.emplace(absolute.str().str());
   std::atomic<bool> ok{true};
-  mlir::parallelFor(module.getContext(), 0, jobs.size(), [&](size_t i) {
-    Job &job = jobs[i];
-    FailureOr<Tensor> t = evaluate(job.sources);
-    if (failed(t) || failed(job.encode(*t, job.out))) {
-      ok = false;
-      return;
+  for (size_t begin = 0; begin < jobs.size() && ok; begin += chunk) {
+    const size_t end = std::min(jobs.size(), begin + chunk);
+    mlir::parallelFor(module.getContext(), begin, end, [&](size_t i) {
+      Job &job = jobs[i];
+      FailureOr<Tensor> t = evaluate(job.sources);
+      if (failed(t) || failed(job.encode(*t, job.out))) {
+        ok = false;
+        return;
+      }
+      if (progress)
+        progress->advance(1, t->f.size() * sizeof(float));
+    });
+    if (!ok)
+      break;
+    for (size_t i = begin; i < end; ++i) {
+      for (const ds::TensorToWrite &w : jobs[i].out)
+        if (absl::Status st = writer->add(w); !st.ok())
+          return emitError(loc)
+                 << passName << ": " << std::string(st.message());
+      jobs[i].out.clear();
+      jobs[i].out.shrink_to_fit();
     }
-    if (progress)
-      progress->advance(1, t->f.size() * sizeof(float));
-  });
+  }
   if (!ok)
     return failure();
-  // In the order the weights were met: the output file does not depend on
-  // the threads.
-  std::vector<ds::TensorToWrite> written;
-  for (Job &job : jobs)
-    for (ds::TensorToWrite &w : job.out)
-      written.push_back(std::move(w));
+  const bool wrote = writer && writer->size() > 0;
+  if (wrote)
+    if (absl::Status st = writer->finish({{"format", "ds-" + passName}});
+        !st.ok())
+      return emitError(loc) << passName << ": " << std::string(st.message());
+  writer.reset();
   jobs.clear();
   progress.reset();
 
@@ -220,17 +254,8 @@ LogicalResult WeightRewriter::finish(ModuleOp module) {
       }
     });
   }
-  if (written.empty())
+  if (!wrote)
     return success();
-  Location loc = module.getLoc();
-  SmallString<256> absolute(outputPath);
-  if (std::error_code ec = llvm::sys::fs::make_absolute(absolute))
-    return emitError(loc) << passName << ": " << outputPath << ": "
-                          << ec.message();
-  if (absl::Status st = ds::writeSafeTensors(absolute.str().str(), written,
-                                             {{"format", "ds-" + passName}});
-      !st.ok())
-    return emitError(loc) << passName << ": " << std::string(st.message());
   SmallVector<Attribute> files;
   if (auto existing = module->getAttrOfType<ArrayAttr>("ds.weight_files"))
     files.append(existing.begin(), existing.end());

@@ -539,47 +539,138 @@ absl::Status writeFileAtomically(const std::string &path,
   return absl::OkStatus();
 }
 
+namespace {
+/// Writes all of `size` bytes at `data` to `fd`.
+bool writeAll(int fd, const void *data, uint64_t size) {
+  const auto *p = static_cast<const char *>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd, p, size);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    p += n;
+    size -= static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+/// Copies `size` bytes of `from` (from offset 0) to the end of `to`.
+bool copyAll(int from, int to, uint64_t size) {
+  off_t in = 0;
+  while (size > 0) {
+    ssize_t n = ::copy_file_range(from, &in, to, nullptr, size, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break; // not supported here (or a short file): copy through memory
+    size -= static_cast<uint64_t>(n);
+  }
+  std::vector<char> buffer(std::min<uint64_t>(size, uint64_t{8} << 20));
+  while (size > 0) {
+    ssize_t n = ::pread(from, buffer.data(),
+                        std::min<uint64_t>(size, buffer.size()), in);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0 || !writeAll(to, buffer.data(), static_cast<uint64_t>(n)))
+      return false;
+    in += n;
+    size -= static_cast<uint64_t>(n);
+  }
+  return true;
+}
+} // namespace
+
+SafeTensorsWriter::SafeTensorsWriter(std::string path)
+    : path(std::move(path)),
+      spoolPath(this->path + ".spool." + std::to_string(getpid())) {
+  spool =
+      ::open(spoolPath.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (spool < 0)
+    error = absl::PermissionDeniedError(
+        absl::StrCat(this->path, ": cannot create: ", std::strerror(errno)));
+}
+
+SafeTensorsWriter::~SafeTensorsWriter() {
+  if (spool >= 0) {
+    ::close(spool);
+    ::unlink(spoolPath.c_str());
+  }
+}
+
+absl::Status SafeTensorsWriter::add(const TensorToWrite &t) {
+  if (!error.ok())
+    return error;
+  if (!names.insert(t.name).second)
+    return error = absl::InvalidArgumentError(
+               absl::StrCat(path, ": tensor '", t.name, "' given twice"));
+  uint64_t elements = 1;
+  for (int64_t d : t.shape) {
+    if (d < 0)
+      return error = absl::InvalidArgumentError(absl::StrCat(
+                 path, ": tensor '", t.name, "' has a negative dim"));
+    elements *= static_cast<uint64_t>(d);
+  }
+  if (elements * dtypeSize(t.dtype) != t.bytes.size())
+    return error = absl::InvalidArgumentError(absl::StrCat(
+               path, ": tensor '", t.name, "' has ", t.bytes.size(),
+               " bytes, shape x dtype needs ", elements * dtypeSize(t.dtype)));
+  if (!writeAll(spool, t.bytes.data(), t.bytes.size()))
+    return error = absl::DataLossError(
+               absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+  entries.push_back(
+      {t.name, t.dtype, t.shape, offset, offset + t.bytes.size()});
+  offset += t.bytes.size();
+  return absl::OkStatus();
+}
+
+absl::Status
+SafeTensorsWriter::finish(const std::map<std::string, std::string> &metadata) {
+  if (!error.ok())
+    return error;
+  json header = json::object();
+  if (!metadata.empty())
+    header["__metadata__"] = metadata;
+  for (const Entry &e : entries)
+    header[e.name] = {{"dtype", std::string(dtypeName(e.dtype))},
+                      {"shape", e.shape},
+                      {"data_offsets", {e.begin, e.end}}};
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0)
+    text.push_back(' ');
+  char len[8];
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<char>((uint64_t{text.size()} >> (8 * i)) & 0xff);
+  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0)
+    return error = absl::PermissionDeniedError(
+               absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
+  bool ok = writeAll(out, len, 8) && writeAll(out, text.data(), text.size()) &&
+            copyAll(spool, out, offset);
+  ok = ::close(out) == 0 && ok;
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    return error = absl::DataLossError(absl::StrCat(path, ": write failed"));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return error = absl::InternalError(absl::StrCat(
+               path, ": cannot rename into place: ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status
 writeSafeTensors(const std::string &path,
                  const std::vector<TensorToWrite> &tensors,
                  const std::map<std::string, std::string> &metadata) {
-  json header = json::object();
-  if (!metadata.empty())
-    header["__metadata__"] = metadata;
-  uint64_t offset = 0;
-  std::set<std::string> names;
-  for (const TensorToWrite &t : tensors) {
-    if (!names.insert(t.name).second)
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor '", t.name, "' given twice"));
-    uint64_t elements = 1;
-    for (int64_t d : t.shape) {
-      if (d < 0)
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": tensor '", t.name, "' has a negative dim"));
-      elements *= static_cast<uint64_t>(d);
-    }
-    if (elements * dtypeSize(t.dtype) != t.bytes.size())
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor '", t.name, "' has ", t.bytes.size(),
-          " bytes, shape x dtype needs ", elements * dtypeSize(t.dtype)));
-    header[t.name] = {{"dtype", std::string(dtypeName(t.dtype))},
-                      {"shape", t.shape},
-                      {"data_offsets", {offset, offset + t.bytes.size()}}};
-    offset += t.bytes.size();
-  }
-  std::string text = header.dump();
-  while ((8 + text.size()) % 8 != 0)
-    text.push_back(' ');
-  std::string out;
-  out.reserve(8 + text.size() + offset);
-  uint64_t len = text.size();
-  for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
-  out += text;
+  SafeTensorsWriter writer(path);
   for (const TensorToWrite &t : tensors)
-    out.append(reinterpret_cast<const char *>(t.bytes.data()), t.bytes.size());
-  return writeFileAtomically(path, out);
+    if (absl::Status st = writer.add(t); !st.ok())
+      return st;
+  return writer.finish(metadata);
 }
 
 } // namespace ds

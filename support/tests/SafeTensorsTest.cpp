@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <dirent.h>
 #include <fstream>
 #include <string>
 #include <unistd.h>
@@ -72,6 +73,72 @@ TEST(SafeTensors, RoundTrip) {
   EXPECT_EQ(a->floatAt(5), 6.0f);
   EXPECT_EQ((*file)->find("ids")->intAt(0), 7);
   EXPECT_EQ((*file)->find("missing"), nullptr);
+}
+
+TEST(SafeTensorsWriter, StreamsTensorsInOrder) {
+  // Many tensors added one at a time (the caller frees each), read back in
+  // the order added, byte for byte; nothing is left beside the file.
+  TempDir dir;
+  std::string path = dir.path + "/stream.safetensors";
+  {
+    SafeTensorsWriter writer(path);
+    for (int i = 0; i < 300; ++i) {
+      std::vector<float> v(static_cast<size_t>(i % 7 + 1));
+      for (size_t j = 0; j < v.size(); ++j)
+        v[j] = static_cast<float>(i * 10 + static_cast<int>(j));
+      ASSERT_TRUE(writer
+                      .add(floats("t" + std::to_string(i),
+                                  {static_cast<int64_t>(v.size())}, v))
+                      .ok());
+    }
+    EXPECT_EQ(writer.size(), 300u);
+    ASSERT_TRUE(writer.finish({{"format", "ds-test"}}).ok());
+  }
+  auto file = SafeTensorsFile::open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->metadata().at("format"), "ds-test");
+  uint64_t lastOffset = 0;
+  for (int i = 0; i < 300; ++i) {
+    const TensorView *t = (*file)->find("t" + std::to_string(i));
+    ASSERT_NE(t, nullptr) << i;
+    ASSERT_EQ(t->numElements(), i % 7 + 1);
+    for (int64_t j = 0; j < t->numElements(); ++j)
+      ASSERT_EQ(t->floatAt(j), static_cast<float>(i * 10 + j));
+    EXPECT_GE(static_cast<uint64_t>(t->data - (*file)->find("t0")->data),
+              lastOffset)
+        << "tensor " << i << " is not after the one added before it";
+    lastOffset = static_cast<uint64_t>(t->data - (*file)->find("t0")->data);
+  }
+  int entries = 0;
+  if (DIR *d = opendir(dir.path.c_str())) {
+    while (dirent *e = readdir(d))
+      entries += e->d_name[0] != '.';
+    closedir(d);
+  }
+  EXPECT_EQ(entries, 1) << "a spool or temporary file was left behind";
+}
+
+TEST(SafeTensorsWriter, AnErrorSticksAndNothingIsWritten) {
+  TempDir dir;
+  std::string path = dir.path + "/bad.safetensors";
+  {
+    SafeTensorsWriter writer(path);
+    ASSERT_TRUE(writer.add(floats("a", {2}, {1, 2})).ok());
+    absl::Status twice = writer.add(floats("a", {1}, {3}));
+    EXPECT_NE(std::string(twice.message()).find("tensor 'a' given twice"),
+              std::string::npos)
+        << twice;
+    TensorToWrite wrong{"b", DType::F32, {3}, std::vector<uint8_t>(8, 0)};
+    EXPECT_FALSE(writer.add(wrong).ok());
+    EXPECT_FALSE(writer.finish().ok());
+  }
+  EXPECT_NE(access(path.c_str(), F_OK), 0) << "a failed writer left a file";
+  // A directory that does not exist: a clear error naming the path.
+  SafeTensorsWriter nowhere(dir.path + "/no/such/dir/x.safetensors");
+  absl::Status st = nowhere.add(floats("a", {1}, {1}));
+  EXPECT_NE(std::string(st.message()).find("x.safetensors: cannot create"),
+            std::string::npos)
+      << st;
 }
 
 TEST(SafeTensors, Truncated) {

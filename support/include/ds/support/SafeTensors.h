@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -127,6 +128,41 @@ absl::Status
 writeSafeTensors(const std::string &path,
                  const std::vector<TensorToWrite> &tensors,
                  const std::map<std::string, std::string> &metadata = {});
+
+/// Writes a safetensors file tensor by tensor without holding them: each
+/// tensor's bytes go to a spool file beside `path` when added (the caller
+/// frees them), and finish() writes the header, then copies the spooled
+/// data after it (in the kernel: copy_file_range) into a temporary file
+/// renamed into place. Memory stays at one tensor whatever the file's size.
+/// An error sticks: later calls return it, and nothing is renamed.
+class SafeTensorsWriter {
+public:
+  explicit SafeTensorsWriter(std::string path);
+  ~SafeTensorsWriter();
+  SafeTensorsWriter(const SafeTensorsWriter &) = delete;
+  SafeTensorsWriter &operator=(const SafeTensorsWriter &) = delete;
+
+  /// Appends `t` (checked as writeSafeTensors checks it).
+  absl::Status add(const TensorToWrite &t);
+  /// Tensors added so far.
+  size_t size() const { return entries.size(); }
+  /// Writes the file (tensors in the order added).
+  absl::Status finish(const std::map<std::string, std::string> &metadata = {});
+
+private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    uint64_t begin, end;
+  };
+  std::string path, spoolPath;
+  int spool = -1;
+  uint64_t offset = 0;
+  std::vector<Entry> entries;
+  std::set<std::string> names;
+  absl::Status error;
+};
 
 /// Writes `contents` to `path` through a temporary file renamed into place.
 absl::Status writeFileAtomically(const std::string &path,
