@@ -290,8 +290,12 @@ void packWeightI8(const int8_t *q, const float *scales, int64_t n, int64_t k,
     s[j] = j < n ? scales[j] : 0.0f;
 }
 
-ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format,
-                              Round inputs) {
+namespace {
+/// gemmScratch for m rows, or for any row count up to m (`upTo`): the
+/// dot-product paths take their caller's quantized / paired rows, growing
+/// with m; the packed-panel path is per ISA.
+ThreadScratchNeed gemmScratchFor(int64_t m, int64_t k, WeightFormat format,
+                                 Round inputs, bool upTo) {
   if (m <= 0)
     return {};
   if (bf16Dot(format, inputs))
@@ -299,22 +303,23 @@ ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format,
   if (format == WeightFormat::I8Dot)
     return {gemmI8DotScratchBytes(m, k), 0};
   // Every thread of a split runs its panels over all m rows.
+  const bool wide = hasAvx512();
   return ThreadScratchNeed::everywhere(
-      hasAvx512() ? avx512::tallScratchBytes(m, k, format)
-                  : avx2::tallScratchBytes(m, k, format));
+      upTo ? (wide ? avx512::tallScratchBytesUpTo(m, k, format)
+                   : avx2::tallScratchBytesUpTo(m, k, format))
+           : (wide ? avx512::tallScratchBytes(m, k, format)
+                   : avx2::tallScratchBytes(m, k, format)));
+}
+} // namespace
+
+ThreadScratchNeed gemmScratch(int64_t m, int64_t k, WeightFormat format,
+                              Round inputs) {
+  return gemmScratchFor(m, k, format, inputs, /*upTo=*/false);
 }
 
 ThreadScratchNeed gemmScratchUpTo(int64_t m, int64_t k, WeightFormat format,
                                   Round inputs) {
-  if (m <= 0)
-    return {};
-  if (bf16Dot(format, inputs))
-    return {bf16DotScratchBytes(m, k), 0};
-  if (format == WeightFormat::I8Dot)
-    return {gemmI8DotScratchBytes(m, k), 0};
-  return ThreadScratchNeed::everywhere(
-      hasAvx512() ? avx512::tallScratchBytesUpTo(m, k, format)
-                  : avx2::tallScratchBytesUpTo(m, k, format));
+  return gemmScratchFor(m, k, format, inputs, /*upTo=*/true);
 }
 
 void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,

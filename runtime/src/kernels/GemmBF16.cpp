@@ -14,7 +14,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "I8DotLayout.h"
+#include "DotTiles.h"
 #include "ds/rt/Kernels.h"
 
 #include <algorithm>
@@ -94,33 +94,11 @@ void panels(const uint32_t *xp, int64_t ldq, int64_t m, const uint16_t *panel,
   const int64_t tiles = (m + MR - 1) / MR, per = (m + tiles - 1) / tiles;
   for (int64_t r = 0; r < m; r += per) {
     const int64_t rows = std::min<int64_t>(per, m - r);
-    auto run = [&](auto rc) {
+    withRowCount<MR>(rows, [&](auto rc) {
       constexpr int R = decltype(rc)::value;
       tile<R, P>(xp + r * ldq, ldq, panel, panelStride, k, bias, nvalid,
                  c + r * ldc, ldc);
-    };
-    switch (rows) {
-#define DS_ROWS(N)                                                             \
-  case N:                                                                      \
-    if constexpr (N <= MR)                                                     \
-      run(std::integral_constant<int, N>());                                   \
-    break;
-      DS_ROWS(1)
-      DS_ROWS(2)
-      DS_ROWS(3)
-      DS_ROWS(4)
-      DS_ROWS(5)
-      DS_ROWS(6)
-      DS_ROWS(7)
-      DS_ROWS(8)
-      DS_ROWS(9)
-      DS_ROWS(10)
-      DS_ROWS(11)
-      DS_ROWS(12)
-#undef DS_ROWS
-    default:
-      break;
-    }
+    });
   }
 }
 } // namespace

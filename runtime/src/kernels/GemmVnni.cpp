@@ -84,27 +84,7 @@ void gemmI8Dot(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
                    b, nvalid, cc + r * ldc, ldc);
       };
       auto dispatch = [&](auto pc) {
-        switch (rows) {
-#define DS_ROWS(R)                                                             \
-  case R:                                                                      \
-    run(std::integral_constant<int, R>(), pc);                                 \
-    break;
-          DS_ROWS(1)
-          DS_ROWS(2)
-          DS_ROWS(3)
-          DS_ROWS(4)
-          DS_ROWS(5)
-          DS_ROWS(6)
-          DS_ROWS(7)
-          DS_ROWS(8)
-          DS_ROWS(9)
-          DS_ROWS(10)
-          DS_ROWS(11)
-          DS_ROWS(12)
-#undef DS_ROWS
-        default:
-          break;
-        }
+        withRowCount<MR>(rows, [&](auto rc) { run(rc, pc); });
       };
       if (have == NP)
         dispatch(std::integral_constant<int, NP>());

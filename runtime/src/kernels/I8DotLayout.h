@@ -10,6 +10,7 @@
 #ifndef DS_RT_KERNELS_I8DOTLAYOUT_H
 #define DS_RT_KERNELS_I8DOTLAYOUT_H
 
+#include "DotTiles.h"
 #include "ds/rt/Kernels.h"
 
 #include <algorithm>
@@ -29,17 +30,6 @@ struct I8DotLayout {
         scales(reinterpret_cast<const float *>(base + panels * panelBytes)),
         sums(reinterpret_cast<const int32_t *>(scales + panels * kPanel)) {}
 };
-
-/// The bias of `count` columns from `col` with zeros past `nvalid` (a tile
-/// reads whole panels), in `tile`; null without a bias.
-inline const float *biasTile(const float *bias, int64_t col, int nvalid,
-                             int count, float *tile) {
-  if (!bias)
-    return nullptr;
-  for (int j = 0; j < count; ++j)
-    tile[j] = j < nvalid ? bias[col + j] : 0.0f;
-  return tile;
-}
 
 } // namespace ds::rt::kernels
 
