@@ -27,7 +27,8 @@ inline const float *biasTile(const float *bias, int64_t col, int nvalid,
 
 /// fn(std::integral_constant<int, rows>()) for 1 <= rows <= Max (nothing
 /// otherwise): a tile's row count as a template argument.
-template <int Max, typename Fn> inline void withRowCount(int64_t rows, Fn &&fn) {
+template <int Max, typename Fn>
+inline void withRowCount(int64_t rows, Fn &&fn) {
   if constexpr (Max >= 1) {
     if (rows == Max)
       fn(std::integral_constant<int, Max>());
