@@ -64,6 +64,9 @@ std::vector<Case> makeCases(const Model &model, int n, uint32_t seed) {
 /// every answer must equal the request run alone.
 void stress(std::shared_ptr<const Model> model, int64_t maxBatchSize,
             unsigned workers) {
+  // Every kernel's scratch within the planned arena, also for steps that
+  // compute only the rows whose logits are wanted.
+  const uint64_t spilled = ThreadScratch::overflows();
   std::vector<Case> cases = makeCases(*model, 24, 7);
   BatcherOptions options;
   options.maxBatchSize = maxBatchSize;
@@ -117,6 +120,8 @@ void stress(std::shared_ptr<const Model> model, int64_t maxBatchSize,
   for (size_t n = 2; n < stats.batchHistogram.size(); ++n)
     batched += stats.batchHistogram[n];
   EXPECT_GT(batched, 0) << "no step ran more than one sequence";
+  EXPECT_EQ(ThreadScratch::overflows(), spilled)
+      << "kernels took scratch outside the planned arena";
   EXPECT_GT(stats.p99Ms, 0.0);
 }
 

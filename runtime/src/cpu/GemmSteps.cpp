@@ -83,8 +83,11 @@ kernels::Round linearInputs(const steps::Linear &cfg) {
 
 ThreadScratchNeed threadScratchLinear(const ShapeView &v) {
   const kernels::PackedWeight &w = v.model.packed(v.step.weights[0])[0];
-  return kernels::gemmScratch(v.rows(v.step.operands[0]), w.k, w.format,
-                              linearInputs(v.step.as<steps::Linear>()));
+  // Up to the input's rows: a caller may ask for some rows only
+  // (Args::selectRows, the logits of each sequence's last row), and fewer
+  // rows can pick a tile with a wider slab.
+  return kernels::gemmScratchUpTo(v.rows(v.step.operands[0]), w.k, w.format,
+                                  linearInputs(v.step.as<steps::Linear>()));
 }
 
 absl::Status runLinear(StepContext &c) {
