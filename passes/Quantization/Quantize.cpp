@@ -56,10 +56,22 @@ struct Scheme {
 };
 
 /// `bytes` of a float vector.
-std::vector<uint8_t> floatBytes(const std::vector<float> &v) {
-  std::vector<uint8_t> out(v.size() * sizeof(float));
-  if (!v.empty())
-    std::memcpy(out.data(), v.data(), out.size());
+/// `bytes` of a float vector stored as `dtype` (F32, or BF16 / F16 rounded
+/// to nearest even).
+std::vector<uint8_t> floatBytes(const std::vector<float> &v,
+                                ds::DType dtype = ds::DType::F32) {
+  if (dtype == ds::DType::F32) {
+    std::vector<uint8_t> out(v.size() * sizeof(float));
+    if (!v.empty())
+      std::memcpy(out.data(), v.data(), out.size());
+    return out;
+  }
+  std::vector<uint8_t> out(v.size() * 2);
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint16_t bits = dtype == ds::DType::BF16 ? ds::floatToBF16(v[i])
+                                             : ds::floatToHalf(v[i]);
+    std::memcpy(&out[2 * i], &bits, 2);
+  }
   return out;
 }
 
@@ -143,16 +155,10 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
   if (s.castType) {
     bool bf16 = s.castType.isBF16();
     NewParamNames names{base + (bf16 ? ":bf16" : ":f16"), "", "", ""};
+    const ds::DType dtype = bf16 ? ds::DType::BF16 : ds::DType::F16;
     auto encode = [=](const Tensor &t,
                       std::vector<ds::TensorToWrite> &out) -> LogicalResult {
-      std::vector<uint8_t> bytes(t.f.size() * 2);
-      for (size_t i = 0; i < t.f.size(); ++i) {
-        uint16_t bits =
-            bf16 ? ds::floatToBF16(t.f[i]) : ds::floatToHalf(t.f[i]);
-        std::memcpy(&bytes[2 * i], &bits, 2);
-      }
-      out.push_back({names.values, bf16 ? ds::DType::BF16 : ds::DType::F16,
-                     shape, std::move(bytes)});
+      out.push_back({names.values, dtype, shape, floatBytes(t.f, dtype)});
       return success();
     };
     return rw->materialize(user, weight, *sources, type.clone(s.castType),
@@ -180,18 +186,9 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
     std::vector<int64_t> scaleShape = ds::scaleShape(shape, q.block);
     out.push_back({names.values, ds::storageDType(q.storage),
                    ds::storageShape(shape, q.storage), ds::encodeValues(qt)});
-    if (halfScales) {
-      std::vector<uint8_t> bytes(qt.scales.size() * 2);
-      for (size_t i = 0; i < qt.scales.size(); ++i) {
-        uint16_t bits = ds::floatToHalf(qt.scales[i]);
-        std::memcpy(&bytes[2 * i], &bits, 2);
-      }
-      out.push_back(
-          {names.scales, ds::DType::F16, scaleShape, std::move(bytes)});
-    } else {
-      out.push_back(
-          {names.scales, ds::DType::F32, scaleShape, floatBytes(qt.scales)});
-    }
+    const ds::DType scaleDType = halfScales ? ds::DType::F16 : ds::DType::F32;
+    out.push_back({names.scales, scaleDType, scaleShape,
+                   floatBytes(qt.scales, scaleDType)});
     if (!qt.zeros.empty()) {
       std::vector<uint8_t> zeros(qt.zeros.size());
       for (size_t i = 0; i < zeros.size(); ++i)

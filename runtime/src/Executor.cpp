@@ -30,7 +30,8 @@ struct Executor::Prepared {
   /// Value whose storage each value uses (itself unless an alias).
   std::vector<int32_t> base;
   /// Per step: its scratch's arena offset and size (0: none).
-  std::vector<uint64_t> scratchOffsets, scratchSizes;
+  std::vector<uint64_t> scratchOffsets;
+  std::vector<StepScratch> scratch;
   uint64_t arenaSize = 0;
   /// The first result's storage when no step reads it (only the caller
   /// does), so that its producer may compute just the rows a caller asks
@@ -145,14 +146,14 @@ Executor::prepare(const FunctionPlan &fn,
   // Each step's scratch lives during that step only, in the same arena.
   size_t values = requests.size();
   p->scratchOffsets.assign(numSteps, 0);
-  p->scratchSizes.assign(numSteps, 0);
+  p->scratch.assign(numSteps, {});
   std::vector<int64_t> scratchSteps;
+  const unsigned workers = pool ? pool->numWorkers() : 0;
   for (int64_t s = 0; s < numSteps; ++s) {
-    uint64_t bytes = device->scratchBytes(*model, fn, fn.steps[s], p->shapes,
-                                          pool ? pool->numWorkers() : 0);
+    p->scratch[s] = device->planScratch(*model, fn, fn.steps[s], p->shapes);
+    uint64_t bytes = p->scratch[s].bytes(workers);
     if (!bytes)
       continue;
-    p->scratchSizes[s] = bytes;
     requests.push_back({bytes, 64, s, s});
     scratchSteps.push_back(s);
   }
@@ -312,9 +313,12 @@ Executor::run(const std::string &function,
   args.slots = slots.data();
   for (size_t i = 0; i < fn->steps.size(); ++i) {
     const Step &s = fn->steps[i];
-    args.scratch =
-        p.scratchSizes[i] ? arena->data() + p.scratchOffsets[i] : nullptr;
-    args.scratchSize = p.scratchSizes[i];
+    const StepScratch &scratch = p.scratch[i];
+    args.scratch = scratch.bytes(pool ? pool->numWorkers() : 0)
+                       ? arena->data() + p.scratchOffsets[i]
+                       : nullptr;
+    args.scratchSize = scratch.own;
+    args.threadScratch = scratch.threads;
     bool selects = selectedValue >= 0 && !s.results.empty() &&
                    s.results[0] == selectedValue;
     args.selectRows = selects ? outputRows : nullptr;

@@ -30,41 +30,22 @@ private:
   Arena arena;
 };
 
-/// The step's own scratch (StepContext::scratch), a multiple of 64 bytes.
-uint64_t stepScratch(const cpu::ShapeView &v) {
+/// The step's own scratch (StepContext::scratch, a multiple of 64 bytes)
+/// and what its kernels take from ThreadScratch.
+StepScratch stepScratch(const cpu::ShapeView &v) {
   switch (v.step.op()) {
   case OpCode::Linear:
-    return cpu::scratchLinear(v);
+    return {cpu::scratchLinear(v), cpu::threadScratchLinear(v)};
   case OpCode::Router:
-    return cpu::scratchRouter(v);
+    return {cpu::scratchRouter(v), cpu::threadScratchRouter(v)};
   case OpCode::MoE:
-    return cpu::scratchMoE(v);
+    return {cpu::scratchMoE(v), cpu::threadScratchMoE(v)};
   case OpCode::Rope:
-    return cpu::scratchRope(v);
+    return {cpu::scratchRope(v), cpu::threadScratchRope(v)};
   case OpCode::Attention:
-    return cpu::scratchAttention(v);
+    return {cpu::scratchAttention(v), cpu::threadScratchAttention(v)};
   case OpCode::MLAAttention:
-    return cpu::scratchMLAAttention(v);
-  default:
-    return 0;
-  }
-}
-
-/// What the step's kernels take from ThreadScratch.
-ThreadScratchNeed threadScratch(const cpu::ShapeView &v) {
-  switch (v.step.op()) {
-  case OpCode::Linear:
-    return cpu::threadScratchLinear(v);
-  case OpCode::Router:
-    return cpu::threadScratchRouter(v);
-  case OpCode::MoE:
-    return cpu::threadScratchMoE(v);
-  case OpCode::Rope:
-    return cpu::threadScratchRope(v);
-  case OpCode::Attention:
-    return cpu::threadScratchAttention(v);
-  case OpCode::MLAAttention:
-    return cpu::threadScratchMLAAttention(v);
+    return {cpu::scratchMLAAttention(v), cpu::threadScratchMLAAttention(v)};
   default:
     return {};
   }
@@ -75,21 +56,14 @@ public:
   explicit CpuQueue(ThreadPool *pool) : pool(pool) {}
 
   /// Binds this thread (and, through parallelFor, the workers) to the
-  /// step's per-thread region, which follows the step's own scratch, and
-  /// runs the step.
+  /// step's per-thread region, which follows the step's own scratch (as
+  /// planScratch laid it out), and runs the step.
   absl::Status run(const Step &step, const StepArgs &args) override {
-    cpu::ShapeView v{*args.model, step, *args.shapes, args.function};
-    const uint64_t own = stepScratch(v);
-    const ThreadScratchNeed need = threadScratch(v);
-    const unsigned workers = pool ? pool->numWorkers() : 0;
-    if (own + WorkerScratch::bytes(need, workers) > args.scratchSize)
-      return absl::InternalError(step.location +
-                                 ": the step's scratch was not planned");
-    StepArgs stepArgs = args;
-    stepArgs.scratchSize = own;
     ThreadScratch::Binding bind(
-        WorkerScratch::carve(args.scratch + own, need, workers), 0);
-    return dispatch(step, stepArgs);
+        WorkerScratch::carve(args.scratch + args.scratchSize,
+                             args.threadScratch, pool ? pool->numWorkers() : 0),
+        0);
+    return dispatch(step, args);
   }
 
   absl::Status synchronize() override { return absl::OkStatus(); }
@@ -185,11 +159,10 @@ public:
     return absl::InvalidArgumentError("unknown step kind");
   }
 
-  uint64_t scratchBytes(const Model &model, const FunctionPlan &function,
-                        const Step &step, const cpu::Shapes &shapes,
-                        unsigned workers) const override {
-    cpu::ShapeView v{model, step, shapes, &function};
-    return stepScratch(v) + WorkerScratch::bytes(threadScratch(v), workers);
+  StepScratch planScratch(const Model &model, const FunctionPlan &function,
+                          const Step &step,
+                          const cpu::Shapes &shapes) const override {
+    return stepScratch(cpu::ShapeView{model, step, shapes, &function});
   }
 
   std::unique_ptr<Queue> createQueue(ThreadPool *pool) override {

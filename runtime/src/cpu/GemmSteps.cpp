@@ -270,15 +270,14 @@ ThreadScratchNeed threadScratchMoE(const ShapeView &v) {
   // An expert gets each token at most once, so at most `rows` rows; experts
   // run side by side, each GEMM whole on one thread (its calling-thread
   // share on every thread), or one after another split over the workers.
+  // Every expert's weights share one layout (checkMoE: the table is not
+  // empty).
   const auto round = static_cast<kernels::Round>(cfg.inputRound);
   ThreadScratchNeed need;
-  for (const auto &w : v.model.packed(s.weights[0])) {
-    ThreadScratchNeed g = kernels::gemmScratchUpTo(rows, h, w.format, round);
-    need.atLeast(ThreadScratchNeed::everywhere(std::max(g.caller, g.worker)));
-  }
-  for (const auto &w : v.model.packed(s.weights[1])) {
-    ThreadScratchNeed g =
-        kernels::gemmScratchUpTo(rows, cfg.intermediate, w.format, round);
+  for (auto [w, k] : {std::pair{s.weights[0], h},
+                      std::pair{s.weights[1], cfg.intermediate}}) {
+    ThreadScratchNeed g = kernels::gemmScratchUpTo(
+        rows, k, v.model.packed(w).front().format, round);
     need.atLeast(ThreadScratchNeed::everywhere(std::max(g.caller, g.worker)));
   }
   return need;

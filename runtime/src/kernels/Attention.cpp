@@ -659,8 +659,8 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
         static_cast<double>(positions[i] - firstRow(positions[i], window) + 1);
   double work = keys * heads * static_cast<double>(d + dv);
   // Runs of up to kAttentionQueryBlock rows in one slot at consecutive
-  // positions
-  // (without a sliding window, so that they start at the same key row).
+  // positions (without a sliding window, so that they start at the same key
+  // row).
   ThreadScratch::Scope scope;
   int64_t *runs = scope.array<int64_t>(rows + 1);
   int64_t numRuns = 0;

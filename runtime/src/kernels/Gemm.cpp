@@ -65,6 +65,28 @@ bool hasBF16Dot() {
 namespace {
 int64_t numPanels(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
+/// run(p0, p1) over w's panels, in groups of `per` panels split over
+/// `pool` when the work is large enough (below ~1 MFLOP a parallel split
+/// costs more than it saves): one contiguous chunk of groups per thread
+/// when `contiguous` (calls that prepare what they read per call, as the
+/// tall GEMM packs its rows), else group by group.
+template <typename Run>
+void splitPanels(const PackedWeight &w, int64_t m, int64_t per, bool contiguous,
+                 ThreadPool *pool, const Run &run) {
+  const int64_t panels = numPanels(w.n);
+  const double flops = 2.0 * static_cast<double>(m) * w.n * w.k;
+  const int64_t groups = (panels + per - 1) / per;
+  if (!pool || pool->numWorkers() == 0 || groups < 2 || flops < 1e6) {
+    run(0, panels);
+    return;
+  }
+  const int64_t workers = pool->numWorkers();
+  const int64_t grain = contiguous ? (groups + workers) / (workers + 1) : 1;
+  pool->parallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
+    run(g0 * per, std::min(panels, g1 * per));
+  });
+}
+
 /// Whether gemm takes the bf16 dot-product path for these inputs.
 bool bf16Dot(WeightFormat format, Round inputs) {
   return inputs == Round::BF16 && format == WeightFormat::BF16 && hasBF16Dot();
@@ -95,21 +117,10 @@ void gemmBF16Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
       dst[j] = lo | hi << 16;
     }
   }
-  const int64_t panels = numPanels(w.n);
-  auto run = [&](int64_t p0, int64_t p1) {
+  // 4-panel groups (the kernel's widest tile), one contiguous chunk a
+  // thread.
+  splitPanels(w, m, 4, true, pool, [&](int64_t p0, int64_t p1) {
     bf16dot::gemmPanels(xp, ldq, m, w, bias, c, ldc, p0, p1);
-  };
-  double flops = 2.0 * static_cast<double>(m) * w.n * k;
-  const int64_t groups = (panels + 3) / 4;
-  if (!pool || pool->numWorkers() == 0 || groups < 2 || flops < 1e6) {
-    run(0, panels);
-    return;
-  }
-  // One contiguous chunk of 4-panel groups per thread.
-  const int64_t grain =
-      (groups + pool->numWorkers()) / (pool->numWorkers() + 1);
-  pool->parallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
-    run(g0 * 4, std::min(panels, g1 * 4));
   });
 }
 } // namespace
@@ -334,28 +345,15 @@ void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
   const bool wide = hasAvx512();
   const int64_t per =
       wide ? avx512::panelsPerGroup(m) : avx2::panelsPerGroup(m);
-  const int64_t panels = numPanels(w.n);
-  auto run = [&](int64_t p0, int64_t p1) {
-    if (wide)
-      avx512::gemmPanels(a, m, lda, w, bias, c, ldc, p0, p1);
-    else
-      avx2::gemmPanels(a, m, lda, w, bias, c, ldc, p0, p1);
-  };
-  // Below ~1 MFLOP a parallel split costs more than it saves.
-  double flops = 2.0 * static_cast<double>(m) * w.n * w.k;
-  const int64_t groups = (panels + per - 1) / per;
-  if (!pool || pool->numWorkers() == 0 || groups < 2 || flops < 1e6) {
-    run(0, panels);
-    return;
-  }
   // Many rows: each call packs the activations it reads (gemmTall), so the
   // panel groups go out in one contiguous chunk per thread, not one group
   // at a time (which packed them again for every group).
   const int64_t tall = wide ? avx512::tallRows() : avx2::tallRows();
-  const int64_t grain =
-      m > tall ? (groups + pool->numWorkers()) / (pool->numWorkers() + 1) : 1;
-  pool->parallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
-    run(g0 * per, std::min(panels, g1 * per));
+  splitPanels(w, m, per, m > tall, pool, [&](int64_t p0, int64_t p1) {
+    if (wide)
+      avx512::gemmPanels(a, m, lda, w, bias, c, ldc, p0, p1);
+    else
+      avx2::gemmPanels(a, m, lda, w, bias, c, ldc, p0, p1);
   });
 }
 

@@ -24,6 +24,7 @@
 #define DS_RT_DEVICE_H
 
 #include "ds/rt/Plan.h"
+#include "ds/rt/ThreadScratch.h"
 
 #include "absl/status/statusor.h"
 
@@ -44,6 +45,19 @@ public:
   virtual uint64_t size() const = 0;
 };
 
+/// A step's scratch as its device plans it: `own` bytes for the step's
+/// buffers, then the per-thread region its kernels take from (`threads`:
+/// on the thread running the step and on each CPU worker; see
+/// ThreadScratch.h; devices without one leave it empty).
+struct StepScratch {
+  uint64_t own = 0;
+  ThreadScratchNeed threads;
+  /// Arena bytes when a queue with `workers` workers runs the step.
+  uint64_t bytes(unsigned workers) const {
+    return own + WorkerScratch::bytes(threads, workers);
+  }
+};
+
 /// What one step sees when its queue runs it.
 struct StepArgs {
   const Model *model = nullptr;
@@ -52,9 +66,12 @@ struct StepArgs {
   /// Shape and buffer of every value of the function (device addresses).
   const std::vector<std::vector<int64_t>> *shapes = nullptr;
   const std::vector<void *> *buffers = nullptr;
-  /// The step's own scratch, planned in the arena (scratchBytes()).
+  /// The step's scratch, planned in the arena (Device::planScratch): its
+  /// own `scratchSize` bytes, followed by the per-thread region of its
+  /// kernels, `threadScratch` for the running thread and each worker.
   uint8_t *scratch = nullptr;
   uint64_t scratchSize = 0;
+  ThreadScratchNeed threadScratch;
   /// KV cache slot of each batch row (cache steps).
   const int64_t *slots = nullptr;
   /// When the caller wants some rows of the result this step produces
@@ -113,14 +130,13 @@ public:
   virtual absl::Status
   checkStep(const Model &model, const Step &step,
             const std::vector<std::vector<int64_t>> &shapes) const = 0;
-  /// Scratch bytes `step` of `function` needs at these shapes (planned in
-  /// the arena, live during the step only) when a queue with `workers` CPU
-  /// worker threads runs it: the step's own buffers and what its kernels
-  /// take on each thread (ThreadScratch.h).
-  virtual uint64_t scratchBytes(const Model &model,
-                                const FunctionPlan &function, const Step &step,
-                                const std::vector<std::vector<int64_t>> &shapes,
-                                unsigned workers) const = 0;
+  /// The scratch `step` of `function` needs at these shapes (planned in
+  /// the arena once per shape, live during the step only): the step's own
+  /// buffers and what its kernels take on each thread (ThreadScratch.h).
+  virtual StepScratch
+  planScratch(const Model &model, const FunctionPlan &function,
+              const Step &step,
+              const std::vector<std::vector<int64_t>> &shapes) const = 0;
 
   /// A queue for one executor; `pool` holds the CPU worker threads a step
   /// may split over (may be null).
