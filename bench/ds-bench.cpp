@@ -874,17 +874,18 @@ void benchAttention(double bw, double peak) {
     });
     report("GQA, bf16 KV cache", s16, flops, bytes / 2);
     std::printf("%-40s %10.2fx\n", "  bf16 cache / f32 cache speed", s / s16);
-    // Prefill of 1024 tokens into one slot (causal): rows at consecutive
-    // positions share the key rows they read.
+    // Prefill of one sequence of 1024 tokens (causal), as a prefill step
+    // calls it (batch 1, seq 1024): rows at consecutive positions share the
+    // key rows they read.
     const int64_t n = 1024;
     std::vector<float> pq = randomFloats(n * H * d, 8), pout(n * H * d);
-    std::vector<int64_t> slots(n, 0), positions(n);
+    std::vector<int64_t> positions(n);
     for (int64_t i = 0; i < n; ++i)
       positions[i] = i;
     double p = medianSeconds(
         [&] {
-          attention(pq.data(), n, 1, H, d, k.data(), v.data(), len, kvH, d,
-                    slots.data(), positions.data(), 0, 0.088, pout.data(),
+          attention(pq.data(), 1, n, H, d, k.data(), v.data(), len, kvH, d,
+                    slot.data(), positions.data(), 0, 0.088, pout.data(),
                     nullptr);
         },
         std::max(3, reps / 3));

@@ -968,6 +968,38 @@ TEST(Kernels, AttentionPrefillRowsMatchSingleRows) {
   }
 }
 
+/// A long prefill (runs of up to 32 rows, 8 heads sharing each KV head: the
+/// 8-head AVX-512 loop) over several key blocks: rows of a run that end
+/// before a block skip it, and every row still comes out bit for bit as
+/// when it runs alone (decode), serially and on workers.
+TEST(Kernels, AttentionLongPrefillMatchesSingleRows) {
+  std::mt19937 rng(32);
+  const int64_t seq = 100, heads = 16, kvHeads = 2, d = 128, dv = 128,
+                maxLen = 128;
+  std::vector<float> q = randomVec(rng, seq * heads * d);
+  std::vector<float> k = randomVec(rng, maxLen * kvHeads * d);
+  std::vector<float> v = randomVec(rng, maxLen * kvHeads * dv);
+  std::vector<int64_t> slots{0}, positions(seq);
+  std::iota(positions.begin(), positions.end(), 5);
+  std::vector<float> all(seq * heads * dv), one(heads * dv);
+  ThreadPool pool(2);
+  for (ThreadPool *p : {static_cast<ThreadPool *>(nullptr), &pool}) {
+    attention(q.data(), 1, seq, heads, d, k.data(), v.data(), maxLen, kvHeads,
+              dv, slots.data(), positions.data(), 0, 0.09, all.data(), p);
+    for (int64_t row = 0; row < seq; ++row) {
+      attention(q.data() + row * heads * d, 1, 1, heads, d, k.data(), v.data(),
+                maxLen, kvHeads, dv, slots.data(), &positions[row], 0, 0.09,
+                one.data());
+      ASSERT_EQ(0, std::memcmp(one.data(), all.data() + row * heads * dv,
+                               one.size() * sizeof(float)))
+          << "row " << row << (p ? " (threads)" : "");
+    }
+  }
+  // And the reference agrees.
+  AttnCase c{1, seq, heads, kvHeads, d, dv, 1, maxLen, 0, slots, positions};
+  checkAttention(c, 33, &pool);
+}
+
 TEST(Kernels, AttentionMhaLongRows) {
   // MHA (no shared KV heads: the per-head paths) with d = 24 (one
   // 16-column chunk and 8 left) over several row blocks.

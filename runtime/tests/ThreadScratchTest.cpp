@@ -304,7 +304,7 @@ TEST(ThreadScratch, AttentionTakesWhatAttentionScratchSays) {
   struct Case {
     int64_t seq;
     std::vector<int64_t> slots;
-    bool tight; // an 8-row run (or every row) ends at the cache's end
+    bool tight; // an 8-row run (or a row alone) ends at the cache's end
   };
   const std::vector<Case> cases{
       {8, {0, 1}, true}, {1, {0, 0}, true}, {5, {0, 1}, false}};

@@ -4,13 +4,18 @@
 // p reads only cache rows [first, p] of its batch row's slot (first > 0 with
 // a sliding window). Scores and the weighted value sum accumulate in f32; the
 // softmax normalizer is summed in double as the interpreter does. Work items
-// are a query row and a block of heads, split over the thread pool when the
-// loop is large enough to pay for waking it. Within an item the heads that
-// share key / value rows (a GQA group, all MLA heads) read each row once, in
-// blocks of rows that stay in L2, with several dot products or weighted-sum
-// accumulators in flight; every head's arithmetic is that of the plain
-// per-head loop (the same FMAs in the same order), whatever the blocking, so
-// results do not depend on the thread count or the batch.
+// are a query row (or a run of prefill rows) and a block of heads, split
+// over the thread pool when the loop is large enough to pay for waking it.
+// Within an item the (row, head) entries that share key / value rows (a GQA
+// group, a prefill run, all MLA heads) read each row once, in blocks of rows
+// that stay in L1, with several dot products or weighted-sum accumulators in
+// flight; every head's arithmetic is that of the plain per-head loop (the
+// same FMAs in the same order), whatever the blocking, so results do not
+// depend on the thread count, the batch, or whether a row is prefilled or
+// decoded. Scores of an item are all computed before its softmax (two
+// passes, not the online rescaling of flash attention, which would make a
+// row's bits depend on the key blocks): the score rows of a run are bounded
+// by sizing the run (queryRun).
 //
 //===----------------------------------------------------------------------===//
 
@@ -109,30 +114,43 @@ struct RowTable {
   KVType type = KVType::F32;
 };
 
-/// Rows [j0, j1) of a RowTable's first n columns as f32: an f32 table is
-/// read where it is; a narrow one is widened into the calling thread's
-/// scratch, once per run of heads that share their rows (a GQA group, all
-/// MLA heads), when the loops first ask for those heads (need()), so that
-/// the widened rows are read while they are still in L1. The loops then do
-/// the arithmetic of an f32 table holding the same values. Row j of head i
-/// is rows()[i] + (j - shift) * stride.
+/// Rows [j0, j1) of a RowTable's first n columns as f32, for the heads
+/// that share them: an f32 table read by at most kInPlaceHeads heads per
+/// row (a GQA decode group) is read where it is; a narrow one, or one that
+/// many heads share (prefill runs, MLA), is copied (widened) into the
+/// calling thread's scratch, once per run of heads that share their rows,
+/// when the loops first ask for those heads (need()), so that the rows are
+/// read from L1 by every head: cache rows lie a power of two apart (8 KV
+/// heads of 128 floats: 4 KiB), so a block read in place maps to a few L1
+/// sets and is evicted before the next heads read it. The loops then do the
+/// arithmetic of an f32 table holding the same values. Row j of head i is
+/// rows()[i] + (j - shift) * stride.
 class F32Block {
 public:
+  static constexpr int64_t kInPlaceHeads = 4;
+
   /// Room, from `scope`, for the heads of `t` (nh of them) in blocks of up
   /// to `maxCount` rows of n columns: taken as bytes() counts it.
   F32Block(ThreadScratch::Scope &scope, const RowTable &t, int64_t nh,
            int64_t n, int64_t maxCount)
       : heads(nh) {
     ptrs = scope.array<const float *>(nh);
-    if (t.type != KVType::F32)
+    pack = copies(t.type, longestRun(t, nh));
+    if (pack)
       buffer = scope.array<float>(distinctRows(t, nh) * maxCount * n);
   }
+  /// Whether a table of `type` whose longest run of heads sharing rows is
+  /// `longest` is copied.
+  static bool copies(KVType type, int64_t longest) {
+    return type != KVType::F32 || longest > kInPlaceHeads;
+  }
   /// Scratch bytes of a block for nh heads, `distinct` of them with rows
-  /// of their own (runs of equal table entries).
+  /// of their own (runs of equal table entries), the longest run of heads
+  /// sharing rows `longest` long.
   static uint64_t bytes(int64_t nh, int64_t n, int64_t maxCount,
-                        int64_t distinct, KVType type) {
+                        int64_t distinct, int64_t longest, KVType type) {
     uint64_t b = scratchRound(sizeof(float *) * static_cast<uint64_t>(nh));
-    if (type != KVType::F32)
+    if (copies(type, longest))
       b += scratchRound(4 * static_cast<uint64_t>(distinct * maxCount * n));
     return b;
   }
@@ -142,6 +160,14 @@ public:
       distinct += i == 0 || t.base[i] != t.base[i - 1];
     return distinct;
   }
+  static int64_t longestRun(const RowTable &t, int64_t nh) {
+    int64_t run = 0, longest = 0;
+    for (int64_t i = 0; i < nh; ++i) {
+      run = i > 0 && t.base[i] == t.base[i - 1] ? run + 1 : 1;
+      longest = std::max(longest, run);
+    }
+    return longest;
+  }
 
   void load(const RowTable &t, int64_t nh, int64_t n, int64_t j0, int64_t j1) {
     std::fill(ptrs, ptrs + heads, nullptr);
@@ -149,7 +175,7 @@ public:
     cols = n;
     firstRow = j0;
     count = j1 - j0;
-    if (t.type == KVType::F32) {
+    if (!pack) {
       for (int64_t i = 0; i < nh; ++i)
         ptrs[i] = static_cast<const float *>(t.base[i]);
       stride = t.stride;
@@ -164,7 +190,7 @@ public:
   /// is widened whole, once, into the next of the buffer's `distinct`
   /// slots, whatever order the heads are asked for in.
   void need(int64_t i0, int64_t i1) {
-    if (table.type == KVType::F32)
+    if (!pack)
       return;
     const int64_t size = kvTypeSize(table.type);
     for (int64_t i = i0; i < i1; ++i) {
@@ -188,6 +214,7 @@ public:
 
 private:
   int64_t heads;
+  bool pack = false;
   const float **ptrs = nullptr;
   float *buffer = nullptr;
   RowTable table{nullptr, 0};
@@ -272,13 +299,28 @@ bool directNarrow(const RowTable &t, int64_t nh) {
   return longest <= 8;
 }
 
+/// The end of the rows heads [i0, i1) need: all `len` of them, or the
+/// longest of their `lens` (prefill rows of a run end at their own
+/// positions).
+inline int64_t rowsNeeded(const int64_t *lens, int64_t i0, int64_t i1,
+                          int64_t len) {
+  if (!lens)
+    return len;
+  int64_t most = 0;
+  for (int64_t i = i0; i < i1; ++i)
+    most = std::max(most, lens[i]);
+  return std::min(most, len);
+}
+
 /// s[i * ld + j] = dot(a[i], row j of head i of t, n) for heads i < nh and
-/// rows j < len (attention scores before scaling). Runs of four heads that
-/// share their rows (GQA groups, MLA) take two rows at a time, 8 FMA
-/// chains per loaded vector; rows go in blocks that stay in L2 while every
-/// head reads them.
+/// rows j < len (attention scores before scaling); with `lens`, only rows
+/// j < lens[i] are asked for (others may be left unwritten). Runs of four
+/// heads that share their rows (GQA groups, MLA) take two rows at a time, 8
+/// FMA chains per loaded vector; rows go in blocks that stay in L2 while
+/// every head reads them.
 void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
-              int64_t len, float *s, int64_t ld) {
+              int64_t len, float *s, int64_t ld,
+              const int64_t *lens = nullptr) {
   const int64_t kRowBlock = rowBlock(n);
   const bool wide = hasAvx512();
   const int64_t perGroup = avx512::packedQueriesSize(n);
@@ -308,6 +350,27 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
                            t.type, t.stride, n, j, std::min(j1, j + 8),
                            s + i0 * ld, ld);
         }
+        continue;
+      }
+      if (wide && i0 + 8 <= nh && sameRows4(t.base, i0) &&
+          sameRows4(t.base, i0 + 4) && t.base[i0] == t.base[i0 + 4]) {
+        // AVX-512, 8 heads sharing their rows (prefill runs, MLA): four
+        // pairs of heads against 4 rows at a time, the same arithmetic.
+        block.need(i0, i0 + 8);
+        float *q = packed + (i0 / 4) * perGroup;
+        if (j0 == 0) {
+          avx512::packQueries4(a + i0, n, q);
+          avx512::packQueries4(a + i0 + 4, n, q + perGroup);
+        }
+        const int64_t end = std::min(j1, rowsNeeded(lens, i0, i0 + 8, len));
+        for (int64_t j = j0; j < j1; j += 8) {
+          for (int u = 0; u < 8; ++u)
+            ahead.step();
+          if (j < end)
+            avx512::dotRows8(q, a + i0, base[i0], stride, n, j - sh,
+                             std::min(end, j + 8) - sh, s + i0 * ld + sh, ld);
+        }
+        i0 += 4;
         continue;
       }
       block.need(i0, i0 + 4);
@@ -387,7 +450,8 @@ void elementSums(const float *p, int64_t ldp, const float *const *rows,
 /// of 64 rows, so that a block's rows are read from L1/L2 by every head
 /// instead of streaming once per head.
 void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
-                  int64_t nh, int64_t n, float *out, int64_t ldo) {
+                  int64_t nh, int64_t n, float *out, int64_t ldo,
+                  const int64_t *lens = nullptr) {
   typedef float v8 __attribute__((vector_size(32), aligned(4)));
   const int64_t kRowBlock = rowBlock(n);
   const bool wide = hasAvx512();
@@ -456,12 +520,19 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
           }
           continue;
         }
+        // Rows past every head's own end have zero weights: nothing to add.
+        const int64_t end = std::min(j1, rowsNeeded(lens, i0, i0 + 4, len));
+        if (end <= j0) {
+          for (int64_t cc = 0; cc + 64 <= n; cc += 64)
+            ahead.step();
+          continue;
+        }
         block.need(i0, i0 + 4);
         for (int64_t cc = 0; cc + 64 <= n; cc += 64) {
           ahead.step();
           avx512::weightedSums4x64(pb + i0 * ldp, ldp, rows + i0,
                                    sameRows4(rows, i0), stride, j0 - sh,
-                                   j1 - sh, cc, out + i0 * ldo, ldo);
+                                   end - sh, cc, out + i0 * ldo, ldo);
         }
       }
       c = n / 64 * 64;
@@ -489,12 +560,19 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
   }
 }
 
-/// Replaces scores[0, n) by exp(score - max) and returns their sum, in
-/// double as the interpreter sums it, over 8 partial sums (lane i takes j =
-/// i mod 8) added pairwise: one sequential double add per score cost as
-/// much as all of a prefill's dot products; this order vectorizes and is
-/// the same for every row, batch and thread count.
-double softmaxWeights(float *scores, int64_t n) {
+/// Scales scores[0, n) (scores[j] = float(scores[j] * scale), in double;
+/// none when scale is 1), replaces them by exp(score - max) and returns
+/// their sum, in double as the interpreter sums it, over 8 partial sums
+/// (lane i takes j = i mod 8) added pairwise: one sequential double add
+/// per score cost as much as all of a prefill's dot products; this order
+/// vectorizes and is the same for every row, batch and thread count.
+double softmaxWeights(float *scores, int64_t n, double scale = 1.0) {
+  static const bool wide = hasAvx512();
+  if (wide)
+    return avx512::softmaxWeights(scores, n, scale);
+  if (scale != 1.0)
+    for (int64_t j = 0; j < n; ++j)
+      scores[j] = static_cast<float>(scores[j] * scale);
   constexpr int kLanes = 8;
   // The maximum over 8 lanes (a maximum is exact in any order; one
   // sequential compare a score took half of prefill's time outside the
@@ -528,23 +606,36 @@ double softmaxWeights(float *scores, int64_t n) {
 
 /// Scratch bytes dotTable takes for nh heads of n columns, `distinct` of
 /// them with rows of their own.
-uint64_t dotTableBytes(int64_t nh, int64_t n, int64_t distinct, KVType type) {
+uint64_t dotTableBytes(int64_t nh, int64_t n, int64_t distinct, int64_t longest,
+                       KVType type) {
   uint64_t packed =
       hasAvx512()
           ? scratchRound(4 * static_cast<uint64_t>(
                                  (nh / 4) * avx512::packedQueriesSize(n)))
           : 0;
-  return packed + F32Block::bytes(nh, n, rowBlock(n), distinct, type);
+  return packed + F32Block::bytes(nh, n, rowBlock(n), distinct, longest, type);
 }
 
 /// Scratch bytes weightedSums takes (the same table sizes).
 uint64_t weightedSumsBytes(int64_t nh, int64_t n, int64_t distinct,
-                           KVType type) {
-  return F32Block::bytes(nh, n, rowBlock(n), distinct, type);
+                           int64_t longest, KVType type) {
+  return F32Block::bytes(nh, n, rowBlock(n), distinct, longest, type);
 }
 
-/// The longest run of query rows one attention item holds.
-constexpr int64_t kAttentionQueryBlock = 8;
+/// The longest run of query rows one attention item holds: prefill rows
+/// of one slot at consecutive positions share every key and value row, so
+/// a run of R rows reads each of them once for R x group (query row, head)
+/// entries. Long runs make prefill compute-bound instead of bound by L3
+/// reading the cache once per run (8 rows: 16 FLOP per byte); the item's
+/// scores (R x group rows of up to maxLen floats, written once and read
+/// twice) are kept within kRunScoreBytes.
+constexpr int64_t kMaxQueryRun = 32;
+constexpr int64_t kRunScoreBytes = 2 << 20;
+int64_t queryRun(int64_t group, int64_t maxLen) {
+  return std::clamp<int64_t>(kRunScoreBytes /
+                                 (4 * std::max<int64_t>(group * maxLen, 1)),
+                             1, kMaxQueryRun);
+}
 
 /// Multiply-adds below which a loop runs on the calling thread alone, and
 /// the multiply-adds each parallel chunk should hold at least.
@@ -623,26 +714,35 @@ ThreadScratchNeed attentionScratch(int64_t batch, int64_t seq, int64_t heads,
                                    int64_t window) {
   kvHeads = std::max<int64_t>(kvHeads, 1);
   const int64_t group = heads / kvHeads, rows = batch * seq;
-  // The largest item: a run of rows with every KV head, keys up to the
-  // cache's length.
-  const int64_t run = window > 0 ? 1 : std::min(kAttentionQueryBlock, rows);
-  const int64_t ni = kvHeads * run * group;
-  const uint64_t item =
-      scratchRound(4 * static_cast<uint64_t>(ni * (maxLen + dv))) +
-      4 * scratchRound(8 * static_cast<uint64_t>(ni)) +
-      std::max(dotTableBytes(ni, d, kvHeads, kvType),
-               weightedSumsBytes(ni, dv, kvHeads, kvType));
+  // An item's scratch for ni (query row, head) entries over `distinct` KV
+  // heads, `longest` of them sharing a KV head, keys up to the cache's
+  // length.
+  auto itemBytes = [&](int64_t ni, int64_t distinct, int64_t longest) {
+    return scratchRound(4 * static_cast<uint64_t>(ni * (maxLen + dv))) +
+           4 * scratchRound(8 * static_cast<uint64_t>(ni)) +
+           std::max(dotTableBytes(ni, d, distinct, longest, kvType),
+                    weightedSumsBytes(ni, dv, distinct, longest, kvType));
+  };
+  // The largest item: a decode row with every KV head, or a prefill run
+  // of rows (one alone with a sliding window) with one KV head.
+  const int64_t run = window > 0 ? 1 : std::min(queryRun(group, maxLen), seq);
+  const uint64_t item = seq == 1 ? itemBytes(heads, kvHeads, group)
+                                 : itemBytes(run * group, 1, run * group);
   return {scratchRound(8 * static_cast<uint64_t>(rows + 1)) + item, item};
 }
 
 // Every item is a run of query rows and a block of KV heads with all of
 // their query heads: each key and value row is read once for all of them
-// (GQA's group shares it; prefill rows of one slot at consecutive positions
-// share every key row up to the first one's position), from one contiguous
-// cache row, instead of once per query head and row. A row of the run that
-// ends earlier than the last gets zero weights past its own position, which
-// add exactly nothing: every (row, head) keeps the arithmetic of the plain
-// per-head loop.
+// (GQA's group shares it; prefill rows of one sequence at consecutive
+// positions share every key row up to the first one's position) instead of
+// once per query head and row. Decode items are a row with its KV heads;
+// prefill items a run of up to queryRun() rows with one KV head, whose
+// (row, head) entries go through the blocked loops 8 at a time. A row of
+// the run that ends earlier than the last computes no score past its own
+// position (up to the rest of its group of entries) and adds no value row
+// past it; scores it computes there get zero weights and are not added
+// either: every (row, head) keeps the arithmetic of the plain per-head
+// loop, so a prefill row is bit for bit the same row decoded alone.
 void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
                int64_t d, const void *k, const void *v, KVType kvType,
                int64_t maxLen, int64_t kvHeads, int64_t dv,
@@ -658,24 +758,26 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
     keys +=
         static_cast<double>(positions[i] - firstRow(positions[i], window) + 1);
   double work = keys * heads * static_cast<double>(d + dv);
-  // Runs of up to kAttentionQueryBlock rows in one slot at consecutive
-  // positions (without a sliding window, so that they start at the same key
-  // row).
+  // Runs of up to queryRun() rows of one sequence at consecutive positions
+  // (without a sliding window, so that they start at the same key row).
   ThreadScratch::Scope scope;
   int64_t *runs = scope.array<int64_t>(rows + 1);
   int64_t numRuns = 0;
+  const int64_t maxRun = queryRun(group, maxLen);
   for (int64_t r = 0; r < rows;) {
     int64_t e = r + 1;
     if (window <= 0 && positions[r] >= 0)
-      while (e < rows && e - r < kAttentionQueryBlock &&
-             slots[e / seq] == slots[r / seq] &&
+      while (e < rows && e - r < maxRun && e / seq == r / seq &&
              positions[e] == positions[e - 1] + 1)
         ++e;
     runs[numRuns++] = r;
     r = e;
   }
   runs[numRuns] = rows;
-  const int64_t blocks = headBlocks(pool, numRuns, kvHeads);
+  // Decode rows: a row's KV heads in one item (or split for the threads).
+  // Prefill (runs of rows): one KV head per item, so that the key and value
+  // rows it reads in a block stay in L1 for every entry.
+  const int64_t blocks = seq > 1 ? kvHeads : headBlocks(pool, numRuns, kvHeads);
   const int64_t perBlock = (kvHeads + blocks - 1) / blocks;
 
   auto body = [&](int64_t begin, int64_t end) {
@@ -719,18 +821,17 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
         ks[i] = kRows + (kv0 + i / per) * d * size;
         lens[i] = positions[rowOf(i)] - first + 1;
       }
-      dotTable(qs, RowTable{ks, kStride, kvType}, d, ni, len, scores, len);
-      for (int64_t i = 0; i < ni * len; ++i)
-        scores[i] = static_cast<float>(scores[i] * scale);
+      dotTable(qs, RowTable{ks, kStride, kvType}, d, ni, len, scores, len,
+               lens);
       std::fill(acc, acc + ni * dv, 0.0f);
       for (int64_t i = 0; i < ni; ++i) {
-        sums[i] = softmaxWeights(scores + i * len, lens[i]);
+        sums[i] = softmaxWeights(scores + i * len, lens[i], scale);
         std::fill(scores + i * len + lens[i], scores + (i + 1) * len, 0.0f);
       }
       for (int64_t i = 0; i < ni; ++i)
         ks[i] = vRows + (kv0 + i / per) * dv * size;
       weightedSums(scores, len, RowTable{ks, vStride, kvType}, len, ni, dv, acc,
-                   dv);
+                   dv, lens);
       for (int64_t i = 0; i < ni; ++i) {
         float inv = static_cast<float>(1.0 / sums[i]);
         float *o = out + (rowOf(i) * heads + headOf(i)) * dv;
@@ -806,9 +907,9 @@ ThreadScratchNeed mlaAttentionScratch(int64_t batch, int64_t seq, int64_t heads,
   const uint64_t item =
       2 * scratchRound(4 * static_cast<uint64_t>(heads * maxLen)) +
       3 * scratchRound(8 * static_cast<uint64_t>(heads)) +
-      std::max({dotTableBytes(heads, rank, 1, cacheType),
-                dotTableBytes(heads, dr, 1, cacheType),
-                weightedSumsBytes(heads, rank, 1, cacheType)});
+      std::max({dotTableBytes(heads, rank, 1, heads, cacheType),
+                dotTableBytes(heads, dr, 1, heads, cacheType),
+                weightedSumsBytes(heads, rank, 1, heads, cacheType)});
   ThreadScratchNeed need = ThreadScratchNeed::everywhere(item);
   need.atLeast(gemmScratch(batch * seq, dn, ukFormat));
   need.atLeast(gemmScratch(batch * seq, rank, uvFormat));

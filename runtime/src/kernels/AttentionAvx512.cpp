@@ -8,6 +8,7 @@
 
 #include "AttentionBlocks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <immintrin.h>
 #include <type_traits>
@@ -105,44 +106,53 @@ inline __m512 reduce16(const __m512 *acc) {
                        _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-/// K rows at once against the 4 heads, whose queries are interleaved in
+/// K rows at once against 2 P heads, whose queries are interleaved in
 /// pairs (`q[pair][c / 8][16]`: 8 elements of head 2 * pair, then the same 8
-/// of head 2 * pair + 1): 2 x K accumulators, each two heads' 8 lanes.
-template <int K, KVType Type>
+/// of head 2 * pair + 1): P x K accumulators, each two heads' 8 lanes.
+template <int P, int K, KVType Type>
 inline void dotBlock(const float *q, const float *const *a, const Elem<Type> *b,
                      int64_t stride, int64_t n, int64_t j, float *s,
                      int64_t ld) {
-  __m512 sum[2][K];
-  for (int p = 0; p < 2; ++p)
+  __m512 sum[P][K];
+  for (int p = 0; p < P; ++p)
     for (int r = 0; r < K; ++r)
       sum[p][r] = _mm512_setzero_ps();
   const int64_t full = n / 8 * 8;
   for (int64_t c = 0; c < full; c += 8) {
-    __m512 x0 = _mm512_loadu_ps(q + 2 * c);
-    __m512 x1 = _mm512_loadu_ps(q + 2 * full + 2 * c);
+    __m512 x[P];
+    for (int p = 0; p < P; ++p)
+      x[p] = _mm512_loadu_ps(q + p * 2 * full + 2 * c);
     for (int r = 0; r < K; ++r) {
       __m512 y = _mm512_broadcast_f32x8(load8<Type>(b + (j + r) * stride + c));
-      sum[0][r] = _mm512_fmadd_ps(x0, y, sum[0][r]);
-      sum[1][r] = _mm512_fmadd_ps(x1, y, sum[1][r]);
+      for (int p = 0; p < P; ++p)
+        sum[p][r] = _mm512_fmadd_ps(x[p], y, sum[p][r]);
     }
   }
-  if (full == n && K % 4 == 0) {
-    // Eight accumulators (16 scores) a tree: rows r .. r + 3 of both pairs.
-    for (int r0 = 0; r0 < K; r0 += 4) {
-      __m512 acc[8];
-      for (int i = 0; i < 8; ++i)
-        acc[i] = sum[i / 4][r0 + i % 4];
-      alignas(64) float out[16];
-      _mm512_store_ps(out, reduce16(acc));
-      for (int q = 0; q < 4; ++q)
-        for (int e = 0; e < 4; ++e) {
-          const int i = 2 * e + q / 2; // acc[i]: pair i / 4, row r0 + i % 4
-          s[(2 * (i / 4) + q % 2) * ld + j + r0 + i % 4] = out[4 * q + e];
-        }
-    }
+  constexpr int kTree = K / 4 * 4; // rows reduced 16 scores at a time
+  if (full == n && kTree > 0 && P % 2 == 0) {
+    // Eight accumulators (16 scores) a tree: rows r0 .. r0 + 3 of pairs
+    // p0, p0 + 1, ordered so that quarter h of the result is head 2 p0 + h's
+    // 4 scores (acc[2 e + h / 2] holds it for row r0 + e in half h % 2),
+    // stored as they are.
+    for (int p0 = 0; p0 < P; p0 += 2)
+      for (int r0 = 0; r0 < kTree; r0 += 4) {
+        __m512 acc[8];
+        for (int m = 0; m < 8; ++m)
+          acc[m] = sum[p0 + m % 2][r0 + m / 2];
+        __m512 out = reduce16(acc);
+        float *at = s + 2 * p0 * ld + j + r0;
+        _mm_storeu_ps(at, _mm512_castps512_ps128(out));
+        _mm_storeu_ps(at + ld, _mm512_extractf32x4_ps(out, 1));
+        _mm_storeu_ps(at + 2 * ld, _mm512_extractf32x4_ps(out, 2));
+        _mm_storeu_ps(at + 3 * ld, _mm512_extractf32x4_ps(out, 3));
+      }
+    for (int p = 0; p < P; ++p)
+      for (int r = kTree; r < K; ++r)
+        for (int half = 0; half < 2; ++half)
+          s[(2 * p + half) * ld + j + r] = reduceHalf(sum[p][r], half);
     return;
   }
-  for (int p = 0; p < 2; ++p)
+  for (int p = 0; p < P; ++p)
     for (int r = 0; r < K; ++r)
       for (int half = 0; half < 2; ++half) {
         const int h = 2 * p + half;
@@ -178,13 +188,104 @@ void widenRow(const uint16_t *src, bool bf16, int64_t n, float *dst) {
   }
 }
 
+double softmaxWeights(float *scores, int64_t n, double scale) {
+  if (n <= 0)
+    return 0;
+  // The scaling, in double as the scalar loop does it, in the same pass as
+  // the maximum.
+  const __m512d sd = _mm512_set1_pd(scale);
+  auto scaled = [&](__m512 x) {
+    __m256 lo = _mm512_cvtpd_ps(
+        _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x)), sd));
+    __m256 hi = _mm512_cvtpd_ps(
+        _mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)), sd));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+  };
+  const bool scaling = scale != 1.0;
+  if (scaling)
+    scores[0] = static_cast<float>(scores[0] * scale);
+  // The maximum: exact in any order, and a NaN is never taken (the scalar
+  // loops compare score > max), so 16 lanes give the scalar loop's value.
+  __m512 lane = _mm512_set1_ps(scores[0]);
+  int64_t at = 0;
+  for (; at + 16 <= n; at += 16) {
+    __m512 x = _mm512_loadu_ps(scores + at);
+    if (scaling && at > 0) {
+      x = scaled(x);
+      _mm512_storeu_ps(scores + at, x);
+    } else if (scaling) { // scores[0] is scaled already
+      x = _mm512_mask_blend_ps(1, scaled(x), x);
+      _mm512_storeu_ps(scores + at, x);
+    }
+    lane = _mm512_mask_mov_ps(lane, _mm512_cmp_ps_mask(x, lane, _CMP_GT_OQ), x);
+  }
+  if (scaling)
+    for (int64_t j = std::max<int64_t>(at, 1); j < n; ++j)
+      scores[j] = static_cast<float>(scores[j] * scale);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, lane);
+  float mx = lanes[0];
+  for (int i = 1; i < 16; ++i)
+    mx = std::max(mx, lanes[i]);
+  for (; at < n; ++at)
+    mx = std::max(mx, scores[at]);
+  // expApprox (Math.h), operation for operation; its comparisons written
+  // so that a NaN passes through as it does there.
+  const __m512 lo = _mm512_set1_ps(-87.3f), hi = _mm512_set1_ps(88.3f),
+               shifter = _mm512_set1_ps(12582912.0f), m = _mm512_set1_ps(mx);
+  auto exp16 = [&](__m512 x) {
+    x = _mm512_max_ps(lo, x); // x < -87.3 ? -87.3 : x
+    x = _mm512_min_ps(hi, x); // x > 88.3 ? 88.3 : x
+    __m512 k = _mm512_sub_ps(
+        _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), shifter),
+        shifter);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860682030941723e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    for (float c : {1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f})
+      p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    __mmask16 ordered = _mm512_cmp_ps_mask(k, k, _CMP_ORD_Q);
+    __m512i e = _mm512_maskz_cvttps_epi32(ordered, k);
+    e = _mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  };
+  __m512d part = _mm512_setzero_pd();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 w = exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + j), m));
+    _mm512_storeu_ps(scores + j, w);
+    part = _mm512_add_pd(part, _mm512_cvtps_pd(_mm512_castps512_ps256(w)));
+    part = _mm512_add_pd(part, _mm512_cvtps_pd(_mm512_extractf32x8_ps(w, 1)));
+  }
+  if (j < n) {
+    const __mmask16 k = static_cast<__mmask16>((1u << (n - j)) - 1);
+    __m512 w = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, scores + j), m));
+    _mm512_mask_storeu_ps(scores + j, k, w);
+    // Lane i takes j + i and j + 8 + i, in that order, as the scalar loop.
+    part = _mm512_mask_add_pd(part, static_cast<__mmask8>(k), part,
+                              _mm512_cvtps_pd(_mm512_castps512_ps256(w)));
+    part = _mm512_mask_add_pd(part, static_cast<__mmask8>(k >> 8), part,
+                              _mm512_cvtps_pd(_mm512_extractf32x8_ps(w, 1)));
+  }
+  alignas(64) double sums[8];
+  _mm512_store_pd(sums, part);
+  for (int w = 4; w > 0; w /= 2)
+    for (int i = 0; i < w; ++i)
+      sums[i] += sums[i + w];
+  return sums[0];
+}
+
 void packQueries4(const float *const *a, int64_t n, float *q) {
   const int64_t full = n / 8 * 8;
-  for (int p = 0; p < 2; ++p)
+  for (int p = 0; p < 2; ++p) {
+    const float *lo = a[2 * p], *hi = a[2 * p + 1];
+    float *dst = q + p * 2 * full;
     for (int64_t c = 0; c < full; c += 8)
-      for (int half = 0; half < 2; ++half)
-        for (int i = 0; i < 8; ++i)
-          q[p * 2 * full + 2 * c + 8 * half + i] = a[2 * p + half][c + i];
+      _mm512_storeu_ps(
+          dst + 2 * c,
+          _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(lo + c)),
+                             _mm256_loadu_ps(hi + c), 1));
+  }
 }
 
 namespace {
@@ -195,11 +296,11 @@ void dotRows4T(const float *q, const float *const *a, const Elem<Type> *b,
                int64_t ld) {
   int64_t j = j0;
   for (; j + 8 <= j1; j += 8)
-    dotBlock<8, Type>(q, a, b, stride, n, j, s, ld);
+    dotBlock<2, 8, Type>(q, a, b, stride, n, j, s, ld);
   for (; j + 4 <= j1; j += 4)
-    dotBlock<4, Type>(q, a, b, stride, n, j, s, ld);
+    dotBlock<2, 4, Type>(q, a, b, stride, n, j, s, ld);
   for (; j < j1; ++j)
-    dotBlock<1, Type>(q, a, b, stride, n, j, s, ld);
+    dotBlock<2, 1, Type>(q, a, b, stride, n, j, s, ld);
 }
 
 template <KVType Type>
@@ -243,6 +344,18 @@ void dotRows4(const float *q, const float *const *a, const float *b,
               int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
               int64_t ld) {
   dotRows4T<KVType::F32>(q, a, b, stride, n, j0, j1, s, ld);
+}
+
+void dotRows8(const float *q, const float *const *a, const float *b,
+              int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
+              int64_t ld) {
+  // 4 pairs of heads: 4 query and 4 key loads per 16 FMAs (the 4-head
+  // loop's 8-row blocks take 10), the broadcast key loads being the slower.
+  int64_t j = j0;
+  for (; j + 4 <= j1; j += 4)
+    dotBlock<4, 4, KVType::F32>(q, a, b, stride, n, j, s, ld);
+  for (; j < j1; ++j)
+    dotBlock<4, 1, KVType::F32>(q, a, b, stride, n, j, s, ld);
 }
 
 void dotRows4(const float *q, const float *const *a, const uint16_t *b,

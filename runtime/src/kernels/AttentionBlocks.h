@@ -36,6 +36,12 @@ void dotRows4(const float *q, const float *const *a, const float *b,
               int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
               int64_t ld);
 
+/// dotRows4 for 8 heads i < 8 that share the rows at b; q is
+/// packQueries4(a) followed by packQueries4(a + 4).
+void dotRows8(const float *q, const float *const *a, const float *b,
+              int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
+              int64_t ld);
+
 /// out[i * ldo + c] += Σ_{j in [j0, j1)} p[i * ldp + j] * rows[i][j *
 /// stride + c] for the 4 heads i < 4 and columns c in [c0, c0 + 64): every
 /// column one FMA chain over j in order. `shared`: the 4 heads read the same
@@ -56,6 +62,12 @@ void dotRows4(const float *q, const float *const *a, const uint16_t *b,
 void weightedSums4x64(const float *p, int64_t ldp, const uint16_t *row,
                       KVType type, int64_t stride, int64_t j0, int64_t j1,
                       int64_t c0, float *out, int64_t ldo);
+
+/// softmaxWeights (Attention.cpp) 16 scores at a time with the same
+/// result: scores[j] = float(scores[j] * scale) (in double; none when scale
+/// is 1), then expApprox(scores[j] - max) and their sum in double, lane i
+/// of 8 taking j = i mod 8, the lanes added pairwise.
+double softmaxWeights(float *scores, int64_t n, double scale);
 
 /// dst[c] = the f32 value of element c of a bf16 (`bf16`) or f16 row, c <
 /// n: exact, 16 at a time (a narrow KV cache's rows widened per block).
