@@ -802,6 +802,14 @@ std::vector<uint16_t> toBF16(const std::vector<float> &x) {
   return y;
 }
 
+/// x as an e4m3 KV cache of `scale` stores it (a power of two).
+std::vector<uint8_t> toE4M3(const std::vector<float> &x, float scale) {
+  std::vector<uint8_t> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    y[i] = ::ds::floatToF8E4M3(x[i] / scale);
+  return y;
+}
+
 /// Decode attention at a long context, one row, one thread, cold caches:
 /// DeepSeek-V3's absorbed MLA and a Llama / Mixtral-style GQA layer, each
 /// against its roofline (FLOPs at the FMA peak, bytes at stream bandwidth).
@@ -861,11 +869,12 @@ void benchAttention(double bw, double peak) {
     report("  projections (W_uk, W_uv GEMVs)", proj, projFlops, projBytes);
     report("  latent attention (the rest)", s - proj, flops - projFlops,
            bytes - projBytes);
-    const double sumRoof = std::max(projFlops / peak, projBytes / bw) +
-                           std::max((flops - projFlops) / peak,
-                                    (bytes - projBytes) / bw);
-    std::printf("%-40s %10.3f %12.3f %9.1f%%  %s\n", "  whole, phases in sequence",
-                s * 1e3, sumRoof * 1e3, 100.0 * sumRoof / s, "sum of both");
+    const double sumRoof =
+        std::max(projFlops / peak, projBytes / bw) +
+        std::max((flops - projFlops) / peak, (bytes - projBytes) / bw);
+    std::printf("%-40s %10.3f %12.3f %9.1f%%  %s\n",
+                "  whole, phases in sequence", s * 1e3, sumRoof * 1e3,
+                100.0 * sumRoof / s, "sum of both");
     // The same over a bf16 latent cache (ds-kv-cache-type): half the bytes.
     std::vector<uint16_t> ckv16 = toBF16(ckv), kpe16 = toBF16(kpe);
     double s16 = medianSeconds([&] {
@@ -877,6 +886,19 @@ void benchAttention(double bw, double peak) {
     report("MLA, bf16 latent cache", s16, flops,
            2.0 * len * (rank + dr) + 4.0 * H * rank * (dn + dv));
     std::printf("%-40s %10.2fx\n", "  bf16 cache / f32 cache speed", s / s16);
+    // And over an e4m3 latent cache: a quarter of the f32 bytes.
+    std::vector<uint8_t> ckv8 = toE4M3(ckv, 1.0f / 64),
+                         kpe8 = toE4M3(kpe, 1.0f / 64);
+    double s8 = medianSeconds([&] {
+      mlaAttentionPacked(qn.data(), qp.data(), 1, 1, H, dn, dr, ckv8.data(),
+                         kpe8.data(), KVType::F8E4M3, len, rank, ukW.data(),
+                         uvW.data(), dv, slot.data(), pos.data(), 0.07,
+                         out.data(), nullptr, nullptr, nullptr, 1.0f / 64,
+                         1.0f / 64);
+    });
+    report("MLA, fp8 e4m3 latent cache", s8, flops,
+           1.0 * len * (rank + dr) + 4.0 * H * rank * (dn + dv));
+    std::printf("%-40s %10.2fx\n", "  fp8 cache / f32 cache speed", s / s8);
   }
   {
     const int64_t H = 32, kvH = 8, d = 128;
@@ -897,6 +919,14 @@ void benchAttention(double bw, double peak) {
     });
     report("GQA, bf16 KV cache", s16, flops, bytes / 2);
     std::printf("%-40s %10.2fx\n", "  bf16 cache / f32 cache speed", s / s16);
+    std::vector<uint8_t> k8 = toE4M3(k, 1.0f / 64), v8 = toE4M3(v, 1.0f / 64);
+    double s8 = medianSeconds([&] {
+      attention(q.data(), 1, 1, H, d, k8.data(), v8.data(), KVType::F8E4M3, len,
+                kvH, d, slot.data(), pos.data(), 0, 0.088, out.data(), nullptr,
+                1.0f / 64, 1.0f / 64);
+    });
+    report("GQA, fp8 e4m3 KV cache", s8, flops, bytes / 4);
+    std::printf("%-40s %10.2fx\n", "  fp8 cache / f32 cache speed", s / s8);
     // Prefill of one sequence of 1024 tokens (causal), as a prefill step
     // calls it (batch 1, seq 1024): rows at consecutive positions share the
     // key rows they read.

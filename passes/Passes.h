@@ -52,9 +52,16 @@ void populateWrapElementwisePatterns(RewritePatternSet &patterns);
 
 /// Gives every KV cache of `fn` (the cache arguments of ds.cache_update,
 /// the updates' results, the function results returning them) element type
-/// `elt`. Fails, with a diagnostic naming the op and `fn` unchanged, when
-/// a cache has a use that cannot read another type.
-LogicalResult setKVCacheType(func::FuncOp fn, FloatType elt);
+/// `elt`. For f8E4M3FN, the ops writing and reading cache i (the i-th cache
+/// argument) get scale scaleOf(i) (1 when null); other types drop scales.
+/// Fails, with a diagnostic naming the op and `fn` unchanged, when a cache
+/// has a use that cannot read another type.
+LogicalResult setKVCacheType(func::FuncOp fn, FloatType elt,
+                             function_ref<double(unsigned)> scaleOf = nullptr);
+
+/// The scale of an e4m3 KV cache whose values reach `absmax`: the smallest
+/// power of two that stores absmax without saturating (1 for 0).
+double kvCacheScaleFor(double absmax);
 
 #define GEN_PASS_REGISTRATION
 #include "ds/passes/Passes.h.inc"

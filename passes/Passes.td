@@ -337,7 +337,7 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
 //===----------------------------------------------------------------------===//
 
 def KVCacheTypePass : Pass<"ds-kv-cache-type", "::mlir::ModuleOp"> {
-  let summary = "Store the KV caches in bf16 or f16";
+  let summary = "Store the KV caches in bf16, f16 or FP8 (e4m3)";
   let description = [{
     Changes the element type of every KV cache: each function argument that
     is the cache of a `ds.cache_update`, the updates' results, and the
@@ -349,6 +349,26 @@ def KVCacheTypePass : Pass<"ds-kv-cache-type", "::mlir::ModuleOp"> {
     rounding of the cached keys, values or latents, and the caches take half
     the memory and half the bandwidth of f32 ones (decode attention at long
     contexts reads mostly the cache). `type=f32` widens narrow caches back.
+
+    `type=f8e4m3` stores `f8E4M3FN` caches (a quarter of f32's bytes) with a
+    per-cache scale, as vLLM's and TensorRT-LLM's FP8 KV caches do: every
+    `ds.cache_update` writing cache `i` gets `kv_scale`, and the attention
+    reading it `k_scale` / `v_scale` (`c_kv_scale` / `k_pe_scale` for MLA).
+    An element `x` is stored as the e4m3 nearest `x / scale`, saturating at
+    +-448, and read as `e4m3 * scale`. Scales are powers of two, so that
+    scaling is exact (e4m3's relative precision, 3 mantissa bits, does not
+    depend on the scale; the scale only sets where values saturate). They
+    are `scale` (1 by default) for every cache, or, with `calibration`
+    (the `kv_caches` ranges `ds-run --calibrate` writes: the largest
+    absolute value written into each cache on sample inputs), per cache the
+    smallest power of two that stores its range without saturating. Cache
+    `i` is the function's `i`-th cache argument (the prefill and decode
+    functions list their caches in the same order).
+
+    ```mlir
+    %kc2 = ds.cache_update %kc[%pos], %k {kv_scale = 0.125 : f64} : tensor<?x4096x8x128xf8E4M3FN>, tensor<?x1xi64>, tensor<?x1x8x128xf32>
+    %o = ds.attention %q, %kc2, %vc2, %pos {k_scale = 0.125 : f64, scale = 0.088 : f64, v_scale = 0.0625 : f64} : tensor<?x1x32x128xf32>, tensor<?x4096x8x128xf8E4M3FN>, ...
+    ```
 
     ```mlir
     func.func @decode(%tok: tensor<?x1xi64>, %pos: tensor<?x1xi64>, %kc: tensor<?x4096x8x128xf32>, ...) -> (..., tensor<?x4096x8x128xf32>, ...) {
@@ -370,7 +390,13 @@ def KVCacheTypePass : Pass<"ds-kv-cache-type", "::mlir::ModuleOp"> {
   }];
   let options = [
     Option<"cacheType", "type", "std::string", /*default=*/"\"bf16\"",
-           "Element type of the caches: bf16, f16 or f32">
+           "Element type of the caches: bf16, f16, f8e4m3 or f32">,
+    Option<"scale", "scale", "double", /*default=*/"1.0",
+           "f8e4m3: every cache's scale (a power of two) without calibration">,
+    Option<"calibrationPath", "calibration", "std::string",
+           /*default=*/"\"\"",
+           "f8e4m3: value ranges per cache (ds-run --calibrate); each cache's "
+           "scale is the smallest power of two that stores its range">
   ];
 }
 

@@ -51,6 +51,13 @@ void ds::roundToValueType(Tensor &t, Value v) {
   DType d = storageDType(expressedElementType(v));
   if (t.isInt || d == DType::F32)
     return;
+  if (d == DType::F8E4M3) {
+    // An e4m3 KV cache holds e4m3 * its scale (a power of two: exact).
+    const float scale = static_cast<float>(getKVCacheScale(v).value_or(1.0));
+    for (float &x : t.f)
+      x = ds::roundToDType(x / scale, d) * scale;
+    return;
+  }
   for (float &x : t.f)
     x = ds::roundToDType(x, d);
 }

@@ -107,7 +107,8 @@ ds::DType storageDType(Type type);
 /// type, a !ds.sparse24's element type, else the tensor's.
 Type expressedElementType(Value v);
 /// Rounds a float tensor to the precision of `v`'s element type (bf16, f16,
-/// FP8); values of !ds.qtensor type are kept as they are.
+/// FP8; an e4m3 KV cache to e4m3 times its scale, getKVCacheScale); values
+/// of !ds.qtensor type are kept as they are.
 void roundToValueType(Tensor &t, Value v);
 
 /// `parts` joined along `axis` (equal shapes elsewhere, not checked).

@@ -598,9 +598,10 @@ private:
   }
   /// How a cache of element type `elt` is stored.
   static rt::ElemType cacheType(Type elt) {
-    return elt.isBF16()  ? rt::ElemType::BF16
-           : elt.isF16() ? rt::ElemType::F16
-                         : rt::ElemType::F32;
+    return elt.isBF16()                 ? rt::ElemType::BF16
+           : elt.isF16()                ? rt::ElemType::F16
+           : isa<Float8E4M3FNType>(elt) ? rt::ElemType::F8E4M3
+                                        : rt::ElemType::F32;
   }
   bool isF32Activation(Value v) {
     auto t = dyn_cast<RankedTensorType>(v.getType());
@@ -614,6 +615,19 @@ private:
     while (plan.values[i].kind == rt::ValueInfo::Kind::Alias)
       i = plan.values[i].index;
     return plan.values[i].kind == rt::ValueInfo::Kind::Cache ? i : -1;
+  }
+
+  /// Fails unless `scale` (an attention's k_scale, ...; 1 when absent) is
+  /// the scale of the cache behind value id `cache`.
+  LogicalResult checkReadScale(Operation *op, int32_t cache,
+                               std::optional<APFloat> scale, StringRef name) {
+    const double want = caches[plan.values[cache].index].scale;
+    const double got = scale ? scale->convertToDouble() : 1.0;
+    if (got != want)
+      return op->emitError()
+             << name << " " << got
+             << " differs from the scale of the cache it reads, " << want;
+    return success();
   }
 
   rt::Step &step(Operation *op, rt::StepConfig config) {
@@ -715,19 +729,34 @@ FailureOr<rt::FunctionPlan> FunctionBuilder::build() {
       return update.emitError("cache positions must be a function argument");
     std::vector<int64_t> rowShape(t.getShape().begin() + 1, t.getShape().end());
     Type elt = t.getElementType();
-    if (!elt.isF32() && !elt.isBF16() && !elt.isF16())
-      return update.emitError("the CPU backend stores KV caches in f32, bf16 "
-                              "or f16, not ")
+    if (!elt.isF32() && !elt.isBF16() && !elt.isF16() &&
+        !isa<Float8E4M3FNType>(elt))
+      return update.emitError("the CPU backend stores KV caches in f32, bf16, "
+                              "f16 or f8E4M3FN, not ")
              << elt;
     rt::ElemType type = cacheType(elt);
+    // An e4m3 cache's scale: every op writing or reading it carries the
+    // same one (the verifiers check it along each chain of updates).
+    const double scale =
+        update.getKvScale() ? update.getKvScale()->convertToDouble() : 1.0;
+    if (!rt::validCacheScale(type, scale))
+      return update.emitError("kv_scale ")
+             << scale << " does not fit a " << rt::elemTypeName(type)
+             << " cache";
     if (cacheIndex < static_cast<int32_t>(caches.size())) {
       if (caches[cacheIndex].rowShape != rowShape ||
           caches[cacheIndex].type != type)
         return update.emitError("cache ")
                << cacheIndex
                << " has another shape or type in another function";
+      if (caches[cacheIndex].scale != scale)
+        return update.emitError("cache ")
+               << cacheIndex << " is written with kv_scale " << scale
+               << " here and " << caches[cacheIndex].scale
+               << " in another function";
     } else {
-      caches.push_back({"cache" + std::to_string(cacheIndex), rowShape, type});
+      caches.push_back(
+          {"cache" + std::to_string(cacheIndex), rowShape, type, scale});
     }
     Dims shape{dim(update.getPositions(), 0)};
     for (int64_t d : rowShape)
@@ -956,6 +985,9 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         if (!cached) {
           k = id(a.getK());
           v = id(a.getV());
+        } else if (failed(checkReadScale(a, k, a.getKScale(), "k_scale")) ||
+                   failed(checkReadScale(a, v, a.getVScale(), "v_scale"))) {
+          return failure();
         }
         rt::Step &s =
             step(a, rt::steps::Attention{
@@ -974,6 +1006,11 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         if (!cached) {
           ckv = id(a.getCKv());
           kpe = id(a.getKPe());
+        } else if (failed(
+                       checkReadScale(a, ckv, a.getCKvScale(), "c_kv_scale")) ||
+                   failed(
+                       checkReadScale(a, kpe, a.getKPeScale(), "k_pe_scale"))) {
+          return failure();
         }
         rt::Step &s = step(
             a, rt::steps::MLAAttention{cached, a.getScale().convertToDouble()});

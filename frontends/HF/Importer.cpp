@@ -243,12 +243,15 @@ Value ModelBuilder::gqaAttention(Location loc, const std::string &p, Value x,
   RopeAttr rope = ropeAttr(d);
   q = RopeOp::create(b, loc, q, pos, rope);
   k = RopeOp::create(b, loc, k, pos, rope);
-  caches.first = CacheUpdateOp::create(b, loc, caches.first, pos, k);
-  caches.second = CacheUpdateOp::create(b, loc, caches.second, pos, v);
+  caches.first =
+      CacheUpdateOp::create(b, loc, caches.first, pos, k, /*kv_scale=*/{});
+  caches.second =
+      CacheUpdateOp::create(b, loc, caches.second, pos, v, /*kv_scale=*/{});
   IntegerAttr window =
       c.slidingWindow ? b.getI64IntegerAttr(*c.slidingWindow) : IntegerAttr();
   Value o = AttentionOp::create(b, loc, q, caches.first, caches.second, pos,
-                                b.getF64FloatAttr(c.attentionScale()), window);
+                                b.getF64FloatAttr(c.attentionScale()), window,
+                                /*k_scale=*/{}, /*v_scale=*/{});
   o = MergeHeadsOp::create(b, loc, o);
   return linear(loc, o, p + "o_proj", h, c.numHeads * d, c.attentionBias);
 }
@@ -277,12 +280,15 @@ Value ModelBuilder::mlaAttention(Location loc, const std::string &p, Value x,
   Value latent = rmsNorm(loc, ks.getResult(0), p + "kv_a_layernorm.weight",
                          kvRank, kLatentNormEps);
   Value kPe = RopeOp::create(b, loc, ks.getResult(1), pos, rope);
-  caches.first = CacheUpdateOp::create(b, loc, caches.first, pos, latent);
-  caches.second = CacheUpdateOp::create(b, loc, caches.second, pos, kPe);
+  caches.first = CacheUpdateOp::create(b, loc, caches.first, pos, latent,
+                                       /*kv_scale=*/{});
+  caches.second =
+      CacheUpdateOp::create(b, loc, caches.second, pos, kPe, /*kv_scale=*/{});
   Value kvB = param(loc, p + "kv_b_proj.weight", {heads * (dn + dv), kvRank});
   Value o = MLAAttentionOp::create(b, loc, qs.getResult(0), qPe, caches.first,
                                    caches.second, kvB, pos,
-                                   b.getF64FloatAttr(c.attentionScale()));
+                                   b.getF64FloatAttr(c.attentionScale()),
+                                   /*c_kv_scale=*/{}, /*k_pe_scale=*/{});
   o = MergeHeadsOp::create(b, loc, o);
   return linear(loc, o, p + "o_proj", h, heads * dv, c.attentionBias);
 }

@@ -29,9 +29,13 @@ LogicalResult ds::buildOptimizePipeline(
     return fail("ds-optimize: sparsity must be none or 2:4, got '" +
                 options.sparsity.getValue() + "'");
   const std::string &kv = options.kvCache;
-  if (kv != "keep" && kv != "f32" && kv != "bf16" && kv != "f16")
-    return fail("ds-optimize: kv-cache must be keep, f32, bf16 or f16, got '" +
+  if (kv != "keep" && kv != "f32" && kv != "bf16" && kv != "f16" &&
+      kv != "f8e4m3")
+    return fail("ds-optimize: kv-cache must be keep, f32, bf16, f16 or "
+                "f8e4m3, got '" +
                 kv + "'");
+  if (!options.kvCacheCalibration.empty() && kv != "f8e4m3")
+    return fail("ds-optimize: kv-cache-calibration is for kv-cache=f8e4m3");
   if (!options.pruneProfile.empty()) {
     PruneExpertsPassOptions prune;
     prune.profilePath = options.pruneProfile;
@@ -84,6 +88,7 @@ LogicalResult ds::buildOptimizePipeline(
   if (kv != "keep") {
     KVCacheTypePassOptions cache;
     cache.cacheType = kv;
+    cache.calibrationPath = options.kvCacheCalibration;
     pm.addPass(createKVCacheTypePass(cache));
   }
   pm.addPass(createCSEPass());

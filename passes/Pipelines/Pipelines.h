@@ -75,9 +75,14 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
                      "router)")};
   PassOptions::Option<std::string> kvCache{
       *this, "kv-cache",
-      llvm::cl::desc("KV cache element type: keep (as imported), f32, bf16 "
-                     "or f16 (ds-kv-cache-type)"),
+      llvm::cl::desc("KV cache element type: keep (as imported), f32, bf16, "
+                     "f16 or f8e4m3 (ds-kv-cache-type)"),
       llvm::cl::init("keep")};
+  PassOptions::Option<std::string> kvCacheCalibration{
+      *this, "kv-cache-calibration",
+      llvm::cl::desc("kv-cache=f8e4m3: per-cache value ranges (ds-run "
+                     "--calibrate) for the caches' scales"),
+      llvm::cl::init("")};
   PassOptions::Option<std::string> pruneProfile{
       *this, "prune-profile",
       llvm::cl::desc("Routing profile: prune experts with ds-prune-experts "

@@ -30,8 +30,8 @@ absl::StatusOr<KVCache> KVCache::create(const ModelPlan &plan, int64_t slots) {
     if (overflow)
       return outOfMemoryError(absl::StrCat("KV cache '", info.name, "' for ",
                                            slots, " slots is too large"));
-    // calloc: large caches come as untouched zero pages (bf16 / f16 zero is
-    // all bits zero too), resident only once a sequence writes them.
+    // calloc: large caches come as untouched zero pages (bf16 / f16 / e4m3
+    // zero is all bits zero too), resident only once a sequence writes them.
     const size_t bytes = static_cast<size_t>(total * size);
     void *p = std::calloc(std::max<size_t>(bytes, 1), 1);
     if (!p)
@@ -41,6 +41,7 @@ absl::StatusOr<KVCache> KVCache::create(const ModelPlan &plan, int64_t slots) {
     c.storage.emplace_back(p);
     c.slotElems.push_back(n);
     c.types.push_back(info.type);
+    c.scales.push_back(static_cast<float>(info.scale));
   }
   return c;
 }
@@ -49,7 +50,8 @@ void KVCache::storeFloats(int32_t cache, int64_t offset, const float *x,
                           int64_t count) {
   const int64_t size = static_cast<int64_t>(elemSize(types[cache]));
   kernels::narrowRow(x, count, kvType(types[cache]),
-                     static_cast<char *>(storage[cache].get()) + offset * size);
+                     static_cast<char *>(storage[cache].get()) + offset * size,
+                     scales[cache]);
 }
 
 void KVCache::loadFloats(int32_t cache, int64_t offset, int64_t count,
@@ -57,7 +59,7 @@ void KVCache::loadFloats(int32_t cache, int64_t offset, int64_t count,
   const int64_t size = static_cast<int64_t>(elemSize(types[cache]));
   kernels::widenRow(static_cast<const char *>(storage[cache].get()) +
                         offset * size,
-                    kvType(types[cache]), count, y);
+                    kvType(types[cache]), count, y, scales[cache]);
 }
 
 void KVCache::clearSlot(int64_t slot) {

@@ -55,6 +55,8 @@ size_t elemSize(ElemType t) {
   case ElemType::BF16:
   case ElemType::F16:
     return 2;
+  case ElemType::F8E4M3:
+    return 1;
   }
   return 4;
 }
@@ -71,8 +73,18 @@ const char *elemTypeName(ElemType t) {
     return "bf16";
   case ElemType::F16:
     return "f16";
+  case ElemType::F8E4M3:
+    return "f8e4m3";
   }
   return "unknown";
+}
+
+bool validCacheScale(ElemType t, double scale) {
+  if (t != ElemType::F8E4M3)
+    return scale == 1.0;
+  int exponent = 0;
+  return std::isfinite(scale) && scale > 0 &&
+         std::frexp(scale, &exponent) == 0.5;
 }
 
 uint64_t fnv1a(const void *data, size_t size, uint64_t seed) {
@@ -232,7 +244,8 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
   for (const CacheInfo &c : plan.caches)
     caches.push_back({{"name", c.name},
                       {"row_shape", c.rowShape},
-                      {"type", static_cast<uint32_t>(c.type)}});
+                      {"type", static_cast<uint32_t>(c.type)},
+                      {"scale", c.scale}});
   j["caches"] = caches;
   json weights = json::array();
   for (const WeightInfo &w : plan.weights)
@@ -455,9 +468,11 @@ namespace {
 /// Each step's operand, result and weight counts, its configuration's
 /// ranges, and the layouts of the weights it reads, as the executor expects
 /// them.
-bool isNarrow(ElemType t) { return t == ElemType::BF16 || t == ElemType::F16; }
+bool isNarrow(ElemType t) {
+  return t == ElemType::BF16 || t == ElemType::F16 || t == ElemType::F8E4M3;
+}
 
-/// Narrow (bf16 / f16) buffers reach only the kernels that read them: a
+/// Narrow (bf16 / f16 / e4m3) buffers reach only the kernels that read them: a
 /// cache update's cache and result, the keys and values of a cached
 /// attention, the latents of a cached MLA, an alias of a cache.
 absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
@@ -495,11 +510,12 @@ absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
   for (size_t i = 0; i < s.operands.size(); ++i)
     if (isNarrow(type(s.operands[i])) && !narrowOk[i])
       return absl::DataLossError(s.location + ": " + opName(s.op()) +
-                                 " reads a bf16 / f16 value it cannot read");
+                                 " reads a bf16 / f16 / e4m3 value it cannot "
+                                 "read");
   for (int32_t id : s.results)
     if (isNarrow(type(id)) && !resultOk)
       return absl::DataLossError(s.location + ": " + opName(s.op()) +
-                                 " writes a bf16 / f16 value");
+                                 " writes a bf16 / f16 / e4m3 value");
   return absl::OkStatus();
 }
 
@@ -659,9 +675,23 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
       int64_t type = r.integer(c, "type");
       if (r.ok() && type != static_cast<int64_t>(ElemType::F32) &&
           type != static_cast<int64_t>(ElemType::BF16) &&
-          type != static_cast<int64_t>(ElemType::F16))
+          type != static_cast<int64_t>(ElemType::F16) &&
+          type != static_cast<int64_t>(ElemType::F8E4M3))
         r.fail("cache '" + info.name + "' has an unknown element type");
       info.type = static_cast<ElemType>(type);
+      // Plans before e4m3 caches have no scale: 1.
+      if (r.ok() && c.contains("scale")) {
+        if (!c["scale"].is_number())
+          r.fail("cache '" + info.name + "' has a non-numeric scale");
+        else
+          info.scale = c["scale"].get<double>();
+      }
+      if (r.ok() && !validCacheScale(info.type, info.scale))
+        r.fail("cache '" + info.name + "' has scale " +
+               std::to_string(info.scale) +
+               (info.type == ElemType::F8E4M3
+                    ? ": an e4m3 cache's scale is a positive power of two"
+                    : ": only an e4m3 cache has a scale other than 1"));
       if (r.ok() && (info.rowShape.empty() ||
                      std::any_of(info.rowShape.begin(), info.rowShape.end(),
                                  [](int64_t d) { return d <= 0; })))
@@ -696,7 +726,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
           break;
         ValueInfo v;
         int64_t kind = r.integer(vj, "kind"), type = r.integer(vj, "type");
-        if (kind < 0 || kind > 3 || type < 0 || type > 4)
+        if (kind < 0 || kind > 3 || type < 0 || type > 5)
           r.fail("a value of '" + f.name + "' has an unknown kind or type");
         v.kind = static_cast<ValueInfo::Kind>(kind);
         v.type = static_cast<ElemType>(type);
@@ -781,7 +811,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
         return bad(f.name, "an alias's type is not its value's");
       if (isNarrow(v.type) && v.kind != ValueInfo::Kind::Cache &&
           v.kind != ValueInfo::Kind::Alias)
-        return bad(f.name, "a bf16 / f16 value is not a KV cache");
+        return bad(f.name, "a bf16 / f16 / e4m3 value is not a KV cache");
     }
     for (const Step &s : f.steps) {
       if (absl::Status st = checkStep(plan, s); !st.ok())

@@ -435,12 +435,31 @@ std::vector<uint16_t> narrowBits(const std::vector<float> &x, KVType t) {
   return bits;
 }
 
-/// x rounded to type t (the f32 values a narrow cache holds).
-std::vector<float> roundedTo(const std::vector<float> &x, KVType t) {
+/// The bytes of x as a cache of type t stores them: narrowBits for bf16 /
+/// f16, the e4m3 nearest x / scale (saturating) for e4m3.
+std::vector<uint8_t> narrowBytes(const std::vector<float> &x, KVType t,
+                                 float scale = 1.0f) {
+  std::vector<uint8_t> bytes(x.size() * kvTypeSize(t));
+  if (t == KVType::F8E4M3) {
+    for (size_t i = 0; i < x.size(); ++i)
+      bytes[i] = ::ds::floatToF8E4M3(x[i] / scale);
+  } else {
+    std::vector<uint16_t> bits = narrowBits(x, t);
+    std::memcpy(bytes.data(), bits.data(), bytes.size());
+  }
+  return bytes;
+}
+
+/// x rounded to type t (the f32 values a narrow cache holds; an e4m3
+/// cache's elements times its scale).
+std::vector<float> roundedTo(const std::vector<float> &x, KVType t,
+                             float scale = 1.0f) {
   std::vector<float> y(x.size());
   for (size_t i = 0; i < x.size(); ++i)
-    y[i] = ::ds::roundToDType(x[i], t == KVType::BF16 ? ::ds::DType::BF16
-                                                      : ::ds::DType::F16);
+    y[i] = t == KVType::F8E4M3
+               ? ::ds::f8e4m3ToFloat(::ds::floatToF8E4M3(x[i] / scale)) * scale
+               : ::ds::roundToDType(x[i], t == KVType::BF16 ? ::ds::DType::BF16
+                                                            : ::ds::DType::F16);
   return y;
 }
 
@@ -463,6 +482,43 @@ TEST(Kernels, CacheUpdateNarrowRounds) {
     EXPECT_EQ(cache, want) << static_cast<int>(t);
   }
   EXPECT_EQ(narrowBits(update, KVType::BF16)[3], 0x3f80);
+}
+
+/// An e4m3 cache stores the e4m3 nearest x / scale, saturating at +-448
+/// (never NaN), and widens back to exactly e4m3 * scale, on every ISA path
+/// (rows of 37: 16-wide blocks and a tail).
+TEST(Kernels, CacheUpdateF8ScalesAndSaturates) {
+  std::mt19937 rng(8);
+  const int64_t numSlots = 2, maxLen = 4, row = 37, batch = 2, seq = 1;
+  const float scale = 0.125f;
+  std::vector<int64_t> slots = {1, 0}, positions = {3, 2};
+  std::vector<float> update = randomVec(rng, batch * seq * row, -50, 50);
+  update[0] = 1e6f;   // saturates to 448 * scale
+  update[1] = -60.0f; // -480 / scale: saturates to -448
+  update[2] = 0.0f;
+  update[3] = 1e-6f;            // underflows to 0
+  update[4] = 1.0f + 1.0f / 16; // an e4m3 tie (1 + 1/16 between 1 and 1.125)
+  std::vector<uint8_t> cache(numSlots * maxLen * row, 0x55);
+  cacheUpdate(cache.data(), KVType::F8E4M3, maxLen, row, slots.data(),
+              update.data(), positions.data(), batch, seq, scale);
+  std::vector<uint8_t> want(cache.size(), 0x55);
+  std::vector<uint8_t> bytes = narrowBytes(update, KVType::F8E4M3, scale);
+  for (int64_t b = 0; b < batch; ++b)
+    std::copy_n(&bytes[b * row], row,
+                &want[(slots[b] * maxLen + positions[b]) * row]);
+  EXPECT_EQ(cache, want);
+  std::vector<float> wide(row);
+  widenRow(&cache[(slots[0] * maxLen + positions[0]) * row], KVType::F8E4M3,
+           row, wide.data(), scale);
+  EXPECT_EQ(wide[0], 448.0f * scale);
+  EXPECT_EQ(wide[1], -448.0f * scale);
+  EXPECT_EQ(wide[2], 0.0f);
+  EXPECT_EQ(wide[3], 0.0f);
+  EXPECT_EQ(wide[4], 1.0f);
+  std::vector<float> rounded = roundedTo(update, KVType::F8E4M3, scale);
+  EXPECT_TRUE(std::equal(wide.begin(), wide.end(), rounded.begin()));
+  for (int64_t c = 5; c < row; ++c)
+    EXPECT_LE(std::abs(wide[c] - update[c]), std::abs(update[c]) / 16) << c;
 }
 
 //===----------------------------------------------------------------------===//
@@ -744,9 +800,13 @@ std::vector<float> checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool,
   fill(ckv);
   fill(kpe);
   fill(kvb);
+  // e4m3 latents: scales 2^-4 and 2^-3 (|values| < 6: up to 96 and 48).
+  const float ckvScale = cacheType == KVType::F8E4M3 ? 0.0625f : 1.0f,
+              kpeScale = cacheType == KVType::F8E4M3 ? 0.125f : 1.0f;
+  std::vector<float> ckvRaw = ckv, kpeRaw = kpe;
   if (cacheType != KVType::F32) {
-    ckv = roundedTo(ckv, cacheType);
-    kpe = roundedTo(kpe, cacheType);
+    ckv = roundedTo(ckv, cacheType, ckvScale);
+    kpe = roundedTo(kpe, cacheType, kpeScale);
   }
   std::vector<float> want(batch * seq * heads * dv),
       got(batch * seq * heads * dv), par(got.size());
@@ -794,14 +854,15 @@ std::vector<float> checkMlaPacked(const MlaPackedCase &c, ThreadPool *pool,
   EXPECT_LT(err / mag, 1e-5);
   EXPECT_EQ(par, got);
   if (cacheType != KVType::F32) {
-    std::vector<uint16_t> ckvN = narrowBits(ckv, cacheType),
-                          kpeN = narrowBits(kpe, cacheType);
+    std::vector<uint8_t> ckvN = narrowBytes(ckvRaw, cacheType, ckvScale),
+                         kpeN = narrowBytes(kpeRaw, cacheType, kpeScale);
     for (ThreadPool *p : {static_cast<ThreadPool *>(nullptr), pool}) {
       std::vector<float> narrow(got.size());
       ds::rt::kernels::mlaAttentionPacked(
           qn.data(), qp.data(), batch, seq, heads, dn, dr, ckvN.data(),
           kpeN.data(), cacheType, maxLen, rank, ukT.data(), uv.data(), dv,
-          c.slots.data(), c.positions.data(), 0.3, narrow.data(), p);
+          c.slots.data(), c.positions.data(), 0.3, narrow.data(), p, nullptr,
+          nullptr, ckvScale, kpeScale);
       EXPECT_EQ(narrow, got) << (p ? "threads" : "serial");
     }
   }
@@ -822,7 +883,7 @@ TEST(MLAPacked, EqualsPerRowForm) {
 
 TEST(MLAPacked, NarrowCacheIsF32OfItsValues) {
   ThreadPool pool(3);
-  for (KVType t : {KVType::BF16, KVType::F16}) {
+  for (KVType t : {KVType::BF16, KVType::F16, KVType::F8E4M3}) {
     checkMlaPacked({3, 2, 3, 5, 2, 4, 7, 9, 4, {2, 0, 3}, {0, 1, 4, 5, 7, 8}},
                    &pool, t);
     checkMlaPacked(
@@ -893,7 +954,7 @@ TEST(Kernels, AttentionNarrowCacheIsF32OfItsValues) {
     int64_t batch, seq, heads, kvHeads, d, dv, window;
   };
   ThreadPool pool(2);
-  for (KVType t : {KVType::BF16, KVType::F16})
+  for (KVType t : {KVType::BF16, KVType::F16, KVType::F8E4M3})
     for (Shape sh :
          {Shape{1, 9, 32, 8, 128, 128, 0}, Shape{2, 1, 24, 4, 20, 72, 0},
           Shape{1, 5, 8, 8, 64, 64, 0}, Shape{2, 3, 12, 2, 128, 200, 0},
@@ -908,8 +969,13 @@ TEST(Kernels, AttentionNarrowCacheIsF32OfItsValues) {
           randomVec(rng, numSlots * maxLen * sh.kvHeads * sh.d, -3, 3);
       std::vector<float> v =
           randomVec(rng, numSlots * maxLen * sh.kvHeads * sh.dv, -3, 3);
-      std::vector<uint16_t> kn = narrowBits(k, t), vn = narrowBits(v, t);
-      std::vector<float> kr = roundedTo(k, t), vr = roundedTo(v, t);
+      // e4m3: scales of 2^-3 and 2^-5 (values up to 24 and 96 of 448).
+      const float kScale = t == KVType::F8E4M3 ? 0.125f : 1.0f,
+                  vScale = t == KVType::F8E4M3 ? 0.03125f : 1.0f;
+      std::vector<uint8_t> kn = narrowBytes(k, t, kScale),
+                           vn = narrowBytes(v, t, vScale);
+      std::vector<float> kr = roundedTo(k, t, kScale),
+                         vr = roundedTo(v, t, vScale);
       std::vector<int64_t> slots{2, 0}, positions;
       for (int64_t b = 0; b < sh.batch; ++b)
         for (int64_t s = 0; s < sh.seq; ++s)
@@ -921,10 +987,12 @@ TEST(Kernels, AttentionNarrowCacheIsF32OfItsValues) {
                 positions.data(), sh.window, 0.1, want.data());
       attention(q.data(), sh.batch, sh.seq, sh.heads, sh.d, kn.data(),
                 vn.data(), t, maxLen, sh.kvHeads, sh.dv, slots.data(),
-                positions.data(), sh.window, 0.1, got.data());
+                positions.data(), sh.window, 0.1, got.data(), nullptr, kScale,
+                vScale);
       attention(q.data(), sh.batch, sh.seq, sh.heads, sh.d, kn.data(),
                 vn.data(), t, maxLen, sh.kvHeads, sh.dv, slots.data(),
-                positions.data(), sh.window, 0.1, par.data(), &pool);
+                positions.data(), sh.window, 0.1, par.data(), &pool, kScale,
+                vScale);
       attention(q.data(), sh.batch, sh.seq, sh.heads, sh.d, k.data(), v.data(),
                 maxLen, sh.kvHeads, sh.dv, slots.data(), positions.data(),
                 sh.window, 0.1, unrounded.data());
@@ -932,6 +1000,37 @@ TEST(Kernels, AttentionNarrowCacheIsF32OfItsValues) {
       EXPECT_EQ(par, want);
       EXPECT_NE(got, unrounded);
     }
+}
+
+/// A NaN in an e4m3 cache (0x7f / 0xff, only written for a NaN) reaches
+/// the output as it does from an f32 cache: a NaN key element makes its
+/// group's heads NaN throughout, a NaN value element its column, on the
+/// paths that widen in registers (decode, 4 heads a group) and per block
+/// (8 heads a group).
+TEST(Kernels, AttentionF8CacheNaNsPropagate) {
+  std::mt19937 rng(44);
+  for (int64_t heads : {16, 32}) {
+    const int64_t kvHeads = 4, d = 128, dv = 128, maxLen = 40,
+                  group = heads / kvHeads;
+    SCOPED_TRACE(::testing::Message() << "heads " << heads);
+    std::vector<float> q = randomVec(rng, heads * d);
+    std::vector<uint8_t> k = narrowBytes(randomVec(rng, maxLen * kvHeads * d),
+                                         KVType::F8E4M3, 0.25f);
+    std::vector<uint8_t> v = narrowBytes(randomVec(rng, maxLen * kvHeads * dv),
+                                         KVType::F8E4M3, 0.25f);
+    k[(7 * kvHeads + 1) * d + 93] = 0xff;  // key row 7, KV head 1
+    v[(20 * kvHeads + 2) * dv + 5] = 0x7f; // value row 20, KV head 2
+    std::vector<int64_t> slots{0}, positions{30};
+    std::vector<float> out(heads * dv);
+    attention(q.data(), 1, 1, heads, d, k.data(), v.data(), KVType::F8E4M3,
+              maxLen, kvHeads, dv, slots.data(), positions.data(), 0, 0.1,
+              out.data(), nullptr, 0.25f, 0.25f);
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t c = 0; c < dv; ++c) {
+        const bool nan = h / group == 1 || (h / group == 2 && c == 5);
+        ASSERT_EQ(std::isnan(out[h * dv + c]), nan) << h << " " << c;
+      }
+  }
 }
 
 /// Prefill rows of a slot at consecutive positions run together (runs of

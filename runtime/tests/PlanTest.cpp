@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/Plan.h"
+#include "ds/rt/KVCache.h"
 
 #include <gtest/gtest.h>
 
@@ -261,7 +262,7 @@ TEST(Plan, NarrowCachesRoundTripAndReachOnlyCacheSteps) {
         << r.status();
   };
   refuses([](ModelPlan &p) { p.functions[0].values[2].type = ElemType::F16; },
-          "a bf16 / f16 value is not a KV cache");
+          "a bf16 / f16 / e4m3 value is not a KV cache");
   refuses([](ModelPlan &p) { p.caches[0].type = ElemType::F16; },
           "a cache value's type is not its cache's");
   refuses([](ModelPlan &p) { p.functions[0].values[3].type = ElemType::F32; },
@@ -270,9 +271,9 @@ TEST(Plan, NarrowCachesRoundTripAndReachOnlyCacheSteps) {
       [](ModelPlan &p) {
         p.functions[0].steps[1].as<steps::Attention>().cached = false;
       },
-      "attention reads a bf16 / f16 value it cannot read");
+      "attention reads a bf16 / f16 / e4m3 value it cannot read");
   refuses([](ModelPlan &p) { p.functions[0].steps[0].operands = {1, 0, 3}; },
-          "cache_update reads a bf16 / f16 value it cannot read");
+          "cache_update reads a bf16 / f16 / e4m3 value it cannot read");
   refuses(
       [](ModelPlan &p) {
         Step copy;
@@ -281,5 +282,74 @@ TEST(Plan, NarrowCachesRoundTripAndReachOnlyCacheSteps) {
         copy.results = {4};
         p.functions[0].steps.push_back(copy);
       },
-      "split reads a bf16 / f16 value it cannot read");
+      "split reads a bf16 / f16 / e4m3 value it cannot read");
+}
+
+/// An e4m3 cache's scale travels with the plan; a scale that is not a
+/// positive power of two, or a scale on a cache of another type, is
+/// refused when the plan is read (the kernels would read it as a
+/// different cache).
+TEST(Plan, F8CacheScalesRoundTripAndAreChecked) {
+  auto f8 = [](double scale) {
+    ModelPlan p = narrowCache();
+    p.caches[0].type = ElemType::F8E4M3;
+    p.caches[0].scale = scale;
+    p.functions[0].values[1].type = ElemType::F8E4M3;
+    p.functions[0].values[3].type = ElemType::F8E4M3;
+    return p;
+  };
+  absl::StatusOr<ModelPlan> back =
+      planFromJson(planToJson(f8(0.0078125), TargetInfo()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->caches[0].type, ElemType::F8E4M3);
+  EXPECT_EQ(back->caches[0].scale, 0.0078125);
+  EXPECT_EQ(elemSize(ElemType::F8E4M3), 1u);
+  EXPECT_EQ(elemTypeName(ElemType::F8E4M3), std::string("f8e4m3"));
+  const std::string notPow2 =
+      "an e4m3 cache's scale is a positive power of two";
+  for (auto [bad, message] :
+       {std::pair{0.0, notPow2}, std::pair{-0.25, notPow2},
+        std::pair{0.3, notPow2}, std::pair{3.0, notPow2},
+        // JSON has no infinity: it is written as null.
+        std::pair{1e300 * 1e10, std::string("has a non-numeric scale")}}) {
+    absl::StatusOr<ModelPlan> r =
+        planFromJson(planToJson(f8(bad), TargetInfo()));
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(std::string(r.status().message()).find(message),
+              std::string::npos)
+        << r.status();
+  }
+  ModelPlan bf16 = narrowCache();
+  bf16.caches[0].scale = 0.5;
+  absl::StatusOr<ModelPlan> r = planFromJson(planToJson(bf16, TargetInfo()));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.status().message())
+                .find("only an e4m3 cache has a scale other than 1"),
+            std::string::npos)
+      << r.status();
+  // A plan written before e4m3 caches has no "scale": it reads as 1.
+  nlohmann::json j =
+      nlohmann::json::parse(planToJson(narrowCache(), TargetInfo()));
+  for (nlohmann::json &c : j["caches"])
+    c.erase("scale");
+  back = planFromJson(j.dump());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->caches[0].scale, 1.0);
+}
+
+/// A KV cache made from an e4m3 plan stores values as e4m3 times the
+/// cache's scale (ties to even, saturating), per slot.
+TEST(Plan, F8KVCacheStoresScaledValues) {
+  ModelPlan p = narrowCache();
+  p.caches[0].type = ElemType::F8E4M3;
+  p.caches[0].scale = 0.25;
+  absl::StatusOr<KVCache> cache = KVCache::create(p, 2);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ(cache->scale(0), 0.25f);
+  EXPECT_EQ(cache->slotSize(0), 8 * 2 * 4);
+  // 100 / 0.25 = 400 lies halfway between 384 and 416: even is 384.
+  std::vector<float> x = {1.0f, 100.0f, 200.0f, -0.3f}, y(6, -1.0f);
+  cache->storeFloats(0, cache->slotSize(0) + 1, x.data(), 4);
+  cache->loadFloats(0, cache->slotSize(0), 6, y.data());
+  EXPECT_EQ(y, (std::vector<float>{0.0f, 1.0f, 96.0f, 112.0f, -0.3125f, 0.0f}));
 }

@@ -24,6 +24,7 @@
 #include "llvm/Support/WithColor.h"
 
 #include <chrono>
+#include <cmath>
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -133,7 +134,10 @@ int main(int argc, char **argv) {
                    << " [";
       llvm::interleave(c.rowShape, llvm::outs(), "x");
       llvm::outs() << "] per slot, " << elems * ds::rt::elemSize(c.type)
-                   << " bytes\n";
+                   << " bytes";
+      if (c.type == ds::rt::ElemType::F8E4M3)
+        llvm::outs() << ", scale 2^" << std::ilogb(c.scale);
+      llvm::outs() << "\n";
     }
   }
   return 0;

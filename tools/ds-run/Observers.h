@@ -259,9 +259,43 @@ struct Report {
   }
 };
 
-/// Absolute maxima of GEMM inputs, by weight param name.
+/// Absolute maxima of GEMM inputs, by weight param name, and of the rows
+/// written into each KV cache ("cache<i>": the function's i-th cache
+/// argument, as ds-kv-cache-type and the plan number them).
 struct Calibration {
   std::map<std::string, float> absmax;
+  std::map<unsigned, float> cacheAbsmax;
+  /// `v` (with value t) when it is the update of ds.cache_updates.
+  void recordCacheUpdate(Value v, const ds::Tensor &t) {
+    if (t.isInt)
+      return;
+    for (Operation *user : v.getUsers()) {
+      auto update = dyn_cast<ds::CacheUpdateOp>(user);
+      if (!update || update.getUpdate() != v)
+        continue;
+      Value cache = update.getCache();
+      while (auto prev = cache.getDefiningOp<ds::CacheUpdateOp>())
+        cache = prev.getCache();
+      auto arg = dyn_cast<BlockArgument>(cache);
+      if (!arg)
+        continue;
+      // Its place among the block's cache arguments.
+      unsigned index = 0;
+      for (BlockArgument a : arg.getOwner()->getArguments()) {
+        if (a == arg)
+          break;
+        index += llvm::any_of(a.getUses(), [](OpOperand &use) {
+          auto u = dyn_cast<ds::CacheUpdateOp>(use.getOwner());
+          return u && use.get() == u.getCache();
+        });
+      }
+      float m = 0.0f;
+      for (float x : t.f)
+        m = std::max(m, std::fabs(x));
+      float &slot = cacheAbsmax[index];
+      slot = std::max(slot, m);
+    }
+  }
   void record(Value weight, const ds::Tensor &input) {
     std::optional<ds::WeightSources> sources = ds::getWeightSources(weight);
     if (!sources)
@@ -275,13 +309,16 @@ struct Calibration {
     }
   }
   absl::Status write(const std::string &path) const {
-    llvm::json::Object inputs;
+    llvm::json::Object inputs, caches;
     for (const auto &[name, m] : absmax)
       inputs[name] = double(m);
+    for (const auto &[index, m] : cacheAbsmax)
+      caches["cache" + std::to_string(index)] = double(m);
     return writeJson(path,
                      llvm::json::Object{{"format", "ds-activation-ranges"},
                                         {"version", 1},
-                                        {"gemm_inputs", std::move(inputs)}});
+                                        {"gemm_inputs", std::move(inputs)},
+                                        {"kv_caches", std::move(caches)}});
   }
 };
 

@@ -19,8 +19,9 @@
 //     tokens.npy [B, S+steps] (-1 after a sequence's stop).
 //
 //   --calibrate FILE.json   records the absolute maximum of every GEMM input
-//     (by weight name) over the run: static activation scales for
-//     ds-quantize calibration=FILE.json.
+//     (by weight name) and of the rows written into each KV cache over the
+//     run: static activation scales for ds-quantize calibration=FILE.json,
+//     e4m3 cache scales for ds-kv-cache-type calibration=FILE.json.
 //   --reference REF.mlir [--report FILE.json]   runs REF (e.g. the module
 //     before ds-quantize) in lockstep on the same inputs (the same tokens
 //     when generating) and reports the relative L2 error of the outputs and
@@ -122,7 +123,8 @@ cl::opt<std::string> dumpDir("dump-dir",
                              cl::cat(category));
 cl::opt<std::string>
     calibrate("calibrate",
-              cl::desc("Write the absolute maximum of every GEMM input (JSON)"),
+              cl::desc("Write the absolute maximum of every GEMM input and KV "
+                       "cache's rows (JSON)"),
               cl::cat(category));
 cl::opt<std::string> referenceFile(
     "reference",
@@ -326,11 +328,20 @@ int main(int argc, char **argv) {
     interp.setRoutingOverride([&](Operation *op) { return report.impose(op); });
   }
   ds::run::Calibration calibration;
-  if (!calibrate.empty())
+  if (!calibrate.empty()) {
     interp.setGemmInputObserver(
         [&](Operation *, Value weight, const ds::Tensor &input) {
           calibration.record(weight, input);
         });
+    // The rows written into the KV caches (beside the reference's
+    // observer, when there is one).
+    ds::ValueObserver previous = interp.getValueObserver();
+    interp.setValueObserver([&, previous](Value v, const ds::Tensor &t) {
+      if (previous)
+        previous(v, t);
+      calibration.recordCacheUpdate(v, t);
+    });
+  }
   ds::run::RoutingProfile profile;
   if (!profileRouting.empty() || refInterp)
     interp.setRoutingObserver(

@@ -16,6 +16,8 @@
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/TypeUtilities.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace ds;
 
@@ -688,10 +690,47 @@ LogicalResult AttentionOp::inferReturnTypes(MLIRContext *,
   return success();
 }
 
+/// An e4m3 KV cache's scale: present exactly when `cache` (a value of an
+/// op reading or writing a cache) is f8E4M3FN, and then a positive, finite
+/// power of two; when the cache comes from a ds.cache_update, the scale it
+/// wrote with.
+static LogicalResult verifyCacheScale(Operation *op, Value cache,
+                                      std::optional<APFloat> scale,
+                                      StringRef name) {
+  Type elt = cast<ShapedType>(cache.getType()).getElementType();
+  bool e4m3 = isa<Float8E4M3FNType>(elt);
+  if (isa<FloatType>(elt) && cast<FloatType>(elt).getWidth() == 8 && !e4m3)
+    return op->emitOpError("KV caches of 8-bit floats are f8E4M3FN, not ")
+           << elt;
+  if (!e4m3) {
+    if (scale)
+      return op->emitOpError(name)
+             << " is for f8E4M3FN caches only; this one is " << elt;
+    return success();
+  }
+  if (!scale)
+    return op->emitOpError("an f8E4M3FN cache needs its ")
+           << name << " (the power of two its elements are multiplied by)";
+  double s = scale->convertToDouble();
+  int exponent = 0;
+  if (!std::isfinite(s) || s <= 0 || std::frexp(s, &exponent) != 0.5)
+    return op->emitOpError(name)
+           << " must be a positive power of two, got " << s;
+  if (auto update = cache.getDefiningOp<CacheUpdateOp>())
+    if (update.getKvScale() && update.getKvScale()->convertToDouble() != s)
+      return op->emitOpError(name) << " " << s << " differs from the kv_scale "
+                                   << update.getKvScale()->convertToDouble()
+                                   << " its cache was written with";
+  return success();
+}
+
 LogicalResult AttentionOp::verify() {
   if (!(getScale().convertToDouble() > 0.0))
     return emitOpError("scale must be positive, got ")
            << getScale().convertToDouble();
+  if (failed(verifyCacheScale(*this, getK(), getKScale(), "k_scale")) ||
+      failed(verifyCacheScale(*this, getV(), getVScale(), "v_scale")))
+    return failure();
   return success();
 }
 
@@ -748,6 +787,9 @@ LogicalResult MLAAttentionOp::verify() {
   if (!(getScale().convertToDouble() > 0.0))
     return emitOpError("scale must be positive, got ")
            << getScale().convertToDouble();
+  if (failed(verifyCacheScale(*this, getCKv(), getCKvScale(), "c_kv_scale")) ||
+      failed(verifyCacheScale(*this, getKPe(), getKPeScale(), "k_pe_scale")))
+    return failure();
   return success();
 }
 
@@ -776,6 +818,32 @@ LogicalResult CacheUpdateOp::inferReturnTypes(MLIRContext *,
       return failure();
   results.push_back(cache);
   return success();
+}
+
+std::optional<double> ds::getKVCacheScale(Value v) {
+  auto of = [](std::optional<APFloat> s) -> std::optional<double> {
+    if (s)
+      return s->convertToDouble();
+    return std::nullopt;
+  };
+  if (auto update = v.getDefiningOp<CacheUpdateOp>())
+    return of(update.getKvScale());
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    if (auto update = dyn_cast<CacheUpdateOp>(user);
+        update && use.get() == update.getCache())
+      return of(update.getKvScale());
+    if (auto att = dyn_cast<AttentionOp>(user))
+      return of(use.get() == att.getK() ? att.getKScale() : att.getVScale());
+    if (auto mla = dyn_cast<MLAAttentionOp>(user))
+      return of(use.get() == mla.getCKv() ? mla.getCKvScale()
+                                          : mla.getKPeScale());
+  }
+  return std::nullopt;
+}
+
+LogicalResult CacheUpdateOp::verify() {
+  return verifyCacheScale(*this, getCache(), getKvScale(), "kv_scale");
 }
 
 //===----------------------------------------------------------------------===//

@@ -45,6 +45,11 @@ bool canConcatWeights(ValueRange weights, int64_t axis);
 
 /// The sources of `weight`, or nothing when it is computed otherwise.
 std::optional<WeightSources> getWeightSources(Value weight);
+
+/// The scale of the e4m3 KV cache `v` is: the kv_scale of the
+/// ds.cache_update that produced it or takes it as its cache, else the
+/// scale of an attention reading it; nothing when no op says.
+std::optional<double> getKVCacheScale(Value v);
 } // namespace ds
 
 #endif // DS_DIALECTS_DS_IR_DSOPS_H

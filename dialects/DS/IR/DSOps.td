@@ -329,7 +329,10 @@ def DS_AttentionOp : DS_InferOp<"attention"> {
 
     softmax in f32. The result is `[B, S, Hq, Dv]`, of `q`'s element type.
     `k` and `v` share an element type, which may be narrower than `q`'s (a
-    bf16 / f16 KV cache): their values are read exactly. Prefill passes the new
+    bf16 / f16 KV cache): their values are read exactly. An `f8E4M3FN` cache
+    (see `ds-kv-cache-type`) holds `e4m3 * scale`: `k_scale` and `v_scale`
+    (positive powers of two, present exactly when the cache is e4m3) are
+    the scales its `ds.cache_update`s wrote with. Prefill passes the new
     keys (`T = S`, positions `0..S-1`); decode passes the whole KV cache
     (`T` = cache capacity) and the unwritten rows are masked by position.
 
@@ -340,7 +343,9 @@ def DS_AttentionOp : DS_InferOp<"attention"> {
   }];
   let arguments = (ins DS_FloatTensor:$q, DS_FloatTensor:$k, DS_FloatTensor:$v,
                        DS_IntTensor:$positions, F64Attr:$scale,
-                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$sliding_window);
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$sliding_window,
+                       OptionalAttr<F64Attr>:$k_scale,
+                       OptionalAttr<F64Attr>:$v_scale);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $q `,` $k `,` $v `,` $positions attr-dict `:` type($q) `,` type($k) `,`
@@ -368,9 +373,10 @@ def DS_MLAAttentionOp : DS_InferOp<"mla_attention"> {
     result is `[B, S, H, dv]`, with `dv = rows(kv_b) / H - dn`. A backend
     may absorb `kv_b` into the query and output instead of expanding K/V.
     `c_kv` and `k_pe` share an element type, which may be narrower than the
-    queries' (a bf16 / f16 latent cache); the expanded `kv` is rounded to
-    `q_nope`'s type, as the unabsorbed form computes it in the activations'
-    type.
+    queries' (a bf16 / f16 latent cache, or `f8E4M3FN` holding `e4m3 *
+    scale` with `c_kv_scale` / `k_pe_scale`, as `ds.attention`'s
+    `k_scale`); the expanded `kv` is rounded to `q_nope`'s type, as the
+    unabsorbed form computes it in the activations' type.
 
     ```mlir
     %o = ds.mla_attention %qn, %qp, %ckv, %kpe, %wkvb, %pos {scale = 0.0721 : f64}
@@ -380,7 +386,8 @@ def DS_MLAAttentionOp : DS_InferOp<"mla_attention"> {
   let arguments = (ins DS_FloatTensor:$q_nope, DS_FloatTensor:$q_pe,
                        DS_FloatTensor:$c_kv, DS_FloatTensor:$k_pe,
                        DS_WeightTensor:$kv_b, DS_IntTensor:$positions,
-                       F64Attr:$scale);
+                       F64Attr:$scale, OptionalAttr<F64Attr>:$c_kv_scale,
+                       OptionalAttr<F64Attr>:$k_pe_scale);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $q_nope `,` $q_pe `,` $c_kv `,` $k_pe `,` $kv_b `,` $positions attr-dict
@@ -397,8 +404,11 @@ def DS_CacheUpdateOp : DS_InferOp<"cache_update"> {
     trailing shape, `positions` is `[B, S]`. The result is the cache with
     row `positions[b, s]` of batch `b` replaced by `update[b, s]`, rounded
     to nearest even when the cache's element type is narrower than the
-    update's (a bf16 / f16 KV cache, see `ds-kv-cache-type`); every position
-    must be in `[0, Tmax)`. Value semantics:
+    update's (a bf16 / f16 KV cache, see `ds-kv-cache-type`). An
+    `f8E4M3FN` cache has a `kv_scale` (a positive power of two, present
+    exactly for e4m3 caches): an element `x` is stored as the e4m3 nearest
+    `x / kv_scale`, saturating at +-448, and holds `e4m3 * kv_scale`. Every
+    position must be in `[0, Tmax)`. Value semantics:
     bufferization makes it in place. Caches hold post-RoPE keys
     (`[B, Tmax, Hkv, D]`), values, or MLA's latent `c_kv` `[B, Tmax, c]`
     and `k_pe` `[B, Tmax, dr]`.
@@ -408,12 +418,13 @@ def DS_CacheUpdateOp : DS_InferOp<"cache_update"> {
     ```
   }];
   let arguments = (ins DS_FloatTensor:$cache, DS_IntTensor:$positions,
-                       DS_FloatTensor:$update);
+                       DS_FloatTensor:$update, OptionalAttr<F64Attr>:$kv_scale);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $cache `[` $positions `]` `,` $update attr-dict `:` type($cache) `,`
     type($positions) `,` type($update)
   }];
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//

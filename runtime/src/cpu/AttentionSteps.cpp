@@ -75,7 +75,8 @@ absl::Status runCacheUpdate(StepContext &c) {
       return c.error(absl::StrCat("position ", c.I(pos)[i],
                                   " is outside the cache [0, ", maxLen, ")"));
   kernels::cacheUpdate(c.ptr(cache), kvType(c.type(cache)), maxLen, row,
-                       c.args.slots, c.F(upd), c.I(pos), b, t);
+                       c.args.slots, c.F(upd), c.I(pos), b, t,
+                       c.cacheScale(cache));
   return absl::OkStatus();
 }
 
@@ -157,7 +158,8 @@ absl::Status runAttention(StepContext &c) {
     return c.error("scratch overflow (key rows)");
   kernels::attention(c.F(q), qs[0], qs[1], qs[2], qs[3], c.ptr(kc), c.ptr(vc),
                      kvType(c.type(kc)), maxLen, ks[2], vs[3], rows, c.I(pos),
-                     cfg.slidingWindow, cfg.scale, c.F(s.results[0]), c.pool);
+                     cfg.slidingWindow, cfg.scale, c.F(s.results[0]), c.pool,
+                     c.cacheScale(kc), c.cacheScale(vc));
   return absl::OkStatus();
 }
 
@@ -236,7 +238,8 @@ absl::Status runMLAAttention(StepContext &c) {
   kernels::mlaAttentionPacked(
       c.F(qn), c.F(qp), ns[0], ns[1], heads, dn, ps[3], c.ptr(ckv), c.ptr(kpe),
       kvType(c.type(ckv)), maxLen, cs[2], ukT.data(), uv.data(), dv, rows,
-      c.I(pos), cfg.scale, c.F(s.results[0]), c.pool, kScales, scratch);
+      c.I(pos), cfg.scale, c.F(s.results[0]), c.pool, kScales, scratch,
+      c.cacheScale(ckv), c.cacheScale(kpe));
   return absl::OkStatus();
 }
 

@@ -78,6 +78,16 @@ public:
   void *ptr(int32_t v) const { return (*args.buffers)[v]; }
   /// How value v's elements are stored (F32 unless a narrow KV cache).
   ElemType type(int32_t v) const { return args.function->values[v].type; }
+  /// The scale of the KV cache value v is (or aliases): an e4m3 cache's, 1
+  /// for other caches and for values that are not caches.
+  float cacheScale(int32_t v) const {
+    const std::vector<ValueInfo> &values = args.function->values;
+    while (values[v].kind == ValueInfo::Kind::Alias)
+      v = values[v].index;
+    return values[v].kind == ValueInfo::Kind::Cache
+               ? static_cast<float>(model.plan().caches[values[v].index].scale)
+               : 1.0f;
+  }
   const std::vector<int64_t> &shape(int32_t v) const {
     return (*args.shapes)[v];
   }

@@ -32,6 +32,7 @@
 #include <cstring>
 #include <functional>
 #include <immintrin.h>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -112,6 +113,8 @@ struct RowTable {
   const void *const *base;
   int64_t stride;
   KVType type = KVType::F32;
+  /// An e4m3 table's scale.
+  float scale = 1.0f;
 };
 
 /// Rows [j0, j1) of a RowTable's first n columns as f32, for the heads
@@ -202,7 +205,7 @@ public:
       const char *row = static_cast<const char *>(table.base[first]);
       for (int64_t j = 0; j < count; ++j)
         widenRow(row + (firstRow + j) * table.stride * size, table.type, cols,
-                 next + j * cols);
+                 next + j * cols, table.scale);
       for (int64_t h = first; h < heads && table.base[h] == table.base[first];
            ++h)
         ptrs[h] = next;
@@ -346,9 +349,8 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
         for (int64_t j = j0; j < j1; j += 8) {
           for (int u = 0; u < 4; ++u)
             ahead.step();
-          avx512::dotRows4(q, a + i0, static_cast<const uint16_t *>(t.base[i0]),
-                           t.type, t.stride, n, j, std::min(j1, j + 8),
-                           s + i0 * ld, ld);
+          avx512::dotRows4(q, a + i0, t.base[i0], t.type, t.scale, t.stride, n,
+                           j, std::min(j1, j + 8), s + i0 * ld, ld);
         }
         continue;
       }
@@ -514,9 +516,9 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
           // The narrow rows read in place, widened in registers.
           for (int64_t cc = 0; cc + 64 <= n; cc += 64) {
             ahead.step();
-            avx512::weightedSums4x64(
-                p + i0 * ldp, ldp, static_cast<const uint16_t *>(t.base[i0]),
-                t.type, t.stride, j0, j1, cc, out + i0 * ldo, ldo);
+            avx512::weightedSums4x64(p + i0 * ldp, ldp, t.base[i0], t.type,
+                                     t.scale, t.stride, j0, j1, cc,
+                                     out + i0 * ldo, ldo);
           }
           continue;
         }
@@ -679,13 +681,40 @@ int64_t headBlocks(ThreadPool *pool, int64_t rows, int64_t units) {
 
 } // namespace
 
-void widenRow(const void *src, KVType type, int64_t n, float *dst) {
+void widenRow(const void *src, KVType type, int64_t n, float *dst,
+              float scale) {
   if (type == KVType::F32) {
     std::memcpy(dst, src, sizeof(float) * n);
     return;
   }
-  const auto *x = static_cast<const uint16_t *>(src);
   static const bool wide = hasAvx512();
+  if (type == KVType::F8E4M3) {
+    const auto *b = static_cast<const uint8_t *>(src);
+    if (wide) {
+      avx512::widenRowE4M3(b, n, scale, dst);
+      return;
+    }
+    // As the AVX-512 loop: the f16 of value * 2^-8, then times 2^8 scale.
+    const __m256 factor = _mm256_set1_ps(256.0f * scale);
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+      __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + c));
+      __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(bytes), 7),
+                                _mm_set1_epi16(static_cast<short>(0xbf80)));
+      __m256 v = _mm256_mul_ps(_mm256_cvtph_ps(h), factor);
+      // 0x7f / 0xff (NaN in e4m3fn): NaN.
+      __m128i isNan16 = _mm_cvtepi8_epi16(_mm_cmpeq_epi8(
+          _mm_and_si128(bytes, _mm_set1_epi8(0x7f)), _mm_set1_epi8(0x7f)));
+      __m256 isNan = _mm256_castsi256_ps(_mm256_cvtepi16_epi32(isNan16));
+      v = _mm256_blendv_ps(
+          v, _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()), isNan);
+      _mm256_storeu_ps(dst + c, v);
+    }
+    for (; c < n; ++c)
+      dst[c] = ::ds::f8e4m3ToFloat(b[c]) * scale;
+    return;
+  }
+  const auto *x = static_cast<const uint16_t *>(src);
   if (wide) {
     avx512::widenRow(x, type == KVType::BF16, n, dst);
     return;
@@ -747,7 +776,8 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
                int64_t d, const void *k, const void *v, KVType kvType,
                int64_t maxLen, int64_t kvHeads, int64_t dv,
                const int64_t *slots, const int64_t *positions, int64_t window,
-               double scale, float *out, ThreadPool *pool) {
+               double scale, float *out, ThreadPool *pool, float kScale,
+               float vScale) {
   kvHeads = std::max<int64_t>(kvHeads, 1);
   int64_t group = heads / kvHeads;
   int64_t kStride = kvHeads * d, vStride = kvHeads * dv;
@@ -821,8 +851,8 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
         ks[i] = kRows + (kv0 + i / per) * d * size;
         lens[i] = positions[rowOf(i)] - first + 1;
       }
-      dotTable(qs, RowTable{ks, kStride, kvType}, d, ni, len, scores, len,
-               lens);
+      dotTable(qs, RowTable{ks, kStride, kvType, kScale}, d, ni, len, scores,
+               len, lens);
       std::fill(acc, acc + ni * dv, 0.0f);
       for (int64_t i = 0; i < ni; ++i) {
         sums[i] = softmaxWeights(scores + i * len, lens[i], scale);
@@ -830,8 +860,8 @@ void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
       }
       for (int64_t i = 0; i < ni; ++i)
         ks[i] = vRows + (kv0 + i / per) * dv * size;
-      weightedSums(scores, len, RowTable{ks, vStride, kvType}, len, ni, dv, acc,
-                   dv, lens);
+      weightedSums(scores, len, RowTable{ks, vStride, kvType, vScale}, len, ni,
+                   dv, acc, dv, lens);
       for (int64_t i = 0; i < ni; ++i) {
         float inv = static_cast<float>(1.0 / sums[i]);
         float *o = out + (rowOf(i) * heads + headOf(i)) * dv;
@@ -923,7 +953,8 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         const PackedWeight *uv, int64_t dv,
                         const int64_t *slots, const int64_t *positions,
                         double scale, float *out, ThreadPool *pool,
-                        const float *ukScales, float *scratch) {
+                        const float *ukScales, float *scratch, float cKvScale,
+                        float kPeScale) {
   const int64_t size = kvTypeSize(cacheType);
   const int64_t rows = batch * seq;
   // The executor plans this in its arena; called directly, the calling
@@ -985,11 +1016,13 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
       for (int64_t i = 0; i < nh; ++i)
         qs[i] = q + i * rank;
       std::fill(lats, lats + nh, lat);
-      dotTable(qs, RowTable{lats, rank, cacheType}, rank, nh, len, scores, len);
+      dotTable(qs, RowTable{lats, rank, cacheType, cKvScale}, rank, nh, len,
+               scores, len);
       for (int64_t i = 0; i < nh; ++i)
         qps[i] = qp + i * dr;
       std::fill(lats, lats + nh, pe);
-      dotTable(qps, RowTable{lats, dr, cacheType}, dr, nh, len, part, len);
+      dotTable(qps, RowTable{lats, dr, cacheType, kPeScale}, dr, nh, len, part,
+               len);
       for (int64_t i = 0; i < nh * len; ++i)
         scores[i] = static_cast<float>((scores[i] + part[i]) * scale);
       for (int64_t i = 0; i < nh; ++i) {
@@ -1000,8 +1033,8 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
       }
       std::fill(o, o + nh * rank, 0.0f);
       std::fill(lats, lats + nh, lat);
-      weightedSums(scores, len, RowTable{lats, rank, cacheType}, len, nh, rank,
-                   o, rank);
+      weightedSums(scores, len, RowTable{lats, rank, cacheType, cKvScale}, len,
+                   nh, rank, o, rank);
     }
   };
   forItems(pool, rows * blocks, work, body);

@@ -11,19 +11,47 @@
 #include <algorithm>
 #include <cmath>
 #include <immintrin.h>
+#include <limits>
 #include <type_traits>
 
 namespace ds::rt::kernels::avx512 {
 namespace {
 
 /// Elements of a row as the loops read them: f32 in place, or a bf16 / f16
-/// cache's rows widened exactly in registers (Narrow: KVType).
+/// / e4m3 cache's rows widened exactly in registers (Narrow: KVType). `f`
+/// is an e4m3 cache's 2^8 * scale (its f16 widening is value * 2^-8),
+/// unused for the other types.
 template <KVType Type>
-using Elem = std::conditional_t<Type == KVType::F32, float, uint16_t>;
+using Elem = std::conditional_t<
+    Type == KVType::F32, float,
+    std::conditional_t<Type == KVType::F8E4M3, uint8_t, uint16_t>>;
 
-template <KVType Type> inline __m256 load8(const Elem<Type> *p) {
+/// e4m3 bytes (sign-extended to 16 bits) -> the f16 bits of value * 2^-8:
+/// shifted left 7, the sign lands in bits 15 and 14; bit 14 is cleared.
+inline __m128i e4m3ToHalf8(__m128i bytes) {
+  return _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(bytes), 7),
+                       _mm_set1_epi16(static_cast<short>(0xbf80)));
+}
+inline __m256i e4m3ToHalf16(__m128i bytes) {
+  return _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(bytes), 7),
+                          _mm256_set1_epi16(static_cast<short>(0xbf80)));
+}
+/// The lanes of e4m3 bytes that are NaN (0x7f, 0xff).
+inline __mmask16 e4m3NaN(__m128i bytes) {
+  return _mm_cmpeq_epi8_mask(_mm_and_si128(bytes, _mm_set1_epi8(0x7f)),
+                             _mm_set1_epi8(0x7f));
+}
+
+template <KVType Type> inline __m256 load8(const Elem<Type> *p, float f) {
   if constexpr (Type == KVType::F32) {
     return _mm256_loadu_ps(p);
+  } else if constexpr (Type == KVType::F8E4M3) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(p));
+    __m256 v =
+        _mm256_mul_ps(_mm256_cvtph_ps(e4m3ToHalf8(b)), _mm256_set1_ps(f));
+    return _mm256_mask_mov_ps(
+        v, static_cast<__mmask8>(e4m3NaN(b)),
+        _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()));
   } else {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
     if constexpr (Type == KVType::BF16)
@@ -34,9 +62,15 @@ template <KVType Type> inline __m256 load8(const Elem<Type> *p) {
   }
 }
 
-template <KVType Type> inline __m512 load16(const Elem<Type> *p) {
+template <KVType Type> inline __m512 load16(const Elem<Type> *p, float f) {
   if constexpr (Type == KVType::F32) {
     return _mm512_loadu_ps(p);
+  } else if constexpr (Type == KVType::F8E4M3) {
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    __m512 v =
+        _mm512_mul_ps(_mm512_cvtph_ps(e4m3ToHalf16(b)), _mm512_set1_ps(f));
+    return _mm512_mask_mov_ps(
+        v, e4m3NaN(b), _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
   } else {
     __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
     if constexpr (Type == KVType::BF16)
@@ -47,13 +81,21 @@ template <KVType Type> inline __m512 load16(const Elem<Type> *p) {
   }
 }
 
-template <KVType Type> inline float scalar(Elem<Type> x) {
-  if constexpr (Type == KVType::F32)
+template <KVType Type> inline float scalar(Elem<Type> x, float f) {
+  if constexpr (Type == KVType::F32) {
     return x;
-  else if constexpr (Type == KVType::BF16)
+  } else if constexpr (Type == KVType::F8E4M3) {
+    if ((x & 0x7f) == 0x7f)
+      return std::numeric_limits<float>::quiet_NaN();
+    const int16_t h = static_cast<int16_t>(
+        (static_cast<int16_t>(static_cast<int8_t>(x)) * 128) &
+        static_cast<int16_t>(0xbf80));
+    return _cvtsh_ss(static_cast<uint16_t>(h)) * f;
+  } else if constexpr (Type == KVType::BF16) {
     return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(x) << 16)));
-  else
+  } else {
     return _cvtsh_ss(x);
+  }
 }
 
 /// dot()'s lane reduction of the 8 lanes at `half` (0: low, 1: high).
@@ -68,12 +110,12 @@ inline float reduceHalf(__m512 v, int half) {
 /// dot()'s finish from 8 lane sums and the elements [c, n) left.
 template <KVType Type>
 inline float finishDot(const float *lanes, const float *a, const Elem<Type> *b,
-                       int64_t c, int64_t n) {
+                       int64_t c, int64_t n, float f) {
   float part[8];
   for (int i = 0; i < 8; ++i)
     part[i] = lanes[i];
   for (int i = 0; c < n; ++c, ++i)
-    part[i] = std::fma(a[c], scalar<Type>(b[c]), part[i]);
+    part[i] = std::fma(a[c], scalar<Type>(b[c], f), part[i]);
   for (int w = 4; w > 0; w /= 2)
     for (int i = 0; i < w; ++i)
       part[i] += part[i + w];
@@ -111,19 +153,42 @@ inline __m512 reduce16(const __m512 *acc) {
 /// of head 2 * pair + 1): P x K accumulators, each two heads' 8 lanes.
 template <int P, int K, KVType Type>
 inline void dotBlock(const float *q, const float *const *a, const Elem<Type> *b,
-                     int64_t stride, int64_t n, int64_t j, float *s,
-                     int64_t ld) {
+                     int64_t stride, int64_t n, int64_t j, float *s, int64_t ld,
+                     float f = 1.0f) {
   __m512 sum[P][K];
   for (int p = 0; p < P; ++p)
     for (int r = 0; r < K; ++r)
       sum[p][r] = _mm512_setzero_ps();
   const int64_t full = n / 8 * 8;
-  for (int64_t c = 0; c < full; c += 8) {
+  int64_t c = 0;
+  if constexpr (Type == KVType::F8E4M3) {
+    // e4m3 rows are widened 16 elements at a time (the widening costs
+    // several instructions per vector), each half then broadcast: the
+    // same FMAs in the same order as 8 at a time.
+    for (; c + 16 <= full; c += 16) {
+      __m512 x0[P], x1[P];
+      for (int p = 0; p < P; ++p) {
+        x0[p] = _mm512_loadu_ps(q + p * 2 * full + 2 * c);
+        x1[p] = _mm512_loadu_ps(q + p * 2 * full + 2 * c + 16);
+      }
+      for (int r = 0; r < K; ++r) {
+        __m512 y = load16<Type>(b + (j + r) * stride + c, f);
+        __m512 lo = _mm512_shuffle_f32x4(y, y, _MM_SHUFFLE(1, 0, 1, 0));
+        __m512 hi = _mm512_shuffle_f32x4(y, y, _MM_SHUFFLE(3, 2, 3, 2));
+        for (int p = 0; p < P; ++p)
+          sum[p][r] = _mm512_fmadd_ps(x0[p], lo, sum[p][r]);
+        for (int p = 0; p < P; ++p)
+          sum[p][r] = _mm512_fmadd_ps(x1[p], hi, sum[p][r]);
+      }
+    }
+  }
+  for (; c < full; c += 8) {
     __m512 x[P];
     for (int p = 0; p < P; ++p)
       x[p] = _mm512_loadu_ps(q + p * 2 * full + 2 * c);
     for (int r = 0; r < K; ++r) {
-      __m512 y = _mm512_broadcast_f32x8(load8<Type>(b + (j + r) * stride + c));
+      __m512 y =
+          _mm512_broadcast_f32x8(load8<Type>(b + (j + r) * stride + c, f));
       for (int p = 0; p < P; ++p)
         sum[p][r] = _mm512_fmadd_ps(x[p], y, sum[p][r]);
     }
@@ -163,7 +228,7 @@ inline void dotBlock(const float *q, const float *const *a, const Elem<Type> *b,
           alignas(64) float lanes[16];
           _mm512_store_ps(lanes, sum[p][r]);
           *dst = finishDot<Type>(lanes + 8 * half, a[h], b + (j + r) * stride,
-                                 full, n);
+                                 full, n, f);
         }
       }
 }
@@ -275,6 +340,17 @@ double softmaxWeights(float *scores, int64_t n, double scale) {
   return sums[0];
 }
 
+void widenRowE4M3(const uint8_t *src, int64_t n, float scale, float *dst) {
+  // Through f16 (value * 2^-8, exact), then f32 times 2^8 * scale: exact
+  // for a power-of-two scale.
+  const float f = 256.0f * scale;
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16)
+    _mm512_storeu_ps(dst + c, load16<KVType::F8E4M3>(src + c, f));
+  for (; c < n; ++c)
+    dst[c] = scalar<KVType::F8E4M3>(src[c], f);
+}
+
 void packQueries4(const float *const *a, int64_t n, float *q) {
   const int64_t full = n / 8 * 8;
   for (int p = 0; p < 2; ++p) {
@@ -293,21 +369,21 @@ namespace {
 template <KVType Type>
 void dotRows4T(const float *q, const float *const *a, const Elem<Type> *b,
                int64_t stride, int64_t n, int64_t j0, int64_t j1, float *s,
-               int64_t ld) {
+               int64_t ld, float f = 1.0f) {
   int64_t j = j0;
   for (; j + 8 <= j1; j += 8)
-    dotBlock<2, 8, Type>(q, a, b, stride, n, j, s, ld);
+    dotBlock<2, 8, Type>(q, a, b, stride, n, j, s, ld, f);
   for (; j + 4 <= j1; j += 4)
-    dotBlock<2, 4, Type>(q, a, b, stride, n, j, s, ld);
+    dotBlock<2, 4, Type>(q, a, b, stride, n, j, s, ld, f);
   for (; j < j1; ++j)
-    dotBlock<2, 1, Type>(q, a, b, stride, n, j, s, ld);
+    dotBlock<2, 1, Type>(q, a, b, stride, n, j, s, ld, f);
 }
 
 template <KVType Type>
 void weightedSums4x64T(const float *p, int64_t ldp,
                        const Elem<Type> *const *rows, bool shared,
                        int64_t stride, int64_t j0, int64_t j1, int64_t c0,
-                       float *out, int64_t ldo) {
+                       float *out, int64_t ldo, float f = 1.0f) {
   __m512 acc[4][4];
   for (int h = 0; h < 4; ++h)
     for (int v = 0; v < 4; ++v)
@@ -317,7 +393,7 @@ void weightedSums4x64T(const float *p, int64_t ldp,
     for (int64_t j = j0; j < j1; ++j) {
       __m512 x[4];
       for (int v = 0; v < 4; ++v)
-        x[v] = load16<Type>(row + j * stride + 16 * v);
+        x[v] = load16<Type>(row + j * stride + 16 * v, f);
       for (int h = 0; h < 4; ++h) {
         __m512 w = _mm512_set1_ps(p[h * ldp + j]);
         for (int v = 0; v < 4; ++v)
@@ -330,7 +406,8 @@ void weightedSums4x64T(const float *p, int64_t ldp,
         __m512 w = _mm512_set1_ps(p[h * ldp + j]);
         const Elem<Type> *row = rows[h] + j * stride + c0;
         for (int v = 0; v < 4; ++v)
-          acc[h][v] = _mm512_fmadd_ps(w, load16<Type>(row + 16 * v), acc[h][v]);
+          acc[h][v] =
+              _mm512_fmadd_ps(w, load16<Type>(row + 16 * v, f), acc[h][v]);
       }
   }
   for (int h = 0; h < 4; ++h)
@@ -358,13 +435,18 @@ void dotRows8(const float *q, const float *const *a, const float *b,
     dotBlock<4, 1, KVType::F32>(q, a, b, stride, n, j, s, ld);
 }
 
-void dotRows4(const float *q, const float *const *a, const uint16_t *b,
-              KVType type, int64_t stride, int64_t n, int64_t j0, int64_t j1,
+void dotRows4(const float *q, const float *const *a, const void *b, KVType type,
+              float scale, int64_t stride, int64_t n, int64_t j0, int64_t j1,
               float *s, int64_t ld) {
   if (type == KVType::BF16)
-    dotRows4T<KVType::BF16>(q, a, b, stride, n, j0, j1, s, ld);
+    dotRows4T<KVType::BF16>(q, a, static_cast<const uint16_t *>(b), stride, n,
+                            j0, j1, s, ld);
+  else if (type == KVType::F16)
+    dotRows4T<KVType::F16>(q, a, static_cast<const uint16_t *>(b), stride, n,
+                           j0, j1, s, ld);
   else
-    dotRows4T<KVType::F16>(q, a, b, stride, n, j0, j1, s, ld);
+    dotRows4T<KVType::F8E4M3>(q, a, static_cast<const uint8_t *>(b), stride, n,
+                              j0, j1, s, ld, 256.0f * scale);
 }
 
 void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
@@ -374,10 +456,16 @@ void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
                                  ldo);
 }
 
-void weightedSums4x64(const float *p, int64_t ldp, const uint16_t *row,
-                      KVType type, int64_t stride, int64_t j0, int64_t j1,
+void weightedSums4x64(const float *p, int64_t ldp, const void *row, KVType type,
+                      float scale, int64_t stride, int64_t j0, int64_t j1,
                       int64_t c0, float *out, int64_t ldo) {
-  const uint16_t *rows[4] = {row, row, row, row};
+  if (type == KVType::F8E4M3) {
+    const uint8_t *rows[4] = {static_cast<const uint8_t *>(row)};
+    weightedSums4x64T<KVType::F8E4M3>(p, ldp, rows, true, stride, j0, j1, c0,
+                                      out, ldo, 256.0f * scale);
+    return;
+  }
+  const uint16_t *rows[4] = {static_cast<const uint16_t *>(row)};
   if (type == KVType::BF16)
     weightedSums4x64T<KVType::BF16>(p, ldp, rows, true, stride, j0, j1, c0, out,
                                     ldo);

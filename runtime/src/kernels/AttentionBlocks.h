@@ -50,17 +50,18 @@ void weightedSums4x64(const float *p, int64_t ldp, const float *const *rows,
                       bool shared, int64_t stride, int64_t j0, int64_t j1,
                       int64_t c0, float *out, int64_t ldo);
 
-/// The same over the rows of a bf16 / f16 cache (`type`), widened in
-/// registers: exactly dotRows4 over an f32 copy of them.
-void dotRows4(const float *q, const float *const *a, const uint16_t *b,
-              KVType type, int64_t stride, int64_t n, int64_t j0, int64_t j1,
+/// The same over the rows of a bf16 / f16 / e4m3 cache (`type`; `scale`
+/// is an e4m3 cache's), widened in registers: exactly dotRows4 over an f32
+/// copy of them.
+void dotRows4(const float *q, const float *const *a, const void *b, KVType type,
+              float scale, int64_t stride, int64_t n, int64_t j0, int64_t j1,
               float *s, int64_t ld);
 
-/// weightedSums4x64 of 4 heads sharing the rows at `row` of a bf16 / f16
-/// cache (`type`), widened in registers: exactly the f32 loop over an f32
-/// copy of them.
-void weightedSums4x64(const float *p, int64_t ldp, const uint16_t *row,
-                      KVType type, int64_t stride, int64_t j0, int64_t j1,
+/// weightedSums4x64 of 4 heads sharing the rows at `row` of a bf16 / f16 /
+/// e4m3 cache (`type`, `scale`), widened in registers: exactly the f32 loop
+/// over an f32 copy of them.
+void weightedSums4x64(const float *p, int64_t ldp, const void *row, KVType type,
+                      float scale, int64_t stride, int64_t j0, int64_t j1,
                       int64_t c0, float *out, int64_t ldo);
 
 /// softmaxWeights (Attention.cpp) 16 scores at a time with the same
@@ -72,6 +73,10 @@ double softmaxWeights(float *scores, int64_t n, double scale);
 /// dst[c] = the f32 value of element c of a bf16 (`bf16`) or f16 row, c <
 /// n: exact, 16 at a time (a narrow KV cache's rows widened per block).
 void widenRow(const uint16_t *src, bool bf16, int64_t n, float *dst);
+
+/// dst[c] = e4m3 element c of src times `scale` (a power of two), exactly,
+/// 16 at a time; 0x7f / 0xff give NaN.
+void widenRowE4M3(const uint8_t *src, int64_t n, float scale, float *dst);
 
 } // namespace ds::rt::kernels::avx512
 

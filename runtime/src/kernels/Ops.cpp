@@ -193,9 +193,16 @@ void rope(float *x, int64_t tokens, int64_t heads, int64_t dFull, int64_t dim,
   }
 }
 
-void narrowRow(const float *x, int64_t n, KVType type, void *dst) {
+void narrowRow(const float *x, int64_t n, KVType type, void *dst, float scale) {
   if (type == KVType::F32) {
     std::memcpy(dst, x, sizeof(float) * n);
+    return;
+  }
+  if (type == KVType::F8E4M3) {
+    // A power-of-two scale: x / scale is exact.
+    auto *y = static_cast<uint8_t *>(dst);
+    for (int64_t c = 0; c < n; ++c)
+      y[c] = ::ds::floatToF8E4M3(x[c] / scale);
     return;
   }
   auto *y = static_cast<uint16_t *>(dst);
@@ -206,13 +213,14 @@ void narrowRow(const float *x, int64_t n, KVType type, void *dst) {
 
 void cacheUpdate(void *cache, KVType type, int64_t maxLen, int64_t row,
                  const int64_t *slots, const float *update,
-                 const int64_t *positions, int64_t batch, int64_t seq) {
+                 const int64_t *positions, int64_t batch, int64_t seq,
+                 float scale) {
   const int64_t size = kvTypeSize(type);
   for (int64_t b = 0; b < batch; ++b) {
     char *slot = static_cast<char *>(cache) + slots[b] * maxLen * row * size;
     for (int64_t s = 0; s < seq; ++s)
       narrowRow(update + (b * seq + s) * row, row, type,
-                slot + positions[b * seq + s] * row * size);
+                slot + positions[b * seq + s] * row * size, scale);
   }
 }
 

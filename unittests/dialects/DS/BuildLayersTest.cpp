@@ -111,7 +111,8 @@ Value buildGqaAttention(LayerBuilder &lb, const LayerSizes &s, Value h,
   k = RopeOp::create(lb.b, lb.loc, k, lb.positions, rope);
   Value o = AttentionOp::create(lb.b, lb.loc, q, k, v, lb.positions,
                                 lb.b.getF64FloatAttr(1.0 / std::sqrt(16.0)),
-                                IntegerAttr());
+                                IntegerAttr(), /*k_scale=*/FloatAttr(),
+                                /*v_scale=*/FloatAttr());
   o = MergeHeadsOp::create(lb.b, lb.loc, o);
   return lb.linear(o, "self_attn.o_proj", s.hidden, qDim);
 }
@@ -259,7 +260,8 @@ TEST_F(BuildLayersTest, DeepSeekV3Layer) {
   Value kvB = lb.param("self_attn.kv_b_proj.weight", {s.heads * (dn + dv), c});
   auto mla = MLAAttentionOp::create(
       lb.b, lb.loc, qSplit.getResult(0), qPe, latent, kPe, kvB, lb.positions,
-      lb.b.getF64FloatAttr(1.0 / std::sqrt(double(dn + dr))));
+      lb.b.getF64FloatAttr(1.0 / std::sqrt(double(dn + dr))),
+      /*c_kv_scale=*/FloatAttr(), /*k_pe_scale=*/FloatAttr());
   EXPECT_EQ(mla.getType(),
             RankedTensorType::get({kDyn, kDyn, s.heads, dv}, lb.f32));
   Value o = MergeHeadsOp::create(lb.b, lb.loc, mla);

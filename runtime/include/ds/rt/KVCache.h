@@ -2,8 +2,9 @@
 //
 // Every cache of a model (per layer keys and values, or MLA latents), for a
 // fixed number of sequence slots; batch row b of a step reads and writes
-// slot slots[b]. Each cache stores its plan type (f32, or bf16 / f16 for a
-// narrow cache) and is zeroed per slot when a sequence starts.
+// slot slots[b]. Each cache stores its plan type (f32, or bf16 / f16 / e4m3
+// with a scale for a narrow cache) and is zeroed per slot when a sequence
+// starts.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,11 +23,12 @@
 namespace ds::rt {
 
 /// The kernels' name for how a cache's elements are stored (a plan's cache
-/// types are F32, BF16 or F16; the loader refuses others).
+/// types are F32, BF16, F16 or F8E4M3; the loader refuses others).
 inline kernels::KVType kvType(ElemType t) {
-  return t == ElemType::BF16  ? kernels::KVType::BF16
-         : t == ElemType::F16 ? kernels::KVType::F16
-                              : kernels::KVType::F32;
+  return t == ElemType::BF16     ? kernels::KVType::BF16
+         : t == ElemType::F16    ? kernels::KVType::F16
+         : t == ElemType::F8E4M3 ? kernels::KVType::F8E4M3
+                                 : kernels::KVType::F32;
 }
 
 /// The KV caches of a model for `slots` sequences.
@@ -39,9 +41,11 @@ public:
   /// Elements per slot of cache i.
   int64_t slotSize(int32_t cache) const { return slotElems[cache]; }
   ElemType type(int32_t cache) const { return types[cache]; }
+  /// An e4m3 cache's scale (1 for the other types).
+  float scale(int32_t cache) const { return scales[cache]; }
   /// Writes x[0, count) into cache i from element `offset` on (slot s
   /// starts at s * slotSize(i)), rounded to nearest even as the cache's type
-  /// stores them. The range must lie inside the cache.
+  /// (and scale) stores them. The range must lie inside the cache.
   void storeFloats(int32_t cache, int64_t offset, const float *x,
                    int64_t count);
   /// Reads elements [offset, offset + count) of cache i as f32 (exact).
@@ -57,6 +61,7 @@ private:
   std::vector<std::unique_ptr<void, Free>> storage;
   std::vector<int64_t> slotElems;
   std::vector<ElemType> types;
+  std::vector<float> scales;
 };
 
 } // namespace ds::rt

@@ -205,23 +205,32 @@ void rope(float *x, int64_t tokens, int64_t heads, int64_t dFull, int64_t dim,
 /// What rope takes from ThreadScratch (on the calling thread).
 uint64_t ropeScratchBytes(int64_t dim);
 
-/// The element type a KV cache stores: f32, or bf16 / f16 (values rounded
-/// to nearest even when written, widened exactly when read).
-enum class KVType : int32_t { F32 = 0, BF16 = 1, F16 = 2 };
+/// The element type a KV cache stores: f32, bf16 / f16 (values rounded to
+/// nearest even when written, widened exactly when read), or FP8 e4m3fn
+/// with a per-cache power-of-two scale s (a value x is stored as the e4m3
+/// nearest x / s, saturating at +-448, and read as e4m3 * s, exactly).
+enum class KVType : int32_t { F32 = 0, BF16 = 1, F16 = 2, F8E4M3 = 3 };
 /// Bytes per element of a cache of type t.
-inline int64_t kvTypeSize(KVType t) { return t == KVType::F32 ? 4 : 2; }
+inline int64_t kvTypeSize(KVType t) {
+  return t == KVType::F32 ? 4 : t == KVType::F8E4M3 ? 1 : 2;
+}
 
 /// dst[0, n) = x[0, n) as a cache of `type` stores them (rounded to nearest
-/// even for bf16 / f16).
-void narrowRow(const float *x, int64_t n, KVType type, void *dst);
-/// dst[0, n) = the f32 values of n elements of `type` at src (exact).
-void widenRow(const void *src, KVType type, int64_t n, float *dst);
+/// even for bf16 / f16 / e4m3; `scale` is an e4m3 cache's scale).
+void narrowRow(const float *x, int64_t n, KVType type, void *dst,
+               float scale = 1.0f);
+/// dst[0, n) = the f32 values of n elements of `type` at src (exact; an
+/// e4m3 cache's elements times its `scale`).
+void widenRow(const void *src, KVType type, int64_t n, float *dst,
+              float scale = 1.0f);
 
 /// cache[slots[b], positions[b, s], :] = update[b, s, :] for b < batch,
-/// s < seq; cache rows are `row` elements of `type`, maxLen rows per slot.
+/// s < seq; cache rows are `row` elements of `type` (scaled by `scale` for
+/// e4m3), maxLen rows per slot.
 void cacheUpdate(void *cache, KVType type, int64_t maxLen, int64_t row,
                  const int64_t *slots, const float *update,
-                 const int64_t *positions, int64_t batch, int64_t seq);
+                 const int64_t *positions, int64_t batch, int64_t seq,
+                 float scale = 1.0f);
 inline void cacheUpdate(float *cache, int64_t maxLen, int64_t row,
                         const int64_t *slots, const float *update,
                         const int64_t *positions, int64_t batch, int64_t seq) {
@@ -233,12 +242,14 @@ inline void cacheUpdate(float *cache, int64_t maxLen, int64_t row,
 /// kvHeads, d] and v [slots, maxLen, kvHeads, dv] of `kvType`; query (b, s)
 /// at position p attends to cache rows [max(0, p - window + 1), p] of slot
 /// slots[b] (window 0: no window). out [batch, seq, heads, dv]. A narrow
-/// cache gives exactly the result of an f32 cache holding its values.
+/// cache gives exactly the result of an f32 cache holding its values (for
+/// e4m3 caches, their elements times kScale / vScale).
 void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
                int64_t d, const void *k, const void *v, KVType kvType,
                int64_t maxLen, int64_t kvHeads, int64_t dv,
                const int64_t *slots, const int64_t *positions, int64_t window,
-               double scale, float *out, ThreadPool *pool = nullptr);
+               double scale, float *out, ThreadPool *pool = nullptr,
+               float kScale = 1.0f, float vScale = 1.0f);
 inline void attention(const float *q, int64_t batch, int64_t seq, int64_t heads,
                       int64_t d, const float *k, const float *v, int64_t maxLen,
                       int64_t kvHeads, int64_t dv, const int64_t *slots,
@@ -265,7 +276,8 @@ void mlaAttention(const float *qNope, const float *qPe, int64_t batch,
 /// rank]); q_abs and the output projection run as `gemm`s (rows = batch *
 /// seq, strided by heads), only the attention over the latent cache runs
 /// per (row, head). The latent caches cKv and kPe hold `cacheType` (a narrow
-/// cache gives exactly the result of an f32 one holding its values).
+/// cache gives exactly the result of an f32 one holding its values: for
+/// e4m3 caches, their elements times cKvScale / kPeScale).
 /// `ukScales` ([heads, dn]), when given, multiplies the queries before
 /// W_ukᵀ (an int8 W_ukᵀ whose scales lie along K).
 void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
@@ -276,7 +288,8 @@ void mlaAttentionPacked(const float *qNope, const float *qPe, int64_t batch,
                         const int64_t *slots, const int64_t *positions,
                         double scale, float *out, ThreadPool *pool = nullptr,
                         const float *ukScales = nullptr,
-                        float *scratch = nullptr);
+                        float *scratch = nullptr, float cKvScale = 1.0f,
+                        float kPeScale = 1.0f);
 inline void mlaAttentionPacked(const float *qNope, const float *qPe,
                                int64_t batch, int64_t seq, int64_t heads,
                                int64_t dn, int64_t dr, const float *cKv,

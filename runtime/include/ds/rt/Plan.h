@@ -29,10 +29,20 @@ namespace ds::rt {
 
 /// Element types of plan values. BF16 / F16 are the storage of narrow KV
 /// caches only (cache values, their aliases; read by the cache steps).
-enum class ElemType : uint8_t { F32 = 0, I64 = 1, I32 = 2, BF16 = 3, F16 = 4 };
+enum class ElemType : uint8_t {
+  F32 = 0,
+  I64 = 1,
+  I32 = 2,
+  BF16 = 3,
+  F16 = 4,
+  F8E4M3 = 5, ///< OCP e4m3fn: KV caches only, with their cache's scale
+};
 size_t elemSize(ElemType t);
-/// "f32", "i64", "i32", "bf16", "f16".
+/// "f32", "i64", "i32", "bf16", "f16", "f8e4m3".
 const char *elemTypeName(ElemType t);
+/// Whether `scale` fits a cache of type t: a positive, finite power of two
+/// for F8E4M3 (so that scaling is exact), 1 for every other type.
+bool validCacheScale(ElemType t, double scale);
 
 /// A dim: `constant` times the product of dims `factors` (value, axis) of
 /// values defined earlier (or function inputs).
@@ -207,8 +217,12 @@ struct FunctionPlan {
 struct CacheInfo {
   std::string name;
   std::vector<int64_t> rowShape;
-  /// F32, or BF16 / F16 (a narrow cache: values rounded when written).
+  /// F32, or BF16 / F16 / F8E4M3 (a narrow cache: values rounded when
+  /// written).
   ElemType type = ElemType::F32;
+  /// F8E4M3: the power of two its elements are multiplied by (a value x is
+  /// stored as e4m3(x / scale)); 1 for the other types.
+  double scale = 1.0;
 };
 
 enum class WeightLayout : uint32_t {

@@ -620,6 +620,61 @@ func.func @case64(%c: tensor<2x64x8xf32>, %p: tensor<3x1xi64>, %u: tensor<3x1x8x
 
 // -----
 
+// An e4m3 cache needs its scale.
+func.func @case64a(%c: tensor<?x64x8xf8E4M3FN>, %p: tensor<?x1xi64>, %u: tensor<?x1x8xf32>) {
+  // expected-error @+1 {{'ds.cache_update' op an f8E4M3FN cache needs its kv_scale}}
+  %0 = ds.cache_update %c[%p], %u : tensor<?x64x8xf8E4M3FN>, tensor<?x1xi64>, tensor<?x1x8xf32>
+  return
+}
+
+// -----
+
+// Only e4m3 caches have a scale.
+func.func @case64b(%c: tensor<?x64x8xbf16>, %p: tensor<?x1xi64>, %u: tensor<?x1x8xf32>) {
+  // expected-error @+1 {{'ds.cache_update' op kv_scale is for f8E4M3FN caches only; this one is 'bf16'}}
+  %0 = ds.cache_update %c[%p], %u {kv_scale = 1.0 : f64} : tensor<?x64x8xbf16>, tensor<?x1xi64>, tensor<?x1x8xf32>
+  return
+}
+
+// -----
+
+// Scales are powers of two (exact scaling).
+func.func @case64c(%c: tensor<?x64x8xf8E4M3FN>, %p: tensor<?x1xi64>, %u: tensor<?x1x8xf32>) {
+  // expected-error @+1 {{'ds.cache_update' op kv_scale must be a positive power of two, got 3.000000e-01}}
+  %0 = ds.cache_update %c[%p], %u {kv_scale = 0.3 : f64} : tensor<?x64x8xf8E4M3FN>, tensor<?x1xi64>, tensor<?x1x8xf32>
+  return
+}
+
+// -----
+
+// 8-bit caches are e4m3fn.
+func.func @case64d(%c: tensor<?x64x8xf8E5M2>, %p: tensor<?x1xi64>, %u: tensor<?x1x8xf32>) {
+  // expected-error @+1 {{'ds.cache_update' op KV caches of 8-bit floats are f8E4M3FN, not 'f8E5M2'}}
+  %0 = ds.cache_update %c[%p], %u : tensor<?x64x8xf8E5M2>, tensor<?x1xi64>, tensor<?x1x8xf32>
+  return
+}
+
+// -----
+
+// Attention reads an e4m3 cache with the scale it was written with.
+func.func @case64e(%q: tensor<?x1x2x8xf32>, %c: tensor<?x64x1x8xf8E4M3FN>, %p: tensor<?x1xi64>, %u: tensor<?x1x1x8xf32>) {
+  %k = ds.cache_update %c[%p], %u {kv_scale = 0.5 : f64} : tensor<?x64x1x8xf8E4M3FN>, tensor<?x1xi64>, tensor<?x1x1x8xf32>
+  // expected-error @+1 {{'ds.attention' op k_scale 2.500000e-01 differs from the kv_scale 5.000000e-01 its cache was written with}}
+  %o = ds.attention %q, %k, %k, %p {scale = 1.0 : f64, k_scale = 0.25 : f64, v_scale = 0.5 : f64} : tensor<?x1x2x8xf32>, tensor<?x64x1x8xf8E4M3FN>, tensor<?x64x1x8xf8E4M3FN>, tensor<?x1xi64> -> tensor<?x1x2x8xf32>
+  return
+}
+
+// -----
+
+// MLA's e4m3 latents need their scales.
+func.func @case64f(%qn: tensor<?x?x4x16xf32>, %qp: tensor<?x?x4x8xf32>, %c: tensor<?x?x32xf8E4M3FN>, %kp: tensor<?x?x8xf8E4M3FN>, %w: tensor<128x32xf32>, %p: tensor<?x?xi64>) {
+  // expected-error @+1 {{'ds.mla_attention' op an f8E4M3FN cache needs its k_pe_scale}}
+  %0 = ds.mla_attention %qn, %qp, %c, %kp, %w, %p {scale = 1.0 : f64, c_kv_scale = 1.0 : f64} : tensor<?x?x4x16xf32>, tensor<?x?x4x8xf32>, tensor<?x?x32xf8E4M3FN>, tensor<?x?x8xf8E4M3FN>, tensor<128x32xf32>, tensor<?x?xi64> -> tensor<?x?x4x16xf32>
+  return
+}
+
+// -----
+
 // Router logits are [N, E].
 func.func @case65(%l: tensor<?x?x8xf32>) {
   // expected-error @+2 {{failed to infer returned types}}

@@ -110,6 +110,20 @@ func.func @narrow_cache(%cache: tensor<?x64x2x16xbf16>, %pos: tensor<?x?xi64>, %
   return %0, %1, %2 : tensor<?x64x2x16xbf16>, tensor<?x?x8x16xf32>, tensor<?x?x4x16xf32>
 }
 
+// An FP8 (e4m3) KV cache with power-of-two scales: the updates write with
+// their kv_scale, attention reads with the same k_scale / v_scale.
+// CHECK-LABEL: func.func @fp8_cache
+func.func @fp8_cache(%kc: tensor<?x64x2x16xf8E4M3FN>, %vc: tensor<?x64x2x16xf8E4M3FN>, %pos: tensor<?x?xi64>, %k: tensor<?x?x2x16xf32>, %q: tensor<?x?x8x16xf32>, %qn: tensor<?x?x4x16xf32>, %qp: tensor<?x?x4x8xf32>, %ckv: tensor<?x?x32xf8E4M3FN>, %kpe: tensor<?x?x8xf8E4M3FN>, %wkvb: tensor<128x32xf32>) -> (tensor<?x?x8x16xf32>, tensor<?x?x4x16xf32>) {
+  // CHECK: ds.cache_update %{{.*}}[%{{.*}}], %{{.*}} {kv_scale = 1.250000e-01 : f64} : tensor<?x64x2x16xf8E4M3FN>, tensor<?x?xi64>, tensor<?x?x2x16xf32>
+  %0 = ds.cache_update %kc[%pos], %k {kv_scale = 0.125 : f64} : tensor<?x64x2x16xf8E4M3FN>, tensor<?x?xi64>, tensor<?x?x2x16xf32>
+  %1 = ds.cache_update %vc[%pos], %k {kv_scale = 2.0 : f64} : tensor<?x64x2x16xf8E4M3FN>, tensor<?x?xi64>, tensor<?x?x2x16xf32>
+  // CHECK: ds.attention {{.*}} {k_scale = 1.250000e-01 : f64, scale = 2.500000e-01 : f64, v_scale = 2.000000e+00 : f64} : tensor<?x?x8x16xf32>, tensor<?x64x2x16xf8E4M3FN>, tensor<?x64x2x16xf8E4M3FN>, tensor<?x?xi64> -> tensor<?x?x8x16xf32>
+  %2 = ds.attention %q, %0, %1, %pos {scale = 0.25 : f64, k_scale = 0.125 : f64, v_scale = 2.0 : f64} : tensor<?x?x8x16xf32>, tensor<?x64x2x16xf8E4M3FN>, tensor<?x64x2x16xf8E4M3FN>, tensor<?x?xi64> -> tensor<?x?x8x16xf32>
+  // CHECK: ds.mla_attention {{.*}} {c_kv_scale = 6.250000e-02 : f64, k_pe_scale = 1.000000e+00 : f64, scale = 2.040000e-01 : f64}
+  %3 = ds.mla_attention %qn, %qp, %ckv, %kpe, %wkvb, %pos {scale = 0.204 : f64, c_kv_scale = 0.0625 : f64, k_pe_scale = 1.0 : f64} : tensor<?x?x4x16xf32>, tensor<?x?x4x8xf32>, tensor<?x?x32xf8E4M3FN>, tensor<?x?x8xf8E4M3FN>, tensor<128x32xf32>, tensor<?x?xi64> -> tensor<?x?x4x16xf32>
+  return %2, %3 : tensor<?x?x8x16xf32>, tensor<?x?x4x16xf32>
+}
+
 // CHECK-LABEL: func.func @router
 func.func @router(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x4xf32>, tensor<?x4xi32>) {
   // CHECK: ds.router %{{.*}} {routing = #ds.routing<num_experts = 16, top_k = 2, norm_topk_prob = true>} : tensor<?x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
