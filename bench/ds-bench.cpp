@@ -155,8 +155,9 @@ struct Packed {
         packWeightI8Dot(q.data(), s.data(), n, k, buf.data);
     } else {
       int64_t groups = (k + group - 1) / group;
-      const bool int4 =
-          format == WeightFormat::I4 || format == WeightFormat::I4H;
+      const bool int4 = format == WeightFormat::I4 ||
+                        format == WeightFormat::I4H ||
+                        format == WeightFormat::I4Dot;
       float qmax = int4 ? 7.0f : 448.0f;
       std::vector<float> q(n * k), s(n * groups);
       for (int64_t r = 0; r < n; ++r)
@@ -165,7 +166,8 @@ struct Packed {
           for (int64_t c = g * group; c < std::min(k, (g + 1) * group); ++c)
             mx = std::max(mx, std::abs(src[r * k + c]));
           s[r * groups + g] = mx / qmax;
-          if (format == WeightFormat::I4H) // stored as f16
+          if (format == WeightFormat::I4H ||
+              format == WeightFormat::I4Dot) // stored as f16
             s[r * groups + g] =
                 ds::halfToFloat(ds::floatToHalf(s[r * groups + g]));
           for (int64_t c = g * group; c < std::min(k, (g + 1) * group); ++c) {
@@ -178,12 +180,16 @@ struct Packed {
         packWeightI4(q.data(), s.data(), n, k, group, buf.data);
       else if (format == WeightFormat::I4H)
         packWeightI4H(q.data(), s.data(), n, k, group, buf.data);
+      else if (format == WeightFormat::I4Dot)
+        packWeightI4Dot(q.data(), s.data(), n, k, group, buf.data);
       else
         packWeightF8(q.data(), s.data(), n, k, group, buf.data);
     }
     w = {format, n, k, buf.data, group};
   }
   static int64_t groupOf(WeightFormat f, int64_t k) {
+    if (f == WeightFormat::I4Dot) // groups of 32 (Q4_0's) divide K here
+      return 32;
     return f == WeightFormat::I4 || f == WeightFormat::I4H ||
                    f == WeightFormat::F8
                ? std::min<int64_t>(128, k)
@@ -548,6 +554,8 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
         std::pair{WeightFormat::F8, "fp8 e4m3 g128"},
         std::pair{WeightFormat::I8Dot,
                   hasVnni() ? "w8a8 (VNNI)" : "w8a8 (AVX2, no VNNI)"},
+        std::pair{WeightFormat::I4Dot,
+                  hasVnni() ? "w4a8 g32 (VNNI)" : "w4a8 g32 (AVX2, no VNNI)"},
         std::pair{WeightFormat::S24, "2:4 sparse f32"}}) {
     MoELayer q(format);
     double t = medianSeconds([&] { q.run(x.data(), 1, y.data()); });

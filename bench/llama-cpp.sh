@@ -17,7 +17,10 @@
 #    llama-quantize to Q8_0 and Q4_0 (llama-quantize's defaults: Q4_0 keeps
 #    the output head in Q6_K).
 # 4. ds artifacts of the same checkpoint: f32, int8 and int4 (group 32, as
-#    Q4_0's blocks; the output head in int4 too, ds-quantize's default).
+#    Q4_0's blocks; the output head in int4 too, ds-quantize's default),
+#    weight-only as ds runs them by default; and w8a8 / w4a8 (g32), which
+#    quantize the activations to int8 per token for integer dot products,
+#    as llama.cpp's Q8_0 / Q4_0 do (per block of 32 there).
 # 5. For each pair and thread count, llama-bench (pp PROMPT, tg GEN) and
 #    ds-bench --only model (the same shapes, one sequence) alternate RUNS
 #    times; the table has medians and the ds / llama.cpp ratio per run pair.
@@ -83,6 +86,8 @@ compile() { # name optimize-options (always: the artifacts follow this ds)
 compile f32 ""
 compile int8 "quantize=int8"
 compile int4 "quantize=int4 group-size=32"
+compile w8a8 "quantize=w8a8"
+compile w4a8 "quantize=w4a8 group-size=32"
 
 # shellcheck disable=SC2086
 "$py" "$root/bench/llama_cpp_peer.py" compare \
@@ -90,4 +95,6 @@ compile int4 "quantize=int4 group-size=32"
   --threads $threads --runs "$runs" --prompt "$prompt" --gen "$gen" \
   --pair "f32 vs F32" "$work/mixtral-f32.gguf" "$work/mixtral-f32.dsa" \
   --pair "int8 vs Q8_0" "$work/mixtral-Q8_0.gguf" "$work/mixtral-int8.dsa" \
-  --pair "int4 g32 vs Q4_0" "$work/mixtral-Q4_0.gguf" "$work/mixtral-int4.dsa"
+  --pair "int4 g32 vs Q4_0" "$work/mixtral-Q4_0.gguf" "$work/mixtral-int4.dsa" \
+  --pair "w8a8 vs Q8_0" "$work/mixtral-Q8_0.gguf" "$work/mixtral-w8a8.dsa" \
+  --pair "w4a8 g32 vs Q4_0" "$work/mixtral-Q4_0.gguf" "$work/mixtral-w4a8.dsa"

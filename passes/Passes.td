@@ -262,6 +262,7 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
     | `int8` | i8 per output channel, `block = [1, 0]` | float |
     | `int4` | i4 (`zero-point`: ui4 + zero points) per `group-size` channels, f16 scales (`scale-type`) | float |
     | `w8a8` | i8 per output channel | i8 per token, dynamic (static per tensor with `calibration`) |
+    | `w4a8` | i4 per `group-size` channels, f16 scales (`scale-type`) | i8 per token, as `w8a8` (llama.cpp's Q4_0 x Q8_0, with one activation scale per token) |
     | `fp8` | e4m3, 128x128 blocks (DeepSeek-V3) | e4m3 per 1x128 group, dynamic |
     | `bf16`, `f16` | rounded to the type | the GEMM runs in the type (`arith.truncf` / `arith.extf` around it) |
 
@@ -298,19 +299,22 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
     ```
 
     `calibration` (JSON from `ds-run --calibrate`: the absolute maximum of
-    every GEMM input on sample inputs) gives `w8a8` static per-tensor
-    activation scales for the dense GEMMs. `ds-run --reference` reports
+    every GEMM input on sample inputs) gives `w8a8` / `w4a8` static
+    per-tensor activation scales for the dense GEMMs. The CPU backend runs
+    `w8a8`, and `w4a8` with f16 scales and groups of a multiple of 8 that
+    divide K, as integer dot products (AVX-512 VNNI, else AVX2); other
+    `w4a8` groups run the int4 GEMM on the quantized activations. `ds-run --reference` reports
     the error against the unquantized module.
   }];
   let options = [
     Option<"scheme", "scheme", "std::string", /*default=*/"\"int8\"",
-           "int8 | int4 | w8a8 | fp8 | bf16 | f16">,
+           "int8 | int4 | w8a8 | w4a8 | fp8 | bf16 | f16">,
     Option<"groupSize", "group-size", "int64_t", /*default=*/"128",
-           "int4: input channels per scale (32, 64, 128, ...)">,
+           "int4, w4a8: input channels per scale (32, 64, 128, ...)">,
     Option<"zeroPoint", "zero-point", "bool", /*default=*/"false",
            "int4: asymmetric (ui4 values with per-group zero points)">,
     Option<"scaleType", "scale-type", "std::string", /*default=*/"\"\"",
-           "int4: how the scales are stored, f16 (the default: 4.5 bits a "
+           "int4, w4a8: how the scales are stored, f16 (the default: 4.5 bits a "
            "weight at group 32, as llama.cpp's Q4_0; each scale rounded to "
            "f16 before the values are quantized with it) or f32">,
     Option<"clipSearch", "clip-search", "bool", /*default=*/"true",
@@ -326,7 +330,8 @@ def QuantizePass : Pass<"ds-quantize", "::mlir::ModuleOp"> {
     Option<"outputPath", "output", "std::string", /*default=*/"\"\"",
            "Where to write the quantized weights (.safetensors)">,
     Option<"calibrationPath", "calibration", "std::string", /*default=*/"\"\"",
-           "w8a8: activation ranges (ds-run --calibrate) for static scales">
+           "w8a8, w4a8: activation ranges (ds-run --calibrate) for static "
+           "scales">
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::tensor::TensorDialect"];

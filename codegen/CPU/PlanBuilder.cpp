@@ -58,9 +58,10 @@ public:
   }
 
   /// A GEMM weight ([N, K], or [E, N, K] for experts) in packed layout.
-  /// With `w8a8`, an int8 per-row weight is packed for the integer dot
-  /// product with int8 activations (WeightFormat::I8Dot); `packedW8A8`
-  /// tells whether that happened.
+  /// With `w8a8`, an int8 per-row weight (WeightFormat::I8Dot) or an int4
+  /// one with f16 K-group scales (I4Dot, groups of a multiple of 8 that
+  /// divide K) is packed for the integer dot product with int8 activations;
+  /// `packedW8A8` tells whether that happened.
   FailureOr<int32_t> packed(Value v, Operation *user, bool w8a8 = false,
                             bool *packedW8A8 = nullptr) {
     if (packedW8A8)
@@ -68,7 +69,9 @@ public:
     auto key = std::make_pair(v.getAsOpaquePointer(), w8a8 ? 3 : 1);
     if (auto it = ids.find(key); it != ids.end()) {
       if (packedW8A8)
-        *packedW8A8 = infos[it->second].layout == rt::WeightLayout::PackedI8Dot;
+        *packedW8A8 =
+            infos[it->second].layout == rt::WeightLayout::PackedI8Dot ||
+            infos[it->second].layout == rt::WeightLayout::PackedI4Dot;
       return it->second;
     }
     if (auto it = ids.find(key); it != ids.end())
@@ -86,6 +89,10 @@ public:
     std::string bytes;
     if (w8a8 && succeeded(packInt8(v, experts, n, k, bytes, true))) {
       info.layout = rt::WeightLayout::PackedI8Dot;
+      if (packedW8A8)
+        *packedW8A8 = true;
+    } else if (w8a8 &&
+               succeeded(packGrouped(v, experts, n, k, bytes, info, true))) {
       if (packedW8A8)
         *packedW8A8 = true;
     } else if (succeeded(packInt8(v, experts, n, k, bytes))) {
@@ -342,8 +349,11 @@ private:
   /// FP8 e4m3 with 128x128-style blocks (DeepSeek checkpoints, ds-quantize
   /// fp8) stay narrow, also when concatenated along N (with one K group size
   /// for all parts): the GEMM widens them in registers.
+  /// With `dot`, only int4 with f16 scales in groups of a multiple of 8
+  /// that divide K, packed for W4A8 (WeightFormat::I4Dot).
   LogicalResult packGrouped(Value v, int64_t experts, int64_t n, int64_t k,
-                            std::string &bytes, rt::WeightInfo &info) {
+                            std::string &bytes, rt::WeightInfo &info,
+                            bool dot = false) {
     SmallVector<ParamOp> parts = rowParts(v);
     if (parts.empty())
       return failure();
@@ -392,7 +402,10 @@ private:
                             quantizedTensors(p.param, 0).second;
                         return s && s->dtype == ds::DType::F16;
                       });
+    if (dot && (!int4 || !halfScales || group % 8 != 0 || k % group != 0))
+      return failure();
     auto format = !int4        ? rt::kernels::WeightFormat::F8
+                  : dot        ? rt::kernels::WeightFormat::I4Dot
                   : halfScales ? rt::kernels::WeightFormat::I4H
                                : rt::kernels::WeightFormat::I4;
     size_t one = (rt::kernels::packedWeightBytes(format, n, k, group) + 63) &
@@ -431,7 +444,10 @@ private:
       }
       if (row != n)
         return failure();
-      if (halfScales)
+      if (dot)
+        rt::kernels::packWeightI4Dot(values.data(), scales.data(), n, k, group,
+                                     bytes.data() + e * one);
+      else if (halfScales)
         rt::kernels::packWeightI4H(values.data(), scales.data(), n, k, group,
                                    bytes.data() + e * one);
       else if (int4)
@@ -442,6 +458,7 @@ private:
                                   bytes.data() + e * one);
     }
     info.layout = !int4        ? rt::WeightLayout::PackedF8
+                  : dot        ? rt::WeightLayout::PackedI4Dot
                   : halfScales ? rt::WeightLayout::PackedI4H
                                : rt::WeightLayout::PackedI4;
     info.group = group;

@@ -30,8 +30,8 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
       llvm::cl::init(true)};
   PassOptions::Option<std::string> quantize{
       *this, "quantize",
-      llvm::cl::desc("ds-quantize scheme: none, int8, int4, w8a8, fp8, bf16, "
-                     "f16"),
+      llvm::cl::desc("ds-quantize scheme: none, int8, int4, w8a8, w4a8, fp8, "
+                     "bf16, f16"),
       llvm::cl::init("none")};
   PassOptions::Option<std::string> weights{
       *this, "weights", llvm::cl::desc("The checkpoint quantization reads"),
@@ -40,19 +40,19 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
       *this, "quantized-weights",
       llvm::cl::desc("Where quantization writes its weights (.safetensors)"),
       llvm::cl::init("")};
-  PassOptions::Option<int64_t> groupSize{*this, "group-size",
-                                         llvm::cl::desc("int4 group size"),
-                                         llvm::cl::init(128)};
+  PassOptions::Option<int64_t> groupSize{
+      *this, "group-size", llvm::cl::desc("int4 / w4a8 group size"),
+      llvm::cl::init(128)};
   PassOptions::Option<bool> zeroPoint{*this, "zero-point",
                                       llvm::cl::desc("int4 with zero points"),
                                       llvm::cl::init(false)};
   PassOptions::Option<std::string> scaleType{
       *this, "scale-type",
-      llvm::cl::desc("int4: scales stored as f16 (default) or f32"),
+      llvm::cl::desc("int4 / w4a8: scales stored as f16 (default) or f32"),
       llvm::cl::init("")};
   PassOptions::Option<std::string> calibration{
       *this, "calibration",
-      llvm::cl::desc("w8a8: activation ranges for static scales"),
+      llvm::cl::desc("w8a8 / w4a8: activation ranges for static scales"),
       llvm::cl::init("")};
   PassOptions::ListOption<std::string> quantizeTargets{
       *this, "quantize-targets",

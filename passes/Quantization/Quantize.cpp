@@ -118,6 +118,13 @@ LogicalResult QuantizePass::parseScheme(Location loc) {
   } else if (scheme == "w8a8") {
     s.storage = b.getI8Type();
     s.actStorage = b.getI8Type();
+  } else if (scheme == "w4a8") {
+    if (groupSize <= 0)
+      return emitError(loc) << "ds-quantize: group-size must be positive, got "
+                            << static_cast<int64_t>(groupSize.getValue());
+    s.storage = b.getIntegerType(4);
+    s.group = groupSize;
+    s.actStorage = b.getI8Type();
   } else if (scheme == "fp8") {
     s.storage = b.getType<Float8E4M3FNType>();
     s.fp8Blocks = true;
@@ -125,19 +132,21 @@ LogicalResult QuantizePass::parseScheme(Location loc) {
     s.actGroup = 128;
   } else {
     return emitError(loc) << "ds-quantize: unknown scheme '" << scheme
-                          << "' (int8, int4, w8a8, fp8, bf16, f16)";
+                          << "' (int8, int4, w8a8, w4a8, fp8, bf16, f16)";
   }
-  if (!scaleType.empty() && scheme != "int4")
-    return emitError(loc) << "ds-quantize: scale-type applies to int4 only";
+  const bool int4 = scheme == "int4" || scheme == "w4a8";
+  if (!scaleType.empty() && !int4)
+    return emitError(loc)
+           << "ds-quantize: scale-type applies to int4 and w4a8 only";
   if (!scaleType.empty() && scaleType != "f16" && scaleType != "f32")
     return emitError(loc) << "ds-quantize: unknown scale-type '" << scaleType
                           << "' (f16, f32)";
-  s.halfScales = scheme == "int4" && scaleType != "f32";
+  s.halfScales = int4 && scaleType != "f32";
   if (zeroPoint && scheme != "int4")
     return emitError(loc) << "ds-quantize: zero-point applies to int4 only";
-  if (!calibrationPath.empty() && scheme != "w8a8")
+  if (!calibrationPath.empty() && scheme != "w8a8" && scheme != "w4a8")
     return emitError(loc) << "ds-quantize: calibration (static activation "
-                             "scales) applies to w8a8 only";
+                             "scales) applies to w8a8 and w4a8 only";
   return success();
 }
 

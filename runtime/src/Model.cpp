@@ -80,6 +80,8 @@ absl::Status Model::bind(SymbolResolver resolve) {
         format = kernels::WeightFormat::F8;
       else if (w.layout == WeightLayout::PackedI8Dot)
         format = kernels::WeightFormat::I8Dot;
+      else if (w.layout == WeightLayout::PackedI4Dot)
+        format = kernels::WeightFormat::I4Dot;
       else if (w.layout == WeightLayout::PackedS24)
         format = kernels::WeightFormat::S24;
       else if (w.layout == WeightLayout::PackedBF16)
@@ -88,12 +90,21 @@ absl::Status Model::bind(SymbolResolver resolve) {
         format = kernels::WeightFormat::F16;
       bool grouped = format == kernels::WeightFormat::I4 ||
                      format == kernels::WeightFormat::I4H ||
+                     format == kernels::WeightFormat::I4Dot ||
                      format == kernels::WeightFormat::F8;
       if (grouped != (w.group > 0))
         return absl::DataLossError("packed weight '" + w.name +
                                    "' has a bad K group");
       int64_t experts = w.shape.size() == 3 ? w.shape[0] : 1;
       int64_t n = w.shape[w.shape.size() - 2], k = w.shape.back();
+      // W4A8's groups are whole vpdpbusd pairs and divide K.
+      if (format == kernels::WeightFormat::I4Dot &&
+          (w.group % 8 != 0 || k % w.group != 0))
+        return absl::DataLossError("packed weight '" + w.name + "' has K " +
+                                   std::to_string(k) + " and group " +
+                                   std::to_string(w.group) +
+                                   ": int4-vnni needs a multiple of 8 that "
+                                   "divides K");
       uint64_t one =
           (kernels::packedWeightBytes(format, n, k, w.group) + 63) & ~63ULL;
       if (w.bytes != one * experts)

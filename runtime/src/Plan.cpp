@@ -40,6 +40,8 @@ const char *weightLayoutName(WeightLayout layout) {
     return "packed-f16";
   case WeightLayout::PackedI4H:
     return "packed-int4-f16-scales";
+  case WeightLayout::PackedI4Dot:
+    return "packed-int4-vnni";
   }
   return "unknown";
 }
@@ -704,8 +706,8 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
       info.name = r.string(w, "name");
       int64_t layout = r.integer(w, "layout"), type = r.integer(w, "type");
       if (layout < 0 ||
-          layout > static_cast<int64_t>(WeightLayout::PackedI4H) || type < 0 ||
-          type > 2)
+          layout > static_cast<int64_t>(WeightLayout::PackedI4Dot) ||
+          type < 0 || type > 2)
         r.fail("weight '" + info.name + "' has an unknown layout or type");
       info.layout = static_cast<WeightLayout>(layout);
       info.type = static_cast<ElemType>(type);

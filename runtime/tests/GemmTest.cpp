@@ -279,10 +279,11 @@ TEST(Gemm, RowsAreBatchInvariant) {
   for (WeightFormat format :
        {WeightFormat::F32, WeightFormat::BF16, WeightFormat::F16,
         WeightFormat::I8, WeightFormat::I4, WeightFormat::I4H, WeightFormat::F8,
-        WeightFormat::I8Dot, WeightFormat::S24}) {
+        WeightFormat::I8Dot, WeightFormat::I4Dot, WeightFormat::S24}) {
     bool grouped = format == WeightFormat::I4 || format == WeightFormat::I4H ||
                    format == WeightFormat::F8;
-    int64_t g = grouped ? group : 0;
+    // W4A8's groups divide K: 5 groups of 120 (as many as of 128).
+    int64_t g = grouped ? group : format == WeightFormat::I4Dot ? 120 : 0;
     Aligned packed(packedWeightBytes(format, n, k, g));
     switch (format) {
     case WeightFormat::F32:
@@ -309,6 +310,11 @@ TEST(Gemm, RowsAreBatchInvariant) {
       for (int64_t i = 0; i < n * k; ++i)
         q[i] = static_cast<float>(q8[i] % 8);
       packWeightI4H(q.data(), scales.data(), n, k, group, packed.data);
+      break;
+    case WeightFormat::I4Dot:
+      for (int64_t i = 0; i < n * k; ++i)
+        q[i] = static_cast<float>(q8[i] % 8);
+      packWeightI4Dot(q.data(), scales.data(), n, k, g, packed.data);
       break;
     case WeightFormat::F8:
       for (int64_t i = 0; i < n * k; ++i)
@@ -393,6 +399,82 @@ TEST(Gemm, W8A8MatchesDequantizedProduct) {
   checkW8A8(5, 40, 100, 0.02f, true, nullptr, rng); // static, with clipping
   ThreadPool pool(3);
   checkW8A8(64, 512, 256, 0.0f, true, &pool, rng);
+}
+
+/// W4A8: the documented arithmetic, bit for bit (GemmInt4Dot.cpp): rows
+/// quantized as W8A8's, per K group the exact integer dot product times the
+/// group's (f16) scale added with one FMA, in group order, then times the
+/// row's scale plus the bias with one FMA; on the VNNI and AVX2 kernels
+/// (batcher.test runs Gemm* with DS_CPU_AVX2=1), serial and split. Also
+/// close to the dequantized product in double.
+void checkW4A8(int64_t m, int64_t n, int64_t k, int64_t group,
+               float staticScale, bool withBias, ThreadPool *pool,
+               std::mt19937 &rng) {
+  SCOPED_TRACE(::testing::Message()
+               << "m=" << m << " n=" << n << " k=" << k << " group=" << group
+               << " static=" << staticScale);
+  const int64_t groups = k / group;
+  std::uniform_real_distribution<float> dist(-2, 2);
+  std::vector<float> a(m * k), q(n * k), scales(n * groups), bias(n);
+  for (float &v : a)
+    v = dist(rng);
+  for (float &v : q)
+    v = static_cast<float>(static_cast<int>(rng() % 16) - 8);
+  for (float &v : scales) // f16 values: the packer keeps them exactly
+    v = ::ds::halfToFloat(
+        ::ds::floatToHalf(0.001f + 0.01f * std::abs(dist(rng))));
+  for (float &v : bias)
+    v = dist(rng);
+  Aligned packed(packedWeightBytes(WeightFormat::I4Dot, n, k, group));
+  packWeightI4Dot(q.data(), scales.data(), n, k, group, packed.data);
+  PackedWeight w{WeightFormat::I4Dot, n, k, packed.data, group};
+  w.inputScale = staticScale;
+  std::vector<float> c(m * n), want(m * n);
+  std::vector<double> close;
+  gemm(a.data(), m, k, w, withBias ? bias.data() : nullptr, c.data(), n, pool);
+  for (int64_t r = 0; r < m; ++r) {
+    float s = staticScale;
+    if (!(s > 0)) {
+      float mx = 0;
+      for (int64_t i = 0; i < k; ++i)
+        mx = std::max(mx, std::abs(a[r * k + i]));
+      s = mx / 127.0f;
+    }
+    std::vector<int32_t> xq(k);
+    for (int64_t i = 0; i < k; ++i)
+      xq[i] = static_cast<int32_t>(
+          std::clamp(std::nearbyint(a[r * k + i] / s), -128.0f, 127.0f));
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0;
+      double exact = withBias ? bias[j] : 0.0;
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t dot = 0;
+        for (int64_t i = g * group; i < (g + 1) * group; ++i) {
+          dot += xq[i] * static_cast<int32_t>(q[j * k + i]);
+          exact += static_cast<double>(xq[i]) * s * q[j * k + i] *
+                   scales[j * groups + g];
+        }
+        acc = std::fma(static_cast<float>(dot), scales[j * groups + g], acc);
+      }
+      want[r * n + j] = std::fma(acc, s, withBias ? bias[j] : 0.0f);
+      close.push_back(exact);
+    }
+  }
+  EXPECT_EQ(0, std::memcmp(c.data(), want.data(), c.size() * sizeof(float)));
+  EXPECT_LT(relError(c, close), 1e-5);
+}
+
+TEST(Gemm, W4A8IsItsDocumentedArithmetic) {
+  std::mt19937 rng(13);
+  for (int64_t m : {1, 3, 4, 5, 13})
+    for (int64_t n : {1, 16, 33, 100})
+      for (auto [k, group] :
+           {std::pair<int64_t, int64_t>{32, 32}, {64, 8}, {96, 32}, {256, 128}})
+        checkW4A8(m, n, k, group, 0.0f, (m + n) % 2 == 0, nullptr, rng);
+  checkW4A8(5, 40, 128, 32, 0.02f, true, nullptr, rng); // static, clipping
+  ThreadPool pool(3);
+  checkW4A8(64, 512, 256, 32, 0.0f, true, &pool, rng);
+  checkW4A8(1, 1000, 1024, 32, 0.0f, false, &pool, rng);
 }
 
 /// 2:4: the packer keeps the two largest magnitudes of every 4; the product

@@ -97,8 +97,9 @@ absl::Status runLinear(StepContext &c) {
   auto inRound = static_cast<kernels::Round>(cfg.inputRound);
   auto outRound = static_cast<kernels::Round>(cfg.outputRound);
   kernels::PackedWeight w = c.model.packed(s.weights[0])[0];
-  // W8A8: the GEMM quantizes its input (static scale if calibrated).
-  if (w.format == kernels::WeightFormat::I8Dot)
+  // W8A8 / W4A8: the GEMM quantizes its input (static scale if calibrated).
+  if (w.format == kernels::WeightFormat::I8Dot ||
+      w.format == kernels::WeightFormat::I4Dot)
     w.inputScale = static_cast<float>(cfg.inputQuant.scale);
   int64_t m = c.rows(x), k = c.shape(x).back();
   size_t wi = 1;

@@ -48,6 +48,9 @@ void gemmPanels(const uint32_t *xp, int64_t ldq, int64_t m,
 void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                const float *bias, float *c, int64_t ldc, ThreadPool *pool);
 uint64_t gemmI8DotScratchBytes(int64_t m, int64_t k);
+void gemmI4Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
+               const float *bias, float *c, int64_t ldc, ThreadPool *pool);
+uint64_t gemmI4DotScratchBytes(int64_t m, int64_t k, int64_t group);
 
 bool hasAvx512() {
   // DS_CPU_AVX2=1 forces the AVX2 kernels (tests cover both paths on one
@@ -146,6 +149,9 @@ size_t packedWeightBytes(WeightFormat format, int64_t n, int64_t k,
   case WeightFormat::I8Dot:
     return panels * ((uk + 3) / 4 * 4) * kPanel +
            panels * kPanel * (sizeof(float) + sizeof(int32_t));
+  case WeightFormat::I4Dot:
+    return panels * groups * static_cast<size_t>(group) * (kPanel / 2) +
+           panels * groups * kPanel * sizeof(uint16_t);
   case WeightFormat::S24:
     return panels * (uk / 4) * kPanel * (2 * sizeof(float) + 1);
   case WeightFormat::BF16:
@@ -313,6 +319,8 @@ ThreadScratchNeed gemmScratchFor(int64_t m, int64_t k, WeightFormat format,
     return {bf16DotScratchBytes(m, k), 0};
   if (format == WeightFormat::I8Dot)
     return {gemmI8DotScratchBytes(m, k), 0};
+  if (format == WeightFormat::I4Dot)
+    return {gemmI4DotScratchBytes(m, k, 8), 0}; // groups of 8 at least
   // Every thread of a split runs its panels over all m rows.
   const bool wide = hasAvx512();
   return ThreadScratchNeed::everywhere(
@@ -342,6 +350,8 @@ void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
     return gemmBF16Dot(a, m, lda, w, bias, c, ldc, pool);
   if (w.format == WeightFormat::I8Dot)
     return gemmI8Dot(a, m, lda, w, bias, c, ldc, pool);
+  if (w.format == WeightFormat::I4Dot)
+    return gemmI4Dot(a, m, lda, w, bias, c, ldc, pool);
   const bool wide = hasAvx512();
   const int64_t per =
       wide ? avx512::panelsPerGroup(m) : avx2::panelsPerGroup(m);

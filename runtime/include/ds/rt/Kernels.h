@@ -78,6 +78,15 @@ enum class WeightFormat : uint32_t {
   /// panels): 4.5 bits a weight at group 32, as llama.cpp's Q4_0. The
   /// scales widen with F16C; the products are I4's.
   I4H = 8,
+  /// W4A8: signed int4 with one f16 scale per (column, K group), K groups
+  /// a multiple of 8 that divide K, for an integer dot product with int8
+  /// activations
+  /// that the GEMM quantizes per row itself, as I8Dot (llama.cpp's Q4_0 x
+  /// Q8_0 with one activation scale per row): per group, the integer sum
+  /// of products, then times the group's scale, added in group order;
+  /// times the row's scale at the end. Layout: I4DotLayout (4.5 bits a
+  /// weight at group 32). AVX-512 VNNI where present, else AVX2.
+  I4Dot = 9,
 };
 
 /// A [N, K] GEMM weight (y = x Wᵀ) in packed form. `data` is 64-byte aligned.
@@ -85,9 +94,10 @@ struct PackedWeight {
   WeightFormat format = WeightFormat::F32;
   int64_t n = 0, k = 0;
   const void *data = nullptr;
-  /// K group of the grouped formats (I4, F8); 0 otherwise.
+  /// K group of the grouped formats (I4, I4H, I4Dot, F8); 0 otherwise.
   int64_t group = 0;
-  /// I8Dot: the static activation scale, or 0 for per-row dynamic scales.
+  /// I8Dot / I4Dot: the static activation scale, or 0 for per-row dynamic
+  /// scales.
   float inputScale = 0.0f;
 };
 
@@ -116,6 +126,12 @@ void packWeightI4H(const float *q, const float *scales, int64_t n, int64_t k,
 /// [n, ceil(k / group)] into `out`.
 void packWeightF8(const float *values, const float *scales, int64_t n,
                   int64_t k, int64_t group, void *out);
+
+/// Packs int4 values q (-8..7, as floats, row-major [n, k]) with scales
+/// [n, k / group] (rounded to f16) for W4A8 (WeightFormat::I4Dot);
+/// group % 8 == 0 and k % group == 0.
+void packWeightI4Dot(const float *q, const float *scales, int64_t n, int64_t k,
+                     int64_t group, void *out);
 
 /// Packs int8 [n, k] with per-row scales for W8A8 (WeightFormat::I8Dot).
 void packWeightI8Dot(const int8_t *q, const float *scales, int64_t n, int64_t k,
@@ -146,7 +162,8 @@ enum class Round : int32_t { None = 0, BF16 = 1, F16 = 2 };
 bool hasBF16Dot();
 
 /// c[m, n] (row stride ldc) = a[m, k] (row stride lda) · Wᵀ (+ bias[n]).
-/// With an I8Dot weight, the rows of a are quantized to int8 first (W8A8).
+/// With an I8Dot / I4Dot weight, the rows of a are quantized to int8 first
+/// (W8A8 / W4A8).
 /// `inputs` is the precision the values of a are known to have: with
 /// Round::BF16 and a BF16 weight, on a CPU with AVX512_BF16 (hasBF16Dot),
 /// the products are summed by vdpbf16ps: per output, the bias, then for

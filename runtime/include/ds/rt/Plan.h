@@ -226,16 +226,17 @@ struct CacheInfo {
 };
 
 enum class WeightLayout : uint32_t {
-  Raw = 0,         ///< row-major as `shape`, of `type`
-  PackedF32 = 1,   ///< kernels::WeightFormat::F32, per expert if experts > 0
-  PackedI8 = 2,    ///< kernels::WeightFormat::I8, per expert if experts > 0
-  PackedI4 = 3,    ///< kernels::WeightFormat::I4 (K groups of `group`)
-  PackedF8 = 4,    ///< kernels::WeightFormat::F8 (K groups of `group`)
-  PackedI8Dot = 5, ///< kernels::WeightFormat::I8Dot (W8A8)
-  PackedS24 = 6,   ///< kernels::WeightFormat::S24 (2:4 sparse)
-  PackedBF16 = 7,  ///< kernels::WeightFormat::BF16
-  PackedF16 = 8,   ///< kernels::WeightFormat::F16
-  PackedI4H = 9,   ///< kernels::WeightFormat::I4H (int4, f16 scales)
+  Raw = 0,          ///< row-major as `shape`, of `type`
+  PackedF32 = 1,    ///< kernels::WeightFormat::F32, per expert if experts > 0
+  PackedI8 = 2,     ///< kernels::WeightFormat::I8, per expert if experts > 0
+  PackedI4 = 3,     ///< kernels::WeightFormat::I4 (K groups of `group`)
+  PackedF8 = 4,     ///< kernels::WeightFormat::F8 (K groups of `group`)
+  PackedI8Dot = 5,  ///< kernels::WeightFormat::I8Dot (W8A8)
+  PackedS24 = 6,    ///< kernels::WeightFormat::S24 (2:4 sparse)
+  PackedBF16 = 7,   ///< kernels::WeightFormat::BF16
+  PackedF16 = 8,    ///< kernels::WeightFormat::F16
+  PackedI4H = 9,    ///< kernels::WeightFormat::I4H (int4, f16 scales)
+  PackedI4Dot = 10, ///< kernels::WeightFormat::I4Dot (W4A8)
 };
 
 /// "f32", "packed-int8", ... (for listings).
@@ -247,7 +248,8 @@ struct WeightInfo {
   ElemType type = ElemType::F32;
   std::vector<int64_t> shape; ///< logical shape ([E,] N, K for GEMM weights)
   uint64_t offset = 0, bytes = 0; ///< in the weights section
-  int64_t group = 0; ///< K group of PackedI4 / PackedI4H / PackedF8
+  int64_t group = 0; ///< K group of PackedI4 / PackedI4H / PackedI4Dot /
+                     ///< PackedF8
 };
 
 struct ModelPlan {
