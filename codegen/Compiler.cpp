@@ -79,8 +79,20 @@ ds::jitModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
     engine = std::move(*jit);
   }
   ExecutionEngine *e = engine.get();
+  // The weights are used where the spool's file is mapped (page cache,
+  // not a copy in the heap).
+  absl::StatusOr<std::shared_ptr<const uint8_t>> weights =
+      b->result.weights.map();
+  if (!weights.ok())
+    return module.emitError(std::string(weights.status().message()));
+  struct Keep {
+    std::shared_ptr<ExecutionEngine> engine;
+    std::shared_ptr<const uint8_t> weights;
+  };
+  const uint8_t *base = weights->get();
+  const size_t size = b->result.weights.size();
   auto model = rt::Model::fromParts(
-      std::move(b->result.plan), std::move(b->result.weights),
+      std::move(b->result.plan), base, size,
       [e](const std::string &sym) -> void * {
         if (!e)
           return nullptr;
@@ -91,7 +103,7 @@ ds::jitModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
         }
         return *f;
       },
-      std::static_pointer_cast<void>(engine));
+      std::make_shared<Keep>(Keep{std::move(engine), std::move(*weights)}));
   if (!model.ok())
     return module.emitError(std::string(model.status().message()));
   return *model;
@@ -423,8 +435,9 @@ ds::compileCached(const std::string &path, const std::string &weights,
   if (std::error_code ec = llvm::sys::fs::create_directories(dir))
     written = absl::UnavailableError(ec.message());
   if (written.ok())
-    written = rt::writeArtifact(entry, artifact->plan, artifact->target,
-                                artifact->code, artifact->weights);
+    written = rt::writeArtifact(
+        entry, artifact->plan, artifact->target, artifact->code,
+        rt::WeightsFile{artifact->weights.fd(), artifact->weights.size()});
   if (!written.ok()) {
     llvm::WithColor::warning(llvm::errs(), "ds")
         << "cannot write the compile cache " << dir << " ("

@@ -16,6 +16,7 @@
 #include "ds/dialects/DS/IR/DSNamespace.h"
 
 #include "ds/rt/Executor.h"
+#include "ds/support/FileSpool.h"
 #include "ds/support/SafeTensors.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -29,8 +30,11 @@ namespace ds {
 struct CompiledArtifact {
   ds::rt::ModelPlan plan;
   ds::rt::TargetInfo target;
-  std::string code;    ///< ELF shared object with the generated kernels
-  std::string weights; ///< the weights section
+  std::string code; ///< ELF shared object with the generated kernels
+  /// The weights section, in an unlinked temporary file ($TMPDIR): write
+  /// it with rt::writeArtifact(..., rt::WeightsFile{weights.fd(),
+  /// weights.size()}).
+  ds::FileSpool weights;
 };
 
 /// Plan + weights + shared object. Errors are emitted as diagnostics.

@@ -6,6 +6,7 @@
 #include "ds/rt/Kernels.h"
 #include "ds/weights/Weights.h"
 
+#include "ds/support/FileSpool.h"
 #include "ds/support/Progress.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -38,7 +39,13 @@ class WeightTable {
 public:
   WeightTable(const ds::Checkpoint &checkpoint)
       : provider(checkpoint, CheckpointWeights::Caching::Stream),
-        checkpoint(checkpoint) {}
+        checkpoint(checkpoint) {
+    absl::StatusOr<ds::FileSpool> s = ds::FileSpool::create();
+    if (s.ok())
+      data = std::move(*s);
+    else
+      spoolError = s.status();
+  }
 
   /// Row-major f32 copy of a weight operand (index into the table).
   FailureOr<int32_t> raw(Value v) {
@@ -188,7 +195,10 @@ public:
   }
 
   std::vector<rt::WeightInfo> infos;
-  std::string data;
+  /// The weights section, spooled to a temporary file as it is made: the
+  /// compiler holds one weight at a time, not the model.
+  ds::FileSpool data;
+  absl::Status spoolError = absl::OkStatus();
 
 private:
   static size_t perExpert(rt::kernels::WeightFormat f, int64_t n, int64_t k) {
@@ -223,15 +233,12 @@ private:
       const rt::WeightInfo &old = infos[it->second];
       if (old.layout == info.layout && old.type == info.type &&
           old.shape == info.shape && old.group == info.group &&
-          old.bytes == size &&
-          std::string_view(data.data() + old.offset, size) == content)
+          old.bytes == size && data.equals(old.offset, bytes, size))
         return it->second;
     }
-    size_t offset = (data.size() + 63) & ~size_t{63};
-    data.resize(offset + size, '\0');
-    if (size)
-      std::memcpy(data.data() + offset, bytes, size);
-    info.offset = offset;
+    // A failed write (a full disk) is reported when the plan is done.
+    absl::StatusOr<uint64_t> offset = data.append(bytes, size, 64);
+    info.offset = offset.ok() ? *offset : 0;
     info.bytes = size;
     infos.push_back(std::move(info));
     int32_t id = static_cast<int32_t>(infos.size() - 1);
@@ -1201,6 +1208,11 @@ FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
   }
   if (result.plan.functions.empty())
     return module.emitError("no function to compile");
+  absl::Status spooled =
+      weights.spoolError.ok() ? weights.data.status() : weights.spoolError;
+  if (!spooled.ok())
+    return module.emitError("ds-compile: the weights section: ")
+           << spooled.message() << " (TMPDIR names where it is written)";
   result.plan.weights = std::move(weights.infos);
   result.weights = std::move(weights.data);
   return result;

@@ -18,6 +18,7 @@
 
 #include "ds/codegen/CPU/KernelGen.h"
 #include "ds/rt/Plan.h"
+#include "ds/support/FileSpool.h"
 #include "ds/support/SafeTensors.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -26,8 +27,9 @@ namespace ds {
 
 struct PlanBuildResult {
   ds::rt::ModelPlan plan;
-  /// The weights section (entries at plan.weights[i].offset).
-  std::string weights;
+  /// The weights section (entries at plan.weights[i].offset), in an
+  /// unlinked temporary file in $TMPDIR.
+  ds::FileSpool weights;
 };
 
 /// Builds the plan of every function in `module` (or only `functions` when

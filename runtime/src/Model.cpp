@@ -130,17 +130,15 @@ absl::Status Model::bind(SymbolResolver resolve) {
 }
 
 absl::StatusOr<std::shared_ptr<Model>>
-Model::fromParts(ModelPlan plan, std::string weights, SymbolResolver resolve,
-                 std::shared_ptr<void> keep) {
+Model::fromParts(ModelPlan plan, const uint8_t *weights, size_t weightsSize,
+                 SymbolResolver resolve, std::shared_ptr<void> keep) {
+  if (reinterpret_cast<uintptr_t>(weights) % 64 != 0)
+    return absl::InvalidArgumentError(
+        "the weights section must be 64-byte aligned");
   std::shared_ptr<Model> m(new Model());
   m->plan_ = std::move(plan);
-  // 64-byte alignment for the kernels: std::string's buffer is only 16.
-  m->ownedWeights.resize(weights.size() + 64);
-  auto base = reinterpret_cast<uintptr_t>(m->ownedWeights.data());
-  size_t shift = (64 - base % 64) % 64;
-  std::memcpy(m->ownedWeights.data() + shift, weights.data(), weights.size());
-  m->weightsBase = reinterpret_cast<const uint8_t *>(base + shift);
-  m->weightsSize = weights.size();
+  m->weightsBase = weights;
+  m->weightsSize = weightsSize;
   m->keep = std::move(keep);
   if (absl::Status s = m->bind(std::move(resolve)); !s.ok())
     return s;

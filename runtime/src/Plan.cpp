@@ -8,8 +8,17 @@
 
 #include "ds/rt/Plan.h"
 
+#include "ds/support/FileSpool.h"
+
 #include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <fcntl.h>
+#include <functional>
+#include <unistd.h>
+#include <vector>
 
 #include <cmath>
 #include <cstring>
@@ -834,11 +843,15 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
   return plan;
 }
 
-absl::Status writeArtifact(const std::string &path, const ModelPlan &plan,
-                           const TargetInfo &target, const std::string &code,
-                           const std::string &weights) {
+namespace {
+/// Writes header, code and a weights section of `weightsBytes` bytes whose
+/// fnv1a is `weightsSum`, which `writeWeights(fd)` appends to the file.
+absl::Status writeArtifactWith(const std::string &path, const ModelPlan &plan,
+                               const TargetInfo &target,
+                               const std::string &code, uint64_t weightsBytes,
+                               uint64_t weightsSum,
+                               const std::function<bool(int)> &writeWeights) {
   auto align = [](uint64_t x) { return (x + 63) & ~uint64_t{63}; };
-  std::string extra;
   // Section offsets depend on the header length, which depends on the
   // offsets' digits: fix the header size by padding it to a multiple of 64.
   json sections;
@@ -849,8 +862,8 @@ absl::Status writeArtifact(const std::string &path, const ModelPlan &plan,
                 {"code_bytes", code.size()},
                 {"code_checksum", fnv1a(code.data(), code.size())},
                 {"weights_offset", weightsOffset},
-                {"weights_bytes", weights.size()},
-                {"weights_checksum", fnv1a(weights.data(), weights.size())}};
+                {"weights_bytes", weightsBytes},
+                {"weights_checksum", weightsSum}};
     header = planToJson(plan, target, sections.dump());
     uint64_t headerEnd = align(24 + header.size());
     uint64_t newCode = headerEnd, newWeights = align(headerEnd + code.size());
@@ -860,29 +873,65 @@ absl::Status writeArtifact(const std::string &path, const ModelPlan &plan,
     weightsOffset = newWeights;
   }
   std::string tmp = path + ".tmp";
-  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-  if (!out)
-    return absl::UnavailableError("cannot write " + tmp);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return absl::UnavailableError("cannot write " + tmp + ": " +
+                                  std::strerror(errno));
   uint64_t len = header.size(), sum = fnv1a(header.data(), header.size());
-  out.write("DSARTIF1", 8);
-  out.write(reinterpret_cast<const char *>(&len), 8);
-  out.write(reinterpret_cast<const char *>(&sum), 8);
-  out.write(header.data(), header.size());
-  auto pad = [&](uint64_t to) {
-    uint64_t at = static_cast<uint64_t>(out.tellp());
-    std::string zeros(to - at, '\0');
-    out.write(zeros.data(), zeros.size());
-  };
-  pad(codeOffset);
-  out.write(code.data(), code.size());
-  pad(weightsOffset);
-  out.write(weights.data(), weights.size());
-  out.close();
-  if (!out)
-    return absl::UnavailableError("writing " + tmp + " failed");
+  std::string head = "DSARTIF1";
+  head.append(reinterpret_cast<const char *>(&len), 8);
+  head.append(reinterpret_cast<const char *>(&sum), 8);
+  head += header;
+  head.resize(codeOffset, '\0');
+  head += code;
+  head.resize(weightsOffset, '\0');
+  bool ok = ::ds::writeAll(fd, head.data(), head.size()) && writeWeights(fd);
+  const int err = errno;
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    return absl::UnavailableError("writing " + tmp +
+                                  " failed: " + std::strerror(err));
+  }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     return absl::UnavailableError("cannot rename " + tmp + " to " + path);
   return absl::OkStatus();
+}
+} // namespace
+
+absl::Status writeArtifact(const std::string &path, const ModelPlan &plan,
+                           const TargetInfo &target, const std::string &code,
+                           const std::string &weights) {
+  return writeArtifactWith(path, plan, target, code, weights.size(),
+                           fnv1a(weights.data(), weights.size()), [&](int fd) {
+                             return ::ds::writeAll(fd, weights.data(),
+                                                   weights.size());
+                           });
+}
+
+absl::Status writeArtifact(const std::string &path, const ModelPlan &plan,
+                           const TargetInfo &target, const std::string &code,
+                           const WeightsFile &weights) {
+  // The checksum in chunks through memory (the page cache serves them);
+  // the bytes then go file to file.
+  uint64_t sum = 0xcbf29ce484222325ULL;
+  std::vector<char> buffer(std::min<uint64_t>(weights.size, 8u << 20));
+  for (uint64_t at = 0; at < weights.size;) {
+    ssize_t n = ::pread(weights.fd, buffer.data(),
+                        std::min<uint64_t>(weights.size - at, buffer.size()),
+                        static_cast<off_t>(at));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return absl::UnavailableError(
+          "reading the weights section back failed: " +
+          std::string(std::strerror(n < 0 ? errno : EIO)));
+    sum = fnv1a(buffer.data(), static_cast<size_t>(n), sum);
+    at += static_cast<uint64_t>(n);
+  }
+  return writeArtifactWith(
+      path, plan, target, code, weights.size, sum,
+      [&](int fd) { return ::ds::copyAll(weights.fd, fd, weights.size); });
 }
 
 } // namespace ds::rt

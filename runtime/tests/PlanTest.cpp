@@ -13,6 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <tuple>
 
 using namespace ds::rt;
@@ -244,6 +247,45 @@ ModelPlan narrowCache() {
   return p;
 }
 } // namespace
+
+/// An artifact whose weights come from a file (the compiler's spool) is
+/// byte for byte the one written from memory, and loads.
+TEST(Plan, ArtifactFromAWeightsFileEqualsOneFromMemory) {
+  ModelPlan plan = narrowCache();
+  std::string weights(100000, '\0');
+  for (size_t i = 0; i < weights.size(); ++i)
+    weights[i] = static_cast<char>(i * 31 + 7);
+  const std::string dir = ::testing::TempDir();
+  const std::string a = dir + "/ds-plan-a.dsa", b = dir + "/ds-plan-b.dsa",
+                    spool = dir + "/ds-plan-weights.bin";
+  ASSERT_TRUE(writeArtifact(a, plan, TargetInfo(), "code", weights).ok());
+  FILE *f = std::fopen(spool.c_str(), "wb+");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(std::fwrite(weights.data(), 1, weights.size(), f), weights.size());
+  std::fflush(f);
+  absl::Status st = writeArtifact(b, plan, TargetInfo(), "code",
+                                  WeightsFile{fileno(f), weights.size()});
+  std::fclose(f);
+  ASSERT_TRUE(st.ok()) << st;
+  auto slurp = [](const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  std::string bytesA = slurp(a), bytesB = slurp(b);
+  EXPECT_GT(bytesA.size(), weights.size());
+  EXPECT_EQ(bytesA, bytesB);
+  // A short file is an error, not a truncated artifact.
+  f = std::fopen(spool.c_str(), "rb");
+  ASSERT_NE(f, nullptr);
+  st = writeArtifact(b, plan, TargetInfo(), "code",
+                     WeightsFile{fileno(f), weights.size() + 10});
+  std::fclose(f);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(slurp(b), bytesA); // the old artifact is left as it was
+  std::remove(a.c_str());
+  std::remove(b.c_str());
+  std::remove(spool.c_str());
+}
 
 TEST(Plan, NarrowCachesRoundTripAndReachOnlyCacheSteps) {
   absl::StatusOr<ModelPlan> back =

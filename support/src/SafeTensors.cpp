@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/support/SafeTensors.h"
+#include "ds/support/FileSpool.h"
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -538,48 +539,6 @@ absl::Status writeFileAtomically(const std::string &path,
   }
   return absl::OkStatus();
 }
-
-namespace {
-/// Writes all of `size` bytes at `data` to `fd`.
-bool writeAll(int fd, const void *data, uint64_t size) {
-  const auto *p = static_cast<const char *>(data);
-  while (size > 0) {
-    ssize_t n = ::write(fd, p, size);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    p += n;
-    size -= static_cast<uint64_t>(n);
-  }
-  return true;
-}
-
-/// Copies `size` bytes of `from` (from offset 0) to the end of `to`.
-bool copyAll(int from, int to, uint64_t size) {
-  off_t in = 0;
-  while (size > 0) {
-    ssize_t n = ::copy_file_range(from, &in, to, nullptr, size, 0);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break; // not supported here (or a short file): copy through memory
-    size -= static_cast<uint64_t>(n);
-  }
-  std::vector<char> buffer(std::min<uint64_t>(size, uint64_t{8} << 20));
-  while (size > 0) {
-    ssize_t n = ::pread(from, buffer.data(),
-                        std::min<uint64_t>(size, buffer.size()), in);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0 || !writeAll(to, buffer.data(), static_cast<uint64_t>(n)))
-      return false;
-    in += n;
-    size -= static_cast<uint64_t>(n);
-  }
-  return true;
-}
-} // namespace
 
 SafeTensorsWriter::SafeTensorsWriter(std::string path)
     : path(std::move(path)),

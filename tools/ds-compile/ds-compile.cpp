@@ -81,9 +81,9 @@ int main(int argc, char **argv) {
   auto artifact = ds::compileModule(*(*loaded)->module, *(*loaded)->checkpoint);
   if (failed(artifact))
     return 1;
-  absl::Status written =
-      ds::rt::writeArtifact(output, artifact->plan, artifact->target,
-                            artifact->code, artifact->weights);
+  absl::Status written = ds::rt::writeArtifact(
+      output, artifact->plan, artifact->target, artifact->code,
+      ds::rt::WeightsFile{artifact->weights.fd(), artifact->weights.size()});
   if (!written.ok()) {
     llvm::WithColor::error(llvm::errs(), "ds-compile")
         << std::string(written.message()) << "\n";

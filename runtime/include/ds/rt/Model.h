@@ -55,11 +55,13 @@ public:
   static absl::StatusOr<std::shared_ptr<Model>>
   parse(const uint8_t *bytes, size_t size, const std::string &name,
         const LoadOptions &options);
-  /// A model from parts made in this process (the compiler's JIT): `keep`
-  /// owns whatever `resolve` returns pointers into.
+  /// A model from parts made in this process (the compiler's JIT): the
+  /// weights section is `weightsSize` bytes at `weights` (64-byte aligned),
+  /// used in place; `keep` owns it and whatever `resolve` returns pointers
+  /// into.
   static absl::StatusOr<std::shared_ptr<Model>>
-  fromParts(ModelPlan plan, std::string weights, SymbolResolver resolve,
-            std::shared_ptr<void> keep);
+  fromParts(ModelPlan plan, const uint8_t *weights, size_t weightsSize,
+            SymbolResolver resolve, std::shared_ptr<void> keep);
   ~Model();
 
   const ModelPlan &plan() const { return plan_; }
@@ -81,7 +83,6 @@ private:
 
   ModelPlan plan_;
   TargetInfo target_;
-  std::string ownedWeights;
   const uint8_t *weightsBase = nullptr;
   uint64_t weightsSize = 0;
   std::vector<const void *> weightPtrs;

@@ -289,10 +289,22 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &json,
 uint64_t fnv1a(const void *data, size_t size,
                uint64_t seed = 0xcbf29ce484222325ULL);
 
-/// Writes an artifact: plan + code (shared object bytes) + weights section.
+/// Writes an artifact: plan + code (shared object bytes) + weights section,
+/// through a temporary file renamed into place.
 absl::Status writeArtifact(const std::string &path, const ModelPlan &plan,
                            const TargetInfo &target, const std::string &code,
                            const std::string &weights);
+
+/// A weights section held in a file (the compiler spools it there): `size`
+/// bytes from offset 0 of `fd`, which stays the caller's.
+struct WeightsFile {
+  int fd = -1;
+  uint64_t size = 0;
+};
+/// The same with the weights copied file to file, never all in memory.
+absl::Status writeArtifact(const std::string &path, const ModelPlan &plan,
+                           const TargetInfo &target, const std::string &code,
+                           const WeightsFile &weights);
 
 } // namespace ds::rt
 
