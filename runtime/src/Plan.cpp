@@ -487,6 +487,7 @@ bool isNarrow(ElemType t) {
 /// cache update's cache and result, the keys and values of a cached
 /// attention, the latents of a cached MLA, an alias of a cache.
 absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
+  const std::string at = s.location.empty() ? "" : s.location + ": ";
   auto type = [&](int32_t id) { return f.values[id].type; };
   std::vector<bool> narrowOk(s.operands.size(), false);
   bool resultOk = false;
@@ -494,23 +495,22 @@ absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
   case OpCode::CacheUpdate:
     narrowOk[0] = resultOk = true;
     if (type(s.results[0]) != type(s.operands[0]))
-      return absl::DataLossError(s.location +
-                                 ": a cache update's result is not of its "
-                                 "cache's type");
+      return absl::DataLossError(at + "a cache update's result is not of its "
+                                      "cache's type");
     break;
   case OpCode::Attention:
     if (s.as<steps::Attention>().cached)
       narrowOk[1] = narrowOk[2] = true;
     if (type(s.operands[1]) != type(s.operands[2]))
-      return absl::DataLossError(s.location +
-                                 ": attention keys and values differ in type");
+      return absl::DataLossError(at +
+                                 "attention keys and values differ in type");
     break;
   case OpCode::MLAAttention:
     if (s.as<steps::MLAAttention>().cached)
       narrowOk[2] = narrowOk[3] = true;
     if (type(s.operands[2]) != type(s.operands[3]))
-      return absl::DataLossError(s.location +
-                                 ": MLA latents and rope keys differ in type");
+      return absl::DataLossError(at +
+                                 "MLA latents and rope keys differ in type");
     break;
   case OpCode::Alias:
     narrowOk[0] = resultOk = true;
@@ -520,12 +520,12 @@ absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
   }
   for (size_t i = 0; i < s.operands.size(); ++i)
     if (isNarrow(type(s.operands[i])) && !narrowOk[i])
-      return absl::DataLossError(s.location + ": " + opName(s.op()) +
+      return absl::DataLossError(at + opName(s.op()) +
                                  " reads a bf16 / f16 / e4m3 value it cannot "
                                  "read");
   for (int32_t id : s.results)
     if (isNarrow(type(id)) && !resultOk)
-      return absl::DataLossError(s.location + ": " + opName(s.op()) +
+      return absl::DataLossError(at + opName(s.op()) +
                                  " writes a bf16 / f16 / e4m3 value");
   return absl::OkStatus();
 }
@@ -533,8 +533,9 @@ absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
 absl::Status checkStep(const ModelPlan &plan, const Step &s) {
   auto need = [&](bool ok, const char *what) {
     return ok ? absl::OkStatus()
-              : absl::DataLossError(s.location + ": malformed " +
-                                    opName(s.op()) + " step (" + what + ")");
+              : absl::DataLossError(
+                    (s.location.empty() ? "" : s.location + ": ") +
+                    "malformed " + opName(s.op()) + " step (" + what + ")");
   };
   size_t o = s.operands.size(), r = s.results.size(), w = s.weights.size();
   auto layout = [&](size_t i) {
