@@ -199,19 +199,34 @@ LogicalResult WeightRewriter::finish(ModuleOp module) {
   // (each job reads its params and writes only its own output; the IR is
   // not changed meanwhile); each chunk's outputs go to the file in the
   // order the weights were met and are freed before the next chunk, so
-  // memory stays at a few weights per thread whatever the model's size, and
-  // the file does not depend on the threads.
+  // memory stays at a few weights per thread (or one large one) whatever the
+  // model's size, and the file does not depend on the threads.
+  // A chunk is also bounded in bytes: real-width expert stacks are GBs in
+  // f32 each (Mixtral 8x7B's [8, 14336, 4096]: 1.9 GB), and 8 of them at
+  // once took 15 GB. A weight larger than the budget is a chunk of its own.
   const size_t threads =
       std::max<size_t>(1, module.getContext()->isMultithreadingEnabled()
                               ? module.getContext()->getNumThreads()
                               : 1);
-  const size_t chunk = 4 * threads;
+  const size_t maxJobs = 4 * threads;
+  constexpr uint64_t kChunkBytes = uint64_t{1} << 30; // f32 values in flight
+  auto f32Bytes = [](const Job &job) {
+    uint64_t bytes = 0;
+    for (ParamOp p : job.sources.params)
+      if (auto t = getLogicalTensorType(p.getType()); t && t.hasStaticShape())
+        bytes += static_cast<uint64_t>(t.getNumElements()) * sizeof(float);
+    return bytes;
+  };
   std::optional<ds::SafeTensorsWriter> writer;
   if (!jobs.empty())
     writer.emplace(absolute.str().str());
   std::atomic<bool> ok{true};
-  for (size_t begin = 0; begin < jobs.size() && ok; begin += chunk) {
-    const size_t end = std::min(jobs.size(), begin + chunk);
+  for (size_t begin = 0, end = 0; begin < jobs.size() && ok; begin = end) {
+    uint64_t bytes = f32Bytes(jobs[begin]);
+    end = begin + 1;
+    while (end < jobs.size() && end - begin < maxJobs &&
+           bytes + f32Bytes(jobs[end]) <= kChunkBytes)
+      bytes += f32Bytes(jobs[end++]);
     mlir::parallelFor(module.getContext(), begin, end, [&](size_t i) {
       Job &job = jobs[i];
       FailureOr<Tensor> t = evaluate(job.sources);
