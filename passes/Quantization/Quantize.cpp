@@ -24,6 +24,7 @@
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Parallel.h"
 
 #include <cstring>
 #include <map>
@@ -73,6 +74,47 @@ std::vector<uint8_t> floatBytes(const std::vector<float> &v,
     std::memcpy(&out[2 * i], &bits, 2);
   }
   return out;
+}
+
+/// ds::quantize over slices of the first axis in parallel, when the
+/// scheme's blocks are one index long there (per row, per K group, an
+/// expert stack quantized expert by expert) and the tensor is large: the
+/// same blocks, so the same result, joined back in order. A real-width
+/// expert stack is a weight rewriting job of its own (WeightRewriter), whose
+/// encoding would otherwise use one core.
+ds::QuantizedTensor quantizeInSlices(const float *x,
+                                     const std::vector<int64_t> &shape,
+                                     const ds::QScheme &scheme,
+                                     const ds::QuantizeOptions &options) {
+  int64_t elements = 1;
+  for (int64_t d : shape)
+    elements *= d;
+  constexpr int64_t kSliceElements = int64_t{1} << 22;
+  if (shape.size() < 2 || scheme.block.empty() || scheme.block[0] != 1 ||
+      shape[0] < 2 || elements < 2 * kSliceElements)
+    return ds::quantize(x, shape, scheme, options);
+  const int64_t perIndex = elements / shape[0];
+  const int64_t indices =
+      std::max<int64_t>(1, std::min(shape[0], kSliceElements / perIndex));
+  const int64_t slices = (shape[0] + indices - 1) / indices;
+  std::vector<ds::QuantizedTensor> parts(slices);
+  llvm::parallelFor(0, slices, [&](size_t i) {
+    std::vector<int64_t> sub = shape;
+    const int64_t first = static_cast<int64_t>(i) * indices;
+    sub[0] = std::min(indices, shape[0] - first);
+    parts[i] = ds::quantize(x + first * perIndex, sub, scheme, options);
+  });
+  ds::QuantizedTensor q;
+  q.shape = shape;
+  q.scheme = scheme;
+  q.values.reserve(elements);
+  for (ds::QuantizedTensor &part : parts) {
+    q.values.insert(q.values.end(), part.values.begin(), part.values.end());
+    q.scales.insert(q.scales.end(), part.scales.begin(), part.scales.end());
+    q.zeros.insert(q.zeros.end(), part.zeros.begin(), part.zeros.end());
+    part = ds::QuantizedTensor();
+  }
+  return q;
 }
 
 struct QuantizePass : public ds::impl::QuantizePassBase<QuantizePass> {
@@ -191,7 +233,7 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
     options.searchClip = clipSearch && (q.storage == ds::QStorage::I4 ||
                                         q.storage == ds::QStorage::U4);
     options.halfScales = halfScales;
-    ds::QuantizedTensor qt = ds::quantize(t.f.data(), shape, q, options);
+    ds::QuantizedTensor qt = quantizeInSlices(t.f.data(), shape, q, options);
     std::vector<int64_t> scaleShape = ds::scaleShape(shape, q.block);
     out.push_back({names.values, ds::storageDType(q.storage),
                    ds::storageShape(shape, q.storage), ds::encodeValues(qt)});
