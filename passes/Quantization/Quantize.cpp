@@ -76,45 +76,76 @@ std::vector<uint8_t> floatBytes(const std::vector<float> &v,
   return out;
 }
 
-/// ds::quantize over slices of the first axis in parallel, when the
-/// scheme's blocks are one index long there (per row, per K group, an
-/// expert stack quantized expert by expert) and the tensor is large: the
-/// same blocks, so the same result, joined back in order. A real-width
-/// expert stack is a weight rewriting job of its own (WeightRewriter), whose
-/// encoding would otherwise use one core.
-ds::QuantizedTensor quantizeInSlices(const float *x,
-                                     const std::vector<int64_t> &shape,
-                                     const ds::QScheme &scheme,
-                                     const ds::QuantizeOptions &options) {
+/// A weight quantized and encoded as the checkpoint stores it: the values
+/// in their storage bytes, the scales and zero points as floats.
+struct EncodedWeight {
+  std::vector<uint8_t> values;
+  std::vector<float> scales, zeros;
+};
+
+/// ds::quantize + ds::encodeValues over slices of the first axis, in
+/// parallel, when the scheme's blocks are one index long there (per row,
+/// per K group, an expert stack quantized expert by expert): the same
+/// blocks, so the same bytes, each slice encoded into its place. A
+/// real-width expert stack is a weight rewriting job of its own
+/// (WeightRewriter); this way its encoding uses every core and never holds
+/// the quantized values as floats (4 bytes each) for the whole weight.
+EncodedWeight quantizeAndEncode(const float *x,
+                                const std::vector<int64_t> &shape,
+                                const ds::QScheme &scheme,
+                                const ds::QuantizeOptions &options) {
   int64_t elements = 1;
   for (int64_t d : shape)
     elements *= d;
-  constexpr int64_t kSliceElements = int64_t{1} << 22;
-  if (shape.size() < 2 || scheme.block.empty() || scheme.block[0] != 1 ||
-      shape[0] < 2 || elements < 2 * kSliceElements)
-    return ds::quantize(x, shape, scheme, options);
-  const int64_t perIndex = elements / shape[0];
-  const int64_t indices =
-      std::max<int64_t>(1, std::min(shape[0], kSliceElements / perIndex));
-  const int64_t slices = (shape[0] + indices - 1) / indices;
-  std::vector<ds::QuantizedTensor> parts(slices);
-  llvm::parallelFor(0, slices, [&](size_t i) {
-    std::vector<int64_t> sub = shape;
-    const int64_t first = static_cast<int64_t>(i) * indices;
-    sub[0] = std::min(indices, shape[0] - first);
-    parts[i] = ds::quantize(x + first * perIndex, sub, scheme, options);
-  });
-  ds::QuantizedTensor q;
-  q.shape = shape;
-  q.scheme = scheme;
-  q.values.reserve(elements);
-  for (ds::QuantizedTensor &part : parts) {
-    q.values.insert(q.values.end(), part.values.begin(), part.values.end());
-    q.scales.insert(q.scales.end(), part.scales.begin(), part.scales.end());
-    q.zeros.insert(q.zeros.end(), part.zeros.begin(), part.zeros.end());
-    part = ds::QuantizedTensor();
+  // Small enough that the tiny test models' expert stacks take several
+  // slices (the numerics tests then see the slicing), large enough to
+  // amortize a call per slice.
+  constexpr int64_t kSliceElements = int64_t{1} << 14;
+  const bool sliced = shape.size() >= 2 && !scheme.block.empty() &&
+                      scheme.block[0] == 1 && shape[0] >= 2 &&
+                      elements >= 2 * kSliceElements;
+  if (!sliced) {
+    ds::QuantizedTensor q = ds::quantize(x, shape, scheme, options);
+    return {ds::encodeValues(q), std::move(q.scales), std::move(q.zeros)};
   }
-  return q;
+  auto count = [](const std::vector<int64_t> &dims) {
+    int64_t n = 1;
+    for (int64_t d : dims)
+      n *= d;
+    return n;
+  };
+  const int64_t rows = shape[0], perIndex = elements / rows;
+  const int64_t valueBytes =
+      count(ds::storageShape(shape, scheme.storage)) *
+      static_cast<int64_t>(ds::dtypeSize(ds::storageDType(scheme.storage)));
+  const int64_t scales = count(ds::scaleShape(shape, scheme.block));
+  const bool zeros = ds::isUnsigned(scheme.storage);
+  EncodedWeight out;
+  out.values.resize(valueBytes);
+  out.scales.resize(scales);
+  if (zeros)
+    out.zeros.resize(scales);
+  const int64_t indices =
+      std::max<int64_t>(1, std::min(rows, kSliceElements / perIndex));
+  const int64_t slices = (rows + indices - 1) / indices;
+  // Along the first axis the storage bytes, scales and zero points are
+  // each as many per index.
+  llvm::parallelFor(0, slices, [&](size_t i) {
+    const int64_t first = static_cast<int64_t>(i) * indices;
+    std::vector<int64_t> sub = shape;
+    sub[0] = std::min(indices, rows - first);
+    ds::QuantizedTensor q =
+        ds::quantize(x + first * perIndex, sub, scheme, options);
+    std::vector<uint8_t> bytes = ds::encodeValues(q);
+    std::copy(bytes.begin(), bytes.end(),
+              out.values.begin() + first * (valueBytes / rows));
+    std::copy(q.scales.begin(), q.scales.end(),
+              out.scales.begin() + first * (scales / rows));
+    if (zeros)
+      std::copy(q.zeros.begin(), q.zeros.end(),
+                out.zeros.begin() + first * (scales / rows));
+  });
+  return out;
 }
 
 struct QuantizePass : public ds::impl::QuantizePassBase<QuantizePass> {
@@ -233,10 +264,10 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
     options.searchClip = clipSearch && (q.storage == ds::QStorage::I4 ||
                                         q.storage == ds::QStorage::U4);
     options.halfScales = halfScales;
-    ds::QuantizedTensor qt = quantizeInSlices(t.f.data(), shape, q, options);
+    EncodedWeight qt = quantizeAndEncode(t.f.data(), shape, q, options);
     std::vector<int64_t> scaleShape = ds::scaleShape(shape, q.block);
     out.push_back({names.values, ds::storageDType(q.storage),
-                   ds::storageShape(shape, q.storage), ds::encodeValues(qt)});
+                   ds::storageShape(shape, q.storage), std::move(qt.values)});
     const ds::DType scaleDType = halfScales ? ds::DType::F16 : ds::DType::F32;
     out.push_back({names.scales, scaleDType, scaleShape,
                    floatBytes(qt.scales, scaleDType)});

@@ -152,6 +152,47 @@ WeightRewriter::select(Operation *user, Value weight, WeightCategory c) {
 }
 
 FailureOr<Tensor> WeightRewriter::evaluate(const WeightSources &sources) {
+  // Parts of known shapes are copied into the result as each is loaded,
+  // then freed: the parts are never all in memory beside the result (a
+  // real-width fused expert stack is GBs in f32).
+  const int64_t axis = sources.axis;
+  int64_t total = 0;
+  bool shaped = sources.params.size() > 1;
+  for (ParamOp p : sources.params) {
+    RankedTensorType t = getLogicalTensorType(p.getType());
+    shaped = shaped && t && t.hasStaticShape() && axis < t.getRank();
+    if (shaped)
+      total += t.getDimSize(axis);
+  }
+  if (shaped) {
+    Tensor out;
+    int64_t outer = 1, inner = 1, offset = 0;
+    for (ParamOp p : sources.params) {
+      FailureOr<Tensor> part = loader->load(p);
+      if (failed(part))
+        return failure();
+      const int64_t size = part->shape[axis];
+      if (offset == 0) {
+        SmallVector<int64_t> shape = part->shape;
+        shape[axis] = total;
+        out = Tensor::floats(shape);
+        for (int64_t d = 0; d < axis; ++d)
+          outer *= shape[d];
+        for (size_t d = axis + 1; d < shape.size(); ++d)
+          inner *= shape[d];
+      }
+      if (part->shape.size() != out.shape.size() || offset + size > total ||
+          part->numElements() != outer * size * inner)
+        return p.emitError("a concatenated weight's part has shape ")
+               << llvm::make_range(part->shape.begin(), part->shape.end())
+               << ", unlike its type";
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy_n(&part->f[o * size * inner], size * inner,
+                    &out.f[(o * total + offset) * inner]);
+      offset += size;
+    }
+    return out;
+  }
   SmallVector<Tensor> parts;
   for (ParamOp p : sources.params) {
     FailureOr<Tensor> t = loader->load(p);
