@@ -62,6 +62,20 @@ void ds::roundToValueType(Tensor &t, Value v) {
     x = ds::roundToDType(x, d);
 }
 
+bool ds::concatenateInto(Tensor &out, const Tensor &part, int64_t axis,
+                         int64_t offset) {
+  const int64_t total = out.shape[axis], size = part.shape[axis];
+  const int64_t outer = product(out.shape, 0, axis);
+  const int64_t inner = product(out.shape, axis + 1, out.shape.size());
+  if (part.shape.size() != out.shape.size() || offset + size > total ||
+      part.numElements() != outer * size * inner)
+    return false;
+  for (int64_t o = 0; o < outer; ++o)
+    std::copy_n(&part.f[o * size * inner], size * inner,
+                &out.f[(o * total + offset) * inner]);
+  return true;
+}
+
 Tensor ds::concatenate(ArrayRef<const Tensor *> parts, int64_t axis) {
   SmallVector<int64_t> shape = parts[0]->shape;
   int64_t total = 0;
@@ -69,15 +83,10 @@ Tensor ds::concatenate(ArrayRef<const Tensor *> parts, int64_t axis) {
     total += t->shape[axis];
   shape[axis] = total;
   Tensor out = Tensor::floats(shape);
-  int64_t outer = product(shape, 0, axis);
-  int64_t inner = product(shape, axis + 1, shape.size());
   int64_t offset = 0;
   for (const Tensor *x : parts) {
-    int64_t size = x->shape[axis];
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy_n(&x->f[o * size * inner], size * inner,
-                  &out.f[(o * total + offset) * inner]);
-    offset += size;
+    concatenateInto(out, *x, axis, offset);
+    offset += x->shape[axis];
   }
   return out;
 }

@@ -113,6 +113,11 @@ void roundToValueType(Tensor &t, Value v);
 
 /// `parts` joined along `axis` (equal shapes elsewhere, not checked).
 Tensor concatenate(ArrayRef<const Tensor *> parts, int64_t axis);
+/// Copies `part` into `out` at `offset` along `axis` (out's extent there is
+/// the sum of its parts'); false when part's shape does not fit there. A
+/// caller can load, copy and free each part in turn.
+bool concatenateInto(Tensor &out, const Tensor &part, int64_t axis,
+                     int64_t offset);
 
 /// The value of a weight at compile time: a ds.param, or a concatenation
 /// (tensor.concat, ds.concat_weights) of such values, recursively. Anything

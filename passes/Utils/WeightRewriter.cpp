@@ -16,6 +16,7 @@
 #include "llvm/Support/FileSystem.h"
 
 #include <set>
+#include <utility>
 
 using namespace mlir;
 using namespace ds;
@@ -166,30 +167,22 @@ FailureOr<Tensor> WeightRewriter::evaluate(const WeightSources &sources) {
   }
   if (shaped) {
     Tensor out;
-    int64_t outer = 1, inner = 1, offset = 0;
+    int64_t offset = 0;
+    bool first = true;
     for (ParamOp p : sources.params) {
       FailureOr<Tensor> part = loader->load(p);
       if (failed(part))
         return failure();
-      const int64_t size = part->shape[axis];
-      if (offset == 0) {
+      if (std::exchange(first, false)) {
         SmallVector<int64_t> shape = part->shape;
         shape[axis] = total;
         out = Tensor::floats(shape);
-        for (int64_t d = 0; d < axis; ++d)
-          outer *= shape[d];
-        for (size_t d = axis + 1; d < shape.size(); ++d)
-          inner *= shape[d];
       }
-      if (part->shape.size() != out.shape.size() || offset + size > total ||
-          part->numElements() != outer * size * inner)
+      if (!concatenateInto(out, *part, axis, offset))
         return p.emitError("a concatenated weight's part has shape ")
                << llvm::make_range(part->shape.begin(), part->shape.end())
                << ", unlike its type";
-      for (int64_t o = 0; o < outer; ++o)
-        std::copy_n(&part->f[o * size * inner], size * inner,
-                    &out.f[(o * total + offset) * inner]);
-      offset += size;
+      offset += part->shape[axis];
     }
     return out;
   }

@@ -15,15 +15,13 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <fcntl.h>
-#include <functional>
-#include <unistd.h>
-#include <vector>
-
 #include <cmath>
 #include <cstring>
-#include <fstream>
+#include <fcntl.h>
+#include <functional>
 #include <optional>
+#include <unistd.h>
+#include <vector>
 
 namespace ds::rt {
 
@@ -486,8 +484,13 @@ bool isNarrow(ElemType t) {
 /// Narrow (bf16 / f16 / e4m3) buffers reach only the kernels that read them: a
 /// cache update's cache and result, the keys and values of a cached
 /// attention, the latents of a cached MLA, an alias of a cache.
+/// "loc: " to start a message about step s (nothing without a location).
+std::string where(const Step &s) {
+  return s.location.empty() ? "" : s.location + ": ";
+}
+
 absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
-  const std::string at = s.location.empty() ? "" : s.location + ": ";
+  const std::string at = where(s);
   auto type = [&](int32_t id) { return f.values[id].type; };
   std::vector<bool> narrowOk(s.operands.size(), false);
   bool resultOk = false;
@@ -533,9 +536,8 @@ absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
 absl::Status checkStep(const ModelPlan &plan, const Step &s) {
   auto need = [&](bool ok, const char *what) {
     return ok ? absl::OkStatus()
-              : absl::DataLossError(
-                    (s.location.empty() ? "" : s.location + ": ") +
-                    "malformed " + opName(s.op()) + " step (" + what + ")");
+              : absl::DataLossError(where(s) + "malformed " + opName(s.op()) +
+                                    " step (" + what + ")");
   };
   size_t o = s.operands.size(), r = s.results.size(), w = s.weights.size();
   auto layout = [&](size_t i) {

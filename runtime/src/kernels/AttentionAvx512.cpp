@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "AttentionBlocks.h"
+#include "ds/support/DType.h"
 
 #include <algorithm>
 #include <cmath>
@@ -85,12 +86,7 @@ template <KVType Type> inline float scalar(Elem<Type> x, float f) {
   if constexpr (Type == KVType::F32) {
     return x;
   } else if constexpr (Type == KVType::F8E4M3) {
-    if ((x & 0x7f) == 0x7f)
-      return std::numeric_limits<float>::quiet_NaN();
-    const int16_t h = static_cast<int16_t>(
-        (static_cast<int16_t>(static_cast<int8_t>(x)) * 128) &
-        static_cast<int16_t>(0xbf80));
-    return _cvtsh_ss(static_cast<uint16_t>(h)) * f;
+    return ::ds::f8e4m3ToFloat(x) * (f * 0x1p-8f); // f / 2^8: the scale
   } else if constexpr (Type == KVType::BF16) {
     return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(x) << 16)));
   } else {

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DotTiles.h"
 #include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
@@ -67,28 +68,6 @@ bool hasBF16Dot() {
 
 namespace {
 int64_t numPanels(int64_t n) { return (n + kPanel - 1) / kPanel; }
-
-/// run(p0, p1) over w's panels, in groups of `per` panels split over
-/// `pool` when the work is large enough (below ~1 MFLOP a parallel split
-/// costs more than it saves): one contiguous chunk of groups per thread
-/// when `contiguous` (calls that prepare what they read per call, as the
-/// tall GEMM packs its rows), else group by group.
-template <typename Run>
-void splitPanels(const PackedWeight &w, int64_t m, int64_t per, bool contiguous,
-                 ThreadPool *pool, const Run &run) {
-  const int64_t panels = numPanels(w.n);
-  const double flops = 2.0 * static_cast<double>(m) * w.n * w.k;
-  const int64_t groups = (panels + per - 1) / per;
-  if (!pool || pool->numWorkers() == 0 || groups < 2 || flops < 1e6) {
-    run(0, panels);
-    return;
-  }
-  const int64_t workers = pool->numWorkers();
-  const int64_t grain = contiguous ? (groups + workers) / (workers + 1) : 1;
-  pool->parallelFor(groups, grain, [&](int64_t g0, int64_t g1) {
-    run(g0 * per, std::min(panels, g1 * per));
-  });
-}
 
 /// Whether gemm takes the bf16 dot-product path for these inputs.
 bool bf16Dot(WeightFormat format, Round inputs) {

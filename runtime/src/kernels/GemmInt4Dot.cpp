@@ -183,21 +183,12 @@ void gemmI4Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
     }
   const auto *xs8 = reinterpret_cast<const int8_t *>(xq);
   const bool vnni = hasVnni();
-  auto run = [&](int64_t p0, int64_t p1) {
+  // Pairs of panels: the VNNI kernel takes panels in pairs.
+  splitPanels(w, m, 2, false, pool, [&](int64_t p0, int64_t p1) {
     if (vnni)
       vnni::gemmI4Dot(xs8, ldq, xs, corr, m, w, bias, c, ldc, p0, p1);
     else
       gemmI4DotAvx2(xs8, ldq, xs, corr, m, w, bias, c, ldc, p0, p1);
-  };
-  const double ops = 2.0 * static_cast<double>(m) * w.n * w.k;
-  if (!pool || pool->numWorkers() == 0 || l.panels < 4 || ops < 1e6) {
-    run(0, l.panels);
-    return;
-  }
-  // Even panel counts per chunk: the VNNI kernel takes panels in pairs.
-  const int64_t pairs = (l.panels + 1) / 2;
-  pool->parallelFor(pairs, 1, [&](int64_t g0, int64_t g1) {
-    run(g0 * 2, std::min(l.panels, g1 * 2));
   });
 }
 

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DotTiles.h"
 #include "I8DotLayout.h"
 #include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
@@ -230,22 +231,12 @@ void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
     for (int64_t i = 0; i < m * ldq; ++i)
       x16[i] = xq[i];
   }
-  int64_t panels = panelsOf(w.n);
-  auto run = [&](int64_t p0, int64_t p1) {
+  // Pairs of panels: the VNNI kernel takes panels in pairs.
+  splitPanels(w, m, 2, false, pool, [&](int64_t p0, int64_t p1) {
     if (vnni)
       vnni::gemmI8Dot(xq, ldq, xs, m, w, bias, c, ldc, p0, p1);
     else
       gemmI8DotAvx2(x16, ldq, xs, m, w, bias, c, ldc, p0, p1);
-  };
-  double ops = 2.0 * static_cast<double>(m) * w.n * w.k;
-  if (!pool || pool->numWorkers() == 0 || panels < 4 || ops < 1e6) {
-    run(0, panels);
-    return;
-  }
-  // Even panel counts per chunk: the VNNI kernel takes panels in pairs.
-  int64_t pairs = (panels + 1) / 2;
-  pool->parallelFor(pairs, 1, [&](int64_t g0, int64_t g1) {
-    run(g0 * 2, std::min(panels, g1 * 2));
   });
 }
 
