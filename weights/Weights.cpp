@@ -8,7 +8,10 @@
 #include "ds/support/Quant.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
+#include "llvm/Support/Parallel.h"
+
 #include <algorithm>
+#include <atomic>
 
 using namespace mlir;
 using namespace ds;
@@ -148,58 +151,70 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
     return loadSparse(op, sparse);
   if (auto qtype = dyn_cast<QTensorType>(op.getType()))
     return loadQuantized(op, qtype);
+  Tensor t = Tensor::floats(cast<RankedTensorType>(op.getType()).getShape());
+  if (failed(readElements(op, 0, t.numElements(), t.f.data())))
+    return failure();
+  return t;
+}
+
+LogicalResult CheckpointWeights::readRows(ParamOp op, int64_t first,
+                                          int64_t count, float *dst) {
+  auto type = dyn_cast<RankedTensorType>(op.getType());
+  if (!type || !type.hasStaticShape())
+    return op.emitError() << "weight '" << op.getName()
+                          << "' is not a float tensor of static shape";
+  const int64_t rowSize = type.getRank() == 0 ? 1 : type.getShape().back();
+  return readElements(op, first * rowSize, (first + count) * rowSize, dst);
+}
+
+LogicalResult CheckpointWeights::readElements(ParamOp op, int64_t begin,
+                                              int64_t end, float *dst) {
   auto type = cast<RankedTensorType>(op.getType());
-  SmallVector<std::string> names;
-  SmallVector<int64_t> sliceShape(type.getShape());
-  if (op.isStacked()) {
-    for (int64_t e = 0; e < type.getDimSize(0); ++e)
-      names.push_back(op.getExpertName(op.getSourceIndex(e)));
-    sliceShape.erase(sliceShape.begin());
-  } else {
-    names.push_back(op.getName().str());
-  }
-  Tensor t = Tensor::floats(type.getShape());
-  if (op.getSelect() && !op.isStacked()) {
-    // Rows `select` of one tensor.
-    const ds::TensorView *view = checkpoint.find(op.getName().str());
-    if (!view)
-      return op.emitError()
-             << "weight '" << op.getName() << "' is not in the checkpoint";
-    int64_t rowSize = product(sliceShape, 1, sliceShape.size());
-    if (view->shape.empty() ||
-        ArrayRef<int64_t>(view->shape).drop_front() !=
-            ArrayRef<int64_t>(sliceShape).drop_front() ||
-        !ds::isFloatDType(view->dtype) ||
-        (view->dtype == ds::DType::F8E4M3 &&
-         !isa<Float8E4M3FNType>(type.getElementType())))
-      return op.emitError() << "weight '" << op.getName()
-                            << "' does not have the selected rows' shape";
-    for (int64_t i = 0; i < type.getDimSize(0); ++i) {
-      int64_t src = op.getSourceIndex(i);
-      if (src >= view->shape[0])
-        return op.emitError()
-               << "select index " << src << " is outside '" << op.getName()
-               << "' (" << view->shape[0] << " rows)";
-      for (int64_t c = 0; c < rowSize; ++c)
-        t.f[i * rowSize + c] = view->floatAt(src * rowSize + c);
-    }
-    if (caching == Caching::Stream)
-      view->releasePages();
-    roundToValueType(t, op.getResult());
-    return t;
-  }
-  int64_t sliceSize = product(sliceShape, 0, sliceShape.size());
-  for (auto [e, name] : llvm::enumerate(names)) {
+  // The value is made of units, each contiguous in one checkpoint tensor:
+  // an expert of a stacked param, a selected row (index of the first axis),
+  // or the whole tensor.
+  const bool stacked = op.isStacked();
+  const bool selected = op.getSelect() && !stacked;
+  SmallVector<int64_t> unitShape(type.getShape());
+  if (stacked || selected)
+    unitShape.erase(unitShape.begin());
+  const int64_t unitSize = product(unitShape, 0, unitShape.size());
+  const int64_t total = type.getNumElements();
+  if (begin < 0 || end > total || begin > end)
+    return op.emitError() << "elements [" << begin << ", " << end
+                          << ") are outside weight '" << op.getName() << "'";
+  // The checkpoint tensor behind unit `u` and where the unit starts in it.
+  auto source =
+      [&](int64_t u) -> FailureOr<std::pair<const ds::TensorView *, int64_t>> {
+    std::string name =
+        stacked ? op.getExpertName(op.getSourceIndex(u)) : op.getName().str();
     const ds::TensorView *view = checkpoint.find(name);
     if (!view)
       return op.emitError()
              << "weight '" << name << "' is not in the checkpoint";
-    if (ArrayRef<int64_t>(view->shape) != ArrayRef<int64_t>(sliceShape)) {
+    if (selected) {
+      // Rows `select` of one tensor.
+      if (view->shape.empty() ||
+          ArrayRef<int64_t>(view->shape).drop_front() !=
+              ArrayRef<int64_t>(unitShape) ||
+          !ds::isFloatDType(view->dtype) ||
+          (view->dtype == ds::DType::F8E4M3 &&
+           !isa<Float8E4M3FNType>(type.getElementType())))
+        return op.emitError() << "weight '" << op.getName()
+                              << "' does not have the selected rows' shape";
+      int64_t src = op.getSourceIndex(u);
+      if (src >= view->shape[0])
+        return op.emitError()
+               << "select index " << src << " is outside '" << op.getName()
+               << "' (" << view->shape[0] << " rows)";
+      return std::make_pair(view, src * unitSize);
+    }
+    if (ArrayRef<int64_t>(view->shape) != ArrayRef<int64_t>(unitShape)) {
       InFlightDiagnostic diag = op.emitError() << "weight '" << name << "' in "
                                                << view->file << " has shape [";
       llvm::interleaveComma(view->shape, diag);
       diag << "], the IR expects [";
-      llvm::interleaveComma(sliceShape, diag);
+      llvm::interleaveComma(unitShape, diag);
       return diag << "]";
     }
     if (!ds::isFloatDType(view->dtype))
@@ -211,13 +226,29 @@ FailureOr<Tensor> CheckpointWeights::loadUncached(ParamOp op) {
       return op.emitError() << "weight '" << name
                             << "' is FP8 e4m3; read it as a !ds.qtensor with "
                                "its scales";
-    for (int64_t i = 0; i < sliceSize; ++i)
-      t.f[e * sliceSize + i] = view->floatAt(i);
+    return std::make_pair(view, int64_t{0});
+  };
+  const ds::DType dtype = storageDType(type.getElementType());
+  for (int64_t x = begin; x < end;) {
+    const int64_t u = unitSize == 0 ? 0 : x / unitSize;
+    const int64_t within = x - u * unitSize;
+    const int64_t run = std::min(end - x, unitSize - within);
+    auto src = source(u);
+    if (failed(src))
+      return failure();
+    const auto [view, at] = *src;
+    float *out = dst + (x - begin);
+    for (int64_t i = 0; i < run; ++i)
+      out[i] = view->floatAt(at + within + i);
+    // The param's precision (a bf16 param over f32 checkpoint values).
+    if (dtype != DType::F32)
+      for (int64_t i = 0; i < run; ++i)
+        out[i] = ds::roundToDType(out[i], dtype);
     if (caching == Caching::Stream)
-      view->releasePages();
+      view->releasePages(at + within, run);
+    x += run;
   }
-  roundToValueType(t, op.getResult());
-  return t;
+  return success();
 }
 
 FailureOr<Tensor> CheckpointWeights::loadQuantized(ParamOp op,
@@ -376,4 +407,134 @@ ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
     }
   }
   return std::move(*c);
+}
+
+//===----------------------------------------------------------------------===//
+// WeightReader
+//===----------------------------------------------------------------------===//
+
+WeightReader::WeightReader(const WeightSources &sources,
+                           CheckpointWeights &loader)
+    : sources(sources), loader(loader) {
+  for (ParamOp p : sources.params) {
+    RankedTensorType t = getLogicalTensorType(p.getType());
+    if (!t || !t.hasStaticShape() ||
+        (sources.params.size() > 1 && sources.axis >= t.getRank())) {
+      shape_.clear();
+      extents.clear();
+      rows_ = -1; // read() reports it
+      return;
+    }
+    if (shape_.empty())
+      shape_.assign(t.getShape().begin(), t.getShape().end());
+    else
+      shape_[sources.axis] += t.getDimSize(sources.axis);
+    extents.push_back(sources.params.size() > 1 ? t.getDimSize(sources.axis)
+                                                : 0);
+  }
+  rowSize_ = shape_.empty() ? 1 : shape_.back();
+  for (size_t d = 0; d + 1 < shape_.size(); ++d)
+    rows_ *= shape_[d];
+}
+
+LogicalResult WeightReader::readPart(size_t p, int64_t first, int64_t count,
+                                     float *dst) const {
+  return loader.readRows(sources.params[p], first, count, dst);
+}
+
+LogicalResult WeightReader::read(int64_t first, int64_t count,
+                                 float *dst) const {
+  ParamOp front = sources.params.front();
+  if (rows_ < 0)
+    return front.emitError("a weight to rewrite must be a static float "
+                           "tensor, or a concatenation of them");
+  if (first < 0 || count < 0 || first + count > rows_)
+    return front.emitError()
+           << "rows [" << first << ", " << first + count
+           << ") are outside the weight (" << rows_ << " rows)";
+  if (sources.params.size() == 1)
+    return readPart(0, first, count, dst);
+  const int64_t rank = static_cast<int64_t>(shape_.size());
+  const int64_t axis = sources.axis;
+  if (axis == rank - 1) {
+    // Joined along the rows: each part fills its columns of every row.
+    int64_t column = 0;
+    std::vector<float> part;
+    for (size_t p = 0; p < extents.size(); ++p) {
+      part.resize(count * extents[p]);
+      if (failed(readPart(p, first, count, part.data())))
+        return failure();
+      for (int64_t r = 0; r < count; ++r)
+        std::copy_n(&part[r * extents[p]], extents[p],
+                    dst + r * rowSize_ + column);
+      column += extents[p];
+    }
+    return success();
+  }
+  // Joined along a leading axis: runs of whole rows, each from one part.
+  int64_t below = 1; // rows per index of the axis
+  for (int64_t d = axis + 1; d + 1 < rank; ++d)
+    below *= shape_[d];
+  const int64_t extent = shape_[axis];
+  for (int64_t r = first, end = first + count; r < end;) {
+    const int64_t outer = r / (extent * below);
+    const int64_t index = (r / below) % extent, inner = r % below;
+    size_t p = 0;
+    int64_t offset = 0;
+    while (index >= offset + extents[p])
+      offset += extents[p++];
+    const int64_t partRow =
+        (outer * extents[p] + (index - offset)) * below + inner;
+    const int64_t run =
+        std::min(end - r, (offset + extents[p] - index) * below - inner);
+    if (failed(readPart(p, partRow, run, dst + (r - first) * rowSize_)))
+      return failure();
+    r += run;
+  }
+  return success();
+}
+
+FailureOr<Tensor> WeightReader::readAll() const {
+  if (rows_ < 0) {
+    (void)read(0, 0, nullptr); // says why
+    return failure();
+  }
+  Tensor t = Tensor::floats(shape_);
+  if (failed(read(0, rows_, t.f.data())))
+    return failure();
+  return t;
+}
+
+LogicalResult WeightReader::forEachSlice(int64_t groupRows, int64_t align,
+                                         const SliceFn &fn) const {
+  if (rows_ < 0)
+    return read(0, 0, nullptr);
+  if (groupRows <= 0 || rows_ % groupRows != 0 || align <= 0)
+    return ParamOp(sources.params.front()).emitError()
+           << "cannot slice a weight of " << rows_ << " rows in groups of "
+           << groupRows;
+  // 16K values at least (several slices for the tiny test models' stacks),
+  // 1M at most (4 MB of f32 per slice in flight on each thread).
+  const int64_t total = rows_ * rowSize_;
+  const int64_t target =
+      std::clamp<int64_t>(total / 64, int64_t{1} << 14, int64_t{1} << 20);
+  int64_t rowsPer =
+      std::max<int64_t>(1, target / std::max<int64_t>(rowSize_, 1));
+  rowsPer = std::max(align, rowsPer / align * align);
+  const int64_t perGroup = (groupRows + rowsPer - 1) / rowsPer;
+  const int64_t slices = rows_ / groupRows * perGroup;
+  std::atomic<bool> ok{true};
+  llvm::parallelFor(0, slices, [&](size_t i) {
+    if (!ok)
+      return;
+    const int64_t group = static_cast<int64_t>(i) / perGroup;
+    const int64_t within = static_cast<int64_t>(i) % perGroup * rowsPer;
+    const int64_t first = group * groupRows + within;
+    const int64_t count = std::min(rowsPer, groupRows - within);
+    std::vector<float> values(count * rowSize_);
+    if (failed(read(first, count, values.data())) ||
+        failed(fn(first, count, values.data())))
+      ok = false;
+  });
+  return success(ok.load());
 }

@@ -21,12 +21,14 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace ds {
 class ParamOp;
+struct WeightSources;
 class QTensorType;
 class Sparse24Type;
 
@@ -81,15 +83,68 @@ public:
                              Caching caching = Caching::Keep)
       : checkpoint(checkpoint), caching(caching) {}
   FailureOr<Tensor> load(ParamOp op) override;
+  /// Rows [first, first + count) of a float param's value (its leading
+  /// dimensions flattened: a row is the last dimension) into `dst`, read
+  /// straight from the checkpoint (never cached): what a pass that streams
+  /// over a weight larger than it should hold reads. Safe to call from
+  /// several threads at once.
+  LogicalResult readRows(ParamOp op, int64_t first, int64_t count, float *dst);
 
 private:
   FailureOr<Tensor> loadUncached(ParamOp op);
+  /// Elements [begin, end) of a float param's value, flattened.
+  LogicalResult readElements(ParamOp op, int64_t begin, int64_t end,
+                             float *dst);
   FailureOr<Tensor> loadQuantized(ParamOp op, QTensorType type);
   FailureOr<Tensor> loadSparse(ParamOp op, Sparse24Type type);
 
   const ds::Checkpoint &checkpoint;
   Caching caching;
   llvm::StringMap<Tensor> cache;
+};
+
+/// A weight's values (f32, concatenated as the IR says), read a range of
+/// rows at a time straight from the checkpoint, never whole: its leading
+/// dimensions are flattened and a row is its last dimension. An encoder streams
+/// over a weight larger than memory should hold (a real-width fused expert
+/// stack is GBs in f32) slice by slice. read() is safe from several threads.
+class WeightReader {
+public:
+  ArrayRef<int64_t> shape() const { return shape_; }
+  /// Rows: the product of the leading dimensions (1 for rank 0 and 1).
+  int64_t rows() const { return rows_; }
+  /// Values per row: the last dimension (1 for rank 0).
+  int64_t rowSize() const { return rowSize_; }
+  /// Rows [first, first + count) into `dst` (count * rowSize() floats).
+  LogicalResult read(int64_t first, int64_t count, float *dst) const;
+  /// The whole weight.
+  FailureOr<Tensor> readAll() const;
+  /// Calls `fn(firstRow, rowCount, values)` for slices of the rows, in
+  /// parallel: each slice lies within one group of `groupRows` rows (a
+  /// matrix of a stack) and starts at a multiple of `align` rows within it,
+  /// so a block layout over the last two dimensions can be encoded slice by
+  /// slice. Slices are small enough that a small weight takes several (the
+  /// numerics tests then see the slicing) and a large one is never read
+  /// whole. Fails when a read or a call does.
+  using SliceFn = std::function<LogicalResult(int64_t, int64_t, const float *)>;
+  LogicalResult forEachSlice(int64_t groupRows, int64_t align,
+                             const SliceFn &fn) const;
+
+  /// `sources` (a ds.param or a concatenation of them, all float tensors
+  /// of static shape) read from `loader`; both must outlive the reader.
+  WeightReader(const WeightSources &sources, CheckpointWeights &loader);
+
+private:
+  /// Rows of part `p`, a range that does not cross its end.
+  LogicalResult readPart(size_t p, int64_t first, int64_t count,
+                         float *dst) const;
+
+  const WeightSources &sources;
+  CheckpointWeights &loader;
+  SmallVector<int64_t> shape_;
+  int64_t rows_ = 1, rowSize_ = 1;
+  /// Each part's extent along the concatenation axis.
+  SmallVector<int64_t> extents;
 };
 
 /// Opens the checkpoint `path` (directory or file) plus the files `module`

@@ -52,12 +52,50 @@ public:
     auto key = std::make_pair(v.getAsOpaquePointer(), 0);
     if (auto it = ids.find(key); it != ids.end())
       return it->second;
-    FailureOr<Tensor> t = evaluate(v);
-    if (failed(t))
-      return failure();
     rt::WeightInfo info;
     info.name = name(v);
     info.layout = rt::WeightLayout::Raw;
+    // A large float weight (an embedding table: Mixtral's is 0.5 GB in f32)
+    // is read and written a slice of rows at a time, and stored once per
+    // source; small ones whole, shared with any entry of equal bytes (the
+    // norms' weights are often all equal).
+    constexpr int64_t kStreamElements = int64_t{1} << 20;
+    std::optional<WeightSources> sources = getWeightSources(v);
+    RankedTensorType shaped = getLogicalTensorType(v.getType());
+    std::string source = weightKey(v);
+    if (shaped && shaped.hasStaticShape() &&
+        shaped.getNumElements() > kStreamElements && sources &&
+        !source.empty() && llvm::all_of(sources->params, [](ParamOp p) {
+          auto t = dyn_cast<RankedTensorType>(p.getType());
+          return t && t.hasStaticShape() && isa<FloatType>(t.getElementType());
+        })) {
+      source += "#raw";
+      if (auto it = bySource.find(source); it != bySource.end())
+        return ids[key] = it->second;
+      info.shape.assign(shaped.getShape().begin(), shaped.getShape().end());
+      WeightReader reader(*sources, provider);
+      const int64_t rowsPer = std::max<int64_t>(
+          1, kStreamElements / std::max<int64_t>(1, reader.rowSize()));
+      std::vector<float> values(rowsPer * reader.rowSize());
+      PackedAppender out(*this);
+      for (int64_t r = 0; r < reader.rows(); r += rowsPer) {
+        const int64_t count = std::min(rowsPer, reader.rows() - r);
+        if (failed(reader.read(r, count, values.data())))
+          return failure();
+        out.append(reinterpret_cast<const char *>(values.data()),
+                   count * reader.rowSize() * sizeof(float));
+      }
+      FailureOr<int32_t> id = out.finish(std::move(info));
+      if (failed(id))
+        return v.getDefiningOp()->emitError(
+                   "cannot write the weights section: ")
+               << out.error();
+      bySource[source] = *id;
+      return ids[key] = *id;
+    }
+    FailureOr<Tensor> t = evaluate(v);
+    if (failed(t))
+      return failure();
     info.shape.assign(t->shape.begin(), t->shape.end());
     int32_t id = add(info, t->f.data(), t->f.size() * sizeof(float));
     ids[key] = id;
@@ -81,31 +119,55 @@ public:
             infos[it->second].layout == rt::WeightLayout::PackedI4Dot;
       return it->second;
     }
-    if (auto it = ids.find(key); it != ids.end())
-      return it->second;
     RankedTensorType shaped = getLogicalTensorType(v.getType());
     if (!shaped || (shaped.getRank() != 2 && shaped.getRank() != 3))
       return user->emitError("the CPU backend needs a [N, K] or [E, N, K] "
                              "GEMM weight");
+    // The functions of a module have their own ds.param ops for the same
+    // checkpoint tensors: a weight made of the same params is packed once.
+    std::string source = weightKey(v);
+    if (!source.empty()) {
+      source += w8a8 ? "#w8a8" : "";
+      if (auto it = bySource.find(source); it != bySource.end()) {
+        ids[key] = it->second;
+        if (packedW8A8)
+          *packedW8A8 =
+              infos[it->second].layout == rt::WeightLayout::PackedI8Dot ||
+              infos[it->second].layout == rt::WeightLayout::PackedI4Dot;
+        return it->second;
+      }
+    }
     int64_t experts = shaped.getRank() == 3 ? shaped.getDimSize(0) : 1;
     int64_t n = shaped.getDimSize(shaped.getRank() - 2);
     int64_t k = shaped.getDimSize(shaped.getRank() - 1);
     rt::WeightInfo info;
     info.name = name(v);
     info.shape.assign(shaped.getShape().begin(), shaped.getShape().end());
-    std::string bytes;
-    if (w8a8 && succeeded(packInt8(v, experts, n, k, bytes, true))) {
+    // Which packing applies is decided without packing; then the weight is
+    // packed expert by expert straight into the weights section, so that
+    // neither its values nor its packed bytes are ever whole in memory (a
+    // real-width expert stack is GBs).
+    PackedAppender out(*this);
+    auto appendExpert = [&](const char *bytes, size_t size) {
+      out.append(bytes, size);
+    };
+    ExpertSink sink = appendExpert;
+    if (w8a8 && succeeded(packInt8(v, experts, n, k, nullptr, true))) {
       info.layout = rt::WeightLayout::PackedI8Dot;
       if (packedW8A8)
         *packedW8A8 = true;
+      (void)packInt8(v, experts, n, k, &sink, true);
     } else if (w8a8 &&
-               succeeded(packGrouped(v, experts, n, k, bytes, info, true))) {
+               succeeded(packGrouped(v, experts, n, k, nullptr, info, true))) {
       if (packedW8A8)
         *packedW8A8 = true;
-    } else if (succeeded(packInt8(v, experts, n, k, bytes))) {
+      (void)packGrouped(v, experts, n, k, &sink, info, true);
+    } else if (succeeded(packInt8(v, experts, n, k, nullptr))) {
       info.layout = rt::WeightLayout::PackedI8;
-    } else if (succeeded(packGrouped(v, experts, n, k, bytes, info))) {
+      (void)packInt8(v, experts, n, k, &sink);
+    } else if (succeeded(packGrouped(v, experts, n, k, nullptr, info))) {
       // int4 / FP8 stay narrow; info.layout and group set.
+      (void)packGrouped(v, experts, n, k, &sink, info);
     } else {
       // The f32 value, packed per expert: bf16 / f16 weights
       // (ds-quantize{quantize=bf16|f16}) stay 2 bytes wide, 2:4 weights
@@ -128,17 +190,44 @@ public:
         pack = rt::kernels::packWeightS24;
         info.layout = rt::WeightLayout::PackedS24;
       }
-      FailureOr<Tensor> t = evaluate(v);
-      if (failed(t))
+      // Float params (and concats of them) are read an expert at a time;
+      // anything else (dequantized, decompressed) is evaluated whole.
+      std::optional<WeightSources> sources = getWeightSources(v);
+      const bool floats =
+          sources && llvm::all_of(sources->params, [](ParamOp p) {
+            auto t = dyn_cast<RankedTensorType>(p.getType());
+            return t && t.hasStaticShape() &&
+                   isa<FloatType>(t.getElementType());
+          });
+      std::optional<WeightReader> reader;
+      FailureOr<Tensor> whole = Tensor();
+      if (floats)
+        reader.emplace(*sources, provider);
+      else
+        whole = evaluate(v);
+      if (failed(whole))
         return failure();
-      size_t one = perExpert(format, n, k);
-      bytes.assign(one * experts, '\0');
-      for (int64_t e = 0; e < experts; ++e)
-        pack(t->f.data() + e * n * k, n, k, bytes.data() + e * one);
+      std::string bytes(perExpert(format, n, k), '\0');
+      std::vector<float> values(reader ? n * k : 0);
+      for (int64_t e = 0; e < experts; ++e) {
+        const float *x = whole->f.data() + e * n * k;
+        if (reader) {
+          if (failed(reader->read(e * n, n, values.data())))
+            return failure();
+          x = values.data();
+        }
+        pack(x, n, k, bytes.data());
+        sink(bytes.data(), bytes.size());
+      }
     }
-    int32_t id = add(info, bytes.data(), bytes.size());
-    ids[key] = id;
-    return id;
+    FailureOr<int32_t> id = out.finish(std::move(info));
+    if (failed(id))
+      return user->emitError("cannot write the weights section: ")
+             << out.error();
+    ids[key] = *id;
+    if (!source.empty())
+      bySource[source] = *id;
+    return *id;
   }
 
   /// MLA's per-head projections from kv_b ([H * (dn + dv), rank]), packed
@@ -201,6 +290,65 @@ public:
   absl::Status spoolError = absl::OkStatus();
 
 private:
+  /// Receives a packed GEMM weight expert by expert, in order.
+  using ExpertSink = llvm::function_ref<void(const char *, size_t)>;
+
+  /// Appends one weight's experts to the weights section as they are
+  /// packed (each expert's bytes are a multiple of 64, so they follow one
+  /// another), then records the entry.
+  class PackedAppender {
+  public:
+    explicit PackedAppender(WeightTable &table) : table(table) {}
+    void append(const char *bytes, size_t size) {
+      absl::StatusOr<uint64_t> at =
+          table.data.append(bytes, size, count == 0 ? 64 : 1);
+      if (!at.ok()) {
+        status = at.status();
+        return;
+      }
+      if (count++ == 0)
+        offset = *at;
+      else if (*at != offset + total)
+        status = absl::InternalError("a packed expert is not contiguous");
+      total += size;
+    }
+    FailureOr<int32_t> finish(rt::WeightInfo info) {
+      if (!status.ok())
+        return failure();
+      info.offset = offset;
+      info.bytes = total;
+      table.infos.push_back(std::move(info));
+      return static_cast<int32_t>(table.infos.size() - 1);
+    }
+    std::string error() const { return std::string(status.message()); }
+
+  private:
+    WeightTable &table;
+    uint64_t offset = 0, total = 0;
+    int64_t count = 0;
+    absl::Status status = absl::OkStatus();
+  };
+
+  /// What a weight is made of, as text: its ds.param ops (attributes and
+  /// types) and the concatenations over them; empty when anything else.
+  /// Equal keys mean equal values.
+  static std::string weightKey(Value v) {
+    Operation *def = v.getDefiningOp();
+    if (!def || !isa<ParamOp, ConcatWeightsOp, tensor::ConcatOp>(def))
+      return "";
+    std::string key;
+    llvm::raw_string_ostream os(key);
+    os << def->getName() << def->getAttrDictionary() << v.getType() << "(";
+    for (Value in : def->getOperands()) {
+      std::string part = weightKey(in);
+      if (part.empty())
+        return "";
+      os << part << ";";
+    }
+    os << ")";
+    return key;
+  }
+
   static size_t perExpert(rt::kernels::WeightFormat f, int64_t n, int64_t k) {
     return (rt::kernels::packedWeightBytes(f, n, k) + 63) & ~size_t{63};
   }
@@ -296,8 +444,9 @@ private:
   /// int8 with one scale per output row (ds-quantize's int8/w8a8 weights)
   /// stays int8, also when concatenated along N: the GEMM widens it in
   /// registers.
+  /// Without a sink, only checks that the weight is such.
   LogicalResult packInt8(Value v, int64_t experts, int64_t n, int64_t k,
-                         std::string &bytes, bool dot = false) {
+                         const ExpertSink *sink, bool dot = false) {
     auto format =
         dot ? rt::kernels::WeightFormat::I8Dot : rt::kernels::WeightFormat::I8;
     SmallVector<ParamOp> parts = rowParts(v);
@@ -315,9 +464,8 @@ private:
       if (scheme.block != rowwise)
         return failure();
     }
-    size_t one = perExpert(format, n, k);
-    bytes.assign(one * experts, '\0');
-    std::vector<int8_t> values(n * k);
+    std::string bytes(sink ? perExpert(format, n, k) : 0, '\0');
+    std::vector<int8_t> values(sink ? n * k : 0);
     std::vector<float> scales(n);
     for (int64_t e = 0; e < experts; ++e) {
       int64_t row = 0;
@@ -334,20 +482,27 @@ private:
         int64_t rows = s->numElements() / slices;
         if (row + rows > n)
           return failure();
-        std::memcpy(values.data() + row * k, q->data + slice * rows * k,
-                    rows * k);
-        for (int64_t j = 0; j < rows; ++j)
-          scales[row + j] = s->floatAt(slice * rows + j);
+        if (sink) {
+          std::memcpy(values.data() + row * k, q->data + slice * rows * k,
+                      rows * k);
+          // Read once: the resident set stays near the weight being packed.
+          q->releasePages(slice * rows * k, rows * k);
+          for (int64_t j = 0; j < rows; ++j)
+            scales[row + j] = s->floatAt(slice * rows + j);
+        }
         row += rows;
       }
       if (row != n)
         return failure();
+      if (!sink)
+        continue;
       if (dot)
         rt::kernels::packWeightI8Dot(values.data(), scales.data(), n, k,
-                                     bytes.data() + e * one);
+                                     bytes.data());
       else
         rt::kernels::packWeightI8(values.data(), scales.data(), n, k,
-                                  bytes.data() + e * one);
+                                  bytes.data());
+      (*sink)(bytes.data(), bytes.size());
     }
     return success();
   }
@@ -358,8 +513,9 @@ private:
   /// for all parts): the GEMM widens them in registers.
   /// With `dot`, only int4 with f16 scales in groups of a multiple of 8
   /// that divide K, packed for W4A8 (WeightFormat::I4Dot).
+  /// Without a sink, only checks that the weight is such (and sets `info`).
   LogicalResult packGrouped(Value v, int64_t experts, int64_t n, int64_t k,
-                            std::string &bytes, rt::WeightInfo &info,
+                            const ExpertSink *sink, rt::WeightInfo &info,
                             bool dot = false) {
     SmallVector<ParamOp> parts = rowParts(v);
     if (parts.empty())
@@ -417,8 +573,8 @@ private:
                                : rt::kernels::WeightFormat::I4;
     size_t one = (rt::kernels::packedWeightBytes(format, n, k, group) + 63) &
                  ~size_t{63};
-    bytes.assign(one * experts, '\0');
-    std::vector<float> values(n * k), scales(n * groups);
+    std::string bytes(sink ? one : 0, '\0');
+    std::vector<float> values(sink ? n * k : 0), scales(sink ? n * groups : 0);
     for (int64_t e = 0; e < experts; ++e) {
       int64_t row = 0;
       for (Part &part : schemes) {
@@ -438,9 +594,24 @@ private:
             q->shape != ds::storageShape(shape, storage) ||
             s->numElements() != (all ? experts : 1) * rowBlocks * groups)
           return failure(); // the f32 path reports what is wrong
-        std::vector<float> decoded = ds::decodeValues(q->data, shape, storage);
-        std::copy_n(decoded.begin() + slice * rows * k, rows * k,
-                    values.begin() + row * k);
+        if (!sink) {
+          row += rows;
+          continue;
+        }
+        // Only this expert's rows (storage packs along K only), a few at a
+        // time.
+        const int64_t rowElements = ds::storageShape({1, k}, storage).back();
+        const size_t rowBytes = rowElements * ds::dtypeSize(q->dtype);
+        const uint8_t *rowData = q->data + slice * rows * rowBytes;
+        const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 20) / k);
+        for (int64_t r = 0; r < rows; r += chunk) {
+          const int64_t count = std::min(chunk, rows - r);
+          std::vector<float> decoded =
+              ds::decodeValues(rowData + r * rowBytes, {count, k}, storage);
+          std::copy_n(decoded.begin(), count * k,
+                      values.begin() + (row + r) * k);
+        }
+        q->releasePages(slice * rows * rowElements, rows * rowElements);
         // Per-row scales: a row block's scale repeats over its rows.
         const int64_t base = slice * rowBlocks * groups;
         for (int64_t r = 0; r < rows; ++r)
@@ -451,18 +622,21 @@ private:
       }
       if (row != n)
         return failure();
+      if (!sink)
+        continue;
       if (dot)
         rt::kernels::packWeightI4Dot(values.data(), scales.data(), n, k, group,
-                                     bytes.data() + e * one);
+                                     bytes.data());
       else if (halfScales)
         rt::kernels::packWeightI4H(values.data(), scales.data(), n, k, group,
-                                   bytes.data() + e * one);
+                                   bytes.data());
       else if (int4)
         rt::kernels::packWeightI4(values.data(), scales.data(), n, k, group,
-                                  bytes.data() + e * one);
+                                  bytes.data());
       else
         rt::kernels::packWeightF8(values.data(), scales.data(), n, k, group,
-                                  bytes.data() + e * one);
+                                  bytes.data());
+      (*sink)(bytes.data(), bytes.size());
     }
     info.layout = !int4        ? rt::WeightLayout::PackedF8
                   : dot        ? rt::WeightLayout::PackedI4Dot
@@ -549,6 +723,8 @@ private:
   CheckpointWeights provider;
   const ds::Checkpoint &checkpoint;
   std::map<std::pair<const void *, int>, int32_t> ids;
+  /// Packed GEMM weights by what they are made of (weightKey).
+  std::map<std::string, int32_t> bySource;
   std::map<const void *, MLAWeights> mlaIds;
   std::unordered_multimap<size_t, int32_t> byContent;
 };

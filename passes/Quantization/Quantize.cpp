@@ -56,10 +56,9 @@ struct Scheme {
   bool halfScales = false;
 };
 
-/// `bytes` of a float vector.
-/// `bytes` of a float vector stored as `dtype` (F32, or BF16 / F16 rounded
-/// to nearest even).
-std::vector<uint8_t> floatBytes(const std::vector<float> &v,
+/// The bytes of floats stored as `dtype` (F32, or BF16 / F16 rounded to
+/// nearest even).
+std::vector<uint8_t> floatBytes(ArrayRef<float> v,
                                 ds::DType dtype = ds::DType::F32) {
   if (dtype == ds::DType::F32) {
     std::vector<uint8_t> out(v.size() * sizeof(float));
@@ -76,76 +75,89 @@ std::vector<uint8_t> floatBytes(const std::vector<float> &v,
   return out;
 }
 
-/// A weight quantized and encoded as the checkpoint stores it: the values
-/// in their storage bytes, the scales and zero points as floats.
-struct EncodedWeight {
-  std::vector<uint8_t> values;
-  std::vector<float> scales, zeros;
-};
-
-/// ds::quantize + ds::encodeValues over slices of the first axis, in
-/// parallel, when the scheme's blocks are one index long there (per row,
-/// per K group, an expert stack quantized expert by expert): the same
-/// blocks, so the same bytes, each slice encoded into its place. A
-/// real-width expert stack is a weight rewriting job of its own
-/// (WeightRewriter); this way its encoding uses every core and never holds
-/// the quantized values as floats (4 bytes each) for the whole weight.
-EncodedWeight quantizeAndEncode(const float *x,
-                                const std::vector<int64_t> &shape,
-                                const ds::QScheme &scheme,
-                                const ds::QuantizeOptions &options) {
-  int64_t elements = 1;
-  for (int64_t d : shape)
-    elements *= d;
-  // Small enough that the tiny test models' expert stacks take several
-  // slices (the numerics tests then see the slicing), large enough to
-  // amortize a call per slice.
-  constexpr int64_t kSliceElements = int64_t{1} << 14;
-  const bool sliced = shape.size() >= 2 && !scheme.block.empty() &&
-                      scheme.block[0] == 1 && shape[0] >= 2 &&
-                      elements >= 2 * kSliceElements;
+/// Quantizes the weight `reader` reads with `scheme` and gives `sink` its
+/// values (storage bytes), scales (`scaleDType`) and zero points (u8, for
+/// unsigned storage), named by `names`. When the scheme's blocks are one
+/// index long on every axis but the last two (per row, per K group, an
+/// expert stack quantized expert by expert, FP8's 128x128 tiles), the
+/// weight is read, quantized and encoded in slices of rows, in parallel,
+/// each written into its place: the same blocks, so the same bytes, and a
+/// real-width expert stack is never whole in memory, in f32 or encoded.
+LogicalResult quantizeInto(const WeightReader &reader,
+                           const ds::QScheme &scheme,
+                           const ds::QuantizeOptions &options,
+                           ds::DType scaleDType, const NewParamNames &names,
+                           EncodedSink &sink) {
+  const std::vector<int64_t> shape(reader.shape().begin(),
+                                   reader.shape().end());
+  const std::vector<int64_t> block = ds::resolvedBlock(shape, scheme.block);
+  const size_t rank = shape.size();
+  bool sliced = rank >= 2;
+  for (size_t d = 0; d + 2 < rank && sliced; ++d)
+    sliced = block[d] == 1;
+  const std::vector<int64_t> scales = ds::scaleShape(shape, scheme.block);
+  const bool unsignedStorage = ds::isUnsigned(scheme.storage);
   if (!sliced) {
-    ds::QuantizedTensor q = ds::quantize(x, shape, scheme, options);
-    return {ds::encodeValues(q), std::move(q.scales), std::move(q.zeros)};
+    FailureOr<Tensor> t = reader.readAll();
+    if (failed(t))
+      return failure();
+    ds::QuantizedTensor q = ds::quantize(t->f.data(), shape, scheme, options);
+    if (failed(sink.add({names.values, ds::storageDType(scheme.storage),
+                         ds::storageShape(shape, scheme.storage),
+                         ds::encodeValues(q)})) ||
+        failed(sink.add({names.scales, scaleDType, scales,
+                         floatBytes(q.scales, scaleDType)})))
+      return failure();
+    if (!unsignedStorage)
+      return success();
+    std::vector<uint8_t> zeros(q.zeros.size());
+    for (size_t i = 0; i < zeros.size(); ++i)
+      zeros[i] = static_cast<uint8_t>(q.zeros[i]);
+    return sink.add({names.zeroPoints, ds::DType::U8, scales, zeros});
   }
-  auto count = [](const std::vector<int64_t> &dims) {
-    int64_t n = 1;
-    for (int64_t d : dims)
-      n *= d;
-    return n;
-  };
-  const int64_t rows = shape[0], perIndex = elements / rows;
-  const int64_t valueBytes =
-      count(ds::storageShape(shape, scheme.storage)) *
+  FailureOr<size_t> valuesAt =
+      sink.reserve(names.values, ds::storageDType(scheme.storage),
+                   ds::storageShape(shape, scheme.storage));
+  FailureOr<size_t> scalesAt = sink.reserve(names.scales, scaleDType, scales);
+  FailureOr<size_t> zerosAt = size_t{0};
+  if (unsignedStorage)
+    zerosAt = sink.reserve(names.zeroPoints, ds::DType::U8, scales);
+  if (failed(valuesAt) || failed(scalesAt) || failed(zerosAt))
+    return failure();
+  // A slice is rows of one matrix (the last two axes), starting at a block
+  // row; the storage bytes are as many per row, the scales as many per
+  // block row.
+  const int64_t n = shape[rank - 2], k = shape[rank - 1];
+  const int64_t blockRows = block[rank - 2];
+  const int64_t scaleRows = scales[rank - 2], scaleCols = scales[rank - 1];
+  const int64_t rowBytes =
+      ds::storageShape({1, k}, scheme.storage).back() *
       static_cast<int64_t>(ds::dtypeSize(ds::storageDType(scheme.storage)));
-  const int64_t scales = count(ds::scaleShape(shape, scheme.block));
-  const bool zeros = ds::isUnsigned(scheme.storage);
-  EncodedWeight out;
-  out.values.resize(valueBytes);
-  out.scales.resize(scales);
-  if (zeros)
-    out.zeros.resize(scales);
-  const int64_t indices =
-      std::max<int64_t>(1, std::min(rows, kSliceElements / perIndex));
-  const int64_t slices = (rows + indices - 1) / indices;
-  // Along the first axis the storage bytes, scales and zero points are
-  // each as many per index.
-  llvm::parallelFor(0, slices, [&](size_t i) {
-    const int64_t first = static_cast<int64_t>(i) * indices;
-    std::vector<int64_t> sub = shape;
-    sub[0] = std::min(indices, rows - first);
-    ds::QuantizedTensor q =
-        ds::quantize(x + first * perIndex, sub, scheme, options);
-    std::vector<uint8_t> bytes = ds::encodeValues(q);
-    std::copy(bytes.begin(), bytes.end(),
-              out.values.begin() + first * (valueBytes / rows));
-    std::copy(q.scales.begin(), q.scales.end(),
-              out.scales.begin() + first * (scales / rows));
-    if (zeros)
-      std::copy(q.zeros.begin(), q.zeros.end(),
-                out.zeros.begin() + first * (scales / rows));
-  });
-  return out;
+  const ds::QScheme sliceScheme{scheme.storage,
+                                {scheme.block[rank - 2], scheme.block.back()}};
+  const size_t scaleSize = ds::dtypeSize(scaleDType);
+  return reader.forEachSlice(
+      n, blockRows,
+      [&](int64_t first, int64_t count, const float *x) -> LogicalResult {
+        ds::QuantizedTensor q =
+            ds::quantize(x, {count, k}, sliceScheme, options);
+        std::vector<uint8_t> bytes = ds::encodeValues(q);
+        const int64_t matrix = first / n, row = first % n;
+        const int64_t scaleAt =
+            (matrix * scaleRows + row / blockRows) * scaleCols;
+        std::vector<uint8_t> scaleBytes = floatBytes(q.scales, scaleDType);
+        if (failed(sink.write(*valuesAt, first * rowBytes, bytes.data(),
+                              bytes.size())) ||
+            failed(sink.write(*scalesAt, scaleAt * scaleSize, scaleBytes.data(),
+                              scaleBytes.size())))
+          return failure();
+        if (!unsignedStorage)
+          return success();
+        std::vector<uint8_t> zeros(q.zeros.size());
+        for (size_t i = 0; i < zeros.size(); ++i)
+          zeros[i] = static_cast<uint8_t>(q.zeros[i]);
+        return sink.write(*zerosAt, scaleAt, zeros.data(), zeros.size());
+      });
 }
 
 struct QuantizePass : public ds::impl::QuantizePassBase<QuantizePass> {
@@ -238,10 +250,19 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
     bool bf16 = s.castType.isBF16();
     NewParamNames names{base + (bf16 ? ":bf16" : ":f16"), "", "", ""};
     const ds::DType dtype = bf16 ? ds::DType::BF16 : ds::DType::F16;
-    auto encode = [=](const Tensor &t,
-                      std::vector<ds::TensorToWrite> &out) -> LogicalResult {
-      out.push_back({names.values, dtype, shape, floatBytes(t.f, dtype)});
-      return success();
+    auto encode = [=](const WeightReader &reader,
+                      EncodedSink &sink) -> LogicalResult {
+      // Element by element: any slices of rows.
+      FailureOr<size_t> at = sink.reserve(names.values, dtype, shape);
+      if (failed(at))
+        return failure();
+      return reader.forEachSlice(
+          reader.rows(), 1, [&](int64_t first, int64_t count, const float *x) {
+            std::vector<uint8_t> bytes =
+                floatBytes(ArrayRef(x, count * reader.rowSize()), dtype);
+            return sink.write(*at, first * reader.rowSize() * 2, bytes.data(),
+                              bytes.size());
+          });
     };
     return rw->materialize(user, weight, *sources, type.clone(s.castType),
                            names, encode);
@@ -258,27 +279,15 @@ FailureOr<Value> QuantizePass::rewriteWeight(Operation *user, Value weight,
   NewParamNames names{base + ":q", base + ":scale",
                       qtype.hasZeroPoint() ? base + ":zero" : "", ""};
   const bool halfScales = s.halfScales;
-  auto encode = [=](const Tensor &t,
-                    std::vector<ds::TensorToWrite> &out) -> LogicalResult {
+  auto encode = [=](const WeightReader &reader,
+                    EncodedSink &sink) -> LogicalResult {
     ds::QuantizeOptions options;
     options.searchClip = clipSearch && (q.storage == ds::QStorage::I4 ||
                                         q.storage == ds::QStorage::U4);
     options.halfScales = halfScales;
-    EncodedWeight qt = quantizeAndEncode(t.f.data(), shape, q, options);
-    std::vector<int64_t> scaleShape = ds::scaleShape(shape, q.block);
-    out.push_back({names.values, ds::storageDType(q.storage),
-                   ds::storageShape(shape, q.storage), std::move(qt.values)});
-    const ds::DType scaleDType = halfScales ? ds::DType::F16 : ds::DType::F32;
-    out.push_back({names.scales, scaleDType, scaleShape,
-                   floatBytes(qt.scales, scaleDType)});
-    if (!qt.zeros.empty()) {
-      std::vector<uint8_t> zeros(qt.zeros.size());
-      for (size_t i = 0; i < zeros.size(); ++i)
-        zeros[i] = static_cast<uint8_t>(qt.zeros[i]);
-      out.push_back(
-          {names.zeroPoints, ds::DType::U8, scaleShape, std::move(zeros)});
-    }
-    return success();
+    return quantizeInto(reader, q, options,
+                        halfScales ? ds::DType::F16 : ds::DType::F32, names,
+                        sink);
   };
   return rw->materialize(user, weight, *sources, qtype, names, encode);
 }

@@ -72,22 +72,37 @@ struct Sparsify24Pass : public ds::impl::Sparsify24PassBase<Sparsify24Pass> {
         metaShape(type.getShape());
     valuesShape.back() = k / 2;
     metaShape.back() = (k / 4 + 1) / 2;
-    auto encode = [=](const Tensor &t,
-                      std::vector<ds::TensorToWrite> &out) -> LogicalResult {
-      ds::Sparse24 s = ds::compress24(t.f.data(), t.numElements() / k, k);
-      std::vector<uint8_t> bytes(s.values.size() * ds::dtypeSize(dtype));
-      for (size_t i = 0; i < s.values.size(); ++i) {
-        if (dtype == ds::DType::F32) {
-          std::memcpy(&bytes[4 * i], &s.values[i], 4);
-          continue;
-        }
-        uint16_t bits = dtype == ds::DType::BF16 ? ds::floatToBF16(s.values[i])
-                                                 : ds::floatToHalf(s.values[i]);
-        std::memcpy(&bytes[2 * i], &bits, 2);
-      }
-      out.push_back({names.values, dtype, valuesShape, std::move(bytes)});
-      out.push_back({names.meta, ds::DType::U8, metaShape, std::move(s.meta)});
-      return success();
+    auto encode = [=](const WeightReader &reader,
+                      EncodedSink &sink) -> LogicalResult {
+      // Row by row: any slices of rows, each written into its place.
+      FailureOr<size_t> valuesAt =
+          sink.reserve(names.values, dtype, valuesShape);
+      FailureOr<size_t> metaAt =
+          sink.reserve(names.meta, ds::DType::U8, metaShape);
+      if (failed(valuesAt) || failed(metaAt))
+        return failure();
+      const size_t size = ds::dtypeSize(dtype);
+      return reader.forEachSlice(
+          reader.rows(), 1,
+          [&](int64_t first, int64_t rows, const float *x) -> LogicalResult {
+            ds::Sparse24 s = ds::compress24(x, rows, k);
+            std::vector<uint8_t> bytes(s.values.size() * size);
+            for (size_t i = 0; i < s.values.size(); ++i) {
+              if (dtype == ds::DType::F32) {
+                std::memcpy(&bytes[4 * i], &s.values[i], 4);
+                continue;
+              }
+              uint16_t bits = dtype == ds::DType::BF16
+                                  ? ds::floatToBF16(s.values[i])
+                                  : ds::floatToHalf(s.values[i]);
+              std::memcpy(&bytes[2 * i], &bits, 2);
+            }
+            if (failed(sink.write(*valuesAt, first * (k / 2) * size,
+                                  bytes.data(), bytes.size())))
+              return failure();
+            return sink.write(*metaAt, first * metaShape.back(), s.meta.data(),
+                              s.meta.size());
+          });
     };
     return rw.materialize(
         user, weight, *sources,

@@ -7,7 +7,7 @@
 #include "mlir/IR/Threading.h"
 
 #include <algorithm>
-#include <atomic>
+#include <cstring>
 #include <optional>
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -152,53 +152,55 @@ WeightRewriter::select(Operation *user, Value weight, WeightCategory c) {
   return sources;
 }
 
-FailureOr<Tensor> WeightRewriter::evaluate(const WeightSources &sources) {
-  // Parts of known shapes are copied into the result as each is loaded,
-  // then freed: the parts are never all in memory beside the result (a
-  // real-width fused expert stack is GBs in f32).
-  const int64_t axis = sources.axis;
-  int64_t total = 0;
-  bool shaped = sources.params.size() > 1;
-  for (ParamOp p : sources.params) {
-    RankedTensorType t = getLogicalTensorType(p.getType());
-    shaped = shaped && t && t.hasStaticShape() && axis < t.getRank();
-    if (shaped)
-      total += t.getDimSize(axis);
+//===----------------------------------------------------------------------===//
+// EncodedSink
+//===----------------------------------------------------------------------===//
+
+LogicalResult EncodedSink::add(ds::TensorToWrite t) {
+  if (!direct) {
+    buffered.push_back(std::move(t));
+    return success();
   }
-  if (shaped) {
-    Tensor out;
-    int64_t offset = 0;
-    bool first = true;
-    for (ParamOp p : sources.params) {
-      FailureOr<Tensor> part = loader->load(p);
-      if (failed(part))
-        return failure();
-      if (std::exchange(first, false)) {
-        SmallVector<int64_t> shape = part->shape;
-        shape[axis] = total;
-        out = Tensor::floats(shape);
-      }
-      if (!concatenateInto(out, *part, axis, offset))
-        return p.emitError("a concatenated weight's part has shape ")
-               << llvm::make_range(part->shape.begin(), part->shape.end())
-               << ", unlike its type";
-      offset += part->shape[axis];
-    }
-    return out;
+  if (absl::Status st = direct->add(t); !st.ok()) {
+    error = std::string(st.message());
+    return failure();
   }
-  SmallVector<Tensor> parts;
-  for (ParamOp p : sources.params) {
-    FailureOr<Tensor> t = loader->load(p);
-    if (failed(t))
+  return success();
+}
+
+FailureOr<size_t> EncodedSink::reserve(const std::string &name, ds::DType dtype,
+                                       const std::vector<int64_t> &shape) {
+  if (!direct) {
+    uint64_t elements = 1;
+    for (int64_t d : shape)
+      elements *= static_cast<uint64_t>(std::max<int64_t>(d, 0));
+    buffered.push_back({name, dtype, shape,
+                        std::vector<uint8_t>(elements * ds::dtypeSize(dtype))});
+    reserved.push_back(buffered.size() - 1);
+    return reserved.size() - 1;
+  }
+  absl::StatusOr<size_t> index = direct->reserve(name, dtype, shape);
+  if (!index.ok()) {
+    error = std::string(index.status().message());
+    return failure();
+  }
+  reserved.push_back(*index);
+  return reserved.size() - 1;
+}
+
+LogicalResult EncodedSink::write(size_t index, uint64_t offset,
+                                 const void *data, uint64_t size) {
+  if (index >= reserved.size())
+    return failure();
+  if (!direct) {
+    std::vector<uint8_t> &bytes = buffered[reserved[index]].bytes;
+    if (offset + size > bytes.size())
       return failure();
-    parts.push_back(std::move(*t));
+    std::memcpy(bytes.data() + offset, data, size);
+    return success();
   }
-  if (parts.size() == 1)
-    return parts.front();
-  SmallVector<const Tensor *> ptrs;
-  for (const Tensor &t : parts)
-    ptrs.push_back(&t);
-  return concatenate(ptrs, sources.axis);
+  // The writer records the failure; finish() reports it.
+  return success(direct->writeAt(reserved[index], offset, data, size).ok());
 }
 
 FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,
@@ -210,7 +212,7 @@ FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,
   llvm::raw_string_ostream os(key);
   os << names.values << " " << type;
   if (done.insert(key).second)
-    jobs.push_back({sources, std::move(encode), {}});
+    jobs.push_back({sources, std::move(encode)});
   OpBuilder b(user);
   auto attr = [&](const std::string &s) {
     return s.empty() ? StringAttr() : b.getStringAttr(s);
@@ -229,21 +231,25 @@ LogicalResult WeightRewriter::finish(ModuleOp module) {
     if (std::error_code ec = llvm::sys::fs::make_absolute(absolute))
       return emitError(loc)
              << passName << ": " << outputPath << ": " << ec.message();
-  // Every new weight, a few per thread at a time evaluated in parallel
-  // (each job reads its params and writes only its own output; the IR is
-  // not changed meanwhile); each chunk's outputs go to the file in the
-  // order the weights were met and are freed before the next chunk, so
-  // memory stays at a few weights per thread (or one large one) whatever the
-  // model's size, and the file does not depend on the threads.
-  // A chunk is also bounded in bytes: real-width expert stacks are GBs in
-  // f32 each (Mixtral 8x7B's [8, 14336, 4096]: 1.9 GB), and 8 of them at
-  // once took 15 GB. A weight larger than the budget is a chunk of its own.
+  // Small weights (a few MB) are encoded a few per thread at a time in
+  // parallel (each job reads its params and writes only its own sink; the
+  // IR is not changed meanwhile); each chunk's tensors go to the file in
+  // the order the weights were met and are freed before the next chunk, so
+  // memory stays at a few small weights per thread whatever the model's
+  // size, and the file does not depend on the threads. A large weight (a
+  // real-width expert stack is GBs in f32: Mixtral 8x7B's fused
+  // [8, 28672, 4096] is 3.8 GB) is encoded alone: its encoder reads and
+  // encodes it slice by slice over the threads, and its tensors are written
+  // to the file part by part, so neither its f32 values nor its encoding are
+  // ever whole in memory.
   const size_t threads =
       std::max<size_t>(1, module.getContext()->isMultithreadingEnabled()
                               ? module.getContext()->getNumThreads()
                               : 1);
   const size_t maxJobs = 4 * threads;
-  constexpr uint64_t kChunkBytes = uint64_t{1} << 30; // f32 values in flight
+  // Larger than this in f32: encoded alone, streamed. Small enough that
+  // the many-expert test models' stacks take this path too.
+  constexpr uint64_t kStreamBytes = uint64_t{4} << 20;
   auto f32Bytes = [](const Job &job) {
     uint64_t bytes = 0;
     for (ParamOp p : job.sources.params)
@@ -254,36 +260,48 @@ LogicalResult WeightRewriter::finish(ModuleOp module) {
   std::optional<ds::SafeTensorsWriter> writer;
   if (!jobs.empty())
     writer.emplace(absolute.str().str());
-  std::atomic<bool> ok{true};
-  for (size_t begin = 0, end = 0; begin < jobs.size() && ok; begin = end) {
-    uint64_t bytes = f32Bytes(jobs[begin]);
+  auto fail = [&](const EncodedSink &sink) -> LogicalResult {
+    if (!sink.error.empty())
+      return emitError(loc) << passName << ": " << sink.error;
+    return failure(); // the loader or the encoder said why
+  };
+  for (size_t begin = 0, end = 0; begin < jobs.size(); begin = end) {
+    const uint64_t bytes = f32Bytes(jobs[begin]);
     end = begin + 1;
+    if (bytes > kStreamBytes) {
+      EncodedSink sink(&*writer);
+      WeightReader reader(jobs[begin].sources, *loader);
+      if (failed(jobs[begin].encode(reader, sink)))
+        return fail(sink);
+      if (progress)
+        progress->advance(1, bytes);
+      continue;
+    }
     while (end < jobs.size() && end - begin < maxJobs &&
-           bytes + f32Bytes(jobs[end]) <= kChunkBytes)
-      bytes += f32Bytes(jobs[end++]);
+           f32Bytes(jobs[end]) <= kStreamBytes)
+      ++end;
+    std::vector<EncodedSink> sinks(end - begin, EncodedSink(nullptr));
+    std::vector<char> ok(end - begin, 1);
     mlir::parallelFor(module.getContext(), begin, end, [&](size_t i) {
-      Job &job = jobs[i];
-      FailureOr<Tensor> t = evaluate(job.sources);
-      if (failed(t) || failed(job.encode(*t, job.out))) {
-        ok = false;
+      WeightReader reader(jobs[i].sources, *loader);
+      if (failed(jobs[i].encode(reader, sinks[i - begin]))) {
+        ok[i - begin] = 0;
         return;
       }
       if (progress)
-        progress->advance(1, t->f.size() * sizeof(float));
+        progress->advance(1, f32Bytes(jobs[i]));
     });
-    if (!ok)
-      break;
-    for (size_t i = begin; i < end; ++i) {
-      for (const ds::TensorToWrite &w : jobs[i].out)
+    for (size_t i = 0; i < sinks.size(); ++i) {
+      if (!ok[i])
+        return fail(sinks[i]);
+      for (const ds::TensorToWrite &w : sinks[i].buffered)
         if (absl::Status st = writer->add(w); !st.ok())
           return emitError(loc)
                  << passName << ": " << std::string(st.message());
-      jobs[i].out.clear();
-      jobs[i].out.shrink_to_fit();
+      sinks[i].buffered.clear();
+      sinks[i].buffered.shrink_to_fit();
     }
   }
-  if (!ok)
-    return failure();
   const bool wrote = writer && writer->size() > 0;
   if (wrote)
     if (absl::Status st = writer->finish({{"format", "ds-" + passName}});

@@ -3,7 +3,7 @@
 //
 // What ds-quantize and ds-sparsify-24 share: which GEMM weights a pass
 // targets (allow list of categories, deny list of name regexes), their values
-// evaluated from the checkpoint (a ds.param or a tensor.concat of them), new
+// read from the checkpoint (a ds.param or a tensor.concat of them), new
 // ds.params for the transformed weights (one set of tensors per distinct
 // weight and type, shared by @prefill and @decode), and the safetensors file
 // the new tensors go to, recorded in the module's `ds.weight_files`.
@@ -54,6 +54,31 @@ struct NewParamNames {
   std::string values, scales, zeroPoints, meta;
 };
 
+/// Where an encoder's tensors go: added whole, or reserved and then written
+/// in parts (from any thread) as the encoder goes through the weight. A
+/// large weight's parts go straight to the output file; a small one's are
+/// buffered so that weights encoded in parallel reach the file in order.
+class EncodedSink {
+public:
+  LogicalResult add(ds::TensorToWrite t);
+  /// A tensor to be written in parts; its index for write().
+  FailureOr<size_t> reserve(const std::string &name, ds::DType dtype,
+                            const std::vector<int64_t> &shape);
+  /// `size` bytes at byte `offset` of reserved tensor `index`.
+  LogicalResult write(size_t index, uint64_t offset, const void *data,
+                      uint64_t size);
+
+private:
+  friend class WeightRewriter;
+  explicit EncodedSink(ds::SafeTensorsWriter *direct) : direct(direct) {}
+  /// Writing to the file as it goes, or (null) buffering.
+  ds::SafeTensorsWriter *direct;
+  /// Buffered tensors, or the direct writer's indices of reserved ones.
+  std::vector<ds::TensorToWrite> buffered;
+  std::vector<size_t> reserved;
+  std::string error;
+};
+
 class WeightRewriter {
 public:
   /// Parses the allow list (`targets`, or `defaults` when empty) and the deny
@@ -75,17 +100,15 @@ public:
   std::optional<WeightSources> select(Operation *user, Value weight,
                                       WeightCategory c);
 
-  /// The weight's values (f32) from the checkpoint, concatenated as the IR
-  /// says.
-  FailureOr<Tensor> evaluate(const WeightSources &sources);
-
   /// Returns a new ds.param of `type` naming the tensors `encode` makes from
   /// the weight's values, placed before `user`. The values are computed once
-  /// per (names.values, type), later: finish() evaluates and encodes every
-  /// weight, in parallel over the context's threads, so `encode` must own
-  /// what it uses (capture by value) and be safe to run on another thread.
-  using Encoder = std::function<LogicalResult(
-      const Tensor &, std::vector<ds::TensorToWrite> &)>;
+  /// per (names.values, type), later: finish() encodes every weight, small
+  /// ones in parallel over the context's threads, so `encode` must own what
+  /// it uses (capture by value) and be safe to run on another thread; it
+  /// reads the values from the reader (in slices, in parallel, for a large
+  /// weight) and gives the sink its tensors in a fixed order.
+  using Encoder =
+      std::function<LogicalResult(const WeightReader &, EncodedSink &)>;
   FailureOr<Value> materialize(Operation *user, Value weight,
                                const WeightSources &sources, Type type,
                                const NewParamNames &names, Encoder encode);
@@ -106,7 +129,6 @@ private:
   struct Job {
     WeightSources sources;
     Encoder encode;
-    std::vector<ds::TensorToWrite> out;
   };
   std::vector<Job> jobs;
   std::set<std::string> done;

@@ -357,15 +357,19 @@ absl::Status SafeTensorsFile::parse(const uint8_t *bytes, size_t size) {
   return absl::OkStatus();
 }
 
-void TensorView::releasePages() const {
-  if (!fileMapped || numBytes == 0)
+void TensorView::releasePages() const { releasePages(0, numElements()); }
+
+void TensorView::releasePages(int64_t first, int64_t count) const {
+  if (!fileMapped || count <= 0 || first < 0 || first + count > numElements())
     return;
-  // Whole pages inside the tensor only: a neighbour sharing a page may be
+  // Whole pages inside the range only: a neighbour sharing a page may be
   // in use.
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  uintptr_t begin =
-      (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
-  uintptr_t end = (reinterpret_cast<uintptr_t>(data) + numBytes) & ~(page - 1);
+  const size_t size = dtypeSize(dtype);
+  const uintptr_t start =
+      reinterpret_cast<uintptr_t>(data) + static_cast<uintptr_t>(first) * size;
+  uintptr_t begin = (start + page - 1) & ~(page - 1);
+  uintptr_t end = (start + static_cast<uintptr_t>(count) * size) & ~(page - 1);
   if (end > begin)
     madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
 }
@@ -557,23 +561,33 @@ SafeTensorsWriter::~SafeTensorsWriter() {
   }
 }
 
-absl::Status SafeTensorsWriter::add(const TensorToWrite &t) {
+absl::Status SafeTensorsWriter::check(const std::string &name, DType dtype,
+                                      const std::vector<int64_t> &shape,
+                                      uint64_t &bytes) {
   if (!error.ok())
     return error;
-  if (!names.insert(t.name).second)
+  if (!names.insert(name).second)
     return error = absl::InvalidArgumentError(
-               absl::StrCat(path, ": tensor '", t.name, "' given twice"));
+               absl::StrCat(path, ": tensor '", name, "' given twice"));
   uint64_t elements = 1;
-  for (int64_t d : t.shape) {
+  for (int64_t d : shape) {
     if (d < 0)
       return error = absl::InvalidArgumentError(absl::StrCat(
-                 path, ": tensor '", t.name, "' has a negative dim"));
+                 path, ": tensor '", name, "' has a negative dim"));
     elements *= static_cast<uint64_t>(d);
   }
-  if (elements * dtypeSize(t.dtype) != t.bytes.size())
+  bytes = elements * dtypeSize(dtype);
+  return absl::OkStatus();
+}
+
+absl::Status SafeTensorsWriter::add(const TensorToWrite &t) {
+  uint64_t bytes = 0;
+  if (absl::Status st = check(t.name, t.dtype, t.shape, bytes); !st.ok())
+    return st;
+  if (bytes != t.bytes.size())
     return error = absl::InvalidArgumentError(absl::StrCat(
                path, ": tensor '", t.name, "' has ", t.bytes.size(),
-               " bytes, shape x dtype needs ", elements * dtypeSize(t.dtype)));
+               " bytes, shape x dtype needs ", bytes));
   if (!writeAll(spool, t.bytes.data(), t.bytes.size()))
     return error = absl::DataLossError(
                absl::StrCat(path, ": write failed: ", std::strerror(errno)));
@@ -583,10 +597,54 @@ absl::Status SafeTensorsWriter::add(const TensorToWrite &t) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<size_t>
+SafeTensorsWriter::reserve(const std::string &name, DType dtype,
+                           const std::vector<int64_t> &shape) {
+  uint64_t bytes = 0;
+  if (absl::Status st = check(name, dtype, shape, bytes); !st.ok())
+    return st;
+  // A hole the parts fill in; later tensors are appended after it.
+  if (::ftruncate(spool, static_cast<off_t>(offset + bytes)) != 0 ||
+      ::lseek(spool, static_cast<off_t>(offset + bytes), SEEK_SET) < 0)
+    return error = absl::DataLossError(
+               absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+  entries.push_back({name, dtype, shape, offset, offset + bytes});
+  offset += bytes;
+  return entries.size() - 1;
+}
+
+absl::Status SafeTensorsWriter::writeAt(size_t index, uint64_t at,
+                                        const void *data, uint64_t size) {
+  if (index >= entries.size() ||
+      at + size > entries[index].end - entries[index].begin) {
+    partFailed = true;
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": a part written outside its tensor"));
+  }
+  const auto *bytes = static_cast<const uint8_t *>(data);
+  uint64_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pwrite(spool, bytes + done, size - done,
+                         static_cast<off_t>(entries[index].begin + at + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      partFailed = true;
+      return absl::DataLossError(
+          absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status
 SafeTensorsWriter::finish(const std::map<std::string, std::string> &metadata) {
   if (!error.ok())
     return error;
+  if (partFailed)
+    return error = absl::DataLossError(
+               absl::StrCat(path, ": a part of a tensor was not written"));
   json header = json::object();
   if (!metadata.empty())
     header["__metadata__"] = metadata;

@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <unistd.h>
 
 using namespace ds;
@@ -116,6 +117,64 @@ TEST(SafeTensorsWriter, StreamsTensorsInOrder) {
     closedir(d);
   }
   EXPECT_EQ(entries, 1) << "a spool or temporary file was left behind";
+}
+
+TEST(SafeTensorsWriter, ReservedTensorsAreWrittenInParts) {
+  // A reserved tensor is written in parts, out of order and from several
+  // threads, between tensors added whole; the file is as if it had been
+  // added whole. A part outside its tensor makes finish() fail.
+  TempDir dir;
+  std::string path = dir.path + "/parts.safetensors";
+  const int64_t n = 4096;
+  {
+    SafeTensorsWriter writer(path);
+    ASSERT_TRUE(writer.add(floats("before", {2}, {1, 2})).ok());
+    absl::StatusOr<size_t> big = writer.reserve("big", DType::F32, {n});
+    ASSERT_TRUE(big.ok()) << big.status();
+    ASSERT_TRUE(writer.add(floats("after", {1}, {3})).ok());
+    std::vector<std::thread> threads;
+    for (int part = 3; part >= 0; --part)
+      threads.emplace_back([&, part] {
+        std::vector<float> v(n / 4);
+        for (int64_t i = 0; i < n / 4; ++i)
+          v[i] = static_cast<float>(part * (n / 4) + i);
+        EXPECT_TRUE(writer
+                        .writeAt(*big, part * (n / 4) * sizeof(float), v.data(),
+                                 v.size() * sizeof(float))
+                        .ok());
+      });
+    for (std::thread &t : threads)
+      t.join();
+    ASSERT_TRUE(writer.finish().ok());
+  }
+  auto file = SafeTensorsFile::open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const TensorView *big = (*file)->find("big");
+  ASSERT_NE(big, nullptr);
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(big->floatAt(i), static_cast<float>(i)) << i;
+  EXPECT_EQ((*file)->find("after")->floatAt(0), 3.0f);
+  EXPECT_EQ((*file)->find("before")->floatAt(1), 2.0f);
+  // Dropping pages of part of a mapped tensor keeps its values.
+  big->releasePages(100, 2000);
+  EXPECT_EQ(big->floatAt(1500), 1500.0f);
+
+  std::string badPath = dir.path + "/outside.safetensors";
+  {
+    SafeTensorsWriter writer(badPath);
+    absl::StatusOr<size_t> t = writer.reserve("t", DType::F32, {4});
+    ASSERT_TRUE(t.ok());
+    float x = 1.0f;
+    EXPECT_FALSE(writer.writeAt(*t, 16, &x, sizeof(x)).ok());
+    EXPECT_FALSE(writer.finish().ok());
+  }
+  {
+    SafeTensorsWriter writer(badPath);
+    ASSERT_TRUE(writer.reserve("t", DType::F32, {4}).ok());
+    EXPECT_FALSE(writer.reserve("t", DType::F32, {1}).ok()); // given twice
+    EXPECT_FALSE(writer.finish().ok());
+  }
+  EXPECT_NE(access(badPath.c_str(), F_OK), 0);
 }
 
 TEST(SafeTensorsWriter, AnErrorSticksAndNothingIsWritten) {

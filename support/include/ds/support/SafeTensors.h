@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -45,6 +46,10 @@ struct TensorView {
   /// once keeps the resident set near the tensor in use, not the whole
   /// checkpoint. No effect on tensors not mapped from a file.
   void releasePages() const;
+  /// The same for elements [first, first + count) only (whole pages inside
+  /// them: a neighbour sharing a page may be in use): code that streams
+  /// over a large tensor keeps only the slices in use resident.
+  void releasePages(int64_t first, int64_t count) const;
   /// Element `i` converted to f32 (float dtypes) or to its integer value.
   float floatAt(int64_t i) const;
   int64_t intAt(int64_t i) const;
@@ -144,6 +149,17 @@ public:
 
   /// Appends `t` (checked as writeSafeTensors checks it).
   absl::Status add(const TensorToWrite &t);
+  /// Appends a tensor of `shape` whose bytes (zeros until written) come
+  /// later through writeAt, in parts, in any order: a producer of a tensor
+  /// larger than it should hold writes each part as it makes it. Returns
+  /// the tensor's index for writeAt.
+  absl::StatusOr<size_t> reserve(const std::string &name, DType dtype,
+                                 const std::vector<int64_t> &shape);
+  /// Writes `size` bytes at `offset` into reserved tensor `index`. Safe to
+  /// call from several threads at once for disjoint ranges; a failure
+  /// makes finish() fail.
+  absl::Status writeAt(size_t index, uint64_t offset, const void *data,
+                       uint64_t size);
   /// Tensors added so far.
   size_t size() const { return entries.size(); }
   /// Writes the file (tensors in the order added).
@@ -162,6 +178,11 @@ private:
   std::vector<Entry> entries;
   std::set<std::string> names;
   absl::Status error;
+  /// A writeAt failed (set from any thread).
+  std::atomic<bool> partFailed{false};
+  /// Checks `t`'s name and shape against `bytes`, or returns the error.
+  absl::Status check(const std::string &name, DType dtype,
+                     const std::vector<int64_t> &shape, uint64_t &bytes);
 };
 
 /// Writes `contents` to `path` through a temporary file renamed into place.
