@@ -3,6 +3,8 @@
 //   ds-bench [--model M.dsa] [--jit DIR|M.mlir [--jit-optimize OPTS]]
 //            [--torch bench/moe-torch.sh] [--reps N]
 //            [--only moe|gemm|int8|batch|attention|jit]
+//   ds-bench --only model --model M.dsa [--threads T] [--prompt-len P]
+//            [--gen G [--batch B]]
 //
 // Prints figures, each beside a baseline measured in the same run (medians
 // of --reps timed repetitions, one thread unless stated):
@@ -24,7 +26,10 @@
 //      compiler): the first ds_model_compile into an empty cache, and the
 //      warm start from that cache, as an embedding program sees them;
 //   6. attention against its roofline: decode at context 4096 (DeepSeek-V3
-//      MLA, a GQA layer) and a GQA prefill of 1024 tokens.
+//      MLA, a GQA layer) and a GQA prefill of 1024 tokens;
+//   7. --only model: the whole model as llama-bench times it, a prompt of P
+//      tokens or G decoded tokens of B sequences at once (bench/llama-cpp.sh
+//      and bench/real-width.sh read its "model-rate").
 // Every timed run starts with cold caches (256 MiB read first): weights come
 // from memory, as in decode. Figures are printed, never asserted: machines
 // are noisy.
@@ -748,17 +753,19 @@ void benchBatching(const std::string &path) {
 /// of bench/llama-cpp.sh): one sequence on `threads` threads, either a
 /// prompt of `promptLen` tokens in one step (the last row's logits, as
 /// llama.cpp computes them) or, when gen > 0, `gen` tokens decoded one at a
-/// time from position 0 (llama-bench's tg). One warm-up, then one timed run;
-/// prints "model-rate TOKENS_PER_S" for the script.
+/// time from position 0 (llama-bench's tg), for `batch` sequences at once
+/// (each step decodes one token of each: the rate counts them all). One
+/// warm-up, then one timed run; prints "model-rate TOKENS_PER_S" for the
+/// script.
 int benchModel(const std::string &path, unsigned threads, int64_t promptLen,
-               int64_t gen) {
+               int64_t gen, int64_t batch) {
   auto model = Model::load(path);
   if (!model.ok()) {
     std::fprintf(stderr, "ds-bench: %s\n",
                  std::string(model.status().message()).c_str());
     return 1;
   }
-  auto session = Session::create(*model, 1, threads - 1);
+  auto session = Session::create(*model, gen > 0 ? batch : 1, threads - 1);
   if (!session.ok()) {
     std::fprintf(stderr, "ds-bench: %s\n",
                  std::string(session.status().message()).c_str());
@@ -772,11 +779,17 @@ int benchModel(const std::string &path, unsigned threads, int64_t promptLen,
     positions[i] = i;
   }
   absl::Status failed = absl::OkStatus();
+  std::vector<int64_t> slots(batch);
+  for (int64_t b = 0; b < batch; ++b)
+    slots[b] = b;
   auto run = [&] {
     if (gen > 0) {
-      for (int64_t i = 0; i < gen && failed.ok(); ++i)
-        failed =
-            (*session)->step({tokens[i]}, {positions[i]}, {0}, {0}).status();
+      for (int64_t i = 0; i < gen && failed.ok(); ++i) {
+        std::vector<int64_t> step(batch), at(batch, positions[i]);
+        for (int64_t b = 0; b < batch; ++b)
+          step[b] = (tokens[i] + b * 131) % vocab;
+        failed = (*session)->step(step, at, slots, slots).status();
+      }
     } else {
       failed =
           (*session)
@@ -795,10 +808,15 @@ int benchModel(const std::string &path, unsigned threads, int64_t promptLen,
                  std::string(failed.message()).c_str());
     return 1;
   }
-  std::printf("\n== 7. whole model: %s %lld tokens, %u thread%s: %.1f tok/s\n",
+  const double rate = gen > 0 ? static_cast<double>(n * batch) / s : n / s;
+  std::printf("\n== 7. whole model: %s %lld tokens%s, %u thread%s: %.1f "
+              "tok/s\n",
               gen > 0 ? "decode" : "prefill", static_cast<long long>(n),
-              threads, threads > 1 ? "s" : "", n / s);
-  std::printf("model-rate %.3f\n", n / s);
+              gen > 0 && batch > 1
+                  ? (" x " + std::to_string(batch) + " sequences").c_str()
+                  : "",
+              threads, threads > 1 ? "s" : "", rate);
+  std::printf("model-rate %.3f\n", rate);
   return 0;
 }
 
@@ -1009,7 +1027,7 @@ int main(int argc, char **argv) {
   }
   std::string model, only, jit, jitOptimize = "quantize=int8";
   unsigned threads = 1;
-  int64_t promptLen = 128, gen = 0;
+  int64_t promptLen = 128, gen = 0, batch = 1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--model" && i + 1 < argc)
@@ -1030,12 +1048,15 @@ int main(int argc, char **argv) {
       promptLen = std::max(1, std::atoi(argv[++i]));
     else if (a == "--gen" && i + 1 < argc)
       gen = std::max(0, std::atoi(argv[++i]));
+    else if (a == "--batch" && i + 1 < argc)
+      batch = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr, "usage: ds-bench [--model M.dsa] [--jit DIR|M.mlir "
                            "[--jit-optimize OPTS]] [--torch "
                            "bench/moe-torch.sh] [--reps N] [--only "
                            "moe|gemm|int8|batch|attention|jit|model] "
-                           "[--threads T --prompt-len P --gen G (model)]\n");
+                           "[--threads T --prompt-len P --gen G --batch B "
+                           "(model)]\n");
       return 2;
     }
   }
@@ -1044,7 +1065,7 @@ int main(int argc, char **argv) {
       std::fprintf(stderr, "ds-bench: --only model needs --model M.dsa\n");
       return 2;
     }
-    return benchModel(model, threads, promptLen, gen);
+    return benchModel(model, threads, promptLen, gen, batch);
   }
   const CpuInfo &cpu = cpuInfo();
   std::printf("ds-bench on %s (%s; L1d %lld KiB, L2 %lld KiB, %u cores): %s "

@@ -9,12 +9,15 @@
 #                                      deepseek_v3)
 #
 # Per model: the checkpoint's size; import, and compile with int8, int4 g32
-# and w4a8 g32 (FP8 too for DeepSeek-V3): time and peak RSS (/usr/bin/time);
-# the artifact's size; decode tokens/s at batch 1 on every core
-# (ds-bench --only model, 32 tokens after a 16-token prompt). No interpreter
-# check: the interpreter holds every weight as f32 (12-16 GB here) beside the
-# compiled model, more than a 24 GB machine has; lit checks compiled code
-# against the interpreter on the tiny models of every family.
+# and w4a8 g32 (FP8 too for DeepSeek-V3): time and peak RSS (/usr/bin/time)
+# beside the largest tensor of the checkpoint; the artifact's size; decode
+# tokens/s at batch 1 and 32 on every core (ds-bench --only model, 32 tokens
+# per sequence); then, for int8, the check against the interpreter: the
+# artifact generates 2 tokens after a 4-token prompt and its logits are
+# compared with the interpreter's running the same int8 module (ds-run
+# --check). The interpreter reads each weight from the checkpoint when an op
+# needs it (its f32 weights would not fit beside the compiled model), so the
+# check takes minutes.
 #
 # Environment: DS_BENCH_VENV (default build/bench-venv, shared with the other
 # benchmarks), DS_REAL_WIDTH_DIR (default build/real-width: about 6 GB per
@@ -50,13 +53,42 @@ for arch in "${archs[@]}"; do
   measure import "$build/bin/ds-translate" --import-hf "$m" --max-cache-len 256 -o "$m.mlir"
   schemes=("int8" "int4 group-size=32" "w4a8 group-size=32")
   [[ "$arch" == deepseek_v3 ]] && schemes+=("fp8")
+  "$venv/bin/python" - "$m" <<'PY'
+import json, os, sys
+from safetensors import safe_open
+d = sys.argv[1]
+best = (0, "")
+for f in sorted(os.listdir(d)):
+    if f.endswith(".safetensors"):
+        with safe_open(os.path.join(d, f), "np") as st:
+            for k in st.keys():
+                n = 1
+                for x in st.get_slice(k).get_shape():
+                    n *= x
+                best = max(best, (n, k))
+print(f"  largest tensor: {best[1]}, {best[0] * 2 / 2**20:.0f} MB in bf16, "
+      f"{best[0] * 4 / 2**20:.0f} MB in f32")
+PY
   for q in "${schemes[@]}"; do
     name="${q%% *}"
     measure "compile $name" "$build/bin/ds-compile" "$m" --optimize "quantize=$q" \
       --max-cache-len 256 -o "$m-$name.dsa" || continue
-    rate=$("$build/bin/ds-bench" --model "$m-$name.dsa" --only model --threads "$(nproc)" \
-      --prompt-len 16 --gen 32 | awk '/^model-rate/ { print $2 }')
-    printf "  %-22s %8s artifact, decode %.1f tok/s (batch 1, every core)\n" \
-      "$name:" "$(du -h "$m-$name.dsa" | cut -f1)" "$rate"
+    for b in 1 32; do
+      rate=$("$build/bin/ds-bench" --model "$m-$name.dsa" --only model --threads "$(nproc)" \
+        --gen 32 --batch $b | awk '/^model-rate/ { print $2 }')
+      printf "  %-22s %8s artifact, decode %.1f tok/s (batch %d, every core)\n" \
+        "$name:" "$(du -h "$m-$name.dsa" | cut -f1)" "$rate" "$b"
+    done
   done
+  if [[ -f "$m-int8.dsa" ]]; then
+    "$build/bin/ds-opt" "$m.mlir" --pass-pipeline="builtin.module(ds-optimize{quantize=int8 weights=$m quantized-weights=$m-q8.safetensors})" -o "$m-q8.mlir"
+    start=$(date +%s)
+    if "$build/bin/ds-run" "$m-q8.mlir" --weights "$m" --backend "artifact=$m-int8.dsa" \
+        --generate 2 --prompt 1,2,3,4 --check --stream-weights > "$work/check" 2>&1; then
+      echo "  int8 vs interpreter:   $(grep '^check:' "$work/check") ($(( $(date +%s) - start )) s)"
+    else
+      echo "  int8 vs interpreter: FAILED"; tail -3 "$work/check"
+    fi
+    rm -f "$m-q8.safetensors"
+  fi
 done

@@ -1123,15 +1123,73 @@ FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
     roundToValueType(held, arg);
     values[Value(arg).getAsOpaquePointer()] = std::move(held);
   }
+  if (!interp.hasBoundedMemory()) {
+    for (Operation &op : body) {
+      if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+        SmallVector<Tensor> results;
+        for (Value v : ret.getOperands())
+          results.push_back(get(v));
+        return results;
+      }
+      if (failed(eval(&op)))
+        return failure();
+    }
+    return fn.emitError("function has no return");
+  }
+  // Bounded memory: weights (params and concatenations of weights) wait
+  // for their first user, and every value is dropped after its last.
+  llvm::DenseSet<Operation *> deferred;
+  llvm::DenseMap<Value, Operation *> lastUser;
+  for (Operation &op : body) {
+    bool weight =
+        isa<ParamOp>(op) || (isa<tensor::ConcatOp, ConcatWeightsOp>(op) &&
+                             llvm::all_of(op.getOperands(), [&](Value v) {
+                               Operation *def = v.getDefiningOp();
+                               return def && deferred.contains(def);
+                             }));
+    if (weight)
+      deferred.insert(&op);
+    // Uses inside an op's regions count as the op's.
+    op.walk([&](Operation *inner) {
+      for (Value v : inner->getOperands())
+        lastUser[v] = &op;
+    });
+  }
+  std::function<LogicalResult(Operation *)> evalWithWeights =
+      [&](Operation *op) -> LogicalResult {
+    for (Value v : op->getOperands()) {
+      Operation *def = v.getDefiningOp();
+      if (def && deferred.contains(def) &&
+          !values.count(v.getAsOpaquePointer()) && failed(evalWithWeights(def)))
+        return failure();
+    }
+    return eval(op);
+  };
   for (Operation &op : body) {
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       SmallVector<Tensor> results;
-      for (Value v : ret.getOperands())
+      for (Value v : ret.getOperands()) {
+        Operation *def = v.getDefiningOp();
+        if (def && deferred.contains(def) &&
+            !values.count(v.getAsOpaquePointer()) &&
+            failed(evalWithWeights(def)))
+          return failure();
         results.push_back(get(v));
+      }
       return results;
     }
-    if (failed(eval(&op)))
+    if (deferred.contains(&op))
+      continue;
+    if (failed(evalWithWeights(&op)))
       return failure();
+    op.walk([&](Operation *inner) {
+      for (Value v : inner->getOperands())
+        if (lastUser.lookup(v) == &op)
+          values.erase(v.getAsOpaquePointer());
+    });
+    for (Value r : op.getResults())
+      if (!lastUser.count(r))
+        values.erase(r.getAsOpaquePointer());
   }
   return fn.emitError("function has no return");
 }

@@ -78,9 +78,20 @@ public:
     return gemmInputObserver;
   }
 
+  /// Holds each value only until its last use, and evaluates weights
+  /// (ds.param ops and concatenations of them) just before their first
+  /// use: with a streaming WeightProvider (CheckpointWeights::Caching::
+  /// Stream), memory stays near the weights of one op plus the activations
+  /// whatever the model's size, at the cost of converting every weight
+  /// again at each call. Off by default (every value is kept until the
+  /// function returns, in program order).
+  void setBoundedMemory(bool on) { boundedMemory = on; }
+  bool hasBoundedMemory() const { return boundedMemory; }
+
 private:
   ModuleOp module;
   WeightProvider *weights;
+  bool boundedMemory = false;
   RoutingObserver routingObserver;
   RoutingOverride routingOverride;
   ValueObserver valueObserver;

@@ -55,6 +55,8 @@
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <unistd.h>
+
 using namespace mlir;
 namespace cl = llvm::cl;
 
@@ -67,6 +69,14 @@ cl::opt<std::string> inputFile(cl::Positional, cl::desc("<module.mlir>"),
 cl::opt<std::string> weightsDir("weights",
                                 cl::desc("Checkpoint directory or file"),
                                 cl::cat(category));
+cl::opt<bool> streamWeights(
+    "stream-weights",
+    cl::desc("Interpreter: read each weight from the checkpoint when an op "
+             "needs it instead of keeping every weight converted to f32 "
+             "(slower; for checkpoints whose f32 weights do not fit in "
+             "memory, which turns it on by itself when they exceed half of "
+             "it)"),
+    cl::init(false), cl::cat(category));
 cl::opt<std::string> function("function", cl::desc("Function to run"),
                               cl::init("main"), cl::cat(category));
 cl::list<std::string> inputs(
@@ -276,22 +286,42 @@ int main(int argc, char **argv) {
   }
   std::unique_ptr<ds::Checkpoint> checkpoint, refCheckpoint;
   std::unique_ptr<ds::CheckpointWeights> weights, refWeights;
+  bool stream = streamWeights;
   if (!weightsDir.empty()) {
     FailureOr<std::unique_ptr<ds::Checkpoint>> c =
         ds::openModuleCheckpoint(*module, weightsDir, error);
     if (failed(c))
       return fail(error);
     checkpoint = std::move(*c);
-    weights = std::make_unique<ds::CheckpointWeights>(*checkpoint);
+    // The interpreter keeps each weight it has converted to f32, unless
+    // that would not fit: a real-width checkpoint (Mixtral 8x7B's 47 B
+    // parameters are 188 GB in f32) is then read weight by weight at each
+    // use.
+    uint64_t f32Bytes = 0;
+    for (const auto &file : checkpoint->files())
+      for (const ds::TensorView &t : file->tensors())
+        f32Bytes += static_cast<uint64_t>(t.numElements()) * sizeof(float);
+    const uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                            static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    stream = stream || f32Bytes > memory / 2;
+    if (stream && !streamWeights)
+      llvm::errs() << "ds-run: the weights take " << (f32Bytes >> 20)
+                   << " MB in f32, more than half of memory: each is read "
+                      "from the checkpoint when used (--stream-weights)\n";
+    auto caching = stream ? ds::CheckpointWeights::Caching::Stream
+                          : ds::CheckpointWeights::Caching::Keep;
+    weights = std::make_unique<ds::CheckpointWeights>(*checkpoint, caching);
     if (refModule) {
       c = ds::openModuleCheckpoint(*refModule, weightsDir, error);
       if (failed(c))
         return fail(error);
       refCheckpoint = std::move(*c);
-      refWeights = std::make_unique<ds::CheckpointWeights>(*refCheckpoint);
+      refWeights =
+          std::make_unique<ds::CheckpointWeights>(*refCheckpoint, caching);
     }
   }
   ds::Interpreter interp(*module, weights.get());
+  interp.setBoundedMemory(stream);
   if (backend != "interpreter") {
     std::shared_ptr<const ds::rt::Model> model =
         ds::run::loadCompiled(opts, *module, checkpoint.get());
@@ -317,6 +347,7 @@ int main(int argc, char **argv) {
   report.forceRouting = forceRouting;
   if (refModule) {
     refInterp = std::make_unique<ds::Interpreter>(*refModule, refWeights.get());
+    refInterp->setBoundedMemory(stream);
     interp.setValueObserver(
         [&](Value v, const ds::Tensor &t) { report.mine.observe(v, t); });
     refInterp->setValueObserver(
