@@ -75,6 +75,14 @@ std::vector<uint8_t> floatBytes(ArrayRef<float> v,
   return out;
 }
 
+/// The zero points of unsigned storage as the checkpoint stores them (u8).
+std::vector<uint8_t> zeroBytes(const ds::QuantizedTensor &q) {
+  std::vector<uint8_t> out(q.zeros.size());
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = static_cast<uint8_t>(q.zeros[i]);
+  return out;
+}
+
 /// Quantizes the weight `reader` reads with `scheme` and gives `sink` its
 /// values (storage bytes), scales (`scaleDType`) and zero points (u8, for
 /// unsigned storage), named by `names`. When the scheme's blocks are one
@@ -110,10 +118,7 @@ LogicalResult quantizeInto(const WeightReader &reader,
       return failure();
     if (!unsignedStorage)
       return success();
-    std::vector<uint8_t> zeros(q.zeros.size());
-    for (size_t i = 0; i < zeros.size(); ++i)
-      zeros[i] = static_cast<uint8_t>(q.zeros[i]);
-    return sink.add({names.zeroPoints, ds::DType::U8, scales, zeros});
+    return sink.add({names.zeroPoints, ds::DType::U8, scales, zeroBytes(q)});
   }
   FailureOr<size_t> valuesAt =
       sink.reserve(names.values, ds::storageDType(scheme.storage),
@@ -153,9 +158,7 @@ LogicalResult quantizeInto(const WeightReader &reader,
           return failure();
         if (!unsignedStorage)
           return success();
-        std::vector<uint8_t> zeros(q.zeros.size());
-        for (size_t i = 0; i < zeros.size(); ++i)
-          zeros[i] = static_cast<uint8_t>(q.zeros[i]);
+        std::vector<uint8_t> zeros = zeroBytes(q);
         return sink.write(*zerosAt, scaleAt, zeros.data(), zeros.size());
       });
 }
