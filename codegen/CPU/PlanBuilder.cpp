@@ -244,7 +244,8 @@ public:
     if (auto it = mlaIds.find(kvB.getAsOpaquePointer()); it != mlaIds.end())
       return it->second;
     MLAWeights out;
-    if (succeeded(mlaInt8(kvB, heads, dn, dv, out))) {
+    if (succeeded(mlaInt8(kvB, heads, dn, dv, out)) ||
+        succeeded(mlaF8(kvB, heads, dn, dv, out))) {
       mlaIds[kvB.getAsOpaquePointer()] = out;
       return out;
     }
@@ -643,6 +644,99 @@ private:
                   : halfScales ? rt::WeightLayout::PackedI4H
                                : rt::WeightLayout::PackedI4;
     info.group = group;
+    return success();
+  }
+
+  /// mlaProjections for an FP8 e4m3 kv_b with tile scales ([bN, bK]
+  /// blocks, as DeepSeek's checkpoints and ds-quantize fp8 store it): W_ukᵀ
+  /// and W_uv stay e4m3 with the tiles' scales, exactly. W_uv's rows keep
+  /// their block row's scales in K groups of bK; W_ukᵀ's K (a head's nope
+  /// rows of kv_b) is grouped so that each group lies in one block row: the
+  /// whole head part when it does, else bN rows when heads and their parts
+  /// start on block rows. Otherwise (or when anything is not as expected)
+  /// the f32 path.
+  LogicalResult mlaF8(Value kvB, int64_t heads, int64_t dn, int64_t dv,
+                      MLAWeights &out) {
+    auto param = kvB.getDefiningOp<ParamOp>();
+    if (!param || param.getZeroPoints() || !param.getScales() ||
+        param.getSelect() || param.isStacked())
+      return failure();
+    auto type = dyn_cast<QTensorType>(param.getType());
+    if (!type || type.getRank() != 2)
+      return failure();
+    ds::QScheme scheme = getQScheme(type);
+    if (scheme.storage != ds::QStorage::F8E4M3)
+      return failure();
+    const int64_t stride = dn + dv, rows = heads * stride;
+    const int64_t rank = type.getShape()[1];
+    if (type.getShape()[0] != rows)
+      return failure();
+    std::vector<int64_t> block = ds::resolvedBlock({rows, rank}, scheme.block);
+    const int64_t bN = block[0], bK = block[1];
+    const int64_t scaleCols = (rank + bK - 1) / bK;
+    int64_t ukGroup = dn;
+    for (int64_t h = 0; h < heads; ++h)
+      if ((h * stride) / bN != (h * stride + dn - 1) / bN)
+        ukGroup = 0;
+    if (ukGroup == 0 && stride % bN == 0 && dn % bN == 0)
+      ukGroup = bN;
+    if (ukGroup == 0)
+      return failure();
+    auto [q, s] = quantizedTensors(param, 0);
+    if (!q || !s || q->dtype != ds::DType::F8E4M3 ||
+        q->numElements() != rows * rank ||
+        s->numElements() != ((rows + bN - 1) / bN) * scaleCols)
+      return failure(); // the f32 path reports what is wrong
+    auto value = [&](int64_t row, int64_t col) {
+      return ds::f8e4m3ToFloat(q->data[row * rank + col]);
+    };
+    auto scaleAt = [&](int64_t row, int64_t col) {
+      return s->floatAt((row / bN) * scaleCols + col / bK);
+    };
+    auto add3 = [&](const std::string &suffix, int64_t n, int64_t k,
+                    int64_t group, auto element, auto scaleOf) {
+      const auto format = rt::kernels::WeightFormat::F8;
+      const int64_t groups = (k + group - 1) / group;
+      size_t one = (rt::kernels::packedWeightBytes(format, n, k, group) + 63) &
+                   ~size_t{63};
+      std::string bytes(one * heads, '\0');
+      std::vector<float> w(n * k), scales(n * groups);
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t g = 0; g < groups; ++g)
+            scales[r * groups + g] = scaleOf(h, r, g * group);
+          for (int64_t c = 0; c < k; ++c)
+            w[r * k + c] = element(h, r, c);
+        }
+        rt::kernels::packWeightF8(w.data(), scales.data(), n, k, group,
+                                  bytes.data() + h * one);
+      }
+      rt::WeightInfo info;
+      info.name = name(kvB) + suffix;
+      info.layout = rt::WeightLayout::PackedF8;
+      info.group = group;
+      info.shape = {heads, n, k};
+      return add(info, bytes.data(), bytes.size());
+    };
+    // W_ukᵀ of head h: [rank, dn], element (r, i) = kv_b[h * stride + i, r].
+    out.ukT = add3(
+        ":uk_t", rank, dn, ukGroup,
+        [&](int64_t h, int64_t r, int64_t i) {
+          return value(h * stride + i, r);
+        },
+        [&](int64_t h, int64_t r, int64_t i) {
+          return scaleAt(h * stride + i, r);
+        });
+    // W_uv of head h: [dv, rank], row c = kv_b's row h * stride + dn + c.
+    out.uv = add3(
+        ":uv", dv, rank, bK,
+        [&](int64_t h, int64_t c, int64_t r) {
+          return value(h * stride + dn + c, r);
+        },
+        [&](int64_t h, int64_t c, int64_t r) {
+          return scaleAt(h * stride + dn + c, r);
+        });
+    q->releasePages();
     return success();
   }
 
