@@ -10,7 +10,8 @@
 #
 # Per model: the checkpoint's size; import, and compile with int8, int4 g32
 # and w4a8 g32 (FP8 too for DeepSeek-V3): time and peak RSS (/usr/bin/time)
-# beside the largest tensor of the checkpoint; the artifact's size; decode
+# beside the largest tensor of the checkpoint; the artifact's size and load
+# time (cold: its pages dropped from the page cache first; warm); decode
 # tokens/s at batch 1 and 32 on every core (ds-bench --only model, 32 tokens
 # per sequence); then, for int8, the check against the interpreter: the
 # artifact generates 2 tokens after a 4-token prompt and its logits are
@@ -74,8 +75,10 @@ PY
     measure "compile $name" "$build/bin/ds-compile" "$m" --optimize "quantize=$q" \
       --max-cache-len 256 -o "$m-$name.dsa" || continue
     for b in 1 32; do
-      rate=$("$build/bin/ds-bench" --model "$m-$name.dsa" --only model --threads "$(nproc)" \
-        --gen 32 --batch $b | awk '/^model-rate/ { print $2 }')
+      out=$("$build/bin/ds-bench" --model "$m-$name.dsa" --only model --threads "$(nproc)" \
+        --gen 32 --batch $b)
+      rate=$(awk '/^model-rate/ { print $2 }' <<<"$out")
+      [[ $b == 1 ]] && echo "  $name $(grep '^load' <<<"$out" | sed 's/^load [^:]*: /load: /')"
       printf "  %-22s %8s artifact, decode %.1f tok/s (batch %d, every core)\n" \
         "$name:" "$(du -h "$m-$name.dsa" | cut -f1)" "$rate" "$b"
     done
