@@ -15,6 +15,7 @@
 #include "ds/codegen/Compiler.h"
 #include "ds/dialects/InitAllDialects.h"
 
+#include "ds/tools/OutOfMemory.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "llvm/Support/CommandLine.h"
@@ -31,6 +32,10 @@ namespace cl = llvm::cl;
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  static const ds::tools::OutOfMemoryMessage oom{
+      "ds-compile", "the machine, or a limit on this process (ulimit -d / -v, "
+                    "a cgroup), allows less than this step needs"};
+  ds::tools::exitOnOutOfMemory(oom);
   cl::OptionCategory category("ds-compile options");
   cl::opt<std::string> input(cl::Positional, cl::desc("<model dir or .mlir>"),
                              cl::Required, cl::cat(category));

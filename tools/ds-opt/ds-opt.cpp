@@ -10,6 +10,7 @@
 #include "ds/passes/Passes.h"
 #include "ds/passes/Pipelines/Pipelines.h"
 #include "ds/test/lib/TestPasses.h"
+#include "ds/tools/OutOfMemory.h"
 
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
@@ -17,6 +18,10 @@
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 
 int main(int argc, char **argv) {
+  static const ds::tools::OutOfMemoryMessage oom{
+      "ds-opt", "the machine, or a limit on this process (ulimit -d / -v, a "
+                "cgroup), allows less than this step needs"};
+  ds::tools::exitOnOutOfMemory(oom);
   mlir::DialectRegistry registry;
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);

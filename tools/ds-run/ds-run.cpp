@@ -43,6 +43,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/ThreadScratch.h"
+#include "ds/tools/OutOfMemory.h"
 #include "ds/tools/ds-run/Compiled.h"
 #include "ds/tools/ds-run/Interpreted.h"
 
@@ -248,6 +249,11 @@ std::optional<std::string> readOptions(ds::run::RunOptions &o) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  static const ds::tools::OutOfMemoryMessage oom{
+      "ds-run", "the interpreter keeps every weight in f32 unless run with "
+                "--stream-weights; the machine, or a limit on this process "
+                "(ulimit -d / -v, a cgroup), allows less than this run needs"};
+  ds::tools::exitOnOutOfMemory(oom);
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv, "ds-run: run ds modules (interpreted, compiled, served)\n");

@@ -11,6 +11,7 @@
 #include "ds/frontends/HF/Importer.h"
 #include "ds/support/Progress.h"
 
+#include "ds/tools/OutOfMemory.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Support/FileUtilities.h"
@@ -25,6 +26,10 @@ namespace cl = llvm::cl;
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  static const ds::tools::OutOfMemoryMessage oom{
+      "ds-translate", "the machine, or a limit on this process (ulimit -d / "
+                      "-v, a cgroup), allows less than this step needs"};
+  ds::tools::exitOnOutOfMemory(oom);
   cl::OptionCategory category("ds-translate options");
   cl::opt<std::string> importHF(
       "import-hf", cl::desc("Hugging Face model directory"),
