@@ -16,10 +16,14 @@ namespace rt = ds::rt;
 namespace {
 /// The module codegen lowers: a copy through ds-prepare-codegen (every
 /// elementwise op, fused or not, as a ds.fused_elementwise).
-FailureOr<OwningOpRef<ModuleOp>> prepare(ModuleOp module) {
+FailureOr<OwningOpRef<ModuleOp>> prepare(ModuleOp module, TimingScope *timing) {
   OwningOpRef<ModuleOp> copy(module.clone());
   PassManager pm(module.getContext());
   pm.addPass(createPrepareCodegenPass());
+  TimingScope prepareTimer =
+      timing ? timing->nest("prepare for codegen") : TimingScope();
+  if (timing)
+    pm.enableTiming(prepareTimer);
   if (failed(pm.run(*copy)))
     return failure();
   return copy;
@@ -31,26 +35,38 @@ struct Built {
   PlanBuildResult result;
 };
 
-FailureOr<Built> build(ModuleOp module, const ds::Checkpoint &checkpoint) {
+/// A nested timer of `parent` (or none).
+TimingScope nested(TimingScope *parent, StringRef name) {
+  return parent ? parent->nest(name) : TimingScope();
+}
+
+FailureOr<Built> build(ModuleOp module, const ds::Checkpoint &checkpoint,
+                       TimingScope *timing) {
   Built b;
-  FailureOr<OwningOpRef<ModuleOp>> prepared = prepare(module);
+  FailureOr<OwningOpRef<ModuleOp>> prepared = prepare(module, timing);
   if (failed(prepared))
     return failure();
   b.prepared = std::move(*prepared);
   b.kernels = std::make_unique<KernelModule>(module.getContext());
-  FailureOr<PlanBuildResult> r = buildPlan(*b.prepared, checkpoint, *b.kernels);
-  if (failed(r))
-    return failure();
-  b.result = std::move(*r);
+  {
+    TimingScope t = nested(timing, "plan, kernels and packed weights");
+    FailureOr<PlanBuildResult> r =
+        buildPlan(*b.prepared, checkpoint, *b.kernels);
+    if (failed(r))
+      return failure();
+    b.result = std::move(*r);
+  }
+  TimingScope t = nested(timing, "kernels to LLVM IR");
   if (failed(b.kernels->lowerToLLVM()))
     return module.emitError("lowering the generated kernels failed");
   return b;
 }
 } // namespace
 
-FailureOr<CompiledArtifact>
-ds::compileModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
-  FailureOr<Built> b = build(module, checkpoint);
+FailureOr<CompiledArtifact> ds::compileModule(ModuleOp module,
+                                              const ds::Checkpoint &checkpoint,
+                                              TimingScope *timing) {
+  FailureOr<Built> b = build(module, checkpoint, timing);
   if (failed(b))
     return failure();
   CompiledArtifact a;
@@ -58,6 +74,7 @@ ds::compileModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
   a.weights = std::move(b->result.weights);
   a.target = hostTarget();
   if (!b->kernels->empty()) {
+    TimingScope t = nested(timing, "kernels to a shared object");
     std::string error;
     if (failed(emitSharedObject(b->kernels->module(), a.code, error)))
       return module.emitError(error);
@@ -67,7 +84,7 @@ ds::compileModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
 
 FailureOr<std::shared_ptr<rt::Model>>
 ds::jitModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
-  FailureOr<Built> b = build(module, checkpoint);
+  FailureOr<Built> b = build(module, checkpoint, nullptr);
   if (failed(b))
     return failure();
   std::shared_ptr<ExecutionEngine> engine;
@@ -147,6 +164,7 @@ ds::loadForCompile(MLIRContext &context, const std::string &path,
   auto out = std::make_unique<LoadedModule>();
   std::string weightsPath = weights;
   Location loc = FileLineColLoc::get(&context, path, 0, 0);
+  TimingScope importTimer = nested(options.timing, "import or parse");
   if (llvm::sys::fs::is_directory(path)) {
     hf::ImportOptions importOptions;
     importOptions.maxCacheLen = options.maxCacheLen;
@@ -160,6 +178,7 @@ ds::loadForCompile(MLIRContext &context, const std::string &path,
     if (!out->module)
       return failure();
   }
+  importTimer.stop();
   if (!options.noOptimize) {
     std::string text = options.optimize;
     // Passes that write weights (quantization, 2:4 sparsity) get temporary
@@ -190,6 +209,9 @@ ds::loadForCompile(MLIRContext &context, const std::string &path,
     if (!parsed)
       return emitError(loc, "bad ds-optimize options: ") << options.optimize;
     PassManager pm(&context);
+    TimingScope optimizeTimer = nested(options.timing, "ds-optimize");
+    if (options.timing)
+      pm.enableTiming(optimizeTimer);
     if (failed(buildOptimizePipeline(pm, *parsed, [&](const Twine &msg) {
           return emitError(loc, msg);
         })))

@@ -20,6 +20,7 @@
 #include "ds/support/SafeTensors.h"
 
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/Timing.h"
 
 #include <memory>
 #include <string>
@@ -38,8 +39,12 @@ struct CompiledArtifact {
 };
 
 /// Plan + weights + shared object. Errors are emitted as diagnostics.
+/// With `timing`, each phase (preparation, plan and weights, lowering the
+/// kernels to LLVM, the shared object) is timed as a nested scope
+/// (--mlir-timing in ds-compile).
 FailureOr<CompiledArtifact> compileModule(ModuleOp module,
-                                          const ds::Checkpoint &checkpoint);
+                                          const ds::Checkpoint &checkpoint,
+                                          mlir::TimingScope *timing = nullptr);
 
 /// Plan + weights, kernels JIT-compiled in process (no file, no linker).
 FailureOr<std::shared_ptr<ds::rt::Model>>
@@ -55,6 +60,9 @@ struct CompileOptions {
   int64_t maxCacheLen = 0;
   /// Cache directory ("" = $DS_CACHE_DIR or ~/.cache/ds; "off" disables).
   std::string cacheDir;
+  /// loadForCompile times the import or parse and each ds-optimize pass
+  /// under this scope, when given.
+  mlir::TimingScope *timing = nullptr;
 };
 
 /// A module ready for codegen and its weights.

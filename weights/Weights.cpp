@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 
 using namespace mlir;
 using namespace ds;
@@ -23,6 +24,29 @@ int64_t product(ArrayRef<int64_t> shape, size_t from, size_t to) {
   for (size_t i = from; i < to; ++i)
     n *= shape[i];
   return n;
+}
+/// Elements [first, first + count) of a float tensor as f32: f32 and bf16
+/// (the dtypes of real checkpoints) in loops the compiler vectorizes, the
+/// rest element by element. A real-width checkpoint has billions of them.
+void convertToFloats(const ds::TensorView &view, int64_t first, int64_t count,
+                     float *out) {
+  const uint8_t *p = view.data + first * ds::dtypeSize(view.dtype);
+  switch (view.dtype) {
+  case DType::F32:
+    std::memcpy(out, p, count * sizeof(float));
+    return;
+  case DType::BF16:
+    for (int64_t i = 0; i < count; ++i) {
+      uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
+      const uint32_t bits = static_cast<uint32_t>(h) << 16;
+      std::memcpy(&out[i], &bits, 4);
+    }
+    return;
+  default:
+    for (int64_t i = 0; i < count; ++i)
+      out[i] = view.floatAt(first + i);
+  }
 }
 } // namespace
 
@@ -238,8 +262,7 @@ LogicalResult CheckpointWeights::readElements(ParamOp op, int64_t begin,
       return failure();
     const auto [view, at] = *src;
     float *out = dst + (x - begin);
-    for (int64_t i = 0; i < run; ++i)
-      out[i] = view->floatAt(at + within + i);
+    convertToFloats(*view, at + within, run, out);
     // The param's precision (a bf16 param over f32 checkpoint values).
     if (dtype != DType::F32)
       for (int64_t i = 0; i < run; ++i)

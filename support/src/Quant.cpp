@@ -90,21 +90,38 @@ int64_t product(const std::vector<int64_t> &v) {
   return n;
 }
 
-/// Calls f(element, block) for every element in row-major order.
+/// Calls f(element, block) for every element in row-major order. The block
+/// index of a row's prefix is computed once per row and steps once per
+/// block along it (real-width weights have billions of elements: a division
+/// per element and axis was most of ds-quantize's time).
 template <typename F>
 void forEachBlockIndex(const std::vector<int64_t> &shape,
                        const std::vector<int64_t> &block, F f) {
   std::vector<int64_t> b = resolvedBlock(shape, block);
   std::vector<int64_t> sshape = scaleShape(shape, block);
-  size_t rank = shape.size();
-  int64_t n = product(shape);
-  std::vector<int64_t> idx(rank, 0);
-  for (int64_t i = 0; i < n; ++i) {
+  const size_t rank = shape.size();
+  if (rank == 0) {
+    f(0, 0);
+    return;
+  }
+  const int64_t last = shape[rank - 1];
+  if (last <= 0 || product(shape) == 0)
+    return;
+  const int64_t blockLast = std::max<int64_t>(b[rank - 1], 1);
+  const int64_t rows = product(shape) / last;
+  std::vector<int64_t> idx(rank - 1, 0);
+  for (int64_t r = 0; r < rows; ++r) {
     int64_t s = 0;
-    for (size_t d = 0; d < rank; ++d)
+    for (size_t d = 0; d + 1 < rank; ++d)
       s = s * sshape[d] + idx[d] / b[d];
-    f(i, s);
-    for (size_t d = rank; d-- > 0;) {
+    s *= sshape[rank - 1];
+    const int64_t base = r * last;
+    for (int64_t c = 0; c < last; c += blockLast, ++s) {
+      const int64_t end = std::min(last, c + blockLast);
+      for (int64_t j = c; j < end; ++j)
+        f(base + j, s);
+    }
+    for (size_t d = rank - 1; d-- > 0;) {
       if (++idx[d] < shape[d])
         break;
       idx[d] = 0;

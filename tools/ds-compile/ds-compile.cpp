@@ -18,6 +18,7 @@
 #include "ds/tools/OutOfMemory.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Support/Timing.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
@@ -62,9 +63,15 @@ int main(int argc, char **argv) {
       "progress",
       cl::desc("Report progress even when stderr is not a terminal"),
       cl::init(false), cl::cat(category));
+  // --mlir-timing (and --mlir-timing-display=list|tree): where the time
+  // goes, import, each ds-optimize pass and each codegen phase.
+  registerDefaultTimingManagerCLOptions();
   cl::HideUnrelatedOptions(category);
-  cl::ParseCommandLineOptions(argc, argv,
-                              "ds-compile: models to runtime artifacts\n");
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "ds-compile: models to runtime artifacts\n\n"
+      "  --mlir-timing shows where the time goes (import, each ds-optimize "
+      "pass, each codegen phase)\n");
   // The passes and codegen report through ds::Progress, which reads this.
   if (progress)
     setenv("DS_PROGRESS", "1", /*overwrite=*/1);
@@ -76,19 +83,26 @@ int main(int argc, char **argv) {
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler handler(sourceMgr, &context);
   auto start = std::chrono::steady_clock::now();
+  DefaultTimingManager timingManager;
+  applyDefaultTimingManagerCLOptions(timingManager);
+  TimingScope timing = timingManager.getRootScope();
   ds::CompileOptions options;
+  options.timing = &timing;
   options.optimize = optimize;
   options.noOptimize = noOptimize;
   options.maxCacheLen = maxCacheLen;
   auto loaded = ds::loadForCompile(context, input, weights, options);
   if (failed(loaded))
     return 1;
-  auto artifact = ds::compileModule(*(*loaded)->module, *(*loaded)->checkpoint);
+  auto artifact =
+      ds::compileModule(*(*loaded)->module, *(*loaded)->checkpoint, &timing);
   if (failed(artifact))
     return 1;
+  TimingScope writeTimer = timing.nest("write the artifact");
   absl::Status written = ds::rt::writeArtifact(
       output, artifact->plan, artifact->target, artifact->code,
       ds::rt::WeightsFile{artifact->weights.fd(), artifact->weights.size()});
+  writeTimer.stop();
   if (!written.ok()) {
     llvm::WithColor::error(llvm::errs(), "ds-compile")
         << std::string(written.message()) << "\n";
