@@ -28,8 +28,9 @@
 //   6. attention against its roofline: decode at context 4096 (DeepSeek-V3
 //      MLA, a GQA layer) and a GQA prefill of 1024 tokens;
 //   7. --only model: the whole model as llama-bench times it, a prompt of P
-//      tokens or G decoded tokens of B sequences at once (bench/llama-cpp.sh
-//      and bench/real-width.sh read its "model-rate").
+//      tokens or G decoded tokens of B sequences at once, decode against the
+//      weight-streaming roofline, and the artifact's load time
+//      (bench/llama-cpp.sh and bench/real-width.sh read its "model-rate").
 // Every timed run starts with cold caches (256 MiB read first): weights come
 // from memory, as in decode. Figures are printed, never asserted: machines
 // are noisy.
@@ -750,6 +751,51 @@ void benchBatching(const std::string &path) {
               st.p90Ms, st.p99Ms, st.maxMs);
 }
 
+/// Decode against the weight-streaming roofline: the weight bytes one step
+/// of `batch` sequences reads (an expert stack as the expected share of its
+/// experts that top-k routing touches, uniform over the experts: 1 - (1 -
+/// k/E)^batch; an embedding table as `batch` rows; the rest whole), read
+/// at the stream bandwidth measured here.
+void printDecodeRoofline(const Model &model, int64_t batch, double rate) {
+  const ds::rt::ModelPlan &plan = model.plan();
+  const ds::rt::FunctionPlan *decode = nullptr;
+  for (const auto &f : plan.functions)
+    if (f.name == "decode")
+      decode = &f;
+  if (!decode)
+    return;
+  double bytes = 0, share = 1;
+  std::vector<bool> counted(plan.weights.size(), false);
+  for (const ds::rt::Step &step : decode->steps) {
+    if (step.op() == ds::rt::OpCode::Router) {
+      const auto &r = step.as<ds::rt::steps::Router>();
+      if (r.numExperts > 0)
+        share = 1.0 - std::pow(1.0 - static_cast<double>(r.topK) /
+                                         static_cast<double>(r.numExperts),
+                               static_cast<double>(batch));
+    }
+    for (int32_t id : step.weights) {
+      if (id < 0 || static_cast<size_t>(id) >= counted.size() || counted[id])
+        continue;
+      counted[id] = true;
+      const ds::rt::WeightInfo &w = plan.weights[id];
+      double b = static_cast<double>(w.bytes);
+      if (step.op() == ds::rt::OpCode::MoE)
+        b *= share;
+      else if (step.op() == ds::rt::OpCode::Embedding && !w.shape.empty())
+        b *= std::min(1.0, static_cast<double>(batch) /
+                               static_cast<double>(w.shape[0]));
+      bytes += b;
+    }
+  }
+  const double bw = streamBandwidth();
+  const double roofline = static_cast<double>(batch) * bw / bytes;
+  std::printf("decode roofline: %.2f GB of weights per step at %.1f GB/s "
+              "(stream read measured here): %.1f tok/s; measured %.1f tok/s "
+              "= %.0f%%\n",
+              bytes / 1e9, bw / 1e9, roofline, rate, 100.0 * rate / roofline);
+}
+
 /// The whole model as llama-bench times it (section 7, the peer comparison
 /// of bench/llama-cpp.sh): one sequence on `threads` threads, either a
 /// prompt of `promptLen` tokens in one step (the last row's logits, as
@@ -831,6 +877,8 @@ int benchModel(const std::string &path, unsigned threads, int64_t promptLen,
     return 1;
   }
   const double rate = gen > 0 ? static_cast<double>(n * batch) / s : n / s;
+  if (gen > 0)
+    printDecodeRoofline(**model, batch, rate);
   std::printf("\n== 7. whole model: %s %lld tokens%s, %u thread%s: %.1f "
               "tok/s\n",
               gen > 0 ? "decode" : "prefill", static_cast<long long>(n),

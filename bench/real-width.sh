@@ -12,13 +12,14 @@
 # and w4a8 g32 (FP8 too for DeepSeek-V3): time and peak RSS (/usr/bin/time)
 # beside the largest tensor of the checkpoint; the artifact's size and load
 # time (cold: its pages dropped from the page cache first; warm); decode
-# tokens/s at batch 1 and 32 on every core (ds-bench --only model, 32 tokens
-# per sequence); then, for int8, the check against the interpreter: the
-# artifact generates 2 tokens after a 4-token prompt and its logits are
-# compared with the interpreter's running the same int8 module (ds-run
-# --check). The interpreter reads each weight from the checkpoint when an op
-# needs it (its f32 weights would not fit beside the compiled model), so the
-# check takes minutes.
+# tokens/s at batch 1 and 32 on every core (ds-bench --only model, 32
+# tokens per sequence) against the weight-streaming roofline (the weight
+# bytes a step reads, at the stream rate measured there); then, for int8,
+# the check against the interpreter: the artifact generates 2 tokens after
+# a 4-token prompt and its logits are compared with the interpreter's
+# running the same int8 module (ds-run --check). The interpreter reads each
+# weight from the checkpoint when an op needs it (its f32 weights would not
+# fit beside the compiled model), so the check takes minutes.
 #
 # Environment: DS_BENCH_VENV (default build/bench-venv, shared with the other
 # benchmarks), DS_REAL_WIDTH_DIR (default build/real-width: about 6 GB per
@@ -81,6 +82,7 @@ PY
       [[ $b == 1 ]] && echo "  $name $(grep '^load' <<<"$out" | sed 's/^load [^:]*: /load: /')"
       printf "  %-22s %8s artifact, decode %.1f tok/s (batch %d, every core)\n" \
         "$name:" "$(du -h "$m-$name.dsa" | cut -f1)" "$rate" "$b"
+      grep '^decode roofline' <<<"$out" | sed 's/^/    /'
     done
   done
   if [[ -f "$m-int8.dsa" ]]; then
