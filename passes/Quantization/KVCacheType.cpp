@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/passes/Passes.h"
+#include "ds/support/KVScale.h"
 
 #include "ds/dialects/DS/IR/DSOps.h"
 
@@ -195,9 +196,7 @@ struct KVCacheTypePass : public ds::impl::KVCacheTypePassBase<KVCacheTypePass> {
       return signalPassFailure();
     }
     const bool e4m3 = isa<Float8E4M3FNType>(elt);
-    int exponent = 0;
-    if (!std::isfinite(scale) || scale <= 0 ||
-        std::frexp(scale, &exponent) != 0.5) {
+    if (!ds::isPowerOfTwoScale(scale)) {
       emitError(loc) << "ds-kv-cache-type: scale must be a positive power of "
                         "two, got "
                      << scale;

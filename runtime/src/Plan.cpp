@@ -9,6 +9,7 @@
 #include "ds/rt/Plan.h"
 
 #include "ds/support/FileSpool.h"
+#include "ds/support/KVScale.h"
 
 #include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
@@ -91,9 +92,7 @@ const char *elemTypeName(ElemType t) {
 bool validCacheScale(ElemType t, double scale) {
   if (t != ElemType::F8E4M3)
     return scale == 1.0;
-  int exponent = 0;
-  return std::isfinite(scale) && scale > 0 &&
-         std::frexp(scale, &exponent) == 0.5;
+  return ds::isPowerOfTwoScale(scale);
 }
 
 uint64_t fnv1a(const void *data, size_t size, uint64_t seed) {

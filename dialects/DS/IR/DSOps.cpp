@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/support/KVScale.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -712,8 +713,7 @@ static LogicalResult verifyCacheScale(Operation *op, Value cache,
     return op->emitOpError("an f8E4M3FN cache needs its ")
            << name << " (the power of two its elements are multiplied by)";
   double s = scale->convertToDouble();
-  int exponent = 0;
-  if (!std::isfinite(s) || s <= 0 || std::frexp(s, &exponent) != 0.5)
+  if (!ds::isPowerOfTwoScale(s))
     return op->emitOpError(name)
            << " must be a positive power of two, got " << s;
   if (auto update = cache.getDefiningOp<CacheUpdateOp>())
