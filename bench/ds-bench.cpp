@@ -808,26 +808,26 @@ int benchModel(const std::string &path, unsigned threads, int64_t promptLen,
                int64_t gen, int64_t batch) {
   // Load time: cold (the artifact's pages dropped from the page cache
   // first, as after a reboot: it is then read from disk as the weights are
-  // mapped and touched) and warm (loaded again).
-  auto timeLoad = [&](bool cold) {
-    if (cold) {
-      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd >= 0) {
-        ::fdatasync(fd);
-        ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-        ::close(fd);
-      }
-    }
-    auto start = std::chrono::steady_clock::now();
-    auto m = Model::load(path);
+  // mapped and touched) and warm (loaded again: the model the run uses).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fdatasync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+  auto seconds = [](auto start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                          start)
         .count();
   };
-  const double cold = timeLoad(true), warm = timeLoad(false);
+  auto start = std::chrono::steady_clock::now();
+  (void)Model::load(path);
+  const double cold = seconds(start);
+  start = std::chrono::steady_clock::now();
+  auto model = Model::load(path);
+  const double warm = seconds(start);
   std::printf("load %s: cold %.3f s (page cache dropped), warm %.3f s\n",
               path.c_str(), cold, warm);
-  auto model = Model::load(path);
   if (!model.ok()) {
     std::fprintf(stderr, "ds-bench: %s\n",
                  std::string(model.status().message()).c_str());
@@ -866,11 +866,9 @@ int benchModel(const std::string &path, unsigned threads, int64_t promptLen,
     }
   };
   run();
-  auto start = std::chrono::steady_clock::now();
+  start = std::chrono::steady_clock::now();
   run();
-  double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
+  const double s = seconds(start);
   if (!failed.ok()) {
     std::fprintf(stderr, "ds-bench: %s\n",
                  std::string(failed.message()).c_str());

@@ -45,13 +45,9 @@ for tool in ds-bench ds-compile; do
   [[ -x "$build/bin/$tool" ]] || { echo "llama-cpp.sh: build $tool first (scripts/demo.sh builds it)" >&2; exit 1; }
 done
 
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-fi
-if ! "$venv/bin/python" -c "import torch, transformers, sentencepiece, safetensors, yaml, tqdm, requests" 2>/dev/null; then
-  "$venv/bin/pip" install -q torch numpy transformers sentencepiece safetensors pyyaml tqdm requests
-fi
+source "$root/bench/venv.sh"
+bench_venv "$venv" "import torch, transformers, sentencepiece, safetensors, yaml, tqdm, requests" \
+  torch numpy transformers sentencepiece safetensors pyyaml tqdm requests
 py="$venv/bin/python"
 
 src="$work/llama_cpp_python-$version/vendor/llama.cpp"

@@ -10,10 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${DS_BENCH_VENV:-$root/build/bench-venv}"
 script="${DS_MOE_TORCH:-$root/../shared/baselines/moe_torch.py}"
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q torch numpy
-fi
+source "$root/bench/venv.sh"
+bench_venv "$venv" "import torch, numpy" torch numpy
 [[ -f "$script" ]] || { echo "moe-torch.sh: $script not found" >&2; exit 1; }
 exec "$venv/bin/python" "$script" "$@"

@@ -34,13 +34,9 @@ archs=("$@")
 for tool in ds-translate ds-compile ds-run ds-bench; do
   [[ -x "$build/bin/$tool" ]] || { echo "real-width.sh: build $tool first (scripts/demo.sh builds it)" >&2; exit 1; }
 done
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-fi
-if ! "$venv/bin/python" -c "import torch, transformers, safetensors" 2>/dev/null; then
-  "$venv/bin/pip" install -q torch numpy transformers safetensors
-fi
+source "$root/bench/venv.sh"
+bench_venv "$venv" "import torch, transformers, safetensors" \
+  torch numpy transformers safetensors
 mkdir -p "$work"
 measure() { # label command...: prints "label: S s, peak RSS M MB"
   /usr/bin/time -o "$work/time" -f "%e %M" "${@:2}" >/dev/null 2>"$work/err" ||

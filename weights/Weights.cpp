@@ -436,18 +436,25 @@ ds::openModuleCheckpoint(ModuleOp module, const std::string &path,
 // WeightReader
 //===----------------------------------------------------------------------===//
 
+bool WeightReader::canRead(const WeightSources &sources) {
+  return !sources.params.empty() &&
+         llvm::all_of(sources.params, [&](ParamOp p) {
+           auto t = dyn_cast<RankedTensorType>(p.getType());
+           return t && t.hasStaticShape() &&
+                  isa<FloatType>(t.getElementType()) &&
+                  (sources.params.size() == 1 || sources.axis < t.getRank());
+         });
+}
+
 WeightReader::WeightReader(const WeightSources &sources,
                            CheckpointWeights &loader)
     : sources(sources), loader(loader) {
+  if (!canRead(sources)) {
+    rows_ = -1; // read() reports it
+    return;
+  }
   for (ParamOp p : sources.params) {
-    RankedTensorType t = getLogicalTensorType(p.getType());
-    if (!t || !t.hasStaticShape() ||
-        (sources.params.size() > 1 && sources.axis >= t.getRank())) {
-      shape_.clear();
-      extents.clear();
-      rows_ = -1; // read() reports it
-      return;
-    }
+    auto t = cast<RankedTensorType>(p.getType());
     if (shape_.empty())
       shape_.assign(t.getShape().begin(), t.getShape().end());
     else
@@ -469,8 +476,8 @@ LogicalResult WeightReader::read(int64_t first, int64_t count,
                                  float *dst) const {
   ParamOp front = sources.params.front();
   if (rows_ < 0)
-    return front.emitError("a weight to rewrite must be a static float "
-                           "tensor, or a concatenation of them");
+    return front.emitError("a weight read row by row must be float params "
+                           "of static shape, or a concatenation of them");
   if (first < 0 || count < 0 || first + count > rows_)
     return front.emitError()
            << "rows [" << first << ", " << first + count
@@ -518,12 +525,8 @@ LogicalResult WeightReader::read(int64_t first, int64_t count,
 }
 
 FailureOr<Tensor> WeightReader::readAll() const {
-  if (rows_ < 0) {
-    (void)read(0, 0, nullptr); // says why
-    return failure();
-  }
   Tensor t = Tensor::floats(shape_);
-  if (failed(read(0, rows_, t.f.data())))
+  if (failed(read(0, std::max<int64_t>(rows_, 0), t.f.data())))
     return failure();
   return t;
 }

@@ -133,6 +133,9 @@ public:
   /// `sources` (a ds.param or a concatenation of them, all float tensors
   /// of static shape) read from `loader`; both must outlive the reader.
   WeightReader(const WeightSources &sources, CheckpointWeights &loader);
+  /// Whether a reader can read `sources` (float params of static shape,
+  /// not quantized or 2:4 ones); read() fails with a message otherwise.
+  static bool canRead(const WeightSources &sources);
 
 private:
   /// Rows of part `p`, a range that does not cross its end.

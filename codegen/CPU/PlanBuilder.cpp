@@ -65,10 +65,7 @@ public:
     std::string source = weightKey(v);
     if (shaped && shaped.hasStaticShape() &&
         shaped.getNumElements() > kStreamElements && sources &&
-        !source.empty() && llvm::all_of(sources->params, [](ParamOp p) {
-          auto t = dyn_cast<RankedTensorType>(p.getType());
-          return t && t.hasStaticShape() && isa<FloatType>(t.getElementType());
-        })) {
+        !source.empty() && WeightReader::canRead(*sources)) {
       source += "#raw";
       if (auto it = bySource.find(source); it != bySource.end())
         return ids[key] = it->second;
@@ -193,12 +190,7 @@ public:
       // Float params (and concats of them) are read an expert at a time;
       // anything else (dequantized, decompressed) is evaluated whole.
       std::optional<WeightSources> sources = getWeightSources(v);
-      const bool floats =
-          sources && llvm::all_of(sources->params, [](ParamOp p) {
-            auto t = dyn_cast<RankedTensorType>(p.getType());
-            return t && t.hasStaticShape() &&
-                   isa<FloatType>(t.getElementType());
-          });
+      const bool floats = sources && WeightReader::canRead(*sources);
       std::optional<WeightReader> reader;
       FailureOr<Tensor> whole = Tensor();
       if (floats)
@@ -241,12 +233,18 @@ public:
   };
   FailureOr<MLAWeights> mlaProjections(Value kvB, int64_t heads, int64_t dn,
                                        int64_t dv) {
-    if (auto it = mlaIds.find(kvB.getAsOpaquePointer()); it != mlaIds.end())
+    // Once per set of params (@prefill and @decode have their own), as
+    // packed() does; by value when kv_b is not made of params.
+    std::string key = weightKey(kvB);
+    if (key.empty())
+      key =
+          std::to_string(reinterpret_cast<uintptr_t>(kvB.getAsOpaquePointer()));
+    if (auto it = mlaIds.find(key); it != mlaIds.end())
       return it->second;
     MLAWeights out;
     if (succeeded(mlaInt8(kvB, heads, dn, dv, out)) ||
         succeeded(mlaF8(kvB, heads, dn, dv, out))) {
-      mlaIds[kvB.getAsOpaquePointer()] = out;
+      mlaIds[key] = out;
       return out;
     }
     FailureOr<Tensor> t = evaluate(kvB);
@@ -256,22 +254,16 @@ public:
     if (t->shape[0] != heads * (dn + dv))
       return kvB.getDefiningOp()->emitError("kv_b has ")
              << t->shape[0] << " rows, MLA needs " << heads * (dn + dv);
-    auto add3 = [&](const std::string &suffix, int64_t n, int64_t k,
-                    auto element) {
-      size_t one = perExpert(rt::kernels::WeightFormat::F32, n, k);
-      std::string bytes(one * heads, '\0');
+    auto add3 = [&](StringRef suffix, int64_t n, int64_t k, auto element) {
       std::vector<float> w(n * k);
-      for (int64_t h = 0; h < heads; ++h) {
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t c = 0; c < k; ++c)
-            w[r * k + c] = element(h, r, c);
-        rt::kernels::packWeightF32(w.data(), n, k, bytes.data() + h * one);
-      }
-      rt::WeightInfo info;
-      info.name = name(kvB) + suffix;
-      info.layout = rt::WeightLayout::PackedF32;
-      info.shape = {heads, n, k};
-      return add(info, bytes.data(), bytes.size());
+      return addPerHead(kvB, suffix, rt::WeightLayout::PackedF32,
+                        perExpert(rt::kernels::WeightFormat::F32, n, k), heads,
+                        n, k, 0, [&](int64_t h, char *dst) {
+                          for (int64_t r = 0; r < n; ++r)
+                            for (int64_t c = 0; c < k; ++c)
+                              w[r * k + c] = element(h, r, c);
+                          rt::kernels::packWeightF32(w.data(), n, k, dst);
+                        });
     };
     const float *kv = t->f.data();
     out.ukT = add3(":uk_t", rank, dn, [&](int64_t h, int64_t r, int64_t i) {
@@ -280,7 +272,7 @@ public:
     out.uv = add3(":uv", dv, rank, [&](int64_t h, int64_t c, int64_t r) {
       return kv[(h * (dn + dv) + dn + c) * rank + r];
     });
-    mlaIds[kvB.getAsOpaquePointer()] = out;
+    mlaIds[key] = out;
     return out;
   }
 
@@ -647,6 +639,36 @@ private:
     return success();
   }
 
+  /// kv_b as the narrow absorbed projections read it: one 2-D quantized
+  /// param with scales and no zero points; else a null type.
+  static std::pair<ParamOp, QTensorType> quantizedKvB(Value kvB) {
+    auto param = kvB.getDefiningOp<ParamOp>();
+    if (!param || param.getZeroPoints() || !param.getScales() ||
+        param.getSelect() || param.isStacked())
+      return {};
+    auto type = dyn_cast<QTensorType>(param.getType());
+    if (!type || type.getRank() != 2)
+      return {};
+    return {param, type};
+  }
+
+  /// An absorbed MLA projection of kv_b, [heads, n, k] in `layout`, each
+  /// head `one` bytes packed by `packHead(h, dst)`.
+  int32_t addPerHead(Value kvB, StringRef suffix, rt::WeightLayout layout,
+                     size_t one, int64_t heads, int64_t n, int64_t k,
+                     int64_t group,
+                     llvm::function_ref<void(int64_t, char *)> packHead) {
+    std::string bytes(one * heads, '\0');
+    for (int64_t h = 0; h < heads; ++h)
+      packHead(h, bytes.data() + h * one);
+    rt::WeightInfo info;
+    info.name = name(kvB) + suffix.str();
+    info.layout = layout;
+    info.group = group;
+    info.shape = {heads, n, k};
+    return add(info, bytes.data(), bytes.size());
+  }
+
   /// mlaProjections for an FP8 e4m3 kv_b with tile scales ([bN, bK]
   /// blocks, as DeepSeek's checkpoints and ds-quantize fp8 store it): W_ukᵀ
   /// and W_uv stay e4m3 with the tiles' scales, exactly. W_uv's rows keep
@@ -657,12 +679,8 @@ private:
   /// the f32 path.
   LogicalResult mlaF8(Value kvB, int64_t heads, int64_t dn, int64_t dv,
                       MLAWeights &out) {
-    auto param = kvB.getDefiningOp<ParamOp>();
-    if (!param || param.getZeroPoints() || !param.getScales() ||
-        param.getSelect() || param.isStacked())
-      return failure();
-    auto type = dyn_cast<QTensorType>(param.getType());
-    if (!type || type.getRank() != 2)
+    auto [param, type] = quantizedKvB(kvB);
+    if (!type)
       return failure();
     ds::QScheme scheme = getQScheme(type);
     if (scheme.storage != ds::QStorage::F8E4M3)
@@ -693,30 +711,25 @@ private:
     auto scaleAt = [&](int64_t row, int64_t col) {
       return s->floatAt((row / bN) * scaleCols + col / bK);
     };
-    auto add3 = [&](const std::string &suffix, int64_t n, int64_t k,
-                    int64_t group, auto element, auto scaleOf) {
-      const auto format = rt::kernels::WeightFormat::F8;
+    auto add3 = [&](StringRef suffix, int64_t n, int64_t k, int64_t group,
+                    auto element, auto scaleOf) {
       const int64_t groups = (k + group - 1) / group;
-      size_t one = (rt::kernels::packedWeightBytes(format, n, k, group) + 63) &
-                   ~size_t{63};
-      std::string bytes(one * heads, '\0');
       std::vector<float> w(n * k), scales(n * groups);
-      for (int64_t h = 0; h < heads; ++h) {
-        for (int64_t r = 0; r < n; ++r) {
-          for (int64_t g = 0; g < groups; ++g)
-            scales[r * groups + g] = scaleOf(h, r, g * group);
-          for (int64_t c = 0; c < k; ++c)
-            w[r * k + c] = element(h, r, c);
-        }
-        rt::kernels::packWeightF8(w.data(), scales.data(), n, k, group,
-                                  bytes.data() + h * one);
-      }
-      rt::WeightInfo info;
-      info.name = name(kvB) + suffix;
-      info.layout = rt::WeightLayout::PackedF8;
-      info.group = group;
-      info.shape = {heads, n, k};
-      return add(info, bytes.data(), bytes.size());
+      return addPerHead(kvB, suffix, rt::WeightLayout::PackedF8,
+                        (rt::kernels::packedWeightBytes(
+                             rt::kernels::WeightFormat::F8, n, k, group) +
+                         63) &
+                            ~size_t{63},
+                        heads, n, k, group, [&](int64_t h, char *dst) {
+                          for (int64_t r = 0; r < n; ++r) {
+                            for (int64_t g = 0; g < groups; ++g)
+                              scales[r * groups + g] = scaleOf(h, r, g * group);
+                            for (int64_t c = 0; c < k; ++c)
+                              w[r * k + c] = element(h, r, c);
+                          }
+                          rt::kernels::packWeightF8(w.data(), scales.data(), n,
+                                                    k, group, dst);
+                        });
     };
     // W_ukᵀ of head h: [rank, dn], element (r, i) = kv_b[h * stride + i, r].
     out.ukT = add3(
@@ -743,12 +756,8 @@ private:
   /// mlaProjections for an int8 kv_b with one scale per row.
   LogicalResult mlaInt8(Value kvB, int64_t heads, int64_t dn, int64_t dv,
                         MLAWeights &out) {
-    auto param = kvB.getDefiningOp<ParamOp>();
-    if (!param || param.getZeroPoints() || !param.getScales() ||
-        param.getSelect() || param.isStacked())
-      return failure();
-    auto type = dyn_cast<QTensorType>(param.getType());
-    if (!type || type.getRank() != 2)
+    auto [param, type] = quantizedKvB(kvB);
+    if (!type)
       return failure();
     ds::QScheme scheme = getQScheme(type);
     if (scheme.storage != ds::QStorage::I8 ||
@@ -762,27 +771,21 @@ private:
       return failure(); // the f32 path reports what is wrong
     const ds::TensorView *rowScales = s;
     const auto *values = reinterpret_cast<const int8_t *>(q->data);
-    auto add3 = [&](const std::string &suffix, int64_t n, int64_t k,
-                    auto element, auto scaleOf) {
-      auto format = rt::kernels::WeightFormat::I8;
-      size_t one = perExpert(format, n, k);
-      std::string bytes(one * heads, '\0');
+    auto add3 = [&](StringRef suffix, int64_t n, int64_t k, auto element,
+                    auto scaleOf) {
       std::vector<int8_t> w(n * k);
       std::vector<float> scales(n);
-      for (int64_t h = 0; h < heads; ++h) {
-        for (int64_t r = 0; r < n; ++r) {
-          scales[r] = scaleOf(h, r);
-          for (int64_t c = 0; c < k; ++c)
-            w[r * k + c] = element(h, r, c);
-        }
-        rt::kernels::packWeightI8(w.data(), scales.data(), n, k,
-                                  bytes.data() + h * one);
-      }
-      rt::WeightInfo info;
-      info.name = name(kvB) + suffix;
-      info.layout = rt::WeightLayout::PackedI8;
-      info.shape = {heads, n, k};
-      return add(info, bytes.data(), bytes.size());
+      return addPerHead(kvB, suffix, rt::WeightLayout::PackedI8,
+                        perExpert(rt::kernels::WeightFormat::I8, n, k), heads,
+                        n, k, 0, [&](int64_t h, char *dst) {
+                          for (int64_t r = 0; r < n; ++r) {
+                            scales[r] = scaleOf(h, r);
+                            for (int64_t c = 0; c < k; ++c)
+                              w[r * k + c] = element(h, r, c);
+                          }
+                          rt::kernels::packWeightI8(w.data(), scales.data(), n,
+                                                    k, dst);
+                        });
     };
     out.ukT = add3(
         ":uk_t", rank, dn,
@@ -819,7 +822,8 @@ private:
   std::map<std::pair<const void *, int>, int32_t> ids;
   /// Packed GEMM weights by what they are made of (weightKey).
   std::map<std::string, int32_t> bySource;
-  std::map<const void *, MLAWeights> mlaIds;
+  /// Absorbed MLA projections by what kv_b is made of (weightKey).
+  std::map<std::string, MLAWeights> mlaIds;
   std::unordered_multimap<size_t, int32_t> byContent;
 };
 
