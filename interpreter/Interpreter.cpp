@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/interpreter/Interpreter.h"
+#include "ds/interpreter/Partitioned.h"
 
 #include "ds/support/ReferenceKernels.h"
 
@@ -19,6 +20,8 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/TypeSwitch.h"
+
+#include <thread>
 
 #include <algorithm>
 #include <cmath>
@@ -228,10 +231,19 @@ using ds::reference::attendOne;
 // The evaluator
 //===----------------------------------------------------------------------===//
 
+/// One process of a partitioned run: its rank, the collectives it joins,
+/// and the lock its loads of the shared weights take.
+struct Process {
+  int64_t rank;
+  EmulatedCollectives *collectives;
+  std::mutex *weightsLock;
+};
+
 class Evaluator {
 public:
-  Evaluator(Interpreter &interp, WeightProvider *weights)
-      : interp(interp), weights(weights) {}
+  Evaluator(Interpreter &interp, WeightProvider *weights,
+            const Process *process = nullptr)
+      : interp(interp), weights(weights), process(process) {}
 
   FailureOr<SmallVector<Tensor>> runFunction(func::FuncOp fn,
                                              ArrayRef<Tensor> args);
@@ -241,16 +253,21 @@ private:
   const Tensor &get(Value v) {
     return values.find(v.getAsOpaquePointer())->second;
   }
+  // Observers see whole values: a partitioned run's processes hold blocks,
+  // on several threads, so they see nothing.
   void set(Value v, Tensor t) {
     roundToValueType(t, v);
-    if (const ValueObserver &o = interp.getValueObserver())
+    if (const ValueObserver &o = interp.getValueObserver(); o && !process)
       o(v, t);
     values[v.getAsOpaquePointer()] = std::move(t);
   }
   void observeGemmInput(Operation *op, Value weight, const Tensor &input) {
-    if (const GemmInputObserver &o = interp.getGemmInputObserver())
+    if (const GemmInputObserver &o = interp.getGemmInputObserver();
+        o && !process)
       o(op, weight, input);
   }
+  LogicalResult evalParam(ParamOp p);
+  LogicalResult evalCollective(Operation *op);
   LogicalResult checkPositions(Operation *op, const Tensor &positions,
                                int64_t limit, StringRef what);
   /// The router kernel, with the selection the interpreter's routing
@@ -258,7 +275,7 @@ private:
   FailureOr<Routing> route(Operation *op, const Tensor &logits,
                            const Tensor *bias, RoutingAttr routing) {
     const Tensor *forced = nullptr;
-    if (const RoutingOverride &o = interp.getRoutingOverride()) {
+    if (const RoutingOverride &o = interp.getRoutingOverride(); o && !process) {
       forced = o(op);
       int64_t k = routing.getTopK(), n = logits.shape[0];
       if (forced &&
@@ -273,7 +290,7 @@ private:
     return r;
   }
   void observe(Operation *op, const Tensor &indices, RoutingAttr routing) {
-    if (const RoutingObserver &o = interp.getRoutingObserver())
+    if (const RoutingObserver &o = interp.getRoutingObserver(); o && !process)
       o(op, indices, routing.getNumRoutedExperts());
   }
 
@@ -290,6 +307,7 @@ private:
 
   Interpreter &interp;
   WeightProvider *weights;
+  const Process *process;
   /// Node-based so that references from get() survive later set() calls.
   std::unordered_map<const void *, Tensor> values;
 };
@@ -747,17 +765,125 @@ LogicalResult Evaluator::evalReshape(Operation *op, Value input, Value result,
   return success();
 }
 
+LogicalResult Evaluator::evalParam(ParamOp p) {
+  if (!weights)
+    return p.emitError("no weights were given for ds.param");
+  if (!p.isSharded()) {
+    std::unique_lock<std::mutex> lock;
+    if (process)
+      lock = std::unique_lock<std::mutex>(*process->weightsLock);
+    FailureOr<Tensor> t = weights->load(p);
+    if (failed(t))
+      return failure();
+    set(p.getResult(), std::move(*t));
+    return success();
+  }
+  if (!process)
+    return p.emitError("a sharded weight is one process's: run the "
+                       "partitioned module's functions with Interpreter::run");
+  // Load the whole tensor through an unsharded twin of the op, then keep
+  // this process's block.
+  const ProcessGrid &grid = process->collectives->getGrid();
+  SmallVector<SmallVector<int16_t>> split;
+  for (shard::GridAxesAttr dim : p.getSplitAxesAttr().getAxes())
+    split.emplace_back(dim.asArrayRef());
+  auto local = cast<RankedTensorType>(p.getType());
+  auto whole = RankedTensorType::get(grid.wholeShape(local.getShape(), split),
+                                     local.getElementType());
+  FailureOr<Tensor> t;
+  {
+    std::lock_guard<std::mutex> lock(*process->weightsLock);
+    OpBuilder b(p.getContext());
+    auto twin = ParamOp::create(
+        b, p.getLoc(), whole, p.getNameAttr(), p.getSelectAttr(),
+        p.getScalesAttr(), p.getZeroPointsAttr(), p.getMetaAttr(),
+        FlatSymbolRefAttr(), shard::GridAxesArrayAttr());
+    t = weights->load(twin);
+    twin->erase();
+  }
+  if (failed(t))
+    return failure();
+  set(p.getResult(), grid.block(*t, split, process->rank));
+  return success();
+}
+
+LogicalResult Evaluator::evalCollective(Operation *op) {
+  if (!process)
+    return op->emitError("a collective runs in a partitioned run: call the "
+                         "partitioned module's functions with "
+                         "Interpreter::run");
+  const ProcessGrid &grid = process->collectives->getGrid();
+  const Tensor &mine = get(op->getOperand(0));
+  auto axesOf = [](Operation *o) -> ArrayRef<int16_t> {
+    if (auto r = dyn_cast<shard::AllReduceOp>(o))
+      return r.getGridAxes();
+    if (auto g = dyn_cast<shard::AllGatherOp>(o))
+      return g.getGridAxes();
+    return cast<shard::AllSliceOp>(o).getGridAxes();
+  };
+  ArrayRef<int16_t> axes = axesOf(op);
+  if (auto slice = dyn_cast<shard::AllSliceOp>(op)) {
+    // Local: this process keeps its part of the axis.
+    int64_t axis = slice.getSliceAxis().getSExtValue();
+    SmallVector<SmallVector<int16_t>> split(axis + 1);
+    split[axis].assign(axes.begin(), axes.end());
+    if (mine.shape[axis] % grid.sizeAlong(axes) != 0)
+      return op->emitError() << "dimension " << axis << " (" << mine.shape[axis]
+                             << ") does not split evenly over "
+                             << grid.sizeAlong(axes) << " processes";
+    set(op->getResult(0), grid.block(mine, split, process->rank));
+    return success();
+  }
+  FailureOr<std::vector<Tensor>> all =
+      process->collectives->exchange(process->rank, axes, mine);
+  if (failed(all))
+    return op->emitError("another process of the partitioned run failed");
+  for (const Tensor &t : *all)
+    if (t.shape != mine.shape)
+      return op->emitError("the processes' operands have different shapes");
+  if (auto reduce = dyn_cast<shard::AllReduceOp>(op)) {
+    if (mine.isInt)
+      return op->emitError("all_reduce of integers is not supported");
+    // In process order, so every process computes the same bits.
+    Tensor out = (*all)[0];
+    for (const Tensor &t : llvm::drop_begin(*all))
+      for (size_t i = 0; i < out.f.size(); ++i)
+        switch (reduce.getReduction()) {
+        case shard::ReductionKind::Sum:
+          out.f[i] += t.f[i];
+          break;
+        case shard::ReductionKind::Max:
+          out.f[i] = std::max(out.f[i], t.f[i]);
+          break;
+        case shard::ReductionKind::Min:
+          out.f[i] = std::min(out.f[i], t.f[i]);
+          break;
+        default:
+          return op->emitError("the interpreter's all_reduce supports sum, "
+                               "max and min");
+        }
+    set(op->getResult(0), std::move(out));
+    return success();
+  }
+  auto gather = cast<shard::AllGatherOp>(op);
+  int64_t axis = gather.getGatherAxis().getSExtValue();
+  SmallVector<int64_t> shape(mine.shape);
+  shape[axis] *= all->size();
+  Tensor out = mine.isInt ? Tensor::ints(shape) : Tensor::floats(shape);
+  for (auto [i, t] : llvm::enumerate(*all)) {
+    SmallVector<int64_t> offsets(shape.size(), 0);
+    offsets[axis] = i * mine.shape[axis];
+    insertBlock(out, t, offsets);
+  }
+  set(op->getResult(0), std::move(out));
+  return success();
+}
+
 LogicalResult Evaluator::eval(Operation *op) {
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
-      .Case([&](ParamOp p) -> LogicalResult {
-        if (!weights)
-          return p.emitError("no weights were given for ds.param");
-        FailureOr<Tensor> t = weights->load(p);
-        if (failed(t))
-          return failure();
-        set(p.getResult(), std::move(*t));
-        return success();
-      })
+      .Case([&](ParamOp p) { return evalParam(p); })
+      .Case<shard::AllReduceOp, shard::AllGatherOp, shard::AllSliceOp>(
+          [&](Operation *c) { return evalCollective(c); })
       .Case([&](EmbeddingOp e) -> LogicalResult {
         const Tensor &table = get(e.getTable()), &ids = get(e.getIds());
         int64_t v = table.shape[0], h = table.shape[1];
@@ -1208,8 +1334,13 @@ FailureOr<SmallVector<Tensor>> Interpreter::call(StringRef name,
   if (fn.getNumArguments() != args.size())
     return fn.emitError() << "expects " << fn.getNumArguments()
                           << " arguments, got " << args.size();
+  FailureOr<std::optional<ProcessGrid>> grid = ProcessGrid::of(module);
+  if (failed(grid))
+    return failure();
   for (auto [i, type, t] : llvm::enumerate(fn.getArgumentTypes(), args)) {
     auto tt = dyn_cast<RankedTensorType>(type);
+    if (tt)
+      tt = wholeArgumentType(fn, i);
     if (!tt)
       return fn.emitError() << "argument " << i << " is not a ranked tensor";
     bool wantInt = isa<IntegerType, IndexType>(tt.getElementType());
@@ -1225,8 +1356,69 @@ FailureOr<SmallVector<Tensor>> Interpreter::call(StringRef name,
                << "argument " << i << " dimension " << d << " must be "
                << tt.getDimSize(d) << ", got " << t.shape[d];
   }
+  if (*grid)
+    return callPartitioned(fn, **grid, args);
   Evaluator evaluator(*this, weights);
   return evaluator.runFunction(fn, args);
+}
+
+FailureOr<SmallVector<Tensor>>
+Interpreter::callPartitioned(func::FuncOp fn, const ProcessGrid &grid,
+                             ArrayRef<Tensor> args) {
+  const int64_t n = grid.size();
+  std::vector<SmallVector<Tensor>> local(n);
+  for (auto [i, t] : llvm::enumerate(args)) {
+    SmallVector<SmallVector<int16_t>> split = argumentSplitAxes(fn, i);
+    if (failed(grid.blockShape(t.shape, split)))
+      return fn.emitError()
+             << "argument " << i << " does not split evenly over the processes";
+    for (int64_t r = 0; r < n; ++r)
+      local[r].push_back(grid.block(t, split, r));
+  }
+  // One thread per process, each with its own values; the collectives are
+  // their rendezvous, and a failing process releases the others.
+  EmulatedCollectives collectives(grid);
+  std::mutex weightsLock;
+  std::vector<std::optional<SmallVector<Tensor>>> results(n);
+  {
+    std::vector<std::thread> threads;
+    for (int64_t r = 0; r < n; ++r)
+      threads.emplace_back([&, r] {
+        Process process{r, &collectives, &weightsLock};
+        Evaluator evaluator(*this, weights, &process);
+        FailureOr<SmallVector<Tensor>> out =
+            evaluator.runFunction(fn, local[r]);
+        if (failed(out))
+          collectives.abort();
+        else
+          results[r] = std::move(*out);
+      });
+    for (std::thread &t : threads)
+      t.join();
+  }
+  for (const auto &r : results)
+    if (!r)
+      return failure();
+  SmallVector<Tensor> out;
+  for (unsigned j = 0; j < fn.getNumResults(); ++j) {
+    SmallVector<SmallVector<int16_t>> split = resultSplitAxes(fn, j);
+    std::vector<Tensor> blocks;
+    for (int64_t r = 0; r < n; ++r)
+      blocks.push_back((*results[r])[j]);
+    if (!split.empty()) {
+      out.push_back(grid.assemble(blocks, split));
+      continue;
+    }
+    // A replicated result must be the same on every process.
+    for (int64_t r = 1; r < n; ++r)
+      if (blocks[r].shape != blocks[0].shape || blocks[r].f != blocks[0].f ||
+          blocks[r].i != blocks[0].i)
+        return fn.emitError()
+               << "result " << j << " differs between process 0 "
+               << "and process " << r << " (a replicated result must not)";
+    out.push_back(std::move(blocks[0]));
+  }
+  return out;
 }
 
 FailureOr<std::vector<HostTensor>> Interpreter::run(StringRef name,

@@ -18,6 +18,7 @@
 #include "ds/support/HostTensor.h"
 #include "ds/weights/Weights.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringMap.h"
 
@@ -26,6 +27,8 @@
 #include <vector>
 
 namespace ds {
+
+class ProcessGrid;
 
 /// Sees every routing decision: the routing op (ds.router, ds.fused_router
 /// or ds.moe), the selected expert indices [N, top_k] and the expert count.
@@ -56,6 +59,14 @@ public:
                                              ArrayRef<ds::HostTensor> args);
 
   /// The same on interpreter values.
+  ///
+  /// A partitioned module (one with a `shard.grid`, from ds-partition) runs
+  /// every process of its grid, each on a thread with its own block of the
+  /// arguments and its own shard of the weights, the shard collectives
+  /// emulated between them: arguments and results are the whole values
+  /// (`wholeArgumentType`), split and reassembled as the functions'
+  /// `ds.split_axes` attributes say, and a replicated result must come out
+  /// the same on every process. Observers see nothing of such a run.
   FailureOr<SmallVector<Tensor>> call(StringRef name, ArrayRef<Tensor> args);
 
   /// Calibration hook: called after each routing decision.
@@ -89,6 +100,10 @@ public:
   bool hasBoundedMemory() const { return boundedMemory; }
 
 private:
+  FailureOr<SmallVector<Tensor>> callPartitioned(func::FuncOp fn,
+                                                 const ProcessGrid &grid,
+                                                 ArrayRef<Tensor> args);
+
   ModuleOp module;
   WeightProvider *weights;
   bool boundedMemory = false;

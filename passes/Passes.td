@@ -245,6 +245,69 @@ def PrepareCodegenPass : Pass<"ds-prepare-codegen"> {
 }
 
 //===----------------------------------------------------------------------===//
+// Partitioning
+//===----------------------------------------------------------------------===//
+
+def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
+  let summary = "Split a model over processes (tensor parallelism) with the shard dialect";
+  let description = [{
+    Turns every function into the program one of `tp` processes runs, with
+    its collectives explicit, through MLIR's `shard` dialect:
+
+    1. Declares `shard.grid @grid(shape = tp)`.
+    2. Places Megatron-style annotations on the weights: the projections
+       that produce attention's queries, keys and values (traced back
+       through `ds.split_heads`, `ds.rope`, per-head `ds.rms_norm`, head-dim
+       `ds.split` and `ds.cache_update`) and a dense MLP's gate and up
+       projections are column-parallel (`split_axes = [[0]]`, with their
+       bias); the projection reading the merged heads and a dense MLP's
+       down projection are row-parallel (`[[], [0]]`); MLA's `kv_b` splits
+       by heads (its head-major rows) while the latent `c_kv` and the
+       shared `k_pe` stay replicated; a `ds.moe` splits every expert's
+       intermediate size (routed and shared experts alike: gate/up along
+       `I`, down along its `I`); the projection whose result a function
+       returns (the LM head) is vocabulary-split and its result gathered.
+       The router, norms, embedding and residual stream stay replicated.
+    3. Runs `sharding-propagation` and `shard-partition` (the ds ops carry
+       `ShardingInterface` models): a split weight becomes a sharded
+       `ds.param` (`sharded @grid [[0]]`), head counts are divided, each
+       row-parallel projection and each MoE block ends with one
+       `shard.all_reduce`, the logits with a `shard.all_gather`, and KV
+       cache arguments and results become the process's heads.
+
+    ```mlir
+    %wo = ds.param "model.layers.0.self_attn.o_proj.weight" : tensor<64x64xf32>
+    %o = ds.linear %a, %wo : tensor<?x?x64xf32>, tensor<64x64xf32> -> tensor<?x?x64xf32>
+    ```
+
+    becomes, with `tp=2`,
+
+    ```mlir
+    %wo = ds.param "model.layers.0.self_attn.o_proj.weight" sharded @grid [[], [0]] : tensor<64x32xf32>
+    %o = ds.linear %a, %wo : tensor<?x?x32xf32>, tensor<64x32xf32> -> tensor<?x?x64xf32>
+    %r = shard.all_reduce %o on @grid grid_axes = [0] : tensor<?x?x64xf32> -> tensor<?x?x64xf32>
+    ```
+
+    Every process runs the same program on its own shard of the weights;
+    the reference interpreter runs all of them with emulated collectives
+    (`ds-run --ranks`). Run it on the imported (or decomposed) model,
+    before fusion and before quantization: quantized and 2:4 weights cannot
+    be sharded yet and are refused. Head counts, intermediate sizes and the
+    vocabulary must divide by `tp`, and attention needs `tp` to divide its
+    KV heads (replicating KV heads is not supported); otherwise the pass
+    fails naming the op. `tp=1` leaves the module unchanged.
+  }];
+  let options = [
+    Option<"tp", "tp", "int64_t", "1",
+           "Tensor-parallel processes (heads, projections and expert FFNs "
+           "split over them)">,
+  ];
+  let dependentDialects = ["::mlir::shard::ShardDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
+//===----------------------------------------------------------------------===//
 // Quantization
 //===----------------------------------------------------------------------===//
 

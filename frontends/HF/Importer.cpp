@@ -108,7 +108,8 @@ Value ModelBuilder::param(Location loc, const std::string &name,
                                    cast<FloatType>(elt), {bn, bk});
       return ParamOp::create(
           b, loc, type, b.getStringAttr(name), DenseI64ArrayAttr(),
-          b.getStringAttr(name + "_scale_inv"), StringAttr(), StringAttr());
+          b.getStringAttr(name + "_scale_inv"), StringAttr(), StringAttr(),
+          FlatSymbolRefAttr(), shard::GridAxesArrayAttr());
     }
   } else if (!ds::isFloatDType(t->dtype)) {
     emitError(loc) << "tensor '" << name << "' in " << t->file << " has dtype "
@@ -168,7 +169,8 @@ Value ModelBuilder::stackedParam(Location loc, const std::string &pattern,
                                  cast<FloatType>(elt), {1, bn, bk});
     return ParamOp::create(
         b, loc, type, b.getStringAttr(pattern), DenseI64ArrayAttr(),
-        b.getStringAttr(pattern + "_scale_inv"), StringAttr(), StringAttr());
+        b.getStringAttr(pattern + "_scale_inv"), StringAttr(), StringAttr(),
+        FlatSymbolRefAttr(), shard::GridAxesArrayAttr());
   }
   for (int64_t e = 0; e < shape[0]; ++e) {
     std::string name = (prefix + Twine(e) + suffix).str();

@@ -87,7 +87,7 @@ SmallVector<int64_t> chooseKept(ArrayRef<int64_t> counts, int64_t topK,
 /// not a ds.param (possibly through a ds.split of a fused gate/up param).
 Value selectSlices(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
   auto param = v.getDefiningOp<ParamOp>();
-  if (!param)
+  if (!param || param.isSharded())
     return {};
   SmallVector<int64_t> select;
   for (int64_t i : local)
@@ -104,7 +104,8 @@ Value selectSlices(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
   b.setInsertionPointAfter(param);
   return ParamOp::create(b, param.getLoc(), type, param.getNameAttr(),
                          b.getDenseI64ArrayAttr(select), param.getScalesAttr(),
-                         param.getZeroPointsAttr(), param.getMetaAttr());
+                         param.getZeroPointsAttr(), param.getMetaAttr(),
+                         FlatSymbolRefAttr(), shard::GridAxesArrayAttr());
 }
 
 Value selectExpertWeight(OpBuilder &b, Value v, ArrayRef<int64_t> local) {

@@ -146,6 +146,14 @@ WeightRewriter::select(Operation *user, Value weight, WeightCategory c) {
     return std::nullopt;
   }
   for (ParamOp p : sources->params)
+    if (p.isSharded()) {
+      user->emitWarning() << passName << ": leaves the sharded weight '"
+                          << p.getName()
+                          << "' as it is (rewriting the weights of a "
+                             "partitioned module is not supported yet)";
+      return std::nullopt;
+    }
+  for (ParamOp p : sources->params)
     for (llvm::Regex &re : excludes)
       if (re.match(p.getName()))
         return std::nullopt;
@@ -217,10 +225,10 @@ FailureOr<Value> WeightRewriter::materialize(Operation *user, Value weight,
   auto attr = [&](const std::string &s) {
     return s.empty() ? StringAttr() : b.getStringAttr(s);
   };
-  return ParamOp::create(b, weight.getLoc(), type,
-                         b.getStringAttr(names.values), DenseI64ArrayAttr(),
-                         attr(names.scales), attr(names.zeroPoints),
-                         attr(names.meta))
+  return ParamOp::create(
+             b, weight.getLoc(), type, b.getStringAttr(names.values),
+             DenseI64ArrayAttr(), attr(names.scales), attr(names.zeroPoints),
+             attr(names.meta), FlatSymbolRefAttr(), shard::GridAxesArrayAttr())
       .getResult();
 }
 

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ds/dialects/DS/Transforms/ShardingInterfaceImpl.h"
 #include "ds/dialects/InitAllDialects.h"
 #include "ds/passes/Passes.h"
 #include "ds/passes/Pipelines/Pipelines.h"
@@ -26,6 +27,7 @@ int main(int argc, char **argv) {
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
   ds::registerAllDialects(registry);
+  ds::registerShardingInterfaceExternalModels(registry);
   mlir::registerAllPasses();
   ds::registerDSPasses();
   ds::registerDSPipelines();

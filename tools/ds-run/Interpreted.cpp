@@ -2,6 +2,7 @@
 
 #include "ds/tools/ds-run/Interpreted.h"
 
+#include "ds/interpreter/Partitioned.h"
 #include "ds/support/SafeTensors.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -91,8 +92,9 @@ int runGenerate(const RunOptions &opts, ModuleOp module,
     }
   args[0] = HostTensor::fromInts({b, s}, tokens);
   args[1] = HostTensor::fromInts({b, s}, positions);
-  for (Type t : prefill.getArgumentTypes().drop_front(2)) {
-    auto type = cast<RankedTensorType>(t);
+  for (unsigned i = 2; i < prefill.getNumArguments(); ++i) {
+    // Whole caches, also for a partitioned module.
+    RankedTensorType type = ds::wholeArgumentType(prefill, i);
     std::vector<int64_t> shape(type.getShape());
     shape[0] = b;
     args.push_back(HostTensor(DType::F32, shape));

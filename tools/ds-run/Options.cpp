@@ -2,6 +2,7 @@
 
 #include "ds/tools/ds-run/Options.h"
 
+#include "ds/interpreter/Partitioned.h"
 #include "ds/support/SafeTensors.h"
 
 #include "mlir/IR/BuiltinAttributes.h"
@@ -123,9 +124,10 @@ std::optional<std::string> buildArguments(const RunOptions &opts,
   }
   std::mt19937_64 rng(opts.seed);
   for (unsigned i = args.size(); i < fn.getNumArguments(); ++i) {
-    auto type = dyn_cast<RankedTensorType>(fn.getArgumentTypes()[i]);
-    if (!type)
+    if (!isa<RankedTensorType>(fn.getArgumentTypes()[i]))
       return ("argument " + Twine(i) + " is not a ranked tensor").str();
+    // The whole value, also for a partitioned module's function.
+    RankedTensorType type = ds::wholeArgumentType(fn, i);
     args.push_back(generated(opts, type, rng));
   }
   return std::nullopt;

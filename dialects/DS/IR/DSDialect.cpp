@@ -7,6 +7,7 @@
 #include "ds/dialects/DS/IR/DSDialect.h"
 #include "ds/dialects/DS/IR/DSOps.h"
 
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 using namespace mlir;

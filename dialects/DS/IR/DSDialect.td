@@ -39,6 +39,8 @@ def DS_Dialect : Dialect {
   }];
   let useDefaultAttributePrinterParser = 1;
   let useDefaultTypePrinterParser = 1;
+  // A sharded ds.param carries shard attributes (its grid's split axes).
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
   let extraClassDeclaration = [{
     void registerAttributes();
     void registerTypes();

@@ -186,6 +186,42 @@ static void printActivationKind(OpAsmPrinter &printer, Operation *,
   printer << stringifyActivation(kind.getValue());
 }
 
+/// `[[0], [], [1, 2]]`: the grid axes each dimension of a sharded param is
+/// split over.
+static ParseResult parseSplitAxes(OpAsmParser &parser,
+                                  shard::GridAxesArrayAttr &axes) {
+  SmallVector<shard::GridAxesAttr> dims;
+  auto parseDim = [&]() -> ParseResult {
+    SmallVector<int16_t> list;
+    if (parser.parseCommaSeparatedList(OpAsmParser::Delimiter::Square,
+                                       [&]() -> ParseResult {
+                                         int16_t axis;
+                                         if (parser.parseInteger(axis))
+                                           return failure();
+                                         list.push_back(axis);
+                                         return success();
+                                       }))
+      return failure();
+    dims.push_back(DenseI16ArrayAttr::get(parser.getContext(), list));
+    return success();
+  };
+  if (parser.parseCommaSeparatedList(OpAsmParser::Delimiter::Square, parseDim))
+    return failure();
+  axes = shard::GridAxesArrayAttr::get(parser.getContext(), dims);
+  return success();
+}
+
+static void printSplitAxes(OpAsmPrinter &printer, Operation *,
+                           shard::GridAxesArrayAttr axes) {
+  printer << "[";
+  llvm::interleaveComma(axes.getAxes(), printer, [&](shard::GridAxesAttr dim) {
+    printer << "[";
+    llvm::interleaveComma(dim.asArrayRef(), printer);
+    printer << "]";
+  });
+  printer << "]";
+}
+
 //===----------------------------------------------------------------------===//
 // ParamOp
 //===----------------------------------------------------------------------===//
@@ -193,6 +229,25 @@ static void printActivationKind(OpAsmPrinter &printer, Operation *,
 LogicalResult ParamOp::verify() {
   if (getName().empty())
     return emitOpError("needs a non-empty weight name");
+  if (static_cast<bool>(getGridAttr()) != static_cast<bool>(getSplitAxesAttr()))
+    return emitOpError("a sharded weight needs both its grid and its split "
+                       "axes");
+  if (getSplitAxesAttr()) {
+    auto logical = getLogicalTensorType(getType());
+    if (static_cast<int64_t>(getSplitAxesAttr().size()) > logical.getRank())
+      return emitOpError() << "has split axes for " << getSplitAxesAttr().size()
+                           << " dimensions, the weight has rank "
+                           << logical.getRank();
+    llvm::SmallDenseSet<int16_t> seen;
+    for (shard::GridAxesAttr dim : getSplitAxesAttr().getAxes())
+      for (int16_t axis : dim.asArrayRef())
+        if (axis < 0 || !seen.insert(axis).second)
+          return emitOpError() << "splits over grid axis " << axis
+                               << ", which is negative or used twice";
+    if (!isa<RankedTensorType>(getType()))
+      return emitOpError("only plain tensor weights can be sharded (quantize "
+                         "or sparsify before partitioning is not supported)");
+  }
   auto qtype = dyn_cast<QTensorType>(getType());
   if (!qtype && (getScales() || getZeroPoints()))
     return emitOpError("scales and zero_points belong to !ds.qtensor weights");

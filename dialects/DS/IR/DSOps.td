@@ -15,6 +15,7 @@ include "mlir/IR/OpBase.td"
 include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Dialect/Shard/IR/ShardBase.td"
 
 //===----------------------------------------------------------------------===//
 // Base classes and type constraints
@@ -75,28 +76,48 @@ def DS_ParamOp : DS_Op<"param", [Pure]> {
     %w = ds.param "model.layers.0.mlp.down_proj.weight" scales "model.layers.0.mlp.down_proj.weight_scale_inv"
         : !ds.qtensor<7168x18432xf8E4M3FN, bf16, block = [128, 128]>
     ```
+
+    In a partitioned (per-rank) program a param may be one process's shard
+    of the named tensor: `sharded @grid [[axes of dim 0], [axes of dim 1],
+    ...]` splits dimension `d` evenly over the listed axes of the
+    `shard.grid` (as `shard.sharding`'s `split_axes` do), and the result
+    type is the shard's. Dimension `d` of the named tensor is then the
+    result's times the product of those axes' sizes, and a process with
+    linear index `i` over them (row-major, in the order listed) holds its
+    `i`-th slice. `ds-partition` writes these.
+
+    ```mlir
+    shard.grid @grid(shape = 2)
+    %wo = ds.param "model.layers.0.self_attn.o_proj.weight" sharded @grid [[], [0]] : tensor<2048x1024xf32>
+    ```
   }];
   let arguments = (ins StrAttr:$name, OptionalAttr<DenseI64ArrayAttr>:$select,
                        OptionalAttr<StrAttr>:$scales,
                        OptionalAttr<StrAttr>:$zero_points,
-                       OptionalAttr<StrAttr>:$meta);
+                       OptionalAttr<StrAttr>:$meta,
+                       OptionalAttr<FlatSymbolRefAttr>:$grid,
+                       OptionalAttr<Shard_GridAxesArrayAttr>:$split_axes);
   let results = (outs DS_WeightTensor:$result);
   let assemblyFormat = [{
     $name (`select` $select^)? (`scales` $scales^)?
-    (`zero_points` $zero_points^)? (`meta` $meta^)? attr-dict `:`
+    (`zero_points` $zero_points^)? (`meta` $meta^)?
+    (`sharded` $grid^ custom<SplitAxes>($split_axes))? attr-dict `:`
     type($result)
   }];
   let builders = [
     OpBuilder<(ins "::mlir::Type":$type, "::llvm::StringRef":$name), [{
       build($_builder, $_state, type, $_builder.getStringAttr(name),
             ::mlir::DenseI64ArrayAttr(), ::mlir::StringAttr(),
-            ::mlir::StringAttr(), ::mlir::StringAttr());
+            ::mlir::StringAttr(), ::mlir::StringAttr(),
+            ::mlir::FlatSymbolRefAttr(), ::mlir::shard::GridAxesArrayAttr());
     }]>
   ];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     /// True when the name has a `*` expert placeholder.
     bool isStacked() { return getName().contains('*'); }
+    /// True when the result is one process's shard of the named tensor.
+    bool isSharded() { return static_cast<bool>(getGridAttr()); }
     /// The checkpoint name of expert `e`'s slice of a stacked param.
     std::string getExpertName(int64_t e) { return expertName(getName(), e); }
     /// `pattern` with its `*` replaced by `e`.

@@ -1628,3 +1628,39 @@ func.func @ccase6(%a: tensor<4x8xf32>) {
   %c = ds.concat_weights %a axis 0 : (tensor<4x8xf32>) -> tensor<4x8xf32>
   return
 }
+
+// -----
+
+// A sharded weight names its grid and its split axes together.
+func.func @shard0() {
+  // expected-error @+1 {{a sharded weight needs both its grid and its split axes}}
+  %0 = "ds.param"() <{name = "w", grid = @grid}> : () -> tensor<4xf32>
+  return
+}
+
+// -----
+
+// No more split dimensions than the weight has.
+func.func @shard1() {
+  // expected-error @+1 {{has split axes for 2 dimensions, the weight has rank 1}}
+  %0 = ds.param "w" sharded @grid [[0], []] : tensor<4xf32>
+  return
+}
+
+// -----
+
+// A grid axis splits one dimension.
+func.func @shard2() {
+  // expected-error @+1 {{splits over grid axis 0, which is negative or used twice}}
+  %0 = ds.param "w" sharded @grid [[0], [0]] : tensor<4x4xf32>
+  return
+}
+
+// -----
+
+// Only plain tensors are sharded.
+func.func @shard3() {
+  // expected-error @+1 {{only plain tensor weights can be sharded}}
+  %0 = ds.param "w" scales "s" sharded @grid [[0]] : !ds.qtensor<4x4xi8, f32, block = [1, 0]>
+  return
+}

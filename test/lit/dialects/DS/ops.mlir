@@ -3,12 +3,18 @@
 
 // Round-trip of every ds operation and attribute, in custom and generic form.
 
+// The process grid a sharded param refers to.
+// CHECK: shard.grid @grid(shape = 2)
+shard.grid @grid(shape = 2)
+
 // CHECK-LABEL: func.func @param
 func.func @param() -> (tensor<32x16xbf16>, tensor<4x8x16xf32>) {
   // CHECK: ds.param "model.embed_tokens.weight" : tensor<32x16xbf16>
   %0 = ds.param "model.embed_tokens.weight" : tensor<32x16xbf16>
   // CHECK: ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" : tensor<4x8x16xf32>
   %1 = ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" : tensor<4x8x16xf32>
+  // CHECK: ds.param "model.layers.0.self_attn.o_proj.weight" sharded @grid {{\[\[}}], [0]] : tensor<16x8xf32>
+  %sharded = ds.param "model.layers.0.self_attn.o_proj.weight" sharded @grid [[], [0]] : tensor<16x8xf32>
   // CHECK: ds.param "model.layers.1.mlp.experts.*.up_proj.weight" select [0, 3] : tensor<2x8x16xf32>
   %2 = ds.param "model.layers.1.mlp.experts.*.up_proj.weight" select [0, 3] : tensor<2x8x16xf32>
   return %0, %1 : tensor<32x16xbf16>, tensor<4x8x16xf32>

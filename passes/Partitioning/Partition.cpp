@@ -1,0 +1,322 @@
+//===- Partition.cpp - ds-partition: tensor parallelism on shard ----------===//
+//
+// Places Megatron-style sharding annotations on a model's weights, then lets
+// MLIR's shard dialect do the rest: `sharding-propagation` spreads them
+// through the ds ops' ShardingInterface models and `shard-partition` turns
+// each function into the per-process program with explicit collectives.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/dialects/DS/IR/DSSharding.h"
+#include "ds/dialects/DS/Transforms/ShardingInterfaceImpl.h"
+#include "ds/passes/Passes.h"
+
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/Dialect/Shard/Interfaces/ShardingInterface.h"
+#include "mlir/Dialect/Shard/Transforms/Passes.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/Passes.h"
+
+#define DEBUG_TYPE "ds-partition"
+
+namespace ds {
+#define GEN_PASS_DEF_PARTITIONPASS
+#include "ds/passes/Passes.h.inc"
+} // namespace ds
+
+using namespace mlir;
+using namespace ds;
+
+namespace {
+
+constexpr StringLiteral kGridName = "grid";
+
+/// The Megatron plan for one function: the split axes of each annotated
+/// weight value (a ds.param result), by dimension.
+class Planner {
+public:
+  Planner(func::FuncOp fn, FlatSymbolRefAttr grid) : fn(fn), grid(grid) {}
+
+  /// Annotates the weights of `fn`. Fails on weights that cannot be split.
+  LogicalResult run() {
+    fn.walk([&](AttentionOp a) {
+      for (Value v : {a.getQ(), a.getK(), a.getV()})
+        if (LinearOp l = producingProjection(v))
+          column(l);
+      row(a.getResult());
+    });
+    fn.walk([&](MLAAttentionOp a) {
+      for (Value v : {a.getQNope(), a.getQPe()})
+        if (LinearOp l = producingProjection(v))
+          column(l);
+      split(a.getKvB(), {{0}});
+      row(a.getResult());
+    });
+    fn.walk([&](SwiGLUOp g) {
+      auto gate = g.getGate().getDefiningOp<LinearOp>();
+      auto up = g.getUp().getDefiningOp<LinearOp>();
+      if (!gate || !up || !g.getResult().hasOneUse())
+        return;
+      auto down = dyn_cast<LinearOp>(*g.getResult().getUsers().begin());
+      if (!down || down.getInput() != g.getResult() || down.getBias())
+        return;
+      column(gate);
+      column(up);
+      split(down.getWeight(), {{}, {0}});
+    });
+    fn.walk([&](MoEOp m) {
+      split(m.getExpertGate(), {{}, {0}});
+      split(m.getExpertUp(), {{}, {0}});
+      split(m.getExpertDown(), {{}, {}, {0}});
+      if (m.getSharedGate()) {
+        split(m.getSharedGate(), {{0}});
+        split(m.getSharedUp(), {{0}});
+        split(m.getSharedDown(), {{}, {0}});
+      }
+    });
+    // The LM head: a projection whose result the function returns.
+    fn.walk([&](func::ReturnOp ret) {
+      for (Value v : ret.getOperands())
+        if (auto head = v.getDefiningOp<LinearOp>())
+          column(head);
+    });
+    return failure(failed);
+  }
+
+private:
+  /// The projection whose output channels become `v`'s heads, through ops
+  /// that keep each head's channels together; null when there is none.
+  static LinearOp producingProjection(Value v) {
+    while (Operation *def = v.getDefiningOp()) {
+      if (auto l = dyn_cast<LinearOp>(def))
+        return l;
+      if (isa<RopeOp, SplitHeadsOp>(def)) {
+        v = def->getOperand(0);
+      } else if (auto norm = dyn_cast<RMSNormOp>(def)) {
+        // A per-head norm (Qwen3's q_norm / k_norm), not one over the whole
+        // projection.
+        if (cast<RankedTensorType>(norm.getInput().getType()).getRank() < 4)
+          return {};
+        v = norm.getInput();
+      } else if (auto s = dyn_cast<SplitOp>(def)) {
+        // [nope | rope] within each head.
+        auto type = cast<RankedTensorType>(s.getInput().getType());
+        if (type.getRank() < 4 ||
+            s.getAxis() != static_cast<uint64_t>(type.getRank() - 1))
+          return {};
+        v = s.getInput();
+      } else if (auto c = dyn_cast<CacheUpdateOp>(def)) {
+        v = c.getUpdate();
+      } else {
+        return {};
+      }
+    }
+    return {};
+  }
+
+  void column(LinearOp l) {
+    split(l.getWeight(), {{0}});
+    if (l.getBias())
+      split(l.getBias(), {{0}});
+  }
+
+  /// The projection reading attention's merged heads is row-parallel.
+  void row(Value attention) {
+    for (Operation *user : attention.getUsers()) {
+      auto merge = dyn_cast<MergeHeadsOp>(user);
+      if (!merge)
+        continue;
+      for (Operation *u : merge.getResult().getUsers())
+        if (auto l = dyn_cast<LinearOp>(u);
+            l && l.getInput() == merge.getResult() && !l.getBias())
+          split(l.getWeight(), {{}, {0}});
+    }
+  }
+
+  /// Annotates weight `w` (a ds.param result) with `axes`. A param with
+  /// several users was given one copy per user first.
+  void split(Value w, ArrayRef<SmallVector<int16_t>> axes) {
+    auto param = w.getDefiningOp<ParamOp>();
+    if (!param)
+      return; // computed weights stay replicated
+    if (!isa<RankedTensorType>(param.getType())) {
+      param.emitOpError("cannot be partitioned: quantized and 2:4 sparse "
+                        "weights cannot be sharded yet (run ds-partition "
+                        "before ds-quantize / ds-sparsify-24)");
+      failed = true;
+      return;
+    }
+    if (annotated.contains(w))
+      return;
+    annotated.insert(w);
+    SmallVector<shard::GridAxesAttr> attrs;
+    for (ArrayRef<int16_t> a : axes)
+      attrs.push_back(DenseI16ArrayAttr::get(fn.getContext(), a));
+    OpBuilder b(param->getContext());
+    b.setInsertionPointAfter(param);
+    auto sharding = shard::ShardingOp::create(
+        b, param.getLoc(), shard::Sharding::get(grid, attrs));
+    auto annotation = shard::ShardOp::create(b, param.getLoc(), w, sharding);
+    w.replaceAllUsesExcept(annotation.getResult(), annotation);
+  }
+
+  func::FuncOp fn;
+  FlatSymbolRefAttr grid;
+  llvm::DenseSet<Value> annotated;
+  bool failed = false;
+};
+
+/// Gives each use of a ds.param with several users its own copy, so that
+/// each can be split its own way (tied embeddings and LM heads).
+void duplicateSharedParams(func::FuncOp fn) {
+  SmallVector<ParamOp> params;
+  fn.walk([&](ParamOp p) { params.push_back(p); });
+  for (ParamOp p : params) {
+    SmallVector<OpOperand *> uses;
+    for (OpOperand &use : p.getResult().getUses())
+      uses.push_back(&use);
+    for (OpOperand *use : llvm::drop_begin(uses)) {
+      OpBuilder b(p);
+      b.setInsertionPointAfter(p);
+      use->set(b.clone(*p)->getResult(0));
+    }
+  }
+}
+
+/// Results the function returns replicated: everything but KV caches,
+/// which stay each process's shard. A returned projection (the logits) is
+/// gathered.
+void annotateResults(func::FuncOp fn, FlatSymbolRefAttr grid) {
+  fn.walk([&](func::ReturnOp ret) {
+    OpBuilder b(ret);
+    for (OpOperand &operand : ret->getOpOperands()) {
+      if (operand.get().getDefiningOp<CacheUpdateOp>() ||
+          !isa<RankedTensorType>(operand.get().getType()))
+        continue;
+      auto sharding = shard::ShardingOp::create(b, ret.getLoc(),
+                                                shard::Sharding::get(grid, {}));
+      auto annotation =
+          shard::ShardOp::create(b, ret.getLoc(), operand.get(), sharding,
+                                 /*annotate_for_users=*/true);
+      operand.set(annotation.getResult());
+    }
+  });
+}
+
+/// The split axes of a sharding, or null when it replicates.
+Attribute splitAxesAttr(MLIRContext *ctx, const shard::Sharding &s) {
+  if (!s || shard::isFullReplication(s))
+    return {};
+  return shard::GridAxesArrayAttr::get(ctx, s.getSplitAxes());
+}
+
+/// How propagation split each argument (its annotation for users).
+SmallVector<Attribute> argumentShardings(func::FuncOp fn) {
+  SmallVector<Attribute> out;
+  for (BlockArgument arg : fn.getArguments()) {
+    Attribute a;
+    for (Operation *user : arg.getUsers())
+      if (auto annotation = dyn_cast<shard::ShardOp>(user)) {
+        a = splitAxesAttr(fn.getContext(), annotation.getSharding());
+        break;
+      }
+    out.push_back(a);
+  }
+  return out;
+}
+
+/// How each returned value is split (the annotation it is returned
+/// through).
+SmallVector<Attribute> resultShardings(func::FuncOp fn) {
+  SmallVector<Attribute> out(fn.getNumResults());
+  fn.walk([&](func::ReturnOp ret) {
+    for (OpOperand &operand : ret->getOpOperands())
+      if (auto annotation = operand.get().getDefiningOp<shard::ShardOp>())
+        out[operand.getOperandNumber()] =
+            splitAxesAttr(fn.getContext(), annotation.getSharding());
+  });
+  return out;
+}
+
+struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
+  using PartitionPassBase::PartitionPassBase;
+
+  void getDependentDialects(DialectRegistry &registry) const override {
+    PartitionPassBase::getDependentDialects(registry);
+    ds::registerShardingInterfaceExternalModels(registry);
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    if (tp < 1) {
+      module.emitError() << "ds-partition: tp must be at least 1, got " << tp;
+      return signalPassFailure();
+    }
+    if (tp == 1)
+      return;
+    if (module.lookupSymbol(kGridName)) {
+      module.emitError() << "ds-partition: the module already has a symbol @"
+                         << kGridName << " (is it partitioned already?)";
+      return signalPassFailure();
+    }
+    OpBuilder b(module.getBodyRegion());
+    shard::GridOp::create(b, module.getLoc(), kGridName, ArrayRef<int64_t>{tp});
+    auto grid = FlatSymbolRefAttr::get(module.getContext(), kGridName);
+
+    SmallVector<func::FuncOp> functions;
+    for (auto fn : module.getOps<func::FuncOp>())
+      if (!fn.isExternal())
+        functions.push_back(fn);
+    for (func::FuncOp fn : functions) {
+      duplicateSharedParams(fn);
+      if (failed(Planner(fn, grid).run()))
+        return signalPassFailure();
+      annotateResults(fn, grid);
+    }
+
+    OpPassManager propagate(ModuleOp::getOperationName());
+    propagate.nest<func::FuncOp>().addPass(shard::createShardingPropagation());
+    if (failed(runPipeline(propagate, module)))
+      return signalPassFailure();
+    // How each argument and result is split, before partitioning rewrites
+    // the signatures to the processes' blocks.
+    llvm::DenseMap<func::FuncOp,
+                   std::pair<SmallVector<Attribute>, SmallVector<Attribute>>>
+        signatures;
+    for (func::FuncOp fn : functions)
+      signatures[fn] = {argumentShardings(fn), resultShardings(fn)};
+
+    OpPassManager partition(ModuleOp::getOperationName());
+    OpPassManager &fpm = partition.nest<func::FuncOp>();
+    fpm.addPass(shard::createPartition());
+    fpm.addPass(createCanonicalizerPass());
+    fpm.addPass(createCSEPass());
+    if (failed(runPipeline(partition, module)))
+      return signalPassFailure();
+    for (func::FuncOp fn : functions) {
+      auto &[args, results] = signatures[fn];
+      for (auto [i, a] : llvm::enumerate(args))
+        if (a)
+          fn.setArgAttr(i, kSplitAxesAttrName, a);
+      for (auto [i, a] : llvm::enumerate(results))
+        if (a)
+          fn.setResultAttr(i, kSplitAxesAttrName, a);
+    }
+
+    // Whatever the partitioner could not place is an error, not silently
+    // replicated work with annotations left behind.
+    WalkResult leftover = module.walk([&](Operation *op) {
+      if (isa<shard::ShardOp, shard::ShardingOp>(op)) {
+        op->emitError("ds-partition left a sharding annotation behind");
+        return WalkResult::interrupt();
+      }
+      return WalkResult::advance();
+    });
+    if (leftover.wasInterrupted())
+      signalPassFailure();
+  }
+};
+
+} // namespace

@@ -1,0 +1,45 @@
+// RUN: ds-opt %s --split-input-file --ds-partition=tp=4 --verify-diagnostics
+
+// Two KV heads cannot be split over four processes (replicating KV heads
+// is not supported).
+func.func @kv_heads(%x: tensor<?x?x64xf32>, %pos: tensor<?x?xi64>) -> tensor<?x?x64xf32> {
+  %wq = ds.param "q" : tensor<64x64xf32>
+  %wk = ds.param "k" : tensor<32x64xf32>
+  %wo = ds.param "o" : tensor<64x64xf32>
+  %q = ds.linear %x, %wq : tensor<?x?x64xf32>, tensor<64x64xf32> -> tensor<?x?x64xf32>
+  %k = ds.linear %x, %wk : tensor<?x?x64xf32>, tensor<32x64xf32> -> tensor<?x?x32xf32>
+  %qh = ds.split_heads %q into 4 : tensor<?x?x64xf32> -> tensor<?x?x4x16xf32>
+  // expected-error @below {{2 heads do not split evenly over 4 processes}}
+  %kh = ds.split_heads %k into 2 : tensor<?x?x32xf32> -> tensor<?x?x2x16xf32>
+  %a = ds.attention %qh, %kh, %kh, %pos {scale = 0.25 : f64} : tensor<?x?x4x16xf32>, tensor<?x?x2x16xf32>, tensor<?x?x2x16xf32>, tensor<?x?xi64> -> tensor<?x?x4x16xf32>
+  %m = ds.merge_heads %a : tensor<?x?x4x16xf32> -> tensor<?x?x64xf32>
+  %o = ds.linear %m, %wo : tensor<?x?x64xf32>, tensor<64x64xf32> -> tensor<?x?x64xf32>
+  return %o : tensor<?x?x64xf32>
+}
+
+// -----
+
+// A vocabulary that does not divide by tp.
+func.func @vocab(%x: tensor<?x?x16xf32>) -> tensor<?x?x30xf32> {
+  // expected-error @below {{dimension 0 of 'lm_head.weight' (30) does not split evenly over 4 processes}}
+  %w = ds.param "lm_head.weight" : tensor<30x16xf32>
+  %l = ds.linear %x, %w : tensor<?x?x16xf32>, tensor<30x16xf32> -> tensor<?x?x30xf32>
+  return %l : tensor<?x?x30xf32>
+}
+
+// -----
+
+// Quantized weights cannot be sharded yet: partition first.
+func.func @quantized(%x: tensor<?x?x16xf32>) -> tensor<?x?x32xf32> {
+  // expected-error @below {{quantized and 2:4 sparse weights cannot be sharded yet}}
+  %w = ds.param "lm_head.weight" scales "lm_head.scales" : !ds.qtensor<32x16xi8, f32, block = [1, 0]>
+  %l = ds.linear %x, %w : tensor<?x?x16xf32>, !ds.qtensor<32x16xi8, f32, block = [1, 0]> -> tensor<?x?x32xf32>
+  return %l : tensor<?x?x32xf32>
+}
+
+// -----
+
+// expected-error @below {{already has a symbol @grid}}
+module {
+  shard.grid @grid(shape = 2)
+}

@@ -1,0 +1,86 @@
+// RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition=tp=2 | FileCheck %s --check-prefix=GQA
+// RUN: ds-opt %S/../../examples/qwen2_moe_layer.mlir --ds-partition=tp=2 | FileCheck %s --check-prefix=BIAS
+// RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir --ds-partition=tp=2 | FileCheck %s --check-prefix=MLA
+// RUN: ds-opt %s --ds-partition=tp=2 | FileCheck %s
+// RUN: ds-opt %s --ds-partition=tp=1 | FileCheck %s --check-prefix=TP1
+// RUN: ds-opt %s --ds-partition=tp=2 | ds-opt | FileCheck %s
+
+// Tensor parallelism, Megatron-style: column-parallel Q/K/V (a GQA KV head
+// with its query group), heads divided, row-parallel O followed by one
+// all-reduce; the MoE block's experts split along their intermediate size
+// with one all-reduce after the block; caches are the process's heads.
+// GQA: shard.grid @grid(shape = 2)
+// GQA-LABEL: func.func @mixtral_prefill
+// GQA: ds.param "model.layers.0.self_attn.q_proj.weight" sharded @grid {{\[\[}}0]] : tensor<32x64xf32>
+// GQA: ds.param "model.layers.0.self_attn.k_proj.weight" sharded @grid {{\[\[}}0]] : tensor<16x64xf32>
+// GQA: ds.split_heads {{.*}} into 2 : tensor<?x?x32xf32> -> tensor<?x?x2x16xf32>
+// GQA: ds.split_heads {{.*}} into 1 : tensor<?x?x16xf32> -> tensor<?x?x1x16xf32>
+// GQA: ds.attention {{.*}} -> tensor<?x?x2x16xf32>
+// GQA: ds.merge_heads {{.*}} -> tensor<?x?x32xf32>
+// GQA: ds.param "model.layers.0.self_attn.o_proj.weight" sharded @grid {{\[\[}}], [0]] : tensor<64x32xf32>
+// GQA: %[[O:.*]] = ds.linear {{.*}} -> tensor<?x?x64xf32>
+// GQA-NEXT: %[[R:.*]] = shard.all_reduce %[[O]] on @grid grid_axes = [0] : tensor<?x?x64xf32> -> tensor<?x?x64xf32>
+// GQA-NEXT: arith.addf %arg0, %[[R]]
+// GQA: ds.param "model.layers.0.block_sparse_moe.gate.weight" : tensor<8x64xf32>
+// GQA: ds.param "model.layers.0.block_sparse_moe.experts.*.w1.weight" sharded @grid {{\[\[}}], [0]] : tensor<8x16x64xf32>
+// GQA: ds.param "model.layers.0.block_sparse_moe.experts.*.w2.weight" sharded @grid {{\[\[}}], [], [0]] : tensor<8x64x16xf32>
+// GQA: %[[M:.*]] = ds.moe
+// GQA-NEXT: shard.all_reduce %[[M]] on @grid grid_axes = [0]
+// GQA-LABEL: func.func @mixtral_attention_decode
+// GQA-SAME: tensor<?x256x1x16xf32> {ds.split_axes = #shard<axisarray{{\[\[}}], [], [0]]>}
+// GQA-SAME: -> (tensor<?x1x64xf32>, tensor<?x256x1x16xf32> {ds.split_axes = #shard<axisarray{{\[\[}}], [], [0]]>}
+// GQA: ds.cache_update {{.*}} : tensor<?x256x1x16xf32>, tensor<?x1xi64>, tensor<?x1x1x16xf32>
+
+// Column-parallel biases split with their projection; the shared expert
+// splits like the routed ones and its sigmoid gate stays whole.
+// BIAS: ds.param "model.layers.0.self_attn.q_proj.bias" sharded @grid {{\[\[}}0]] : tensor<32xf32>
+// BIAS: ds.param "model.layers.0.mlp.shared_expert.gate_proj.weight" sharded @grid {{\[\[}}0]] : tensor<24x64xf32>
+// BIAS: ds.param "model.layers.0.mlp.shared_expert.down_proj.weight" sharded @grid {{\[\[}}], [0]] : tensor<64x24xf32>
+// BIAS: ds.param "model.layers.0.mlp.shared_expert_gate.weight" : tensor<1x64xf32>
+// BIAS: %[[M:.*]] = ds.moe
+// BIAS-NEXT: shard.all_reduce %[[M]]
+
+// MLA by heads: q_b_proj and kv_b's head-major rows split, the low-rank
+// query, the latent c_kv and the shared k_pe (and their caches) replicated.
+// MLA: ds.param "model.layers.3.self_attn.q_a_proj.weight" : tensor<24x64xf32>
+// MLA: ds.param "model.layers.3.self_attn.q_b_proj.weight" sharded @grid {{\[\[}}0]] : tensor<48x24xf32>
+// MLA: ds.param "model.layers.3.self_attn.kv_a_proj_with_mqa.weight" : tensor<40x64xf32>
+// MLA: ds.cache_update {{.*}} : tensor<?x128x32xf32>
+// MLA: ds.param "model.layers.3.self_attn.kv_b_proj.weight" sharded @grid {{\[\[}}0]] : tensor<64x32xf32>
+// MLA: ds.mla_attention {{.*}} -> tensor<?x?x2x16xf32>
+// MLA-COUNT-2: shard.all_reduce
+// MLA: return {{.*}} : tensor<?x?x64xf32>, tensor<?x128x32xf32>, tensor<?x128x8xf32>
+
+// A dense SwiGLU MLP is a column -> row pair; the LM head (a projection
+// whose result is returned) is vocabulary-split and its logits gathered;
+// the embedding and norms stay replicated. A weight used twice (tied
+// embeddings) is split for one use only.
+// CHECK: shard.grid @grid(shape = 2)
+// CHECK-LABEL: func.func @dense_and_head
+// CHECK-DAG: ds.param "embed" sharded @grid {{\[\[}}0]] : tensor<16x16xf32>
+// CHECK-DAG: ds.param "embed" : tensor<32x16xf32>
+// CHECK: ds.param "gate" sharded @grid {{\[\[}}0]] : tensor<12x16xf32>
+// CHECK: ds.param "up" sharded @grid {{\[\[}}0]] : tensor<12x16xf32>
+// CHECK: ds.param "down" sharded @grid {{\[\[}}], [0]] : tensor<16x12xf32>
+// CHECK: ds.swiglu {{.*}} : tensor<?x?x12xf32>
+// CHECK: %[[D:.*]] = ds.linear {{.*}} -> tensor<?x?x16xf32>
+// CHECK-NEXT: shard.all_reduce %[[D]]
+// CHECK: %[[L:.*]] = ds.linear {{.*}} -> tensor<?x?x16xf32>
+// CHECK-NEXT: %[[G:.*]] = shard.all_gather %[[L]] on @grid grid_axes = [0] gather_axis = 2 : tensor<?x?x16xf32> -> tensor<?x?x32xf32>
+// CHECK-NEXT: return %[[G]]
+// TP1-NOT: shard.
+// TP1-NOT: sharded
+func.func @dense_and_head(%ids: tensor<?x?xi64>) -> tensor<?x?x32xf32> {
+  %e = ds.param "embed" : tensor<32x16xf32>
+  %x = ds.embedding %e[%ids] : tensor<32x16xf32>, tensor<?x?xi64> -> tensor<?x?x16xf32>
+  %wg = ds.param "gate" : tensor<24x16xf32>
+  %wu = ds.param "up" : tensor<24x16xf32>
+  %wd = ds.param "down" : tensor<16x24xf32>
+  %g = ds.linear %x, %wg : tensor<?x?x16xf32>, tensor<24x16xf32> -> tensor<?x?x24xf32>
+  %u = ds.linear %x, %wu : tensor<?x?x16xf32>, tensor<24x16xf32> -> tensor<?x?x24xf32>
+  %h = ds.swiglu %g, %u : tensor<?x?x24xf32>
+  %d = ds.linear %h, %wd : tensor<?x?x24xf32>, tensor<16x24xf32> -> tensor<?x?x16xf32>
+  %r = arith.addf %x, %d : tensor<?x?x16xf32>
+  %logits = ds.linear %r, %e : tensor<?x?x16xf32>, tensor<32x16xf32> -> tensor<?x?x32xf32>
+  return %logits : tensor<?x?x32xf32>
+}
