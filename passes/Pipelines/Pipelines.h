@@ -94,9 +94,13 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
   PassOptions::Option<int64_t> pruneKeepTop{
       *this, "prune-keep-top", llvm::cl::desc("ds-prune-experts keep-top"),
       llvm::cl::init(0)};
+  PassOptions::Option<int64_t> tp{
+      *this, "tp",
+      llvm::cl::desc("ds-partition tp: tensor-parallel processes (1: none)"),
+      llvm::cl::init(1)};
 };
 
-/// ds-optimize: [ds-prune-experts], then by level: decompose ds.moe (1),
+/// ds-optimize: [ds-prune-experts], [ds-partition{tp}], then by level: decompose ds.moe (1),
 /// ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal, ds-fuse-linear and
 /// ds-fuse-elementwise (2),
 /// then [ds-sparsify-24], [ds-quantize] (followed by ds-fuse-linear at level 2,
