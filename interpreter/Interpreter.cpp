@@ -457,7 +457,37 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   if (failed(routed))
     return failure();
   Routing &r = *routed;
-  Dispatch d = dispatchKernel(x, r.indices, routing.getNumRoutedExperts());
+  // A block of the experts (expert parallelism): the slots routed to other
+  // processes' experts go to a last, discarded group.
+  const int64_t routedExperts = routing.getNumRoutedExperts();
+  const int64_t local = get(op.getExpertGate()).shape[0];
+  Tensor indices = r.indices;
+  if (op.getExpertGridAttr()) {
+    if (!process)
+      return op.emitError("a block of the experts runs in a partitioned run");
+    const ProcessGrid &grid = process->collectives->getGrid();
+    ArrayRef<int16_t> axes = *op.getExpertGridAxes();
+    if (local * grid.sizeAlong(axes) != routedExperts)
+      return op.emitError()
+             << local << " experts on each of " << grid.sizeAlong(axes)
+             << " processes do not make the routing's " << routedExperts;
+    int64_t first = grid.indexAlong(process->rank, axes) * local;
+    for (int64_t &e : indices.i)
+      e = (e >= first && e < first + local) ? e - first : local;
+  } else if (local != routedExperts) {
+    return op.emitError() << "the expert weights hold " << local
+                          << " experts, the routing " << routedExperts;
+  }
+  Dispatch d = dispatchKernel(x, indices, local + (local != routedExperts));
+  if (local != routedExperts) {
+    int64_t kept = d.offsets.i[local];
+    d.sorted.shape[0] = kept;
+    d.sorted.f.resize(kept * h);
+    d.rows.shape[0] = kept;
+    d.rows.i.resize(kept);
+    d.offsets.shape[0] = local + 1;
+    d.offsets.i.resize(local + 1);
+  }
   Activation act = op.getActivation();
   Tensor g = groupedMatmulKernel(d.sorted, get(op.getExpertGate()), d.offsets);
   Tensor u = groupedMatmulKernel(d.sorted, get(op.getExpertUp()), d.offsets);

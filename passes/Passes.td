@@ -288,6 +288,18 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     %r = shard.all_reduce %o on @grid grid_axes = [0] : tensor<?x?x64xf32> -> tensor<?x?x64xf32>
     ```
 
+    With `ep=N`, the grid is `[ep, tp]` (`ep` major) and every MoE block's
+    routed experts are split into `ep` contiguous blocks (`ds.moe`'s
+    `expert_grid`): each process routes every token over all experts and
+    computes the slots routed to its block, and one all-reduce over both
+    axes sums the blocks (in grid order, i.e. ascending experts, the order
+    the unpartitioned combine adds them in). The shared expert is split
+    along its intermediate size over both axes. Attention and the dense
+    layers are tensor-parallel over `tp` and replicated over `ep`. The
+    tokens are not distributed over the expert-parallel processes (no data
+    parallelism yet), so no all-to-all dispatch is needed; `ds.moe` then
+    stays whole (`ds-decompose-moe` leaves a block of experts as it is).
+
     Every process runs the same program on its own shard of the weights;
     the reference interpreter runs all of them with emulated collectives
     (`ds-run --ranks`). Run it on the imported (or decomposed) model,
@@ -295,12 +307,15 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     be sharded yet and are refused. Head counts, intermediate sizes and the
     vocabulary must divide by `tp`, and attention needs `tp` to divide its
     KV heads (replicating KV heads is not supported); otherwise the pass
-    fails naming the op. `tp=1` leaves the module unchanged.
+    fails naming the op. `tp=1 ep=1` leaves the module unchanged.
   }];
   let options = [
     Option<"tp", "tp", "int64_t", "1",
            "Tensor-parallel processes (heads, projections and expert FFNs "
            "split over them)">,
+    Option<"ep", "ep", "int64_t", "1",
+           "Expert-parallel processes (each holds a block of every MoE "
+           "layer's routed experts)">,
   ];
   let dependentDialects = ["::mlir::shard::ShardDialect",
                            "::mlir::tensor::TensorDialect",

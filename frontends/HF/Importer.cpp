@@ -349,7 +349,8 @@ Value ModelBuilder::moe(Location loc, const std::string &layer, Value x) {
       c.normTopkProb, llvm::APFloat(c.normEpsilon),
       llvm::APFloat(c.routedScalingFactor), ArrayRef<int64_t>());
   return MoEOp::create(b, loc, x, router, bias, gate, up, down, sg, su, sd, seg,
-                       routing, ActivationAttr::get(&ctx, c.hiddenAct));
+                       routing, ActivationAttr::get(&ctx, c.hiddenAct),
+                       FlatSymbolRefAttr(), DenseI16ArrayAttr());
 }
 
 LogicalResult ModelBuilder::buildFunction(StringRef name, bool decode) {

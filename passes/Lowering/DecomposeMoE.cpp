@@ -41,6 +41,10 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
 
   LogicalResult matchAndRewrite(MoEOp op,
                                 PatternRewriter &rewriter) const override {
+    // A process's block of experts (expert parallelism) stays one op: the
+    // dispatch and grouped matmuls number the experts globally.
+    if (op.getExpertGridAttr())
+      return rewriter.notifyMatchFailure(op, "holds a block of the experts");
     Location loc = op.getLoc();
     Value input = op.getInput();
     auto inputType = cast<RankedTensorType>(input.getType());

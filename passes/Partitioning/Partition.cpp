@@ -37,7 +37,11 @@ constexpr StringLiteral kGridName = "grid";
 /// weight value (a ds.param result), by dimension.
 class Planner {
 public:
-  Planner(func::FuncOp fn, FlatSymbolRefAttr grid) : fn(fn), grid(grid) {}
+  /// `tpAxis` / `epAxis`: the grid axis tensor / expert parallelism splits
+  /// over, or -1 for none.
+  Planner(func::FuncOp fn, FlatSymbolRefAttr grid, int16_t tpAxis,
+          int16_t epAxis)
+      : fn(fn), grid(grid), tp(axesOf(tpAxis)), ep(axesOf(epAxis)) {}
 
   /// Annotates the weights of `fn`. Fails on weights that cannot be split.
   LogicalResult run() {
@@ -51,7 +55,7 @@ public:
       for (Value v : {a.getQNope(), a.getQPe()})
         if (LinearOp l = producingProjection(v))
           column(l);
-      split(a.getKvB(), {{0}});
+      split(a.getKvB(), {tp});
       row(a.getResult());
     });
     fn.walk([&](SwiGLUOp g) {
@@ -64,16 +68,21 @@ public:
         return;
       column(gate);
       column(up);
-      split(down.getWeight(), {{}, {0}});
+      split(down.getWeight(), {{}, tp});
     });
+    // Routed experts: blocks of experts over the expert-parallel axis, each
+    // expert's intermediate size over the tensor-parallel one; the shared
+    // expert's intermediate size over both.
     fn.walk([&](MoEOp m) {
-      split(m.getExpertGate(), {{}, {0}});
-      split(m.getExpertUp(), {{}, {0}});
-      split(m.getExpertDown(), {{}, {}, {0}});
+      SmallVector<int16_t> both(ep);
+      both.append(tp.begin(), tp.end());
+      split(m.getExpertGate(), {ep, tp});
+      split(m.getExpertUp(), {ep, tp});
+      split(m.getExpertDown(), {ep, {}, tp});
       if (m.getSharedGate()) {
-        split(m.getSharedGate(), {{0}});
-        split(m.getSharedUp(), {{0}});
-        split(m.getSharedDown(), {{}, {0}});
+        split(m.getSharedGate(), {both});
+        split(m.getSharedUp(), {both});
+        split(m.getSharedDown(), {{}, both});
       }
     });
     // The LM head: a projection whose result the function returns.
@@ -117,9 +126,9 @@ private:
   }
 
   void column(LinearOp l) {
-    split(l.getWeight(), {{0}});
+    split(l.getWeight(), {tp});
     if (l.getBias())
-      split(l.getBias(), {{0}});
+      split(l.getBias(), {tp});
   }
 
   /// The projection reading attention's merged heads is row-parallel.
@@ -131,13 +140,15 @@ private:
       for (Operation *u : merge.getResult().getUsers())
         if (auto l = dyn_cast<LinearOp>(u);
             l && l.getInput() == merge.getResult() && !l.getBias())
-          split(l.getWeight(), {{}, {0}});
+          split(l.getWeight(), {{}, tp});
     }
   }
 
   /// Annotates weight `w` (a ds.param result) with `axes`. A param with
   /// several users was given one copy per user first.
   void split(Value w, ArrayRef<SmallVector<int16_t>> axes) {
+    if (llvm::all_of(axes, [](ArrayRef<int16_t> a) { return a.empty(); }))
+      return; // nothing to split over
     auto param = w.getDefiningOp<ParamOp>();
     if (!param)
       return; // computed weights stay replicated
@@ -162,8 +173,15 @@ private:
     w.replaceAllUsesExcept(annotation.getResult(), annotation);
   }
 
+  static SmallVector<int16_t> axesOf(int16_t axis) {
+    if (axis < 0)
+      return {};
+    return {axis};
+  }
+
   func::FuncOp fn;
   FlatSymbolRefAttr grid;
+  SmallVector<int16_t> tp, ep;
   llvm::DenseSet<Value> annotated;
   bool failed = false;
 };
@@ -250,19 +268,32 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (tp < 1) {
-      module.emitError() << "ds-partition: tp must be at least 1, got " << tp;
+    if (tp < 1 || ep < 1) {
+      module.emitError() << "ds-partition: tp and ep must be at least 1, got "
+                         << tp << " and " << ep;
       return signalPassFailure();
     }
-    if (tp == 1)
+    if (tp == 1 && ep == 1)
       return;
     if (module.lookupSymbol(kGridName)) {
       module.emitError() << "ds-partition: the module already has a symbol @"
                          << kGridName << " (is it partitioned already?)";
       return signalPassFailure();
     }
+    // Axes: [tp] alone, or [ep, tp] (ep major: the experts' blocks in grid
+    // order are ascending expert ids).
     OpBuilder b(module.getBodyRegion());
-    shard::GridOp::create(b, module.getLoc(), kGridName, ArrayRef<int64_t>{tp});
+    SmallVector<int64_t> shape;
+    int16_t epAxis = -1, tpAxis = -1;
+    if (ep > 1) {
+      epAxis = 0;
+      shape.push_back(ep);
+    }
+    if (tp > 1 || ep == 1) {
+      tpAxis = static_cast<int16_t>(shape.size());
+      shape.push_back(tp);
+    }
+    shard::GridOp::create(b, module.getLoc(), kGridName, shape);
     auto grid = FlatSymbolRefAttr::get(module.getContext(), kGridName);
 
     SmallVector<func::FuncOp> functions;
@@ -271,7 +302,7 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
         functions.push_back(fn);
     for (func::FuncOp fn : functions) {
       duplicateSharedParams(fn);
-      if (failed(Planner(fn, grid).run()))
+      if (failed(Planner(fn, grid, tpAxis, epAxis).run()))
         return signalPassFailure();
       annotateResults(fn, grid);
     }

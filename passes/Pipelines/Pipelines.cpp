@@ -43,17 +43,20 @@ LogicalResult ds::buildOptimizePipeline(
     prune.keepTop = options.pruneKeepTop;
     pm.addPass(createPruneExpertsPass(prune));
   }
-  if (options.tp < 1)
-    return fail("ds-optimize: tp must be at least 1, got " +
-                Twine(options.tp.getValue()));
-  if (options.tp > 1) {
+  if (options.tp < 1 || options.ep < 1)
+    return fail("ds-optimize: tp and ep must be at least 1, got " +
+                Twine(options.tp.getValue()) + " and " +
+                Twine(options.ep.getValue()));
+  if (options.tp > 1 || options.ep > 1) {
     if (options.quantize != "none" || options.sparsity != "none")
-      return fail("ds-optimize: tp > 1 cannot be combined with quantize or "
+      return fail("ds-optimize: tp or ep > 1 cannot be combined with "
+                  "quantize or "
                   "sparsity yet (the weights of a partitioned module are "
                   "shards, which ds-quantize and ds-sparsify-24 do not "
                   "rewrite)");
     PartitionPassOptions partition;
     partition.tp = options.tp;
+    partition.ep = options.ep;
     pm.addPass(createPartitionPass(partition));
   }
   bool fuse = options.level >= 2 && options.fusion;

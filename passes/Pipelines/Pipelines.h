@@ -98,16 +98,20 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
       *this, "tp",
       llvm::cl::desc("ds-partition tp: tensor-parallel processes (1: none)"),
       llvm::cl::init(1)};
+  PassOptions::Option<int64_t> ep{
+      *this, "ep",
+      llvm::cl::desc("ds-partition ep: expert-parallel processes (1: none)"),
+      llvm::cl::init(1)};
 };
 
-/// ds-optimize: [ds-prune-experts], [ds-partition{tp}], then by level: decompose ds.moe (1),
-/// ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal, ds-fuse-linear and
-/// ds-fuse-elementwise (2),
-/// then [ds-sparsify-24], [ds-quantize] (followed by ds-fuse-linear at level 2,
-/// which folds activation quantization into the fused linears),
-/// [ds-kv-cache-type], with canonicalization and CSE in between. Fails, with a
-/// message through `errorHandler` (when given), on options out of range (level
-/// outside 0..2, an unknown sparsity or KV cache type).
+/// ds-optimize: [ds-prune-experts], [ds-partition{tp, ep}], then by level:
+/// decompose ds.moe (1), ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal,
+/// ds-fuse-linear and ds-fuse-elementwise (2), then [ds-sparsify-24],
+/// [ds-quantize] (followed by ds-fuse-linear at level 2, which folds activation
+/// quantization into the fused linears), [ds-kv-cache-type], with
+/// canonicalization and CSE in between. Fails, with a message through
+/// `errorHandler` (when given), on options out of range (level outside 0..2, an
+/// unknown sparsity or KV cache type).
 LogicalResult buildOptimizePipeline(
     OpPassManager &pm, const OptimizeOptions &options,
     function_ref<LogicalResult(const Twine &)> errorHandler = nullptr);

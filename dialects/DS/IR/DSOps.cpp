@@ -1056,15 +1056,23 @@ LogicalResult MoEOp::inferReturnTypes(MLIRContext *,
   if (!compatible(router.getDimSize(0), numExperts))
     return error("router_weight has ", router.getDimSize(0),
                  " experts but the routing has ", numExperts);
-  // After pruning only the kept experts have weights.
+  // After pruning only the kept experts have weights; with expert
+  // parallelism, a block of them.
   int64_t routed = routing->getNumRoutedExperts();
+  bool block = static_cast<bool>(adaptor.getProperties().expert_grid);
+  if (block != static_cast<bool>(adaptor.getProperties().expert_grid_axes))
+    return error("expert_grid and expert_grid_axes go together");
   for (auto [name, t] :
        {std::pair<StringRef, RankedTensorType>{"expert_gate", gate},
         {"expert_up", up},
-        {"expert_down", down}})
+        {"expert_down", down}}) {
+    if (block && !ShapedType::isDynamic(t.getDimSize(0)) &&
+        t.getDimSize(0) > 0 && routed % t.getDimSize(0) == 0)
+      continue;
     if (!compatible(t.getDimSize(0), routed))
-      return error(name, " has ", t.getDimSize(0),
-                   " experts but the routing keeps ", routed);
+      return error(name, " has ", t.getDimSize(0), " experts but the routing ",
+                   block ? "keeps a multiple of them, " : "keeps ", routed);
+  }
   if (Value biasValue = adaptor.getScoreBias()) {
     auto bias = rankedType(biasValue);
     if (failed(checkRank(error, "score_bias", bias, 1)) ||

@@ -582,6 +582,15 @@ def DS_MoEOp : DS_InferOp<"moe", [AttrSizedOperandSegments]> {
            tensor<8x1024x1408xf32>, tensor<1408x1024xf32>, tensor<1408x1024xf32>, tensor<1024x1408xf32>)
         -> tensor<?x?x1024xf32>
     ```
+
+    In a program partitioned for expert parallelism (`ds-partition{ep=N}`),
+    `expert_grid` and `expert_grid_axes` say that the routed expert weights
+    hold one process's contiguous block of the experts: with `E_l` experts
+    in the weights, the process with index `i` along those axes of the
+    grid holds experts `[i * E_l, (i + 1) * E_l)`. Routing still scores and
+    selects among all of them; only the selected slots whose expert is in
+    the block are computed here, so the result is this process's part of
+    the sum (a `shard.all_reduce` over the axes completes it).
   }];
   let arguments = (ins DS_FloatTensor:$input, DS_WeightTensor:$router_weight,
                        Optional<DS_FloatTensor>:$score_bias,
@@ -593,7 +602,9 @@ def DS_MoEOp : DS_InferOp<"moe", [AttrSizedOperandSegments]> {
                        Optional<DS_WeightTensor>:$shared_expert_gate,
                        DS_RoutingAttr:$routing,
                        DefaultValuedAttr<DS_ActivationAttr,
-                                         "::ds::Activation::silu">:$activation);
+                                         "::ds::Activation::silu">:$activation,
+                       OptionalAttr<FlatSymbolRefAttr>:$expert_grid,
+                       OptionalAttr<DenseI16ArrayAttr>:$expert_grid_axes);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $input `router` $router_weight (`bias` $score_bias^)?

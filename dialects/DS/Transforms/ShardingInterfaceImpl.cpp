@@ -25,6 +25,8 @@
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/SymbolTable.h"
+#include "llvm/ADT/SetOperations.h"
+#include "llvm/ADT/SetVector.h"
 
 namespace ds {
 namespace {
@@ -225,10 +227,14 @@ struct SpaceModel : public shard::ShardingInterface::ExternalModel<Model, Op> {
       if (!axes[f].empty())
         return op->emitOpError() << "cannot be partitioned along its loop " << f
                                  << " (a dimension that must stay whole)";
+    // Every axis a reduction loop is split over, once, in grid order (the
+    // order the partial sums are added in).
     SmallVector<GridAxis> reduced;
     for (auto [type, loopAxes] : llvm::zip(s.loops, axes))
       if (type == IteratorType::reduction)
         llvm::append_range(reduced, loopAxes);
+    llvm::sort(reduced);
+    reduced.erase(llvm::unique(reduced), reduced.end());
     if (failed(Model::partitionLocal(op, partitioned, operandShardings,
                                      resultShardings, axes, mapping, symbols,
                                      builder)))
@@ -279,8 +285,10 @@ struct ParamModel : SpaceModel<ParamModel, ParamOp> {
                << "over " << n << " processes";
     }
     auto local = cast<RankedTensorType>(shard::shardType(type, grid, sharding));
-    auto split = shard::GridAxesArrayAttr::get(op->getContext(),
-                                               sharding.getSplitAxes());
+    SmallVector<shard::GridAxesAttr> axes(sharding.getSplitAxes());
+    while (!axes.empty() && axes.back().empty())
+      axes.pop_back();
+    auto split = shard::GridAxesArrayAttr::get(op->getContext(), axes);
     auto clone = ParamOp::create(
         builder, op->getLoc(), local, param.getNameAttr(),
         param.getSelectAttr(), param.getScalesAttr(), param.getZeroPointsAttr(),
@@ -625,20 +633,24 @@ struct EmbeddingModel : SpaceModel<EmbeddingModel, EmbeddingOp> {
 // Mixture of experts
 //===----------------------------------------------------------------------===//
 
-/// Loops (tokens..., h, e, i): the expert FFNs split along their
-/// intermediate size (one loop `i` for the routed and the shared experts,
-/// whose sizes differ: they split over the same axes), giving partial sums
-/// of the block's output that one all-reduce completes. The router, the
-/// hidden axis and the expert axis stay whole.
+/// Loops (tokens..., h, e, i, is): the routed experts split along the
+/// expert axis `e` (expert parallelism: each process a block of them) and
+/// their intermediate size `i`, the shared expert along its own `is`, each a
+/// reduction: the block's output is a partial sum that one all-reduce over
+/// every split axis completes. The router, the tokens and the hidden axis
+/// stay whole. A grid axis may split both `e` and `is` (the shared expert
+/// is tensor-parallel across the expert-parallel processes too), which the
+/// default option builder refuses, so the option is read off the operands
+/// here.
 struct MoEModel : SpaceModel<MoEModel, MoEOp> {
   static Space space(Operation *op) {
     auto moe = cast<MoEOp>(op);
     unsigned t = rankOf(moe.getInput()) - 1;
-    unsigned h = t, e = t + 1, i = t + 2;
-    MapBuilder m{op->getContext(), t + 3};
+    unsigned h = t, e = t + 1, i = t + 2, is = t + 3;
+    MapBuilder m{op->getContext(), t + 4};
     AffineExpr c = m.c0();
     SmallVector<IteratorType> loops(t + 1, IteratorType::parallel);
-    loops.append(2, IteratorType::reduction);
+    loops.append(3, IteratorType::reduction);
     SmallVector<AffineExpr> in = m.dims(0, t), out = m.dims(0, t);
     in.push_back(c);
     out.push_back(m.d(h));
@@ -655,12 +667,28 @@ struct MoEModel : SpaceModel<MoEModel, MoEOp> {
       else if (v == moe.getExpertDown())
         maps.push_back(m.map({m.d(e), c, m.d(i)}));
       else if (v == moe.getSharedGate() || v == moe.getSharedUp())
-        maps.push_back(m.map({m.d(i), c}));
+        maps.push_back(m.map({m.d(is), c}));
       else
-        maps.push_back(m.map({c, m.d(i)}));
+        maps.push_back(m.map({c, m.d(is)}));
     }
     maps.push_back(m.map(out));
-    return m.finish({loops, maps, {h, e}});
+    return m.finish({loops, maps, {h}});
+  }
+  FailureOr<ShardingOption>
+  getShardingOption(Operation *op, ArrayRef<Sharding> operands,
+                    ArrayRef<Sharding> results) const {
+    FlatSymbolRefAttr grid = gridOf(operands, results);
+    if (!grid)
+      return ShardingOption::makeEmpty();
+    Space s = space(op);
+    ShardingArray axes = loopAxes(s, operands, {});
+    unsigned t = rankOf(op->getOperand(0)) - 1;
+    // Only the expert and intermediate loops split.
+    for (unsigned l = 0; l < axes.size(); ++l)
+      if (l < t + 1 || l > t + 3)
+        axes[l].clear();
+    shard::removeTrailingEmptySubArray(axes);
+    return ShardingOption(axes, grid);
   }
   static LogicalResult
   partitionLocal(Operation *op, ArrayRef<Value> partitioned,
@@ -668,23 +696,33 @@ struct MoEModel : SpaceModel<MoEModel, MoEOp> {
                  ArrayRef<Sharding> resultShardings, const ShardingArray &axes,
                  IRMapping &mapping, SymbolTableCollection &symbols,
                  OpBuilder &builder) {
-    // Every expert weight must be split along the intermediate size (or
-    // none): a whole shared expert would be added once per process.
     auto moe = cast<MoEOp>(op);
     unsigned t = rankOf(moe.getInput()) - 1;
-    if (!axes[t + 2].empty())
-      for (auto [v, s] : llvm::zip(op->getOperands(), operandShardings)) {
-        bool expert = v == moe.getExpertGate() || v == moe.getExpertUp() ||
-                      v == moe.getExpertDown() || v == moe.getSharedGate() ||
-                      v == moe.getSharedUp() || v == moe.getSharedDown();
-        if (expert && (!s || shard::isFullReplication(s)))
-          return op->emitOpError("every routed and shared expert weight must "
-                                 "split its intermediate size over the same "
-                                 "grid axes");
-      }
-    return SpaceModel::partitionLocal(op, partitioned, operandShardings,
-                                      resultShardings, axes, mapping, symbols,
-                                      builder);
+    const SmallVector<GridAxis> &e = axes[t + 1], &i = axes[t + 2],
+                                &is = axes[t + 3];
+    // The shared expert must be split over exactly the axes the routed
+    // experts are (else it would be added once per process, or partly).
+    if (moe.getSharedGate()) {
+      llvm::SmallSetVector<GridAxis, 4> routed, shared;
+      routed.insert(e.begin(), e.end());
+      routed.insert(i.begin(), i.end());
+      shared.insert(is.begin(), is.end());
+      if (!llvm::set_is_subset(routed, shared) ||
+          !llvm::set_is_subset(shared, routed))
+        return op->emitOpError("the shared expert must be split over the "
+                               "same grid axes as the routed experts "
+                               "(their expert and intermediate axes)");
+    }
+    if (failed(SpaceModel::partitionLocal(op, partitioned, operandShardings,
+                                          resultShardings, axes, mapping,
+                                          symbols, builder)))
+      return failure();
+    if (!e.empty()) {
+      auto local = cast<MoEOp>(mapping.lookup(moe.getResult()).getDefiningOp());
+      local.setExpertGridAttr(gridOf(operandShardings, resultShardings));
+      local.setExpertGridAxesAttr(DenseI16ArrayAttr::get(op->getContext(), e));
+    }
+    return success();
   }
 };
 

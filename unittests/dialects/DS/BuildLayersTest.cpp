@@ -139,9 +139,10 @@ Value buildMoE(LayerBuilder &lb, const LayerSizes &s, Value h,
   }
   if (sharedGate)
     seg = lb.param("mlp.shared_expert_gate.weight", {1, s.hidden});
-  return MoEOp::create(
-      lb.b, lb.loc, h, router, bias, g, u, d, sg, su, sd, seg, routing,
-      ActivationAttr::get(lb.b.getContext(), Activation::silu));
+  return MoEOp::create(lb.b, lb.loc, h, router, bias, g, u, d, sg, su, sd, seg,
+                       routing,
+                       ActivationAttr::get(lb.b.getContext(), Activation::silu),
+                       FlatSymbolRefAttr(), DenseI16ArrayAttr());
 }
 
 class BuildLayersTest : public ::testing::Test {

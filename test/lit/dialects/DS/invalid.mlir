@@ -1664,3 +1664,23 @@ func.func @shard3() {
   %0 = ds.param "w" scales "s" sharded @grid [[0]] : !ds.qtensor<4x4xi8, f32, block = [1, 0]>
   return
 }
+
+// -----
+
+// A block of experts names its grid and its axes together.
+func.func @moe_block(%x: tensor<?x8xf32>, %r: tensor<4x8xf32>, %g: tensor<2x6x8xf32>, %d: tensor<2x8x6xf32>) {
+  // expected-error @+2 {{expert_grid and expert_grid_axes go together}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = ds.moe %x router %r experts(%g, %g, %d) {routing = #ds.routing<num_experts = 4, top_k = 2>, expert_grid = @grid} : (tensor<?x8xf32>, tensor<4x8xf32>, tensor<2x6x8xf32>, tensor<2x6x8xf32>, tensor<2x8x6xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+// A block is a divisor of the experts.
+func.func @moe_block2(%x: tensor<?x8xf32>, %r: tensor<4x8xf32>, %g: tensor<3x6x8xf32>, %d: tensor<3x8x6xf32>) {
+  // expected-error @+2 {{expert_gate has 3 experts but the routing keeps a multiple of them, 4}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = ds.moe %x router %r experts(%g, %g, %d) {routing = #ds.routing<num_experts = 4, top_k = 2>, expert_grid = @grid, expert_grid_axes = array<i16: 0>} : (tensor<?x8xf32>, tensor<4x8xf32>, tensor<3x6x8xf32>, tensor<3x6x8xf32>, tensor<3x8x6xf32>) -> tensor<?x8xf32>
+  return
+}

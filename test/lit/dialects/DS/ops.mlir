@@ -160,6 +160,10 @@ func.func @moe(%x: tensor<?x?x16xf32>, %wr: tensor<4x16xf32>, %b: tensor<4xf32>,
   %0 = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 4, top_k = 2, norm_topk_prob = true>} : (tensor<?x?x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x?x16xf32>
   // CHECK: ds.moe %{{.*}} router %{{.*}} bias %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) shared(%{{.*}}, %{{.*}}, %{{.*}}) shared_expert_gate %{{.*}} {activation = #ds.activation<gelu>, routing = #ds.routing<num_experts = 4, top_k = 2, scoring = sigmoid>} : (tensor<?x?x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>, tensor<12x16xf32>, tensor<12x16xf32>, tensor<16x12xf32>, tensor<1x16xf32>) -> tensor<?x?x16xf32>
   %1 = ds.moe %x router %wr bias %b experts(%g, %u, %d) shared(%sg, %su, %sd) shared_expert_gate %seg {activation = #ds.activation<gelu>, routing = #ds.routing<num_experts = 4, top_k = 2, scoring = sigmoid>} : (tensor<?x?x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>, tensor<12x16xf32>, tensor<12x16xf32>, tensor<16x12xf32>, tensor<1x16xf32>) -> tensor<?x?x16xf32>
+  // A process's block of the experts (expert parallelism).
+  // CHECK: ds.moe %{{.*}} router %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) {expert_grid = @grid, expert_grid_axes = array<i16: 0>, routing = #ds.routing<num_experts = 8, top_k = 2>} : (tensor<?x?x16xf32>, tensor<8x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x?x16xf32>
+  %wr8 = ds.param "router8" : tensor<8x16xf32>
+  %2 = ds.moe %x router %wr8 experts(%g, %u, %d) {routing = #ds.routing<num_experts = 8, top_k = 2>, expert_grid = @grid, expert_grid_axes = array<i16: 0>} : (tensor<?x?x16xf32>, tensor<8x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x?x16xf32>
   return %0, %1 : tensor<?x?x16xf32>, tensor<?x?x16xf32>
 }
 

@@ -1,6 +1,9 @@
 // RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition=tp=2 | FileCheck %s --check-prefix=GQA
 // RUN: ds-opt %S/../../examples/qwen2_moe_layer.mlir --ds-partition=tp=2 | FileCheck %s --check-prefix=BIAS
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir --ds-partition=tp=2 | FileCheck %s --check-prefix=MLA
+// RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir --ds-partition="tp=2 ep=2" | FileCheck %s --check-prefix=EP
+// RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition=ep=4 | FileCheck %s --check-prefix=EP4
+// RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir --ds-partition="tp=2 ep=2" --ds-decompose-moe | FileCheck %s --check-prefix=EPDEC
 // RUN: ds-opt %s --ds-partition=tp=2 | FileCheck %s
 // RUN: ds-opt %s --ds-partition=tp=1 | FileCheck %s --check-prefix=TP1
 // RUN: ds-opt %s --ds-partition=tp=2 | ds-opt | FileCheck %s
@@ -84,3 +87,26 @@ func.func @dense_and_head(%ids: tensor<?x?xi64>) -> tensor<?x?x32xf32> {
   %logits = ds.linear %r, %e : tensor<?x?x16xf32>, tensor<32x16xf32> -> tensor<?x?x32xf32>
   return %logits : tensor<?x?x32xf32>
 }
+
+// Expert parallelism on a [ep, tp] grid: blocks of routed experts over ep,
+// their intermediate size over tp, the shared expert over both, attention
+// tensor-parallel over tp; the MoE block ends with one all-reduce over both.
+// EP: shard.grid @grid(shape = 2x2)
+// EP: ds.param "model.layers.3.self_attn.q_b_proj.weight" sharded @grid {{\[\[}}1]] : tensor<48x24xf32>
+// EP: ds.param "model.layers.3.self_attn.o_proj.weight" sharded @grid {{\[\[}}], [1]]
+// EP-NEXT: %[[O:.*]] = ds.linear
+// EP-NEXT: shard.all_reduce %[[O]] on @grid grid_axes = [1]
+// EP: ds.param "model.layers.3.mlp.experts.*.gate_proj.weight" sharded @grid {{\[\[}}0], [1]] : tensor<4x16x64xf32>
+// EP: ds.param "model.layers.3.mlp.experts.*.down_proj.weight" sharded @grid {{\[\[}}0], [], [1]] : tensor<4x64x16xf32>
+// EP: ds.param "model.layers.3.mlp.shared_experts.gate_proj.weight" sharded @grid {{\[\[}}0, 1]] : tensor<8x64xf32>
+// EP: %[[M:.*]] = ds.moe {{.*}}expert_grid = @grid, expert_grid_axes = array<i16: 0>
+// EP-NEXT: shard.all_reduce %[[M]] on @grid grid_axes = [0, 1]
+// With ep alone, attention is replicated and only the experts split.
+// EP4: shard.grid @grid(shape = 4)
+// EP4-NOT: self_attn.{{.*}} sharded
+// EP4: ds.param "model.layers.0.block_sparse_moe.experts.*.w1.weight" sharded @grid {{\[\[}}0]] : tensor<2x32x64xf32>
+// EP4: ds.moe {{.*}}expert_grid = @grid, expert_grid_axes = array<i16: 0>
+// EP4-NEXT: shard.all_reduce {{.*}} grid_axes = [0]
+// ds-decompose-moe leaves a block of experts whole.
+// EPDEC: ds.moe {{.*}}expert_grid = @grid
+// EPDEC-NOT: ds.moe_dispatch
