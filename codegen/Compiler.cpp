@@ -41,7 +41,7 @@ TimingScope nested(TimingScope *parent, StringRef name) {
 }
 
 FailureOr<Built> build(ModuleOp module, const ds::Checkpoint &checkpoint,
-                       TimingScope *timing) {
+                       TimingScope *timing, int64_t process = 0) {
   Built b;
   FailureOr<OwningOpRef<ModuleOp>> prepared = prepare(module, timing);
   if (failed(prepared))
@@ -51,7 +51,7 @@ FailureOr<Built> build(ModuleOp module, const ds::Checkpoint &checkpoint,
   {
     TimingScope t = nested(timing, "plan, kernels and packed weights");
     FailureOr<PlanBuildResult> r =
-        buildPlan(*b.prepared, checkpoint, *b.kernels);
+        buildPlan(*b.prepared, checkpoint, *b.kernels, {}, process);
     if (failed(r))
       return failure();
     b.result = std::move(*r);
@@ -65,8 +65,9 @@ FailureOr<Built> build(ModuleOp module, const ds::Checkpoint &checkpoint,
 
 FailureOr<CompiledArtifact> ds::compileModule(ModuleOp module,
                                               const ds::Checkpoint &checkpoint,
-                                              TimingScope *timing) {
-  FailureOr<Built> b = build(module, checkpoint, timing);
+                                              TimingScope *timing,
+                                              int64_t process) {
+  FailureOr<Built> b = build(module, checkpoint, timing, process);
   if (failed(b))
     return failure();
   CompiledArtifact a;
@@ -83,8 +84,9 @@ FailureOr<CompiledArtifact> ds::compileModule(ModuleOp module,
 }
 
 FailureOr<std::shared_ptr<rt::Model>>
-ds::jitModule(ModuleOp module, const ds::Checkpoint &checkpoint) {
-  FailureOr<Built> b = build(module, checkpoint, nullptr);
+ds::jitModule(ModuleOp module, const ds::Checkpoint &checkpoint,
+              int64_t process) {
+  FailureOr<Built> b = build(module, checkpoint, nullptr, process);
   if (failed(b))
     return failure();
   std::shared_ptr<ExecutionEngine> engine;

@@ -42,13 +42,18 @@ struct CompiledArtifact {
 /// With `timing`, each phase (preparation, plan and weights, lowering the
 /// kernels to LLVM, the shared object) is timed as a nested scope
 /// (--mlir-timing in ds-compile).
+/// A partitioned module (ds-partition) compiles to the plan of process
+/// `process`, with its shards of the weights; its collective steps run
+/// through the runtime's communicator (rt::setCommunicator).
 FailureOr<CompiledArtifact> compileModule(ModuleOp module,
                                           const ds::Checkpoint &checkpoint,
-                                          mlir::TimingScope *timing = nullptr);
+                                          mlir::TimingScope *timing = nullptr,
+                                          int64_t process = 0);
 
 /// Plan + weights, kernels JIT-compiled in process (no file, no linker).
 FailureOr<std::shared_ptr<ds::rt::Model>>
-jitModule(ModuleOp module, const ds::Checkpoint &checkpoint);
+jitModule(ModuleOp module, const ds::Checkpoint &checkpoint,
+          int64_t process = 0);
 
 struct CompileOptions {
   /// ds-optimize options (e.g. "quantize=int8"); applied before codegen

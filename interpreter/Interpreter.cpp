@@ -811,29 +811,15 @@ LogicalResult Evaluator::evalParam(ParamOp p) {
   if (!process)
     return p.emitError("a sharded weight is one process's: run the "
                        "partitioned module's functions with Interpreter::run");
-  // Load the whole tensor through an unsharded twin of the op, then keep
-  // this process's block.
-  const ProcessGrid &grid = process->collectives->getGrid();
-  SmallVector<SmallVector<int16_t>> split;
-  for (shard::GridAxesAttr dim : p.getSplitAxesAttr().getAxes())
-    split.emplace_back(dim.asArrayRef());
-  auto local = cast<RankedTensorType>(p.getType());
-  auto whole = RankedTensorType::get(grid.wholeShape(local.getShape(), split),
-                                     local.getElementType());
   FailureOr<Tensor> t;
   {
     std::lock_guard<std::mutex> lock(*process->weightsLock);
-    OpBuilder b(p.getContext());
-    auto twin = ParamOp::create(
-        b, p.getLoc(), whole, p.getNameAttr(), p.getSelectAttr(),
-        p.getScalesAttr(), p.getZeroPointsAttr(), p.getMetaAttr(),
-        FlatSymbolRefAttr(), shard::GridAxesArrayAttr());
-    t = weights->load(twin);
-    twin->erase();
+    t = loadShard(p, process->rank,
+                  [&](ParamOp whole) { return weights->load(whole); });
   }
   if (failed(t))
     return failure();
-  set(p.getResult(), grid.block(*t, split, process->rank));
+  set(p.getResult(), std::move(*t));
   return success();
 }
 

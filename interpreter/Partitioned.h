@@ -15,6 +15,7 @@
 #include "ds/dialects/DS/IR/DSNamespace.h"
 
 #include "ds/dialects/DS/IR/DSSharding.h"
+#include "ds/weights/ProcessGrid.h"
 #include "ds/weights/Weights.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -32,50 +33,6 @@ namespace ds {
 /// (the local type times the grid's split), for a function of a
 /// partitioned module; the declared type otherwise.
 RankedTensorType wholeArgumentType(func::FuncOp fn, unsigned i);
-
-/// A module's process grid: processes are numbered row-major over its axes.
-class ProcessGrid {
-public:
-  /// The module's grid: none when it has no `shard.grid`; an error (at the
-  /// grid) when it has several or one of dynamic size.
-  static FailureOr<std::optional<ProcessGrid>> of(ModuleOp module);
-
-  explicit ProcessGrid(ArrayRef<int64_t> shape)
-      : dims(shape.begin(), shape.end()) {}
-  ArrayRef<int64_t> shape() const { return dims; }
-  int64_t size() const;
-  /// Process `rank`'s index along `axes`, row-major in the order listed.
-  int64_t indexAlong(int64_t rank, ArrayRef<int16_t> axes) const;
-  /// The number of processes along `axes`.
-  int64_t sizeAlong(ArrayRef<int16_t> axes) const;
-  /// The processes that differ from `rank` only along `axes`, in the order
-  /// of their index along them.
-  SmallVector<int64_t> group(int64_t rank, ArrayRef<int16_t> axes) const;
-
-  /// The shape of one block of a value of shape `whole` split by `split`;
-  /// fails when a dimension does not divide evenly.
-  FailureOr<SmallVector<int64_t>>
-  blockShape(ArrayRef<int64_t> whole,
-             ArrayRef<SmallVector<int16_t>> split) const;
-  /// The whole shape from one block's.
-  SmallVector<int64_t> wholeShape(ArrayRef<int64_t> block,
-                                  ArrayRef<SmallVector<int16_t>> split) const;
-  /// Process `rank`'s block of `whole`.
-  Tensor block(const Tensor &whole, ArrayRef<SmallVector<int16_t>> split,
-               int64_t rank) const;
-  /// The whole value from every process's block (blocks[rank]).
-  Tensor assemble(ArrayRef<Tensor> blocks,
-                  ArrayRef<SmallVector<int16_t>> split) const;
-
-private:
-  SmallVector<int64_t> dims;
-};
-
-/// `t[offsets : offsets + sizes]`, and its inverse (writes `block` into
-/// `t` at `offsets`).
-Tensor extractBlock(const Tensor &t, ArrayRef<int64_t> offsets,
-                    ArrayRef<int64_t> sizes);
-void insertBlock(Tensor &t, const Tensor &block, ArrayRef<int64_t> offsets);
 
 /// Collectives between the threads that run a partitioned program's
 /// processes. Every process makes the same collective calls in the same

@@ -32,7 +32,7 @@ DS_APT_PACKAGES=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
   clang-format-22 libclang-rt-22-dev cmake ninja-build ccache libgtest-dev libabsl-dev
   libdnnl-dev
-  nlohmann-json3-dev git
+  nlohmann-json3-dev git openmpi-bin libopenmpi-dev
   python3 python3-numpy
 )
 

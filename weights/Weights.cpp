@@ -1,6 +1,7 @@
 //===- Weights.cpp - checkpoints, ds.param loading, weight evaluation -----===//
 
 #include "ds/weights/Weights.h"
+#include "ds/weights/ProcessGrid.h"
 
 #include "ds/dialects/DS/IR/DSOps.h"
 #include "ds/dialects/DS/IR/DSQuant.h"
@@ -151,7 +152,36 @@ FailureOr<Tensor> ds::evaluateWeight(Value weight, WeightProvider &weights) {
 // CheckpointWeights
 //===----------------------------------------------------------------------===//
 
+FailureOr<const Tensor *> CheckpointWeights::shard(ParamOp op) {
+  if (!process)
+    return op.emitError() << "weight '" << op.getName()
+                          << "' is one process's shard: give the process "
+                             "whose program this is";
+  std::string key = op.getName().str();
+  llvm::raw_string_ostream keyStream(key);
+  keyStream << " " << op.getType() << " " << op.getSplitAxesAttr();
+  if (std::optional<ArrayRef<int64_t>> select = op.getSelect())
+    for (int64_t i : *select)
+      key += "#" + std::to_string(i);
+  std::lock_guard<std::mutex> lock(shardsLock);
+  auto it = shards.find(key);
+  if (it != shards.end())
+    return &it->second;
+  // The whole tensor is read once, uncached, and only the block kept.
+  FailureOr<Tensor> t = loadShard(
+      op, *process, [&](ParamOp whole) { return loadUncached(whole); });
+  if (failed(t))
+    return failure();
+  return &(shards[key] = std::move(*t));
+}
+
 FailureOr<Tensor> CheckpointWeights::load(ParamOp op) {
+  if (op.isSharded()) {
+    FailureOr<const Tensor *> t = shard(op);
+    if (failed(t))
+      return failure();
+    return **t;
+  }
   if (caching == Caching::Stream)
     return loadUncached(op);
   std::string key = op.getName().str();
@@ -188,6 +218,17 @@ LogicalResult CheckpointWeights::readRows(ParamOp op, int64_t first,
     return op.emitError() << "weight '" << op.getName()
                           << "' is not a float tensor of static shape";
   const int64_t rowSize = type.getRank() == 0 ? 1 : type.getShape().back();
+  if (op.isSharded()) {
+    FailureOr<const Tensor *> block = shard(op);
+    if (failed(block))
+      return failure();
+    if (first < 0 ||
+        (first + count) * rowSize > static_cast<int64_t>((*block)->f.size()))
+      return op.emitError() << "rows [" << first << ", " << first + count
+                            << ") are outside weight '" << op.getName() << "'";
+    std::copy_n((*block)->f.data() + first * rowSize, count * rowSize, dst);
+    return success();
+  }
   return readElements(op, first * rowSize, (first + count) * rowSize, dst);
 }
 

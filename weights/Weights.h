@@ -23,6 +23,8 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +85,10 @@ public:
                              Caching caching = Caching::Keep)
       : checkpoint(checkpoint), caching(caching) {}
   FailureOr<Tensor> load(ParamOp op) override;
+  /// Reads sharded params (a partitioned module's, `ds.param ... sharded`)
+  /// as process `rank`'s block of them; without a process they are an
+  /// error. Each block is read whole once and kept (also when streaming).
+  void setProcess(int64_t rank) { process = rank; }
   /// Rows [first, first + count) of a float param's value (its leading
   /// dimensions flattened: a row is the last dimension) into `dst`, read
   /// straight from the checkpoint (never cached): what a pass that streams
@@ -98,9 +104,15 @@ private:
   FailureOr<Tensor> loadQuantized(ParamOp op, QTensorType type);
   FailureOr<Tensor> loadSparse(ParamOp op, Sparse24Type type);
 
+  /// Process `process`'s block of a sharded param (kept).
+  FailureOr<const Tensor *> shard(ParamOp op);
+
   const ds::Checkpoint &checkpoint;
   Caching caching;
   llvm::StringMap<Tensor> cache;
+  std::optional<int64_t> process;
+  std::mutex shardsLock;
+  llvm::StringMap<Tensor> shards;
 };
 
 /// A weight's values (f32, concatenated as the IR says), read a range of

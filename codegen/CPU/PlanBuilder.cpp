@@ -4,6 +4,7 @@
 #include "ds/dialects/DS/IR/DSOps.h"
 #include "ds/dialects/DS/IR/DSQuant.h"
 #include "ds/rt/Kernels.h"
+#include "ds/weights/ProcessGrid.h"
 #include "ds/weights/Weights.h"
 
 #include "ds/support/FileSpool.h"
@@ -11,6 +12,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -817,6 +819,11 @@ private:
   /// decompressed as the interpreter loads them) and concats of them.
   FailureOr<Tensor> evaluate(Value v) { return evaluateWeight(v, provider); }
 
+public:
+  /// Reads a partitioned module's sharded params as this process's blocks.
+  void setProcess(int64_t rank) { provider.setProcess(rank); }
+
+private:
   CheckpointWeights provider;
   const ds::Checkpoint &checkpoint;
   std::map<std::pair<const void *, int>, int32_t> ids;
@@ -1432,6 +1439,56 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         s.results = {newValue(e.getResult(), Kind::Temp, -1, shape)};
         return success();
       })
+      .Case<shard::AllReduceOp, shard::AllGatherOp>(
+          [&](Operation *o) -> LogicalResult {
+            // One collective of every process of the plan (MPI's world):
+            // collectives over part of a grid (tp x ep) need communicators
+            // per axis, not built yet.
+            auto gridOp = SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(
+                o, o->getAttrOfType<FlatSymbolRefAttr>("grid"));
+            ArrayRef<int16_t> axes =
+                isa<shard::AllReduceOp>(o)
+                    ? cast<shard::AllReduceOp>(o).getGridAxes()
+                    : cast<shard::AllGatherOp>(o).getGridAxes();
+            if (!gridOp ||
+                static_cast<int64_t>(axes.size()) != gridOp.getRank())
+              return o->emitError("the CPU backend runs collectives over "
+                                  "the whole process grid only (tensor or "
+                                  "expert parallelism alone)");
+            Value in = o->getOperand(0), out = o->getResult(0);
+            if (!known(in))
+              return o->emitError("the CPU backend's collectives move "
+                                  "activations only");
+            if (auto r = dyn_cast<shard::AllReduceOp>(o)) {
+              if (r.getReduction() != shard::ReductionKind::Sum)
+                return o->emitError("the CPU backend's all_reduce sums");
+              rt::Step &s = step(o, rt::steps::AllReduce{});
+              s.operands = {id(in)};
+              s.results = {newValue(out, Kind::Temp, -1, like(out, in))};
+              return success();
+            }
+            int64_t axis =
+                cast<shard::AllGatherOp>(o).getGatherAxis().getSExtValue();
+            int64_t processes = 1;
+            for (int64_t d : gridOp.getShape())
+              processes *= d;
+            Dims shape = like(out, in);
+            if (getLogicalTensorType(out.getType()).isDynamicDim(axis))
+              shape[axis].constant *= processes;
+            rt::Step &s = step(o, rt::steps::AllGather{axis});
+            s.operands = {id(in)};
+            s.results = {newValue(out, Kind::Temp, -1, shape)};
+            return success();
+          })
+      .Case([&](MoEOp m) -> LogicalResult {
+        if (m.getExpertGridAttr())
+          return m.emitError("the CPU backend does not run a block of the "
+                             "experts (expert parallelism) yet: partition "
+                             "with tp only to compile, or run it in the "
+                             "interpreter");
+        return m.emitError("the CPU backend runs ds.moe decomposed and "
+                           "fused: run ds-optimize first");
+      })
       .Default([&](Operation *o) {
         return o->emitError("the CPU backend has no lowering for '")
                << o->getName()
@@ -1445,9 +1502,23 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
 FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
                                          const ds::Checkpoint &checkpoint,
                                          KernelModule &kernels,
-                                         ArrayRef<std::string> functions) {
+                                         ArrayRef<std::string> functions,
+                                         int64_t process) {
   PlanBuildResult result;
   WeightTable weights(checkpoint);
+  // A partitioned module compiles to one process's plan, with its shards
+  // of the weights.
+  FailureOr<std::optional<ProcessGrid>> grid = ProcessGrid::of(module);
+  if (failed(grid))
+    return failure();
+  int64_t processes = *grid ? (*grid)->size() : 1;
+  if (process < 0 || process >= processes)
+    return module.emitError()
+           << "process " << process << " is not one of the module's "
+           << processes << " processes";
+  result.plan.processes = processes;
+  result.plan.process = process;
+  weights.setProcess(process);
   if (auto info = module->getAttrOfType<DictionaryAttr>("ds.model")) {
     if (auto a = info.getAs<StringAttr>("arch"))
       result.plan.arch = a.str();

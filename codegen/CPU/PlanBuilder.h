@@ -34,11 +34,13 @@ struct PlanBuildResult {
 
 /// Builds the plan of every function in `module` (or only `functions` when
 /// non-empty), adding generated kernels to `kernels`. Errors are emitted at
-/// the op that cannot be compiled.
+/// the op that cannot be compiled. A partitioned module (ds-partition)
+/// gives the plan of process `process`, with its shards of the weights.
 FailureOr<PlanBuildResult> buildPlan(ModuleOp module,
                                      const ds::Checkpoint &checkpoint,
                                      KernelModule &kernels,
-                                     ArrayRef<std::string> functions = {});
+                                     ArrayRef<std::string> functions = {},
+                                     int64_t process = 0);
 
 } // namespace ds
 

@@ -146,6 +146,10 @@ const char *opName(OpCode op) {
     return "alias";
   case OpCode::Generated:
     return "generated";
+  case OpCode::AllReduce:
+    return "all_reduce";
+  case OpCode::AllGather:
+    return "all_gather";
   }
   return "unknown";
 }
@@ -222,6 +226,10 @@ struct ConfigEncoder {
   json operator()(const steps::Generated &c) const {
     return {{"kind", c.kind}, {"epsilon", c.epsilon}};
   }
+  json operator()(const steps::AllReduce &) const { return json::object(); }
+  json operator()(const steps::AllGather &c) const {
+    return {{"axis", c.axis}};
+  }
 };
 
 } // namespace
@@ -244,6 +252,8 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
   j["max_cache_len"] = plan.maxCacheLen;
   j["eos_token_ids"] = plan.eosTokenIds;
   j["build_key"] = plan.buildKey;
+  j["processes"] = plan.processes;
+  j["process"] = plan.process;
   j["target"] = {{"triple", target.triple},
                  {"cpu", target.cpu},
                  {"features", target.features},
@@ -467,6 +477,10 @@ std::optional<StepConfig> configFromJson(Reader &r, const std::string &op,
     return steps::Alias{};
   if (op == "generated")
     return steps::Generated{i32("kind"), r.number(c, "epsilon")};
+  if (op == "all_reduce")
+    return steps::AllReduce{};
+  if (op == "all_gather")
+    return steps::AllGather{r.integer(c, "axis")};
   return std::nullopt;
 }
 
@@ -634,6 +648,12 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
                 "generated kernel");
   case OpCode::Alias:
     return need(o == 1 && r == 1, "operands");
+  case OpCode::AllReduce:
+    return need(o == 1 && r == 1 && w == 0, "operands");
+  case OpCode::AllGather:
+    return need(o == 1 && r == 1 && w == 0 &&
+                    s.as<steps::AllGather>().axis >= 0,
+                "operands or axis");
   }
   return need(false, "unknown op");
 }
@@ -665,6 +685,12 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
     plan.eosTokenIds = r.list<int64_t>(j, "eos_token_ids");
   if (j.contains("build_key"))
     plan.buildKey = r.string(j, "build_key");
+  plan.processes = r.integer(j, "processes");
+  plan.process = r.integer(j, "process");
+  if (plan.processes < 1 || plan.process < 0 || plan.process >= plan.processes)
+    return absl::DataLossError(absl::StrCat("artifact header: process ",
+                                            plan.process, " of ",
+                                            plan.processes, " processes"));
   for (int64_t id : plan.eosTokenIds)
     if (id < 0 || (plan.vocabSize > 0 && id >= plan.vocabSize))
       r.fail(absl::StrCat("eos token id ", id, " is outside the vocabulary"));

@@ -160,8 +160,10 @@ absl::StatusOr<HostTensor> Session::stepRows(
   int64_t width = pool ? pool->numWorkers() + 1 : 1;
   int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
   std::vector<int64_t> bounds;
+  // A partitioned plan's collectives are one call per step of this
+  // process: its rows run in one executor, never in parts.
   if (parts >= 2 && positions.size() == tokens.size() &&
-      slots.size() == tokens.size())
+      slots.size() == tokens.size() && model_->plan().processes == 1)
     bounds = splitRowsBySlot(slots, parts);
   if (bounds.size() < 3)
     return runRows(exec, tokens, positions, slots, logitRows);

@@ -57,6 +57,8 @@ auto fields(const steps::MoE &c) {
 auto fields(const steps::Elementwise &c) { return std::tie(c.broadcast); }
 auto fields(const steps::Alias &) { return std::tuple<>(); }
 auto fields(const steps::Generated &c) { return std::tie(c.kind, c.epsilon); }
+auto fields(const steps::AllReduce &) { return std::tuple<>(); }
+auto fields(const steps::AllGather &c) { return std::tie(c.axis); }
 
 /// A plan whose one function has a step of every kind, each field set away
 /// from its default, and weights of the layouts the validator expects.
@@ -132,6 +134,10 @@ ModelPlan everyKind() {
   step(steps::Alias{}, {3}, {4}, {});
   step(steps::Generated{steps::Generated::RMSNorm, 3e-6}, {1}, {2}, {raw({4})},
        "rms0");
+  step(steps::AllReduce{}, {3}, {4}, {});
+  step(steps::AllGather{2}, {3}, {4}, {});
+  p.processes = 4;
+  p.process = 3;
   p.functions.push_back(std::move(f));
   return p;
 }
@@ -148,6 +154,8 @@ TEST(Plan, EveryStepKindRoundTripsFieldByField) {
       planFromJson(planToJson(plan, target), &target);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->eosTokenIds, plan.eosTokenIds);
+  EXPECT_EQ(back->processes, 4);
+  EXPECT_EQ(back->process, 3);
   EXPECT_EQ(target.requiredIsa,
             (std::vector<std::string>{"avx2", "fma", "avx512f"}));
   const auto &a = plan.functions[0].steps, &b = back->functions[0].steps;

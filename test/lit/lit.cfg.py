@@ -42,6 +42,12 @@ config.substitutions.append(("%ds_fuzz_dir", os.path.join(config.ds_obj_root, "t
 for feature in config.ds_features:
     config.available_features.add(feature)
 
+# Open MPI's launcher as the tests use it: CI runs as root, a 2-core
+# machine runs 4 ranks, and a hung rank fails its test instead of the run.
+config.substitutions.append(
+    ("%mpirun",
+     "timeout 300 mpirun --allow-run-as-root --oversubscribe --bind-to none"))
+
 # Host ISA, for tests that need an AVX-512 CPU to say something.
 try:
     with open("/proc/cpuinfo") as f:

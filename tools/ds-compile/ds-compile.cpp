@@ -57,6 +57,12 @@ int main(int argc, char **argv) {
   cl::opt<std::string> output("o", cl::desc("Artifact to write"),
                               cl::value_desc("file"), cl::Required,
                               cl::cat(category));
+  cl::opt<int64_t> process(
+      "process",
+      cl::desc("For a partitioned module (ds-partition): the process whose "
+               "plan and weight shards the artifact holds (one artifact per "
+               "process; ds-run under mpirun loads rank r's)"),
+      cl::init(0), cl::cat(category));
   cl::opt<bool> printPlan("print-plan", cl::desc("Print each function's steps"),
                           cl::init(false), cl::cat(category));
   cl::opt<bool> progress(
@@ -94,8 +100,8 @@ int main(int argc, char **argv) {
   auto loaded = ds::loadForCompile(context, input, weights, options);
   if (failed(loaded))
     return 1;
-  auto artifact =
-      ds::compileModule(*(*loaded)->module, *(*loaded)->checkpoint, &timing);
+  auto artifact = ds::compileModule(*(*loaded)->module, *(*loaded)->checkpoint,
+                                    &timing, process);
   if (failed(artifact))
     return 1;
   TimingScope writeTimer = timing.nest("write the artifact");

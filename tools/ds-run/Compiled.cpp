@@ -3,7 +3,9 @@
 #include "ds/tools/ds-run/Compiled.h"
 
 #include "ds/codegen/Compiler.h"
+#include "ds/interpreter/Partitioned.h"
 #include "ds/passes/Pipelines/Pipelines.h"
+#include "ds/rt/Device.h"
 #include "ds/rt/ThreadPool.h"
 #include "ds/tools/ds-run/Serve.h"
 
@@ -58,7 +60,11 @@ std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
             [&](const Twine &msg) { return module.emitError(msg); })) ||
         failed(pm.run(*optimized)))
       return nullptr;
-    auto jit = ds::jitModule(*optimized, *weights);
+    // Under mpirun, this rank's process of a partitioned model.
+    int64_t process = 0;
+    if (rt::Communicator *comm = rt::processCommunicator().get())
+      process = comm->rank();
+    auto jit = ds::jitModule(*optimized, *weights, process);
     if (failed(jit))
       return nullptr;
     return *jit;
@@ -81,7 +87,13 @@ std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
     return *compiled;
   }
   if (backend.starts_with("artifact=")) {
-    auto loaded = rt::Model::load(backend.drop_front(9).str());
+    // Under mpirun, "{process}" in the name is this rank's number: each
+    // rank loads its process's artifact (ds-compile --process).
+    std::string path = backend.drop_front(9).str();
+    if (rt::Communicator *comm = rt::processCommunicator().get())
+      for (size_t at; (at = path.find("{process}")) != std::string::npos;)
+        path.replace(at, 9, std::to_string(comm->rank()));
+    auto loaded = rt::Model::load(path);
     if (!loaded.ok()) {
       fail(std::string(loaded.status().message()));
       return nullptr;
@@ -128,8 +140,9 @@ int runGenerateCompiled(const RunOptions &opts,
     std::vector<HostTensor> args{tokens, pos};
     if (refs[seq].caches.empty()) {
       auto f = module.lookupSymbol<func::FuncOp>(fn);
-      for (Type t : f.getArgumentTypes().drop_front(2)) {
-        auto type = cast<RankedTensorType>(t);
+      for (unsigned i = 2; i < f.getNumArguments(); ++i) {
+        // Whole caches, also for a partitioned module.
+        RankedTensorType type = ds::wholeArgumentType(f, i);
         std::vector<int64_t> shape(type.getShape());
         shape[0] = 1;
         refs[seq].caches.push_back(HostTensor(DType::F32, shape));
@@ -246,8 +259,14 @@ int runGenerateCompiled(const RunOptions &opts,
       return fail("compiled code differs from the interpreter by more than "
                   "the tolerance");
   }
-  if (opts.serve > 0)
+  if (opts.serve > 0) {
+    // The batcher forms its batches as requests arrive: the processes of a
+    // partitioned plan would not step in lockstep.
+    if (model->plan().processes > 1)
+      return fail("--serve runs whole models only: the batcher does not "
+                  "drive a partitioned model's processes in lockstep yet");
     return serveRequests(opts, model, seqs, generatedIds, interp != nullptr);
+  }
   return 0;
 }
 

@@ -43,6 +43,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/ThreadScratch.h"
+#ifdef DS_HAVE_MPI
+#include "ds/rt/MpiCommunicator.h"
+#endif
 #include "ds/tools/OutOfMemory.h"
 #include "ds/tools/ds-run/Compiled.h"
 #include "ds/tools/ds-run/Interpreted.h"
@@ -56,6 +59,7 @@
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 using namespace mlir;
@@ -247,7 +251,21 @@ std::optional<std::string> readOptions(ds::run::RunOptions &o) {
 
 } // namespace
 
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
+  int rc = run(argc, argv);
+#ifdef DS_HAVE_MPI
+  // A rank that fails ends the job: its peers may be waiting in a
+  // collective that will never complete, which MPI_Finalize would wait
+  // for too.
+  if (rc != 0 && ds::rt::processCommunicator())
+    ds::rt::mpiAbort(rc);
+#endif
+  return rc;
+}
+
+static int run(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   static const ds::tools::OutOfMemoryMessage oom{
       "ds-run", "the interpreter keeps every weight in f32 unless run with "
@@ -261,6 +279,22 @@ int main(int argc, char **argv) {
   ds::run::RunOptions opts;
   if (std::optional<std::string> error = readOptions(opts))
     return fail(*error);
+#ifdef DS_HAVE_MPI
+  // Under mpirun each rank runs the plan of its process of a partitioned
+  // model (rank r: process r), its collective steps over MPI; rank 0
+  // prints, the others only report errors.
+  if (ds::rt::launchedByMpi()) {
+    auto comm = ds::rt::mpiWorldCommunicator();
+    if (!comm.ok())
+      return fail(std::string(comm.status().message()));
+    ds::rt::setCommunicator(*comm);
+    if ((*comm)->rank() != 0) {
+      int devnull = ::open("/dev/null", O_WRONLY);
+      if (devnull >= 0)
+        ::dup2(devnull, STDOUT_FILENO);
+    }
+  }
+#endif
   DialectRegistry registry;
   ds::registerAllDialects(registry);
   MLIRContext context(registry);

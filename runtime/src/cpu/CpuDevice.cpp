@@ -46,6 +46,8 @@ StepScratch stepScratch(const cpu::ShapeView &v) {
     return {cpu::scratchAttention(v), cpu::threadScratchAttention(v)};
   case OpCode::MLAAttention:
     return {cpu::scratchMLAAttention(v), cpu::threadScratchMLAAttention(v)};
+  case OpCode::AllGather:
+    return {cpu::scratchAllGather(v), {}};
   default:
     return {};
   }
@@ -53,7 +55,8 @@ StepScratch stepScratch(const cpu::ShapeView &v) {
 
 class CpuQueue final : public Queue {
 public:
-  explicit CpuQueue(ThreadPool *pool) : pool(pool) {}
+  CpuQueue(ThreadPool *pool, Communicator *communicator)
+      : pool(pool), communicator(communicator) {}
 
   /// Binds this thread (and, through parallelFor, the workers) to the
   /// step's per-thread region, which follows the step's own scratch (as
@@ -70,7 +73,7 @@ public:
 
 private:
   absl::Status dispatch(const Step &step, const StepArgs &args) {
-    cpu::StepContext c(step, args, pool);
+    cpu::StepContext c(step, args, pool, communicator);
     switch (step.op()) {
     case OpCode::Embedding:
       return cpu::runEmbedding(c);
@@ -97,11 +100,16 @@ private:
       return cpu::runGenerated(c, generated);
     case OpCode::Alias:
       return absl::OkStatus(); // shares its operand's buffer
+    case OpCode::AllReduce:
+      return cpu::runAllReduce(c);
+    case OpCode::AllGather:
+      return cpu::runAllGather(c);
     }
     return c.error("unknown step kind");
   }
 
   ThreadPool *pool;
+  Communicator *communicator;
   cpu::GeneratedState generated;
 };
 
@@ -155,6 +163,10 @@ public:
       return cpu::checkGenerated(v);
     case OpCode::Alias:
       return cpu::checkAlias(v);
+    case OpCode::AllReduce:
+      return cpu::checkAllReduce(v);
+    case OpCode::AllGather:
+      return cpu::checkAllGather(v);
     }
     return absl::InvalidArgumentError("unknown step kind");
   }
@@ -166,11 +178,22 @@ public:
   }
 
   std::unique_ptr<Queue> createQueue(ThreadPool *pool) override {
-    return std::make_unique<CpuQueue>(pool);
+    return std::make_unique<CpuQueue>(pool, communicator());
   }
+
+  Communicator *communicator() override { return processCommunicator().get(); }
 };
 
 } // namespace
+
+std::shared_ptr<Communicator> &processCommunicator() {
+  static std::shared_ptr<Communicator> communicator;
+  return communicator;
+}
+
+void setCommunicator(std::shared_ptr<Communicator> communicator) {
+  processCommunicator() = std::move(communicator);
+}
 
 std::shared_ptr<Device> cpuDevice() {
   static const std::shared_ptr<Device> device = std::make_shared<CpuDevice>();

@@ -68,8 +68,10 @@ struct ShapeView {
 /// scratch, the workers.
 class StepContext {
 public:
-  StepContext(const Step &step, const StepArgs &args, ThreadPool *pool)
-      : step(step), args(args), pool(pool), model(*args.model) {}
+  StepContext(const Step &step, const StepArgs &args, ThreadPool *pool,
+              Communicator *communicator = nullptr)
+      : step(step), args(args), pool(pool), model(*args.model),
+        communicator(communicator) {}
 
   float *F(int32_t v) const { return static_cast<float *>((*args.buffers)[v]); }
   int64_t *I(int32_t v) const {
@@ -117,6 +119,8 @@ public:
   const StepArgs &args;
   ThreadPool *pool;
   const Model &model;
+  /// The process's communicator (collective steps); null in one process.
+  Communicator *communicator;
 
 private:
   uint64_t used = 0;
@@ -135,6 +139,13 @@ absl::Status runRMSNorm(StepContext &c);
 absl::Status checkCopy(const ShapeView &v);
 absl::Status runCopy(StepContext &c);
 absl::Status checkAlias(const ShapeView &v);
+
+// Collective steps (CollectiveSteps.cpp).
+absl::Status checkAllReduce(const ShapeView &v);
+absl::Status runAllReduce(StepContext &c);
+absl::Status checkAllGather(const ShapeView &v);
+uint64_t scratchAllGather(const ShapeView &v);
+absl::Status runAllGather(StepContext &c);
 
 // GEMM steps (GemmSteps.cpp).
 absl::Status checkLinear(const ShapeView &v);

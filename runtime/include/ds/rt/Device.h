@@ -149,6 +149,14 @@ public:
 /// The host CPU (AVX-512 or AVX2 kernels, picked at run time). Shared.
 std::shared_ptr<Device> cpuDevice();
 
+/// The communicator this process's CPU device runs collective steps
+/// through: a partitioned plan's rank among its processes (MPI when
+/// launched by mpirun; see tools/ds-run). Set it once, before creating
+/// executors; none (null) by default, and a plan with collective steps then
+/// fails at its first one, naming the launch it needs.
+void setCommunicator(std::shared_ptr<Communicator> communicator);
+std::shared_ptr<Communicator> &processCommunicator();
+
 } // namespace ds::rt
 
 #endif // DS_RT_DEVICE_H

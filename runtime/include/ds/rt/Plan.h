@@ -58,7 +58,7 @@ struct DimExpr {
 /// The artifact format this runtime reads and the compiler writes. Bump it
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
-inline constexpr int64_t kArtifactFormatVersion = 4;
+inline constexpr int64_t kArtifactFormatVersion = 5;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
@@ -77,6 +77,8 @@ enum class OpCode : uint32_t {
   /// A generated kernel other than elementwise; descriptors for operands,
   /// then weights, then results.
   Generated,
+  AllReduce, ///< sum over the plan's processes (Device::communicator)
+  AllGather, ///< every process's block, concatenated along an axis
 };
 
 /// Each step kind's configuration, by name. One struct per OpCode, in the
@@ -167,6 +169,14 @@ struct Generated {
   int32_t kind = RMSNorm;
   double epsilon = 0; ///< RMSNorm's, baked into the kernel; for listings
 };
+/// result = the sum of x over every process of a partitioned plan, the same
+/// on each (f32). Operands (x); results (y, x's shape).
+struct AllReduce {};
+/// result = every process's x, concatenated in process order along `axis`.
+/// Operands (x); results (y: x's shape with axis times the processes).
+struct AllGather {
+  int64_t axis = 0;
+};
 
 } // namespace steps
 
@@ -174,7 +184,8 @@ using StepConfig =
     std::variant<steps::Embedding, steps::RMSNorm, steps::Linear, steps::Copy,
                  steps::Rope, steps::CacheUpdate, steps::Attention,
                  steps::MLAAttention, steps::Router, steps::MoE,
-                 steps::Elementwise, steps::Alias, steps::Generated>;
+                 steps::Elementwise, steps::Alias, steps::Generated,
+                 steps::AllReduce, steps::AllGather>;
 
 /// The name of a step kind ("linear", "moe", ...), as the artifact spells
 /// it.
@@ -265,6 +276,11 @@ struct ModelPlan {
   /// What the artifact was built from, as a compile cache keys it ("" when
   /// not built through a cache): checked when a cache entry is reused.
   std::string buildKey;
+  /// A partitioned model's plan is one process's: `process` of `processes`
+  /// (its weights are that process's shards). Its collective steps run
+  /// through the device's communicator, which must have as many ranks and
+  /// be at rank `process`. 1 and 0 for a whole model.
+  int64_t processes = 1, process = 0;
   const FunctionPlan *find(const std::string &name) const;
 };
 

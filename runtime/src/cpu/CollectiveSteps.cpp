@@ -1,0 +1,103 @@
+//===- CollectiveSteps.cpp - all-reduce and all-gather between processes --===//
+//
+// The collective steps of a partitioned plan, through the communicator of
+// the process (setCommunicator: MPI when launched by mpirun). Every process
+// runs the same steps in the same order, so each step is one collective
+// call.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Steps.h"
+
+#include <cstring>
+
+namespace ds::rt::cpu {
+
+absl::Status checkAllReduce(const ShapeView &v) {
+  const Step &s = v.step;
+  if (v.of(s.results[0]) != v.of(s.operands[0]))
+    return v.bad("all_reduce output");
+  return absl::OkStatus();
+}
+
+absl::Status checkAllGather(const ShapeView &v) {
+  const Step &s = v.step;
+  const auto &x = v.of(s.operands[0]), &y = v.of(s.results[0]);
+  int64_t axis = s.as<steps::AllGather>().axis;
+  if (axis >= static_cast<int64_t>(x.size()) || x.size() != y.size())
+    return v.bad("all_gather axis");
+  int64_t n = v.model.plan().processes;
+  for (size_t d = 0; d < x.size(); ++d)
+    if (y[d] != (static_cast<int64_t>(d) == axis ? x[d] * n : x[d]))
+      return v.bad("all_gather output");
+  return absl::OkStatus();
+}
+
+uint64_t scratchAllGather(const ShapeView &v) {
+  // Axis 0 gathers in place; any other goes through process-major blocks.
+  if (v.step.as<steps::AllGather>().axis == 0)
+    return 0;
+  return scratchFloats(v.count(v.step.results[0]));
+}
+
+namespace {
+absl::StatusOr<Communicator *> communicatorFor(StepContext &c) {
+  Communicator *comm = c.communicator;
+  int64_t processes = c.model.plan().processes;
+  if (!comm)
+    return c.error(absl::StrCat("a collective step of a plan for ", processes,
+                                " processes, but this process has no "
+                                "communicator (launch it with mpirun)"));
+  if (comm->size() != processes || comm->rank() != c.model.plan().process)
+    return c.error(absl::StrCat("the plan is process ", c.model.plan().process,
+                                " of ", processes, ", this process is rank ",
+                                comm->rank(), " of ", comm->size()));
+  return comm;
+}
+} // namespace
+
+absl::Status runAllReduce(StepContext &c) {
+  absl::StatusOr<Communicator *> comm = communicatorFor(c);
+  if (!comm.ok())
+    return comm.status();
+  const Step &s = c.step;
+  int64_t n = numElements(c.shape(s.operands[0]));
+  float *y = c.F(s.results[0]);
+  if (y != c.F(s.operands[0]))
+    std::memcpy(y, c.F(s.operands[0]), n * sizeof(float));
+  absl::Status st = (*comm)->allReduceSum(y, n);
+  return st.ok() ? st : c.error(std::string(st.message()));
+}
+
+absl::Status runAllGather(StepContext &c) {
+  absl::StatusOr<Communicator *> comm = communicatorFor(c);
+  if (!comm.ok())
+    return comm.status();
+  const Step &s = c.step;
+  const std::vector<int64_t> &x = c.shape(s.operands[0]);
+  int64_t axis = s.as<steps::AllGather>().axis;
+  int64_t count = numElements(x), procs = (*comm)->size();
+  float *y = c.F(s.results[0]);
+  if (axis == 0) {
+    absl::Status st = (*comm)->allGather(c.F(s.operands[0]), count, y);
+    return st.ok() ? st : c.error(std::string(st.message()));
+  }
+  float *blocks = c.scratch(count * procs);
+  if (!blocks)
+    return c.error("all_gather scratch was not planned");
+  absl::Status st = (*comm)->allGather(c.F(s.operands[0]), count, blocks);
+  if (!st.ok())
+    return c.error(std::string(st.message()));
+  // Block p is [outer, inner]; the result is [outer, procs * inner].
+  int64_t outer = 1;
+  for (int64_t d = 0; d < axis; ++d)
+    outer *= x[d];
+  int64_t inner = outer ? count / outer : 0;
+  for (int64_t p = 0; p < procs; ++p)
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(y + (o * procs + p) * inner, blocks + (p * outer + o) * inner,
+                  inner * sizeof(float));
+  return absl::OkStatus();
+}
+
+} // namespace ds::rt::cpu

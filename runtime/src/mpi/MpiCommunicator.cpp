@@ -1,0 +1,139 @@
+//===- MpiCommunicator.cpp - collectives over MPI -------------------------===//
+
+#include "ds/rt/MpiCommunicator.h"
+
+#include "absl/strings/str_cat.h"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+
+namespace ds::rt {
+namespace {
+
+absl::Status mpiStatus(int code, const char *call) {
+  if (code == MPI_SUCCESS)
+    return absl::OkStatus();
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  return absl::UnavailableError(
+      absl::StrCat(call, " failed: ", std::string(text, length)));
+}
+
+/// MPI_COMM_WORLD. Counts go to MPI as int: a step moving more than 2^31
+/// floats per rank is refused (its buffers would be 8 GB).
+class MpiCommunicator final : public Communicator {
+public:
+  MpiCommunicator(int rank, int size) : rank_(rank), size_(size) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  absl::Status allReduceSum(float *data, int64_t count) override {
+    if (absl::Status st = fits(count); !st.ok())
+      return st;
+    return mpiStatus(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count),
+                                   MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+                     "MPI_Allreduce");
+  }
+  absl::Status allGather(const float *in, int64_t count, float *out) override {
+    if (absl::Status st = fits(count); !st.ok())
+      return st;
+    return mpiStatus(MPI_Allgather(in, static_cast<int>(count), MPI_FLOAT, out,
+                                   static_cast<int>(count), MPI_FLOAT,
+                                   MPI_COMM_WORLD),
+                     "MPI_Allgather");
+  }
+  absl::Status allToAll(const float *in, const std::vector<int64_t> &sendCounts,
+                        float *out, const std::vector<int64_t> &recvCounts,
+                        int64_t width) override {
+    if (static_cast<int>(sendCounts.size()) != size_ ||
+        static_cast<int>(recvCounts.size()) != size_)
+      return absl::InvalidArgumentError("all-to-all counts per rank");
+    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+    int64_t so = 0, ro = 0;
+    for (int r = 0; r < size_; ++r) {
+      int64_t s = sendCounts[r] * width, c = recvCounts[r] * width;
+      if (absl::Status st = fits(so + s); !st.ok())
+        return st;
+      if (absl::Status st = fits(ro + c); !st.ok())
+        return st;
+      sc[r] = static_cast<int>(s);
+      sd[r] = static_cast<int>(so);
+      rc[r] = static_cast<int>(c);
+      rd[r] = static_cast<int>(ro);
+      so += s;
+      ro += c;
+    }
+    return mpiStatus(MPI_Alltoallv(in, sc.data(), sd.data(), MPI_FLOAT, out,
+                                   rc.data(), rd.data(), MPI_FLOAT,
+                                   MPI_COMM_WORLD),
+                     "MPI_Alltoallv");
+  }
+
+private:
+  static absl::Status fits(int64_t count) {
+    if (count < 0 || count > INT32_MAX)
+      return absl::InvalidArgumentError(
+          absl::StrCat("a collective of ", count,
+                       " floats is more than MPI's int counts reach"));
+    return absl::OkStatus();
+  }
+  int rank_, size_;
+};
+
+void finalize() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized)
+    MPI_Finalize();
+}
+
+} // namespace
+
+void mpiAbort(int code) {
+  std::fflush(nullptr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+bool launchedByMpi() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") ||
+         std::getenv("PMIX_RANK");
+}
+
+absl::StatusOr<std::shared_ptr<Communicator>> mpiWorldCommunicator() {
+  static std::once_flag once;
+  static absl::Status initStatus;
+  std::call_once(once, [] {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      // Each rank's executors call MPI from the thread that runs the step.
+      int provided = 0;
+      initStatus = mpiStatus(
+          MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided),
+          "MPI_Init_thread");
+      if (initStatus.ok())
+        std::atexit(finalize);
+    }
+    if (initStatus.ok())
+      MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  });
+  if (!initStatus.ok())
+    return initStatus;
+  int rank = 0, size = 1;
+  if (absl::Status st =
+          mpiStatus(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "MPI_Comm_rank");
+      !st.ok())
+    return st;
+  if (absl::Status st =
+          mpiStatus(MPI_Comm_size(MPI_COMM_WORLD, &size), "MPI_Comm_size");
+      !st.ok())
+    return st;
+  return std::shared_ptr<Communicator>(new MpiCommunicator(rank, size));
+}
+
+} // namespace ds::rt

@@ -1,0 +1,178 @@
+//===- ProcessGrid.cpp - the processes of a partitioned module ------------===//
+
+#include "ds/weights/ProcessGrid.h"
+
+#include "ds/dialects/DS/IR/DSOps.h"
+
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/SymbolTable.h"
+
+namespace ds {
+
+FailureOr<std::optional<ProcessGrid>> ProcessGrid::of(ModuleOp module) {
+  SmallVector<shard::GridOp> grids(module.getOps<shard::GridOp>());
+  if (grids.empty())
+    return std::optional<ProcessGrid>();
+  if (grids.size() > 1)
+    return grids[1].emitError("a partitioned module has one process grid");
+  for (int64_t d : grids[0].getShape())
+    if (ShapedType::isDynamic(d) || d < 1)
+      return grids[0].emitError("the process grid needs a static shape");
+  return std::optional<ProcessGrid>(ProcessGrid(grids[0].getShape()));
+}
+
+int64_t ProcessGrid::size() const {
+  int64_t n = 1;
+  for (int64_t d : dims)
+    n *= d;
+  return n;
+}
+
+int64_t ProcessGrid::indexAlong(int64_t rank, ArrayRef<int16_t> axes) const {
+  // Row-major multi-index of `rank`.
+  SmallVector<int64_t> index(dims.size());
+  for (int64_t a = static_cast<int64_t>(dims.size()) - 1; a >= 0; --a) {
+    index[a] = rank % dims[a];
+    rank /= dims[a];
+  }
+  int64_t i = 0;
+  for (int16_t a : axes)
+    i = i * dims[a] + index[a];
+  return i;
+}
+
+int64_t ProcessGrid::sizeAlong(ArrayRef<int16_t> axes) const {
+  int64_t n = 1;
+  for (int16_t a : axes)
+    n *= dims[a];
+  return n;
+}
+
+SmallVector<int64_t> ProcessGrid::group(int64_t rank,
+                                        ArrayRef<int16_t> axes) const {
+  SmallVector<int64_t> members(sizeAlong(axes), -1);
+  for (int64_t r = 0; r < size(); ++r) {
+    bool same = true;
+    for (int64_t a = 0; a < static_cast<int64_t>(dims.size()) && same; ++a)
+      if (!llvm::is_contained(axes, a))
+        same = indexAlong(r, {static_cast<int16_t>(a)}) ==
+               indexAlong(rank, {static_cast<int16_t>(a)});
+    if (same)
+      members[indexAlong(r, axes)] = r;
+  }
+  return members;
+}
+
+FailureOr<SmallVector<int64_t>>
+ProcessGrid::blockShape(ArrayRef<int64_t> whole,
+                        ArrayRef<SmallVector<int16_t>> split) const {
+  SmallVector<int64_t> shape(whole);
+  for (auto [d, axes] : llvm::enumerate(split)) {
+    int64_t n = sizeAlong(axes);
+    if (d >= shape.size() || shape[d] % n != 0)
+      return failure();
+    shape[d] /= n;
+  }
+  return shape;
+}
+
+SmallVector<int64_t>
+ProcessGrid::wholeShape(ArrayRef<int64_t> block,
+                        ArrayRef<SmallVector<int16_t>> split) const {
+  SmallVector<int64_t> shape(block);
+  for (auto [d, axes] : llvm::enumerate(split))
+    if (d < shape.size() && !ShapedType::isDynamic(shape[d]))
+      shape[d] *= sizeAlong(axes);
+  return shape;
+}
+
+Tensor extractBlock(const Tensor &t, ArrayRef<int64_t> offsets,
+                    ArrayRef<int64_t> sizes) {
+  Tensor out = t.isInt ? Tensor::ints(sizes) : Tensor::floats(sizes);
+  int64_t rank = sizes.size(), n = out.numElements();
+  SmallVector<int64_t> idx(rank, 0);
+  for (int64_t flat = 0; flat < n; ++flat) {
+    int64_t src = 0;
+    for (int64_t d = 0; d < rank; ++d)
+      src = src * t.shape[d] + offsets[d] + idx[d];
+    if (t.isInt)
+      out.i[flat] = t.i[src];
+    else
+      out.f[flat] = t.f[src];
+    for (int64_t d = rank - 1; d >= 0 && ++idx[d] == sizes[d]; --d)
+      idx[d] = 0;
+  }
+  return out;
+}
+
+void insertBlock(Tensor &t, const Tensor &block, ArrayRef<int64_t> offsets) {
+  int64_t rank = block.shape.size(), n = block.numElements();
+  SmallVector<int64_t> idx(rank, 0);
+  for (int64_t flat = 0; flat < n; ++flat) {
+    int64_t dst = 0;
+    for (int64_t d = 0; d < rank; ++d)
+      dst = dst * t.shape[d] + offsets[d] + idx[d];
+    if (t.isInt)
+      t.i[dst] = block.i[flat];
+    else
+      t.f[dst] = block.f[flat];
+    for (int64_t d = rank - 1; d >= 0 && ++idx[d] == block.shape[d]; --d)
+      idx[d] = 0;
+  }
+}
+
+Tensor ProcessGrid::block(const Tensor &whole,
+                          ArrayRef<SmallVector<int16_t>> split,
+                          int64_t rank) const {
+  SmallVector<int64_t> sizes(whole.shape), offsets(whole.shape.size(), 0);
+  for (auto [d, axes] : llvm::enumerate(split)) {
+    sizes[d] /= sizeAlong(axes);
+    offsets[d] = indexAlong(rank, axes) * sizes[d];
+  }
+  return extractBlock(whole, offsets, sizes);
+}
+
+Tensor ProcessGrid::assemble(ArrayRef<Tensor> blocks,
+                             ArrayRef<SmallVector<int16_t>> split) const {
+  SmallVector<int64_t> shape = wholeShape(blocks[0].shape, split);
+  Tensor whole = blocks[0].isInt ? Tensor::ints(shape) : Tensor::floats(shape);
+  for (auto [rank, b] : llvm::enumerate(blocks)) {
+    SmallVector<int64_t> offsets(shape.size(), 0);
+    for (auto [d, axes] : llvm::enumerate(split))
+      offsets[d] = indexAlong(rank, axes) * b.shape[d];
+    insertBlock(whole, b, offsets);
+  }
+  return whole;
+}
+
+FailureOr<Tensor>
+loadShard(ParamOp op, int64_t rank,
+          function_ref<FailureOr<Tensor>(ParamOp whole)> loadWhole) {
+  auto gridOp =
+      SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(op, op.getGridAttr());
+  if (!gridOp)
+    return op.emitError() << "the grid " << op.getGridAttr()
+                          << " of a sharded weight is not in the module";
+  ProcessGrid grid(gridOp.getShape());
+  if (rank < 0 || rank >= grid.size())
+    return op.emitError() << "process " << rank << " is not on the grid of "
+                          << grid.size() << " processes";
+  SmallVector<SmallVector<int16_t>> split;
+  for (shard::GridAxesAttr dim : op.getSplitAxesAttr().getAxes())
+    split.emplace_back(dim.asArrayRef());
+  auto local = cast<RankedTensorType>(op.getType());
+  auto whole = RankedTensorType::get(grid.wholeShape(local.getShape(), split),
+                                     local.getElementType());
+  OpBuilder b(op.getContext());
+  auto twin = ParamOp::create(b, op.getLoc(), whole, op.getNameAttr(),
+                              op.getSelectAttr(), op.getScalesAttr(),
+                              op.getZeroPointsAttr(), op.getMetaAttr(),
+                              FlatSymbolRefAttr(), shard::GridAxesArrayAttr());
+  FailureOr<Tensor> t = loadWhole(twin);
+  twin->erase();
+  if (failed(t))
+    return failure();
+  return grid.block(*t, split, rank);
+}
+
+} // namespace ds
