@@ -46,6 +46,7 @@
 #ifdef DS_HAVE_MPI
 #include "ds/rt/MpiCommunicator.h"
 #endif
+#include "ds/passes/Passes.h"
 #include "ds/tools/OutOfMemory.h"
 #include "ds/tools/ds-run/Compiled.h"
 #include "ds/tools/ds-run/Interpreted.h"
@@ -54,6 +55,8 @@
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
@@ -155,6 +158,12 @@ cl::opt<std::string> reportFile("report",
                                 cl::desc("With --reference: write the error "
                                          "report here (JSON)"),
                                 cl::cat(category));
+cl::opt<std::string> partition(
+    "partition",
+    cl::desc("Partition the module first (ds-partition's options, e.g. "
+             "\"tp=2\" or \"tp=2 ep=2\"): the interpreter runs every "
+             "process; compiled backends run this rank's under mpirun"),
+    cl::value_desc("options"), cl::cat(category));
 cl::opt<std::string> backend("backend",
                              cl::desc("interpreter (default), jit, cached, or "
                                       "artifact=FILE.dsa"),
@@ -309,6 +318,17 @@ static int run(int argc, char **argv) {
   OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
   if (!module)
     return 1;
+  if (!partition.empty()) {
+    // Commas separate options too: "tp=2,ep=2" reads as "tp=2 ep=2".
+    std::string options = partition;
+    std::replace(options.begin(), options.end(), ',', ' ');
+    ds::registerPartitionPass();
+    PassManager pm(&context, ModuleOp::getOperationName());
+    if (failed(parsePassPipeline("ds-partition{" + options + "}", pm,
+                                 llvm::errs())) ||
+        failed(pm.run(*module)))
+      return fail("--partition \"" + partition + "\" failed");
+  }
   llvm::SourceMgr refSourceMgr;
   OwningOpRef<ModuleOp> refModule;
   if (!referenceFile.empty()) {
