@@ -316,6 +316,10 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     Option<"ep", "ep", "int64_t", "1",
            "Expert-parallel processes (each holds a block of every MoE "
            "layer's routed experts)">,
+    Option<"printCollectives", "print-collectives", "bool", "false",
+           "Report, per function, the collectives of the per-process "
+           "program and the values each process exchanges per token (a "
+           "remark at the function)">,
   ];
   let dependentDialects = ["::mlir::shard::ShardDialect",
                            "::mlir::tensor::TensorDialect",

@@ -258,6 +258,33 @@ SmallVector<Attribute> resultShardings(func::FuncOp fn) {
   return out;
 }
 
+/// A remark at `fn`: its collectives and the values per token each process
+/// hands to all-reduces and gets from all-gathers (the static dims of their
+/// results: batch and sequence are the dynamic ones).
+void reportCollectives(func::FuncOp fn) {
+  auto perToken = [](Value v) {
+    int64_t n = 1;
+    for (int64_t d : cast<RankedTensorType>(v.getType()).getShape())
+      if (!ShapedType::isDynamic(d))
+        n *= d;
+    return n;
+  };
+  int64_t reduces = 0, gathers = 0, reduced = 0, gathered = 0;
+  fn.walk([&](Operation *op) {
+    if (auto r = dyn_cast<shard::AllReduceOp>(op)) {
+      ++reduces;
+      reduced += perToken(r.getResult());
+    } else if (auto g = dyn_cast<shard::AllGatherOp>(op)) {
+      ++gathers;
+      gathered += perToken(g.getResult());
+    }
+  });
+  fn.emitRemark() << "ds-partition: @" << fn.getSymName() << ": " << reduces
+                  << " all-reduces of " << reduced
+                  << " values per token in all, " << gathers
+                  << " all-gathers of " << gathered << " values per token";
+}
+
 struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
   using PartitionPassBase::PartitionPassBase;
 
@@ -335,6 +362,10 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
         if (a)
           fn.setResultAttr(i, kSplitAxesAttrName, a);
     }
+
+    if (printCollectives)
+      for (func::FuncOp fn : functions)
+        reportCollectives(fn);
 
     // Whatever the partitioner could not place is an error, not silently
     // replicated work with annotations left behind.

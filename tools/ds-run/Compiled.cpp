@@ -129,6 +129,11 @@ int runGenerateCompiled(const RunOptions &opts,
       refs[i].decoder = std::make_unique<rt::SequenceDecoder>(
           seqs[i], options, nullptr, eos, vocab);
   }
+  // Under mpirun: the time this rank spends in collectives against the
+  // whole generation (the interpreter's share too when --check).
+  rt::Communicator *comm = rt::processCommunicator().get();
+  rt::CommunicatorStats before = comm ? comm->stats() : rt::CommunicatorStats();
+  auto generationStart = std::chrono::steady_clock::now();
   double worst = 0;
   int64_t compared = 0, tokensCompared = 0;
   // Runs the interpreter on what the compiled code just ran for sequence
@@ -250,6 +255,20 @@ int runGenerateCompiled(const RunOptions &opts,
     reasons.push_back(decoders[i]->result().finishReason);
   }
   printSequences(seqs, generatedIds, reasons);
+  if (comm && model->plan().processes > 1) {
+    double wall = std::chrono::duration<double>(
+                      std::chrono::steady_clock::now() - generationStart)
+                      .count();
+    rt::CommunicatorStats after = comm->stats();
+    double in = after.seconds - before.seconds;
+    llvm::outs() << llvm::formatv(
+        "mpi: rank {0} of {1}: {2} collectives, {3:f1} KiB handed in, "
+        "{4:f2} ms in them of {5:f2} ms generating ({6:f1}%{7})\n",
+        comm->rank(), comm->size(), after.calls - before.calls,
+        (after.bytesSent - before.bytesSent) / 1024.0, in * 1e3, wall * 1e3,
+        wall > 0 ? 100 * in / wall : 0.0,
+        interp ? "; --check's interpreter runs included" : "");
+  }
   if (interp) {
     llvm::outs() << llvm::formatv(
         "check: {0} logits tensors against the interpreter, max relative "

@@ -6,6 +6,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -30,10 +31,12 @@ public:
   MpiCommunicator(int rank, int size) : rank_(rank), size_(size) {}
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  CommunicatorStats stats() const override { return stats_; }
 
   absl::Status allReduceSum(float *data, int64_t count) override {
     if (absl::Status st = fits(count); !st.ok())
       return st;
+    Timed timed(stats_, count);
     return mpiStatus(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count),
                                    MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
                      "MPI_Allreduce");
@@ -41,6 +44,7 @@ public:
   absl::Status allGather(const float *in, int64_t count, float *out) override {
     if (absl::Status st = fits(count); !st.ok())
       return st;
+    Timed timed(stats_, count);
     return mpiStatus(MPI_Allgather(in, static_cast<int>(count), MPI_FLOAT, out,
                                    static_cast<int>(count), MPI_FLOAT,
                                    MPI_COMM_WORLD),
@@ -67,6 +71,7 @@ public:
       so += s;
       ro += c;
     }
+    Timed timed(stats_, so);
     return mpiStatus(MPI_Alltoallv(in, sc.data(), sd.data(), MPI_FLOAT, out,
                                    rc.data(), rd.data(), MPI_FLOAT,
                                    MPI_COMM_WORLD),
@@ -74,6 +79,22 @@ public:
   }
 
 private:
+  /// Counts one call and its time (the executor calls from one thread).
+  struct Timed {
+    Timed(CommunicatorStats &stats, int64_t floats)
+        : stats(stats), start(std::chrono::steady_clock::now()) {
+      ++stats.calls;
+      stats.bytesSent += floats * static_cast<int64_t>(sizeof(float));
+    }
+    ~Timed() {
+      stats.seconds += std::chrono::duration<double>(
+                           std::chrono::steady_clock::now() - start)
+                           .count();
+    }
+    CommunicatorStats &stats;
+    std::chrono::steady_clock::time_point start;
+  };
+
   static absl::Status fits(int64_t count) {
     if (count < 0 || count > INT32_MAX)
       return absl::InvalidArgumentError(
@@ -82,6 +103,7 @@ private:
     return absl::OkStatus();
   }
   int rank_, size_;
+  CommunicatorStats stats_;
 };
 
 void finalize() {

@@ -83,9 +83,17 @@ struct StepArgs {
 
 /// Collectives between the ranks of a partitioned plan, on the device's
 /// memory. Single-process devices have none.
+/// What a communicator has done so far (this process's side).
+struct CommunicatorStats {
+  int64_t calls = 0;
+  int64_t bytesSent = 0; ///< this process's payload handed to collectives
+  double seconds = 0;    ///< wall time inside them, waiting included
+};
+
 class Communicator {
 public:
   virtual ~Communicator() = default;
+  virtual CommunicatorStats stats() const { return {}; }
   virtual int rank() const = 0;
   virtual int size() const = 0;
   /// In place: data[i] = sum over ranks of data[i].

@@ -6,6 +6,8 @@
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir --ds-partition="tp=2 ep=2" --ds-decompose-moe | FileCheck %s --check-prefix=EPDEC
 // RUN: ds-opt %s --ds-partition=tp=2 | FileCheck %s
 // RUN: ds-opt %s --ds-partition=tp=1 | FileCheck %s --check-prefix=TP1
+// RUN: ds-opt %s "--ds-partition=tp=2 print-collectives" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REMARK
+// REMARK: remark: ds-partition: @dense_and_head: 1 all-reduces of 16 values per token in all, 1 all-gathers of 32 values per token
 // RUN: ds-opt %s --ds-partition=tp=2 | ds-opt | FileCheck %s
 
 // Tensor parallelism, Megatron-style: column-parallel Q/K/V (a GQA KV head
