@@ -300,6 +300,12 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     parallelism yet), so no all-to-all dispatch is needed; `ds.moe` then
     stays whole (`ds-decompose-moe` leaves a block of experts as it is).
 
+    With `dp=N`, the grid gains a leading `dp` axis: every argument
+    (tokens, positions, KV caches) is split along its batch, so each replica
+    runs its block of the sequences with its own caches, and the results
+    are split the same way; the weights are replicated over `dp`, and the
+    tensor- and expert-parallel collectives stay within a replica.
+
     Every process runs the same program on its own shard of the weights;
     the reference interpreter runs all of them with emulated collectives
     (`ds-run --ranks`). Run it on the imported (or decomposed) model,
@@ -307,7 +313,7 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     be sharded yet and are refused. Head counts, intermediate sizes and the
     vocabulary must divide by `tp`, and attention needs `tp` to divide its
     KV heads (replicating KV heads is not supported); otherwise the pass
-    fails naming the op. `tp=1 ep=1` leaves the module unchanged.
+    fails naming the op. `tp=1 ep=1 dp=1` leaves the module unchanged.
   }];
   let options = [
     Option<"tp", "tp", "int64_t", "1",
@@ -316,6 +322,9 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     Option<"ep", "ep", "int64_t", "1",
            "Expert-parallel processes (each holds a block of every MoE "
            "layer's routed experts)">,
+    Option<"dp", "dp", "int64_t", "1",
+           "Data-parallel replicas (each runs a block of the batch's "
+           "sequences, with its own KV caches)">,
     Option<"printCollectives", "print-collectives", "bool", "false",
            "Report, per function, the collectives of the per-process "
            "program and the values each process exchanges per token (a "

@@ -203,18 +203,53 @@ void duplicateSharedParams(func::FuncOp fn) {
   }
 }
 
-/// Results the function returns replicated: everything but KV caches,
-/// which stay each process's shard. A returned projection (the logits) is
-/// gathered.
-void annotateResults(func::FuncOp fn, FlatSymbolRefAttr grid) {
+/// Data parallelism: every argument (tokens, positions, KV caches: batch
+/// first) is split along its batch over `dp`; a per-head KV cache
+/// ([B, T, H, D], written by ds.cache_update) also by heads over `tp`, as
+/// the attention reading it (an annotation says every dimension).
+void annotateArguments(func::FuncOp fn, FlatSymbolRefAttr grid,
+                       ArrayRef<int16_t> dp, ArrayRef<int16_t> tp) {
+  if (dp.empty())
+    return;
+  MLIRContext *ctx = fn.getContext();
+  OpBuilder b(fn.getBody());
+  for (BlockArgument arg : fn.getArguments()) {
+    auto type = dyn_cast<RankedTensorType>(arg.getType());
+    if (!type || type.getRank() == 0 || arg.use_empty())
+      continue;
+    SmallVector<shard::GridAxesAttr> split = {DenseI16ArrayAttr::get(ctx, dp)};
+    bool headCache =
+        type.getRank() == 4 && llvm::any_of(arg.getUses(), [](OpOperand &use) {
+          auto update = dyn_cast<CacheUpdateOp>(use.getOwner());
+          return update && update.getCache() == use.get();
+        });
+    if (headCache && !tp.empty())
+      split.append(
+          {DenseI16ArrayAttr::get(ctx, {}), DenseI16ArrayAttr::get(ctx, tp)});
+    auto sharding = shard::ShardingOp::create(
+        b, fn.getLoc(), shard::Sharding::get(grid, split));
+    auto annotation = shard::ShardOp::create(b, fn.getLoc(), arg, sharding,
+                                             /*annotate_for_users=*/true);
+    arg.replaceAllUsesExcept(annotation.getResult(), annotation);
+  }
+}
+
+/// Results the function returns whole (split only along the batch over
+/// `dp`): everything but KV caches, which stay each process's shard. A
+/// returned projection (the logits) is gathered.
+void annotateResults(func::FuncOp fn, FlatSymbolRefAttr grid,
+                     ArrayRef<int16_t> dp) {
   fn.walk([&](func::ReturnOp ret) {
     OpBuilder b(ret);
     for (OpOperand &operand : ret->getOpOperands()) {
-      if (operand.get().getDefiningOp<CacheUpdateOp>() ||
-          !isa<RankedTensorType>(operand.get().getType()))
+      auto type = dyn_cast<RankedTensorType>(operand.get().getType());
+      if (operand.get().getDefiningOp<CacheUpdateOp>() || !type)
         continue;
-      auto sharding = shard::ShardingOp::create(b, ret.getLoc(),
-                                                shard::Sharding::get(grid, {}));
+      SmallVector<shard::GridAxesAttr> split;
+      if (!dp.empty() && type.getRank() > 0)
+        split.push_back(DenseI16ArrayAttr::get(fn.getContext(), dp));
+      auto sharding = shard::ShardingOp::create(
+          b, ret.getLoc(), shard::Sharding::get(grid, split));
       auto annotation =
           shard::ShardOp::create(b, ret.getLoc(), operand.get(), sharding,
                                  /*annotate_for_users=*/true);
@@ -295,31 +330,36 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (tp < 1 || ep < 1) {
-      module.emitError() << "ds-partition: tp and ep must be at least 1, got "
-                         << tp << " and " << ep;
+    if (tp < 1 || ep < 1 || dp < 1) {
+      module.emitError() << "ds-partition: tp, ep and dp must be at least 1, "
+                            "got "
+                         << tp << ", " << ep << " and " << dp;
       return signalPassFailure();
     }
-    if (tp == 1 && ep == 1)
+    if (tp == 1 && ep == 1 && dp == 1)
       return;
     if (module.lookupSymbol(kGridName)) {
       module.emitError() << "ds-partition: the module already has a symbol @"
                          << kGridName << " (is it partitioned already?)";
       return signalPassFailure();
     }
-    // Axes: [tp] alone, or [ep, tp] (ep major: the experts' blocks in grid
-    // order are ascending expert ids).
+    // Axes, each only when more than one process: [dp, ep, tp] (ep before
+    // tp: the experts' blocks in grid order are ascending expert ids).
     OpBuilder b(module.getBodyRegion());
     SmallVector<int64_t> shape;
-    int16_t epAxis = -1, tpAxis = -1;
-    if (ep > 1) {
-      epAxis = 0;
-      shape.push_back(ep);
-    }
-    if (tp > 1 || ep == 1) {
-      tpAxis = static_cast<int16_t>(shape.size());
-      shape.push_back(tp);
-    }
+    int16_t dpAxis = -1, epAxis = -1, tpAxis = -1;
+    auto addAxis = [&](int64_t size, int16_t &axis) {
+      if (size > 1) {
+        axis = static_cast<int16_t>(shape.size());
+        shape.push_back(size);
+      }
+    };
+    addAxis(dp, dpAxis);
+    addAxis(ep, epAxis);
+    addAxis(tp, tpAxis);
+    SmallVector<int16_t> dpAxes;
+    if (dpAxis >= 0)
+      dpAxes.push_back(dpAxis);
     shard::GridOp::create(b, module.getLoc(), kGridName, shape);
     auto grid = FlatSymbolRefAttr::get(module.getContext(), kGridName);
 
@@ -331,7 +371,11 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
       duplicateSharedParams(fn);
       if (failed(Planner(fn, grid, tpAxis, epAxis).run()))
         return signalPassFailure();
-      annotateResults(fn, grid);
+      SmallVector<int16_t> tpAxes;
+      if (tpAxis >= 0)
+        tpAxes.push_back(tpAxis);
+      annotateArguments(fn, grid, dpAxes, tpAxes);
+      annotateResults(fn, grid, dpAxes);
     }
 
     OpPassManager propagate(ModuleOp::getOperationName());

@@ -43,13 +43,14 @@ LogicalResult ds::buildOptimizePipeline(
     prune.keepTop = options.pruneKeepTop;
     pm.addPass(createPruneExpertsPass(prune));
   }
-  if (options.tp < 1 || options.ep < 1)
-    return fail("ds-optimize: tp and ep must be at least 1, got " +
-                Twine(options.tp.getValue()) + " and " +
-                Twine(options.ep.getValue()));
-  if (options.tp > 1 || options.ep > 1) {
+  if (options.tp < 1 || options.ep < 1 || options.dp < 1)
+    return fail("ds-optimize: tp, ep and dp must be at least 1, got " +
+                Twine(options.tp.getValue()) + ", " +
+                Twine(options.ep.getValue()) + " and " +
+                Twine(options.dp.getValue()));
+  if (options.tp > 1 || options.ep > 1 || options.dp > 1) {
     if (options.quantize != "none" || options.sparsity != "none")
-      return fail("ds-optimize: tp or ep > 1 cannot be combined with "
+      return fail("ds-optimize: tp, ep or dp > 1 cannot be combined with "
                   "quantize or "
                   "sparsity yet (the weights of a partitioned module are "
                   "shards, which ds-quantize and ds-sparsify-24 do not "
@@ -57,6 +58,7 @@ LogicalResult ds::buildOptimizePipeline(
     PartitionPassOptions partition;
     partition.tp = options.tp;
     partition.ep = options.ep;
+    partition.dp = options.dp;
     pm.addPass(createPartitionPass(partition));
   }
   bool fuse = options.level >= 2 && options.fusion;

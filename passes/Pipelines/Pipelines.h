@@ -102,9 +102,13 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
       *this, "ep",
       llvm::cl::desc("ds-partition ep: expert-parallel processes (1: none)"),
       llvm::cl::init(1)};
+  PassOptions::Option<int64_t> dp{
+      *this, "dp",
+      llvm::cl::desc("ds-partition dp: data-parallel replicas (1: none)"),
+      llvm::cl::init(1)};
 };
 
-/// ds-optimize: [ds-prune-experts], [ds-partition{tp, ep}], then by level:
+/// ds-optimize: [ds-prune-experts], [ds-partition{tp, ep, dp}], then by level:
 /// decompose ds.moe (1), ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal,
 /// ds-fuse-linear and ds-fuse-elementwise (2), then [ds-sparsify-24],
 /// [ds-quantize] (followed by ds-fuse-linear at level 2, which folds activation

@@ -681,11 +681,12 @@ struct MoEModel : SpaceModel<MoEModel, MoEOp> {
     if (!grid)
       return ShardingOption::makeEmpty();
     Space s = space(op);
-    ShardingArray axes = loopAxes(s, operands, {});
+    ShardingArray axes = loopAxes(s, operands, results);
     unsigned t = rankOf(op->getOperand(0)) - 1;
-    // Only the expert and intermediate loops split.
+    // The tokens (data parallelism), experts and intermediate sizes split;
+    // the hidden axis and the unindexed dims stay whole.
     for (unsigned l = 0; l < axes.size(); ++l)
-      if (l < t + 1 || l > t + 3)
+      if (l == t || l > t + 3)
         axes[l].clear();
     shard::removeTrailingEmptySubArray(axes);
     return ShardingOption(axes, grid);

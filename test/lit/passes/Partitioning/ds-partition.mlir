@@ -4,6 +4,7 @@
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir --ds-partition="tp=2 ep=2" | FileCheck %s --check-prefix=EP
 // RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition=ep=4 | FileCheck %s --check-prefix=EP4
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir --ds-partition="tp=2 ep=2" --ds-decompose-moe | FileCheck %s --check-prefix=EPDEC
+// RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition="dp=2 tp=2" | FileCheck %s --check-prefix=DP
 // RUN: ds-opt %s --ds-partition=tp=2 | FileCheck %s
 // RUN: ds-opt %s --ds-partition=tp=1 | FileCheck %s --check-prefix=TP1
 // RUN: ds-opt %s "--ds-partition=tp=2 print-collectives" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REMARK
@@ -112,3 +113,17 @@ func.func @dense_and_head(%ids: tensor<?x?xi64>) -> tensor<?x?x32xf32> {
 // ds-decompose-moe leaves a block of experts whole.
 // EPDEC: ds.moe {{.*}}expert_grid = @grid
 // EPDEC-NOT: ds.moe_dispatch
+
+// Data parallelism on a [dp, tp] grid: arguments and results split along
+// the batch over dp (a per-head KV cache by heads over tp too); the
+// collectives stay within a replica (tp's axis).
+// DP: shard.grid @grid(shape = 2x2)
+// DP-LABEL: func.func @mixtral_prefill
+// DP-SAME: tensor<?x?x64xf32> {ds.split_axes = #shard<axisarray{{\[\[}}0]]>}
+// DP-SAME: -> (tensor<?x?x64xf32> {ds.split_axes = #shard<axisarray{{\[\[}}0]]>})
+// DP-NOT: grid_axes = [0]
+// DP: shard.all_reduce {{.*}} grid_axes = [1]
+// DP-LABEL: func.func @mixtral_attention_decode
+// DP-SAME: tensor<?x256x1x16xf32> {ds.split_axes = #shard<axisarray{{\[\[}}0], [], [1]]>}
+// DP-NOT: all_gather
+// DP: return
