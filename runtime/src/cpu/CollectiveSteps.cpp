@@ -47,7 +47,9 @@ absl::StatusOr<Communicator *> communicatorFor(StepContext &c) {
   if (!comm)
     return c.error(absl::StrCat("a collective step of a plan for ", processes,
                                 " processes, but this process has no "
-                                "communicator (launch it with mpirun)"));
+                                "communicator (launch one process per "
+                                "rank with mpirun, from a ds built with "
+                                "MPI: libds_runtime_mpi)"));
   if (comm->size() != processes || comm->rank() != c.model.plan().process)
     return c.error(absl::StrCat("the plan is process ", c.model.plan().process,
                                 " of ", processes, ", this process is rank ",
