@@ -881,17 +881,13 @@ LogicalResult Evaluator::evalCollective(Operation *op) {
     set(op->getResult(0), std::move(out));
     return success();
   }
-  auto gather = cast<shard::AllGatherOp>(op);
-  int64_t axis = gather.getGatherAxis().getSExtValue();
-  SmallVector<int64_t> shape(mine.shape);
-  shape[axis] *= all->size();
-  Tensor out = mine.isInt ? Tensor::ints(shape) : Tensor::floats(shape);
-  for (auto [i, t] : llvm::enumerate(*all)) {
-    SmallVector<int64_t> offsets(shape.size(), 0);
-    offsets[axis] = i * mine.shape[axis];
-    insertBlock(out, t, offsets);
-  }
-  set(op->getResult(0), std::move(out));
+  // The group's blocks in order along the gather axis.
+  SmallVector<const Tensor *> parts;
+  for (const Tensor &t : *all)
+    parts.push_back(&t);
+  set(op->getResult(0),
+      concatenate(parts,
+                  cast<shard::AllGatherOp>(op).getGatherAxis().getSExtValue()));
   return success();
 }
 

@@ -8,13 +8,12 @@ namespace ds {
 
 RankedTensorType wholeArgumentType(func::FuncOp fn, unsigned i) {
   auto type = cast<RankedTensorType>(fn.getArgumentTypes()[i]);
-  auto module = fn->getParentOfType<ModuleOp>();
-  SmallVector<shard::GridOp> grids(module.getOps<shard::GridOp>());
-  if (grids.size() != 1)
+  FailureOr<std::optional<ProcessGrid>> grid =
+      ProcessGrid::of(fn->getParentOfType<ModuleOp>());
+  if (failed(grid) || !*grid)
     return type;
-  ProcessGrid grid(grids[0].getShape());
   return RankedTensorType::get(
-      grid.wholeShape(type.getShape(), argumentSplitAxes(fn, i)),
+      (*grid)->wholeShape(type.getShape(), argumentSplitAxes(fn, i)),
       type.getElementType());
 }
 

@@ -86,39 +86,47 @@ ProcessGrid::wholeShape(ArrayRef<int64_t> block,
   return shape;
 }
 
-Tensor extractBlock(const Tensor &t, ArrayRef<int64_t> offsets,
-                    ArrayRef<int64_t> sizes) {
-  Tensor out = t.isInt ? Tensor::ints(sizes) : Tensor::floats(sizes);
-  int64_t rank = sizes.size(), n = out.numElements();
+/// Calls visit(at, flat) for each element of the block of a `wholeShape`
+/// value at `offsets` with shape `sizes`: `at` indexes the whole value,
+/// `flat` the row-major block.
+template <typename Visit>
+static void forEachBlockElement(ArrayRef<int64_t> wholeShape,
+                                ArrayRef<int64_t> offsets,
+                                ArrayRef<int64_t> sizes, Visit visit) {
+  int64_t rank = sizes.size(), n = 1;
+  for (int64_t d : sizes)
+    n *= d;
   SmallVector<int64_t> idx(rank, 0);
   for (int64_t flat = 0; flat < n; ++flat) {
-    int64_t src = 0;
+    int64_t at = 0;
     for (int64_t d = 0; d < rank; ++d)
-      src = src * t.shape[d] + offsets[d] + idx[d];
-    if (t.isInt)
-      out.i[flat] = t.i[src];
-    else
-      out.f[flat] = t.f[src];
+      at = at * wholeShape[d] + offsets[d] + idx[d];
+    visit(at, flat);
     for (int64_t d = rank - 1; d >= 0 && ++idx[d] == sizes[d]; --d)
       idx[d] = 0;
   }
+}
+
+Tensor extractBlock(const Tensor &t, ArrayRef<int64_t> offsets,
+                    ArrayRef<int64_t> sizes) {
+  Tensor out = t.isInt ? Tensor::ints(sizes) : Tensor::floats(sizes);
+  forEachBlockElement(t.shape, offsets, sizes, [&](int64_t at, int64_t flat) {
+    if (t.isInt)
+      out.i[flat] = t.i[at];
+    else
+      out.f[flat] = t.f[at];
+  });
   return out;
 }
 
 void insertBlock(Tensor &t, const Tensor &block, ArrayRef<int64_t> offsets) {
-  int64_t rank = block.shape.size(), n = block.numElements();
-  SmallVector<int64_t> idx(rank, 0);
-  for (int64_t flat = 0; flat < n; ++flat) {
-    int64_t dst = 0;
-    for (int64_t d = 0; d < rank; ++d)
-      dst = dst * t.shape[d] + offsets[d] + idx[d];
-    if (t.isInt)
-      t.i[dst] = block.i[flat];
-    else
-      t.f[dst] = block.f[flat];
-    for (int64_t d = rank - 1; d >= 0 && ++idx[d] == block.shape[d]; --d)
-      idx[d] = 0;
-  }
+  forEachBlockElement(t.shape, offsets, block.shape,
+                      [&](int64_t at, int64_t flat) {
+                        if (t.isInt)
+                          t.i[at] = block.i[flat];
+                        else
+                          t.f[at] = block.f[flat];
+                      });
 }
 
 Tensor ProcessGrid::block(const Tensor &whole,

@@ -1469,9 +1469,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             }
             int64_t axis =
                 cast<shard::AllGatherOp>(o).getGatherAxis().getSExtValue();
-            int64_t processes = 1;
-            for (int64_t d : gridOp.getShape())
-              processes *= d;
+            int64_t processes = ProcessGrid(gridOp.getShape()).size();
             Dims shape = like(out, in);
             if (getLogicalTensorType(out.getType()).isDynamicDim(axis))
               shape[axis].constant *= processes;

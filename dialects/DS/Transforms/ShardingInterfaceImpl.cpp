@@ -172,6 +172,7 @@ void allReduceResults(Operation *op, FlatSymbolRefAttr grid,
 }
 
 /// Shared implementation: `Model::space(op)` gives the iteration space;
+/// `Model::check` (default: none) refuses splits the op cannot take;
 /// `Model::partitionLocal` (default: a clone on the local shapes) builds the
 /// per-process op; results of a split reduction are then summed.
 template <typename Model, typename Op>
@@ -201,6 +202,13 @@ struct SpaceModel : public shard::ShardingInterface::ExternalModel<Model, Op> {
         option->shardingArray[f].clear();
     shard::removeTrailingEmptySubArray(option->shardingArray);
     return option;
+  }
+
+  /// `axes`: the grid axes each loop is split over.
+  static LogicalResult check(Operation *, const ShardingArray &axes,
+                             FlatSymbolRefAttr grid,
+                             SymbolTableCollection &symbols) {
+    return success();
   }
 
   static LogicalResult partitionLocal(Operation *op,
@@ -235,7 +243,9 @@ struct SpaceModel : public shard::ShardingInterface::ExternalModel<Model, Op> {
         llvm::append_range(reduced, loopAxes);
     llvm::sort(reduced);
     reduced.erase(llvm::unique(reduced), reduced.end());
-    if (failed(Model::partitionLocal(op, partitioned, operandShardings,
+    if (failed(Model::check(op, axes, gridOf(operandShardings, resultShardings),
+                            symbols)) ||
+        failed(Model::partitionLocal(op, partitioned, operandShardings,
                                      resultShardings, axes, mapping, symbols,
                                      builder)))
       return failure();
@@ -334,19 +344,13 @@ struct LinearModel : SpaceModel<LinearModel, LinearOp> {
     maps.push_back(m.map(out));
     return m.finish({loops, maps, {}});
   }
-  static LogicalResult
-  partitionLocal(Operation *op, ArrayRef<Value> partitioned,
-                 ArrayRef<Sharding> operandShardings,
-                 ArrayRef<Sharding> resultShardings, const ShardingArray &axes,
-                 IRMapping &mapping, SymbolTableCollection &symbols,
-                 OpBuilder &builder) {
+  static LogicalResult check(Operation *op, const ShardingArray &axes,
+                             FlatSymbolRefAttr, SymbolTableCollection &) {
     if (cast<LinearOp>(op).getBias() && !axes.back().empty())
       return op->emitOpError("a row-parallel projection with a bias is not "
                              "supported (the bias would be added on every "
                              "process)");
-    return SpaceModel::partitionLocal(op, partitioned, operandShardings,
-                                      resultShardings, axes, mapping, symbols,
-                                      builder);
+    return success();
   }
 };
 
@@ -560,15 +564,11 @@ struct AttentionModel : SpaceModel<AttentionModel, AttentionOp> {
                       m.map({b, c, h, c}), m.map({b, s}), m.map({b, s, h, dv})},
                      {1, 3}});
   }
-  static LogicalResult
-  partitionLocal(Operation *op, ArrayRef<Value> partitioned,
-                 ArrayRef<Sharding> operandShardings,
-                 ArrayRef<Sharding> resultShardings, const ShardingArray &axes,
-                 IRMapping &mapping, SymbolTableCollection &symbols,
-                 OpBuilder &builder) {
+  static LogicalResult check(Operation *op, const ShardingArray &axes,
+                             FlatSymbolRefAttr grid,
+                             SymbolTableCollection &symbols) {
     if (!axes[2].empty()) {
-      int64_t n = processesAlong(op, gridOf(operandShardings, resultShardings),
-                                 axes[2], symbols);
+      int64_t n = processesAlong(op, grid, axes[2], symbols);
       for (Value v : {op->getOperand(0), op->getOperand(1)}) {
         int64_t heads = cast<RankedTensorType>(v.getType()).getDimSize(2);
         if (ShapedType::isDynamic(heads) || heads % n != 0)
@@ -577,9 +577,7 @@ struct AttentionModel : SpaceModel<AttentionModel, AttentionOp> {
                  << " processes (replicating KV heads is not supported)";
       }
     }
-    return SpaceModel::partitionLocal(op, partitioned, operandShardings,
-                                      resultShardings, axes, mapping, symbols,
-                                      builder);
+    return success();
   }
 };
 
@@ -691,12 +689,8 @@ struct MoEModel : SpaceModel<MoEModel, MoEOp> {
     shard::removeTrailingEmptySubArray(axes);
     return ShardingOption(axes, grid);
   }
-  static LogicalResult
-  partitionLocal(Operation *op, ArrayRef<Value> partitioned,
-                 ArrayRef<Sharding> operandShardings,
-                 ArrayRef<Sharding> resultShardings, const ShardingArray &axes,
-                 IRMapping &mapping, SymbolTableCollection &symbols,
-                 OpBuilder &builder) {
+  static LogicalResult check(Operation *op, const ShardingArray &axes,
+                             FlatSymbolRefAttr, SymbolTableCollection &) {
     auto moe = cast<MoEOp>(op);
     unsigned t = rankOf(moe.getInput()) - 1;
     const SmallVector<GridAxis> &e = axes[t + 1], &i = axes[t + 2],
@@ -714,6 +708,17 @@ struct MoEModel : SpaceModel<MoEModel, MoEOp> {
                                "same grid axes as the routed experts "
                                "(their expert and intermediate axes)");
     }
+    return success();
+  }
+  /// A process holding a block of the experts says so (expert_grid).
+  static LogicalResult
+  partitionLocal(Operation *op, ArrayRef<Value> partitioned,
+                 ArrayRef<Sharding> operandShardings,
+                 ArrayRef<Sharding> resultShardings, const ShardingArray &axes,
+                 IRMapping &mapping, SymbolTableCollection &symbols,
+                 OpBuilder &builder) {
+    auto moe = cast<MoEOp>(op);
+    const SmallVector<GridAxis> &e = axes[rankOf(moe.getInput())];
     if (failed(SpaceModel::partitionLocal(op, partitioned, operandShardings,
                                           resultShardings, axes, mapping,
                                           symbols, builder)))
