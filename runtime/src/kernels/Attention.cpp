@@ -79,6 +79,30 @@ inline void dotGrid(const float *const *a, const float *const *b, int64_t n,
         sum[h][j] += x * y[j];
     }
   }
+  if (c == n && N * K == 8) {
+    // Eight dots reduced together: dot's pairwise reduction (lanes i + 4,
+    // then i + 2, then i + 1) as whole-register adds of transposed halves,
+    // 7 adds and 14 shuffles for the eight instead of 6 operations each.
+    __m256 v[8];
+    for (int h = 0; h < N; ++h)
+      for (int j = 0; j < K; ++j)
+        v[h * K + j] = reinterpret_cast<__m256>(sum[h][j]);
+    // Lanes i + 4: dots d and d + 4 share a register, d's halves in the
+    // low 128 bits.
+    __m256 f[4];
+    for (int d = 0; d < 4; ++d)
+      f[d] = _mm256_add_ps(_mm256_permute2f128_ps(v[d], v[d + 4], 0x20),
+                           _mm256_permute2f128_ps(v[d], v[d + 4], 0x31));
+    // Lanes i + 2: [d0 d0 d1 d1 | d4 d4 d5 d5] and the same for d2, d3.
+    __m256 t01 = _mm256_add_ps(_mm256_shuffle_ps(f[0], f[1], 0x44),
+                               _mm256_shuffle_ps(f[0], f[1], 0xee));
+    __m256 t23 = _mm256_add_ps(_mm256_shuffle_ps(f[2], f[3], 0x44),
+                               _mm256_shuffle_ps(f[2], f[3], 0xee));
+    // Lanes i + 1: dots 0..3 in the low half, 4..7 in the high.
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_shuffle_ps(t01, t23, 0x88),
+                                        _mm256_shuffle_ps(t01, t23, 0xdd)));
+    return;
+  }
   if (c == n) {
     // dot's pairwise reduction (lanes i + 4, then i + 2, then i + 1) with
     // vector adds.
@@ -281,6 +305,18 @@ int64_t rowBlock(int64_t n) {
   return std::clamp<int64_t>(rows / 4 * 4, 8, 64);
 }
 
+/// Rows of n floats per block of the AVX2 weighted sums over rows copied
+/// into a block (narrow caches, rows many heads share): half of L2. Their
+/// 4 heads x 16 columns of accumulators read 64 bytes of rows per 8 FMAs,
+/// which L2 sustains; what they cannot sustain is reloading and storing
+/// the accumulators every few rows (MLA's 576-float rows gave blocks of 8
+/// rows in half of a 32 KiB L1d: a load and a store per FMA).
+int64_t rowBlockL2(int64_t n) {
+  static const int64_t l2 = cpuInfo().l2;
+  int64_t rows = l2 / 2 / std::max<int64_t>(n * 4, 1);
+  return std::clamp<int64_t>(rows / 4 * 4, 8, 64);
+}
+
 /// Whether heads i0 .. i0 + 3 read the same rows (a GQA group, MLA).
 template <typename T> inline bool sameRows4(const T *const *rows, int64_t i0) {
   return rows[i0] == rows[i0 + 1] && rows[i0] == rows[i0 + 2] &&
@@ -455,8 +491,11 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
                   int64_t nh, int64_t n, float *out, int64_t ldo,
                   const int64_t *lens = nullptr) {
   typedef float v8 __attribute__((vector_size(32), aligned(4)));
-  const int64_t kRowBlock = rowBlock(n);
   const bool wide = hasAvx512();
+  const int64_t kRowBlock =
+      !wide && F32Block::copies(t.type, F32Block::longestRun(t, nh))
+          ? rowBlockL2(n)
+          : rowBlock(n);
   ThreadScratch::Scope scope;
   F32Block block(scope, t, nh, n, kRowBlock);
   const bool direct = directNarrow(t, nh);
@@ -466,23 +505,28 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
   auto block4 = [&](int64_t i0, int64_t c, int64_t j0, int64_t j1,
                     auto sharedTag) __attribute__((always_inline)) {
     constexpr bool shared = decltype(sharedTag)::value;
+    constexpr int kRows = shared ? 1 : 4;
+    // Once per call, not per row: a few lines of the next block.
+    ahead.step();
     v8 acc[4][2];
     for (int h = 0; h < 4; ++h)
       for (int v = 0; v < 2; ++v)
         std::memcpy(&acc[h][v], out + (i0 + h) * ldo + c + v * 8, sizeof(v8));
+    const float *at[kRows];
+    for (int h = 0; h < kRows; ++h)
+      at[h] = rows[i0 + h] + (j0 - sh) * stride + c;
+    const float *w = p + i0 * ldp;
     for (int64_t j = j0; j < j1; ++j) {
-      ahead.step();
-      v8 x[4][2];
-      for (int h = 0; h < (shared ? 1 : 4); ++h) {
-        const float *at = rows[i0 + h] + (j - sh) * stride + c;
-        std::memcpy(&x[h][0], at, sizeof(v8));
-        std::memcpy(&x[h][1], at + 8, sizeof(v8));
+      v8 x[kRows][2];
+      for (int h = 0; h < kRows; ++h) {
+        std::memcpy(&x[h][0], at[h], sizeof(v8));
+        std::memcpy(&x[h][1], at[h] + 8, sizeof(v8));
+        at[h] += stride;
       }
       for (int h = 0; h < 4; ++h) {
-        float w = p[(i0 + h) * ldp + j];
         v8 a;
         for (int l = 0; l < 8; ++l)
-          a[l] = w;
+          a[l] = w[h * ldp + j];
         acc[h][0] += a * x[shared ? 0 : h][0];
         acc[h][1] += a * x[shared ? 0 : h][1];
       }
@@ -494,7 +538,7 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
     const int64_t j1 = std::min(len, j0 + kRowBlock);
     ahead = RowPrefetch(t, nh, n, j1, std::min(len, j1 + kRowBlock));
-    ahead.spread((n / 16) * (nh / 4) * (j1 - j0));
+    ahead.spread((n / 16) * (nh / 4));
     block.load(t, nh, n, j0, j1);
     rows = block.rows();
     stride = block.stride;
@@ -621,7 +665,10 @@ uint64_t dotTableBytes(int64_t nh, int64_t n, int64_t distinct, int64_t longest,
 /// Scratch bytes weightedSums takes (the same table sizes).
 uint64_t weightedSumsBytes(int64_t nh, int64_t n, int64_t distinct,
                            int64_t longest, KVType type) {
-  return F32Block::bytes(nh, n, rowBlock(n), distinct, longest, type);
+  const int64_t rows = !hasAvx512() && F32Block::copies(type, longest)
+                           ? rowBlockL2(n)
+                           : rowBlock(n);
+  return F32Block::bytes(nh, n, rows, distinct, longest, type);
 }
 
 /// The longest run of query rows one attention item holds: prefill rows
