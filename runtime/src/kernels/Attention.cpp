@@ -58,6 +58,33 @@ inline float dot(const float *a, const float *b, int64_t n) {
   return part[0];
 }
 
+/// Eight dots' 8-lane sums (sum[h][j], dot h * K + j) reduced together
+/// into out[0, 8): dot's pairwise reduction (lanes i + 4, then i + 2, then
+/// i + 1) as whole-register adds of transposed halves, 7 adds and 14
+/// shuffles for the eight instead of 6 operations each.
+template <int K, typename V>
+__attribute__((always_inline)) inline void reduce8(const V (*sum)[K],
+                                                   float *out) {
+  static_assert(K == 1 || K == 2 || K == 4 || K == 8, "eight dots");
+  __m256 v[8];
+  for (int d = 0; d < 8; ++d)
+    v[d] = reinterpret_cast<__m256>(sum[d / K][d % K]);
+  // Lanes i + 4: dots d and d + 4 share a register, d's halves in the low
+  // 128 bits.
+  __m256 f[4];
+  for (int d = 0; d < 4; ++d)
+    f[d] = _mm256_add_ps(_mm256_permute2f128_ps(v[d], v[d + 4], 0x20),
+                         _mm256_permute2f128_ps(v[d], v[d + 4], 0x31));
+  // Lanes i + 2: [d0 d0 d1 d1 | d4 d4 d5 d5] and the same for d2, d3.
+  __m256 t01 = _mm256_add_ps(_mm256_shuffle_ps(f[0], f[1], 0x44),
+                             _mm256_shuffle_ps(f[0], f[1], 0xee));
+  __m256 t23 = _mm256_add_ps(_mm256_shuffle_ps(f[2], f[3], 0x44),
+                             _mm256_shuffle_ps(f[2], f[3], 0xee));
+  // Lanes i + 1: dots 0..3 in the low half, 4..7 in the high.
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_shuffle_ps(t01, t23, 0x88),
+                                      _mm256_shuffle_ps(t01, t23, 0xdd)));
+}
+
 /// N x K dots at once, out[h * K + j] = dot(a[h], b[j], n), each with
 /// exactly dot's arithmetic (one FMA per element into 8 lane sums, then the
 /// same pairwise reduction): N * K independent FMA chains in flight, every
@@ -79,30 +106,11 @@ inline void dotGrid(const float *const *a, const float *const *b, int64_t n,
         sum[h][j] += x * y[j];
     }
   }
-  if (c == n && N * K == 8) {
-    // Eight dots reduced together: dot's pairwise reduction (lanes i + 4,
-    // then i + 2, then i + 1) as whole-register adds of transposed halves,
-    // 7 adds and 14 shuffles for the eight instead of 6 operations each.
-    __m256 v[8];
-    for (int h = 0; h < N; ++h)
-      for (int j = 0; j < K; ++j)
-        v[h * K + j] = reinterpret_cast<__m256>(sum[h][j]);
-    // Lanes i + 4: dots d and d + 4 share a register, d's halves in the
-    // low 128 bits.
-    __m256 f[4];
-    for (int d = 0; d < 4; ++d)
-      f[d] = _mm256_add_ps(_mm256_permute2f128_ps(v[d], v[d + 4], 0x20),
-                           _mm256_permute2f128_ps(v[d], v[d + 4], 0x31));
-    // Lanes i + 2: [d0 d0 d1 d1 | d4 d4 d5 d5] and the same for d2, d3.
-    __m256 t01 = _mm256_add_ps(_mm256_shuffle_ps(f[0], f[1], 0x44),
-                               _mm256_shuffle_ps(f[0], f[1], 0xee));
-    __m256 t23 = _mm256_add_ps(_mm256_shuffle_ps(f[2], f[3], 0x44),
-                               _mm256_shuffle_ps(f[2], f[3], 0xee));
-    // Lanes i + 1: dots 0..3 in the low half, 4..7 in the high.
-    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_shuffle_ps(t01, t23, 0x88),
-                                        _mm256_shuffle_ps(t01, t23, 0xdd)));
-    return;
-  }
+  if constexpr (N * K == 8)
+    if (c == n) {
+      reduce8(sum, out);
+      return;
+    }
   if (c == n) {
     // dot's pairwise reduction (lanes i + 4, then i + 2, then i + 1) with
     // vector adds.
@@ -129,6 +137,54 @@ inline void dotGrid(const float *const *a, const float *const *b, int64_t n,
           part[i] += part[i + w];
       out[h * K + j] = part[0];
     }
+}
+
+/// Eight elements of a narrow cache row from column c, as f32: exactly
+/// widenRow's AVX2 arithmetic (bf16 shifted, f16 converted, e4m3 through
+/// the f16 of value * 2^-8 times 2^8 scale, NaN kept), so that loops
+/// reading a narrow row in place compute what they would on its widened
+/// copy.
+__attribute__((always_inline)) inline __m256
+widen8(const void *row, KVType type, int64_t c, float scale) {
+  if (type == KVType::F8E4M3) {
+    __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(
+        static_cast<const uint8_t *>(row) + c));
+    __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(bytes), 7),
+                              _mm_set1_epi16(static_cast<short>(0xbf80)));
+    __m256 v =
+        _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f * scale));
+    __m128i isNan16 = _mm_cvtepi8_epi16(_mm_cmpeq_epi8(
+        _mm_and_si128(bytes, _mm_set1_epi8(0x7f)), _mm_set1_epi8(0x7f)));
+    __m256 isNan = _mm256_castsi256_ps(_mm256_cvtepi16_epi32(isNan16));
+    return _mm256_blendv_ps(
+        v, _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()), isNan);
+  }
+  __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i *>(
+      static_cast<const uint16_t *>(row) + c));
+  if (type == KVType::BF16)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(x), 16));
+  return _mm256_cvtph_ps(x);
+}
+
+/// dotGrid<4, 2> (the same arithmetic) against two rows of a narrow cache
+/// read in place and widened in registers (n a multiple of 8).
+template <KVType Type>
+inline void dotGridNarrow(const float *const *a, const void *const *b,
+                          int64_t n, float scale, float *out) {
+  typedef float v8 __attribute__((vector_size(32), aligned(4)));
+  v8 sum[4][2] = {};
+  for (int64_t c = 0; c < n; c += 8) {
+    v8 y[2];
+    for (int j = 0; j < 2; ++j)
+      y[j] = reinterpret_cast<v8>(widen8(b[j], Type, c, scale));
+    for (int h = 0; h < 4; ++h) {
+      v8 x;
+      std::memcpy(&x, a[h] + c, sizeof x);
+      for (int j = 0; j < 2; ++j)
+        sum[h][j] += x * y[j];
+    }
+  }
+  reduce8(sum, out);
 }
 
 /// A table of cache rows as the blocked loops read it: per head, the first
@@ -338,6 +394,38 @@ bool directNarrow(const RowTable &t, int64_t nh) {
   return longest <= 8;
 }
 
+/// Whether the AVX2 loops read a narrow table in place, widening in
+/// registers (widen8): when every group of four heads shares its rows and
+/// no more than 8 heads share a row (GQA decode), with whole 16-column
+/// strips. Otherwise they widen a block of rows into scratch.
+bool directNarrowAvx2(const RowTable &t, int64_t nh, int64_t n) {
+  if (t.type == KVType::F32 || hasAvx512() || nh % 4 != 0 || n % 16 != 0 ||
+      F32Block::longestRun(t, nh) > 8)
+    return false;
+  for (int64_t i0 = 0; i0 < nh; i0 += 4)
+    if (!sameRows4(t.base, i0))
+      return false;
+  return true;
+}
+
+/// Calls f(std::integral_constant<KVType, T>()) for a narrow type T.
+template <typename F>
+__attribute__((always_inline)) inline void withNarrowType(KVType type, F &&f) {
+  switch (type) {
+  case KVType::BF16:
+    f(std::integral_constant<KVType, KVType::BF16>());
+    break;
+  case KVType::F16:
+    f(std::integral_constant<KVType, KVType::F16>());
+    break;
+  case KVType::F8E4M3:
+    f(std::integral_constant<KVType, KVType::F8E4M3>());
+    break;
+  default:
+    break;
+  }
+}
+
 /// The end of the rows heads [i0, i1) need: all `len` of them, or the
 /// longest of their `lens` (prefill rows of a run end at their own
 /// positions).
@@ -368,6 +456,8 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
   float *packed = wide ? scope.array<float>((nh / 4) * perGroup) : nullptr;
   F32Block block(scope, t, nh, n, kRowBlock);
   const bool direct = directNarrow(t, nh);
+  const bool direct2 = directNarrowAvx2(t, nh, n);
+  const int64_t rowBytes = t.stride * kvTypeSize(t.type);
   for (int64_t j0 = 0; j0 < len; j0 += kRowBlock) {
     const int64_t j1 = std::min(len, j0 + kRowBlock);
     RowPrefetch ahead(t, nh, n, j1, std::min(len, j1 + kRowBlock));
@@ -376,6 +466,28 @@ void dotTable(const float *const *a, const RowTable &t, int64_t n, int64_t nh,
     const float *const *base = block.rows();
     const int64_t stride = block.stride, sh = block.shift;
     int64_t i0 = 0;
+    if (direct2) {
+      // AVX2, the narrow rows read in place, widened in registers: the
+      // arithmetic of the shared-rows loop below on their widened copy.
+      withNarrowType(t.type, [&](auto type) {
+        for (; i0 + 4 <= nh; i0 += 4) {
+          const char *rows = static_cast<const char *>(t.base[i0]);
+          float out[8];
+          for (int64_t j = j0; j < j1; j += 2) {
+            ahead.step();
+            // An odd last row is computed twice (the same dot).
+            const int64_t j2 = std::min(j + 1, j1 - 1);
+            const void *b[2] = {rows + j * rowBytes, rows + j2 * rowBytes};
+            dotGridNarrow<decltype(type)::value>(a + i0, b, n, t.scale, out);
+            for (int h = 0; h < 4; ++h) {
+              s[(i0 + h) * ld + j] = out[h * 2];
+              s[(i0 + h) * ld + j2] = out[h * 2 + 1];
+            }
+          }
+        }
+      });
+      continue;
+    }
     for (; i0 + 4 <= nh; i0 += 4) {
       if (direct && sameRows4(t.base, i0)) {
         // The narrow rows read in place, widened in registers.
@@ -481,6 +593,37 @@ void elementSums(const float *p, int64_t ldp, const float *const *rows,
     }
 }
 
+/// weightedSums' AVX2 block of 4 heads sharing their rows x 16 columns
+/// from c over rows [j0, j1) (w: the first head's weights, o: its output),
+/// the rows those of a narrow cache read in place (rowBytes apart) and
+/// widened in registers: the same FMAs in the same order as on their
+/// widened copy.
+template <KVType Type>
+void weightedSums4Narrow(const float *w, int64_t ldp, const char *rows,
+                         int64_t rowBytes, float scale, int64_t j0, int64_t j1,
+                         int64_t c, float *o, int64_t ldo) {
+  typedef float v8 __attribute__((vector_size(32), aligned(4)));
+  v8 acc[4][2];
+  for (int h = 0; h < 4; ++h)
+    for (int v = 0; v < 2; ++v)
+      std::memcpy(&acc[h][v], o + h * ldo + c + v * 8, sizeof(v8));
+  for (int64_t j = j0; j < j1; ++j) {
+    const char *row = rows + j * rowBytes;
+    v8 x[2] = {reinterpret_cast<v8>(widen8(row, Type, c, scale)),
+               reinterpret_cast<v8>(widen8(row, Type, c + 8, scale))};
+    for (int h = 0; h < 4; ++h) {
+      v8 a;
+      for (int l = 0; l < 8; ++l)
+        a[l] = w[h * ldp + j];
+      acc[h][0] += a * x[0];
+      acc[h][1] += a * x[1];
+    }
+  }
+  for (int h = 0; h < 4; ++h)
+    for (int v = 0; v < 2; ++v)
+      std::memcpy(o + h * ldo + c + v * 8, &acc[h][v], sizeof(v8));
+}
+
 /// out[i][c] += sum over j in [0, len) of p[i * ldp + j] * (row j of head
 /// i of t)[c] for heads i < nh and c < n: the same FMAs, in the same order
 /// of j, as an axpy per (i, j), but register-blocked (4 heads x 16 columns
@@ -499,6 +642,7 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
   ThreadScratch::Scope scope;
   F32Block block(scope, t, nh, n, kRowBlock);
   const bool direct = directNarrow(t, nh);
+  const bool direct2 = directNarrowAvx2(t, nh, n);
   RowPrefetch ahead;
   const float *const *rows = nullptr;
   int64_t stride = 0, sh = 0;
@@ -545,6 +689,21 @@ void weightedSums(const float *p, int64_t ldp, const RowTable &t, int64_t len,
     sh = block.shift;
     // Rows and weights of this block from row index j0 - sh on.
     const float *pb = p + sh;
+    if (direct2) {
+      // AVX2, the narrow rows read in place, widened in registers: block4's
+      // arithmetic on their widened copy.
+      withNarrowType(t.type, [&](auto type) {
+        for (int64_t c = 0; c < n; c += 16)
+          for (int64_t i0 = 0; i0 < nh; i0 += 4) {
+            ahead.step();
+            weightedSums4Narrow<decltype(type)::value>(
+                p + i0 * ldp, ldp, static_cast<const char *>(t.base[i0]),
+                t.stride * kvTypeSize(t.type), t.scale, j0, j1, c,
+                out + i0 * ldo, ldo);
+          }
+      });
+      continue;
+    }
     if (!wide)
       block.need(0, nh);
     int64_t c = 0;
@@ -742,21 +901,9 @@ void widenRow(const void *src, KVType type, int64_t n, float *dst,
       return;
     }
     // As the AVX-512 loop: the f16 of value * 2^-8, then times 2^8 scale.
-    const __m256 factor = _mm256_set1_ps(256.0f * scale);
     int64_t c = 0;
-    for (; c + 8 <= n; c += 8) {
-      __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + c));
-      __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(bytes), 7),
-                                _mm_set1_epi16(static_cast<short>(0xbf80)));
-      __m256 v = _mm256_mul_ps(_mm256_cvtph_ps(h), factor);
-      // 0x7f / 0xff (NaN in e4m3fn): NaN.
-      __m128i isNan16 = _mm_cvtepi8_epi16(_mm_cmpeq_epi8(
-          _mm_and_si128(bytes, _mm_set1_epi8(0x7f)), _mm_set1_epi8(0x7f)));
-      __m256 isNan = _mm256_castsi256_ps(_mm256_cvtepi16_epi32(isNan16));
-      v = _mm256_blendv_ps(
-          v, _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()), isNan);
-      _mm256_storeu_ps(dst + c, v);
-    }
+    for (; c + 8 <= n; c += 8)
+      _mm256_storeu_ps(dst + c, widen8(b, type, c, scale));
     for (; c < n; ++c)
       dst[c] = ::ds::f8e4m3ToFloat(b[c]) * scale;
     return;
@@ -767,19 +914,13 @@ void widenRow(const void *src, KVType type, int64_t n, float *dst,
     return;
   }
   int64_t c = 0;
+  for (; c + 8 <= n; c += 8)
+    _mm256_storeu_ps(dst + c, widen8(x, type, c, scale));
   if (type == KVType::BF16) {
-    for (; c + 8 <= n; c += 8) {
-      __m256i w = _mm256_cvtepu16_epi32(
-          _mm_loadu_si128(reinterpret_cast<const __m128i *>(x + c)));
-      _mm256_storeu_ps(dst + c, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-    }
     for (; c < n; ++c)
       dst[c] = ::ds::bf16ToFloat(x[c]);
     return;
   }
-  for (; c + 8 <= n; c += 8)
-    _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128(
-                                  reinterpret_cast<const __m128i *>(x + c))));
   for (; c < n; ++c)
     dst[c] = ::ds::halfToFloat(x[c]);
 }
