@@ -298,6 +298,14 @@ private:
   LogicalResult evalAttention(AttentionOp op);
   LogicalResult evalMLA(MLAAttentionOp op);
   LogicalResult evalMoE(MoEOp op);
+  /// The dispatch of `x` to the `local` experts of `op`'s weights: with a
+  /// block of the experts (`grid` set: expert parallelism), the slots
+  /// routed to other processes' experts go to a last group that is then
+  /// dropped, and the rest are numbered within the block.
+  FailureOr<Dispatch> dispatchLocal(Operation *op, const Tensor &x,
+                                    const Tensor &indices, int64_t local,
+                                    int64_t routed, FlatSymbolRefAttr grid,
+                                    std::optional<ArrayRef<int16_t>> axes);
   LogicalResult evalFusedLinear(FusedLinearOp op);
   LogicalResult evalFusedMoE(FusedMoEOp op);
   LogicalResult evalFusedElementwise(FusedElementwiseOp op);
@@ -441,6 +449,48 @@ LogicalResult Evaluator::evalMLA(MLAAttentionOp op) {
   return success();
 }
 
+FailureOr<Dispatch>
+Evaluator::dispatchLocal(Operation *op, const Tensor &x, const Tensor &indices,
+                         int64_t local, int64_t routed, FlatSymbolRefAttr grid,
+                         std::optional<ArrayRef<int16_t>> axes) {
+  Tensor idx = indices;
+  if (grid) {
+    if (!process)
+      return op->emitError("a block of the experts runs in a partitioned run");
+    const ProcessGrid &g = process->collectives->getGrid();
+    if (local * g.sizeAlong(*axes) != routed)
+      return op->emitError()
+             << local << " experts on each of " << g.sizeAlong(*axes)
+             << " processes do not make the routing's " << routed;
+    int64_t first = g.indexAlong(process->rank, *axes) * local;
+    for (int64_t &e : idx.i) {
+      if (e < 0 || e >= routed)
+        return op->emitError()
+               << "expert index " << e << " is outside [0, " << routed << ")";
+      e = (e >= first && e < first + local) ? e - first : local;
+    }
+  } else if (local != routed) {
+    return op->emitError() << "the expert weights hold " << local
+                           << " experts, the routing " << routed;
+  } else {
+    for (int64_t e : idx.i)
+      if (e < 0 || e >= local)
+        return op->emitError()
+               << "expert index " << e << " is outside [0, " << local << ")";
+  }
+  Dispatch d = dispatchKernel(x, idx, local + (grid ? 1 : 0));
+  if (grid) {
+    const int64_t h = x.shape[1], kept = d.offsets.i[local];
+    d.sorted.shape[0] = kept;
+    d.sorted.f.resize(kept * h);
+    d.rows.shape[0] = kept;
+    d.rows.i.resize(kept);
+    d.offsets.shape[0] = local + 1;
+    d.offsets.i.resize(local + 1);
+  }
+  return d;
+}
+
 LogicalResult Evaluator::evalMoE(MoEOp op) {
   // Same kernels, same order as the decomposition, so ds.moe and its
   // decomposed form agree exactly.
@@ -457,37 +507,13 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   if (failed(routed))
     return failure();
   Routing &r = *routed;
-  // A block of the experts (expert parallelism): the slots routed to other
-  // processes' experts go to a last, discarded group.
-  const int64_t routedExperts = routing.getNumRoutedExperts();
-  const int64_t local = get(op.getExpertGate()).shape[0];
-  Tensor indices = r.indices;
-  if (op.getExpertGridAttr()) {
-    if (!process)
-      return op.emitError("a block of the experts runs in a partitioned run");
-    const ProcessGrid &grid = process->collectives->getGrid();
-    ArrayRef<int16_t> axes = *op.getExpertGridAxes();
-    if (local * grid.sizeAlong(axes) != routedExperts)
-      return op.emitError()
-             << local << " experts on each of " << grid.sizeAlong(axes)
-             << " processes do not make the routing's " << routedExperts;
-    int64_t first = grid.indexAlong(process->rank, axes) * local;
-    for (int64_t &e : indices.i)
-      e = (e >= first && e < first + local) ? e - first : local;
-  } else if (local != routedExperts) {
-    return op.emitError() << "the expert weights hold " << local
-                          << " experts, the routing " << routedExperts;
-  }
-  Dispatch d = dispatchKernel(x, indices, local + (local != routedExperts));
-  if (local != routedExperts) {
-    int64_t kept = d.offsets.i[local];
-    d.sorted.shape[0] = kept;
-    d.sorted.f.resize(kept * h);
-    d.rows.shape[0] = kept;
-    d.rows.i.resize(kept);
-    d.offsets.shape[0] = local + 1;
-    d.offsets.i.resize(local + 1);
-  }
+  FailureOr<Dispatch> dispatched =
+      dispatchLocal(op, x, r.indices, get(op.getExpertGate()).shape[0],
+                    routing.getNumRoutedExperts(), op.getExpertGridAttr(),
+                    op.getExpertGridAxes());
+  if (failed(dispatched))
+    return failure();
+  Dispatch &d = *dispatched;
   Activation act = op.getActivation();
   Tensor g = groupedMatmulKernel(d.sorted, get(op.getExpertGate()), d.offsets);
   Tensor u = groupedMatmulKernel(d.sorted, get(op.getExpertUp()), d.offsets);
@@ -568,13 +594,22 @@ LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
 LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
   const Tensor &x = get(op.getInput()), &idx = get(op.getIndices());
   const Tensor &gateUp = get(op.getGateUp());
-  int64_t e = gateUp.shape[0];
-  for (int64_t v : idx.i)
-    if (v < 0 || v >= e)
-      return op.emitError()
-             << "expert index " << v << " is outside [0, " << e << ")";
+  const int64_t local = gateUp.shape[0];
+  // A block of the experts numbers them with the other processes' too.
+  int64_t routed = local;
+  if (op.getExpertGridAttr()) {
+    if (!process)
+      return op.emitError("a block of the experts runs in a partitioned run");
+    routed *=
+        process->collectives->getGrid().sizeAlong(*op.getExpertGridAxes());
+  }
+  FailureOr<Dispatch> dispatched =
+      dispatchLocal(op, x, idx, local, routed, op.getExpertGridAttr(),
+                    op.getExpertGridAxes());
+  if (failed(dispatched))
+    return failure();
+  Dispatch &d = *dispatched;
   Value in = op.getInput();
-  Dispatch d = dispatchKernel(x, idx, e);
   if (ActQuantAttr quant = op.getInputQuantAttr())
     fakeQuantize(d.sorted, quant);
   Tensor gu = groupedMatmulKernel(d.sorted, gateUp, d.offsets);

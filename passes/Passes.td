@@ -45,6 +45,13 @@ def DecomposeMoEPass : Pass<"ds-decompose-moe"> {
     flattened tokens added to the routed output (`arith.addf`), gated by
     `ds.activation sigmoid` and `ds.mul` when `shared_expert_gate` is
     present. The result is numerically identical to `ds.moe`.
+
+    A `ds.moe` holding one process's block of the experts (`expert_grid`,
+    from `ds-partition{ep=N}`) routes over all experts as above, but its
+    routed part becomes one `ds.fused_moe` over the block (gate and up
+    concatenated), which carries the same `expert_grid`: the unfused
+    dispatch and grouped matmuls number the experts of the weights they
+    are given, not a block of the routing's.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::tensor::TensorDialect"];
@@ -297,8 +304,9 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     along its intermediate size over both axes. Attention and the dense
     layers are tensor-parallel over `tp` and replicated over `ep`. The
     tokens are not distributed over the expert-parallel processes (no data
-    parallelism yet), so no all-to-all dispatch is needed; `ds.moe` then
-    stays whole (`ds-decompose-moe` leaves a block of experts as it is).
+    parallelism yet), so no all-to-all dispatch is needed;
+    `ds-decompose-moe` turns a block of experts into a `ds.fused_moe` over
+    it.
 
     With `dp=N`, the grid gains a leading `dp` axis: every argument
     (tokens, positions, KV caches) is split along its batch, so each replica

@@ -821,10 +821,16 @@ private:
 
 public:
   /// Reads a partitioned module's sharded params as this process's blocks.
-  void setProcess(int64_t rank) { provider.setProcess(rank); }
+  void setProcess(int64_t rank) {
+    provider.setProcess(rank);
+    processIndex = rank;
+  }
+  /// The process whose plan this is (0 for a whole model).
+  int64_t process() const { return processIndex; }
 
 private:
   CheckpointWeights provider;
+  int64_t processIndex = 0;
   const ds::Checkpoint &checkpoint;
   std::map<std::pair<const void *, int>, int32_t> ids;
   /// Packed GEMM weights by what they are made of (weightKey).
@@ -1390,6 +1396,19 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         c.hiddenQuant = actQuant(downDot ? nullptr : m.getHiddenQuantAttr());
         c.inputRound = rounding(m.getInput());
         c.outputRound = rounding(m.getResult());
+        if (auto gridRef = m.getExpertGridAttr()) {
+          // This process's block of the experts.
+          auto gridOp =
+              SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(m, gridRef);
+          if (!gridOp)
+            return m.emitError("no grid ") << gridRef;
+          ProcessGrid grid(gridOp.getShape());
+          ArrayRef<int16_t> axes = *m.getExpertGridAxes();
+          int64_t local =
+              getLogicalTensorType(m.getGateUp().getType()).getDimSize(0);
+          c.routedExperts = local * grid.sizeAlong(axes);
+          c.firstExpert = grid.indexAlong(weights.process(), axes) * local;
+        }
         s.operands = {id(m.getInput()), id(m.getWeights()), id(m.getIndices())};
         s.results = {newValue(m.getResult(), Kind::Temp, -1,
                               like(m.getResult(), m.getInput()))};
@@ -1441,20 +1460,26 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
       })
       .Case<shard::AllReduceOp, shard::AllGatherOp>(
           [&](Operation *o) -> LogicalResult {
-            // One collective of every process of the plan (MPI's world):
-            // collectives over part of a grid (tp x ep) need communicators
-            // per axis, not built yet.
+            // A collective of every process of the plan (MPI's world), or
+            // of this process's group along some axes of the grid (tp
+            // inside a tp x ep grid), which the runtime splits off.
             auto gridOp = SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(
                 o, o->getAttrOfType<FlatSymbolRefAttr>("grid"));
             ArrayRef<int16_t> axes =
                 isa<shard::AllReduceOp>(o)
                     ? cast<shard::AllReduceOp>(o).getGridAxes()
                     : cast<shard::AllGatherOp>(o).getGridAxes();
-            if (!gridOp ||
-                static_cast<int64_t>(axes.size()) != gridOp.getRank())
-              return o->emitError("the CPU backend runs collectives over "
-                                  "the whole process grid only (tensor or "
-                                  "expert parallelism alone)");
+            if (!gridOp)
+              return o->emitError("a collective without its grid");
+            ProcessGrid grid(gridOp.getShape());
+            std::vector<int64_t> gridAxes;
+            if (static_cast<int64_t>(axes.size()) != gridOp.getRank())
+              gridAxes.assign(axes.begin(), axes.end());
+            if (!llvm::is_sorted(gridAxes) ||
+                std::adjacent_find(gridAxes.begin(), gridAxes.end()) !=
+                    gridAxes.end())
+              return o->emitError("the CPU backend's collectives take grid "
+                                  "axes in ascending order");
             Value in = o->getOperand(0), out = o->getResult(0);
             if (!known(in))
               return o->emitError("the CPU backend's collectives move "
@@ -1462,28 +1487,23 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             if (auto r = dyn_cast<shard::AllReduceOp>(o)) {
               if (r.getReduction() != shard::ReductionKind::Sum)
                 return o->emitError("the CPU backend's all_reduce sums");
-              rt::Step &s = step(o, rt::steps::AllReduce{});
+              rt::Step &s = step(o, rt::steps::AllReduce{gridAxes});
               s.operands = {id(in)};
               s.results = {newValue(out, Kind::Temp, -1, like(out, in))};
               return success();
             }
             int64_t axis =
                 cast<shard::AllGatherOp>(o).getGatherAxis().getSExtValue();
-            int64_t processes = ProcessGrid(gridOp.getShape()).size();
+            int64_t processes = grid.sizeAlong(axes);
             Dims shape = like(out, in);
             if (getLogicalTensorType(out.getType()).isDynamicDim(axis))
               shape[axis].constant *= processes;
-            rt::Step &s = step(o, rt::steps::AllGather{axis});
+            rt::Step &s = step(o, rt::steps::AllGather{axis, gridAxes});
             s.operands = {id(in)};
             s.results = {newValue(out, Kind::Temp, -1, shape)};
             return success();
           })
       .Case([&](MoEOp m) -> LogicalResult {
-        if (m.getExpertGridAttr())
-          return m.emitError("the CPU backend does not run a block of the "
-                             "experts (expert parallelism) yet: partition "
-                             "with tp only to compile, or run it in the "
-                             "interpreter");
         return m.emitError("the CPU backend runs ds.moe decomposed and "
                            "fused: run ds-optimize first");
       })
@@ -1516,6 +1536,8 @@ FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
            << processes << " processes";
   result.plan.processes = processes;
   result.plan.process = process;
+  if (*grid)
+    result.plan.grid.assign((*grid)->shape().begin(), (*grid)->shape().end());
   weights.setProcess(process);
   if (auto info = module->getAttrOfType<DictionaryAttr>("ds.model")) {
     if (auto a = info.getAs<StringAttr>("arch"))

@@ -97,7 +97,8 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
     auto fused = FusedMoEOp::create(
         rewriter, combine.getLoc(), dispatch.getInput(), combine.getWeights(),
         dispatch.getIndices(), gateUp, down.getWeight(),
-        glu.getActivationAttr(), ActQuantAttr(), ActQuantAttr());
+        glu.getActivationAttr(), ActQuantAttr(), ActQuantAttr(),
+        FlatSymbolRefAttr(), DenseI16ArrayAttr());
     Value result = fused.getResult();
     if (result.getType() != combine.getType())
       result = tensor::CastOp::create(rewriter, combine.getLoc(),

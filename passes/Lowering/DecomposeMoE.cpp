@@ -41,10 +41,6 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
 
   LogicalResult matchAndRewrite(MoEOp op,
                                 PatternRewriter &rewriter) const override {
-    // A process's block of experts (expert parallelism) stays one op: the
-    // dispatch and grouped matmuls number the experts globally.
-    if (op.getExpertGridAttr())
-      return rewriter.notifyMatchFailure(op, "holds a block of the experts");
     Location loc = op.getLoc();
     Value input = op.getInput();
     auto inputType = cast<RankedTensorType>(input.getType());
@@ -68,20 +64,37 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
                                     /*bias=*/Value());
     auto router =
         RouterOp::create(rewriter, loc, logits, op.getScoreBias(), routing);
-    auto dispatch =
-        MoEDispatchOp::create(rewriter, loc, flat, router.getIndices(),
-                              routing.getNumRoutedExperts());
-    Value gate =
-        GroupedMatmulOp::create(rewriter, loc, dispatch.getSorted(),
-                                op.getExpertGate(), dispatch.getOffsets());
-    Value up = GroupedMatmulOp::create(rewriter, loc, dispatch.getSorted(),
-                                       op.getExpertUp(), dispatch.getOffsets());
-    Value hidden =
-        SwiGLUOp::create(rewriter, loc, gate, up, op.getActivationAttr());
-    Value down = GroupedMatmulOp::create(
-        rewriter, loc, hidden, op.getExpertDown(), dispatch.getOffsets());
-    Value result = MoECombineOp::create(
-        rewriter, loc, down, router.getWeights(), dispatch.getRows());
+    Value result;
+    if (op.getExpertGridAttr()) {
+      // A process's block of the experts (expert parallelism): the unfused
+      // dispatch and grouped matmuls number the experts of one process, so
+      // the routed part becomes the fused kernel, which takes the block.
+      SmallVector<Value, 2> halves = {op.getExpertGate(), op.getExpertUp()};
+      Value gateUp =
+          isa<RankedTensorType>(op.getExpertGate().getType())
+              ? Value(tensor::ConcatOp::create(rewriter, loc, 1, halves))
+              : Value(ConcatWeightsOp::create(rewriter, loc, halves, 1));
+      result = FusedMoEOp::create(
+          rewriter, loc, flat, router.getWeights(), router.getIndices(), gateUp,
+          op.getExpertDown(), op.getActivationAttr(), ActQuantAttr(),
+          ActQuantAttr(), op.getExpertGridAttr(), op.getExpertGridAxesAttr());
+    } else {
+      auto dispatch =
+          MoEDispatchOp::create(rewriter, loc, flat, router.getIndices(),
+                                routing.getNumRoutedExperts());
+      Value gate =
+          GroupedMatmulOp::create(rewriter, loc, dispatch.getSorted(),
+                                  op.getExpertGate(), dispatch.getOffsets());
+      Value up =
+          GroupedMatmulOp::create(rewriter, loc, dispatch.getSorted(),
+                                  op.getExpertUp(), dispatch.getOffsets());
+      Value hidden =
+          SwiGLUOp::create(rewriter, loc, gate, up, op.getActivationAttr());
+      Value down = GroupedMatmulOp::create(
+          rewriter, loc, hidden, op.getExpertDown(), dispatch.getOffsets());
+      result = MoECombineOp::create(rewriter, loc, down, router.getWeights(),
+                                    dispatch.getRows());
+    }
 
     if (op.getSharedGate()) {
       Value sGate =

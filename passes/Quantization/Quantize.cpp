@@ -372,7 +372,7 @@ LogicalResult QuantizePass::narrow(Operation *op, WeightCategory c) {
     narrowResult = FusedMoEOp::create(
         b, loc, truncate(m.getInput()), m.getWeights(), m.getIndices(),
         newWeights[0], newWeights[1], m.getActivationAttr(), ActQuantAttr(),
-        ActQuantAttr());
+        ActQuantAttr(), m.getExpertGridAttr(), m.getExpertGridAxesAttr());
   } else if (auto f = dyn_cast<FusedLinearOp>(op)) {
     Value h = f.getInput();
     if (f.getNormWeight())

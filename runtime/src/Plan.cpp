@@ -217,7 +217,9 @@ struct ConfigEncoder {
             {"input_quant", actQuantToJson(c.inputQuant)},
             {"hidden_quant", actQuantToJson(c.hiddenQuant)},
             {"input_round", c.inputRound},
-            {"output_round", c.outputRound}};
+            {"output_round", c.outputRound},
+            {"first_expert", c.firstExpert},
+            {"routed_experts", c.routedExperts}};
   }
   json operator()(const steps::Elementwise &c) const {
     return {{"broadcast", c.broadcast}};
@@ -226,9 +228,11 @@ struct ConfigEncoder {
   json operator()(const steps::Generated &c) const {
     return {{"kind", c.kind}, {"epsilon", c.epsilon}};
   }
-  json operator()(const steps::AllReduce &) const { return json::object(); }
+  json operator()(const steps::AllReduce &c) const {
+    return {{"grid_axes", c.gridAxes}};
+  }
   json operator()(const steps::AllGather &c) const {
-    return {{"axis", c.axis}};
+    return {{"axis", c.axis}, {"grid_axes", c.gridAxes}};
   }
 };
 
@@ -254,6 +258,7 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
   j["build_key"] = plan.buildKey;
   j["processes"] = plan.processes;
   j["process"] = plan.process;
+  j["grid"] = plan.grid;
   j["target"] = {{"triple", target.triple},
                  {"cpu", target.cpu},
                  {"features", target.features},
@@ -465,6 +470,8 @@ std::optional<StepConfig> configFromJson(Reader &r, const std::string &op,
     m.hiddenQuant = actQuantFromJson(r, c, "hidden_quant");
     m.inputRound = i32("input_round");
     m.outputRound = i32("output_round");
+    m.firstExpert = r.integer(c, "first_expert");
+    m.routedExperts = r.integer(c, "routed_experts");
     return m;
   }
   if (op == "elementwise") {
@@ -478,9 +485,10 @@ std::optional<StepConfig> configFromJson(Reader &r, const std::string &op,
   if (op == "generated")
     return steps::Generated{i32("kind"), r.number(c, "epsilon")};
   if (op == "all_reduce")
-    return steps::AllReduce{};
+    return steps::AllReduce{r.list<int64_t>(c, "grid_axes")};
   if (op == "all_gather")
-    return steps::AllGather{r.integer(c, "axis")};
+    return steps::AllGather{r.integer(c, "axis"),
+                            r.list<int64_t>(c, "grid_axes")};
   return std::nullopt;
 }
 
@@ -572,6 +580,15 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
   // ds::QStorage: 0..4.
   auto round = [](int32_t v) { return v >= 0 && v <= 2; };
   auto act = [](int32_t v) { return v >= 0 && v <= 4; };
+  // Axes of the plan's grid, ascending.
+  auto gridAxesOk = [&](const std::vector<int64_t> &axes) {
+    const int64_t rank =
+        plan.grid.empty() ? 1 : static_cast<int64_t>(plan.grid.size());
+    for (size_t i = 0; i < axes.size(); ++i)
+      if (axes[i] < 0 || axes[i] >= rank || (i > 0 && axes[i] <= axes[i - 1]))
+        return false;
+    return true;
+  };
   auto quant = [](const steps::ActQuant &q) {
     return q.storage >= -1 && q.storage <= 4 && q.group >= 0 &&
            std::isfinite(q.scale) && q.scale >= 0;
@@ -635,7 +652,8 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
     return need(o == 3 && r == 1 && w == 2 && packed(0) && packed(1) &&
                     c.intermediate > 0 && act(c.activation) &&
                     quant(c.inputQuant) && quant(c.hiddenQuant) &&
-                    round(c.inputRound) && round(c.outputRound),
+                    round(c.inputRound) && round(c.outputRound) &&
+                    c.firstExpert >= 0 && c.routedExperts >= 0,
                 "operands or configuration");
   }
   case OpCode::Elementwise:
@@ -649,11 +667,14 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
   case OpCode::Alias:
     return need(o == 1 && r == 1, "operands");
   case OpCode::AllReduce:
-    return need(o == 1 && r == 1 && w == 0, "operands");
+    return need(o == 1 && r == 1 && w == 0 &&
+                    gridAxesOk(s.as<steps::AllReduce>().gridAxes),
+                "operands or grid axes");
   case OpCode::AllGather:
     return need(o == 1 && r == 1 && w == 0 &&
-                    s.as<steps::AllGather>().axis >= 0,
-                "operands or axis");
+                    s.as<steps::AllGather>().axis >= 0 &&
+                    gridAxesOk(s.as<steps::AllGather>().gridAxes),
+                "operands, axis or grid axes");
   }
   return need(false, "unknown op");
 }
@@ -687,6 +708,16 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
     plan.buildKey = r.string(j, "build_key");
   plan.processes = r.integer(j, "processes");
   plan.process = r.integer(j, "process");
+  plan.grid = r.list<int64_t>(j, "grid");
+  {
+    int64_t product = 1;
+    for (int64_t d : plan.grid)
+      product = d > 0 && product <= plan.processes ? product * d : -1;
+    if (!plan.grid.empty() && product != plan.processes)
+      return absl::DataLossError(
+          absl::StrCat("artifact header: a process grid of ", product,
+                       " processes for a plan of ", plan.processes));
+  }
   if (plan.processes < 1 || plan.process < 0 || plan.process >= plan.processes)
     return absl::DataLossError(absl::StrCat("artifact header: process ",
                                             plan.process, " of ",

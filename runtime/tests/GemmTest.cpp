@@ -652,4 +652,70 @@ TEST(MoEExperts, WorkersGiveTheSameBits) {
   }
 }
 
+/// Expert parallelism: each process holds a block of the experts and
+/// computes only the slots routed to it; the blocks' results add up to the
+/// whole layer's. Slots all routed to one block give that block the whole
+/// result bit for bit and the other zeros.
+TEST(MoEExperts, BlocksOfExpertsSumToTheWhole) {
+  std::mt19937 rng(9);
+  const int64_t n = 24, h = 64, inter = 48, experts = 8, topK = 2;
+  std::vector<float> x(n * h), weights(n * topK);
+  fillUniform(x, rng);
+  fillUniform(weights, rng);
+  std::vector<Aligned> guP, dnP;
+  std::vector<PackedWeight> guW, dnW;
+  for (int64_t e = 0; e < experts; ++e) {
+    std::vector<float> gu(2 * inter * h), dn(h * inter);
+    fillUniform(gu, rng);
+    fillUniform(dn, rng);
+    guP.emplace_back(packedWeightBytes(WeightFormat::F32, 2 * inter, h));
+    dnP.emplace_back(packedWeightBytes(WeightFormat::F32, h, inter));
+    packWeightF32(gu.data(), 2 * inter, h, guP.back().data);
+    packWeightF32(dn.data(), h, inter, dnP.back().data);
+    guW.push_back({WeightFormat::F32, 2 * inter, h, guP.back().data});
+    dnW.push_back({WeightFormat::F32, h, inter, dnP.back().data});
+  }
+  std::vector<int32_t> spread(n * topK), low(n * topK);
+  for (int64_t t = 0; t < n; ++t) {
+    spread[t * topK] = static_cast<int32_t>(rng() % experts);
+    spread[t * topK + 1] = static_cast<int32_t>(
+        (spread[t * topK] + 1 + rng() % (experts - 1)) % experts);
+    low[t * topK] = static_cast<int32_t>(t % 4);
+    low[t * topK + 1] = static_cast<int32_t>((t + 1) % 4);
+  }
+  const int64_t local = experts / 2;
+  for (const auto *indices : {&spread, &low}) {
+    std::vector<float> whole(n * h), sum(n * h, 0.0f);
+    ASSERT_EQ(moeExperts(x.data(), n, h, weights.data(), indices->data(), topK,
+                         experts, guW.data(), dnW.data(), inter, Act::Silu,
+                         whole.data()),
+              -1);
+    std::vector<std::vector<float>> part(2, std::vector<float>(n * h));
+    for (int64_t b = 0; b < 2; ++b) {
+      ASSERT_EQ(moeExperts(x.data(), n, h, weights.data(), indices->data(),
+                           topK, local, guW.data() + b * local,
+                           dnW.data() + b * local, inter, Act::Silu,
+                           part[b].data(), nullptr, {}, Round::None, nullptr,
+                           ExpertBlock{b * local, experts}),
+                -1);
+      for (int64_t i = 0; i < n * h; ++i)
+        sum[i] += part[b][i];
+    }
+    std::vector<double> want(whole.begin(), whole.end());
+    EXPECT_LT(relError(sum, want), 1e-6);
+    if (indices == &low) {
+      EXPECT_EQ(part[0], whole);
+      EXPECT_EQ(part[1], std::vector<float>(n * h, 0.0f));
+    }
+  }
+  // Indices are checked against every expert, not the block's.
+  spread[5] = static_cast<int32_t>(experts);
+  std::vector<float> y(n * h);
+  EXPECT_EQ(moeExperts(x.data(), n, h, weights.data(), spread.data(), topK,
+                       local, guW.data(), dnW.data(), inter, Act::Silu,
+                       y.data(), nullptr, {}, Round::None, nullptr,
+                       ExpertBlock{0, experts}),
+            experts);
+}
+
 } // namespace

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/Plan.h"
+#include "ds/rt/Device.h"
 #include "ds/rt/KVCache.h"
 
 #include <gtest/gtest.h>
@@ -50,15 +51,15 @@ auto fields(const steps::Router &c) {
                   c.normEpsilon, c.scalingFactor);
 }
 auto fields(const steps::MoE &c) {
-  return std::tuple_cat(
-      std::tie(c.intermediate, c.activation, c.inputRound, c.outputRound),
-      fields(c.inputQuant), fields(c.hiddenQuant));
+  return std::tuple_cat(std::tie(c.intermediate, c.activation, c.inputRound,
+                                 c.outputRound, c.firstExpert, c.routedExperts),
+                        fields(c.inputQuant), fields(c.hiddenQuant));
 }
 auto fields(const steps::Elementwise &c) { return std::tie(c.broadcast); }
 auto fields(const steps::Alias &) { return std::tuple<>(); }
 auto fields(const steps::Generated &c) { return std::tie(c.kind, c.epsilon); }
-auto fields(const steps::AllReduce &) { return std::tuple<>(); }
-auto fields(const steps::AllGather &c) { return std::tie(c.axis); }
+auto fields(const steps::AllReduce &c) { return std::tie(c.gridAxes); }
+auto fields(const steps::AllGather &c) { return std::tie(c.axis, c.gridAxes); }
 
 /// A plan whose one function has a step of every kind, each field set away
 /// from its default, and weights of the layouts the validator expects.
@@ -129,15 +130,18 @@ ModelPlan everyKind() {
   m.hiddenQuant = {4, 128, 0.75};
   m.inputRound = 2;
   m.outputRound = 1;
+  m.firstExpert = 4;
+  m.routedExperts = 8;
   step(m, {1, 2, 3}, {4}, {packed({2, 12, 4}), packed({2, 4, 6})});
   step(steps::Elementwise{{1, 0, 1}}, {1, 2}, {3}, {}, "ew0");
   step(steps::Alias{}, {3}, {4}, {});
   step(steps::Generated{steps::Generated::RMSNorm, 3e-6}, {1}, {2}, {raw({4})},
        "rms0");
-  step(steps::AllReduce{}, {3}, {4}, {});
-  step(steps::AllGather{2}, {3}, {4}, {});
+  step(steps::AllReduce{{1}}, {3}, {4}, {});
+  step(steps::AllGather{2, {0}}, {3}, {4}, {});
   p.processes = 4;
   p.process = 3;
+  p.grid = {2, 2};
   p.functions.push_back(std::move(f));
   return p;
 }
@@ -156,6 +160,7 @@ TEST(Plan, EveryStepKindRoundTripsFieldByField) {
   EXPECT_EQ(back->eosTokenIds, plan.eosTokenIds);
   EXPECT_EQ(back->processes, 4);
   EXPECT_EQ(back->process, 3);
+  EXPECT_EQ(back->grid, (std::vector<int64_t>{2, 2}));
   EXPECT_EQ(target.requiredIsa,
             (std::vector<std::string>{"avx2", "fma", "avx512f"}));
   const auto &a = plan.functions[0].steps, &b = back->functions[0].steps;
@@ -223,6 +228,42 @@ TEST(Plan, OutOfRangeConfigurationsAreRefused) {
   refuses(
       [](auto &s) { s[9].template as<steps::MoE>().hiddenQuant.storage = 9; },
       "quant storage");
+  refuses([](auto &s) { s[13].template as<steps::AllReduce>().gridAxes = {2}; },
+          "a grid axis the grid does not have");
+  refuses(
+      [](auto &s) { s[14].template as<steps::AllGather>().gridAxes = {1, 0}; },
+      "grid axes out of order");
+  ModelPlan plan = everyKind();
+  plan.grid = {3, 2};
+  EXPECT_FALSE(planFromJson(planToJson(plan, TargetInfo())).ok())
+      << "a grid of 6 processes for a plan of 4";
+}
+
+/// Groups of a process grid along some of its axes: tensor parallelism
+/// inside a [ep, tp] grid pairs processes {0, 1} and {2, 3}; expert
+/// parallelism pairs {0, 2} and {1, 3}; both axes: all four.
+TEST(Plan, GridGroupsAlongAxes) {
+  const std::vector<int64_t> grid = {2, 2};
+  for (int64_t r = 0; r < 4; ++r) {
+    GridGroup tp = gridGroupOf(grid, {1}, r), ep = gridGroupOf(grid, {0}, r),
+              all = gridGroupOf(grid, {0, 1}, r);
+    EXPECT_EQ(tp.group, r / 2);
+    EXPECT_EQ(tp.index, r % 2);
+    EXPECT_EQ(tp.size, 2);
+    EXPECT_EQ(ep.group, r % 2);
+    EXPECT_EQ(ep.index, r / 2);
+    EXPECT_EQ(all.group, 0);
+    EXPECT_EQ(all.index, r);
+    EXPECT_EQ(all.size, 4);
+  }
+  // [dp, ep, tp] = [2, 3, 2]: process 11 is (1, 2, 1).
+  GridGroup g = gridGroupOf({2, 3, 2}, {1, 2}, 11);
+  EXPECT_EQ(g.group, 1);
+  EXPECT_EQ(g.index, 5);
+  EXPECT_EQ(g.size, 6);
+  g = gridGroupOf({2, 3, 2}, {0, 2}, 11);
+  EXPECT_EQ(g.group, 2);
+  EXPECT_EQ(g.index, 3);
 }
 
 namespace {

@@ -1233,6 +1233,9 @@ LogicalResult FusedMoEOp::inferReturnTypes(MLIRContext *,
       failed(checkDim(error, "down", down, 0, "gate_up", gateUp, 0)) ||
       failed(checkDim(error, "down", down, 1, "input", input, 1)))
     return failure();
+  if (static_cast<bool>(adaptor.getProperties().expert_grid) !=
+      static_cast<bool>(adaptor.getProperties().expert_grid_axes))
+    return error("expert_grid and expert_grid_axes go together");
   int64_t twoI = gateUp.getDimSize(1);
   if (!isDyn(twoI) &&
       (twoI % 2 != 0 || !compatible(down.getDimSize(2), twoI / 2)))

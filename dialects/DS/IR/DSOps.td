@@ -708,6 +708,15 @@ def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
     `ds-fuse-moe` replaces. The shared expert stays beside it as
     `ds.fused_linear` ops.
 
+    With `expert_grid` and `expert_grid_axes` (expert parallelism, as on
+    `ds.moe`), `gate_up` and `down` hold one process's contiguous block of
+    `E_l` experts: the process with index `i` along those axes of the grid
+    holds experts `[i * E_l, (i + 1) * E_l)` of the `indices`' numbering,
+    and only the slots routed to them are computed and summed here (this
+    process's part of the sum). `ds-decompose-moe` turns a `ds.moe` with a
+    block of experts into this op directly, since the unfused dispatch and
+    grouped matmuls number the experts of one process.
+
     ```mlir
     %y = ds.fused_moe %x, %w, %i experts(%gu, %d)
         : (tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<8x64x64xf32>, tensor<8x64x32xf32>) -> tensor<?x64xf32>
@@ -719,7 +728,9 @@ def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
                        DefaultValuedAttr<DS_ActivationAttr,
                                          "::ds::Activation::silu">:$activation,
                        OptionalAttr<DS_ActQuantAttr>:$input_quant,
-                       OptionalAttr<DS_ActQuantAttr>:$hidden_quant);
+                       OptionalAttr<DS_ActQuantAttr>:$hidden_quant,
+                       OptionalAttr<FlatSymbolRefAttr>:$expert_grid,
+                       OptionalAttr<DenseI16ArrayAttr>:$expert_grid_axes);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $weights `,` $indices `experts` `(` $gate_up `,` $down `)`

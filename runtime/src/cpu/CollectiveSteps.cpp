@@ -1,7 +1,9 @@
 //===- CollectiveSteps.cpp - all-reduce and all-gather between processes --===//
 //
 // The collective steps of a partitioned plan, through the communicator of
-// the process (setCommunicator: MPI when launched by mpirun). Every process
+// the process (setCommunicator: MPI when launched by mpirun), or, for a
+// collective over some of the grid's axes, through the communicator of
+// this process's group along them (Communicator::group). Every process
 // runs the same steps in the same order, so each step is one collective
 // call.
 //
@@ -12,6 +14,16 @@
 #include <cstring>
 
 namespace ds::rt::cpu {
+
+namespace {
+/// The number of processes a collective over `axes` of the plan's grid
+/// spans (every process: no axes, or a plan without a grid).
+int64_t groupSize(const ModelPlan &plan, const std::vector<int64_t> &axes) {
+  if (axes.empty() || plan.grid.empty())
+    return plan.processes;
+  return gridGroupOf(plan.grid, axes, plan.process).size;
+}
+} // namespace
 
 absl::Status checkAllReduce(const ShapeView &v) {
   const Step &s = v.step;
@@ -26,7 +38,7 @@ absl::Status checkAllGather(const ShapeView &v) {
   int64_t axis = s.as<steps::AllGather>().axis;
   if (axis >= static_cast<int64_t>(x.size()) || x.size() != y.size())
     return v.bad("all_gather axis");
-  int64_t n = v.model.plan().processes;
+  int64_t n = groupSize(v.model.plan(), s.as<steps::AllGather>().gridAxes);
   for (size_t d = 0; d < x.size(); ++d)
     if (y[d] != (static_cast<int64_t>(d) == axis ? x[d] * n : x[d]))
       return v.bad("all_gather output");
@@ -41,7 +53,8 @@ uint64_t scratchAllGather(const ShapeView &v) {
 }
 
 namespace {
-absl::StatusOr<Communicator *> communicatorFor(StepContext &c) {
+absl::StatusOr<Communicator *>
+communicatorFor(StepContext &c, const std::vector<int64_t> &axes) {
   Communicator *comm = c.communicator;
   int64_t processes = c.model.plan().processes;
   if (!comm)
@@ -54,12 +67,20 @@ absl::StatusOr<Communicator *> communicatorFor(StepContext &c) {
     return c.error(absl::StrCat("the plan is process ", c.model.plan().process,
                                 " of ", processes, ", this process is rank ",
                                 comm->rank(), " of ", comm->size()));
-  return comm;
+  const ModelPlan &plan = c.model.plan();
+  if (axes.empty() || plan.grid.empty() ||
+      groupSize(plan, axes) == plan.processes)
+    return comm;
+  absl::StatusOr<Communicator *> group = comm->group(plan.grid, axes);
+  if (!group.ok())
+    return c.error(std::string(group.status().message()));
+  return group;
 }
 } // namespace
 
 absl::Status runAllReduce(StepContext &c) {
-  absl::StatusOr<Communicator *> comm = communicatorFor(c);
+  absl::StatusOr<Communicator *> comm =
+      communicatorFor(c, c.step.as<steps::AllReduce>().gridAxes);
   if (!comm.ok())
     return comm.status();
   const Step &s = c.step;
@@ -72,7 +93,8 @@ absl::Status runAllReduce(StepContext &c) {
 }
 
 absl::Status runAllGather(StepContext &c) {
-  absl::StatusOr<Communicator *> comm = communicatorFor(c);
+  absl::StatusOr<Communicator *> comm =
+      communicatorFor(c, c.step.as<steps::AllGather>().gridAxes);
   if (!comm.ok())
     return comm.status();
   const Step &s = c.step;

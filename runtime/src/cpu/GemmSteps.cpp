@@ -243,7 +243,10 @@ absl::Status checkMoE(const ShapeView &v) {
   int64_t topK = v.last(s.operands[2]);
   if (gu.empty() || gu.size() != down.size() || gu[0].k != h ||
       gu[0].n != 2 * cfg.intermediate || down[0].k != cfg.intermediate ||
-      down[0].n != h || v.count(s.operands[1]) != rows * topK ||
+      down[0].n != h ||
+      (cfg.routedExperts > 0 &&
+       cfg.firstExpert + static_cast<int64_t>(gu.size()) > cfg.routedExperts) ||
+      v.count(s.operands[1]) != rows * topK ||
       v.count(s.operands[2]) != rows * topK ||
       v.count(s.results[0]) != rows * h)
     return v.bad("moe input, routing or expert weights");
@@ -317,10 +320,14 @@ absl::Status runMoE(StepContext &c) {
       in, n, h, c.F(wts), static_cast<const int32_t *>(c.ptr(idx)), topK,
       static_cast<int64_t>(gu.size()), gu.data(), down.data(), cfg.intermediate,
       static_cast<kernels::Act>(cfg.activation), c.F(s.results[0]), c.pool,
-      hidden, static_cast<kernels::Round>(cfg.inputRound), experts);
+      hidden, static_cast<kernels::Round>(cfg.inputRound), experts,
+      kernels::ExpertBlock{cfg.firstExpert, cfg.routedExperts});
   if (bad != -1)
-    return c.error(
-        absl::StrCat("expert index ", bad, " is outside [0, ", gu.size(), ")"));
+    return c.error(absl::StrCat("expert index ", bad, " is outside [0, ",
+                                cfg.routedExperts > 0
+                                    ? cfg.routedExperts
+                                    : static_cast<int64_t>(gu.size()),
+                                ")"));
   kernels::roundValues(c.F(s.results[0]), n * h,
                        static_cast<kernels::Round>(cfg.outputRound));
   return absl::OkStatus();

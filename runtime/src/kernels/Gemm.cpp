@@ -395,10 +395,17 @@ int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
                    const PackedWeight *gateUp, const PackedWeight *down,
                    int64_t inter, Act act, float *y, ThreadPool *pool,
                    const std::function<void(float *, int64_t, int64_t)> &hidden,
-                   Round round, void *scratch) {
+                   Round round, void *scratch, ExpertBlock block) {
+  const int64_t routed = block.routed > 0 ? block.routed : numExperts;
+  const int64_t first = block.routed > 0 ? block.first : 0;
   for (int64_t i = 0; i < n * topK; ++i)
-    if (indices[i] < 0 || indices[i] >= numExperts)
+    if (indices[i] < 0 || indices[i] >= routed)
       return indices[i];
+  // This block's expert of slot i, or -1.
+  auto local = [&](int64_t i) -> int64_t {
+    int64_t e = indices[i] - first;
+    return e >= 0 && e < numExperts ? e : -1;
+  };
   // Called directly (tests, benchmarks): the calling thread's scratch.
   ThreadScratch::Scope scope;
   if (!scratch)
@@ -409,12 +416,14 @@ int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
   int64_t *offsets = ws.offsets, *rows = ws.rows, *fill = ws.fill;
   std::fill(offsets, offsets + numExperts + 1, int64_t{0});
   for (int64_t i = 0; i < n * topK; ++i)
-    ++offsets[indices[i] + 1];
+    if (int64_t e = local(i); e >= 0)
+      ++offsets[e + 1];
   for (int64_t e = 0; e < numExperts; ++e)
     offsets[e + 1] += offsets[e];
   std::copy(offsets, offsets + numExperts, fill);
   for (int64_t i = 0; i < n * topK; ++i)
-    rows[fill[indices[i]]++] = i;
+    if (int64_t e = local(i); e >= 0)
+      rows[fill[e]++] = i;
   int64_t maxRows = 0, active = 0;
   for (int64_t e = 0; e < numExperts; ++e) {
     maxRows = std::max(maxRows, offsets[e + 1] - offsets[e]);
@@ -445,9 +454,10 @@ int64_t moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
   float *out = ws.out;
   const int64_t threads = pool ? pool->numWorkers() + 1 : 1;
   // Below ~1 MFLOP a parallel split costs more than it saves.
-  const double flops = 6.0 * static_cast<double>(n * topK) * h * inter;
+  const int64_t total = offsets[numExperts]; // rows of this block's experts
+  const double flops = 6.0 * static_cast<double>(total) * h * inter;
   if (threads > 1 && flops >= 1e6 && active >= threads &&
-      maxRows * threads <= 2 * n * topK) {
+      maxRows * threads <= 2 * total) {
     // Experts side by side, one thread each (no expert holds more than
     // twice its share of the rows): each GEMM runs whole on one thread, with
     // no split and no activations packed twice. A row's arithmetic is the

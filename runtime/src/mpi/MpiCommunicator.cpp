@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <memory>
 #include <mutex>
 
 namespace ds::rt {
@@ -24,30 +26,76 @@ absl::Status mpiStatus(int code, const char *call) {
       absl::StrCat(call, " failed: ", std::string(text, length)));
 }
 
-/// MPI_COMM_WORLD. Counts go to MPI as int: a step moving more than 2^31
-/// floats per rank is refused (its buffers would be 8 GB).
+/// MPI_COMM_WORLD, or a group of its ranks split from it (group()). Counts
+/// go to MPI as int: a step moving more than 2^31 floats per rank is
+/// refused (its buffers would be 8 GB).
 class MpiCommunicator final : public Communicator {
 public:
-  MpiCommunicator(int rank, int size) : rank_(rank), size_(size) {}
+  /// `comm` at `rank` of `size`; a group counts its calls in its world's
+  /// `stats`.
+  MpiCommunicator(MPI_Comm comm, int rank, int size,
+                  CommunicatorStats *stats = nullptr)
+      : comm_(comm), rank_(rank), size_(size),
+        stats_(stats ? stats : &ownStats_) {}
+  ~MpiCommunicator() override {
+    groups_.clear();
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (comm_ != MPI_COMM_WORLD && !finalized)
+      MPI_Comm_free(&comm_);
+  }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  CommunicatorStats stats() const override { return stats_; }
+  CommunicatorStats stats() const override { return *stats_; }
+
+  /// MPI_Comm_split: the color is the group, the key the index in it, so
+  /// the new communicator's ranks are the group's order.
+  absl::StatusOr<Communicator *>
+  group(const std::vector<int64_t> &shape,
+        const std::vector<int64_t> &axes) override {
+    int64_t total = 1;
+    for (int64_t d : shape)
+      total *= d;
+    if (total != size_)
+      return absl::InvalidArgumentError(absl::StrCat("a process grid of ",
+                                                     total, " processes over ",
+                                                     size_, " MPI ranks"));
+    GridGroup g = gridGroupOf(shape, axes, rank_);
+    if (g.size == size_)
+      return this;
+    auto key = std::make_pair(shape, axes);
+    if (auto it = groups_.find(key); it != groups_.end())
+      return it->second.get();
+    MPI_Comm split;
+    if (absl::Status st =
+            mpiStatus(MPI_Comm_split(comm_, static_cast<int>(g.group),
+                                     static_cast<int>(g.index), &split),
+                      "MPI_Comm_split");
+        !st.ok())
+      return st;
+    MPI_Comm_set_errhandler(split, MPI_ERRORS_RETURN);
+    int rank = 0, size = 0;
+    MPI_Comm_rank(split, &rank);
+    MPI_Comm_size(split, &size);
+    auto &slot = groups_[key];
+    slot = std::make_unique<MpiCommunicator>(split, rank, size, stats_);
+    return slot.get();
+  }
 
   absl::Status allReduceSum(float *data, int64_t count) override {
     if (absl::Status st = fits(count); !st.ok())
       return st;
-    Timed timed(stats_, count);
+    Timed timed(*stats_, count);
     return mpiStatus(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count),
-                                   MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+                                   MPI_FLOAT, MPI_SUM, comm_),
                      "MPI_Allreduce");
   }
   absl::Status allGather(const float *in, int64_t count, float *out) override {
     if (absl::Status st = fits(count); !st.ok())
       return st;
-    Timed timed(stats_, count);
+    Timed timed(*stats_, count);
     return mpiStatus(MPI_Allgather(in, static_cast<int>(count), MPI_FLOAT, out,
-                                   static_cast<int>(count), MPI_FLOAT,
-                                   MPI_COMM_WORLD),
+                                   static_cast<int>(count), MPI_FLOAT, comm_),
                      "MPI_Allgather");
   }
   absl::Status allToAll(const float *in, const std::vector<int64_t> &sendCounts,
@@ -71,10 +119,9 @@ public:
       so += s;
       ro += c;
     }
-    Timed timed(stats_, so);
+    Timed timed(*stats_, so);
     return mpiStatus(MPI_Alltoallv(in, sc.data(), sd.data(), MPI_FLOAT, out,
-                                   rc.data(), rd.data(), MPI_FLOAT,
-                                   MPI_COMM_WORLD),
+                                   rc.data(), rd.data(), MPI_FLOAT, comm_),
                      "MPI_Alltoallv");
   }
 
@@ -102,8 +149,13 @@ private:
                        " floats is more than MPI's int counts reach"));
     return absl::OkStatus();
   }
+  MPI_Comm comm_;
   int rank_, size_;
-  CommunicatorStats stats_;
+  CommunicatorStats ownStats_;
+  CommunicatorStats *stats_;
+  std::map<std::pair<std::vector<int64_t>, std::vector<int64_t>>,
+           std::unique_ptr<MpiCommunicator>>
+      groups_;
 };
 
 void finalize() {
@@ -155,7 +207,8 @@ absl::StatusOr<std::shared_ptr<Communicator>> mpiWorldCommunicator() {
           mpiStatus(MPI_Comm_size(MPI_COMM_WORLD, &size), "MPI_Comm_size");
       !st.ok())
     return st;
-  return std::shared_ptr<Communicator>(new MpiCommunicator(rank, size));
+  return std::shared_ptr<Communicator>(
+      new MpiCommunicator(MPI_COMM_WORLD, rank, size));
 }
 
 } // namespace ds::rt

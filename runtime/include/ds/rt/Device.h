@@ -90,12 +90,58 @@ struct CommunicatorStats {
   double seconds = 0;    ///< wall time inside them, waiting included
 };
 
+/// Where process `rank` of a grid of `shape` (processes numbered
+/// row-major) falls when the grid is cut into groups of the processes that
+/// differ only along `axes` (ascending): `group` numbers the groups by the
+/// other axes' coordinates (row-major), `index` is the process's place in
+/// its group (its coordinates along `axes`, row-major), `size` the group's.
+struct GridGroup {
+  int64_t group = 0, index = 0, size = 1;
+};
+inline GridGroup gridGroupOf(const std::vector<int64_t> &shape,
+                             const std::vector<int64_t> &axes, int64_t rank) {
+  GridGroup g;
+  int64_t rest = rank;
+  std::vector<int64_t> coord(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    coord[d] = rest % shape[d];
+    rest /= shape[d];
+  }
+  for (size_t d = 0; d < shape.size(); ++d) {
+    bool along = false;
+    for (int64_t a : axes)
+      along |= a == static_cast<int64_t>(d);
+    if (along) {
+      g.index = g.index * shape[d] + coord[d];
+      g.size *= shape[d];
+    } else {
+      g.group = g.group * shape[d] + coord[d];
+    }
+  }
+  return g;
+}
+
 class Communicator {
 public:
   virtual ~Communicator() = default;
   virtual CommunicatorStats stats() const { return {}; }
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  /// The communicator of the processes that differ from this one only
+  /// along `axes` of the grid `shape` (this communicator's ranks numbered
+  /// row-major over it), ranked by gridGroupOf's index: what a collective
+  /// over part of a grid (tensor parallelism inside an expert-parallel
+  /// grid) runs on. Building one is collective, so every process asks for
+  /// the same groups in the same order (the plan's steps do); it is built
+  /// on first use and lives as long as this communicator. This one itself
+  /// when the group is every process.
+  virtual absl::StatusOr<Communicator *>
+  group(const std::vector<int64_t> &shape, const std::vector<int64_t> &axes) {
+    if (gridGroupOf(shape, axes, rank()).size == size())
+      return this;
+    return absl::UnimplementedError(
+        "this communicator cannot form groups of its processes");
+  }
   /// In place: data[i] = sum over ranks of data[i].
   virtual absl::Status allReduceSum(float *data, int64_t count) = 0;
   /// out = the `count` floats of every rank, in rank order.

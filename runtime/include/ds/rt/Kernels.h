@@ -376,13 +376,21 @@ void route(const float *logits, const float *bias, int64_t n,
 /// dispatch tables, the gathered rows and every expert's intermediate
 /// results; the executor plans it in its arena. Null: a buffer of the
 /// calling thread's (kernels called directly, as tests and benchmarks do).
+/// With `block` (expert parallelism), the weights hold experts
+/// [block.first, block.first + numExperts) of indices in [0,
+/// block.routed): slots routed to the others add nothing, and the index
+/// returned is the first outside [0, block.routed).
+struct ExpertBlock {
+  int64_t first = 0, routed = 0; ///< routed 0: no block
+};
 int64_t
 moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
            const int32_t *indices, int64_t topK, int64_t numExperts,
            const PackedWeight *gateUp, const PackedWeight *down, int64_t inter,
            Act act, float *y, ThreadPool *pool = nullptr,
            const std::function<void(float *, int64_t, int64_t)> &hidden = {},
-           Round round = Round::None, void *scratch = nullptr);
+           Round round = Round::None, void *scratch = nullptr,
+           ExpertBlock block = {});
 /// The scratch moeExperts needs for these sizes (whatever the routing).
 uint64_t moeExpertsScratchBytes(int64_t n, int64_t h, int64_t topK,
                                 int64_t numExperts, int64_t inter);

@@ -58,7 +58,7 @@ struct DimExpr {
 /// The artifact format this runtime reads and the compiler writes. Bump it
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
-inline constexpr int64_t kArtifactFormatVersion = 5;
+inline constexpr int64_t kArtifactFormatVersion = 6;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
@@ -149,12 +149,16 @@ struct Router {
   double normEpsilon = 0, scalingFactor = 1;
 };
 /// Routed experts (fused_moe). Operands (x, routing weights, indices);
-/// weights (gate_up [E, 2I, H] packed, down [E, H, I] packed).
+/// weights (gate_up [E, 2I, H] packed, down [E, H, I] packed). With
+/// `routedExperts` > 0 the weights hold a block of experts (expert
+/// parallelism): experts [firstExpert, firstExpert + E) of the indices'
+/// [0, routedExperts); slots routed to others add nothing here.
 struct MoE {
   int64_t intermediate = 0;
   int32_t activation = 0; ///< kernels::Act
   ActQuant inputQuant, hiddenQuant;
   int32_t inputRound = 0, outputRound = 0; ///< kernels::Round
+  int64_t firstExpert = 0, routedExperts = 0;
 };
 /// A generated elementwise kernel (Step::kernel). Operands broadcast
 /// right-aligned to the result; `broadcast` has one flag per input axis.
@@ -169,13 +173,19 @@ struct Generated {
   int32_t kind = RMSNorm;
   double epsilon = 0; ///< RMSNorm's, baked into the kernel; for listings
 };
-/// result = the sum of x over every process of a partitioned plan, the same
-/// on each (f32). Operands (x); results (y, x's shape).
-struct AllReduce {};
-/// result = every process's x, concatenated in process order along `axis`.
-/// Operands (x); results (y: x's shape with axis times the processes).
+/// result = the sum of x over the processes of a partitioned plan that
+/// differ from this one only along `gridAxes` of the plan's grid (empty:
+/// every process), the same on each (f32). Operands (x); results (y, x's
+/// shape).
+struct AllReduce {
+  std::vector<int64_t> gridAxes;
+};
+/// result = x of each of those processes, concatenated along `axis` in the
+/// order of their index along `gridAxes` (row-major in grid order).
+/// Operands (x); results (y: x's shape with axis times their number).
 struct AllGather {
   int64_t axis = 0;
+  std::vector<int64_t> gridAxes;
 };
 
 } // namespace steps
@@ -281,6 +291,9 @@ struct ModelPlan {
   /// through the device's communicator, which must have as many ranks and
   /// be at rank `process`. 1 and 0 for a whole model.
   int64_t processes = 1, process = 0;
+  /// The processes' grid (row-major; its product is `processes`): what the
+  /// collective steps' gridAxes index. Empty: one axis of all of them.
+  std::vector<int64_t> grid;
   const FunctionPlan *find(const std::string &name) const;
 };
 

@@ -1684,3 +1684,13 @@ func.func @moe_block2(%x: tensor<?x8xf32>, %r: tensor<4x8xf32>, %g: tensor<3x6x8
   %y = ds.moe %x router %r experts(%g, %g, %d) {routing = #ds.routing<num_experts = 4, top_k = 2>, expert_grid = @grid, expert_grid_axes = array<i16: 0>} : (tensor<?x8xf32>, tensor<4x8xf32>, tensor<3x6x8xf32>, tensor<3x6x8xf32>, tensor<3x8x6xf32>) -> tensor<?x8xf32>
   return
 }
+
+// -----
+
+// A fused MoE's block of experts names its grid and its axes together too.
+func.func @fused_moe_block(%x: tensor<?x16xf32>, %w: tensor<?x2xf32>, %i: tensor<?x2xi32>, %gu: tensor<4x16x16xf32>, %d: tensor<4x16x8xf32>) {
+  // expected-error @+2 {{expert_grid and expert_grid_axes go together}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.fused_moe %x, %w, %i experts(%gu, %d) {expert_grid_axes = array<i16: 0>} : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  return
+}

@@ -180,6 +180,9 @@ func.func @fused_kernels(%x: tensor<?x?x16xf32>, %w: tensor<32x16xf32>, %ln: ten
   %w2, %i2 = ds.fused_router %t, %wr bias %rb {routing = #ds.routing<num_experts = 4, top_k = 2, scoring = sigmoid>} : tensor<?x16xf32>, tensor<4x16xf32>, tensor<4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   // CHECK: ds.fused_moe %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
   %y = ds.fused_moe %t, %w2, %i2 experts(%gu, %d) : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  // A process's block of the experts (expert parallelism).
+  // CHECK: ds.fused_moe %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}) {expert_grid = @grid, expert_grid_axes = array<i16: 0>} : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  %yb = ds.fused_moe %t, %w2, %i2 experts(%gu, %d) {expert_grid = @grid, expert_grid_axes = array<i16: 0>} : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
   return %0, %1, %y : tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x16xf32>
 }
 

@@ -91,3 +91,26 @@ func.func @one_token(%x: tensor<16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x8x1
       : (tensor<16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<16xf32>
   return %y : tensor<16xf32>
 }
+
+// -----
+
+// A process's block of the experts (expert parallelism): routing over all 8
+// experts, then the fused kernel over the block (gate and up concatenated),
+// which takes the block's grid; the shared expert stays unfused beside it.
+// CHECK-LABEL: func.func @expert_block
+// CHECK-SAME: (%[[X:[^:]+]]: tensor<?x16xf32>, %[[WR:[^:]+]]: tensor<8x16xf32>, %[[G:[^:]+]]: tensor<4x8x16xf32>, %[[U:[^:]+]]: tensor<4x8x16xf32>, %[[D:[^:]+]]: tensor<4x16x8xf32>
+// CHECK: %[[L:.+]] = ds.linear %[[X]], %[[WR]]
+// CHECK: %[[W:.+]], %[[I:.+]] = ds.router %[[L]] {routing = #ds.routing<num_experts = 8, top_k = 2>}
+// CHECK-NOT: ds.moe_dispatch
+// CHECK: %[[GU:.+]] = tensor.concat dim(1) %[[G]], %[[U]] : (tensor<4x8x16xf32>, tensor<4x8x16xf32>) -> tensor<4x16x16xf32>
+// CHECK: %[[Y:.+]] = ds.fused_moe %[[X]], %[[W]], %[[I]] experts(%[[GU]], %[[D]]) {expert_grid = @grid, expert_grid_axes = array<i16: 0>}
+// CHECK: ds.swiglu
+// CHECK: %[[S:.+]] = ds.linear
+// CHECK: %[[R:.+]] = arith.addf %[[Y]], %[[S]]
+// CHECK: return %[[R]]
+shard.grid @grid(shape = 2)
+func.func @expert_block(%x: tensor<?x16xf32>, %wr: tensor<8x16xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x16xf32>, %d: tensor<4x16x8xf32>, %sg: tensor<6x16xf32>, %su: tensor<6x16xf32>, %sd: tensor<16x6xf32>) -> tensor<?x16xf32> {
+  %y = ds.moe %x router %wr experts(%g, %u, %d) shared(%sg, %su, %sd) {routing = #ds.routing<num_experts = 8, top_k = 2>, expert_grid = @grid, expert_grid_axes = array<i16: 0>}
+      : (tensor<?x16xf32>, tensor<8x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>, tensor<6x16xf32>, tensor<6x16xf32>, tensor<16x6xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -110,9 +110,14 @@ func.func @dense_and_head(%ids: tensor<?x?xi64>) -> tensor<?x?x32xf32> {
 // EP4: ds.param "model.layers.0.block_sparse_moe.experts.*.w1.weight" sharded @grid {{\[\[}}0]] : tensor<2x32x64xf32>
 // EP4: ds.moe {{.*}}expert_grid = @grid, expert_grid_axes = array<i16: 0>
 // EP4-NEXT: shard.all_reduce {{.*}} grid_axes = [0]
-// ds-decompose-moe leaves a block of experts whole.
-// EPDEC: ds.moe {{.*}}expert_grid = @grid
+// ds-decompose-moe routes over every expert and turns a block of experts
+// into the fused kernel over the block; the all-reduce sums the blocks.
 // EPDEC-NOT: ds.moe_dispatch
+// EPDEC: ds.router {{.*}}num_experts = 8
+// EPDEC-NOT: ds.moe_dispatch
+// EPDEC: ds.fused_moe {{.*}} {expert_grid = @grid, expert_grid_axes = array<i16: 0>} : {{.*}}tensor<4x32x64xf32>, tensor<4x64x16xf32>)
+// EPDEC-NOT: ds.moe_dispatch
+// EPDEC: shard.all_reduce {{.*}} grid_axes = [0, 1]
 
 // Data parallelism on a [dp, tp] grid: arguments and results split along
 // the batch over dp (a per-head KV cache by heads over tp too); the
