@@ -933,7 +933,20 @@ LogicalResult Evaluator::eval(Operation *op) {
           [&](Operation *c) { return evalCollective(c); })
       .Case([&](EmbeddingOp e) -> LogicalResult {
         const Tensor &table = get(e.getTable()), &ids = get(e.getIds());
-        int64_t v = table.shape[0], h = table.shape[1];
+        int64_t rows = table.shape[0], h = table.shape[1];
+        // A block of the vocabulary (vocabulary-split embedding): rows
+        // [first, first + rows) of the whole table's v; other ids give
+        // zeros.
+        int64_t first = 0, v = rows;
+        if (e.getVocabGridAttr()) {
+          if (!process)
+            return e.emitError(
+                "a block of the vocabulary runs in a partitioned run");
+          const ProcessGrid &grid = process->collectives->getGrid();
+          ArrayRef<int16_t> axes = *e.getVocabGridAxes();
+          v = rows * grid.sizeAlong(axes);
+          first = grid.indexAlong(process->rank, axes) * rows;
+        }
         SmallVector<int64_t> shape = ids.shape;
         shape.push_back(h);
         Tensor out = Tensor::floats(shape);
@@ -943,7 +956,8 @@ LogicalResult Evaluator::eval(Operation *op) {
             return e.emitError()
                    << "token id " << id << " is outside the vocabulary [0, "
                    << v << ")";
-          std::copy_n(&table.f[id * h], h, &out.f[i * h]);
+          if (id >= first && id < first + rows)
+            std::copy_n(&table.f[(id - first) * h], h, &out.f[i * h]);
         }
         set(e.getResult(), std::move(out));
         return success();

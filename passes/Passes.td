@@ -273,8 +273,12 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
        shared `k_pe` stay replicated; a `ds.moe` splits every expert's
        intermediate size (routed and shared experts alike: gate/up along
        `I`, down along its `I`); the projection whose result a function
-       returns (the LM head) is vocabulary-split and its result gathered.
-       The router, norms, embedding and residual stream stay replicated.
+       returns (the LM head) is vocabulary-split and its result gathered;
+       the embedding table is vocabulary-split too (`ds.embedding`'s
+       `vocab_grid`: each process looks up the ids of its block, zeros for
+       the others, and an all-reduce completes the rows; Megatron's
+       vocabulary-parallel embedding), unless `split-embedding=false`.
+       The router, norms and residual stream stay replicated.
     3. Runs `sharding-propagation` and `shard-partition` (the ds ops carry
        `ShardingInterface` models): a split weight becomes a sharded
        `ds.param` (`sharded @grid [[0]]`), head counts are divided, each
@@ -333,6 +337,11 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     Option<"dp", "dp", "int64_t", "1",
            "Data-parallel replicas (each runs a block of the batch's "
            "sequences, with its own KV caches)">,
+    Option<"splitEmbedding", "split-embedding", "bool", "true",
+           "With tp, split the embedding table by vocabulary over the "
+           "tensor-parallel processes (one all-reduce of the looked-up "
+           "rows); false keeps it replicated (no collective, the whole "
+           "table on every process)">,
     Option<"printCollectives", "print-collectives", "bool", "false",
            "Report, per function, the collectives of the per-process "
            "program and the values each process exchanges per token (a "

@@ -1138,6 +1138,20 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         rt::Step &s = step(e, rt::steps::Embedding{});
         if (failed(weight(s, e.getTable(), e, false)))
           return failure();
+        if (auto gridRef = e.getVocabGridAttr()) {
+          // This process's block of the vocabulary.
+          auto gridOp =
+              SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(e, gridRef);
+          if (!gridOp)
+            return e.emitError("no grid ") << gridRef;
+          ProcessGrid grid(gridOp.getShape());
+          ArrayRef<int16_t> axes = *e.getVocabGridAxes();
+          int64_t rows =
+              getLogicalTensorType(e.getTable().getType()).getDimSize(0);
+          auto &c = s.as<rt::steps::Embedding>();
+          c.vocab = rows * grid.sizeAlong(axes);
+          c.firstRow = grid.indexAlong(weights.process(), axes) * rows;
+        }
         Dims shape;
         for (int64_t i = 0; i < e.getIds().getType().getRank(); ++i)
           shape.push_back(dim(e.getIds(), i));

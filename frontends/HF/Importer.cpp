@@ -375,7 +375,8 @@ LogicalResult ModelBuilder::buildFunction(StringRef name, bool decode) {
   Location embLoc = NameLoc::get(b.getStringAttr("model.embed_tokens"));
   Value embed =
       param(embLoc, "model.embed_tokens.weight", {c.vocabSize, c.hiddenSize});
-  Value x = EmbeddingOp::create(b, embLoc, embed, tokens);
+  Value x = EmbeddingOp::create(b, embLoc, embed, tokens, FlatSymbolRefAttr(),
+                                DenseI16ArrayAttr());
   SmallVector<Value> outCaches;
   for (int64_t l = 0; l < c.numLayers; ++l) {
     if (opts.progress && !decode)

@@ -40,8 +40,9 @@ public:
   /// `tpAxis` / `epAxis`: the grid axis tensor / expert parallelism splits
   /// over, or -1 for none.
   Planner(func::FuncOp fn, FlatSymbolRefAttr grid, int16_t tpAxis,
-          int16_t epAxis)
-      : fn(fn), grid(grid), tp(axesOf(tpAxis)), ep(axesOf(epAxis)) {}
+          int16_t epAxis, bool splitEmbedding)
+      : fn(fn), grid(grid), tp(axesOf(tpAxis)), ep(axesOf(epAxis)),
+        splitEmbedding(splitEmbedding) {}
 
   /// Annotates the weights of `fn`. Fails on weights that cannot be split.
   LogicalResult run() {
@@ -85,6 +86,9 @@ public:
         split(m.getSharedDown(), {{}, both});
       }
     });
+    // The embedding table by vocabulary (its rows) over tp.
+    if (splitEmbedding)
+      fn.walk([&](EmbeddingOp e) { split(e.getTable(), {tp}); });
     // The LM head: a projection whose result the function returns.
     fn.walk([&](func::ReturnOp ret) {
       for (Value v : ret.getOperands())
@@ -182,6 +186,7 @@ private:
   func::FuncOp fn;
   FlatSymbolRefAttr grid;
   SmallVector<int16_t> tp, ep;
+  bool splitEmbedding;
   llvm::DenseSet<Value> annotated;
   bool failed = false;
 };
@@ -369,7 +374,7 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
         functions.push_back(fn);
     for (func::FuncOp fn : functions) {
       duplicateSharedParams(fn);
-      if (failed(Planner(fn, grid, tpAxis, epAxis).run()))
+      if (failed(Planner(fn, grid, tpAxis, epAxis, splitEmbedding).run()))
         return signalPassFailure();
       SmallVector<int16_t> tpAxes;
       if (tpAxis >= 0)

@@ -165,7 +165,9 @@ json actQuantToJson(const steps::ActQuant &q) {
 }
 
 struct ConfigEncoder {
-  json operator()(const steps::Embedding &) const { return json::object(); }
+  json operator()(const steps::Embedding &c) const {
+    return {{"first_row", c.firstRow}, {"vocab", c.vocab}};
+  }
   json operator()(const steps::RMSNorm &c) const {
     return {{"epsilon", c.epsilon}};
   }
@@ -414,7 +416,7 @@ std::optional<StepConfig> configFromJson(Reader &r, const std::string &op,
     return static_cast<int32_t>(r.integer(c, key));
   };
   if (op == "embedding")
-    return steps::Embedding{};
+    return steps::Embedding{r.integer(c, "first_row"), r.integer(c, "vocab")};
   if (op == "rms_norm")
     return steps::RMSNorm{r.number(c, "epsilon")};
   if (op == "linear") {
@@ -595,7 +597,10 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
   };
   switch (s.op()) {
   case OpCode::Embedding:
-    return need(o == 1 && r == 1 && w == 1 && rawF32(0, 2), "operands");
+    return need(o == 1 && r == 1 && w == 1 && rawF32(0, 2) &&
+                    s.as<steps::Embedding>().firstRow >= 0 &&
+                    s.as<steps::Embedding>().vocab >= 0,
+                "operands or vocabulary block");
   case OpCode::RMSNorm:
     return need(o == 1 && r == 1 && w == 1 && rawF32(0, 1), "operands");
   case OpCode::Linear: {

@@ -342,6 +342,39 @@ TEST(Kernels, Embedding) {
   EXPECT_EQ(embedding(table.data(), vocab, h, nullptr, 0, out.data()), -1);
 }
 
+/// A vocabulary-split embedding: each block of rows looks up its own ids,
+/// zeros for the rest, so the blocks add up to the whole lookup exactly.
+TEST(Kernels, EmbeddingBlocksAddUpToTheWhole) {
+  std::mt19937 rng(5);
+  const int64_t vocab = 8, h = 6, rows = 4;
+  std::vector<float> table = randomVec(rng, vocab * h);
+  std::vector<int64_t> ids = {3, 4, 7, 0, 5};
+  std::vector<float> whole(ids.size() * h), sum(ids.size() * h, 0.0f);
+  ASSERT_EQ(
+      embedding(table.data(), vocab, h, ids.data(), ids.size(), whole.data()),
+      -1);
+  for (int64_t b = 0; b < vocab / rows; ++b) {
+    std::vector<float> part(ids.size() * h, -100.0f);
+    ASSERT_EQ(embeddingBlock(table.data() + b * rows * h, b * rows, rows, vocab,
+                             h, ids.data(), ids.size(), part.data()),
+              -1);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      bool mine = ids[i] >= b * rows && ids[i] < (b + 1) * rows;
+      for (int64_t c = 0; c < h; ++c) {
+        EXPECT_EQ(part[i * h + c], mine ? whole[i * h + c] : 0.0f);
+        sum[i * h + c] += part[i * h + c];
+      }
+    }
+  }
+  EXPECT_EQ(sum, whole);
+  // Ids are checked against the whole vocabulary, not the block.
+  std::vector<int64_t> bad = {1, 8};
+  std::vector<float> out(bad.size() * h);
+  EXPECT_EQ(embeddingBlock(table.data(), 0, rows, vocab, h, bad.data(),
+                           bad.size(), out.data()),
+            1);
+}
+
 //===----------------------------------------------------------------------===//
 // RoPE and the KV cache
 //===----------------------------------------------------------------------===//

@@ -26,7 +26,7 @@ namespace {
 auto fields(const steps::ActQuant &q) {
   return std::tie(q.storage, q.group, q.scale);
 }
-auto fields(const steps::Embedding &) { return std::tuple<>(); }
+auto fields(const steps::Embedding &c) { return std::tie(c.firstRow, c.vocab); }
 auto fields(const steps::RMSNorm &c) { return std::tie(c.epsilon); }
 auto fields(const steps::Linear &c) {
   return std::tuple_cat(std::tie(c.norm, c.bias, c.gated, c.residual,
@@ -97,7 +97,7 @@ ModelPlan everyKind() {
     s.location = std::string("op ") + opName(s.op());
     f.steps.push_back(std::move(s));
   };
-  step(steps::Embedding{}, {0}, {1}, {raw({100, 4})});
+  step(steps::Embedding{100, 200}, {0}, {1}, {raw({100, 4})});
   step(steps::RMSNorm{1e-5}, {1}, {2}, {raw({4})});
   steps::Linear lin;
   lin.norm = lin.bias = lin.gated = lin.residual = true;

@@ -380,6 +380,9 @@ LogicalResult EmbeddingOp::inferReturnTypes(MLIRContext *,
   if (failed(checkRank(error, "table", table, 2)) ||
       failed(checkWeightElement(error, "table", table)))
     return failure();
+  if (static_cast<bool>(adaptor.getProperties().vocab_grid) !=
+      static_cast<bool>(adaptor.getProperties().vocab_grid_axes))
+    return error("vocab_grid and vocab_grid_axes go together");
   SmallVector<int64_t> shape(ids.getShape());
   shape.push_back(table.getDimSize(1));
   results.push_back(RankedTensorType::get(shape, table.getElementType()));

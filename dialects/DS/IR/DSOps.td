@@ -143,8 +143,19 @@ def DS_EmbeddingOp : DS_InferOp<"embedding"> {
     ```mlir
     %h = ds.embedding %table[%ids] : tensor<32000x4096xbf16>, tensor<?x?xi32> -> tensor<?x?x4096xbf16>
     ```
+
+    In a program partitioned with a vocabulary-split embedding
+    (`ds-partition{tp=N}`), `vocab_grid` and `vocab_grid_axes` say that the
+    table holds one process's contiguous block of the vocabulary: with
+    `V_l` rows, the process with index `i` along those axes of the grid
+    holds tokens `[i * V_l, (i + 1) * V_l)`. Ids are still those of the
+    whole vocabulary; an id outside the block gives a row of zeros, so the
+    result is this process's part of the lookup (a `shard.all_reduce` over
+    the axes completes it, exactly: one process contributes each row).
   }];
-  let arguments = (ins DS_WeightTensor:$table, DS_IntTensor:$ids);
+  let arguments = (ins DS_WeightTensor:$table, DS_IntTensor:$ids,
+                       OptionalAttr<FlatSymbolRefAttr>:$vocab_grid,
+                       OptionalAttr<DenseI16ArrayAttr>:$vocab_grid_axes);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $table `[` $ids `]` attr-dict `:` type($table) `,` type($ids) `->` type($result)

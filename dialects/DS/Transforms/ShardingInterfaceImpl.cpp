@@ -613,17 +613,45 @@ struct CacheUpdateModel : SpaceModel<CacheUpdateModel, CacheUpdateOp> {
   }
 };
 
-/// Loops (ids..., h): the table's rows are gathered, never split here.
+/// Loops (ids..., h, v): the table's rows are the vocabulary loop `v`, a
+/// reduction (each id selects one row): split over a grid axis (a
+/// vocabulary-split embedding), each process looks up the ids in its block
+/// of the vocabulary, zeros for the others, and one all-reduce completes the
+/// rows. The ids are never indexed by `v`, so they stay whole.
 struct EmbeddingModel : SpaceModel<EmbeddingModel, EmbeddingOp> {
   static Space space(Operation *op) {
     auto emb = cast<EmbeddingOp>(op);
     unsigned r = rankOf(emb.getIds());
-    MapBuilder m{op->getContext(), r + 1};
+    unsigned h = r, v = r + 1;
+    MapBuilder m{op->getContext(), r + 2};
     SmallVector<AffineExpr> out = m.dims(0, r);
-    out.push_back(m.d(r));
-    return m.finish({SmallVector<IteratorType>(r + 1, IteratorType::parallel),
-                     {m.map({m.c0(), m.d(r)}), m.map(m.dims(0, r)), m.map(out)},
+    out.push_back(m.d(h));
+    SmallVector<IteratorType> loops(r + 1, IteratorType::parallel);
+    loops.push_back(IteratorType::reduction);
+    return m.finish({loops,
+                     {m.map({m.d(v), m.d(h)}), m.map(m.dims(0, r)), m.map(out)},
                      {}});
+  }
+  /// A process holding a block of the vocabulary says so (vocab_grid).
+  static LogicalResult
+  partitionLocal(Operation *op, ArrayRef<Value> partitioned,
+                 ArrayRef<Sharding> operandShardings,
+                 ArrayRef<Sharding> resultShardings, const ShardingArray &axes,
+                 IRMapping &mapping, SymbolTableCollection &symbols,
+                 OpBuilder &builder) {
+    auto emb = cast<EmbeddingOp>(op);
+    const SmallVector<GridAxis> &v = axes[rankOf(emb.getIds()) + 1];
+    if (failed(SpaceModel::partitionLocal(op, partitioned, operandShardings,
+                                          resultShardings, axes, mapping,
+                                          symbols, builder)))
+      return failure();
+    if (!v.empty()) {
+      auto local =
+          cast<EmbeddingOp>(mapping.lookup(emb.getResult()).getDefiningOp());
+      local.setVocabGridAttr(gridOf(operandShardings, resultShardings));
+      local.setVocabGridAxesAttr(DenseI16ArrayAttr::get(op->getContext(), v));
+    }
+    return success();
   }
 };
 

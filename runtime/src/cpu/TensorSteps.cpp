@@ -11,8 +11,11 @@ namespace ds::rt::cpu {
 absl::Status checkEmbedding(const ShapeView &v) {
   const Step &s = v.step;
   const WeightInfo &t = v.model.plan().weights[s.weights[0]];
+  const auto &cfg = s.as<steps::Embedding>();
   if (v.count(s.results[0]) != v.count(s.operands[0]) * t.shape[1])
     return v.bad("embedding output");
+  if (cfg.vocab > 0 && cfg.firstRow + t.shape[0] > cfg.vocab)
+    return v.bad("embedding block of the vocabulary");
   return absl::OkStatus();
 }
 
@@ -21,12 +24,17 @@ absl::Status runEmbedding(StepContext &c) {
   const WeightInfo &w = c.model.plan().weights[s.weights[0]];
   int32_t ids = s.operands[0];
   int64_t n = numElements(c.shape(ids));
-  int64_t bad = kernels::embedding(c.weight(0), w.shape[0], w.shape[1],
-                                   c.I(ids), n, c.F(s.results[0]));
+  const auto &cfg = s.as<steps::Embedding>();
+  const int64_t vocab = cfg.vocab > 0 ? cfg.vocab : w.shape[0];
+  int64_t bad = cfg.vocab > 0
+                    ? kernels::embeddingBlock(c.weight(0), cfg.firstRow,
+                                              w.shape[0], vocab, w.shape[1],
+                                              c.I(ids), n, c.F(s.results[0]))
+                    : kernels::embedding(c.weight(0), w.shape[0], w.shape[1],
+                                         c.I(ids), n, c.F(s.results[0]));
   if (bad >= 0)
     return c.error(absl::StrCat("token id ", c.I(ids)[bad],
-                                " is outside the vocabulary [0, ", w.shape[0],
-                                ")"));
+                                " is outside the vocabulary [0, ", vocab, ")"));
   return absl::OkStatus();
 }
 

@@ -137,6 +137,21 @@ void glu(const float *x, int64_t rows, int64_t half, Act act, float *y) {
   }
 }
 
+int64_t embeddingBlock(const float *table, int64_t first, int64_t rows,
+                       int64_t vocab, int64_t h, const int64_t *ids, int64_t n,
+                       float *out) {
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t id = ids[i];
+    if (id < 0 || id >= vocab)
+      return i;
+    if (id >= first && id < first + rows)
+      std::memcpy(out + i * h, table + (id - first) * h, sizeof(float) * h);
+    else
+      std::memset(out + i * h, 0, sizeof(float) * h);
+  }
+  return -1;
+}
+
 int64_t embedding(const float *table, int64_t vocab, int64_t h,
                   const int64_t *ids, int64_t n, float *out) {
   for (int64_t i = 0; i < n; ++i) {

@@ -207,6 +207,13 @@ void rmsNorm(const float *x, const float *w, int64_t rows, int64_t d,
 /// y[r, c] = act(x[r, c]) * x[r, half + c] for c < half; x rows are 2*half.
 void glu(const float *x, int64_t rows, int64_t half, Act act, float *y);
 
+/// out[i, :] = table[ids[i] - first, :] for ids in the table's block of
+/// rows [first, first + rows), zeros for the other ids of [0, vocab) (a
+/// vocabulary-split embedding); returns the index of the first id outside
+/// [0, vocab) or -1.
+int64_t embeddingBlock(const float *table, int64_t first, int64_t rows,
+                       int64_t vocab, int64_t h, const int64_t *ids, int64_t n,
+                       float *out);
 /// out[i, :] = table[ids[i], :]; returns the index of the first id outside
 /// [0, vocab) or -1.
 int64_t embedding(const float *table, int64_t vocab, int64_t h,

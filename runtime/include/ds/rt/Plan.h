@@ -96,7 +96,12 @@ struct ActQuant {
 };
 
 /// ids -> rows of the table. Operands (ids); weights (table [V, H] f32).
-struct Embedding {};
+/// With `vocab` > 0 the table holds rows [firstRow, firstRow + V_l) of a
+/// vocabulary of `vocab` (a vocabulary-split embedding): other ids give
+/// zeros.
+struct Embedding {
+  int64_t firstRow = 0, vocab = 0;
+};
 /// y = rms_norm(x) * w. Operands (x); weights (w [H] f32).
 struct RMSNorm {
   double epsilon = 0;

@@ -1694,3 +1694,13 @@ func.func @fused_moe_block(%x: tensor<?x16xf32>, %w: tensor<?x2xf32>, %i: tensor
   %0 = ds.fused_moe %x, %w, %i experts(%gu, %d) {expert_grid_axes = array<i16: 0>} : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
   return
 }
+
+// -----
+
+// A block of the vocabulary names its grid and its axes together.
+func.func @embedding_block(%t: tensor<32x16xf32>, %ids: tensor<?xi64>) {
+  // expected-error @+2 {{vocab_grid and vocab_grid_axes go together}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.embedding %t[%ids] {vocab_grid = @grid} : tensor<32x16xf32>, tensor<?xi64> -> tensor<?x16xf32>
+  return
+}

@@ -24,7 +24,10 @@ func.func @param() -> (tensor<32x16xbf16>, tensor<4x8x16xf32>) {
 func.func @embedding(%table: tensor<32x16xbf16>, %ids: tensor<?x?xi32>) -> tensor<?x?x16xbf16> {
   // CHECK: ds.embedding %{{.*}}[%{{.*}}] : tensor<32x16xbf16>, tensor<?x?xi32> -> tensor<?x?x16xbf16>
   %0 = ds.embedding %table[%ids] : tensor<32x16xbf16>, tensor<?x?xi32> -> tensor<?x?x16xbf16>
-  return %0 : tensor<?x?x16xbf16>
+  // A process's block of the vocabulary (vocabulary-split embedding).
+  // CHECK: ds.embedding %{{.*}}[%{{.*}}] {vocab_grid = @grid, vocab_grid_axes = array<i16: 0>} : tensor<32x16xbf16>, tensor<?x?xi32> -> tensor<?x?x16xbf16>
+  %1 = ds.embedding %table[%ids] {vocab_grid = @grid, vocab_grid_axes = array<i16: 0>} : tensor<32x16xbf16>, tensor<?x?xi32> -> tensor<?x?x16xbf16>
+  return %1 : tensor<?x?x16xbf16>
 }
 
 // CHECK-LABEL: func.func @rms_norm

@@ -8,7 +8,8 @@
 // RUN: ds-opt %s --ds-partition=tp=2 | FileCheck %s
 // RUN: ds-opt %s --ds-partition=tp=1 | FileCheck %s --check-prefix=TP1
 // RUN: ds-opt %s "--ds-partition=tp=2 print-collectives" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REMARK
-// REMARK: remark: ds-partition: @dense_and_head: 1 all-reduces of 16 values per token in all, 1 all-gathers of 32 values per token
+// REMARK: remark: ds-partition: @dense_and_head: 2 all-reduces of 32 values per token in all, 1 all-gathers of 32 values per token
+// RUN: ds-opt %s "--ds-partition=tp=2 split-embedding=false" | FileCheck %s --check-prefix=NOSPLIT
 // RUN: ds-opt %s --ds-partition=tp=2 | ds-opt | FileCheck %s
 
 // Tensor parallelism, Megatron-style: column-parallel Q/K/V (a GQA KV head
@@ -59,12 +60,20 @@
 
 // A dense SwiGLU MLP is a column -> row pair; the LM head (a projection
 // whose result is returned) is vocabulary-split and its logits gathered;
-// the embedding and norms stay replicated. A weight used twice (tied
-// embeddings) is split for one use only.
+// the embedding is vocabulary-split too (each process looks up its block of
+// the vocabulary, zeros elsewhere, and an all-reduce completes the rows);
+// norms stay replicated. A weight used twice (tied embeddings) is split for
+// each use (the same block here, so one param); with split-embedding=false
+// the embedding's use stays whole.
 // CHECK: shard.grid @grid(shape = 2)
 // CHECK-LABEL: func.func @dense_and_head
-// CHECK-DAG: ds.param "embed" sharded @grid {{\[\[}}0]] : tensor<16x16xf32>
-// CHECK-DAG: ds.param "embed" : tensor<32x16xf32>
+// CHECK: %[[E:.*]] = ds.param "embed" sharded @grid {{\[\[}}0]] : tensor<16x16xf32>
+// CHECK: %[[X:.*]] = ds.embedding %[[E]]{{.*}} {vocab_grid = @grid, vocab_grid_axes = array<i16: 0>} : tensor<16x16xf32>, tensor<?x?xi64> -> tensor<?x?x16xf32>
+// CHECK-NEXT: shard.all_reduce %[[X]] on @grid grid_axes = [0]
+// NOSPLIT-LABEL: func.func @dense_and_head
+// NOSPLIT-DAG: ds.param "embed" sharded @grid {{\[\[}}0]] : tensor<16x16xf32>
+// NOSPLIT-DAG: ds.param "embed" : tensor<32x16xf32>
+// NOSPLIT-NOT: vocab_grid
 // CHECK: ds.param "gate" sharded @grid {{\[\[}}0]] : tensor<12x16xf32>
 // CHECK: ds.param "up" sharded @grid {{\[\[}}0]] : tensor<12x16xf32>
 // CHECK: ds.param "down" sharded @grid {{\[\[}}], [0]] : tensor<16x12xf32>
