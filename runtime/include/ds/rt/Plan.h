@@ -58,7 +58,7 @@ struct DimExpr {
 /// The artifact format this runtime reads and the compiler writes. Bump it
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
-inline constexpr int64_t kArtifactFormatVersion = 6;
+inline constexpr int64_t kArtifactFormatVersion = 7;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
