@@ -458,6 +458,9 @@ Evaluator::dispatchLocal(Operation *op, const Tensor &x, const Tensor &indices,
     if (!process)
       return op->emitError("a block of the experts runs in a partitioned run");
     const ProcessGrid &g = process->collectives->getGrid();
+    if (!g.hasAxes(*axes))
+      return op->emitError("expert_grid_axes are not ascending axes of the "
+                           "run's grid");
     if (local * g.sizeAlong(*axes) != routed)
       return op->emitError()
              << local << " experts on each of " << g.sizeAlong(*axes)
@@ -600,8 +603,11 @@ LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
   if (op.getExpertGridAttr()) {
     if (!process)
       return op.emitError("a block of the experts runs in a partitioned run");
-    routed *=
-        process->collectives->getGrid().sizeAlong(*op.getExpertGridAxes());
+    const ProcessGrid &g = process->collectives->getGrid();
+    if (!g.hasAxes(*op.getExpertGridAxes()))
+      return op.emitError("expert_grid_axes are not ascending axes of the "
+                          "run's grid");
+    routed *= g.sizeAlong(*op.getExpertGridAxes());
   }
   FailureOr<Dispatch> dispatched =
       dispatchLocal(op, x, idx, local, routed, op.getExpertGridAttr(),
@@ -944,6 +950,9 @@ LogicalResult Evaluator::eval(Operation *op) {
                 "a block of the vocabulary runs in a partitioned run");
           const ProcessGrid &grid = process->collectives->getGrid();
           ArrayRef<int16_t> axes = *e.getVocabGridAxes();
+          if (!grid.hasAxes(axes))
+            return e.emitError("vocab_grid_axes are not ascending axes of "
+                               "the run's grid");
           v = rows * grid.sizeAlong(axes);
           first = grid.indexAlong(process->rank, axes) * rows;
         }

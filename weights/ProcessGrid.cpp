@@ -41,6 +41,14 @@ int64_t ProcessGrid::indexAlong(int64_t rank, ArrayRef<int16_t> axes) const {
   return i;
 }
 
+bool ProcessGrid::hasAxes(ArrayRef<int16_t> axes) const {
+  for (size_t i = 0; i < axes.size(); ++i)
+    if (axes[i] < 0 || axes[i] >= static_cast<int64_t>(dims.size()) ||
+        (i > 0 && axes[i] <= axes[i - 1]))
+      return false;
+  return true;
+}
+
 int64_t ProcessGrid::sizeAlong(ArrayRef<int16_t> axes) const {
   int64_t n = 1;
   for (int16_t a : axes)

@@ -37,6 +37,9 @@ public:
   int64_t indexAlong(int64_t rank, ArrayRef<int16_t> axes) const;
   /// The number of processes along `axes`.
   int64_t sizeAlong(ArrayRef<int16_t> axes) const;
+  /// Whether `axes` are axes of this grid, ascending and each once (what
+  /// indexAlong and sizeAlong take).
+  bool hasAxes(ArrayRef<int16_t> axes) const;
   /// The processes that differ from `rank` only along `axes`, in the order
   /// of their index along them.
   SmallVector<int64_t> group(int64_t rank, ArrayRef<int16_t> axes) const;

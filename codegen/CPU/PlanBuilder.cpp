@@ -3,6 +3,7 @@
 #include "ds/codegen/CPU/PlanBuilder.h"
 #include "ds/dialects/DS/IR/DSOps.h"
 #include "ds/dialects/DS/IR/DSQuant.h"
+#include "ds/dialects/DS/IR/DSSharding.h"
 #include "ds/rt/Kernels.h"
 #include "ds/weights/ProcessGrid.h"
 #include "ds/weights/Weights.h"
@@ -1146,6 +1147,9 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             return e.emitError("no grid ") << gridRef;
           ProcessGrid grid(gridOp.getShape());
           ArrayRef<int16_t> axes = *e.getVocabGridAxes();
+          if (!grid.hasAxes(axes))
+            return e.emitError("vocab_grid_axes are not ascending axes of ")
+                   << gridRef;
           int64_t rows =
               getLogicalTensorType(e.getTable().getType()).getDimSize(0);
           auto &c = s.as<rt::steps::Embedding>();
@@ -1418,6 +1422,9 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             return m.emitError("no grid ") << gridRef;
           ProcessGrid grid(gridOp.getShape());
           ArrayRef<int16_t> axes = *m.getExpertGridAxes();
+          if (!grid.hasAxes(axes))
+            return m.emitError("expert_grid_axes are not ascending axes of ")
+                   << gridRef;
           int64_t local =
               getLogicalTensorType(m.getGateUp().getType()).getDimSize(0);
           c.routedExperts = local * grid.sizeAlong(axes);
@@ -1486,14 +1493,14 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             if (!gridOp)
               return o->emitError("a collective without its grid");
             ProcessGrid grid(gridOp.getShape());
+            if (axes.empty() || !llvm::is_sorted(axes) ||
+                std::adjacent_find(axes.begin(), axes.end()) != axes.end())
+              return o->emitError("the CPU backend's collectives take one "
+                                  "or more grid axes in ascending order");
+            // Every axis: the plan's whole world (an empty list).
             std::vector<int64_t> gridAxes;
             if (static_cast<int64_t>(axes.size()) != gridOp.getRank())
               gridAxes.assign(axes.begin(), axes.end());
-            if (!llvm::is_sorted(gridAxes) ||
-                std::adjacent_find(gridAxes.begin(), gridAxes.end()) !=
-                    gridAxes.end())
-              return o->emitError("the CPU backend's collectives take grid "
-                                  "axes in ascending order");
             Value in = o->getOperand(0), out = o->getResult(0);
             if (!known(in))
               return o->emitError("the CPU backend's collectives move "
@@ -1578,6 +1585,18 @@ FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
   for (auto fn : module.getOps<func::FuncOp>()) {
     if (!wanted(fn))
       continue;
+    // Data parallelism splits the arguments along their batch: a process
+    // would need its replica's share of the rows, which nothing hands it
+    // yet (the interpreter runs such modules).
+    for (unsigned i = 0; i < fn.getNumArguments(); ++i) {
+      SmallVector<SmallVector<int16_t>> split = argumentSplitAxes(fn, i);
+      if (!split.empty() && !split.front().empty())
+        return fn.emitError()
+               << "argument " << i
+               << " is split along its batch (data parallelism), which the "
+                  "CPU backend does not compile yet: partition with tp and "
+                  "ep only, or run it in the interpreter";
+    }
     FunctionBuilder builder(fn, weights, kernels, result.plan.caches,
                             &progress);
     FailureOr<rt::FunctionPlan> plan = builder.build();

@@ -12,6 +12,7 @@
 #include "ds/support/KVScale.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -714,19 +715,25 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
   plan.processes = r.integer(j, "processes");
   plan.process = r.integer(j, "process");
   plan.grid = r.list<int64_t>(j, "grid");
-  {
-    int64_t product = 1;
-    for (int64_t d : plan.grid)
-      product = d > 0 && product <= plan.processes ? product * d : -1;
-    if (!plan.grid.empty() && product != plan.processes)
-      return absl::DataLossError(
-          absl::StrCat("artifact header: a process grid of ", product,
-                       " processes for a plan of ", plan.processes));
-  }
   if (plan.processes < 1 || plan.process < 0 || plan.process >= plan.processes)
     return absl::DataLossError(absl::StrCat("artifact header: process ",
                                             plan.process, " of ",
                                             plan.processes, " processes"));
+  if (!plan.grid.empty()) {
+    // Its product is the processes, computed without overflow.
+    int64_t product = 1;
+    bool ok = true;
+    for (int64_t d : plan.grid) {
+      ok &= d > 0 && product <= plan.processes / d;
+      if (!ok)
+        break;
+      product *= d;
+    }
+    if (!ok || product != plan.processes)
+      return absl::DataLossError(absl::StrCat(
+          "artifact header: the process grid [", absl::StrJoin(plan.grid, ", "),
+          "] is not a grid of ", plan.processes, " processes"));
+  }
   for (int64_t id : plan.eosTokenIds)
     if (id < 0 || (plan.vocabSize > 0 && id >= plan.vocabSize))
       r.fail(absl::StrCat("eos token id ", id, " is outside the vocabulary"));

@@ -991,7 +991,11 @@ TEST(Kernels, AttentionNarrowCacheIsF32OfItsValues) {
     for (Shape sh :
          {Shape{1, 9, 32, 8, 128, 128, 0}, Shape{2, 1, 24, 4, 20, 72, 0},
           Shape{1, 5, 8, 8, 64, 64, 0}, Shape{2, 3, 12, 2, 128, 200, 0},
-          Shape{2, 2, 4, 1, 13, 9, 40}}) {
+          Shape{2, 2, 4, 1, 13, 9, 40},
+          // Decode with groups of 4 and 8 heads and whole 16-column strips
+          // (101 and 108 rows): the AVX2 loops read the narrow rows in
+          // place, widening in registers.
+          Shape{2, 1, 16, 4, 128, 128, 0}, Shape{2, 1, 32, 4, 64, 48, 0}}) {
       SCOPED_TRACE(::testing::Message()
                    << "type " << static_cast<int>(t) << " heads " << sh.heads
                    << " d " << sh.d << " dv " << sh.dv);

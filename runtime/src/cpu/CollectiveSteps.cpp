@@ -74,6 +74,10 @@ communicatorFor(StepContext &c, const std::vector<int64_t> &axes) {
   absl::StatusOr<Communicator *> group = comm->group(plan.grid, axes);
   if (!group.ok())
     return c.error(std::string(group.status().message()));
+  if ((*group)->size() != groupSize(plan, axes))
+    return c.error(absl::StrCat("a collective over ", groupSize(plan, axes),
+                                " processes got a communicator of ",
+                                (*group)->size()));
   return group;
 }
 } // namespace

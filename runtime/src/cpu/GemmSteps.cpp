@@ -244,8 +244,10 @@ absl::Status checkMoE(const ShapeView &v) {
   if (gu.empty() || gu.size() != down.size() || gu[0].k != h ||
       gu[0].n != 2 * cfg.intermediate || down[0].k != cfg.intermediate ||
       down[0].n != h ||
-      (cfg.routedExperts > 0 &&
-       cfg.firstExpert + static_cast<int64_t>(gu.size()) > cfg.routedExperts) ||
+      (cfg.routedExperts > 0
+           ? cfg.firstExpert >
+                 cfg.routedExperts - static_cast<int64_t>(gu.size())
+           : cfg.firstExpert != 0) ||
       v.count(s.operands[1]) != rows * topK ||
       v.count(s.operands[2]) != rows * topK ||
       v.count(s.results[0]) != rows * h)

@@ -14,7 +14,7 @@ absl::Status checkEmbedding(const ShapeView &v) {
   const auto &cfg = s.as<steps::Embedding>();
   if (v.count(s.results[0]) != v.count(s.operands[0]) * t.shape[1])
     return v.bad("embedding output");
-  if (cfg.vocab > 0 && cfg.firstRow + t.shape[0] > cfg.vocab)
+  if (cfg.vocab > 0 ? cfg.firstRow > cfg.vocab - t.shape[0] : cfg.firstRow != 0)
     return v.bad("embedding block of the vocabulary");
   return absl::OkStatus();
 }

@@ -8,7 +8,8 @@
 // over the thread pool when the loop is large enough to pay for waking it.
 // Within an item the (row, head) entries that share key / value rows (a GQA
 // group, a prefill run, all MLA heads) read each row once, in blocks of rows
-// that stay in L1, with several dot products or weighted-sum accumulators in
+// that stay in L1 (or in L2 for the AVX2 weighted sums over copied rows:
+// rowBlockL2), with several dot products or weighted-sum accumulators in
 // flight; every head's arithmetic is that of the plain per-head loop (the
 // same FMAs in the same order), whatever the blocking, so results do not
 // depend on the thread count, the batch, or whether a row is prefilled or
@@ -207,7 +208,9 @@ struct RowTable {
 /// heads of 128 floats: 4 KiB), so a block read in place maps to a few L1
 /// sets and is evicted before the next heads read it. The loops then do the
 /// arithmetic of an f32 table holding the same values. Row j of head i is
-/// rows()[i] + (j - shift) * stride.
+/// rows()[i] + (j - shift) * stride. (A narrow table read by few heads per
+/// row, GQA decode, is widened in registers instead where the loops can:
+/// directNarrow on AVX-512, directNarrowAvx2; its block is then unused.)
 class F32Block {
 public:
   static constexpr int64_t kInPlaceHeads = 4;
@@ -351,9 +354,10 @@ struct RowPrefetch {
   }
 };
 
-/// Rows of n floats per block of the blocked loops: half of L1d, so that
-/// every head group reads a block's rows from L1 (64 rows of an MLA latent,
-/// 2 KiB each, stayed in L2 only, and the loops ran at L2's bandwidth);
+/// Rows of n floats per block of the blocked loops (but the AVX2 weighted
+/// sums over copied rows, rowBlockL2): half of L1d, so that every head
+/// group reads a block's rows from L1 (64 rows of an MLA latent, 2 KiB
+/// each, stayed in L2 only, and the AVX-512 loops ran at L2's bandwidth);
 /// a multiple of 4 in [8, 64]. Blocks do not change any result.
 int64_t rowBlock(int64_t n) {
   static const int64_t l1 = cpuInfo().l1d;

@@ -55,7 +55,7 @@ public:
         const std::vector<int64_t> &axes) override {
     int64_t total = 1;
     for (int64_t d : shape)
-      total *= d;
+      total = d > 0 && total <= size_ / d ? total * d : -1;
     if (total != size_)
       return absl::InvalidArgumentError(absl::StrCat("a process grid of ",
                                                      total, " processes over ",
@@ -73,10 +73,22 @@ public:
                       "MPI_Comm_split");
         !st.ok())
       return st;
-    MPI_Comm_set_errhandler(split, MPI_ERRORS_RETURN);
     int rank = 0, size = 0;
-    MPI_Comm_rank(split, &rank);
-    MPI_Comm_size(split, &size);
+    absl::Status st =
+        mpiStatus(MPI_Comm_set_errhandler(split, MPI_ERRORS_RETURN),
+                  "MPI_Comm_set_errhandler");
+    if (st.ok())
+      st = mpiStatus(MPI_Comm_rank(split, &rank), "MPI_Comm_rank");
+    if (st.ok())
+      st = mpiStatus(MPI_Comm_size(split, &size), "MPI_Comm_size");
+    if (st.ok() && (size != g.size || rank != g.index))
+      st = absl::InternalError(
+          absl::StrCat("MPI_Comm_split gave rank ", rank, " of ", size,
+                       " for place ", g.index, " of a group of ", g.size));
+    if (!st.ok()) {
+      MPI_Comm_free(&split);
+      return st;
+    }
     auto &slot = groups_[key];
     slot = std::make_unique<MpiCommunicator>(split, rank, size, stats_);
     return slot.get();
