@@ -298,13 +298,19 @@ private:
   LogicalResult evalAttention(AttentionOp op);
   LogicalResult evalMLA(MLAAttentionOp op);
   LogicalResult evalMoE(MoEOp op);
-  /// The dispatch of `x` to the `local` experts of `op`'s weights: with a
-  /// block of the experts (`grid` set: expert parallelism), the slots
-  /// routed to other processes' experts go to a last group that is then
-  /// dropped, and the rest are numbered within the block.
+  /// This process's block of `local` items (experts, vocabulary rows) of
+  /// `op`, dealt over `axes` (its `what`) of the run's grid.
+  FailureOr<ProcessGrid::Block> blockOf(Operation *op, ArrayRef<int16_t> axes,
+                                        int64_t local, StringRef what);
+  /// The dispatch of `x` to the `local` experts of `op`'s weights, of
+  /// `routed` in all (none: the block's). With a block of the experts
+  /// (`grid` set: expert parallelism), the slots routed to other
+  /// processes' experts go to a last group that is then dropped, and the
+  /// rest are numbered within the block.
   FailureOr<Dispatch> dispatchLocal(Operation *op, const Tensor &x,
                                     const Tensor &indices, int64_t local,
-                                    int64_t routed, FlatSymbolRefAttr grid,
+                                    std::optional<int64_t> routed,
+                                    FlatSymbolRefAttr grid,
                                     std::optional<ArrayRef<int16_t>> axes);
   LogicalResult evalFusedLinear(FusedLinearOp op);
   LogicalResult evalFusedMoE(FusedMoEOp op);
@@ -449,32 +455,46 @@ LogicalResult Evaluator::evalMLA(MLAAttentionOp op) {
   return success();
 }
 
+FailureOr<ProcessGrid::Block> Evaluator::blockOf(Operation *op,
+                                                 ArrayRef<int16_t> axes,
+                                                 int64_t local,
+                                                 StringRef what) {
+  if (!process)
+    return op->emitError("a block of ") << what << " runs in a partitioned run";
+  std::optional<ProcessGrid::Block> block =
+      process->collectives->getGrid().blockAlong(process->rank, axes, local);
+  if (!block)
+    return op->emitError() << what
+                           << " grid axes are not ascending axes of the "
+                              "run's grid";
+  return *block;
+}
+
 FailureOr<Dispatch>
 Evaluator::dispatchLocal(Operation *op, const Tensor &x, const Tensor &indices,
-                         int64_t local, int64_t routed, FlatSymbolRefAttr grid,
+                         int64_t local, std::optional<int64_t> routed,
+                         FlatSymbolRefAttr grid,
                          std::optional<ArrayRef<int16_t>> axes) {
   Tensor idx = indices;
   if (grid) {
-    if (!process)
-      return op->emitError("a block of the experts runs in a partitioned run");
-    const ProcessGrid &g = process->collectives->getGrid();
-    if (!g.hasAxes(*axes))
-      return op->emitError("expert_grid_axes are not ascending axes of the "
-                           "run's grid");
-    if (local * g.sizeAlong(*axes) != routed)
+    FailureOr<ProcessGrid::Block> block =
+        blockOf(op, *axes, local, "the experts");
+    if (failed(block))
+      return failure();
+    if (routed && *routed != block->whole)
       return op->emitError()
-             << local << " experts on each of " << g.sizeAlong(*axes)
-             << " processes do not make the routing's " << routed;
-    int64_t first = g.indexAlong(process->rank, *axes) * local;
+             << local << " experts on each of " << block->whole / local
+             << " processes do not make the routing's " << *routed;
     for (int64_t &e : idx.i) {
-      if (e < 0 || e >= routed)
-        return op->emitError()
-               << "expert index " << e << " is outside [0, " << routed << ")";
-      e = (e >= first && e < first + local) ? e - first : local;
+      if (e < 0 || e >= block->whole)
+        return op->emitError() << "expert index " << e << " is outside [0, "
+                               << block->whole << ")";
+      e = (e >= block->first && e < block->first + local) ? e - block->first
+                                                          : local;
     }
-  } else if (local != routed) {
+  } else if (routed && local != *routed) {
     return op->emitError() << "the expert weights hold " << local
-                           << " experts, the routing " << routed;
+                           << " experts, the routing " << *routed;
   } else {
     for (int64_t e : idx.i)
       if (e < 0 || e >= local)
@@ -597,21 +617,10 @@ LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
 LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
   const Tensor &x = get(op.getInput()), &idx = get(op.getIndices());
   const Tensor &gateUp = get(op.getGateUp());
-  const int64_t local = gateUp.shape[0];
-  // A block of the experts numbers them with the other processes' too.
-  int64_t routed = local;
-  if (op.getExpertGridAttr()) {
-    if (!process)
-      return op.emitError("a block of the experts runs in a partitioned run");
-    const ProcessGrid &g = process->collectives->getGrid();
-    if (!g.hasAxes(*op.getExpertGridAxes()))
-      return op.emitError("expert_grid_axes are not ascending axes of the "
-                          "run's grid");
-    routed *= g.sizeAlong(*op.getExpertGridAxes());
-  }
+  // The experts of a block are numbered with the other processes' too.
   FailureOr<Dispatch> dispatched =
-      dispatchLocal(op, x, idx, local, routed, op.getExpertGridAttr(),
-                    op.getExpertGridAxes());
+      dispatchLocal(op, x, idx, gateUp.shape[0], std::nullopt,
+                    op.getExpertGridAttr(), op.getExpertGridAxes());
   if (failed(dispatched))
     return failure();
   Dispatch &d = *dispatched;
@@ -945,16 +954,12 @@ LogicalResult Evaluator::eval(Operation *op) {
         // zeros.
         int64_t first = 0, v = rows;
         if (e.getVocabGridAttr()) {
-          if (!process)
-            return e.emitError(
-                "a block of the vocabulary runs in a partitioned run");
-          const ProcessGrid &grid = process->collectives->getGrid();
-          ArrayRef<int16_t> axes = *e.getVocabGridAxes();
-          if (!grid.hasAxes(axes))
-            return e.emitError("vocab_grid_axes are not ascending axes of "
-                               "the run's grid");
-          v = rows * grid.sizeAlong(axes);
-          first = grid.indexAlong(process->rank, axes) * rows;
+          FailureOr<ProcessGrid::Block> block =
+              blockOf(e, *e.getVocabGridAxes(), rows, "the vocabulary");
+          if (failed(block))
+            return failure();
+          first = block->first;
+          v = block->whole;
         }
         SmallVector<int64_t> shape = ids.shape;
         shape.push_back(h);

@@ -49,6 +49,14 @@ bool ProcessGrid::hasAxes(ArrayRef<int16_t> axes) const {
   return true;
 }
 
+std::optional<ProcessGrid::Block>
+ProcessGrid::blockAlong(int64_t rank, ArrayRef<int16_t> axes,
+                        int64_t local) const {
+  if (!hasAxes(axes))
+    return std::nullopt;
+  return Block{indexAlong(rank, axes) * local, sizeAlong(axes) * local};
+}
+
 int64_t ProcessGrid::sizeAlong(ArrayRef<int16_t> axes) const {
   int64_t n = 1;
   for (int16_t a : axes)

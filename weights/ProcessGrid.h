@@ -40,6 +40,14 @@ public:
   /// Whether `axes` are axes of this grid, ascending and each once (what
   /// indexAlong and sizeAlong take).
   bool hasAxes(ArrayRef<int16_t> axes) const;
+  /// Process `rank`'s block when `local` consecutive items (experts, rows
+  /// of a vocabulary) are dealt to each process along `axes`: its first
+  /// item and the number of all of them. None when `axes` are not hasAxes.
+  struct Block {
+    int64_t first = 0, whole = 0;
+  };
+  std::optional<Block> blockAlong(int64_t rank, ArrayRef<int16_t> axes,
+                                  int64_t local) const;
   /// The processes that differ from `rank` only along `axes`, in the order
   /// of their index along them.
   SmallVector<int64_t> group(int64_t rank, ArrayRef<int16_t> axes) const;

@@ -959,6 +959,24 @@ private:
     s.weights.push_back(*w);
     return success();
   }
+  /// This process's block of `local` items (experts, vocabulary rows) of
+  /// `op`, dealt over `axes` (its `what`) of grid `gridRef`.
+  FailureOr<ProcessGrid::Block> blockOf(Operation *op,
+                                        FlatSymbolRefAttr gridRef,
+                                        ArrayRef<int16_t> axes, int64_t local,
+                                        StringRef what) {
+    auto gridOp =
+        SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(op, gridRef);
+    if (!gridOp)
+      return op->emitError("no grid ") << gridRef;
+    std::optional<ProcessGrid::Block> block =
+        ProcessGrid(gridOp.getShape())
+            .blockAlong(weights.process(), axes, local);
+    if (!block)
+      return op->emitError()
+             << what << " are not ascending axes of " << gridRef;
+    return *block;
+  }
   static rt::steps::ActQuant actQuant(ActQuantAttr q) {
     rt::steps::ActQuant a;
     if (!q)
@@ -1141,20 +1159,15 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
           return failure();
         if (auto gridRef = e.getVocabGridAttr()) {
           // This process's block of the vocabulary.
-          auto gridOp =
-              SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(e, gridRef);
-          if (!gridOp)
-            return e.emitError("no grid ") << gridRef;
-          ProcessGrid grid(gridOp.getShape());
-          ArrayRef<int16_t> axes = *e.getVocabGridAxes();
-          if (!grid.hasAxes(axes))
-            return e.emitError("vocab_grid_axes are not ascending axes of ")
-                   << gridRef;
-          int64_t rows =
-              getLogicalTensorType(e.getTable().getType()).getDimSize(0);
+          FailureOr<ProcessGrid::Block> block = blockOf(
+              e, gridRef, *e.getVocabGridAxes(),
+              getLogicalTensorType(e.getTable().getType()).getDimSize(0),
+              "vocab_grid_axes");
+          if (failed(block))
+            return failure();
           auto &c = s.as<rt::steps::Embedding>();
-          c.vocab = rows * grid.sizeAlong(axes);
-          c.firstRow = grid.indexAlong(weights.process(), axes) * rows;
+          c.firstRow = block->first;
+          c.vocab = block->whole;
         }
         Dims shape;
         for (int64_t i = 0; i < e.getIds().getType().getRank(); ++i)
@@ -1416,19 +1429,14 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         c.outputRound = rounding(m.getResult());
         if (auto gridRef = m.getExpertGridAttr()) {
           // This process's block of the experts.
-          auto gridOp =
-              SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(m, gridRef);
-          if (!gridOp)
-            return m.emitError("no grid ") << gridRef;
-          ProcessGrid grid(gridOp.getShape());
-          ArrayRef<int16_t> axes = *m.getExpertGridAxes();
-          if (!grid.hasAxes(axes))
-            return m.emitError("expert_grid_axes are not ascending axes of ")
-                   << gridRef;
-          int64_t local =
-              getLogicalTensorType(m.getGateUp().getType()).getDimSize(0);
-          c.routedExperts = local * grid.sizeAlong(axes);
-          c.firstExpert = grid.indexAlong(weights.process(), axes) * local;
+          FailureOr<ProcessGrid::Block> block = blockOf(
+              m, gridRef, *m.getExpertGridAxes(),
+              getLogicalTensorType(m.getGateUp().getType()).getDimSize(0),
+              "expert_grid_axes");
+          if (failed(block))
+            return failure();
+          c.firstExpert = block->first;
+          c.routedExperts = block->whole;
         }
         s.operands = {id(m.getInput()), id(m.getWeights()), id(m.getIndices())};
         s.results = {newValue(m.getResult(), Kind::Temp, -1,

@@ -603,6 +603,39 @@ TEST(MoEExperts, OnlyRoutedExpertsAndWeightedSum) {
             5);
 }
 
+/// `experts` packed f32 experts of random weights: gate_up [2 inter, h]
+/// and down [h, inter] each.
+struct RandomExperts {
+  std::vector<Aligned> storage;
+  std::vector<PackedWeight> gateUp, down;
+  RandomExperts(int64_t experts, int64_t h, int64_t inter, std::mt19937 &rng) {
+    storage.reserve(2 * experts);
+    for (int64_t e = 0; e < experts; ++e) {
+      std::vector<float> gu(2 * inter * h), dn(h * inter);
+      fillUniform(gu, rng);
+      fillUniform(dn, rng);
+      storage.emplace_back(packedWeightBytes(WeightFormat::F32, 2 * inter, h));
+      packWeightF32(gu.data(), 2 * inter, h, storage.back().data);
+      gateUp.push_back({WeightFormat::F32, 2 * inter, h, storage.back().data});
+      storage.emplace_back(packedWeightBytes(WeightFormat::F32, h, inter));
+      packWeightF32(dn.data(), h, inter, storage.back().data);
+      down.push_back({WeightFormat::F32, h, inter, storage.back().data});
+    }
+  }
+};
+
+/// Top-2 routing of n tokens to two distinct random experts each.
+std::vector<int32_t> spreadRouting(int64_t n, int64_t experts,
+                                   std::mt19937 &rng) {
+  std::vector<int32_t> idx(n * 2);
+  for (int64_t t = 0; t < n; ++t) {
+    idx[t * 2] = static_cast<int32_t>(rng() % experts);
+    idx[t * 2 + 1] = static_cast<int32_t>(
+        (idx[t * 2] + 1 + rng() % (experts - 1)) % experts);
+  }
+  return idx;
+}
+
 /// On workers the experts run side by side (one thread each) or, when too
 /// few are active or one holds most rows, each GEMM splits over the
 /// threads; either way the result is the serial one, bit for bit.
@@ -612,24 +645,11 @@ TEST(MoEExperts, WorkersGiveTheSameBits) {
   std::vector<float> x(n * h), weights(n * topK);
   fillUniform(x, rng);
   fillUniform(weights, rng);
-  std::vector<Aligned> guP, dnP;
-  std::vector<PackedWeight> guW, dnW;
-  for (int64_t e = 0; e < experts; ++e) {
-    std::vector<float> gu(2 * inter * h), dn(h * inter);
-    fillUniform(gu, rng);
-    fillUniform(dn, rng);
-    guP.emplace_back(packedWeightBytes(WeightFormat::F32, 2 * inter, h));
-    dnP.emplace_back(packedWeightBytes(WeightFormat::F32, h, inter));
-    packWeightF32(gu.data(), 2 * inter, h, guP.back().data);
-    packWeightF32(dn.data(), h, inter, dnP.back().data);
-    guW.push_back({WeightFormat::F32, 2 * inter, h, guP.back().data});
-    dnW.push_back({WeightFormat::F32, h, inter, dnP.back().data});
-  }
-  std::vector<int32_t> spread(n * topK), skewed(n * topK);
+  RandomExperts ex(experts, h, inter, rng);
+  const auto &guW = ex.gateUp, &dnW = ex.down;
+  std::vector<int32_t> spread = spreadRouting(n, experts, rng),
+                       skewed(n * topK);
   for (int64_t t = 0; t < n; ++t) {
-    spread[t * topK] = static_cast<int32_t>(rng() % experts);
-    spread[t * topK + 1] = static_cast<int32_t>(
-        (spread[t * topK] + 1 + rng() % (experts - 1)) % experts);
     skewed[t * topK] = 0;
     skewed[t * topK + 1] = 1; // two experts active: fewer than 4 threads
   }
@@ -662,24 +682,10 @@ TEST(MoEExperts, BlocksOfExpertsSumToTheWhole) {
   std::vector<float> x(n * h), weights(n * topK);
   fillUniform(x, rng);
   fillUniform(weights, rng);
-  std::vector<Aligned> guP, dnP;
-  std::vector<PackedWeight> guW, dnW;
-  for (int64_t e = 0; e < experts; ++e) {
-    std::vector<float> gu(2 * inter * h), dn(h * inter);
-    fillUniform(gu, rng);
-    fillUniform(dn, rng);
-    guP.emplace_back(packedWeightBytes(WeightFormat::F32, 2 * inter, h));
-    dnP.emplace_back(packedWeightBytes(WeightFormat::F32, h, inter));
-    packWeightF32(gu.data(), 2 * inter, h, guP.back().data);
-    packWeightF32(dn.data(), h, inter, dnP.back().data);
-    guW.push_back({WeightFormat::F32, 2 * inter, h, guP.back().data});
-    dnW.push_back({WeightFormat::F32, h, inter, dnP.back().data});
-  }
-  std::vector<int32_t> spread(n * topK), low(n * topK);
+  RandomExperts ex(experts, h, inter, rng);
+  const auto &guW = ex.gateUp, &dnW = ex.down;
+  std::vector<int32_t> spread = spreadRouting(n, experts, rng), low(n * topK);
   for (int64_t t = 0; t < n; ++t) {
-    spread[t * topK] = static_cast<int32_t>(rng() % experts);
-    spread[t * topK + 1] = static_cast<int32_t>(
-        (spread[t * topK] + 1 + rng() % (experts - 1)) % experts);
     low[t * topK] = static_cast<int32_t>(t % 4);
     low[t * topK + 1] = static_cast<int32_t>((t + 1) % 4);
   }

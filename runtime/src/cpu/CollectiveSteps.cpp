@@ -68,14 +68,14 @@ communicatorFor(StepContext &c, const std::vector<int64_t> &axes) {
                                 " of ", processes, ", this process is rank ",
                                 comm->rank(), " of ", comm->size()));
   const ModelPlan &plan = c.model.plan();
-  if (axes.empty() || plan.grid.empty() ||
-      groupSize(plan, axes) == plan.processes)
+  const int64_t size = groupSize(plan, axes);
+  if (size == plan.processes)
     return comm;
   absl::StatusOr<Communicator *> group = comm->group(plan.grid, axes);
   if (!group.ok())
     return c.error(std::string(group.status().message()));
-  if ((*group)->size() != groupSize(plan, axes))
-    return c.error(absl::StrCat("a collective over ", groupSize(plan, axes),
+  if ((*group)->size() != size)
+    return c.error(absl::StrCat("a collective over ", size,
                                 " processes got a communicator of ",
                                 (*group)->size()));
   return group;
