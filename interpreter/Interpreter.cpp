@@ -287,6 +287,16 @@ private:
     }
     Routing r = routerKernel(logits, bias, routing, forced);
     observe(op, r.indices, routing);
+    // Placed experts: the indices number the weight slots.
+    if (ArrayRef<int64_t> slots = routing.getSlots(); !slots.empty()) {
+      const int64_t experts = routing.getNumRoutedExperts();
+      std::vector<int64_t> first(experts + 1), list(slots.size());
+      if (!ds::reference::placeOnSlots(r.indices.i.data(), r.indices.shape[0],
+                                       routing.getTopK(), slots.data(),
+                                       static_cast<int64_t>(slots.size()),
+                                       experts, first.data(), list.data()))
+        return op->emitError("the routing's slots do not place its experts");
+    }
     return r;
   }
   void observe(Operation *op, const Tensor &indices, RoutingAttr routing) {
@@ -530,10 +540,9 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   if (failed(routed))
     return failure();
   Routing &r = *routed;
-  FailureOr<Dispatch> dispatched =
-      dispatchLocal(op, x, r.indices, get(op.getExpertGate()).shape[0],
-                    routing.getNumRoutedExperts(), op.getExpertGridAttr(),
-                    op.getExpertGridAxes());
+  FailureOr<Dispatch> dispatched = dispatchLocal(
+      op, x, r.indices, get(op.getExpertGate()).shape[0], routing.getNumSlots(),
+      op.getExpertGridAttr(), op.getExpertGridAxes());
   if (failed(dispatched))
     return failure();
   Dispatch &d = *dispatched;

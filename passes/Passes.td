@@ -513,6 +513,64 @@ def KVCacheTypePass : Pass<"ds-kv-cache-type", "::mlir::ModuleOp"> {
   ];
 }
 
+def PlaceExpertsPass : Pass<"ds-place-experts"> {
+  let summary = "Place experts on expert-parallel ranks from a routing profile, replicating the hottest";
+  let description = [{
+    Balances expert parallelism at compile time. For each `ds.moe` with an
+    entry in the routing profile (`ds-run --profile-routing`, matched by
+    `getRoutingSiteName` as in `ds-prune-experts`), it lays the routed
+    experts out in `E + replicas` weight slots, `ep` contiguous blocks of
+    them, one per process of `ds-partition{ep}`, so that the largest
+    token load of a process over the mean is as small as it can make it:
+
+    1. Replication: `replicas` times, the expert with the most tokens per
+       copy (`count / copies`; ties: the lower expert) gains a copy, at
+       most one per process.
+    2. Packing: the copies, heaviest first, each go to the least loaded
+       process that has a free slot and no copy of that expert yet (ties:
+       the lower process); a process lists its experts ascending.
+
+    The slots are recorded in the routing (`slots` in `#ds.routing`: the
+    router then returns slot indices, choosing among an expert's replicas
+    by the token's own selection, which splits its tokens between them)
+    and the expert weights become the slots' slices (`select` on their
+    `ds.param`s; a replica repeats a slice). Results are those of the
+    unplaced model up to the order of additions (a token's experts are
+    summed in slot order); with `ds-partition{ep}` afterwards, each process
+    holds one block of `(E + replicas) / ep` slots.
+
+    ```mlir
+    %y = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 4, top_k = 2>} : ...
+    ```
+
+    becomes, with `ep=2 replicas=2` and a profile where expert 0 takes half
+    of the selections,
+
+    ```mlir
+    %g = ds.param "model.layers.1.mlp.experts.*.gate_proj.weight" select [0, 1, 3, 0, 2, 3] : tensor<6x32x64xf32>
+    %y = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 4, top_k = 2, slots = [0, 1, 3, 0, 2, 3]>} : ...
+    ```
+
+    With `print-balance`, one line per placed layer goes to stderr: the
+    profile's max / mean tokens per process with the contiguous blocks
+    `ds-partition{ep}` would cut, and with this placement. Run it after
+    `ds-prune-experts` (if at all) and before `ds-partition` or
+    `ds-optimize`; replicas need `top_k` >= 2 (the choice among them reads
+    the token's other experts).
+  }];
+  let options = [
+    Option<"profilePath", "profile", "std::string", /*default=*/"\"\"",
+           "Routing profile JSON written by ds-run --profile-routing">,
+    Option<"ep", "ep", "int64_t", /*default=*/"1",
+           "Expert-parallel processes the slots are balanced over">,
+    Option<"replicas", "replicas", "int64_t", /*default=*/"0",
+           "Extra copies of the hottest experts per layer (E + replicas "
+           "must divide by ep)">,
+    Option<"printBalance", "print-balance", "bool", /*default=*/"false",
+           "Print each layer's max / mean load per process before and after">
+  ];
+}
+
 def PruneExpertsPass : Pass<"ds-prune-experts"> {
   let summary = "Drop rarely routed experts using a routing profile";
   let description = [{

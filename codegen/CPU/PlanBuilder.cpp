@@ -1392,6 +1392,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
         c.normTopkProb = routing.getNormTopkProb();
         c.bias = static_cast<bool>(r.getBias());
         c.kept.assign(routing.getKept().begin(), routing.getKept().end());
+        c.slots.assign(routing.getSlots().begin(), routing.getSlots().end());
         c.normEpsilon = routing.getNormEpsilon().convertToDouble();
         c.scalingFactor = routing.getRoutedScalingFactor().convertToDouble();
         s.operands = {id(r.getInput())};

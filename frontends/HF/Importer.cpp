@@ -344,10 +344,11 @@ Value ModelBuilder::moe(Location loc, const std::string &layer, Value x) {
     if (c.sharedExpertGate)
       seg = param(loc, p + "shared_expert_gate.weight", {1, h});
   }
-  auto routing = RoutingAttr::get(
-      &ctx, e, c.topK, c.scoring, c.nGroup, c.topkGroup, c.groupScore,
-      c.normTopkProb, llvm::APFloat(c.normEpsilon),
-      llvm::APFloat(c.routedScalingFactor), ArrayRef<int64_t>());
+  auto routing = RoutingAttr::get(&ctx, e, c.topK, c.scoring, c.nGroup,
+                                  c.topkGroup, c.groupScore, c.normTopkProb,
+                                  llvm::APFloat(c.normEpsilon),
+                                  llvm::APFloat(c.routedScalingFactor),
+                                  ArrayRef<int64_t>(), ArrayRef<int64_t>());
   return MoEOp::create(b, loc, x, router, bias, gate, up, down, sg, su, sd, seg,
                        routing, ActivationAttr::get(&ctx, c.hiddenAct),
                        FlatSymbolRefAttr(), DenseI16ArrayAttr());

@@ -79,9 +79,8 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
           op.getExpertDown(), op.getActivationAttr(), ActQuantAttr(),
           ActQuantAttr(), op.getExpertGridAttr(), op.getExpertGridAxesAttr());
     } else {
-      auto dispatch =
-          MoEDispatchOp::create(rewriter, loc, flat, router.getIndices(),
-                                routing.getNumRoutedExperts());
+      auto dispatch = MoEDispatchOp::create(
+          rewriter, loc, flat, router.getIndices(), routing.getNumSlots());
       Value gate =
           GroupedMatmulOp::create(rewriter, loc, dispatch.getSorted(),
                                   op.getExpertGate(), dispatch.getOffsets());

@@ -200,6 +200,8 @@ void duplicateSharedParams(func::FuncOp fn) {
     SmallVector<OpOperand *> uses;
     for (OpOperand &use : p.getResult().getUses())
       uses.push_back(&use);
+    if (uses.size() < 2)
+      continue; // drop_begin must not step past the end of no uses
     for (OpOperand *use : llvm::drop_begin(uses)) {
       OpBuilder b(p);
       b.setInsertionPointAfter(p);

@@ -8,12 +8,10 @@
 
 #include "ds/dialects/DS/IR/DSOps.h"
 #include "ds/passes/Passes.h"
+#include "ds/passes/Utils/ExpertWeights.h"
 
 #include "mlir/IR/Builders.h"
-#include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
 
-#include <map>
 #include <numeric>
 
 #define DEBUG_TYPE "ds-prune-experts"
@@ -27,41 +25,6 @@ using namespace mlir;
 using namespace ds;
 
 namespace {
-
-using Profile = std::map<std::string, std::vector<int64_t>>;
-
-FailureOr<Profile> loadProfile(StringRef path, Location loc) {
-  auto buffer = llvm::MemoryBuffer::getFile(path);
-  if (!buffer)
-    return emitError(loc) << "cannot read routing profile '" << path
-                          << "': " << buffer.getError().message();
-  llvm::Expected<llvm::json::Value> json =
-      llvm::json::parse((*buffer)->getBuffer());
-  if (!json)
-    return emitError(loc) << path << ": not valid JSON: "
-                          << llvm::toString(json.takeError());
-  const llvm::json::Object *root = json->getAsObject();
-  const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
-  if (!root || root->getString("format") != "ds-routing-profile" || !layers)
-    return emitError(loc) << path << ": not a ds routing profile";
-  Profile profile;
-  for (const llvm::json::Value &layer : *layers) {
-    const llvm::json::Object *o = layer.getAsObject();
-    std::optional<StringRef> name = o ? o->getString("name") : std::nullopt;
-    const llvm::json::Array *counts = o ? o->getArray("counts") : nullptr;
-    if (!name || !counts)
-      return emitError(loc) << path << ": a layer lacks 'name' or 'counts'";
-    std::vector<int64_t> &c = profile[name->str()];
-    for (const llvm::json::Value &v : *counts) {
-      std::optional<int64_t> n = v.getAsInteger();
-      if (!n || *n < 0)
-        return emitError(loc)
-               << path << ": layer '" << *name << "' has a bad count";
-      c.push_back(*n);
-    }
-  }
-  return profile;
-}
 
 /// Local (routed-space) indices of the experts to keep, ascending.
 SmallVector<int64_t> chooseKept(ArrayRef<int64_t> counts, int64_t topK,
@@ -83,46 +46,6 @@ SmallVector<int64_t> chooseKept(ArrayRef<int64_t> counts, int64_t topK,
   return kept;
 }
 
-/// The expert weight `v` restricted to `local` slices, or null if `v` is
-/// not a ds.param (possibly through a ds.split of a fused gate/up param).
-Value selectSlices(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
-  auto param = v.getDefiningOp<ParamOp>();
-  if (!param || param.isSharded())
-    return {};
-  SmallVector<int64_t> select;
-  for (int64_t i : local)
-    select.push_back(param.getSourceIndex(i));
-  RankedTensorType logical = getLogicalTensorType(param.getType());
-  SmallVector<int64_t> shape(logical.getShape());
-  shape[0] = local.size();
-  Type type = logical.clone(shape);
-  if (auto q = dyn_cast<QTensorType>(param.getType()))
-    type = QTensorType::get(b.getContext(), shape, q.getStorageType(),
-                            q.getExpressedType(), q.getBlock());
-  else if (auto sp = dyn_cast<Sparse24Type>(param.getType()))
-    type = Sparse24Type::get(b.getContext(), shape, sp.getElementType());
-  b.setInsertionPointAfter(param);
-  return ParamOp::create(b, param.getLoc(), type, param.getNameAttr(),
-                         b.getDenseI64ArrayAttr(select), param.getScalesAttr(),
-                         param.getZeroPointsAttr(), param.getMetaAttr(),
-                         FlatSymbolRefAttr(), shard::GridAxesArrayAttr());
-}
-
-Value selectExpertWeight(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
-  if (Value direct = selectSlices(b, v, local))
-    return direct;
-  auto split = v.getDefiningOp<SplitOp>();
-  if (!split || split.getAxis() == 0)
-    return {};
-  Value source = selectSlices(b, split.getInput(), local);
-  if (!source)
-    return {};
-  b.setInsertionPointAfterValue(source);
-  auto newSplit = SplitOp::create(b, split.getLoc(), source, split.getAxis(),
-                                  split.getSizes());
-  return newSplit.getResult(cast<OpResult>(v).getResultNumber());
-}
-
 struct PruneExpertsPass
     : public ds::impl::PruneExpertsPassBase<PruneExpertsPass> {
   using Base::Base;
@@ -132,7 +55,8 @@ struct PruneExpertsPass
       root->emitError("ds-prune-experts needs profile=<routing profile JSON>");
       return signalPassFailure();
     }
-    FailureOr<Profile> profile = loadProfile(profilePath, root->getLoc());
+    FailureOr<RoutingProfile> profile =
+        loadRoutingProfile(profilePath, root->getLoc());
     if (failed(profile))
       return signalPassFailure();
     SmallVector<MoEOp> moes;
@@ -146,6 +70,11 @@ struct PruneExpertsPass
       if (it == profile->end())
         continue;
       RoutingAttr routing = op.getRouting();
+      if (!routing.getSlots().empty()) {
+        op.emitError("experts already placed (slots in #ds.routing): run "
+                     "ds-prune-experts before ds-place-experts");
+        return signalPassFailure();
+      }
       int64_t routed = routing.getNumRoutedExperts();
       if (static_cast<int64_t>(it->second.size()) != routed) {
         op.emitError() << "routing profile '" << name << "' has "
@@ -176,7 +105,8 @@ struct PruneExpertsPass
           &getContext(), routing.getNumExperts(), routing.getTopK(),
           routing.getScoring(), routing.getNGroup(), routing.getTopkGroup(),
           routing.getGroupScore(), routing.getNormTopkProb(),
-          routing.getNormEpsilon(), routing.getRoutedScalingFactor(), kept);
+          routing.getNormEpsilon(), routing.getRoutedScalingFactor(), kept,
+          ArrayRef<int64_t>());
       op.getExpertGateMutable().assign(weights[0]);
       op.getExpertUpMutable().assign(weights[1]);
       op.getExpertDownMutable().assign(weights[2]);

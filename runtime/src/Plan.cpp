@@ -211,6 +211,7 @@ struct ConfigEncoder {
             {"norm_topk_prob", c.normTopkProb},
             {"bias", c.bias},
             {"kept", c.kept},
+            {"slots", c.slots},
             {"norm_epsilon", c.normEpsilon},
             {"scaling_factor", c.scalingFactor}};
   }
@@ -461,6 +462,7 @@ std::optional<StepConfig> configFromJson(Reader &r, const std::string &op,
     t.normTopkProb = r.boolean(c, "norm_topk_prob");
     t.bias = r.boolean(c, "bias");
     t.kept = r.list<int64_t>(c, "kept");
+    t.slots = r.list<int64_t>(c, "slots");
     t.normEpsilon = r.number(c, "norm_epsilon");
     t.scalingFactor = r.number(c, "scaling_factor");
     return t;
@@ -646,11 +648,22 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
     if (!(o == 1 && r == 2 && w == (c.bias ? 2u : 1u) && packed(0) &&
           (w == 1 || rawF32(1, 1))))
       return need(false, "operands");
-    bool keptOk = true;
-    for (int64_t k : c.kept)
-      keptOk &= k >= 0;
-    return need(c.numExperts > 0 && c.topK > 0 && c.nGroup > 0 &&
-                    c.topkGroup >= 0 && keptOk,
+    // What the router kernel indexes with: kept experts ascending within
+    // the scored ones, at least top_k of them, and every one in a slot.
+    bool keptOk = c.numExperts > 0;
+    for (size_t i = 0; i < c.kept.size(); ++i)
+      keptOk &= c.kept[i] >= 0 && c.kept[i] < c.numExperts &&
+                (i == 0 || c.kept[i] > c.kept[i - 1]);
+    const int64_t selectable =
+        c.kept.empty() ? c.numExperts : static_cast<int64_t>(c.kept.size());
+    std::vector<bool> placed(keptOk ? selectable : 0, c.slots.empty());
+    for (int64_t e : c.slots)
+      if ((keptOk &= e >= 0 && e < selectable))
+        placed[e] = true;
+    keptOk &= std::find(placed.begin(), placed.end(), false) == placed.end();
+    return need(keptOk && c.topK > 0 && c.topK <= selectable && c.nGroup > 0 &&
+                    c.numExperts % c.nGroup == 0 && c.topkGroup > 0 &&
+                    c.topkGroup <= c.nGroup,
                 "routing");
   }
   case OpCode::MoE: {

@@ -779,6 +779,49 @@ TEST(Kernels, RoutePruned) {
   runRoute(logits, bias.data(), n, cfg);
 }
 
+// Placed experts: each selection becomes a slot holding that expert, the
+// replica chosen by the token's own selection (the sum of its experts
+// modulo the copies), so a hot expert's tokens spread over its replicas.
+TEST(Kernels, RoutePlaced) {
+  std::mt19937 rng(33);
+  int64_t n = 64;
+  std::vector<int64_t> kept = {0, 2, 3, 5, 7};
+  // Kept expert 1 three times, expert 3 twice.
+  std::vector<int64_t> slots = {1, 0, 3, 1, 2, 4, 3, 1};
+  RouterConfig cfg;
+  cfg.numExperts = 8;
+  cfg.topK = 2;
+  cfg.kept = kept.data();
+  cfg.numKept = static_cast<int64_t>(kept.size());
+  std::vector<float> logits = randomVec(rng, n * cfg.numExperts, -3.0f, 3.0f);
+  RefRouting unplaced = refRoute(logits, nullptr, n, cfg);
+  cfg.slots = slots.data();
+  cfg.numSlots = static_cast<int64_t>(slots.size());
+  std::vector<float> w(n * cfg.topK);
+  std::vector<int32_t> idx(n * cfg.topK, -1);
+  route(logits.data(), nullptr, n, cfg, w.data(), idx.data());
+  expectClose(w, unplaced.weights);
+  std::vector<int64_t> perSlot(slots.size(), 0);
+  for (int64_t t = 0; t < n; ++t) {
+    int64_t key = 0;
+    for (int64_t j = 0; j < cfg.topK; ++j)
+      key += unplaced.indices[t * cfg.topK + j];
+    for (int64_t j = 0; j < cfg.topK; ++j) {
+      int64_t e = unplaced.indices[t * cfg.topK + j];
+      std::vector<int32_t> copies;
+      for (size_t s = 0; s < slots.size(); ++s)
+        if (slots[s] == e)
+          copies.push_back(static_cast<int32_t>(s));
+      ASSERT_EQ(idx[t * cfg.topK + j], copies[key % copies.size()])
+          << "token " << t << " choice " << j;
+      ++perSlot[idx[t * cfg.topK + j]];
+    }
+  }
+  // Every replica of the experts that were selected takes some tokens.
+  for (size_t s = 0; s < slots.size(); ++s)
+    EXPECT_GT(perSlot[s], 0) << "slot " << s;
+}
+
 TEST(Kernels, RouteTiesAreStable) {
   RouterConfig cfg;
   cfg.numExperts = 8;

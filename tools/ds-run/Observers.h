@@ -16,6 +16,7 @@
 
 #include "ds/dialects/DS/IR/DSOps.h"
 #include "ds/interpreter/Interpreter.h"
+#include "ds/support/ReferenceKernels.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/ADT/DenseMap.h"
@@ -29,6 +30,17 @@
 namespace ds::run {
 
 using namespace mlir;
+
+/// The routing of a routing op (null for other ops).
+inline ds::RoutingAttr routingOf(Operation *op) {
+  if (auto r = dyn_cast<ds::RouterOp>(op))
+    return r.getRouting();
+  if (auto r = dyn_cast<ds::FusedRouterOp>(op))
+    return r.getRouting();
+  if (auto m = dyn_cast<ds::MoEOp>(op))
+    return m.getRouting();
+  return {};
+}
 
 /// Per routing site (named by ds::getRoutingSiteName), selections per
 /// expert.
@@ -45,9 +57,12 @@ struct RoutingProfile {
   struct Site {
     int64_t tokens = 0, topK = 0;
     std::vector<int64_t> counts;
+    /// Placed experts (#ds.routing slots): selections per weight slot.
+    std::vector<int64_t> slotCounts;
   };
   std::map<std::string, Site> sites;
 
+  /// `indices` number the selectable experts (before placement).
   void record(Operation *op, const ds::Tensor &indices, int64_t experts) {
     Site &site = sites[key(op)];
     site.counts.resize(experts, 0);
@@ -55,17 +70,37 @@ struct RoutingProfile {
     site.tokens += indices.numElements() / site.topK;
     for (int64_t e : indices.i)
       ++site.counts[e];
+    ds::RoutingAttr routing = routingOf(op);
+    ArrayRef<int64_t> slots =
+        routing ? routing.getSlots() : ArrayRef<int64_t>();
+    if (slots.empty())
+      return;
+    // Where the placement sends them: the load of each slot.
+    ds::Tensor placed = indices;
+    std::vector<int64_t> first(experts + 1), list(slots.size());
+    if (!ds::reference::placeOnSlots(placed.i.data(), indices.shape[0],
+                                     site.topK, slots.data(),
+                                     static_cast<int64_t>(slots.size()),
+                                     experts, first.data(), list.data()))
+      return; // the interpreter has refused this routing already
+    site.slotCounts.resize(slots.size(), 0);
+    for (int64_t s : placed.i)
+      ++site.slotCounts[s];
   }
 
   absl::Status write(const std::string &path) const {
     llvm::json::Array layers;
-    for (const auto &[name, site] : sites)
-      layers.push_back(llvm::json::Object{
+    for (const auto &[name, site] : sites) {
+      llvm::json::Object layer{
           {"name", name},
           {"num_experts", static_cast<int64_t>(site.counts.size())},
           {"top_k", site.topK},
           {"tokens", site.tokens},
-          {"counts", llvm::json::Array(site.counts)}});
+          {"counts", llvm::json::Array(site.counts)}};
+      if (!site.slotCounts.empty())
+        layer["slot_counts"] = llvm::json::Array(site.slotCounts);
+      layers.push_back(std::move(layer));
+    }
     return writeJson(path, llvm::json::Object{{"format", "ds-routing-profile"},
                                               {"version", 1},
                                               {"layers", std::move(layers)}});
@@ -124,16 +159,11 @@ struct LayerCapture {
   }
 };
 
-/// The experts a routing op can select (empty: all), by which its indices
-/// are numbered.
+/// The experts a routing op can select (empty: all), by which the
+/// observed indices are numbered.
 inline ArrayRef<int64_t> keptExperts(Operation *op) {
-  if (auto r = dyn_cast<ds::RouterOp>(op))
-    return r.getRouting().getKept();
-  if (auto r = dyn_cast<ds::FusedRouterOp>(op))
-    return r.getRouting().getKept();
-  if (auto m = dyn_cast<ds::MoEOp>(op))
-    return m.getRouting().getKept();
-  return {};
+  ds::RoutingAttr routing = routingOf(op);
+  return routing ? routing.getKept() : ArrayRef<int64_t>();
 }
 
 /// The error of a run against its reference run.

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 using namespace mlir;
 using namespace ds;
@@ -219,7 +220,8 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   int64_t topkGroup, GroupScore groupScore,
                                   bool normTopkProb, llvm::APFloat normEpsilon,
                                   llvm::APFloat routedScalingFactor,
-                                  ArrayRef<int64_t> kept) {
+                                  ArrayRef<int64_t> kept,
+                                  ArrayRef<int64_t> slots) {
   if (numExperts <= 0)
     return emitError() << "routing num_experts must be positive, got "
                        << numExperts;
@@ -255,6 +257,20 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     if (static_cast<int64_t>(kept.size()) < topK)
       return emitError() << "routing keeps " << kept.size()
                          << " experts, fewer than top_k = " << topK;
+  }
+  if (!slots.empty()) {
+    const int64_t selectable =
+        kept.empty() ? numExperts : static_cast<int64_t>(kept.size());
+    std::vector<bool> placed(selectable, false);
+    for (int64_t e : slots) {
+      if (e < 0 || e >= selectable)
+        return emitError() << "routing slots must hold experts in [0, "
+                           << selectable << "), got " << e;
+      placed[e] = true;
+    }
+    for (int64_t e = 0; e < selectable; ++e)
+      if (!placed[e])
+        return emitError() << "routing slots hold no copy of expert " << e;
   }
   return success();
 }

@@ -151,6 +151,18 @@ def DS_RoutingAttr : DS_Attr<"Routing", "routing"> {
     `num_experts` logits. Returned indices then number the kept experts
     (`0 .. |kept| - 1`), which is how many expert weight slices follow.
 
+    `slots` (expert placement, `ds-place-experts`): when given, the expert
+    weights are `|slots|` slices and slice `s` holds expert `slots[s]` (in
+    the numbering above); an expert may occupy several slots (replicas).
+    After step 6 each selected expert `e` of a token is replaced by one of
+    its slots, so returned indices number the slots: the `r`-th of `e`'s
+    slots in ascending order, with `r = (sum of the token's top_k selected
+    experts) mod (number of slots holding e)`. The choice depends on the
+    token's own selection only, so every process of a partitioned program
+    makes it alike and a token's result does not depend on the batch it is
+    in; replicas spread over the tokens that select an expert together with
+    different others.
+
     Presets: Mixtral `<scoring = softmax, top_k = 2, norm_topk_prob = true>`;
     Qwen-MoE softmax with `norm_topk_prob` from the config; DeepSeek-V3
     `<scoring = sigmoid, n_group = 8, topk_group = 4, group_score = top2_sum,
@@ -167,15 +179,22 @@ def DS_RoutingAttr : DS_Attr<"Routing", "routing"> {
     DS_BoolParam<"false", "renormalize the top-k weights">:$norm_topk_prob,
     DS_F64Param<"0.0", "added to the renormalization denominator">:$norm_epsilon,
     DS_F64Param<"1.0", "multiplies the final weights">:$routed_scaling_factor,
-    DS_I64ListParam<"experts that can still be selected (after pruning)">:$kept
+    DS_I64ListParam<"experts that can still be selected (after pruning)">:$kept,
+    DS_I64ListParam<"the expert each weight slot holds (expert placement)">:$slots
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
   let extraClassDeclaration = [{
-    /// The number of expert weight slices: |kept|, or num_experts.
+    /// The number of selectable experts: |kept|, or num_experts.
     int64_t getNumRoutedExperts() const {
       return getKept().empty() ? getNumExperts()
                                : static_cast<int64_t>(getKept().size());
+    }
+    /// The number of expert weight slices, which returned indices number:
+    /// |slots|, or the selectable experts.
+    int64_t getNumSlots() const {
+      return getSlots().empty() ? getNumRoutedExperts()
+                                : static_cast<int64_t>(getSlots().size());
     }
   }];
 }

@@ -296,8 +296,15 @@ LogicalResult ParamOp::verify() {
     return emitOpError("stacked weight '")
            << getName() << "' needs a leading expert dimension and rank >= 2";
   if (std::optional<ArrayRef<int64_t>> select = getSelect()) {
+    // A shard split along the slices holds a block of the selected ones.
+    const bool splitSlices = getSplitAxesAttr() &&
+                             !getSplitAxesAttr().getAxes().empty() &&
+                             !getSplitAxesAttr().getAxes()[0].empty();
+    const int64_t slices = static_cast<int64_t>(select->size());
     if (type.getRank() < 1 ||
-        type.getDimSize(0) != static_cast<int64_t>(select->size()))
+        (splitSlices
+             ? type.getDimSize(0) <= 0 || slices % type.getDimSize(0) != 0
+             : type.getDimSize(0) != slices))
       return emitOpError("select lists ")
              << select->size() << " slices but the leading dimension is "
              << (type.getRank() ? type.getDimSize(0) : 0);
@@ -1061,7 +1068,7 @@ LogicalResult MoEOp::inferReturnTypes(MLIRContext *,
                  " experts but the routing has ", numExperts);
   // After pruning only the kept experts have weights; with expert
   // parallelism, a block of them.
-  int64_t routed = routing->getNumRoutedExperts();
+  int64_t routed = routing->getNumSlots();
   bool block = static_cast<bool>(adaptor.getProperties().expert_grid);
   if (block != static_cast<bool>(adaptor.getProperties().expert_grid_axes))
     return error("expert_grid and expert_grid_axes go together");

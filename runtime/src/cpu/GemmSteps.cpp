@@ -197,6 +197,8 @@ kernels::RouterConfig routerConfig(const steps::Router &cfg) {
   rc.normTopkProb = cfg.normTopkProb;
   rc.numKept = static_cast<int64_t>(cfg.kept.size());
   rc.kept = rc.numKept ? cfg.kept.data() : nullptr;
+  rc.numSlots = static_cast<int64_t>(cfg.slots.size());
+  rc.slots = rc.numSlots ? cfg.slots.data() : nullptr;
   rc.normEpsilon = cfg.normEpsilon;
   rc.scalingFactor = cfg.scalingFactor;
   return rc;

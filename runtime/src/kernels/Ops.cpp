@@ -12,6 +12,7 @@
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadScratch.h"
 #include "ds/support/DType.h"
+#include "ds/support/ReferenceKernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -250,9 +251,14 @@ uint64_t routeScratchBytes(const RouterConfig &config) {
       static_cast<uint64_t>(std::max<int64_t>(config.nGroup, 1));
   const uint64_t cand =
       static_cast<uint64_t>(config.kept ? config.numKept : config.numExperts);
+  const uint64_t placement =
+      config.slots
+          ? scratchRound(8 * (cand + 1)) +
+                scratchRound(8 * static_cast<uint64_t>(config.numSlots))
+          : 0;
   return 2 * scratchRound(4 * e) + scratchRound(4 * groups) +
          scratchRound(8 * e) + scratchRound(groups) + scratchRound(cand) +
-         scratchRound(8 * static_cast<uint64_t>(config.topK));
+         scratchRound(8 * static_cast<uint64_t>(config.topK)) + placement;
 }
 
 void route(const float *logits, const float *bias, int64_t n,
@@ -358,6 +364,13 @@ void route(const float *logits, const float *bias, int64_t n,
           pruned ? std::lower_bound(kept, kept + config.numKept, global) - kept
                  : global);
     }
+  }
+  if (config.slots) {
+    // The plan's validation made every expert a slot's: this cannot fail.
+    int64_t *first = scope.array<int64_t>(numCand + 1);
+    int64_t *list = scope.array<int64_t>(config.numSlots);
+    ds::reference::placeOnSlots(indices, n, k, config.slots, config.numSlots,
+                                numCand, first, list);
   }
 }
 

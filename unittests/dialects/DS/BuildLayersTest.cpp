@@ -187,10 +187,10 @@ TEST_F(BuildLayersTest, MixtralLayer) {
   Value attn = buildGqaAttention(lb, s, h, /*qkvBias=*/false, 1e6);
   Value x = lb.add(lb.x, attn);
   h = lb.rmsNorm(x, "post_attention_layernorm.weight", s.hidden, 1e-5);
-  auto routing = RoutingAttr::get(&ctx, s.experts, 2, ScoringFunc::softmax, 1,
-                                  1, GroupScore::max,
-                                  /*normTopkProb=*/true, llvm::APFloat(0.0),
-                                  llvm::APFloat(1.0), ArrayRef<int64_t>());
+  auto routing = RoutingAttr::get(
+      &ctx, s.experts, 2, ScoringFunc::softmax, 1, 1, GroupScore::max,
+      /*normTopkProb=*/true, llvm::APFloat(0.0), llvm::APFloat(1.0),
+      ArrayRef<int64_t>(), ArrayRef<int64_t>());
   Value moe = buildMoE(lb, s, h, routing, false, false, false, "");
   lb.end(lb.add(x, moe));
 
@@ -212,7 +212,8 @@ TEST_F(BuildLayersTest, Qwen2MoELayer) {
   h = lb.rmsNorm(x, "post_attention_layernorm.weight", s.hidden, 1e-6);
   auto routing = RoutingAttr::get(&ctx, s.experts, 4, ScoringFunc::softmax, 1,
                                   1, GroupScore::max, false, llvm::APFloat(0.0),
-                                  llvm::APFloat(1.0), ArrayRef<int64_t>());
+                                  llvm::APFloat(1.0), ArrayRef<int64_t>(),
+                                  ArrayRef<int64_t>());
   Value moe = buildMoE(lb, s, h, routing, false, true, true, "shared_expert");
   lb.end(lb.add(x, moe));
   EXPECT_EQ(count<LinearOp>(), 4);
@@ -272,7 +273,7 @@ TEST_F(BuildLayersTest, DeepSeekV3Layer) {
   auto routing = RoutingAttr::get(
       &ctx, s.experts, 2, ScoringFunc::sigmoid, /*nGroup=*/4, /*topkGroup=*/2,
       GroupScore::top2_sum, true, llvm::APFloat(1e-20), llvm::APFloat(2.5),
-      ArrayRef<int64_t>());
+      ArrayRef<int64_t>(), ArrayRef<int64_t>());
   Value moe = buildMoE(lb, s, h, routing, true, true, false, "shared_experts");
   lb.end(lb.add(x, moe));
   expectRoundTrip();

@@ -359,13 +359,19 @@ struct RouterConfig {
   /// Kept experts (sorted global ids) when the model was pruned; null: all.
   const int64_t *kept = nullptr;
   int64_t numKept = 0;
+  /// Expert placement: the expert (kept numbering) each of numSlots weight
+  /// slots holds; the indices then number the slots (placeOnSlots in
+  /// ds/support/ReferenceKernels.h). Null: slot = expert.
+  const int64_t *slots = nullptr;
+  int64_t numSlots = 0;
 };
 
 /// What route takes from ThreadScratch (on the calling thread).
 uint64_t routeScratchBytes(const RouterConfig &config);
 
 /// Routes n tokens from logits [n, numExperts] (+ bias [numExperts]):
-/// weights [n, topK] and indices [n, topK] (kept-expert numbering).
+/// weights [n, topK] and indices [n, topK] (kept-expert numbering, or slot
+/// numbering with `slots`).
 void route(const float *logits, const float *bias, int64_t n,
            const RouterConfig &config, float *weights, int32_t *indices);
 

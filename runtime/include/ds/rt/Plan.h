@@ -58,7 +58,7 @@ struct DimExpr {
 /// The artifact format this runtime reads and the compiler writes. Bump it
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
-inline constexpr int64_t kArtifactFormatVersion = 7;
+inline constexpr int64_t kArtifactFormatVersion = 8;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
@@ -151,6 +151,9 @@ struct Router {
   bool sigmoid = false, groupScoreMax = false, normTopkProb = false;
   bool bias = false;
   std::vector<int64_t> kept; ///< kept experts (empty: all)
+  /// The expert each weight slot holds (placement; empty: slot = expert);
+  /// the indices then number the slots.
+  std::vector<int64_t> slots;
   double normEpsilon = 0, scalingFactor = 1;
 };
 /// Routed experts (fused_moe). Operands (x, routing weights, indices);

@@ -149,6 +149,54 @@ inline void route(const float *logits, const float *bias, int64_t n,
   }
 }
 
+/// Expert placement (#ds.routing `slots`): slot s of the expert weights
+/// holds expert slots[s]. Rewrites `indices` [n, k] from expert numbering
+/// to slot numbering: a token's expert e becomes the r-th slot holding e
+/// (ascending), r = (sum of the token's k experts) mod (slots holding e).
+/// The choice reads only the token's own selection, so every process
+/// makes it alike and no result depends on the batch. Scratch: `first`
+/// [numExperts + 1] and `list` [numSlots]. Returns false (nothing
+/// written) when an index is outside [0, numExperts) or an expert has no
+/// slot.
+template <typename Int>
+bool placeOnSlots(Int *indices, int64_t n, int64_t k, const int64_t *slots,
+                  int64_t numSlots, int64_t numExperts, int64_t *first,
+                  int64_t *list) {
+  // Counting sort of the slots by expert: expert e's slots ascending in
+  // list[first[e], first[e + 1]).
+  std::fill(first, first + numExperts + 1, int64_t{0});
+  for (int64_t s = 0; s < numSlots; ++s) {
+    if (slots[s] < 0 || slots[s] >= numExperts)
+      return false;
+    ++first[slots[s] + 1];
+  }
+  for (int64_t e = 0; e < numExperts; ++e) {
+    if (first[e + 1] == 0)
+      return false;
+    first[e + 1] += first[e];
+  }
+  for (int64_t s = 0; s < numSlots; ++s)
+    list[first[slots[s]]++] = s;
+  // first[e] now ends e's slots, which is where e + 1's begin.
+  for (int64_t e = numExperts; e > 0; --e)
+    first[e] = first[e - 1];
+  first[0] = 0;
+  for (int64_t i = 0; i < n * k; ++i)
+    if (indices[i] < 0 || indices[i] >= numExperts)
+      return false;
+  for (int64_t t = 0; t < n; ++t) {
+    Int *row = indices + t * k;
+    int64_t key = 0;
+    for (int64_t j = 0; j < k; ++j)
+      key += row[j];
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = row[j], copies = first[e + 1] - first[e];
+      row[j] = static_cast<Int>(list[first[e] + key % copies]);
+    }
+  }
+  return true;
+}
+
 } // namespace ds::reference
 
 #endif // DS_SUPPORT_REFERENCEKERNELS_H

@@ -1219,6 +1219,34 @@ func.func @routing_kept_too_few(%l: tensor<?x8xf32>) {
 
 // -----
 
+// Placement slots hold selectable experts (here the kept ones: 0 and 1).
+func.func @routing_slots_range(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{routing slots must hold experts in [0, 3), got 3}}
+  %w, %i = ds.router %l {routing = #ds.routing<num_experts = 8, top_k = 2, kept = [1, 4, 6], slots = [0, 3, 1, 2]>} : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+// Every selectable expert needs a slot.
+func.func @routing_slots_missing(%l: tensor<?x4xf32>) {
+  // expected-error @+1 {{routing slots hold no copy of expert 2}}
+  %w, %i = ds.router %l {routing = #ds.routing<num_experts = 4, top_k = 2, slots = [0, 1, 3, 0]>} : tensor<?x4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+// Placed experts: one weight slice per slot.
+func.func @moe_slots_weights(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x16xf32>, %d: tensor<4x16x8xf32>) {
+  // expected-error @+2 {{'ds.moe' op expert_gate has 4 experts but the routing keeps 6}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %0 = ds.moe %x router %wr experts(%g, %u, %d) {routing = #ds.routing<num_experts = 4, top_k = 2, slots = [0, 1, 0, 2, 3, 1]>} : (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
 // After pruning, expert weights have one slice per kept expert.
 func.func @moe_kept_weights(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x16xf32>, %d: tensor<4x16x8xf32>) {
   // expected-error @+2 {{'ds.moe' op expert_gate has 4 experts but the routing keeps 2}}

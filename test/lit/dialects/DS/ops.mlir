@@ -142,6 +142,8 @@ func.func @router(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>) -> (tensor<?
   // Pruned routing: only experts 1, 4 and 9 can be selected.
   // CHECK: ds.router %{{.*}} {routing = #ds.routing<num_experts = 16, top_k = 2, kept = [1, 4, 9]>}
   %w3, %i3 = ds.router %logits {routing = #ds.routing<num_experts = 16, top_k = 2, kept = [1, 4, 9]>} : tensor<?x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  // CHECK: ds.router %{{.*}} {routing = #ds.routing<num_experts = 16, top_k = 2, kept = [1, 4, 9], slots = [0, 2, 1, 0]>}
+  %w4, %i4 = ds.router %logits {routing = #ds.routing<num_experts = 16, top_k = 2, kept = [1, 4, 9], slots = [0, 2, 1, 0]>} : tensor<?x16xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return %w, %i, %w2, %i2 : tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x4xf32>, tensor<?x4xi32>
 }
 
