@@ -322,6 +322,19 @@ private:
                                     std::optional<int64_t> routed,
                                     FlatSymbolRefAttr grid,
                                     std::optional<ArrayRef<int16_t>> axes);
+  /// The routed experts of a MoE op with `all_to_all`: the slots of the
+  /// local tokens `x` [n, H] (`indices` [n, k] numbering every process's
+  /// experts, `local` of them per process along `axes`) travel to the
+  /// processes holding their experts, `experts(sorted, offsets)` computes
+  /// this process's experts' outputs over the rows it received (grouped
+  /// by expert as dispatchKernel groups them), the outputs travel back, and
+  /// each token adds its slots in ascending expert order with `weights`, as
+  /// the whole layer's combineKernel does.
+  FailureOr<Tensor>
+  moeAllToAll(Operation *op, const Tensor &x, const Tensor &indices,
+              const Tensor &weights, int64_t local,
+              std::optional<int64_t> routed, ArrayRef<int16_t> axes,
+              function_ref<Tensor(const Tensor &, const Tensor &)> experts);
   LogicalResult evalFusedLinear(FusedLinearOp op);
   LogicalResult evalFusedMoE(FusedMoEOp op);
   LogicalResult evalFusedElementwise(FusedElementwiseOp op);
@@ -524,6 +537,96 @@ Evaluator::dispatchLocal(Operation *op, const Tensor &x, const Tensor &indices,
   return d;
 }
 
+FailureOr<Tensor> Evaluator::moeAllToAll(
+    Operation *op, const Tensor &x, const Tensor &indices,
+    const Tensor &weights, int64_t local, std::optional<int64_t> routed,
+    ArrayRef<int16_t> axes,
+    function_ref<Tensor(const Tensor &, const Tensor &)> experts) {
+  FailureOr<ProcessGrid::Block> block = blockOf(op, axes, local, "the experts");
+  if (failed(block))
+    return failure();
+  if (routed && *routed != block->whole)
+    return op->emitError() << local << " experts on each of "
+                           << block->whole / local
+                           << " processes do not make the routing's "
+                           << *routed;
+  const int64_t n = x.shape[0], h = x.shape[1], k = indices.shape[1];
+  const int64_t me = block->first / local;
+  // One row per slot, in slot order: [its process, its expert there, x].
+  Tensor out = Tensor::floats({n * k, h + 2});
+  for (int64_t i = 0; i < n * k; ++i) {
+    const int64_t e = indices.i[i];
+    if (e < 0 || e >= block->whole)
+      return op->emitError() << "expert index " << e << " is outside [0, "
+                             << block->whole << ")";
+    float *row = &out.f[i * (h + 2)];
+    row[0] = static_cast<float>(e / local);
+    row[1] = static_cast<float>(e % local);
+    std::copy_n(&x.f[(i / k) * h], h, row + 2);
+  }
+  FailureOr<std::vector<Tensor>> sent =
+      process->collectives->exchange(process->rank, axes, out);
+  if (failed(sent))
+    return op->emitError("another process of the partitioned run failed");
+  // The rows for this process's experts, by source, then in slot order.
+  std::vector<int64_t> source, expert;
+  std::vector<float> rows;
+  for (auto [q, t] : llvm::enumerate(*sent))
+    for (int64_t r = 0; r < t.shape[0]; ++r) {
+      const float *row = &t.f[r * (h + 2)];
+      if (static_cast<int64_t>(row[0]) != me)
+        continue;
+      source.push_back(static_cast<int64_t>(q));
+      expert.push_back(static_cast<int64_t>(row[1]));
+      rows.insert(rows.end(), row + 2, row + 2 + h);
+    }
+  const int64_t m = static_cast<int64_t>(source.size());
+  Tensor received = Tensor::floats({m, h});
+  received.f = std::move(rows);
+  Tensor receivedIdx = Tensor::ints({m, 1});
+  receivedIdx.i = expert;
+  Dispatch d = dispatchKernel(received, receivedIdx, local);
+  Tensor down = experts(d.sorted, d.offsets);
+  // Back to their sources in the order they came: [source, output].
+  Tensor back = Tensor::floats({m, h + 1});
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t at = d.rows.i[r]; // the received row (k = 1)
+    back.f[at * (h + 1)] = static_cast<float>(source[at]);
+    std::copy_n(&down.f[r * h], h, &back.f[at * (h + 1) + 1]);
+  }
+  FailureOr<std::vector<Tensor>> returned =
+      process->collectives->exchange(process->rank, axes, back);
+  if (failed(returned))
+    return op->emitError("another process of the partitioned run failed");
+  // Process p returns this process's slots in the order they were sent.
+  std::vector<int64_t> cursor(returned->size(), 0);
+  Tensor slots = Tensor::floats({n * k, h});
+  for (int64_t i = 0; i < n * k; ++i) {
+    const int64_t p = indices.i[i] / local;
+    const Tensor &t = (*returned)[p];
+    int64_t &r = cursor[p];
+    while (r < t.shape[0] && static_cast<int64_t>(t.f[r * (h + 1)]) != me)
+      ++r;
+    if (r == t.shape[0])
+      return op->emitError("an expert's process returned too few rows");
+    std::copy_n(&t.f[r * (h + 1) + 1], h, &slots.f[i * h]);
+    ++r;
+  }
+  // Added as the whole layer adds them: slots sorted stably by expert.
+  std::vector<int64_t> order(n * k);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return indices.i[a] < indices.i[b];
+  });
+  Tensor sorted = Tensor::floats({n * k, h});
+  Tensor sortedRows = Tensor::ints({n * k});
+  for (int64_t r = 0; r < n * k; ++r) {
+    sortedRows.i[r] = order[r];
+    std::copy_n(&slots.f[order[r] * h], h, &sorted.f[r * h]);
+  }
+  return combineKernel(sorted, weights, sortedRows);
+}
+
 LogicalResult Evaluator::evalMoE(MoEOp op) {
   // Same kernels, same order as the decomposition, so ds.moe and its
   // decomposed form agree exactly.
@@ -540,23 +643,37 @@ LogicalResult Evaluator::evalMoE(MoEOp op) {
   if (failed(routed))
     return failure();
   Routing &r = *routed;
-  FailureOr<Dispatch> dispatched = dispatchLocal(
-      op, x, r.indices, get(op.getExpertGate()).shape[0], routing.getNumSlots(),
-      op.getExpertGridAttr(), op.getExpertGridAxes());
-  if (failed(dispatched))
-    return failure();
-  Dispatch &d = *dispatched;
   Activation act = op.getActivation();
-  Tensor g = groupedMatmulKernel(d.sorted, get(op.getExpertGate()), d.offsets);
-  Tensor u = groupedMatmulKernel(d.sorted, get(op.getExpertUp()), d.offsets);
-  roundToValueType(g, in);
-  roundToValueType(u, in);
-  for (size_t i = 0; i < g.f.size(); ++i)
-    g.f[i] = activate(act, g.f[i]) * u.f[i];
-  roundToValueType(g, in);
-  Tensor down = groupedMatmulKernel(g, get(op.getExpertDown()), d.offsets);
-  roundToValueType(down, in);
-  Tensor y = combineKernel(down, r.weights, d.rows);
+  const int64_t local = get(op.getExpertGate()).shape[0];
+  auto experts = [&](const Tensor &sorted, const Tensor &offsets) {
+    Tensor g = groupedMatmulKernel(sorted, get(op.getExpertGate()), offsets);
+    Tensor u = groupedMatmulKernel(sorted, get(op.getExpertUp()), offsets);
+    roundToValueType(g, in);
+    roundToValueType(u, in);
+    for (size_t i = 0; i < g.f.size(); ++i)
+      g.f[i] = activate(act, g.f[i]) * u.f[i];
+    roundToValueType(g, in);
+    Tensor down = groupedMatmulKernel(g, get(op.getExpertDown()), offsets);
+    roundToValueType(down, in);
+    return down;
+  };
+  Tensor y;
+  if (op.getAllToAll()) {
+    FailureOr<Tensor> exchanged =
+        moeAllToAll(op, x, r.indices, r.weights, local, routing.getNumSlots(),
+                    *op.getExpertGridAxes(), experts);
+    if (failed(exchanged))
+      return failure();
+    y = std::move(*exchanged);
+  } else {
+    FailureOr<Dispatch> dispatched =
+        dispatchLocal(op, x, r.indices, local, routing.getNumSlots(),
+                      op.getExpertGridAttr(), op.getExpertGridAxes());
+    if (failed(dispatched))
+      return failure();
+    Dispatch &d = *dispatched;
+    y = combineKernel(experts(d.sorted, d.offsets), r.weights, d.rows);
+  }
   roundToValueType(y, in);
   if (op.getSharedGate()) {
     Tensor sg = linearKernel(x, get(op.getSharedGate()), nullptr);
@@ -626,6 +743,30 @@ LogicalResult Evaluator::evalFusedLinear(FusedLinearOp op) {
 LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
   const Tensor &x = get(op.getInput()), &idx = get(op.getIndices());
   const Tensor &gateUp = get(op.getGateUp());
+  Value in = op.getInput();
+  auto experts = [&](const Tensor &sorted, const Tensor &offsets) {
+    Tensor rows = sorted;
+    if (ActQuantAttr quant = op.getInputQuantAttr())
+      fakeQuantize(rows, quant);
+    Tensor gu = groupedMatmulKernel(rows, gateUp, offsets);
+    roundToValueType(gu, in);
+    Tensor h = gluKernel(gu, op.getActivation());
+    roundToValueType(h, in);
+    if (ActQuantAttr quant = op.getHiddenQuantAttr())
+      fakeQuantize(h, quant);
+    Tensor down = groupedMatmulKernel(h, get(op.getDown()), offsets);
+    roundToValueType(down, in);
+    return down;
+  };
+  if (op.getAllToAll()) {
+    FailureOr<Tensor> y =
+        moeAllToAll(op, x, idx, get(op.getWeights()), gateUp.shape[0],
+                    std::nullopt, *op.getExpertGridAxes(), experts);
+    if (failed(y))
+      return failure();
+    set(op.getResult(), std::move(*y));
+    return success();
+  }
   // The experts of a block are numbered with the other processes' too.
   FailureOr<Dispatch> dispatched =
       dispatchLocal(op, x, idx, gateUp.shape[0], std::nullopt,
@@ -633,18 +774,8 @@ LogicalResult Evaluator::evalFusedMoE(FusedMoEOp op) {
   if (failed(dispatched))
     return failure();
   Dispatch &d = *dispatched;
-  Value in = op.getInput();
-  if (ActQuantAttr quant = op.getInputQuantAttr())
-    fakeQuantize(d.sorted, quant);
-  Tensor gu = groupedMatmulKernel(d.sorted, gateUp, d.offsets);
-  roundToValueType(gu, in);
-  Tensor h = gluKernel(gu, op.getActivation());
-  roundToValueType(h, in);
-  if (ActQuantAttr quant = op.getHiddenQuantAttr())
-    fakeQuantize(h, quant);
-  Tensor down = groupedMatmulKernel(h, get(op.getDown()), d.offsets);
-  roundToValueType(down, in);
-  set(op.getResult(), combineKernel(down, get(op.getWeights()), d.rows));
+  set(op.getResult(), combineKernel(experts(d.sorted, d.offsets),
+                                    get(op.getWeights()), d.rows));
   return success();
 }
 

@@ -318,6 +318,17 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     are split the same way; the weights are replicated over `dp`, and the
     tensor- and expert-parallel collectives stay within a replica.
 
+    With `dp=N moe-all-to-all` (DeepSeek-V3's serving layout: attention
+    data-parallel, experts expert-parallel over the same processes), every
+    MoE layer's routed experts are split into `N` blocks over the
+    data-parallel axis too (`expert_grid` and `all_to_all` on `ds.moe`):
+    each process routes its own tokens, the selected slots travel to the
+    processes holding their experts with a variable-count all-to-all
+    (dropless: no capacity, no token dropped), the outputs come back with a
+    second one, and each token adds its experts in ascending expert order,
+    as the whole layer does. The shared expert stays replicated. It needs
+    `ep=1` (the experts are split over the replicas instead).
+
     Every process runs the same program on its own shard of the weights;
     the reference interpreter runs all of them with emulated collectives
     (`ds-run --ranks`). Run it on the imported (or decomposed) model,
@@ -337,6 +348,11 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     Option<"dp", "dp", "int64_t", "1",
            "Data-parallel replicas (each runs a block of the batch's "
            "sequences, with its own KV caches)">,
+    Option<"moeAllToAll", "moe-all-to-all", "bool", "false",
+           "With dp (and ep = 1), split every MoE layer's routed experts "
+           "over the data-parallel processes as well and move each token's "
+           "rows to its experts' processes and back with all-to-alls "
+           "(attention data-parallel, experts expert-parallel)">,
     Option<"splitEmbedding", "split-embedding", "bool", "true",
            "With tp, split the embedding table by vocabulary over the "
            "tensor-parallel processes (one all-reduce of the looked-up "

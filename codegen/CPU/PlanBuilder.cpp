@@ -1438,6 +1438,9 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             return failure();
           c.firstExpert = block->first;
           c.routedExperts = block->whole;
+          c.allToAll = m.getAllToAll();
+          c.gridAxes.assign(m.getExpertGridAxes()->begin(),
+                            m.getExpertGridAxes()->end());
         }
         s.operands = {id(m.getInput()), id(m.getWeights()), id(m.getIndices())};
         s.results = {newValue(m.getResult(), Kind::Temp, -1,
@@ -1591,20 +1594,25 @@ FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
       ops += static_cast<int64_t>(fn.getBody().front().getOperations().size()) -
              1; // the terminator
   ds::Progress progress("ds-compile: ops planned, weights packed", ops);
+  std::optional<std::vector<int64_t>> batchAxes;
   for (auto fn : module.getOps<func::FuncOp>()) {
     if (!wanted(fn))
       continue;
-    // Data parallelism splits the arguments along their batch: a process
-    // would need its replica's share of the rows, which nothing hands it
-    // yet (the interpreter runs such modules).
+    // Data parallelism splits the arguments along their batch: the plan
+    // runs the process's replica's block of the sequences, and says over
+    // which grid axes the replicas lie so its caller hands it that block.
     for (unsigned i = 0; i < fn.getNumArguments(); ++i) {
       SmallVector<SmallVector<int16_t>> split = argumentSplitAxes(fn, i);
-      if (!split.empty() && !split.front().empty())
+      if (split.empty() || split.front().empty())
+        continue;
+      std::vector<int64_t> axes(split.front().begin(), split.front().end());
+      if (!batchAxes)
+        batchAxes = axes;
+      else if (*batchAxes != axes)
         return fn.emitError()
                << "argument " << i
-               << " is split along its batch (data parallelism), which the "
-                  "CPU backend does not compile yet: partition with tp and "
-                  "ep only, or run it in the interpreter";
+               << " splits its batch over other grid axes than the other "
+                  "arguments";
     }
     FunctionBuilder builder(fn, weights, kernels, result.plan.caches,
                             &progress);
@@ -1615,6 +1623,8 @@ FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
   }
   if (result.plan.functions.empty())
     return module.emitError("no function to compile");
+  if (batchAxes)
+    result.plan.batchAxes = std::move(*batchAxes);
   absl::Status spooled =
       weights.spoolError.ok() ? weights.data.status() : weights.spoolError;
   if (!spooled.ok())

@@ -351,7 +351,7 @@ Value ModelBuilder::moe(Location loc, const std::string &layer, Value x) {
                                   ArrayRef<int64_t>(), ArrayRef<int64_t>());
   return MoEOp::create(b, loc, x, router, bias, gate, up, down, sg, su, sd, seg,
                        routing, ActivationAttr::get(&ctx, c.hiddenAct),
-                       FlatSymbolRefAttr(), DenseI16ArrayAttr());
+                       FlatSymbolRefAttr(), DenseI16ArrayAttr(), UnitAttr());
 }
 
 LogicalResult ModelBuilder::buildFunction(StringRef name, bool decode) {

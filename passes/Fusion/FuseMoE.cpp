@@ -98,7 +98,7 @@ struct FuseMoE : OpRewritePattern<MoECombineOp> {
         rewriter, combine.getLoc(), dispatch.getInput(), combine.getWeights(),
         dispatch.getIndices(), gateUp, down.getWeight(),
         glu.getActivationAttr(), ActQuantAttr(), ActQuantAttr(),
-        FlatSymbolRefAttr(), DenseI16ArrayAttr());
+        FlatSymbolRefAttr(), DenseI16ArrayAttr(), UnitAttr());
     Value result = fused.getResult();
     if (result.getType() != combine.getType())
       result = tensor::CastOp::create(rewriter, combine.getLoc(),

@@ -77,7 +77,8 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
       result = FusedMoEOp::create(
           rewriter, loc, flat, router.getWeights(), router.getIndices(), gateUp,
           op.getExpertDown(), op.getActivationAttr(), ActQuantAttr(),
-          ActQuantAttr(), op.getExpertGridAttr(), op.getExpertGridAxesAttr());
+          ActQuantAttr(), op.getExpertGridAttr(), op.getExpertGridAxesAttr(),
+          op.getAllToAllAttr());
     } else {
       auto dispatch = MoEDispatchOp::create(
           rewriter, loc, flat, router.getIndices(), routing.getNumSlots());

@@ -327,6 +327,52 @@ void reportCollectives(func::FuncOp fn) {
                   << " all-gathers of " << gathered << " values per token";
 }
 
+/// moe-all-to-all: a process's MoE block, on its replica's tokens with the
+/// whole expert weights, keeps the block of the routed experts of its place
+/// along `dpAxes` and exchanges the slots with the other replicas
+/// (ds.moe's `all_to_all`).
+LogicalResult dispatchOverReplicas(MoEOp moe, FlatSymbolRefAttr grid,
+                                   ArrayRef<int16_t> dpAxes, int64_t replicas) {
+  MLIRContext *ctx = moe.getContext();
+  for (OpOperand *operand :
+       {&moe.getExpertGateMutable(), &moe.getExpertUpMutable(),
+        &moe.getExpertDownMutable()}) {
+    auto param = operand->get().getDefiningOp<ParamOp>();
+    auto type = param ? dyn_cast<RankedTensorType>(param.getType()) : nullptr;
+    if (!type)
+      return moe.emitOpError("moe-all-to-all needs its routed expert weights "
+                             "as plain ds.param tensors");
+    if (type.getDimSize(0) % replicas != 0)
+      return moe.emitOpError()
+             << type.getDimSize(0) << " experts do not split over " << replicas
+             << " data-parallel processes";
+    SmallVector<shard::GridAxesAttr> axes;
+    if (param.getSplitAxesAttr())
+      axes.assign(param.getSplitAxesAttr().getAxes().begin(),
+                  param.getSplitAxesAttr().getAxes().end());
+    if (axes.empty())
+      axes.push_back(DenseI16ArrayAttr::get(ctx, {}));
+    if (!axes.front().empty())
+      return moe.emitOpError("the experts are split already");
+    axes.front() = DenseI16ArrayAttr::get(ctx, dpAxes);
+    SmallVector<int64_t> shape(type.getShape());
+    shape[0] /= replicas;
+    OpBuilder b(param);
+    b.setInsertionPointAfter(param);
+    auto block = ParamOp::create(
+        b, param.getLoc(), type.clone(shape), param.getNameAttr(),
+        param.getSelectAttr(), param.getScalesAttr(), param.getZeroPointsAttr(),
+        param.getMetaAttr(), grid, shard::GridAxesArrayAttr::get(ctx, axes));
+    operand->set(block.getResult());
+    if (param->use_empty())
+      param->erase();
+  }
+  moe.setExpertGridAttr(grid);
+  moe.setExpertGridAxesAttr(DenseI16ArrayAttr::get(ctx, dpAxes));
+  moe.setAllToAll(true);
+  return success();
+}
+
 struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
   using PartitionPassBase::PartitionPassBase;
 
@@ -341,6 +387,14 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
       module.emitError() << "ds-partition: tp, ep and dp must be at least 1, "
                             "got "
                          << tp << ", " << ep << " and " << dp;
+      return signalPassFailure();
+    }
+    if (moeAllToAll && (dp < 2 || ep != 1)) {
+      module.emitError() << "ds-partition: moe-all-to-all splits the experts "
+                            "over the data-parallel processes: it needs dp > "
+                            "1 and ep = 1, got dp = "
+                         << static_cast<int64_t>(dp)
+                         << " and ep = " << static_cast<int64_t>(ep);
       return signalPassFailure();
     }
     if (tp == 1 && ep == 1 && dp == 1)
@@ -413,6 +467,17 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
         if (a)
           fn.setResultAttr(i, kSplitAxesAttrName, a);
     }
+
+    if (moeAllToAll)
+      for (func::FuncOp fn : functions) {
+        WalkResult r = fn.walk([&](MoEOp moe) {
+          return failed(dispatchOverReplicas(moe, grid, dpAxes, dp))
+                     ? WalkResult::interrupt()
+                     : WalkResult::advance();
+        });
+        if (r.wasInterrupted())
+          return signalPassFailure();
+      }
 
     if (printCollectives)
       for (func::FuncOp fn : functions)

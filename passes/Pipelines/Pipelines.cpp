@@ -59,6 +59,7 @@ LogicalResult ds::buildOptimizePipeline(
     partition.tp = options.tp;
     partition.ep = options.ep;
     partition.dp = options.dp;
+    partition.moeAllToAll = options.moeAllToAll;
     pm.addPass(createPartitionPass(partition));
   }
   bool fuse = options.level >= 2 && options.fusion;

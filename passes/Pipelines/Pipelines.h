@@ -106,6 +106,11 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
       *this, "dp",
       llvm::cl::desc("ds-partition dp: data-parallel replicas (1: none)"),
       llvm::cl::init(1)};
+  PassOptions::Option<bool> moeAllToAll{
+      *this, "moe-all-to-all",
+      llvm::cl::desc("ds-partition moe-all-to-all: experts split over the "
+                     "data-parallel processes, tokens moved by all-to-all"),
+      llvm::cl::init(false)};
 };
 
 /// ds-optimize: [ds-prune-experts], [ds-partition{tp, ep, dp}], then by level:

@@ -372,7 +372,8 @@ LogicalResult QuantizePass::narrow(Operation *op, WeightCategory c) {
     narrowResult = FusedMoEOp::create(
         b, loc, truncate(m.getInput()), m.getWeights(), m.getIndices(),
         newWeights[0], newWeights[1], m.getActivationAttr(), ActQuantAttr(),
-        ActQuantAttr(), m.getExpertGridAttr(), m.getExpertGridAxesAttr());
+        ActQuantAttr(), m.getExpertGridAttr(), m.getExpertGridAxesAttr(),
+        m.getAllToAllAttr());
   } else if (auto f = dyn_cast<FusedLinearOp>(op)) {
     Value h = f.getInput();
     if (f.getNormWeight())

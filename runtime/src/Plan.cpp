@@ -223,7 +223,9 @@ struct ConfigEncoder {
             {"input_round", c.inputRound},
             {"output_round", c.outputRound},
             {"first_expert", c.firstExpert},
-            {"routed_experts", c.routedExperts}};
+            {"routed_experts", c.routedExperts},
+            {"all_to_all", c.allToAll},
+            {"grid_axes", c.gridAxes}};
   }
   json operator()(const steps::Elementwise &c) const {
     return {{"broadcast", c.broadcast}};
@@ -263,6 +265,7 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
   j["processes"] = plan.processes;
   j["process"] = plan.process;
   j["grid"] = plan.grid;
+  j["batch_axes"] = plan.batchAxes;
   j["target"] = {{"triple", target.triple},
                  {"cpu", target.cpu},
                  {"features", target.features},
@@ -477,6 +480,8 @@ std::optional<StepConfig> configFromJson(Reader &r, const std::string &op,
     m.outputRound = i32("output_round");
     m.firstExpert = r.integer(c, "first_expert");
     m.routedExperts = r.integer(c, "routed_experts");
+    m.allToAll = r.boolean(c, "all_to_all");
+    m.gridAxes = r.list<int64_t>(c, "grid_axes");
     return m;
   }
   if (op == "elementwise") {
@@ -668,12 +673,15 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
   }
   case OpCode::MoE: {
     const auto &c = s.as<steps::MoE>();
-    return need(o == 3 && r == 1 && w == 2 && packed(0) && packed(1) &&
-                    c.intermediate > 0 && act(c.activation) &&
-                    quant(c.inputQuant) && quant(c.hiddenQuant) &&
-                    round(c.inputRound) && round(c.outputRound) &&
-                    c.firstExpert >= 0 && c.routedExperts >= 0,
-                "operands or configuration");
+    return need(
+        o == 3 && r == 1 && w == 2 && packed(0) && packed(1) &&
+            c.intermediate > 0 && act(c.activation) && quant(c.inputQuant) &&
+            quant(c.hiddenQuant) && round(c.inputRound) &&
+            round(c.outputRound) && c.firstExpert >= 0 &&
+            c.routedExperts >= 0 &&
+            (!c.allToAll || (c.routedExperts > 0 && !c.gridAxes.empty() &&
+                             gridAxesOk(c.gridAxes))),
+        "operands or configuration");
   }
   case OpCode::Elementwise:
     return need(o >= 1 && r == 1 && !s.kernel.empty(), "operands");
@@ -728,6 +736,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
   plan.processes = r.integer(j, "processes");
   plan.process = r.integer(j, "process");
   plan.grid = r.list<int64_t>(j, "grid");
+  plan.batchAxes = r.list<int64_t>(j, "batch_axes");
   if (plan.processes < 1 || plan.process < 0 || plan.process >= plan.processes)
     return absl::DataLossError(absl::StrCat("artifact header: process ",
                                             plan.process, " of ",
@@ -747,6 +756,15 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
           "artifact header: the process grid [", absl::StrJoin(plan.grid, ", "),
           "] is not a grid of ", plan.processes, " processes"));
   }
+  for (size_t i = 0; i < plan.batchAxes.size(); ++i)
+    if (plan.batchAxes[i] < 0 ||
+        plan.batchAxes[i] >= static_cast<int64_t>(plan.grid.size()) ||
+        (i > 0 && plan.batchAxes[i] <= plan.batchAxes[i - 1]))
+      return absl::DataLossError(
+          absl::StrCat("artifact header: the batch axes [",
+                       absl::StrJoin(plan.batchAxes, ", "),
+                       "] are not ascending axes of the process grid [",
+                       absl::StrJoin(plan.grid, ", "), "]"));
   for (int64_t id : plan.eosTokenIds)
     if (id < 0 || (plan.vocabSize > 0 && id >= plan.vocabSize))
       r.fail(absl::StrCat("eos token id ", id, " is outside the vocabulary"));

@@ -724,4 +724,56 @@ TEST(MoEExperts, BlocksOfExpertsSumToTheWhole) {
             experts);
 }
 
+/// Expert parallelism with an all-to-all: each slot's row computed alone
+/// on the process holding its expert (one slot per row, weight 1), the
+/// outputs brought back and added by moeCombine: the whole layer's result
+/// bit for bit, whichever block computed a slot.
+TEST(MoEExperts, SlotsComputedApartCombineToTheWhole) {
+  std::mt19937 rng(10);
+  const int64_t n = 20, h = 64, inter = 48, experts = 8, topK = 3;
+  std::vector<float> x(n * h), weights(n * topK);
+  fillUniform(x, rng);
+  fillUniform(weights, rng);
+  RandomExperts ex(experts, h, inter, rng);
+  std::vector<int32_t> indices(n * topK);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < topK; ++j) // distinct, not ascending
+      indices[t * topK + j] =
+          static_cast<int32_t>((t * 5 + (topK - j) * 3) % experts);
+  std::vector<float> whole(n * h);
+  ASSERT_EQ(moeExperts(x.data(), n, h, weights.data(), indices.data(), topK,
+                       experts, ex.gateUp.data(), ex.down.data(), inter,
+                       Act::Silu, whole.data()),
+            -1);
+  // Two blocks of 4 experts; each runs the rows sent to it.
+  const int64_t local = experts / 2;
+  std::vector<float> slots(n * topK * h);
+  for (int64_t b = 0; b < 2; ++b) {
+    std::vector<float> rows, ones;
+    std::vector<int32_t> expert;
+    std::vector<int64_t> from;
+    for (int64_t i = 0; i < n * topK; ++i)
+      if (indices[i] / local == b) {
+        rows.insert(rows.end(), x.begin() + (i / topK) * h,
+                    x.begin() + (i / topK + 1) * h);
+        expert.push_back(static_cast<int32_t>(indices[i] % local));
+        ones.push_back(1.0f);
+        from.push_back(i);
+      }
+    const int64_t m = static_cast<int64_t>(from.size());
+    std::vector<float> out(m * h);
+    ASSERT_EQ(moeExperts(rows.data(), m, h, ones.data(), expert.data(), 1,
+                         local, ex.gateUp.data() + b * local,
+                         ex.down.data() + b * local, inter, Act::Silu,
+                         out.data()),
+              -1);
+    for (int64_t r = 0; r < m; ++r)
+      std::copy_n(&out[r * h], h, &slots[from[r] * h]);
+  }
+  std::vector<float> y(n * h);
+  moeCombine(slots.data(), n, h, weights.data(), indices.data(), topK,
+             y.data());
+  EXPECT_EQ(y, whole);
+}
+
 } // namespace

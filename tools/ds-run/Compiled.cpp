@@ -13,6 +13,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <chrono>
+#include <cstring>
 #include <numeric>
 #include <thread>
 
@@ -104,12 +105,105 @@ std::shared_ptr<const rt::Model> loadCompiled(const RunOptions &opts,
   return nullptr;
 }
 
+namespace {
+
+/// The generated tokens and finish reasons of every replica's block of the
+/// sequences, gathered from all ranks (data parallelism): each rank hands
+/// in its block, one row of `2 + maxNew` floats per sequence (count,
+/// reason, tokens; ids below 2^24 are exact), and the block of replica d is
+/// taken from the first rank of replica d.
+absl::Status gatherReplicas(rt::Communicator &comm, const rt::ModelPlan &plan,
+                            int64_t maxNew,
+                            std::vector<std::vector<int64_t>> &tokens,
+                            std::vector<rt::FinishReason> &reasons) {
+  const int64_t local = static_cast<int64_t>(tokens.size());
+  const int64_t width = 2 + maxNew;
+  std::vector<float> mine(local * width, 0.0f);
+  for (int64_t i = 0; i < local; ++i) {
+    float *row = &mine[i * width];
+    if (static_cast<int64_t>(tokens[i].size()) > maxNew)
+      return absl::InternalError("more tokens than --generate asked for");
+    row[0] = static_cast<float>(tokens[i].size());
+    row[1] = static_cast<float>(static_cast<int>(reasons[i]));
+    for (size_t t = 0; t < tokens[i].size(); ++t) {
+      if (tokens[i][t] < 0 || tokens[i][t] >= (int64_t{1} << 24))
+        return absl::InternalError("a token id does not fit a float");
+      row[2 + t] = static_cast<float>(tokens[i][t]);
+    }
+  }
+  std::vector<float> all(static_cast<size_t>(comm.size()) * mine.size());
+  if (absl::Status s = comm.allGather(
+          mine.data(), static_cast<int64_t>(mine.size()), all.data());
+      !s.ok())
+    return s;
+  const int64_t replicas = rt::gridGroupOf(plan.grid, plan.batchAxes, 0).size;
+  tokens.assign(replicas * local, {});
+  reasons.assign(replicas * local, rt::FinishReason::kLength);
+  std::vector<bool> taken(replicas, false);
+  for (int64_t r = 0; r < comm.size(); ++r) {
+    int64_t d = rt::gridGroupOf(plan.grid, plan.batchAxes, r).index;
+    if (taken[d])
+      continue;
+    taken[d] = true;
+    for (int64_t i = 0; i < local; ++i) {
+      const float *row = &all[(r * local + i) * width];
+      std::vector<int64_t> &out = tokens[d * local + i];
+      for (int64_t t = 0; t < static_cast<int64_t>(row[0]); ++t)
+        out.push_back(static_cast<int64_t>(row[2 + t]));
+      reasons[d * local + i] =
+          static_cast<rt::FinishReason>(static_cast<int>(row[1]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+/// `t` repeated `n` times along its first axis.
+HostTensor tileBatch(const HostTensor &t, int64_t n) {
+  if (n == 1)
+    return t;
+  std::vector<int64_t> shape = t.shape;
+  shape[0] *= n;
+  HostTensor out(t.dtype, shape);
+  const size_t bytes = t.bytes.size();
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(out.data<uint8_t>() + i * bytes, t.data<uint8_t>(), bytes);
+  return out;
+}
+
+} // namespace
+
 int runGenerateCompiled(const RunOptions &opts,
                         std::shared_ptr<const rt::Model> model, ModuleOp module,
                         ds::Interpreter *interp) {
-  std::vector<std::vector<int64_t>> seqs;
-  if (std::optional<std::string> error = parsePrompts(opts, seqs))
+  std::vector<std::vector<int64_t>> allSeqs;
+  if (std::optional<std::string> error = parsePrompts(opts, allSeqs))
     return fail(*error);
+  const rt::ModelPlan &plan = model->plan();
+  rt::Communicator *comm = rt::processCommunicator().get();
+  // Data parallelism: this process runs its replica's block of the
+  // sequences; the interpreter of --check, which runs every replica, is
+  // given each sequence once per replica.
+  rt::GridGroup replica;
+  if (!plan.batchAxes.empty()) {
+    // A replica may have no collective step to refuse a missing
+    // communicator: refused here rather than run on the wrong rows.
+    if (!comm || comm->size() != plan.processes)
+      return fail(llvm::formatv(
+          "a data-parallel plan for {0} processes, but this process is not "
+          "one of {0} ranks (launch one process per rank with mpirun, from "
+          "a ds built with MPI: libds_runtime_mpi)",
+          plan.processes));
+    replica = rt::gridGroupOf(plan.grid, plan.batchAxes, plan.process);
+    if (static_cast<int64_t>(allSeqs.size()) % replica.size != 0)
+      return fail(llvm::formatv("{0} prompts do not split over the {1} "
+                                "data-parallel replicas",
+                                allSeqs.size(), replica.size));
+  }
+  const int64_t perReplica =
+      static_cast<int64_t>(allSeqs.size()) / replica.size;
+  std::vector<std::vector<int64_t>> seqs(
+      allSeqs.begin() + replica.index * perReplica,
+      allSeqs.begin() + (replica.index + 1) * perReplica);
   int64_t b = seqs.size();
   auto cache = rt::KVCache::create(model->plan(), b);
   if (!cache.ok())
@@ -131,7 +225,6 @@ int runGenerateCompiled(const RunOptions &opts,
   }
   // Under mpirun: the time this rank spends in collectives against the
   // whole generation (the interpreter's share too when --check).
-  rt::Communicator *comm = rt::processCommunicator().get();
   rt::CommunicatorStats before = comm ? comm->stats() : rt::CommunicatorStats();
   auto generationStart = std::chrono::steady_clock::now();
   double worst = 0;
@@ -142,14 +235,15 @@ int runGenerateCompiled(const RunOptions &opts,
   auto checkAgainst = [&](const std::string &fn, int64_t seq,
                           const HostTensor &tokens, const HostTensor &pos,
                           const HostTensor &logits) -> bool {
-    std::vector<HostTensor> args{tokens, pos};
+    std::vector<HostTensor> args{tileBatch(tokens, replica.size),
+                                 tileBatch(pos, replica.size)};
     if (refs[seq].caches.empty()) {
       auto f = module.lookupSymbol<func::FuncOp>(fn);
       for (unsigned i = 2; i < f.getNumArguments(); ++i) {
         // Whole caches, also for a partitioned module.
         RankedTensorType type = ds::wholeArgumentType(f, i);
         std::vector<int64_t> shape(type.getShape());
-        shape[0] = 1;
+        shape[0] = replica.size;
         refs[seq].caches.push_back(HostTensor(DType::F32, shape));
       }
     }
@@ -161,6 +255,15 @@ int runGenerateCompiled(const RunOptions &opts,
     refs[seq].caches.assign(std::make_move_iterator(out->begin() + 1),
                             std::make_move_iterator(out->end()));
     HostTensor ref = (*out)[0];
+    if (replica.size > 1) {
+      // Every replica ran the sequence: the first one's rows.
+      std::vector<int64_t> shape = ref.shape;
+      shape[0] = 1;
+      HostTensor first(ref.dtype, shape);
+      std::memcpy(first.data<uint8_t>(), ref.data<uint8_t>(),
+                  first.bytes.size());
+      ref = std::move(first);
+    }
     int64_t v = ref.shape.back();
     if (logits.shape.size() == 2 && ref.shape.size() == 3 &&
         logits.shape[0] == 1 && ref.shape[0] == 1 && logits.shape[1] == v) {
@@ -225,6 +328,26 @@ int runGenerateCompiled(const RunOptions &opts,
         pos.push_back(decoders[i]->nextPosition());
         slots.push_back(i);
       }
+    if (replica.size > 1) {
+      // The replicas step together (an all-to-all of the experts joins
+      // them): until every replica is done, one that is done steps a
+      // placeholder row (slot 0, position 0: its sequence has finished)
+      // whose logits nobody reads.
+      float running = static_cast<float>(slots.size());
+      if (absl::Status st = comm->allReduceSum(&running, 1); !st.ok())
+        return fail("counting the replicas' running sequences: " +
+                    std::string(st.message()));
+      if (running == 0)
+        break;
+      if (slots.empty()) {
+        HostTensor tokens = HostTensor::fromInts({1, 1}, {0});
+        HostTensor positions = HostTensor::fromInts({1, 1}, {0});
+        auto out = exec.run("decode", {&tokens, &positions}, &*cache, {0});
+        if (!out.ok())
+          return fail(std::string(out.status().message()));
+        continue;
+      }
+    }
     if (slots.empty())
       break;
     int64_t n = slots.size();
@@ -248,18 +371,24 @@ int runGenerateCompiled(const RunOptions &opts,
       }
     }
   }
+  const double wall = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - generationStart)
+                          .count();
+  const rt::CommunicatorStats after = comm ? comm->stats() : before;
   std::vector<std::vector<int64_t>> generatedIds;
   std::vector<rt::FinishReason> reasons;
   for (int64_t i = 0; i < b; ++i) {
     generatedIds.push_back(decoders[i]->result().tokens);
     reasons.push_back(decoders[i]->result().finishReason);
   }
-  printSequences(seqs, generatedIds, reasons);
+  if (replica.size > 1)
+    if (absl::Status s =
+            gatherReplicas(*comm, plan, opts.generate, generatedIds, reasons);
+        !s.ok())
+      return fail("gathering the replicas' sequences: " +
+                  std::string(s.message()));
+  printSequences(allSeqs, generatedIds, reasons);
   if (comm && model->plan().processes > 1) {
-    double wall = std::chrono::duration<double>(
-                      std::chrono::steady_clock::now() - generationStart)
-                      .count();
-    rt::CommunicatorStats after = comm->stats();
     double in = after.seconds - before.seconds;
     llvm::outs() << llvm::formatv(
         "mpi: rank {0} of {1}: {2} collectives, {3:f1} KiB handed in, "

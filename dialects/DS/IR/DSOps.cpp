@@ -1072,6 +1072,8 @@ LogicalResult MoEOp::inferReturnTypes(MLIRContext *,
   bool block = static_cast<bool>(adaptor.getProperties().expert_grid);
   if (block != static_cast<bool>(adaptor.getProperties().expert_grid_axes))
     return error("expert_grid and expert_grid_axes go together");
+  if (adaptor.getProperties().all_to_all && !block)
+    return error("all_to_all needs a block of experts (expert_grid)");
   for (auto [name, t] :
        {std::pair<StringRef, RankedTensorType>{"expert_gate", gate},
         {"expert_up", up},
@@ -1246,6 +1248,9 @@ LogicalResult FusedMoEOp::inferReturnTypes(MLIRContext *,
   if (static_cast<bool>(adaptor.getProperties().expert_grid) !=
       static_cast<bool>(adaptor.getProperties().expert_grid_axes))
     return error("expert_grid and expert_grid_axes go together");
+  if (adaptor.getProperties().all_to_all &&
+      !adaptor.getProperties().expert_grid)
+    return error("all_to_all needs a block of experts (expert_grid)");
   int64_t twoI = gateUp.getDimSize(1);
   if (!isDyn(twoI) &&
       (twoI % 2 != 0 || !compatible(down.getDimSize(2), twoI / 2)))

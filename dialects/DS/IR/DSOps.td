@@ -602,6 +602,17 @@ def DS_MoEOp : DS_InferOp<"moe", [AttrSizedOperandSegments]> {
     selects among all of them; only the selected slots whose expert is in
     the block are computed here, so the result is this process's part of
     the sum (a `shard.all_reduce` over the axes completes it).
+
+    With `all_to_all` as well (attention data-parallel, experts
+    expert-parallel over the same processes, as DeepSeek-V3 is served), the
+    input holds this process's own tokens, not the tokens every process of
+    the group holds: each selected slot's row goes to the process whose
+    block holds its expert (a variable-count all-to-all over the axes),
+    every process runs its experts over the rows it receives, the outputs
+    return to their tokens' process (a second all-to-all), and each token
+    adds its experts' outputs in ascending expert order as the whole layer
+    does. The result is then the whole MoE output of the local tokens (no
+    all-reduce follows), dropless.
   }];
   let arguments = (ins DS_FloatTensor:$input, DS_WeightTensor:$router_weight,
                        Optional<DS_FloatTensor>:$score_bias,
@@ -615,7 +626,8 @@ def DS_MoEOp : DS_InferOp<"moe", [AttrSizedOperandSegments]> {
                        DefaultValuedAttr<DS_ActivationAttr,
                                          "::ds::Activation::silu">:$activation,
                        OptionalAttr<FlatSymbolRefAttr>:$expert_grid,
-                       OptionalAttr<DenseI16ArrayAttr>:$expert_grid_axes);
+                       OptionalAttr<DenseI16ArrayAttr>:$expert_grid_axes,
+                       UnitAttr:$all_to_all);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $input `router` $router_weight (`bias` $score_bias^)?
@@ -726,7 +738,11 @@ def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
     and only the slots routed to them are computed and summed here (this
     process's part of the sum). `ds-decompose-moe` turns a `ds.moe` with a
     block of experts into this op directly, since the unfused dispatch and
-    grouped matmuls number the experts of one process.
+    grouped matmuls number the experts of one process. `all_to_all`
+    (`ds.moe`'s, which `ds-decompose-moe` carries over) says the input holds
+    this process's own tokens: the rows travel to their experts' processes
+    and back with variable-count all-to-alls, and the result is the whole
+    MoE output of the local tokens.
 
     ```mlir
     %y = ds.fused_moe %x, %w, %i experts(%gu, %d)
@@ -741,7 +757,8 @@ def DS_FusedMoEOp : DS_InferOp<"fused_moe"> {
                        OptionalAttr<DS_ActQuantAttr>:$input_quant,
                        OptionalAttr<DS_ActQuantAttr>:$hidden_quant,
                        OptionalAttr<FlatSymbolRefAttr>:$expert_grid,
-                       OptionalAttr<DenseI16ArrayAttr>:$expert_grid_axes);
+                       OptionalAttr<DenseI16ArrayAttr>:$expert_grid_axes,
+                       UnitAttr:$all_to_all);
   let results = (outs DS_FloatTensor:$result);
   let assemblyFormat = [{
     $input `,` $weights `,` $indices `experts` `(` $gate_up `,` $down `)`

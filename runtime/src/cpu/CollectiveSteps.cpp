@@ -52,7 +52,6 @@ uint64_t scratchAllGather(const ShapeView &v) {
   return scratchFloats(v.count(v.step.results[0]));
 }
 
-namespace {
 absl::StatusOr<Communicator *>
 communicatorFor(StepContext &c, const std::vector<int64_t> &axes) {
   Communicator *comm = c.communicator;
@@ -80,7 +79,6 @@ communicatorFor(StepContext &c, const std::vector<int64_t> &axes) {
                                 (*group)->size()));
   return group;
 }
-} // namespace
 
 absl::Status runAllReduce(StepContext &c) {
   absl::StatusOr<Communicator *> comm =

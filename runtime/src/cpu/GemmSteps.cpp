@@ -257,12 +257,30 @@ absl::Status checkMoE(const ShapeView &v) {
   return absl::OkStatus();
 }
 
+namespace {
+/// The received rows an all-to-all MoE step runs its experts over at a
+/// time: as many as the group's tokens if every process had this one's.
+int64_t allToAllChunk(const ShapeView &v) {
+  const auto &cfg = v.step.as<steps::MoE>();
+  const int64_t local =
+      static_cast<int64_t>(v.model.packed(v.step.weights[0]).size());
+  const int64_t procs = cfg.routedExperts / std::max<int64_t>(local, 1);
+  return std::max<int64_t>(v.rows(v.step.operands[0]), 1) *
+         std::max<int64_t>(procs, 1);
+}
+} // namespace
+
 uint64_t scratchMoE(const ShapeView &v) {
   const Step &s = v.step;
   const auto &cfg = s.as<steps::MoE>();
   int32_t x = s.operands[0];
   int64_t rows = v.rows(x), h = v.last(x), topK = v.last(s.operands[2]);
   int64_t experts = static_cast<int64_t>(v.model.packed(s.weights[0]).size());
+  // All-to-all: the experts' tables and results for a chunk of received
+  // rows (one slot each).
+  if (cfg.allToAll)
+    return kernels::moeExpertsScratchBytes(allToAllChunk(v), h, 1, experts,
+                                           cfg.intermediate);
   // The quantized input copy, then the experts' dispatch tables and
   // intermediate results (kernels::moeExperts).
   return (cfg.inputQuant.enabled() ? scratchFloats(v.count(x)) : 0) +
@@ -274,8 +292,9 @@ ThreadScratchNeed threadScratchMoE(const ShapeView &v) {
   const Step &s = v.step;
   const auto &cfg = s.as<steps::MoE>();
   int32_t x = s.operands[0];
-  int64_t rows = v.rows(x), h = v.last(x);
-  // An expert gets each token at most once, so at most `rows` rows; experts
+  int64_t rows = cfg.allToAll ? allToAllChunk(v) : v.rows(x), h = v.last(x);
+  // An expert gets each token at most once, so at most `rows` rows (an
+  // all-to-all step runs its received rows in chunks of that many); experts
   // run side by side, each GEMM whole on one thread (its calling-thread
   // share on every thread), or one after another split over the workers.
   // Every expert's weights share one layout (checkMoE: the table is not
@@ -291,9 +310,121 @@ ThreadScratchNeed threadScratchMoE(const ShapeView &v) {
   return need;
 }
 
+namespace {
+/// A MoE step with `allToAll`: the local tokens' slots go to the processes
+/// holding their experts and come back (two variable-count all-to-alls
+/// over the group, each preceded by one of the row counts).
+absl::Status runMoEAllToAll(StepContext &c) {
+  const Step &s = c.step;
+  const auto &cfg = s.as<steps::MoE>();
+  absl::StatusOr<Communicator *> group = communicatorFor(c, cfg.gridAxes);
+  if (!group.ok())
+    return group.status();
+  Communicator &comm = **group;
+  int32_t x = s.operands[0];
+  const int64_t n = c.rows(x), h = c.shape(x).back();
+  const int64_t topK = c.shape(s.operands[2]).back();
+  const auto &gu = c.model.packed(s.weights[0]);
+  const auto &down = c.model.packed(s.weights[1]);
+  const int64_t local = static_cast<int64_t>(gu.size());
+  const int64_t procs = comm.size();
+  if (cfg.routedExperts != local * procs)
+    return c.error(absl::StrCat(local, " experts on each of ", procs,
+                                " processes are not the routing's ",
+                                cfg.routedExperts));
+  const float *in = c.F(x);
+  const float *weights = c.F(s.operands[1]);
+  const auto *indices = static_cast<const int32_t *>(c.ptr(s.operands[2]));
+  const int64_t slots = n * topK;
+  for (int64_t i = 0; i < slots; ++i)
+    if (indices[i] < 0 || indices[i] >= cfg.routedExperts)
+      return c.error(absl::StrCat("expert index ", indices[i],
+                                  " is outside [0, ", cfg.routedExperts, ")"));
+  // Rows by destination, each [expert there, x row], in slot order.
+  std::vector<int64_t> sendCounts(procs, 0), start(procs + 1, 0);
+  for (int64_t i = 0; i < slots; ++i)
+    ++sendCounts[indices[i] / local];
+  for (int64_t p = 0; p < procs; ++p)
+    start[p + 1] = start[p] + sendCounts[p];
+  std::vector<float> send(slots * (h + 1));
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  for (int64_t i = 0; i < slots; ++i) {
+    const int64_t p = indices[i] / local;
+    float *row = &send[fill[p]++ * (h + 1)];
+    row[0] = static_cast<float>(indices[i] % local);
+    std::copy_n(in + (i / topK) * h, h, row + 1);
+  }
+  // How many rows each process sends here.
+  std::vector<float> countsOut(sendCounts.begin(), sendCounts.end()),
+      countsIn(procs);
+  std::vector<int64_t> ones(procs, 1);
+  if (absl::Status st =
+          comm.allToAll(countsOut.data(), ones, countsIn.data(), ones, 1);
+      !st.ok())
+    return c.error(std::string(st.message()));
+  std::vector<int64_t> recvCounts(procs);
+  int64_t m = 0;
+  for (int64_t p = 0; p < procs; ++p)
+    m += recvCounts[p] = static_cast<int64_t>(countsIn[p]);
+  std::vector<float> received(m * (h + 1));
+  if (absl::Status st = comm.allToAll(send.data(), sendCounts, received.data(),
+                                      recvCounts, h + 1);
+      !st.ok())
+    return c.error(std::string(st.message()));
+  // This process's experts over the received rows, one slot each.
+  std::vector<float> rows(m * h), ownWeights(m, 1.0f), outputs(m * h);
+  std::vector<int32_t> expert(m);
+  for (int64_t r = 0; r < m; ++r) {
+    expert[r] = static_cast<int32_t>(received[r * (h + 1)]);
+    std::copy_n(&received[r * (h + 1) + 1], h, &rows[r * h]);
+  }
+  if (cfg.inputQuant.enabled())
+    fakeQuant(rows.data(), m, h, cfg.inputQuant);
+  std::function<void(float *, int64_t, int64_t)> hidden;
+  if (cfg.hiddenQuant.enabled())
+    hidden = [&](float *r, int64_t count, int64_t cols) {
+      fakeQuant(r, count, cols, cfg.hiddenQuant);
+    };
+  // In chunks of the rows the step's scratch was planned for: rows are
+  // independent (one slot each), so chunks change no value.
+  const int64_t chunk = std::max<int64_t>(n, 1) * procs;
+  void *scratch = c.scratchBytes(
+      kernels::moeExpertsScratchBytes(chunk, h, 1, local, cfg.intermediate));
+  if (!scratch)
+    return c.error("scratch overflow (experts)");
+  for (int64_t r0 = 0; r0 < m; r0 += chunk) {
+    const int64_t count = std::min(chunk, m - r0);
+    int64_t bad = kernels::moeExperts(
+        rows.data() + r0 * h, count, h, ownWeights.data() + r0,
+        expert.data() + r0, 1, local, gu.data(), down.data(), cfg.intermediate,
+        static_cast<kernels::Act>(cfg.activation), outputs.data() + r0 * h,
+        c.pool, hidden, static_cast<kernels::Round>(cfg.inputRound), scratch);
+    if (bad != -1)
+      return c.error(absl::StrCat("received a row for expert ", bad,
+                                  " of a block of ", local));
+  }
+  // The outputs go back the way the rows came.
+  std::vector<float> back(slots * h);
+  if (absl::Status st =
+          comm.allToAll(outputs.data(), recvCounts, back.data(), sendCounts, h);
+      !st.ok())
+    return c.error(std::string(st.message()));
+  std::vector<float> bySlot(slots * h);
+  std::copy(start.begin(), start.end() - 1, fill.begin());
+  for (int64_t i = 0; i < slots; ++i)
+    std::copy_n(&back[fill[indices[i] / local]++ * h], h, &bySlot[i * h]);
+  float *y = c.F(s.results[0]);
+  kernels::moeCombine(bySlot.data(), n, h, weights, indices, topK, y);
+  kernels::roundValues(y, n * h, static_cast<kernels::Round>(cfg.outputRound));
+  return absl::OkStatus();
+}
+} // namespace
+
 absl::Status runMoE(StepContext &c) {
   const Step &s = c.step;
   const auto &cfg = s.as<steps::MoE>();
+  if (cfg.allToAll)
+    return runMoEAllToAll(c);
   int32_t x = s.operands[0], wts = s.operands[1], idx = s.operands[2];
   int64_t n = c.rows(x), h = c.shape(x).back();
   int64_t topK = c.shape(idx).back();

@@ -141,6 +141,11 @@ absl::Status runCopy(StepContext &c);
 absl::Status checkAlias(const ShapeView &v);
 
 // Collective steps (CollectiveSteps.cpp).
+/// The communicator of this process's group along `axes` of the plan's
+/// grid (empty: every process); an error naming the launch when the
+/// process has none, or one of another size or rank.
+absl::StatusOr<Communicator *>
+communicatorFor(StepContext &c, const std::vector<int64_t> &axes);
 absl::Status checkAllReduce(const ShapeView &v);
 absl::Status runAllReduce(StepContext &c);
 absl::Status checkAllGather(const ShapeView &v);

@@ -385,6 +385,26 @@ struct MoEScratch {
 };
 } // namespace
 
+void moeCombine(const float *rows, int64_t n, int64_t h, const float *weights,
+                const int32_t *indices, int64_t topK, float *y) {
+  std::vector<int64_t> order(topK);
+  for (int64_t t = 0; t < n; ++t) {
+    // The token's slots by expert (distinct, so any sort is stable).
+    for (int64_t j = 0; j < topK; ++j)
+      order[j] = t * topK + j;
+    std::sort(order.begin(), order.end(),
+              [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
+    float *dst = y + t * h;
+    std::fill(dst, dst + h, 0.0f);
+    for (int64_t slot : order) {
+      const float w = weights[slot];
+      const float *src = rows + slot * h;
+      for (int64_t c = 0; c < h; ++c)
+        dst[c] += w * src[c];
+    }
+  }
+}
+
 uint64_t moeExpertsScratchBytes(int64_t n, int64_t h, int64_t topK,
                                 int64_t numExperts, int64_t inter) {
   return MoEScratch::bytes(n, h, topK, numExperts, inter);

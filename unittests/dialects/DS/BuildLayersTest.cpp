@@ -142,7 +142,7 @@ Value buildMoE(LayerBuilder &lb, const LayerSizes &s, Value h,
   return MoEOp::create(lb.b, lb.loc, h, router, bias, g, u, d, sg, su, sd, seg,
                        routing,
                        ActivationAttr::get(lb.b.getContext(), Activation::silu),
-                       FlatSymbolRefAttr(), DenseI16ArrayAttr());
+                       FlatSymbolRefAttr(), DenseI16ArrayAttr(), UnitAttr());
 }
 
 class BuildLayersTest : public ::testing::Test {

@@ -404,6 +404,13 @@ moeExperts(const float *x, int64_t n, int64_t h, const float *weights,
            const std::function<void(float *, int64_t, int64_t)> &hidden = {},
            Round round = Round::None, void *scratch = nullptr,
            ExpertBlock block = {});
+/// y[t] = Σ_j weights[t, j] · rows[t * topK + j] ([n * topK, h]: one row
+/// per slot), each token's slots added in ascending `indices` order from
+/// zero, exactly as moeExperts adds its experts' outputs: what a token's
+/// slots computed on other processes (expert parallelism with an
+/// all-to-all) come back to.
+void moeCombine(const float *rows, int64_t n, int64_t h, const float *weights,
+                const int32_t *indices, int64_t topK, float *y);
 /// The scratch moeExperts needs for these sizes (whatever the routing).
 uint64_t moeExpertsScratchBytes(int64_t n, int64_t h, int64_t topK,
                                 int64_t numExperts, int64_t inter);

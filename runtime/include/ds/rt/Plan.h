@@ -58,7 +58,7 @@ struct DimExpr {
 /// The artifact format this runtime reads and the compiler writes. Bump it
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
-inline constexpr int64_t kArtifactFormatVersion = 8;
+inline constexpr int64_t kArtifactFormatVersion = 9;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
@@ -161,12 +161,19 @@ struct Router {
 /// `routedExperts` > 0 the weights hold a block of experts (expert
 /// parallelism): experts [firstExpert, firstExpert + E) of the indices'
 /// [0, routedExperts); slots routed to others add nothing here.
+/// With `allToAll` (attention data-parallel, experts expert-parallel) the
+/// input holds this process's own tokens: each slot's row travels to the
+/// process of the group along `gridAxes` whose block holds its expert, the
+/// outputs come back, and the result is the whole MoE output of the local
+/// tokens, added in ascending expert order.
 struct MoE {
   int64_t intermediate = 0;
   int32_t activation = 0; ///< kernels::Act
   ActQuant inputQuant, hiddenQuant;
   int32_t inputRound = 0, outputRound = 0; ///< kernels::Round
   int64_t firstExpert = 0, routedExperts = 0;
+  bool allToAll = false;
+  std::vector<int64_t> gridAxes;
 };
 /// A generated elementwise kernel (Step::kernel). Operands broadcast
 /// right-aligned to the result; `broadcast` has one flag per input axis.
@@ -302,6 +309,11 @@ struct ModelPlan {
   /// The processes' grid (row-major; its product is `processes`): what the
   /// collective steps' gridAxes index. Empty: one axis of all of them.
   std::vector<int64_t> grid;
+  /// Data parallelism: the grid axes the batch is split over (ascending;
+  /// empty: none). The processes that differ along them are replicas: each
+  /// runs its replica's contiguous block of the sequences (gridGroupOf's
+  /// index numbers the blocks), with its own KV caches.
+  std::vector<int64_t> batchAxes;
   const FunctionPlan *find(const std::string &name) const;
 };
 

@@ -1705,6 +1705,25 @@ func.func @moe_block(%x: tensor<?x8xf32>, %r: tensor<4x8xf32>, %g: tensor<2x6x8x
 
 // -----
 
+// An all-to-all exchanges rows between blocks of experts.
+func.func @moe_all_to_all_block(%x: tensor<?x8xf32>, %r: tensor<4x8xf32>, %g: tensor<4x6x8xf32>, %d: tensor<4x8x6xf32>) {
+  // expected-error @+2 {{all_to_all needs a block of experts (expert_grid)}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = ds.moe %x router %r experts(%g, %g, %d) {routing = #ds.routing<num_experts = 4, top_k = 2>, all_to_all} : (tensor<?x8xf32>, tensor<4x8xf32>, tensor<4x6x8xf32>, tensor<4x6x8xf32>, tensor<4x8x6xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @fused_moe_all_to_all_block(%x: tensor<?x8xf32>, %w: tensor<?x2xf32>, %i: tensor<?x2xi32>, %gu: tensor<4x12x8xf32>, %d: tensor<4x8x6xf32>) {
+  // expected-error @+2 {{all_to_all needs a block of experts (expert_grid)}}
+  // expected-error @+1 {{failed to infer returned types}}
+  %y = ds.fused_moe %x, %w, %i experts(%gu, %d) {all_to_all} : (tensor<?x8xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x12x8xf32>, tensor<4x8x6xf32>) -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
 // A block is a divisor of the experts.
 func.func @moe_block2(%x: tensor<?x8xf32>, %r: tensor<4x8xf32>, %g: tensor<3x6x8xf32>, %d: tensor<3x8x6xf32>) {
   // expected-error @+2 {{expert_gate has 3 experts but the routing keeps a multiple of them, 4}}

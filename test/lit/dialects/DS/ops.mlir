@@ -169,6 +169,9 @@ func.func @moe(%x: tensor<?x?x16xf32>, %wr: tensor<4x16xf32>, %b: tensor<4xf32>,
   // CHECK: ds.moe %{{.*}} router %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) {expert_grid = @grid, expert_grid_axes = array<i16: 0>, routing = #ds.routing<num_experts = 8, top_k = 2>} : (tensor<?x?x16xf32>, tensor<8x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x?x16xf32>
   %wr8 = ds.param "router8" : tensor<8x16xf32>
   %2 = ds.moe %x router %wr8 experts(%g, %u, %d) {routing = #ds.routing<num_experts = 8, top_k = 2>, expert_grid = @grid, expert_grid_axes = array<i16: 0>} : (tensor<?x?x16xf32>, tensor<8x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x?x16xf32>
+  // The tokens are this process's own: their slots move by all-to-all.
+  // CHECK: ds.moe %{{.*}} router %{{.*}} experts(%{{.*}}, %{{.*}}, %{{.*}}) {all_to_all, expert_grid = @grid, expert_grid_axes = array<i16: 0>, routing = #ds.routing<num_experts = 8, top_k = 2>}
+  %3 = ds.moe %x router %wr8 experts(%g, %u, %d) {routing = #ds.routing<num_experts = 8, top_k = 2>, expert_grid = @grid, expert_grid_axes = array<i16: 0>, all_to_all} : (tensor<?x?x16xf32>, tensor<8x16xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> tensor<?x?x16xf32>
   return %0, %1 : tensor<?x?x16xf32>, tensor<?x?x16xf32>
 }
 
@@ -188,6 +191,8 @@ func.func @fused_kernels(%x: tensor<?x?x16xf32>, %w: tensor<32x16xf32>, %ln: ten
   // A process's block of the experts (expert parallelism).
   // CHECK: ds.fused_moe %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}) {expert_grid = @grid, expert_grid_axes = array<i16: 0>} : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
   %yb = ds.fused_moe %t, %w2, %i2 experts(%gu, %d) {expert_grid = @grid, expert_grid_axes = array<i16: 0>} : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
+  // CHECK: ds.fused_moe %{{.*}}, %{{.*}}, %{{.*}} experts(%{{.*}}, %{{.*}}) {all_to_all, expert_grid = @grid, expert_grid_axes = array<i16: 0>}
+  %ya = ds.fused_moe %t, %w2, %i2 experts(%gu, %d) {expert_grid = @grid, expert_grid_axes = array<i16: 0>, all_to_all} : (tensor<?x16xf32>, tensor<?x2xf32>, tensor<?x2xi32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> tensor<?x16xf32>
   return %0, %1, %y : tensor<?x?x16xf32>, tensor<?x?x16xf32>, tensor<?x16xf32>
 }
 

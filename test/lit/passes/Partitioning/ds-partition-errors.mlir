@@ -1,4 +1,7 @@
 // RUN: ds-opt %s --split-input-file --ds-partition=tp=4 --verify-diagnostics
+// RUN: not ds-opt %s --split-input-file "--ds-partition=ep=2 moe-all-to-all" 2>&1 | FileCheck %s --check-prefix=A2A
+// RUN: not ds-opt %s --split-input-file "--ds-partition=dp=2 ep=2 moe-all-to-all" 2>&1 | FileCheck %s --check-prefix=A2A
+// A2A: ds-partition: moe-all-to-all splits the experts over the data-parallel processes: it needs dp > 1 and ep = 1
 
 // Two KV heads cannot be split over four processes (replicating KV heads
 // is not supported).

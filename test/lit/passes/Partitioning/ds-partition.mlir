@@ -5,6 +5,8 @@
 // RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition=ep=4 | FileCheck %s --check-prefix=EP4
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir --ds-partition="tp=2 ep=2" --ds-decompose-moe | FileCheck %s --check-prefix=EPDEC
 // RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition="dp=2 tp=2" | FileCheck %s --check-prefix=DP
+// RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir "--ds-partition=dp=2 moe-all-to-all" | FileCheck %s --check-prefix=A2A
+// RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir "--ds-partition=dp=2 moe-all-to-all" --ds-decompose-moe | FileCheck %s --check-prefix=A2ADEC
 // RUN: ds-opt %s --ds-partition=tp=2 | FileCheck %s
 // RUN: ds-opt %s --ds-partition=tp=1 | FileCheck %s --check-prefix=TP1
 // RUN: ds-opt %s "--ds-partition=tp=2 print-collectives" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REMARK
@@ -127,6 +129,16 @@ func.func @dense_and_head(%ids: tensor<?x?xi64>) -> tensor<?x?x32xf32> {
 // EPDEC: ds.fused_moe {{.*}} {expert_grid = @grid, expert_grid_axes = array<i16: 0>} : {{.*}}tensor<4x32x64xf32>, tensor<4x64x16xf32>)
 // EPDEC-NOT: ds.moe_dispatch
 // EPDEC: shard.all_reduce {{.*}} grid_axes = [0, 1]
+
+// dp with moe-all-to-all: the tokens split over the replicas, the routed
+// experts too (a block each), the shared expert replicated, and no
+// all-reduce after the MoE block (its all-to-alls return whole outputs).
+// A2A: shard.grid @grid(shape = 2)
+// A2A: ds.param "model.layers.3.mlp.experts.*.gate_proj.weight" sharded @grid {{\[\[}}0]] : tensor<4x32x64xf32>
+// A2A: ds.param "model.layers.3.mlp.shared_experts.gate_proj.weight" : tensor<32x64xf32>
+// A2A: ds.moe {{.*}}all_to_all, expert_grid = @grid, expert_grid_axes = array<i16: 0>
+// A2A-NOT: shard.all_reduce
+// A2ADEC: ds.fused_moe {{.*}} {all_to_all, expert_grid = @grid, expert_grid_axes = array<i16: 0>} : {{.*}}tensor<4x64x64xf32>, tensor<4x64x32xf32>)
 
 // Data parallelism on a [dp, tp] grid: arguments and results split along
 // the batch over dp (a per-head KV cache by heads over tp too); the
