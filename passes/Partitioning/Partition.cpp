@@ -312,6 +312,7 @@ void reportCollectives(func::FuncOp fn) {
     return n;
   };
   int64_t reduces = 0, gathers = 0, reduced = 0, gathered = 0;
+  int64_t exchanges = 0, exchanged = 0;
   fn.walk([&](Operation *op) {
     if (auto r = dyn_cast<shard::AllReduceOp>(op)) {
       ++reduces;
@@ -319,12 +320,21 @@ void reportCollectives(func::FuncOp fn) {
     } else if (auto g = dyn_cast<shard::AllGatherOp>(op)) {
       ++gathers;
       gathered += perToken(g.getResult());
+    } else if (auto m = dyn_cast<MoEOp>(op); m && m.getAllToAll()) {
+      // Each of a token's top_k slots goes out as [expert, row] and comes
+      // back as a row (the share that stays on its process included).
+      const int64_t h = perToken(m.getResult());
+      ++exchanges;
+      exchanged += m.getRouting().getTopK() * (2 * h + 1);
     }
   });
-  fn.emitRemark() << "ds-partition: @" << fn.getSymName() << ": " << reduces
-                  << " all-reduces of " << reduced
-                  << " values per token in all, " << gathers
-                  << " all-gathers of " << gathered << " values per token";
+  InFlightDiagnostic remark = fn.emitRemark();
+  remark << "ds-partition: @" << fn.getSymName() << ": " << reduces
+         << " all-reduces of " << reduced << " values per token in all, "
+         << gathers << " all-gathers of " << gathered << " values per token";
+  if (exchanges)
+    remark << ", " << exchanges << " MoE all-to-all pairs moving at most "
+           << exchanged << " values per token";
 }
 
 /// moe-all-to-all: a process's MoE block, on its replica's tokens with the

@@ -40,6 +40,7 @@ Batcher::create(std::shared_ptr<const Model> model,
       Session::create(std::move(model), options.maxBatchSize, options.threads);
   if (!session.ok())
     return session.status();
+  (*session)->lead(options.lockstep);
   return std::unique_ptr<Batcher>(new Batcher(std::move(*session), options));
 }
 
@@ -59,6 +60,10 @@ Batcher::~Batcher() {
   }
   wake.notify_all();
   scheduler.join();
+  // The followers return from Session::follow (a failed message leaves
+  // them to the launcher, as a failed collective would).
+  if (options.lockstep)
+    (void)session->stopFollowers();
 }
 
 void Batcher::deliver(const Done &done, GenerationResult result) {

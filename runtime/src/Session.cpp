@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/Session.h"
+#include "ds/rt/Device.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -145,6 +146,57 @@ absl::StatusOr<HostTensor> Session::step(
   return stepRows(tokens, positions, slots, &logitRows);
 }
 
+namespace {
+/// What a lockstep leader hands its followers before each step: [kind,
+/// rows, logit rows or -1 for all], then tokens, positions, slots and the
+/// logit rows. Sent as floats through an all-reduce the followers join
+/// with zeros (a broadcast from the leader; ids, positions and slots are
+/// below 2^24, exact in floats).
+enum LockstepKind : int { kLockstepStep = 1, kLockstepStop = 2 };
+
+absl::Status broadcastFromLeader(Communicator &comm, std::vector<float> &data) {
+  if (comm.rank() != 0)
+    std::fill(data.begin(), data.end(), 0.0f);
+  return comm.allReduceSum(data.data(), static_cast<int64_t>(data.size()));
+}
+} // namespace
+
+absl::Status Session::stopFollowers() {
+  if (!leader)
+    return absl::FailedPreconditionError("this session leads no followers");
+  std::vector<float> header = {static_cast<float>(kLockstepStop), 0, 0};
+  return broadcastFromLeader(*leader, header);
+}
+
+absl::Status Session::follow(Communicator &comm) {
+  for (;;) {
+    std::vector<float> header(3);
+    if (absl::Status st = broadcastFromLeader(comm, header); !st.ok())
+      return st;
+    if (static_cast<int>(header[0]) == kLockstepStop)
+      return absl::OkStatus();
+    const int64_t n = static_cast<int64_t>(header[1]);
+    const int64_t wanted = static_cast<int64_t>(header[2]);
+    if (static_cast<int>(header[0]) != kLockstepStep || n < 0 || wanted < -1)
+      return absl::DataLossError("a lockstep message that is not a step");
+    std::vector<float> payload(3 * n + std::max<int64_t>(wanted, 0));
+    if (absl::Status st = broadcastFromLeader(comm, payload); !st.ok())
+      return st;
+    std::vector<int64_t> tokens(n), positions(n), slots(n), rows;
+    for (int64_t i = 0; i < n; ++i) {
+      tokens[i] = static_cast<int64_t>(payload[i]);
+      positions[i] = static_cast<int64_t>(payload[n + i]);
+      slots[i] = static_cast<int64_t>(payload[2 * n + i]);
+    }
+    for (int64_t i = 0; i < wanted; ++i)
+      rows.push_back(static_cast<int64_t>(payload[3 * n + i]));
+    absl::StatusOr<HostTensor> out =
+        stepRows(tokens, positions, slots, wanted >= 0 ? &rows : nullptr);
+    if (!out.ok())
+      return out.status();
+  }
+}
+
 absl::StatusOr<HostTensor> Session::stepRows(
     const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
     const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
@@ -157,6 +209,34 @@ absl::StatusOr<HostTensor> Session::stepRows(
             absl::StrCat("logit rows must increase within [0, ", n, "); got ",
                          r, " after ", prev));
     }
+  if (leader) {
+    // The followers run this very step before the collectives meet.
+    if (positions.size() != tokens.size() || slots.size() != tokens.size())
+      return absl::InvalidArgumentError(
+          "tokens, positions and slots must have one entry per row");
+    const int64_t wanted =
+        logitRows ? static_cast<int64_t>(logitRows->size()) : -1;
+    for (const std::vector<int64_t> *v : {&tokens, &positions, &slots})
+      for (int64_t x : *v)
+        if (x < 0 || x >= (int64_t{1} << 24))
+          return absl::InvalidArgumentError(absl::StrCat(
+              "a lockstep step carries ", x,
+              ", outside the ids, positions and slots it can hand out"));
+    std::vector<float> header = {static_cast<float>(kLockstepStep),
+                                 static_cast<float>(n),
+                                 static_cast<float>(wanted)};
+    std::vector<float> payload;
+    for (const std::vector<int64_t> *v : {&tokens, &positions, &slots})
+      for (int64_t x : *v)
+        payload.push_back(static_cast<float>(x));
+    if (logitRows)
+      for (int64_t r : *logitRows)
+        payload.push_back(static_cast<float>(r));
+    if (absl::Status st = broadcastFromLeader(*leader, header); !st.ok())
+      return st;
+    if (absl::Status st = broadcastFromLeader(*leader, payload); !st.ok())
+      return st;
+  }
   int64_t width = pool ? pool->numWorkers() + 1 : 1;
   int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
   std::vector<int64_t> bounds;

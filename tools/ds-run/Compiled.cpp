@@ -408,12 +408,19 @@ int runGenerateCompiled(const RunOptions &opts,
                   "the tolerance");
   }
   if (opts.serve > 0) {
-    // The batcher forms its batches as requests arrive: the processes of a
-    // partitioned plan would not step in lockstep.
-    if (model->plan().processes > 1)
-      return fail("--serve runs whole models only: the batcher does not "
-                  "drive a partitioned model's processes in lockstep yet");
-    return serveRequests(opts, model, seqs, generatedIds, interp != nullptr);
+    if (model->plan().processes == 1)
+      return serveRequests(opts, model, allSeqs, generatedIds,
+                           interp != nullptr);
+    // A partitioned model: requests enter on rank 0, whose batcher hands
+    // each step to the other ranks (they run it in lockstep).
+    if (replica.size > 1)
+      return fail("--serve with data parallelism: the batcher does not "
+                  "spread requests over replicas yet (partition with tp and "
+                  "ep to serve)");
+    if (comm->rank() != 0)
+      return followSteps(opts, model, *comm);
+    return serveRequests(opts, model, allSeqs, generatedIds, interp != nullptr,
+                         comm);
   }
   return 0;
 }

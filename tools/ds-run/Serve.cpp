@@ -16,7 +16,7 @@ int serveRequests(const RunOptions &opts,
                   std::shared_ptr<const rt::Model> model,
                   const std::vector<std::vector<int64_t>> &prompts,
                   const std::vector<std::vector<int64_t>> &expected,
-                  bool interpreterChecked) {
+                  bool interpreterChecked, rt::Communicator *lockstep) {
   int64_t serve = opts.serve;
   if (serve > rt::kMaxQueue)
     return fail("--serve " + llvm::Twine(serve) + " is more than the " +
@@ -32,6 +32,7 @@ int serveRequests(const RunOptions &opts,
   if (threads > std::numeric_limits<int>::max())
     return fail("--serve-threads " + llvm::Twine(threads) + " is too large");
   options.threads = static_cast<unsigned>(threads);
+  options.lockstep = lockstep;
   auto batcher = rt::Batcher::create(model, options);
   if (!batcher.ok())
     return fail(std::string(batcher.status().message()));
@@ -86,6 +87,19 @@ int serveRequests(const RunOptions &opts,
                << " generation: " << agree << "/" << serve << "\n";
   if (agree != serve)
     return fail("batched generation differs from sequential generation");
+  return 0;
+}
+
+int followSteps(const RunOptions &opts, std::shared_ptr<const rt::Model> model,
+                rt::Communicator &comm) {
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  int64_t threads = opts.serveThreads >= 0 ? opts.serveThreads : cores - 1;
+  auto session = rt::Session::create(std::move(model), opts.maxBatch,
+                                     static_cast<unsigned>(threads));
+  if (!session.ok())
+    return fail(std::string(session.status().message()));
+  if (absl::Status st = (*session)->follow(comm); !st.ok())
+    return fail("following rank 0's steps: " + std::string(st.message()));
   return 0;
 }
 

@@ -46,6 +46,10 @@ struct BatcherOptions {
   int64_t maxQueue = 1024;
   /// Kernel worker threads (0: the scheduler thread alone).
   unsigned threads = 0;
+  /// A partitioned model: this batcher's process leads the other
+  /// processes of `lockstep` (Session::lead), which run each step through
+  /// Session::follow until the batcher is destroyed. Not owned.
+  Communicator *lockstep = nullptr;
 
   /// InvalidArgument naming the first option outside its bounds.
   absl::Status validate() const;

@@ -20,6 +20,8 @@
 
 namespace ds::rt {
 
+class Communicator;
+
 /// Kernel worker threads a session may have: at most this many per
 /// hardware thread, and 1024.
 inline constexpr int64_t kMaxThreadsPerCore = 4;
@@ -74,6 +76,19 @@ public:
   generate(const std::vector<int64_t> &prompt, int64_t maxNew,
            int64_t slot = 0);
 
+  /// Lockstep: a partitioned model driven from one process. The leader's
+  /// session hands every step it runs (its rows, and the rows whose
+  /// logits it wants) to the other processes of `comm` before running it;
+  /// each of them runs the same step on its own session through follow(),
+  /// so that their collectives meet. Not owned; null ends leading.
+  void lead(Communicator *comm) { leader = comm; }
+  /// On a follower: runs the leader's steps until the leader calls
+  /// stopFollowers (OK) or a step fails (its error). Its logits are the
+  /// leader's business and are dropped.
+  absl::Status follow(Communicator &comm);
+  /// On the leader: tells the followers to return from follow().
+  absl::Status stopFollowers();
+
   /// The executor of whole steps (and of a split step's first part); its
   /// profiling and memory limit carry over to the other parts' executors.
   Executor &executor() { return exec; }
@@ -108,6 +123,7 @@ private:
   Executor exec;
   /// Executors of the row parts after the first (which uses `exec`).
   std::vector<std::unique_ptr<Executor>> partExecs;
+  Communicator *leader = nullptr;
 };
 
 /// Boundaries [0 = b0, b1, ..., bP = rows] of up to `parts` contiguous row

@@ -7,6 +7,8 @@
 // RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition="dp=2 tp=2" | FileCheck %s --check-prefix=DP
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir "--ds-partition=dp=2 moe-all-to-all" | FileCheck %s --check-prefix=A2A
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir "--ds-partition=dp=2 moe-all-to-all" --ds-decompose-moe | FileCheck %s --check-prefix=A2ADEC
+// RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir "--ds-partition=dp=2 moe-all-to-all print-collectives" -o /dev/null 2>&1 | FileCheck %s --check-prefix=A2AREMARK
+// A2AREMARK: ds-partition: @{{.*}}: 0 all-reduces of 0 values per token in all, 0 all-gathers of 0 values per token, 1 MoE all-to-all pairs moving at most {{[0-9]+}} values per token
 // RUN: ds-opt %s --ds-partition=tp=2 | FileCheck %s
 // RUN: ds-opt %s --ds-partition=tp=1 | FileCheck %s --check-prefix=TP1
 // RUN: ds-opt %s "--ds-partition=tp=2 print-collectives" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REMARK
