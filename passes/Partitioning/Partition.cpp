@@ -18,6 +18,8 @@
 #include "mlir/Dialect/Shard/Transforms/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #define DEBUG_TYPE "ds-partition"
 
@@ -335,6 +337,40 @@ void reportCollectives(func::FuncOp fn) {
   if (exchanges)
     remark << ", " << exchanges << " MoE all-to-all pairs moving at most "
            << exchanged << " values per token";
+  // What the process holds: its weights (each distinct ds.param once) and
+  // its KV caches' values per token of a sequence (cache arguments are
+  // [batch, positions, ...]).
+  llvm::StringSet<> seen;
+  int64_t weights = 0, weightBytes = 0, cachePerToken = 0;
+  fn.walk([&](ParamOp p) {
+    std::string key = p.getName().str();
+    llvm::raw_string_ostream os(key);
+    os << p.getType() << p.getSelectAttr() << p.getSplitAxesAttr();
+    if (!seen.insert(key).second)
+      return;
+    RankedTensorType t = getLogicalTensorType(p.getType());
+    if (!t || !t.hasStaticShape())
+      return;
+    weights += t.getNumElements();
+    weightBytes += t.getNumElements() * ((t.getElementTypeBitWidth() + 7) / 8);
+  });
+  for (BlockArgument arg : fn.getArguments()) {
+    auto t = dyn_cast<RankedTensorType>(arg.getType());
+    bool cache =
+        t && t.getRank() >= 3 && llvm::any_of(arg.getUsers(), [](Operation *u) {
+          return isa<CacheUpdateOp>(u);
+        });
+    if (!cache)
+      continue;
+    int64_t row = 1;
+    for (int64_t d : t.getShape().drop_front(2))
+      row *= ShapedType::isDynamic(d) ? 0 : d;
+    cachePerToken += row;
+  }
+  remark << "; this process holds " << weights << " weight values ("
+         << llvm::formatv("{0:F2}", weightBytes / double(1 << 30))
+         << " GiB as typed here) and " << cachePerToken
+         << " KV cache values per token of a sequence";
 }
 
 /// moe-all-to-all: a process's MoE block, on its replica's tokens with the
