@@ -2,7 +2,7 @@
 """A Hugging Face checkpoint directory with a model's real shapes and no data.
 
   sparse_checkpoint.py OUT_DIR [--arch deepseek_v3] [--layers N]
-      [--dense-layers N] [--experts N]
+      [--dense-layers N] [--experts N] [--vocab N]
 
 Writes config.json (DeepSeek-V3 671B's, from its published config.json) and
 model.safetensors whose header lists every tensor at its real shape (bf16)
@@ -10,7 +10,8 @@ while the file is sparse: truncated to its full size (1.3 TB for 671B) but
 taking a few MB on disk. ds-translate imports it (it reads headers only), so
 ds-opt can partition the real model and report what each process holds and
 exchanges, without the weights. The data reads as zeros: fewer layers and
-experts (--layers, --dense-layers, --experts) make a real-width model small
+experts and a smaller vocabulary (--layers, --dense-layers, --experts,
+--vocab) make a real-width model small
 enough to compile and time (zeros multiply as fast as any other value), but
 its outputs mean nothing. Standard library only.
 """
@@ -92,8 +93,12 @@ def main():
                     help="leading dense layers (-1: the model's)")
     ap.add_argument("--experts", type=int, default=0,
                     help="routed experts (0: the model's; a multiple of 8)")
+    ap.add_argument("--vocab", type=int, default=0,
+                    help="vocabulary size (0: the model's)")
     args = ap.parse_args()
     config = dict(DEEPSEEK_V3)
+    if args.vocab:
+        config["vocab_size"] = args.vocab
     if args.layers:
         config["num_hidden_layers"] = args.layers
     if args.dense_layers >= 0:
