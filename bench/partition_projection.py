@@ -94,7 +94,8 @@ def main():
         kv = cache * 2 * args.context * args.batch
         steps = f"{reduces} all-reduce, {gathers} all-gather"
         if pairs:
-            steps += f", {2 * pairs} all-to-all"
+            # Per MoE layer: the row counts, then the rows each way.
+            steps += f", {3 * pairs} all-to-all"
         print(f"| {mode} | {procs} | {weights / 1e9:.0f}, "
               f"{2 * weights / 1e9:.0f} | {kv / 1e9:.1f} | {steps} | "
               f"{sent / 1e3:.0f} | {sent * per_process_tokens / 1e9:.2f} |")

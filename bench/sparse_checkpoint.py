@@ -92,7 +92,7 @@ def main():
     ap.add_argument("--dense-layers", type=int, default=-1,
                     help="leading dense layers (-1: the model's)")
     ap.add_argument("--experts", type=int, default=0,
-                    help="routed experts (0: the model's; a multiple of 8)")
+                    help="routed experts (0: the model's; a multiple of 16)")
     ap.add_argument("--vocab", type=int, default=0,
                     help="vocabulary size (0: the model's)")
     args = ap.parse_args()
@@ -104,8 +104,9 @@ def main():
     if args.dense_layers >= 0:
         config["first_k_dense_replace"] = args.dense_layers
     if args.experts:
-        if args.experts % 8:
-            sys.exit("--experts must be a multiple of 8 (8 expert groups)")
+        if args.experts % 16:
+            sys.exit("--experts must be a multiple of 16 (8 expert groups of "
+                     "which 4 are kept must hold top-8)")
         config["n_routed_experts"] = args.experts
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "config.json"), "w") as f:

@@ -543,8 +543,9 @@ def PlaceExpertsPass : Pass<"ds-place-experts"> {
        copy (`count / copies`; ties: the lower expert) gains a copy, at
        most one per process.
     2. Packing: the copies, heaviest first, each go to the least loaded
-       process that has a free slot and no copy of that expert yet (ties:
-       the lower process); a process lists its experts ascending.
+       process that has a free slot, preferring one with no copy of that
+       expert yet (ties: the lower process); a process lists its experts
+       ascending.
 
     The slots are recorded in the routing (`slots` in `#ds.routing`: the
     router then returns slot indices, choosing among an expert's replicas

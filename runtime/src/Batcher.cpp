@@ -40,7 +40,8 @@ Batcher::create(std::shared_ptr<const Model> model,
       Session::create(std::move(model), options.maxBatchSize, options.threads);
   if (!session.ok())
     return session.status();
-  (*session)->lead(options.lockstep);
+  if (absl::Status s = (*session)->lead(options.lockstep); !s.ok())
+    return s;
   return std::unique_ptr<Batcher>(new Batcher(std::move(*session), options));
 }
 

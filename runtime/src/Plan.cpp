@@ -661,14 +661,20 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
                 (i == 0 || c.kept[i] > c.kept[i - 1]);
     const int64_t selectable =
         c.kept.empty() ? c.numExperts : static_cast<int64_t>(c.kept.size());
-    std::vector<bool> placed(keptOk ? selectable : 0, c.slots.empty());
-    for (int64_t e : c.slots)
-      if ((keptOk &= e >= 0 && e < selectable))
-        placed[e] = true;
-    keptOk &= std::find(placed.begin(), placed.end(), false) == placed.end();
-    return need(keptOk && c.topK > 0 && c.topK <= selectable && c.nGroup > 0 &&
-                    c.numExperts % c.nGroup == 0 && c.topkGroup > 0 &&
-                    c.topkGroup <= c.nGroup,
+    if (keptOk && !c.slots.empty()) {
+      // Every expert needs a slot, so there are at least as many slots:
+      // what bounds the table below by the artifact's own size.
+      keptOk = static_cast<int64_t>(c.slots.size()) >= selectable;
+      std::vector<bool> placed(keptOk ? selectable : 0, false);
+      for (int64_t e : c.slots)
+        if ((keptOk &= e >= 0 && e < selectable))
+          placed[e] = true;
+      keptOk &= std::find(placed.begin(), placed.end(), false) == placed.end();
+    }
+    const bool groupsOk = c.nGroup > 0 && c.numExperts % c.nGroup == 0 &&
+                          c.topkGroup > 0 && c.topkGroup <= c.nGroup;
+    return need(keptOk && groupsOk && c.topK > 0 && c.topK <= selectable &&
+                    c.topK <= c.topkGroup * (c.numExperts / c.nGroup),
                 "routing");
   }
   case OpCode::MoE: {

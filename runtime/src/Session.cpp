@@ -161,9 +161,23 @@ absl::Status broadcastFromLeader(Communicator &comm, std::vector<float> &data) {
 }
 } // namespace
 
+absl::Status Session::lead(Communicator *comm) {
+  if (comm && comm->rank() != 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a lockstep leader broadcasts as rank 0 of its communicator; this "
+        "process is rank ",
+        comm->rank()));
+  leader = comm;
+  leaderBroken = false;
+  return absl::OkStatus();
+}
+
 absl::Status Session::stopFollowers() {
   if (!leader)
     return absl::FailedPreconditionError("this session leads no followers");
+  if (leaderBroken)
+    return absl::FailedPreconditionError(
+        "the followers are out of step after a failed step: end the job");
   std::vector<float> header = {static_cast<float>(kLockstepStop), 0, 0};
   return broadcastFromLeader(*leader, header);
 }
@@ -200,20 +214,30 @@ absl::Status Session::follow(Communicator &comm) {
 absl::StatusOr<HostTensor> Session::stepRows(
     const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
     const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
-  int64_t n = static_cast<int64_t>(tokens.size());
-  if (logitRows)
-    for (size_t i = 0; i < logitRows->size(); ++i) {
-      int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
-      if (r <= prev || r >= n)
-        return absl::InvalidArgumentError(
-            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
-                         r, " after ", prev));
-    }
-  if (leader) {
-    // The followers run this very step before the collectives meet.
+  if (!leader)
+    return stepLocal(tokens, positions, slots, logitRows);
+  if (leaderBroken)
+    return absl::FailedPreconditionError(
+        "an earlier lockstep step failed after the other ranks took it: "
+        "they are out of step (end the job)");
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  {
+    // The followers run this very step before the collectives meet: what
+    // a step would refuse is refused before they take it.
     if (positions.size() != tokens.size() || slots.size() != tokens.size())
       return absl::InvalidArgumentError(
           "tokens, positions and slots must have one entry per row");
+    if (n >= (int64_t{1} << 24))
+      return absl::InvalidArgumentError(
+          absl::StrCat(n, " rows in one lockstep step, more than 2^24"));
+    if (logitRows)
+      for (size_t i = 0; i < logitRows->size(); ++i) {
+        int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
+        if (r <= prev || r >= n)
+          return absl::InvalidArgumentError(
+              absl::StrCat("logit rows must increase within [0, ", n, "); got ",
+                           r, " after ", prev));
+      }
     const int64_t wanted =
         logitRows ? static_cast<int64_t>(logitRows->size()) : -1;
     for (const std::vector<int64_t> *v : {&tokens, &positions, &slots})
@@ -237,6 +261,31 @@ absl::StatusOr<HostTensor> Session::stepRows(
     if (absl::Status st = broadcastFromLeader(*leader, payload); !st.ok())
       return st;
   }
+  absl::StatusOr<HostTensor> out =
+      stepLocal(tokens, positions, slots, logitRows);
+  if (!out.ok()) {
+    // The followers may be waiting in a collective this rank never joins.
+    leaderBroken = true;
+    return absl::Status(out.status().code(),
+                        absl::StrCat(out.status().message(),
+                                     " (a lockstep step: the other ranks "
+                                     "are out of step; end the job)"));
+  }
+  return out;
+}
+
+absl::StatusOr<HostTensor> Session::stepLocal(
+    const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
+    const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  if (logitRows)
+    for (size_t i = 0; i < logitRows->size(); ++i) {
+      int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
+      if (r <= prev || r >= n)
+        return absl::InvalidArgumentError(
+            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
+                         r, " after ", prev));
+    }
   int64_t width = pool ? pool->numWorkers() + 1 : 1;
   int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
   std::vector<int64_t> bounds;

@@ -261,6 +261,10 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (!slots.empty()) {
     const int64_t selectable =
         kept.empty() ? numExperts : static_cast<int64_t>(kept.size());
+    if (static_cast<int64_t>(slots.size()) < selectable)
+      return emitError() << "routing has " << slots.size()
+                         << " slots, fewer than its " << selectable
+                         << " selectable experts";
     std::vector<bool> placed(selectable, false);
     for (int64_t e : slots) {
       if (e < 0 || e >= selectable)

@@ -254,6 +254,18 @@ absl::Status checkMoE(const ShapeView &v) {
       v.count(s.operands[2]) != rows * topK ||
       v.count(s.results[0]) != rows * h)
     return v.bad("moe input, routing or expert weights");
+  if (cfg.allToAll) {
+    // The blocks are the group's along gridAxes: this process's is its
+    // place in the group, and they make up every expert.
+    const ModelPlan &plan = v.model.plan();
+    const GridGroup g =
+        plan.grid.empty() ? GridGroup{0, plan.process, plan.processes}
+                          : gridGroupOf(plan.grid, cfg.gridAxes, plan.process);
+    const int64_t local = static_cast<int64_t>(gu.size());
+    if (cfg.routedExperts / local != g.size || cfg.routedExperts % local != 0 ||
+        cfg.firstExpert != g.index * local)
+      return v.bad("all-to-all moe blocks of experts and the process grid");
+  }
   return absl::OkStatus();
 }
 
@@ -312,8 +324,9 @@ ThreadScratchNeed threadScratchMoE(const ShapeView &v) {
 
 namespace {
 /// A MoE step with `allToAll`: the local tokens' slots go to the processes
-/// holding their experts and come back (two variable-count all-to-alls
-/// over the group, each preceded by one of the row counts).
+/// holding their experts and come back: one all-to-all of the row counts,
+/// then one variable-count all-to-all of the rows each way (3 collective
+/// calls over the group).
 absl::Status runMoEAllToAll(StepContext &c) {
   const Step &s = c.step;
   const auto &cfg = s.as<steps::MoE>();
@@ -336,6 +349,10 @@ absl::Status runMoEAllToAll(StepContext &c) {
   const float *weights = c.F(s.operands[1]);
   const auto *indices = static_cast<const int32_t *>(c.ptr(s.operands[2]));
   const int64_t slots = n * topK;
+  // Row counts travel as floats: exact below 2^24 rows.
+  if (slots >= (int64_t{1} << 24))
+    return c.error(absl::StrCat(slots, " slots in one all-to-all step, more "
+                                       "than the 2^24 its counts can carry"));
   for (int64_t i = 0; i < slots; ++i)
     if (indices[i] < 0 || indices[i] >= cfg.routedExperts)
       return c.error(absl::StrCat("expert index ", indices[i],

@@ -389,11 +389,13 @@ void moeCombine(const float *rows, int64_t n, int64_t h, const float *weights,
                 const int32_t *indices, int64_t topK, float *y) {
   std::vector<int64_t> order(topK);
   for (int64_t t = 0; t < n; ++t) {
-    // The token's slots by expert (distinct, so any sort is stable).
+    // The token's slots by expert, ties in slot order (as the
+    // interpreter's stable dispatch and moeExperts' buckets add them).
     for (int64_t j = 0; j < topK; ++j)
       order[j] = t * topK + j;
-    std::sort(order.begin(), order.end(),
-              [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return indices[a] < indices[b];
+    });
     float *dst = y + t * h;
     std::fill(dst, dst + h, 0.0f);
     for (int64_t slot : order) {

@@ -80,8 +80,13 @@ public:
   /// session hands every step it runs (its rows, and the rows whose
   /// logits it wants) to the other processes of `comm` before running it;
   /// each of them runs the same step on its own session through follow(),
-  /// so that their collectives meet. Not owned; null ends leading.
-  void lead(Communicator *comm) { leader = comm; }
+  /// so that their collectives meet. Not owned; null ends leading. The
+  /// leader must be rank 0 of `comm` (InvalidArgument otherwise). A step
+  /// that fails after the followers took it leaves them out of step (they
+  /// may wait in a collective this process never joins): every later step
+  /// and stopFollowers fail, and the job must end (MPI_Abort), as after a
+  /// failed collective.
+  absl::Status lead(Communicator *comm);
   /// On a follower: runs the leader's steps until the leader calls
   /// stopFollowers (OK) or a step fails (its error). Its logits are the
   /// leader's business and are dropped.
@@ -112,6 +117,11 @@ private:
                                      const std::vector<int64_t> &positions,
                                      const std::vector<int64_t> &slots,
                                      const std::vector<int64_t> *logitRows);
+  /// stepRows without handing the step to followers.
+  absl::StatusOr<HostTensor> stepLocal(const std::vector<int64_t> &tokens,
+                                       const std::vector<int64_t> &positions,
+                                       const std::vector<int64_t> &slots,
+                                       const std::vector<int64_t> *logitRows);
   absl::StatusOr<HostTensor> stepRows(const std::vector<int64_t> &tokens,
                                       const std::vector<int64_t> &positions,
                                       const std::vector<int64_t> &slots,
@@ -124,6 +134,7 @@ private:
   /// Executors of the row parts after the first (which uses `exec`).
   std::vector<std::unique_ptr<Executor>> partExecs;
   Communicator *leader = nullptr;
+  bool leaderBroken = false;
 };
 
 /// Boundaries [0 = b0, b1, ..., bP = rows] of up to `parts` contiguous row

@@ -1228,6 +1228,15 @@ func.func @routing_slots_range(%l: tensor<?x8xf32>) {
 
 // -----
 
+// At least one slot per selectable expert.
+func.func @routing_slots_few(%l: tensor<?x4xf32>) {
+  // expected-error @+1 {{routing has 2 slots, fewer than its 4 selectable experts}}
+  %w, %i = ds.router %l {routing = #ds.routing<num_experts = 4, top_k = 2, slots = [0, 1]>} : tensor<?x4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
 // Every selectable expert needs a slot.
 func.func @routing_slots_missing(%l: tensor<?x4xf32>) {
   // expected-error @+1 {{routing slots hold no copy of expert 2}}
