@@ -185,13 +185,27 @@ loadShard(ParamOp op, int64_t rank,
   for (shard::GridAxesAttr dim : op.getSplitAxesAttr().getAxes())
     split.emplace_back(dim.asArrayRef());
   auto local = cast<RankedTensorType>(op.getType());
-  auto whole = RankedTensorType::get(grid.wholeShape(local.getShape(), split),
-                                     local.getElementType());
+  SmallVector<int64_t> wholeShape = grid.wholeShape(local.getShape(), split);
   OpBuilder b(op.getContext());
-  auto twin = ParamOp::create(b, op.getLoc(), whole, op.getNameAttr(),
-                              op.getSelectAttr(), op.getScalesAttr(),
-                              op.getZeroPointsAttr(), op.getMetaAttr(),
-                              FlatSymbolRefAttr(), shard::GridAxesArrayAttr());
+  DenseI64ArrayAttr select = op.getSelectAttr();
+  if (!split.empty() && !split.front().empty() && local.getRank() >= 1) {
+    // Split along the leading axis (experts, rows): read only this
+    // process's slices (a select of them, composed with the param's own),
+    // then cut the other axes.
+    const int64_t count = local.getDimSize(0);
+    const int64_t first = grid.indexAlong(rank, split.front()) * count;
+    SmallVector<int64_t> slices;
+    for (int64_t i = 0; i < count; ++i)
+      slices.push_back(op.getSourceIndex(first + i));
+    select = b.getDenseI64ArrayAttr(slices);
+    wholeShape[0] = count;
+    split.front().clear();
+  }
+  auto whole = RankedTensorType::get(wholeShape, local.getElementType());
+  auto twin = ParamOp::create(b, op.getLoc(), whole, op.getNameAttr(), select,
+                              op.getScalesAttr(), op.getZeroPointsAttr(),
+                              op.getMetaAttr(), FlatSymbolRefAttr(),
+                              shard::GridAxesArrayAttr());
   FailureOr<Tensor> t = loadWhole(twin);
   twin->erase();
   if (failed(t))

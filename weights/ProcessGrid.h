@@ -77,9 +77,11 @@ Tensor extractBlock(const Tensor &t, ArrayRef<int64_t> offsets,
                     ArrayRef<int64_t> sizes);
 void insertBlock(Tensor &t, const Tensor &block, ArrayRef<int64_t> offsets);
 
-/// The block of the sharded param `op` that process `rank` holds: the
-/// whole tensor read by `loadWhole` (given an unsharded twin of the op),
-/// then cut. Not safe to call from several threads at once (the twin is an
+/// The block of the sharded param `op` that process `rank` holds, read by
+/// `loadWhole` (given an unsharded twin of the op) and cut. A split of the
+/// leading axis (a block of experts, of rows) reads only the process's
+/// slices (the twin selects them); other axes are read whole, then cut.
+/// Not safe to call from several threads at once (the twin is an
 /// op of the context).
 FailureOr<Tensor>
 loadShard(ParamOp op, int64_t rank,
