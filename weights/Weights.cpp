@@ -167,7 +167,8 @@ FailureOr<const Tensor *> CheckpointWeights::shard(ParamOp op) {
   auto it = shards.find(key);
   if (it != shards.end())
     return &it->second;
-  // The whole tensor is read once, uncached, and only the block kept.
+  // Read uncached (only the block when the leading axis is split; else the
+  // whole tensor once) and only the block kept.
   FailureOr<Tensor> t = loadShard(
       op, *process, [&](ParamOp whole) { return loadUncached(whole); });
   if (failed(t))
