@@ -312,6 +312,12 @@ private:
   /// `op`, dealt over `axes` (its `what`) of the run's grid.
   FailureOr<ProcessGrid::Block> blockOf(Operation *op, ArrayRef<int16_t> axes,
                                         int64_t local, StringRef what);
+  /// This process's block of `local` experts along `axes`, checked to make
+  /// the routing's `routed` experts when given.
+  FailureOr<ProcessGrid::Block> expertBlock(Operation *op,
+                                            ArrayRef<int16_t> axes,
+                                            int64_t local,
+                                            std::optional<int64_t> routed);
   /// The dispatch of `x` to the `local` experts of `op`'s weights, of
   /// `routed` in all (none: the block's). With a block of the experts
   /// (`grid` set: expert parallelism), the slots routed to other
@@ -493,6 +499,20 @@ FailureOr<ProcessGrid::Block> Evaluator::blockOf(Operation *op,
   return *block;
 }
 
+FailureOr<ProcessGrid::Block>
+Evaluator::expertBlock(Operation *op, ArrayRef<int16_t> axes, int64_t local,
+                       std::optional<int64_t> routed) {
+  FailureOr<ProcessGrid::Block> block = blockOf(op, axes, local, "the experts");
+  if (failed(block))
+    return failure();
+  if (routed && *routed != block->whole)
+    return op->emitError() << local << " experts on each of "
+                           << block->whole / local
+                           << " processes do not make the routing's "
+                           << *routed;
+  return block;
+}
+
 FailureOr<Dispatch>
 Evaluator::dispatchLocal(Operation *op, const Tensor &x, const Tensor &indices,
                          int64_t local, std::optional<int64_t> routed,
@@ -500,14 +520,9 @@ Evaluator::dispatchLocal(Operation *op, const Tensor &x, const Tensor &indices,
                          std::optional<ArrayRef<int16_t>> axes) {
   Tensor idx = indices;
   if (grid) {
-    FailureOr<ProcessGrid::Block> block =
-        blockOf(op, *axes, local, "the experts");
+    FailureOr<ProcessGrid::Block> block = expertBlock(op, *axes, local, routed);
     if (failed(block))
       return failure();
-    if (routed && *routed != block->whole)
-      return op->emitError()
-             << local << " experts on each of " << block->whole / local
-             << " processes do not make the routing's " << *routed;
     for (int64_t &e : idx.i) {
       if (e < 0 || e >= block->whole)
         return op->emitError() << "expert index " << e << " is outside [0, "
@@ -542,14 +557,9 @@ FailureOr<Tensor> Evaluator::moeAllToAll(
     const Tensor &weights, int64_t local, std::optional<int64_t> routed,
     ArrayRef<int16_t> axes,
     function_ref<Tensor(const Tensor &, const Tensor &)> experts) {
-  FailureOr<ProcessGrid::Block> block = blockOf(op, axes, local, "the experts");
+  FailureOr<ProcessGrid::Block> block = expertBlock(op, axes, local, routed);
   if (failed(block))
     return failure();
-  if (routed && *routed != block->whole)
-    return op->emitError() << local << " experts on each of "
-                           << block->whole / local
-                           << " processes do not make the routing's "
-                           << *routed;
   const int64_t n = x.shape[0], h = x.shape[1], k = indices.shape[1];
   const int64_t me = block->first / local;
   // One row per slot, in slot order: [its process, its expert there, x].

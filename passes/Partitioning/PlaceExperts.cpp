@@ -125,13 +125,7 @@ struct PlaceExpertsPass
         loadRoutingProfile(profilePath, root->getLoc());
     if (failed(profile))
       return signalPassFailure();
-    SmallVector<MoEOp> moes;
-    root->walk([&](MoEOp op) { moes.push_back(op); });
-    // Names first: rewriting must not shift the ordinals of later sites.
-    SmallVector<std::string> names;
-    for (MoEOp op : moes)
-      names.push_back(getRoutingSiteName(op));
-    for (auto [op, name] : llvm::zip(moes, names))
+    for (auto &[op, name] : collectRoutingSites(root))
       if (failed(placeOne(op, name, *profile)))
         return signalPassFailure();
   }
@@ -141,9 +135,12 @@ struct PlaceExpertsPass
 
   LogicalResult placeOne(MoEOp op, StringRef name,
                          const RoutingProfile &profile) {
-    auto it = profile.find(name.str());
-    if (it == profile.end())
-      return success();
+    FailureOr<const std::vector<int64_t> *> found =
+        siteCounts(profile, op, name);
+    if (failed(found))
+      return failure();
+    if (!*found)
+      return success(); // the profile does not cover this site
     // Plain values: pass options do not stream into diagnostics.
     const int64_t ep = this->ep, replicas = this->replicas;
     RoutingAttr routing = op.getRouting();
@@ -151,12 +148,8 @@ struct PlaceExpertsPass
       return op.emitError("experts already placed (slots in #ds.routing)");
     if (op.getExpertGridAttr())
       return op.emitError("place experts before ds-partition splits them");
-    const std::vector<int64_t> &counts = it->second;
+    const std::vector<int64_t> &counts = **found;
     const int64_t experts = routing.getNumRoutedExperts();
-    if (static_cast<int64_t>(counts.size()) != experts)
-      return op.emitError()
-             << "routing profile '" << name << "' has " << counts.size()
-             << " experts, the op routes to " << experts;
     if ((experts + replicas) % ep != 0)
       return op.emitError()
              << experts << " experts and " << replicas
@@ -181,25 +174,7 @@ struct PlaceExpertsPass
           "{2} in blocks, {3:F2} placed ({4} replicas)\n",
           name, ep, before, imbalance(loads(counts, slots, ep)), replicas);
     }
-    OpBuilder b(op);
-    SmallVector<Value> weights;
-    for (Value w : {op.getExpertGate(), op.getExpertUp(), op.getExpertDown()}) {
-      Value placed = selectExpertWeight(b, w, slots);
-      if (!placed)
-        return op.emitError("expert weights must be ds.param ops (or splits "
-                            "of one) to be placed");
-      weights.push_back(placed);
-    }
-    op.getExpertGateMutable().assign(weights[0]);
-    op.getExpertUpMutable().assign(weights[1]);
-    op.getExpertDownMutable().assign(weights[2]);
-    op.setRoutingAttr(RoutingAttr::get(
-        &getContext(), routing.getNumExperts(), routing.getTopK(),
-        routing.getScoring(), routing.getNGroup(), routing.getTopkGroup(),
-        routing.getGroupScore(), routing.getNormTopkProb(),
-        routing.getNormEpsilon(), routing.getRoutedScalingFactor(),
-        routing.getKept(), slots));
-    return success();
+    return rewriteExperts(op, slots, routing.getKept(), slots, "placed");
   }
 };
 } // namespace

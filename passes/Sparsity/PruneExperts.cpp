@@ -59,58 +59,28 @@ struct PruneExpertsPass
         loadRoutingProfile(profilePath, root->getLoc());
     if (failed(profile))
       return signalPassFailure();
-    SmallVector<MoEOp> moes;
-    root->walk([&](MoEOp op) { moes.push_back(op); });
-    // Names first: rewriting must not shift the ordinals of later sites.
-    SmallVector<std::string> names;
-    for (MoEOp op : moes)
-      names.push_back(getRoutingSiteName(op));
-    for (auto [op, name] : llvm::zip(moes, names)) {
-      auto it = profile->find(name);
-      if (it == profile->end())
-        continue;
+    for (auto &[op, name] : collectRoutingSites(root)) {
       RoutingAttr routing = op.getRouting();
+      FailureOr<const std::vector<int64_t> *> counts =
+          siteCounts(*profile, op, name);
+      if (failed(counts))
+        return signalPassFailure();
+      if (!*counts)
+        continue;
       if (!routing.getSlots().empty()) {
         op.emitError("experts already placed (slots in #ds.routing): run "
                      "ds-prune-experts before ds-place-experts");
         return signalPassFailure();
       }
-      int64_t routed = routing.getNumRoutedExperts();
-      if (static_cast<int64_t>(it->second.size()) != routed) {
-        op.emitError() << "routing profile '" << name << "' has "
-                       << it->second.size() << " experts, the op routes to "
-                       << routed;
-        return signalPassFailure();
-      }
       SmallVector<int64_t> local =
-          chooseKept(it->second, routing.getTopK(), minCount, keepTop);
-      if (static_cast<int64_t>(local.size()) == routed)
+          chooseKept(**counts, routing.getTopK(), minCount, keepTop);
+      if (static_cast<int64_t>(local.size()) == routing.getNumRoutedExperts())
         continue;
-      OpBuilder b(op);
-      SmallVector<Value> weights;
-      for (Value w :
-           {op.getExpertGate(), op.getExpertUp(), op.getExpertDown()}) {
-        Value pruned = selectExpertWeight(b, w, local);
-        if (!pruned) {
-          op.emitError("expert weights must be ds.param ops (or splits of "
-                       "one) to be pruned");
-          return signalPassFailure();
-        }
-        weights.push_back(pruned);
-      }
       SmallVector<int64_t> kept;
       for (int64_t i : local)
         kept.push_back(routing.getKept().empty() ? i : routing.getKept()[i]);
-      auto newRouting = RoutingAttr::get(
-          &getContext(), routing.getNumExperts(), routing.getTopK(),
-          routing.getScoring(), routing.getNGroup(), routing.getTopkGroup(),
-          routing.getGroupScore(), routing.getNormTopkProb(),
-          routing.getNormEpsilon(), routing.getRoutedScalingFactor(), kept,
-          ArrayRef<int64_t>());
-      op.getExpertGateMutable().assign(weights[0]);
-      op.getExpertUpMutable().assign(weights[1]);
-      op.getExpertDownMutable().assign(weights[2]);
-      op.setRoutingAttr(newRouting);
+      if (failed(rewriteExperts(op, local, kept, {}, "pruned")))
+        return signalPassFailure();
     }
   }
 };

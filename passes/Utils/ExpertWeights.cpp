@@ -70,6 +70,52 @@ Value selectSlices(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
 }
 } // namespace
 
+SmallVector<std::pair<MoEOp, std::string>>
+collectRoutingSites(Operation *root) {
+  SmallVector<std::pair<MoEOp, std::string>> sites;
+  root->walk([&](MoEOp op) { sites.push_back({op, ""}); });
+  for (auto &[op, name] : sites)
+    name = getRoutingSiteName(op);
+  return sites;
+}
+
+FailureOr<const std::vector<int64_t> *>
+siteCounts(const RoutingProfile &profile, MoEOp op, StringRef name) {
+  auto it = profile.find(name.str());
+  if (it == profile.end())
+    return static_cast<const std::vector<int64_t> *>(nullptr);
+  const int64_t routed = op.getRouting().getNumRoutedExperts();
+  if (static_cast<int64_t>(it->second.size()) != routed)
+    return op.emitError() << "routing profile '" << name << "' has "
+                          << it->second.size() << " experts, the op routes to "
+                          << routed;
+  return &it->second;
+}
+
+LogicalResult rewriteExperts(MoEOp op, ArrayRef<int64_t> local,
+                             ArrayRef<int64_t> kept, ArrayRef<int64_t> slots,
+                             StringRef done) {
+  OpBuilder b(op);
+  SmallVector<Value> weights;
+  for (Value w : {op.getExpertGate(), op.getExpertUp(), op.getExpertDown()}) {
+    Value sliced = selectExpertWeight(b, w, local);
+    if (!sliced)
+      return op.emitError() << "expert weights must be ds.param ops (or "
+                               "splits of one) to be "
+                            << done;
+    weights.push_back(sliced);
+  }
+  op.getExpertGateMutable().assign(weights[0]);
+  op.getExpertUpMutable().assign(weights[1]);
+  op.getExpertDownMutable().assign(weights[2]);
+  RoutingAttr r = op.getRouting();
+  op.setRoutingAttr(RoutingAttr::get(
+      op.getContext(), r.getNumExperts(), r.getTopK(), r.getScoring(),
+      r.getNGroup(), r.getTopkGroup(), r.getGroupScore(), r.getNormTopkProb(),
+      r.getNormEpsilon(), r.getRoutedScalingFactor(), kept, slots));
+  return success();
+}
+
 Value selectExpertWeight(OpBuilder &b, Value v, ArrayRef<int64_t> local) {
   if (Value direct = selectSlices(b, v, local))
     return direct;

@@ -13,6 +13,8 @@
 
 #include "ds/dialects/DS/IR/DSNamespace.h"
 
+#include "ds/dialects/DS/IR/DSOps.h"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Location.h"
 #include "mlir/Support/LLVM.h"
@@ -37,6 +39,25 @@ mlir::FailureOr<RoutingProfile> loadRoutingProfile(llvm::StringRef path,
 /// is sharded.
 mlir::Value selectExpertWeight(mlir::OpBuilder &b, mlir::Value v,
                                llvm::ArrayRef<int64_t> local);
+
+/// Every ds.moe under `root` with its routing site name, all named before
+/// any is rewritten (rewriting must not shift the ordinals of later sites).
+llvm::SmallVector<std::pair<MoEOp, std::string>>
+collectRoutingSites(mlir::Operation *root);
+
+/// The profile's selections for `op`'s site `name`: null when the profile
+/// has none, an error when they do not number the experts `op` routes to.
+mlir::FailureOr<const std::vector<int64_t> *>
+siteCounts(const RoutingProfile &profile, MoEOp op, llvm::StringRef name);
+
+/// Makes `op` route over slices `local` of its routed expert weights
+/// (selectExpertWeight on gate, up and down), with `kept` and `slots` in its
+/// routing; an error naming what was to be done (`done`: "pruned",
+/// "placed") when a weight is not a ds.param or a split of one.
+mlir::LogicalResult rewriteExperts(MoEOp op, llvm::ArrayRef<int64_t> local,
+                                   llvm::ArrayRef<int64_t> kept,
+                                   llvm::ArrayRef<int64_t> slots,
+                                   llvm::StringRef done);
 
 } // namespace ds
 

@@ -154,6 +154,20 @@ namespace {
 /// below 2^24, exact in floats).
 enum LockstepKind : int { kLockstepStep = 1, kLockstepStop = 2 };
 
+/// The rows whose logits a step returns (null: all of `n`) increase
+/// within [0, n).
+absl::Status checkLogitRows(const std::vector<int64_t> *logitRows, int64_t n) {
+  if (logitRows)
+    for (size_t i = 0; i < logitRows->size(); ++i) {
+      int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
+      if (r <= prev || r >= n)
+        return absl::InvalidArgumentError(
+            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
+                         r, " after ", prev));
+    }
+  return absl::OkStatus();
+}
+
 absl::Status broadcastFromLeader(Communicator &comm, std::vector<float> &data) {
   if (comm.rank() != 0)
     std::fill(data.begin(), data.end(), 0.0f);
@@ -230,14 +244,8 @@ absl::StatusOr<HostTensor> Session::stepRows(
     if (n >= (int64_t{1} << 24))
       return absl::InvalidArgumentError(
           absl::StrCat(n, " rows in one lockstep step, more than 2^24"));
-    if (logitRows)
-      for (size_t i = 0; i < logitRows->size(); ++i) {
-        int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
-        if (r <= prev || r >= n)
-          return absl::InvalidArgumentError(
-              absl::StrCat("logit rows must increase within [0, ", n, "); got ",
-                           r, " after ", prev));
-      }
+    if (absl::Status st = checkLogitRows(logitRows, n); !st.ok())
+      return st;
     const int64_t wanted =
         logitRows ? static_cast<int64_t>(logitRows->size()) : -1;
     for (const std::vector<int64_t> *v : {&tokens, &positions, &slots})
@@ -278,14 +286,8 @@ absl::StatusOr<HostTensor> Session::stepLocal(
     const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
     const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
   int64_t n = static_cast<int64_t>(tokens.size());
-  if (logitRows)
-    for (size_t i = 0; i < logitRows->size(); ++i) {
-      int64_t r = (*logitRows)[i], prev = i ? (*logitRows)[i - 1] : -1;
-      if (r <= prev || r >= n)
-        return absl::InvalidArgumentError(
-            absl::StrCat("logit rows must increase within [0, ", n, "); got ",
-                         r, " after ", prev));
-    }
+  if (absl::Status st = checkLogitRows(logitRows, n); !st.ok())
+    return st;
   int64_t width = pool ? pool->numWorkers() + 1 : 1;
   int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
   std::vector<int64_t> bounds;
