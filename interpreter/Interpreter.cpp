@@ -268,6 +268,8 @@ private:
   }
   LogicalResult evalParam(ParamOp p);
   LogicalResult evalCollective(Operation *op);
+  /// shard.send / shard.recv between pipeline stages.
+  LogicalResult evalSendRecv(Operation *op);
   LogicalResult checkPositions(Operation *op, const Tensor &positions,
                                int64_t limit, StringRef what);
   /// The router kernel, with the selection the interpreter's routing
@@ -1091,11 +1093,71 @@ LogicalResult Evaluator::evalCollective(Operation *op) {
   return success();
 }
 
+LogicalResult Evaluator::evalSendRecv(Operation *op) {
+  if (!process)
+    return op->emitError("a send or receive runs in a partitioned run: call "
+                         "the partitioned module's functions with "
+                         "Interpreter::run");
+  auto send = dyn_cast<shard::SendOp>(op);
+  auto recv = dyn_cast<shard::RecvOp>(op);
+  ArrayRef<int16_t> axes = send ? send.getGridAxes() : recv.getGridAxes();
+  std::optional<ArrayRef<int64_t>> peerIndex;
+  if (send && send.getDestinationDynamic().empty())
+    peerIndex = send.getDestination();
+  if (recv && recv.getSourceDynamic().empty())
+    peerIndex = recv.getSource();
+  const ProcessGrid &grid = process->collectives->getGrid();
+  if (!peerIndex || peerIndex->size() != axes.size() || !grid.hasAxes(axes))
+    return op->emitError("needs a static peer index along ascending grid "
+                         "axes of the run's grid");
+  // The peer's place in this process's group along the axes (row-major).
+  int64_t linear = 0;
+  for (auto [axis, i] : llvm::zip(axes, *peerIndex)) {
+    int64_t size = grid.shape()[axis];
+    if (i < 0 || i >= size)
+      return op->emitError() << "peer index " << i << " is outside grid axis "
+                             << axis << " of size " << size;
+    linear = linear * size + i;
+  }
+  const int64_t peer = grid.group(process->rank, axes)[linear];
+  const Tensor &mine = get(op->getOperand(0));
+  if (send) {
+    if (failed(process->collectives->send(process->rank, peer, mine)))
+      return op->emitError("another process of the partitioned run failed");
+    set(send.getResult(), mine);
+    return success();
+  }
+  FailureOr<Tensor> in = process->collectives->recv(peer, process->rank);
+  if (failed(in))
+    return op->emitError("another process of the partitioned run failed");
+  if (in->shape != mine.shape || in->isInt != mine.isInt)
+    return op->emitError() << "received a tensor of another shape or type "
+                              "than its operand's from process "
+                           << peer;
+  set(recv.getResult(), std::move(*in));
+  return success();
+}
+
 LogicalResult Evaluator::eval(Operation *op) {
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case([&](ParamOp p) { return evalParam(p); })
       .Case<shard::AllReduceOp, shard::AllGatherOp, shard::AllSliceOp>(
           [&](Operation *c) { return evalCollective(c); })
+      .Case<shard::SendOp, shard::RecvOp>(
+          [&](Operation *c) { return evalSendRecv(c); })
+      .Case([&](tensor::EmptyOp e) -> LogicalResult {
+        // Zeros of the shape (only a receive's shape reads it).
+        RankedTensorType type = e.getType();
+        SmallVector<int64_t> shape;
+        unsigned dynamic = 0;
+        for (int64_t d : type.getShape())
+          shape.push_back(ShapedType::isDynamic(d)
+                              ? get(e.getDynamicSizes()[dynamic++]).i[0]
+                              : d);
+        bool isInt = isa<IntegerType, IndexType>(type.getElementType());
+        set(e.getResult(), isInt ? Tensor::ints(shape) : Tensor::floats(shape));
+        return success();
+      })
       .Case([&](EmbeddingOp e) -> LogicalResult {
         const Tensor &table = get(e.getTable()), &ids = get(e.getIds());
         int64_t rows = table.shape[0], h = table.shape[1];
@@ -1554,7 +1616,11 @@ FailureOr<SmallVector<Tensor>> Evaluator::runFunction(func::FuncOp fn,
 FailureOr<SmallVector<Tensor>> Interpreter::call(StringRef name,
                                                  ArrayRef<Tensor> args) {
   auto fn = module.lookupSymbol<func::FuncOp>(name);
-  if (!fn || fn.isExternal())
+  FailureOr<std::optional<PipelineStages>> pipeline =
+      fn ? pipelineStagesOf(fn) : std::optional<PipelineStages>();
+  if (failed(pipeline))
+    return failure();
+  if (!fn || (fn.isExternal() && !*pipeline))
     return module.emitError() << "no function @" << name << " to run";
   if (fn.getNumArguments() != args.size())
     return fn.emitError() << "expects " << fn.getNumArguments()
@@ -1582,23 +1648,48 @@ FailureOr<SmallVector<Tensor>> Interpreter::call(StringRef name,
                << tt.getDimSize(d) << ", got " << t.shape[d];
   }
   if (*grid)
-    return callPartitioned(fn, **grid, args);
+    return callPartitioned(fn, *pipeline, **grid, args);
+  if (*pipeline)
+    return fn.emitError("a pipelined function in a module without a grid");
   Evaluator evaluator(*this, weights);
   return evaluator.runFunction(fn, args);
 }
 
 FailureOr<SmallVector<Tensor>>
-Interpreter::callPartitioned(func::FuncOp fn, const ProcessGrid &grid,
-                             ArrayRef<Tensor> args) {
+Interpreter::callPartitioned(func::FuncOp fn,
+                             const std::optional<PipelineStages> &pipeline,
+                             const ProcessGrid &grid, ArrayRef<Tensor> args) {
   const int64_t n = grid.size();
+  // What each process runs: the function, or its pipeline stage's.
+  SmallVector<int16_t> stageAxis;
+  if (pipeline) {
+    stageAxis.push_back(pipeline->axis);
+    if (!grid.hasAxes(stageAxis) ||
+        grid.sizeAlong(stageAxis) !=
+            static_cast<int64_t>(pipeline->stages.size()))
+      return fn.emitError() << "lists " << pipeline->stages.size()
+                            << " pipeline stages, not one per process "
+                               "along grid axis "
+                            << pipeline->axis;
+  }
+  auto programOf = [&](int64_t r) {
+    return pipeline ? pipeline->stages[grid.indexAlong(r, stageAxis)] : fn;
+  };
   std::vector<SmallVector<Tensor>> local(n);
-  for (auto [i, t] : llvm::enumerate(args)) {
-    SmallVector<SmallVector<int16_t>> split = argumentSplitAxes(fn, i);
-    if (failed(grid.blockShape(t.shape, split)))
-      return fn.emitError()
-             << "argument " << i << " does not split evenly over the processes";
-    for (int64_t r = 0; r < n; ++r)
+  for (int64_t r = 0; r < n; ++r) {
+    func::FuncOp program = programOf(r);
+    for (unsigned a = 0; a < program.getNumArguments(); ++a) {
+      int64_t whole = pipeline ? pipelineArgument(program, a) : a;
+      if (whole < 0 || whole >= static_cast<int64_t>(args.size()))
+        return program.emitError() << "argument " << a << " is none of @"
+                                   << fn.getSymName() << "'s arguments";
+      SmallVector<SmallVector<int16_t>> split = argumentSplitAxes(program, a);
+      const Tensor &t = args[whole];
+      if (failed(grid.blockShape(t.shape, split)))
+        return fn.emitError() << "argument " << whole
+                              << " does not split evenly over the processes";
       local[r].push_back(grid.block(t, split, r));
+    }
   }
   // One thread per process, each with its own values; the collectives are
   // their rendezvous, and a failing process releases the others.
@@ -1612,24 +1703,52 @@ Interpreter::callPartitioned(func::FuncOp fn, const ProcessGrid &grid,
         Process process{r, &collectives, &weightsLock};
         Evaluator evaluator(*this, weights, &process);
         FailureOr<SmallVector<Tensor>> out =
-            evaluator.runFunction(fn, local[r]);
-        if (failed(out))
+            evaluator.runFunction(programOf(r), local[r]);
+        if (failed(out)) {
           collectives.abort();
-        else
+        } else {
           results[r] = std::move(*out);
+          collectives.finished();
+        }
       });
     for (std::thread &t : threads)
       t.join();
   }
+  if (collectives.deadlocked())
+    return fn.emitError("the processes of the partitioned run deadlocked: "
+                        "each one left waits for a collective or a receive "
+                        "that no other process will make");
   for (const auto &r : results)
     if (!r)
       return failure();
   SmallVector<Tensor> out;
   for (unsigned j = 0; j < fn.getNumResults(); ++j) {
-    SmallVector<SmallVector<int16_t>> split = resultSplitAxes(fn, j);
+    // The processes computing result j (a pipeline's: those of the stage
+    // returning it, in the place of every process of their group along
+    // the stage axis) and its index among their results.
+    SmallVector<int64_t> source(n);
+    std::iota(source.begin(), source.end(), 0);
+    unsigned index = j;
+    if (pipeline) {
+      std::optional<int64_t> stage;
+      for (size_t k = 0; k < pipeline->stages.size(); ++k) {
+        func::FuncOp program = pipeline->stages[k];
+        for (unsigned i = 0; i < program.getNumResults(); ++i)
+          if (pipelineResult(program, i) == j) {
+            stage = static_cast<int64_t>(k);
+            index = i;
+          }
+      }
+      if (!stage)
+        return fn.emitError() << "no pipeline stage returns result " << j;
+      for (int64_t r = 0; r < n; ++r)
+        source[r] = grid.group(r, stageAxis)[*stage];
+    }
+    func::FuncOp program = programOf(source[0]);
+    SmallVector<SmallVector<int16_t>> split = resultSplitAxes(program, index);
     std::vector<Tensor> blocks;
     for (int64_t r = 0; r < n; ++r)
-      blocks.push_back((*results[r])[j]);
+      blocks.push_back((*results[source[r]])[index]);
     if (!split.empty()) {
       out.push_back(grid.assemble(blocks, split));
       continue;
@@ -1638,9 +1757,9 @@ Interpreter::callPartitioned(func::FuncOp fn, const ProcessGrid &grid,
     for (int64_t r = 1; r < n; ++r)
       if (blocks[r].shape != blocks[0].shape || blocks[r].f != blocks[0].f ||
           blocks[r].i != blocks[0].i)
-        return fn.emitError()
-               << "result " << j << " differs between process 0 "
-               << "and process " << r << " (a replicated result must not)";
+        return fn.emitError() << "result " << j << " differs between process "
+                              << source[0] << " and process " << source[r]
+                              << " (a replicated result must not)";
     out.push_back(std::move(blocks[0]));
   }
   return out;

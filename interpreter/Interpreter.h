@@ -14,6 +14,7 @@
 #define DS_INTERPRETER_INTERPRETER_H
 
 #include "ds/dialects/DS/IR/DSNamespace.h"
+#include "ds/dialects/DS/IR/DSSharding.h"
 
 #include "ds/support/HostTensor.h"
 #include "ds/weights/Weights.h"
@@ -100,9 +101,12 @@ public:
   bool hasBoundedMemory() const { return boundedMemory; }
 
 private:
-  FailureOr<SmallVector<Tensor>> callPartitioned(func::FuncOp fn,
-                                                 const ProcessGrid &grid,
-                                                 ArrayRef<Tensor> args);
+  /// Every process of `grid` runs `fn`, or with `pipeline` its stage's
+  /// function, on its block of `args`; the whole results come back.
+  FailureOr<SmallVector<Tensor>>
+  callPartitioned(func::FuncOp fn,
+                  const std::optional<PipelineStages> &pipeline,
+                  const ProcessGrid &grid, ArrayRef<Tensor> args);
 
   ModuleOp module;
   WeightProvider *weights;

@@ -5,7 +5,8 @@
 // its `shard.grid`. `ProcessGrid` maps a tensor split over grid axes to
 // the processes' blocks and back; `EmulatedCollectives` lets the reference
 // interpreter run every process in one address space, a thread each, with
-// the shard collectives as rendezvous between them.
+// the shard collectives as rendezvous between them and a pipeline's sends
+// and receives as queues.
 //
 //===----------------------------------------------------------------------===//
 
@@ -23,6 +24,9 @@
 #include "mlir/IR/BuiltinOps.h"
 
 #include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -35,33 +39,60 @@ namespace ds {
 RankedTensorType wholeArgumentType(func::FuncOp fn, unsigned i);
 
 /// Collectives between the threads that run a partitioned program's
-/// processes. Every process makes the same collective calls in the same
-/// order (the program is SPMD); each call is a rendezvous of all of them.
+/// processes. The processes of a group (those that differ only along a
+/// collective's axes) make the same collective calls on it in the same
+/// order; each call is a rendezvous of the group, as a collective on an
+/// MPI communicator of the group is. Sends and receives between two
+/// processes (pipeline stages) go through a queue per pair, in order.
 class EmulatedCollectives {
 public:
-  explicit EmulatedCollectives(const ProcessGrid &grid)
-      : grid(grid), slots(grid.size()) {}
+  explicit EmulatedCollectives(const ProcessGrid &grid) : grid(grid) {}
 
   /// Hands in `rank`'s tensor and returns those of its group along `axes`
   /// (ProcessGrid::group order); fails when another process has failed.
   FailureOr<std::vector<Tensor>> exchange(int64_t rank, ArrayRef<int16_t> axes,
                                           const Tensor &mine);
+  /// Queues `t` for process `to` (never waits).
+  LogicalResult send(int64_t from, int64_t to, const Tensor &t);
+  /// The next tensor `from` sent to `to`, waiting for it; fails when
+  /// another process has failed.
+  FailureOr<Tensor> recv(int64_t from, int64_t to);
   /// A process failed: every waiting and later exchange fails.
   void abort();
+  /// A process returned: it takes no further part.
+  void finished();
+  /// Whether the run was aborted because every process still running
+  /// waited for another (a send never made, collectives in another order).
+  bool deadlocked() const { return deadlock; }
 
   const ProcessGrid &getGrid() const { return grid; }
 
 private:
-  /// Waits until every process has arrived; false when aborted.
-  bool barrier(std::unique_lock<std::mutex> &lock);
+  /// One group's rendezvous.
+  struct Group {
+    std::vector<Tensor> slots;
+    int64_t waiting = 0;
+    uint64_t generation = 0;
+  };
+  /// Waits until the group's `size` processes have arrived; false when
+  /// aborted.
+  bool barrier(std::unique_lock<std::mutex> &lock, Group &g, int64_t size);
+  /// Waits until `ready` holds or the run is aborted. When every process
+  /// still running waits and none can go on, that is a deadlock: the run
+  /// is aborted.
+  void waitFor(std::unique_lock<std::mutex> &lock,
+               const std::function<bool()> &ready);
 
   const ProcessGrid &grid;
-  std::vector<Tensor> slots;
+  /// By axes and the group's first process.
+  std::map<std::pair<std::vector<int16_t>, int64_t>, Group> groups;
+  std::map<std::pair<int64_t, int64_t>, std::deque<Tensor>> mailboxes;
   std::mutex mutex;
   std::condition_variable arrived;
-  int64_t waiting = 0;
-  uint64_t generation = 0;
-  bool aborted = false;
+  /// What each waiting process waits for.
+  std::vector<const std::function<bool()> *> waiting;
+  int64_t done = 0;
+  bool aborted = false, deadlock = false;
 };
 
 } // namespace ds

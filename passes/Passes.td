@@ -256,7 +256,7 @@ def PrepareCodegenPass : Pass<"ds-prepare-codegen"> {
 //===----------------------------------------------------------------------===//
 
 def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
-  let summary = "Split a model over processes (tensor parallelism) with the shard dialect";
+  let summary = "Split a model over processes (tensor, expert, data and pipeline parallelism) with the shard dialect";
   let description = [{
     Turns every function into the program one of `tp` processes runs, with
     its collectives explicit, through MLIR's `shard` dialect:
@@ -329,6 +329,39 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     as the whole layer does. The shared expert stays replicated. It needs
     `ep=1` (the experts are split over the replicas instead).
 
+    With `pp=N` (pipeline parallelism), every function is first cut into
+    `N` stages of consecutive layers (an attention op marks a layer; stage
+    `k` starts at layer `k * L / N`, at the point between two layers where
+    the fewest activations cross: the residual stream). Each stage becomes
+    a function `@<name>.stage<k>` that takes the token ids, the positions
+    and the KV caches of its own layers, and is partitioned by the other
+    options as any function. The activations crossing into a stage arrive
+    through `shard.recv` over the leading `pp` grid axis from the previous
+    stage, whose `shard.send` hands them on; the last stage computes the
+    logits. Weights and what is computed from the arguments alone (the
+    embedding) are repeated in each stage that uses them. `@<name>` stays
+    a declaration with the whole signature whose `ds.pipeline_stages` lists
+    the stages; each stage's `ds.pipeline_arg` / `ds.pipeline_result` say
+    which of its arguments and results it has. Process `r` runs the stage
+    of its index along `pp`. The runtime splits a step's rows into
+    micro-batches that follow each other through the stages, so that the
+    stages work at once, and hands the last stage's logits to every stage.
+
+    ```mlir
+    func.func private @decode(...) attributes {ds.pipeline_axis = 0 : i64,
+        ds.pipeline_stages = [@decode.stage0, @decode.stage1]}
+    func.func @decode.stage0(%tokens ..., %positions ..., %k0 ..., %v0 ...) -> (...) {
+      ...
+      %s = shard.send %h on @grid grid_axes = [0] destination = [1] : (tensor<?x1x64xf32>) -> tensor<?x1x64xf32>
+      return %k0u, %v0u : ...
+    }
+    func.func @decode.stage1(%tokens ..., %positions ..., %k1 ..., %v1 ...) -> (...) {
+      %e = tensor.empty(%b) : tensor<?x1x64xf32>
+      %h = shard.recv %e on @grid grid_axes = [0] source = [0] : (tensor<?x1x64xf32>) -> tensor<?x1x64xf32>
+      ...
+    }
+    ```
+
     Every process runs the same program on its own shard of the weights;
     the reference interpreter runs all of them with emulated collectives
     (`ds-run --ranks`). Run it on the imported (or decomposed) model,
@@ -336,7 +369,8 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     be sharded yet and are refused. Head counts, intermediate sizes and the
     vocabulary must divide by `tp`, and attention needs `tp` to divide its
     KV heads (replicating KV heads is not supported); otherwise the pass
-    fails naming the op. `tp=1 ep=1 dp=1` leaves the module unchanged.
+    fails naming the op, as it does when `pp` exceeds a function's layers.
+    `tp=1 ep=1 dp=1 pp=1` leaves the module unchanged.
   }];
   let options = [
     Option<"tp", "tp", "int64_t", "1",
@@ -348,6 +382,9 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     Option<"dp", "dp", "int64_t", "1",
            "Data-parallel replicas (each runs a block of the batch's "
            "sequences, with its own KV caches)">,
+    Option<"pp", "pp", "int64_t", "1",
+           "Pipeline stages (each runs a block of consecutive layers and "
+           "sends its activations to the next)">,
     Option<"moeAllToAll", "moe-all-to-all", "bool", "false",
            "With dp (and ep = 1), split every MoE layer's routed experts "
            "over the data-parallel processes as well and move each token's "

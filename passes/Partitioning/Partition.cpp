@@ -11,6 +11,7 @@
 #include "ds/dialects/DS/IR/DSSharding.h"
 #include "ds/dialects/DS/Transforms/ShardingInterfaceImpl.h"
 #include "ds/passes/Passes.h"
+#include "ds/passes/Utils/PipelineStages.h"
 
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
@@ -243,6 +244,33 @@ void annotateArguments(func::FuncOp fn, FlatSymbolRefAttr grid,
   }
 }
 
+/// Pipeline stages: the activations a stage receives are replicated over
+/// the stage's processes, or split along their batch over `dp` (as
+/// annotateArguments splits every used argument then). An argument a
+/// stage does not use (the token ids past the first stage, which give the
+/// received activations' shape later) is annotated the same way, since
+/// shard-partition needs every argument to have a user.
+void annotateReceived(func::FuncOp fn, FlatSymbolRefAttr grid,
+                      ArrayRef<int64_t> origin, ArrayRef<int16_t> dp) {
+  MLIRContext *ctx = fn.getContext();
+  OpBuilder b(fn.getBody());
+  for (auto [i, o] : llvm::enumerate(origin)) {
+    BlockArgument arg = fn.getArgument(i);
+    if (!arg.use_empty() && (o >= 0 || !dp.empty()))
+      continue;
+    auto type = cast<RankedTensorType>(arg.getType());
+    // Replicated is one dimension split over no axes (an empty list
+    // would not print in a form that parses back).
+    SmallVector<shard::GridAxesAttr> split = {DenseI16ArrayAttr::get(
+        ctx, type.getRank() > 0 ? dp : ArrayRef<int16_t>())};
+    auto sharding = shard::ShardingOp::create(
+        b, fn.getLoc(), shard::Sharding::get(grid, split));
+    auto annotation = shard::ShardOp::create(b, fn.getLoc(), arg, sharding,
+                                             /*annotate_for_users=*/true);
+    arg.replaceAllUsesExcept(annotation.getResult(), annotation);
+  }
+}
+
 /// Results the function returns whole (split only along the batch over
 /// `dp`): everything but KV caches, which stay each process's shard. A
 /// returned projection (the logits) is gathered.
@@ -314,8 +342,14 @@ void reportCollectives(func::FuncOp fn) {
     return n;
   };
   int64_t reduces = 0, gathers = 0, reduced = 0, gathered = 0;
-  int64_t exchanges = 0, exchanged = 0;
+  int64_t exchanges = 0, exchanged = 0, sends = 0, sent = 0, recvs = 0;
   fn.walk([&](Operation *op) {
+    if (auto s = dyn_cast<shard::SendOp>(op)) {
+      ++sends;
+      sent += perToken(s.getInput());
+    } else if (isa<shard::RecvOp>(op)) {
+      ++recvs;
+    }
     if (auto r = dyn_cast<shard::AllReduceOp>(op)) {
       ++reduces;
       reduced += perToken(r.getResult());
@@ -334,6 +368,9 @@ void reportCollectives(func::FuncOp fn) {
   remark << "ds-partition: @" << fn.getSymName() << ": " << reduces
          << " all-reduces of " << reduced << " values per token in all, "
          << gathers << " all-gathers of " << gathered << " values per token";
+  if (sends || recvs)
+    remark << ", " << recvs << " receives from the previous pipeline stage, "
+           << sends << " sends of " << sent << " values per token to the next";
   if (exchanges)
     remark << ", " << exchanges << " MoE all-to-all pairs moving at most "
            << exchanged << " values per token";
@@ -429,10 +466,10 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (tp < 1 || ep < 1 || dp < 1) {
-      module.emitError() << "ds-partition: tp, ep and dp must be at least 1, "
-                            "got "
-                         << tp << ", " << ep << " and " << dp;
+    if (tp < 1 || ep < 1 || dp < 1 || pp < 1) {
+      module.emitError() << "ds-partition: tp, ep, dp and pp must be at least "
+                            "1, got "
+                         << tp << ", " << ep << ", " << dp << " and " << pp;
       return signalPassFailure();
     }
     if (moeAllToAll && (dp < 2 || ep != 1)) {
@@ -443,24 +480,26 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
                          << " and ep = " << static_cast<int64_t>(ep);
       return signalPassFailure();
     }
-    if (tp == 1 && ep == 1 && dp == 1)
+    if (tp == 1 && ep == 1 && dp == 1 && pp == 1)
       return;
     if (module.lookupSymbol(kGridName)) {
       module.emitError() << "ds-partition: the module already has a symbol @"
                          << kGridName << " (is it partitioned already?)";
       return signalPassFailure();
     }
-    // Axes, each only when more than one process: [dp, ep, tp] (ep before
-    // tp: the experts' blocks in grid order are ascending expert ids).
+    // Axes, each only when more than one process: [pp, dp, ep, tp] (ep
+    // before tp: the experts' blocks in grid order are ascending expert
+    // ids; pp outermost: a stage's processes are consecutive ranks).
     OpBuilder b(module.getBodyRegion());
     SmallVector<int64_t> shape;
-    int16_t dpAxis = -1, epAxis = -1, tpAxis = -1;
+    int16_t ppAxis = -1, dpAxis = -1, epAxis = -1, tpAxis = -1;
     auto addAxis = [&](int64_t size, int16_t &axis) {
       if (size > 1) {
         axis = static_cast<int16_t>(shape.size());
         shape.push_back(size);
       }
     };
+    addAxis(pp, ppAxis);
     addAxis(dp, dpAxis);
     addAxis(ep, epAxis);
     addAxis(tp, tpAxis);
@@ -474,6 +513,25 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
     for (auto fn : module.getOps<func::FuncOp>())
       if (!fn.isExternal())
         functions.push_back(fn);
+    // Pipeline parallelism: every function becomes its stages, each then
+    // partitioned as a function of its own.
+    std::vector<StagedFunction> staged;
+    llvm::DenseMap<func::FuncOp, ArrayRef<int64_t>> received;
+    if (pp > 1) {
+      SmallVector<func::FuncOp> stages;
+      for (func::FuncOp fn : functions) {
+        FailureOr<StagedFunction> s = splitIntoStages(fn, pp);
+        if (failed(s))
+          return signalPassFailure();
+        staged.push_back(std::move(*s));
+      }
+      for (StagedFunction &s : staged)
+        for (auto [stage, origin] : llvm::zip(s.stages, s.argOrigin)) {
+          stages.push_back(stage);
+          received[stage] = origin;
+        }
+      functions = std::move(stages);
+    }
     for (func::FuncOp fn : functions) {
       duplicateSharedParams(fn);
       if (failed(Planner(fn, grid, tpAxis, epAxis, splitEmbedding).run()))
@@ -482,6 +540,8 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
       if (tpAxis >= 0)
         tpAxes.push_back(tpAxis);
       annotateArguments(fn, grid, dpAxes, tpAxes);
+      if (received.count(fn))
+        annotateReceived(fn, grid, received[fn], dpAxes);
       annotateResults(fn, grid, dpAxes);
     }
 
@@ -524,6 +584,10 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
         if (r.wasInterrupted())
           return signalPassFailure();
       }
+
+    for (StagedFunction &s : staged)
+      if (failed(connectStages(s, grid, ppAxis)))
+        return signalPassFailure();
 
     if (printCollectives)
       for (func::FuncOp fn : functions)

@@ -43,14 +43,15 @@ LogicalResult ds::buildOptimizePipeline(
     prune.keepTop = options.pruneKeepTop;
     pm.addPass(createPruneExpertsPass(prune));
   }
-  if (options.tp < 1 || options.ep < 1 || options.dp < 1)
-    return fail("ds-optimize: tp, ep and dp must be at least 1, got " +
+  if (options.tp < 1 || options.ep < 1 || options.dp < 1 || options.pp < 1)
+    return fail("ds-optimize: tp, ep, dp and pp must be at least 1, got " +
                 Twine(options.tp.getValue()) + ", " +
-                Twine(options.ep.getValue()) + " and " +
-                Twine(options.dp.getValue()));
-  if (options.tp > 1 || options.ep > 1 || options.dp > 1) {
+                Twine(options.ep.getValue()) + ", " +
+                Twine(options.dp.getValue()) + " and " +
+                Twine(options.pp.getValue()));
+  if (options.tp > 1 || options.ep > 1 || options.dp > 1 || options.pp > 1) {
     if (options.quantize != "none" || options.sparsity != "none")
-      return fail("ds-optimize: tp, ep or dp > 1 cannot be combined with "
+      return fail("ds-optimize: tp, ep, dp or pp > 1 cannot be combined with "
                   "quantize or "
                   "sparsity yet (the weights of a partitioned module are "
                   "shards, which ds-quantize and ds-sparsify-24 do not "
@@ -59,6 +60,7 @@ LogicalResult ds::buildOptimizePipeline(
     partition.tp = options.tp;
     partition.ep = options.ep;
     partition.dp = options.dp;
+    partition.pp = options.pp;
     partition.moeAllToAll = options.moeAllToAll;
     pm.addPass(createPartitionPass(partition));
   }

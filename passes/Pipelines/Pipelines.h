@@ -106,6 +106,9 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
       *this, "dp",
       llvm::cl::desc("ds-partition dp: data-parallel replicas (1: none)"),
       llvm::cl::init(1)};
+  PassOptions::Option<int64_t> pp{
+      *this, "pp", llvm::cl::desc("ds-partition pp: pipeline stages (1: none)"),
+      llvm::cl::init(1)};
   PassOptions::Option<bool> moeAllToAll{
       *this, "moe-all-to-all",
       llvm::cl::desc("ds-partition moe-all-to-all: experts split over the "
@@ -113,14 +116,14 @@ struct OptimizeOptions : public PassPipelineOptions<OptimizeOptions> {
       llvm::cl::init(false)};
 };
 
-/// ds-optimize: [ds-prune-experts], [ds-partition{tp, ep, dp}], then by level:
-/// decompose ds.moe (1), ds-fuse-router, ds-fuse-moe, ds-fuse-horizontal,
-/// ds-fuse-linear and ds-fuse-elementwise (2), then [ds-sparsify-24],
-/// [ds-quantize] (followed by ds-fuse-linear at level 2, which folds activation
-/// quantization into the fused linears), [ds-kv-cache-type], with
-/// canonicalization and CSE in between. Fails, with a message through
-/// `errorHandler` (when given), on options out of range (level outside 0..2, an
-/// unknown sparsity or KV cache type).
+/// ds-optimize: [ds-prune-experts], [ds-partition{tp, ep, dp, pp}], then by
+/// level: decompose ds.moe (1), ds-fuse-router, ds-fuse-moe,
+/// ds-fuse-horizontal, ds-fuse-linear and ds-fuse-elementwise (2), then
+/// [ds-sparsify-24], [ds-quantize] (followed by ds-fuse-linear at level 2,
+/// which folds activation quantization into the fused linears),
+/// [ds-kv-cache-type], with canonicalization and CSE in between. Fails, with a
+/// message through `errorHandler` (when given), on options out of range (level
+/// outside 0..2, an unknown sparsity or KV cache type).
 LogicalResult buildOptimizePipeline(
     OpPassManager &pm, const OptimizeOptions &options,
     function_ref<LogicalResult(const Twine &)> errorHandler = nullptr);
