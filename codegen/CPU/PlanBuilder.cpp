@@ -849,7 +849,9 @@ public:
       : fn(fn), weights(weights), kernels(kernels), caches(caches),
         progress(progress) {}
 
-  FailureOr<rt::FunctionPlan> build();
+  /// The plan of the function, named `name` (a pipeline stage's is named
+  /// as the whole function).
+  FailureOr<rt::FunctionPlan> build(StringRef name);
 
 private:
   int32_t newValue(Value v, rt::ValueInfo::Kind kind, int32_t index,
@@ -1018,8 +1020,8 @@ private:
   llvm::DenseMap<Value, int32_t> ids;
 };
 
-FailureOr<rt::FunctionPlan> FunctionBuilder::build() {
-  plan.name = fn.getSymName().str();
+FailureOr<rt::FunctionPlan> FunctionBuilder::build(StringRef name) {
+  plan.name = name.str();
   Block &body = fn.getBody().front();
   // Caches: an argument used only as the cache of one ds.cache_update.
   int32_t cacheIndex = 0;
@@ -1120,6 +1122,14 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
   if (isa<ParamOp, ConcatWeightsOp, arith::ConstantOp, tensor::DimOp,
           arith::MulIOp>(op))
     return success();
+  // A received value's shape (its receive reads the dims, not the data).
+  if (auto e = dyn_cast<tensor::EmptyOp>(op)) {
+    if (llvm::all_of(e->getUsers(),
+                     [](Operation *u) { return isa<shard::RecvOp>(u); }))
+      return success();
+    return op->emitError("the CPU backend uses tensor.empty only as the "
+                         "shape of a receive");
+  }
   if (auto c = dyn_cast<tensor::ConcatOp>(op)) {
     if (llvm::all_of(c.getOperands(), [&](Value v) { return !known(v); }))
       return success();
@@ -1536,6 +1546,67 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             s.results = {newValue(out, Kind::Temp, -1, shape)};
             return success();
           })
+      .Case<shard::SendOp, shard::RecvOp>([&](Operation *o) -> LogicalResult {
+        // Pipeline stages: to / from a process of this one's group along
+        // the axes, named by its index there (row-major).
+        auto gridOp = SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(
+            o, o->getAttrOfType<FlatSymbolRefAttr>("grid"));
+        auto send = dyn_cast<shard::SendOp>(o);
+        auto recv = dyn_cast<shard::RecvOp>(o);
+        ArrayRef<int16_t> axes = send ? send.getGridAxes() : recv.getGridAxes();
+        std::optional<ArrayRef<int64_t>> index;
+        if (send && send.getDestinationDynamic().empty())
+          index = send.getDestination();
+        if (recv && recv.getSourceDynamic().empty())
+          index = recv.getSource();
+        if (!gridOp)
+          return o->emitError("a send or receive without its grid");
+        ProcessGrid grid(gridOp.getShape());
+        if (!index || index->size() != axes.size() || axes.empty() ||
+            !grid.hasAxes(axes))
+          return o->emitError("the CPU backend sends and receives along "
+                              "ascending grid axes to a static peer");
+        int64_t peer = 0;
+        for (auto [axis, i] : llvm::zip(axes, *index)) {
+          if (i < 0 || i >= grid.shape()[axis])
+            return o->emitError()
+                   << "peer index " << i << " is outside grid axis " << axis;
+          peer = peer * grid.shape()[axis] + i;
+        }
+        std::vector<int64_t> gridAxes(axes.begin(), axes.end());
+        if (send) {
+          if (!known(send.getInput()))
+            return o->emitError("the CPU backend sends activations only");
+          rt::Step &s = step(o, rt::steps::Send{gridAxes, peer});
+          s.operands = {id(send.getInput())};
+          ids[send.getResult()] = id(send.getInput());
+          return success();
+        }
+        // The received value's shape: its type's static dims, the dynamic
+        // ones from the tensor.empty giving it.
+        auto type = cast<RankedTensorType>(recv.getType());
+        auto empty = recv.getInput().getDefiningOp<tensor::EmptyOp>();
+        if (!empty)
+          return o->emitError("the CPU backend receives into the shape of a "
+                              "tensor.empty");
+        Dims shape;
+        unsigned dynamic = 0;
+        for (int64_t d = 0; d < type.getRank(); ++d) {
+          if (!type.isDynamicDim(d)) {
+            shape.push_back(rt::DimExpr::of(type.getDimSize(d)));
+            continue;
+          }
+          FailureOr<rt::DimExpr> size =
+              indexValue(empty.getDynamicSizes()[dynamic++]);
+          if (failed(size))
+            return o->emitError("the received shape's dim ")
+                   << d << " is not a dim of an argument";
+          shape.push_back(*size);
+        }
+        rt::Step &s = step(o, rt::steps::Recv{gridAxes, peer});
+        s.results = {newValue(recv.getResult(), Kind::Temp, -1, shape)};
+        return success();
+      })
       .Case([&](MoEOp m) -> LogicalResult {
         return m.emitError("the CPU backend runs ds.moe decomposed and "
                            "fused: run ds-optimize first");
@@ -1583,21 +1654,55 @@ FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
       result.plan.eosTokenIds.assign(eos.asArrayRef().begin(),
                                      eos.asArrayRef().end());
   }
+  // Pipeline stages: a pipelined function compiles to this process's
+  // stage, under the whole function's name; the stage functions are not
+  // compiled by their own names.
+  llvm::DenseMap<func::FuncOp, func::FuncOp> stageOf;
+  llvm::DenseSet<func::FuncOp> stageFunctions;
+  std::optional<int64_t> pipelineAxis;
+  for (auto fn : module.getOps<func::FuncOp>()) {
+    FailureOr<std::optional<PipelineStages>> stages = pipelineStagesOf(fn);
+    if (failed(stages))
+      return failure();
+    if (!*stages)
+      continue;
+    SmallVector<int16_t> axis = {(*stages)->axis};
+    if (!*grid || !(*grid)->hasAxes(axis) ||
+        (*grid)->sizeAlong(axis) !=
+            static_cast<int64_t>((*stages)->stages.size()))
+      return fn.emitError("its pipeline stages are not one per process "
+                          "along a grid axis");
+    if (pipelineAxis && *pipelineAxis != (*stages)->axis)
+      return fn.emitError("pipelined along another grid axis than the "
+                          "other functions");
+    pipelineAxis = (*stages)->axis;
+    for (func::FuncOp s : (*stages)->stages)
+      stageFunctions.insert(s);
+    stageOf[fn] = (*stages)->stages[(*grid)->indexAlong(process, axis)];
+  }
+  if (pipelineAxis)
+    result.plan.pipelineAxis = *pipelineAxis;
   auto wanted = [&](func::FuncOp fn) {
-    return !fn.isExternal() &&
+    return (!fn.isExternal() || stageOf.count(fn)) &&
+           !stageFunctions.contains(fn) &&
            (functions.empty() ||
             llvm::is_contained(functions, fn.getSymName().str()));
   };
   int64_t ops = 0;
+  auto body = [&](func::FuncOp fn) {
+    return stageOf.count(fn) ? stageOf[fn] : fn;
+  };
   for (auto fn : module.getOps<func::FuncOp>())
     if (wanted(fn))
-      ops += static_cast<int64_t>(fn.getBody().front().getOperations().size()) -
+      ops += static_cast<int64_t>(
+                 body(fn).getBody().front().getOperations().size()) -
              1; // the terminator
   ds::Progress progress("ds-compile: ops planned, weights packed", ops);
   std::optional<std::vector<int64_t>> batchAxes;
-  for (auto fn : module.getOps<func::FuncOp>()) {
-    if (!wanted(fn))
+  for (auto whole : module.getOps<func::FuncOp>()) {
+    if (!wanted(whole))
       continue;
+    func::FuncOp fn = body(whole);
     // Data parallelism splits the arguments along their batch: the plan
     // runs the process's replica's block of the sequences, and says over
     // which grid axes the replicas lie so its caller hands it that block.
@@ -1616,7 +1721,7 @@ FailureOr<PlanBuildResult> ds::buildPlan(ModuleOp module,
     }
     FunctionBuilder builder(fn, weights, kernels, result.plan.caches,
                             &progress);
-    FailureOr<rt::FunctionPlan> plan = builder.build();
+    FailureOr<rt::FunctionPlan> plan = builder.build(whole.getSymName());
     if (failed(plan))
       return failure();
     result.plan.functions.push_back(std::move(*plan));

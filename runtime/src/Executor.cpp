@@ -191,6 +191,16 @@ Executor::run(const std::string &function,
               const std::vector<const HostTensor *> &inputs, KVCache *cache,
               const std::vector<int64_t> &slots,
               const std::vector<int64_t> *outputRows) {
+  if (model->plan().pipelineAxis >= 0)
+    return runPipelined(function, inputs, cache, slots, outputRows);
+  return runOnce(function, inputs, cache, slots, outputRows);
+}
+
+absl::StatusOr<std::vector<HostTensor>>
+Executor::runOnce(const std::string &function,
+                  const std::vector<const HostTensor *> &inputs, KVCache *cache,
+                  const std::vector<int64_t> &slots,
+                  const std::vector<int64_t> *outputRows) {
   const ModelPlan &mp = model->plan();
   const FunctionPlan *fn = mp.find(function);
   if (!fn)

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/rt/Plan.h"
+#include "ds/rt/Device.h"
 
 #include "ds/support/FileSpool.h"
 #include "ds/support/KVScale.h"
@@ -151,6 +152,10 @@ const char *opName(OpCode op) {
     return "all_reduce";
   case OpCode::AllGather:
     return "all_gather";
+  case OpCode::Send:
+    return "send";
+  case OpCode::Recv:
+    return "recv";
   }
   return "unknown";
 }
@@ -240,6 +245,12 @@ struct ConfigEncoder {
   json operator()(const steps::AllGather &c) const {
     return {{"axis", c.axis}, {"grid_axes", c.gridAxes}};
   }
+  json operator()(const steps::Send &c) const {
+    return {{"grid_axes", c.gridAxes}, {"peer", c.peer}};
+  }
+  json operator()(const steps::Recv &c) const {
+    return {{"grid_axes", c.gridAxes}, {"peer", c.peer}};
+  }
 };
 
 } // namespace
@@ -266,6 +277,7 @@ std::string planToJson(const ModelPlan &plan, const TargetInfo &target,
   j["process"] = plan.process;
   j["grid"] = plan.grid;
   j["batch_axes"] = plan.batchAxes;
+  j["pipeline_axis"] = plan.pipelineAxis;
   j["target"] = {{"triple", target.triple},
                  {"cpu", target.cpu},
                  {"features", target.features},
@@ -499,6 +511,10 @@ std::optional<StepConfig> configFromJson(Reader &r, const std::string &op,
   if (op == "all_gather")
     return steps::AllGather{r.integer(c, "axis"),
                             r.list<int64_t>(c, "grid_axes")};
+  if (op == "send")
+    return steps::Send{r.list<int64_t>(c, "grid_axes"), r.integer(c, "peer")};
+  if (op == "recv")
+    return steps::Recv{r.list<int64_t>(c, "grid_axes"), r.integer(c, "peer")};
   return std::nullopt;
 }
 
@@ -708,6 +724,24 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
                     s.as<steps::AllGather>().axis >= 0 &&
                     gridAxesOk(s.as<steps::AllGather>().gridAxes),
                 "operands, axis or grid axes");
+  case OpCode::Send:
+  case OpCode::Recv: {
+    const auto &axes = s.op() == OpCode::Send ? s.as<steps::Send>().gridAxes
+                                              : s.as<steps::Recv>().gridAxes;
+    const int64_t peer = s.op() == OpCode::Send ? s.as<steps::Send>().peer
+                                                : s.as<steps::Recv>().peer;
+    // The peer is another process of the group along the axes.
+    int64_t size = 1;
+    for (int64_t a : axes)
+      if (a >= 0 && a < static_cast<int64_t>(plan.grid.size()))
+        size *= plan.grid[a];
+    const bool send = s.op() == OpCode::Send;
+    return need(o == (send ? 1 : 0) && r == (send ? 0 : 1) && w == 0 &&
+                    !axes.empty() && !plan.grid.empty() && gridAxesOk(axes) &&
+                    peer >= 0 && peer < size &&
+                    peer != gridGroupOf(plan.grid, axes, plan.process).index,
+                "operands, grid axes or peer");
+  }
   }
   return need(false, "unknown op");
 }
@@ -743,6 +777,7 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
   plan.process = r.integer(j, "process");
   plan.grid = r.list<int64_t>(j, "grid");
   plan.batchAxes = r.list<int64_t>(j, "batch_axes");
+  plan.pipelineAxis = r.integer(j, "pipeline_axis");
   if (plan.processes < 1 || plan.process < 0 || plan.process >= plan.processes)
     return absl::DataLossError(absl::StrCat("artifact header: process ",
                                             plan.process, " of ",
@@ -771,6 +806,12 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
                        absl::StrJoin(plan.batchAxes, ", "),
                        "] are not ascending axes of the process grid [",
                        absl::StrJoin(plan.grid, ", "), "]"));
+  if (plan.pipelineAxis < -1 ||
+      plan.pipelineAxis >= static_cast<int64_t>(plan.grid.size()))
+    return absl::DataLossError(
+        absl::StrCat("artifact header: the pipeline axis ", plan.pipelineAxis,
+                     " is not an axis of the process grid [",
+                     absl::StrJoin(plan.grid, ", "), "]"));
   for (int64_t id : plan.eosTokenIds)
     if (id < 0 || (plan.vocabSize > 0 && id >= plan.vocabSize))
       r.fail(absl::StrCat("eos token id ", id, " is outside the vocabulary"));

@@ -60,6 +60,8 @@ auto fields(const steps::Alias &) { return std::tuple<>(); }
 auto fields(const steps::Generated &c) { return std::tie(c.kind, c.epsilon); }
 auto fields(const steps::AllReduce &c) { return std::tie(c.gridAxes); }
 auto fields(const steps::AllGather &c) { return std::tie(c.axis, c.gridAxes); }
+auto fields(const steps::Send &c) { return std::tie(c.gridAxes, c.peer); }
+auto fields(const steps::Recv &c) { return std::tie(c.gridAxes, c.peer); }
 
 /// A plan whose one function has a step of every kind, each field set away
 /// from its default, and weights of the layouts the validator expects.
@@ -139,9 +141,12 @@ ModelPlan everyKind() {
        "rms0");
   step(steps::AllReduce{{1}}, {3}, {4}, {});
   step(steps::AllGather{2, {0}}, {3}, {4}, {});
+  step(steps::Send{{0}, 0}, {3}, {}, {});
+  step(steps::Recv{{0}, 0}, {}, {4}, {});
   p.processes = 4;
   p.process = 3;
   p.grid = {2, 2};
+  p.pipelineAxis = 0;
   p.functions.push_back(std::move(f));
   return p;
 }
@@ -161,6 +166,7 @@ TEST(Plan, EveryStepKindRoundTripsFieldByField) {
   EXPECT_EQ(back->processes, 4);
   EXPECT_EQ(back->process, 3);
   EXPECT_EQ(back->grid, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(back->pipelineAxis, 0);
   EXPECT_EQ(target.requiredIsa,
             (std::vector<std::string>{"avx2", "fma", "avx512f"}));
   const auto &a = plan.functions[0].steps, &b = back->functions[0].steps;
@@ -233,7 +239,17 @@ TEST(Plan, OutOfRangeConfigurationsAreRefused) {
   refuses(
       [](auto &s) { s[14].template as<steps::AllGather>().gridAxes = {1, 0}; },
       "grid axes out of order");
+  refuses([](auto &s) { s[15].template as<steps::Send>().peer = 1; },
+          "a send to this very process");
+  refuses([](auto &s) { s[16].template as<steps::Recv>().peer = 2; },
+          "a receive from past the pipeline");
+  refuses([](auto &s) { s[16].template as<steps::Recv>().gridAxes = {}; },
+          "a receive along no axis");
   ModelPlan plan = everyKind();
+  plan.pipelineAxis = 2;
+  EXPECT_FALSE(planFromJson(planToJson(plan, TargetInfo())).ok())
+      << "a pipeline axis the grid does not have";
+  plan = everyKind();
   plan.grid = {3, 2};
   EXPECT_FALSE(planFromJson(planToJson(plan, TargetInfo())).ok())
       << "a grid of 6 processes for a plan of 4";

@@ -210,6 +210,7 @@ int runGenerateCompiled(const RunOptions &opts,
     return fail(std::string(cache.status().message()));
   std::unique_ptr<rt::ThreadPool> workers = makeWorkers(opts);
   rt::Executor exec(model, workers.get());
+  exec.setMicroBatches(opts.microBatches);
   int64_t vocab = model->plan().vocabSize;
   rt::GenerationOptions options = opts.generation;
   options.maxNewTokens = opts.generate;

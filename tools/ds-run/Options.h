@@ -43,6 +43,8 @@ struct RunOptions {
   int kernelThreads = -1;
   double checkTolerance = 1e-4;
   int64_t serve = 0, maxBatch = 32, serveThreads = -1;
+  /// A pipeline-parallel plan's micro-batches per step (0: one per stage).
+  int64_t microBatches = 0;
   /// Sampling and stop conditions of --generate (greedy by default).
   rt::GenerationOptions generation;
 };

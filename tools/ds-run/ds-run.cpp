@@ -182,6 +182,13 @@ cl::opt<bool> allLogits(
              "prompt position (default: the last only, which is all "
              "generation needs; scoring needs all)"),
     cl::init(false), cl::cat(category));
+cl::opt<int64_t> microBatches(
+    "micro-batches",
+    cl::desc("With --backend and a pipeline-parallel partition (pp): "
+             "micro-batches each prefill and decode step is split into, so "
+             "that the stages work at once (0: one per stage; every rank "
+             "must use the same; the batcher of --serve uses one per stage)"),
+    cl::init(0), cl::cat(category));
 cl::opt<double> checkTolerance(
     "check-tolerance",
     cl::desc("Largest |compiled - interpreter| / max |interpreter| allowed"),
@@ -229,6 +236,7 @@ std::optional<std::string> readOptions(ds::run::RunOptions &o) {
   o.backend = backend;
   o.check = check;
   o.allLogits = allLogits;
+  o.microBatches = microBatches;
   o.kernelThreads = kernelThreads;
   o.checkTolerance = checkTolerance;
   o.serve = serve;
@@ -236,6 +244,8 @@ std::optional<std::string> readOptions(ds::run::RunOptions &o) {
   o.serveThreads = serveThreads;
   if (serve < 0)
     return std::string("--serve must not be negative");
+  if (microBatches < 0)
+    return std::string("--micro-batches must not be negative");
   ds::rt::GenerationOptions &g = o.generation;
   g.maxNewTokens = std::max<int64_t>(generate, 1);
   g.sampling.temperature = temperature;

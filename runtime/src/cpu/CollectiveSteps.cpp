@@ -1,4 +1,5 @@
-//===- CollectiveSteps.cpp - all-reduce and all-gather between processes --===//
+//===- CollectiveSteps.cpp - collectives, sends and receives between processes
+//===//
 //
 // The collective steps of a partitioned plan, through the communicator of
 // the process (setCommunicator: MPI when launched by mpirun), or, for a
@@ -124,6 +125,32 @@ absl::Status runAllGather(StepContext &c) {
       std::memcpy(y + (o * procs + p) * inner, blocks + (p * outer + o) * inner,
                   inner * sizeof(float));
   return absl::OkStatus();
+}
+
+absl::Status runSend(StepContext &c) {
+  const auto &cfg = c.step.as<steps::Send>();
+  absl::StatusOr<Communicator *> comm = communicatorFor(c, cfg.gridAxes);
+  if (!comm.ok())
+    return comm.status();
+  const Step &s = c.step;
+  const int64_t n = numElements(c.shape(s.operands[0]));
+  absl::Status st =
+      (*comm)->send(c.F(s.operands[0]), n * static_cast<int64_t>(sizeof(float)),
+                    static_cast<int>(cfg.peer));
+  return st.ok() ? st : c.error(std::string(st.message()));
+}
+
+absl::Status runRecv(StepContext &c) {
+  const auto &cfg = c.step.as<steps::Recv>();
+  absl::StatusOr<Communicator *> comm = communicatorFor(c, cfg.gridAxes);
+  if (!comm.ok())
+    return comm.status();
+  const Step &s = c.step;
+  const int64_t n = numElements(c.shape(s.results[0]));
+  absl::Status st =
+      (*comm)->recv(c.F(s.results[0]), n * static_cast<int64_t>(sizeof(float)),
+                    static_cast<int>(cfg.peer));
+  return st.ok() ? st : c.error(std::string(st.message()));
 }
 
 } // namespace ds::rt::cpu

@@ -151,6 +151,9 @@ absl::Status runAllReduce(StepContext &c);
 absl::Status checkAllGather(const ShapeView &v);
 uint64_t scratchAllGather(const ShapeView &v);
 absl::Status runAllGather(StepContext &c);
+/// Pipeline stages: the activations to the next stage, from the previous.
+absl::Status runSend(StepContext &c);
+absl::Status runRecv(StepContext &c);
 
 // GEMM steps (GemmSteps.cpp).
 absl::Status checkLinear(const ShapeView &v);

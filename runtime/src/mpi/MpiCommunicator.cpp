@@ -137,7 +137,45 @@ public:
                      "MPI_Alltoallv");
   }
 
+  absl::Status send(const void *data, int64_t bytes, int peer) override {
+    if (absl::Status st = fits(bytes); !st.ok())
+      return st;
+    Timed timed(*stats_, bytes / static_cast<int64_t>(sizeof(float)));
+    return mpiStatus(MPI_Send(data, static_cast<int>(bytes), MPI_BYTE, peer,
+                              kPointToPointTag, comm_),
+                     "MPI_Send");
+  }
+  absl::Status recv(void *data, int64_t bytes, int peer) override {
+    if (absl::Status st = fits(bytes); !st.ok())
+      return st;
+    Timed timed(*stats_, 0);
+    MPI_Status status;
+    if (absl::Status st =
+            mpiStatus(MPI_Recv(data, static_cast<int>(bytes), MPI_BYTE, peer,
+                               kPointToPointTag, comm_, &status),
+                      "MPI_Recv");
+        !st.ok())
+      return st;
+    int got = 0;
+    MPI_Get_count(&status, MPI_BYTE, &got);
+    if (got != bytes)
+      return absl::DataLossError(absl::StrCat(
+          "received ", got, " bytes from rank ", peer, ", expected ", bytes,
+          " (the stages disagree on a "
+          "shape)"));
+    return absl::OkStatus();
+  }
+  absl::Status broadcast(void *data, int64_t bytes, int root) override {
+    if (absl::Status st = fits(bytes); !st.ok())
+      return st;
+    Timed timed(*stats_, rank_ == root ? bytes / 4 : 0);
+    return mpiStatus(
+        MPI_Bcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_),
+        "MPI_Bcast");
+  }
+
 private:
+  static constexpr int kPointToPointTag = 7;
   /// Counts one call and its time (the executor calls from one thread).
   struct Timed {
     Timed(CommunicatorStats &stats, int64_t floats)

@@ -152,6 +152,20 @@ public:
   virtual absl::Status
   allToAll(const float *in, const std::vector<int64_t> &sendCounts, float *out,
            const std::vector<int64_t> &recvCounts, int64_t width) = 0;
+  /// Point to point (pipeline stages): `bytes` to rank `peer`, which
+  /// receives them with recv(..., this rank). Messages between two ranks
+  /// arrive in the order they were sent. A send may wait until the peer
+  /// receives.
+  virtual absl::Status send(const void *data, int64_t bytes, int peer) {
+    return absl::UnimplementedError("this communicator cannot send");
+  }
+  virtual absl::Status recv(void *data, int64_t bytes, int peer) {
+    return absl::UnimplementedError("this communicator cannot receive");
+  }
+  /// `bytes` of rank `root`'s data to every rank.
+  virtual absl::Status broadcast(void *data, int64_t bytes, int root) {
+    return absl::UnimplementedError("this communicator cannot broadcast");
+  }
 };
 
 class Queue {

@@ -53,6 +53,15 @@ public:
       const std::vector<int64_t> &slots,
       const std::vector<int64_t> *outputRows = nullptr);
 
+  /// A pipeline stage's plan (ModelPlan::pipelineAxis): run() splits the
+  /// rows into `n` micro-batches (contiguous blocks of the sequences, or of
+  /// one sequence's positions) that follow each other through the stages,
+  /// so that stage k works on one while stage k + 1 works on the one
+  /// before; 0, the default, makes as many as there are stages. Results
+  /// are the same bits for any n.
+  void setMicroBatches(int64_t n) { microBatches = n; }
+  int64_t getMicroBatches() const { return microBatches; }
+
   /// The working memory `function` needs for inputs of these shapes: its
   /// temporaries and every step's scratch, as planned (what the memory
   /// limit is compared with). Errors as run() would report them.
@@ -83,6 +92,19 @@ public:
 
 private:
   struct Prepared;
+  /// One run of the plan's function (run() without pipeline stages).
+  absl::StatusOr<std::vector<HostTensor>>
+  runOnce(const std::string &function,
+          const std::vector<const HostTensor *> &inputs, KVCache *cache,
+          const std::vector<int64_t> &slots,
+          const std::vector<int64_t> *outputRows);
+  /// run() of a pipeline stage (Pipeline.cpp): the micro-batches through
+  /// this stage, then the last stage's results handed to every stage.
+  absl::StatusOr<std::vector<HostTensor>>
+  runPipelined(const std::string &function,
+               const std::vector<const HostTensor *> &inputs, KVCache *cache,
+               const std::vector<int64_t> &slots,
+               const std::vector<int64_t> *outputRows);
   absl::StatusOr<const Prepared *>
   prepare(const FunctionPlan &fn,
           const std::vector<std::vector<int64_t>> &shapes);
@@ -93,6 +115,9 @@ private:
   std::unique_ptr<Queue> queue;
   std::unique_ptr<Buffer> arena;
   uint64_t memoryLimit = 0;
+  int64_t microBatches = 0;
+  /// Whether a pipeline stage's communicator groups have been built.
+  bool groupsBuilt = false;
   bool profiling = false;
   /// OpCode -> (seconds, calls).
   std::map<uint32_t, std::pair<double, int64_t>> profile;

@@ -58,7 +58,7 @@ struct DimExpr {
 /// The artifact format this runtime reads and the compiler writes. Bump it
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
-inline constexpr int64_t kArtifactFormatVersion = 9;
+inline constexpr int64_t kArtifactFormatVersion = 10;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
@@ -79,6 +79,8 @@ enum class OpCode : uint32_t {
   Generated,
   AllReduce, ///< sum over the plan's processes (Device::communicator)
   AllGather, ///< every process's block, concatenated along an axis
+  Send,      ///< to the next pipeline stage
+  Recv,      ///< from the previous pipeline stage
 };
 
 /// Each step kind's configuration, by name. One struct per OpCode, in the
@@ -202,6 +204,19 @@ struct AllGather {
   int64_t axis = 0;
   std::vector<int64_t> gridAxes;
 };
+/// Hands x to process `peer` of this process's group along `gridAxes`
+/// (its index along them, row-major), which receives it with a Recv step.
+/// Operands (x); no results (the IR's result is x itself).
+struct Send {
+  std::vector<int64_t> gridAxes;
+  int64_t peer = 0;
+};
+/// y = what process `peer` of the group along `gridAxes` sends, of y's
+/// planned shape. Operands (none); results (y).
+struct Recv {
+  std::vector<int64_t> gridAxes;
+  int64_t peer = 0;
+};
 
 } // namespace steps
 
@@ -210,7 +225,7 @@ using StepConfig =
                  steps::Rope, steps::CacheUpdate, steps::Attention,
                  steps::MLAAttention, steps::Router, steps::MoE,
                  steps::Elementwise, steps::Alias, steps::Generated,
-                 steps::AllReduce, steps::AllGather>;
+                 steps::AllReduce, steps::AllGather, steps::Send, steps::Recv>;
 
 /// The name of a step kind ("linear", "moe", ...), as the artifact spells
 /// it.
@@ -314,6 +329,12 @@ struct ModelPlan {
   /// runs its replica's contiguous block of the sequences (gridGroupOf's
   /// index numbers the blocks), with its own KV caches.
   std::vector<int64_t> batchAxes;
+  /// Pipeline parallelism: the grid axis the stages lie along (-1: none).
+  /// This process runs the stage of its index along it; its functions
+  /// receive activations from the previous stage and send theirs to the
+  /// next (Send / Recv steps), and only the last stage's compute the
+  /// logits, which the runtime hands to every stage (Executor::run).
+  int64_t pipelineAxis = -1;
   const FunctionPlan *find(const std::string &name) const;
 };
 
