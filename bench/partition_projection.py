@@ -17,7 +17,11 @@ per token, its weight values, its KV cache values per token) into:
   bf16 on the wire; a ring all-reduce sends 2(P-1)/P of its data, an
   all-gather (P-1)/P of the whole, an all-to-all the (P-1)/P of the rows that
   leave the process; P is the whole grid, an upper bound for collectives
-  over part of it; data-parallel replicas share the tokens).
+  over part of it; data-parallel replicas share the tokens). A pipeline
+  (pp) is reported per stage, the largest stage's figures: it sends the
+  residual stream to the next stage once per token (bf16), and the last
+  stage broadcasts each token's logits to the other stages (f32, as the
+  runtime does: every rank samples the same token from them).
 
 Benchmark-only: nothing in the tests runs it. Standard library only.
 """
@@ -40,7 +44,8 @@ def run(cmd):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--modes", default="tp=8;ep=8;tp=2 ep=4;dp=8 moe-all-to-all;"
-                    "tp=8 ep=2;dp=2 tp=8 moe-all-to-all;dp=16 moe-all-to-all")
+                    "tp=8 ep=2;dp=2 tp=8 moe-all-to-all;dp=16 moe-all-to-all;"
+                    "tp=8 pp=2;ep=8 pp=2;pp=16")
     ap.add_argument("--context", type=int, default=4096)
     ap.add_argument("--batch", type=int, default=32,
                     help="sequences decoded at once per replica")
@@ -60,11 +65,16 @@ def main():
     run([os.path.join(bindir, "ds-translate"), "--import-hf", ckpt,
          "--max-cache-len", str(args.context), "-o", mlir])
     pattern = re.compile(
-        r"@decode: (\d+) all-reduces of (\d+) values per token in all, "
-        r"(\d+) all-gathers of (\d+) values per token"
+        r"@decode(?:\.stage\d+)?: (\d+) all-reduces of (\d+) values per "
+        r"token in all, (\d+) all-gathers of (\d+) values per token"
+        r"(?:, (\d+) receives from the previous pipeline stage, (\d+) sends "
+        r"of (\d+) values per token to the next)?"
         r"(?:, (\d+) MoE all-to-all pairs moving at most (\d+) values per "
         r"token)?; this process holds (\d+) weight values .*? and (\d+) KV "
         r"cache values per token")
+    vocab = int(re.search(r'"vocab_size": (\d+)',
+                          open(os.path.join(ckpt, "config.json")).read())
+                .group(1))
     print(f"DeepSeek-V3 671B, decode; {args.batch} sequences of "
           f"{args.context} tokens per replica; {args.tokens_per_s:.0f} "
           f"tokens/s for the whole deployment; bf16 activations on the wire")
@@ -77,29 +87,43 @@ def main():
         out = run([os.path.join(bindir, "ds-opt"), mlir,
                    f"--ds-partition={mode} print-collectives", "-o",
                    os.devnull])
-        m = pattern.search(out)
-        if not m:
+        stages = [tuple(int(g or 0) for g in m.groups())
+                  for m in pattern.finditer(out)]
+        if not stages:
             sys.exit(f"{mode}: no report in:\n{out}")
-        (reduces, reduced, gathers, gathered, pairs, exchanged, weights,
-         cache) = (int(g or 0) for g in m.groups())
-        sizes = {k: int(v) for k, v in re.findall(r"(tp|ep|dp)=(\d+)", mode)}
+        sizes = {k: int(v)
+                 for k, v in re.findall(r"(tp|ep|dp|pp)=(\d+)", mode)}
         procs = 1
         for v in sizes.values():
             procs *= v
         replicas = sizes.get("dp", 1)
         share = (procs - 1) / procs
-        sent = 2 * (2 * share * reduced + share * gathered +
-                    share * exchanged)
         per_process_tokens = args.tokens_per_s / replicas
-        kv = cache * 2 * args.context * args.batch
+        rows = []
+        for k, (reduces, reduced, gathers, gathered, recvs, sends, sent_p2p,
+                pairs, exchanged, weights, cache) in enumerate(stages):
+            sent = 2 * (2 * share * reduced + share * gathered +
+                        share * exchanged + sent_p2p)
+            if len(stages) > 1 and k == len(stages) - 1:
+                sent += 4 * vocab * (len(stages) - 1)
+            rows.append((weights, cache * 2 * args.context * args.batch,
+                         (reduces, gathers, 3 * pairs), sent))
+        weights = max(r[0] for r in rows)
+        kv = max(r[1] for r in rows)
+        sent = max(r[3] for r in rows)
+        # Per MoE layer an all-to-all pair is 3 calls: the row counts, then
+        # the rows each way. A pipeline's stages: the most any one makes.
+        reduces, gathers, alltoalls = (max(r[2][i] for r in rows)
+                                       for i in range(3))
         steps = f"{reduces} all-reduce, {gathers} all-gather"
-        if pairs:
-            # Per MoE layer: the row counts, then the rows each way.
-            steps += f", {3 * pairs} all-to-all"
+        if alltoalls:
+            steps += f", {alltoalls} all-to-all"
+        if len(rows) > 1:
+            steps = (f"{len(rows)} stages, each at most {steps}, "
+                     f"1 send and 1 receive; 1 logits broadcast")
         print(f"| {mode} | {procs} | {weights / 1e9:.0f}, "
               f"{2 * weights / 1e9:.0f} | {kv / 1e9:.1f} | {steps} | "
               f"{sent / 1e3:.0f} | {sent * per_process_tokens / 1e9:.2f} |")
-
 
 if __name__ == "__main__":
     main()

@@ -362,7 +362,8 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     }
     ```
 
-    Every process runs the same program on its own shard of the weights;
+    Every process (of a stage, with `pp`) runs the same program on its own
+    shard of the weights;
     the reference interpreter runs all of them with emulated collectives
     (`ds-run --ranks`). Run it on the imported (or decomposed) model,
     before fusion and before quantization: quantized and 2:4 weights cannot

@@ -256,9 +256,9 @@ void annotateReceived(func::FuncOp fn, FlatSymbolRefAttr grid,
   OpBuilder b(fn.getBody());
   for (auto [i, o] : llvm::enumerate(origin)) {
     BlockArgument arg = fn.getArgument(i);
-    if (!arg.use_empty() && (o >= 0 || !dp.empty()))
+    auto type = dyn_cast<RankedTensorType>(arg.getType());
+    if (!type || (!arg.use_empty() && (o >= 0 || !dp.empty())))
       continue;
-    auto type = cast<RankedTensorType>(arg.getType());
     // Replicated is one dimension split over no axes (an empty list
     // would not print in a form that parses back).
     SmallVector<shard::GridAxesAttr> split = {DenseI16ArrayAttr::get(

@@ -1,4 +1,15 @@
 //===- PipelineStages.cpp - a function cut into pipeline stages -----------===//
+//
+// The cut: ops are numbered in the function's order; weights, constants and
+// what they and the (non-cache) arguments alone compute are free (repeated
+// in each stage that needs them); every other value crosses each cut
+// between its definition and its last use. Stage k starts between the
+// attention ops of layers k * L / P - 1 and k * L / P, where the fewest
+// values cross. A stage's function clones its ops in order, receives the
+// values crossing into it and returns those crossing out (the residual
+// stream; a value crossing several cuts passes through the stages between).
+//
+//===----------------------------------------------------------------------===//
 
 #include "ds/passes/Utils/PipelineStages.h"
 
@@ -41,6 +52,10 @@ FailureOr<StagedFunction> ds::splitIntoStages(func::FuncOp fn, int64_t stages) {
   SmallVector<Operation *> ops;
   llvm::DenseMap<Operation *, int64_t> pos;
   for (Operation &op : body.without_terminator()) {
+    // Uses inside regions would hide from the cut's bookkeeping.
+    if (op.getNumRegions() != 0)
+      return op.emitOpError("ds-partition: pipeline stages cut functions "
+                            "of ops without regions only");
     pos[&op] = static_cast<int64_t>(ops.size());
     ops.push_back(&op);
   }
@@ -53,8 +68,7 @@ FailureOr<StagedFunction> ds::splitIntoStages(func::FuncOp fn, int64_t stages) {
     return freeOps.contains(v.getDefiningOp());
   };
   for (Operation *op : ops)
-    if (op->getNumRegions() == 0 &&
-        (isa<ParamOp, ConcatWeightsOp, arith::ConstantOp>(op) ||
+    if ((isa<ParamOp, ConcatWeightsOp, arith::ConstantOp>(op) ||
          isMemoryEffectFree(op)) &&
         llvm::all_of(op->getOperands(), isFree))
       freeOps.insert(op);

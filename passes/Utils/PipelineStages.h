@@ -1,5 +1,4 @@
-//===- PipelineStages.h - a function cut into pipeline stages ----*- C++
-//-*-===//
+//===- PipelineStages.h - a function cut into pipeline stages --*- C++ -*-===//
 //
 // Pipeline parallelism for ds-partition{pp}: a model function is cut into
 // stages of consecutive layers (an attention op marks each layer), each a

@@ -30,6 +30,11 @@ namespace ds::rt {
 
 namespace {
 
+/// Rows below which the default does not cut a micro-batch.
+constexpr int64_t kMinRowsPerMicroBatch = 16;
+/// Bounds on what a stage's broadcast results may declare.
+constexpr int64_t kMaxResults = 1024, kMaxRank = 8;
+
 /// `t` cut to [begin, end) along `dim`, where every dim before `dim` is 1
 /// or `dim` is 0 (so the block is contiguous).
 HostTensor sliceRows(const HostTensor &t, size_t dim, int64_t begin,
@@ -77,27 +82,36 @@ deserialize(const std::vector<uint8_t> &bytes) {
     return true;
   };
   int64_t count = 0;
-  if (!next(count) || count < 0 || count > 1024)
+  if (!next(count) || count < 0 || count > kMaxResults)
     return bad();
-  std::vector<HostTensor> out;
+  std::vector<std::pair<DType, std::vector<int64_t>>> shapes;
   for (int64_t i = 0; i < count; ++i) {
     int64_t dtype = 0, rank = 0;
-    if (!next(dtype) || !next(rank) || rank < 0 || rank > 8 ||
+    if (!next(dtype) || !next(rank) || rank < 0 || rank > kMaxRank ||
         (dtype != static_cast<int64_t>(DType::F32) &&
          dtype != static_cast<int64_t>(DType::I64) &&
          dtype != static_cast<int64_t>(DType::I32)))
       return bad();
     std::vector<int64_t> shape(rank);
     for (int64_t &d : shape)
-      if (!next(d) || d < 0 || d > (int64_t{1} << 40))
+      if (!next(d) || d < 0)
         return bad();
-    out.emplace_back(static_cast<DType>(dtype), shape);
+    shapes.push_back({static_cast<DType>(dtype), std::move(shape)});
   }
-  for (HostTensor &t : out) {
-    if (at + t.bytes.size() > bytes.size())
+  // The sizes are checked against the bytes before anything is allocated.
+  std::vector<HostTensor> out;
+  for (auto &[dtype, shape] : shapes) {
+    uint64_t n = dtypeSize(dtype);
+    for (int64_t d : shape) {
+      if (d && n > (bytes.size() - at) / static_cast<uint64_t>(d))
+        return bad();
+      n *= static_cast<uint64_t>(d);
+    }
+    if (n > bytes.size() - at)
       return bad();
-    std::memcpy(t.bytes.data(), bytes.data() + at, t.bytes.size());
-    at += t.bytes.size();
+    out.emplace_back(dtype, shape);
+    std::memcpy(out.back().bytes.data(), bytes.data() + at, n);
+    at += n;
   }
   if (at != bytes.size())
     return bad();
@@ -141,19 +155,39 @@ Executor::runPipelined(const std::string &function,
   const GridGroup place = gridGroupOf(mp.grid, stageAxes, mp.process);
   const bool lastStage = place.index == place.size - 1;
 
-  // Micro-batches along the sequences, or along one sequence's positions.
-  bool splittable = !inputs.empty();
+  // Micro-batches along the sequences, or along one sequence's positions
+  // (only when the function reads a KV cache: a later block of positions
+  // sees the earlier ones through it). Not with data parallelism: the
+  // replicas' inputs differ, and the experts' all-to-all between them must
+  // meet as often on each.
+  const FunctionPlan *fn = mp.find(function);
+  if (!fn)
+    return absl::NotFoundError("the model has no function '" + function + "'");
+  const bool cached =
+      cache &&
+      std::any_of(fn->values.begin(), fn->values.end(), [](const ValueInfo &v) {
+        return v.kind == ValueInfo::Kind::Cache;
+      });
+  bool splittable = !inputs.empty() && mp.batchAxes.empty();
   for (const HostTensor *t : inputs)
     splittable &= t->shape.size() >= 2 && t->shape[0] == inputs[0]->shape[0] &&
                   t->shape[1] == inputs[0]->shape[1];
   size_t dim = 0;
   int64_t extent = 1, rowsPerUnit = 1;
   if (splittable) {
-    dim = inputs[0]->shape[0] > 1 ? 0 : 1;
+    dim = inputs[0]->shape[0] > 1 || !cached ? 0 : 1;
     extent = inputs[0]->shape[dim];
     rowsPerUnit = dim == 0 ? inputs[0]->shape[1] : 1;
   }
-  const int64_t wanted = microBatches > 0 ? microBatches : place.size;
+  // By default one per stage, each of at least kMinRowsPerMicroBatch rows:
+  // every micro-batch reads the stage's weights again, which only pays
+  // when a block of rows costs more than reading them (prefill, large
+  // batches), not for a few decode rows.
+  const int64_t rows = extent * rowsPerUnit;
+  const int64_t wanted =
+      microBatches > 0
+          ? microBatches
+          : std::min<int64_t>(place.size, rows / kMinRowsPerMicroBatch);
   const int64_t parts =
       splittable ? std::max<int64_t>(1, std::min(wanted, extent)) : 1;
   if (outputRows && splittable)
@@ -167,79 +201,95 @@ Executor::runPipelined(const std::string &function,
     }
 
   std::vector<std::vector<HostTensor>> partResults;
-  for (int64_t part = 0; part < parts; ++part) {
-    const int64_t begin = extent * part / parts,
-                  end = extent * (part + 1) / parts;
-    std::vector<HostTensor> sliced;
-    std::vector<const HostTensor *> partInputs = inputs;
-    std::vector<int64_t> partSlots = slots;
-    if (parts > 1) {
-      for (const HostTensor *t : inputs)
-        sliced.push_back(sliceRows(*t, dim, begin, end));
-      for (size_t i = 0; i < inputs.size(); ++i)
-        partInputs[i] = &sliced[i];
-      if (dim == 0 && slots.size() == static_cast<size_t>(extent))
-        partSlots.assign(slots.begin() + begin, slots.begin() + end);
-    }
-    // The last stage computes the wanted rows of this part (its last row
-    // when none is: the layers run all the same, the logits are dropped).
-    std::vector<int64_t> rows;
-    const std::vector<int64_t> *partRows =
-        lastStage && parts == 1 ? outputRows : nullptr;
-    if (outputRows && lastStage && parts > 1) {
-      const int64_t first = begin * rowsPerUnit, stop = end * rowsPerUnit;
-      for (int64_t r : *outputRows)
-        if (r >= first && r < stop)
-          rows.push_back(r - first);
-      if (rows.empty())
-        rows.push_back(stop - first - 1);
-      partRows = &rows;
-    }
-    absl::StatusOr<std::vector<HostTensor>> out =
-        runOnce(function, partInputs, cache, partSlots, partRows);
-    if (!out.ok())
-      return out.status();
-    if (lastStage && parts > 1 && outputRows && rows.size() == 1 &&
-        !out->empty()) {
-      const int64_t first = begin * rowsPerUnit;
-      bool kept = std::binary_search(outputRows->begin(), outputRows->end(),
-                                     first + rows[0]);
-      if (!kept)
-        (*out)[0].shape[0] = 0, (*out)[0].bytes.clear();
-    }
-    partResults.push_back(std::move(*out));
-  }
-
-  // The last stage's results, the parts' concatenated along the split.
   std::vector<uint8_t> bytes;
-  if (lastStage) {
-    std::vector<HostTensor> results;
-    for (size_t k = 0; k < partResults.front().size(); ++k) {
-      std::vector<int64_t> shape = partResults.front()[k].shape;
-      const size_t along = (k == 0 && outputRows) ? 0 : dim;
-      if (shape.size() <= along)
-        return absl::InternalError(function + ": a result without the split "
-                                              "dim");
-      shape[along] = 0;
-      for (const auto &p : partResults)
-        shape[along] += p[k].shape[along];
-      HostTensor whole(partResults.front()[k].dtype, shape);
-      size_t at = 0;
-      for (const auto &p : partResults) {
-        std::memcpy(whole.bytes.data() + at, p[k].bytes.data(),
-                    p[k].bytes.size());
-        at += p[k].bytes.size();
+  // The parts through this stage; the last stage's results, the parts'
+  // concatenated along the split, as bytes.
+  auto runParts = [&]() -> absl::Status {
+    for (int64_t part = 0; part < parts; ++part) {
+      const int64_t begin = extent * part / parts,
+                    end = extent * (part + 1) / parts;
+      std::vector<HostTensor> sliced;
+      std::vector<const HostTensor *> partInputs = inputs;
+      std::vector<int64_t> partSlots = slots;
+      if (parts > 1) {
+        for (const HostTensor *t : inputs)
+          sliced.push_back(sliceRows(*t, dim, begin, end));
+        for (size_t i = 0; i < inputs.size(); ++i)
+          partInputs[i] = &sliced[i];
+        if (dim == 0 && slots.size() == static_cast<size_t>(extent))
+          partSlots.assign(slots.begin() + begin, slots.begin() + end);
       }
-      results.push_back(std::move(whole));
+      // The last stage computes the wanted rows of this part (its last row
+      // when none is: the layers run all the same, the logits are dropped).
+      std::vector<int64_t> rows;
+      const std::vector<int64_t> *partRows =
+          lastStage && parts == 1 ? outputRows : nullptr;
+      if (outputRows && lastStage && parts > 1) {
+        const int64_t first = begin * rowsPerUnit, stop = end * rowsPerUnit;
+        for (int64_t r : *outputRows)
+          if (r >= first && r < stop)
+            rows.push_back(r - first);
+        if (rows.empty())
+          rows.push_back(stop - first - 1);
+        partRows = &rows;
+      }
+      absl::StatusOr<std::vector<HostTensor>> out =
+          runOnce(function, partInputs, cache, partSlots, partRows);
+      if (!out.ok())
+        return out.status();
+      if (lastStage && parts > 1 && outputRows && rows.size() == 1 &&
+          !out->empty()) {
+        const int64_t first = begin * rowsPerUnit;
+        bool kept = std::binary_search(outputRows->begin(), outputRows->end(),
+                                       first + rows[0]);
+        if (!kept) {
+          (*out)[0].shape[0] = 0;
+          (*out)[0].bytes.clear();
+        }
+      }
+      partResults.push_back(std::move(*out));
     }
-    bytes = serialize(results);
-  }
-  int64_t size = static_cast<int64_t>(bytes.size());
+
+    if (lastStage) {
+      std::vector<HostTensor> results;
+      for (size_t k = 0; k < partResults.front().size(); ++k) {
+        std::vector<int64_t> shape = partResults.front()[k].shape;
+        const size_t along = (k == 0 && outputRows) ? 0 : dim;
+        if (shape.size() <= along)
+          return absl::InternalError(function + ": a result without the split "
+                                                "dim");
+        shape[along] = 0;
+        for (const auto &p : partResults)
+          shape[along] += p[k].shape[along];
+        HostTensor whole(partResults.front()[k].dtype, shape);
+        size_t at = 0;
+        for (const auto &p : partResults) {
+          std::memcpy(whole.bytes.data() + at, p[k].bytes.data(),
+                      p[k].bytes.size());
+          at += p[k].bytes.size();
+        }
+        results.push_back(std::move(whole));
+      }
+      bytes = serialize(results);
+    }
+    return absl::OkStatus();
+  };
+  absl::Status ran = runParts();
+  if (!ran.ok() && !lastStage)
+    return ran; // the stages after this one wait in vain: the job must end
+  // A failed last stage broadcasts -1, so the others return an error
+  // rather than wait.
+  int64_t size = ran.ok() ? static_cast<int64_t>(bytes.size()) : -1;
   const int root = static_cast<int>(place.size - 1);
   if (absl::Status st = (*stagesComm)->broadcast(&size, sizeof size, root);
       !st.ok())
     return st;
-  if (size < 0 || size > (int64_t{1} << 40))
+  if (!ran.ok())
+    return ran;
+  if (size < 0)
+    return absl::AbortedError(
+        absl::StrCat(function, ": the last pipeline stage failed this step"));
+  if (size > (int64_t{1} << 40))
     return absl::DataLossError("a malformed result size from the last "
                                "pipeline stage");
   bytes.resize(size);

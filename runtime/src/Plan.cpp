@@ -565,6 +565,16 @@ absl::Status checkStepTypes(const FunctionPlan &f, const Step &s) {
   case OpCode::Alias:
     narrowOk[0] = resultOk = true;
     break;
+  case OpCode::Send:
+  case OpCode::Recv: {
+    // The kernels move floats.
+    int32_t v = s.op() == OpCode::Send ? s.operands[0] : s.results[0];
+    if (type(v) != ElemType::F32)
+      return absl::DataLossError(at + opName(s.op()) +
+                                 " of a value that is "
+                                 "not f32");
+    break;
+  }
   default:
     break;
   }
@@ -730,17 +740,17 @@ absl::Status checkStep(const ModelPlan &plan, const Step &s) {
                                               : s.as<steps::Recv>().gridAxes;
     const int64_t peer = s.op() == OpCode::Send ? s.as<steps::Send>().peer
                                                 : s.as<steps::Recv>().peer;
-    // The peer is another process of the group along the axes.
-    int64_t size = 1;
-    for (int64_t a : axes)
-      if (a >= 0 && a < static_cast<int64_t>(plan.grid.size()))
-        size *= plan.grid[a];
+    // Along the pipeline axis, to the next stage / from the previous.
     const bool send = s.op() == OpCode::Send;
+    const bool alongPipeline = plan.pipelineAxis >= 0 && axes.size() == 1 &&
+                               axes[0] == plan.pipelineAxis;
+    const int64_t stage =
+        alongPipeline ? gridGroupOf(plan.grid, axes, plan.process).index : 0;
     return need(o == (send ? 1 : 0) && r == (send ? 0 : 1) && w == 0 &&
-                    !axes.empty() && !plan.grid.empty() && gridAxesOk(axes) &&
-                    peer >= 0 && peer < size &&
-                    peer != gridGroupOf(plan.grid, axes, plan.process).index,
-                "operands, grid axes or peer");
+                    alongPipeline && peer == stage + (send ? 1 : -1) &&
+                    peer >= 0 && peer < plan.grid[plan.pipelineAxis],
+                "operands, grid axes or peer (the next stage for a send, "
+                "the previous for a receive)");
   }
   }
   return need(false, "unknown op");
@@ -782,6 +792,10 @@ absl::StatusOr<ModelPlan> planFromJson(const std::string &text,
     return absl::DataLossError(absl::StrCat("artifact header: process ",
                                             plan.process, " of ",
                                             plan.processes, " processes"));
+  if (plan.grid.size() > kMaxGridAxes)
+    return absl::DataLossError(
+        absl::StrCat("artifact header: a process grid of ", plan.grid.size(),
+                     " axes (at most ", kMaxGridAxes, ")"));
   if (!plan.grid.empty()) {
     // Its product is the processes, computed without overflow.
     int64_t product = 1;

@@ -141,11 +141,12 @@ ModelPlan everyKind() {
        "rms0");
   step(steps::AllReduce{{1}}, {3}, {4}, {});
   step(steps::AllGather{2, {0}}, {3}, {4}, {});
-  step(steps::Send{{0}, 0}, {3}, {}, {});
+  // Process 3 of a [3, 2] grid is stage 1 of 3 along axis 0.
+  step(steps::Send{{0}, 2}, {3}, {}, {});
   step(steps::Recv{{0}, 0}, {}, {4}, {});
-  p.processes = 4;
+  p.processes = 6;
   p.process = 3;
-  p.grid = {2, 2};
+  p.grid = {3, 2};
   p.pipelineAxis = 0;
   p.functions.push_back(std::move(f));
   return p;
@@ -163,9 +164,9 @@ TEST(Plan, EveryStepKindRoundTripsFieldByField) {
       planFromJson(planToJson(plan, target), &target);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->eosTokenIds, plan.eosTokenIds);
-  EXPECT_EQ(back->processes, 4);
+  EXPECT_EQ(back->processes, 6);
   EXPECT_EQ(back->process, 3);
-  EXPECT_EQ(back->grid, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(back->grid, (std::vector<int64_t>{3, 2}));
   EXPECT_EQ(back->pipelineAxis, 0);
   EXPECT_EQ(target.requiredIsa,
             (std::vector<std::string>{"avx2", "fma", "avx512f"}));
@@ -241,18 +242,29 @@ TEST(Plan, OutOfRangeConfigurationsAreRefused) {
       "grid axes out of order");
   refuses([](auto &s) { s[15].template as<steps::Send>().peer = 1; },
           "a send to this very process");
+  refuses([](auto &s) { s[15].template as<steps::Send>().peer = 0; },
+          "a send back to the previous stage");
   refuses([](auto &s) { s[16].template as<steps::Recv>().peer = 2; },
-          "a receive from past the pipeline");
-  refuses([](auto &s) { s[16].template as<steps::Recv>().gridAxes = {}; },
-          "a receive along no axis");
+          "a receive from the next stage");
+  refuses([](auto &s) { s[16].template as<steps::Recv>().gridAxes = {1}; },
+          "a receive along another axis than the pipeline's");
   ModelPlan plan = everyKind();
   plan.pipelineAxis = 2;
   EXPECT_FALSE(planFromJson(planToJson(plan, TargetInfo())).ok())
       << "a pipeline axis the grid does not have";
   plan = everyKind();
-  plan.grid = {3, 2};
+  plan.grid = {4, 2};
   EXPECT_FALSE(planFromJson(planToJson(plan, TargetInfo())).ok())
-      << "a grid of 6 processes for a plan of 4";
+      << "a grid of 8 processes for a plan of 6";
+  plan = everyKind();
+  plan.processes = 1;
+  plan.process = 0;
+  plan.grid.assign(kMaxGridAxes + 1, 1);
+  absl::StatusOr<ModelPlan> wide = planFromJson(planToJson(plan, TargetInfo()));
+  ASSERT_FALSE(wide.ok()) << "a grid of more axes than any partition makes";
+  EXPECT_NE(std::string(wide.status().message()).find("axes (at most 8)"),
+            std::string::npos)
+      << wide.status();
 }
 
 /// Groups of a process grid along some of its axes: tensor parallelism

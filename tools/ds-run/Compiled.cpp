@@ -438,6 +438,9 @@ int runOnceCompiled(const RunOptions &opts,
   const rt::FunctionPlan *plan = model->plan().find(function);
   if (!fn || !plan)
     return fail("no function @" + function);
+  if (model->plan().pipelineAxis >= 0)
+    return fail("a pipeline stage's plan runs with --generate (a single "
+                "function's whole arguments and results are not a stage's)");
   std::vector<HostTensor> args;
   if (std::optional<std::string> error = buildArguments(opts, fn, args))
     return fail(*error);
@@ -452,6 +455,10 @@ int runOnceCompiled(const RunOptions &opts,
   }
   std::optional<rt::KVCache> cache;
   std::vector<int64_t> slots;
+  if (cacheArgs.size() != model->plan().caches.size() && !cacheArgs.empty())
+    return fail("@" + function + " takes " + Twine(cacheArgs.size()) +
+                " cache arguments; the plan has " +
+                Twine(model->plan().caches.size()) + " caches");
   if (!cacheArgs.empty()) {
     int64_t b = cacheArgs[0]->shape[0];
     auto c = rt::KVCache::create(model->plan(), std::max<int64_t>(b, 1));

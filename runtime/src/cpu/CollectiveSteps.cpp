@@ -1,5 +1,4 @@
-//===- CollectiveSteps.cpp - collectives, sends and receives between processes
-//===//
+//===- CollectiveSteps.cpp - collectives, sends, receives -----------------===//
 //
 // The collective steps of a partitioned plan, through the communicator of
 // the process (setCommunicator: MPI when launched by mpirun), or, for a

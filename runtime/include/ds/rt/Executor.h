@@ -57,8 +57,10 @@ public:
   /// rows into `n` micro-batches (contiguous blocks of the sequences, or of
   /// one sequence's positions) that follow each other through the stages,
   /// so that stage k works on one while stage k + 1 works on the one
-  /// before; 0, the default, makes as many as there are stages. Results
-  /// are the same bits for any n.
+  /// before; 0, the default, makes as many as there are stages when each
+  /// has at least 16 rows, fewer otherwise (each micro-batch reads the
+  /// stage's weights again, which a few decode rows do not repay). Results
+  /// are the same bits for any n; every stage must use the same n.
   void setMicroBatches(int64_t n) { microBatches = n; }
   int64_t getMicroBatches() const { return microBatches; }
 

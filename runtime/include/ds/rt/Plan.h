@@ -59,6 +59,8 @@ struct DimExpr {
 /// on any change to the header's meaning (step fields, weight layouts):
 /// an artifact of another version is refused, naming both versions.
 inline constexpr int64_t kArtifactFormatVersion = 10;
+/// The most axes a plan's process grid may have (ds-partition makes 4).
+inline constexpr size_t kMaxGridAxes = 8;
 
 /// What a step does: the index of its configuration in StepConfig.
 enum class OpCode : uint32_t {
@@ -321,8 +323,9 @@ struct ModelPlan {
   /// through the device's communicator, which must have as many ranks and
   /// be at rank `process`. 1 and 0 for a whole model.
   int64_t processes = 1, process = 0;
-  /// The processes' grid (row-major; its product is `processes`): what the
-  /// collective steps' gridAxes index. Empty: one axis of all of them.
+  /// The processes' grid (row-major; its product is `processes`; at most
+  /// kMaxGridAxes axes): what the collective steps' gridAxes index. Empty:
+  /// one axis of all of them.
   std::vector<int64_t> grid;
   /// Data parallelism: the grid axes the batch is split over (ascending;
   /// empty: none). The processes that differ along them are replicas: each
