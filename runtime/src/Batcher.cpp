@@ -50,8 +50,28 @@ Batcher::Batcher(std::unique_ptr<Session> s, const BatcherOptions &o)
   for (int64_t i = options.maxBatchSize; i-- > 0;)
     freeSlots.push_back(i);
   counters.batchHistogram.assign(options.maxBatchSize + 1, 0);
+  counters.replicaRequests.assign(session->numReplicas(), 0);
   started = std::chrono::steady_clock::now();
   scheduler = std::thread([this] { loop(); });
+}
+
+int64_t Batcher::takeSlot() {
+  // Data-parallel replicas: a slot of the replica with the most free ones
+  // (the fewest running sequences), so that requests spread over them.
+  size_t pick = freeSlots.size() - 1;
+  if (session->numReplicas() > 1) {
+    std::vector<int64_t> free(session->numReplicas(), 0);
+    for (int64_t s : freeSlots)
+      ++free[session->replicaOfSlot(s)];
+    for (size_t i = freeSlots.size(); i-- > 0;)
+      if (free[session->replicaOfSlot(freeSlots[i])] >
+          free[session->replicaOfSlot(freeSlots[pick])])
+        pick = i;
+  }
+  int64_t slot = freeSlots[pick];
+  freeSlots.erase(freeSlots.begin() + static_cast<std::ptrdiff_t>(pick));
+  ++counters.replicaRequests[session->replicaOfSlot(slot)];
+  return slot;
 }
 
 Batcher::~Batcher() {
@@ -246,8 +266,7 @@ void Batcher::loop() {
       while (!queue.empty() && !freeSlots.empty()) {
         admitted.push_back(std::move(queue.front()));
         queue.pop_front();
-        admittedSlots.push_back(freeSlots.back());
-        freeSlots.pop_back();
+        admittedSlots.push_back(takeSlot());
         running.insert(admitted.back().id);
       }
       cancelled.assign(cancelRequested.begin(), cancelRequested.end());

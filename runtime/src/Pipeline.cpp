@@ -135,18 +135,9 @@ Executor::runPipelined(const std::string &function,
   const std::vector<int64_t> stageAxes = {mp.pipelineAxis};
   if (!groupsBuilt) {
     // The stages run different steps, so the groups their collectives use
-    // are built here, all of them, in one order on every process (building
-    // one is collective over every process).
-    const int64_t n = static_cast<int64_t>(mp.grid.size());
-    for (int64_t mask = 1; mask + 1 < (int64_t{1} << n); ++mask) {
-      std::vector<int64_t> axes;
-      for (int64_t a = 0; a < n; ++a)
-        if (mask & (int64_t{1} << a))
-          axes.push_back(a);
-      if (absl::StatusOr<Communicator *> g = world->group(mp.grid, axes);
-          !g.ok())
-        return g.status();
-    }
+    // are built here, all of them, in one order on every process.
+    if (absl::Status st = buildAllGroups(*world, mp.grid); !st.ok())
+      return st;
     groupsBuilt = true;
   }
   absl::StatusOr<Communicator *> stagesComm = world->group(mp.grid, stageAxes);

@@ -27,10 +27,21 @@ namespace ds::rt {
 //===----------------------------------------------------------------------===//
 
 Session::Session(std::shared_ptr<const Model> model, KVCache cache,
-                 unsigned threads)
+                 unsigned threads, int64_t slots)
     : model_(std::move(model)), cache(std::move(cache)),
       pool(threads ? std::make_unique<ThreadPool>(threads) : nullptr),
-      exec(model_, pool.get()) {}
+      exec(model_, pool.get()), slots_(slots), localSlots(slots) {
+  const ModelPlan &plan = model_->plan();
+  if (!plan.batchAxes.empty()) {
+    GridGroup g = gridGroupOf(plan.grid, plan.batchAxes, plan.process);
+    replicas = g.size;
+    replica = g.index;
+    localSlots = slots / replicas;
+    for (const FunctionPlan &f : plan.functions)
+      for (const Step &s : f.steps)
+        jointSteps |= s.op() == OpCode::MoE && s.as<steps::MoE>().allToAll;
+  }
+}
 
 absl::Status checkWorkerThreads(int64_t threads) {
   int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
@@ -52,11 +63,27 @@ Session::create(std::shared_ptr<const Model> model, int64_t slots,
   if (!model->plan().find("decode"))
     return absl::InvalidArgumentError(
         "the model has no @decode function (compile an imported model)");
-  absl::StatusOr<KVCache> cache = KVCache::create(model->plan(), slots);
+  // A data-parallel plan keeps its replica's share of the slots (and a
+  // spare one for placeholder rows).
+  const ModelPlan &plan = model->plan();
+  int64_t local = slots;
+  if (!plan.batchAxes.empty()) {
+    const int64_t replicas =
+        gridGroupOf(plan.grid, plan.batchAxes, plan.process).size;
+    if (slots < replicas || slots % replicas != 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat(slots, " slots do not split evenly over the ", replicas,
+                       " data-parallel replicas"));
+    if (plan.vocabSize <= 0)
+      return absl::InvalidArgumentError(
+          "a data-parallel session needs the model's vocabulary size");
+    local = slots / replicas + 1;
+  }
+  absl::StatusOr<KVCache> cache = KVCache::create(plan, local);
   if (!cache.ok())
     return cache.status();
   return std::unique_ptr<Session>(
-      new Session(std::move(model), std::move(*cache), threads));
+      new Session(std::move(model), std::move(*cache), threads, slots));
 }
 
 absl::Status Session::validate(const std::vector<int64_t> &prompt,
@@ -282,12 +309,101 @@ absl::StatusOr<HostTensor> Session::stepRows(
   return out;
 }
 
+absl::StatusOr<HostTensor> Session::stepReplicas(
+    const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
+    const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (positions.size() != tokens.size() || slots.size() != tokens.size())
+    return absl::InvalidArgumentError(
+        "tokens, positions and slots must have one entry per row");
+  for (int64_t s : slots)
+    if (s < 0 || s >= slots_)
+      return absl::InvalidArgumentError(
+          absl::StrCat("cache slot ", s, " is outside [0, ", slots_, ")"));
+  Communicator *world = processCommunicator().get();
+  const ModelPlan &plan = model_->plan();
+  if (!world || world->size() != plan.processes ||
+      world->rank() != plan.process)
+    return absl::FailedPreconditionError(
+        "a data-parallel session runs one process per rank under mpirun");
+  if (!groupsBuilt) {
+    // Replicas without rows skip steps: the groups are built here, on
+    // every process at its first step, in one order.
+    if (absl::Status st = buildAllGroups(*world, plan.grid); !st.ok())
+      return st;
+    groupsBuilt = true;
+  }
+  // This replica's rows, in their local slots; the wanted rows among them.
+  std::vector<int64_t> mine, myTokens, myPositions, mySlots, myWanted, outRow;
+  for (int64_t i = 0; i < n; ++i)
+    if (replicaOfSlot(slots[i]) == replica) {
+      mine.push_back(i);
+      myTokens.push_back(tokens[i]);
+      myPositions.push_back(positions[i]);
+      mySlots.push_back(slots[i] % localSlots);
+    }
+  const int64_t rowsOut =
+      logitRows ? static_cast<int64_t>(logitRows->size()) : n;
+  if (logitRows) {
+    for (int64_t w = 0; w < rowsOut; ++w) {
+      auto it = std::lower_bound(mine.begin(), mine.end(), (*logitRows)[w]);
+      if (it != mine.end() && *it == (*logitRows)[w]) {
+        myWanted.push_back(it - mine.begin());
+        outRow.push_back(w);
+      }
+    }
+  } else {
+    outRow = mine;
+    for (size_t i = 0; i < mine.size(); ++i)
+      myWanted.push_back(static_cast<int64_t>(i));
+  }
+  const int64_t vocab = vocabSize();
+  HostTensor logits(DType::F32, {rowsOut, vocab});
+  if (!mine.empty()) {
+    // Rows whose logits nobody wants still run (their keys and values):
+    // the last one's logits are computed and dropped.
+    std::vector<int64_t> rows =
+        myWanted.empty()
+            ? std::vector<int64_t>{static_cast<int64_t>(mine.size() - 1)}
+            : myWanted;
+    absl::StatusOr<HostTensor> out =
+        runRows(exec, myTokens, myPositions, mySlots, &rows);
+    if (!out.ok())
+      return out.status();
+    if (out->shape.back() != vocab)
+      return absl::InternalError("logits of another width than the vocabulary");
+    for (size_t i = 0; i < outRow.size(); ++i)
+      std::memcpy(logits.data<float>() + outRow[i] * vocab,
+                  out->data<float>() + i * vocab, vocab * sizeof(float));
+  } else if (jointSteps) {
+    // The replicas' all-to-alls meet in every step: a placeholder row in
+    // the spare slot.
+    absl::StatusOr<HostTensor> out =
+        runRows(exec, {0}, {0}, {localSlots}, nullptr);
+    if (!out.ok())
+      return out.status();
+  }
+  // Each row's logits come from its replica, zeros from the others: the
+  // sum is exact.
+  absl::StatusOr<Communicator *> group =
+      world->group(plan.grid, plan.batchAxes);
+  if (!group.ok())
+    return group.status();
+  if (absl::Status st =
+          (*group)->allReduceSum(logits.data<float>(), rowsOut * vocab);
+      !st.ok())
+    return st;
+  return logits;
+}
+
 absl::StatusOr<HostTensor> Session::stepLocal(
     const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
     const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows) {
   int64_t n = static_cast<int64_t>(tokens.size());
   if (absl::Status st = checkLogitRows(logitRows, n); !st.ok())
     return st;
+  if (replicas > 1)
+    return stepReplicas(tokens, positions, slots, logitRows);
   int64_t width = pool ? pool->numWorkers() + 1 : 1;
   int64_t parts = std::min<int64_t>(width, n / kMinRowsPerPart);
   std::vector<int64_t> bounds;
@@ -376,7 +492,8 @@ GenerationResult Session::generate(const std::vector<int64_t> &prompt,
         absl::InvalidArgumentError(
             absl::StrCat("slot ", slot, " is outside [0, ", numSlots(), ")")),
         promptTokens);
-  cache.clearSlot(slot);
+  if (replicaOfSlot(slot) == replica)
+    cache.clearSlot(slot % localSlots);
   SequenceDecoder seq(prompt, options, onToken, eosTokens(), vocabSize());
   std::vector<int64_t> positions(prompt.size()), slots(prompt.size(), slot);
   std::iota(positions.begin(), positions.end(), int64_t{0});

@@ -413,11 +413,9 @@ int runGenerateCompiled(const RunOptions &opts,
       return serveRequests(opts, model, allSeqs, generatedIds,
                            interp != nullptr);
     // A partitioned model: requests enter on rank 0, whose batcher hands
-    // each step to the other ranks (they run it in lockstep).
-    if (replica.size > 1)
-      return fail("--serve with data parallelism: the batcher does not "
-                  "spread requests over replicas yet (partition with tp and "
-                  "ep to serve)");
+    // each step to the other ranks (they run it in lockstep); with data
+    // parallelism each replica runs the rows in its slots, and the batcher
+    // spreads the requests over the replicas' slots.
     if (comm->rank() != 0)
       return followSteps(opts, model, *comm);
     return serveRequests(opts, model, allSeqs, generatedIds, interp != nullptr,

@@ -82,6 +82,12 @@ int serveRequests(const RunOptions &opts,
       "{2:f0} generated tokens/s, {3} steps, mean batch {4:f1} sequences, "
       "latency p50 {5:f2} ms p90 {6:f2} ms p99 {7:f2} ms\n",
       serve, secs, tokens / secs, st.steps, mean, st.p50Ms, st.p90Ms, st.p99Ms);
+  if (st.replicaRequests.size() > 1) {
+    llvm::outs() << "requests per data-parallel replica:";
+    for (int64_t n : st.replicaRequests)
+      llvm::outs() << " " << n;
+    llvm::outs() << "\n";
+  }
   llvm::outs() << "batched answers equal to the sequential"
                << (interpreterChecked ? ", interpreter-checked" : "")
                << " generation: " << agree << "/" << serve << "\n";

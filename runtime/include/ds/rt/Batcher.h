@@ -63,6 +63,9 @@ struct BatcherStats {
   int64_t steps = 0, generatedTokens = 0, prefillTokens = 0;
   /// batchHistogram[n]: steps that ran n sequences.
   std::vector<int64_t> batchHistogram;
+  /// Requests admitted to each data-parallel replica's slots (one entry
+  /// without replicas).
+  std::vector<int64_t> replicaRequests;
   /// Submit-to-completion latency percentiles, milliseconds.
   double p50Ms = 0, p90Ms = 0, p99Ms = 0, maxMs = 0;
   double elapsedSeconds = 0;
@@ -128,6 +131,9 @@ private:
 
   Batcher(std::unique_ptr<Session> session, const BatcherOptions &options);
   void loop();
+  /// A free slot, taken (with the lock held): the last freed, or with
+  /// data-parallel replicas one of the least busy replica.
+  int64_t takeSlot();
   /// One @decode step over the active sequences; finishes those that end.
   void runStep();
   /// Ends every active sequence with `status` (a step that failed).

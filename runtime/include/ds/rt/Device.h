@@ -168,6 +168,15 @@ public:
   }
 };
 
+/// Builds `comm`'s groups (Communicator::group) along every proper subset
+/// of the axes of the grid `shape`, in one order. Building a group is
+/// collective, and processes that run different steps (pipeline stages,
+/// replicas without rows in a step) would otherwise ask for them in
+/// different orders; every process calls this at the same point. Cheap
+/// after the first call (the groups live in the communicator).
+absl::Status buildAllGroups(Communicator &comm,
+                            const std::vector<int64_t> &shape);
+
 class Queue {
 public:
   virtual ~Queue() = default;

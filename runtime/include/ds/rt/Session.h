@@ -4,6 +4,8 @@
 // the model's @decode function over packed rows (token, position, slot), on
 // one executor or split over worker threads; and generates for one
 // sequence at a time (SequenceDecoder: sampling, stop tokens, streaming).
+// A data-parallel plan's session holds its replica's share of the slots
+// and runs the rows in them; every process returns every row's logits.
 // The Batcher (Batcher.h) drives one Session for many requests.
 //
 //===----------------------------------------------------------------------===//
@@ -37,7 +39,18 @@ public:
   create(std::shared_ptr<const Model> model, int64_t slots, unsigned threads);
 
   const Model &model() const { return *model_; }
-  int64_t numSlots() const { return cache.numSlots(); }
+  /// Sequence slots. A data-parallel plan's session (ModelPlan::batchAxes)
+  /// numbers the slots of every replica: slot s is local slot s % (slots /
+  /// replicas) of replica s / (slots / replicas); each process keeps only
+  /// its replica's, runs the rows of a step that are in them, and the
+  /// step's logits are gathered from the replicas (an all-reduce over them),
+  /// so every process returns every row's.
+  int64_t numSlots() const { return slots_; }
+  int64_t numReplicas() const { return replicas; }
+  /// The data-parallel replica holding slot `slot` (0 without replicas).
+  int64_t replicaOfSlot(int64_t slot) const {
+    return localSlots ? slot / localSlots : 0;
+  }
   int64_t vocabSize() const { return model_->plan().vocabSize; }
   int64_t maxLength() const { return model_->plan().maxCacheLen; }
 
@@ -111,7 +124,13 @@ public:
   }
 
 private:
-  Session(std::shared_ptr<const Model> model, KVCache cache, unsigned threads);
+  Session(std::shared_ptr<const Model> model, KVCache cache, unsigned threads,
+          int64_t slots);
+  /// stepLocal of a data-parallel plan: this replica's rows, the logits of
+  /// all of them gathered.
+  absl::StatusOr<HostTensor> stepReplicas(
+      const std::vector<int64_t> &tokens, const std::vector<int64_t> &positions,
+      const std::vector<int64_t> &slots, const std::vector<int64_t> *logitRows);
   absl::StatusOr<HostTensor> runRows(Executor &executor,
                                      const std::vector<int64_t> &tokens,
                                      const std::vector<int64_t> &positions,
@@ -135,6 +154,12 @@ private:
   std::vector<std::unique_ptr<Executor>> partExecs;
   Communicator *leader = nullptr;
   bool leaderBroken = false;
+  /// Data parallelism: every replica's slots, this process's replica and
+  /// its slots; whether its replicas step together (the experts'
+  /// all-to-all joins them: a replica without rows in a step runs a
+  /// placeholder row in its spare slot, `localSlots`).
+  int64_t slots_ = 0, replicas = 1, replica = 0, localSlots = 0;
+  bool jointSteps = false, groupsBuilt = false;
 };
 
 /// Boundaries [0 = b0, b1, ..., bP = rows] of up to `parts` contiguous row
