@@ -1107,19 +1107,13 @@ LogicalResult Evaluator::evalSendRecv(Operation *op) {
   if (recv && recv.getSourceDynamic().empty())
     peerIndex = recv.getSource();
   const ProcessGrid &grid = process->collectives->getGrid();
-  if (!peerIndex || peerIndex->size() != axes.size() || !grid.hasAxes(axes))
-    return op->emitError("needs a static peer index along ascending grid "
+  // The peer's place in this process's group along the axes.
+  std::optional<int64_t> place =
+      peerIndex ? grid.placeAlong(axes, *peerIndex) : std::nullopt;
+  if (!place)
+    return op->emitError("needs a static peer index within ascending grid "
                          "axes of the run's grid");
-  // The peer's place in this process's group along the axes (row-major).
-  int64_t linear = 0;
-  for (auto [axis, i] : llvm::zip(axes, *peerIndex)) {
-    int64_t size = grid.shape()[axis];
-    if (i < 0 || i >= size)
-      return op->emitError() << "peer index " << i << " is outside grid axis "
-                             << axis << " of size " << size;
-    linear = linear * size + i;
-  }
-  const int64_t peer = grid.group(process->rank, axes)[linear];
+  const int64_t peer = grid.group(process->rank, axes)[*place];
   const Tensor &mine = get(op->getOperand(0));
   if (send) {
     if (failed(process->collectives->send(process->rank, peer, mine)))

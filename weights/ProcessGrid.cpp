@@ -64,6 +64,19 @@ int64_t ProcessGrid::sizeAlong(ArrayRef<int16_t> axes) const {
   return n;
 }
 
+std::optional<int64_t> ProcessGrid::placeAlong(ArrayRef<int16_t> axes,
+                                               ArrayRef<int64_t> index) const {
+  if (index.size() != axes.size() || !hasAxes(axes))
+    return std::nullopt;
+  int64_t place = 0;
+  for (auto [axis, i] : llvm::zip(axes, index)) {
+    if (i < 0 || i >= dims[axis])
+      return std::nullopt;
+    place = place * dims[axis] + i;
+  }
+  return place;
+}
+
 SmallVector<int64_t> ProcessGrid::group(int64_t rank,
                                         ArrayRef<int16_t> axes) const {
   SmallVector<int64_t> members(sizeAlong(axes), -1);

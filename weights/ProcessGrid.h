@@ -48,6 +48,11 @@ public:
   };
   std::optional<Block> blockAlong(int64_t rank, ArrayRef<int16_t> axes,
                                   int64_t local) const;
+  /// The place in a group along `axes` (hasAxes) of the process at
+  /// coordinates `index` along them (row-major, what group() orders by);
+  /// none when the index has another length or leaves an axis.
+  std::optional<int64_t> placeAlong(ArrayRef<int16_t> axes,
+                                    ArrayRef<int64_t> index) const;
   /// The processes that differ from `rank` only along `axes`, in the order
   /// of their index along them.
   SmallVector<int64_t> group(int64_t rank, ArrayRef<int16_t> axes) const;

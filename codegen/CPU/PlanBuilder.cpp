@@ -1561,18 +1561,15 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
           index = recv.getSource();
         if (!gridOp)
           return o->emitError("a send or receive without its grid");
-        ProcessGrid grid(gridOp.getShape());
-        if (!index || index->size() != axes.size() || axes.empty() ||
-            !grid.hasAxes(axes))
+        std::optional<int64_t> place =
+            index && !axes.empty()
+                ? ProcessGrid(gridOp.getShape()).placeAlong(axes, *index)
+                : std::nullopt;
+        if (!place)
           return o->emitError("the CPU backend sends and receives along "
-                              "ascending grid axes to a static peer");
-        int64_t peer = 0;
-        for (auto [axis, i] : llvm::zip(axes, *index)) {
-          if (i < 0 || i >= grid.shape()[axis])
-            return o->emitError()
-                   << "peer index " << i << " is outside grid axis " << axis;
-          peer = peer * grid.shape()[axis] + i;
-        }
+                              "ascending grid axes to a static peer within "
+                              "them");
+        const int64_t peer = *place;
         std::vector<int64_t> gridAxes(axes.begin(), axes.end());
         if (send) {
           if (!known(send.getInput()))

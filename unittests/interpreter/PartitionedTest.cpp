@@ -37,6 +37,11 @@ TEST(ProcessGrid, IndicesAndGroupsAreRowMajor) {
   EXPECT_EQ(grid.group(4, {1}), (llvm::SmallVector<int64_t>{3, 4, 5}));
   EXPECT_EQ(grid.group(4, {0}), (llvm::SmallVector<int64_t>{1, 4}));
   EXPECT_EQ(grid.group(2, {}), (llvm::SmallVector<int64_t>{2}));
+  EXPECT_EQ(grid.placeAlong({1}, {2}), 2);
+  EXPECT_EQ(grid.placeAlong({0, 1}, {1, 2}), 5);
+  EXPECT_EQ(grid.placeAlong({0}, {2}), std::nullopt);
+  EXPECT_EQ(grid.placeAlong({0}, {0, 1}), std::nullopt);
+  EXPECT_EQ(grid.placeAlong({1, 0}, {0, 0}), std::nullopt);
 }
 
 TEST(ProcessGrid, BlocksAssembleTheWholeValue) {
@@ -101,6 +106,66 @@ TEST(EmulatedCollectives, AFailedProcessReleasesTheOthers) {
   for (std::thread &t : threads)
     t.join();
   EXPECT_EQ(failures, (std::vector<int>{1, 1, 0}));
+}
+
+/// Collectives of different groups do not wait for each other: the two
+/// rows of a [2, 2] grid make different numbers of them (pipeline stages
+/// running different programs) and both finish.
+TEST(EmulatedCollectives, GroupsMeetApart) {
+  ProcessGrid grid({2, 2});
+  EmulatedCollectives collectives(grid);
+  std::vector<int> done(4, 0);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < 4; ++r)
+    threads.emplace_back([&, r] {
+      int calls = r < 2 ? 3 : 1;
+      for (int i = 0; i < calls; ++i)
+        if (failed(collectives.exchange(r, {1}, Tensor::floats({1}))))
+          return;
+      done[r] = 1;
+    });
+  for (std::thread &t : threads)
+    t.join();
+  EXPECT_EQ(done, (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_FALSE(collectives.deadlocked());
+}
+
+TEST(EmulatedCollectives, SendsArriveInOrder) {
+  ProcessGrid grid({2});
+  EmulatedCollectives collectives(grid);
+  std::vector<float> got;
+  std::thread receiver([&] {
+    for (int i = 0; i < 3; ++i) {
+      FailureOr<Tensor> t = collectives.recv(0, 1);
+      ASSERT_TRUE(succeeded(t));
+      got.push_back(t->f[0]);
+    }
+    collectives.finished();
+  });
+  for (int i = 0; i < 3; ++i) {
+    Tensor t = Tensor::floats({1});
+    t.f[0] = static_cast<float>(i);
+    ASSERT_TRUE(succeeded(collectives.send(0, 1, t)));
+  }
+  collectives.finished();
+  receiver.join();
+  EXPECT_EQ(got, (std::vector<float>{0, 1, 2}));
+  EXPECT_FALSE(collectives.deadlocked());
+}
+
+/// Both processes wait to receive first: a deadlock, reported, not a hang.
+TEST(EmulatedCollectives, EveryoneWaitingIsADeadlock) {
+  ProcessGrid grid({2});
+  EmulatedCollectives collectives(grid);
+  std::vector<int> failures(2, 0);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < 2; ++r)
+    threads.emplace_back(
+        [&, r] { failures[r] = failed(collectives.recv(1 - r, r)); });
+  for (std::thread &t : threads)
+    t.join();
+  EXPECT_EQ(failures, (std::vector<int>{1, 1}));
+  EXPECT_TRUE(collectives.deadlocked());
 }
 
 } // namespace
