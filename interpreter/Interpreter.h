@@ -53,6 +53,8 @@ public:
   /// `weights` may be null for modules without ds.param.
   Interpreter(ModuleOp module, WeightProvider *weights)
       : module(module), weights(weights) {}
+  /// The module it runs.
+  ModuleOp getModule() const { return module; }
 
   /// Runs the function `name` on `args` (checked against its signature) and
   /// returns its results (f32 for float types, i64 for integer types).

@@ -368,9 +368,13 @@ def PartitionPass : Pass<"ds-partition", "::mlir::ModuleOp"> {
     (`ds-run --ranks`). Run it on the imported (or decomposed) model,
     before fusion and before quantization: quantized and 2:4 weights cannot
     be sharded yet and are refused. Head counts, intermediate sizes and the
-    vocabulary must divide by `tp`, and attention needs `tp` to divide its
-    KV heads (replicating KV heads is not supported); otherwise the pass
-    fails naming the op, as it does when `pp` exceeds a function's layers.
+    vocabulary must divide by `tp`. GQA attention with fewer KV heads than
+    `tp` (a divisor of it) repeats each KV head `tp / heads` times, as
+    Megatron and vLLM do: the K and V projections select their rows with
+    repeats (`select`), the caches get `tp` heads, and each process holds
+    the one its query heads read; otherwise `tp` must divide the KV heads.
+    A split that does not divide fails naming the op, as the pass does when
+    `pp` exceeds a function's layers.
     `tp=1 ep=1 dp=1 pp=1` leaves the module unchanged.
   }];
   let options = [

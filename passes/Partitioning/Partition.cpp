@@ -213,6 +213,125 @@ void duplicateSharedParams(func::FuncOp fn) {
   }
 }
 
+/// A param selecting rows `rows` of `param`'s tensor (composed with its own
+/// select), of type `type`.
+ParamOp selectRows(ParamOp param, ArrayRef<int64_t> rows,
+                   RankedTensorType type) {
+  SmallVector<int64_t> select;
+  for (int64_t r : rows)
+    select.push_back(param.getSelectAttr() ? param.getSelectAttr()[r] : r);
+  OpBuilder b(param);
+  b.setInsertionPointAfter(param);
+  return ParamOp::create(b, param.getLoc(), type, param.getNameAttr(),
+                         b.getDenseI64ArrayAttr(select), param.getScalesAttr(),
+                         param.getZeroPointsAttr(), param.getMetaAttr(),
+                         param.getGridAttr(), param.getSplitAxesAttr());
+}
+
+/// GQA with fewer KV heads than tensor-parallel processes (tp a multiple
+/// of them): each KV head is repeated tp / heads times, as Megatron and
+/// vLLM replicate KV heads, so that every process holds the one head its
+/// block of query heads reads. The K and V projections (and biases) select
+/// their rows with repeats, the heads along the way to attention (RoPE,
+/// per-head norms, the cache update) become tp, and so does the KV cache
+/// argument: each process's cache is its one head. A query head i still
+/// reads a copy of KV head i / (query heads / KV heads).
+LogicalResult replicateKVHeads(func::FuncOp fn, int64_t tp) {
+  SmallVector<AttentionOp> attentions;
+  fn.walk([&](AttentionOp a) { attentions.push_back(a); });
+  bool changed = false;
+  for (AttentionOp a : attentions) {
+    auto qType = cast<RankedTensorType>(a.getQ().getType());
+    auto kType = cast<RankedTensorType>(a.getK().getType());
+    const int64_t kvHeads = kType.getDimSize(2);
+    if (ShapedType::isDynamic(kvHeads) || kvHeads >= tp || tp % kvHeads != 0 ||
+        qType.getDimSize(2) % tp != 0)
+      continue; // nothing to do, or the sharding models refuse it
+    const int64_t copies = tp / kvHeads;
+    for (Value operand : {a.getK(), a.getV()}) {
+      // The values from the projection to attention, head dim at 2.
+      SmallVector<Value> headValues;
+      SplitHeadsOp split;
+      LinearOp projection;
+      Value v = operand;
+      while (Operation *def = v.getDefiningOp()) {
+        if (auto c = dyn_cast<CacheUpdateOp>(def)) {
+          if (!isa<BlockArgument>(c.getCache()) || !c.getCache().hasOneUse())
+            return a.emitOpError("cannot repeat its KV heads: the cache is "
+                                 "not an argument of its own");
+          headValues.push_back(v);
+          headValues.push_back(c.getCache());
+          v = c.getUpdate();
+        } else if (isa<RopeOp>(def) ||
+                   (isa<RMSNormOp>(def) &&
+                    cast<RankedTensorType>(v.getType()).getRank() == 4)) {
+          headValues.push_back(v);
+          v = def->getOperand(0);
+        } else if (auto s = dyn_cast<SplitHeadsOp>(def)) {
+          headValues.push_back(v);
+          split = s;
+          v = s.getInput();
+        } else {
+          projection = dyn_cast<LinearOp>(def);
+          break;
+        }
+      }
+      auto weight = projection ? projection.getWeight().getDefiningOp<ParamOp>()
+                               : nullptr;
+      auto weightType =
+          weight ? dyn_cast<RankedTensorType>(weight.getType()) : nullptr;
+      if (!split || !weightType || !projection.getResult().hasOneUse())
+        return a.emitOpError("cannot repeat its KV heads: they do not come "
+                             "from a projection of their own through "
+                             "ds.split_heads");
+      const int64_t dim = cast<RankedTensorType>(split.getType()).getDimSize(3);
+      SmallVector<int64_t> rows;
+      for (int64_t h = 0; h < kvHeads; ++h)
+        for (int64_t c = 0; c < copies; ++c)
+          for (int64_t d = 0; d < dim; ++d)
+            rows.push_back(h * dim + d);
+      auto rowsOf = [&](RankedTensorType t) {
+        SmallVector<int64_t> shape(t.getShape());
+        shape[0] = tp * dim;
+        return t.clone(shape);
+      };
+      projection.getWeightMutable().assign(
+          selectRows(weight, rows, rowsOf(weightType)));
+      if (weight->use_empty())
+        weight->erase();
+      if (Value bias = projection.getBias()) {
+        auto p = bias.getDefiningOp<ParamOp>();
+        auto t = p ? dyn_cast<RankedTensorType>(p.getType()) : nullptr;
+        if (!t)
+          return a.emitOpError("cannot repeat its KV heads: the projection's "
+                               "bias is not a plain ds.param");
+        projection.getBiasMutable().assign(selectRows(p, rows, rowsOf(t)));
+        if (p->use_empty())
+          p->erase();
+      }
+      auto out = cast<RankedTensorType>(projection.getType());
+      SmallVector<int64_t> shape(out.getShape());
+      shape.back() = tp * dim;
+      projection.getResult().setType(out.clone(shape));
+      split.setNumHeads(tp);
+      for (Value h : headValues) {
+        auto t = cast<RankedTensorType>(h.getType());
+        SmallVector<int64_t> s(t.getShape());
+        s[2] = tp;
+        h.setType(t.clone(s));
+      }
+    }
+    changed = true;
+  }
+  if (changed) {
+    // The caches' argument and result types changed with their heads.
+    Block &body = fn.getBody().front();
+    fn.setType(FunctionType::get(fn.getContext(), body.getArgumentTypes(),
+                                 body.getTerminator()->getOperandTypes()));
+  }
+  return success();
+}
+
 /// Data parallelism: every argument (tokens, positions, KV caches: batch
 /// first) is split along its batch over `dp`; a per-head KV cache
 /// ([B, T, H, D], written by ds.cache_update) also by heads over `tp`, as
@@ -513,6 +632,14 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
     for (auto fn : module.getOps<func::FuncOp>())
       if (!fn.isExternal())
         functions.push_back(fn);
+    // Each use of a shared weight its own param; KV heads repeated up to
+    // tp (before the stages are cut, so that a pipelined function's whole
+    // signature has the caches its stages split).
+    for (func::FuncOp fn : functions) {
+      duplicateSharedParams(fn);
+      if (tp > 1 && failed(replicateKVHeads(fn, tp)))
+        return signalPassFailure();
+    }
     // Pipeline parallelism: every function becomes its stages, each then
     // partitioned as a function of its own.
     std::vector<StagedFunction> staged;
@@ -533,7 +660,6 @@ struct PartitionPass : ds::impl::PartitionPassBase<PartitionPass> {
       functions = std::move(stages);
     }
     for (func::FuncOp fn : functions) {
-      duplicateSharedParams(fn);
       if (failed(Planner(fn, grid, tpAxis, epAxis, splitEmbedding).run()))
         return signalPassFailure();
       SmallVector<int16_t> tpAxes;

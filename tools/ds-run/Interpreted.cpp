@@ -92,18 +92,29 @@ int runGenerate(const RunOptions &opts, ModuleOp module,
     }
   args[0] = HostTensor::fromInts({b, s}, tokens);
   args[1] = HostTensor::fromInts({b, s}, positions);
-  for (unsigned i = 2; i < prefill.getNumArguments(); ++i) {
-    // Whole caches, also for a partitioned module.
-    RankedTensorType type = ds::wholeArgumentType(prefill, i);
-    std::vector<int64_t> shape(type.getShape());
-    shape[0] = b;
-    args.push_back(HostTensor(DType::F32, shape));
-  }
+  std::vector<HostTensor> refArgs = args;
+  // Whole caches, also for a partitioned module (whose caches may have
+  // more heads than the reference's: KV heads repeated for tp).
+  auto addCaches = [&](func::FuncOp f, std::vector<HostTensor> &to) {
+    for (unsigned i = 2; i < f.getNumArguments(); ++i) {
+      RankedTensorType type = ds::wholeArgumentType(f, i);
+      std::vector<int64_t> shape(type.getShape());
+      shape[0] = b;
+      to.push_back(HostTensor(DType::F32, shape));
+    }
+  };
+  addCaches(prefill, args);
   // The reference runs first on the same tokens, with caches of its own (its
   // routing decisions can be imposed).
   FailureOr<std::vector<HostTensor>> refOut;
-  if (ref && failed(refOut = ref->run("prefill", args)))
-    return 1;
+  if (ref) {
+    auto refPrefill = ref->getModule().lookupSymbol<func::FuncOp>("prefill");
+    if (!refPrefill)
+      return fail("the reference has no @prefill");
+    addCaches(refPrefill, refArgs);
+    if (failed(refOut = ref->run("prefill", refArgs)))
+      return 1;
+  }
   FailureOr<std::vector<HostTensor>> out = interp.run("prefill", args);
   if (failed(out))
     return 1;

@@ -136,7 +136,7 @@ TEST(EmulatedCollectives, SendsArriveInOrder) {
   std::vector<float> got;
   std::thread receiver([&] {
     for (int i = 0; i < 3; ++i) {
-      FailureOr<Tensor> t = collectives.recv(0, 1);
+      ds::FailureOr<Tensor> t = collectives.recv(0, 1);
       ASSERT_TRUE(succeeded(t));
       got.push_back(t->f[0]);
     }

@@ -574,7 +574,8 @@ struct AttentionModel : SpaceModel<AttentionModel, AttentionOp> {
         if (ShapedType::isDynamic(heads) || heads % n != 0)
           return op->emitOpError()
                  << heads << " heads do not split evenly over " << n
-                 << " processes (replicating KV heads is not supported)";
+                 << " processes (ds-partition repeats KV heads only when tp "
+                    "is a multiple of them)";
       }
     }
     return success();

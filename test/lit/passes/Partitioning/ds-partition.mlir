@@ -9,6 +9,11 @@
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir "--ds-partition=dp=2 moe-all-to-all" --ds-decompose-moe | FileCheck %s --check-prefix=A2ADEC
 // RUN: ds-opt %S/../../examples/deepseek_v3_layer.mlir "--ds-partition=dp=2 moe-all-to-all print-collectives" -o /dev/null 2>&1 | FileCheck %s --check-prefix=A2AREMARK
 // A2AREMARK: ds-partition: @{{.*}}: 0 all-reduces of 0 values per token in all, 0 all-gathers of 0 values per token, 1 MoE all-to-all pairs moving at most {{[0-9]+}} values per token
+// RUN: ds-opt %S/../../examples/mixtral_layer.mlir --ds-partition=tp=4 | FileCheck %s --check-prefix=REPKV
+// REPKV-LABEL: func.func @mixtral_prefill
+// REPKV: ds.param "model.layers.0.self_attn.k_proj.weight" select [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, {{.*}}, 15, 16, 17, {{.*}}, 31, 16, {{.*}}, 31] sharded @grid {{\[\[}}0]] : tensor<16x64xf32>
+// REPKV: ds.split_heads {{.*}} into 1 : tensor<?x?x16xf32> -> tensor<?x?x1x16xf32>
+// REPKV: ds.attention {{.*}} : tensor<?x?x1x16xf32>, tensor<?x?x1x16xf32>, tensor<?x?x1x16xf32>, tensor<?x?xi64> -> tensor<?x?x1x16xf32>
 // RUN: ds-opt %s --ds-partition=tp=2 | FileCheck %s
 // RUN: ds-opt %s --ds-partition=tp=1 | FileCheck %s --check-prefix=TP1
 // RUN: ds-opt %s "--ds-partition=tp=2 print-collectives" -o /dev/null 2>&1 | FileCheck %s --check-prefix=REMARK
