@@ -184,7 +184,10 @@ Tensor ProcessGrid::assemble(ArrayRef<Tensor> blocks,
 
 FailureOr<Tensor>
 loadShard(ParamOp op, int64_t rank,
-          function_ref<FailureOr<Tensor>(ParamOp whole)> loadWhole) {
+          function_ref<FailureOr<Tensor>(ParamOp whole)> loadWhole,
+          function_ref<LogicalResult(ParamOp whole, int64_t begin, int64_t end,
+                                     float *dst)>
+              readRange) {
   auto gridOp =
       SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(op, op.getGridAttr());
   if (!gridOp)
@@ -219,6 +222,40 @@ loadShard(ParamOp op, int64_t rank,
                               op.getScalesAttr(), op.getZeroPointsAttr(),
                               op.getMetaAttr(), FlatSymbolRefAttr(),
                               shard::GridAxesArrayAttr());
+  const bool otherAxes =
+      llvm::any_of(split, [](ArrayRef<int16_t> axes) { return !axes.empty(); });
+  if (readRange && otherAxes && isa<RankedTensorType>(op.getType()) &&
+      local.getRank() >= 1) {
+    // The block's runs along the last axis, each contiguous in the twin.
+    const int64_t rankOf = local.getRank();
+    SmallVector<int64_t> offset(rankOf, 0), stride(rankOf, 1);
+    for (int64_t d = 0; d < rankOf; ++d)
+      if (d < static_cast<int64_t>(split.size()) && !split[d].empty())
+        offset[d] = grid.indexAlong(rank, split[d]) * local.getDimSize(d);
+    for (int64_t d = rankOf - 1; d > 0; --d)
+      stride[d - 1] = stride[d] * wholeShape[d];
+    Tensor out = Tensor::floats(local.getShape());
+    const int64_t run = local.getDimSize(rankOf - 1);
+    const int64_t runs = run ? out.numElements() / run : 0;
+    SmallVector<int64_t> index(rankOf, 0);
+    LogicalResult ok = success();
+    for (int64_t r = 0; r < runs && succeeded(ok); ++r) {
+      int64_t begin = offset[rankOf - 1];
+      for (int64_t d = 0; d + 1 < rankOf; ++d)
+        begin += (index[d] + offset[d]) * stride[d];
+      ok = readRange(twin, begin, begin + run, out.f.data() + r * run);
+      // The next run: the odometer over the leading axes.
+      for (int64_t d = rankOf - 2; d >= 0; --d) {
+        if (++index[d] < local.getDimSize(d))
+          break;
+        index[d] = 0;
+      }
+    }
+    twin->erase();
+    if (failed(ok))
+      return failure();
+    return out;
+  }
   FailureOr<Tensor> t = loadWhole(twin);
   twin->erase();
   if (failed(t))

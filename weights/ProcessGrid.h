@@ -85,12 +85,18 @@ void insertBlock(Tensor &t, const Tensor &block, ArrayRef<int64_t> offsets);
 /// The block of the sharded param `op` that process `rank` holds, read by
 /// `loadWhole` (given an unsharded twin of the op) and cut. A split of the
 /// leading axis (a block of experts, of rows) reads only the process's
-/// slices (the twin selects them); other axes are read whole, then cut.
-/// Not safe to call from several threads at once (the twin is an
-/// op of the context).
+/// slices (the twin selects them). Splits of other axes (row-parallel
+/// projections: a block of each row) are read run by run through
+/// `readRange` (elements [begin, end) of the twin, row-major, into `dst`)
+/// when it is given and the param is a float tensor; else whole, then cut.
+/// Not safe to call from several threads at once (the twin is an op of the
+/// context).
 FailureOr<Tensor>
 loadShard(ParamOp op, int64_t rank,
-          function_ref<FailureOr<Tensor>(ParamOp whole)> loadWhole);
+          function_ref<FailureOr<Tensor>(ParamOp whole)> loadWhole,
+          function_ref<LogicalResult(ParamOp whole, int64_t begin, int64_t end,
+                                     float *dst)>
+              readRange = nullptr);
 
 } // namespace ds
 

@@ -167,12 +167,31 @@ FailureOr<const Tensor *> CheckpointWeights::shard(ParamOp op) {
   auto it = shards.find(key);
   if (it != shards.end())
     return &it->second;
-  // Read uncached (only the block when the leading axis is split; else the
-  // whole tensor once) and only the block kept.
+  // Read uncached, only the block: the process's slices of a split leading
+  // axis, run by run along the others.
   FailureOr<Tensor> t = loadShard(
-      op, *process, [&](ParamOp whole) { return loadUncached(whole); });
+      op, *process, [&](ParamOp whole) { return loadUncached(whole); },
+      [&](ParamOp whole, int64_t begin, int64_t end, float *dst) {
+        return readElements(whole, begin, end, dst);
+      });
   if (failed(t))
     return failure();
+  if (caching == Caching::Stream) {
+    // Runs narrower than a page leave their pages mapped: the tensors read
+    // are released whole, as a whole read would have left them.
+    // (Every expert of a stacked param: the process's are among them.)
+    if (!op.isStacked()) {
+      if (const ds::TensorView *view = checkpoint.find(op.getName().str()))
+        view->releasePages();
+    } else {
+      for (int64_t e = 0;; ++e) {
+        const ds::TensorView *view = checkpoint.find(op.getExpertName(e));
+        if (!view)
+          break;
+        view->releasePages();
+      }
+    }
+  }
   return &(shards[key] = std::move(*t));
 }
 
