@@ -248,13 +248,28 @@ LogicalResult replicateKVHeads(func::FuncOp fn, int64_t tp) {
         qType.getDimSize(2) % tp != 0)
       continue; // nothing to do, or the sharding models refuse it
     const int64_t copies = tp / kvHeads;
-    for (Value operand : {a.getK(), a.getV()}) {
+    // Keys and values once each (MQA may pass one value as both).
+    SmallVector<Value> operands = {a.getK()};
+    if (a.getV() != a.getK())
+      operands.push_back(a.getV());
+    // A value on the way whose other users would see its heads change.
+    auto onlyUse = [](Value v) {
+      llvm::SmallPtrSet<Operation *, 2> users;
+      for (Operation *u : v.getUsers())
+        if (!isa<func::ReturnOp>(u))
+          users.insert(u);
+      return users.size() == 1;
+    };
+    for (Value operand : operands) {
       // The values from the projection to attention, head dim at 2.
       SmallVector<Value> headValues;
       SplitHeadsOp split;
       LinearOp projection;
       Value v = operand;
       while (Operation *def = v.getDefiningOp()) {
+        if (!isa<LinearOp>(def) && !onlyUse(v))
+          return a.emitOpError("cannot repeat its KV heads: a value on the "
+                               "way to it has other users");
         if (auto c = dyn_cast<CacheUpdateOp>(def)) {
           if (!isa<BlockArgument>(c.getCache()) || !c.getCache().hasOneUse())
             return a.emitOpError("cannot repeat its KV heads: the cache is "

@@ -281,6 +281,10 @@ absl::StatusOr<HostTensor> Session::stepRows(
           return absl::InvalidArgumentError(absl::StrCat(
               "a lockstep step carries ", x,
               ", outside the ids, positions and slots it can hand out"));
+    for (int64_t s : slots)
+      if (s >= numSlots())
+        return absl::InvalidArgumentError(absl::StrCat(
+            "cache slot ", s, " is outside [0, ", numSlots(), ")"));
     std::vector<float> header = {static_cast<float>(kLockstepStep),
                                  static_cast<float>(n),
                                  static_cast<float>(wanted)};
@@ -328,9 +332,15 @@ absl::StatusOr<HostTensor> Session::stepReplicas(
         "a data-parallel session runs one process per rank under mpirun");
   if (!groupsBuilt) {
     // Replicas without rows skip steps: the groups are built here, on
-    // every process at its first step, in one order.
+    // every process at its first step, in one order. Whether replicas
+    // step together is the job's answer, not this plan's (a pipeline
+    // stage without MoE layers must step with its replica's other stages).
     if (absl::Status st = buildAllGroups(*world, plan.grid); !st.ok())
       return st;
+    float joint = jointSteps ? 1.0f : 0.0f;
+    if (absl::Status st = world->allReduceSum(&joint, 1); !st.ok())
+      return st;
+    jointSteps = joint > 0;
     groupsBuilt = true;
   }
   // This replica's rows, in their local slots; the wanted rows among them.
