@@ -8,11 +8,20 @@
 //===----------------------------------------------------------------------===//
 
 #include "ds/interpreter/Partitioned.h"
+#include "ds/dialects/DS/IR/DSOps.h"
+#include "ds/dialects/InitAllDialects.h"
+#include "ds/support/SafeTensors.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <thread>
+#include <unistd.h>
 
 namespace {
 
@@ -166,6 +175,82 @@ TEST(EmulatedCollectives, EveryoneWaitingIsADeadlock) {
     t.join();
   EXPECT_EQ(failures, (std::vector<int>{1, 1}));
   EXPECT_TRUE(collectives.deadlocked());
+}
+
+/// A sharded param's block read from the checkpoint (only its slices of a
+/// split leading axis, run by run along other split axes) equals the block
+/// cut from the whole tensor, for splits of each axis and of several, a
+/// stacked param's experts and a param that selects rows.
+TEST(LoadShard, BlocksReadFromTheCheckpointEqualTheWholeCut) {
+  char dir[] = "/tmp/ds-loadshard-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/model.safetensors";
+  auto floats = [](const Tensor &t) {
+    std::vector<uint8_t> bytes(t.f.size() * sizeof(float));
+    std::memcpy(bytes.data(), t.f.data(), bytes.size());
+    return bytes;
+  };
+  Tensor w = iota({4, 8}), e0 = iota({2, 4, 6}), e1 = iota({2, 4, 6});
+  for (float &x : e1.f)
+    x += 1000;
+  std::vector<ds::TensorToWrite> tensors = {
+      {"w", ds::DType::F32, {4, 8}, floats(w)},
+      {"e.0.w", ds::DType::F32, {2, 4, 6}, floats(e0)},
+      {"e.1.w", ds::DType::F32, {2, 4, 6}, floats(e1)}};
+  ASSERT_TRUE(ds::writeSafeTensors(path, tensors).ok());
+  auto checkpoint = ds::Checkpoint::open(path);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+
+  mlir::DialectRegistry registry;
+  ds::registerAllDialects(registry);
+  mlir::MLIRContext ctx(registry);
+  ctx.loadAllAvailableDialects();
+  // Each param twice: sharded, and whole (what the block is cut from).
+  const char *source = R"mlir(
+    shard.grid @grid(shape = 2x2)
+    func.func @f() {
+      %0 = ds.param "w" sharded @grid [[], [1]] : tensor<4x4xf32>
+      %1 = ds.param "w" sharded @grid [[0], [1]] : tensor<2x4xf32>
+      %2 = ds.param "w" sharded @grid [[], [0, 1]] : tensor<4x2xf32>
+      %3 = ds.param "e.*.w" sharded @grid [[0], [], [], [1]] : tensor<1x2x4x3xf32>
+      %4 = ds.param "e.*.w" sharded @grid [[], [1], [], [0]] : tensor<2x1x4x3xf32>
+      %5 = ds.param "w" select [3, 1, 0, 2] sharded @grid [[0], [1]] : tensor<2x4xf32>
+      %6 = ds.param "w" : tensor<4x8xf32>
+      %7 = ds.param "e.*.w" : tensor<2x2x4x6xf32>
+      %8 = ds.param "w" select [3, 1, 0, 2] : tensor<4x8xf32>
+      return
+    })mlir";
+  auto module = mlir::parseSourceString<mlir::ModuleOp>(source, &ctx);
+  ASSERT_TRUE(module);
+  std::vector<ds::ParamOp> params;
+  module->walk([&](ds::ParamOp p) { params.push_back(p); });
+  ASSERT_EQ(params.size(), 9u);
+  ProcessGrid grid({2, 2});
+  ds::CheckpointWeights whole(**checkpoint);
+  auto wholeOf = [&](size_t i) {
+    return i == 3 || i == 4 ? params[7] : i == 5 ? params[8] : params[6];
+  };
+  for (int64_t rank = 0; rank < grid.size(); ++rank) {
+    ds::CheckpointWeights sharded(**checkpoint,
+                                  ds::CheckpointWeights::Caching::Stream);
+    sharded.setProcess(rank);
+    for (size_t i = 0; i < 6; ++i) {
+      SCOPED_TRACE("param " + std::to_string(i) + ", process " +
+                   std::to_string(rank));
+      llvm::SmallVector<llvm::SmallVector<int16_t>> split;
+      for (mlir::shard::GridAxesAttr dim :
+           params[i].getSplitAxesAttr().getAxes())
+        split.emplace_back(dim.asArrayRef());
+      auto all = whole.load(wholeOf(i));
+      auto block = sharded.load(params[i]);
+      ASSERT_TRUE(mlir::succeeded(all) && mlir::succeeded(block));
+      Tensor expected = grid.block(*all, split, rank);
+      EXPECT_EQ(block->shape, expected.shape);
+      EXPECT_EQ(block->f, expected.f);
+    }
+  }
+  std::remove(path.c_str());
+  rmdir(dir);
 }
 
 } // namespace
