@@ -393,16 +393,34 @@ absl::StatusOr<HostTensor> Session::stepReplicas(
     if (!out.ok())
       return out.status();
   }
-  // Each row's logits come from its replica, zeros from the others: the
-  // sum is exact.
+  // Each replica's rows of the logits, gathered: every rank knows which
+  // output rows each replica holds (from the slots), so each hands in its
+  // own, padded to the most any replica has, and places the others'.
+  std::vector<std::vector<int64_t>> rowsOf(replicas);
+  for (int64_t w = 0; w < rowsOut; ++w)
+    rowsOf[replicaOfSlot(slots[logitRows ? (*logitRows)[w] : w])].push_back(w);
+  size_t most = 0;
+  for (const auto &r : rowsOf)
+    most = std::max(most, r.size());
+  if (most == 0)
+    return logits;
   absl::StatusOr<Communicator *> group =
       world->group(plan.grid, plan.batchAxes);
   if (!group.ok())
     return group.status();
-  if (absl::Status st =
-          (*group)->allReduceSum(logits.data<float>(), rowsOut * vocab);
+  const int64_t block = static_cast<int64_t>(most) * vocab;
+  std::vector<float> mineRows(block, 0.0f), all(block * replicas);
+  for (size_t k = 0; k < outRow.size(); ++k)
+    std::memcpy(mineRows.data() + k * vocab,
+                logits.data<float>() + outRow[k] * vocab,
+                vocab * sizeof(float));
+  if (absl::Status st = (*group)->allGather(mineRows.data(), block, all.data());
       !st.ok())
     return st;
+  for (int64_t q = 0; q < replicas; ++q)
+    for (size_t k = 0; k < rowsOf[q].size(); ++k)
+      std::memcpy(logits.data<float>() + rowsOf[q][k] * vocab,
+                  all.data() + q * block + k * vocab, vocab * sizeof(float));
   return logits;
 }
 

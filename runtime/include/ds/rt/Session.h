@@ -43,7 +43,7 @@ public:
   /// numbers the slots of every replica: slot s is local slot s % (slots /
   /// replicas) of replica s / (slots / replicas); each process keeps only
   /// its replica's, runs the rows of a step that are in them, and the
-  /// step's logits are gathered from the replicas (an all-reduce over them),
+  /// step's logits are gathered from the replicas (an all-gather over them),
   /// so every process returns every row's.
   int64_t numSlots() const { return slots_; }
   int64_t numReplicas() const { return replicas; }
