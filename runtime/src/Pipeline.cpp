@@ -135,9 +135,21 @@ Executor::runPipelined(const std::string &function,
   const std::vector<int64_t> stageAxes = {mp.pipelineAxis};
   if (!groupsBuilt) {
     // The stages run different steps, so the groups their collectives use
-    // are built here, all of them, in one order on every process.
+    // are built here, all of them, in one order on every process. Every
+    // process must cut a step into as many micro-batches: their settings
+    // are compared once (the sum of each and of its square).
     if (absl::Status st = buildAllGroups(*world, mp.grid); !st.ok())
       return st;
+    const float mine = static_cast<float>(microBatches);
+    float sums[2] = {mine, mine * mine};
+    if (absl::Status st = world->allReduceSum(sums, 2); !st.ok())
+      return st;
+    const float n = static_cast<float>(mp.processes);
+    if (sums[0] != n * mine || sums[1] != n * mine * mine)
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the processes of a pipeline set different micro-batch counts "
+          "(this one ",
+          microBatches, "): every process must set the same"));
     groupsBuilt = true;
   }
   absl::StatusOr<Communicator *> stagesComm = world->group(mp.grid, stageAxes);

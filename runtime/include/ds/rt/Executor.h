@@ -60,7 +60,8 @@ public:
   /// before; 0, the default, makes as many as there are stages when each
   /// has at least 16 rows, fewer otherwise (each micro-batch reads the
   /// stage's weights again, which a few decode rows do not repay). Results
-  /// are the same bits for any n; every stage must use the same n.
+  /// are the same bits for any n; every process must set the same n (the
+  /// first run checks, refusing otherwise).
   void setMicroBatches(int64_t n) { microBatches = n; }
   int64_t getMicroBatches() const { return microBatches; }
 
