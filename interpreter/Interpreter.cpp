@@ -1100,12 +1100,7 @@ LogicalResult Evaluator::evalSendRecv(Operation *op) {
                          "Interpreter::run");
   auto send = dyn_cast<shard::SendOp>(op);
   auto recv = dyn_cast<shard::RecvOp>(op);
-  ArrayRef<int16_t> axes = send ? send.getGridAxes() : recv.getGridAxes();
-  std::optional<ArrayRef<int64_t>> peerIndex;
-  if (send && send.getDestinationDynamic().empty())
-    peerIndex = send.getDestination();
-  if (recv && recv.getSourceDynamic().empty())
-    peerIndex = recv.getSource();
+  auto [axes, peerIndex] = pointToPointOf(op);
   const ProcessGrid &grid = process->collectives->getGrid();
   // The peer's place in this process's group along the axes.
   std::optional<int64_t> place =

@@ -1553,12 +1553,7 @@ LogicalResult FunctionBuilder::visit(Operation *op) {
             o, o->getAttrOfType<FlatSymbolRefAttr>("grid"));
         auto send = dyn_cast<shard::SendOp>(o);
         auto recv = dyn_cast<shard::RecvOp>(o);
-        ArrayRef<int16_t> axes = send ? send.getGridAxes() : recv.getGridAxes();
-        std::optional<ArrayRef<int64_t>> index;
-        if (send && send.getDestinationDynamic().empty())
-          index = send.getDestination();
-        if (recv && recv.getSourceDynamic().empty())
-          index = recv.getSource();
+        auto [axes, index] = pointToPointOf(o);
         if (!gridOp)
           return o->emitError("a send or receive without its grid");
         std::optional<int64_t> place =

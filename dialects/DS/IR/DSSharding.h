@@ -63,6 +63,24 @@ inline constexpr llvm::StringLiteral kPipelineArgAttrName = "ds.pipeline_arg";
 inline constexpr llvm::StringLiteral kPipelineResultAttrName =
     "ds.pipeline_result";
 
+/// A shard.send's or shard.recv's grid axes and its peer's index along them
+/// (none when the op gives it in SSA values): what the interpreter and
+/// codegen both read from the two ops.
+struct PointToPoint {
+  ArrayRef<int16_t> axes;
+  std::optional<ArrayRef<int64_t>> peer;
+};
+inline PointToPoint pointToPointOf(Operation *op) {
+  if (auto send = dyn_cast<shard::SendOp>(op))
+    return {send.getGridAxes(),
+            send.getDestinationDynamic().empty()
+                ? std::optional<ArrayRef<int64_t>>(send.getDestination())
+                : std::nullopt};
+  auto recv = cast<shard::RecvOp>(op);
+  return {recv.getGridAxes(),
+          recv.getSourceDynamic().empty() ? recv.getSource() : std::nullopt};
+}
+
 /// A pipelined function: the declaration `fn` and its stages.
 struct PipelineStages {
   int16_t axis = -1;

@@ -126,30 +126,31 @@ absl::Status runAllGather(StepContext &c) {
   return absl::OkStatus();
 }
 
-absl::Status runSend(StepContext &c) {
-  const auto &cfg = c.step.as<steps::Send>();
-  absl::StatusOr<Communicator *> comm = communicatorFor(c, cfg.gridAxes);
+namespace {
+/// A Send's operand to, or a Recv's result from, process `peer` of this
+/// process's group along `axes`.
+absl::Status pointToPoint(StepContext &c, const std::vector<int64_t> &axes,
+                          int64_t peer, bool send) {
+  absl::StatusOr<Communicator *> comm = communicatorFor(c, axes);
   if (!comm.ok())
     return comm.status();
-  const Step &s = c.step;
-  const int64_t n = numElements(c.shape(s.operands[0]));
-  absl::Status st =
-      (*comm)->send(c.F(s.operands[0]), n * static_cast<int64_t>(sizeof(float)),
-                    static_cast<int>(cfg.peer));
+  const int32_t v = send ? c.step.operands[0] : c.step.results[0];
+  const int64_t bytes =
+      numElements(c.shape(v)) * static_cast<int64_t>(sizeof(float));
+  absl::Status st = send ? (*comm)->send(c.F(v), bytes, static_cast<int>(peer))
+                         : (*comm)->recv(c.F(v), bytes, static_cast<int>(peer));
   return st.ok() ? st : c.error(std::string(st.message()));
+}
+} // namespace
+
+absl::Status runSend(StepContext &c) {
+  const auto &cfg = c.step.as<steps::Send>();
+  return pointToPoint(c, cfg.gridAxes, cfg.peer, /*send=*/true);
 }
 
 absl::Status runRecv(StepContext &c) {
   const auto &cfg = c.step.as<steps::Recv>();
-  absl::StatusOr<Communicator *> comm = communicatorFor(c, cfg.gridAxes);
-  if (!comm.ok())
-    return comm.status();
-  const Step &s = c.step;
-  const int64_t n = numElements(c.shape(s.results[0]));
-  absl::Status st =
-      (*comm)->recv(c.F(s.results[0]), n * static_cast<int64_t>(sizeof(float)),
-                    static_cast<int>(cfg.peer));
-  return st.ok() ? st : c.error(std::string(st.message()));
+  return pointToPoint(c, cfg.gridAxes, cfg.peer, /*send=*/false);
 }
 
 } // namespace ds::rt::cpu
