@@ -559,8 +559,10 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
         std::pair{WeightFormat::I4, "int4 g128"},
         std::pair{WeightFormat::I4H, "int4 g128, f16 scales"},
         std::pair{WeightFormat::F8, "fp8 e4m3 g128"},
-        std::pair{WeightFormat::I8Dot,
-                  hasVnni() ? "w8a8 (VNNI)" : "w8a8 (AVX2, no VNNI)"},
+        std::pair{WeightFormat::I8Dot, amxMode() == AmxMode::Emulated
+                                           ? "w8a8 (AMX EMULATED)"
+                                       : hasVnni() ? "w8a8 (VNNI)"
+                                                   : "w8a8 (AVX2, no VNNI)"},
         std::pair{WeightFormat::I4Dot,
                   hasVnni() ? "w4a8 g32 (VNNI)" : "w4a8 g32 (AVX2, no VNNI)"},
         std::pair{WeightFormat::S24, "2:4 sparse f32"}}) {
@@ -588,8 +590,11 @@ void benchMoE(double bw, double peak, bool alsoInt8) {
     std::printf("  bf16 model (bf16 activations), T=256: %.3f ms: %.2fx f32 "
                 "(%s)\n",
                 hb * 1e3, f / hb,
-                hasBF16Dot() ? "vdpbf16ps"
-                             : "no AVX512_BF16: widened to f32 for the FMAs");
+                amxMode() == AmxMode::Hardware   ? "AMX tiles, tdpbf16ps"
+                : amxMode() == AmxMode::Emulated ? "AMX tiles EMULATED: not a "
+                                                   "speed"
+                : hasBF16Dot() ? "vdpbf16ps"
+                               : "no AVX512_BF16: widened to f32 for the FMAs");
   }
 }
 
@@ -1137,12 +1142,16 @@ int main(int argc, char **argv) {
   }
   const CpuInfo &cpu = cpuInfo();
   std::printf("ds-bench on %s (%s; L1d %lld KiB, L2 %lld KiB, %u cores): %s "
-              "kernels, medians of %d runs\n",
+              "kernels%s, medians of %d runs\n",
               cpu.model.c_str(), cpu.isaSummary().c_str(),
               static_cast<long long>(cpu.l1d >> 10),
               static_cast<long long>(cpu.l2 >> 10),
               std::max(1u, std::thread::hardware_concurrency()),
-              hasAvx512() ? "AVX-512" : "AVX2", reps);
+              hasAvx512() ? "AVX-512" : "AVX2",
+              amxMode() == AmxMode::Hardware   ? " + AMX tiles (bf16, W8A8)"
+              : amxMode() == AmxMode::Emulated ? " + EMULATED AMX tiles"
+                                               : "",
+              reps);
   double bw = 0, peak = 0;
   if (only.empty() || only == "moe" || only == "gemm" || only == "int8" ||
       only == "attention") {

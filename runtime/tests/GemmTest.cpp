@@ -1,5 +1,6 @@
 //===- GemmTest.cpp - packed GEMM and expert FFN against plain loops ------===//
 
+#include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
 #include "ds/rt/ThreadPool.h"
 #include "ds/support/DType.h"
@@ -26,6 +27,14 @@ struct Aligned {
     auto p = reinterpret_cast<uintptr_t>(storage.data());
     data = reinterpret_cast<void *>((p + 63) & ~uintptr_t{63});
   }
+};
+
+/// The AMX tile kernels' mode for a scope (setAmxMode), then the one
+/// before.
+struct AmxModeScope {
+  AmxMode before;
+  explicit AmxModeScope(AmxMode mode) : before(setAmxMode(mode)) {}
+  ~AmxModeScope() { setAmxMode(before); }
 };
 
 /// Fills v with uniform values in [-1, 1).
@@ -208,6 +217,7 @@ TEST(Gemm, Bf16InputsSumInVdpbf16psOrder) {
   // std::fma in that order gives the same bits. Without it the hint is
   // ignored and the result is the ordinary GEMM's. Either way every row is
   // the same alone, in any batch and over threads.
+  const AmxModeScope vdpbf16ps(AmxMode::Off); // the tiles sum otherwise
   std::mt19937 rng(31);
   ThreadPool pool(2);
   for (int64_t k : {1, 2, 7, 64, 257})
@@ -774,6 +784,187 @@ TEST(MoEExperts, SlotsComputedApartCombineToTheWhole) {
   moeCombine(slots.data(), n, h, weights.data(), indices.data(), topK,
              y.data());
   EXPECT_EQ(y, whole);
+}
+
+/// bf16 inputs times a BF16 weight (bf16-valued a and w, bias or not) by
+/// gemm with Round::BF16 in the current mode, alone (`c`), over threads
+/// (`threaded`) and rows 3.. as a batch of their own (`part`).
+struct Bf16Run {
+  std::vector<float> a, w, bias, c, threaded, part;
+};
+Bf16Run runBf16(int64_t m, int64_t n, int64_t k, bool withBias,
+                std::mt19937 &rng, ThreadPool &pool) {
+  Bf16Run r;
+  r.a.resize(m * k);
+  r.w.resize(n * k);
+  r.bias.resize(n);
+  fillUniform(r.a, rng);
+  fillUniform(r.w, rng);
+  fillUniform(r.bias, rng);
+  for (float &v : r.a)
+    v = ds::roundToDType(v, ds::DType::BF16);
+  for (float &v : r.w)
+    v = ds::roundToDType(v, ds::DType::BF16);
+  Aligned packed(packedWeightBytes(WeightFormat::BF16, n, k));
+  packWeightBF16(r.w.data(), n, k, packed.data);
+  const PackedWeight pw{WeightFormat::BF16, n, k, packed.data};
+  const float *b = withBias ? r.bias.data() : nullptr;
+  r.c.resize(m * n);
+  r.threaded.resize(m * n);
+  gemm(r.a.data(), m, k, pw, b, r.c.data(), n, nullptr, Round::BF16);
+  gemm(r.a.data(), m, k, pw, b, r.threaded.data(), n, &pool, Round::BF16);
+  if (m > 3) {
+    r.part.resize((m - 3) * n);
+    gemm(r.a.data() + 3 * k, m - 3, k, pw, b, r.part.data(), n, nullptr,
+         Round::BF16);
+  }
+  return r;
+}
+
+TEST(Gemm, AmxTilesBf16SumAsTdpbf16ps) {
+  // On emulated tiles (the same kernel code as on the CPU's): per output,
+  // the bias, then per chunk of 16 (k, k + 1) pairs the even-k and the
+  // odd-k products summed from zero by FMAs, the two sums added, the
+  // result added to the output. Shapes around the tile sizes: rows 16 / 32
+  // per block, 16 columns per panel, 32 k per chunk.
+  const AmxModeScope emulated(AmxMode::Emulated);
+  std::mt19937 rng(41);
+  ThreadPool pool(2);
+  for (int64_t m : {1, 5, 16, 17, 32, 40})
+    for (int64_t n : {5, 16, 40})
+      for (int64_t k : {1, 2, 31, 32, 33, 70, 257}) {
+        const bool withBias = (m + n + k) % 2 == 0;
+        const Bf16Run r = runBf16(m, n, k, withBias, rng, pool);
+        const std::string at = "m " + std::to_string(m) + " n " +
+                               std::to_string(n) + " k " + std::to_string(k);
+        ASSERT_EQ(0, std::memcmp(r.c.data(), r.threaded.data(), 4 * m * n))
+            << at;
+        if (m > 3)
+          ASSERT_EQ(0, std::memcmp(r.part.data(), r.c.data() + 3 * n,
+                                   4 * (m - 3) * n))
+              << at;
+        const int64_t pairs = (k + 1) / 2;
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            float acc = withBias ? r.bias[j] : 0.0f;
+            for (int64_t q0 = 0; q0 < pairs; q0 += 16) {
+              float even = 0, odd = 0;
+              for (int64_t p = q0; p < std::min(pairs, q0 + 16); ++p) {
+                even = std::fma(r.a[i * k + 2 * p], r.w[j * k + 2 * p], even);
+                if (2 * p + 1 < k)
+                  odd = std::fma(r.a[i * k + 2 * p + 1], r.w[j * k + 2 * p + 1],
+                                 odd);
+              }
+              acc = acc + (even + odd);
+            }
+            ASSERT_EQ(r.c[i * n + j], acc) << at << " at " << i << "," << j;
+          }
+      }
+}
+
+/// W8A8 by gemm in the current mode.
+std::vector<float> runW8A8(const std::vector<float> &a, int64_t m,
+                           const PackedWeight &w, const float *bias,
+                           ThreadPool *pool) {
+  std::vector<float> c(m * w.n);
+  gemm(a.data(), m, w.k, w, bias, c.data(), w.n, pool);
+  return c;
+}
+
+TEST(Gemm, AmxTilesW8A8GiveTheOtherPathsBits) {
+  // tdpbusd's integer sums are exact, and the epilogue is the VNNI /
+  // AVX2 kernels': emulated tiles give their bits for every shape, the
+  // partial last K chunk and the partial last panel included.
+  std::mt19937 rng(43);
+  ThreadPool pool(2);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  for (int64_t m : {1, 3, 16, 17, 33, 40})
+    for (int64_t n : {5, 16, 33})
+      for (int64_t k : {1, 4, 60, 64, 65, 300})
+        for (float staticScale : {0.0f, 0.02f}) {
+          std::vector<float> a(m * k), scales(n), bias(n);
+          std::vector<int8_t> q(n * k);
+          for (float &v : a)
+            v = dist(rng);
+          for (int8_t &v : q)
+            v = static_cast<int8_t>(static_cast<int>(rng() % 256) - 128);
+          for (float &v : scales)
+            v = 0.001f + 0.01f * std::abs(dist(rng));
+          fillUniform(bias, rng);
+          Aligned packed(packedWeightBytes(WeightFormat::I8Dot, n, k));
+          packWeightI8Dot(q.data(), scales.data(), n, k, packed.data);
+          PackedWeight w{WeightFormat::I8Dot, n, k, packed.data};
+          w.inputScale = staticScale;
+          const float *b = (m + k) % 2 ? bias.data() : nullptr;
+          std::vector<float> want, tiles, threaded;
+          {
+            const AmxModeScope off(AmxMode::Off);
+            want = runW8A8(a, m, w, b, nullptr);
+          }
+          {
+            const AmxModeScope emulated(AmxMode::Emulated);
+            tiles = runW8A8(a, m, w, b, nullptr);
+            threaded = runW8A8(a, m, w, b, &pool);
+          }
+          const std::string at = "m " + std::to_string(m) + " n " +
+                                 std::to_string(n) + " k " + std::to_string(k);
+          ASSERT_EQ(0, std::memcmp(want.data(), tiles.data(), 4 * m * n)) << at;
+          ASSERT_EQ(0, std::memcmp(want.data(), threaded.data(), 4 * m * n))
+              << at;
+        }
+}
+
+TEST(Gemm, AmxModeFollowsTheEnvironment) {
+  // DS_CPU_AMX=emulate runs the tile kernels emulated, DS_CPU_AMX=0 turns
+  // them off (tests restore the mode they change).
+  const char *v = std::getenv("DS_CPU_AMX");
+  const std::string env = v ? v : "";
+  if (env == "emulate")
+    EXPECT_EQ(amxMode(), AmxMode::Emulated);
+  else if (env == "0")
+    EXPECT_EQ(amxMode(), AmxMode::Off);
+  else if (!cpuInfo().amxTile)
+    EXPECT_EQ(amxMode(), AmxMode::Off);
+  else
+    GTEST_SKIP() << "AMX present: Hardware when Linux grants the tile state";
+}
+
+TEST(Gemm, AmxHardwareTilesMatchTheirModel) {
+  // The CPU's tiles against the emulated ones, bit for bit (bf16), and
+  // against the VNNI kernel (W8A8): what the emulation's arithmetic claims
+  // is checked where AMX exists.
+  const AmxModeScope hardware(AmxMode::Hardware);
+  if (amxMode() != AmxMode::Hardware)
+    GTEST_SKIP() << "no AMX tiles on this CPU (" << cpuInfo().model << ", "
+                 << cpuInfo().isaSummary()
+                 << "): the tile kernels ran emulated only";
+  std::mt19937 rng(47);
+  ThreadPool pool(2);
+  for (int64_t m : {1, 17, 40})
+    for (int64_t k : {33, 257}) {
+      std::mt19937 same = rng;
+      const Bf16Run hw = runBf16(m, 40, k, true, rng, pool);
+      setAmxMode(AmxMode::Emulated);
+      const Bf16Run emu = runBf16(m, 40, k, true, same, pool);
+      setAmxMode(AmxMode::Hardware);
+      ASSERT_EQ(0, std::memcmp(hw.c.data(), emu.c.data(), 4 * m * 40))
+          << "bf16 m " << m << " k " << k;
+      ASSERT_EQ(0, std::memcmp(hw.threaded.data(), emu.c.data(), 4 * m * 40))
+          << "bf16 m " << m << " k " << k;
+    }
+  const int64_t m = 40, n = 40, k = 300;
+  std::vector<float> a(m * k), scales(n, 0.01f);
+  std::vector<int8_t> q(n * k);
+  fillUniform(a, rng);
+  for (int8_t &v : q)
+    v = static_cast<int8_t>(static_cast<int>(rng() % 256) - 128);
+  Aligned packed(packedWeightBytes(WeightFormat::I8Dot, n, k));
+  packWeightI8Dot(q.data(), scales.data(), n, k, packed.data);
+  const PackedWeight w{WeightFormat::I8Dot, n, k, packed.data};
+  const std::vector<float> tiles = runW8A8(a, m, w, nullptr, &pool);
+  setAmxMode(AmxMode::Off);
+  const std::vector<float> vnni = runW8A8(a, m, w, nullptr, &pool);
+  ASSERT_EQ(0, std::memcmp(tiles.data(), vnni.data(), 4 * m * n));
 }
 
 } // namespace

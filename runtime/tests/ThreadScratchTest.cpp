@@ -158,69 +158,88 @@ TEST(ThreadScratch, ParallelForGivesEachThreadItsOwnSlot) {
   EXPECT_EQ(slots.size(), taken.size()) << "two threads shared a slot";
 }
 
+/// Sets the AMX tile kernels' mode back when the test ends.
+struct RestoreAmx {
+  AmxMode mode;
+  ~RestoreAmx() { setAmxMode(mode); }
+};
+
 TEST(ThreadScratch, GemmTakesWhatGemmScratchSays) {
   ThreadPool pool(2);
   std::mt19937 rng(5);
-  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16,
-                              WeightFormat::I8Dot, WeightFormat::I4Dot})
-    for (Round inputs : {Round::None, Round::BF16})
-      for (int64_t m : {1, 3, 7, 30, 100})
-        for (int64_t k : {64, 700}) {
-          const int64_t n = 96;
-          // W4A8: groups of 8 (the most groups gemmScratch allows for),
-          // which must divide K.
-          if (format == WeightFormat::I4Dot && k % 8 != 0)
-            continue;
-          const int64_t group = format == WeightFormat::I4Dot ? 8 : 0;
-          std::vector<float> a = uniform(m * k, rng), w = uniform(n * k, rng);
-          Aligned packed(packedWeightBytes(format, n, k, group));
-          if (format == WeightFormat::F32)
-            packWeightF32(w.data(), n, k, packed.data);
-          else if (format == WeightFormat::BF16)
-            packWeightBF16(w.data(), n, k, packed.data);
-          else if (format == WeightFormat::I4Dot) {
-            std::vector<float> q(n * k), scales(n * (k / group), 0.01f);
-            for (int64_t i = 0; i < n * k; ++i)
-              q[i] = std::round(w[i] * 7);
-            packWeightI4Dot(q.data(), scales.data(), n, k, group, packed.data);
-          } else {
-            std::vector<int8_t> q(n * k);
-            for (int64_t i = 0; i < n * k; ++i)
-              q[i] = static_cast<int8_t>(w[i] * 100);
-            std::vector<float> scales(n, 0.01f);
-            packWeightI8Dot(q.data(), scales.data(), n, k, packed.data);
+  // The AMX tile kernels (emulated where the CPU lacks them) take their
+  // own scratch.
+  const AmxMode before = amxMode();
+  const RestoreAmx restore{before};
+  for (AmxMode amx : {before, AmxMode::Emulated})
+    for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16,
+                                WeightFormat::I8Dot, WeightFormat::I4Dot})
+      for (Round inputs : {Round::None, Round::BF16})
+        for (int64_t m : {1, 3, 7, 30, 100})
+          for (int64_t k : {64, 700}) {
+            const int64_t n = 96;
+            // W4A8: groups of 8 (the most groups gemmScratch allows for),
+            // which must divide K.
+            if (format == WeightFormat::I4Dot && k % 8 != 0)
+              continue;
+            const int64_t group = format == WeightFormat::I4Dot ? 8 : 0;
+            std::vector<float> a = uniform(m * k, rng), w = uniform(n * k, rng);
+            Aligned packed(packedWeightBytes(format, n, k, group));
+            if (format == WeightFormat::F32)
+              packWeightF32(w.data(), n, k, packed.data);
+            else if (format == WeightFormat::BF16)
+              packWeightBF16(w.data(), n, k, packed.data);
+            else if (format == WeightFormat::I4Dot) {
+              std::vector<float> q(n * k), scales(n * (k / group), 0.01f);
+              for (int64_t i = 0; i < n * k; ++i)
+                q[i] = std::round(w[i] * 7);
+              packWeightI4Dot(q.data(), scales.data(), n, k, group,
+                              packed.data);
+            } else {
+              std::vector<int8_t> q(n * k);
+              for (int64_t i = 0; i < n * k; ++i)
+                q[i] = static_cast<int8_t>(w[i] * 100);
+              std::vector<float> scales(n, 0.01f);
+              packWeightI8Dot(q.data(), scales.data(), n, k, packed.data);
+            }
+            PackedWeight pw{format, n, k, packed.data, group};
+            std::vector<float> c(m * n);
+            setAmxMode(amx);
+            ThreadScratchNeed need = gemmScratch(m, k, format, inputs);
+            std::string what =
+                "amx " + std::to_string(static_cast<int>(amx)) + " format " +
+                std::to_string(static_cast<int>(format)) + " inputs " +
+                std::to_string(static_cast<int>(inputs)) + " m " +
+                std::to_string(m) + " k " + std::to_string(k);
+            expectFits(
+                what.c_str(), need, pool, need.caller > 0, [&](ThreadPool *p) {
+                  gemm(a.data(), m, k, pw, nullptr, c.data(), n, p, inputs);
+                });
+            setAmxMode(before);
           }
-          PackedWeight pw{format, n, k, packed.data, group};
-          std::vector<float> c(m * n);
-          ThreadScratchNeed need = gemmScratch(m, k, format, inputs);
-          std::string what =
-              "format " + std::to_string(static_cast<int>(format)) +
-              " inputs " + std::to_string(static_cast<int>(inputs)) + " m " +
-              std::to_string(m) + " k " + std::to_string(k);
-          expectFits(
-              what.c_str(), need, pool, need.caller > 0, [&](ThreadPool *p) {
-                gemm(a.data(), m, k, pw, nullptr, c.data(), n, p, inputs);
-              });
-        }
 }
 
 TEST(ThreadScratch, GemmScratchUpToCoversEveryRowCount) {
   // Fewer rows can pick a tile with a wider slab than more rows do; an
   // expert's row count is only known to be at most the token count.
-  for (WeightFormat format :
-       {WeightFormat::F32, WeightFormat::I8, WeightFormat::BF16,
-        WeightFormat::I8Dot, WeightFormat::I4Dot})
-    for (int64_t k : {64, 700})
-      for (int64_t m = 1; m <= 64; ++m) {
-        for (Round inputs : {Round::None, Round::BF16}) {
-          ThreadScratchNeed upTo = gemmScratchUpTo(m, k, format, inputs);
-          for (int64_t r = 1; r <= m; ++r) {
-            ThreadScratchNeed g = gemmScratch(r, k, format, inputs);
-            ASSERT_LE(g.caller, upTo.caller) << m << " " << r << " " << k;
-            ASSERT_LE(g.worker, upTo.worker) << m << " " << r << " " << k;
+  const AmxMode before = amxMode();
+  const RestoreAmx restore{before};
+  for (AmxMode amx : {before, AmxMode::Emulated})
+    for (WeightFormat format :
+         {WeightFormat::F32, WeightFormat::I8, WeightFormat::BF16,
+          WeightFormat::I8Dot, WeightFormat::I4Dot})
+      for (int64_t k : {64, 700})
+        for (int64_t m = 1; m <= 64; ++m) {
+          setAmxMode(amx);
+          for (Round inputs : {Round::None, Round::BF16}) {
+            ThreadScratchNeed upTo = gemmScratchUpTo(m, k, format, inputs);
+            for (int64_t r = 1; r <= m; ++r) {
+              ThreadScratchNeed g = gemmScratch(r, k, format, inputs);
+              ASSERT_LE(g.caller, upTo.caller) << m << " " << r << " " << k;
+              ASSERT_LE(g.worker, upTo.worker) << m << " " << r << " " << k;
+            }
           }
         }
-      }
 }
 
 TEST(ThreadScratch, MoeExpertsFitWithSkewedRouting) {

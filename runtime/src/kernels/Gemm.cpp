@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "AmxTiles.h"
 #include "DotTiles.h"
 #include "ds/rt/CpuInfo.h"
 #include "ds/rt/Kernels.h"
@@ -15,7 +16,9 @@
 #include "ds/support/DType.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -67,26 +70,73 @@ bool hasBF16Dot() {
 }
 
 namespace {
+/// Whether the CPU's tiles can run the tile kernels: AMX-TILE, -BF16 and
+/// -INT8 beside AVX-512, and Linux granted the process the tile state.
+bool amxHardware() {
+  static const bool has = hasAvx512() && cpuInfo().amxTile &&
+                          cpuInfo().amxBf16 && cpuInfo().amxInt8 &&
+                          amx::hw::requestTiles();
+  return has;
+}
+
+AmxMode amxFromEnvironment() {
+  const char *v = std::getenv("DS_CPU_AMX");
+  const std::string mode = v ? v : "";
+  if (mode == "emulate")
+    return AmxMode::Emulated;
+  if (mode == "0" || mode == "off" || avx2Forced())
+    return AmxMode::Off;
+  return amxHardware() ? AmxMode::Hardware : AmxMode::Off;
+}
+
+/// -1 until the first amxMode(), then an AmxMode.
+std::atomic<int32_t> amxModeNow{-1};
+} // namespace
+
+AmxMode amxMode() {
+  int32_t now = amxModeNow.load(std::memory_order_relaxed);
+  if (now < 0) {
+    static const AmxMode initial = amxFromEnvironment();
+    amxModeNow.compare_exchange_strong(now, static_cast<int32_t>(initial));
+    now = amxModeNow.load(std::memory_order_relaxed);
+  }
+  return static_cast<AmxMode>(now);
+}
+
+AmxMode setAmxMode(AmxMode mode) {
+  const AmxMode before = amxMode();
+  if (mode == AmxMode::Hardware && !amxHardware())
+    mode = AmxMode::Off;
+  amxModeNow.store(static_cast<int32_t>(mode), std::memory_order_relaxed);
+  return before;
+}
+
+namespace {
 int64_t numPanels(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
-/// Whether gemm takes the bf16 dot-product path for these inputs.
+/// Whether gemm takes a bf16 dot-product path (AMX tiles or vdpbf16ps)
+/// for these inputs.
 bool bf16Dot(WeightFormat format, Round inputs) {
-  return inputs == Round::BF16 && format == WeightFormat::BF16 && hasBF16Dot();
+  return inputs == Round::BF16 && format == WeightFormat::BF16 &&
+         (amxMode() != AmxMode::Off || hasBF16Dot());
 }
 
 /// Row stride, in (k, k + 1) pairs, of the bf16 activations: padded by a
-/// cache line so that rows at a power-of-two K do not share L1 sets.
+/// cache line so that rows at a power-of-two K do not share L1 sets (and
+/// holding the tile kernels' zero-padded last chunk).
 int64_t pairStride(int64_t k) { return (k + 1) / 2 + 16; }
+static_assert(amx::kChunk <= 16, "pairStride pads to whole tile chunks");
 
 uint64_t bf16DotScratchBytes(int64_t m, int64_t k) {
   return scratchRound(4 * static_cast<uint64_t>(m * pairStride(k)));
 }
 
 /// c = a · Wᵀ (+ bias) for bf16 weights and rows of a that are bf16
-/// values, by vdpbf16ps (GemmBF16.cpp): the rows become bf16 pairs here.
+/// values, by AMX tiles (AmxTiles.h) or vdpbf16ps (GemmBF16.cpp): the rows
+/// become bf16 pairs here, zero-padded to the tiles' whole chunks.
 void gemmBF16Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                  const float *bias, float *c, int64_t ldc, ThreadPool *pool) {
-  const int64_t k = w.k, ldq = pairStride(k);
+  const int64_t k = w.k, ldq = pairStride(k), padded = amx::paddedPairs(k);
   // Taken as bf16DotScratchBytes counts it.
   ThreadScratch::Scope scope;
   uint32_t *xp = scope.array<uint32_t>(m * ldq);
@@ -98,6 +148,21 @@ void gemmBF16Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
       uint32_t hi = 2 * j + 1 < k ? ds::floatToBF16(row[2 * j + 1]) : 0;
       dst[j] = lo | hi << 16;
     }
+    std::fill(dst + (k + 1) / 2, dst + padded, 0u);
+  }
+  switch (amxMode()) {
+  case AmxMode::Hardware:
+    // Pairs of panels (a tile block's width), one contiguous chunk a
+    // thread: each thread interleaves its panels once.
+    return splitPanels(w, m, 2, true, pool, [&](int64_t p0, int64_t p1) {
+      amx::hw::gemmBF16(xp, ldq, m, w, bias, c, ldc, p0, p1);
+    });
+  case AmxMode::Emulated:
+    return splitPanels(w, m, 2, true, pool, [&](int64_t p0, int64_t p1) {
+      amx::emu::gemmBF16(xp, ldq, m, w, bias, c, ldc, p0, p1);
+    });
+  case AmxMode::Off:
+    break;
   }
   // 4-panel groups (the kernel's widest tile), one contiguous chunk a
   // thread.
@@ -294,8 +359,12 @@ ThreadScratchNeed gemmScratchFor(int64_t m, int64_t k, WeightFormat format,
                                  Round inputs, bool upTo) {
   if (m <= 0)
     return {};
-  if (bf16Dot(format, inputs))
-    return {bf16DotScratchBytes(m, k), 0};
+  if (bf16Dot(format, inputs)) {
+    // The tile kernels interleave two panels on every thread of a split.
+    const uint64_t tiles =
+        amxMode() != AmxMode::Off ? amx::bf16ScratchBytes(k) : 0;
+    return {bf16DotScratchBytes(m, k) + tiles, tiles};
+  }
   if (format == WeightFormat::I8Dot)
     return {gemmI8DotScratchBytes(m, k), 0};
   if (format == WeightFormat::I4Dot)

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "AmxTiles.h"
 #include "DotTiles.h"
 #include "I8DotLayout.h"
 #include "ds/rt/CpuInfo.h"
@@ -37,6 +38,18 @@ bool hasVnni() {
 namespace {
 int64_t panelsOf(int64_t n) { return (n + kPanel - 1) / kPanel; }
 int64_t quadsOf(int64_t k) { return (k + 3) / 4; }
+
+/// Row stride of the quantized activations: whole tile chunks when the
+/// tile kernels may run.
+int64_t rowBytes(int64_t k) {
+  return amxMode() != AmxMode::Off ? amx::i8RowBytes(k) : quadsOf(k) * 4;
+}
+
+/// From this many rows the CPU's tiles take a W8A8 GEMM (the integer sums,
+/// and so the bits, are the same on every path; a chosen, not measured,
+/// threshold: no AMX host was at hand). Emulated tiles take every call,
+/// so that tests see every shape.
+constexpr int64_t kAmxMinRows = 16;
 } // namespace
 
 void packWeightI8Dot(const int8_t *q, const float *scales, int64_t n, int64_t k,
@@ -211,14 +224,14 @@ void gemmI8DotAvx2(const int16_t *x16, int64_t ld16, const float *xs, int64_t m,
 } // namespace
 
 uint64_t gemmI8DotScratchBytes(int64_t m, int64_t k) {
-  const uint64_t q = static_cast<uint64_t>(m * quadsOf(k) * 4);
+  const uint64_t q = static_cast<uint64_t>(m * rowBytes(k));
   return scratchRound(q) + scratchRound(4 * static_cast<uint64_t>(m)) +
          (hasVnni() ? 0 : scratchRound(2 * q));
 }
 
 void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
                const float *bias, float *c, int64_t ldc, ThreadPool *pool) {
-  int64_t ldq = quadsOf(w.k) * 4;
+  const int64_t ldq = rowBytes(w.k);
   // Taken as gemmI8DotScratchBytes counts them.
   ThreadScratch::Scope scope;
   uint8_t *xq = scope.array<uint8_t>(m * ldq);
@@ -231,9 +244,16 @@ void gemmI8Dot(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
     for (int64_t i = 0; i < m * ldq; ++i)
       x16[i] = xq[i];
   }
-  // Pairs of panels: the VNNI kernel takes panels in pairs.
+  const AmxMode amx = amxMode();
+  const bool tiles = amx == AmxMode::Emulated ||
+                     (amx == AmxMode::Hardware && m >= kAmxMinRows);
+  // Pairs of panels: the VNNI kernel and the tiles take panels in pairs.
   splitPanels(w, m, 2, false, pool, [&](int64_t p0, int64_t p1) {
-    if (vnni)
+    if (tiles && amx == AmxMode::Hardware)
+      amx::hw::gemmI8(xq, ldq, xs, m, w, bias, c, ldc, p0, p1);
+    else if (tiles)
+      amx::emu::gemmI8(xq, ldq, xs, m, w, bias, c, ldc, p0, p1);
+    else if (vnni)
       vnni::gemmI8Dot(xq, ldq, xs, m, w, bias, c, ldc, p0, p1);
     else
       gemmI8DotAvx2(x16, ldq, xs, m, w, bias, c, ldc, p0, p1);

@@ -161,16 +161,34 @@ enum class Round : int32_t { None = 0, BF16 = 1, F16 = 2 };
 /// Whether the CPU has AVX512_BF16 (the bf16 x bf16 kernel's vdpbf16ps).
 bool hasBF16Dot();
 
+/// How the AMX tile kernels (bf16 x bf16 by tdpbf16ps, W8A8 by tdpbusd)
+/// run: not at all; on the CPU's tiles (AMX-TILE, -BF16 and -INT8 with
+/// AVX-512, once Linux granted the tile state to the process); or on a C++
+/// model of the tiles that follows the instructions' documented arithmetic
+/// (DS_CPU_AMX=emulate; slow: it tests the tile kernels' blocking, padding
+/// and epilogues on any CPU). DS_CPU_AMX=0 or DS_CPU_AVX2=1 turn them off.
+enum class AmxMode : int32_t { Off = 0, Hardware = 1, Emulated = 2 };
+AmxMode amxMode();
+/// Tests: the tile kernels run in `mode` from now on (Hardware only where
+/// the CPU has it; otherwise Off). Returns the mode before. Plans made in
+/// one mode must not run in another (their scratch differs).
+AmxMode setAmxMode(AmxMode mode);
+
 /// c[m, n] (row stride ldc) = a[m, k] (row stride lda) · Wᵀ (+ bias[n]).
 /// With an I8Dot / I4Dot weight, the rows of a are quantized to int8 first
 /// (W8A8 / W4A8).
 /// `inputs` is the precision the values of a are known to have: with
-/// Round::BF16 and a BF16 weight, on a CPU with AVX512_BF16 (hasBF16Dot),
-/// the products are summed by vdpbf16ps: per output, the bias, then for
-/// each (k, k + 1) pair the product at k + 1 then the one at k, each added
-/// with one rounding (as an FMA; bf16 denormals read as zero). Elsewhere
-/// every product is an FMA in k order. Either way a row's result does not
-/// depend on m or on the split. Splits columns over `pool` when it is
+/// Round::BF16 and a BF16 weight, with AMX tiles (amxMode() not Off) the
+/// products are summed by tdpbf16ps: per output, the bias, then per block
+/// of 32 k (zero-padded) the even-k and the odd-k products each summed from
+/// zero by FMAs in k order, the two sums added and the result added to the
+/// output (bf16 denormals read as zero, denormal results flushed). Else, on
+/// a CPU with AVX512_BF16 (hasBF16Dot), by vdpbf16ps: per output, the
+/// bias, then for each (k, k + 1) pair the product at k + 1 then the one at
+/// k, each added with one rounding (as an FMA; bf16 denormals read as
+/// zero). Elsewhere every product is an FMA in k order. W8A8's integer sums
+/// are exact on every path, AMX's tdpbusd included. Either way a row's result
+/// does not depend on m or on the split. Splits columns over `pool` when it is
 /// given and the work is large enough.
 void gemm(const float *a, int64_t m, int64_t lda, const PackedWeight &w,
           const float *bias, float *c, int64_t ldc, ThreadPool *pool = nullptr,
