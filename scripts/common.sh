@@ -33,7 +33,8 @@ DS_APT_PACKAGES=(
   clang-format-22 libclang-rt-22-dev cmake ninja-build ccache libgtest-dev libabsl-dev
   libdnnl-dev
   nlohmann-json3-dev git openmpi-bin libopenmpi-dev
-  python3 python3-numpy
+  libpcre2-dev libutf8proc-dev pkg-config
+  python3 python3-numpy python3-venv
 )
 
 ds_log() { printf '== %s\n' "$*" >&2; }

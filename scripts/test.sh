@@ -36,6 +36,16 @@ step() { # name, command...: one pass/fail entry
   fi
 }
 
+# Test-only Python packages from PyPI (nothing at run time needs Python):
+# `tokenizers`, the reference of the tokenizer's exactness test.
+test_venv() {
+  local venv="$DS_BUILD_DIR/test-venv"
+  [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" || return 1
+  "$venv/bin/python" -c "import tokenizers" 2>/dev/null ||
+    "$venv/bin/pip" install -q "tokenizers==0.23.3"
+}
+step "test virtual environment (tokenizers from PyPI)" test_venv
+
 log=$(mktemp)
 ds_log "lit suites"
 /usr/lib/llvm-22/bin/lit -sv "$DS_BUILD_DIR/test/lit" "$DS_BUILD_DIR/test/unit" | tee "$log"

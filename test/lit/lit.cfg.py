@@ -32,7 +32,7 @@ tool_dirs = [config.ds_tools_dir, config.llvm_tools_dir]
 tools = [
     ToolSubst(t, unresolved="fatal")
     for t in ("ds-opt", "ds-translate", "ds-run", "ds-make-tiny-model",
-              "ds-compile", "ds-embed-example")
+              "ds-compile", "ds-embed-example", "ds-tokenize")
 ]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
@@ -55,3 +55,11 @@ try:
             config.available_features.add("avx512")
 except OSError:
     pass
+
+# The `tokenizers` package (PyPI) in the virtual environment scripts/test.sh
+# makes, for the tokenizer's exactness test.
+tokenizers_python = os.path.join(config.ds_obj_root, "test-venv", "bin",
+                                 "python")
+if os.path.exists(tokenizers_python):
+    config.available_features.add("tokenizers")
+config.substitutions.append(("%tokenizers_python", tokenizers_python))

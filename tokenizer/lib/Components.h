@@ -1,0 +1,113 @@
+//===- Components.h - tokenizer.json's pipeline stages ----------*- C++ -*-===//
+//
+// The normalizers, pre-tokenizers, post-processors and decoders of a
+// tokenizer.json, each parsed from its JSON object (an unsupported type or
+// a bad field is an error naming its JSON path) and applied as the
+// Hugging Face `tokenizers` library applies it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef DS_TOK_COMPONENTS_H
+#define DS_TOK_COMPONENTS_H
+
+#include "absl/status/statusor.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ds::tok {
+
+/// A piece of the input on its way through the pipeline, a view of the
+/// segment's text or of text a stage rewrote (held by Pieces::store);
+/// `atStart`: it begins at offset 0 of the original text (Metaspace's
+/// "first" scheme).
+struct Piece {
+  std::string_view text;
+  bool atStart = false;
+};
+
+/// The pieces of one segment and the rewritten text they may view.
+struct Pieces {
+  std::vector<Piece> list;
+  std::deque<std::string> store;
+  /// Keeps `text` for the pieces' life; a view of it.
+  std::string_view keep(std::string text) {
+    store.push_back(std::move(text));
+    return store.back();
+  }
+};
+
+class Normalizer {
+public:
+  virtual ~Normalizer() = default;
+  virtual absl::Status apply(std::string &text) const = 0;
+};
+
+class PreTokenizer {
+public:
+  virtual ~PreTokenizer() = default;
+  /// Splits or rewrites `pieces` (never leaves an empty one).
+  virtual void apply(Pieces &pieces) const = 0;
+};
+
+class PostProcessor {
+public:
+  virtual ~PostProcessor() = default;
+  /// The ids of one sequence with the special tokens added.
+  virtual std::vector<int32_t> apply(std::vector<int32_t> ids) const = 0;
+};
+
+class Decoder {
+public:
+  virtual ~Decoder() = default;
+  /// `tokenizers`' decode_chain: tokens in, tokens out.
+  virtual std::vector<std::string>
+  apply(std::vector<std::string> tokens) const = 0;
+};
+
+/// Null JSON gives a null pointer (no stage).
+absl::StatusOr<std::unique_ptr<Normalizer>>
+parseNormalizer(const nlohmann::json &j, const std::string &path);
+absl::StatusOr<std::unique_ptr<PreTokenizer>>
+parsePreTokenizer(const nlohmann::json &j, const std::string &path);
+absl::StatusOr<std::unique_ptr<PostProcessor>>
+parsePostProcessor(const nlohmann::json &j, const std::string &path);
+absl::StatusOr<std::unique_ptr<Decoder>> parseDecoder(const nlohmann::json &j,
+                                                      const std::string &path);
+
+/// JSON helpers: a field's value of the wanted kind, or an error naming
+/// path.field.
+absl::StatusOr<std::string> stringField(const nlohmann::json &j,
+                                        const std::string &path,
+                                        const char *field);
+absl::StatusOr<bool> boolField(const nlohmann::json &j, const std::string &path,
+                               const char *field, bool fallback);
+/// A pattern object {"String": s} or {"Regex": r} as a regex source.
+absl::StatusOr<std::string> patternField(const nlohmann::json &j,
+                                         const std::string &path,
+                                         const char *field);
+
+/// Splits by a pattern's matches as `tokenizers`' SplitDelimiterBehavior
+/// (removed, isolated, merged_with_previous, merged_with_next, contiguous).
+enum class SplitBehavior {
+  Removed,
+  Isolated,
+  MergedWithPrevious,
+  MergedWithNext,
+  Contiguous
+};
+class Regex;
+/// Appends the pieces `piece` splits into to `out` (views of its text).
+void splitPiece(const Piece &piece, const Regex &re, SplitBehavior behavior,
+                bool invert, std::vector<Piece> &out);
+
+} // namespace ds::tok
+
+#endif // DS_TOK_COMPONENTS_H

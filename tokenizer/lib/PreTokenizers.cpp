@@ -1,0 +1,281 @@
+//===- PreTokenizers.cpp - tokenizer.json pre-tokenizers ------------------===//
+
+#include "Components.h"
+#include "Regex.h"
+#include "Unicode.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+#include <array>
+#include <cstring>
+
+namespace ds::tok {
+namespace {
+
+/// GPT-2's pattern, ByteLevel's use_regex.
+constexpr std::string_view kByteLevelPattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+class Sequence : public PreTokenizer {
+public:
+  std::vector<std::unique_ptr<PreTokenizer>> parts;
+  void apply(Pieces &pieces) const override {
+    for (const auto &p : parts)
+      p->apply(pieces);
+  }
+};
+
+class Split : public PreTokenizer {
+public:
+  std::unique_ptr<Regex> pattern;
+  SplitBehavior behavior = SplitBehavior::Isolated;
+  bool invert = false;
+  void apply(Pieces &pieces) const override {
+    std::vector<Piece> out;
+    out.reserve(pieces.list.size() * 4);
+    for (const Piece &p : pieces.list)
+      splitPiece(p, *pattern, behavior, invert, out);
+    pieces.list = std::move(out);
+  }
+};
+
+class ByteLevel : public PreTokenizer {
+public:
+  bool addPrefixSpace = false;
+  std::unique_ptr<Regex> pattern; // null without use_regex
+  void apply(Pieces &pieces) const override {
+    std::vector<Piece> out;
+    out.reserve(pieces.list.size() * 4);
+    for (Piece p : pieces.list) {
+      if (addPrefixSpace && (p.text.empty() || p.text[0] != ' '))
+        p.text = pieces.keep(" " + std::string(p.text));
+      if (pattern)
+        splitPiece(p, *pattern, SplitBehavior::Isolated, false, out);
+      else if (!p.text.empty())
+        out.push_back(p);
+    }
+    // Each byte's character as UTF-8, looked up; all pieces' text in one
+    // kept string.
+    struct Utf8 {
+      char bytes[2];
+      uint8_t size;
+    };
+    static const std::array<Utf8, 256> utf8 = [] {
+      std::array<Utf8, 256> t{};
+      for (int b = 0; b < 256; ++b) {
+        std::string s;
+        appendUtf8(s, byteToChar()[b]); // at most U+0143: 2 bytes
+        t[b].size = static_cast<uint8_t>(s.size());
+        std::memcpy(t[b].bytes, s.data(), s.size());
+      }
+      return t;
+    }();
+    size_t total = 0;
+    for (const Piece &p : out)
+      for (char c : p.text)
+        total += utf8[static_cast<uint8_t>(c)].size;
+    std::string mapped(total, '\0');
+    char *at = mapped.data();
+    std::vector<size_t> ends;
+    ends.reserve(out.size());
+    for (const Piece &p : out) {
+      for (char c : p.text) {
+        const Utf8 &u = utf8[static_cast<uint8_t>(c)];
+        at[0] = u.bytes[0];
+        at[1] = u.bytes[1]; // within `mapped`: a 1-byte last one writes
+                            // its terminating NUL's place at most
+        at += u.size;
+      }
+      ends.push_back(static_cast<size_t>(at - mapped.data()));
+    }
+    const std::string_view all = pieces.keep(std::move(mapped));
+    size_t begin = 0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i].text = all.substr(begin, ends[i] - begin);
+      begin = ends[i];
+    }
+    pieces.list = std::move(out);
+  }
+};
+
+enum class PrependScheme { Always, First, Never };
+
+class Metaspace : public PreTokenizer {
+public:
+  std::string replacement;
+  PrependScheme scheme = PrependScheme::Always;
+  std::unique_ptr<Regex> splitOn; // null without split
+  void apply(Pieces &pieces) const override {
+    std::vector<Piece> out;
+    for (Piece p : pieces.list) {
+      std::string text;
+      for (char c : p.text) {
+        if (c == ' ')
+          text += replacement;
+        else
+          text += c;
+      }
+      const bool starts = text.compare(0, replacement.size(), replacement) == 0;
+      if (!starts && (scheme == PrependScheme::Always ||
+                      (scheme == PrependScheme::First && p.atStart)))
+        text.insert(0, replacement);
+      p.text = pieces.keep(std::move(text));
+      if (splitOn)
+        splitPiece(p, *splitOn, SplitBehavior::MergedWithNext, false, out);
+      else if (!p.text.empty())
+        out.push_back(p);
+    }
+    pieces.list = std::move(out);
+  }
+};
+
+absl::StatusOr<std::unique_ptr<Regex>> compileAt(std::string_view pattern,
+                                                 const std::string &path) {
+  auto re = Regex::compile(pattern);
+  if (!re.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", re.status().message()));
+  return re;
+}
+
+absl::StatusOr<SplitBehavior> behaviorOf(const nlohmann::json &j,
+                                         const std::string &path) {
+  auto name = stringField(j, path, "behavior");
+  if (!name.ok())
+    return name.status();
+  if (*name == "Removed")
+    return SplitBehavior::Removed;
+  if (*name == "Isolated")
+    return SplitBehavior::Isolated;
+  if (*name == "MergedWithPrevious")
+    return SplitBehavior::MergedWithPrevious;
+  if (*name == "MergedWithNext")
+    return SplitBehavior::MergedWithNext;
+  if (*name == "Contiguous")
+    return SplitBehavior::Contiguous;
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ".behavior: unknown split behavior '", *name, "'"));
+}
+
+} // namespace
+
+absl::StatusOr<std::unique_ptr<PreTokenizer>>
+parsePreTokenizer(const nlohmann::json &j, const std::string &path) {
+  if (j.is_null())
+    return nullptr;
+  auto type = stringField(j, path, "type");
+  if (!type.ok())
+    return type.status();
+  if (*type == "Sequence") {
+    auto seq = std::make_unique<Sequence>();
+    auto it = j.find("pretokenizers");
+    if (it == j.end() || !it->is_array())
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".pretokenizers: expected an array"));
+    for (size_t i = 0; i < it->size(); ++i) {
+      auto part = parsePreTokenizer(
+          (*it)[i], absl::StrCat(path, ".pretokenizers[", i, "]"));
+      if (!part.ok())
+        return part.status();
+      if (*part)
+        seq->parts.push_back(std::move(*part));
+    }
+    return seq;
+  }
+  if (*type == "Split") {
+    auto s = std::make_unique<Split>();
+    auto pattern = patternField(j, path, "pattern");
+    if (!pattern.ok())
+      return pattern.status();
+    auto re = compileAt(*pattern, path + ".pattern");
+    if (!re.ok())
+      return re.status();
+    s->pattern = std::move(*re);
+    auto behavior = behaviorOf(j, path);
+    if (!behavior.ok())
+      return behavior.status();
+    s->behavior = *behavior;
+    auto invert = boolField(j, path, "invert", false);
+    if (!invert.ok())
+      return invert.status();
+    s->invert = *invert;
+    return s;
+  }
+  if (*type == "ByteLevel") {
+    auto b = std::make_unique<ByteLevel>();
+    auto prefix = boolField(j, path, "add_prefix_space", true);
+    auto regex = boolField(j, path, "use_regex", true);
+    if (!prefix.ok())
+      return prefix.status();
+    if (!regex.ok())
+      return regex.status();
+    b->addPrefixSpace = *prefix;
+    if (*regex) {
+      auto re = compileAt(kByteLevelPattern, path);
+      if (!re.ok())
+        return re.status();
+      b->pattern = std::move(*re);
+    }
+    return b;
+  }
+  if (*type == "Metaspace") {
+    auto m = std::make_unique<Metaspace>();
+    auto replacement = stringField(j, path, "replacement");
+    if (!replacement.ok())
+      return replacement.status();
+    if (codePoints(*replacement).size() != 1)
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".replacement: expected one character"));
+    m->replacement = *replacement;
+    if (j.contains("prepend_scheme")) {
+      auto scheme = stringField(j, path, "prepend_scheme");
+      if (!scheme.ok())
+        return scheme.status();
+      if (*scheme == "always")
+        m->scheme = PrependScheme::Always;
+      else if (*scheme == "first")
+        m->scheme = PrependScheme::First;
+      else if (*scheme == "never")
+        m->scheme = PrependScheme::Never;
+      else
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ".prepend_scheme: expected always, first or never"));
+    } else {
+      // Files from before prepend_scheme: add_prefix_space.
+      auto prefix = boolField(j, path, "add_prefix_space", true);
+      if (!prefix.ok())
+        return prefix.status();
+      m->scheme = *prefix ? PrependScheme::Always : PrependScheme::Never;
+    }
+    auto split = boolField(j, path, "split", true);
+    if (!split.ok())
+      return split.status();
+    if (*split) {
+      auto re = Regex::literal(*replacement);
+      if (!re.ok())
+        return re.status();
+      m->splitOn = std::move(*re);
+    }
+    return m;
+  }
+  if (*type == "Digits") {
+    auto s = std::make_unique<Split>();
+    auto individual = boolField(j, path, "individual_digits", false);
+    if (!individual.ok())
+      return individual.status();
+    auto re = compileAt(R"(\p{N})", path);
+    if (!re.ok())
+      return re.status();
+    s->pattern = std::move(*re);
+    s->behavior =
+        *individual ? SplitBehavior::Isolated : SplitBehavior::Contiguous;
+    return s;
+  }
+  return absl::UnimplementedError(absl::StrCat(
+      path, ": pre-tokenizer type '", *type,
+      "' is not supported (supported: Sequence, Split, ByteLevel, Metaspace, "
+      "Digits)"));
+}
+
+} // namespace ds::tok
