@@ -66,9 +66,14 @@ void splitPiece(const Piece &piece, const Regex &re, SplitBehavior behavior,
     size_t begin, end;
     bool match;
   };
-  std::vector<Span> spans;
+  // Scratch reused by the thread's calls.
+  thread_local std::vector<std::pair<size_t, size_t>> matches;
+  thread_local std::vector<Span> spans, out;
+  spans.clear();
+  out.clear();
+  re.findAll(piece.text, matches);
   size_t prev = 0;
-  for (auto [b, e] : re.findAll(piece.text)) {
+  for (auto [b, e] : matches) {
     if (prev != b)
       spans.push_back({prev, b, invert});
     spans.push_back({b, e, !invert});
@@ -77,7 +82,6 @@ void splitPiece(const Piece &piece, const Regex &re, SplitBehavior behavior,
   if (prev != piece.text.size())
     spans.push_back({prev, piece.text.size(), invert});
 
-  std::vector<Span> out;
   switch (behavior) {
   case SplitBehavior::Removed:
     for (const Span &s : spans)
@@ -85,7 +89,7 @@ void splitPiece(const Piece &piece, const Regex &re, SplitBehavior behavior,
         out.push_back(s);
     break;
   case SplitBehavior::Isolated:
-    out = spans;
+    out.assign(spans.begin(), spans.end());
     break;
   case SplitBehavior::MergedWithPrevious: {
     bool previousMatch = false;

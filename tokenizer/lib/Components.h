@@ -33,15 +33,34 @@ struct Piece {
   bool atStart = false;
 };
 
-/// The pieces of one segment and the rewritten text they may view.
+/// The pieces of one segment, a spare list for the stages to build the
+/// next one in, and the rewritten text the pieces may view: strings kept
+/// until clear(), whose storage the next segment reuses (one Pieces serves
+/// a thread's encodes).
 struct Pieces {
-  std::vector<Piece> list;
-  std::deque<std::string> store;
-  /// Keeps `text` for the pieces' life; a view of it.
-  std::string_view keep(std::string text) {
-    store.push_back(std::move(text));
-    return store.back();
+  std::vector<Piece> list, spare;
+  /// A string that stays put until clear(), empty, to fill.
+  std::string &slot() {
+    if (used == store.size())
+      store.emplace_back();
+    std::string &s = store[used++];
+    s.clear();
+    return s;
   }
+  /// spare becomes the list (the old list the spare, emptied).
+  void swap() {
+    list.swap(spare);
+    spare.clear();
+  }
+  void clear() {
+    list.clear();
+    spare.clear();
+    used = 0;
+  }
+
+private:
+  std::deque<std::string> store;
+  size_t used = 0;
 };
 
 class Normalizer {

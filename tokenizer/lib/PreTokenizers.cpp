@@ -32,11 +32,9 @@ public:
   SplitBehavior behavior = SplitBehavior::Isolated;
   bool invert = false;
   void apply(Pieces &pieces) const override {
-    std::vector<Piece> out;
-    out.reserve(pieces.list.size() * 4);
     for (const Piece &p : pieces.list)
-      splitPiece(p, *pattern, behavior, invert, out);
-    pieces.list = std::move(out);
+      splitPiece(p, *pattern, behavior, invert, pieces.spare);
+    pieces.swap();
   }
 };
 
@@ -45,11 +43,14 @@ public:
   bool addPrefixSpace = false;
   std::unique_ptr<Regex> pattern; // null without use_regex
   void apply(Pieces &pieces) const override {
-    std::vector<Piece> out;
-    out.reserve(pieces.list.size() * 4);
+    std::vector<Piece> &out = pieces.spare;
     for (Piece p : pieces.list) {
-      if (addPrefixSpace && (p.text.empty() || p.text[0] != ' '))
-        p.text = pieces.keep(" " + std::string(p.text));
+      if (addPrefixSpace && (p.text.empty() || p.text[0] != ' ')) {
+        std::string &s = pieces.slot();
+        s += ' ';
+        s += p.text;
+        p.text = s;
+      }
       if (pattern)
         splitPiece(p, *pattern, SplitBehavior::Isolated, false, out);
       else if (!p.text.empty())
@@ -75,27 +76,20 @@ public:
     for (const Piece &p : out)
       for (char c : p.text)
         total += utf8[static_cast<uint8_t>(c)].size;
-    std::string mapped(total, '\0');
+    std::string &mapped = pieces.slot();
+    mapped.resize(total + 1); // a byte of room for the 2-byte writes
     char *at = mapped.data();
-    std::vector<size_t> ends;
-    ends.reserve(out.size());
-    for (const Piece &p : out) {
+    for (Piece &p : out) {
+      const char *begin = at;
       for (char c : p.text) {
         const Utf8 &u = utf8[static_cast<uint8_t>(c)];
         at[0] = u.bytes[0];
-        at[1] = u.bytes[1]; // within `mapped`: a 1-byte last one writes
-                            // its terminating NUL's place at most
+        at[1] = u.bytes[1];
         at += u.size;
       }
-      ends.push_back(static_cast<size_t>(at - mapped.data()));
+      p.text = std::string_view(begin, static_cast<size_t>(at - begin));
     }
-    const std::string_view all = pieces.keep(std::move(mapped));
-    size_t begin = 0;
-    for (size_t i = 0; i < out.size(); ++i) {
-      out[i].text = all.substr(begin, ends[i] - begin);
-      begin = ends[i];
-    }
-    pieces.list = std::move(out);
+    pieces.swap();
   }
 };
 
@@ -107,9 +101,9 @@ public:
   PrependScheme scheme = PrependScheme::Always;
   std::unique_ptr<Regex> splitOn; // null without split
   void apply(Pieces &pieces) const override {
-    std::vector<Piece> out;
+    std::vector<Piece> &out = pieces.spare;
     for (Piece p : pieces.list) {
-      std::string text;
+      std::string &text = pieces.slot();
       for (char c : p.text) {
         if (c == ' ')
           text += replacement;
@@ -120,13 +114,13 @@ public:
       if (!starts && (scheme == PrependScheme::Always ||
                       (scheme == PrependScheme::First && p.atStart)))
         text.insert(0, replacement);
-      p.text = pieces.keep(std::move(text));
+      p.text = text;
       if (splitOn)
         splitPiece(p, *splitOn, SplitBehavior::MergedWithNext, false, out);
       else if (!p.text.empty())
         out.push_back(p);
     }
-    pieces.list = std::move(out);
+    pieces.swap();
   }
 };
 

@@ -60,6 +60,13 @@ Regex::~Regex() = default;
 std::vector<std::pair<size_t, size_t>>
 Regex::findAll(std::string_view subject) const {
   std::vector<std::pair<size_t, size_t>> out;
+  findAll(subject, out);
+  return out;
+}
+
+void Regex::findAll(std::string_view subject,
+                    std::vector<std::pair<size_t, size_t>> &out) const {
+  out.clear();
   // One match data per thread, for the whole match only (a pattern's groups
   // are not needed: rc 0 says they did not fit, and the match is there).
   struct MatchData {
@@ -91,7 +98,6 @@ Regex::findAll(std::string_view subject) const {
         ++at;
     }
   }
-  return out;
 }
 
 } // namespace ds::tok

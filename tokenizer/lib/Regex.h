@@ -37,6 +37,9 @@ public:
   /// character.
   std::vector<std::pair<size_t, size_t>>
   findAll(std::string_view subject) const;
+  /// The same into `out` (cleared first; its storage reused).
+  void findAll(std::string_view subject,
+               std::vector<std::pair<size_t, size_t>> &out) const;
 
 private:
   Regex() = default;

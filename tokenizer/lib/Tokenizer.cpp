@@ -56,7 +56,7 @@ char32_t lastChar(std::string_view s, size_t end, size_t *begin) {
 /// A segment of the text: an added token's id, or text to tokenize.
 struct Segment {
   int32_t added; // -1: text
-  std::string text;
+  std::string_view text;
   bool atStart;
 };
 } // namespace
@@ -77,7 +77,7 @@ struct Tokenizer::Impl {
 
   /// Splits `text` around matches of the added tokens in `byByte`
   /// (leftmost, longest), as `tokenizers`' AddedVocabulary::find_matches.
-  void splitAdded(const std::string &text, bool atStart,
+  void splitAdded(std::string_view text, bool atStart,
                   const std::array<std::vector<size_t>, 256> &byByte,
                   std::vector<Segment> &out) const {
     size_t from = 0;
@@ -258,25 +258,32 @@ Tokenizer::encode(std::string_view text, bool addSpecialTokens) const {
   const Impl &m = *impl;
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
-  std::vector<Segment> raw;
-  m.splitAdded(std::string(text), true, m.rawByByte, raw);
-  std::vector<Segment> segments;
-  for (Segment &s : raw) {
+  // The thread's scratch, reused from encode to encode.
+  thread_local std::vector<Segment> raw, segments;
+  thread_local Pieces pieces;
+  raw.clear();
+  m.splitAdded(text, true, m.rawByByte, raw);
+  std::string normalized;
+  for (const Segment &s : raw) {
     if (s.added >= 0) {
       ids.push_back(s.added);
       continue;
     }
-    if (m.normalizer)
-      if (absl::Status st = m.normalizer->apply(s.text); !st.ok())
+    std::string_view seg = s.text;
+    if (m.normalizer) {
+      normalized.assign(seg.data(), seg.size());
+      if (absl::Status st = m.normalizer->apply(normalized); !st.ok())
         return st;
+      seg = normalized;
+    }
     segments.clear();
-    m.splitAdded(s.text, s.atStart, m.normalizedByByte, segments);
-    for (Segment &n : segments) {
+    m.splitAdded(seg, s.atStart, m.normalizedByByte, segments);
+    for (const Segment &n : segments) {
       if (n.added >= 0) {
         ids.push_back(n.added);
         continue;
       }
-      Pieces pieces;
+      pieces.clear();
       pieces.list.push_back({n.text, n.atStart});
       if (m.preTokenizer)
         m.preTokenizer->apply(pieces);
