@@ -59,6 +59,10 @@ ds_log "ds-run: greedy generation (prefill + decode against the KV cache), error
   --reference "$work/model.mlir" --report "$work/error-report.json"
 echo "per-layer error report: $work/error-report.json"
 
+ds_log "ds-run --prompt-text: text in, text out through the model's tokenizer.json (the tiny model's is byte-level: one token a byte; its weights are random)"
+"$bin/ds-run" "$work/optimized.mlir" --weights "$work/model" --backend jit \
+  --generate 8 --prompt-text "Mixture of experts" --check
+
 ds_log "ds-run --backend jit: JIT-compiled CPU code, checked against the interpreter, then 64 concurrent requests through the batcher"
 "$bin/ds-run" "$work/optimized.mlir" --weights "$work/model" --backend jit \
   --generate 8 --prompt 1,17,42,7,99 --prompt 3,3,8,200,12,5,77 --prompt 250 \

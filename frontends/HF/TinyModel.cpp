@@ -12,6 +12,7 @@
 
 #include "ds/support/Quant.h"
 #include "ds/support/SafeTensors.h"
+#include "ds/tok/Tokenizer.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -366,6 +367,26 @@ llvm::Error TinyWriter::write() {
       !st.ok())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    std::string(st.message()));
+  // A byte-level tokenizer over the 256-token vocabulary (one token a
+  // byte), so that text goes in and out of the tiny models end to end.
+  json::Object tokenizerConfig{{"tokenizer_class", "PreTrainedTokenizerFast"},
+                               {"add_bos_token", false},
+                               {"add_eos_token", false},
+                               {"clean_up_tokenization_spaces", false},
+                               {"model_max_length", 1 << 20}};
+  std::string configText;
+  llvm::raw_string_ostream configOs(configText);
+  configOs << llvm::formatv("{0:2}", json::Value(std::move(tokenizerConfig)))
+           << "\n";
+  for (auto [file, contents] :
+       {std::pair<std::string, std::string>{"tokenizer.json",
+                                            ds::tok::byteLevelTokenizerJson()},
+        {"tokenizer_config.json", configText}})
+    if (absl::Status st =
+            ds::writeFileAtomically(opts.outDir + "/" + file, contents);
+        !st.ok())
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     std::string(st.message()));
   return llvm::Error::success();
 }
 

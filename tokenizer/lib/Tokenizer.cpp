@@ -381,4 +381,43 @@ absl::StatusOr<std::string> DecodeStream::step(int32_t id) {
   return fresh;
 }
 
+std::string byteLevelTokenizerJson() {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) {
+    std::string token;
+    appendUtf8(token, byteToChar()[b]);
+    vocab[token] = b;
+  }
+  nlohmann::json j = {{"version", "1.0"},
+                      {"added_tokens", nlohmann::json::array()},
+                      {"normalizer", nullptr},
+                      {"pre_tokenizer",
+                       {{"type", "ByteLevel"},
+                        {"add_prefix_space", false},
+                        {"trim_offsets", true},
+                        {"use_regex", true}}},
+                      {"post_processor",
+                       {{"type", "ByteLevel"},
+                        {"add_prefix_space", true},
+                        {"trim_offsets", false},
+                        {"use_regex", true}}},
+                      {"decoder",
+                       {{"type", "ByteLevel"},
+                        {"add_prefix_space", true},
+                        {"trim_offsets", true},
+                        {"use_regex", true}}},
+                      {"model",
+                       {{"type", "BPE"},
+                        {"dropout", nullptr},
+                        {"unk_token", nullptr},
+                        {"continuing_subword_prefix", nullptr},
+                        {"end_of_word_suffix", nullptr},
+                        {"fuse_unk", false},
+                        {"byte_fallback", false},
+                        {"ignore_merges", false},
+                        {"vocab", vocab},
+                        {"merges", nlohmann::json::array()}}}};
+  return j.dump(2) + "\n";
+}
+
 } // namespace ds::tok

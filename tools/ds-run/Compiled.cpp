@@ -388,7 +388,7 @@ int runGenerateCompiled(const RunOptions &opts,
         !s.ok())
       return fail("gathering the replicas' sequences: " +
                   std::string(s.message()));
-  printSequences(allSeqs, generatedIds, reasons);
+  printSequences(allSeqs, generatedIds, reasons, opts.tokenizer.get());
   if (comm && model->plan().processes > 1) {
     double in = after.seconds - before.seconds;
     llvm::outs() << llvm::formatv(

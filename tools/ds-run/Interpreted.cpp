@@ -200,7 +200,7 @@ int runGenerate(const RunOptions &opts, ModuleOp module,
     generatedIds.push_back(tokensOf(i));
     reasons.push_back(decoders[i]->result().finishReason);
   }
-  printSequences(seqs, generatedIds, reasons);
+  printSequences(seqs, generatedIds, reasons, opts.tokenizer.get());
   if (!dumpDir.empty()) {
     if (std::error_code ec = llvm::sys::fs::create_directories(dumpDir))
       return fail(dumpDir + ": " + ec.message());

@@ -30,8 +30,9 @@ absl::Status writeJson(const std::string &path, llvm::json::Value value) {
 
 std::optional<std::string>
 parsePrompts(const RunOptions &opts, std::vector<std::vector<int64_t>> &seqs) {
-  if (opts.prompts.empty())
-    return std::string("--generate needs at least one --prompt");
+  if (opts.prompts.empty() && opts.promptTexts.empty())
+    return std::string(
+        "--generate needs at least one --prompt or --prompt-text");
   for (const std::string &p : opts.prompts) {
     std::vector<int64_t> ids;
     SmallVector<StringRef> parts;
@@ -46,12 +47,23 @@ parsePrompts(const RunOptions &opts, std::vector<std::vector<int64_t>> &seqs) {
       return std::string("empty --prompt");
     seqs.push_back(std::move(ids));
   }
+  for (const std::string &text : opts.promptTexts) {
+    if (!opts.tokenizer)
+      return std::string("--prompt-text needs a tokenizer (--tokenizer)");
+    absl::StatusOr<std::vector<int32_t>> ids = opts.tokenizer->encode(text);
+    if (!ids.ok())
+      return "--prompt-text: " + std::string(ids.status().message());
+    if (ids->empty())
+      return std::string("--prompt-text encodes to no tokens");
+    seqs.emplace_back(ids->begin(), ids->end());
+  }
   return std::nullopt;
 }
 
 void printSequences(const std::vector<std::vector<int64_t>> &prompts,
                     const std::vector<std::vector<int64_t>> &generated,
-                    const std::vector<rt::FinishReason> &reasons) {
+                    const std::vector<rt::FinishReason> &reasons,
+                    const tok::Tokenizer *tokenizer) {
   auto list = [](const std::vector<int64_t> &ids) {
     return llvm::join(
         llvm::map_range(ids, [](int64_t v) { return std::to_string(v); }),
@@ -65,6 +77,21 @@ void printSequences(const std::vector<std::vector<int64_t>> &prompts,
       llvm::outs() << " (" << rt::finishReasonName(reasons[i]) << ")";
     llvm::outs() << "\n";
   }
+  if (!tokenizer)
+    return;
+  auto text = [&](const std::vector<int64_t> &ids) -> std::string {
+    absl::StatusOr<std::string> t = tokenizer->decode(
+        std::vector<int32_t>(ids.begin(), ids.end()), /*skipSpecialTokens=*/
+        false);
+    std::string out;
+    llvm::raw_string_ostream os(out);
+    os << llvm::json::Value(
+        t.ok() ? *t : "<" + std::string(t.status().message()) + ">");
+    return out;
+  };
+  for (size_t i = 0; i < prompts.size(); ++i)
+    llvm::outs() << "text " << i << ": " << text(prompts[i]) << " -> "
+                 << text(generated[i]) << "\n";
 }
 
 namespace {

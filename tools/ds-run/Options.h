@@ -21,6 +21,9 @@
 #include "llvm/ADT/Twine.h"
 #include "llvm/Support/JSON.h"
 
+#include "ds/tok/Tokenizer.h"
+
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +39,10 @@ struct RunOptions {
   /// Tokens to generate (0: run one function instead).
   int64_t generate = 0;
   std::vector<std::string> prompts;
+  /// Prompts as text (--prompt-text), encoded with `tokenizer`, which also
+  /// decodes what is generated.
+  std::vector<std::string> promptTexts;
+  std::shared_ptr<const tok::Tokenizer> tokenizer;
   std::string dumpDir, calibrate, referenceFile, reportFile, profileRouting;
   bool forceRouting = false;
   std::string backend = "interpreter";
@@ -55,14 +62,18 @@ int fail(const llvm::Twine &message);
 /// Writes `value` as indented JSON through a temporary file.
 absl::Status writeJson(const std::string &path, llvm::json::Value value);
 
-/// The --prompt token lists; an error message when one is malformed.
+/// The --prompt token lists, then the --prompt-text prompts encoded; an
+/// error message when one is malformed.
 std::optional<std::string>
 parsePrompts(const RunOptions &opts, std::vector<std::vector<int64_t>> &seqs);
 
-/// "sequence i: prompt [...] -> generated [...] (<finish reason>)" for each.
+/// "sequence i: prompt [...] -> generated [...] (<finish reason>)" for each,
+/// and with a tokenizer "text i: "<prompt>" -> "<generated>"" (JSON
+/// strings).
 void printSequences(const std::vector<std::vector<int64_t>> &prompts,
                     const std::vector<std::vector<int64_t>> &generated,
-                    const std::vector<rt::FinishReason> &reasons);
+                    const std::vector<rt::FinishReason> &reasons,
+                    const tok::Tokenizer *tokenizer = nullptr);
 
 /// The arguments of `fn`: the --input files in order, then values generated
 /// from --seed; an error message when they do not fit.

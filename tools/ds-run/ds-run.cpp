@@ -59,6 +59,7 @@
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
 
@@ -110,6 +111,16 @@ cl::opt<int64_t> generate("generate",
 cl::list<std::string> prompts("prompt",
                               cl::desc("Comma-separated prompt token ids"),
                               cl::cat(category));
+cl::list<std::string> promptTexts(
+    "prompt-text",
+    cl::desc("A prompt as text, encoded with the model's tokenizer (the "
+             "generated tokens are then decoded too)"),
+    cl::cat(category));
+cl::opt<std::string> tokenizerPath(
+    "tokenizer",
+    cl::desc("tokenizer.json, or a directory holding it (default: the "
+             "--weights directory, or the model directory given as input)"),
+    cl::cat(category));
 cl::opt<double> temperature("temperature",
                             cl::desc("With --generate: sample at this "
                                      "temperature (0: greedy)"),
@@ -227,6 +238,24 @@ std::optional<std::string> readOptions(ds::run::RunOptions &o) {
     return "--generate " + std::to_string(generate) +
            ": the number of tokens must be at least 1";
   o.prompts.assign(prompts.begin(), prompts.end());
+  o.promptTexts.assign(promptTexts.begin(), promptTexts.end());
+  if (!promptTexts.empty() || tokenizerPath.getNumOccurrences()) {
+    // The tokenizer: named, or beside the weights / in the model directory.
+    std::string path = tokenizerPath;
+    for (const std::string &dir :
+         {std::string(weightsDir), std::string(inputFile)})
+      if (path.empty() && !dir.empty() &&
+          llvm::sys::fs::exists(dir + "/tokenizer.json"))
+        path = dir;
+    if (path.empty())
+      return std::string("--prompt-text needs a tokenizer: no tokenizer.json "
+                         "beside the weights; name one with --tokenizer");
+    absl::StatusOr<std::unique_ptr<ds::tok::Tokenizer>> tok =
+        ds::tok::Tokenizer::fromFile(path);
+    if (!tok.ok())
+      return std::string(tok.status().message());
+    o.tokenizer = std::move(*tok);
+  }
   o.dumpDir = dumpDir;
   o.calibrate = calibrate;
   o.referenceFile = referenceFile;

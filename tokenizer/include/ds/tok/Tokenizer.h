@@ -66,6 +66,11 @@ private:
   std::unique_ptr<Impl> impl;
 };
 
+/// A byte-level BPE tokenizer.json whose vocabulary is the 256 bytes (id
+/// = byte value) with no merges: every text round-trips, one token a byte.
+/// What ds-make-tiny-model writes beside its 256-token models.
+std::string byteLevelTokenizerJson();
+
 /// Text of a token stream as it is generated: step() returns what the new
 /// token adds once it completes characters (nothing while a multi-byte
 /// character is split over tokens, never half a UTF-8 sequence), the same
