@@ -37,14 +37,16 @@ step() { # name, command...: one pass/fail entry
 }
 
 # Test-only Python packages from PyPI (nothing at run time needs Python):
-# `tokenizers`, the reference of the tokenizer's exactness test.
+# `tokenizers` and `transformers` (with jinja2), the references of the
+# tokenizer's and the chat templates' exactness tests.
 test_venv() {
   local venv="$DS_BUILD_DIR/test-venv"
   [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" || return 1
-  "$venv/bin/python" -c "import tokenizers" 2>/dev/null ||
-    "$venv/bin/pip" install -q "tokenizers==0.23.3"
+  "$venv/bin/python" -c "import tokenizers, transformers, jinja2" 2>/dev/null ||
+    "$venv/bin/pip" install -q "tokenizers==0.23.3" "transformers==5.25.0" \
+      "jinja2==3.1.6"
 }
-step "test virtual environment (tokenizers from PyPI)" test_venv
+step "test virtual environment (tokenizers, transformers from PyPI)" test_venv
 
 log=$(mktemp)
 ds_log "lit suites"

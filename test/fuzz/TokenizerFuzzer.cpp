@@ -1,6 +1,7 @@
 //===- TokenizerFuzzer.cpp - libFuzzer target for the tokenizer -----------===//
 //
-// The first byte picks what the rest is: a tokenizer.json to load (and, if
+// The first byte picks what the rest is: a chat template to parse and
+// render on a small conversation; a tokenizer.json to load (and, if
 // it loads, to encode and decode a sample with), or text for two fixed
 // tokenizers (byte-level BPE with a Split pre-tokenizer and special tokens;
 // byte fallback over a metaspace), checking that invalid UTF-8 is refused
@@ -9,7 +10,10 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ds/tok/ChatTemplate.h"
 #include "ds/tok/Tokenizer.h"
+
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -103,6 +107,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0)
     return 0;
   const std::string rest(reinterpret_cast<const char *>(data) + 1, size - 1);
+  if ((data[0] & 7) == 4) {
+    // A chat template, rendered on a small conversation.
+    auto t = ds::tok::ChatTemplate::parse(rest);
+    if (t.ok())
+      (void)(*t)->render(nlohmann::ordered_json::parse(
+          R"({"messages": [{"role": "system", "content": "s"},
+              {"role": "user", "content": "héllo"},
+              {"role": "assistant", "content": "a</think>b",
+               "tool_calls": [{"function": {"name": "f",
+                               "arguments": "{}"}}]}],
+              "add_generation_prompt": true, "bos_token": "<s>",
+              "tools": [{"type": "function"}]})"));
+    return 0;
+  }
   if (data[0] & 1) {
     auto tok = Tokenizer::fromJson(rest, "fuzz.json");
     if (tok.ok()) {

@@ -62,4 +62,8 @@ tokenizers_python = os.path.join(config.ds_obj_root, "test-venv", "bin",
                                  "python")
 if os.path.exists(tokenizers_python):
     config.available_features.add("tokenizers")
+    import glob
+    if glob.glob(os.path.join(config.ds_obj_root, "test-venv", "lib",
+                              "python*", "site-packages", "transformers")):
+        config.available_features.add("transformers")
 config.substitutions.append(("%tokenizers_python", tokenizers_python))

@@ -9,6 +9,11 @@
 //       "decoded_skip"} as the `tokenizers` package gave them: compares
 //       encode, decode and streamed decode, prints the counts and the first
 //       differences; exits 1 on any difference
+//   ds-tokenize --chat-check CASES.jsonl
+//       a first line {"templates": {name: source}}, then one line per case
+//       {"template", "context", "expected" | "error", "error_exact"} as
+//       transformers rendered them: renders each with ds's ChatTemplate,
+//       prints the counts and the first differences; exits 1 on any
 //   ds-tokenize TOKENIZER --bench FILE [--repeat N]
 //       encode throughput over FILE's text (MB/s, median of N)
 //
@@ -16,6 +21,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ds/tok/ChatTemplate.h"
 #include "ds/tok/Tokenizer.h"
 
 #include <nlohmann/json.hpp>
@@ -26,6 +32,8 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -129,6 +137,63 @@ int check(const Tokenizer &tok, const std::string &path) {
   return encodes == lines && decodes == lines && streams == lines ? 0 : 1;
 }
 
+int chatCheck(const std::string &path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    std::fprintf(stderr, "ds-tokenize: %s: cannot read\n", path.c_str());
+    return 1;
+  }
+  nlohmann::json head = nlohmann::json::parse(line, nullptr, false);
+  if (head.is_discarded() || !head.contains("templates")) {
+    std::fprintf(stderr, "ds-tokenize: %s: no templates line\n", path.c_str());
+    return 1;
+  }
+  std::map<std::string, std::unique_ptr<ds::tok::ChatTemplate>> templates;
+  for (auto it = head["templates"].begin(); it != head["templates"].end();
+       ++it) {
+    auto t = ds::tok::ChatTemplate::parse(it.value().get<std::string>());
+    if (!t.ok()) {
+      std::printf("template %s: %s\n", it.key().c_str(),
+                  std::string(t.status().message()).c_str());
+      return 1;
+    }
+    templates[it.key()] = std::move(*t);
+  }
+  size_t cases = 0, same = 0, reported = 0;
+  while (std::getline(in, line)) {
+    ++cases;
+    nlohmann::ordered_json c =
+        nlohmann::ordered_json::parse(line, nullptr, false);
+    const std::string name = c["template"].get<std::string>();
+    auto got = templates.at(name)->render(c["context"]);
+    bool ok;
+    std::string detail;
+    if (c.contains("error")) {
+      const std::string want = c["error"].get<std::string>();
+      ok = !got.ok() && (!c.value("error_exact", false) ||
+                         std::string(got.status().message()) == want);
+      detail =
+          "want the error " + show(want) + ", got " +
+          (got.ok() ? show(*got) : show(std::string(got.status().message())));
+    } else {
+      const std::string want = c["expected"].get<std::string>();
+      ok = got.ok() && *got == want;
+      detail =
+          "want " + show(want) + ", got " +
+          (got.ok() ? show(*got) : show(std::string(got.status().message())));
+    }
+    if (ok)
+      ++same;
+    else if (reported++ < 5)
+      std::printf("differs (%s, case %zu): %s\n", name.c_str(), cases,
+                  detail.c_str());
+  }
+  std::printf("%zu chat template cases: %zu rendered as transformers did\n",
+              cases, same);
+  return same == cases ? 0 : 1;
+}
+
 int bench(const Tokenizer &tok, const std::string &path, int repeat) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -168,6 +233,8 @@ int bench(const Tokenizer &tok, const std::string &path, int repeat) {
 } // namespace
 
 int main(int argc, char **argv) {
+  if (argc == 3 && std::string(argv[1]) == "--chat-check")
+    return chatCheck(argv[2]);
   if (argc < 2)
     return usage();
   std::string mode, file;
