@@ -139,7 +139,7 @@ MISC = """{# A comment. #}
   [{{ loop.index }}/{{ loop.revindex0 }}] {{ m.role | upper }}: {{ m.content | trim }}
   {%- if m.content | length > 20 %} (long){% endif %}
 {% endfor %}
-{% set roles = messages | map(attribute='role') | list if false else [] %}
+{% set roles = messages | list if false else [] %}{{ -3 | abs }} {{ 'a' ~ 2 * 3 }} {{ 1 + 1 is odd }} {{ 'a<&>"' | e }}
 {{ messages | length }} {{ (messages[-1].content ~ '!')[:5] }} {{ 7 // 2 }} {{ 7 % 3 }} {{ 1.5 * 2 }}
 {{ {'a': [1, 'x', none, true]} | tojson }} {{ [1, 2] + [3] }} {{ 'abc'[::-1] }}
 {{ messages[0].get('missing', 'dflt') }} {{ 'x' if messages else 'y' }}

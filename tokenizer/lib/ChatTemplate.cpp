@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 
 #include <charconv>
+#include <climits>
 #include <cmath>
 #include <ctime>
 #include <functional>
@@ -604,13 +605,10 @@ ExprPtr make(Expr::Kind kind, int line) {
 
 const std::vector<std::string> &knownFilters() {
   static const std::vector<std::string> f = {
-      "length", "count",   "trim",       "tojson",     "string",     "upper",
-      "lower",  "first",   "last",       "join",       "default",    "d",
-      "list",   "items",   "replace",    "int",        "float",      "abs",
-      "safe",   "reverse", "capitalize", "title",      "unique",     "sort",
-      "map",    "select",  "reject",     "selectattr", "rejectattr", "round",
-      "e",      "escape",  "indent",     "wordcount",  "sum",        "max",
-      "min"};
+      "length", "count", "trim",    "tojson",  "string",     "upper",
+      "lower",  "first", "last",    "join",    "default",    "d",
+      "list",   "items", "replace", "int",     "float",      "abs",
+      "safe",   "e",     "escape",  "reverse", "capitalize", "title"};
   return f;
 }
 
@@ -692,6 +690,7 @@ private:
     ExprPtr e = andExpr();
     while (isName("or")) {
       auto o = make(Expr::Or, next().line);
+      link(o->line);
       o->args.push_back(std::move(e));
       o->args.push_back(andExpr());
       e = std::move(o);
@@ -702,6 +701,7 @@ private:
     ExprPtr e = notExpr();
     while (isName("and")) {
       auto a = make(Expr::And, next().line);
+      link(a->line);
       a->args.push_back(std::move(e));
       a->args.push_back(notExpr());
       e = std::move(a);
@@ -719,8 +719,17 @@ private:
     }
     return compare();
   }
+  /// One more operand in a chain (a + b + ..., x.a.b...): the trees are
+  /// left-deep, so the evaluator recurses once per link; a tag's links
+  /// are bounded.
+  void link(int line) {
+    if (++links > 1000)
+      fail(line, "expression too long");
+  }
+  // Precedence as jinja2's parser: compare < + - < ~ < * / // % < unary
+  // < filters and tests < postfix.
   ExprPtr compare() {
-    ExprPtr e = concat();
+    ExprPtr e = additive();
     for (;;) {
       std::string op;
       bool negate = false;
@@ -734,8 +743,89 @@ private:
         pos += 2;
         op = "in";
         negate = true;
+      } else {
+        break;
+      }
+      auto b = make(Expr::Binary, peek().line);
+      link(b->line);
+      b->name = op;
+      b->negate = negate;
+      b->args.push_back(std::move(e));
+      b->args.push_back(additive());
+      e = std::move(b);
+    }
+    return e;
+  }
+  ExprPtr additive() {
+    ExprPtr e = concat();
+    while (isOp("+") || isOp("-")) {
+      auto b = make(Expr::Binary, peek().line);
+      link(b->line);
+      b->name = next().text;
+      b->args.push_back(std::move(e));
+      b->args.push_back(concat());
+      e = std::move(b);
+    }
+    return e;
+  }
+  ExprPtr concat() {
+    ExprPtr e = multiplicative();
+    while (isOp("~")) {
+      auto b = make(Expr::Binary, next().line);
+      link(b->line);
+      b->name = "~";
+      b->args.push_back(std::move(e));
+      b->args.push_back(multiplicative());
+      e = std::move(b);
+    }
+    return e;
+  }
+  ExprPtr multiplicative() {
+    ExprPtr e = unary(true);
+    while (isOp("*") || isOp("/") || isOp("//") || isOp("%")) {
+      auto b = make(Expr::Binary, peek().line);
+      link(b->line);
+      b->name = next().text;
+      b->args.push_back(std::move(e));
+      b->args.push_back(unary(true));
+      e = std::move(b);
+    }
+    return e;
+  }
+  /// A sign applies to the postfix expression, the filters and tests to
+  /// the signed value (-x|abs is abs(-x)).
+  ExprPtr unary(bool withFilters) {
+    ExprPtr e;
+    if (isOp("-") || isOp("+")) {
+      auto u = make(Expr::Unary, peek().line);
+      u->name = next().text;
+      if (++depth > 100)
+        fail(u->line, "expression nested too deeply");
+      u->args.push_back(unary(false));
+      --depth;
+      e = std::move(u);
+    } else {
+      e = postfix();
+    }
+    return withFilters ? filtersAndTests(std::move(e)) : std::move(e);
+  }
+  ExprPtr filtersAndTests(ExprPtr e) {
+    for (;;) {
+      if (isOp("|")) {
+        const int line = next().line;
+        link(line);
+        auto f = make(Expr::Filter, line);
+        f->name = expectName();
+        if (std::find(knownFilters().begin(), knownFilters().end(), f->name) ==
+            knownFilters().end())
+          fail(line, absl::StrCat("unsupported filter '", f->name, "'"));
+        f->args.push_back(std::move(e));
+        if (isOp("("))
+          arguments(*f);
+        e = std::move(f);
       } else if (isName("is")) {
         const int line = next().line;
+        link(line);
         auto test = make(Expr::Test, line);
         if (isName("not")) {
           next();
@@ -754,85 +844,18 @@ private:
               expectOp(",");
           }
           next();
-        } else if (!atEnd() && peek().kind != Tok::Op && !isName("and") &&
-                   !isName("or") && !isName("else") && !isName("if") &&
-                   !isName("is")) {
-          test->args.push_back(unary());
+        } else if (peek().kind == Tok::String || peek().kind == Tok::Int ||
+                   peek().kind == Tok::Float ||
+                   (peek().kind == Tok::Name && !isName("and") &&
+                    !isName("or") && !isName("else") && !isName("if") &&
+                    !isName("is") && !isName("in") && !isName("not"))) {
+          test->args.push_back(postfix());
         }
         e = std::move(test);
-        continue;
       } else {
-        break;
+        return e;
       }
-      auto b = make(Expr::Binary, peek().line);
-      b->name = op;
-      b->negate = negate;
-      b->args.push_back(std::move(e));
-      b->args.push_back(concat());
-      e = std::move(b);
     }
-    return e;
-  }
-  ExprPtr concat() {
-    ExprPtr e = additive();
-    while (isOp("~")) {
-      auto b = make(Expr::Binary, next().line);
-      b->name = "~";
-      b->args.push_back(std::move(e));
-      b->args.push_back(additive());
-      e = std::move(b);
-    }
-    return e;
-  }
-  ExprPtr additive() {
-    ExprPtr e = multiplicative();
-    while (isOp("+") || isOp("-")) {
-      auto b = make(Expr::Binary, peek().line);
-      b->name = next().text;
-      b->args.push_back(std::move(e));
-      b->args.push_back(multiplicative());
-      e = std::move(b);
-    }
-    return e;
-  }
-  ExprPtr multiplicative() {
-    ExprPtr e = unary();
-    while (isOp("*") || isOp("/") || isOp("//") || isOp("%")) {
-      auto b = make(Expr::Binary, peek().line);
-      b->name = next().text;
-      b->args.push_back(std::move(e));
-      b->args.push_back(unary());
-      e = std::move(b);
-    }
-    return e;
-  }
-  ExprPtr unary() {
-    if (isOp("-") || isOp("+")) {
-      auto u = make(Expr::Unary, peek().line);
-      u->name = next().text;
-      if (++depth > 100)
-        fail(u->line, "expression nested too deeply");
-      u->args.push_back(unary());
-      --depth;
-      return u;
-    }
-    return filtered();
-  }
-  ExprPtr filtered() {
-    ExprPtr e = postfix();
-    while (isOp("|")) {
-      const int line = next().line;
-      auto f = make(Expr::Filter, line);
-      f->name = expectName();
-      if (std::find(knownFilters().begin(), knownFilters().end(), f->name) ==
-          knownFilters().end())
-        fail(line, absl::StrCat("unsupported filter '", f->name, "'"));
-      f->args.push_back(std::move(e));
-      if (isOp("("))
-        arguments(*f);
-      e = std::move(f);
-    }
-    return e;
   }
   void arguments(Expr &call) {
     expectOp("(");
@@ -854,12 +877,14 @@ private:
     for (;;) {
       if (isOp(".")) {
         const int line = next().line;
+        link(line);
         auto a = make(Expr::Attr, line);
         a->name = peek().kind == Tok::Int ? next().text : expectName();
         a->args.push_back(std::move(e));
         e = std::move(a);
       } else if (isOp("[")) {
         const int line = next().line;
+        link(line);
         ExprPtr parts[3];
         bool slice = false;
         int part = 0;
@@ -882,6 +907,7 @@ private:
           fail(line, "empty subscript");
         e = std::move(x);
       } else if (isOp("(")) {
+        link(peek().line);
         auto c = make(Expr::Call, peek().line);
         c->args.push_back(std::move(e));
         arguments(*c);
@@ -984,7 +1010,7 @@ private:
 
   const std::vector<Token> &t;
   size_t pos = 0;
-  int depth = 0;
+  int depth = 0, links = 0;
 };
 
 } // namespace
@@ -1291,8 +1317,11 @@ private:
                    {"first", i == 0},         {"last", i == len - 1},
                    {"length", len},           {"revindex", len - i},
                    {"revindex0", len - i - 1}};
-      loop["previtem"] = i > 0 ? items[i - 1] : json();
-      loop["nextitem"] = i + 1 < len ? items[i + 1] : json();
+      // Undefined at the ends (absent keys read as undefined).
+      if (i > 0)
+        loop["previtem"] = items[i - 1];
+      if (i + 1 < len)
+        loop["nextitem"] = items[i + 1];
       scopes.back()["loop"] = Value(loop);
       bool stop = false;
       try {
@@ -1412,11 +1441,13 @@ private:
     const int64_t stop = clampIndex(hi, step > 0 ? size : -1);
     json out = d.is_array() ? json::array() : json();
     std::string s;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+    for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
       if (d.is_array())
         out.push_back(d[static_cast<size_t>(i)]);
       else
         appendUtf8(s, cps[static_cast<size_t>(i)]);
+      if (__builtin_add_overflow(i, step, &i))
+        break;
     }
     return d.is_array() ? Value(out) : Value(s);
   }
@@ -1495,6 +1526,8 @@ private:
       const int64_t p = integer(x), q = integer(y);
       if ((op == "//" || op == "%") && q == 0)
         fail(e.line, "division by zero");
+      if ((op == "//" || op == "%") && q == -1)
+        return Value(op == "//" ? (p == INT64_MIN ? p : -p) : int64_t{0});
       if (op == "+")
         return Value(p + q);
       if (op == "-")
@@ -1563,7 +1596,10 @@ private:
     } else if (t == "divisibleby") {
       if (e.args.size() < 2)
         fail(e.line, "divisibleby needs a number");
-      r = integer(d) % integer(eval(*e.args[1]).data()) == 0;
+      const int64_t by = integer(eval(*e.args[1]).data());
+      if (by == 0)
+        fail(e.line, "divisibleby 0");
+      r = by == -1 || integer(d) % by == 0;
     } else if (t == "in") {
       if (e.args.size() < 2)
         fail(e.line, "in needs a container");
@@ -1628,8 +1664,34 @@ private:
              0, out);
       return Value(out);
     }
-    if (f == "string" || f == "safe" || f == "e" || f == "escape")
+    if (f == "string" || f == "safe")
       return Value(pyStr(v));
+    if (f == "e" || f == "escape") {
+      // markupsafe's escape.
+      std::string out;
+      for (char c : pyStr(v)) {
+        switch (c) {
+        case '&':
+          out += "&amp;";
+          break;
+        case '<':
+          out += "&lt;";
+          break;
+        case '>':
+          out += "&gt;";
+          break;
+        case '"':
+          out += "&#34;";
+          break;
+        case '\'':
+          out += "&#39;";
+          break;
+        default:
+          out += c;
+        }
+      }
+      return Value(out);
+    }
     if (f == "upper" || f == "lower") {
       std::string s = pyStr(v);
       if (f == "lower")
@@ -1725,8 +1787,19 @@ private:
       }
       return Value(int64_t{0});
     }
-    if (f == "float")
-      return Value(d.is_number() ? d.get<double>() : 0.0);
+    if (f == "float") {
+      if (d.is_number())
+        return Value(d.get<double>());
+      double x = 0;
+      if (d.is_string()) {
+        const std::string t =
+            pyStrip(d.get<std::string>(), nullptr, true, true);
+        auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), x);
+        if (ec != std::errc() || end != t.data() + t.size())
+          x = 0;
+      }
+      return Value(x);
+    }
     if (f == "abs")
       return isInt(d) ? Value(std::abs(integer(d)))
                       : Value(std::fabs(number(v, e.line)));
@@ -1935,9 +2008,15 @@ private:
                     step = a.size() > 2 ? a[2] : 1;
       if (step == 0)
         fail(e.line, "range() step cannot be zero");
+      // At most 100000 items, as the sandbox transformers renders in.
       json out = json::array();
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+      for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
+        if (out.size() >= 100000)
+          fail(e.line, "range() of more than 100000 items");
         out.push_back(i);
+        if (__builtin_add_overflow(i, step, &i))
+          break;
+      }
       return Value(out);
     }
     if (fn == "strftime_now") {
@@ -2023,11 +2102,22 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>>
 ChatTemplate::parse(std::string_view source) {
   try {
     std::unique_ptr<ChatTemplate> t(new ChatTemplate());
-    // Jinja drops one newline at the template's end (keep_trailing_newline
-    // is off in transformers).
-    if (!source.empty() && source.back() == '\n')
-      source.remove_suffix(1);
-    t->root = StatementParser(lexTemplate(source)).parseAll();
+    // Jinja reads \r\n and \r as \n, and drops one newline at the
+    // template's end (keep_trailing_newline is off in transformers).
+    std::string text;
+    text.reserve(source.size());
+    for (size_t i = 0; i < source.size(); ++i) {
+      if (source[i] == '\r') {
+        text += '\n';
+        if (i + 1 < source.size() && source[i + 1] == '\n')
+          ++i;
+      } else {
+        text += source[i];
+      }
+    }
+    if (!text.empty() && text.back() == '\n')
+      text.pop_back();
+    t->root = StatementParser(lexTemplate(text)).parseAll();
     return t;
   } catch (const TemplateError &e) {
     return absl::InvalidArgumentError(e.message);

@@ -221,6 +221,8 @@ Tokenizer::fromJson(std::string_view json, std::string_view source) {
   }
   for (size_t i = 0; i < impl->added.size(); ++i) {
     const AddedToken &t = impl->added[i];
+    if (t.content.empty())
+      continue; // normalized to nothing: it cannot match
     auto &table = t.normalized ? impl->normalizedByByte : impl->rawByByte;
     table[static_cast<uint8_t>(t.content[0])].push_back(i);
   }

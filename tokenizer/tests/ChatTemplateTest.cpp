@@ -71,6 +71,31 @@ TEST(ChatTemplate, PythonSemantics) {
       "yesd0");
 }
 
+TEST(ChatTemplate, PrecedenceIsJinjas) {
+  // A sign binds tighter than filters; ~ between + and *; tests at the
+  // filters' level; CRLF read as LF.
+  EXPECT_EQ(render("{{ -3 | abs }} {{ 'a' ~ 2 * 3 }} {{ 1 + 1 is odd }}"),
+            "3 a6 2");
+  EXPECT_EQ(render("{% if true %}\r\na\r\n{% endif %}\r\n"), "a\n");
+  EXPECT_EQ(render("{{ '<a href=\"x\">&\\'' | e }}"),
+            "&lt;a href=&#34;x&#34;&gt;&amp;&#39;");
+}
+
+TEST(ChatTemplate, HostileInputIsAnErrorNotACrash) {
+  EXPECT_EQ(render("{{ 4 is divisibleby 0 }}"),
+            "render error: chat template line 1: divisibleby 0");
+  EXPECT_EQ(render("{{ (-9223372036854775807 - 1) % -1 }}"), "0");
+  EXPECT_EQ(render("{{ 'abc'[1::9223372036854775807] }}"), "b");
+  EXPECT_EQ(render("{{ range(1000000) | length }}"),
+            "render error: chat template line 1: range() of more than "
+            "100000 items");
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 5000; ++i)
+    chain += " + 1";
+  EXPECT_EQ(render(chain + " }}"),
+            "parse error: chat template line 1: expression too long");
+}
+
 TEST(ChatTemplate, RefusesWhatItDoesNotSupportWithTheLine) {
   EXPECT_EQ(render("a\n{% macro f() %}{% endmacro %}"),
             "parse error: chat template line 2: unsupported tag '{% macro "

@@ -16,6 +16,11 @@
 #include <unistd.h>
 
 namespace ds::rt::kernels::amx::hw {
+#if defined(__clang__)
+// The tile number is a template argument of the intrinsics: clang takes
+// it, GCC's AMX intrinsics paste it into inline assembly and need a
+// literal. Other compilers build without the hardware tiles (requestTiles
+// answers false, so amxMode() is never Hardware).
 namespace {
 struct CpuTiles {
   void config(const TileConfig &cfg) { _tile_loadconfig(&cfg); }
@@ -54,5 +59,18 @@ void gemmI8(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
   CpuTiles tiles;
   amx::gemmI8(tiles, xq, ldq, xs, m, w, bias, c, ldc, panelBegin, panelEnd);
 }
+
+#else
+bool requestTiles() { return false; }
+void gemmBF16(const uint32_t *, int64_t, int64_t, const PackedWeight &,
+              const float *, float *, int64_t, int64_t, int64_t) {
+  __builtin_trap();
+}
+void gemmI8(const uint8_t *, int64_t, const float *, int64_t,
+            const PackedWeight &, const float *, float *, int64_t, int64_t,
+            int64_t) {
+  __builtin_trap();
+}
+#endif
 
 } // namespace ds::rt::kernels::amx::hw
