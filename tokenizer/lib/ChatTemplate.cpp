@@ -612,6 +612,20 @@ const std::vector<std::string> &knownFilters() {
   return f;
 }
 
+/// The keyword arguments each filter reads.
+bool filterTakes(const std::string &filter, const std::string &keyword) {
+  static const std::map<std::string, std::vector<std::string>> takes = {
+      {"tojson", {"indent", "sort_keys"}},
+      {"default", {"default_value", "boolean"}},
+      {"d", {"default_value", "boolean"}},
+      {"trim", {"chars"}},
+      {"join", {"d"}},
+      {"replace", {"old", "new"}}};
+  auto it = takes.find(filter);
+  return it != takes.end() && std::find(it->second.begin(), it->second.end(),
+                                        keyword) != it->second.end();
+}
+
 const std::vector<std::string> &knownTests() {
   static const std::vector<std::string> t = {
       "defined",     "undefined", "none",    "string",   "number",
@@ -822,6 +836,11 @@ private:
         f->args.push_back(std::move(e));
         if (isOp("("))
           arguments(*f);
+        // A keyword the filter does not take would be ignored: refused.
+        for (const auto &[key, value] : f->kwargs)
+          if (!filterTakes(f->name, key))
+            fail(line, absl::StrCat("filter '", f->name, "' has no argument '",
+                                    key, "'"));
         e = std::move(f);
       } else if (isName("is")) {
         const int line = next().line;
@@ -1658,6 +1677,33 @@ private:
     if (f == "tojson") {
       Value indent = a(0, "indent", json(nullptr));
       std::string out;
+      if (truthy(a(1, "sort_keys", json(false)))) {
+        // Python's sort_keys: every object's keys in order, recursively.
+        std::function<json(const json &)> sorted = [&](const json &x) {
+          if (x.is_array()) {
+            json o = json::array();
+            for (const json &y : x)
+              o.push_back(sorted(y));
+            return o;
+          }
+          if (!x.is_object())
+            return x;
+          std::vector<std::string> keys;
+          for (auto it = x.begin(); it != x.end(); ++it)
+            keys.push_back(it.key());
+          std::sort(keys.begin(), keys.end());
+          json o = json::object();
+          for (const std::string &k : keys)
+            o[k] = sorted(x[k]);
+          return o;
+        };
+        pyJson(sorted(d),
+               indent.data().is_null()
+                   ? -1
+                   : static_cast<int>(integer(indent.data())),
+               0, out);
+        return Value(out);
+      }
       pyJson(d,
              indent.data().is_null() ? -1
                                      : static_cast<int>(integer(indent.data())),

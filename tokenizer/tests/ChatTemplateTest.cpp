@@ -100,6 +100,13 @@ TEST(ChatTemplate, RefusesWhatItDoesNotSupportWithTheLine) {
   EXPECT_EQ(render("a\n{% macro f() %}{% endmacro %}"),
             "parse error: chat template line 2: unsupported tag '{% macro "
             "%}'");
+  EXPECT_EQ(render("{{ x | tojson(separators=1) }}"),
+            "parse error: chat template line 1: filter 'tojson' has no "
+            "argument 'separators'");
+  EXPECT_EQ(
+      render("{{ {'b': {'d': 1, 'c': 2}, 'a': 0} | tojson(sort_keys=true) "
+             "}}"),
+      "{\"a\": 0, \"b\": {\"c\": 2, \"d\": 1}}");
   EXPECT_EQ(render("{{ x | frobnicate }}"),
             "parse error: chat template line 1: unsupported filter "
             "'frobnicate'");
