@@ -16,6 +16,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
+#include <utf8proc.h>
+
 #include <charconv>
 #include <climits>
 #include <cmath>
@@ -323,6 +325,54 @@ std::string pyStrip(const std::string &s, const Value *chars, bool left,
   while (right && e > b && strip(cps[e - 1]))
     --e;
   return fromCodePoints(cps, b, e);
+}
+
+/// Case mappings on code points (utf8proc's simple mappings: Python's
+/// one-to-many special casings, ß to SS, are not applied): upper;
+/// capitalize (the first
+/// upper, the rest lower); Python's str.title (a letter after a non-letter
+/// upper, other letters lower); Jinja's title filter (the first character
+/// of each run after whitespace, '-' or an opening bracket upper, the rest
+/// lower).
+enum class Case { Upper, Capitalize, PyTitle, JinjaTitle };
+std::string mapCase(const std::string &s, Case mode) {
+  auto isLetter = [](char32_t c) {
+    const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
+    return cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO;
+  };
+  auto up = [](char32_t c) {
+    return static_cast<char32_t>(
+        utf8proc_toupper(static_cast<utf8proc_int32_t>(c)));
+  };
+  auto low = [](char32_t c) {
+    return static_cast<char32_t>(
+        utf8proc_tolower(static_cast<utf8proc_int32_t>(c)));
+  };
+  std::string out;
+  bool start = true;
+  for (char32_t c : codePoints(s)) {
+    char32_t m;
+    switch (mode) {
+    case Case::Upper:
+      m = up(c);
+      break;
+    case Case::Capitalize:
+      m = start ? up(c) : low(c);
+      start = false;
+      break;
+    case Case::PyTitle:
+      m = start && isLetter(c) ? up(c) : low(c);
+      start = !isLetter(c);
+      break;
+    case Case::JinjaTitle:
+      m = start ? up(c) : low(c);
+      start = isPySpace(c) || c == '-' || c == '(' || c == '{' || c == '[' ||
+              c == '<';
+      break;
+    }
+    appendUtf8(out, m);
+  }
+  return out;
 }
 
 //===----------------------------------------------------------------------===//
@@ -1411,7 +1461,7 @@ private:
       if (i < 0)
         i += size;
       if (i < 0 || i >= size)
-        fail(line, "index out of range");
+        return Value::undef(); // as Jinja's subscript
       if (d.is_array())
         return Value(d[static_cast<size_t>(i)]);
       return Value(fromCodePoints(cps, static_cast<size_t>(i),
@@ -1742,22 +1792,11 @@ private:
       std::string s = pyStr(v);
       if (f == "lower")
         return Value(lowercase(s));
-      std::string out;
-      for (char c : s)
-        out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      return Value(out);
+      return Value(mapCase(s, Case::Upper));
     }
-    if (f == "capitalize" || f == "title") {
-      std::string s = lowercase(pyStr(v));
-      bool start = true;
-      for (char &c : s) {
-        if (start && std::isalpha(static_cast<unsigned char>(c)))
-          c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-        start =
-            f == "title" ? !std::isalpha(static_cast<unsigned char>(c)) : false;
-      }
-      return Value(s);
-    }
+    if (f == "capitalize" || f == "title")
+      return Value(mapCase(pyStr(v),
+                           f == "title" ? Case::JinjaTitle : Case::Capitalize));
     if (f == "first" || f == "last") {
       if (d.is_array() && !d.empty())
         return Value(f == "first" ? d.front() : d.back());
@@ -1987,11 +2026,8 @@ private:
     std::string s = pyStr(subject);
     if (name == "lower")
       return Value(lowercase(s));
-    if (name == "upper") {
-      for (char &c : s)
-        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      return Value(s);
-    }
+    if (name == "upper")
+      return Value(mapCase(s, Case::Upper));
     if (name == "replace") {
       const std::string from = pyStr(arg(call, 1, "old")),
                         to = pyStr(arg(call, 2, "new"));
@@ -2007,16 +2043,8 @@ private:
       out.append(s, at, std::string::npos);
       return Value(out);
     }
-    // title / capitalize
-    s = lowercase(s);
-    bool start = true;
-    for (char &c : s) {
-      if (start && std::isalpha(static_cast<unsigned char>(c)))
-        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      start = name == "title" ? !std::isalpha(static_cast<unsigned char>(c))
-                              : false;
-    }
-    return Value(s);
+    return Value(
+        mapCase(s, name == "title" ? Case::PyTitle : Case::Capitalize));
   }
 
   Value call(const Expr &e) {

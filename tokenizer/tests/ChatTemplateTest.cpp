@@ -81,6 +81,13 @@ TEST(ChatTemplate, PrecedenceIsJinjas) {
             "&lt;a href=&#34;x&#34;&gt;&amp;&#39;");
 }
 
+TEST(ChatTemplate, CaseMappingsAreUnicode) {
+  EXPECT_EQ(render("{{ 'strasse é' | upper }} {{ 'éCOLE-x' | title }} "
+                   "{{ 'hello wORLD'.title() }} {{ 'ñu' | capitalize }} "
+                   "{{ ['a'][5] is defined }}"),
+            "STRASSE É École-X Hello World Ñu False");
+}
+
 TEST(ChatTemplate, HostileInputIsAnErrorNotACrash) {
   EXPECT_EQ(render("{{ 4 is divisibleby 0 }}"),
             "render error: chat template line 1: divisibleby 0");
