@@ -327,6 +327,22 @@ std::string pyStrip(const std::string &s, const Value *chars, bool left,
   return fromCodePoints(cps, b, e);
 }
 
+/// s with every `from` replaced by `to` (the replace filter and method).
+std::string replaceAll(const std::string &s, const std::string &from,
+                       const std::string &to, int line) {
+  if (from.empty())
+    fail(line, "replace of an empty string");
+  std::string out;
+  size_t at = 0, hit;
+  while ((hit = s.find(from, at)) != std::string::npos) {
+    out.append(s, at, hit - at);
+    out += to;
+    at = hit + from.size();
+  }
+  out.append(s, at, std::string::npos);
+  return out;
+}
+
 /// Case mappings on code points (utf8proc's simple mappings: Python's
 /// one-to-many special casings, ß to SS, are not applied): upper;
 /// capitalize (the first
@@ -1845,21 +1861,9 @@ private:
         out.push_back(json::array({it.key(), it.value()}));
       return Value(out);
     }
-    if (f == "replace") {
-      std::string s = pyStr(v), from = pyStr(a(0, "old")),
-                  to = pyStr(a(1, "new"));
-      if (from.empty())
-        fail(e.line, "replace of an empty string");
-      std::string out;
-      size_t at = 0, hit;
-      while ((hit = s.find(from, at)) != std::string::npos) {
-        out.append(s, at, hit - at);
-        out += to;
-        at = hit + from.size();
-      }
-      out.append(s, at, std::string::npos);
-      return Value(out);
-    }
+    if (f == "replace")
+      return Value(
+          replaceAll(pyStr(v), pyStr(a(0, "old")), pyStr(a(1, "new")), e.line));
     if (f == "int") {
       if (d.is_number())
         return Value(static_cast<int64_t>(d.get<double>()));
@@ -1975,13 +1979,7 @@ private:
       }
       if (name == "upper" || name == "lower" || name == "title" ||
           name == "capitalize" || name == "replace") {
-        Expr f;
-        f.kind = Expr::Filter;
-        f.line = call.line;
-        f.name = name;
-        // Reuse the filters with the string as their subject.
-        Value subject(s);
-        return stringFilter(subject, name, call);
+        return stringFilter(Value(s), name, call);
       }
       if (name == "find") {
         const size_t at = s.find(pyStr(arg(call, 1, "sub")));
@@ -2028,21 +2026,9 @@ private:
       return Value(lowercase(s));
     if (name == "upper")
       return Value(mapCase(s, Case::Upper));
-    if (name == "replace") {
-      const std::string from = pyStr(arg(call, 1, "old")),
-                        to = pyStr(arg(call, 2, "new"));
-      if (from.empty())
-        fail(call.line, "replace of an empty string");
-      std::string out;
-      size_t at = 0, hit;
-      while ((hit = s.find(from, at)) != std::string::npos) {
-        out.append(s, at, hit - at);
-        out += to;
-        at = hit + from.size();
-      }
-      out.append(s, at, std::string::npos);
-      return Value(out);
-    }
+    if (name == "replace")
+      return Value(replaceAll(s, pyStr(arg(call, 1, "old")),
+                              pyStr(arg(call, 2, "new")), call.line));
     return Value(
         mapCase(s, name == "title" ? Case::PyTitle : Case::Capitalize));
   }

@@ -58,6 +58,19 @@ absl::StatusOr<std::string> patternField(const nlohmann::json &j,
       absl::StrCat(at, ": expected {\"String\": ...} or {\"Regex\": ...}"));
 }
 
+std::string regexReplace(const Regex &re, std::string_view text,
+                         std::string_view content) {
+  std::string out;
+  size_t prev = 0;
+  for (auto [b, e] : re.findAll(text)) {
+    out.append(text.substr(prev, b - prev));
+    out.append(content);
+    prev = e;
+  }
+  out.append(text.substr(prev));
+  return out;
+}
+
 void splitPiece(const Piece &piece, const Regex &re, SplitBehavior behavior,
                 bool invert, std::vector<Piece> &pieces) {
   // `tokenizers`' find_matches: the gaps and the matches in order, each

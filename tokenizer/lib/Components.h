@@ -113,6 +113,33 @@ absl::StatusOr<std::string> patternField(const nlohmann::json &j,
                                          const std::string &path,
                                          const char *field);
 
+/// The stages of a Sequence: j[field] parsed element by element with
+/// `parse` (errors name path.field[i]); null stages are left out.
+template <typename Stage, typename Parse>
+absl::Status parseParts(const nlohmann::json &j, const std::string &path,
+                        const char *field, const Parse &parse,
+                        std::vector<std::unique_ptr<Stage>> &parts) {
+  auto it = j.find(field);
+  if (it == j.end() || !it->is_array())
+    return absl::InvalidArgumentError(path + "." + field +
+                                      ": expected an array");
+  for (size_t i = 0; i < it->size(); ++i) {
+    auto part =
+        parse((*it)[i], path + "." + field + "[" + std::to_string(i) + "]");
+    if (!part.ok())
+      return part.status();
+    if (*part)
+      parts.push_back(std::move(*part));
+  }
+  return absl::OkStatus();
+}
+
+class Regex;
+/// `text` with every match of `re` replaced by `content` (the Replace
+/// normalizer and decoder).
+std::string regexReplace(const Regex &re, std::string_view text,
+                         std::string_view content);
+
 /// Splits by a pattern's matches as `tokenizers`' SplitDelimiterBehavior
 /// (removed, isolated, merged_with_previous, merged_with_next, contiguous).
 enum class SplitBehavior {
@@ -122,7 +149,6 @@ enum class SplitBehavior {
   MergedWithNext,
   Contiguous
 };
-class Regex;
 /// Appends the pieces `piece` splits into to `out` (views of its text).
 void splitPiece(const Piece &piece, const Regex &re, SplitBehavior behavior,
                 bool invert, std::vector<Piece> &out);

@@ -107,17 +107,8 @@ public:
   std::string content;
   std::vector<std::string>
   apply(std::vector<std::string> tokens) const override {
-    for (std::string &t : tokens) {
-      std::string out;
-      size_t prev = 0;
-      for (auto [b, e] : pattern->findAll(t)) {
-        out.append(t, prev, b - prev);
-        out += content;
-        prev = e;
-      }
-      out.append(t, prev, std::string::npos);
-      t = std::move(out);
-    }
+    for (std::string &t : tokens)
+      t = regexReplace(*pattern, t, content);
     return tokens;
   }
 };
@@ -226,18 +217,10 @@ absl::StatusOr<std::unique_ptr<Decoder>> parseDecoder(const nlohmann::json &j,
     return type.status();
   if (*type == "Sequence") {
     auto seq = std::make_unique<Sequence>();
-    auto it = j.find("decoders");
-    if (it == j.end() || !it->is_array())
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ".decoders: expected an array"));
-    for (size_t i = 0; i < it->size(); ++i) {
-      auto part =
-          parseDecoder((*it)[i], absl::StrCat(path, ".decoders[", i, "]"));
-      if (!part.ok())
-        return part.status();
-      if (*part)
-        seq->parts.push_back(std::move(*part));
-    }
+    if (absl::Status st =
+            parseParts(j, path, "decoders", parseDecoder, seq->parts);
+        !st.ok())
+      return st;
     return seq;
   }
   if (*type == "ByteLevel")
@@ -316,18 +299,10 @@ parsePostProcessor(const nlohmann::json &j, const std::string &path) {
     return type.status();
   if (*type == "Sequence") {
     auto seq = std::make_unique<PostSequence>();
-    auto it = j.find("processors");
-    if (it == j.end() || !it->is_array())
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ".processors: expected an array"));
-    for (size_t i = 0; i < it->size(); ++i) {
-      auto part = parsePostProcessor(
-          (*it)[i], absl::StrCat(path, ".processors[", i, "]"));
-      if (!part.ok())
-        return part.status();
-      if (*part)
-        seq->parts.push_back(std::move(*part));
-    }
+    if (absl::Status st =
+            parseParts(j, path, "processors", parsePostProcessor, seq->parts);
+        !st.ok())
+      return st;
     return seq;
   }
   if (*type == "ByteLevel")

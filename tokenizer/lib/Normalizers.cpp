@@ -57,15 +57,7 @@ public:
   std::unique_ptr<Regex> pattern;
   std::string content;
   absl::Status apply(std::string &text) const override {
-    std::string out;
-    size_t prev = 0;
-    for (auto [b, e] : pattern->findAll(text)) {
-      out.append(text, prev, b - prev);
-      out += content;
-      prev = e;
-    }
-    out.append(text, prev, std::string::npos);
-    text = std::move(out);
+    text = regexReplace(*pattern, text, content);
     return absl::OkStatus();
   }
 };
@@ -106,18 +98,10 @@ parseNormalizer(const nlohmann::json &j, const std::string &path) {
     return type.status();
   if (*type == "Sequence") {
     auto seq = std::make_unique<Sequence>();
-    auto it = j.find("normalizers");
-    if (it == j.end() || !it->is_array())
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ".normalizers: expected an array"));
-    for (size_t i = 0; i < it->size(); ++i) {
-      auto part = parseNormalizer((*it)[i],
-                                  absl::StrCat(path, ".normalizers[", i, "]"));
-      if (!part.ok())
-        return part.status();
-      if (*part)
-        seq->parts.push_back(std::move(*part));
-    }
+    if (absl::Status st =
+            parseParts(j, path, "normalizers", parseNormalizer, seq->parts);
+        !st.ok())
+      return st;
     return seq;
   }
   if (*type == "NFC")

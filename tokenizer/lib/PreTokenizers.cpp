@@ -163,18 +163,10 @@ parsePreTokenizer(const nlohmann::json &j, const std::string &path) {
     return type.status();
   if (*type == "Sequence") {
     auto seq = std::make_unique<Sequence>();
-    auto it = j.find("pretokenizers");
-    if (it == j.end() || !it->is_array())
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ".pretokenizers: expected an array"));
-    for (size_t i = 0; i < it->size(); ++i) {
-      auto part = parsePreTokenizer(
-          (*it)[i], absl::StrCat(path, ".pretokenizers[", i, "]"));
-      if (!part.ok())
-        return part.status();
-      if (*part)
-        seq->parts.push_back(std::move(*part));
-    }
+    if (absl::Status st =
+            parseParts(j, path, "pretokenizers", parsePreTokenizer, seq->parts);
+        !st.ok())
+      return st;
     return seq;
   }
   if (*type == "Split") {

@@ -5,76 +5,60 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <utf8proc.h>
 
 namespace ds::tok {
 
-int validSequence(std::string_view s, size_t i) {
+namespace {
+/// How many bytes from s[i] follow the shape of a UTF-8 sequence: the
+/// lead byte, a second byte in the range the lead allows (narrower after
+/// E0, ED, F0, F4: no overlongs, surrogates or code points past U+10FFFF),
+/// then continuation bytes; 0 when s[i] cannot lead one. `need`: the
+/// length the lead asks for.
+int sequenceShape(std::string_view s, size_t i, int &need) {
   const auto b = [&](size_t j) { return static_cast<uint8_t>(s[j]); };
   const uint8_t c = b(i);
+  uint8_t lo = 0x80, hi = 0xbf;
   if (c < 0x80)
-    return 1;
-  int len;
-  uint8_t lo = 0x80, hi = 0xbf;
-  if (c >= 0xc2 && c <= 0xdf)
-    len = 2;
+    need = 1;
+  else if (c >= 0xc2 && c <= 0xdf)
+    need = 2;
   else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    if (c == 0xe0)
-      lo = 0xa0;
-    if (c == 0xed)
-      hi = 0x9f;
+    need = 3;
+    lo = c == 0xe0 ? 0xa0 : lo;
+    hi = c == 0xed ? 0x9f : hi;
   } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    if (c == 0xf0)
-      lo = 0x90;
-    if (c == 0xf4)
-      hi = 0x8f;
-  } else
+    need = 4;
+    lo = c == 0xf0 ? 0x90 : lo;
+    hi = c == 0xf4 ? 0x8f : hi;
+  } else {
+    need = 0;
     return 0;
-  if (i + len > s.size())
-    return 0;
-  if (b(i + 1) < lo || b(i + 1) > hi)
-    return 0;
-  for (int k = 2; k < len; ++k)
-    if (b(i + k) < 0x80 || b(i + k) > 0xbf)
-      return 0;
-  return len;
-}
-
-int invalidPrefix(std::string_view s, size_t i) {
-  // The longest prefix of a valid sequence's shape (the same byte ranges as
-  // validSequence) that stops short: one replacement for it all; a byte
-  // that cannot start one is its own.
-  const auto b = [&](size_t j) { return static_cast<uint8_t>(s[j]); };
-  const uint8_t c = b(i);
-  int len;
-  uint8_t lo = 0x80, hi = 0xbf;
-  if (c >= 0xc2 && c <= 0xdf)
-    len = 2;
-  else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    if (c == 0xe0)
-      lo = 0xa0;
-    if (c == 0xed)
-      hi = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    if (c == 0xf0)
-      lo = 0x90;
-    if (c == 0xf4)
-      hi = 0x8f;
-  } else
-    return 1;
+  }
   int n = 1;
-  if (i + 1 < s.size() && b(i + 1) >= lo && b(i + 1) <= hi) {
+  if (need > 1 && i + 1 < s.size() && b(i + 1) >= lo && b(i + 1) <= hi) {
     n = 2;
-    while (n < len && i + n < s.size() && b(i + n) >= 0x80 && b(i + n) <= 0xbf)
+    while (n < need && i + n < s.size() && b(i + n) >= 0x80 && b(i + n) <= 0xbf)
       ++n;
   }
   return n;
+}
+} // namespace
+
+int validSequence(std::string_view s, size_t i) {
+  int need;
+  const int n = sequenceShape(s, i, need);
+  return n > 0 && n == need ? need : 0;
+}
+
+int invalidPrefix(std::string_view s, size_t i) {
+  // One replacement for the longest prefix of a valid sequence's shape
+  // that stops short; a byte that cannot start one is its own.
+  int need;
+  return std::max(1, sequenceShape(s, i, need));
 }
 
 std::string utf8Lossy(std::string_view s) {

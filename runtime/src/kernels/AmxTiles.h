@@ -140,6 +140,19 @@ inline void storeTile(T &t, int rows, int cols, E *dst, int64_t ld, E *tmp) {
     std::memcpy(dst + r * ld, tmp + r * kPanel, sizeof(E) * cols);
 }
 
+/// Zeroes a block's C tiles (0-1 for its first 16 rows and np panels, 2-3
+/// for the rest: they exist with rows1 only).
+template <class T> inline void zeroC(T &t, int np, int rows1) {
+  t.template zero<0>();
+  if (np == 2)
+    t.template zero<1>();
+  if (rows1) {
+    t.template zero<2>();
+    if (np == 2)
+      t.template zero<3>();
+  }
+}
+
 /// c = bias + a · Wᵀ over panels [panelBegin, panelEnd) of a BF16 weight;
 /// xp: the rows of a as bf16 pairs, row stride ldq words, zero from
 /// (k + 1) / 2 to paddedPairs(k); bbuf: bf16ScratchBytes(k).
@@ -183,14 +196,7 @@ void gemmBF16(T &t, const uint32_t *xp, int64_t ldq, int64_t m,
             t.template load<3>(biasRows[1], 64);
         }
       } else {
-        t.template zero<0>();
-        if (np == 2)
-          t.template zero<1>();
-        if (rows1) {
-          t.template zero<2>();
-          if (np == 2)
-            t.template zero<3>();
-        }
+        zeroC(t, np, rows1);
       }
       const uint32_t *a0 = xp + r0 * ldq, *a1 = a0 + kPanel * ldq;
       for (int64_t q = 0; q < chunks; ++q) {
@@ -275,14 +281,7 @@ void gemmI8(T &t, const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
       const int rows0 = std::min(rows, static_cast<int>(kPanel));
       const int rows1 = rows - rows0;
       cfg.set(rows0, rows1);
-      t.template zero<0>();
-      if (np == 2)
-        t.template zero<1>();
-      if (rows1) {
-        t.template zero<2>();
-        if (np == 2)
-          t.template zero<3>();
-      }
+      zeroC(t, np, rows1);
       const uint8_t *a0 = xq + r0 * ldq, *a1 = a0 + kPanel * ldq;
       for (int64_t q = 0; q < chunks; ++q) {
         t.template load<4>(a0 + q * 64, ldq);
@@ -319,6 +318,18 @@ void gemmI8(T &t, const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
     }
   }
   t.release();
+}
+
+/// gemmBF16 on a backend T with its pairs in the thread's scratch: the
+/// entry points of both backends.
+template <class T>
+void gemmBF16OnThread(const uint32_t *xp, int64_t ldq, int64_t m,
+                      const PackedWeight &w, const float *bias, float *c,
+                      int64_t ldc, int64_t panelBegin, int64_t panelEnd) {
+  ThreadScratch::Scope scope;
+  auto *bbuf = static_cast<uint32_t *>(scope.bytes(bf16ScratchBytes(w.k)));
+  T tiles;
+  gemmBF16(tiles, xp, ldq, m, w, bias, c, ldc, panelBegin, panelEnd, bbuf);
 }
 
 } // namespace

@@ -143,10 +143,8 @@ private:
 void gemmBF16(const uint32_t *xp, int64_t ldq, int64_t m, const PackedWeight &w,
               const float *bias, float *c, int64_t ldc, int64_t panelBegin,
               int64_t panelEnd) {
-  ThreadScratch::Scope scope;
-  auto *bbuf = static_cast<uint32_t *>(scope.bytes(amx::bf16ScratchBytes(w.k)));
-  EmulatedTiles tiles;
-  amx::gemmBF16(tiles, xp, ldq, m, w, bias, c, ldc, panelBegin, panelEnd, bbuf);
+  amx::gemmBF16OnThread<EmulatedTiles>(xp, ldq, m, w, bias, c, ldc, panelBegin,
+                                       panelEnd);
 }
 
 void gemmI8(const uint8_t *xq, int64_t ldq, const float *xs, int64_t m,
